@@ -1,0 +1,331 @@
+//! The validated configuration: what `config::load` produces after every document has
+//! been parsed and checked. Field names follow Istio's, but every value here is already
+//! known to be well-formed (ports in range, hosts lower-cased, regexes compiled, paths
+//! present). Compiling it into route tables, TLS configs and clusters is `snapshot`'s job.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything one configuration file (several YAML documents) declares.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The file the configuration was read from (for messages).
+    pub source: PathBuf,
+    pub gateways: Vec<Gateway>,
+    pub virtual_services: Vec<VirtualService>,
+    pub service_entries: Vec<ServiceEntry>,
+    pub destination_rules: Vec<DestinationRule>,
+}
+
+/// Where a document came from, so later stages can name it in errors:
+/// `gateway.yaml` document 2 (`Gateway httpbin-gateway`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    /// 1-based index of the YAML document in the file.
+    pub document: usize,
+    pub kind: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} document {} ({} {})",
+            self.file.display(),
+            self.document,
+            self.kind,
+            self.name
+        )
+    }
+}
+
+/// A host pattern as Gateway servers and VirtualServices write it. Always lower-case;
+/// a `namespace/` prefix has been removed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPattern {
+    /// `httpbin.example.com`
+    Exact(String),
+    /// `*.example.com`, stored as the suffix with its leading dot: `.example.com`.
+    Suffix(String),
+    /// `*`
+    Any,
+}
+
+impl HostPattern {
+    /// Whether a concrete host name (lower-case, no port) matches this pattern.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            HostPattern::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Suffix(s) => write!(f, "*{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub origin: Origin,
+    /// `metadata.name`; VirtualServices refer to it as `name` or `namespace/name`.
+    pub name: String,
+    pub namespace: Option<String>,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+/// One entry of a Gateway's `servers[]`.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// `port.number`
+    pub port: u16,
+    /// `port.name`
+    pub port_name: String,
+    pub protocol: Protocol,
+    /// `bind`: the address to listen on; `None` means all addresses (0.0.0.0).
+    pub bind: Option<IpAddr>,
+    pub hosts: Vec<HostPattern>,
+    /// Present exactly when `protocol` is HTTPS, or for an HTTP server with
+    /// `tls.httpsRedirect`.
+    pub tls: Option<ServerTls>,
+    /// `tls.httpsRedirect: true`: every request is answered 301 to its https:// URL.
+    pub https_redirect: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    Simple,
+    Mutual,
+    OptionalMutual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+/// Where a server's certificate and key come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// `serverCertificate` + `privateKey` PEM files (paths relative to the config
+    /// file's directory have been made absolute).
+    Files { cert: PathBuf, key: PathBuf },
+    /// `credentialName`: resolved in `--secrets-dir` as `DIR/NAME/`.
+    Named(String),
+}
+
+/// A server's `tls` block (for HTTPS servers).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub mode: TlsMode,
+    pub credential: Credential,
+    /// `caCertificates`: CA bundle for verifying client certificates (MUTUAL).
+    pub ca_certificates: Option<PathBuf>,
+    pub min_protocol_version: Option<TlsVersion>,
+    pub max_protocol_version: Option<TlsVersion>,
+    /// `cipherSuites`, in Istio's (OpenSSL-style) names; empty means the defaults.
+    pub cipher_suites: Vec<String>,
+    /// `subjectAltNames`: client identities a MUTUAL server accepts; empty means any.
+    pub subject_alt_names: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualService {
+    pub origin: Origin,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub hosts: Vec<HostPattern>,
+    /// Gateway names as written (`name` or `namespace/name`), namespace removed.
+    pub gateways: Vec<String>,
+    pub http: Vec<HttpRoute>,
+}
+
+/// A string condition of a `match` (`exact`, `prefix`, `regex`).
+#[derive(Debug, Clone)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    /// Anchored: the whole value must match, as Envoy's `safe_regex` does.
+    Regex(regex::Regex),
+}
+
+impl StringMatch {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            StringMatch::Exact(s) => value == s,
+            StringMatch::Prefix(p) => value.starts_with(p.as_str()),
+            StringMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+/// One entry of `http[].match[]`: every present condition must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub name: Option<String>,
+    pub uri: Option<StringMatch>,
+    /// Compared against the request's host without its port.
+    pub authority: Option<StringMatch>,
+    pub method: Option<StringMatch>,
+    /// `scheme`: compared against `http` / `https`.
+    pub scheme: Option<StringMatch>,
+    /// Header name (lower-case) and condition.
+    pub headers: Vec<(String, StringMatch)>,
+    /// `ignoreUriCase`
+    pub ignore_uri_case: bool,
+}
+
+/// One `http[]` rule of a VirtualService.
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    pub name: Option<String>,
+    /// Empty means the rule matches every request.
+    pub matches: Vec<RouteMatch>,
+    pub action: RouteAction,
+    pub rewrite: Option<Rewrite>,
+    /// `timeout`: the whole upstream exchange; `None` means the default.
+    pub timeout: Option<Duration>,
+    pub retries: Option<Retries>,
+    pub headers: HeaderOperations,
+}
+
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// `route[]`: weighted destinations (weights sum to 100, or a single destination).
+    Route(Vec<WeightedDestination>),
+    /// `redirect`
+    Redirect(Redirect),
+    /// `directResponse`
+    DirectResponse { status: u16, body: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedDestination {
+    /// `destination.host`, lower-case (a short name like `httpbin` stays as written).
+    pub host: String,
+    /// `destination.port.number`; `None` when the service has exactly one port.
+    pub port: Option<u16>,
+    /// `destination.subset`
+    pub subset: Option<String>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Redirect {
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+    pub scheme: Option<String>,
+    pub port: Option<u16>,
+    /// `redirectCode`, default 301.
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rewrite {
+    /// Replaces the matched prefix (or the whole path for exact/regex matches).
+    pub uri: Option<String>,
+    pub authority: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retries {
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    /// `retryOn`, split on commas (`connect-failure`, `refused-stream`, `5xx`, ...).
+    pub retry_on: Vec<String>,
+}
+
+/// `headers.request` and `headers.response`.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOperations {
+    pub request: HeaderOps,
+    pub response: HeaderOps,
+}
+
+/// `set`, `add`, `remove`; names lower-case.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub set: Vec<(String, String)>,
+    pub add: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// `STATIC`: `endpoints[].address` are IP addresses.
+    Static,
+    /// `DNS`: endpoint addresses (or the hosts themselves) are names resolved when
+    /// the configuration is loaded.
+    Dns,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    pub origin: Origin,
+    pub name: String,
+    /// Lower-case host names this entry declares (`httpbin`, `httpbin.default.svc`).
+    pub hosts: Vec<String>,
+    pub ports: Vec<ServicePort>,
+    pub resolution: Resolution,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub number: u16,
+    pub name: String,
+    pub protocol: String,
+    /// `targetPort`: the port endpoints listen on, when it differs from `number`.
+    pub target_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// An IP address (STATIC) or a host name (DNS).
+    pub address: String,
+    /// `ports`: service port name → endpoint port.
+    pub ports: BTreeMap<String, u16>,
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancer {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Clone)]
+pub struct DestinationRule {
+    pub origin: Origin,
+    pub name: String,
+    /// The service host the rule applies to.
+    pub host: String,
+    /// `trafficPolicy.loadBalancer.simple`
+    pub load_balancer: LoadBalancer,
+}

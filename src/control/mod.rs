@@ -1,0 +1,1 @@
+//! The control thread: builds snapshots, starts and supervises shards.

@@ -1,0 +1,41 @@
+//! ringress: an Istio-compatible TLS ingress gateway on per-core io_uring shards.
+//!
+//! ringress reads the Istio manifests an operator already has (Gateway, VirtualService,
+//! ServiceEntry, DestinationRule), terminates TLS with rustls (certificate chosen by SNI)
+//! and proxies HTTP/1.1 to keep-alive upstream pools. Every CPU core runs one shard
+//! thread with its own io_uring ring, its own `SO_REUSEPORT` listeners and its own
+//! upstream connections; the control thread does everything slow and hands shards an
+//! immutable [`snapshot::Snapshot`].
+//!
+//! ```text
+//!               control thread (main)                         shard thread × N (one per core, pinned)
+//!  CLI ─ config::load ─ Snapshot::build ──Arc<Snapshot>──▶ mailbox ─▶ io_uring ring + local executor
+//!                                                                │
+//!  accept (multishot, SO_REUSEPORT) ─▶ TLS (rustls, SNI → server) ─▶ HTTP/1.1 head (httparse)
+//!    ─▶ route (host, path, headers) ─▶ upstream pool (per shard, keep-alive) ─▶ stream body both ways
+//! ```
+//!
+//! Modules, in the order a request meets them:
+//! - [`config`]: raw YAML types with Istio's field names, validated into [`config::Config`].
+//! - [`snapshot`]: what a shard reads: listeners, TLS configs, route tables, clusters.
+//! - [`control`]: the control thread: start-up, shard supervision.
+//! - [`shard`]: one pinned thread per core: listeners, accept loop, mailbox.
+//! - [`uring`]: the io_uring runtime, the only module with `unsafe`.
+//! - [`tls`]: certificate loading, SNI resolution, rustls server configs, tickets.
+//! - [`proxy`]: one client connection's life; read this first.
+//! - [`http`]: HTTP/1.1 head parsing, body framing, header rewriting, error responses.
+//! - [`route`]: compiled route tables: (port, host, path, headers) → action.
+//! - [`upstream`]: clusters, load balancing, per-shard keep-alive pools.
+//! - [`demo`]: `ringress demo`: generated PKI and a built-in httpbin-like upstream.
+
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod http;
+pub mod proxy;
+pub mod route;
+pub mod shard;
+pub mod snapshot;
+pub mod tls;
+pub mod upstream;
+pub mod uring;

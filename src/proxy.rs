@@ -1,0 +1,1 @@
+//! One client connection's life, from accept to close.

@@ -1,0 +1,1 @@
+//! Compiled route tables: (port, host, path, headers) to an action.

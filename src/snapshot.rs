@@ -1,0 +1,1 @@
+//! The immutable snapshot a shard reads: listeners, TLS configs, routes, clusters.

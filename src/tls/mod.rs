@@ -1,0 +1,1 @@
+//! TLS: certificate loading, SNI resolution and rustls server configurations.

@@ -1,0 +1,1 @@
+//! Upstream clusters: endpoints, load balancing and per-shard keep-alive pools.
