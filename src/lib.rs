@@ -38,4 +38,5 @@ pub mod shard;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+#[allow(unsafe_code)]
 pub mod uring;
