@@ -1,1 +1,138 @@
-fn main() {}
+//! The `ringress` command line: `run`, `check` and `demo`. Everything else lives in the
+//! library; this file only parses arguments, sets up logging and reports errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ringress::control::{self, RunOptions, ShardCount};
+use ringress::demo::{self, DemoOptions};
+use ringress::proxy::Timeouts;
+
+#[derive(Parser)]
+#[command(name = "ringress", version, about = "Istio-compatible TLS ingress gateway on io_uring")]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Gateways of a configuration file.
+    Run {
+        /// The Istio manifests to serve (several YAML documents).
+        #[arg(long)]
+        config: PathBuf,
+        /// Shard threads, one per core: a number or `auto`.
+        #[arg(long, default_value = "auto")]
+        shards: ShardCount,
+        /// Where `credentialName` resolves: DIR/NAME/tls.crt and tls.key.
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+        /// Steer each new connection to the shard on the CPU that received it.
+        #[arg(long)]
+        steer_by_cpu: bool,
+        /// Seconds a client has for the TLS handshake and each request head.
+        #[arg(long, default_value_t = 30.0)]
+        header_timeout: f64,
+        /// Seconds an idle keep-alive client connection stays open.
+        #[arg(long, default_value_t = 60.0)]
+        keepalive_timeout: f64,
+        /// Seconds of silence allowed mid-body, and for a response head when the route
+        /// sets no `timeout`.
+        #[arg(long, default_value_t = 60.0)]
+        idle_timeout: f64,
+    },
+    /// Validate a configuration fully and print what it would serve; exit 1 on error.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        secrets_dir: Option<PathBuf>,
+    },
+    /// Generate certificates, start a built-in httpbin and serve the walkthrough.
+    Demo {
+        /// Where to write certificates and the config (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        #[arg(long, default_value_t = 8443)]
+        https_port: u16,
+        #[arg(long, default_value = "auto")]
+        shards: ShardCount,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            shards,
+            secrets_dir,
+            steer_by_cpu,
+            header_timeout,
+            keepalive_timeout,
+            idle_timeout,
+        } => seconds(header_timeout, "--header-timeout")
+            .and_then(|header| {
+                Ok(Timeouts {
+                    header,
+                    keepalive: seconds(keepalive_timeout, "--keepalive-timeout")?,
+                    idle: seconds(idle_timeout, "--idle-timeout")?,
+                })
+            })
+            .and_then(|timeouts| {
+                control::run(RunOptions {
+                    config,
+                    shards,
+                    secrets_dir,
+                    steer_by_cpu,
+                    timeouts,
+                })
+            }),
+        Command::Check {
+            config,
+            secrets_dir,
+        } => control::check(&config, secrets_dir.as_deref()).map(|description| {
+            print!("{description}");
+        }),
+        Command::Demo {
+            dir,
+            http_port,
+            https_port,
+            shards,
+        } => demo::run(DemoOptions {
+            dir,
+            http_port,
+            https_port,
+            shards,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ringress: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A timeout flag's value as a duration: positive and finite.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds, got {value}"))
+}

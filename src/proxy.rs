@@ -1,1 +1,255 @@
-//! One client connection's life, from accept to close.
+//! One client connection's life, from accept to close. Read this first.
+//!
+//! ```text
+//! accept ─▶ TLS? ClientHello ─▶ SNI ─▶ that server's ServerConfig ─▶ handshake
+//!   └─▶ loop: ReadingHead ─▶ parse (httparse) ─▶ route (host, path, headers)
+//!         ├─ redirect / direct response / 404 ─▶ answer locally
+//!         └─ forward: checkout upstream (pool or connect) ─▶ send head + body
+//!               ─▶ AwaitingUpstream (response head) ─▶ stream body to client
+//!               ─▶ upstream back to the pool if it ended cleanly
+//!       until the client or a response says close, or the keep-alive timeout.
+//! ```
+//!
+//! A connection takes the shard's newest snapshot at every request, so routes change
+//! for keep-alive clients at their next request. Bodies are streamed in both
+//! directions, never buffered whole; an upstream that fails mid-response closes the
+//! client connection rather than letting a truncated body look complete.
+
+mod downstream;
+mod error;
+mod forward;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use downstream::{Downstream, HandshakeError};
+pub use error::{ProxyError, Side};
+
+use crate::http::{self, RequestHead};
+use crate::route::{self, Action, RouteRequest};
+use crate::shard::ShardContext;
+use crate::snapshot::Snapshot;
+use crate::uring::{self, TcpStream};
+
+/// How long ringress waits for each side. The defaults suit public clients; tests and
+/// operators change them with `ringress run --header-timeout` and friends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For a new connection to finish its TLS handshake and send a whole request head,
+    /// and for the rest of any head once its first bytes arrived.
+    pub header: Duration,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive: Duration,
+    /// Longest silence while streaming a body in either direction, and the wait for
+    /// an upstream's response head when the route sets no `timeout`.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<ShardContext>) {
+    ctx.connections.set(ctx.connections.get() + 1);
+    let snapshot = ctx.snapshot();
+    if let Some(listener) = snapshot.listeners.iter().find(|l| l.port() == port) {
+        let _ = stream.set_nodelay(true);
+        let client = match &listener.tls {
+            None => Some(Downstream::Plain(stream)),
+            Some(selector) => {
+                let handshake = Downstream::accept_tls(stream, selector);
+                match uring::timeout(ctx.timeouts.header, handshake).await {
+                    Ok(Ok(client)) => Some(client),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+        };
+        if let Some(client) = client {
+            let mut conn = Connection {
+                client,
+                peer,
+                port,
+                ctx: ctx.clone(),
+                inbuf: Vec::with_capacity(4096),
+                upbuf: Vec::new(),
+                out: Vec::with_capacity(4096),
+                served: 0,
+            };
+            conn.run().await;
+        }
+    }
+    ctx.connections.set(ctx.connections.get().saturating_sub(1));
+}
+
+/// What to do after a request has been answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// A client connection between requests.
+struct Connection {
+    client: Downstream,
+    peer: SocketAddr,
+    port: u16,
+    ctx: Rc<ShardContext>,
+    /// Client bytes received and not yet consumed (a head, body bytes, pipelined requests).
+    inbuf: Vec<u8>,
+    /// Upstream bytes received and not yet forwarded.
+    upbuf: Vec<u8>,
+    /// Bytes being assembled for sending; reused across requests.
+    out: Vec<u8>,
+    /// Requests answered on this connection.
+    served: u64,
+}
+
+impl Connection {
+    async fn run(&mut self) {
+        loop {
+            let head = match self.read_head().await {
+                Ok(Some(head)) => head,
+                Ok(None) => break,
+                Err(e) => {
+                    self.fail(&e).await;
+                    break;
+                }
+            };
+            let snapshot = self.ctx.snapshot();
+            let next = match self.answer(&snapshot, head).await {
+                Ok(next) => next,
+                Err(e) => {
+                    self.fail(&e).await;
+                    Next::Close
+                }
+            };
+            self.served += 1;
+            if next == Next::Close {
+                break;
+            }
+        }
+        self.client.close().await;
+    }
+
+    /// Reads until a whole request head is buffered. `Ok(None)`: the client closed or
+    /// went idle between requests, nothing to answer.
+    async fn read_head(&mut self) -> Result<Option<RequestHead>, ProxyError> {
+        loop {
+            if !self.inbuf.is_empty() {
+                match http::parse_request(&self.inbuf) {
+                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(None) => {}
+                    Err(e) => return Err(ProxyError::BadRequest(e)),
+                }
+            }
+            let wait = match (self.inbuf.is_empty(), self.served) {
+                (true, 0) | (false, _) => self.ctx.timeouts.header,
+                (true, _) => self.ctx.timeouts.keepalive,
+            };
+            match uring::timeout(wait, self.client.read(&mut self.inbuf)).await {
+                Ok(Ok(0)) if self.inbuf.is_empty() => return Ok(None),
+                Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(ProxyError::Client(e)),
+                Err(_) if self.inbuf.is_empty() => return Ok(None),
+                Err(_) => return Err(ProxyError::ClientTimeout(wait)),
+            }
+        }
+    }
+
+    /// Routes one request and answers it, locally or through an upstream.
+    async fn answer(&mut self, snapshot: &Arc<Snapshot>, head: RequestHead) -> Result<Next, ProxyError> {
+        // A locally answered request with a body closes the connection afterwards:
+        // its body is not read, so the next request could not be found.
+        let close = !head.keep_alive() || head.body() != http::BodyKind::None;
+        if head.version_minor() >= 1 && head.host().is_none() {
+            return Err(ProxyError::BadRequest(http::HttpError::MissingHost));
+        }
+        let host = head.host().unwrap_or_default().to_owned();
+        let scheme = self.client.scheme();
+        let headers = HeadHeaders(&head);
+        let request = RouteRequest {
+            host: &host,
+            path: head.path(),
+            method: head.method(),
+            scheme,
+            headers: &headers,
+        };
+        let Some(route) = snapshot.routes(self.port).and_then(|t| t.find(&request)) else {
+            self.out.clear();
+            http::error_response(404, close, &mut self.out);
+            return self.respond_locally(head.len(), close).await;
+        };
+        self.out.clear();
+        match &route.action {
+            Action::Forward(destinations) => {
+                let cluster = destinations.pick();
+                return self.forward(snapshot, route, cluster, head).await;
+            }
+            Action::Redirect(redirect) => {
+                let location = route::redirect_location(redirect, &request, self.port);
+                http::redirect_response(redirect.code, &location, close, &mut self.out);
+            }
+            Action::HttpsRedirect => {
+                let location = format!("https://{}{}", host, head.path());
+                http::redirect_response(301, &location, close, &mut self.out);
+            }
+            Action::Direct { status, body } => {
+                let body = body.as_deref().unwrap_or_default();
+                http::direct_response(*status, body.as_bytes(), close, &mut self.out);
+            }
+        }
+        self.respond_locally(head.len(), close).await
+    }
+
+    /// Sends the response assembled in `out` for a request answered without an upstream.
+    async fn respond_locally(&mut self, head_len: usize, close: bool) -> Result<Next, ProxyError> {
+        self.inbuf.drain(..head_len.min(self.inbuf.len()));
+        self.send_out().await?;
+        Ok(if close { Next::Close } else { Next::KeepAlive })
+    }
+
+    /// Sends `out` to the client.
+    async fn send_out(&mut self) -> Result<(), ProxyError> {
+        let out = std::mem::take(&mut self.out);
+        let (result, out) = self.client.write_all(out).await;
+        self.out = out;
+        self.out.clear();
+        result.map_err(ProxyError::Client)
+    }
+
+    /// Answers a failure if the client can still be told, and logs it.
+    async fn fail(&mut self, error: &ProxyError) {
+        match error.side() {
+            Side::Downstream => tracing::debug!(peer = %self.peer, %error, "request failed"),
+            Side::Upstream => tracing::warn!(peer = %self.peer, %error, "request failed"),
+        }
+        if let Some(status) = error.status() {
+            self.out.clear();
+            http::error_response(status, true, &mut self.out);
+            let _ = self.send_out().await;
+        }
+    }
+}
+
+/// The request head's headers, as route matching reads them.
+struct HeadHeaders<'a>(&'a RequestHead);
+
+impl route::Headers for HeadHeaders<'_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.header(name)
+    }
+}

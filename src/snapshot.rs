@@ -1,1 +1,225 @@
-//! The immutable snapshot a shard reads: listeners, TLS configs, routes, clusters.
+//! The immutable snapshot a shard reads: listeners, TLS configs, route tables and
+//! clusters, compiled from a validated [`Config`] on the control thread.
+//!
+//! Building a snapshot does all the slow and fallible work (certificate files, key
+//! checks, DNS, regex compilation already done by `config`), so that a shard only ever
+//! swaps one `Arc<Snapshot>` for another and never fails on the request path. A snapshot
+//! that fails to build changes nothing: the caller keeps the one it had.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::server::ProducesTickets;
+
+use crate::config::{Config, Credential, HostPattern, Origin, Protocol, TlsMode};
+use crate::route::RouteTable;
+use crate::tls::{self, CertInfo, CertifiedMaterial, SniSelector};
+use crate::upstream::{ClusterError, Clusters};
+
+/// Why a configuration could not become a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{origin}: spec.servers[{server}] (port {port}): {source}")]
+    Tls {
+        origin: Origin,
+        server: usize,
+        port: u16,
+        source: tls::TlsError,
+    },
+    #[error("{origin}: spec.servers[{server}] (port {port}) host {host}: {source}")]
+    HostNotCovered {
+        origin: Origin,
+        server: usize,
+        port: u16,
+        host: HostPattern,
+        source: tls::TlsError,
+    },
+    #[error(
+        "port {port}: servers bind both {first} and {second}; ringress binds one address per port"
+    )]
+    ConflictingBind {
+        port: u16,
+        first: IpAddr,
+        second: IpAddr,
+    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Route(#[from] crate::route::RouteError),
+}
+
+/// One TLS server of a listener, as `ringress check` and the logs describe it.
+#[derive(Debug, Clone)]
+pub struct ServedCertificate {
+    pub hosts: Vec<HostPattern>,
+    pub mode: TlsMode,
+    pub source: String,
+    pub leaf: Option<CertInfo>,
+}
+
+/// One listening socket every shard opens (with `SO_REUSEPORT`).
+pub struct ListenerSpec {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    /// For HTTPS listeners: the server chosen by the ClientHello's SNI.
+    pub tls: Option<SniSelector>,
+    pub certificates: Vec<ServedCertificate>,
+}
+
+impl ListenerSpec {
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// Everything a shard needs to serve traffic, immutable once built.
+pub struct Snapshot {
+    /// Increases by one with every successful build (reloads).
+    pub generation: u64,
+    pub listeners: Vec<ListenerSpec>,
+    pub routes: BTreeMap<u16, RouteTable>,
+    pub clusters: Clusters,
+}
+
+impl Snapshot {
+    /// Compiles `config` into a snapshot: loads every certificate and key, checks each
+    /// certificate covers its server's hosts, resolves every destination and compiles
+    /// the route tables.
+    pub fn build(
+        config: &Config,
+        secrets_dir: Option<&Path>,
+        ticketer: &Arc<dyn ProducesTickets>,
+        generation: u64,
+    ) -> Result<Snapshot, SnapshotError> {
+        let clusters = Clusters::build(config)?;
+        let routes = RouteTable::build_all(config, &clusters)?;
+        let listeners = build_listeners(config, secrets_dir, ticketer)?;
+        Ok(Snapshot {
+            generation,
+            listeners,
+            routes,
+            clusters,
+        })
+    }
+
+    /// The route table of a listener port (every listener has one, possibly empty).
+    pub fn routes(&self, port: u16) -> Option<&RouteTable> {
+        self.routes.get(&port)
+    }
+}
+
+/// Servers grouped by port, in the order their ports first appear.
+fn build_listeners(
+    config: &Config,
+    secrets_dir: Option<&Path>,
+    ticketer: &Arc<dyn ProducesTickets>,
+) -> Result<Vec<ListenerSpec>, SnapshotError> {
+    let mut by_port: Vec<ListenerSpec> = Vec::new();
+    let mut tls_servers: HashMap<u16, Vec<(Vec<HostPattern>, Arc<ServerConfig>)>> =
+        HashMap::new();
+    let mut loaded: HashMap<Credential, Arc<CertifiedMaterial>> = HashMap::new();
+
+    for gateway in &config.gateways {
+        for (index, server) in gateway.servers.iter().enumerate() {
+            let ip = server.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let listener = match by_port.iter_mut().find(|l| l.port() == server.port) {
+                Some(existing) => {
+                    if existing.addr.ip() != ip {
+                        return Err(SnapshotError::ConflictingBind {
+                            port: server.port,
+                            first: existing.addr.ip(),
+                            second: ip,
+                        });
+                    }
+                    existing
+                }
+                None => {
+                    by_port.push(ListenerSpec {
+                        addr: SocketAddr::new(ip, server.port),
+                        protocol: server.protocol,
+                        tls: None,
+                        certificates: Vec::new(),
+                    });
+                    by_port.last_mut().expect("just pushed")
+                }
+            };
+            let Some(server_tls) = server.tls.as_ref() else {
+                continue;
+            };
+            if server.protocol != Protocol::Https {
+                continue;
+            }
+            let tls_error = |source| SnapshotError::Tls {
+                origin: gateway.origin.clone(),
+                server: index,
+                port: server.port,
+                source,
+            };
+            let material = match loaded.get(&server_tls.credential) {
+                Some(material) => material.clone(),
+                None => {
+                    let material = Arc::new(
+                        tls::load_credential(&server_tls.credential, secrets_dir)
+                            .map_err(tls_error)?,
+                    );
+                    loaded.insert(server_tls.credential.clone(), material.clone());
+                    material
+                }
+            };
+            for host in &server.hosts {
+                tls::check_covers(&material, host).map_err(|source| {
+                    SnapshotError::HostNotCovered {
+                        origin: gateway.origin.clone(),
+                        server: index,
+                        port: server.port,
+                        host: host.clone(),
+                        source,
+                    }
+                })?;
+            }
+            let server_config =
+                tls::server_config(server_tls, &material, ticketer).map_err(tls_error)?;
+            listener.certificates.push(ServedCertificate {
+                hosts: server.hosts.clone(),
+                mode: server_tls.mode,
+                source: material.source.clone(),
+                leaf: material.chain.first().and_then(|c| tls::describe(c).ok()),
+            });
+            tls_servers
+                .entry(server.port)
+                .or_default()
+                .push((server.hosts.clone(), server_config));
+        }
+    }
+
+    for listener in &mut by_port {
+        if let Some(servers) = tls_servers.remove(&listener.port()) {
+            let selector = SniSelector::new(servers).map_err(|source| SnapshotError::Tls {
+                origin: first_origin(config, listener.port()),
+                server: 0,
+                port: listener.port(),
+                source,
+            })?;
+            listener.tls = Some(selector);
+        }
+    }
+    Ok(by_port)
+}
+
+/// The first Gateway declaring a server on `port`, to name in an error.
+fn first_origin(config: &Config, port: u16) -> Origin {
+    config
+        .gateways
+        .iter()
+        .find(|g| g.servers.iter().any(|s| s.port == port))
+        .map(|g| g.origin.clone())
+        .unwrap_or_else(|| Origin {
+            file: config.source.clone(),
+            document: 0,
+            kind: "Gateway".into(),
+            name: String::new(),
+        })
+}

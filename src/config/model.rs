@@ -123,7 +123,7 @@ pub enum TlsVersion {
 }
 
 /// Where a server's certificate and key come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Credential {
     /// `serverCertificate` + `privateKey` PEM files (paths relative to the config
     /// file's directory have been made absolute).

@@ -1,0 +1,204 @@
+//! The client side of a connection: plain TCP, or TLS driven sans-IO over the ring.
+//!
+//! For TLS the ClientHello is read first with rustls' `Acceptor`, the listener's
+//! [`SniSelector`] picks the Gateway server for its SNI, and the connection continues
+//! with that server's own `ServerConfig` (its certificate, its client-certificate
+//! policy). A name no server covers gets rustls' alert from [`tls::reject_config`].
+//! Plaintext is appended to the caller's buffer; ciphertext moves between rustls and
+//! the socket in owned buffers the ring can hold.
+
+use std::io::{self, Read, Write};
+
+use rustls::ServerConnection;
+use rustls::server::Acceptor;
+
+use crate::tls::{self, SniSelector};
+use crate::uring::TcpStream;
+
+/// How many bytes one read asks rustls for at most.
+const PLAINTEXT_READ: usize = 16 * 1024;
+
+/// Why a TLS handshake did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("client closed the connection during the handshake")]
+    Closed,
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("client named {0:?}, which no server on this port serves")]
+    UnknownServerName(Option<String>),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// A client connection, plain or TLS.
+pub enum Downstream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+/// rustls' server connection over a ring socket.
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: ServerConnection,
+    /// Ciphertext waiting to be sent; kept to reuse its allocation.
+    out: Vec<u8>,
+    /// Which server of the listener the ClientHello chose.
+    pub server: usize,
+}
+
+impl Downstream {
+    /// Reads the ClientHello, chooses the server by SNI and starts its handshake. The
+    /// handshake itself completes as the first request is read.
+    pub async fn accept_tls(
+        tcp: TcpStream,
+        selector: &SniSelector,
+    ) -> Result<Downstream, HandshakeError> {
+        let mut acceptor = Acceptor::default();
+        let accepted = loop {
+            let data = tcp.recv().await?;
+            if data.is_empty() {
+                return Err(HandshakeError::Closed);
+            }
+            let mut rest: &[u8] = &data;
+            while !rest.is_empty() {
+                if acceptor.read_tls(&mut rest)? == 0 {
+                    break;
+                }
+            }
+            match acceptor.accept() {
+                Ok(None) => continue,
+                Ok(Some(accepted)) => break accepted,
+                Err((error, mut alert)) => {
+                    let mut out = Vec::new();
+                    let _ = alert.write_all(&mut out);
+                    let _ = tcp.send_all(out).await;
+                    return Err(error.into());
+                }
+            }
+        };
+        let name = accepted.client_hello().server_name().map(str::to_owned);
+        let (server, config) = match selector.select(name.as_deref()) {
+            Some((server, config)) => (Some(server), config.clone()),
+            None => (None, tls::reject_config()),
+        };
+        let conn = match accepted.into_connection(config) {
+            Ok(conn) => conn,
+            Err((error, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = tcp.send_all(out).await;
+                return Err(error.into());
+            }
+        };
+        let mut stream = TlsStream {
+            tcp,
+            conn,
+            out: Vec::with_capacity(4096),
+            server: server.unwrap_or(usize::MAX),
+        };
+        if server.is_none() {
+            // The reject config fails the handshake with an alert; send it and stop.
+            let _ = stream.conn.process_new_packets();
+            let _ = stream.flush().await;
+            return Err(HandshakeError::UnknownServerName(name));
+        }
+        stream.flush().await?;
+        Ok(Downstream::Tls(Box::new(stream)))
+    }
+
+    /// Appends plaintext from the client to `buf`; `Ok(0)` means the client is done.
+    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Downstream::Plain(tcp) => {
+                let data = tcp.recv().await?;
+                buf.extend_from_slice(&data);
+                Ok(data.len())
+            }
+            Downstream::Tls(tls) => tls.read(buf).await,
+        }
+    }
+
+    /// Sends `data` to the client, whole. The buffer comes back for reuse.
+    pub async fn write_all(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            Downstream::Plain(tcp) => tcp.send_all(data).await,
+            Downstream::Tls(tls) => {
+                let result = match tls.conn.writer().write_all(&data) {
+                    Ok(()) => tls.flush().await,
+                    Err(e) => Err(e),
+                };
+                (result, data)
+            }
+        }
+    }
+
+    /// Ends the connection politely: a TLS close_notify, then the write side shut.
+    pub async fn close(&mut self) {
+        match self {
+            Downstream::Plain(tcp) => {
+                let _ = tcp.shutdown_write().await;
+            }
+            Downstream::Tls(tls) => {
+                tls.conn.send_close_notify();
+                let _ = tls.flush().await;
+                let _ = tls.tcp.shutdown_write().await;
+            }
+        }
+    }
+
+    /// `https` or `http`, for `x-forwarded-proto` and route `scheme` matches.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Downstream::Plain(_) => "http",
+            Downstream::Tls(_) => "https",
+        }
+    }
+}
+
+impl TlsStream {
+    async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        loop {
+            let start = buf.len();
+            buf.resize(start + PLAINTEXT_READ, 0);
+            let got = self.conn.reader().read(&mut buf[start..]);
+            buf.truncate(start + *got.as_ref().unwrap_or(&0));
+            match got {
+                Ok(0) => return Ok(0), // close_notify received
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.conn.wants_write() {
+                self.flush().await?;
+            }
+            let data = self.tcp.recv().await?;
+            if data.is_empty() {
+                return Ok(0);
+            }
+            // Alternate reading and processing so rustls' buffers never overflow.
+            let mut rest: &[u8] = &data;
+            while !rest.is_empty() {
+                self.conn.read_tls(&mut rest)?;
+                if let Err(error) = self.conn.process_new_packets() {
+                    // Tell the client why before giving up (rustls queued an alert).
+                    let _ = self.flush().await;
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+                }
+            }
+        }
+    }
+
+    /// Sends every byte of ciphertext rustls has queued.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            self.conn.write_tls(&mut out)?;
+            let (result, out) = self.tcp.send_all(out).await;
+            self.out = out;
+            result?;
+        }
+        Ok(())
+    }
+}

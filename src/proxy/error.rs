@@ -1,0 +1,85 @@
+//! Why a request could not be proxied, which side failed, and what the client is told.
+//!
+//! Every failure on the request path becomes a [`ProxyError`]; [`ProxyError::status`]
+//! is the one place that decides the status code (or that the connection is simply
+//! closed because the client is gone or the response has already begun).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::http::HttpError;
+use crate::upstream::ConnectError;
+
+/// Which party a failure belongs to, for logs and counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Downstream,
+    Upstream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("client connection: {0}")]
+    Client(io::Error),
+    #[error("client closed the connection mid-request")]
+    ClientClosed,
+    #[error("client sent an invalid request: {0}")]
+    BadRequest(HttpError),
+    #[error("client sent no complete request within {0:?}")]
+    ClientTimeout(Duration),
+    #[error("no endpoint to send the request to (cluster {0} has none)")]
+    NoEndpoint(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("upstream {addr} closed the connection before responding")]
+    UpstreamClosed { addr: SocketAddr, reused: bool },
+    #[error("upstream {addr}: {source}")]
+    UpstreamIo { addr: SocketAddr, source: io::Error },
+    #[error("upstream {addr} sent an invalid response: {source}")]
+    BadResponse { addr: SocketAddr, source: HttpError },
+    #[error("upstream {addr} did not respond within {after:?}")]
+    UpstreamTimeout { addr: SocketAddr, after: Duration },
+    #[error("response from {addr} aborted after it began: {reason}")]
+    ResponseAborted { addr: SocketAddr, reason: String },
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::Client(_)
+            | ProxyError::ClientClosed
+            | ProxyError::BadRequest(_)
+            | ProxyError::ClientTimeout(_) => Side::Downstream,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// The status to answer with, or `None` when the only thing left to do is to
+    /// close the client connection (the client is gone, or a response has begun and
+    /// must not be presented as complete).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ProxyError::Client(_) | ProxyError::ClientClosed => None,
+            ProxyError::ResponseAborted { .. } => None,
+            ProxyError::BadRequest(e) => Some(e.status()),
+            ProxyError::ClientTimeout(_) => Some(408),
+            ProxyError::NoEndpoint(_) | ProxyError::Connect(_) => Some(503),
+            ProxyError::UpstreamClosed { .. }
+            | ProxyError::UpstreamIo { .. }
+            | ProxyError::BadResponse { .. } => Some(502),
+            ProxyError::UpstreamTimeout { .. } => Some(504),
+        }
+    }
+
+    /// Whether another attempt may be made: the upstream cannot have acted on the
+    /// request (it was never connected, or a reused keep-alive connection turned out
+    /// to be closed before any response byte).
+    pub fn retryable(&self) -> bool {
+        match self {
+            ProxyError::Connect(_) => true,
+            ProxyError::UpstreamClosed { reused, .. } => *reused,
+            _ => false,
+        }
+    }
+}

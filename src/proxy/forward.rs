@@ -1,0 +1,298 @@
+//! Forwarding one request to an upstream and streaming the response back.
+//!
+//! The request head is rewritten once (hop-by-hop headers out, `x-forwarded-*`,
+//! `x-request-id`, the route's header operations and rewrites in) and sent together
+//! with whatever body bytes already arrived. The rest of the body is streamed as the
+//! client sends it, framed by [`BodyFramer`] so the end of the body (and the start of a
+//! pipelined request) is exact. Then the response head is awaited, rewritten, and the
+//! body streamed back. Attempts that the upstream cannot have seen (a failed connect, a
+//! reused keep-alive connection found closed) are retried on another pick.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Connection, Next, ProxyError};
+use crate::http::{
+    self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
+};
+use crate::route::{self, Route};
+use crate::snapshot::Snapshot;
+use crate::upstream::{ClusterId, UpstreamConn, pool};
+use crate::uring;
+
+/// Attempts per request when the route sets no `retries` (Istio's default of 2
+/// retries, for failures the upstream cannot have acted on).
+const DEFAULT_ATTEMPTS: u32 = 3;
+
+/// What the request needs remembered once its head has been consumed.
+struct RequestFacts {
+    keep_alive: bool,
+    is_head: bool,
+    client_minor: u8,
+}
+
+impl Connection {
+    /// Sends the request to `cluster` and streams the response to the client.
+    pub(super) async fn forward(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        route: &Route,
+        cluster: ClusterId,
+        head: RequestHead,
+    ) -> Result<Next, ProxyError> {
+        let facts = RequestFacts {
+            keep_alive: head.keep_alive(),
+            is_head: head.method().eq_ignore_ascii_case("HEAD"),
+            client_minor: head.version_minor(),
+        };
+        let mut request_body = BodyFramer::new(head.body());
+        self.write_upstream_head(route, &head);
+        let head_len = head.len();
+        drop(head);
+        self.inbuf.drain(..head_len);
+        // Body bytes that arrived with the head travel in the same send.
+        let first = request_body
+            .advance(&self.inbuf)
+            .map_err(ProxyError::BadRequest)?;
+        self.out.extend_from_slice(&self.inbuf[..first]);
+        self.inbuf.drain(..first);
+
+        let attempts = route
+            .retries
+            .as_ref()
+            .map_or(DEFAULT_ATTEMPTS, |r| r.attempts.saturating_add(1));
+        let wait = route.timeout.unwrap_or(self.ctx.timeouts.idle);
+        // Only a request sent whole in the first send can be sent again.
+        let resendable = request_body.is_done();
+        let mut attempt = 0;
+        let (mut upstream, endpoint, response, started) = loop {
+            attempt += 1;
+            let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {
+                let name = snapshot.clusters.get(cluster).name.clone();
+                return Err(ProxyError::NoEndpoint(name));
+            };
+            let result = self
+                .try_upstream(addr, &mut request_body, &facts, wait)
+                .await;
+            match result {
+                Ok((upstream, response, started)) => break (upstream, endpoint, response, started),
+                Err(e) => {
+                    self.ctx.finished(snapshot, cluster, endpoint);
+                    if e.retryable() && resendable && attempt < attempts {
+                        tracing::debug!(%addr, error = %e, attempt, "retrying on another connection");
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+
+        let body = response.body();
+        let reusable = response.keep_alive() && body != BodyKind::UntilClose;
+        let close = !facts.keep_alive || body == BodyKind::UntilClose;
+        let result = self
+            .stream_response(&mut upstream, route, &facts, response, close, started)
+            .await;
+        self.ctx.finished(snapshot, cluster, endpoint);
+        let complete = result?;
+        if complete && reusable {
+            self.ctx.pool.borrow_mut().put(upstream);
+        }
+        Ok(if close { Next::Close } else { Next::KeepAlive })
+    }
+
+    /// Writes the rewritten request head into `out`.
+    fn write_upstream_head(&mut self, route: &Route, head: &RequestHead) {
+        let request_id = match head.header("x-request-id") {
+            Some(_) => None,
+            None => Some(http::new_request_id()),
+        };
+        let path = route::rewrite_path(route, head.path());
+        let ctx = ForwardContext {
+            client_ip: self.peer.ip(),
+            scheme: self.client.scheme(),
+            request_id: request_id.as_deref(),
+            path: path.as_deref(),
+            authority: route.rewrite.as_ref().and_then(|r| r.authority.as_deref()),
+            ops: &route.headers.request,
+            client_cert: None,
+        };
+        self.out.clear();
+        http::write_upstream_request(head, &ctx, &mut self.out);
+    }
+
+    /// One attempt: a connection, the request sent (head, then any streamed body),
+    /// and the response head received and written, rewritten, into `out`.
+    async fn try_upstream(
+        &mut self,
+        addr: std::net::SocketAddr,
+        request_body: &mut BodyFramer,
+        facts: &RequestFacts,
+        wait: Duration,
+    ) -> Result<(UpstreamConn, ResponseHead, Instant), ProxyError> {
+        let pooled = self.ctx.pool.borrow_mut().take(addr);
+        let upstream = match pooled {
+            Some(conn) => conn,
+            None => pool::connect(addr).await?,
+        };
+        let reused = upstream.reused;
+        // `out` holds the head and first body bytes; keep them for a retry.
+        let out = std::mem::take(&mut self.out);
+        let (sent, out) = upstream.stream.send_all(out).await;
+        self.out = out;
+        if let Err(source) = sent {
+            return Err(if reused {
+                ProxyError::UpstreamClosed { addr, reused }
+            } else {
+                ProxyError::UpstreamIo { addr, source }
+            });
+        }
+        self.stream_request_body(&upstream, request_body).await?;
+        let started = Instant::now();
+        let response = self.read_response_head(&upstream, facts, wait).await?;
+        Ok((upstream, response, started))
+    }
+
+    /// Streams the rest of the request body from the client to the upstream.
+    async fn stream_request_body(
+        &mut self,
+        upstream: &UpstreamConn,
+        body: &mut BodyFramer,
+    ) -> Result<(), ProxyError> {
+        let idle = self.ctx.timeouts.idle;
+        let mut chunk = Vec::new();
+        while !body.is_done() {
+            if self.inbuf.is_empty() {
+                match uring::timeout(idle, self.client.read(&mut self.inbuf)).await {
+                    Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(ProxyError::Client(e)),
+                    Err(_) => return Err(ProxyError::ClientTimeout(idle)),
+                }
+            }
+            let n = body.advance(&self.inbuf).map_err(ProxyError::BadRequest)?;
+            chunk.clear();
+            chunk.extend_from_slice(&self.inbuf[..n]);
+            self.inbuf.drain(..n);
+            let (sent, back) = upstream.stream.send_all(chunk).await;
+            chunk = back;
+            sent.map_err(|source| ProxyError::UpstreamIo {
+                addr: upstream.addr,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the upstream's final response head, forwarding `100 Continue` and
+    /// other informational responses to the client as they come.
+    async fn read_response_head(
+        &mut self,
+        upstream: &UpstreamConn,
+        facts: &RequestFacts,
+        wait: Duration,
+    ) -> Result<ResponseHead, ProxyError> {
+        let addr = upstream.addr;
+        let method = if facts.is_head { "HEAD" } else { "GET" };
+        let deadline = Instant::now() + wait;
+        // Once the client has seen an interim response, the request cannot be resent.
+        let mut interim_sent = false;
+        self.upbuf.clear();
+        loop {
+            if !self.upbuf.is_empty() {
+                let parsed = http::parse_response(&self.upbuf, method)
+                    .map_err(|source| ProxyError::BadResponse { addr, source })?;
+                if let Some(response) = parsed {
+                    let len = response.len();
+                    if response.is_informational() {
+                        // 100 Continue and friends go to the client as they are.
+                        self.out.clear();
+                        self.out.extend_from_slice(&self.upbuf[..len]);
+                        self.upbuf.drain(..len);
+                        self.send_out().await?;
+                        interim_sent = true;
+                        continue;
+                    }
+                    return Ok(response);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let received = match uring::timeout(left, upstream.stream.recv()).await {
+                Ok(Ok(data)) => data,
+                Ok(Err(_)) if self.upbuf.is_empty() && upstream.reused && !interim_sent => {
+                    return Err(ProxyError::UpstreamClosed { addr, reused: true });
+                }
+                Ok(Err(source)) => return Err(ProxyError::UpstreamIo { addr, source }),
+                Err(_) => return Err(ProxyError::UpstreamTimeout { addr, after: wait }),
+            };
+            if received.is_empty() {
+                return Err(ProxyError::UpstreamClosed {
+                    addr,
+                    reused: upstream.reused && self.upbuf.is_empty() && !interim_sent,
+                });
+            }
+            self.upbuf.extend_from_slice(&received);
+        }
+    }
+
+    /// Sends the response head and streams the body. `Ok(true)` when the body ended
+    /// exactly (the upstream connection may be reused); an upstream that fails or
+    /// closes early ends the client connection.
+    async fn stream_response(
+        &mut self,
+        upstream: &mut UpstreamConn,
+        route: &Route,
+        facts: &RequestFacts,
+        head: ResponseHead,
+        close: bool,
+        started: Instant,
+    ) -> Result<bool, ProxyError> {
+        let addr = upstream.addr;
+        let body_kind = head.body();
+        let elapsed = started.elapsed().as_millis();
+        let ctx = ResponseContext {
+            upstream_service_time_ms: Some(u64::try_from(elapsed).unwrap_or(u64::MAX)),
+            ops: &route.headers.response,
+            close,
+            client_minor: facts.client_minor,
+        };
+        self.out.clear();
+        http::write_client_response_head(&head, &ctx, &mut self.out);
+        let head_len = head.len();
+        drop(head);
+        self.upbuf.drain(..head_len);
+
+        let mut body = BodyFramer::new(body_kind);
+        let aborted = |reason: String| ProxyError::ResponseAborted { addr, reason };
+        let n = body
+            .advance(&self.upbuf)
+            .map_err(|e| aborted(e.to_string()))?;
+        let mut extra = self.upbuf.len() > n;
+        self.out.extend_from_slice(&self.upbuf[..n]);
+        self.upbuf.clear();
+        self.send_out().await?;
+
+        let idle = self.ctx.timeouts.idle;
+        while !body.is_done() {
+            let received = match uring::timeout(idle, upstream.stream.recv()).await {
+                Ok(Ok(data)) => data,
+                Ok(Err(e)) => return Err(aborted(e.to_string())),
+                Err(_) => return Err(aborted(format!("no data for {idle:?}"))),
+            };
+            if received.is_empty() {
+                if body_kind == BodyKind::UntilClose {
+                    return Ok(false);
+                }
+                return Err(aborted("upstream closed before the body ended".into()));
+            }
+            let n = body.advance(&received).map_err(|e| aborted(e.to_string()))?;
+            extra |= received.len() > n;
+            self.out.clear();
+            self.out.extend_from_slice(&received[..n]);
+            drop(received);
+            self.send_out().await?;
+        }
+        // Bytes after the body are a protocol error: never reuse that connection.
+        Ok(!extra)
+    }
+}
