@@ -354,7 +354,7 @@ impl SanRestricted {
                 GeneralName::IPAddress(bytes) => super::cert_info::ip_string(bytes),
                 _ => return false,
             };
-            self.allowed.iter().any(|a| *a == value)
+            self.allowed.contains(&value)
         })
     }
 }

@@ -325,7 +325,7 @@ struct Accepted {
 
 impl Shard<'_> {
     /// Runs the handshake of `client` to completion (or failure) against this shard.
-    fn handshake(&self, client: &mut ClientConnection) -> Result<Accepted, Failed> {
+    fn handshake(&self, client: &mut ClientConnection) -> Result<Accepted, Box<Failed>> {
         let mut acceptor = Acceptor::default();
         let hello = client_out(client);
         let mut rd = &hello[..];
@@ -335,10 +335,10 @@ impl Shard<'_> {
                 Ok(Some(accepted)) => break accepted,
                 Ok(None) => assert!(!rd.is_empty(), "ClientHello incomplete"),
                 Err((e, _)) => {
-                    return Err(Failed {
+                    return Err(Box::new(Failed {
                         server: Some(e),
                         client: None,
-                    });
+                    }));
                 }
             }
         };
@@ -352,18 +352,18 @@ impl Shard<'_> {
             Err((e, mut alert)) => {
                 let mut buf = Vec::new();
                 alert.write_all(&mut buf).unwrap();
-                return Err(Failed {
+                return Err(Box::new(Failed {
                     server: Some(e),
                     client: feed_client(client, &buf).err(),
-                });
+                }));
             }
         };
         // Any bytes of the first flight after the ClientHello.
         if let Err(e) = feed_server(&mut server, rd) {
-            return Err(Failed {
+            return Err(Box::new(Failed {
                 server: Some(e),
                 client: None,
-            });
+            }));
         }
         complete(client, &mut server)?;
         Ok(Accepted { server, server_id })
@@ -372,23 +372,26 @@ impl Shard<'_> {
 
 /// Moves bytes both ways until neither side has anything to send. On an error the
 /// failing side's alert is delivered to the other side.
-fn complete(client: &mut ClientConnection, server: &mut ServerConnection) -> Result<(), Failed> {
+fn complete(
+    client: &mut ClientConnection,
+    server: &mut ServerConnection,
+) -> Result<(), Box<Failed>> {
     loop {
         let to_client = server_out(server);
         if let Err(e) = feed_client(client, &to_client) {
             let alert = client_out(client);
-            return Err(Failed {
+            return Err(Box::new(Failed {
                 client: Some(e),
                 server: feed_server(server, &alert).err(),
-            });
+            }));
         }
         let to_server = client_out(client);
         if let Err(e) = feed_server(server, &to_server) {
             let alert = server_out(server);
-            return Err(Failed {
+            return Err(Box::new(Failed {
                 server: Some(e),
                 client: feed_client(client, &alert).err(),
-            });
+            }));
         }
         if to_client.is_empty() && to_server.is_empty() {
             return Ok(());
