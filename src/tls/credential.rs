@@ -18,7 +18,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use super::TlsError;
+use super::{CertInfo, TlsError};
 use crate::config::model::Credential;
 
 /// Largest PEM file ringress reads (a certificate chain, a key or a CA bundle; the
@@ -64,6 +64,16 @@ impl CertifiedMaterial {
     /// The leaf certificate (the first of the chain).
     pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
         self.chain.first()
+    }
+
+    /// Descriptions of the chain (leaf first) for `ringress check` and `/certs`.
+    pub fn describe_chain(&self) -> Result<Vec<CertInfo>, TlsError> {
+        self.chain.iter().map(super::describe).collect()
+    }
+
+    /// Descriptions of the client CA that came with the credential, if any.
+    pub fn describe_ca(&self) -> Result<Vec<CertInfo>, TlsError> {
+        self.ca.iter().flatten().map(super::describe).collect()
     }
 
     /// Whether a certificate of the chain is expired or not yet valid now. ringress
@@ -175,9 +185,15 @@ fn find_ca(
         cacert_dir.join("cacert"),
     ];
     for path in candidates {
-        if path.exists() {
-            return load_certificates(&path).map(Some);
+        if !path.exists() {
+            continue;
         }
+        // cert-manager writes an empty `ca.crt` when it has no CA to give: no CA.
+        let bytes = read_pem_file(&path)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        return parse_certificates(&path, &bytes).map(Some);
     }
     Ok(None)
 }
@@ -286,8 +302,11 @@ fn pem_error(path: &Path, e: pem::Error) -> TlsError {
 
 /// All `CERTIFICATE` blocks of a PEM file, in file order; at least one.
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = read_pem_file(path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    parse_certificates(path, &read_pem_file(path)?)
+}
+
+fn parse_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
@@ -335,8 +354,8 @@ pub fn credential_location(cred: &Credential, secrets_dir: Option<&Path>) -> Str
     }
 }
 
-/// The path a `Files` credential's certificate lives at, or a named credential's
-/// directory; what a secrets watcher should watch.
+/// What a secrets watcher should watch for a credential: a `Files` credential's
+/// certificate and key, or a named credential's directory and its `-cacert` directory.
 pub fn credential_paths(cred: &Credential, secrets_dir: Option<&Path>) -> Vec<PathBuf> {
     match cred {
         Credential::Files { cert, key } => vec![cert.clone(), key.clone()],

@@ -28,7 +28,8 @@ use crate::config::model::{ServerTls, TlsMode, TlsVersion};
 pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1"];
 
 /// Creates the session ticket encrypter every shard shares: stateless tickets (no
-/// per-shard session cache), keys rotated by rustls every 6 hours. Create it once at
+/// per-shard session cache), keys rotated by rustls every 6 hours. Encrypting and
+/// decrypting a ticket takes an uncontended read lock; only the rotation writes. Create it once at
 /// start and pass the same one to every `server_config` call, across reloads too, so a
 /// client resumes on any shard and after a reload.
 pub fn new_ticketer() -> Result<Arc<dyn ProducesTickets>, TlsError> {

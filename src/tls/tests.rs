@@ -633,6 +633,43 @@ fn secrets_dir_generic_secret_layout_with_separate_cacert() {
 }
 
 #[test]
+fn secrets_dir_empty_ca_file_means_no_ca() {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let dir = TempDir::new();
+    dir.write("httpbin/tls.crt", pki.chain_pem());
+    dir.write("httpbin/tls.key", pki.leaf.key.serialize_pem());
+    dir.write("httpbin/ca.crt", "");
+    let material = load_credential(&Credential::Named("httpbin".to_owned()), Some(&dir.0)).unwrap();
+    assert!(material.ca.is_none());
+    // ...and the `-cacert` directory is still consulted.
+    dir.write("httpbin-cacert/ca.crt", pem("CERTIFICATE", &pki.root.cert));
+    let material = load_credential(&Credential::Named("httpbin".to_owned()), Some(&dir.0)).unwrap();
+    assert_eq!(material.ca, Some(vec![pki.root.cert.clone()]));
+    assert_eq!(material.describe_ca().unwrap()[0].subject, "CN=root");
+    let chain = material.describe_chain().unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[0].sans, ["httpbin.example.com"]);
+
+    // A CA file that is not PEM is an error naming it.
+    dir.write("httpbin/ca.crt", "garbage");
+    let err = load_credential(&Credential::Named("httpbin".to_owned()), Some(&dir.0)).unwrap_err();
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+}
+
+#[test]
+fn pem_files_over_the_limit_are_refused() {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let dir = TempDir::new();
+    let mut big = pki.chain_pem().into_bytes();
+    big.resize(credential::MAX_PEM_FILE_BYTES as usize + 1, b'\n');
+    let cert = dir.write("big.pem", big);
+    let key = dir.write("server.key", pki.leaf.key.serialize_pem());
+    let err = load_credential(&Credential::Files { cert, key }, None).unwrap_err();
+    assert!(matches!(err, TlsError::FileTooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("big.pem"), "{err}");
+}
+
+#[test]
 fn secrets_dir_kubelet_symlink_layout() {
     let pki = Pki::new("root", &["httpbin.example.com"]);
     let dir = TempDir::new();
@@ -1297,4 +1334,27 @@ fn optional_mutual_accepts_no_certificate_but_verifies_one_sent() {
 #[test]
 fn reject_config_is_shared() {
     assert!(Arc::ptr_eq(&reject_config(), &reject_config()));
+}
+
+#[test]
+fn client_hello_split_at_every_byte_still_selects_the_server() {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
+    let selector = SniSelector::new(vec![
+        (vec![exact("bookinfo.com")], config.clone()),
+        (vec![exact("httpbin.example.com")], config),
+    ])
+    .unwrap();
+    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
+    let hello = client_out(&mut client);
+    for split in 1..hello.len() {
+        let mut acceptor = Acceptor::default();
+        let (first, second) = hello.split_at(split);
+        acceptor.read_tls(&mut &first[..]).unwrap();
+        assert!(acceptor.accept().unwrap().is_none(), "split {split}");
+        acceptor.read_tls(&mut &second[..]).unwrap();
+        let accepted = acceptor.accept().unwrap().unwrap();
+        let chosen = selector.select(accepted.client_hello().server_name());
+        assert_eq!(chosen.map(|(id, _)| id), Some(1), "split {split}");
+    }
 }
