@@ -927,7 +927,7 @@ fn unknown_name_gets_an_alert_not_another_certificate() {
     );
     assert!(client.peer_certificates().is_none());
 
-    // Without SNI (an IP address as server name) there is no `*` server either.
+    // Without SNI: this port has no `*` server, so the same alert.
     let mut cc = client_config(&[&pki.root.cert]);
     cc.enable_sni = false;
     let mut client = connect(cc, "httpbin.example.com");
