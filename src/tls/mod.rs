@@ -1,1 +1,40 @@
 //! TLS: certificate loading, SNI resolution and rustls server configurations.
+//!
+//! Where TLS sits between accept and response:
+//!
+//! ```text
+//!  control thread (load / SIGHUP)                       shard (per connection)
+//!  load_credential ─▶ CertifiedMaterial                 accept ─▶ Acceptor reads the ClientHello
+//!     check_covers, expiry_problem (check / warn)              │
+//!  server_config(tls, material, ticketer) ─▶ ServerConfig      ▼
+//!  SniSelector::new(servers of one port)  ── snapshot ──▶ SniSelector::select(sni)
+//!                                                              │ Some((id, config)) / None → reject()
+//!                                                              ▼
+//!                                              Accepted::into_connection(config) ─▶ ServerConnection
+//! ```
+//!
+//! Everything slow (files, PEM, key checks, verifier construction) happens on the
+//! control thread, once per load or reload; shards never read files. A shard keeps the
+//! `SniSelector` of the snapshot a connection started with. One session ticketer
+//! ([`new_ticketer`]) is made at start and shared by every `ServerConfig` of every
+//! snapshot, so a client resumes its session on any shard and across reloads.
+//!
+//! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`]
+//! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
+//! certificate coverage), [`cert_info`] (descriptions for `check` and `/certs`),
+//! [`error`].
+
+pub mod cert_info;
+pub mod credential;
+pub mod error;
+pub mod server_config;
+pub mod sni;
+
+pub use cert_info::{CertInfo, describe};
+pub use credential::{CertifiedMaterial, load_credential};
+pub use error::TlsError;
+pub use server_config::{new_ticketer, reject_config, server_config};
+pub use sni::{SniSelector, check_covers};
+
+#[cfg(test)]
+mod tests;
