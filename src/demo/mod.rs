@@ -287,7 +287,12 @@ pub(crate) mod test_support {
 
     use std::path::{Path, PathBuf};
     use std::process::Command;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
     /// A fresh directory under the system temporary directory, removed on drop.
     pub(crate) struct ScratchDir(PathBuf);
@@ -314,6 +319,58 @@ pub(crate) mod test_support {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+
+    pub(crate) fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(path)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    }
+
+    pub(crate) fn key(path: &Path) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_file(path).unwrap()
+    }
+
+    pub(crate) fn roots(path: &Path) -> Arc<rustls::RootCertStore> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(path) {
+            roots.add(cert).unwrap();
+        }
+        Arc::new(roots)
+    }
+
+    /// Verifies `chain` (leaf first) for `host` with rustls' webpki verifier trusting
+    /// only `root`.
+    pub(crate) fn verify_server(
+        root: &Path,
+        chain: &Path,
+        host: &str,
+    ) -> Result<(), rustls::Error> {
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots(root), provider())
+                .build()
+                .unwrap();
+        let chain = certs(chain);
+        let name = ServerName::try_from(host.to_owned()).unwrap();
+        verifier
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    pub(crate) fn verify_client(root: &Path, chain: &Path) -> Result<(), rustls::Error> {
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots(root), provider())
+                .build()
+                .unwrap();
+        let chain = certs(chain);
+        verifier
+            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
+            .map(|_| ())
     }
 
     /// Whether `openssl` runs; prints a note when it does not.
@@ -354,7 +411,9 @@ pub(crate) mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{ScratchDir, have_openssl, openssl_verify};
+    use super::test_support::{
+        ScratchDir, have_openssl, openssl_verify, verify_client, verify_server,
+    };
     use super::*;
     use std::process::Command;
 
@@ -482,6 +541,25 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{host}");
         }
+        // rustls (webpki) accepts what openssl wrote, and checks the names.
+        let root = dir.join("root-ca.crt");
+        verify_server(
+            &root,
+            &dir.join("httpbin.example.com.crt"),
+            "httpbin.example.com",
+        )
+        .unwrap();
+        verify_server(
+            &root,
+            &dir.join("_wildcard.wild.example.com.crt"),
+            "x.wild.example.com",
+        )
+        .unwrap();
+        assert!(
+            verify_server(&root, &dir.join("bookinfo.com.crt"), "httpbin.example.com").is_err()
+        );
+        verify_client(&root, &dir.join("client.crt")).unwrap();
+        assert!(verify_client(&root, &dir.join("other-client.crt")).is_err());
         assert!(openssl_verify(&dir, &dir.join("client.crt"), "sslclient"));
         assert!(!openssl_verify(
             &dir,

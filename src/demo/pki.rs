@@ -519,59 +519,12 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::test_support::{ScratchDir, have_openssl, openssl_verify};
-    use rustls::client::danger::ServerCertVerifier;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+    use crate::demo::test_support::{
+        ScratchDir, certs, have_openssl, key, openssl_verify, provider, roots, verify_client,
+        verify_server,
+    };
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
     use std::sync::Arc;
-
-    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-    }
-
-    fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
-        CertificateDer::pem_file_iter(path)
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap()
-    }
-
-    fn key(path: &Path) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::from_pem_file(path).unwrap()
-    }
-
-    fn roots(path: &Path) -> Arc<rustls::RootCertStore> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs(path) {
-            roots.add(cert).unwrap();
-        }
-        Arc::new(roots)
-    }
-
-    /// Verifies `chain` (leaf first) for `host` with rustls' webpki verifier trusting
-    /// only `root`.
-    fn verify_server(root: &Path, chain: &Path, host: &str) -> Result<(), rustls::Error> {
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots(root), provider())
-                .build()
-                .unwrap();
-        let chain = certs(chain);
-        let name = ServerName::try_from(host.to_owned()).unwrap();
-        verifier
-            .verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
-            .map(|_| ())
-    }
-
-    fn verify_client(root: &Path, chain: &Path) -> Result<(), rustls::Error> {
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots(root), provider())
-                .build()
-                .unwrap();
-        let chain = certs(chain);
-        verifier
-            .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
-            .map(|_| ())
-    }
 
     /// Runs a full TLS handshake in memory: a server with `host`'s files (and client
     /// verification against `client_root` when given), a client trusting `ca_chain`.
