@@ -1057,3 +1057,509 @@ fn reason(status: u16) -> &'static str {
         _ => "Unknown",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+
+    /// An in-memory connection: reads `input` stopping at each boundary in `splits`
+    /// (so a parser sees the bytes cut there), collects what is written.
+    struct MemStream {
+        input: Vec<u8>,
+        pos: usize,
+        splits: Vec<usize>,
+        output: Vec<u8>,
+    }
+
+    impl Read for MemStream {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let boundary = self
+                .splits
+                .iter()
+                .copied()
+                .find(|&s| s > self.pos)
+                .unwrap_or(self.input.len())
+                .min(self.input.len());
+            let n = buf.len().min(boundary - self.pos);
+            buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for MemStream {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        "192.0.2.7:5555".parse().unwrap()
+    }
+
+    /// Serves `input` read in pieces cut at `splits`; returns what was written.
+    fn serve_bytes(input: &[u8], splits: Vec<usize>) -> String {
+        let mut stream = MemStream {
+            input: input.to_vec(),
+            pos: 0,
+            splits,
+            output: Vec::new(),
+        };
+        let _ = serve(&mut stream, peer(), &AtomicBool::new(false));
+        String::from_utf8_lossy(&stream.output).into_owned()
+    }
+
+    const PIPELINE: &str = "GET /status/418 HTTP/1.1\r\nHost: a\r\n\r\n\
+        POST /anything/x?q=1&q=2 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n\
+        PUT /put HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\
+        GET /get?x=%41+b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n\
+        GET /never-read HTTP/1.1\r\n\r\n";
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order_over_every_split() {
+        let whole = serve_bytes(PIPELINE.as_bytes(), Vec::new());
+        assert_eq!(whole.matches("HTTP/1.1 ").count(), 4, "{whole}");
+        let first = whole.find("418 I'm a teapot").unwrap();
+        let second = whole.find("\"data\": \"hello, world\"").unwrap();
+        let third = whole.find("\"data\": \"abc\"").unwrap();
+        let fourth = whole.find("\"x\": \"A b\"").unwrap();
+        assert!(
+            first < second && second < third && third < fourth,
+            "{whole}"
+        );
+        assert!(
+            whole.contains("\"q\": [\n      \"1\",\n      \"2\"\n    ]"),
+            "{whole}"
+        );
+        assert!(
+            whole.contains("\"url\": \"http://a/anything/x?q=1&q=2\""),
+            "{whole}"
+        );
+        assert!(whole.contains("\"origin\": \"192.0.2.7\""), "{whole}");
+        assert!(
+            whole.ends_with("}\n"),
+            "the request after Connection: close was answered"
+        );
+        for split in 1..PIPELINE.len() {
+            assert_eq!(
+                serve_bytes(PIPELINE.as_bytes(), vec![split]),
+                whole,
+                "split at {split}"
+            );
+        }
+        let every_byte: Vec<usize> = (1..PIPELINE.len()).collect();
+        assert_eq!(serve_bytes(PIPELINE.as_bytes(), every_byte), whole);
+    }
+
+    fn status_of(output: &str) -> u16 {
+        output
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {output:?}"))
+    }
+
+    #[test]
+    fn limits_and_malformed_requests_are_refused_and_close() {
+        let long_head = format!(
+            "GET / HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD_BYTES)
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let too_many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let huge_length = format!(
+            "POST /post HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        let huge_chunk = format!(
+            "POST /post HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        let cases: [(&str, u16); 10] = [
+            (&long_head, 431),
+            (&too_many, 431),
+            (&huge_length, 413),
+            (&huge_chunk, 413),
+            (
+                "POST /post HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                400,
+            ),
+            (
+                "POST /post HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+                400,
+            ),
+            (
+                "POST /post HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
+                400,
+            ),
+            (
+                "POST /post HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+                501,
+            ),
+            (
+                "POST /post HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nbad header\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+                400,
+            ),
+        ];
+        for (input, expected) in cases {
+            let output = serve_bytes(input.as_bytes(), Vec::new());
+            assert_eq!(status_of(&output), expected, "{output}");
+            assert!(output.contains("connection: close\r\n"), "{output}");
+            assert_eq!(output.matches("HTTP/1.1 ").count(), 1, "{output}");
+        }
+        // Just inside the limits is fine.
+        let many: String = (0..MAX_HEADERS - 1)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        let output = serve_bytes(
+            format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes(),
+            Vec::new(),
+        );
+        assert_eq!(status_of(&output), 200, "{output}");
+    }
+
+    #[test]
+    fn http10_expect_and_head() {
+        let output = serve_bytes(
+            b"GET /get HTTP/1.0\r\n\r\nGET /get HTTP/1.0\r\n\r\n",
+            Vec::new(),
+        );
+        assert_eq!(
+            output.matches("HTTP/1.1 200").count(),
+            1,
+            "1.0 closes by default"
+        );
+        assert!(output.contains("connection: close"));
+        let output = serve_bytes(
+            b"GET /ip HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /ip HTTP/1.0\r\n\r\n",
+            Vec::new(),
+        );
+        assert_eq!(output.matches("HTTP/1.1 200").count(), 2, "{output}");
+        let output = serve_bytes(b"GET /stream-bytes/5 HTTP/1.0\r\n\r\n", Vec::new());
+        assert!(
+            !output.contains("chunked") && output.contains("connection: close"),
+            "{output}"
+        );
+        // The body arrives after the 100 Continue.
+        let input = b"POST /post HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi";
+        let head_len = input.len() - 2;
+        let output = serve_bytes(input, vec![head_len]);
+        assert!(
+            output.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"),
+            "{output}"
+        );
+        let output = serve_bytes(
+            b"HEAD /bytes/100 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            Vec::new(),
+        );
+        assert!(
+            output.ends_with("content-length: 100\r\nconnection: close\r\n\r\n"),
+            "{output}"
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        let get = |target: &str| {
+            let input = format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+            serve_bytes(input.as_bytes(), Vec::new())
+        };
+        assert_eq!(status_of(&get("/status/204")), 204);
+        assert!(!get("/status/204").contains("content-length"));
+        assert!(get("/status/302").contains("location: /redirect/1\r\n"));
+        assert!(get("/status/401").contains("www-authenticate: Basic"));
+        for bad in [
+            "/status/600",
+            "/status/99",
+            "/status/abc",
+            "/status/100",
+            "/bytes/104857601",
+            "/delay/x",
+            "/redirect/0",
+        ] {
+            assert_eq!(status_of(&get(bad)), 400, "{bad}");
+        }
+        assert!(get("/redirect/3").contains("location: /redirect/2\r\n"));
+        assert!(get("/redirect/1").contains("location: /get\r\n"));
+        assert_eq!(status_of(&get("/nope")), 404);
+        assert_eq!(status_of(&get("/status")), 404);
+        assert_eq!(status_of(&get("/post")), 405);
+        assert!(get("/").contains("/status/N"));
+        assert!(get("/user-agent").contains("\"user-agent\": \"\""));
+        let delayed = get("/delay/0");
+        assert!(
+            delayed.contains("\"url\": \"http://h/delay/0\""),
+            "{delayed}"
+        );
+        // Seeded bytes are reproducible.
+        let a = get("/bytes/64?seed=7");
+        assert_eq!(a, get("/bytes/64?seed=7"));
+        assert!(a.contains("content-length: 64\r\n"));
+        let stream = get("/stream-bytes/25000?chunk_size=10000");
+        assert!(stream.contains("transfer-encoding: chunked\r\n"));
+        assert_eq!(
+            stream.matches("\r\n2710\r\n").count(),
+            2,
+            "two 10000-byte chunks"
+        );
+        // Absolute-form targets route by their path.
+        assert_eq!(status_of(&get("http://h/status/418")), 418);
+    }
+
+    #[test]
+    fn headers_are_title_cased_and_merged_and_forwarded_values_used() {
+        let input = "GET /anything HTTP/1.1\r\nhost: h:8080\r\nx-custom-thing: 1\r\nX-CUSTOM-THING: 2\r\n\
+            x-forwarded-for: 203.0.113.9\r\nx-forwarded-proto: https\r\nConnection: close\r\n\r\n";
+        let output = serve_bytes(input.as_bytes(), Vec::new());
+        assert!(output.contains("\"X-Custom-Thing\": \"1,2\""), "{output}");
+        assert!(output.contains("\"Host\": \"h:8080\""), "{output}");
+        assert!(output.contains("\"origin\": \"203.0.113.9\""), "{output}");
+        assert!(
+            output.contains("\"url\": \"https://h:8080/anything\""),
+            "{output}"
+        );
+        assert!(output.contains("\"method\": \"GET\""), "{output}");
+    }
+
+    #[test]
+    fn small_parsers() {
+        assert!(matches!(parse_chunk_size(b"1a"), Ok(26)));
+        assert!(matches!(parse_chunk_size(b"0;name=value"), Ok(0)));
+        assert!(matches!(parse_chunk_size(b"A ;x"), Ok(10)));
+        for bad in [&b""[..], b";", b"g", b"1x", b"1000000000000000", b"-1"] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x80]), "//4AgA==");
+        assert_eq!(title_case("x-REQUEST-id"), "X-Request-Id");
+        let mut out = String::new();
+        json_string(&mut out, "a\"b\\c\n\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
+        assert_eq!(split_target("https://h:1"), ("/", ""));
+        assert_eq!(split_target("/a?b=c?d"), ("/a", "b=c?d"));
+    }
+
+    #[test]
+    fn binary_bodies_are_echoed_as_base64_data_urls() {
+        let mut input =
+            b"POST /post HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n".to_vec();
+        input.extend_from_slice(&[0xff, 0x00, 0x01]);
+        let output = serve_bytes(&input, Vec::new());
+        assert!(
+            output.contains("\"data\": \"data:application/octet-stream;base64,/wAB\""),
+            "{output}"
+        );
+    }
+
+    // Over real loopback sockets.
+
+    /// A minimal HTTP/1.1 client: status, headers (lower-case names), decoded body.
+    fn read_response(reader: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let status: u16 = line[9..12].parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            let (name, value) = trimmed.split_once(':').unwrap();
+            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+        }
+        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        let mut body = Vec::new();
+        if header("transfer-encoding").as_deref() == Some("chunked") {
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let size = usize::from_str_radix(line.trim_end(), 16).unwrap();
+                let mut chunk = vec![0; size + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+        } else if let Some(len) = header("content-length") {
+            body.resize(len.parse().unwrap(), 0);
+            reader.read_exact(&mut body).unwrap();
+        }
+        (status, headers, body)
+    }
+
+    fn connect(bin: &Httpbin) -> (TcpStream, BufReader<TcpStream>) {
+        let stream = TcpStream::connect(bin.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        (stream, reader)
+    }
+
+    fn loopback() -> Httpbin {
+        spawn("127.0.0.1:0".parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn teapot_and_404_over_loopback() {
+        let bin = loopback();
+        assert_ne!(bin.addr().port(), 0);
+        let (mut stream, mut reader) = connect(&bin);
+        stream
+            .write_all(b"GET /status/418 HTTP/1.1\r\nHost: httpbin.example.com\r\n\r\n")
+            .unwrap();
+        let (status, headers, body) = read_response(&mut reader);
+        assert_eq!(status, 418);
+        assert!(headers.contains(&(
+            "x-more-info".into(),
+            "http://tools.ietf.org/html/rfc2324".into()
+        )));
+        assert_eq!(String::from_utf8(body).unwrap(), TEAPOT);
+        stream
+            .write_all(b"GET /no/such/path HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut reader).0, 404);
+    }
+
+    #[test]
+    fn keep_alive_serves_two_requests_on_one_connection() {
+        let bin = loopback();
+        let (mut stream, mut reader) = connect(&bin);
+        stream
+            .write_all(b"GET /get HTTP/1.1\r\nHost: one\r\n\r\n")
+            .unwrap();
+        let (status, _, body) = read_response(&mut reader);
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains("\"url\": \"http://one/get\""));
+        stream
+            .write_all(b"GET /ip HTTP/1.1\r\nHost: two\r\n\r\n")
+            .unwrap();
+        let (status, _, body) = read_response(&mut reader);
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains("\"origin\": \"127.0.0.1\""));
+    }
+
+    #[test]
+    fn chunked_post_to_anything_echoes_the_data() {
+        let bin = loopback();
+        let (mut stream, mut reader) = connect(&bin);
+        stream
+            .write_all(b"POST /anything/echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nhello ")
+            .unwrap();
+        thread::sleep(Duration::from_millis(20));
+        stream.write_all(b"\r\n5\r\nworld\r\n0\r\n\r\n").unwrap();
+        let (status, _, body) = read_response(&mut reader);
+        assert_eq!(status, 200);
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.contains("\"data\": \"hello world\""), "{text}");
+        assert!(text.contains("\"method\": \"POST\""), "{text}");
+    }
+
+    #[test]
+    fn bytes_and_stream_bytes_have_the_asked_length() {
+        let bin = loopback();
+        let (mut stream, mut reader) = connect(&bin);
+        for n in [0usize, 1, 65_536, 1_000_003] {
+            stream
+                .write_all(format!("GET /bytes/{n} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+                .unwrap();
+            let (status, headers, body) = read_response(&mut reader);
+            assert_eq!(status, 200);
+            assert!(headers.contains(&("content-length".into(), n.to_string())));
+            assert_eq!(body.len(), n);
+            stream
+                .write_all(format!("GET /stream-bytes/{n} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+                .unwrap();
+            let (status, _, body) = read_response(&mut reader);
+            assert_eq!(status, 200);
+            assert_eq!(body.len(), n);
+        }
+    }
+
+    #[test]
+    fn headers_json_contains_a_sent_header() {
+        let bin = loopback();
+        let (mut stream, mut reader) = connect(&bin);
+        stream
+            .write_all(b"GET /headers HTTP/1.1\r\nHost: h\r\nx-test-header: ringress-42\r\n\r\n")
+            .unwrap();
+        let (status, headers, body) = read_response(&mut reader);
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("content-type".into(), "application/json".into())));
+        let text = String::from_utf8(body).unwrap();
+        assert!(text.starts_with("{\n  \"headers\": {\n"), "{text}");
+        assert!(
+            text.contains("\"X-Test-Header\": \"ringress-42\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dropping_stops_accepting() {
+        let bin = loopback();
+        let addr = bin.addr();
+        let (mut stream, mut reader) = connect(&bin);
+        // Make sure the connection has been accepted before stopping.
+        stream.write_all(b"GET /ip HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut reader).0, 200);
+        drop(bin);
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "still accepting after drop"
+        );
+        // The open connection gets its answer, then is closed.
+        stream
+            .write_all(b"GET /get HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
+        let (status, headers, _) = read_response(&mut reader);
+        assert_eq!(status, 200);
+        assert!(headers.contains(&("connection".into(), "close".into())));
+    }
+
+    #[test]
+    fn many_concurrent_connections() {
+        let bin = loopback();
+        let addr = bin.addr();
+        let clients: Vec<_> = (0..32)
+            .map(|i| {
+                thread::spawn(move || {
+                    let stream = TcpStream::connect(addr).unwrap();
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut stream = stream;
+                    for _ in 0..10 {
+                        stream
+                            .write_all(
+                                format!("GET /anything/{i} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+                            )
+                            .unwrap();
+                        let (status, _, body) = read_response(&mut reader);
+                        assert_eq!(status, 200);
+                        assert!(
+                            String::from_utf8_lossy(&body).contains(&format!("/anything/{i}\""))
+                        );
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().unwrap();
+        }
+    }
+}
