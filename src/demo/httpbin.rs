@@ -1517,7 +1517,9 @@ mod tests {
         let addr = bin.addr();
         let (mut stream, mut reader) = connect(&bin);
         // Make sure the connection has been accepted before stopping.
-        stream.write_all(b"GET /ip HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        stream
+            .write_all(b"GET /ip HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
         assert_eq!(read_response(&mut reader).0, 200);
         drop(bin);
         assert!(
