@@ -48,9 +48,35 @@ impl Default for DemoOptions {
     }
 }
 
-/// Generates the PKI, starts the upstream, writes `DIR/gateway.yaml`, prints the banner
-/// and runs the gateway until it stops; returns the gateway's result.
-pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
+/// A prepared demo: certificates written, upstream running, configuration written.
+/// Dropping it stops the upstream.
+#[derive(Debug)]
+pub struct Demo {
+    pub pki: pki::Pki,
+    pub upstream: httpbin::Httpbin,
+    /// `DIR/gateway.yaml`.
+    pub config: PathBuf,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl Demo {
+    /// What `ringress demo` prints before the gateway starts.
+    pub fn banner(&self) -> String {
+        banner(
+            &self.pki,
+            &self.config,
+            self.upstream.addr(),
+            self.http_port,
+            self.https_port,
+        )
+    }
+}
+
+/// Generates the PKI (hosts [`HTTPBIN_HOST`], [`BOOKINFO_HOST`]) into the directory
+/// (made absolute, so the paths in `gateway.yaml` and the banner work from anywhere),
+/// starts the upstream on 127.0.0.1 and writes `DIR/gateway.yaml`.
+pub fn prepare(opts: &DemoOptions) -> anyhow::Result<Demo> {
     if opts.http_port == 0 || opts.https_port == 0 {
         anyhow::bail!(
             "demo ports must be fixed numbers (http port {}, https port {})",
@@ -67,6 +93,8 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let dir = opts.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("ringress-demo-{}", std::process::id()))
     });
+    let dir = std::path::absolute(&dir)
+        .with_context(|| format!("resolving the demo directory {}", dir.display()))?;
     let pki = pki::generate(&dir, &[HTTPBIN_HOST, BOOKINFO_HOST])
         .with_context(|| format!("generating demo certificates in {}", dir.display()))?;
     let upstream = httpbin::spawn(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
@@ -74,23 +102,25 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let yaml = gateway_yaml(&pki, upstream.addr(), opts.http_port, opts.https_port);
     let config = dir.join("gateway.yaml");
     std::fs::write(&config, yaml).with_context(|| format!("writing {}", config.display()))?;
-    print!(
-        "{}",
-        banner(
-            &pki,
-            &config,
-            upstream.addr(),
-            opts.http_port,
-            opts.https_port
-        )
-    );
-    let result = crate::control::run(crate::control::RunOptions {
+    Ok(Demo {
+        pki,
+        upstream,
         config,
+        http_port: opts.http_port,
+        https_port: opts.https_port,
+    })
+}
+
+/// `ringress demo`: [`prepare`], print the banner, then run the gateway on the demo's
+/// configuration until it stops; returns the gateway's result.
+pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let demo = prepare(&opts)?;
+    print!("{}", demo.banner());
+    crate::control::run(crate::control::RunOptions {
+        config: demo.config.clone(),
         shards: opts.shards,
         ..Default::default()
-    });
-    drop(upstream);
-    result
+    })
 }
 
 /// The demo's configuration: one Gateway, two VirtualServices and a ServiceEntry, in
@@ -499,6 +529,32 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("9000"), "{err}");
+    }
+
+    #[test]
+    fn prepare_writes_everything_and_starts_the_upstream() {
+        use std::io::{Read, Write};
+        let scratch = ScratchDir::new("demo-prepare");
+        let demo = prepare(&DemoOptions {
+            dir: Some(scratch.path().join("demo")),
+            ..DemoOptions::default()
+        })
+        .unwrap();
+        assert!(demo.pki.dir.is_absolute());
+        assert_eq!(demo.config, scratch.path().join("demo/gateway.yaml"));
+        let yaml = std::fs::read_to_string(&demo.config).unwrap();
+        let port = demo.upstream.addr().port();
+        assert!(yaml.contains(&format!("      http: {port}\n")), "{yaml}");
+        assert!(demo.pki.cert(HTTPBIN_HOST).exists());
+        assert!(demo.pki.key(BOOKINFO_HOST).exists());
+        assert!(demo.banner().contains(&demo.config.display().to_string()));
+        let mut stream = std::net::TcpStream::connect(demo.upstream.addr()).unwrap();
+        stream
+            .write_all(b"GET /status/418 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 418 "), "{response}");
     }
 
     fn script() -> PathBuf {
