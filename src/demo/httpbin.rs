@@ -1535,6 +1535,66 @@ mod tests {
         assert!(headers.contains(&("connection".into(), "close".into())));
     }
 
+    /// curl as the client: a large body (curl sends `Expect: 100-continue`), a chunked
+    /// upload, and two URLs reusing one connection.
+    #[test]
+    fn curl_is_served() {
+        use std::process::Command;
+        if Command::new("curl").arg("--version").output().is_err() {
+            eprintln!("note: curl is not on PATH; skipping the curl test");
+            return;
+        }
+        let bin = loopback();
+        let base = format!("http://{}", bin.addr());
+        let body = "x".repeat(2 * 1024 * 1024);
+        let curl = |args: &[&str], stdin: &str| {
+            let mut child = Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "20",
+                    "-w",
+                    "\\n%{http_code} %{num_connects}\\n",
+                ])
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success());
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let out = curl(&["--data-binary", "@-", &format!("{base}/post")], &body);
+        assert!(out.contains(&format!("\"data\": \"{body}\"")));
+        assert!(out.ends_with("\n200 1\n"), "{}", &out[out.len() - 20..]);
+        let out = curl(
+            &[
+                "-H",
+                "Transfer-Encoding: chunked",
+                "--data-binary",
+                "@-",
+                &format!("{base}/anything"),
+            ],
+            "chunked upload",
+        );
+        assert!(out.contains("\"data\": \"chunked upload\""), "{out}");
+        assert!(out.contains("\"Transfer-Encoding\": \"chunked\""), "{out}");
+        let out = curl(
+            &[&format!("{base}/status/418"), &format!("{base}/bytes/10")],
+            "",
+        );
+        assert!(out.contains("I'm a teapot"), "{out}");
+        // The second transfer reused the first connection.
+        assert!(out.ends_with("\n200 0\n"), "{out:?}");
+    }
+
     #[test]
     fn many_concurrent_connections() {
         let bin = loopback();
