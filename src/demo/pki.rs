@@ -276,7 +276,7 @@ pub fn file_stem(host: &str) -> String {
 /// missing), with one server certificate per host. Existing files are replaced.
 pub fn generate(dir: &Path, hosts: &[&str]) -> Result<Pki, PkiError> {
     for host in hosts {
-        check_host(host)?;
+        check_server_host(host)?;
     }
     fs::create_dir_all(dir).map_err(|source| PkiError::CreateDir {
         dir: dir.to_path_buf(),
@@ -435,8 +435,7 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// A host must be a DNS name (optionally `*.` + name) or an IP address, and must not
-/// take one of the layout's own file names.
+/// A host (or SAN) must be a DNS name (optionally `*.` + name) or an IP address.
 fn check_host(host: &str) -> Result<(), PkiError> {
     let bad = |reason| {
         Err(PkiError::BadHost {
@@ -463,8 +462,17 @@ fn check_host(host: &str) -> Result<(), PkiError> {
     if name.split('.').any(str::is_empty) {
         return bad("it has an empty label");
     }
+    Ok(())
+}
+
+/// A host of [`generate`] must also not take one of the layout's own file names.
+fn check_server_host(host: &str) -> Result<(), PkiError> {
+    check_host(host)?;
     if RESERVED_STEMS.contains(&file_stem(host).as_str()) {
-        return bad("its file name is one of the CA or client files");
+        return Err(PkiError::BadHost {
+            host: host.to_owned(),
+            reason: "its file name is one of the CA or client files",
+        });
     }
     Ok(())
 }
