@@ -1,0 +1,1241 @@
+//! The integration tests' shared harness: everything around the real `ringress` binary.
+//!
+//! A test makes a [`TempDir`], generates certificates into it with
+//! [`ringress::demo::pki::generate`], starts an upstream ([`httpbin`] or one of the
+//! scripted [`Upstream`]s below), writes an Istio manifest (the YAML helpers) and starts
+//! the gateway with [`Gateway::start`]. Clients are real: [`curl`], [`s_client`] (openssl)
+//! and a rustls client ([`tls_connect`]), plus raw sockets ([`raw_exchange`]) for what no
+//! well-behaved client sends.
+//!
+//! Every wait is bounded; every process and thread started here ends when its handle is
+//! dropped, so a failing test cleans up after itself.
+
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+pub use ringress::demo::httpbin;
+pub use ringress::demo::pki;
+
+/// How long a gateway has to open its listeners.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long any client process may run before it is killed.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Read timeout of raw sockets.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `--header-timeout` every test gateway runs with, in seconds.
+pub const HEADER_TIMEOUT_SECS: u64 = 2;
+
+/// The hosts every test PKI has a certificate for.
+pub const HTTPBIN: &str = "httpbin.example.com";
+pub const BOOKINFO: &str = "bookinfo.com";
+
+// ---------------------------------------------------------------------------------------
+// Temporary directories and ports
+
+/// A fresh directory, removed (with its contents) on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ringress-itest-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("creating a test directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `contents` to `DIR/name` and returns the path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("creating a test subdirectory");
+        }
+        std::fs::write(&path, contents).expect("writing a test file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nobody listens on right now, never handed out twice by this process.
+pub fn free_port() -> u16 {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(|| Mutex::new(HashSet::new()));
+    for _ in 0..100 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral port");
+        let port = listener.local_addr().expect("local address").port();
+        drop(listener);
+        if given.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
+    panic!("no free loopback port after 100 tries");
+}
+
+/// A port that refuses connections (bound, then closed).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// A test PKI in `dir`: root → intermediate → [`HTTPBIN`] and [`BOOKINFO`] leaves, the
+/// client certificate and the unrelated other CA.
+pub fn pki(dir: &TempDir) -> pki::Pki {
+    pki::generate(&dir.join("pki"), &[HTTPBIN, BOOKINFO]).expect("generating the test PKI")
+}
+
+/// An httpbin upstream on an ephemeral loopback port.
+pub fn httpbin() -> httpbin::Httpbin {
+    httpbin::spawn("127.0.0.1:0".parse().expect("address")).expect("starting httpbin")
+}
+
+// ---------------------------------------------------------------------------------------
+// Client tools
+
+/// Whether `tool` can be run; prints a note when it cannot, so the test can skip.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        eprintln!("SKIPPED: `{tool}` is not installed (scripts/test.sh installs it)");
+    }
+    found
+}
+
+/// `have("curl")` and `have("openssl")`.
+pub fn have_tools() -> bool {
+    have("curl") & have("openssl")
+}
+
+/// Runs a command with stdin `input`, killing it after `limit`.
+pub fn run_with_timeout(mut command: Command, input: &[u8], limit: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = writer.join();
+                panic!(
+                    "{command:?} did not finish within {limit:?}; stdout: {}; stderr: {}",
+                    String::from_utf8_lossy(&out_reader.join().unwrap_or_default()),
+                    String::from_utf8_lossy(&err_reader.join().unwrap_or_default()),
+                );
+            }
+        }
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    }
+}
+
+/// What one curl invocation produced.
+#[derive(Debug)]
+pub struct Curl {
+    /// curl's exit code (0 success, 7 refused, 18 partial file, 35 TLS, 56 receive...).
+    pub code: i32,
+    /// Status of the last response head (0 when none arrived).
+    pub status: u16,
+    /// Headers of the last response head, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body of the first URL.
+    pub body: Vec<u8>,
+    /// What `-w` printed.
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Curl {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs `curl -sS --max-time 15 -D HEADERS -o BODY ARGS...`: the head and body of the
+/// first URL are captured; `-w` output lands in `stdout`.
+pub fn curl(args: &[&str]) -> Curl {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("ringress-itest-curl-{}-{n}", std::process::id()));
+    let head_file = base.with_extension("head");
+    let body_file = base.with_extension("body");
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "15", "-D"])
+        .arg(&head_file)
+        .arg("-o")
+        .arg(&body_file)
+        .args(args);
+    let output = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let head = std::fs::read_to_string(&head_file).unwrap_or_default();
+    let body = std::fs::read(&body_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&head_file);
+    let _ = std::fs::remove_file(&body_file);
+    let (status, headers) = parse_last_head(&head);
+    Curl {
+        code: output.status.code().unwrap_or(-1),
+        status,
+        headers,
+        body,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The status and headers of the last head in a `curl -D` dump (several heads follow
+/// each other after 100 Continue or redirects).
+pub fn parse_last_head(dump: &str) -> (u16, Vec<(String, String)>) {
+    let mut status = 0;
+    let mut headers = Vec::new();
+    for line in dump.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("HTTP/") {
+            status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            headers.clear();
+        } else if let Some((name, value)) = line.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    (status, headers)
+}
+
+/// `--resolve HOST:PORT:127.0.0.1`, the way the Istio walkthroughs point curl at the
+/// ingress.
+pub fn resolve(host: &str, port: u16) -> String {
+    format!("{host}:{port}:127.0.0.1")
+}
+
+/// What `openssl s_client` printed (stdout and stderr together) and its exit code.
+#[derive(Debug)]
+pub struct SClient {
+    pub code: i32,
+    pub output: String,
+}
+
+/// Runs `openssl s_client -connect 127.0.0.1:PORT -servername SNI ARGS...` with `input`
+/// on stdin (`-ign_eof` is added when `input` is not empty, so the reply is read until
+/// the gateway closes).
+pub fn s_client(port: u16, sni: &str, args: &[&str], input: &[u8]) -> SClient {
+    let mut command = Command::new("openssl");
+    command
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-servername", sni])
+        .args(args);
+    if !input.is_empty() {
+        command.arg("-ign_eof");
+    }
+    let output = run_with_timeout(command, input, CLIENT_TIMEOUT);
+    SClient {
+        code: output.status.code().unwrap_or(-1),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// The leaf certificate's subject line from `s_client` output (`subject=CN = ...`).
+pub fn served_subject(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find(|l| l.starts_with("subject="))
+        .map(|l| l.trim().to_owned())
+}
+
+/// The SANs of the first certificate in `output` (`openssl x509 -noout -ext
+/// subjectAltName` on the PEM block s_client printed).
+pub fn served_sans(output: &str) -> String {
+    let Some(start) = output.find("-----BEGIN CERTIFICATE-----") else {
+        return String::new();
+    };
+    let end_marker = "-----END CERTIFICATE-----";
+    let Some(end) = output[start..].find(end_marker) else {
+        return String::new();
+    };
+    let pem = &output[start..start + end + end_marker.len()];
+    let mut command = Command::new("openssl");
+    command.args(["x509", "-noout", "-ext", "subjectAltName"]);
+    let out = run_with_timeout(command, pem.as_bytes(), CLIENT_TIMEOUT);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw sockets and a rustls client
+
+/// Connects to `127.0.0.1:port` with read and write timeouts set.
+pub fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(READ_TIMEOUT))
+        .expect("timeout");
+    stream
+}
+
+/// Reads until end of stream, a read error (reset) or `READ_TIMEOUT`; returns what
+/// arrived and whether the stream ended cleanly (end of stream, not an error or timeout).
+pub fn read_to_close(stream: &mut impl Read) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        if Instant::now() > deadline {
+            return (out, false);
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return (out, true),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return (out, false),
+        }
+    }
+}
+
+/// Sends `request` over plain TCP in one write and reads until the gateway closes.
+pub fn raw_exchange(port: u16, request: &[u8]) -> (Vec<u8>, bool) {
+    let mut stream = connect(port);
+    stream.write_all(request).expect("sending the raw request");
+    read_to_close(&mut stream)
+}
+
+/// The status code of the first response in `bytes` (0 when there is none).
+pub fn first_status(bytes: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(bytes);
+    text.strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.get(2..5))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Every status line's code in `bytes`, in order (for pipelined responses).
+pub fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    let mut rest: &str = &text;
+    while let Some(i) = rest.find("HTTP/1.1 ") {
+        if let Some(code) = rest.get(i + 9..i + 12).and_then(|c| c.parse().ok()) {
+            out.push(code);
+        }
+        rest = &rest[i + 9..];
+    }
+    out
+}
+
+/// Reads one whole HTTP/1.1 response (head, then a Content-Length or chunked body) from
+/// `stream`; returns the status, the head text and the body.
+pub fn read_response(stream: &mut impl Read) -> io::Result<(u16, String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut body = buf.split_off(head_end);
+    let status = first_status(head.as_bytes());
+    let (_, headers) = parse_last_head(&head);
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    if let Some(len) = value("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < len {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(len);
+    } else if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        while find(&body, b"0\r\n\r\n").is_none() {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body = dechunk(&body);
+    }
+    Ok((status, head, body))
+}
+
+/// Decodes a complete chunked body (extensions and trailers ignored).
+pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = find(data, b"\r\n") {
+        let size_text = String::from_utf8_lossy(&data[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
+        let Ok(size) = usize::from_str_radix(&size_text, 16) else {
+            break;
+        };
+        data = &data[line_end + 2..];
+        if size == 0 || data.len() < size {
+            break;
+        }
+        out.extend_from_slice(&data[..size]);
+        data = data.get(size + 2..).unwrap_or_default();
+    }
+    out
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The aws-lc-rs provider, as ringress uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+pub fn load_certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// A rustls client configuration trusting only the certificates in `ca_file`, with ALPN
+/// `http/1.1`, optionally presenting a client certificate.
+pub fn client_config(
+    ca_file: &Path,
+    client_auth: Option<(&Path, &Path)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(ca_file) {
+        roots.add(cert).expect("adding a trust anchor");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots);
+    let mut config = match client_auth {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                load_certs(cert),
+                PrivateKeyDer::from_pem_file(key).expect("client key"),
+            )
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+pub type TlsClient = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A verified TLS connection to `127.0.0.1:port` for `sni`, handshake completed.
+pub fn tls_connect(
+    port: u16,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<TlsClient, rustls::Error> {
+    let name = ServerName::try_from(sni.to_owned()).expect("server name");
+    let conn = rustls::ClientConnection::new(config, name)?;
+    let mut stream = rustls::StreamOwned::new(conn, connect(port));
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .map_err(|e| match e.into_inner() {
+                Some(inner) => match inner.downcast::<rustls::Error>() {
+                    Ok(tls) => *tls,
+                    Err(other) => rustls::Error::General(other.to_string()),
+                },
+                None => rustls::Error::General("I/O error during the handshake".into()),
+            })?;
+    }
+    Ok(stream)
+}
+
+// ---------------------------------------------------------------------------------------
+// The gateway
+
+/// A running `ringress run`; killed and waited for on drop (its log is printed when the
+/// test is failing).
+pub struct Gateway {
+    child: Option<Child>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    /// The listener ports found in the configuration, all accepting when `start` returned.
+    pub ports: Vec<u16>,
+}
+
+/// The ports of `port: number:` entries under a Gateway's servers in `yaml`.
+pub fn listener_ports(yaml: &str) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut in_gateway = false;
+    let mut after_port = false;
+    for line in yaml.lines() {
+        let trimmed = line.trim();
+        if trimmed == "---" {
+            in_gateway = false;
+        }
+        if trimmed == "kind: Gateway" {
+            in_gateway = true;
+        }
+        if !in_gateway {
+            continue;
+        }
+        if trimmed == "- port:" || trimmed == "port:" {
+            after_port = true;
+            continue;
+        }
+        if after_port && let Some(n) = trimmed.strip_prefix("number:") {
+            if let Ok(port) = n.trim().parse::<u16>()
+                && !ports.contains(&port)
+            {
+                ports.push(port);
+            }
+            after_port = false;
+        }
+    }
+    ports
+}
+
+impl Gateway {
+    /// Writes `yaml` to `DIR/gateway.yaml` and starts `ringress run` on it with two
+    /// shards, a short header timeout and debug logs (to `DIR/ringress.log`), plus
+    /// `extra` arguments; returns once every listener port accepts TCP. Panics with the
+    /// log when the process exits or the ports do not open in time.
+    pub fn start(dir: &TempDir, yaml: &str, extra: &[&str]) -> Gateway {
+        match Gateway::try_start(dir, yaml, extra) {
+            Ok(gateway) => gateway,
+            Err(message) => panic!("{message}"),
+        }
+    }
+
+    /// [`Gateway::start`], returning the log as the error instead of panicking.
+    pub fn try_start(dir: &TempDir, yaml: &str, extra: &[&str]) -> Result<Gateway, String> {
+        let config = dir.write("gateway.yaml", yaml);
+        Gateway::try_start_file(dir, &config, &listener_ports(yaml), extra)
+    }
+
+    /// Starts `ringress run --config CONFIG` and waits for `ports`.
+    pub fn try_start_file(
+        dir: &TempDir,
+        config: &Path,
+        ports: &[u16],
+        extra: &[&str],
+    ) -> Result<Gateway, String> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(&format!(
+            "ringress-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let log_file = std::fs::File::create(&log).expect("creating the gateway log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringress"))
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(["--shards", "2", "--header-timeout"])
+            .arg(HEADER_TIMEOUT_SECS.to_string())
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start ringress: {e}"))?;
+        let mut gateway = Gateway {
+            child: Some(child),
+            config: config.to_path_buf(),
+            log,
+            ports: ports.to_vec(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut waiting: Vec<u16> = ports.to_vec();
+        while !waiting.is_empty() {
+            if let Some(status) = gateway.exited() {
+                return Err(format!(
+                    "ringress exited with {status} before listening on {waiting:?}; log:\n{}",
+                    gateway.log_text()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "ringress did not listen on {waiting:?} within {START_TIMEOUT:?}; log:\n{}",
+                    gateway.log_text()
+                ));
+            }
+            waiting.retain(|&port| {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(200),
+                )
+                .is_err()
+            });
+            if !waiting.is_empty() {
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(gateway)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The peak resident memory (VmHWM) of the process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading /proc/PID/status of ringress");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// Panics with the log unless the gateway is still running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.exited() {
+            panic!("ringress exited with {status}; log:\n{}", self.log_text());
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- ringress log ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Runs `ringress ARGS...` to completion (for `check` and failing `run`s).
+pub fn ringress(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringress"));
+    command.args(args);
+    run_with_timeout(command, b"", CLIENT_TIMEOUT)
+}
+
+/// `ringress run --config CONFIG ARGS` expected to exit by itself: its exit code and
+/// output (stdout and stderr).
+pub fn run_expecting_exit(config: &Path, extra: &[&str]) -> (i32, String) {
+    let mut args = vec!["run", "--config"];
+    let config = config.to_string_lossy().into_owned();
+    args.push(&config);
+    args.extend_from_slice(&["--shards", "2"]);
+    args.extend_from_slice(extra);
+    let out = ringress(&args);
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration (Istio YAML)
+
+/// A quoted YAML string of a path.
+pub fn yaml_path(path: &Path) -> String {
+    format!("{:?}", path.to_string_lossy())
+}
+
+/// A Gateway document named `name` with the given `servers` entries (each from
+/// [`http_server`] or [`https_server`]).
+pub fn gateway_doc(name: &str, servers: &[String]) -> String {
+    let mut y = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: {name}
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+"
+    );
+    for server in servers {
+        y.push_str(server);
+    }
+    y
+}
+
+/// A plain HTTP server entry on `port` for `hosts`.
+pub fn http_server(port: u16, hosts: &[&str]) -> String {
+    let mut y = format!(
+        "  - port:
+      number: {port}
+      name: http-{port}
+      protocol: HTTP
+    bind: 127.0.0.1
+    hosts:
+"
+    );
+    for host in hosts {
+        let _ = writeln!(y, "    - {host:?}");
+    }
+    y
+}
+
+/// An HTTPS server entry on `port` for `host`, with `tls` lines (already indented by six
+/// spaces, e.g. from [`simple_tls`]).
+pub fn https_server(port: u16, name: &str, hosts: &[&str], tls: &str) -> String {
+    let mut y = format!(
+        "  - port:
+      number: {port}
+      name: {name}
+      protocol: HTTPS
+    bind: 127.0.0.1
+    tls:
+{tls}    hosts:
+"
+    );
+    for host in hosts {
+        let _ = writeln!(y, "    - {host:?}");
+    }
+    y
+}
+
+/// `tls:` lines of a SIMPLE server with certificate files.
+pub fn simple_tls(cert: &Path, key: &Path) -> String {
+    format!(
+        "      mode: SIMPLE
+      serverCertificate: {}
+      privateKey: {}
+",
+        yaml_path(cert),
+        yaml_path(key)
+    )
+}
+
+/// `tls:` lines of a SIMPLE server for `host` of the test PKI.
+pub fn simple_tls_for(pki: &pki::Pki, host: &str) -> String {
+    simple_tls(&pki.cert(host), &pki.key(host))
+}
+
+/// A VirtualService document; `http` is the `http:` list, indented by two spaces.
+pub fn virtual_service(name: &str, hosts: &[&str], gateways: &[&str], http: &str) -> String {
+    let mut y = format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: {name}
+spec:
+  hosts:
+"
+    );
+    for host in hosts {
+        let _ = writeln!(y, "  - {host:?}");
+    }
+    y.push_str("  gateways:\n");
+    for gateway in gateways {
+        let _ = writeln!(y, "  - {gateway}");
+    }
+    y.push_str("  http:\n");
+    y.push_str(http);
+    y
+}
+
+/// One `http[]` rule routing every request to `service:port`.
+pub fn route_all(service: &str, port: u16) -> String {
+    format!(
+        "  - route:
+    - destination:
+        host: {service}
+        port:
+          number: {port}
+"
+    )
+}
+
+/// A STATIC ServiceEntry `service` on `port` whose endpoints are `addrs`.
+pub fn service_entry(service: &str, port: u16, addrs: &[SocketAddr]) -> String {
+    let mut y = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: {service}
+spec:
+  hosts:
+  - {service}
+  ports:
+  - number: {port}
+    name: http
+    protocol: HTTP
+  resolution: STATIC
+  endpoints:
+"
+    );
+    for addr in addrs {
+        let _ = write!(
+            y,
+            "  - address: {}
+    ports:
+      http: {}
+",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    y
+}
+
+/// Joins documents with `---`.
+pub fn docs(documents: &[String]) -> String {
+    documents.join("---\n")
+}
+
+/// The service port every test ServiceEntry declares.
+pub const SERVICE_PORT: u16 = 8000;
+
+/// The simplest complete configuration: one HTTP server on `port` for `host`, every
+/// request routed to the service `backend` whose endpoint is `upstream`.
+pub fn http_config(port: u16, host: &str, upstream: SocketAddr) -> String {
+    docs(&[
+        gateway_doc("gw", &[http_server(port, &[host])]),
+        virtual_service("vs", &[host], &["gw"], &route_all("backend", SERVICE_PORT)),
+        service_entry("backend", SERVICE_PORT, &[upstream]),
+    ])
+}
+
+/// One HTTPS SIMPLE server on `port` for [`HTTPBIN`] (test PKI), every request routed to
+/// `upstream`.
+pub fn https_config(pki: &pki::Pki, port: u16, upstream: SocketAddr) -> String {
+    docs(&[
+        gateway_doc(
+            "gw",
+            &[https_server(
+                port,
+                "https",
+                &[HTTPBIN],
+                &simple_tls_for(pki, HTTPBIN),
+            )],
+        ),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream]),
+    ])
+}
+
+/// `curl` arguments for `https://HTTPBIN:PORT{path}` trusting the test root.
+pub fn https_url(pki: &pki::Pki, port: u16, path: &str) -> Vec<String> {
+    vec![
+        "--resolve".into(),
+        resolve(HTTPBIN, port),
+        "--cacert".into(),
+        pki.root_cert.to_string_lossy().into_owned(),
+        format!("https://{HTTPBIN}:{port}{path}"),
+    ]
+}
+
+/// Borrows a `Vec<String>` as curl's `&[&str]`.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A quick check that the gateway still answers: `GET http://HOST:PORT/status/200`.
+pub fn assert_http_ok(port: u16, host: &str, path: &str) {
+    let out = curl(&[
+        "--resolve",
+        &resolve(host, port),
+        &format!("http://{host}:{port}{path}"),
+    ]);
+    assert_eq!(
+        (out.code, out.status),
+        (0, 200),
+        "the gateway should still serve {path}: {out:?}"
+    );
+}
+
+/// The value of `"Name": "value"` in httpbin's JSON echo (headers are Title-Case).
+pub fn echo_header(json: &str, name: &str) -> Option<String> {
+    let key = format!("\"{name}\": \"");
+    let start = json.find(&key)? + key.len();
+    let end = json[start..].find('"')?;
+    Some(json[start..start + end].to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// Scripted upstreams
+
+/// What an [`Upstream`] saw: every request head (text) and body length, per connection.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub heads: Mutex<Vec<String>>,
+    pub body_bytes: Mutex<Vec<u64>>,
+    pub connections: AtomicUsize,
+}
+
+impl Seen {
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.heads.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// A small upstream that runs `handler` for every accepted connection on its own thread.
+/// Dropping it stops accepting; handlers end when their peer closes.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Seen>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+type Handler = dyn Fn(TcpStream, &Seen) + Send + Sync + 'static;
+
+impl Upstream {
+    pub fn spawn(handler: impl Fn(TcpStream, &Seen) + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a test upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Seen::default());
+        let handler: Arc<Handler> = Arc::new(handler);
+        let accept = thread::spawn({
+            let stop = Arc::clone(&stop);
+            let seen = Arc::clone(&seen);
+            move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    seen.connections.fetch_add(1, Ordering::SeqCst);
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let handler = Arc::clone(&handler);
+                    let seen = Arc::clone(&seen);
+                    thread::spawn(move || handler(stream, &seen));
+                }
+            }
+        });
+        Upstream {
+            addr,
+            seen,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// Answers every request (keep-alive) with `200` and the body `NAME PATH`, recording
+    /// each head; request bodies (Content-Length or chunked) are read and counted.
+    pub fn named(name: &str) -> Upstream {
+        let name = name.to_owned();
+        Upstream::spawn(move |mut stream, seen| {
+            let mut buf = Vec::new();
+            while let Some((head, body_len)) = read_request(&mut stream, &mut buf) {
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                seen.heads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(head);
+                seen.body_bytes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(body_len);
+                let body = format!("{name} {path} {body_len}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Reads the request head (without consuming it: it stays in the socket's receive
+    /// queue), answers a `Content-Length: 1000` head with only 10 body bytes, then closes
+    /// with data unread, which makes the kernel reset the connection.
+    pub fn truncating() -> Upstream {
+        Upstream::spawn(|stream, seen| {
+            let mut peeked = vec![0u8; 64 * 1024];
+            let deadline = Instant::now() + READ_TIMEOUT;
+            loop {
+                match stream.peek(&mut peeked) {
+                    Ok(n) if n > 0 && find(&peeked[..n], b"\r\n\r\n").is_some() => break,
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if Instant::now() > deadline => return,
+                    Ok(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            seen.heads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push("peeked".into());
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789",
+            );
+            let _ = stream.flush();
+            thread::sleep(Duration::from_millis(100));
+            // Dropped with the request still unread: RST.
+        })
+    }
+
+    /// Accepts connections and never answers (they stay open until the upstream is
+    /// dropped and the peer gives up).
+    pub fn silent() -> Upstream {
+        Upstream::spawn(|mut stream, seen| {
+            let mut buf = [0u8; 4096];
+            // Read (and drop) whatever arrives, so the sender never blocks; answer nothing.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                seen.body_bytes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(n as u64);
+            }
+        })
+    }
+
+    /// Answers every request with `len` zero bytes under `Content-Length`, written in
+    /// 64 KiB pieces.
+    pub fn source(len: u64) -> Upstream {
+        Upstream::spawn(move |mut stream, seen| {
+            let mut buf = Vec::new();
+            while let Some((head, _)) = read_request(&mut stream, &mut buf) {
+                seen.heads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(head);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\n\r\n"
+                );
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+                let piece = vec![0u8; 64 * 1024];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(piece.len() as u64) as usize;
+                    if stream.write_all(&piece[..n]).is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+/// Reads one request from `stream` (with `buf` holding bytes already received): its
+/// head as text and the length of its body, which is read and discarded. `None` at end
+/// of stream or on an error.
+pub fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, u64)> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = find(buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    buf.drain(..head_end);
+    let (_, headers) = parse_last_head(head.split_once("\r\n").map_or("", |(_, rest)| rest));
+    let value = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let mut body_len = 0u64;
+    if let Some(len) = value("content-length").and_then(|v| v.parse::<u64>().ok()) {
+        let mut left = len;
+        loop {
+            let take = left.min(buf.len() as u64) as usize;
+            buf.drain(..take);
+            left -= take as u64;
+            if left == 0 {
+                break;
+            }
+            let n = stream.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        body_len = len;
+    } else if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // Chunk by chunk: size line, data, CRLF; then the last chunk and trailers.
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(buf, b"\r\n") {
+                    break i;
+                }
+                let n = stream.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+            let size = u64::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+            buf.drain(..line_end + 2);
+            if size == 0 {
+                // Trailers end with an empty line.
+                loop {
+                    if let Some(i) = find(buf, b"\r\n") {
+                        let empty = i == 0;
+                        buf.drain(..i + 2);
+                        if empty {
+                            break;
+                        }
+                        continue;
+                    }
+                    let n = stream.read(&mut chunk).ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                break;
+            }
+            let mut left = size + 2;
+            loop {
+                let take = left.min(buf.len() as u64) as usize;
+                buf.drain(..take);
+                left -= take as u64;
+                if left == 0 {
+                    break;
+                }
+                let n = stream.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            body_len += size;
+        }
+    }
+    Some((head, body_len))
+}
+
+/// Half-closes the writing side of a raw connection.
+pub fn shutdown_write(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+}

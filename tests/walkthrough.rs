@@ -1,0 +1,553 @@
+//! The Istio walkthroughs ringress users follow ("Control Ingress Traffic", "Securing
+//! Gateways with HTTPS"), step by step against the real binary: the manifests from the
+//! docs (file paths and ports adapted), curl and openssl as the docs run them, and
+//! `ringress check` as an operator would before starting.
+
+mod common;
+
+use common::*;
+
+/// The walkthrough's VirtualService: `/status` and `/delay` of `host` go to httpbin.
+fn httpbin_vs(name: &str, host: &str, gateway: &str) -> String {
+    virtual_service(
+        name,
+        &[host],
+        &[gateway],
+        &format!(
+            "  - match:
+    - uri:
+        prefix: /status
+    - uri:
+        prefix: /delay
+    route:
+    - destination:
+        host: httpbin
+        port:
+          number: {SERVICE_PORT}
+"
+        ),
+    )
+}
+
+/// The walkthrough's Gateway `httpbin-gateway` with the given servers, its
+/// VirtualService and the ServiceEntry saying where httpbin lives.
+fn walkthrough_config(servers: &[String], upstream: std::net::SocketAddr) -> String {
+    docs(&[
+        gateway_doc("httpbin-gateway", servers),
+        httpbin_vs("httpbin", HTTPBIN, "httpbin-gateway"),
+        service_entry("httpbin", SERVICE_PORT, &[upstream]),
+    ])
+}
+
+#[test]
+fn control_ingress_traffic_over_http() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-http");
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(
+        &dir,
+        &walkthrough_config(&[http_server(port, &[HTTPBIN])], upstream.addr()),
+        &[],
+    );
+
+    // `curl -s -I -HHost:httpbin.example.com http://$INGRESS_HOST:$INGRESS_PORT/status/200`
+    let out = curl(&[
+        "-I",
+        "-H",
+        &format!("Host: {HTTPBIN}"),
+        &format!("http://127.0.0.1:{port}/status/200"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    assert_eq!(out.header("server"), Some("ringress"), "{out:?}");
+
+    // The same with --resolve, as the newer docs do.
+    let out = curl(&[
+        "-I",
+        "--resolve",
+        &resolve(HTTPBIN, port),
+        &format!("http://{HTTPBIN}:{port}/status/200"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+
+    // "Access any other URL that has not been explicitly exposed. You should see an
+    // HTTP 404 error."
+    let out = curl(&[
+        "-I",
+        "-H",
+        &format!("Host: {HTTPBIN}"),
+        &format!("http://127.0.0.1:{port}/headers"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 404), "{out:?}");
+
+    // A host the Gateway does not serve is not routed either.
+    let out = curl(&[
+        "-H",
+        "Host: other.example.com",
+        &format!("http://127.0.0.1:{port}/status/200"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 404), "{out:?}");
+
+    // /delay is routed too, and GET bodies arrive whole.
+    let out = curl(&[
+        "-H",
+        &format!("Host: {HTTPBIN}"),
+        &format!("http://127.0.0.1:{port}/delay/0"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    assert!(out.text().contains("\"url\""), "{out:?}");
+}
+
+#[test]
+fn securing_gateways_simple_tls_verifies_through_the_intermediate() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-simple");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(
+        &dir,
+        &walkthrough_config(
+            &[https_server(
+                port,
+                "https",
+                &[HTTPBIN],
+                &simple_tls_for(&pki, HTTPBIN),
+            )],
+            upstream.addr(),
+        ),
+        &[],
+    );
+
+    // `curl -v -HHost:httpbin.example.com --resolve ... --cacert root-ca.crt
+    //  https://httpbin.example.com:$SECURE_INGRESS_PORT/status/418` prints the teapot:
+    // the client trusts only the root, the gateway sends leaf + intermediate.
+    let out = curl(&strs(&https_url(&pki, port, "/status/418")));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    assert!(out.text().contains("I'm a teapot"), "{out:?}");
+    assert!(out.text().contains("TEA"), "{out:?}");
+
+    // ca-chain.pem (intermediate + root), as the demo prints, works as well.
+    let out = curl(&[
+        "--resolve",
+        &resolve(HTTPBIN, port),
+        "--cacert",
+        &pki.ca_chain.to_string_lossy(),
+        &format!("https://{HTTPBIN}:{port}/status/418"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+
+    // Not exposed: 404, over TLS too.
+    let out = curl(&strs(&https_url(&pki, port, "/headers")));
+    assert_eq!((out.code, out.status), (0, 404), "{out:?}");
+
+    // A client trusting another CA refuses the certificate (curl exit 60).
+    let out = curl(&[
+        "--resolve",
+        &resolve(HTTPBIN, port),
+        "--cacert",
+        &pki.other_ca_cert.to_string_lossy(),
+        &format!("https://{HTTPBIN}:{port}/status/418"),
+    ]);
+    assert_eq!(
+        out.code, 60,
+        "a client trusting only other-ca must fail: {out:?}"
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+}
+
+#[test]
+fn mutual_tls_needs_a_client_certificate_from_the_trusted_ca() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-mutual");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let tls = format!(
+        "      mode: MUTUAL
+      serverCertificate: {}
+      privateKey: {}
+      caCertificates: {}
+",
+        yaml_path(&pki.cert(HTTPBIN)),
+        yaml_path(&pki.key(HTTPBIN)),
+        yaml_path(&pki.ca_chain),
+    );
+    let _gw = Gateway::start(
+        &dir,
+        &walkthrough_config(
+            &[https_server(port, "https", &[HTTPBIN], &tls)],
+            upstream.addr(),
+        ),
+        &[],
+    );
+    let url = https_url(&pki, port, "/status/418");
+
+    // Without a client certificate the handshake (or, with TLS 1.3, the first read)
+    // fails: no response.
+    let out = curl(&strs(&url));
+    assert_ne!(out.code, 0, "no client certificate must fail: {out:?}");
+    assert_eq!(out.status, 0, "{out:?}");
+
+    // With the client certificate issued by the trusted CA: the teapot.
+    let mut args = strs(&url);
+    let cert = pki.client_cert().to_string_lossy().into_owned();
+    let key = pki.client_key().to_string_lossy().into_owned();
+    args.extend(["--cert", &cert, "--key", &key]);
+    let out = curl(&args);
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+
+    // A client certificate from another CA is refused.
+    let mut args = strs(&url);
+    let cert = pki.other_client_cert().to_string_lossy().into_owned();
+    let key = pki.other_client_key().to_string_lossy().into_owned();
+    args.extend(["--cert", &cert, "--key", &key]);
+    let out = curl(&args);
+    assert_ne!(
+        out.code, 0,
+        "a client certificate from other-ca must fail: {out:?}"
+    );
+    assert_eq!(out.status, 0, "{out:?}");
+}
+
+#[test]
+fn multiple_hosts_on_one_port_get_their_own_certificates() {
+    if !have_tools() {
+        return;
+    }
+    let dir = TempDir::new("wt-multi");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let config = docs(&[
+        gateway_doc(
+            "mygateway",
+            &[
+                https_server(
+                    port,
+                    "https-httpbin",
+                    &[HTTPBIN],
+                    &simple_tls_for(&pki, HTTPBIN),
+                ),
+                https_server(
+                    port,
+                    "https-bookinfo",
+                    &[BOOKINFO],
+                    &simple_tls_for(&pki, BOOKINFO),
+                ),
+            ],
+        ),
+        httpbin_vs("httpbin", HTTPBIN, "mygateway"),
+        virtual_service(
+            "bookinfo",
+            &[BOOKINFO],
+            &["mygateway"],
+            &route_all("httpbin", SERVICE_PORT),
+        ),
+        service_entry("httpbin", SERVICE_PORT, &[upstream.addr()]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let root = pki.root_cert.to_string_lossy().into_owned();
+
+    for host in [HTTPBIN, BOOKINFO] {
+        // openssl sees the host's own certificate, verified through the intermediate.
+        let out = s_client(port, host, &["-CAfile", &root, "-showcerts"], b"");
+        let subject = served_subject(&out.output).unwrap_or_default();
+        assert!(
+            subject.replace(' ', "").contains(&format!("CN={host}")),
+            "SNI {host} got subject {subject:?}: {}",
+            out.output
+        );
+        let sans = served_sans(&out.output);
+        assert!(
+            sans.contains(&format!("DNS:{host}")),
+            "SNI {host}: SANs {sans:?}"
+        );
+        let other = if host == HTTPBIN { BOOKINFO } else { HTTPBIN };
+        assert!(!sans.contains(other), "SNI {host}: SANs {sans:?}");
+        assert!(
+            out.output.contains("Verify return code: 0 (ok)"),
+            "SNI {host}: {}",
+            out.output
+        );
+
+        // curl with the root as its only trust anchor gets an answer from each host.
+        let out = curl(&[
+            "--resolve",
+            &resolve(host, port),
+            "--cacert",
+            &root,
+            &format!("https://{host}:{port}/status/418"),
+        ]);
+        assert_eq!((out.code, out.status), (0, 418), "{host}: {out:?}");
+
+        // A client trusting the wrong root fails for each host.
+        let out = curl(&[
+            "--resolve",
+            &resolve(host, port),
+            "--cacert",
+            &pki.other_ca_cert.to_string_lossy(),
+            &format!("https://{host}:{port}/status/418"),
+        ]);
+        assert_eq!(out.code, 60, "{host} with other-ca: {out:?}");
+    }
+
+    // bookinfo's VirtualService routes every path; httpbin's only /status and /delay.
+    let bookinfo = curl(&[
+        "--resolve",
+        &resolve(BOOKINFO, port),
+        "--cacert",
+        &root,
+        &format!("https://{BOOKINFO}:{port}/headers"),
+    ]);
+    assert_eq!((bookinfo.code, bookinfo.status), (0, 200), "{bookinfo:?}");
+    let httpbin = curl(&strs(&https_url(&pki, port, "/headers")));
+    assert_eq!((httpbin.code, httpbin.status), (0, 404), "{httpbin:?}");
+}
+
+#[test]
+fn removing_the_http_server_leaves_https_only() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-https-only");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let http_port = free_port();
+    let https_port = free_port();
+    let https = https_server(
+        https_port,
+        "https",
+        &[HTTPBIN],
+        &simple_tls_for(&pki, HTTPBIN),
+    );
+
+    // First both servers, as after "Configuring an ingress gateway" + HTTPS.
+    let both = Gateway::start(
+        &dir,
+        &walkthrough_config(
+            &[http_server(http_port, &[HTTPBIN]), https.clone()],
+            upstream.addr(),
+        ),
+        &[],
+    );
+    assert_http_ok(http_port, HTTPBIN, "/status/200");
+    let out = curl(&strs(&https_url(&pki, https_port, "/status/418")));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    drop(both);
+
+    // Then the Gateway without its HTTP server: the old HTTP port refuses connections
+    // (curl exit 7), HTTPS keeps working.
+    let _https_only = Gateway::start(&dir, &walkthrough_config(&[https], upstream.addr()), &[]);
+    let out = curl(&[
+        "--resolve",
+        &resolve(HTTPBIN, http_port),
+        &format!("http://{HTTPBIN}:{http_port}/status/200"),
+    ]);
+    assert_eq!(out.code, 7, "the removed HTTP port must refuse: {out:?}");
+    let out = curl(&strs(&https_url(&pki, https_port, "/status/418")));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+}
+
+#[test]
+fn credential_name_resolves_in_the_secrets_dir() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-credential");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    // A Kubernetes TLS secret as kubelet mounts it (tls.crt, tls.key), and a generic
+    // secret (cert, key) for the second host.
+    let secrets = dir.join("secrets");
+    std::fs::create_dir_all(secrets.join("httpbin-credential")).expect("secret dir");
+    std::fs::create_dir_all(secrets.join("bookinfo-credential")).expect("secret dir");
+    for (from, to) in [
+        (pki.cert(HTTPBIN), "httpbin-credential/tls.crt"),
+        (pki.key(HTTPBIN), "httpbin-credential/tls.key"),
+        (pki.cert(BOOKINFO), "bookinfo-credential/cert"),
+        (pki.key(BOOKINFO), "bookinfo-credential/key"),
+    ] {
+        std::fs::copy(&from, secrets.join(to)).expect("copying a credential file");
+    }
+    let credential = |name: &str| format!("      mode: SIMPLE\n      credentialName: {name}\n");
+    let config = docs(&[
+        gateway_doc(
+            "mygateway",
+            &[
+                https_server(
+                    port,
+                    "https-httpbin",
+                    &[HTTPBIN],
+                    &credential("httpbin-credential"),
+                ),
+                https_server(
+                    port,
+                    "https-bookinfo",
+                    &[BOOKINFO],
+                    &credential("bookinfo-credential"),
+                ),
+            ],
+        ),
+        httpbin_vs("httpbin", HTTPBIN, "mygateway"),
+        virtual_service(
+            "bookinfo",
+            &[BOOKINFO],
+            &["mygateway"],
+            &route_all("httpbin", SERVICE_PORT),
+        ),
+        service_entry("httpbin", SERVICE_PORT, &[upstream.addr()]),
+    ]);
+    let secrets_arg = secrets.to_string_lossy().into_owned();
+    let _gw = Gateway::start(&dir, &config, &["--secrets-dir", &secrets_arg]);
+
+    let out = curl(&strs(&https_url(&pki, port, "/status/418")));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    assert!(out.text().contains("I'm a teapot"), "{out:?}");
+    let out = curl(&[
+        "--resolve",
+        &resolve(BOOKINFO, port),
+        "--cacert",
+        &pki.root_cert.to_string_lossy(),
+        &format!("https://{BOOKINFO}:{port}/status/200"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+
+    // Without --secrets-dir the same configuration does not start, and says why.
+    let (code, output) = run_expecting_exit(&dir.join("gateway.yaml"), &[]);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains("httpbin-credential"), "{output}");
+    assert!(output.contains("--secrets-dir"), "{output}");
+}
+
+#[test]
+fn check_describes_a_good_config() {
+    let dir = TempDir::new("wt-check-ok");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let http_port = free_port();
+    let config = dir.write(
+        "gateway.yaml",
+        walkthrough_config(
+            &[
+                http_server(http_port, &[HTTPBIN]),
+                https_server(port, "https", &[HTTPBIN], &simple_tls_for(&pki, HTTPBIN)),
+            ],
+            upstream.addr(),
+        ),
+    );
+    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    // The ports, the certificate (file, subject, SANs) and the routes are printed.
+    assert!(stdout.contains(&port.to_string()), "{stdout}");
+    assert!(stdout.contains(&http_port.to_string()), "{stdout}");
+    assert!(stdout.contains("HTTPS"), "{stdout}");
+    assert!(
+        stdout.contains(&pki.cert(HTTPBIN).to_string_lossy().into_owned()),
+        "the certificate file should be named: {stdout}"
+    );
+    assert!(stdout.contains(HTTPBIN), "{stdout}");
+    assert!(stdout.to_lowercase().contains("serial"), "{stdout}");
+    assert!(stdout.contains("/status"), "{stdout}");
+}
+
+#[test]
+fn check_names_the_document_and_field_of_an_unknown_field() {
+    let dir = TempDir::new("wt-check-field");
+    let pki = pki(&dir);
+    let port = free_port();
+    let tls = format!("{}      bogusField: 1\n", simple_tls_for(&pki, HTTPBIN));
+    let config = dir.write(
+        "gateway.yaml",
+        walkthrough_config(
+            &[https_server(port, "https", &[HTTPBIN], &tls)],
+            "127.0.0.1:9".parse().expect("address"),
+        ),
+    );
+    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("gateway.yaml"), "the file: {stderr}");
+    assert!(stderr.contains("bogusField"), "the field: {stderr}");
+    assert!(stderr.contains("tls"), "the field path: {stderr}");
+    assert!(
+        stderr.contains("httpbin-gateway") || stderr.contains("document 1"),
+        "the document: {stderr}"
+    );
+
+    // `run` refuses it the same way.
+    let (code, output) = run_expecting_exit(&config, &[]);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains("bogusField"), "{output}");
+}
+
+#[test]
+fn check_names_both_files_when_the_key_does_not_match() {
+    let dir = TempDir::new("wt-check-key");
+    let pki = pki(&dir);
+    let port = free_port();
+    let cert = pki.cert(HTTPBIN);
+    let key = pki.key(BOOKINFO);
+    let config = dir.write(
+        "gateway.yaml",
+        walkthrough_config(
+            &[https_server(
+                port,
+                "https",
+                &[HTTPBIN],
+                &simple_tls(&cert, &key),
+            )],
+            "127.0.0.1:9".parse().expect("address"),
+        ),
+    );
+    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&*cert.to_string_lossy()),
+        "the certificate: {stderr}"
+    );
+    assert!(
+        stderr.contains(&*key.to_string_lossy()),
+        "the key: {stderr}"
+    );
+    assert!(stderr.contains("does not match"), "{stderr}");
+}
+
+#[test]
+fn check_names_a_missing_certificate_file() {
+    let dir = TempDir::new("wt-check-missing");
+    let pki = pki(&dir);
+    let port = free_port();
+    let missing = dir.join("pki/nowhere.crt");
+    let config = dir.write(
+        "gateway.yaml",
+        walkthrough_config(
+            &[https_server(
+                port,
+                "https",
+                &[HTTPBIN],
+                &simple_tls(&missing, &pki.key(HTTPBIN)),
+            )],
+            "127.0.0.1:9".parse().expect("address"),
+        ),
+    );
+    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
+}
