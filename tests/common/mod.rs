@@ -1239,3 +1239,11 @@ pub fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String
 pub fn shutdown_write(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Write);
 }
+
+/// `curl` on `https://HTTPBIN:PORT{path}` trusting the test root, with `extra` arguments.
+pub fn curl_https(pki: &pki::Pki, port: u16, path: &str, extra: &[&str]) -> Curl {
+    let url = https_url(pki, port, path);
+    let mut args = strs(&url);
+    args.extend_from_slice(extra);
+    curl(&args)
+}

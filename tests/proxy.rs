@@ -1,0 +1,804 @@
+//! What ringress does to requests it proxies: connection reuse and pipelining, bodies in
+//! both framings and at size (with a bound on the gateway's memory while they stream),
+//! the headers it adds and removes, routing (match kinds, first match wins, redirects,
+//! direct responses, weights, load balancing) and TLS (verification, ALPN, versions,
+//! session resumption).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use common::*;
+
+/// Plain HTTP on `port` for `host`, every request to one named upstream.
+fn start_plain(dir: &TempDir, port: u16, upstream: SocketAddr) -> Gateway {
+    Gateway::start(dir, &http_config(port, HTTPBIN, upstream), &[])
+}
+
+/// The header lines of a recorded request head, names lower-cased.
+fn head_headers(head: &str) -> Vec<(String, String)> {
+    parse_last_head(head.split_once("\r\n").map_or("", |(_, rest)| rest)).1
+}
+
+fn get(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+}
+
+/// `GET path` on an open keep-alive connection; returns status and body text.
+fn request_on(stream: &mut (impl Read + Write), host: &str, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("sending a request");
+    let (status, _, body) = read_response(stream).expect("reading a response");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn keep_alive_reuses_one_client_and_one_upstream_connection() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-keepalive");
+    let pki = pki(&dir);
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr), &[]);
+    let out = curl(&[
+        "--resolve",
+        &resolve(HTTPBIN, port),
+        "--cacert",
+        &pki.root_cert.to_string_lossy(),
+        "-w",
+        "%{num_connects}\n",
+        &format!("https://{HTTPBIN}:{port}/one"),
+        "-o",
+        "/dev/null",
+        &format!("https://{HTTPBIN}:{port}/two"),
+    ]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let connects: Vec<u32> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        connects,
+        vec![1, 0],
+        "two URLs over one connection: {out:?}"
+    );
+    assert_eq!(upstream.seen.requests(), 2);
+    assert_eq!(
+        upstream
+            .seen
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the upstream connection should be kept alive and reused"
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let dir = TempDir::new("px-pipeline");
+    let pki = pki(&dir);
+    let upstream = Upstream::named("a");
+    let http_port = free_port();
+    let https_port = free_port();
+    let config = docs(&[
+        gateway_doc(
+            "gw",
+            &[
+                http_server(http_port, &[HTTPBIN]),
+                https_server(
+                    https_port,
+                    "https",
+                    &[HTTPBIN],
+                    &simple_tls_for(&pki, HTTPBIN),
+                ),
+            ],
+        ),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let pipelined = format!(
+        "GET /first HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n\
+         POST /second HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 5\r\n\r\nhello\
+         GET /third HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n"
+    );
+
+    // Plain: three requests in one write, three responses in order, then close.
+    let (bytes, clean) = raw_exchange(http_port, pipelined.as_bytes());
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(statuses(&bytes), vec![200, 200, 200], "{text}");
+    let first = text.find("a /first 0").expect(&text);
+    let second = text.find("a /second 5").expect(&text);
+    let third = text.find("a /third 0").expect(&text);
+    assert!(first < second && second < third, "{text}");
+    assert!(
+        clean,
+        "the gateway should close after `Connection: close`: {text}"
+    );
+
+    // The same over TLS with a rustls client.
+    let mut tls = tls_connect(https_port, HTTPBIN, client_config(&pki.root_cert, None))
+        .expect("TLS handshake");
+    tls.write_all(pipelined.as_bytes()).expect("sending");
+    let (bytes, _) = read_to_close(&mut tls);
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(statuses(&bytes), vec![200, 200, 200], "{text}");
+    let first = text.find("a /first 0").expect(&text);
+    let second = text.find("a /second 5").expect(&text);
+    let third = text.find("a /third 0").expect(&text);
+    assert!(first < second && second < third, "{text}");
+}
+
+#[test]
+fn chunked_upload_reaches_the_upstream_whole() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-chunked");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let payload: String = (0..2000).map(|i| format!("line {i};")).collect();
+    let out = curl_https(
+        &pki,
+        port,
+        "/anything/upload",
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            &payload,
+        ],
+    );
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let body = out.text();
+    assert!(body.contains("\"method\": \"POST\""), "{body}");
+    assert!(
+        body.contains(&format!("\"data\": \"{payload}\"")),
+        "the echoed data should be the payload: {}",
+        &body[..body.len().min(500)]
+    );
+
+    // A raw chunked request with odd chunk sizes, split over several writes.
+    let plain_dir = TempDir::new("px-chunked-raw");
+    let plain_port = free_port();
+    let recorder = Upstream::named("r");
+    let _plain = start_plain(&plain_dir, plain_port, recorder.addr);
+    let mut stream = connect(plain_port);
+    let head =
+        format!("POST /raw HTTP/1.1\r\nHost: {HTTPBIN}\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let pieces: [&[u8]; 5] = [
+        head.as_bytes(),
+        b"3\r\nabc\r\n1",
+        b"0\r\n0123456789abcdef\r\n",
+        b"0\r\n",
+        b"\r\n",
+    ];
+    for piece in pieces {
+        stream.write_all(piece).expect("sending a piece");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (status, _, body) = read_response(&mut stream).expect("response");
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body), "r /raw 19");
+}
+
+/// Bytes each way in the large-transfer test.
+const LARGE: u64 = 256 * 1024 * 1024;
+/// How much the gateway's peak resident memory may grow while `LARGE` bytes stream
+/// through it each way: far less than the body, so it cannot have been buffered.
+const STREAM_MEMORY_GROWTH_KIB: u64 = 64 * 1024;
+
+#[test]
+fn large_bodies_stream_both_ways_in_bounded_memory() {
+    let dir = TempDir::new("px-large");
+    let sink = Upstream::named("sink");
+    let source = Upstream::source(LARGE);
+    let port = free_port();
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &format!(
+                "  - match:
+    - uri:
+        prefix: /download
+    route:
+    - destination:
+        host: source
+        port:
+          number: {SERVICE_PORT}
+{}",
+                route_all("sink", SERVICE_PORT)
+            ),
+        ),
+        service_entry("sink", SERVICE_PORT, &[sink.addr]),
+        service_entry("source", SERVICE_PORT, &[source.addr]),
+    ]);
+    let gw = Gateway::start(&dir, &config, &[]);
+    // Warm up (first connections, buffers), then take the baseline.
+    let mut stream = connect(port);
+    assert_eq!(request_on(&mut stream, HTTPBIN, "/warm").0, 200);
+    let baseline = gw.peak_rss_kib();
+
+    // Upload: Content-Length, written in 64 KiB pieces.
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Type: application/octet-stream\r\nContent-Length: {LARGE}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("upload head");
+    let piece = vec![7u8; 64 * 1024];
+    let mut left = LARGE;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        stream.write_all(&piece[..n]).expect("upload body");
+        left -= n as u64;
+    }
+    let (status, _, body) = read_response(&mut stream).expect("upload response");
+    assert_eq!(status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        format!("sink /upload {LARGE}")
+    );
+
+    // Download on the same connection: count the bytes.
+    let request = format!("GET /download HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("download request");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut received: Vec<u8> = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&received, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).expect("download head");
+        assert!(n > 0, "closed before the head");
+        received.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    assert_eq!(first_status(head.as_bytes()), 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {LARGE}")),
+        "{head}"
+    );
+    let mut got = (received.len() - head_end) as u64;
+    while got < LARGE {
+        let n = stream.read(&mut buf).expect("download body");
+        assert!(n > 0, "download ended after {got} of {LARGE} bytes");
+        got += n as u64;
+    }
+    assert_eq!(got, LARGE);
+
+    let peak = gw.peak_rss_kib();
+    eprintln!("ringress VmHWM: {baseline} KiB before, {peak} KiB after 2 x {LARGE} bytes");
+    assert!(
+        peak.saturating_sub(baseline) < STREAM_MEMORY_GROWTH_KIB,
+        "ringress's peak memory grew from {baseline} KiB to {peak} KiB while streaming"
+    );
+}
+
+#[test]
+fn download_over_tls_arrives_whole() {
+    let dir = TempDir::new("px-tls-download");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let mut tls =
+        tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("TLS handshake");
+    let len = 8 * 1024 * 1024;
+    // Content-Length and chunked downloads, reproducible bytes.
+    for path in [
+        format!("/bytes/{len}?seed=7"),
+        format!("/stream-bytes/{len}?seed=7&chunk_size=65536"),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+        tls.write_all(request.as_bytes()).expect("request");
+        let (status, head, body) = read_response(&mut tls).expect("response");
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(body.len(), len, "{path}: {head}");
+    }
+}
+
+#[test]
+fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-headers");
+    let pki = pki(&dir);
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr), &[]);
+    let out = curl_https(
+        &pki,
+        port,
+        "/h",
+        &[
+            "-H",
+            "X-Forwarded-Client-Cert: By=spiffe://forged;Hash=00",
+            "-H",
+            "TE: trailers",
+            "-H",
+            "Connection: keep-alive, x-hop",
+            "-H",
+            "X-Hop: must-go",
+            "-H",
+            "Keep-Alive: timeout=5",
+            "-H",
+            "Proxy-Connection: keep-alive",
+            "-H",
+            "X-Custom: kept",
+        ],
+    );
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+
+    // Response headers ringress adds.
+    assert_eq!(out.header("server"), Some("ringress"), "{out:?}");
+    let service_time = out
+        .header("x-envoy-upstream-service-time")
+        .unwrap_or_else(|| panic!("no x-envoy-upstream-service-time: {out:?}"));
+    assert!(service_time.parse::<u64>().is_ok(), "{service_time:?}");
+
+    let heads = upstream.seen.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let headers = head_headers(&heads[0]);
+    let head = &heads[0];
+    assert_eq!(
+        get(&headers, "x-forwarded-for").as_deref(),
+        Some("127.0.0.1"),
+        "{head}"
+    );
+    assert_eq!(
+        get(&headers, "x-forwarded-proto").as_deref(),
+        Some("https"),
+        "{head}"
+    );
+    let request_id = get(&headers, "x-request-id").unwrap_or_default();
+    assert!(!request_id.is_empty(), "x-request-id missing: {head}");
+    assert!(
+        get(&headers, "host").is_some_and(|h| h.starts_with(HTTPBIN)),
+        "{head}"
+    );
+    assert_eq!(get(&headers, "x-custom").as_deref(), Some("kept"), "{head}");
+    for gone in [
+        "x-forwarded-client-cert",
+        "te",
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+    ] {
+        assert!(
+            get(&headers, gone).is_none(),
+            "{gone} reached the upstream: {head}"
+        );
+    }
+    // A `connection` header may only be ringress's own keep-alive, never the client's.
+    if let Some(connection) = get(&headers, "connection") {
+        assert!(!connection.contains("x-hop"), "{head}");
+    }
+
+    // A client-sent x-request-id is passed on unchanged; every request gets its own.
+    let out = curl_https(&pki, port, "/h2", &["-H", "X-Request-Id: client-chosen-id"]);
+    assert_eq!(out.status, 200, "{out:?}");
+    let out = curl_https(&pki, port, "/h3", &[]);
+    assert_eq!(out.status, 200);
+    let heads = upstream.seen.heads();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    assert_eq!(
+        get(&head_headers(&heads[1]), "x-request-id").as_deref(),
+        Some("client-chosen-id")
+    );
+    let third_id = get(&head_headers(&heads[2]), "x-request-id").unwrap_or_default();
+    assert!(!third_id.is_empty() && third_id != request_id, "{heads:?}");
+}
+
+#[test]
+fn routes_match_by_uri_header_method_first_match_wins() {
+    let dir = TempDir::new("px-routing");
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let upstreams: Vec<Upstream> = names.iter().map(|n| Upstream::named(n)).collect();
+    let port = free_port();
+    let dest = |svc: &str| {
+        format!(
+            "    route:
+    - destination:
+        host: svc-{svc}
+        port:
+          number: {SERVICE_PORT}
+"
+        )
+    };
+    let http = format!(
+        "  - match:
+    - uri:
+        exact: /exact
+{a}  - match:
+    - uri:
+        prefix: /first
+{b}  - match:
+    - uri:
+        prefix: /first/second
+{c}  - match:
+    - uri:
+        regex: /re/[0-9]+
+{d}  - match:
+    - uri:
+        prefix: /h
+      headers:
+        x-route:
+          exact: go
+{e}  - match:
+    - uri:
+        prefix: /m
+      method:
+        exact: DELETE
+{f}  - match:
+    - uri:
+        exact: /old
+    redirect:
+      uri: /new
+      authority: new.example.com
+  - match:
+    - uri:
+        prefix: /maintenance
+    directResponse:
+      status: 503
+      body:
+        string: down for maintenance
+",
+        a = dest("a"),
+        b = dest("b"),
+        c = dest("c"),
+        d = dest("d"),
+        e = dest("e"),
+        f = dest("f"),
+    );
+    let mut documents = vec![
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
+    ];
+    for (name, upstream) in names.iter().zip(&upstreams) {
+        documents.push(service_entry(
+            &format!("svc-{name}"),
+            SERVICE_PORT,
+            &[upstream.addr],
+        ));
+    }
+    let _gw = Gateway::start(&dir, &docs(&documents), &[]);
+
+    let send = |method: &str, path: &str, extra: &str| -> (u16, String, String) {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {HTTPBIN}\r\n{extra}Connection: close\r\n\r\n"
+        );
+        let (bytes, _) = raw_exchange(port, request.as_bytes());
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (first_status(&bytes), head.to_owned(), body.to_owned())
+    };
+    let cases: [(&str, &str, &str, u16, &str); 12] = [
+        ("GET", "/exact", "", 200, "a /exact 0"),
+        ("GET", "/exact/more", "", 404, ""),
+        ("GET", "/first", "", 200, "b /first 0"),
+        // The /first prefix rule comes first, so it wins over the longer prefix.
+        ("GET", "/first/second", "", 200, "b /first/second 0"),
+        ("GET", "/re/123", "", 200, "d /re/123 0"),
+        // Regexes are anchored: the whole path must match.
+        ("GET", "/re/123x", "", 404, ""),
+        ("GET", "/x/re/1", "", 404, ""),
+        ("GET", "/h", "x-route: go\r\n", 200, "e /h 0"),
+        ("GET", "/h", "x-route: no\r\n", 404, ""),
+        ("DELETE", "/m", "", 200, "f /m 0"),
+        ("GET", "/m", "", 404, ""),
+        ("GET", "/nothing", "", 404, ""),
+    ];
+    for (method, path, extra, status, body) in cases {
+        let (got_status, head, got_body) = send(method, path, extra);
+        assert_eq!(
+            got_status, status,
+            "{method} {path} {extra:?}: {head}\n{got_body}"
+        );
+        if status == 200 {
+            assert_eq!(got_body, body, "{method} {path} {extra:?}");
+        }
+    }
+    // Nothing reached svc-c: its rule is shadowed by the earlier prefix.
+    assert_eq!(upstreams[2].seen.requests(), 0);
+
+    let (status, head, _) = send("GET", "/old", "");
+    assert_eq!(status, 301, "{head}");
+    let (_, headers) = parse_last_head(&head);
+    let location = get(&headers, "location").unwrap_or_default();
+    assert!(
+        location.starts_with("http://new.example.com") && location.ends_with("/new"),
+        "location {location:?}: {head}"
+    );
+
+    let (status, head, body) = send("GET", "/maintenance", "");
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(body, "down for maintenance", "{head}");
+}
+
+#[test]
+fn https_redirect_answers_301_to_the_https_url() {
+    let dir = TempDir::new("px-https-redirect");
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let server = format!(
+        "{}    tls:\n      httpsRedirect: true\n",
+        http_server(port, &[HTTPBIN])
+    );
+    let config = docs(&[
+        gateway_doc("gw", &[server]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let request =
+        format!("GET /status/200?x=1 HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
+    let (bytes, _) = raw_exchange(port, request.as_bytes());
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(first_status(&bytes), 301, "{text}");
+    let (_, headers) = parse_last_head(&text);
+    let location = get(&headers, "location").unwrap_or_default();
+    assert!(
+        location.starts_with(&format!("https://{HTTPBIN}")),
+        "{text}"
+    );
+    assert!(location.ends_with("/status/200?x=1"), "{text}");
+    assert_eq!(
+        upstream.seen.requests(),
+        0,
+        "a redirect never reaches the upstream"
+    );
+}
+
+#[test]
+fn weighted_destinations_both_get_traffic() {
+    let dir = TempDir::new("px-weights");
+    let a = Upstream::named("a");
+    let b = Upstream::named("b");
+    let port = free_port();
+    let http = format!(
+        "  - route:
+    - destination:
+        host: svc-a
+        port:
+          number: {SERVICE_PORT}
+      weight: 50
+    - destination:
+        host: svc-b
+        port:
+          number: {SERVICE_PORT}
+      weight: 50
+"
+    );
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
+        service_entry("svc-a", SERVICE_PORT, &[a.addr]),
+        service_entry("svc-b", SERVICE_PORT, &[b.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let mut stream = connect(port);
+    let mut counts = [0u32; 2];
+    for i in 0..60 {
+        let (status, body) = request_on(&mut stream, HTTPBIN, &format!("/w{i}"));
+        assert_eq!(status, 200, "{body}");
+        match body.split(' ').next() {
+            Some("a") => counts[0] += 1,
+            Some("b") => counts[1] += 1,
+            _ => panic!("unexpected body {body:?}"),
+        }
+    }
+    assert!(counts[0] > 0 && counts[1] > 0, "a/b split {counts:?}");
+}
+
+#[test]
+fn round_robin_spreads_over_the_endpoints_of_one_service() {
+    let dir = TempDir::new("px-round-robin");
+    let a = Upstream::named("a");
+    let b = Upstream::named("b");
+    let port = free_port();
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[a.addr, b.addr]),
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: backend
+spec:
+  host: backend
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+"
+        .to_owned(),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let mut stream = connect(port);
+    let mut order = Vec::new();
+    for i in 0..10 {
+        let (status, body) = request_on(&mut stream, HTTPBIN, &format!("/rr{i}"));
+        assert_eq!(status, 200, "{body}");
+        order.push(body.split(' ').next().unwrap_or("").to_owned());
+    }
+    let a_count = order.iter().filter(|n| *n == "a").count();
+    let b_count = order.iter().filter(|n| *n == "b").count();
+    assert_eq!(a_count + b_count, 10, "{order:?}");
+    // One connection stays on one shard: round robin alternates exactly there.
+    assert_eq!((a_count, b_count), (5, 5), "{order:?}");
+}
+
+#[test]
+fn rustls_client_verifies_the_chain_and_negotiates_http11() {
+    let dir = TempDir::new("px-rustls");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+
+    // Only the root is trusted: the gateway must send the intermediate.
+    let mut tls =
+        tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("TLS handshake");
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (status, body) = request_on(&mut tls, HTTPBIN, "/status/418");
+    assert_eq!(status, 418);
+    assert!(body.contains("I'm a teapot"), "{body}");
+    // Keep-alive over TLS: a second request on the same connection.
+    let (status, _) = request_on(&mut tls, HTTPBIN, "/status/200");
+    assert_eq!(status, 200);
+
+    // The wrong trust anchor fails verification.
+    let err = tls_connect(port, HTTPBIN, client_config(&pki.other_ca_cert, None))
+        .err()
+        .expect("a client trusting other-ca must not connect");
+    assert!(
+        matches!(err, rustls::Error::InvalidCertificate(_)),
+        "expected a certificate error, got {err:?}"
+    );
+}
+
+#[test]
+fn tls_version_limits_are_enforced() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-versions");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let only12 = free_port();
+    let only13 = free_port();
+    let tls = |line: &str| format!("{}      {line}\n", simple_tls_for(&pki, HTTPBIN));
+    let config = docs(&[
+        gateway_doc(
+            "gw",
+            &[
+                https_server(
+                    only12,
+                    "tls12",
+                    &[HTTPBIN],
+                    &tls("maxProtocolVersion: TLSV1_2"),
+                ),
+                https_server(
+                    only13,
+                    "tls13",
+                    &[HTTPBIN],
+                    &tls("minProtocolVersion: TLSV1_3"),
+                ),
+            ],
+        ),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr()]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let with = |port: u16, flags: &[&str]| curl_https(&pki, port, "/status/200", flags);
+
+    let out = with(only12, &["--tls-max", "1.2"]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let out = with(only12, &["--tlsv1.3"]);
+    assert_eq!(out.code, 35, "TLS 1.3 against a 1.2-only server: {out:?}");
+
+    let out = with(only13, &["--tlsv1.3"]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let out = with(only13, &["--tls-max", "1.2"]);
+    assert_eq!(out.code, 35, "TLS 1.2 against a 1.3-only server: {out:?}");
+
+    // The rustls client agrees on the negotiated versions.
+    let tls12 = tls_connect(only12, HTTPBIN, client_config(&pki.root_cert, None)).expect("1.2");
+    assert_eq!(
+        tls12.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let tls13 = tls_connect(only13, HTTPBIN, client_config(&pki.root_cert, None)).expect("1.3");
+    assert_eq!(
+        tls13.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+}
+
+#[test]
+fn sessions_resume_with_tickets_across_shards() {
+    if !have("openssl") {
+        return;
+    }
+    let dir = TempDir::new("px-resume");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let root = pki.root_cert.to_string_lossy().into_owned();
+    let request =
+        format!("GET /status/200 HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = dir.join(&format!("session{version}.pem"));
+        let session = session.to_string_lossy().into_owned();
+        let first = s_client(
+            port,
+            HTTPBIN,
+            &["-CAfile", &root, version, "-sess_out", &session],
+            request.as_bytes(),
+        );
+        assert!(
+            first.output.contains("HTTP/1.1 200"),
+            "{version}: {}",
+            first.output
+        );
+        assert!(
+            first.output.contains("New, TLSv1."),
+            "{version}: {}",
+            first.output
+        );
+        // Several resumptions, so both shards see one (the ticket key is shared).
+        for attempt in 0..4 {
+            let again = s_client(
+                port,
+                HTTPBIN,
+                &["-CAfile", &root, version, "-sess_in", &session],
+                request.as_bytes(),
+            );
+            assert!(
+                again.output.contains("Reused, TLSv1."),
+                "{version} attempt {attempt}: {}",
+                again.output
+            );
+            assert!(again.output.contains("HTTP/1.1 200"), "{}", again.output);
+        }
+    }
+}
