@@ -681,9 +681,9 @@ fn rustls_client_verifies_the_chain_and_negotiates_http11() {
     assert_eq!(status, 200);
 
     // The wrong trust anchor fails verification.
-    let err = tls_connect(port, HTTPBIN, client_config(&pki.other_ca_cert, None))
-        .err()
-        .expect("a client trusting other-ca must not connect");
+    let Err(err) = tls_connect(port, HTTPBIN, client_config(&pki.other_ca_cert, None)) else {
+        panic!("a client trusting other-ca must not connect");
+    };
     assert!(
         matches!(err, rustls::Error::InvalidCertificate(_)),
         "expected a certificate error, got {err:?}"

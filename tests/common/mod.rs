@@ -139,8 +139,26 @@ pub fn have_tools() -> bool {
     have("curl") & have("openssl")
 }
 
-/// Runs a command with stdin `input`, killing it after `limit`.
-pub fn run_with_timeout(mut command: Command, input: &[u8], limit: Duration) -> Output {
+/// Runs a command with stdin `input`, killing it after `limit` (then panicking).
+pub fn run_with_timeout(command: Command, input: &[u8], limit: Duration) -> Output {
+    let description = format!("{command:?}");
+    match try_run_with_timeout(command, input, limit) {
+        Ok(output) => output,
+        Err(output) => panic!(
+            "{description} did not finish within {limit:?}; stdout: {}; stderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        ),
+    }
+}
+
+/// Runs a command with stdin `input`; `Err` with what it printed when it was still
+/// running after `limit` and had to be killed.
+pub fn try_run_with_timeout(
+    mut command: Command,
+    input: &[u8],
+    limit: Duration,
+) -> Result<Output, Output> {
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -165,28 +183,25 @@ pub fn run_with_timeout(mut command: Command, input: &[u8], limit: Duration) -> 
         buf
     });
     let deadline = Instant::now() + limit;
+    let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
             _ => {
+                timed_out = true;
                 let _ = child.kill();
-                let _ = child.wait();
-                let _ = writer.join();
-                panic!(
-                    "{command:?} did not finish within {limit:?}; stdout: {}; stderr: {}",
-                    String::from_utf8_lossy(&out_reader.join().unwrap_or_default()),
-                    String::from_utf8_lossy(&err_reader.join().unwrap_or_default()),
-                );
+                break child.wait().expect("waiting for a killed process");
             }
         }
     };
     let _ = writer.join();
-    Output {
+    let output = Output {
         status,
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
-    }
+    };
+    if timed_out { Err(output) } else { Ok(output) }
 }
 
 /// What one curl invocation produced.
@@ -349,7 +364,8 @@ pub fn connect(port: u16) -> TcpStream {
 }
 
 /// Reads until end of stream, a read error (reset) or `READ_TIMEOUT`; returns what
-/// arrived and whether the stream ended cleanly (end of stream, not an error or timeout).
+/// arrived and whether the peer closed the connection (end of stream or reset) rather
+/// than leaving it open until the timeout.
 pub fn read_to_close(stream: &mut impl Read) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let mut buf = [0u8; 16 * 1024];
@@ -362,7 +378,15 @@ pub fn read_to_close(stream: &mut impl Read) -> (Vec<u8>, bool) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return (out, false),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (out, false);
+            }
+            Err(_) => return (out, true),
         }
     }
 }
@@ -714,23 +738,36 @@ pub fn ringress(args: &[&str]) -> Output {
     run_with_timeout(command, b"", CLIENT_TIMEOUT)
 }
 
-/// `ringress run --config CONFIG ARGS` expected to exit by itself: its exit code and
-/// output (stdout and stderr).
+/// How long a `ringress run` expected to fail may take to exit.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `ringress run --config CONFIG --shards 2 ARGS` expected to exit by itself: its exit
+/// code and output (stdout and stderr). Panics when it is still running after
+/// [`EXIT_TIMEOUT`] (it was killed then).
 pub fn run_expecting_exit(config: &Path, extra: &[&str]) -> (i32, String) {
-    let mut args = vec!["run", "--config"];
-    let config = config.to_string_lossy().into_owned();
-    args.push(&config);
-    args.extend_from_slice(&["--shards", "2"]);
-    args.extend_from_slice(extra);
-    let out = ringress(&args);
-    (
-        out.status.code().unwrap_or(-1),
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringress"));
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--shards", "2"])
+        .args(extra);
+    let text = |out: &Output| {
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    match try_run_with_timeout(command, b"", EXIT_TIMEOUT) {
+        Ok(out) => (out.status.code().unwrap_or(-1), text(&out)),
+        Err(out) => panic!(
+            "ringress run --config {} was expected to fail but was still running after \
+             {EXIT_TIMEOUT:?}; output:\n{}",
+            config.display(),
+            text(&out)
         ),
-    )
+    }
 }
 
 // ---------------------------------------------------------------------------------------

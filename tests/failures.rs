@@ -1,0 +1,596 @@
+//! What ringress does when something goes wrong: upstreams that refuse, stall, close or
+//! reset; clients that send malformed, oversized, ambiguous or no requests; TLS names no
+//! server covers; and start-up errors (missing files, ports in use). After every failure
+//! the gateway must still serve a good request.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use common::*;
+
+/// A gateway on a plain HTTP port for [`HTTPBIN`]: `/good` goes to httpbin (rewritten to
+/// `/status/200`), everything else to the service `backend` at `backend_addr`.
+fn start_with_backend(
+    dir: &TempDir,
+    port: u16,
+    good: SocketAddr,
+    backend_addr: SocketAddr,
+) -> Gateway {
+    start_with_rules(dir, port, good, backend_addr, "")
+}
+
+/// As [`start_with_backend`], with extra lines (e.g. `timeout: 1s`) in the backend rule.
+fn start_with_rules(
+    dir: &TempDir,
+    port: u16,
+    good: SocketAddr,
+    backend_addr: SocketAddr,
+    backend_rule_extra: &str,
+) -> Gateway {
+    let http = format!(
+        "  - match:
+    - uri:
+        exact: /good
+    rewrite:
+      uri: /status/200
+    route:
+    - destination:
+        host: good
+        port:
+          number: {SERVICE_PORT}
+  - route:
+    - destination:
+        host: backend
+        port:
+          number: {SERVICE_PORT}
+{backend_rule_extra}"
+    );
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
+        service_entry("good", SERVICE_PORT, &[good]),
+        service_entry("backend", SERVICE_PORT, &[backend_addr]),
+    ]);
+    Gateway::start(dir, &config, &[])
+}
+
+fn url(port: u16, path: &str) -> String {
+    format!("http://{HTTPBIN}:{port}{path}")
+}
+
+/// curl `http://HTTPBIN:PORT{path}` through the gateway.
+fn curl_plain(port: u16, path: &str, extra: &[&str]) -> Curl {
+    let resolve = resolve(HTTPBIN, port);
+    let url = url(port, path);
+    let mut args = vec!["--resolve", resolve.as_str(), url.as_str()];
+    args.extend_from_slice(extra);
+    curl(&args)
+}
+
+#[test]
+fn refused_upstream_gives_503() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-refused");
+    let good = httpbin();
+    let port = free_port();
+    let refused: SocketAddr = ([127, 0, 0, 1], closed_port()).into();
+    let mut gw = start_with_backend(&dir, port, good.addr(), refused);
+    let out = curl_plain(port, "/anything", &[]);
+    assert_eq!((out.code, out.status), (0, 503), "{out:?}");
+    assert_http_ok(port, HTTPBIN, "/good");
+    gw.assert_running();
+}
+
+#[test]
+fn route_timeout_gives_504() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-timeout");
+    let upstream = httpbin();
+    let port = free_port();
+    let mut gw = start_with_rules(
+        &dir,
+        port,
+        upstream.addr(),
+        upstream.addr(),
+        "    timeout: 1s\n",
+    );
+    let out = curl_plain(port, "/delay/3", &[]);
+    assert_eq!((out.code, out.status), (0, 504), "{out:?}");
+    // A fast request on the same route is unaffected.
+    let out = curl_plain(port, "/delay/0", &[]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    assert_http_ok(port, HTTPBIN, "/good");
+    gw.assert_running();
+}
+
+#[test]
+fn silent_upstream_gives_504_after_the_idle_timeout() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-silent");
+    let good = httpbin();
+    let silent = Upstream::silent();
+    let port = free_port();
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &format!(
+                "  - match:
+    - uri:
+        prefix: /status
+    route:
+    - destination:
+        host: good
+        port:
+          number: {SERVICE_PORT}
+{}",
+                route_all("backend", SERVICE_PORT)
+            ),
+        ),
+        service_entry("good", SERVICE_PORT, &[good.addr()]),
+        service_entry("backend", SERVICE_PORT, &[silent.addr]),
+    ]);
+    let mut gw = Gateway::start(&dir, &config, &["--idle-timeout", "1"]);
+    let out = curl_plain(port, "/anything", &[]);
+    assert_eq!((out.code, out.status), (0, 504), "{out:?}");
+    assert_http_ok(port, HTTPBIN, "/status/200");
+    gw.assert_running();
+}
+
+#[test]
+fn upstream_closing_before_responding_gives_502() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-close");
+    let good = httpbin();
+    let closing = Upstream::spawn(|mut stream, seen| {
+        let mut buf = Vec::new();
+        if let Some((head, _)) = read_request(&mut stream, &mut buf) {
+            seen.heads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(head);
+        }
+        // Dropped without a word.
+    });
+    let port = free_port();
+    let mut gw = start_with_backend(&dir, port, good.addr(), closing.addr);
+    let out = curl_plain(port, "/anything", &[]);
+    assert_eq!((out.code, out.status), (0, 502), "{out:?}");
+    assert!(closing.seen.requests() >= 1);
+    assert_http_ok(port, HTTPBIN, "/good");
+    gw.assert_running();
+}
+
+#[test]
+fn upstream_reset_mid_body_is_never_a_complete_response() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-reset");
+    let pki = pki(&dir);
+    let good = httpbin();
+    let truncating = Upstream::truncating();
+    let port = free_port();
+    let https_port = free_port();
+    let http = format!(
+        "  - match:
+    - uri:
+        exact: /good
+    rewrite:
+      uri: /status/200
+    route:
+    - destination:
+        host: good
+        port:
+          number: {SERVICE_PORT}
+{}",
+        route_all("backend", SERVICE_PORT)
+    );
+    let config = docs(&[
+        gateway_doc(
+            "gw",
+            &[
+                http_server(port, &[HTTPBIN]),
+                https_server(
+                    https_port,
+                    "https",
+                    &[HTTPBIN],
+                    &simple_tls_for(&pki, HTTPBIN),
+                ),
+            ],
+        ),
+        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
+        service_entry("good", SERVICE_PORT, &[good.addr()]),
+        service_entry("backend", SERVICE_PORT, &[truncating.addr]),
+    ]);
+    let mut gw = Gateway::start(&dir, &config, &[]);
+
+    // curl: the head promised 1000 bytes, 10 came: a transfer error, never success.
+    for out in [
+        curl_plain(port, "/download", &[]),
+        curl_https(&pki, https_port, "/download", &[]),
+    ] {
+        assert!(
+            out.code == 18 || out.code == 56,
+            "curl must report a partial transfer (18 or 56), got exit {}: {out:?}",
+            out.code
+        );
+        assert!(out.body.len() < 1000, "{out:?}");
+    }
+
+    // Raw: the connection is closed after fewer than 1000 body bytes, even though the
+    // client asked for keep-alive.
+    let request = format!("GET /download HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    let (bytes, closed) = raw_exchange(port, request.as_bytes());
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(closed, "the client connection must be closed: {text}");
+    if let Some(i) = find(&bytes, b"\r\n\r\n") {
+        assert_eq!(first_status(&bytes), 200, "{text}");
+        assert!(bytes.len() - (i + 4) < 1000, "{text}");
+    }
+    assert_http_ok(port, HTTPBIN, "/good");
+    gw.assert_running();
+}
+
+/// A gateway for the client-misbehaviour tests: plain HTTP, every request to a
+/// recording upstream.
+struct ClientFixture {
+    _dir: TempDir,
+    gw: Gateway,
+    port: u16,
+    upstream: Upstream,
+}
+
+impl ClientFixture {
+    fn start(tag: &str) -> ClientFixture {
+        let dir = TempDir::new(tag);
+        let upstream = Upstream::named("a");
+        let port = free_port();
+        let gw = Gateway::start(&dir, &http_config(port, HTTPBIN, upstream.addr), &[]);
+        ClientFixture {
+            _dir: dir,
+            gw,
+            port,
+            upstream,
+        }
+    }
+
+    /// Sends `request` in one write; returns the response bytes, whether the gateway
+    /// closed the connection, and checks nothing reached the upstream.
+    fn reject(&self, request: &[u8]) -> (Vec<u8>, bool) {
+        let before = self.upstream.seen.requests();
+        let (bytes, closed) = raw_exchange(self.port, request);
+        assert_eq!(
+            self.upstream.seen.requests(),
+            before,
+            "a rejected request reached the upstream: {:?}",
+            String::from_utf8_lossy(request)
+        );
+        (bytes, closed)
+    }
+
+    /// A good request still gets through.
+    fn assert_serving(&mut self) {
+        let request = format!("GET /ok HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
+        let (bytes, _) = raw_exchange(self.port, request.as_bytes());
+        assert_eq!(
+            first_status(&bytes),
+            200,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert!(
+            bytes.ends_with(b"a /ok 0"),
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        self.gw.assert_running();
+    }
+}
+
+#[test]
+fn malformed_request_line_gives_400_and_close() {
+    let mut fx = ClientFixture::start("fx-malformed");
+    for request in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /x HTTP/9.9\r\nHost: httpbin.example.com\r\n\r\n",
+        b"GET  HTTP/1.1\r\nHost: httpbin.example.com\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost httpbin.example.com\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: httpbin.example.com\r\nBad Name: v\r\n\r\n",
+    ] {
+        let (bytes, closed) = fx.reject(request);
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(
+            first_status(&bytes),
+            400,
+            "{:?}: {text}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(closed, "the connection must be closed after a 400: {text}");
+    }
+    // HTTP/1.1 without Host.
+    let (bytes, _) = fx.reject(b"GET /x HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        first_status(&bytes),
+        400,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    fx.assert_serving();
+}
+
+#[test]
+fn oversized_head_gives_431() {
+    let mut fx = ClientFixture::start("fx-431");
+    let big = "a".repeat(100 * 1024);
+    let request = format!("GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nX-Big: {big}\r\n\r\n");
+    let (bytes, closed) = fx.reject(request.as_bytes());
+    assert_eq!(
+        first_status(&bytes),
+        431,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(closed);
+
+    // Many small headers adding up past the limit too.
+    let mut many = format!("GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\n");
+    for i in 0..2000 {
+        many.push_str(&format!("X-H-{i}: {}\r\n", "b".repeat(40)));
+    }
+    many.push_str("\r\n");
+    let (bytes, _) = fx.reject(many.as_bytes());
+    assert_eq!(
+        first_status(&bytes),
+        431,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    fx.assert_serving();
+}
+
+#[test]
+fn ambiguous_framing_gives_400() {
+    let mut fx = ClientFixture::start("fx-framing");
+    let cases = [
+        // Content-Length with Transfer-Encoding: request smuggling territory.
+        format!(
+            "POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        // Two different lengths.
+        format!(
+            "POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+        ),
+        // A coding ringress does not know.
+        format!("POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nTransfer-Encoding: bogus\r\n\r\nhello"),
+        // Chunked must be last.
+        format!(
+            "POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"
+        ),
+        // Not a number.
+        format!("POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 5x\r\n\r\nhello"),
+    ];
+    for request in &cases {
+        let (bytes, closed) = fx.reject(request.as_bytes());
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(first_status(&bytes), 400, "{request:?}: {text}");
+        assert!(closed, "{request:?}: {text}");
+    }
+    fx.assert_serving();
+}
+
+#[test]
+fn a_silent_client_is_closed_after_the_header_timeout() {
+    let dir = TempDir::new("fx-header-timeout");
+    let pki = pki(&dir);
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let https_port = free_port();
+    let config = docs(&[
+        gateway_doc(
+            "gw",
+            &[
+                http_server(port, &[HTTPBIN]),
+                https_server(
+                    https_port,
+                    "https",
+                    &[HTTPBIN],
+                    &simple_tls_for(&pki, HTTPBIN),
+                ),
+            ],
+        ),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
+    ]);
+    let mut gw = Gateway::start(&dir, &config, &[]);
+    // READ_TIMEOUT (10 s) is well above --header-timeout (2 s): a close before it is the
+    // gateway's doing.
+    assert!(READ_TIMEOUT > Duration::from_secs(HEADER_TIMEOUT_SECS * 3));
+
+    // Nothing at all, on the plain and the TLS port (no ClientHello).
+    for p in [port, https_port] {
+        let mut stream = connect(p);
+        let (bytes, closed) = read_to_close(&mut stream);
+        assert!(closed, "port {p}: not closed within {READ_TIMEOUT:?}");
+        assert!(
+            bytes.is_empty() || first_status(&bytes) == 408,
+            "port {p}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    // Half a head.
+    let mut stream = connect(port);
+    stream
+        .write_all(format!("GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\n").as_bytes())
+        .expect("half a head");
+    let (bytes, closed) = read_to_close(&mut stream);
+    assert!(closed, "a half head must be closed within {READ_TIMEOUT:?}");
+    assert!(
+        bytes.is_empty() || first_status(&bytes) == 408,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(upstream.seen.requests(), 0);
+    assert_http_ok(port, HTTPBIN, "/fine");
+    gw.assert_running();
+}
+
+#[test]
+fn unknown_sni_gets_an_alert_never_another_certificate() {
+    if !have_tools() {
+        return;
+    }
+    let dir = TempDir::new("fx-sni");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let config = docs(&[
+        gateway_doc(
+            "gw",
+            &[
+                https_server(
+                    port,
+                    "https-httpbin",
+                    &[HTTPBIN],
+                    &simple_tls_for(&pki, HTTPBIN),
+                ),
+                https_server(
+                    port,
+                    "https-bookinfo",
+                    &[BOOKINFO],
+                    &simple_tls_for(&pki, BOOKINFO),
+                ),
+            ],
+        ),
+        virtual_service(
+            "vs",
+            &[HTTPBIN, BOOKINFO],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr()]),
+    ]);
+    let mut gw = Gateway::start(&dir, &config, &[]);
+    let root = pki.root_cert.to_string_lossy().into_owned();
+
+    let cases: [(&str, &[&str]); 2] = [
+        ("unknown.example.com", &["-CAfile", &root]),
+        // No SNI at all.
+        (HTTPBIN, &["-CAfile", &root, "-noservername"]),
+    ];
+    for (sni, args) in cases {
+        let out = s_client(port, sni, args, b"");
+        assert_ne!(out.code, 0, "{sni} {args:?}: {}", out.output);
+        assert!(
+            out.output.contains("alert"),
+            "{sni} {args:?}: {}",
+            out.output
+        );
+        assert!(
+            served_subject(&out.output).is_none() && !out.output.contains("BEGIN CERTIFICATE"),
+            "{sni} {args:?}: a certificate was served: {}",
+            out.output
+        );
+    }
+    // curl: a TLS error (35), no HTTP exchange.
+    let out = curl(&[
+        "--resolve",
+        &resolve("unknown.example.com", port),
+        "--cacert",
+        &root,
+        &format!("https://unknown.example.com:{port}/status/200"),
+    ]);
+    assert_eq!(out.code, 35, "{out:?}");
+    assert_eq!(out.status, 0, "{out:?}");
+
+    // The served hosts still work.
+    let out = curl_https(&pki, port, "/status/200", &[]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    gw.assert_running();
+}
+
+#[test]
+fn run_with_a_missing_certificate_names_the_file() {
+    let dir = TempDir::new("fx-missing-cert");
+    let pki = pki(&dir);
+    let port = free_port();
+    let missing = dir.join("pki/missing.crt");
+    let config = dir.write(
+        "gateway.yaml",
+        docs(&[
+            gateway_doc(
+                "gw",
+                &[https_server(
+                    port,
+                    "https",
+                    &[HTTPBIN],
+                    &simple_tls(&missing, &pki.key(HTTPBIN)),
+                )],
+            ),
+            virtual_service(
+                "vs",
+                &[HTTPBIN],
+                &["gw"],
+                &route_all("backend", SERVICE_PORT),
+            ),
+            service_entry(
+                "backend",
+                SERVICE_PORT,
+                &["127.0.0.1:9".parse().expect("addr")],
+            ),
+        ]),
+    );
+    let (code, output) = run_expecting_exit(&config, &[]);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains(&*missing.to_string_lossy()), "{output}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error_naming_the_address() {
+    let dir = TempDir::new("fx-port-in-use");
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let taken = TcpListener::bind(("127.0.0.1", port)).expect("taking the port");
+    let config = dir.write("gateway.yaml", http_config(port, HTTPBIN, upstream.addr));
+    let (code, output) = run_expecting_exit(&config, &[]);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains(&format!("127.0.0.1:{port}")), "{output}");
+    drop(taken);
+}
+
+#[test]
+fn a_second_gateway_on_the_same_port_is_refused() {
+    let dir = TempDir::new("fx-two-gateways");
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let yaml = http_config(port, HTTPBIN, upstream.addr);
+    let mut first = Gateway::start(&dir, &yaml, &[]);
+    let second_dir = TempDir::new("fx-two-gateways-2");
+    let config = second_dir.write("gateway.yaml", &yaml);
+    let (code, output) = run_expecting_exit(&config, &[]);
+    assert_ne!(
+        code, 0,
+        "a second ringress on 127.0.0.1:{port} must not share the port: {output}"
+    );
+    assert!(output.contains(&format!("127.0.0.1:{port}")), "{output}");
+    first.assert_running();
+    assert_http_ok(port, HTTPBIN, "/still-first");
+}
