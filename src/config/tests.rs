@@ -824,13 +824,13 @@ fn tls_versions_and_ciphers() {
         error(&gateway(&https_server(&format!(
             "{base}      minProtocolVersion: TLSV1_1\n"
         )))),
-        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.minProtocolVersion: invalid value TLSV1_1: ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3"
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.minProtocolVersion: invalid value \"TLSV1_1\": ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3"
     );
     assert_eq!(
         error(&gateway(&https_server(&format!(
             "{base}      maxProtocolVersion: TLSV1_0\n"
         )))),
-        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.maxProtocolVersion: invalid value TLSV1_0: ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3"
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.maxProtocolVersion: invalid value \"TLSV1_0\": ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3"
     );
     assert_eq!(
         error(&gateway(&https_server(&format!(
@@ -1220,4 +1220,67 @@ fn config_error_display_and_issues() {
             .starts_with("cannot read configuration file /nonexistent/ringress.yaml: "),
         "{e}"
     );
+}
+
+#[test]
+fn yaml_error_messages() {
+    assert_eq!(
+        error("a: b: c\n"),
+        "/etc/ringress/gw.yaml:1:5: document 1: invalid YAML: mapping values are not allowed in this context"
+    );
+    assert_eq!(
+        error("kind: Gateway\nkind: VirtualService\n"),
+        "/etc/ringress/gw.yaml:2:1: document 1: invalid YAML: duplicate mapping key: kind"
+    );
+    assert_eq!(
+        error("a: *nope\n"),
+        "/etc/ringress/gw.yaml:1:4: document 1: invalid YAML: alias references unknown anchor"
+    );
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let block = "a:\n".to_owned()
+        + &(1..5000)
+            .map(|i| format!("{}b:\n", " ".repeat(i)))
+            .collect::<String>();
+    let flow = "[".repeat(100_000);
+    for text in [block, flow] {
+        let e = error(&text);
+        assert!(e.contains("document 1: invalid YAML: "), "{e}");
+    }
+    // Anchors and merge keys work as YAML defines them.
+    let text = gateway(
+        "  - &server\n    port: {number: 80, protocol: HTTP}\n    hosts: [a]\n  - <<: *server\n    port: {number: 81, protocol: HTTP}\n",
+    );
+    let config = load_ok(&text);
+    assert_eq!(config.gateways[0].servers[1].port, 81);
+    assert_eq!(
+        config.gateways[0].servers[1].hosts,
+        vec![HostPattern::Exact("a".into())]
+    );
+}
+
+/// The loader must never panic, whatever prefix of a real file it is given.
+#[test]
+fn every_prefix_of_every_fixture_is_handled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.push(example("multi-host.yaml"));
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Every character boundary of the smallest file, every line end of the others
+        // (each cut is a full load; the machine is shared).
+        let every_char = path.ends_with("ingress-http.yaml");
+        for cut in (0..=text.len()).filter(|&i| {
+            text.is_char_boundary(i)
+                && (every_char || i == text.len() || text.as_bytes()[i] == b'\n')
+        }) {
+            let _ = load_str(&text[..cut], &path);
+        }
+        load_path(&path);
+    }
 }

@@ -864,7 +864,7 @@ impl Check<'_, '_> {
             "TLSV1_0" | "TLSV1_1" => {
                 self.invalid(
                     path,
-                    raw,
+                    format!("{raw:?}"),
                     "ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3",
                 );
                 Err(())
@@ -997,12 +997,19 @@ impl Check<'_, '_> {
                 None
             }
         };
+        let only = match present.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
         let rewrite = match raw.rewrite {
             None => None,
-            Some(_) if present.len() == 1 && present[0] != "route" => {
+            Some(_) if only.is_some_and(|a| a != "route") => {
                 self.rule(
                     &p.key("rewrite"),
-                    format!("rewrite applies to route only, not to {}", present[0]),
+                    format!(
+                        "rewrite applies to route only, not to {}",
+                        only.unwrap_or_default()
+                    ),
                 );
                 ok = false;
                 None

@@ -19,6 +19,11 @@ use super::error::Problem;
 /// are a few kilobytes; anything near this is a mistake (a log file, a binary).
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 
+/// Deepest nesting of mappings and lists accepted. The deepest Istio field ringress reads
+/// (`spec.http[].match[].headers.NAME.exact`) is at depth 7; the limit keeps the
+/// recursive reading of the tree far from the end of the stack.
+pub const MAX_NESTING_DEPTH: usize = 24;
+
 /// A YAML node with the position (1-based line and column) it was written at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
@@ -231,15 +236,21 @@ pub fn documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
         });
     }
     let markers = DocumentMarkers::scan(text);
-    let roots: Vec<Node> = serde_saphyr::from_multiple(text).map_err(|e| {
-        let line = e.location().map(|l| (l.line(), l.column()));
-        let message = strip_position(&e.without_snippet().to_string());
-        SyntaxError {
-            message,
-            line,
-            document: line.map(|(l, _)| markers.document_at(l)),
-        }
-    })?;
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_NESTING_DEPTH,
+        },
+    };
+    let roots: Vec<Node> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| {
+            let line = e.location().map(|l| (l.line(), l.column()));
+            let message = clean_message(&e.without_snippet().to_string());
+            SyntaxError {
+                message,
+                line,
+                document: line.map(|(l, _)| markers.document_at(l)),
+            }
+        })?;
     Ok(roots
         .into_iter()
         .map(|root| Document {
@@ -249,13 +260,14 @@ pub fn documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
         .collect())
 }
 
-/// serde-saphyr appends " at line L column C" to its messages; ringress prints the
-/// position in front, as `file:line:column`.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
+/// serde-saphyr appends " at line L column C" to its messages (ringress prints the
+/// position in front, as `file:line:column`) and sometimes advice for Rust callers.
+fn clean_message(message: &str) -> String {
+    let m = message.rsplit_once(" at line ").map_or(message, |(m, _)| m);
+    let m = m
+        .split_once(", set DuplicateKeyPolicy")
+        .map_or(m, |(m, _)| m);
+    m.to_owned()
 }
 
 /// Where the `---` document markers of a file are, to number documents by line.
