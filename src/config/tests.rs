@@ -538,6 +538,10 @@ fn destination_rule_unimplemented_fields() {
         load_ok(&dr("")).destination_rules[0].load_balancer,
         LoadBalancer::RoundRobin
     );
+    assert_eq!(
+        error(&dr("").replace("host: httpbin", "host: \"*.example.com\"")),
+        "/etc/ringress/gw.yaml:6:3: document 1 (DestinationRule dr): spec.host: wildcard DestinationRule host \"*.example.com\" is not implemented by ringress yet; accepted: host names like httpbin or api.example.com"
+    );
     let text = format!("{}---\n{}", dr(""), dr("").replace("name: dr", "name: dr2"));
     assert_eq!(
         error(&text),
@@ -865,6 +869,16 @@ fn gateways_must_be_listed_and_exist() {
     assert_eq!(
         error(&text),
         "/etc/ringress/gw.yaml:23:5: document 2 (VirtualService vs): spec.gateways[1]: `mesh` (traffic between sidecars) is not served: ringress serves gateway traffic only; list Gateways instead"
+    );
+    // A Gateway with its own error still counts as existing.
+    let text = format!(
+        "{}---\n{}",
+        gateway("  - port: {number: 80, protocol: HTTP}\n    hosts: [\"a b\"]\n"),
+        virtual_service(RULE)
+    );
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:8:13: document 1 (Gateway gw): spec.servers[0].hosts[0]: invalid value \"a b\": expected a host name (httpbin.example.com), a wildcard (*.example.com) or *"
     );
     let text = with_routes(RULE).replace("  - gw\n", "  - istio-system/other\n");
     assert_eq!(

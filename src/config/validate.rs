@@ -1606,7 +1606,19 @@ impl Check<'_, '_> {
         name: String,
     ) -> Option<DestinationRule> {
         let s = spec();
-        let host = self.host_name(raw.host.as_deref(), &s.key("host"));
+        let host = match raw.host.as_deref() {
+            Some(h) if h.contains('*') => {
+                self.err(
+                    &s.key("host"),
+                    Problem::ValueNotImplemented {
+                        what: format!("wildcard DestinationRule host {h:?}"),
+                        accepted: "host names like httpbin or api.example.com".to_owned(),
+                    },
+                );
+                None
+            }
+            h => self.host_name(h, &s.key("host")),
+        };
         let simple = raw
             .traffic_policy
             .and_then(|t| t.load_balancer)
@@ -1672,10 +1684,12 @@ fn cross_checks(report: &mut Report<'_>, infos: &[DocInfo<'_>], objects: &Object
     duplicate_names(report, infos);
 
     // VirtualService gateways must name Gateways of this file.
-    let gateway_names: BTreeSet<&str> = objects
-        .gateways
+    // Names come from the documents, not the validated Gateways, so a Gateway with its
+    // own errors does not also make every VirtualService on it fail.
+    let gateway_names: BTreeSet<&str> = infos
         .iter()
-        .map(|(_, g, _)| g.name.as_str())
+        .filter(|d| d.kind.as_deref() == Some("Gateway"))
+        .filter_map(|d| d.name.as_deref())
         .collect();
     for (pos, _) in &objects.virtual_services {
         let doc = &infos[*pos];
