@@ -1298,3 +1298,15 @@ fn every_prefix_of_every_fixture_is_handled() {
         load_path(&path);
     }
 }
+
+#[test]
+fn crlf_line_ends_and_byte_order_mark() {
+    let text =
+        format!("{}---\n{}", gateway(HTTP_SERVER), virtual_service(RULE)).replace('\n', "\r\n");
+    let config = load_ok(&text);
+    assert_eq!(config.virtual_services[0].origin.document, 2);
+    let text = format!("\u{feff}{}", gateway(HTTP_SERVER));
+    assert_eq!(load_ok(&text).gateways.len(), 1);
+    let text = format!("\u{feff}---\n{}", gateway(HTTP_SERVER));
+    assert_eq!(load_ok(&text).gateways[0].origin.document, 1);
+}

@@ -282,6 +282,7 @@ impl DocumentMarkers {
     fn scan(text: &str) -> Self {
         let mut lines = Vec::new();
         let mut implicit_first = false;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (i, line) in text.lines().enumerate() {
             let is_marker = line
                 .strip_prefix("---")
