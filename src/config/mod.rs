@@ -1,6 +1,65 @@
 //! Configuration: Istio manifests (several YAML documents in one file) parsed into raw
-//! `File*` types, then validated into the [`Config`] the rest of ringress uses.
+//! `File*` types, then validated into the [`Config`] the rest of ringress uses. This runs
+//! on the control thread at start-up and on every reload, long before any request: a
+//! file that fails here never reaches `Snapshot::build`, and the old snapshot keeps
+//! serving.
+//!
+//! - `yaml`: the documents as a tree of positioned nodes, and a serde deserializer over
+//!   it that knows the field path of every value.
+//! - [`file`]: the raw types, with Istio's field names.
+//! - `validate`: raw types → [`model`], and the checks across documents.
+//! - [`error`]: [`ConfigError`], one [`Issue`] per problem.
+//!
+//! Decisions worth knowing as a user:
+//! - Fields Istio has but ringress does not implement are errors ("is not implemented by
+//!   ringress yet"), never ignored; `metadata.labels`/`annotations`, Gateway `selector`
+//!   and `servers[].name`, `exportTo`, ServiceEntry `addresses`/`location` and endpoint
+//!   `labels` are accepted and have no effect.
+//! - ServiceEntry `resolution: DNS_ROUND_ROBIN` is read as `DNS`; `NONE` is an error.
+//! - With `credentialName`, `serverCertificate`/`privateKey`/`caCertificates` may only
+//!   hold the placeholder `"use sds"` older Istio releases required.
+//! - Relative certificate paths are resolved against the configuration file's directory.
 
+pub mod duration;
+pub mod error;
+pub mod file;
 pub mod model;
+mod validate;
+mod yaml;
 
+use std::path::Path;
+
+pub use duration::{DurationError, parse_duration};
+pub use error::{ConfigError, Issue, Problem};
 pub use model::*;
+pub use validate::{API_VERSIONS, MAX_RETRY_ATTEMPTS, SDS_PLACEHOLDER};
+pub use yaml::MAX_CONFIG_BYTES;
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, path)
+}
+
+/// Validates configuration text; `source` names the file in messages and is the base
+/// for relative certificate paths.
+pub fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    let docs = yaml::documents(text).map_err(|e| {
+        ConfigError::Invalid(vec![Issue {
+            file: source.to_path_buf(),
+            line: e.line,
+            document: e.document,
+            kind: None,
+            name: None,
+            path: String::new(),
+            problem: Problem::Syntax(e.message),
+        }])
+    })?;
+    validate::validate(&docs, source).map_err(ConfigError::Invalid)
+}
+
+#[cfg(test)]
+mod tests;

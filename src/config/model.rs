@@ -102,8 +102,8 @@ pub struct Server {
     /// `bind`: the address to listen on; `None` means all addresses (0.0.0.0).
     pub bind: Option<IpAddr>,
     pub hosts: Vec<HostPattern>,
-    /// Present exactly when `protocol` is HTTPS, or for an HTTP server with
-    /// `tls.httpsRedirect`.
+    /// Present exactly when `protocol` is HTTPS (an HTTP server's only TLS field,
+    /// `httpsRedirect`, is `https_redirect`).
     pub tls: Option<ServerTls>,
     /// `tls.httpsRedirect: true`: every request is answered 301 to its https:// URL.
     pub https_redirect: bool,

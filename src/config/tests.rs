@@ -1,0 +1,1312 @@
+//! Tests of `config::load`: every walkthrough manifest and example under `config/`
+//! loads into the expected model, and every kind of mistake is reported with its exact
+//! message (file, line, document, resource, field path, problem).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/etc/ringress/gw.yaml";
+
+fn load_ok(text: &str) -> Config {
+    match load_str(text, Path::new(FILE)) {
+        Ok(c) => c,
+        Err(e) => panic!("expected the configuration to load, got:\n{e}"),
+    }
+}
+
+/// All issue lines.
+fn errors(text: &str) -> Vec<String> {
+    match load_str(text, Path::new(FILE)) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.to_string().lines().map(str::to_owned).collect(),
+    }
+}
+
+fn error(text: &str) -> String {
+    let all = errors(text);
+    assert_eq!(all.len(), 1, "expected exactly one issue, got {all:#?}");
+    all.into_iter().next().unwrap_or_default()
+}
+
+/// A Gateway document whose `spec.servers` is `servers` (indented by two spaces).
+fn gateway(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  servers:\n{servers}"
+    )
+}
+
+const HTTP_SERVER: &str = "  - port:\n      number: 80\n      name: http\n      protocol: HTTP\n    hosts:\n    - \"*\"\n";
+
+/// A VirtualService document on gateway `gw` whose `spec.http` is `http`.
+fn virtual_service(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: vs\nspec:\n  hosts:\n  - example.com\n  gateways:\n  - gw\n  http:\n{http}"
+    )
+}
+
+/// Gateway + VirtualService, the VirtualService being document 2, starting at line 13.
+fn with_routes(http: &str) -> String {
+    format!("{}---\n{}", gateway(HTTP_SERVER), virtual_service(http))
+}
+
+/// The rest of an `http[]` rule after its first line.
+const ROUTE: &str = "    route:\n    - destination:\n        host: httpbin\n";
+
+/// A whole `http[]` rule.
+const RULE: &str = "  - route:\n    - destination:\n        host: httpbin\n";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/config/testdata")
+        .join(name)
+}
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+fn load_path(path: &Path) -> Config {
+    match load(path) {
+        Ok(c) => c,
+        Err(e) => panic!("{} does not load:\n{e}", path.display()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Walkthrough manifests and examples
+
+#[test]
+fn every_walkthrough_manifest_loads() {
+    for name in [
+        "ingress-http.yaml",
+        "ingress-https.yaml",
+        "ingress-https-only.yaml",
+        "secure-simple.yaml",
+        "secure-mutual.yaml",
+        "secure-multi-host.yaml",
+        "sds-simple.yaml",
+        "sds-multi-host.yaml",
+        "sds-mutual.yaml",
+        "bookinfo-credential.yaml",
+    ] {
+        let config = load_path(&fixture(name));
+        assert!(!config.gateways.is_empty(), "{name}");
+        assert!(!config.virtual_services.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn control_ingress_http_step() {
+    let config = load_path(&fixture("ingress-http.yaml"));
+    let gw = &config.gateways[0];
+    assert_eq!(gw.name, "httpbin-gateway");
+    assert_eq!(gw.origin.document, 1);
+    assert_eq!(gw.origin.kind, "Gateway");
+    let s = &gw.servers[0];
+    assert_eq!(
+        (s.port, s.port_name.as_str(), s.protocol),
+        (80, "http", Protocol::Http)
+    );
+    assert_eq!(
+        s.hosts,
+        vec![HostPattern::Exact("httpbin.example.com".into())]
+    );
+    assert!(s.tls.is_none() && !s.https_redirect && s.bind.is_none());
+
+    let vs = &config.virtual_services[0];
+    assert_eq!(vs.origin.document, 2);
+    assert_eq!(vs.gateways, vec!["httpbin-gateway".to_owned()]);
+    let rule = &vs.http[0];
+    assert_eq!(rule.matches.len(), 2);
+    assert!(matches!(&rule.matches[0].uri, Some(StringMatch::Prefix(p)) if p == "/status"));
+    assert!(matches!(&rule.matches[1].uri, Some(StringMatch::Prefix(p)) if p == "/delay"));
+    let RouteAction::Route(dests) = &rule.action else {
+        panic!("not a route: {:?}", rule.action)
+    };
+    assert_eq!(
+        dests,
+        &vec![WeightedDestination {
+            host: "httpbin".into(),
+            port: Some(8000),
+            subset: None,
+            weight: 100
+        }]
+    );
+}
+
+#[test]
+fn relative_certificate_paths_resolve_against_the_file() {
+    let path = fixture("ingress-https.yaml");
+    let config = load_path(&path);
+    let tls = config.gateways[0].servers[1].tls.as_ref().unwrap();
+    let dir = path.parent().unwrap();
+    assert_eq!(tls.mode, TlsMode::Simple);
+    assert_eq!(
+        tls.credential,
+        Credential::Files {
+            cert: dir.join("certs/tls.crt"),
+            key: dir.join("certs/tls.key"),
+        }
+    );
+    // Absolute paths stay as written.
+    let config = load_path(&fixture("ingress-https-only.yaml"));
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.credential,
+        Credential::Files {
+            cert: "/etc/istio/ingressgateway-certs/tls.crt".into(),
+            key: "/etc/istio/ingressgateway-certs/tls.key".into(),
+        }
+    );
+    // From memory, `source` is the base.
+    let config = load_ok(&gateway(
+        "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [a.com]\n    tls: {mode: SIMPLE, serverCertificate: c.pem, privateKey: k.pem}\n",
+    ));
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.credential,
+        Credential::Files {
+            cert: "/etc/ringress/c.pem".into(),
+            key: "/etc/ringress/k.pem".into(),
+        }
+    );
+}
+
+#[test]
+fn mutual_tls_with_files_and_with_credentials() {
+    let path = fixture("secure-mutual.yaml");
+    let config = load_path(&path);
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.mode, TlsMode::Mutual);
+    assert_eq!(
+        tls.ca_certificates,
+        Some(path.parent().unwrap().join("certs/ca-chain.cert.pem"))
+    );
+
+    let config = load_path(&fixture("sds-mutual.yaml"));
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.mode, TlsMode::Mutual);
+    assert_eq!(
+        tls.credential,
+        Credential::Named("httpbin-credential".into())
+    );
+    assert_eq!(tls.ca_certificates, None);
+}
+
+#[test]
+fn sds_multi_host_uses_one_credential_per_server() {
+    let config = load_path(&fixture("sds-multi-host.yaml"));
+    let servers = &config.gateways[0].servers;
+    let creds: Vec<&Credential> = servers
+        .iter()
+        .map(|s| &s.tls.as_ref().unwrap().credential)
+        .collect();
+    assert_eq!(
+        creds,
+        vec![
+            &Credential::Named("httpbin-credential".into()),
+            &Credential::Named("helloworld-credential".into())
+        ]
+    );
+    assert_eq!(config.virtual_services.len(), 2);
+}
+
+#[test]
+fn namespaces_are_kept_and_stripped_from_references() {
+    let config = load_path(&fixture("bookinfo-credential.yaml"));
+    assert_eq!(config.gateways[0].namespace.as_deref(), Some("default"));
+    assert_eq!(
+        config.virtual_services[0].gateways,
+        vec!["bookinfo-gateway".to_owned()]
+    );
+    assert_eq!(config.gateways[1].name, "bookinfo-gateway-mutual");
+}
+
+#[test]
+fn example_httpbin_gateway() {
+    let path = example("httpbin-gateway.yaml");
+    let config = load_path(&path);
+    let servers = &config.gateways[0].servers;
+    assert_eq!(servers.len(), 2);
+    assert_eq!(
+        (servers[0].port, servers[0].protocol),
+        (8080, Protocol::Http)
+    );
+    assert_eq!(
+        (servers[1].port, servers[1].protocol),
+        (8443, Protocol::Https)
+    );
+    let dir = path.parent().unwrap();
+    assert_eq!(
+        servers[1].tls.as_ref().unwrap().credential,
+        Credential::Files {
+            cert: dir.join("certs/httpbin.example.com.crt"),
+            key: dir.join("certs/httpbin.example.com.key"),
+        }
+    );
+    let se = &config.service_entries[0];
+    assert_eq!(se.hosts, vec!["httpbin".to_owned()]);
+    assert_eq!(se.resolution, Resolution::Static);
+    assert_eq!(se.ports[0].number, 8000);
+    assert_eq!(se.endpoints[0].address, "127.0.0.1");
+}
+
+#[test]
+fn example_multi_host() {
+    let config = load_path(&example("multi-host.yaml"));
+    let servers = &config.gateways[0].servers;
+    assert_eq!(servers.len(), 2);
+    assert!(servers.iter().all(|s| s.port == 8443));
+    assert_eq!(config.virtual_services.len(), 2);
+    assert_eq!(config.service_entries.len(), 2);
+}
+
+#[test]
+fn example_https_only() {
+    let config = load_path(&example("https-only.yaml"));
+    let servers = &config.gateways[0].servers;
+    assert_eq!(servers.len(), 1);
+    let tls = servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.min_protocol_version, Some(TlsVersion::V1_2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Documents
+
+#[test]
+fn empty_documents_are_skipped_but_counted() {
+    let text = format!(
+        "---\n---\n# nothing here\n---\n{}\n---\n",
+        gateway(HTTP_SERVER)
+    );
+    let config = load_ok(&text);
+    assert_eq!(config.gateways[0].origin.document, 3);
+
+    let text = format!("---\n\n---\n{}", gateway("  - port: {number: 0}\n"));
+    assert_eq!(
+        errors(&text),
+        vec![
+            "/etc/ringress/gw.yaml:10:12: document 2 (Gateway gw): spec.servers[0].port.number: invalid value 0: a port number is 1 to 65535",
+            "/etc/ringress/gw.yaml:10:5: document 2 (Gateway gw): spec.servers[0].port.protocol: required field is missing",
+            "/etc/ringress/gw.yaml:10:5: document 2 (Gateway gw): spec.servers[0].hosts: a server needs at least one host; use \"*\" for any",
+        ]
+    );
+}
+
+#[test]
+fn document_without_leading_marker_is_document_one() {
+    let text = format!("{}---\n{}", gateway(HTTP_SERVER), virtual_service(RULE));
+    let config = load_ok(&text);
+    assert_eq!(config.virtual_services[0].origin.document, 2);
+}
+
+#[test]
+fn empty_file_is_an_error() {
+    assert_eq!(
+        error(""),
+        "/etc/ringress/gw.yaml: no Gateway, VirtualService, ServiceEntry or DestinationRule in the file"
+    );
+    assert_eq!(
+        error("---\n# comment\n---\n"),
+        "/etc/ringress/gw.yaml: no Gateway, VirtualService, ServiceEntry or DestinationRule in the file"
+    );
+}
+
+#[test]
+fn malformed_yaml_reports_line_and_column() {
+    let text =
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\n---\nkind: [Gateway\nmetadata: x\n";
+    let e = error(text);
+    assert!(e.starts_with("/etc/ringress/gw.yaml:"), "{e}");
+    assert!(e.contains(": document 2: invalid YAML: "), "{e}");
+    let e2 = load_str(text, Path::new(FILE)).unwrap_err();
+    let issue = &e2.issues()[0];
+    let (line, column) = issue.line.expect("position");
+    assert!(line >= 4, "{issue:?}");
+    assert!(column >= 1);
+
+    let e = error("a: b: c\n");
+    assert!(e.starts_with("/etc/ringress/gw.yaml:1:"), "{e}");
+    assert!(e.contains("document 1: invalid YAML"), "{e}");
+
+    let e = error("a:\n  - x\n y: 1\n");
+    assert!(e.contains("invalid YAML"), "{e}");
+}
+
+#[test]
+fn duplicate_keys_are_an_error() {
+    let e = error("kind: Gateway\nkind: VirtualService\n");
+    assert!(e.contains("invalid YAML"), "{e}");
+}
+
+#[test]
+fn document_that_is_not_a_mapping() {
+    assert_eq!(
+        error("- a\n- b\n"),
+        "/etc/ringress/gw.yaml:1:1: document 1: expected a mapping, found a list"
+    );
+}
+
+#[test]
+fn unsupported_kinds_and_api_versions() {
+    let text = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\nspec: {}\n";
+    assert_eq!(
+        error(text),
+        "/etc/ringress/gw.yaml:2:1: document 1 (RequestAuthentication jwt): kind: kind RequestAuthentication is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"
+    );
+    // The JWT policy of the older walkthrough.
+    let text = "apiVersion: \"authentication.istio.io/v1alpha1\"\nkind: \"Policy\"\nmetadata:\n  name: \"ingressgateway\"\n  namespace: istio-system\nspec:\n  targets:\n  - name: istio-ingressgateway\n";
+    assert_eq!(
+        error(text),
+        "/etc/ringress/gw.yaml:2:1: document 1 (Policy ingressgateway): kind: kind Policy is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"
+    );
+    // A Kubernetes Service from the same page.
+    let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: httpbin\n  labels:\n    app: httpbin\nspec:\n  ports:\n  - name: http\n    port: 8000\n";
+    assert!(error(text).ends_with("kind: kind Service is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"));
+
+    let text = gateway(HTTP_SERVER).replace("networking.istio.io/v1", "networking.istio.io/v2");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:1:1: document 1 (Gateway gw): apiVersion: apiVersion networking.istio.io/v2 is not supported; accepted: networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"
+    );
+    for v in API_VERSIONS {
+        let text = gateway(HTTP_SERVER).replace("networking.istio.io/v1\n", &format!("{v}\n"));
+        load_ok(&text);
+    }
+}
+
+#[test]
+fn missing_header_fields() {
+    assert_eq!(
+        error("apiVersion: networking.istio.io/v1\nmetadata:\n  name: x\nspec: {}\n"),
+        "/etc/ringress/gw.yaml:1:1: document 1 (x): kind: required field is missing"
+    );
+    assert_eq!(
+        error("kind: Gateway\nmetadata:\n  name: x\nspec: {}\n"),
+        "/etc/ringress/gw.yaml:1:1: document 1 (Gateway x): apiVersion: required field is missing"
+    );
+    assert_eq!(
+        error(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  namespace: x\nspec: {}\n"
+        ),
+        "/etc/ringress/gw.yaml:3:1: document 1 (Gateway): metadata.name: required field is missing"
+    );
+    assert_eq!(
+        error("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: x\n"),
+        "/etc/ringress/gw.yaml:1:1: document 1 (Gateway x): spec: required field is missing"
+    );
+}
+
+#[test]
+fn metadata_labels_and_annotations_are_ignored_other_fields_are_not() {
+    let text = gateway(HTTP_SERVER).replace(
+        "  name: gw\n",
+        "  name: gw\n  namespace: edge\n  labels: {app: x}\n  annotations: {a: b}\n",
+    );
+    assert_eq!(
+        load_ok(&text).gateways[0].namespace.as_deref(),
+        Some("edge")
+    );
+    let text = gateway(HTTP_SERVER).replace("  name: gw\n", "  name: gw\n  uid: 1234\n");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:5:3: document 1 (Gateway gw): metadata.uid: unknown field `uid`; accepted: name, namespace, labels, annotations"
+    );
+}
+
+#[test]
+fn duplicate_names_in_one_kind() {
+    let text = format!("{}---\n{}", gateway(HTTP_SERVER), gateway(HTTP_SERVER));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:17:3: document 2 (Gateway gw): metadata.name: Gateway gw is already defined in document 1 (Gateway gw)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown and unimplemented fields
+
+#[test]
+fn unknown_field_lists_the_accepted_ones() {
+    let text = gateway(&HTTP_SERVER.replace("    hosts:", "    hostz: [a]\n    hosts:"));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:11:5: document 1 (Gateway gw): spec.servers[0].hostz: unknown field `hostz`; accepted: port, bind, hosts, tls, name"
+    );
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let text = format!(
+        "{}---\n{}",
+        gateway(&HTTP_SERVER.replace("    hosts:", "    foo: 1\n    bar: 2\n    hosts:")),
+        virtual_service(&format!("  - fault: {{}}\n{ROUTE}"))
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            "/etc/ringress/gw.yaml:11:5: document 1 (Gateway gw): spec.servers[0].foo: unknown field `foo`; accepted: port, bind, hosts, tls, name",
+            "/etc/ringress/gw.yaml:12:5: document 1 (Gateway gw): spec.servers[0].bar: unknown field `bar`; accepted: port, bind, hosts, tls, name",
+            "/etc/ringress/gw.yaml:26:5: document 2 (VirtualService vs): spec.http[0].fault: field `fault` is not implemented by ringress yet",
+        ]
+    );
+}
+
+#[test]
+fn unimplemented_istio_fields() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "  - fault: {delay: {fixedDelay: 1s}}\n",
+            "spec.http[0].fault",
+        ),
+        ("  - mirror: {host: x}\n", "spec.http[0].mirror"),
+        ("  - corsPolicy: {}\n", "spec.http[0].corsPolicy"),
+    ];
+    for (extra, path) in cases {
+        let e = error(&with_routes(&format!("{extra}{ROUTE}")));
+        let field = path.rsplit('.').next().unwrap();
+        assert!(
+            e.ends_with(&format!(
+                "{path}: field `{field}` is not implemented by ringress yet"
+            )),
+            "{e}"
+        );
+    }
+    let text = with_routes(RULE).replace("  http:\n", "  tcp:\n  - route: []\n  http:\n");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:23:3: document 2 (VirtualService vs): spec.tcp: field `tcp` is not implemented by ringress yet"
+    );
+    let text = with_routes(RULE).replace("  http:\n", "  tls:\n  - route: []\n  http:\n");
+    assert!(error(&text).ends_with("spec.tls: field `tls` is not implemented by ringress yet"));
+}
+
+#[test]
+fn destination_rule_unimplemented_fields() {
+    let dr = |body: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\nspec:\n  host: httpbin\n{body}"
+        )
+    };
+    assert_eq!(
+        error(&dr("  subsets:\n  - name: v1\n    labels: {version: v1}\n")),
+        "/etc/ringress/gw.yaml:7:3: document 1 (DestinationRule dr): spec.subsets: field `subsets` is not implemented by ringress yet"
+    );
+    for field in [
+        "connectionPool",
+        "outlierDetection",
+        "tls",
+        "portLevelSettings",
+    ] {
+        let e = error(&dr(&format!("  trafficPolicy:\n    {field}: {{}}\n")));
+        assert!(
+            e.ends_with(&format!(
+                "spec.trafficPolicy.{field}: field `{field}` is not implemented by ringress yet"
+            )),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        error(&dr(
+            "  trafficPolicy:\n    loadBalancer:\n      simple: PASSTHROUGH\n"
+        )),
+        "/etc/ringress/gw.yaml:9:7: document 1 (DestinationRule dr): spec.trafficPolicy.loadBalancer.simple: load balancer PASSTHROUGH is not implemented by ringress yet; accepted: ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM"
+    );
+    assert_eq!(
+        error(&dr(
+            "  trafficPolicy:\n    loadBalancer:\n      simple: FASTEST\n"
+        )),
+        "/etc/ringress/gw.yaml:9:7: document 1 (DestinationRule dr): spec.trafficPolicy.loadBalancer.simple: invalid value \"FASTEST\": accepted: ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM"
+    );
+    for (name, lb) in [
+        ("ROUND_ROBIN", LoadBalancer::RoundRobin),
+        ("LEAST_REQUEST", LoadBalancer::LeastRequest),
+        ("LEAST_CONN", LoadBalancer::LeastRequest),
+        ("RANDOM", LoadBalancer::Random),
+    ] {
+        let config = load_ok(&dr(&format!(
+            "  exportTo: [\".\"]\n  trafficPolicy:\n    loadBalancer:\n      simple: {name}\n"
+        )));
+        assert_eq!(config.destination_rules[0].load_balancer, lb);
+        assert_eq!(config.destination_rules[0].host, "httpbin");
+    }
+    assert_eq!(
+        load_ok(&dr("")).destination_rules[0].load_balancer,
+        LoadBalancer::RoundRobin
+    );
+    assert_eq!(
+        error(&dr("").replace("host: httpbin", "host: \"*.example.com\"")),
+        "/etc/ringress/gw.yaml:6:3: document 1 (DestinationRule dr): spec.host: wildcard DestinationRule host \"*.example.com\" is not implemented by ringress yet; accepted: host names like httpbin or api.example.com"
+    );
+    let text = format!("{}---\n{}", dr(""), dr("").replace("name: dr", "name: dr2"));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:13:3: document 2 (DestinationRule dr2): spec.host: host httpbin already has a DestinationRule: document 1 (DestinationRule dr)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Type errors
+
+#[test]
+fn wrong_types_name_what_was_expected() {
+    let text = gateway(&HTTP_SERVER.replace("number: 80", "number: \"80\""));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:8:7: document 1 (Gateway gw): spec.servers[0].port.number: expected an integer, found string \"80\""
+    );
+    let text = gateway(
+        &HTTP_SERVER
+            .replace("    - \"*\"\n", "")
+            .replace("hosts:", "hosts: example.com"),
+    );
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:11:5: document 1 (Gateway gw): spec.servers[0].hosts: expected a list, found string \"example.com\""
+    );
+    assert_eq!(
+        error(&gateway("  - port: 80\n    hosts: [a]\n")),
+        "/etc/ringress/gw.yaml:7:5: document 1 (Gateway gw): spec.servers[0].port: expected a mapping, found integer 80"
+    );
+    let text = with_routes(&format!(
+        "  - headers:\n      request:\n        set:\n          x-version: 2\n{ROUTE}"
+    ));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:27:11: document 2 (VirtualService vs): spec.http[0].headers.request.set.x-version: expected a string, found integer 2"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Gateway servers
+
+fn https_server(tls: &str) -> String {
+    format!(
+        "  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - a.example.com\n    tls:\n{tls}"
+    )
+}
+
+#[test]
+fn hosts_are_lowercased_and_namespace_stripped() {
+    let config = load_ok(&gateway(
+        "  - port: {number: 80, name: http, protocol: http}\n    hosts: [\"ns/Api.Example.COM\", \"./*.Example.com\", \"*/*\"]\n",
+    ));
+    assert_eq!(
+        config.gateways[0].servers[0].hosts,
+        vec![
+            HostPattern::Exact("api.example.com".into()),
+            HostPattern::Suffix(".example.com".into()),
+            HostPattern::Any
+        ]
+    );
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 80, protocol: HTTP}\n    hosts: [\"a..b\"]\n"
+        )),
+        "/etc/ringress/gw.yaml:8:13: document 1 (Gateway gw): spec.servers[0].hosts[0]: invalid value \"a..b\": expected a host name (httpbin.example.com), a wildcard (*.example.com) or *"
+    );
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 80, protocol: HTTP}\n    hosts: []\n"
+        )),
+        "/etc/ringress/gw.yaml:8:5: document 1 (Gateway gw): spec.servers[0].hosts: a server needs at least one host; use \"*\" for any"
+    );
+}
+
+#[test]
+fn port_and_protocol_checks() {
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 70000, protocol: HTTP}\n    hosts: [a]\n"
+        )),
+        "/etc/ringress/gw.yaml:7:12: document 1 (Gateway gw): spec.servers[0].port.number: invalid value 70000: a port number is 1 to 65535"
+    );
+    assert_eq!(
+        error(&gateway("  - port: {protocol: HTTP}\n    hosts: [a]\n")),
+        "/etc/ringress/gw.yaml:7:5: document 1 (Gateway gw): spec.servers[0].port.number: required field is missing"
+    );
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 443, protocol: TLS}\n    hosts: [a]\n"
+        )),
+        "/etc/ringress/gw.yaml:7:25: document 1 (Gateway gw): spec.servers[0].port.protocol: protocol TLS is not implemented by ringress yet; accepted: HTTP, HTTPS"
+    );
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 443, protocol: QUIC}\n    hosts: [a]\n"
+        )),
+        "/etc/ringress/gw.yaml:7:25: document 1 (Gateway gw): spec.servers[0].port.protocol: invalid value \"QUIC\": accepted protocols: HTTP, HTTPS"
+    );
+    let config = load_ok(&gateway(
+        "  - port: {number: 8080, protocol: HTTP}\n    hosts: [a]\n    bind: 127.0.0.1\n",
+    ));
+    let s = &config.gateways[0].servers[0];
+    assert_eq!(s.port_name, "http-8080");
+    assert_eq!(s.bind, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 8080, protocol: HTTP}\n    hosts: [a]\n    bind: localhost\n"
+        )),
+        "/etc/ringress/gw.yaml:9:5: document 1 (Gateway gw): spec.servers[0].bind: invalid value \"localhost\": expected an IP address like 0.0.0.0, 127.0.0.1 or ::"
+    );
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 8080, protocol: HTTP, targetPort: 80}\n    hosts: [a]\n"
+        )),
+        "/etc/ringress/gw.yaml:7:42: document 1 (Gateway gw): spec.servers[0].port.targetPort: field `targetPort` is not implemented by ringress yet"
+    );
+}
+
+#[test]
+fn servers_sharing_a_port_must_agree() {
+    let text = gateway(&format!(
+        "{HTTP_SERVER}  - port: {{number: 80, protocol: HTTPS}}\n    hosts: [b]\n    tls: {{mode: SIMPLE, credentialName: b}}\n"
+    ));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:13:24: document 1 (Gateway gw): spec.servers[1].port.protocol: port 80 is already served as HTTP by document 1 (Gateway gw) spec.servers[0]; servers sharing a port must use the same protocol"
+    );
+    let text = gateway(&format!(
+        "{HTTP_SERVER}  - port: {{number: 80, protocol: HTTP}}\n    hosts: [b]\n    bind: 10.0.0.1\n"
+    ));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:15:5: document 1 (Gateway gw): spec.servers[1].bind: port 80 is already bound to all addresses by document 1 (Gateway gw) spec.servers[0]; servers sharing a port must use the same bind"
+    );
+}
+
+#[test]
+fn same_host_twice_on_an_https_port() {
+    let tls = "      mode: SIMPLE\n      credentialName: a\n";
+    let second = gateway(&https_server(tls)).replace("name: gw", "name: gw2");
+    let text = format!("{}---\n{}", gateway(&https_server(tls)), second);
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:28:7: document 2 (Gateway gw2): spec.servers[0].hosts[0]: host a.example.com is already served on HTTPS port 443 by document 1 (Gateway gw) spec.servers[0]; SNI could not choose between their certificates"
+    );
+    // The same host on HTTP twice is fine (routing picks by Host).
+    let second = gateway(HTTP_SERVER).replace("name: gw", "name: gw2");
+    load_ok(&format!("{}---\n{}", gateway(HTTP_SERVER), second));
+}
+
+#[test]
+fn tls_modes() {
+    for (mode, expected) in [
+        ("SIMPLE", TlsMode::Simple),
+        ("MUTUAL", TlsMode::Mutual),
+        ("OPTIONAL_MUTUAL", TlsMode::OptionalMutual),
+    ] {
+        let config = load_ok(&gateway(&https_server(&format!(
+            "      mode: {mode}\n      credentialName: a-cred\n"
+        ))));
+        assert_eq!(
+            config.gateways[0].servers[0].tls.as_ref().unwrap().mode,
+            expected
+        );
+    }
+    for mode in ["PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL"] {
+        assert_eq!(
+            error(&gateway(&https_server(&format!("      mode: {mode}\n")))),
+            format!(
+                "/etc/ringress/gw.yaml:14:7: document 1 (Gateway gw): spec.servers[0].tls.mode: tls mode {mode} is not implemented by ringress yet; accepted: SIMPLE, MUTUAL, OPTIONAL_MUTUAL"
+            )
+        );
+    }
+    assert_eq!(
+        errors(&gateway(&https_server(
+            "      mode: STRICT\n      credentialName: a\n"
+        ))),
+        vec![
+            "/etc/ringress/gw.yaml:14:7: document 1 (Gateway gw): spec.servers[0].tls.mode: invalid value \"STRICT\": accepted tls modes: SIMPLE, MUTUAL, OPTIONAL_MUTUAL"
+        ]
+    );
+    assert_eq!(
+        error(&gateway(&https_server("      credentialName: a\n"))),
+        "/etc/ringress/gw.yaml:13:5: document 1 (Gateway gw): spec.servers[0].tls.mode: required field is missing"
+    );
+}
+
+#[test]
+fn https_credentials() {
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 443, protocol: HTTPS}\n    hosts: [a]\n"
+        )),
+        "/etc/ringress/gw.yaml:7:5: document 1 (Gateway gw): spec.servers[0].tls: an HTTPS server needs tls with credentialName, or serverCertificate and privateKey"
+    );
+    assert_eq!(
+        error(&gateway(&https_server("      mode: SIMPLE\n"))),
+        "/etc/ringress/gw.yaml:13:5: document 1 (Gateway gw): spec.servers[0].tls: an HTTPS server needs credentialName, or serverCertificate and privateKey"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: SIMPLE\n      serverCertificate: c.pem\n"
+        ))),
+        "/etc/ringress/gw.yaml:13:5: document 1 (Gateway gw): spec.servers[0].tls.privateKey: privateKey is required with serverCertificate"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: SIMPLE\n      privateKey: k.pem\n"
+        ))),
+        "/etc/ringress/gw.yaml:13:5: document 1 (Gateway gw): spec.servers[0].tls.serverCertificate: serverCertificate is required with privateKey"
+    );
+    assert_eq!(
+        errors(&gateway(&https_server(
+            "      mode: SIMPLE\n      serverCertificate: c.pem\n      privateKey: k.pem\n      credentialName: a\n"
+        ))),
+        vec![
+            "/etc/ringress/gw.yaml:15:7: document 1 (Gateway gw): spec.servers[0].tls.serverCertificate: credentialName and serverCertificate are both set; use credentialName or the file paths, not both (\"use sds\" is accepted as the placeholder older Istio releases required)",
+            "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.privateKey: credentialName and privateKey are both set; use credentialName or the file paths, not both (\"use sds\" is accepted as the placeholder older Istio releases required)",
+        ]
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: SIMPLE\n      credentialName: a/b\n"
+        ))),
+        "/etc/ringress/gw.yaml:15:7: document 1 (Gateway gw): spec.servers[0].tls.credentialName: invalid value \"a/b\": a credentialName names a directory in --secrets-dir and cannot contain '/'"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: MUTUAL\n      serverCertificate: c.pem\n      privateKey: k.pem\n"
+        ))),
+        "/etc/ringress/gw.yaml:13:5: document 1 (Gateway gw): spec.servers[0].tls.caCertificates: tls mode MUTUAL with serverCertificate and privateKey needs caCertificates, the CA bundle client certificates are verified against"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: SIMPLE\n      credentialName: a\n      subjectAltNames: [spiffe://x]\n"
+        ))),
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.subjectAltNames: subjectAltNames is only used by tls modes MUTUAL and OPTIONAL_MUTUAL"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: SIMPLE\n      serverCertificate: c.pem\n      privateKey: k.pem\n      caCertificates: ca.pem\n"
+        ))),
+        "/etc/ringress/gw.yaml:17:7: document 1 (Gateway gw): spec.servers[0].tls.caCertificates: caCertificates is only used by tls modes MUTUAL and OPTIONAL_MUTUAL"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(
+            "      mode: SIMPLE\n      credentialName: a\n      httpsRedirect: true\n"
+        ))),
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.httpsRedirect: httpsRedirect applies to HTTP servers only; this server is HTTPS"
+    );
+}
+
+#[test]
+fn https_redirect_on_http_servers() {
+    let config = load_ok(&gateway(&format!(
+        "{HTTP_SERVER}    tls:\n      httpsRedirect: true\n"
+    )));
+    let s = &config.gateways[0].servers[0];
+    assert!(s.https_redirect);
+    assert!(s.tls.is_none());
+    assert_eq!(
+        error(&gateway(&format!(
+            "{HTTP_SERVER}    tls:\n      httpsRedirect: true\n      mode: SIMPLE\n"
+        ))),
+        "/etc/ringress/gw.yaml:15:7: document 1 (Gateway gw): spec.servers[0].tls.mode: `mode` applies to HTTPS servers only; the tls block of an HTTP server may only set httpsRedirect"
+    );
+}
+
+#[test]
+fn tls_versions_and_ciphers() {
+    let base = "      mode: SIMPLE\n      credentialName: a\n";
+    let config = load_ok(&gateway(&https_server(&format!(
+        "{base}      minProtocolVersion: TLSV1_3\n      maxProtocolVersion: TLS_AUTO\n      cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]\n"
+    ))));
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.min_protocol_version, Some(TlsVersion::V1_3));
+    assert_eq!(tls.max_protocol_version, None);
+    assert_eq!(
+        tls.cipher_suites,
+        vec!["ECDHE-ECDSA-AES256-GCM-SHA384".to_owned()]
+    );
+    assert_eq!(
+        error(&gateway(&https_server(&format!(
+            "{base}      minProtocolVersion: TLSV1_1\n"
+        )))),
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.minProtocolVersion: invalid value \"TLSV1_1\": ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(&format!(
+            "{base}      maxProtocolVersion: TLSV1_0\n"
+        )))),
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.maxProtocolVersion: invalid value \"TLSV1_0\": ringress speaks TLS 1.2 and 1.3 only; accepted: TLS_AUTO, TLSV1_2, TLSV1_3"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(&format!(
+            "{base}      minProtocolVersion: TLSV1_3\n      maxProtocolVersion: TLSV1_2\n"
+        )))),
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.minProtocolVersion: minProtocolVersion TLSV1_3 is above maxProtocolVersion TLSV1_2"
+    );
+    assert_eq!(
+        error(&gateway(&https_server(&format!(
+            "{base}      verifyCertificateHash: [ab]\n"
+        )))),
+        "/etc/ringress/gw.yaml:16:7: document 1 (Gateway gw): spec.servers[0].tls.verifyCertificateHash: field `verifyCertificateHash` is not implemented by ringress yet"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// VirtualService
+
+#[test]
+fn gateways_must_be_listed_and_exist() {
+    let text = with_routes(RULE).replace("  gateways:\n  - gw\n", "");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:18:1: document 2 (VirtualService vs): spec.gateways: gateways is missing, which in Istio means the mesh only; ringress serves gateway traffic only: list the Gateways this VirtualService applies to"
+    );
+    let text = with_routes(RULE).replace("  gateways:\n  - gw\n", "  gateways: []\n");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:21:3: document 2 (VirtualService vs): spec.gateways: gateways is empty; ringress serves gateway traffic only: list the Gateways this VirtualService applies to"
+    );
+    let text = with_routes(RULE).replace("  - gw\n", "  - gw\n  - mesh\n");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:23:5: document 2 (VirtualService vs): spec.gateways[1]: `mesh` (traffic between sidecars) is not served: ringress serves gateway traffic only; list Gateways instead"
+    );
+    // A Gateway with its own error still counts as existing.
+    let text = format!(
+        "{}---\n{}",
+        gateway("  - port: {number: 80, protocol: HTTP}\n    hosts: [\"a b\"]\n"),
+        virtual_service(RULE)
+    );
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:8:13: document 1 (Gateway gw): spec.servers[0].hosts[0]: invalid value \"a b\": expected a host name (httpbin.example.com), a wildcard (*.example.com) or *"
+    );
+    let text = with_routes(RULE).replace("  - gw\n", "  - istio-system/other\n");
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:22:5: document 2 (VirtualService vs): spec.gateways[0]: no Gateway named other in this file (Gateways: gw)"
+    );
+}
+
+#[test]
+fn matches_compile() {
+    let http = format!(
+        "  - name: all\n    match:\n    - name: m\n      uri:\n        regex: /api/v[0-9]+\n      ignoreUriCase: true\n      method:\n        exact: GET\n      scheme:\n        exact: https\n      authority:\n        prefix: api.\n      headers:\n        X-User:\n          exact: jason\n        cookie:\n          regex: \".*session=.*\"\n{ROUTE}"
+    );
+    let config = load_ok(&with_routes(&http));
+    let rule = &config.virtual_services[0].http[0];
+    assert_eq!(rule.name.as_deref(), Some("all"));
+    let m = &rule.matches[0];
+    assert_eq!(m.name.as_deref(), Some("m"));
+    assert!(m.ignore_uri_case);
+    let uri = m.uri.as_ref().unwrap();
+    assert!(uri.matches("/API/V2"));
+    assert!(!uri.matches("/api/v2/x"), "regexes are anchored");
+    assert!(m.method.as_ref().unwrap().matches("GET"));
+    assert!(m.scheme.as_ref().unwrap().matches("https"));
+    assert!(m.authority.as_ref().unwrap().matches("api.example.com"));
+    assert_eq!(m.headers[0].0, "x-user");
+    assert_eq!(m.headers[1].0, "cookie");
+    assert!(m.headers[1].1.matches("a=1; session=2"));
+}
+
+#[test]
+fn match_errors() {
+    let text = with_routes(&format!(
+        "  - match:\n    - uri:\n        regex: \"/a(\"\n{ROUTE}"
+    ));
+    let e = error(&text);
+    assert!(
+        e.starts_with("/etc/ringress/gw.yaml:26:9: document 2 (VirtualService vs): spec.http[0].match[0].uri.regex: invalid value \"/a(\": not a valid regex: "),
+        "{e}"
+    );
+    assert!(!e.contains('\n'));
+    let text = with_routes(&format!(
+        "  - match:\n    - uri:\n        exact: /a\n        prefix: /b\n{ROUTE}"
+    ));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].match[0].uri: exact, prefix and regex are exclusive; use one"
+    );
+    let text = with_routes(&format!("  - match:\n    - uri: {{}}\n{ROUTE}"));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].match[0].uri: a string match needs one of exact, prefix or regex"
+    );
+    let text = with_routes(&format!(
+        "  - match:\n    - queryParams:\n        a: {{exact: b}}\n{ROUTE}"
+    ));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].match[0].queryParams: field `queryParams` is not implemented by ringress yet"
+    );
+    let text = with_routes(&format!(
+        "  - match:\n    - headers:\n        \"bad header\": {{exact: b}}\n{ROUTE}"
+    ));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:26:9: document 2 (VirtualService vs): spec.http[0].match[0].headers.bad header: invalid value \"bad header\": expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)"
+    );
+}
+
+#[test]
+fn exactly_one_action() {
+    assert_eq!(
+        error(&with_routes("  - name: nothing\n")),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0]: an http route needs one of route, redirect or directResponse"
+    );
+    let text = with_routes(&format!("  - redirect:\n      uri: /x\n{ROUTE}"));
+    assert_eq!(
+        error(&text),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0]: route, redirect and directResponse are exclusive; found route and redirect"
+    );
+}
+
+#[test]
+fn weighted_destinations() {
+    let http = "  - route:\n    - destination: {host: v1, port: {number: 80}}\n      weight: 75\n    - destination: {host: V2.default.svc, subset: canary}\n      weight: 25\n";
+    let config = load_ok(&with_routes(http));
+    let RouteAction::Route(dests) = &config.virtual_services[0].http[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        dests,
+        &vec![
+            WeightedDestination {
+                host: "v1".into(),
+                port: Some(80),
+                subset: None,
+                weight: 75
+            },
+            WeightedDestination {
+                host: "v2.default.svc".into(),
+                port: None,
+                subset: Some("canary".into()),
+                weight: 25
+            },
+        ]
+    );
+    let http = "  - route:\n    - destination: {host: v1}\n      weight: 70\n    - destination: {host: v2}\n";
+    assert_eq!(
+        error(&with_routes(http)),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0].route: destination weights add up to 70 (70 + 0); they must add up to 100"
+    );
+    let http = "  - route:\n    - destination: {host: v1}\n      weight: 50\n";
+    assert_eq!(
+        error(&with_routes(http)),
+        "/etc/ringress/gw.yaml:26:7: document 2 (VirtualService vs): spec.http[0].route[0].weight: a single destination takes all traffic; its weight must be 100 or omitted, found 50"
+    );
+    let http = "  - route:\n    - destination: {host: v1}\n      weight: 150\n    - destination: {host: v2}\n";
+    assert_eq!(
+        error(&with_routes(http)),
+        "/etc/ringress/gw.yaml:26:7: document 2 (VirtualService vs): spec.http[0].route[0].weight: invalid value 150: a weight is 0 to 100"
+    );
+    let http = "  - route:\n    - destination: {port: {number: 80}}\n";
+    assert_eq!(
+        error(&with_routes(http)),
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].route[0].destination.host: required field is missing"
+    );
+    let http = "  - route:\n    - destination: {host: \"*.x\"}\n";
+    assert_eq!(
+        error(&with_routes(http)),
+        "/etc/ringress/gw.yaml:25:21: document 2 (VirtualService vs): spec.http[0].route[0].destination.host: invalid value \"*.x\": expected a host name like httpbin or httpbin.example.com (no wildcards)"
+    );
+    assert_eq!(
+        error(&with_routes("  - route: []\n")),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0].route: route is empty; list at least one destination"
+    );
+}
+
+#[test]
+fn redirect_direct_response_rewrite() {
+    let http = "  - redirect:\n      uri: /new\n      authority: other.example.com\n      scheme: https\n      port: 8443\n      redirectCode: 308\n";
+    let config = load_ok(&with_routes(http));
+    let RouteAction::Redirect(r) = &config.virtual_services[0].http[0].action else {
+        panic!()
+    };
+    assert_eq!(r.uri.as_deref(), Some("/new"));
+    assert_eq!(r.authority.as_deref(), Some("other.example.com"));
+    assert_eq!(r.scheme.as_deref(), Some("https"));
+    assert_eq!((r.port, r.code), (Some(8443), 308));
+    let config = load_ok(&with_routes("  - redirect:\n      uri: /x\n"));
+    let RouteAction::Redirect(r) = &config.virtual_services[0].http[0].action else {
+        panic!()
+    };
+    assert_eq!(r.code, 301);
+    assert_eq!(
+        error(&with_routes(
+            "  - redirect:\n      uri: /x\n      redirectCode: 200\n"
+        )),
+        "/etc/ringress/gw.yaml:26:7: document 2 (VirtualService vs): spec.http[0].redirect.redirectCode: invalid value 200: accepted redirect codes: 301, 302, 303, 307, 308"
+    );
+
+    let config = load_ok(&with_routes(
+        "  - directResponse:\n      status: 418\n      body:\n        string: teapot\n",
+    ));
+    let RouteAction::DirectResponse { status, body } = &config.virtual_services[0].http[0].action
+    else {
+        panic!()
+    };
+    assert_eq!((*status, body.as_deref()), (418, Some("teapot")));
+    assert_eq!(
+        error(&with_routes("  - directResponse:\n      status: 99\n")),
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].directResponse.status: invalid value 99: a directResponse status is 200 to 599"
+    );
+
+    let config = load_ok(&with_routes(&format!(
+        "  - rewrite:\n      uri: /v2\n      authority: internal\n{ROUTE}"
+    )));
+    let rw = config.virtual_services[0].http[0].rewrite.as_ref().unwrap();
+    assert_eq!(
+        (rw.uri.as_deref(), rw.authority.as_deref()),
+        (Some("/v2"), Some("internal"))
+    );
+    assert_eq!(
+        error(&with_routes(
+            "  - rewrite:\n      uri: /v2\n    redirect:\n      uri: /x\n"
+        )),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0].rewrite: rewrite applies to route only, not to redirect"
+    );
+    assert_eq!(
+        errors(&with_routes(&format!(
+            "  - rewrite:\n      uriRegexRewrite: {{}}\n{ROUTE}"
+        ))),
+        vec![
+            "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0].rewrite: rewrite needs uri or authority",
+            "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].rewrite.uriRegexRewrite: field `uriRegexRewrite` is not implemented by ringress yet",
+        ]
+    );
+}
+
+#[test]
+fn timeouts_retries_headers() {
+    let http = format!(
+        "  - timeout: 1.5s\n    retries:\n      attempts: 3\n      perTryTimeout: 500ms\n      retryOn: connect-failure, refused-stream,503\n    headers:\n      request:\n        set: {{X-A: \"1\", x-b: two}}\n        add: {{x-c: three}}\n        remove: [X-Internal]\n      response:\n        remove: [server]\n{ROUTE}"
+    );
+    let config = load_ok(&with_routes(&http));
+    let rule = &config.virtual_services[0].http[0];
+    assert_eq!(rule.timeout, Some(Duration::from_millis(1500)));
+    let r = rule.retries.as_ref().unwrap();
+    assert_eq!(r.attempts, 3);
+    assert_eq!(r.per_try_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(r.retry_on, vec!["connect-failure", "refused-stream", "503"]);
+    assert_eq!(
+        rule.headers.request.set,
+        vec![
+            ("x-a".to_owned(), "1".to_owned()),
+            ("x-b".to_owned(), "two".to_owned())
+        ]
+    );
+    assert_eq!(
+        rule.headers.request.add,
+        vec![("x-c".to_owned(), "three".to_owned())]
+    );
+    assert_eq!(rule.headers.request.remove, vec!["x-internal".to_owned()]);
+    assert_eq!(rule.headers.response.remove, vec!["server".to_owned()]);
+
+    assert_eq!(
+        error(&with_routes(&format!("  - timeout: 10\n{ROUTE}"))),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0].timeout: expected a string, found integer 10"
+    );
+    assert_eq!(
+        error(&with_routes(&format!("  - timeout: 10x\n{ROUTE}"))),
+        "/etc/ringress/gw.yaml:24:5: document 2 (VirtualService vs): spec.http[0].timeout: invalid duration \"10x\"; expected numbers with units h, m, s, ms, us, ns, like 1s, 500ms, 1.5s, 2m, 1h"
+    );
+    assert_eq!(
+        error(&with_routes(&format!(
+            "  - retries:\n      attempts: 50\n{ROUTE}"
+        ))),
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].retries.attempts: invalid value 50: attempts is 0 to 10"
+    );
+    let e = error(&with_routes(&format!(
+        "  - retries:\n      attempts: 1\n      retryOn: sometimes\n{ROUTE}"
+    )));
+    assert!(
+        e.starts_with("/etc/ringress/gw.yaml:26:7: document 2 (VirtualService vs): spec.http[0].retries.retryOn: invalid value \"sometimes\": accepted: 5xx, gateway-error, reset, connect-failure,"),
+        "{e}"
+    );
+    assert_eq!(
+        error(&with_routes(&format!(
+            "  - headers:\n      request:\n        set: {{x-a: \"a\\nb\"}}\n{ROUTE}"
+        ))),
+        "/etc/ringress/gw.yaml:26:15: document 2 (VirtualService vs): spec.http[0].headers.request.set.x-a: invalid value \"a\\nb\": a header value cannot contain CR, LF or NUL"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// ServiceEntry
+
+fn service_entry(body: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: se\nspec:\n{body}"
+    )
+}
+
+#[test]
+fn service_entries() {
+    let config = load_ok(&service_entry(
+        "  hosts: [httpbin, httpbin.default.svc]\n  addresses: [10.0.0.1]\n  location: MESH_INTERNAL\n  exportTo: [\"*\"]\n  ports:\n  - {number: 8000, name: http, protocol: HTTP, targetPort: 80}\n  resolution: STATIC\n  endpoints:\n  - address: 10.1.0.1\n    ports: {http: 8080}\n    weight: 3\n    labels: {version: v1}\n  - address: \"::1\"\n",
+    ));
+    let se = &config.service_entries[0];
+    assert_eq!(
+        se.hosts,
+        vec!["httpbin".to_owned(), "httpbin.default.svc".to_owned()]
+    );
+    assert_eq!(
+        se.ports,
+        vec![ServicePort {
+            number: 8000,
+            name: "http".into(),
+            protocol: "HTTP".into(),
+            target_port: Some(80)
+        }]
+    );
+    assert_eq!(se.endpoints[0].ports.get("http"), Some(&8080));
+    assert_eq!(se.endpoints[0].weight, Some(3));
+    assert_eq!(se.endpoints[1].address, "::1");
+
+    for resolution in ["DNS", "DNS_ROUND_ROBIN"] {
+        let config = load_ok(&service_entry(&format!(
+            "  hosts: [api.example.com]\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  resolution: {resolution}\n"
+        )));
+        assert_eq!(config.service_entries[0].resolution, Resolution::Dns);
+        assert!(config.service_entries[0].endpoints.is_empty());
+    }
+}
+
+#[test]
+fn service_entry_errors() {
+    let ports = "  hosts: [httpbin]\n  ports: [{number: 8000, name: http, protocol: HTTP}]\n";
+    assert_eq!(
+        error(&service_entry(&format!(
+            "{ports}  resolution: STATIC\n  endpoints:\n  - address: httpbin.local\n"
+        ))),
+        "/etc/ringress/gw.yaml:10:5: document 1 (ServiceEntry se): spec.endpoints[0].address: invalid value \"httpbin.local\": resolution STATIC needs IP addresses; use resolution DNS for host names"
+    );
+    assert_eq!(
+        error(&service_entry(&format!("{ports}  resolution: NONE\n"))),
+        "/etc/ringress/gw.yaml:8:3: document 1 (ServiceEntry se): spec.resolution: resolution NONE (forwarding to the original destination address) is not implemented by ringress yet; accepted: STATIC, DNS, DNS_ROUND_ROBIN"
+    );
+    assert_eq!(
+        error(&service_entry(ports)),
+        "/etc/ringress/gw.yaml:5:1: document 1 (ServiceEntry se): spec.resolution: resolution is missing; accepted: STATIC, DNS, DNS_ROUND_ROBIN"
+    );
+    assert_eq!(
+        error(&service_entry(&format!("{ports}  resolution: STATIC\n"))),
+        "/etc/ringress/gw.yaml:5:1: document 1 (ServiceEntry se): spec.endpoints: resolution STATIC needs endpoints with IP addresses"
+    );
+    assert_eq!(
+        error(&service_entry(&format!(
+            "{ports}  resolution: STATIC\n  endpoints:\n  - address: 127.0.0.1\n    ports: {{grpc: 9000}}\n"
+        ))),
+        "/etc/ringress/gw.yaml:11:13: document 1 (ServiceEntry se): spec.endpoints[0].ports.grpc: port name grpc is not one of the ServiceEntry's ports (http)"
+    );
+    assert_eq!(
+        error(&service_entry(
+            "  hosts: [httpbin]\n  ports: [{number: 8000, name: tls, protocol: TLS}]\n  resolution: DNS\n"
+        )),
+        "/etc/ringress/gw.yaml:7:37: document 1 (ServiceEntry se): spec.ports[0].protocol: upstream protocol TLS is not implemented by ringress yet; accepted: HTTP"
+    );
+    assert_eq!(
+        error(&service_entry(&format!(
+            "{ports}  resolution: DNS\n  workloadSelector: {{labels: {{app: x}}}}\n"
+        ))),
+        "/etc/ringress/gw.yaml:9:3: document 1 (ServiceEntry se): spec.workloadSelector: field `workloadSelector` is not implemented by ringress yet"
+    );
+    let two = format!(
+        "{}---\n{}",
+        service_entry(&format!("{ports}  resolution: DNS\n")),
+        service_entry(&format!("{ports}  resolution: DNS\n")).replace("name: se", "name: se2")
+    );
+    assert_eq!(
+        error(&two),
+        "/etc/ringress/gw.yaml:15:11: document 2 (ServiceEntry se2): spec.hosts[0]: host httpbin is already declared by document 1 (ServiceEntry se)"
+    );
+}
+
+#[test]
+fn config_error_display_and_issues() {
+    let e = load_str("- x\n", Path::new("a.yaml")).unwrap_err();
+    assert_eq!(e.issues().len(), 1);
+    assert_eq!(e.issues()[0].document, Some(1));
+    let e = load(Path::new("/nonexistent/ringress.yaml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("cannot read configuration file /nonexistent/ringress.yaml: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn yaml_error_messages() {
+    assert_eq!(
+        error("a: b: c\n"),
+        "/etc/ringress/gw.yaml:1:5: document 1: invalid YAML: mapping values are not allowed in this context"
+    );
+    assert_eq!(
+        error("kind: Gateway\nkind: VirtualService\n"),
+        "/etc/ringress/gw.yaml:2:1: document 1: invalid YAML: duplicate mapping key: kind"
+    );
+    assert_eq!(
+        error("a: *nope\n"),
+        "/etc/ringress/gw.yaml:1:4: document 1: invalid YAML: alias references unknown anchor"
+    );
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let block = "a:\n".to_owned()
+        + &(1..5000)
+            .map(|i| format!("{}b:\n", " ".repeat(i)))
+            .collect::<String>();
+    let flow = "[".repeat(100_000);
+    for text in [block, flow] {
+        let e = error(&text);
+        assert!(e.contains("document 1: invalid YAML: "), "{e}");
+    }
+    // Anchors and merge keys work as YAML defines them.
+    let text = gateway(
+        "  - &server\n    port: {number: 80, protocol: HTTP}\n    hosts: [a]\n  - <<: *server\n    port: {number: 81, protocol: HTTP}\n",
+    );
+    let config = load_ok(&text);
+    assert_eq!(config.gateways[0].servers[1].port, 81);
+    assert_eq!(
+        config.gateways[0].servers[1].hosts,
+        vec![HostPattern::Exact("a".into())]
+    );
+}
+
+/// The loader must never panic, whatever prefix of a real file it is given.
+#[test]
+fn every_prefix_of_every_fixture_is_handled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config/testdata");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.push(example("multi-host.yaml"));
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Every character boundary of the smallest file, every line end of the others
+        // (each cut is a full load; the machine is shared).
+        let every_char = path.ends_with("ingress-http.yaml");
+        for cut in (0..=text.len()).filter(|&i| {
+            text.is_char_boundary(i)
+                && (every_char || i == text.len() || text.as_bytes()[i] == b'\n')
+        }) {
+            let _ = load_str(&text[..cut], &path);
+        }
+        load_path(&path);
+    }
+}
+
+#[test]
+fn crlf_line_ends_and_byte_order_mark() {
+    let text =
+        format!("{}---\n{}", gateway(HTTP_SERVER), virtual_service(RULE)).replace('\n', "\r\n");
+    let config = load_ok(&text);
+    assert_eq!(config.virtual_services[0].origin.document, 2);
+    let text = format!("\u{feff}{}", gateway(HTTP_SERVER));
+    assert_eq!(load_ok(&text).gateways.len(), 1);
+    let text = format!("\u{feff}---\n{}", gateway(HTTP_SERVER));
+    assert_eq!(load_ok(&text).gateways[0].origin.document, 1);
+}
