@@ -481,12 +481,17 @@ fn check_names_the_document_and_field_of_an_unknown_field() {
     let out = ringress(&["check", "--config", &config.to_string_lossy()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("gateway.yaml"), "the file: {stderr}");
-    assert!(stderr.contains("bogusField"), "the field: {stderr}");
-    assert!(stderr.contains("tls"), "the field path: {stderr}");
     assert!(
-        stderr.contains("httpbin-gateway") || stderr.contains("document 1"),
+        stderr.contains(&*config.to_string_lossy()),
+        "the file: {stderr}"
+    );
+    assert!(
+        stderr.contains("document 1 (Gateway httpbin-gateway)"),
         "the document: {stderr}"
+    );
+    assert!(
+        stderr.contains("spec.servers[0].tls.bogusField"),
+        "the field path: {stderr}"
     );
 
     // `run` refuses it the same way.
