@@ -300,14 +300,18 @@ pub struct SClient {
 
 /// Runs `openssl s_client -connect 127.0.0.1:PORT -servername SNI ARGS...` with `input`
 /// on stdin (`-ign_eof` is added when `input` is not empty, so the reply is read until
-/// the gateway closes).
+/// the gateway closes). An empty `sni` sends no server name at all (`-noservername`).
 pub fn s_client(port: u16, sni: &str, args: &[&str], input: &[u8]) -> SClient {
     let mut command = Command::new("openssl");
     command
         .args(["s_client", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-servername", sni])
-        .args(args);
+        .arg(format!("127.0.0.1:{port}"));
+    if sni.is_empty() {
+        command.arg("-noservername");
+    } else {
+        command.args(["-servername", sni]);
+    }
+    command.args(args);
     if !input.is_empty() {
         command.arg("-ign_eof");
     }
