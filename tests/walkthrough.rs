@@ -556,3 +556,89 @@ fn check_names_a_missing_certificate_file() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
 }
+
+#[test]
+fn the_demo_serves_the_commands_it_prints() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-demo");
+    let demo_dir = dir.join("demo");
+    let http_port = free_port();
+    let https_port = free_port();
+    let (http, https) = (http_port.to_string(), https_port.to_string());
+    let gw = Gateway::spawn(
+        &dir,
+        &[
+            "demo",
+            "--dir",
+            &demo_dir.to_string_lossy(),
+            "--http-port",
+            &http,
+            "--https-port",
+            &https,
+            "--shards",
+            "1",
+        ],
+        &demo_dir.join("gateway.yaml"),
+        &[http_port, https_port],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let banner = gw.log_text();
+    let ca_chain = demo_dir.join("ca-chain.pem");
+    assert!(banner.contains(&*ca_chain.to_string_lossy()), "{banner}");
+
+    // The banner's commands, as printed.
+    let curl_lines: Vec<&str> = banner
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    assert!(curl_lines.len() >= 4, "{banner}");
+    let mut teapot = false;
+    for line in curl_lines {
+        let words = shell_words(line);
+        let out = curl(&strs(&words[1..]));
+        assert_eq!(out.code, 0, "{line}: {out:?}");
+        if line.contains("/status/418") {
+            assert_eq!(out.status, 418, "{line}: {out:?}");
+            assert!(out.text().contains("I'm a teapot"), "{line}: {out:?}");
+            teapot = true;
+        } else if line.contains("httpbin.example.com") && line.contains("/headers") {
+            assert_eq!(out.status, 404, "{line}: {out:?}");
+        } else {
+            assert_eq!(out.status, 200, "{line}: {out:?}");
+        }
+    }
+    assert!(teapot, "{banner}");
+}
+
+/// Splits a command line as a POSIX shell would for plain words and single quotes.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}

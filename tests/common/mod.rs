@@ -630,6 +630,31 @@ impl Gateway {
         ports: &[u16],
         extra: &[&str],
     ) -> Result<Gateway, String> {
+        let config_arg = config.to_string_lossy().into_owned();
+        let timeout = HEADER_TIMEOUT_SECS.to_string();
+        let mut args = vec![
+            "run",
+            "--config",
+            &config_arg,
+            "--shards",
+            "2",
+            "--header-timeout",
+            &timeout,
+            "--log-level",
+            "debug",
+        ];
+        args.extend_from_slice(extra);
+        Gateway::spawn(dir, &args, config, ports)
+    }
+
+    /// Starts `ringress ARGS...` (any subcommand that serves, e.g. `demo`) with its
+    /// output going to a log in `dir`, and waits until every one of `ports` accepts TCP.
+    pub fn spawn(
+        dir: &TempDir,
+        args: &[&str],
+        config: &Path,
+        ports: &[u16],
+    ) -> Result<Gateway, String> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(&format!(
             "ringress-{}.log",
@@ -637,13 +662,7 @@ impl Gateway {
         ));
         let log_file = std::fs::File::create(&log).expect("creating the gateway log");
         let child = Command::new(env!("CARGO_BIN_EXE_ringress"))
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(["--shards", "2", "--header-timeout"])
-            .arg(HEADER_TIMEOUT_SECS.to_string())
-            .args(["--log-level", "debug"])
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
