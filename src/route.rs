@@ -177,7 +177,7 @@ pub struct Selected<'t> {
 pub enum RouteError {
     #[error("{origin}: http[{rule}].route[{destination}]: destination {host}{port} has no cluster")]
     MissingCluster {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         destination: usize,
         host: String,
@@ -185,12 +185,12 @@ pub enum RouteError {
         port: String,
     },
     #[error("{origin}: http[{rule}].route is empty")]
-    NoDestination { origin: Origin, rule: usize },
+    NoDestination { origin: Box<Origin>, rule: usize },
     #[error(
         "{origin}: http[{rule}].match[{entry}].uri.regex `{pattern}` cannot be compiled for ignoreUriCase: {source}"
     )]
     CaseInsensitiveRegex {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         entry: usize,
         pattern: String,
@@ -384,7 +384,7 @@ impl RouteTable {
             for gateway in config
                 .gateways
                 .iter()
-                .filter(|g| vs.gateways.iter().any(|name| *name == g.name))
+                .filter(|g| vs.gateways.contains(&g.name))
             {
                 for server in gateway.servers.iter().filter(|s| s.port == port) {
                     let redirect = (server.https_redirect && server.protocol == Protocol::Http)
@@ -549,7 +549,7 @@ fn compile_rule(
                 let cluster = clusters
                     .lookup(&destination.host, destination.port)
                     .ok_or_else(|| RouteError::MissingCluster {
-                        origin: vs.origin.clone(),
+                        origin: Box::new(vs.origin.clone()),
                         rule: index,
                         destination: d,
                         host: destination.host.clone(),
@@ -562,7 +562,7 @@ fn compile_rule(
             }
             Action::Forward(WeightedClusters::new(&weighted).ok_or_else(|| {
                 RouteError::NoDestination {
-                    origin: vs.origin.clone(),
+                    origin: Box::new(vs.origin.clone()),
                     rule: index,
                 }
             })?)
@@ -616,7 +616,7 @@ fn compile_condition(
                 .case_insensitive(true)
                 .build()
                 .map_err(|source| RouteError::CaseInsensitiveRegex {
-                    origin: vs.origin.clone(),
+                    origin: Box::new(vs.origin.clone()),
                     rule,
                     entry,
                     pattern: r.as_str().to_owned(),

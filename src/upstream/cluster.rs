@@ -74,7 +74,7 @@ pub enum ClusterError {
         "{origin}: http[{rule}] destination {destination}: cannot resolve `{name}` with DNS: {source}"
     )]
     Resolve {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         destination: String,
         name: String,
@@ -83,7 +83,7 @@ pub enum ClusterError {
     },
     #[error("{origin}: http[{rule}] destination {destination}: `{name}` resolved to no addresses")]
     NoAddresses {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         destination: String,
         name: String,
@@ -92,31 +92,31 @@ pub enum ClusterError {
         "{origin}: http[{rule}] destination {host}:{port}: port {port} is not declared by {service_entry}, which declares ports {declared}"
     )]
     UndeclaredPort {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         host: String,
         port: u16,
-        service_entry: Origin,
+        service_entry: Box<Origin>,
         declared: String,
     },
     #[error(
         "{origin}: http[{rule}] destination {host} names no destination.port.number, but {service_entry} declares several ports ({declared}); name one"
     )]
     PortRequired {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         host: String,
-        service_entry: Origin,
+        service_entry: Box<Origin>,
         declared: String,
     },
     #[error(
         "{origin}: http[{rule}] destination {destination}: {service_entry} endpoints[{endpoint}].address `{address}` is not an IP address, as resolution STATIC requires"
     )]
     StaticAddress {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         destination: String,
-        service_entry: Origin,
+        service_entry: Box<Origin>,
         endpoint: usize,
         address: String,
     },
@@ -124,17 +124,17 @@ pub enum ClusterError {
         "{origin}: http[{rule}] destination {destination}: {service_entry} has resolution STATIC but no endpoints"
     )]
     NoEndpoints {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         destination: String,
-        service_entry: Origin,
+        service_entry: Box<Origin>,
     },
     #[error(
         "{origin}: http[{rule}] destination {destination}: more than {} clusters",
         u32::MAX
     )]
     TooMany {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         destination: String,
     },
@@ -241,7 +241,7 @@ impl Clusters {
                     _ => resolve(host, number, &destination, reference)?,
                 };
                 let id = u32::try_from(self.clusters.len()).map_err(|_| ClusterError::TooMany {
-                    origin: reference.origin.clone(),
+                    origin: Box::new(reference.origin.clone()),
                     rule: reference.rule,
                     destination: destination.clone(),
                 })?;
@@ -285,21 +285,21 @@ fn service_port<'c>(
     match port {
         Some(number) => se.ports.iter().find(|p| p.number == number).ok_or_else(|| {
             ClusterError::UndeclaredPort {
-                origin: reference.origin.clone(),
+                origin: Box::new(reference.origin.clone()),
                 rule: reference.rule,
                 host: host.to_owned(),
                 port: number,
-                service_entry: se.origin.clone(),
+                service_entry: Box::new(se.origin.clone()),
                 declared: declared(),
             }
         }),
         None => match se.ports.as_slice() {
             [only] => Ok(only),
             _ => Err(ClusterError::PortRequired {
-                origin: reference.origin.clone(),
+                origin: Box::new(reference.origin.clone()),
                 rule: reference.rule,
                 host: host.to_owned(),
-                service_entry: se.origin.clone(),
+                service_entry: Box::new(se.origin.clone()),
                 declared: declared(),
             }),
         },
@@ -326,10 +326,10 @@ fn service_entry_endpoints(
         Resolution::Static => {
             if se.endpoints.is_empty() {
                 return Err(ClusterError::NoEndpoints {
-                    origin: reference.origin.clone(),
+                    origin: Box::new(reference.origin.clone()),
                     rule: reference.rule,
                     destination: destination.to_owned(),
-                    service_entry: se.origin.clone(),
+                    service_entry: Box::new(se.origin.clone()),
                 });
             }
             for (index, endpoint) in se.endpoints.iter().enumerate() {
@@ -338,10 +338,10 @@ fn service_entry_endpoints(
                         .address
                         .parse()
                         .map_err(|_| ClusterError::StaticAddress {
-                            origin: reference.origin.clone(),
+                            origin: Box::new(reference.origin.clone()),
                             rule: reference.rule,
                             destination: destination.to_owned(),
-                            service_entry: se.origin.clone(),
+                            service_entry: Box::new(se.origin.clone()),
                             endpoint: index,
                             address: endpoint.address.clone(),
                         })?;
@@ -377,7 +377,7 @@ fn resolve(
     let resolved: Vec<SocketAddr> = (name, port)
         .to_socket_addrs()
         .map_err(|source| ClusterError::Resolve {
-            origin: reference.origin.clone(),
+            origin: Box::new(reference.origin.clone()),
             rule: reference.rule,
             destination: destination.to_owned(),
             name: name.to_owned(),
@@ -393,7 +393,7 @@ fn resolve(
     }
     if endpoints.is_empty() {
         return Err(ClusterError::NoAddresses {
-            origin: reference.origin.clone(),
+            origin: Box::new(reference.origin.clone()),
             rule: reference.rule,
             destination: destination.to_owned(),
             name: name.to_owned(),
