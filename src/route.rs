@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use thiserror::Error;
 
 use crate::config::{
@@ -187,17 +187,6 @@ pub enum RouteError {
     },
     #[error("{origin}: http[{rule}].route is empty")]
     NoDestination { origin: Box<Origin>, rule: usize },
-    #[error(
-        "{origin}: http[{rule}].match[{entry}].uri.regex `{pattern}` cannot be compiled for ignoreUriCase: {source}"
-    )]
-    CaseInsensitiveRegex {
-        origin: Box<Origin>,
-        rule: usize,
-        entry: usize,
-        pattern: String,
-        #[source]
-        source: regex::Error,
-    },
 }
 
 /// A uri condition, with `ignoreUriCase` folded in at compile time.
@@ -600,12 +589,7 @@ fn compile_rule(
             body: body.clone(),
         },
     };
-    let conditions = http
-        .matches
-        .iter()
-        .enumerate()
-        .map(|(entry, m)| compile_condition(vs, index, entry, m))
-        .collect::<Result<_, _>>()?;
+    let conditions = http.matches.iter().map(compile_condition).collect();
     Ok(Rule {
         conditions,
         route: Route {
@@ -621,43 +605,28 @@ fn compile_rule(
     })
 }
 
-fn compile_condition(
-    vs: &VirtualService,
-    rule: usize,
-    entry: usize,
-    m: &RouteMatch,
-) -> Result<Condition, RouteError> {
+/// Compiles one `match[]` entry. As in Istio, `ignoreUriCase` applies to `exact` and
+/// `prefix` uris only; a `regex` says for itself whether case matters (`(?i)`).
+fn compile_condition(m: &RouteMatch) -> Condition {
     let uri = match (&m.uri, m.ignore_uri_case) {
         (None, _) => None,
+        (Some(StringMatch::Regex(r)), _) => Some(UriCondition::Regex(r.clone())),
         (Some(StringMatch::Exact(p)), false) => Some(UriCondition::Exact(p.clone())),
         (Some(StringMatch::Prefix(p)), false) => Some(UriCondition::Prefix(p.clone())),
-        (Some(StringMatch::Regex(r)), false) => Some(UriCondition::Regex(r.clone())),
         (Some(StringMatch::Exact(p)), true) => {
             Some(UriCondition::ExactIgnoreCase(p.to_ascii_lowercase()))
         }
         (Some(StringMatch::Prefix(p)), true) => {
             Some(UriCondition::PrefixIgnoreCase(p.to_ascii_lowercase()))
         }
-        (Some(StringMatch::Regex(r)), true) => Some(UriCondition::Regex(
-            RegexBuilder::new(r.as_str())
-                .case_insensitive(true)
-                .build()
-                .map_err(|source| RouteError::CaseInsensitiveRegex {
-                    origin: Box::new(vs.origin.clone()),
-                    rule,
-                    entry,
-                    pattern: r.as_str().to_owned(),
-                    source,
-                })?,
-        )),
     };
-    Ok(Condition {
+    Condition {
         uri,
         authority: m.authority.clone(),
         method: m.method.clone(),
         scheme: m.scheme.clone(),
         headers: m.headers.clone().into_boxed_slice(),
-    })
+    }
 }
 
 /// The path to send upstream under `rewrite.uri`, or `None` when the route does not
@@ -1038,7 +1007,9 @@ mod tests {
         assert_eq!(rule_for("/case/x"), Some(3));
         assert_eq!(rule_for("/CASE"), Some(3));
         assert_eq!(rule_for("/cas"), None);
-        assert_eq!(rule_for("/UPPER/ABC"), Some(4));
+        // ignoreUriCase does not apply to regex (as in Istio).
+        assert_eq!(rule_for("/upper/abc"), Some(4));
+        assert_eq!(rule_for("/UPPER/ABC"), None);
         assert_eq!(rule_for("/exact"), Some(5));
         assert_eq!(rule_for("/EXACT?x"), Some(5));
         assert_eq!(rule_for("/"), None);
@@ -1495,6 +1466,13 @@ mod tests {
         let even = WeightedClusters::new(&[(v1, 0), (v2, 0)]).unwrap();
         assert_eq!(even.iter().collect::<Vec<_>>(), vec![(v1, 1), (v2, 1)]);
         assert!(WeightedClusters::new(&[]).is_none());
+    }
+
+    #[test]
+    fn tables_can_be_shared_with_shards() {
+        fn shared<T: Send + Sync>() {}
+        shared::<RouteTable>();
+        shared::<Clusters>();
     }
 
     #[test]
