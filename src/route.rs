@@ -1469,6 +1469,51 @@ mod tests {
     }
 
     #[test]
+    fn rule_settings_are_carried_into_the_route() {
+        let mut forward = rule(vec![uri(prefix("/api"))], to(&[("httpbin", 8000, 0)]));
+        forward.name = Some("api".to_owned());
+        forward.timeout = Some(Duration::from_secs(3));
+        forward.retries = Some(Retries {
+            attempts: 2,
+            per_try_timeout: None,
+            retry_on: vec!["5xx".to_owned()],
+        });
+        forward.headers.request.set = vec![("x-env".to_owned(), "prod".to_owned())];
+        let moved = rule(
+            vec![uri(exact("/old"))],
+            RouteAction::Redirect(Redirect {
+                uri: Some("/new".to_owned()),
+                code: 308,
+                ..Redirect::default()
+            }),
+        );
+        let teapot = rule(
+            vec![],
+            RouteAction::DirectResponse {
+                status: 418,
+                body: Some("teapot".to_owned()),
+            },
+        );
+        let config = config(
+            vec![gateway("gw", vec![server(80, &["*"])])],
+            vec![vs("all", &["*"], &["gw"], vec![forward, moved, teapot])],
+        );
+        let built = build(&config);
+        let api = built.find(80, &request("a.com", "/api")).unwrap();
+        assert_eq!(api.name.as_deref(), Some("api"));
+        assert_eq!(api.timeout, Some(Duration::from_secs(3)));
+        assert_eq!(api.retries.as_ref().map(|r| r.attempts), Some(2));
+        assert_eq!(api.headers.request.set.len(), 1);
+        let old = built.find(80, &request("a.com", "/old")).unwrap();
+        assert!(matches!(&old.action, Action::Redirect(r) if r.code == 308));
+        let other = built.find(80, &request("a.com", "/x")).unwrap();
+        assert!(matches!(
+            &other.action,
+            Action::Direct { status: 418, body: Some(b) } if b == "teapot"
+        ));
+    }
+
+    #[test]
     fn tables_can_be_shared_with_shards() {
         fn shared<T: Send + Sync>() {}
         shared::<RouteTable>();
