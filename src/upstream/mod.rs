@@ -5,6 +5,8 @@
 
 pub mod balance;
 pub mod cluster;
+pub mod pool;
 
 pub use balance::Balancer;
 pub use cluster::{Cluster, ClusterError, ClusterId, Clusters};
+pub use pool::{ConnectError, Pool, UpstreamConn};
