@@ -1,0 +1,735 @@
+//! Upstream clusters: one per distinct (destination host, port) that a VirtualService
+//! route names, with the endpoint addresses it resolves to and its load-balancing
+//! policy. Built on the control thread when a configuration is loaded (this is where
+//! DNS is resolved, never on a shard); after routing has chosen a [`ClusterId`], a
+//! shard's balancer picks one of the cluster's endpoints and its pool connects there.
+//!
+//! Resolution, for a destination `host[:port]`:
+//! - a ServiceEntry whose `hosts` contain the host decides: the destination's port
+//!   must be one of its `ports` (and may be omitted when it declares exactly one);
+//!   - `STATIC`: each endpoint's IP address, with the port from the endpoint's
+//!     `ports[service port name]`, else the service port's `targetPort`, else its number;
+//!   - `DNS`: each endpoint's address (or, with no endpoints, the host itself) resolved
+//!     now, with the same port rule;
+//! - a host no ServiceEntry declares is resolved with DNS now, on the destination port
+//!   ([`DEFAULT_PORT`] when the route names none).
+//!
+//! DNS names keep only their IPv4 addresses when they have any (as Istio's gateway does
+//! by default), so `localhost` does not become an IPv6 endpoint that a v4-only upstream
+//! refuses. A DestinationRule for the host sets the load balancer (default ROUND_ROBIN).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use thiserror::Error;
+
+use crate::config::{
+    Config, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution, RouteAction, ServiceEntry,
+    ServicePort,
+};
+
+/// The port a destination goes to when its route names none and no ServiceEntry
+/// declares its host.
+pub const DEFAULT_PORT: u16 = 80;
+
+/// Index of a cluster in its [`Clusters`]; valid only for the `Clusters` that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterId(pub u32);
+
+/// One upstream service on one port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `host:port` as the route names it, e.g. `httpbin:8000` (the service port, not the
+    /// endpoints' target port).
+    pub name: String,
+    /// The destination host as the route names it.
+    pub host: String,
+    /// The service port.
+    pub port: u16,
+    /// Where connections go; never empty.
+    pub endpoints: Vec<SocketAddr>,
+    pub lb: LoadBalancer,
+}
+
+/// Clusters of one host: by service port, plus the one a route without a port means.
+#[derive(Debug, Clone, Default)]
+struct HostClusters {
+    by_port: Vec<(u16, ClusterId)>,
+    implied: Option<ClusterId>,
+}
+
+/// Every cluster a configuration's routes need, immutable once built.
+#[derive(Debug, Clone, Default)]
+pub struct Clusters {
+    clusters: Vec<Cluster>,
+    by_host: HashMap<String, HostClusters>,
+}
+
+/// Why a destination of a VirtualService route has no cluster. Every variant names
+/// the VirtualService document, the `http[]` rule and the destination.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    #[error(
+        "{origin}: http[{rule}] destination {destination}: cannot resolve `{name}` with DNS: {source}"
+    )]
+    Resolve {
+        origin: Box<Origin>,
+        rule: usize,
+        destination: String,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{origin}: http[{rule}] destination {destination}: `{name}` resolved to no addresses")]
+    NoAddresses {
+        origin: Box<Origin>,
+        rule: usize,
+        destination: String,
+        name: String,
+    },
+    #[error(
+        "{origin}: http[{rule}] destination {host}:{port}: port {port} is not declared by {service_entry}, which declares ports {declared}"
+    )]
+    UndeclaredPort {
+        origin: Box<Origin>,
+        rule: usize,
+        host: String,
+        port: u16,
+        service_entry: Box<Origin>,
+        declared: String,
+    },
+    #[error(
+        "{origin}: http[{rule}] destination {host} names no destination.port.number, but {service_entry} declares several ports ({declared}); name one"
+    )]
+    PortRequired {
+        origin: Box<Origin>,
+        rule: usize,
+        host: String,
+        service_entry: Box<Origin>,
+        declared: String,
+    },
+    #[error(
+        "{origin}: http[{rule}] destination {destination}: {service_entry} endpoints[{endpoint}].address `{address}` is not an IP address, as resolution STATIC requires"
+    )]
+    StaticAddress {
+        origin: Box<Origin>,
+        rule: usize,
+        destination: String,
+        service_entry: Box<Origin>,
+        endpoint: usize,
+        address: String,
+    },
+    #[error(
+        "{origin}: http[{rule}] destination {destination}: {service_entry} has resolution STATIC but no endpoints"
+    )]
+    NoEndpoints {
+        origin: Box<Origin>,
+        rule: usize,
+        destination: String,
+        service_entry: Box<Origin>,
+    },
+    #[error(
+        "{origin}: http[{rule}] destination {destination}: more than {} clusters",
+        u32::MAX
+    )]
+    TooMany {
+        origin: Box<Origin>,
+        rule: usize,
+        destination: String,
+    },
+}
+
+/// The route that asked for a cluster, for error messages.
+#[derive(Clone, Copy)]
+struct Reference<'c> {
+    origin: &'c Origin,
+    rule: usize,
+}
+
+impl Clusters {
+    /// Builds one cluster per distinct (destination host, port) referenced by any
+    /// VirtualService route, resolving DNS names now.
+    pub fn build(config: &Config) -> Result<Clusters, ClusterError> {
+        let mut clusters = Clusters::default();
+        for vs in &config.virtual_services {
+            for (rule, http) in vs.http.iter().enumerate() {
+                let RouteAction::Route(destinations) = &http.action else {
+                    continue;
+                };
+                let reference = Reference {
+                    origin: &vs.origin,
+                    rule,
+                };
+                for destination in destinations {
+                    clusters.add(config, &destination.host, destination.port, reference)?;
+                }
+            }
+        }
+        Ok(clusters)
+    }
+
+    /// The cluster `id` names.
+    ///
+    /// # Panics
+    /// If `id` was not issued by this `Clusters` (ids come from [`Clusters::lookup`] and
+    /// route tables built from it, never from a request).
+    pub fn get(&self, id: ClusterId) -> &Cluster {
+        &self.clusters[id.0 as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.clusters.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ClusterId, &Cluster)> {
+        self.clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (ClusterId(i as u32), c))
+    }
+
+    /// The cluster for a destination as a route names it: `port` is the service port,
+    /// `None` for a route that names none.
+    pub fn lookup(&self, host: &str, port: Option<u16>) -> Option<ClusterId> {
+        let entry = self.by_host.get(host)?;
+        match port {
+            Some(port) => entry
+                .by_port
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map(|(_, id)| *id),
+            None => entry.implied.or(match entry.by_port.as_slice() {
+                [(_, id)] => Some(*id),
+                _ => None,
+            }),
+        }
+    }
+
+    fn add(
+        &mut self,
+        config: &Config,
+        host: &str,
+        port: Option<u16>,
+        reference: Reference<'_>,
+    ) -> Result<ClusterId, ClusterError> {
+        let service_entry = config
+            .service_entries
+            .iter()
+            .find(|se| se.hosts.iter().any(|h| h == host));
+        let service_port = match service_entry {
+            Some(se) => Some(service_port(se, host, port, reference)?),
+            None => None,
+        };
+        let number = service_port
+            .map(|sp| sp.number)
+            .or(port)
+            .unwrap_or(DEFAULT_PORT);
+
+        let id = match self.lookup(host, Some(number)) {
+            Some(id) => id,
+            None => {
+                let destination = format!("{host}:{number}");
+                let endpoints = match (service_entry, service_port) {
+                    (Some(se), Some(sp)) => {
+                        service_entry_endpoints(se, sp, host, &destination, reference)?
+                    }
+                    _ => resolve(host, number, &destination, reference)?,
+                };
+                let id = u32::try_from(self.clusters.len()).map_err(|_| ClusterError::TooMany {
+                    origin: Box::new(reference.origin.clone()),
+                    rule: reference.rule,
+                    destination: destination.clone(),
+                })?;
+                self.clusters.push(Cluster {
+                    name: destination,
+                    host: host.to_owned(),
+                    port: number,
+                    endpoints,
+                    lb: load_balancer(&config.destination_rules, host),
+                });
+                let id = ClusterId(id);
+                self.by_host
+                    .entry(host.to_owned())
+                    .or_default()
+                    .by_port
+                    .push((number, id));
+                id
+            }
+        };
+        if port.is_none() {
+            self.by_host.entry(host.to_owned()).or_default().implied = Some(id);
+        }
+        Ok(id)
+    }
+}
+
+/// The ServiceEntry port a destination names (or implies, when the entry has one).
+fn service_port<'c>(
+    se: &'c ServiceEntry,
+    host: &str,
+    port: Option<u16>,
+    reference: Reference<'_>,
+) -> Result<&'c ServicePort, ClusterError> {
+    let declared = || {
+        se.ports
+            .iter()
+            .map(|p| p.number.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match port {
+        Some(number) => se.ports.iter().find(|p| p.number == number).ok_or_else(|| {
+            ClusterError::UndeclaredPort {
+                origin: Box::new(reference.origin.clone()),
+                rule: reference.rule,
+                host: host.to_owned(),
+                port: number,
+                service_entry: Box::new(se.origin.clone()),
+                declared: declared(),
+            }
+        }),
+        None => match se.ports.as_slice() {
+            [only] => Ok(only),
+            _ => Err(ClusterError::PortRequired {
+                origin: Box::new(reference.origin.clone()),
+                rule: reference.rule,
+                host: host.to_owned(),
+                service_entry: Box::new(se.origin.clone()),
+                declared: declared(),
+            }),
+        },
+    }
+}
+
+/// The port an endpoint listens on for a service port.
+fn endpoint_port(endpoint: Option<&Endpoint>, sp: &ServicePort) -> u16 {
+    endpoint
+        .and_then(|e| e.ports.get(&sp.name).copied())
+        .or(sp.target_port)
+        .unwrap_or(sp.number)
+}
+
+fn service_entry_endpoints(
+    se: &ServiceEntry,
+    sp: &ServicePort,
+    host: &str,
+    destination: &str,
+    reference: Reference<'_>,
+) -> Result<Vec<SocketAddr>, ClusterError> {
+    let mut endpoints = Vec::new();
+    match se.resolution {
+        Resolution::Static => {
+            if se.endpoints.is_empty() {
+                return Err(ClusterError::NoEndpoints {
+                    origin: Box::new(reference.origin.clone()),
+                    rule: reference.rule,
+                    destination: destination.to_owned(),
+                    service_entry: Box::new(se.origin.clone()),
+                });
+            }
+            for (index, endpoint) in se.endpoints.iter().enumerate() {
+                let ip: IpAddr =
+                    endpoint
+                        .address
+                        .parse()
+                        .map_err(|_| ClusterError::StaticAddress {
+                            origin: Box::new(reference.origin.clone()),
+                            rule: reference.rule,
+                            destination: destination.to_owned(),
+                            service_entry: Box::new(se.origin.clone()),
+                            endpoint: index,
+                            address: endpoint.address.clone(),
+                        })?;
+                push_unique(
+                    &mut endpoints,
+                    SocketAddr::new(ip, endpoint_port(Some(endpoint), sp)),
+                );
+            }
+        }
+        Resolution::Dns => {
+            if se.endpoints.is_empty() {
+                return resolve(host, endpoint_port(None, sp), destination, reference);
+            }
+            for endpoint in &se.endpoints {
+                let port = endpoint_port(Some(endpoint), sp);
+                for addr in resolve(&endpoint.address, port, destination, reference)? {
+                    push_unique(&mut endpoints, addr);
+                }
+            }
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Resolves `name` with the system resolver, keeping only IPv4 addresses when there
+/// are any. Never returns an empty list.
+fn resolve(
+    name: &str,
+    port: u16,
+    destination: &str,
+    reference: Reference<'_>,
+) -> Result<Vec<SocketAddr>, ClusterError> {
+    let resolved: Vec<SocketAddr> = (name, port)
+        .to_socket_addrs()
+        .map_err(|source| ClusterError::Resolve {
+            origin: Box::new(reference.origin.clone()),
+            rule: reference.rule,
+            destination: destination.to_owned(),
+            name: name.to_owned(),
+            source,
+        })?
+        .collect();
+    let any_v4 = resolved.iter().any(SocketAddr::is_ipv4);
+    let mut endpoints = Vec::with_capacity(resolved.len());
+    for addr in resolved {
+        if addr.is_ipv4() || !any_v4 {
+            push_unique(&mut endpoints, addr);
+        }
+    }
+    if endpoints.is_empty() {
+        return Err(ClusterError::NoAddresses {
+            origin: Box::new(reference.origin.clone()),
+            rule: reference.rule,
+            destination: destination.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+    Ok(endpoints)
+}
+
+fn push_unique(endpoints: &mut Vec<SocketAddr>, addr: SocketAddr) {
+    if !endpoints.contains(&addr) {
+        endpoints.push(addr);
+    }
+}
+
+/// The load balancer of the DestinationRule for `host`: one naming the host exactly
+/// wins over a `*.suffix` one, which wins over `*`; none means ROUND_ROBIN.
+fn load_balancer(rules: &[DestinationRule], host: &str) -> LoadBalancer {
+    let exact = rules.iter().find(|r| r.host == host);
+    let wildcard = || {
+        rules
+            .iter()
+            .filter(|r| match r.host.strip_prefix('*') {
+                Some("") => true,
+                Some(suffix) => {
+                    suffix.starts_with('.') && host.len() > suffix.len() && host.ends_with(suffix)
+                }
+                None => false,
+            })
+            .max_by_key(|r| r.host.len())
+    };
+    exact
+        .or_else(wildcard)
+        .map(|r| r.load_balancer)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HttpRoute, VirtualService, WeightedDestination};
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+
+    fn origin(kind: &str, name: &str) -> Origin {
+        Origin {
+            file: PathBuf::from("gateway.yaml"),
+            document: 2,
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn vs(name: &str, destinations: &[(&str, Option<u16>)]) -> VirtualService {
+        VirtualService {
+            origin: origin("VirtualService", name),
+            name: name.to_owned(),
+            namespace: None,
+            hosts: vec![],
+            gateways: vec![],
+            http: destinations
+                .iter()
+                .map(|(host, port)| HttpRoute {
+                    name: None,
+                    matches: vec![],
+                    action: RouteAction::Route(vec![WeightedDestination {
+                        host: (*host).to_owned(),
+                        port: *port,
+                        subset: None,
+                        weight: 0,
+                    }]),
+                    rewrite: None,
+                    timeout: None,
+                    retries: None,
+                    headers: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn port(number: u16, name: &str, target_port: Option<u16>) -> ServicePort {
+        ServicePort {
+            number,
+            name: name.to_owned(),
+            protocol: "HTTP".to_owned(),
+            target_port,
+        }
+    }
+
+    fn endpoint(address: &str, ports: &[(&str, u16)]) -> Endpoint {
+        Endpoint {
+            address: address.to_owned(),
+            ports: ports
+                .iter()
+                .map(|(n, p)| ((*n).to_owned(), *p))
+                .collect::<BTreeMap<_, _>>(),
+            weight: None,
+        }
+    }
+
+    fn service_entry(
+        host: &str,
+        resolution: Resolution,
+        ports: Vec<ServicePort>,
+        endpoints: Vec<Endpoint>,
+    ) -> ServiceEntry {
+        ServiceEntry {
+            origin: origin("ServiceEntry", host),
+            name: host.to_owned(),
+            hosts: vec![host.to_owned()],
+            ports,
+            resolution,
+            endpoints,
+        }
+    }
+
+    fn v4(a: u8, b: u8, c: u8, d: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(a, b, c, d), port))
+    }
+
+    #[test]
+    fn static_service_entry_uses_named_endpoint_ports_then_target_port() {
+        let config = Config {
+            virtual_services: vec![vs(
+                "httpbin",
+                &[("httpbin", Some(8000)), ("httpbin", Some(9000))],
+            )],
+            service_entries: vec![service_entry(
+                "httpbin",
+                Resolution::Static,
+                vec![port(8000, "http", Some(8080)), port(9000, "admin", None)],
+                vec![
+                    endpoint("10.0.0.1", &[("http", 18000)]),
+                    endpoint("10.0.0.2", &[]),
+                ],
+            )],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        assert_eq!(clusters.len(), 2);
+        let http = clusters.get(clusters.lookup("httpbin", Some(8000)).unwrap());
+        assert_eq!(http.name, "httpbin:8000");
+        assert_eq!(
+            http.endpoints,
+            vec![v4(10, 0, 0, 1, 18000), v4(10, 0, 0, 2, 8080)]
+        );
+        assert_eq!(http.lb, LoadBalancer::RoundRobin);
+        let admin = clusters.get(clusters.lookup("httpbin", Some(9000)).unwrap());
+        assert_eq!(admin.name, "httpbin:9000");
+        assert_eq!(
+            admin.endpoints,
+            vec![v4(10, 0, 0, 1, 9000), v4(10, 0, 0, 2, 9000)]
+        );
+        assert_eq!(clusters.lookup("httpbin", Some(7000)), None);
+        assert_eq!(clusters.lookup("other", Some(8000)), None);
+    }
+
+    #[test]
+    fn omitted_port_means_the_only_declared_port() {
+        let config = Config {
+            virtual_services: vec![vs("httpbin", &[("httpbin", None), ("httpbin", Some(8000))])],
+            service_entries: vec![service_entry(
+                "httpbin",
+                Resolution::Static,
+                vec![port(8000, "http", None)],
+                vec![endpoint("127.0.0.1", &[])],
+            )],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        assert_eq!(clusters.len(), 1);
+        let id = clusters.lookup("httpbin", None).unwrap();
+        assert_eq!(clusters.lookup("httpbin", Some(8000)), Some(id));
+        assert_eq!(clusters.get(id).endpoints, vec![v4(127, 0, 0, 1, 8000)]);
+        assert_eq!(clusters.iter().count(), 1);
+    }
+
+    #[test]
+    fn undeclared_and_missing_ports_are_errors() {
+        let se = service_entry(
+            "httpbin",
+            Resolution::Static,
+            vec![port(8000, "http", None), port(9000, "admin", None)],
+            vec![endpoint("127.0.0.1", &[])],
+        );
+        let config = Config {
+            virtual_services: vec![vs(
+                "httpbin",
+                &[("httpbin", Some(8000)), ("httpbin", Some(7000))],
+            )],
+            service_entries: vec![se.clone()],
+            ..Config::default()
+        };
+        let message = Clusters::build(&config).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "gateway.yaml document 2 (VirtualService httpbin): http[1] destination httpbin:7000: \
+             port 7000 is not declared by gateway.yaml document 2 (ServiceEntry httpbin), \
+             which declares ports 8000, 9000"
+        );
+        let config = Config {
+            virtual_services: vec![vs("httpbin", &[("httpbin", None)])],
+            service_entries: vec![se],
+            ..Config::default()
+        };
+        let message = Clusters::build(&config).unwrap_err().to_string();
+        assert!(
+            message.contains("http[0] destination httpbin names no destination.port.number"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn static_address_must_be_an_ip() {
+        let config = Config {
+            virtual_services: vec![vs("httpbin", &[("httpbin", Some(8000))])],
+            service_entries: vec![service_entry(
+                "httpbin",
+                Resolution::Static,
+                vec![port(8000, "http", None)],
+                vec![endpoint("httpbin.local", &[])],
+            )],
+            ..Config::default()
+        };
+        let message = Clusters::build(&config).unwrap_err().to_string();
+        assert!(
+            message.contains("endpoints[0].address `httpbin.local` is not an IP address"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn dns_resolves_localhost_to_ipv4() {
+        let config = Config {
+            virtual_services: vec![vs(
+                "local",
+                &[("localhost", Some(8000)), ("upstream", Some(80))],
+            )],
+            service_entries: vec![service_entry(
+                "upstream",
+                Resolution::Dns,
+                vec![port(80, "http", Some(8081))],
+                vec![
+                    endpoint("localhost", &[]),
+                    endpoint("127.0.0.2", &[("http", 9)]),
+                ],
+            )],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        let local = clusters.get(clusters.lookup("localhost", Some(8000)).unwrap());
+        assert_eq!(local.name, "localhost:8000");
+        assert_eq!(local.endpoints, vec![v4(127, 0, 0, 1, 8000)]);
+        let upstream = clusters.get(clusters.lookup("upstream", None).unwrap());
+        assert_eq!(
+            upstream.endpoints,
+            vec![v4(127, 0, 0, 1, 8081), v4(127, 0, 0, 2, 9)]
+        );
+    }
+
+    #[test]
+    fn dns_service_entry_without_endpoints_resolves_its_host() {
+        let config = Config {
+            virtual_services: vec![vs("local", &[("localhost", None)])],
+            service_entries: vec![service_entry(
+                "localhost",
+                Resolution::Dns,
+                vec![port(8000, "http", None)],
+                vec![],
+            )],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        let local = clusters.get(clusters.lookup("localhost", None).unwrap());
+        assert_eq!(local.endpoints, vec![v4(127, 0, 0, 1, 8000)]);
+    }
+
+    #[test]
+    fn unresolvable_host_names_the_virtual_service_rule_and_destination() {
+        let config = Config {
+            virtual_services: vec![vs(
+                "bookinfo",
+                &[("localhost", Some(80)), ("nowhere.invalid", Some(9080))],
+            )],
+            ..Config::default()
+        };
+        let message = Clusters::build(&config).unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "gateway.yaml document 2 (VirtualService bookinfo): http[1] destination \
+                 nowhere.invalid:9080: cannot resolve `nowhere.invalid` with DNS: "
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn destination_rule_sets_the_load_balancer() {
+        let rule = |host: &str, lb| DestinationRule {
+            origin: origin("DestinationRule", host),
+            name: host.to_owned(),
+            host: host.to_owned(),
+            load_balancer: lb,
+        };
+        let config = Config {
+            virtual_services: vec![vs(
+                "lb",
+                &[
+                    ("127.0.0.1", Some(1)),
+                    ("127.0.0.2", Some(1)),
+                    ("localhost", Some(1)),
+                ],
+            )],
+            destination_rules: vec![
+                rule("*", LoadBalancer::Random),
+                rule("127.0.0.1", LoadBalancer::LeastRequest),
+            ],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        let lb = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).lb;
+        assert_eq!(lb("127.0.0.1"), LoadBalancer::LeastRequest);
+        assert_eq!(lb("127.0.0.2"), LoadBalancer::Random);
+        assert_eq!(
+            load_balancer(
+                &[rule("*.example.com", LoadBalancer::Random)],
+                "a.example.com"
+            ),
+            LoadBalancer::Random
+        );
+        assert_eq!(
+            load_balancer(
+                &[rule("*.example.com", LoadBalancer::Random)],
+                "example.com"
+            ),
+            LoadBalancer::RoundRobin
+        );
+    }
+}
