@@ -100,17 +100,25 @@ check_list() {
     printf '%s' "${out% }"
 }
 
+# opt_value "$@": the value after an option, or a clear error when there is none.
+opt_value() {
+    if [ "$#" -lt 2 ] || [ -z "$2" ]; then
+        die "$1 needs a value (see --help)"
+    fi
+    printf '%s' "$2"
+}
+
 while [ "$#" -gt 0 ]; do
     case "$1" in
-    --rounds) ROUNDS="${2:-}"; shift 2 ;;
-    --duration) DURATION="${2:-}"; shift 2 ;;
-    --only) ONLY="${2:-}"; shift 2 ;;
-    --workloads) WORKLOADS="${2:-}"; shift 2 ;;
-    --idle-conns) IDLE_CONNS="${2:-}"; shift 2 ;;
-    --proxy-cpu) PROXY_CPU="${2:-}"; shift 2 ;;
-    --load-cpu) LOAD_CPU="${2:-}"; shift 2 ;;
-    --ringress) RINGRESS_BIN="${2:-}"; shift 2 ;;
-    --out) OUT_DIR="${2:-}"; shift 2 ;;
+    --rounds) ROUNDS="$(opt_value "$@")"; shift 2 ;;
+    --duration) DURATION="$(opt_value "$@")"; shift 2 ;;
+    --only) ONLY="$(opt_value "$@")"; shift 2 ;;
+    --workloads) WORKLOADS="$(opt_value "$@")"; shift 2 ;;
+    --idle-conns) IDLE_CONNS="$(opt_value "$@")"; shift 2 ;;
+    --proxy-cpu) PROXY_CPU="$(opt_value "$@")"; shift 2 ;;
+    --load-cpu) LOAD_CPU="$(opt_value "$@")"; shift 2 ;;
+    --ringress) RINGRESS_BIN="$(opt_value "$@")"; shift 2 ;;
+    --out) OUT_DIR="$(opt_value "$@")"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -319,6 +327,11 @@ rss_kib() {
     printf '%s\n' "$total"
 }
 
+# cpu_line CPU: "busy total" clock ticks of that CPU so far, from /proc/stat.
+cpu_line() {
+    awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -338,6 +351,13 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 256))
     log "warning: open-file limit $(ulimit -n) is below --idle-conns $IDLE_CONNS + 256; the idle workload may fail"
 fi
 
+# HAProxy needs two descriptors per connection (client and server side) and refuses to
+# start when maxconn does not fit the limit.
+nofile="$(ulimit -n)"
+[ "$nofile" = unlimited ] && nofile=1048576
+HAPROXY_MAXCONN=$(((nofile - 256) / 2))
+[ "$HAPROXY_MAXCONN" -le 20000 ] || HAPROXY_MAXCONN=20000
+
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-perf-work.XXXXXX")"
 # nginx workers run as nobody when started as root and must reach the upstream's files.
 chmod 755 "$WORK"
@@ -347,7 +367,7 @@ fi
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 RESULTS="$OUT_DIR/results.tsv"
-printf 'round\tgateway\tworkload\tstatus\tcost\trate\terrors\tcount\tp50_us\tp99_us\tnote\n' >"$RESULTS"
+printf 'round\tgateway\tworkload\tstatus\tcost\trate\terrors\tcount\tp50_us\tp99_us\tcpu_other_pct\tnote\n' >"$RESULTS"
 
 machine_info() {
     printf 'date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -401,7 +421,7 @@ nginx_common() {
     mkdir -p "$dir/tmp"
     cat <<EOF
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $nofile;
 daemon off;
 master_process on;
 pid $dir/nginx.pid;
@@ -523,7 +543,7 @@ start_haproxy() {
     cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn $HAPROXY_MAXCONN
 
 defaults
     mode http
@@ -605,7 +625,8 @@ wait_ready() {
         if ! alive "$GW_PID"; then
             st=0
             wait "$GW_PID" 2>/dev/null || st=$?
-            GW_FAIL="$name exited with status $st before serving: $(cat "$dir"/*.log 2>/dev/null | grep -v '^$' | tail -n 3 | tr '\n' ' ')"
+            why="$(cat "$dir"/*.log 2>/dev/null | grep -v '^$' | tail -n 3 | tr '\n' ' ' || true)"
+            GW_FAIL="$name exited with status $st before serving: ${why:-it printed nothing}"
             return 1
         fi
         if why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
@@ -621,7 +642,7 @@ wait_ready() {
 # Workloads
 
 record() {
-    # round gateway workload status cost rate errors count p50 p99 note
+    # round gateway workload status cost rate errors count p50 p99 cpu_other_pct note
     local IFS=$'\t'
     printf '%s\n' "$*" >>"$RESULTS"
 }
@@ -635,7 +656,7 @@ run_wrk() {
     1m) conns=$BIG_CONNS path=/1m want=$BIG_BYTES ;;
     esac
     if ! why="$(fetch_check "$port" "$path" "$want")"; then
-        record "$round" "$name" "$wl" failed - - - - - - "$why"
+        record "$round" "$name" "$wl" failed - - - - - - - "$why"
         log "  $wl: failed: $why"
         return 0
     fi
@@ -643,19 +664,21 @@ run_wrk() {
     mapfile -t pids < <(proc_tree "$GW_PID")
     out="$OUT_DIR/wrk-r$round-$name-$wl.txt"
     t0="$(cpu_ticks "${pids[@]}")"
+    read -r c0_busy c0_total < <(cpu_line "$PROXY_CPU")
     WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 -c "$conns" -d "${DURATION}s" \
         --timeout 5s -s "$repo_root/perf/wrk-report.lua" "${extra[@]}" \
         "$(gw_url "$port" "$path")" >"$out" 2>&1 || true
     t1="$(cpu_ticks "${pids[@]}")"
+    read -r c1_busy c1_total < <(cpu_line "$PROXY_CPU")
     if ! alive "$GW_PID"; then
-        record "$round" "$name" "$wl" failed - - - - - - "$name exited during $wl"
+        record "$round" "$name" "$wl" failed - - - - - - - "$name exited during $wl"
         log "  $wl: failed: $name exited during the run"
         return 1
     fi
     line="$(grep -m1 '^RINGRESS_PERF ' "$out" || true)"
     if [ -z "$line" ]; then
         why="wrk printed no summary: $(tail -n 2 "$out" | tr '\n' ' ')"
-        record "$round" "$name" "$wl" failed - - - - - - "$why"
+        record "$round" "$name" "$wl" failed - - - - - - - "$why"
         log "  $wl: failed: $why"
         return 0
     fi
@@ -666,22 +689,25 @@ run_wrk() {
     p99="$(sed -E 's/.* p99_us=([0-9]+).*/\1/' <<<"$line")"
     errors="$(awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /_err=/) { split($i, kv, "="); n += kv[2] } print n }' <<<"$line")"
     if [ "$requests" -eq 0 ]; then
-        record "$round" "$name" "$wl" failed - - "$errors" 0 - - "no request completed"
+        record "$round" "$name" "$wl" failed - - "$errors" 0 - - - "no request completed"
         log "  $wl: failed: no request completed ($errors errors)"
         return 0
     fi
-    local cost rate
+    local cost rate other
+    # Share of the gateway's CPU that something else used meanwhile: the noise figure.
+    other="$(awk -v b=$((c1_busy - c0_busy - (t1 - t0))) -v t=$((c1_total - c0_total)) \
+        'BEGIN { if (t <= 0) print "-"; else { if (b < 0) b = 0; printf "%.0f", 100 * b / t } }')"
     cost="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
     rate="$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')"
-    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" ""
-    log "  $(printf '%-9s' "$wl") CPU $cost µs/req  $rate req/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs"
+    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" ""
+    log "  $(printf '%-9s' "$wl") CPU $cost µs/req  $rate req/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
 }
 
 # run_idle ROUND NAME PORT
 run_idle() {
     local round="$1" name="$2" port="$3" pids before after out cpid i line opened failed why
     if ! why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
-        record "$round" "$name" idle failed - - - - - - "$why"
+        record "$round" "$name" idle failed - - - - - - - "$why"
         log "  idle: failed: $why"
         return 0
     fi
@@ -704,7 +730,7 @@ run_idle() {
     if [ -z "$line" ]; then
         stop_pid "$cpid"
         why="idle client did not get ready: $(tail -n 2 "$out" | tr '\n' ' ')"
-        record "$round" "$name" idle failed - - - - - - "$why"
+        record "$round" "$name" idle failed - - - - - - - "$why"
         log "  idle: failed: $why"
         return 0
     fi
@@ -716,13 +742,13 @@ run_idle() {
     failed="$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")"
     if [ "$opened" -eq 0 ]; then
         why="no idle connection opened: $(grep -m1 'first error' "$out" || true)"
-        record "$round" "$name" idle failed - - "$failed" 0 - - "$why"
+        record "$round" "$name" idle failed - - "$failed" 0 - - - "$why"
         log "  idle: failed: $why"
         return 0
     fi
     local cost
     cost="$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN { printf "%.2f", (a - b) / n }')"
-    record "$round" "$name" idle ok "$cost" "$after" "$failed" "$opened" - - "RSS ${before} -> ${after} KiB"
+    record "$round" "$name" idle ok "$cost" "$after" "$failed" "$opened" - - - "RSS ${before} -> ${after} KiB"
     log "  idle      RSS $before -> $after KiB over $opened connections: $cost KiB/conn ($failed failed)"
     # Let the gateway close them before the next workload.
     sleep 1
@@ -746,7 +772,7 @@ run_gateway() {
         log "  $name failed: $GW_FAIL"
         FAILED_AT_START[$name]="$GW_FAIL"
         for wl in $WORKLOAD_LIST; do
-            record "$round" "$name" "$wl" failed - - - - - - "$GW_FAIL"
+            record "$round" "$name" "$wl" failed - - - - - - - "$GW_FAIL"
         done
         [ -z "$GW_PID" ] || stop_pid "$GW_PID"
         cp "$dir"/*.log "$OUT_DIR/" 2>/dev/null || true

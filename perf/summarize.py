@@ -8,8 +8,9 @@ One row per workload and gateway: the median cost (gateway CPU µs per request, 
 for 1m, or RSS KiB per idle connection) and the median rate (requests/s, MiB/s for
 1m), each with its ratio to HAProxy's and nginx's median in the same workload, the
 spread (min-max) of the cost over the rounds, the rounds that succeeded and the total
-client-side errors. A gateway whose runs all failed shows "failed", and the reasons are
-listed under the table. Lower cost is better; higher rate is better.
+client-side errors, and the median share of the gateway's CPU that other processes
+used during the runs ("other load", the noise figure). A gateway whose runs all failed
+shows "failed", and the reasons are listed under the table. Lower cost is better; higher rate is better.
 """
 
 import argparse
@@ -51,6 +52,14 @@ def ratio(value, base) -> str:
     return f"{value / base:.2f}×"
 
 
+def other_load(ok_rows) -> str:
+    """Median share of the gateway's CPU used by other processes during the runs."""
+    values = [float(r["cpu_other_pct"]) for r in ok_rows if r.get("cpu_other_pct", "-") not in ("", "-")]
+    if not values:
+        return "—"
+    return f"{statistics.median(values):.0f}%"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results")
@@ -89,14 +98,15 @@ def main() -> int:
                 "max": max(costs),
                 "runs": f"{len(ok)}/{len(mine)}",
                 "errors": errors,
+                "other": other_load(ok),
             }
 
     out = sys.stdout
     out.write(
         "| workload | gateway | CPU or RSS (median) | ÷ HAProxy | ÷ nginx "
-        "| rate (median) | ÷ HAProxy | ÷ nginx | spread (min–max) | rounds ok | errors |\n"
+        "| rate (median) | ÷ HAProxy | ÷ nginx | spread (min–max) | rounds ok | errors | other load |\n"
     )
-    out.write("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+    out.write("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
     for wl in workloads:
         base_h = stats.get((wl, "haproxy"))
         base_n = stats.get((wl, "nginx"))
@@ -107,7 +117,7 @@ def main() -> int:
             title = WORKLOAD_TITLE.get(wl, wl)
             if not isinstance(s, dict):
                 label = "not run" if s == "not run" else "failed"
-                out.write(f"| {title} | {gw} | {label} | | | | | | | | |\n")
+                out.write(f"| {title} | {gw} | {label} | | | | | | | | | |\n")
                 continue
             cost = f"{fmt(s['cost'])} {COST_UNIT.get(wl, '')}"
             if s["rate"] is None:
@@ -119,7 +129,7 @@ def main() -> int:
             out.write(
                 f"| {title} | {gw} | {cost} | {ratio(s['cost'], base_h and base_h['cost'])} "
                 f"| {ratio(s['cost'], base_n and base_n['cost'])} | {rate} | {rh} | {rn} "
-                f"| {fmt(s['min'])}–{fmt(s['max'])} | {s['runs']} | {s['errors']} |\n"
+                f"| {fmt(s['min'])}–{fmt(s['max'])} | {s['runs']} | {s['errors']} | {s['other']} |\n"
             )
     if reasons:
         out.write("\nFailures:\n")
