@@ -387,6 +387,9 @@ machine_info() {
     printf 'pinning: gateway on CPU %s; wrk, idle client and upstream nginx on CPU %s\n' "$PROXY_CPU" "$LOAD_CPU"
 }
 machine_info | tee "$OUT_DIR/machine.txt" >&2
+if awk -v n="$ncpu" '{ exit !($1 > n / 2) }' /proc/loadavg; then
+    log "warning: load average $(cut -d' ' -f1 /proc/loadavg) on $ncpu CPUs: other programs are running; watch the 'other load' column"
+fi
 
 gen_certs() {
     local d="$WORK/certs"
@@ -700,7 +703,9 @@ run_wrk() {
     cost="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
     rate="$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')"
     record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" ""
-    log "  $(printf '%-9s' "$wl") CPU $cost µs/req  $rate req/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
+    local unit=req
+    [ "$wl" != 1m ] || unit=MiB
+    log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit  $rate $unit/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
 }
 
 # run_idle ROUND NAME PORT
