@@ -650,6 +650,17 @@ record() {
     printf '%s\n' "$*" >>"$RESULTS"
 }
 
+# run_load OUTFILE WRK_ARGS...: one wrk thread on the load CPU, in the background so a
+# signal stops the benchmark at once (the trap then stops wrk too).
+run_load() {
+    local out="$1"
+    shift
+    spawn "$out" env WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 \
+        -s "$repo_root/perf/wrk-report.lua" "$@"
+    wait "$SPAWNED" || true
+    forget_pid "$SPAWNED"
+}
+
 # run_wrk ROUND NAME PORT WORKLOAD
 run_wrk() {
     local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() why
@@ -668,9 +679,7 @@ run_wrk() {
     out="$OUT_DIR/wrk-r$round-$name-$wl.txt"
     t0="$(cpu_ticks "${pids[@]}")"
     read -r c0_busy c0_total < <(cpu_line "$PROXY_CPU")
-    WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 -c "$conns" -d "${DURATION}s" \
-        --timeout 5s -s "$repo_root/perf/wrk-report.lua" "${extra[@]}" \
-        "$(gw_url "$port" "$path")" >"$out" 2>&1 || true
+    run_load "$out" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" "$(gw_url "$port" "$path")"
     t1="$(cpu_ticks "${pids[@]}")"
     read -r c1_busy c1_total < <(cpu_line "$PROXY_CPU")
     if ! alive "$GW_PID"; then
@@ -788,8 +797,7 @@ run_gateway() {
             -CAfile "$CA" </dev/null 2>/dev/null | grep -m1 -E '^(New|Protocol|Cipher)' || echo '?')"
     fi
     # Unrecorded warm-up: caches, lazy allocations, upstream keep-alive pool.
-    WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 -c "$KEEPALIVE_CONNS" \
-        -d "${WARMUP_SECS}s" -s "$repo_root/perf/wrk-report.lua" "$(gw_url "$port" /)" >/dev/null 2>&1 || true
+    run_load /dev/null -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" "$(gw_url "$port" /)"
     # idle first, so earlier bursts have not left freed memory for it to reuse.
     local order=()
     [[ " $WORKLOAD_LIST " == *" idle "* ]] && order+=(idle)
