@@ -717,9 +717,32 @@ run_wrk() {
     log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit  $rate $unit/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
 }
 
+# wait_line FILE PREFIX PID: the first line of FILE starting with PREFIX, waiting while
+# PID lives; 300 s at most (the idle client needs a few seconds per thousand connections).
+wait_line() {
+    local file="$1" prefix="$2" pid="$3" i line=""
+    for i in $(seq 1 3000); do
+        line="$(grep -m1 "^$prefix " "$file" 2>/dev/null || true)"
+        [ -n "$line" ] && break
+        alive "$pid" || break
+        sleep 0.1
+    done
+    printf '%s' "$line"
+}
+
+# field LINE NAME: the number after NAME= in LINE.
+field() {
+    sed -E "s/.*[ ]$2=([0-9]+).*/\1/" <<<"$1"
+}
+
 # run_idle ROUND NAME PORT
+# Opens half the connections, samples RSS, opens the other half, samples again. The
+# figure is the second half's growth per connection: the first half soaks up memory
+# the gateway's allocator already held from the warm-up, which would otherwise make
+# the cost look smaller than it is.
 run_idle() {
-    local round="$1" name="$2" port="$3" pids before after out cpid i line opened failed why
+    local round="$1" name="$2" port="$3" pids before mid after out cpid paused ready go why
+    local first total second
     if ! why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
         record "$round" "$name" idle failed - - - - - - - "$why"
         log "  idle: failed: $why"
@@ -729,19 +752,20 @@ run_idle() {
     sleep 0.5
     before="$(rss_kib "${pids[@]}")"
     out="$OUT_DIR/idle-r$round-$name.txt"
+    go="$WORK/idle-go-r$round-$name"
     spawn "$out" taskset -c "$LOAD_CPU" python3 "$repo_root/perf/idle_conns.py" \
         --port "$port" --server-name "$SERVER_NAME" --cafile "$CA" \
-        --count "$IDLE_CONNS" --hold 300
+        --count "$IDLE_CONNS" --pause-at $((IDLE_CONNS / 2)) --go-file "$go" --hold 300
     cpid="$SPAWNED"
-    line=""
-    # Bounded: 300 s at most, usually a few seconds per thousand connections.
-    for i in $(seq 1 3000); do
-        line="$(grep -m1 '^READY ' "$out" 2>/dev/null || true)"
-        [ -n "$line" ] && break
-        alive "$cpid" || break
-        sleep 0.1
-    done
-    if [ -z "$line" ]; then
+    paused=""
+    if [ "$IDLE_CONNS" -ge 2 ]; then
+        paused="$(wait_line "$out" PAUSED "$cpid")"
+        sleep 1
+        mid="$(rss_kib "${pids[@]}")"
+    fi
+    touch "$go"
+    ready="$(wait_line "$out" READY "$cpid")"
+    if [ -z "$ready" ]; then
         stop_pid "$cpid"
         why="idle client did not get ready: $(tail -n 2 "$out" | tr '\n' ' ')"
         record "$round" "$name" idle failed - - - - - - - "$why"
@@ -752,18 +776,26 @@ run_idle() {
     mapfile -t pids < <(proc_tree "$GW_PID")
     after="$(rss_kib "${pids[@]}")"
     stop_pid "$cpid"
-    opened="$(sed -E 's/.*opened=([0-9]+).*/\1/' <<<"$line")"
-    failed="$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$line")"
-    if [ "$opened" -eq 0 ]; then
+    total="$(field "$ready" opened)"
+    first="$(field "${paused:-x opened=0}" opened)"
+    second=$((total - first))
+    if [ "$total" -eq 0 ]; then
         why="no idle connection opened: $(grep -m1 'first error' "$out" || true)"
-        record "$round" "$name" idle failed - - "$failed" 0 - - - "$why"
+        record "$round" "$name" idle failed - - "$(field "$ready" failed)" 0 - - - "$why"
         log "  idle: failed: $why"
         return 0
     fi
-    local cost
-    cost="$(awk -v a="$after" -v b="$before" -v n="$opened" 'BEGIN { printf "%.2f", (a - b) / n }')"
-    record "$round" "$name" idle ok "$cost" "$after" "$failed" "$opened" - - - "RSS ${before} -> ${after} KiB"
-    log "  idle      RSS $before -> $after KiB over $opened connections: $cost KiB/conn ($failed failed)"
+    local cost all
+    all="$(awk -v a="$after" -v b="$before" -v n="$total" 'BEGIN { printf "%.2f", (a - b) / n }')"
+    if [ -n "$paused" ] && [ "$first" -gt 0 ] && [ "$second" -gt 0 ]; then
+        cost="$(awk -v a="$after" -v b="$mid" -v n="$second" 'BEGIN { printf "%.2f", (a - b) / n }')"
+    else
+        cost="$all"
+        mid="-"
+    fi
+    record "$round" "$name" idle ok "$cost" "$after" "$(field "$ready" failed)" "$total" - - - \
+        "RSS KiB ${before} -> ${mid} -> ${after}; over all ${total}: ${all} KiB/conn"
+    log "  idle      RSS $before -> $mid -> $after KiB: $cost KiB/conn over the last $second of $total connections ($all over all; $(field "$ready" failed) failed)"
     # Let the gateway close them before the next workload.
     sleep 1
 }

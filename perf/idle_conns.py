@@ -11,11 +11,19 @@ state, upstream route). Then the script prints one line
 and holds the connections open, sending nothing, until --hold seconds have passed or
 it is terminated. compare.sh samples the gateway's RSS while they are held.
 
+With --pause-at K --go-file PATH it also stops after K connections, prints
+
+    PAUSED opened=K failed=M
+
+and opens the rest only once PATH exists, so compare.sh can measure the memory of the
+second batch alone (the first batch absorbs memory the allocator already had free).
+
 Only the standard library; connects to the given address only (loopback in
 compare.sh). Every wait is bounded by --timeout or --hold.
 """
 
 import argparse
+import os
 import socket
 import ssl
 import sys
@@ -68,6 +76,8 @@ def main() -> int:
     parser.add_argument("--path", default="/")
     parser.add_argument("--hold", type=float, default=60.0, help="seconds to hold them")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-connection I/O timeout")
+    parser.add_argument("--pause-at", type=int, default=0, help="pause after this many")
+    parser.add_argument("--go-file", help="resume from the pause once this file exists")
     args = parser.parse_args()
 
     ctx = ssl.create_default_context(cafile=args.cafile)
@@ -80,7 +90,12 @@ def main() -> int:
     held = []
     failed = 0
     first_error = None
-    for _ in range(args.count):
+    for i in range(args.count):
+        if args.pause_at and i == args.pause_at and args.go_file:
+            print(f"PAUSED opened={len(held)} failed={failed}", flush=True)
+            deadline = time.monotonic() + args.hold
+            while not os.path.exists(args.go_file) and time.monotonic() < deadline:
+                time.sleep(0.05)
         raw = None
         try:
             raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
