@@ -181,6 +181,7 @@ apt_install() {
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod +x /usr/sbin/policy-rc.d
         made_policy=1
+        MADE_POLICY_RC=1
     fi
     if [ "$apt_updated" -eq 0 ]; then
         as_root apt-get update -qq
@@ -191,6 +192,7 @@ apt_install() {
         apt-get install -y -qq --no-install-recommends "$@" || rc=$?
     if [ "$made_policy" -eq 1 ]; then
         rm -f /usr/sbin/policy-rc.d
+        MADE_POLICY_RC=0
     fi
     return "$rc"
 }
@@ -224,6 +226,7 @@ ensure_tools() {
 
 STARTED_PIDS=()
 WORK=""
+MADE_POLICY_RC=0
 
 stop_pid() {
     local pid="$1" i
@@ -262,6 +265,10 @@ cleanup() {
     done
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         rm -rf "$WORK"
+    fi
+    # Interrupted during a package install: remove the service-start block it set up.
+    if [ "$MADE_POLICY_RC" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
     fi
     exit "$rc"
 }
