@@ -133,6 +133,9 @@ check_range() {
 check_range --rounds "$ROUNDS" 1 100
 check_range --duration "$DURATION" 1 600
 check_range --idle-conns "$IDLE_CONNS" 1 50000
+if [ "$IDLE_CONNS" -lt 1000 ]; then
+    log "warning: --idle-conns $IDLE_CONNS: below 1000 the allocator's free memory hides part of each connection's cost"
+fi
 ncpu="$(nproc)"
 check_range --proxy-cpu "$PROXY_CPU" 0 $((ncpu - 1))
 check_range --load-cpu "$LOAD_CPU" 0 $((ncpu - 1))
