@@ -54,7 +54,7 @@ ALL_GATEWAYS="nginx haproxy ringress"
 ALL_WORKLOADS="keepalive close 1m idle"
 
 usage() {
-    sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
     cat <<EOF
 
 Options:

@@ -35,7 +35,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
     cat <<'EOF'
 
 Options:
@@ -161,22 +161,46 @@ elif ! channels="$(ethtool -l "$IFACE" 2>&1)"; then
     printf '%s does not report channels (%s); its queue count stays as it is\n' \
         "$IFACE" "$(printf '%s' "$channels" | tail -n1)"
 else
-    max="$(awk '/^Pre-set maximums/ { m = 1 } /^Current/ { m = 0 } m && /^Combined:/ { print $2 }' <<<"$channels")"
-    cur="$(awk '/^Current/ { c = 1 } c && /^Combined:/ { print $2 }' <<<"$channels")"
-    want="$SHARDS"
-    if [[ "$max" =~ ^[0-9]+$ ]] && [ "$max" -lt "$want" ]; then
-        printf '%s has at most %s combined queues, fewer than %s shards: using %s; consider --rps\n' \
-            "$IFACE" "$max" "$SHARDS" "$max"
-        want="$max"
+    # maximum and current count of one channel kind (Combined, RX, TX)
+    chan() {
+        awk -v k="$1:" -v sect="$2" '/^Pre-set maximums/ { s = "max" } /^Current/ { s = "cur" }
+            s == sect && $1 == k { print $2 }' <<<"$channels"
+    }
+    kind=""
+    if [[ "$(chan Combined max)" =~ ^[0-9]+$ ]] && [ "$(chan Combined max)" -gt 0 ]; then
+        kind=combined
+    elif [[ "$(chan RX max)" =~ ^[0-9]+$ ]] && [[ "$(chan TX max)" =~ ^[0-9]+$ ]]; then
+        kind=rxtx
     fi
-    if ! [[ "$max" =~ ^[0-9]+$ ]]; then
-        printf '%s has no combined channels (separate rx/tx: set them with ethtool -L %s rx N tx N)\n' \
-            "$IFACE" "$IFACE"
-    elif [ "$cur" = "$want" ]; then
-        printf '%s already has %s combined queues\n' "$IFACE" "$cur"
-    else
-        printf 'now %s combined queues (maximum %s)\n' "$cur" "$max"
-        run ethtool -L "$IFACE" combined "$want"
+    case "$kind" in
+    combined)
+        max="$(chan Combined max)" cur="$(chan Combined cur)"
+        ;;
+    rxtx)
+        max="$(chan RX max)" cur="$(chan RX cur)"
+        [ "$(chan TX max)" -ge "$max" ] || max="$(chan TX max)"
+        [ "$(chan TX cur)" = "$cur" ] || cur="$cur/$(chan TX cur)"
+        ;;
+    *)
+        printf '%s reports no settable channel counts; its queue count stays as it is\n' "$IFACE"
+        ;;
+    esac
+    if [ -n "$kind" ]; then
+        want="$SHARDS"
+        if [ "$max" -lt "$want" ]; then
+            printf '%s has at most %s queues, fewer than %s shards: using %s; consider --rps\n' \
+                "$IFACE" "$max" "$SHARDS" "$max"
+            want="$max"
+        fi
+        if [ "$cur" = "$want" ]; then
+            printf '%s already has %s %s queues\n' "$IFACE" "$cur" "$kind"
+        elif [ "$kind" = combined ]; then
+            printf 'now %s combined queues (maximum %s)\n' "$cur" "$max"
+            run ethtool -L "$IFACE" combined "$want"
+        else
+            printf 'now %s rx/tx queues (maximum %s)\n' "$cur" "$max"
+            run ethtool -L "$IFACE" rx "$want" tx "$want"
+        fi
     fi
 fi
 
