@@ -153,7 +153,7 @@ if [ "$APPLY" -eq 0 ]; then
 fi
 
 # 1. Queues.
-printf '\n## 1. one combined queue per shard\n'
+printf '\n## 1. one queue per shard\n'
 if ! command -v ethtool >/dev/null 2>&1; then
     printf 'ethtool is not installed (Debian: apt-get install ethtool); skipping the queue count\n'
     [ "$APPLY" -eq 0 ] || FAILURES=$((FAILURES + 1))
