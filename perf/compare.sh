@@ -597,18 +597,17 @@ prepare_ringress() {
 }
 
 start_ringress() {
-    local dir="$1" port="$2" admin
+    local dir="$1" port="$2"
     if [ -n "$RINGRESS_UNAVAILABLE" ]; then
         GW_FAIL="$RINGRESS_UNAVAILABLE"
         return 1
     fi
-    admin="$(free_port)"
     sed -e "s#/tmp/ringress-perf/#$CERT_DIR/#g" \
         -e "s/number: 8443\$/number: $port/" \
         -e "s/number: 8080\$/number: $UPSTREAM_PORT/" \
         "$repo_root/perf/ringress.yaml" >"$dir/ringress.yaml"
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
-        --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin"
+        --config "$dir/ringress.yaml" --shards 1
     GW_PID="$SPAWNED"
 }
 
