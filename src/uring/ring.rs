@@ -1,0 +1,543 @@
+//! The ring itself: setup (with the reasons io_uring can be unavailable), the slab of
+//! in-flight operations keyed by `user_data`, submission and completion. Every socket
+//! operation of a shard, from accept to the last byte of a response, passes through
+//! [`Driver::push`] and comes back through [`Driver::reap`].
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::buf_ring::BufRing;
+
+/// Where the kernel publishes whether io_uring may be used.
+const IO_URING_DISABLED_SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
+
+/// `user_data` of the cancel requests the runtime submits itself; their completions are
+/// ignored (the cancelled operation reports its own completion).
+const CANCEL_USER_DATA: u64 = u64::MAX;
+
+/// Generations are 31 bits so that no operation's `user_data` equals [`CANCEL_USER_DATA`].
+const GENERATION_MASK: u32 = 0x7fff_ffff;
+
+/// How many completion-queue waits of [`TEARDOWN_WAIT`] each [`Driver`]'s drop spends
+/// on cancelled operations before it gives up and leaks their buffers instead of
+/// freeing them.
+const TEARDOWN_MAX_WAITS: usize = 200;
+const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Sizes of one shard's ring and of its receive buffer ring.
+#[derive(Debug, Clone)]
+pub struct RingOptions {
+    /// Submission queue entries (the completion queue gets twice as many).
+    pub entries: u32,
+    /// Buffers in the provided buffer ring that `recv` selects from (at most 32768).
+    pub recv_buffers: u16,
+    /// Size of each receive buffer in bytes.
+    pub recv_buffer_size: usize,
+}
+
+impl Default for RingOptions {
+    fn default() -> Self {
+        RingOptions {
+            entries: 1024,
+            recv_buffers: 512,
+            recv_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// Why a shard could not get an io_uring ring.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `io_uring_setup` returned ENOSYS.
+    #[error(
+        "io_uring is unavailable: the kernel has no io_uring_setup system call (ENOSYS); \
+         ringress needs Linux 6.0 or newer"
+    )]
+    KernelTooOld,
+    /// `io_uring_setup` returned EPERM and the sysctl says why.
+    #[error(
+        "io_uring is disabled by sysctl kernel.io_uring_disabled = {value} \
+         ({IO_URING_DISABLED_SYSCTL}): {meaning}; set it to 0 to run ringress"
+    )]
+    DisabledBySysctl {
+        /// The sysctl's value (1 or 2).
+        value: u8,
+        /// What that value means.
+        meaning: &'static str,
+    },
+    /// `io_uring_setup` returned EPERM although the sysctl allows io_uring.
+    #[error(
+        "io_uring_setup was denied (EPERM) although kernel.io_uring_disabled = {sysctl}: \
+         a seccomp filter or container policy forbids io_uring (for Docker or Kubernetes, \
+         use a seccomp profile that allows io_uring_setup, io_uring_enter and io_uring_register)"
+    )]
+    Denied {
+        /// What the sysctl file said (or why it could not be read).
+        sysctl: String,
+    },
+    /// Registering the receive buffer ring failed.
+    #[error(
+        "registering the receive buffer ring ({buffers} buffers of {size} bytes) failed: {source} \
+         (provided buffer rings need Linux 5.19 or newer)"
+    )]
+    BufRing {
+        /// Number of buffers asked for.
+        buffers: u16,
+        /// Size of each.
+        size: usize,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// Bad [`RingOptions`].
+    #[error("invalid ring options: {0}")]
+    Options(&'static str),
+    /// Any other error from `io_uring_setup`.
+    #[error("io_uring_setup failed: {0}")]
+    Io(#[source] io::Error),
+}
+
+/// Checks once, at start-up, that this process may create an io_uring ring, and says
+/// precisely why not otherwise.
+pub fn check_available() -> Result<(), SetupError> {
+    IoUring::<squeue::Entry, cqueue::Entry>::new(8)
+        .map(drop)
+        .map_err(classify_setup_error)
+}
+
+/// Turns an `io_uring_setup` error into the reason a user can act on.
+fn classify_setup_error(err: io::Error) -> SetupError {
+    match err.raw_os_error() {
+        Some(libc::ENOSYS) => SetupError::KernelTooOld,
+        Some(libc::EPERM) => match std::fs::read_to_string(IO_URING_DISABLED_SYSCTL) {
+            Ok(text) => match text.trim() {
+                "1" => SetupError::DisabledBySysctl {
+                    value: 1,
+                    meaning: "only root and members of kernel.io_uring_group may create rings",
+                },
+                "2" => SetupError::DisabledBySysctl {
+                    value: 2,
+                    meaning: "io_uring is disabled for every process",
+                },
+                other => SetupError::Denied {
+                    sysctl: other.to_string(),
+                },
+            },
+            Err(e) => SetupError::Denied {
+                sysctl: format!("unknown ({IO_URING_DISABLED_SYSCTL} unreadable: {e})"),
+            },
+        },
+        _ => SetupError::Io(err),
+    }
+}
+
+/// One completion as the runtime hands it to an operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cqe {
+    /// The result: a count or fd when `>= 0`, minus an errno otherwise.
+    pub(crate) res: i32,
+    /// `IORING_CQE_F_*` flags.
+    pub(crate) flags: u32,
+}
+
+impl Cqe {
+    /// The result as an `io::Result`.
+    pub(crate) fn result(&self) -> io::Result<u32> {
+        if self.res < 0 {
+            Err(io::Error::from_raw_os_error(-self.res))
+        } else {
+            Ok(self.res.unsigned_abs())
+        }
+    }
+
+    /// Whether more completions follow for the same operation (multishot).
+    pub(crate) fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+}
+
+/// What the runtime must do with a completion nobody waits for any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// Nothing to release but the operation's own data.
+    Plain,
+    /// A non-negative result is a new file descriptor that must be closed.
+    Accept,
+}
+
+/// One in-flight operation.
+struct Slot {
+    generation: u32,
+    /// `None` while the slot is free.
+    op: Option<SlotOp>,
+}
+
+struct SlotOp {
+    kind: OpKind,
+    waker: Option<Waker>,
+    /// Completions not yet taken by the operation's future (several for multishot).
+    completions: VecDeque<Cqe>,
+    /// Set when the future was dropped before the last completion: the buffers and fds
+    /// the kernel may still use, kept here until that completion arrives.
+    orphan: Option<Box<dyn Any>>,
+}
+
+/// The ring, the in-flight slab and the receive buffer ring of one shard.
+pub(crate) struct Driver {
+    uring: IoUring,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    in_flight: usize,
+    /// Wakers of operations that completed, called by the executor once the driver is no
+    /// longer borrowed.
+    pub(crate) woken: Vec<Waker>,
+    pub(crate) bufs: Rc<BufRing>,
+}
+
+impl Driver {
+    /// Creates the ring, trying single-issuer + deferred task running first and falling
+    /// back to older setups when the kernel refuses those flags.
+    pub(crate) fn new(opts: &RingOptions) -> Result<Driver, SetupError> {
+        if opts.entries == 0 {
+            return Err(SetupError::Options("entries must be at least 1"));
+        }
+        if opts.recv_buffers == 0 || opts.recv_buffers > 32768 {
+            return Err(SetupError::Options(
+                "recv_buffers must be between 1 and 32768",
+            ));
+        }
+        if opts.recv_buffer_size == 0 || u32::try_from(opts.recv_buffer_size).is_err() {
+            return Err(SetupError::Options(
+                "recv_buffer_size must be between 1 and 4 GiB",
+            ));
+        }
+        let uring = build_ring(opts.entries)?;
+        let bufs = BufRing::new(opts.recv_buffers, opts.recv_buffer_size).map_err(|source| {
+            SetupError::BufRing {
+                buffers: opts.recv_buffers,
+                size: opts.recv_buffer_size,
+                source,
+            }
+        })?;
+        bufs.register(&uring.submitter())
+            .map_err(|source| SetupError::BufRing {
+                buffers: opts.recv_buffers,
+                size: opts.recv_buffer_size,
+                source,
+            })?;
+        Ok(Driver {
+            uring,
+            slots: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            woken: Vec::new(),
+            bufs: Rc::new(bufs),
+        })
+    }
+
+    /// Allocates a slot for a new operation and queues its submission entry.
+    ///
+    /// # Safety
+    ///
+    /// Every pointer in `entry` must stay valid (and, for memory the kernel writes,
+    /// otherwise unused) until the operation's last completion has been reaped. Callers
+    /// guarantee this by keeping the pointed-to memory in heap allocations owned by the
+    /// operation's future, which hands them to [`Driver::orphan`] if it is dropped early.
+    pub(crate) unsafe fn push(&mut self, kind: OpKind, entry: squeue::Entry) -> u64 {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+                self.slots.push(Slot {
+                    generation: 0,
+                    op: None,
+                });
+                i
+            }
+        };
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            unreachable!("slot index comes from the slab itself")
+        };
+        slot.op = Some(SlotOp {
+            kind,
+            waker: None,
+            completions: VecDeque::new(),
+            orphan: None,
+        });
+        self.in_flight += 1;
+        let user_data = (u64::from(slot.generation) << 32) | u64::from(index);
+        let entry = entry.user_data(user_data);
+        // SAFETY: the caller guarantees that the entry's memory outlives the operation.
+        unsafe { self.push_entry(&entry) };
+        user_data
+    }
+
+    /// Puts an entry on the submission queue, flushing the queue to the kernel first if
+    /// it is full.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Driver::push`].
+    unsafe fn push_entry(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller guarantees that the memory the entry points to stays
+            // valid until its completion; a cancel entry points to nothing.
+            if unsafe { self.uring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            // Queue full: hand the queued entries to the kernel and retry. A submit error
+            // other than EINTR/EBUSY leaves entries queued; retrying is still right.
+            if let Err(e) = self.uring.submit() {
+                tracing::warn!(error = %e, "io_uring submit failed while the submission queue was full");
+                self.reap();
+            }
+        }
+    }
+
+    /// Polls an operation for its next completion. The slot is freed when the last one
+    /// (no `IORING_CQE_F_MORE`) is taken.
+    pub(crate) fn poll_completion(&mut self, user_data: u64, cx: &mut Context<'_>) -> Poll<Cqe> {
+        let Some(op) = self.slot_op(user_data) else {
+            // Cannot happen: a future only polls the slot it owns, which is freed only
+            // after it took the last completion. Report it as a cancelled operation.
+            return Poll::Ready(Cqe {
+                res: -libc::ECANCELED,
+                flags: 0,
+            });
+        };
+        match op.completions.pop_front() {
+            Some(cqe) => {
+                if !cqe.more() {
+                    self.free_slot(user_data);
+                }
+                Poll::Ready(cqe)
+            }
+            None => {
+                match &op.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => op.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Called when an operation's future is dropped before its last completion: keeps
+    /// `data` (buffers, fds) alive until the kernel is done and asks the kernel to cancel.
+    pub(crate) fn orphan(&mut self, user_data: u64, data: Box<dyn Any>) {
+        let bufs = Rc::clone(&self.bufs);
+        let Some(op) = self.slot_op(user_data) else {
+            return;
+        };
+        let mut finished = false;
+        for cqe in op.completions.drain(..) {
+            release_unclaimed(op.kind, cqe, &bufs);
+            finished |= !cqe.more();
+        }
+        if finished {
+            self.free_slot(user_data);
+            return;
+        }
+        op.waker = None;
+        op.orphan = Some(data);
+        self.cancel(user_data);
+    }
+
+    /// Asks the kernel to cancel one operation; its completion arrives as usual.
+    pub(crate) fn cancel(&mut self, user_data: u64) {
+        let entry = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        // SAFETY: a cancel request carries no pointer; it names its target by user_data.
+        unsafe { self.push_entry(&entry) };
+    }
+
+    fn slot_op(&mut self, user_data: u64) -> Option<&mut SlotOp> {
+        let (index, generation) = split_user_data(user_data);
+        let slot = self.slots.get_mut(index)?;
+        if slot.generation != generation {
+            return None;
+        }
+        slot.op.as_mut()
+    }
+
+    fn free_slot(&mut self, user_data: u64) {
+        let (index, generation) = split_user_data(user_data);
+        if let Some(slot) = self.slots.get_mut(index)
+            && slot.generation == generation
+            && slot.op.take().is_some()
+        {
+            slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
+            self.in_flight -= 1;
+            if let Ok(i) = u32::try_from(index) {
+                self.free.push(i);
+            }
+        }
+    }
+
+    /// Submits queued entries; waits for at least one completion when `wait` is set.
+    /// With deferred task running, completions are only posted by an enter that asks for
+    /// events, so this always does.
+    pub(crate) fn submit(&mut self, wait: bool) {
+        let want = usize::from(wait);
+        let result = if wait {
+            self.uring.submit_and_wait(want)
+        } else {
+            let pending = self.uring.submission().len();
+            // SAFETY: plain io_uring_enter on our own ring: submit the `pending` entries we
+            // queued (their memory is owned as `push` requires) and run deferred completions
+            // without waiting; no argument pointer is passed.
+            unsafe {
+                self.uring.submitter().enter::<libc::sigset_t>(
+                    u32::try_from(pending).unwrap_or(u32::MAX),
+                    0,
+                    io_uring_sys_getevents(),
+                    None,
+                )
+            }
+        };
+        if let Err(e) = result {
+            match e.raw_os_error() {
+                // Interrupted, or completions must be reaped before more can be submitted.
+                Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => tracing::warn!(error = %e, "io_uring_enter failed"),
+            }
+        }
+    }
+
+    /// Moves completions from the completion queue to their slots and collects the
+    /// wakers to call (in [`Driver::woken`]) once the driver is no longer borrowed.
+    pub(crate) fn reap(&mut self) {
+        let completed: Vec<(u64, Cqe)> = self
+            .uring
+            .completion()
+            .map(|e| {
+                (
+                    e.user_data(),
+                    Cqe {
+                        res: e.result(),
+                        flags: e.flags(),
+                    },
+                )
+            })
+            .collect();
+        for (user_data, cqe) in completed {
+            if user_data == CANCEL_USER_DATA {
+                continue;
+            }
+            let bufs = Rc::clone(&self.bufs);
+            let Some(op) = self.slot_op(user_data) else {
+                // A completion for a freed slot cannot happen (slots are freed only after
+                // their last completion); if it does, still return a selected buffer.
+                release_unclaimed(OpKind::Plain, cqe, &bufs);
+                continue;
+            };
+            if op.orphan.is_some() {
+                release_unclaimed(op.kind, cqe, &bufs);
+                if !cqe.more() {
+                    self.free_slot(user_data);
+                }
+                continue;
+            }
+            op.completions.push_back(cqe);
+            if let Some(w) = op.waker.take() {
+                self.woken.push(w);
+            }
+        }
+    }
+
+    /// Number of operations the kernel still owns.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+}
+
+impl Drop for Driver {
+    /// Cancels everything still in flight and waits for the kernel to finish with it, so
+    /// no buffer is freed while the kernel may still write into it. If the kernel does not
+    /// answer in time the remaining buffers are leaked rather than freed.
+    fn drop(&mut self) {
+        if self.in_flight == 0 {
+            return;
+        }
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL_USER_DATA);
+        // SAFETY: a cancel request carries no pointer.
+        unsafe { self.push_entry(&entry) };
+        for _ in 0..TEARDOWN_MAX_WAITS {
+            if self.in_flight == 0 {
+                return;
+            }
+            let wait = types::Timespec::from(TEARDOWN_WAIT);
+            let args = types::SubmitArgs::new().timespec(&wait);
+            // ETIME (nothing finished within the wait) and EINTR just mean "look again".
+            let _ = self.uring.submitter().submit_with_args(1, &args);
+            self.reap();
+            self.woken.clear();
+        }
+        tracing::error!(
+            in_flight = self.in_flight,
+            "io_uring operations did not finish at shutdown; leaking their buffers"
+        );
+        std::mem::forget(std::mem::take(&mut self.slots));
+    }
+}
+
+/// Releases what a completion nobody will read carries: an accepted fd or a selected
+/// receive buffer.
+fn release_unclaimed(kind: OpKind, cqe: Cqe, bufs: &BufRing) {
+    if kind == OpKind::Accept && cqe.res >= 0 {
+        // SAFETY: the kernel just created this fd for us and nobody else has seen it.
+        unsafe { libc::close(cqe.res) };
+    }
+    if let Some(bid) = cqueue::buffer_select(cqe.flags) {
+        bufs.recycle(bid);
+    }
+}
+
+fn split_user_data(user_data: u64) -> (usize, u32) {
+    let index = (user_data & 0xffff_ffff) as usize;
+    let generation = (user_data >> 32) as u32;
+    (index, generation)
+}
+
+/// `IORING_ENTER_GETEVENTS`.
+const fn io_uring_sys_getevents() -> u32 {
+    1
+}
+
+/// Builds the ring with the best flags the kernel accepts.
+fn build_ring(entries: u32) -> Result<IoUring, SetupError> {
+    let cq_entries = entries.saturating_mul(2);
+    let attempts: [fn(&mut io_uring::Builder); 3] = [
+        |b| {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_coop_taskrun();
+        },
+        |b| {
+            b.setup_coop_taskrun();
+        },
+        |_| {},
+    ];
+    let mut last = None;
+    for configure in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq_entries).setup_clamp();
+        configure(&mut builder);
+        match builder.build(entries) {
+            Ok(ring) => return Ok(ring),
+            // EINVAL: the kernel does not know one of the flags; try fewer.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(classify_setup_error(e)),
+        }
+    }
+    Err(SetupError::Io(last.unwrap_or_else(|| {
+        io::Error::other("no io_uring setup flags accepted")
+    })))
+}
