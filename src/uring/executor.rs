@@ -209,12 +209,18 @@ impl Shared {
     /// Submits queued operations, waits for a completion if `idle`, and wakes the tasks
     /// whose operations completed.
     fn turn_ring(&self, idle: bool) {
-        let woken = {
+        let (woken, released) = {
             let mut driver = self.driver.borrow_mut();
             driver.submit(idle);
             driver.reap();
-            std::mem::take(&mut driver.woken)
+            (
+                std::mem::take(&mut driver.woken),
+                std::mem::take(&mut driver.released),
+            )
         };
+        // Data of finished cancelled operations may own sockets or runtime handles whose
+        // drop uses the driver again, so it is dropped only now.
+        drop(released);
         for w in woken {
             w.wake();
         }

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, types};
 
 use super::buf_ring::{BUF_GROUP, RecvBuf};
 use super::executor::current;
@@ -176,7 +176,7 @@ impl Listener {
         // owner from here on.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let peer = sock_name(&fd, libc::getpeername)?;
-        Ok((TcpStream { fd: Rc::new(fd) }, peer))
+        Ok((TcpStream::from_fd(Rc::new(fd)), peer))
     }
 
     /// Attaches a classic BPF program to this listener's `SO_REUSEPORT` group that picks
@@ -239,9 +239,18 @@ impl AsRawFd for Listener {
 #[derive(Debug)]
 pub struct TcpStream {
     fd: Rc<OwnedFd>,
+    /// The armed multishot receive, if any.
+    recv: RefCell<Option<MultiOp>>,
 }
 
 impl TcpStream {
+    fn from_fd(fd: Rc<OwnedFd>) -> TcpStream {
+        TcpStream {
+            fd,
+            recv: RefCell::new(None),
+        }
+    }
+
     /// Connects to `addr` through the ring.
     pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         let rt = current();
@@ -259,39 +268,63 @@ impl TcpStream {
         let op = unsafe { Op::submit(rt, OpKind::Plain, (storage, Rc::clone(&fd)), entry) };
         let (cqe, _) = op.await;
         cqe.result()?;
-        Ok(TcpStream { fd })
+        Ok(TcpStream::from_fd(fd))
     }
 
     /// Receives the next bytes into a buffer from the shard's buffer ring. An empty
     /// buffer means the peer closed its sending side. When the ring has no free buffer
     /// (ENOBUFS) it receives into a fresh `Vec` instead; callers never see that error.
+    ///
+    /// Underneath, a multishot receive (`IORING_RECV_MULTISHOT`) stays armed on the
+    /// stream and its chunks queue up in order until taken here; after
+    /// `MAX_QUEUED_RECV` unread chunks the runtime stops it (so a slow reader leaves the
+    /// rest in the socket, where TCP flow control applies) and the next call re-arms it.
+    /// One task should receive on a stream at a time.
     pub async fn recv(&self) -> io::Result<RecvBuf> {
         let rt = current();
         let bufs = Rc::clone(&rt.driver.borrow().bufs);
-        let size = bufs.buf_size();
-        let len = u32::try_from(size).unwrap_or(u32::MAX);
-        let entry = opcode::Recv::new(types::Fd(self.fd.as_raw_fd()), std::ptr::null_mut(), len)
-            .buf_group(BUF_GROUP)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT);
-        // SAFETY: no pointer: the kernel picks a buffer from the registered ring, which the
-        // driver keeps alive; the op holds an Rc of the socket.
-        let op = unsafe { Op::submit(Rc::clone(&rt), OpKind::Plain, Rc::clone(&self.fd), entry) };
-        let (cqe, _) = op.await;
-        let selected = io_uring::cqueue::buffer_select(cqe.flags);
-        match (cqe.res, selected) {
-            (n, Some(bid)) if n >= 0 => {
-                Ok(RecvBuf::from_ring(bufs, bid, n.unsigned_abs() as usize))
-            }
-            (n, None) if n >= 0 => Ok(RecvBuf::from_vec(Vec::new())),
-            (n, selected) => {
-                if let Some(bid) = selected {
-                    bufs.recycle(bid);
+        loop {
+            let cqe = poll_fn(|cx| {
+                let mut armed = self.recv.borrow_mut();
+                let op = match armed.as_mut() {
+                    Some(op) if !op.is_finished() => op,
+                    _ => {
+                        let entry =
+                            opcode::RecvMulti::new(types::Fd(self.fd.as_raw_fd()), BUF_GROUP)
+                                .build();
+                        // SAFETY: no pointer: the kernel picks buffers from the registered
+                        // ring, which the driver keeps alive; the op holds an Rc of the
+                        // socket so it stays open while the receive is armed.
+                        let op = unsafe {
+                            MultiOp::submit(
+                                Rc::clone(&rt),
+                                OpKind::RecvMulti,
+                                Box::new(Rc::clone(&self.fd)),
+                                entry,
+                            )
+                        };
+                        armed.insert(op)
+                    }
+                };
+                op.poll_next(cx)
+            })
+            .await;
+            let selected = io_uring::cqueue::buffer_select(cqe.flags);
+            match (cqe.res, selected) {
+                (n, Some(bid)) if n >= 0 => {
+                    return Ok(RecvBuf::from_ring(bufs, bid, n.unsigned_abs() as usize));
                 }
-                if -n == libc::ENOBUFS {
-                    self.recv_owned(size).await
-                } else {
-                    Err(io::Error::from_raw_os_error(-n))
+                (n, None) if n >= 0 => return Ok(RecvBuf::from_vec(Vec::new())),
+                (n, selected) => {
+                    if let Some(bid) = selected {
+                        bufs.recycle(bid);
+                    }
+                    match -n {
+                        libc::ENOBUFS => return self.recv_owned(bufs.buf_size()).await,
+                        // Stopped by the runtime's backpressure: re-arm.
+                        libc::ECANCELED => continue,
+                        errno => return Err(io::Error::from_raw_os_error(errno)),
+                    }
                 }
             }
         }

@@ -20,6 +20,10 @@ const IO_URING_DISABLED_SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
 /// ignored (the cancelled operation reports its own completion).
 const CANCEL_USER_DATA: u64 = u64::MAX;
 
+/// Received chunks a multishot receive may queue for a stream before the runtime stops
+/// it (so a slow reader cannot drain the shard's buffer ring); the reader re-arms it.
+pub(crate) const MAX_QUEUED_RECV: usize = 4;
+
 /// Generations are 31 bits so that no operation's `user_data` equals [`CANCEL_USER_DATA`].
 const GENERATION_MASK: u32 = 0x7fff_ffff;
 
@@ -167,16 +171,16 @@ pub(crate) enum OpKind {
     Plain,
     /// A non-negative result is a new file descriptor that must be closed.
     Accept,
+    /// Multishot receive: cancelled when too many completions queue up unread.
+    RecvMulti,
 }
 
-/// One in-flight operation.
+/// One entry of the in-flight slab. Its completion queue keeps its allocation when the
+/// slot is reused, so steady-state operations allocate nothing here.
 struct Slot {
     generation: u32,
-    /// `None` while the slot is free.
-    op: Option<SlotOp>,
-}
-
-struct SlotOp {
+    /// Whether an operation occupies the slot.
+    live: bool,
     kind: OpKind,
     waker: Option<Waker>,
     /// Completions not yet taken by the operation's future (several for multishot).
@@ -184,6 +188,8 @@ struct SlotOp {
     /// Set when the future was dropped before the last completion: the buffers and fds
     /// the kernel may still use, kept here until that completion arrives.
     orphan: Option<Box<dyn Any>>,
+    /// A cancel was already submitted for this operation.
+    cancelling: bool,
 }
 
 /// The ring, the in-flight slab and the receive buffer ring of one shard.
@@ -192,9 +198,14 @@ pub(crate) struct Driver {
     slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
+    /// Completions copied out of the completion queue, reused between reaps.
+    reaped: Vec<(u64, Cqe)>,
     /// Wakers of operations that completed, called by the executor once the driver is no
     /// longer borrowed.
     pub(crate) woken: Vec<Waker>,
+    /// Data of finished orphaned operations, dropped by the executor once the driver is
+    /// no longer borrowed (its `Drop` may use the runtime).
+    pub(crate) released: Vec<Box<dyn Any>>,
     pub(crate) bufs: Rc<BufRing>,
 }
 
@@ -216,25 +227,22 @@ impl Driver {
             ));
         }
         let uring = build_ring(opts.entries)?;
-        let bufs = BufRing::new(opts.recv_buffers, opts.recv_buffer_size).map_err(|source| {
-            SetupError::BufRing {
-                buffers: opts.recv_buffers,
-                size: opts.recv_buffer_size,
-                source,
-            }
-        })?;
-        bufs.register(&uring.submitter())
-            .map_err(|source| SetupError::BufRing {
-                buffers: opts.recv_buffers,
-                size: opts.recv_buffer_size,
-                source,
-            })?;
+        let buf_ring_error = |source| SetupError::BufRing {
+            buffers: opts.recv_buffers,
+            size: opts.recv_buffer_size,
+            source,
+        };
+        let bufs =
+            BufRing::new(opts.recv_buffers, opts.recv_buffer_size).map_err(buf_ring_error)?;
+        bufs.register(&uring.submitter()).map_err(buf_ring_error)?;
         Ok(Driver {
             uring,
             slots: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
+            reaped: Vec::new(),
             woken: Vec::new(),
+            released: Vec::new(),
             bufs: Rc::new(bufs),
         })
     }
@@ -254,7 +262,12 @@ impl Driver {
                 let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
                 self.slots.push(Slot {
                     generation: 0,
-                    op: None,
+                    live: false,
+                    kind: OpKind::Plain,
+                    waker: None,
+                    completions: VecDeque::new(),
+                    orphan: None,
+                    cancelling: false,
                 });
                 i
             }
@@ -262,12 +275,9 @@ impl Driver {
         let Some(slot) = self.slots.get_mut(index as usize) else {
             unreachable!("slot index comes from the slab itself")
         };
-        slot.op = Some(SlotOp {
-            kind,
-            waker: None,
-            completions: VecDeque::new(),
-            orphan: None,
-        });
+        slot.live = true;
+        slot.kind = kind;
+        slot.cancelling = false;
         self.in_flight += 1;
         let user_data = (u64::from(slot.generation) << 32) | u64::from(index);
         let entry = entry.user_data(user_data);
@@ -289,8 +299,8 @@ impl Driver {
             if unsafe { self.uring.submission().push(entry) }.is_ok() {
                 return;
             }
-            // Queue full: hand the queued entries to the kernel and retry. A submit error
-            // other than EINTR/EBUSY leaves entries queued; retrying is still right.
+            // Queue full: hand the queued entries to the kernel and retry. On EBUSY the
+            // completion queue must be drained first.
             if let Err(e) = self.uring.submit() {
                 tracing::warn!(error = %e, "io_uring submit failed while the submission queue was full");
                 self.reap();
@@ -301,7 +311,7 @@ impl Driver {
     /// Polls an operation for its next completion. The slot is freed when the last one
     /// (no `IORING_CQE_F_MORE`) is taken.
     pub(crate) fn poll_completion(&mut self, user_data: u64, cx: &mut Context<'_>) -> Poll<Cqe> {
-        let Some(op) = self.slot_op(user_data) else {
+        let Some(slot) = self.slot(user_data) else {
             // Cannot happen: a future only polls the slot it owns, which is freed only
             // after it took the last completion. Report it as a cancelled operation.
             return Poll::Ready(Cqe {
@@ -309,7 +319,7 @@ impl Driver {
                 flags: 0,
             });
         };
-        match op.completions.pop_front() {
+        match slot.completions.pop_front() {
             Some(cqe) => {
                 if !cqe.more() {
                     self.free_slot(user_data);
@@ -317,9 +327,9 @@ impl Driver {
                 Poll::Ready(cqe)
             }
             None => {
-                match &op.waker {
+                match &slot.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => op.waker = Some(cx.waker().clone()),
+                    _ => slot.waker = Some(cx.waker().clone()),
                 }
                 Poll::Pending
             }
@@ -328,27 +338,34 @@ impl Driver {
 
     /// Called when an operation's future is dropped before its last completion: keeps
     /// `data` (buffers, fds) alive until the kernel is done and asks the kernel to cancel.
+    /// Completions already queued are released (fds closed, receive buffers recycled).
     pub(crate) fn orphan(&mut self, user_data: u64, data: Box<dyn Any>) {
         let bufs = Rc::clone(&self.bufs);
-        let Some(op) = self.slot_op(user_data) else {
+        let Some(slot) = self.slot(user_data) else {
+            self.released.push(data);
             return;
         };
         let mut finished = false;
-        for cqe in op.completions.drain(..) {
-            release_unclaimed(op.kind, cqe, &bufs);
+        for cqe in slot.completions.drain(..) {
+            release_unclaimed(slot.kind, cqe, &bufs);
             finished |= !cqe.more();
         }
+        slot.waker = None;
         if finished {
+            self.released.push(data);
             self.free_slot(user_data);
             return;
         }
-        op.waker = None;
-        op.orphan = Some(data);
+        slot.orphan = Some(data);
         self.cancel(user_data);
     }
 
-    /// Asks the kernel to cancel one operation; its completion arrives as usual.
+    /// Asks the kernel to cancel one operation (once); its completion arrives as usual.
     pub(crate) fn cancel(&mut self, user_data: u64) {
+        match self.slot(user_data) {
+            Some(slot) if !slot.cancelling => slot.cancelling = true,
+            _ => return,
+        }
         let entry = opcode::AsyncCancel::new(user_data)
             .build()
             .user_data(CANCEL_USER_DATA);
@@ -356,26 +373,27 @@ impl Driver {
         unsafe { self.push_entry(&entry) };
     }
 
-    fn slot_op(&mut self, user_data: u64) -> Option<&mut SlotOp> {
+    /// The live slot `user_data` names, if it is still that operation's.
+    fn slot(&mut self, user_data: u64) -> Option<&mut Slot> {
         let (index, generation) = split_user_data(user_data);
         let slot = self.slots.get_mut(index)?;
-        if slot.generation != generation {
-            return None;
-        }
-        slot.op.as_mut()
+        (slot.live && slot.generation == generation).then_some(slot)
     }
 
     fn free_slot(&mut self, user_data: u64) {
-        let (index, generation) = split_user_data(user_data);
-        if let Some(slot) = self.slots.get_mut(index)
-            && slot.generation == generation
-            && slot.op.take().is_some()
-        {
-            slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
-            self.in_flight -= 1;
-            if let Ok(i) = u32::try_from(index) {
-                self.free.push(i);
-            }
+        let Some(slot) = self.slot(user_data) else {
+            return;
+        };
+        slot.live = false;
+        slot.waker = None;
+        slot.completions.clear();
+        slot.generation = slot.generation.wrapping_add(1) & GENERATION_MASK;
+        let orphan = slot.orphan.take();
+        self.released.extend(orphan);
+        self.in_flight -= 1;
+        let (index, _) = split_user_data(user_data);
+        if let Ok(i) = u32::try_from(index) {
+            self.free.push(i);
         }
     }
 
@@ -383,9 +401,8 @@ impl Driver {
     /// With deferred task running, completions are only posted by an enter that asks for
     /// events, so this always does.
     pub(crate) fn submit(&mut self, wait: bool) {
-        let want = usize::from(wait);
         let result = if wait {
-            self.uring.submit_and_wait(want)
+            self.uring.submit_and_wait(1)
         } else {
             let pending = self.uring.submission().len();
             // SAFETY: plain io_uring_enter on our own ring: submit the `pending` entries we
@@ -395,7 +412,7 @@ impl Driver {
                 self.uring.submitter().enter::<libc::sigset_t>(
                     u32::try_from(pending).unwrap_or(u32::MAX),
                     0,
-                    io_uring_sys_getevents(),
+                    IORING_ENTER_GETEVENTS,
                     None,
                 )
             }
@@ -412,42 +429,47 @@ impl Driver {
     /// Moves completions from the completion queue to their slots and collects the
     /// wakers to call (in [`Driver::woken`]) once the driver is no longer borrowed.
     pub(crate) fn reap(&mut self) {
-        let completed: Vec<(u64, Cqe)> = self
-            .uring
-            .completion()
-            .map(|e| {
-                (
-                    e.user_data(),
-                    Cqe {
-                        res: e.result(),
-                        flags: e.flags(),
-                    },
-                )
-            })
-            .collect();
-        for (user_data, cqe) in completed {
+        let mut reaped = std::mem::take(&mut self.reaped);
+        reaped.extend(self.uring.completion().map(|e| {
+            (
+                e.user_data(),
+                Cqe {
+                    res: e.result(),
+                    flags: e.flags(),
+                },
+            )
+        }));
+        let bufs = Rc::clone(&self.bufs);
+        for (user_data, cqe) in reaped.drain(..) {
             if user_data == CANCEL_USER_DATA {
                 continue;
             }
-            let bufs = Rc::clone(&self.bufs);
-            let Some(op) = self.slot_op(user_data) else {
+            let Some(slot) = self.slot(user_data) else {
                 // A completion for a freed slot cannot happen (slots are freed only after
                 // their last completion); if it does, still return a selected buffer.
                 release_unclaimed(OpKind::Plain, cqe, &bufs);
                 continue;
             };
-            if op.orphan.is_some() {
-                release_unclaimed(op.kind, cqe, &bufs);
+            if slot.orphan.is_some() {
+                release_unclaimed(slot.kind, cqe, &bufs);
                 if !cqe.more() {
                     self.free_slot(user_data);
                 }
                 continue;
             }
-            op.completions.push_back(cqe);
-            if let Some(w) = op.waker.take() {
-                self.woken.push(w);
+            slot.completions.push_back(cqe);
+            let waker = slot.waker.take();
+            // Backpressure for multishot receive: a stream whose reader does not keep up
+            // stops taking ring buffers; its reader re-arms after draining.
+            let too_many = slot.kind == OpKind::RecvMulti
+                && cqe.more()
+                && slot.completions.len() >= MAX_QUEUED_RECV;
+            self.woken.extend(waker);
+            if too_many {
+                self.cancel(user_data);
             }
         }
+        self.reaped = reaped;
     }
 
     /// Number of operations the kernel still owns.
@@ -479,12 +501,17 @@ impl Drop for Driver {
             let _ = self.uring.submitter().submit_with_args(1, &args);
             self.reap();
             self.woken.clear();
+            self.released.clear();
         }
         tracing::error!(
             in_flight = self.in_flight,
             "io_uring operations did not finish at shutdown; leaking their buffers"
         );
-        std::mem::forget(std::mem::take(&mut self.slots));
+        for slot in std::mem::take(&mut self.slots) {
+            if slot.live {
+                std::mem::forget(slot);
+            }
+        }
     }
 }
 
@@ -506,10 +533,8 @@ fn split_user_data(user_data: u64) -> (usize, u32) {
     (index, generation)
 }
 
-/// `IORING_ENTER_GETEVENTS`.
-const fn io_uring_sys_getevents() -> u32 {
-    1
-}
+/// `IORING_ENTER_GETEVENTS` (the crate keeps its enter flags private).
+const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Builds the ring with the best flags the kernel accepts.
 fn build_ring(entries: u32) -> Result<IoUring, SetupError> {
