@@ -12,13 +12,26 @@ use std::ptr::NonNull;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 
-use io_uring::types::BufRingEntry;
-
 /// The buffer group id of the shard's only buffer ring.
 pub(crate) const BUF_GROUP: u16 = 0;
 
 /// Ring memory must be page aligned.
 const RING_ALIGN: usize = 4096;
+
+/// One ring entry as the kernel reads it (`struct io_uring_buf`). The first entry's
+/// `resv` field is the ring's tail. Declared here so fields can be written through raw
+/// pointers, without a `&mut` covering the tail the kernel reads concurrently.
+#[repr(C)]
+struct RawBufEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<RawBufEntry>() == std::mem::size_of::<io_uring::types::BufRingEntry>()
+);
 
 /// Receive buffers registered with the kernel as one provided buffer ring.
 ///
@@ -26,7 +39,7 @@ const RING_ALIGN: usize = 4096;
 /// either by the kernel (it is between the ring's head and tail) or by exactly one
 /// [`RecvBuf`] / unclaimed completion, which gives it back with [`BufRing::recycle`].
 pub(crate) struct BufRing {
-    ring: NonNull<BufRingEntry>,
+    ring: NonNull<RawBufEntry>,
     ring_layout: Layout,
     mask: u16,
     buffers: NonNull<u8>,
@@ -44,7 +57,7 @@ impl BufRing {
             .checked_next_power_of_two()
             .ok_or_else(|| io::Error::other("buffer count too large"))?;
         let ring_layout = Layout::from_size_align(
-            usize::from(entries) * std::mem::size_of::<BufRingEntry>(),
+            usize::from(entries) * std::mem::size_of::<RawBufEntry>(),
             RING_ALIGN,
         )
         .map_err(io::Error::other)?;
@@ -58,7 +71,7 @@ impl BufRing {
         // the caller, entries >= 1). The blocks are owned by the returned BufRing and
         // freed in its Drop.
         let (ring, buffers) = unsafe {
-            let ring = alloc::alloc_zeroed(ring_layout).cast::<BufRingEntry>();
+            let ring = alloc::alloc_zeroed(ring_layout).cast::<RawBufEntry>();
             let buffers = alloc::alloc_zeroed(buffers_layout);
             (ring, buffers)
         };
@@ -105,23 +118,26 @@ impl BufRing {
         }
         let tail = self.tail.get();
         let index = usize::from(tail & self.mask);
-        // SAFETY: `index` is within the ring allocation (masked by entries - 1). The entry
-        // at the tail is not visible to the kernel until the tail is published below, and
-        // this runtime is single threaded, so nobody else touches it. `bid < count`, so the
-        // address is inside the buffers block, which lives as long as `self`.
+        let len = u32::try_from(self.buf_size).unwrap_or(u32::MAX);
+        // SAFETY: `index` is within the ring allocation (masked by entries - 1), which
+        // `self` owns. The entry at the tail is not visible to the kernel until the tail is
+        // published below, and this runtime is single threaded, so nobody else reads or
+        // writes these fields now; `resv` (the tail, in entry 0) is not touched. `bid <
+        // count`, so the address is inside the buffers block, which lives as long as `self`.
         unsafe {
-            let entry = &mut *self.ring.as_ptr().add(index);
-            entry.set_addr(self.buffers.as_ptr().add(usize::from(bid) * self.buf_size) as u64);
-            entry.set_len(u32::try_from(self.buf_size).unwrap_or(u32::MAX));
-            entry.set_bid(bid);
+            let entry = self.ring.as_ptr().add(index);
+            let addr = self.buffers.as_ptr().add(usize::from(bid) * self.buf_size);
+            (&raw mut (*entry).addr).write(addr as u64);
+            (&raw mut (*entry).len).write(len);
+            (&raw mut (*entry).bid).write(bid);
         }
         let tail = tail.wrapping_add(1);
         self.tail.set(tail);
-        // SAFETY: the tail field lives inside the first ring entry, which we own; the
-        // kernel reads it concurrently, so it is only written atomically (release, so the
-        // entry above is visible before the new tail).
+        // SAFETY: the tail is the `resv` field of the first ring entry, which we own,
+        // 2-byte aligned; the kernel reads it concurrently, so it is only ever accessed
+        // atomically (release: the entry above is visible before the new tail).
         unsafe {
-            let tail_ptr = BufRingEntry::tail(self.ring.as_ptr()).cast_mut();
+            let tail_ptr = &raw mut (*self.ring.as_ptr()).resv;
             AtomicU16::from_ptr(tail_ptr).store(tail, Ordering::Release);
         }
     }

@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     tasks: RefCell<Vec<Option<Task>>>,
     free_tasks: RefCell<Vec<usize>>,
     remote: Arc<Remote>,
+    /// The waker vector swapped with the driver's each turn, so waking allocates nothing.
+    spare_wakers: Cell<Vec<Waker>>,
     /// Taken by the first `block_on`, which starts the task that reads it.
     kick_waiter: Cell<Option<NotifyWaiter>>,
 }
@@ -209,21 +211,21 @@ impl Shared {
     /// Submits queued operations, waits for a completion if `idle`, and wakes the tasks
     /// whose operations completed.
     fn turn_ring(&self, idle: bool) {
-        let (woken, released) = {
+        let mut woken = self.spare_wakers.take();
+        let released = {
             let mut driver = self.driver.borrow_mut();
             driver.submit(idle);
             driver.reap();
-            (
-                std::mem::take(&mut driver.woken),
-                std::mem::take(&mut driver.released),
-            )
+            std::mem::swap(&mut woken, &mut driver.woken);
+            std::mem::take(&mut driver.released)
         };
         // Data of finished cancelled operations may own sockets or runtime handles whose
         // drop uses the driver again, so it is dropped only now.
         drop(released);
-        for w in woken {
+        for w in woken.drain(..) {
             w.wake();
         }
+        self.spare_wakers.set(woken);
     }
 }
 
@@ -248,6 +250,7 @@ impl Runtime {
                 pending: AtomicBool::new(false),
                 kick,
             }),
+            spare_wakers: Cell::new(Vec::new()),
             kick_waiter: Cell::new(Some(kick_waiter)),
         });
         Ok(Runtime { shared })
@@ -282,6 +285,12 @@ impl Runtime {
                 && !main.scheduled.load(Ordering::Acquire);
             self.shared.turn_ring(idle);
         }
+    }
+
+    /// The io_uring setup flags the kernel accepted for this ring (for the start-up log),
+    /// e.g. `"single_issuer+defer_taskrun+coop_taskrun"`.
+    pub fn ring_setup(&self) -> &'static str {
+        self.shared.driver.borrow().setup_flags
     }
 
     /// Operations the kernel still owns (for shard statistics and leak checks); includes

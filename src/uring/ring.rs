@@ -207,6 +207,8 @@ pub(crate) struct Driver {
     /// no longer borrowed (its `Drop` may use the runtime).
     pub(crate) released: Vec<Box<dyn Any>>,
     pub(crate) bufs: Rc<BufRing>,
+    /// Which setup flags the kernel accepted.
+    pub(crate) setup_flags: &'static str,
 }
 
 impl Driver {
@@ -226,7 +228,7 @@ impl Driver {
                 "recv_buffer_size must be between 1 and 4 GiB",
             ));
         }
-        let uring = build_ring(opts.entries)?;
+        let (uring, setup_flags) = build_ring(opts.entries)?;
         let buf_ring_error = |source| SetupError::BufRing {
             buffers: opts.recv_buffers,
             size: opts.recv_buffer_size,
@@ -244,6 +246,7 @@ impl Driver {
             woken: Vec::new(),
             released: Vec::new(),
             bufs: Rc::new(bufs),
+            setup_flags,
         })
     }
 
@@ -537,26 +540,29 @@ fn split_user_data(user_data: u64) -> (usize, u32) {
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
 /// Builds the ring with the best flags the kernel accepts.
-fn build_ring(entries: u32) -> Result<IoUring, SetupError> {
+fn build_ring(entries: u32) -> Result<(IoUring, &'static str), SetupError> {
     let cq_entries = entries.saturating_mul(2);
-    let attempts: [fn(&mut io_uring::Builder); 3] = [
-        |b| {
+    let attempts: [(&'static str, fn(&mut io_uring::Builder)); 3] = [
+        ("single_issuer+defer_taskrun+coop_taskrun", |b| {
             b.setup_single_issuer()
                 .setup_defer_taskrun()
                 .setup_coop_taskrun();
-        },
-        |b| {
+        }),
+        ("coop_taskrun", |b| {
             b.setup_coop_taskrun();
-        },
-        |_| {},
+        }),
+        ("no setup flags", |_| {}),
     ];
     let mut last = None;
-    for configure in attempts {
+    for (name, configure) in attempts {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq_entries).setup_clamp();
         configure(&mut builder);
         match builder.build(entries) {
-            Ok(ring) => return Ok(ring),
+            Ok(ring) => {
+                tracing::debug!(flags = name, entries, "io_uring ring created");
+                return Ok((ring, name));
+            }
             // EINVAL: the kernel does not know one of the flags; try fewer.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
             Err(e) => return Err(classify_setup_error(e)),

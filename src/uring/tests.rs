@@ -76,6 +76,9 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 #[test]
 fn io_uring_is_available_here() {
     check_available().expect("io_uring available on the test machine");
+    let rt = runtime();
+    assert!(!rt.ring_setup().is_empty());
+    eprintln!("ring setup: {}", rt.ring_setup());
 }
 
 #[test]
