@@ -539,10 +539,13 @@ fn split_user_data(user_data: u64) -> (usize, u32) {
 /// `IORING_ENTER_GETEVENTS` (the crate keeps its enter flags private).
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
+/// A name for the log and a way to configure the ring builder.
+type SetupAttempt = (&'static str, fn(&mut io_uring::Builder));
+
 /// Builds the ring with the best flags the kernel accepts.
 fn build_ring(entries: u32) -> Result<(IoUring, &'static str), SetupError> {
     let cq_entries = entries.saturating_mul(2);
-    let attempts: [(&'static str, fn(&mut io_uring::Builder)); 3] = [
+    let attempts: [SetupAttempt; 3] = [
         ("single_issuer+defer_taskrun+coop_taskrun", |b| {
             b.setup_single_issuer()
                 .setup_defer_taskrun()
