@@ -4,17 +4,19 @@
 //! owned buffers, shut down.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 use io_uring::{opcode, types};
 
 use super::buf_ring::{BUF_GROUP, RecvBuf};
-use super::executor::current;
+use super::executor::{Shared, current};
 use super::op::{MultiOp, Op};
 use super::ring::OpKind;
 
@@ -239,15 +241,27 @@ impl AsRawFd for Listener {
 #[derive(Debug)]
 pub struct TcpStream {
     fd: Rc<OwnedFd>,
-    /// The armed multishot receive, if any.
-    recv: RefCell<Option<MultiOp>>,
+    /// The receive in progress, kept across `recv` calls.
+    recv: RefCell<Receiving>,
+}
+
+/// What a stream's receive side is doing between `recv` calls.
+#[derive(Debug, Default)]
+enum Receiving {
+    /// Nothing armed.
+    #[default]
+    Idle,
+    /// A multishot receive into the buffer ring.
+    Multi(MultiOp),
+    /// A receive into an owned vector because the buffer ring was empty.
+    Owned(Op<(Vec<u8>, Rc<OwnedFd>)>),
 }
 
 impl TcpStream {
     fn from_fd(fd: Rc<OwnedFd>) -> TcpStream {
         TcpStream {
             fd,
-            recv: RefCell::new(None),
+            recv: RefCell::new(Receiving::Idle),
         }
     }
 
@@ -279,60 +293,88 @@ impl TcpStream {
     /// stream and its chunks queue up in order until taken here; after
     /// `MAX_QUEUED_RECV` unread chunks the runtime stops it (so a slow reader leaves the
     /// rest in the socket, where TCP flow control applies) and the next call re-arms it.
-    /// One task should receive on a stream at a time.
+    ///
+    /// The receive in progress belongs to the stream, not to this future: dropping the
+    /// future (e.g. on a timeout) loses no bytes, the next `recv` returns them. One task
+    /// should receive on a stream at a time.
     pub async fn recv(&self) -> io::Result<RecvBuf> {
         let rt = current();
         let bufs = Rc::clone(&rt.driver.borrow().bufs);
-        loop {
-            let cqe = poll_fn(|cx| {
-                let mut armed = self.recv.borrow_mut();
-                let op = match armed.as_mut() {
-                    Some(op) if !op.is_finished() => op,
-                    _ => {
-                        let entry =
-                            opcode::RecvMulti::new(types::Fd(self.fd.as_raw_fd()), BUF_GROUP)
-                                .build();
-                        // SAFETY: no pointer: the kernel picks buffers from the registered
-                        // ring, which the driver keeps alive; the op holds an Rc of the
-                        // socket so it stays open while the receive is armed.
-                        let op = unsafe {
-                            MultiOp::submit(
-                                Rc::clone(&rt),
-                                OpKind::RecvMulti,
-                                Box::new(Rc::clone(&self.fd)),
-                                entry,
-                            )
+        poll_fn(|cx| {
+            loop {
+                let mut receiving = self.recv.borrow_mut();
+                match &mut *receiving {
+                    Receiving::Owned(op) => {
+                        let Poll::Ready((cqe, (mut buf, _))) = Pin::new(op).poll(cx) else {
+                            return Poll::Pending;
                         };
-                        armed.insert(op)
+                        *receiving = Receiving::Idle;
+                        return Poll::Ready(cqe.result().map(|n| {
+                            buf.truncate(n as usize);
+                            RecvBuf::from_vec(buf)
+                        }));
                     }
-                };
-                op.poll_next(cx)
-            })
-            .await;
-            let selected = io_uring::cqueue::buffer_select(cqe.flags);
-            match (cqe.res, selected) {
-                (n, Some(bid)) if n >= 0 => {
-                    return Ok(RecvBuf::from_ring(bufs, bid, n.unsigned_abs() as usize));
-                }
-                (n, None) if n >= 0 => return Ok(RecvBuf::from_vec(Vec::new())),
-                (n, selected) => {
-                    if let Some(bid) = selected {
-                        bufs.recycle(bid);
+                    Receiving::Multi(op) if !op.is_finished() => {
+                        let Poll::Ready(cqe) = op.poll_next(cx) else {
+                            return Poll::Pending;
+                        };
+                        let selected = io_uring::cqueue::buffer_select(cqe.flags);
+                        match (cqe.res, selected) {
+                            (n, Some(bid)) if n >= 0 => {
+                                let len = n.unsigned_abs() as usize;
+                                return Poll::Ready(Ok(RecvBuf::from_ring(bufs.clone(), bid, len)));
+                            }
+                            (n, None) if n >= 0 => {
+                                return Poll::Ready(Ok(RecvBuf::from_vec(Vec::new())));
+                            }
+                            (n, selected) => {
+                                if let Some(bid) = selected {
+                                    bufs.recycle(bid);
+                                }
+                                match -n {
+                                    libc::ENOBUFS => {
+                                        *receiving = Receiving::Owned(
+                                            self.submit_recv_owned(&rt, bufs.buf_size()),
+                                        );
+                                    }
+                                    // Stopped by the runtime's backpressure: re-arm.
+                                    libc::ECANCELED => {}
+                                    errno => {
+                                        return Poll::Ready(Err(io::Error::from_raw_os_error(
+                                            errno,
+                                        )));
+                                    }
+                                }
+                            }
+                        }
                     }
-                    match -n {
-                        libc::ENOBUFS => return self.recv_owned(bufs.buf_size()).await,
-                        // Stopped by the runtime's backpressure: re-arm.
-                        libc::ECANCELED => continue,
-                        errno => return Err(io::Error::from_raw_os_error(errno)),
+                    Receiving::Multi(_) | Receiving::Idle => {
+                        *receiving = Receiving::Multi(self.submit_recv_multi(&rt));
                     }
                 }
             }
+        })
+        .await
+    }
+
+    /// Arms a multishot receive into the shard's buffer ring.
+    fn submit_recv_multi(&self, rt: &Rc<Shared>) -> MultiOp {
+        let entry = opcode::RecvMulti::new(types::Fd(self.fd.as_raw_fd()), BUF_GROUP).build();
+        // SAFETY: no pointer: the kernel picks buffers from the registered ring, which the
+        // driver keeps alive; the op holds an Rc of the socket so it stays open while the
+        // receive is armed.
+        unsafe {
+            MultiOp::submit(
+                Rc::clone(rt),
+                OpKind::RecvMulti,
+                Box::new(Rc::clone(&self.fd)),
+                entry,
+            )
         }
     }
 
-    /// Receives into an owned vector of `size` bytes (the buffer ring was empty).
-    async fn recv_owned(&self, size: usize) -> io::Result<RecvBuf> {
-        let rt = current();
+    /// Submits a receive into an owned vector of `size` bytes (the buffer ring was empty).
+    fn submit_recv_owned(&self, rt: &Rc<Shared>, size: usize) -> Op<(Vec<u8>, Rc<OwnedFd>)> {
         let mut buf = vec![0u8; size];
         let entry = opcode::Recv::new(
             types::Fd(self.fd.as_raw_fd()),
@@ -342,11 +384,14 @@ impl TcpStream {
         .build();
         // SAFETY: the entry points into the vector's heap block, owned by the op (moving
         // the Vec does not move its block) with an Rc of the socket until completion.
-        let op = unsafe { Op::submit(rt, OpKind::Plain, (buf, Rc::clone(&self.fd)), entry) };
-        let (cqe, (mut buf, _)) = op.await;
-        let n = cqe.result()? as usize;
-        buf.truncate(n);
-        Ok(RecvBuf::from_vec(buf))
+        unsafe {
+            Op::submit(
+                Rc::clone(rt),
+                OpKind::Plain,
+                (buf, Rc::clone(&self.fd)),
+                entry,
+            )
+        }
     }
 
     /// Sends some of `buf` (one `send(2)`), returning how many bytes went out and the

@@ -50,6 +50,15 @@ impl<T: 'static> Op<T> {
     }
 }
 
+impl<T: 'static> std::fmt::Debug for Op<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Op")
+            .field("user_data", &self.user_data)
+            .field("completed", &self.data.is_none())
+            .finish()
+    }
+}
+
 // `data` is never pinned (the kernel only sees its heap blocks), so moving an Op is fine.
 impl<T: 'static> Unpin for Op<T> {}
 

@@ -248,6 +248,44 @@ fn enobufs_falls_back_to_owned_buffers() {
 }
 
 #[test]
+fn fallback_receive_survives_a_timeout() {
+    let rt = Runtime::new(RingOptions {
+        entries: 64,
+        recv_buffers: 1,
+        recv_buffer_size: 64,
+    })
+    .unwrap();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let a = TcpStream::connect(addr).await.unwrap();
+        let (a_server, _) = listener.accept().await.unwrap();
+        let b = TcpStream::connect(addr).await.unwrap();
+        let (b_server, _) = listener.accept().await.unwrap();
+        // Connection A takes the ring's only buffer and keeps it.
+        let (res, _) = a.send_all(&b"a"[..]).await;
+        res.unwrap();
+        let held = a_server.recv().await.unwrap();
+        assert!(held.is_from_ring());
+        // B's data arrives while the ring is empty and while nobody waits for it.
+        // B's receive finds the ring empty and falls back to an owned buffer, and is
+        // interrupted by a timeout before any data arrives.
+        assert!(
+            timeout(Duration::from_millis(10), b_server.recv())
+                .await
+                .is_err()
+        );
+        let (res, _) = b.send_all(&b"fallback"[..]).await;
+        res.unwrap();
+        // The interrupted receive kept its place: the bytes come out of the next call.
+        let got = b_server.recv().await.unwrap();
+        assert!(!got.is_from_ring());
+        assert_eq!(&got[..], b"fallback");
+        drop(held);
+    });
+}
+
+#[test]
 fn ring_buffers_are_returned_on_drop() {
     // 2 buffers, 50 sequential receives: only works if each RecvBuf goes back.
     let rt = Runtime::new(RingOptions {
