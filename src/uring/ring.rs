@@ -63,6 +63,14 @@ pub enum SetupError {
          ringress needs Linux 6.0 or newer"
     )]
     KernelTooOld,
+    /// The kernel has io_uring but not the features the runtime uses.
+    #[error(
+        "io_uring on kernel {release} lacks multishot receive; ringress needs Linux 6.0 or newer"
+    )]
+    KernelMissingFeatures {
+        /// `uname -r`.
+        release: String,
+    },
     /// `io_uring_setup` returned EPERM and the sysctl says why.
     #[error(
         "io_uring is disabled by sysctl kernel.io_uring_disabled = {value} \
@@ -107,10 +115,54 @@ pub enum SetupError {
 
 /// Checks once, at start-up, that this process may create an io_uring ring, and says
 /// precisely why not otherwise.
+///
+/// Beyond creating a ring it registers a small provided buffer ring (Linux 5.19) and
+/// checks the kernel release for multishot receive (Linux 6.0), so an old kernel is
+/// reported at start-up rather than by the first connection.
 pub fn check_available() -> Result<(), SetupError> {
     IoUring::<squeue::Entry, cqueue::Entry>::new(8)
         .map(drop)
-        .map_err(classify_setup_error)
+        .map_err(classify_setup_error)?;
+    if let Some(release) = kernel_release()
+        && let Some(version) = parse_release(&release)
+        && version < MIN_KERNEL
+    {
+        return Err(SetupError::KernelMissingFeatures { release });
+    }
+    Driver::new(&RingOptions {
+        entries: 8,
+        recv_buffers: 1,
+        recv_buffer_size: 64,
+    })
+    .map(drop)
+}
+
+/// Oldest kernel with everything the runtime uses (multishot receive came in 6.0).
+const MIN_KERNEL: (u32, u32) = (6, 0);
+
+/// The running kernel's release string (`uname -r`).
+fn kernel_release() -> Option<String> {
+    // SAFETY: utsname is plain data; all-zero is valid.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname fills the local struct we pass.
+    if unsafe { libc::uname(&raw mut uts) } != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c.cast_unsigned())
+        .collect();
+    String::from_utf8(bytes).ok()
+}
+
+/// `(major, minor)` of a release such as `6.8.0-45-generic`.
+pub(crate) fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 /// Turns an `io_uring_setup` error into the reason a user can act on.

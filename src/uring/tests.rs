@@ -551,6 +551,14 @@ fn spawn_outside_block_on_panics() {
 }
 
 #[test]
+fn kernel_releases_parse() {
+    assert_eq!(ring::parse_release("6.18.44-fc-v669"), Some((6, 18)));
+    assert_eq!(ring::parse_release("5.15.0-91-generic"), Some((5, 15)));
+    assert_eq!(ring::parse_release("garbage"), None);
+    assert_eq!(ring::parse_release(""), None);
+}
+
+#[test]
 fn setup_errors_say_why() {
     let e = SetupError::DisabledBySysctl {
         value: 2,
