@@ -18,7 +18,7 @@ use io_uring::{opcode, types};
 use super::buf_ring::{BUF_GROUP, RecvBuf};
 use super::executor::{Shared, current};
 use super::op::{MultiOp, Op};
-use super::ring::OpKind;
+use super::ring::{Cqe, OpKind};
 
 /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic value, used by x86-64 and aarch64; the libc
 /// crate does not export it for glibc targets).
@@ -151,34 +151,48 @@ impl Listener {
     /// connections it accepted queue up in the ring driver until taken here, and it is
     /// re-armed when the kernel ends it (a completion without `IORING_CQE_F_MORE`).
     ///
-    /// An error (e.g. EMFILE) ends the multishot accept; the next call re-arms it.
+    /// An error (e.g. EMFILE) ends the multishot accept; the next call re-arms it. A
+    /// connection the client reset before it was taken here is skipped.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let cqe = poll_fn(|cx| {
-            let mut slot = self.accept.borrow_mut();
-            let op = match slot.as_mut() {
-                Some(op) if !op.is_finished() => op,
-                _ => {
-                    let entry = opcode::AcceptMulti::new(types::Fd(self.fd.as_raw_fd()))
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build();
-                    // SAFETY: multishot accept carries no pointer (no address buffer);
-                    // the op holds an Rc of the listening fd so it stays open while armed.
-                    let op = unsafe {
-                        MultiOp::submit(current(), OpKind::Accept, Box::new(self.fd.clone()), entry)
-                    };
-                    slot.insert(op)
-                }
-            };
-            op.poll_next(cx)
-        })
-        .await;
-        let raw = cqe.result()?;
-        let raw = RawFd::try_from(raw).map_err(io::Error::other)?;
-        // SAFETY: the kernel created this fd for this accept completion; we are its only
-        // owner from here on.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let peer = sock_name(&fd, libc::getpeername)?;
-        Ok((TcpStream::from_fd(Rc::new(fd)), peer))
+        loop {
+            let cqe = poll_fn(|cx| self.poll_accepted(cx)).await;
+            let raw = cqe.result()?;
+            let raw = RawFd::try_from(raw).map_err(io::Error::other)?;
+            // SAFETY: the kernel created this fd for this accept completion; we are its
+            // only owner from here on.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            match sock_name(&fd, libc::getpeername) {
+                Ok(peer) => return Ok((TcpStream::from_fd(Rc::new(fd)), peer)),
+                // The client already reset the connection: nothing to serve, take the next.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next completion of the multishot accept, arming it first if needed.
+    fn poll_accepted(&self, cx: &mut std::task::Context<'_>) -> Poll<Cqe> {
+        let mut armed = self.accept.borrow_mut();
+        let op = match armed.as_mut() {
+            Some(op) if !op.is_finished() => op,
+            _ => {
+                let entry = opcode::AcceptMulti::new(types::Fd(self.fd.as_raw_fd()))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build();
+                // SAFETY: multishot accept carries no pointer (no address buffer); the op
+                // holds an Rc of the listening fd so it stays open while armed.
+                let op = unsafe {
+                    MultiOp::submit(
+                        current(),
+                        OpKind::Accept,
+                        Box::new(Rc::clone(&self.fd)),
+                        entry,
+                    )
+                };
+                armed.insert(op)
+            }
+        };
+        op.poll_next(cx)
     }
 
     /// Attaches a classic BPF program to this listener's `SO_REUSEPORT` group that picks
