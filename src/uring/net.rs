@@ -465,17 +465,55 @@ impl TcpStream {
     /// Sends the buffers in order as one `sendmsg(2)` (e.g. a response head and its
     /// body), returning how many bytes went out in total and the buffers.
     pub async fn send_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        let bufs = Box::new(bufs);
+        self.send_vectored_from(bufs, 0).await
+    }
+
+    /// Sends all bytes of all buffers, in order, with as few `sendmsg(2)` calls as the
+    /// socket allows.
+    pub async fn send_all_vectored<B: IoBuf>(&self, mut bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
+        let total: usize = bufs.iter().map(|b| b.as_slice().len()).sum();
+        let mut sent = 0;
+        while sent < total {
+            let (res, back) = self.send_vectored_from(bufs, sent).await;
+            bufs = back;
+            match res {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the connection accepted no more bytes",
+                    );
+                    return (Err(e), bufs);
+                }
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    /// One `sendmsg(2)` of the buffers' bytes after the first `skip`.
+    async fn send_vectored_from<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+        skip: usize,
+    ) -> (io::Result<usize>, Vec<B>) {
+        let mut skip = skip;
         let iovecs: Box<[libc::iovec]> = bufs
             .iter()
-            .map(|b| {
+            .filter_map(|b| {
                 let s = b.as_slice();
-                libc::iovec {
-                    iov_base: s.as_ptr().cast_mut().cast(),
-                    iov_len: s.len(),
-                }
+                let rest = s.get(skip.min(s.len())..).unwrap_or_default();
+                skip = skip.saturating_sub(s.len());
+                (!rest.is_empty()).then(|| libc::iovec {
+                    iov_base: rest.as_ptr().cast_mut().cast(),
+                    iov_len: rest.len(),
+                })
             })
             .collect();
+        if iovecs.is_empty() {
+            return (Ok(0), bufs);
+        }
         // SAFETY: msghdr is plain data; all-zero is a valid empty header.
         let mut msg: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
         msg.msg_iov = iovecs.as_ptr().cast_mut();
@@ -484,9 +522,10 @@ impl TcpStream {
         let entry = opcode::SendMsg::new(types::Fd(self.fd.as_raw_fd()), &raw const *msg)
             .flags(libc::MSG_NOSIGNAL.cast_unsigned())
             .build();
-        // SAFETY: the msghdr, iovec array and the buffers' slices are all heap blocks owned
-        // by the op's data (the Vec of IoBufs is boxed and not touched until completion),
-        // together with an Rc of the socket.
+        // SAFETY: the msghdr, the iovec array and the buffers are heap blocks owned by the
+        // op's data until completion: the IoBufs live in the Vec's heap block, which does
+        // not move or change while the op owns the Vec (see the IoBuf docs), and the op
+        // holds an Rc of the socket.
         let op = unsafe {
             Op::submit(
                 rt,
@@ -496,7 +535,7 @@ impl TcpStream {
             )
         };
         let (cqe, (_, _, bufs, _)) = op.await;
-        (cqe.result().map(|n| n as usize), *bufs)
+        (cqe.result().map(|n| n as usize), bufs)
     }
 
     /// Shuts down the sending side (the peer reads end of stream).

@@ -129,6 +129,40 @@ fn send_vectored_coalesces_head_and_body() {
 }
 
 #[test]
+fn send_all_vectored_sends_large_buffers_completely() {
+    // Larger than the socket buffers, so sendmsg returns partial counts.
+    let parts: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 4 << 20]).collect();
+    let expected: Vec<u8> = parts.concat();
+    let rt = runtime();
+    let received = Rc::new(RefCell::new(Vec::new()));
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let r = Rc::clone(&received);
+        spawn(async move {
+            loop {
+                let buf = server.recv().await.unwrap();
+                if buf.is_empty() {
+                    return;
+                }
+                r.borrow_mut().extend_from_slice(&buf);
+            }
+        });
+        let (res, parts) = client.send_all_vectored(parts).await;
+        res.unwrap();
+        assert_eq!(parts.len(), 4);
+        client.shutdown_write().await.unwrap();
+        wait_until(|| received.borrow().len() == expected.len()).await;
+    });
+    assert!(
+        *received.borrow() == expected,
+        "bytes arrived complete and in order"
+    );
+}
+
+#[test]
 fn two_hundred_connections_through_one_multishot_listener() {
     const CONNECTIONS: usize = 200;
     let rt = runtime();
