@@ -24,17 +24,18 @@ use super::ring::{Cqe, OpKind};
 /// crate does not export it for glibc targets).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
-/// A buffer an operation can send. The runtime moves the value into a heap box that it
-/// owns, reads `as_slice()` of it, and hands the same value back after the kernel's
-/// completion.
+/// A buffer an operation can send. The runtime moves the value into a heap allocation
+/// it owns (a `Box` for [`TcpStream::send`], the caller's `Vec` for
+/// [`TcpStream::send_vectored`]), passes the kernel the address of `as_slice()`, and
+/// hands the same value back after the kernel's completion.
 ///
-/// Why this can be a safe trait: the kernel only reads the bytes, and only while the
-/// runtime owns the boxed value; nothing else can reach the value in that time, so the
-/// slice it returned stays allocated (the box is not moved or dropped until the
-/// completion, even if the future is dropped). A safe implementation cannot hand out a
-/// `&[u8]` into memory that someone else may free or write without holding a borrow of
-/// `self`, so reading it later through the kept pointer is sound. Bytes shared with other
-/// owners (e.g. `bytes::Bytes` clones) are immutable.
+/// Implementations need no stable-address guarantee of their own, which is why this is
+/// a safe trait: the value itself never moves while the kernel reads (it sits in that
+/// heap allocation, which is not moved, touched or freed until the last completion,
+/// even when the future is dropped), and nothing else can reach the value meanwhile. A
+/// safe implementation can only return a `&[u8]` that stays valid and unchanged while
+/// `self` is alive and unused, which is exactly the window the kernel reads in. Bytes
+/// shared with other owners (e.g. `bytes::Bytes` clones) are immutable.
 pub trait IoBuf: 'static {
     /// The bytes to send.
     fn as_slice(&self) -> &[u8];

@@ -106,6 +106,29 @@ fn echo_round_trip() {
 }
 
 #[test]
+fn echo_over_ipv6_loopback() {
+    let rt = runtime();
+    rt.block_on(async {
+        let any_v6: SocketAddr = "[::1]:0".parse().unwrap();
+        let Ok(listener) = Listener::bind(any_v6, no_reuseport()) else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.is_ipv6() && addr.port() != 0);
+        spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            assert!(peer.is_ipv6());
+            echo(stream).await;
+        });
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (res, _) = client.send_all(bytes::Bytes::from_static(b"v6")).await;
+        res.unwrap();
+        assert_eq!(recv_exact(&client, 2).await.unwrap(), b"v6");
+    });
+}
+
+#[test]
 fn send_vectored_coalesces_head_and_body() {
     let rt = runtime();
     rt.block_on(async {
