@@ -188,23 +188,25 @@ impl Connection {
             scheme,
             headers: &headers,
         };
-        let Some(route) = snapshot.routes(self.port).and_then(|t| t.find(&request)) else {
+        let Some(selected) = snapshot.routes(self.port).and_then(|t| t.select(&request)) else {
             self.out.clear();
             http::error_response(404, close, &mut self.out);
             return self.respond_locally(head.len(), close).await;
         };
+        let route = selected.route;
         self.out.clear();
         match &route.action {
             Action::Forward(destinations) => {
                 let cluster = destinations.pick();
-                return self.forward(snapshot, route, cluster, head).await;
+                let path = route::rewrite_path(route, selected.matched_uri, head.path());
+                return self.forward(snapshot, route, cluster, head, path).await;
             }
             Action::Redirect(redirect) => {
                 let location = route::redirect_location(redirect, &request, self.port);
                 http::redirect_response(redirect.code, &location, close, &mut self.out);
             }
             Action::HttpsRedirect => {
-                let location = format!("https://{}{}", host, head.path());
+                let location = route::https_redirect_location(&request);
                 http::redirect_response(301, &location, close, &mut self.out);
             }
             Action::Direct { status, body } => {

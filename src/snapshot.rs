@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::server::ProducesTickets;
 
-use crate::config::{Config, Credential, HostPattern, Origin, Protocol, TlsMode};
+use crate::config::{Config, Credential, HostPattern, Origin, Protocol, RouteAction, TlsMode};
 use crate::route::RouteTable;
 use crate::tls::{self, CertInfo, CertifiedMaterial, SniSelector};
 use crate::upstream::{ClusterError, Clusters};
@@ -44,6 +44,15 @@ pub enum SnapshotError {
         port: u16,
         first: IpAddr,
         second: IpAddr,
+    },
+    #[error(
+        "{origin}: spec.http[{rule}].route destination {host} subset {subset:?}: subsets are not implemented by ringress yet (DestinationRule subsets are not supported)"
+    )]
+    SubsetNotImplemented {
+        origin: Origin,
+        rule: usize,
+        host: String,
+        subset: String,
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -94,6 +103,7 @@ impl Snapshot {
         ticketer: &Arc<dyn ProducesTickets>,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
+        reject_subsets(config)?;
         let clusters = Clusters::build(config)?;
         let routes = RouteTable::build_all(config, &clusters)?;
         let listeners = build_listeners(config, secrets_dir, ticketer)?;
@@ -109,6 +119,27 @@ impl Snapshot {
     pub fn routes(&self, port: u16) -> Option<&RouteTable> {
         self.routes.get(&port)
     }
+}
+
+/// A `destination.subset` would need DestinationRule subsets, which ringress does not
+/// implement: refuse it rather than route to every endpoint.
+fn reject_subsets(config: &Config) -> Result<(), SnapshotError> {
+    for vs in &config.virtual_services {
+        for (rule, http) in vs.http.iter().enumerate() {
+            let RouteAction::Route(destinations) = &http.action else {
+                continue;
+            };
+            if let Some(d) = destinations.iter().find(|d| d.subset.is_some()) {
+                return Err(SnapshotError::SubsetNotImplemented {
+                    origin: vs.origin.clone(),
+                    rule,
+                    host: d.host.clone(),
+                    subset: d.subset.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Servers grouped by port, in the order their ports first appear.

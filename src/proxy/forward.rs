@@ -15,7 +15,7 @@ use super::{Connection, Next, ProxyError};
 use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
-use crate::route::{self, Route};
+use crate::route::Route;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ClusterId, UpstreamConn, pool};
 use crate::uring;
@@ -39,6 +39,7 @@ impl Connection {
         route: &Route,
         cluster: ClusterId,
         head: RequestHead,
+        path: Option<String>,
     ) -> Result<Next, ProxyError> {
         let facts = RequestFacts {
             keep_alive: head.keep_alive(),
@@ -46,7 +47,7 @@ impl Connection {
             client_minor: head.version_minor(),
         };
         let mut request_body = BodyFramer::new(head.body());
-        self.write_upstream_head(route, &head);
+        self.write_upstream_head(route, &head, path.as_deref());
         let head_len = head.len();
         drop(head);
         self.inbuf.drain(..head_len);
@@ -102,17 +103,16 @@ impl Connection {
     }
 
     /// Writes the rewritten request head into `out`.
-    fn write_upstream_head(&mut self, route: &Route, head: &RequestHead) {
+    fn write_upstream_head(&mut self, route: &Route, head: &RequestHead, path: Option<&str>) {
         let request_id = match head.header("x-request-id") {
             Some(_) => None,
             None => Some(http::new_request_id()),
         };
-        let path = route::rewrite_path(route, head.path());
         let ctx = ForwardContext {
             client_ip: self.peer.ip(),
             scheme: self.client.scheme(),
             request_id: request_id.as_deref(),
-            path: path.as_deref(),
+            path,
             authority: route.rewrite.as_ref().and_then(|r| r.authority.as_deref()),
             ops: &route.headers.request,
             client_cert: None,

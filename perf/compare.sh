@@ -1,0 +1,880 @@
+#!/usr/bin/env bash
+# The benchmark of record: ringress against nginx and HAProxy as TLS-terminating
+# reverse proxies, on this machine, with the same certificate, upstream and clients.
+#
+#   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
+#                   [--workloads keepalive,close,1m,idle] [--idle-conns N]
+#                   [--proxy-cpu C] [--load-cpu C] [--ringress PATH] [--out DIR]
+#
+# Layout: the gateway under test runs alone on CPU 0 (taskset); the load generator
+# (wrk -t1, or perf/idle_conns.py) and ONE upstream nginx (plain HTTP, "hello\n" on /,
+# a 1 MiB file on /1m) share CPU 1. Each gateway terminates TLS (ECDSA P-256 leaf for
+# bench.example.com, signed by a root CA generated here) and proxies HTTP/1.1 to the
+# upstream over keep-alive connections.
+#
+# The main figure is the gateway's CPU time per request: utime+stime of all its
+# processes, read from /proc/<pid>/stat before and after each run, divided by the
+# requests wrk completed. Rounds are interleaved (each round runs every gateway once,
+# in a rotated order) and the table shows medians. See perf/README.md for the method.
+#
+# Everything listens on 127.0.0.1 only; every loop and wait is bounded; every process
+# this script starts is stopped on exit. Results (raw TSV, logs, summary) are kept in
+# the --out directory (default: a new directory under ${TMPDIR:-/tmp}).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+# ---------------------------------------------------------------------------------
+# Parameters
+
+ROUNDS=5
+DURATION=10
+ONLY="nginx,haproxy,ringress"
+WORKLOADS="keepalive,close,1m,idle"
+IDLE_CONNS=3000
+PROXY_CPU=0
+LOAD_CPU=1
+RINGRESS_BIN="target/release/ringress"
+OUT_DIR=""
+
+# Connections wrk keeps open in each workload.
+KEEPALIVE_CONNS=64
+CLOSE_CONNS=16
+BIG_CONNS=16
+# Seconds of unrecorded keep-alive load after each gateway start.
+WARMUP_SECS=1
+# How long a gateway may take to answer its first request.
+READY_TIMEOUT_SECS=15
+SERVER_NAME="bench.example.com"
+BIG_BYTES=1048576
+SMALL_BODY="hello"
+
+ALL_GATEWAYS="nginx haproxy ringress"
+ALL_WORKLOADS="keepalive close 1m idle"
+
+usage() {
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
+    cat <<EOF
+
+Options:
+  --rounds N        rounds; each runs every gateway once (default $ROUNDS)
+  --duration S      seconds of wrk load per workload (default $DURATION)
+  --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
+  --workloads LIST  keepalive,close,1m,idle (default all)
+                      keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
+                      close      $CLOSE_CONNS connections, Connection: close: a full TLS handshake per request
+                      1m         $BIG_CONNS keep-alive connections, 1 MiB response
+                      idle       RSS per idle keep-alive TLS connection (--idle-conns of them)
+  --idle-conns N    connections held open in the idle workload (default $IDLE_CONNS)
+  --proxy-cpu C     CPU the gateway runs on (default $PROXY_CPU)
+  --load-cpu C      CPU of wrk and the upstream (default $LOAD_CPU)
+  --ringress PATH   ringress binary (default $RINGRESS_BIN; built with
+                    cargo build --release when it is the default and missing)
+  --out DIR         where results and logs go (default: new dir under \${TMPDIR:-/tmp})
+EOF
+}
+
+die() {
+    printf 'perf/compare.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+log() {
+    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
+}
+
+is_uint() {
+    [[ "$1" =~ ^[0-9]+$ ]]
+}
+
+# Checks a comma-separated list against the allowed words; prints it space-separated.
+check_list() {
+    local what="$1" given="$2" allowed="$3" item out=""
+    IFS=',' read -ra items <<<"$given"
+    [ "${#items[@]}" -gt 0 ] || die "--$what is empty; choose from: $allowed"
+    for item in "${items[@]}"; do
+        [[ " $allowed " == *" $item "* ]] || die "--$what: unknown '$item'; choose from: $allowed"
+        out+="$item "
+    done
+    printf '%s' "${out% }"
+}
+
+# opt_value "$@": the value after an option, or a clear error when there is none.
+opt_value() {
+    if [ "$#" -lt 2 ] || [ -z "$2" ]; then
+        die "$1 needs a value (see --help)"
+    fi
+    printf '%s' "$2"
+}
+
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+    --rounds) ROUNDS="$(opt_value "$@")"; shift 2 ;;
+    --duration) DURATION="$(opt_value "$@")"; shift 2 ;;
+    --only) ONLY="$(opt_value "$@")"; shift 2 ;;
+    --workloads) WORKLOADS="$(opt_value "$@")"; shift 2 ;;
+    --idle-conns) IDLE_CONNS="$(opt_value "$@")"; shift 2 ;;
+    --proxy-cpu) PROXY_CPU="$(opt_value "$@")"; shift 2 ;;
+    --load-cpu) LOAD_CPU="$(opt_value "$@")"; shift 2 ;;
+    --ringress) RINGRESS_BIN="$(opt_value "$@")"; shift 2 ;;
+    --out) OUT_DIR="$(opt_value "$@")"; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument '$1'" ;;
+    esac
+done
+
+# check_range OPTION VALUE MIN MAX
+check_range() {
+    if ! is_uint "$2" || [ "$2" -lt "$3" ] || [ "$2" -gt "$4" ]; then
+        die "$1 must be a whole number in $3..$4, got '$2'"
+    fi
+}
+check_range --rounds "$ROUNDS" 1 100
+check_range --duration "$DURATION" 1 600
+check_range --idle-conns "$IDLE_CONNS" 1 50000
+if [ "$IDLE_CONNS" -lt 1000 ]; then
+    log "warning: --idle-conns $IDLE_CONNS: below 1000 the allocator's free memory hides part of each connection's cost"
+fi
+ncpu="$(nproc)"
+check_range --proxy-cpu "$PROXY_CPU" 0 $((ncpu - 1))
+check_range --load-cpu "$LOAD_CPU" 0 $((ncpu - 1))
+[ "$PROXY_CPU" != "$LOAD_CPU" ] ||
+    log "warning: gateway and load generator share CPU $PROXY_CPU; CPU per request still holds, req/s does not"
+GATEWAYS="$(check_list only "$ONLY" "$ALL_GATEWAYS")"
+WORKLOAD_LIST="$(check_list workloads "$WORKLOADS" "$ALL_WORKLOADS")"
+
+has_gateway() { [[ " $GATEWAYS " == *" $1 "* ]]; }
+
+# ---------------------------------------------------------------------------------
+# Tools
+
+find_bin() {
+    local name="$1" dir
+    if command -v "$name" >/dev/null 2>&1; then
+        command -v "$name"
+        return 0
+    fi
+    for dir in /usr/sbin /sbin /usr/local/sbin; do
+        if [ -x "$dir/$name" ]; then
+            printf '%s\n' "$dir/$name"
+            return 0
+        fi
+    done
+    return 1
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        die "installing packages needs root or sudo: $*"
+    fi
+}
+
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || die "missing $*, and there is no apt-get to install it"
+    # Installing nginx or haproxy must not start their system services (port 80...):
+    # when no policy says otherwise, deny service starts for the time of the install.
+    local made_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+        MADE_POLICY_RC=1
+    fi
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    local rc=0
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "$@" || rc=$?
+    if [ "$made_policy" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+        MADE_POLICY_RC=0
+    fi
+    return "$rc"
+}
+
+ensure_tools() {
+    local need=() tool
+    # tool -> package
+    declare -A pkg=([wrk]=wrk [openssl]=openssl [curl]=curl [python3]=python3
+        [h2load]=nghttp2-client [haproxy]=haproxy [taskset]=util-linux [pgrep]=procps)
+    local tools=(wrk openssl curl python3 h2load taskset pgrep)
+    has_gateway haproxy && tools+=(haproxy)
+    for tool in "${tools[@]}"; do
+        find_bin "$tool" >/dev/null || need+=("${pkg[$tool]}")
+    done
+    if [ "${#need[@]}" -gt 0 ]; then
+        log "installing: ${need[*]}"
+        apt_install "${need[@]}"
+    fi
+    # nginx is always needed: it is the upstream of every gateway.
+    if ! find_bin nginx >/dev/null; then
+        log "installing nginx"
+        apt_install nginx || apt_install nginx-light
+    fi
+    for tool in "${tools[@]}" nginx; do
+        find_bin "$tool" >/dev/null || die "$tool is still missing after installing packages"
+    done
+}
+
+# ---------------------------------------------------------------------------------
+# Processes: everything started here is in STARTED_PIDS and stopped on exit.
+
+STARTED_PIDS=()
+WORK=""
+MADE_POLICY_RC=0
+
+stop_pid() {
+    local pid="$1" i
+    if ! kill -0 "$pid" 2>/dev/null; then
+        wait "$pid" 2>/dev/null || true
+        forget_pid "$pid"
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid did not stop in 5 s after SIGTERM; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+# Drops a stopped pid from STARTED_PIDS, so a later reuse of the number is never signalled.
+forget_pid() {
+    local keep=() p
+    for p in "${STARTED_PIDS[@]}"; do
+        [ "$p" = "$1" ] || keep+=("$p")
+    done
+    STARTED_PIDS=("${keep[@]}")
+}
+
+cleanup() {
+    local rc=$? i
+    trap - EXIT INT TERM
+    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${STARTED_PIDS[$i]}"
+    done
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        rm -rf "$WORK"
+    fi
+    # Interrupted during a package install: remove the service-start block it set up.
+    if [ "$MADE_POLICY_RC" -eq 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# spawn LOGFILE CMD... : starts CMD in the background, records its pid in SPAWNED.
+SPAWNED=""
+spawn() {
+    local logfile="$1"
+    shift
+    "$@" >"$logfile" 2>&1 </dev/null &
+    SPAWNED=$!
+    STARTED_PIDS+=("$SPAWNED")
+}
+
+alive() {
+    local pid="$1" state
+    kill -0 "$pid" 2>/dev/null || return 1
+    # A zombie still answers kill -0.
+    state="$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo X)"
+    [ "$state" != "Z" ] && [ "$state" != "X" ]
+}
+
+# The pid and all its descendants (nginx master + workers), at most 3 levels deep.
+proc_tree() {
+    local level=("$1") next all=("$1") p c
+    for _ in 1 2 3; do
+        next=()
+        for p in "${level[@]}"; do
+            while read -r c; do
+                [ -n "$c" ] && next+=("$c")
+            done < <(pgrep -P "$p" 2>/dev/null || true)
+        done
+        [ "${#next[@]}" -gt 0 ] || break
+        all+=("${next[@]}")
+        level=("${next[@]}")
+    done
+    printf '%s\n' "${all[@]}"
+}
+
+# Sum of utime+stime (clock ticks) over the given pids; fields 14 and 15 of
+# /proc/<pid>/stat, counted after the ")" that ends the command name.
+cpu_ticks() {
+    local pid total=0 line rest
+    for pid in "$@"; do
+        line="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+        rest="${line##*) }"
+        read -ra f <<<"$rest"
+        total=$((total + f[11] + f[12]))
+    done
+    printf '%s\n' "$total"
+}
+
+# Sum of VmRSS (KiB) over the given pids.
+rss_kib() {
+    local pid total=0 v
+    for pid in "$@"; do
+        v="$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
+        total=$((total + ${v:-0}))
+    done
+    printf '%s\n' "$total"
+}
+
+# cpu_line CPU: "busy total" clock ticks of that CPU so far, from /proc/stat.
+cpu_line() {
+    awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# ---------------------------------------------------------------------------------
+# Setup
+
+ensure_tools
+NGINX="$(find_bin nginx)"
+HAPROXY="$(find_bin haproxy || true)"
+WRK="$(find_bin wrk)"
+CLK_TCK="$(getconf CLK_TCK)"
+
+# Raise the descriptor limit for the idle workload (gateways and clients inherit it).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 256)) ]; then
+    log "warning: open-file limit $(ulimit -n) is below --idle-conns $IDLE_CONNS + 256; the idle workload may fail"
+fi
+
+# HAProxy needs two descriptors per connection (client and server side) and refuses to
+# start when maxconn does not fit the limit.
+nofile="$(ulimit -n)"
+[ "$nofile" = unlimited ] && nofile=1048576
+HAPROXY_MAXCONN=$(((nofile - 256) / 2))
+[ "$HAPROXY_MAXCONN" -le 20000 ] || HAPROXY_MAXCONN=20000
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-perf-work.XXXXXX")"
+# nginx workers run as nobody when started as root and must reach the upstream's files.
+chmod 755 "$WORK"
+if [ -z "$OUT_DIR" ]; then
+    OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ringress-perf-$(date +%Y%m%d-%H%M%S).XXXXXX")"
+fi
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+RESULTS="$OUT_DIR/results.tsv"
+printf 'round\tgateway\tworkload\tstatus\tcost\trate\terrors\tcount\tp50_us\tp99_us\tcpu_other_pct\tnote\n' >"$RESULTS"
+
+machine_info() {
+    printf 'date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    printf 'cpus: %s (nproc)\n' "$ncpu"
+    printf 'cpu model: %s\n' "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
+    printf 'kernel: %s\n' "$(uname -r)"
+    printf 'load average at start: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+    printf 'nginx: %s\n' "$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')"
+    if has_gateway haproxy; then
+        printf 'haproxy: %s\n' "$("$HAPROXY" -v 2>&1 | head -n1)"
+    fi
+    printf 'wrk: %s\n' "$("$WRK" -v 2>&1 | head -n1 || true)"
+    printf 'openssl: %s\n' "$(openssl version)"
+    printf 'ringress: %s\n' "$(git -C "$repo_root" describe --always --dirty 2>/dev/null || echo unknown)"
+    printf 'command: perf/compare.sh --rounds %s --duration %s --only %s --workloads %s --idle-conns %s\n' \
+        "$ROUNDS" "$DURATION" "${GATEWAYS// /,}" "${WORKLOAD_LIST// /,}" "$IDLE_CONNS"
+    printf 'pinning: gateway on CPU %s; wrk, idle client and upstream nginx on CPU %s\n' "$PROXY_CPU" "$LOAD_CPU"
+}
+machine_info | tee "$OUT_DIR/machine.txt" >&2
+if awk -v n="$ncpu" '{ exit !($1 > n / 2) }' /proc/loadavg; then
+    log "warning: load average $(cut -d' ' -f1 /proc/loadavg) on $ncpu CPUs: other programs are running; watch the 'other load' column"
+fi
+
+gen_certs() {
+    local d="$WORK/certs"
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+        openssl req -x509 -new -key ca.key -sha256 -days 30 -subj "/CN=ringress perf root CA" \
+            -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt 2>/dev/null
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+            -out "$SERVER_NAME.key" 2>/dev/null
+        openssl req -new -key "$SERVER_NAME.key" -subj "/CN=$SERVER_NAME" -out leaf.csr 2>/dev/null
+        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:%s\n' \
+            "$SERVER_NAME" >leaf.ext
+        openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+            -sha256 -extfile leaf.ext -out "$SERVER_NAME.crt" 2>/dev/null
+        # HAProxy wants the certificate and its key in one file.
+        cat "$SERVER_NAME.crt" "$SERVER_NAME.key" >haproxy.pem
+        chmod 600 ./*.key haproxy.pem
+    )
+    CA="$d/ca.crt"
+    CERT="$d/$SERVER_NAME.crt"
+    KEY="$d/$SERVER_NAME.key"
+    HAPROXY_PEM="$d/haproxy.pem"
+    CERT_DIR="$d"
+}
+
+# Writes nginx's temp paths into its own directory, away from /var/lib/nginx.
+nginx_common() {
+    local dir="$1"
+    mkdir -p "$dir/tmp"
+    cat <<EOF
+worker_processes 1;
+worker_rlimit_nofile $nofile;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 16384; }
+EOF
+}
+
+nginx_temp_paths() {
+    local dir="$1"
+    cat <<EOF
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+EOF
+}
+
+UPSTREAM_PORT=""
+UPSTREAM_PID=""
+start_upstream() {
+    local dir="$WORK/upstream"
+    mkdir -p "$dir/www"
+    chmod 755 "$dir" "$dir/www"
+    head -c "$BIG_BYTES" /dev/urandom >"$dir/www/1m"
+    chmod 644 "$dir/www/1m"
+    UPSTREAM_PORT="$(free_port)"
+    {
+        nginx_common "$dir"
+        cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        location = /1m {
+            root $dir/www;
+            default_type application/octet-stream;
+        }
+        location / {
+            default_type text/plain;
+            return 200 "$SMALL_BODY\n";
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    spawn "$OUT_DIR/upstream.log" taskset -c "$LOAD_CPU" "$NGINX" -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+    UPSTREAM_PID="$SPAWNED"
+    local i
+    for i in $(seq 1 50); do
+        if curl -fsS "http://127.0.0.1:$UPSTREAM_PORT/" 2>/dev/null | grep -qx "$SMALL_BODY"; then
+            log "upstream nginx (pid $UPSTREAM_PID) on 127.0.0.1:$UPSTREAM_PORT, CPU $LOAD_CPU"
+            return 0
+        fi
+        alive "$UPSTREAM_PID" || break
+        sleep 0.1
+    done
+    cat "$dir/error.log" "$OUT_DIR/upstream.log" >&2 2>/dev/null || true
+    die "the upstream nginx did not start (see above)"
+}
+
+# ---------------------------------------------------------------------------------
+# Gateways. start_<name> DIR PORT sets GW_PID, or sets GW_FAIL and returns 1.
+
+GW_PID=""
+GW_FAIL=""
+RINGRESS_UNAVAILABLE=""
+
+start_nginx() {
+    local dir="$1" port="$2"
+    {
+        nginx_common "$dir"
+        cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$dir")
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    upstream bench_upstream {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$port ssl;
+        server_name $SERVER_NAME;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets on;
+        location / {
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # Stream large responses through memory buffers, never a temp file.
+            proxy_max_temp_file_size 0;
+        }
+    }
+}
+EOF
+    } >"$dir/nginx.conf"
+    "$NGINX" -t -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" >"$dir/check.log" 2>&1 || {
+        GW_FAIL="nginx -t rejected the generated config: $(tail -n 3 "$dir/check.log" | tr '\n' ' ')"
+        return 1
+    }
+    spawn "$dir/stdout.log" taskset -c "$PROXY_CPU" "$NGINX" -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
+    GW_PID="$SPAWNED"
+}
+
+start_haproxy() {
+    local dir="$1" port="$2"
+    cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $HAPROXY_MAXCONN
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 60s
+    timeout http-keep-alive 300s
+
+frontend bench
+    bind 127.0.0.1:$port ssl crt $HAPROXY_PEM alpn http/1.1
+    default_backend bench_upstream
+
+backend bench_upstream
+    http-reuse always
+    server upstream 127.0.0.1:$UPSTREAM_PORT
+EOF
+    "$HAPROXY" -c -f "$dir/haproxy.cfg" >"$dir/check.log" 2>&1 || {
+        GW_FAIL="haproxy -c rejected the generated config: $(tail -n 3 "$dir/check.log" | tr '\n' ' ')"
+        return 1
+    }
+    spawn "$dir/stdout.log" taskset -c "$PROXY_CPU" "$HAPROXY" -db -f "$dir/haproxy.cfg"
+    GW_PID="$SPAWNED"
+}
+
+prepare_ringress() {
+    if [ ! -x "$RINGRESS_BIN" ]; then
+        if [ "$RINGRESS_BIN" != "target/release/ringress" ]; then
+            RINGRESS_UNAVAILABLE="--ringress $RINGRESS_BIN is not an executable file"
+            return 0
+        fi
+        log "building target/release/ringress (cargo build --release; log in $OUT_DIR/cargo-build.log)"
+        if ! cargo build --release --locked >"$OUT_DIR/cargo-build.log" 2>&1; then
+            RINGRESS_UNAVAILABLE="cargo build --release failed: $(grep -m1 -E '^error' "$OUT_DIR/cargo-build.log" || tail -n1 "$OUT_DIR/cargo-build.log")"
+            return 0
+        fi
+    fi
+    RINGRESS_BIN="$(cd "$(dirname "$RINGRESS_BIN")" && pwd)/$(basename "$RINGRESS_BIN")"
+}
+
+start_ringress() {
+    local dir="$1" port="$2"
+    if [ -n "$RINGRESS_UNAVAILABLE" ]; then
+        GW_FAIL="$RINGRESS_UNAVAILABLE"
+        return 1
+    fi
+    sed -e "s#/tmp/ringress-perf/#$CERT_DIR/#g" \
+        -e "s/number: 8443\$/number: $port/" \
+        -e "s/number: 8080\$/number: $UPSTREAM_PORT/" \
+        "$repo_root/perf/ringress.yaml" >"$dir/ringress.yaml"
+    spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
+        --config "$dir/ringress.yaml" --shards 1
+    GW_PID="$SPAWNED"
+}
+
+gw_url() {
+    printf 'https://%s:%s%s' "$SERVER_NAME" "$1" "$2"
+}
+
+# fetch_check PORT PATH EXPECTED_BYTES: one verified HTTPS request; prints why on failure.
+fetch_check() {
+    local port="$1" path="$2" want="$3" out got
+    out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 \
+        --resolve "$SERVER_NAME:$port:127.0.0.1" --cacert "$CA" "$(gw_url "$port" "$path")" 2>&1)" || {
+        printf 'curl %s: %s' "$path" "$(printf '%s' "$out" | tail -n1)"
+        return 1
+    }
+    got="${out##* }"
+    if [ "${out%% *}" != 200 ] || [ "$got" != "$want" ]; then
+        printf 'GET %s answered status %s with %s bytes, expected 200 with %s' "$path" "${out%% *}" "$got" "$want"
+        return 1
+    fi
+}
+
+# wait_ready NAME DIR PORT: bounded wait for the gateway's first good answer.
+wait_ready() {
+    local name="$1" dir="$2" port="$3" i why="" st
+    for i in $(seq 1 $((READY_TIMEOUT_SECS * 10))); do
+        if ! alive "$GW_PID"; then
+            st=0
+            wait "$GW_PID" 2>/dev/null || st=$?
+            why="$(cat "$dir"/*.log 2>/dev/null | grep -v '^$' | tail -n 3 | tr '\n' ' ' || true)"
+            GW_FAIL="$name exited with status $st before serving: ${why:-it printed nothing}"
+            return 1
+        fi
+        if why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    GW_FAIL="$name did not answer $(gw_url "$port" /) within ${READY_TIMEOUT_SECS} s ($why)"
+    return 1
+}
+
+# ---------------------------------------------------------------------------------
+# Workloads
+
+record() {
+    # round gateway workload status cost rate errors count p50 p99 cpu_other_pct note
+    local IFS=$'\t'
+    printf '%s\n' "$*" >>"$RESULTS"
+}
+
+# run_load OUTFILE WRK_ARGS...: one wrk thread on the load CPU, in the background so a
+# signal stops the benchmark at once (the trap then stops wrk too).
+run_load() {
+    local out="$1"
+    shift
+    spawn "$out" env WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 \
+        -s "$repo_root/perf/wrk-report.lua" "$@"
+    wait "$SPAWNED" || true
+    forget_pid "$SPAWNED"
+}
+
+# run_wrk ROUND NAME PORT WORKLOAD
+run_wrk() {
+    local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() why
+    case "$wl" in
+    keepalive) conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
+    close) conns=$CLOSE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) extra=(-H 'Connection: close') ;;
+    1m) conns=$BIG_CONNS path=/1m want=$BIG_BYTES ;;
+    esac
+    if ! why="$(fetch_check "$port" "$path" "$want")"; then
+        record "$round" "$name" "$wl" failed - - - - - - - "$why"
+        log "  $wl: failed: $why"
+        return 0
+    fi
+    local pids t0 t1 out line
+    mapfile -t pids < <(proc_tree "$GW_PID")
+    out="$OUT_DIR/wrk-r$round-$name-$wl.txt"
+    t0="$(cpu_ticks "${pids[@]}")"
+    read -r c0_busy c0_total < <(cpu_line "$PROXY_CPU")
+    run_load "$out" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" "$(gw_url "$port" "$path")"
+    t1="$(cpu_ticks "${pids[@]}")"
+    read -r c1_busy c1_total < <(cpu_line "$PROXY_CPU")
+    if ! alive "$GW_PID"; then
+        record "$round" "$name" "$wl" failed - - - - - - - "$name exited during $wl"
+        log "  $wl: failed: $name exited during the run"
+        return 1
+    fi
+    line="$(grep -m1 '^RINGRESS_PERF ' "$out" || true)"
+    if [ -z "$line" ]; then
+        why="wrk printed no summary: $(tail -n 2 "$out" | tr '\n' ' ')"
+        record "$round" "$name" "$wl" failed - - - - - - - "$why"
+        log "  $wl: failed: $why"
+        return 0
+    fi
+    local requests duration_us errors p50 p99
+    requests="$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")"
+    duration_us="$(sed -E 's/.* duration_us=([0-9]+).*/\1/' <<<"$line")"
+    p50="$(sed -E 's/.* p50_us=([0-9]+).*/\1/' <<<"$line")"
+    p99="$(sed -E 's/.* p99_us=([0-9]+).*/\1/' <<<"$line")"
+    errors="$(awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /_err=/) { split($i, kv, "="); n += kv[2] } print n }' <<<"$line")"
+    if [ "$requests" -eq 0 ]; then
+        record "$round" "$name" "$wl" failed - - "$errors" 0 - - - "no request completed"
+        log "  $wl: failed: no request completed ($errors errors)"
+        return 0
+    fi
+    local cost rate other
+    # Share of the gateway's CPU that something else used meanwhile: the noise figure.
+    other="$(awk -v b=$((c1_busy - c0_busy - (t1 - t0))) -v t=$((c1_total - c0_total)) \
+        'BEGIN { if (t <= 0) print "-"; else { if (b < 0) b = 0; printf "%.0f", 100 * b / t } }')"
+    cost="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+    rate="$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')"
+    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" ""
+    local unit=req
+    [ "$wl" != 1m ] || unit=MiB
+    log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit  $rate $unit/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
+}
+
+# wait_line FILE PREFIX PID: the first line of FILE starting with PREFIX, waiting while
+# PID lives; 300 s at most (the idle client needs a few seconds per thousand connections).
+wait_line() {
+    local file="$1" prefix="$2" pid="$3" i line=""
+    for i in $(seq 1 3000); do
+        line="$(grep -m1 "^$prefix " "$file" 2>/dev/null || true)"
+        [ -n "$line" ] && break
+        alive "$pid" || break
+        sleep 0.1
+    done
+    printf '%s' "$line"
+}
+
+# field LINE NAME: the number after NAME= in LINE.
+field() {
+    sed -E "s/.*[ ]$2=([0-9]+).*/\1/" <<<"$1"
+}
+
+# run_idle ROUND NAME PORT
+# Opens half the connections, samples RSS, opens the other half, samples again. The
+# figure is the second half's growth per connection: the first half soaks up memory
+# the gateway's allocator already held from the warm-up, which would otherwise make
+# the cost look smaller than it is.
+run_idle() {
+    local round="$1" name="$2" port="$3" pids before mid after out cpid paused ready go why
+    local first total second
+    if ! why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
+        record "$round" "$name" idle failed - - - - - - - "$why"
+        log "  idle: failed: $why"
+        return 0
+    fi
+    mapfile -t pids < <(proc_tree "$GW_PID")
+    sleep 0.5
+    before="$(rss_kib "${pids[@]}")"
+    out="$OUT_DIR/idle-r$round-$name.txt"
+    go="$WORK/idle-go-r$round-$name"
+    spawn "$out" taskset -c "$LOAD_CPU" python3 "$repo_root/perf/idle_conns.py" \
+        --port "$port" --server-name "$SERVER_NAME" --cafile "$CA" \
+        --count "$IDLE_CONNS" --pause-at $((IDLE_CONNS / 2)) --go-file "$go" --hold 300
+    cpid="$SPAWNED"
+    paused=""
+    if [ "$IDLE_CONNS" -ge 2 ]; then
+        paused="$(wait_line "$out" PAUSED "$cpid")"
+        sleep 1
+        mid="$(rss_kib "${pids[@]}")"
+    fi
+    touch "$go"
+    ready="$(wait_line "$out" READY "$cpid")"
+    if [ -z "$ready" ]; then
+        stop_pid "$cpid"
+        why="idle client did not get ready: $(tail -n 2 "$out" | tr '\n' ' ')"
+        record "$round" "$name" idle failed - - - - - - - "$why"
+        log "  idle: failed: $why"
+        return 0
+    fi
+    sleep 1
+    mapfile -t pids < <(proc_tree "$GW_PID")
+    after="$(rss_kib "${pids[@]}")"
+    stop_pid "$cpid"
+    total="$(field "$ready" opened)"
+    first="$(field "${paused:-x opened=0}" opened)"
+    second=$((total - first))
+    if [ "$total" -eq 0 ]; then
+        why="no idle connection opened: $(grep -m1 'first error' "$out" || true)"
+        record "$round" "$name" idle failed - - "$(field "$ready" failed)" 0 - - - "$why"
+        log "  idle: failed: $why"
+        return 0
+    fi
+    local cost all
+    all="$(awk -v a="$after" -v b="$before" -v n="$total" 'BEGIN { printf "%.2f", (a - b) / n }')"
+    if [ -n "$paused" ] && [ "$first" -gt 0 ] && [ "$second" -gt 0 ]; then
+        cost="$(awk -v a="$after" -v b="$mid" -v n="$second" 'BEGIN { printf "%.2f", (a - b) / n }')"
+    else
+        cost="$all"
+        mid="-"
+    fi
+    record "$round" "$name" idle ok "$cost" "$after" "$(field "$ready" failed)" "$total" - - - \
+        "RSS KiB ${before} -> ${mid} -> ${after}; over all ${total}: ${all} KiB/conn"
+    log "  idle      RSS $before -> $mid -> $after KiB: $cost KiB/conn over the last $second of $total connections ($all over all; $(field "$ready" failed) failed)"
+    # Let the gateway close them before the next workload.
+    sleep 1
+}
+
+# run_gateway ROUND NAME
+declare -A FAILED_AT_START=()
+run_gateway() {
+    local round="$1" name="$2" dir port wl
+    dir="$WORK/r$round-$name"
+    mkdir -p "$dir"
+    port="$(free_port)"
+    GW_PID="" GW_FAIL=""
+    log "round $round/$ROUNDS: $name on 127.0.0.1:$port, CPU $PROXY_CPU"
+    if [ -n "${FAILED_AT_START[$name]:-}" ]; then
+        GW_FAIL="${FAILED_AT_START[$name]}"
+    elif "start_$name" "$dir" "$port"; then
+        wait_ready "$name" "$dir" "$port" || true
+    fi
+    if [ -n "$GW_FAIL" ]; then
+        log "  $name failed: $GW_FAIL"
+        FAILED_AT_START[$name]="$GW_FAIL"
+        for wl in $WORKLOAD_LIST; do
+            record "$round" "$name" "$wl" failed - - - - - - - "$GW_FAIL"
+        done
+        [ -z "$GW_PID" ] || stop_pid "$GW_PID"
+        cp "$dir"/*.log "$OUT_DIR/" 2>/dev/null || true
+        return 0
+    fi
+    if [ "$round" -eq 1 ]; then
+        log "  TLS: $(openssl s_client -connect "127.0.0.1:$port" -servername "$SERVER_NAME" \
+            -CAfile "$CA" </dev/null 2>/dev/null | grep -m1 -E '^(New|Protocol|Cipher)' || echo '?')"
+    fi
+    # Unrecorded warm-up: caches, lazy allocations, upstream keep-alive pool.
+    run_load /dev/null -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" "$(gw_url "$port" /)"
+    # idle first, so earlier bursts have not left freed memory for it to reuse.
+    local order=()
+    [[ " $WORKLOAD_LIST " == *" idle "* ]] && order+=(idle)
+    for wl in $WORKLOAD_LIST; do
+        [ "$wl" = idle ] || order+=("$wl")
+    done
+    for wl in "${order[@]}"; do
+        if [ "$wl" = idle ]; then
+            run_idle "$round" "$name" "$port"
+        elif ! run_wrk "$round" "$name" "$port" "$wl"; then
+            break
+        fi
+    done
+    stop_pid "$GW_PID"
+    mkdir -p "$OUT_DIR/logs"
+    for f in "$dir"/*.log; do
+        [ -e "$f" ] && cp "$f" "$OUT_DIR/logs/r$round-$name-$(basename "$f")"
+    done
+}
+
+# ---------------------------------------------------------------------------------
+# Main
+
+gen_certs
+has_gateway ringress && prepare_ringress
+start_upstream
+
+read -ra gw_array <<<"$GATEWAYS"
+n="${#gw_array[@]}"
+for round in $(seq 1 "$ROUNDS"); do
+    # Rotate the order each round so no gateway always runs first or last.
+    for k in $(seq 0 $((n - 1))); do
+        run_gateway "$round" "${gw_array[$(((k + round - 1) % n))]}"
+    done
+done
+
+log "results: $OUT_DIR"
+python3 "$repo_root/perf/summarize.py" "$RESULTS" --gateways "${GATEWAYS// /,}" \
+    --workloads "${WORKLOAD_LIST// /,}" | tee "$OUT_DIR/summary.md"

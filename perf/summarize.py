@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Turn perf/compare.sh's results.tsv into the Markdown table of medians.
+
+    python3 perf/summarize.py RESULTS.tsv [--gateways nginx,haproxy,ringress]
+                                          [--workloads keepalive,close,1m,idle]
+
+One row per workload and gateway: the median cost (gateway CPU µs per request, per MiB
+for 1m, or RSS KiB per idle connection) and the median rate (requests/s, MiB/s for
+1m), each with its ratio to HAProxy's and nginx's median in the same workload, the
+spread (min-max) of the cost over the rounds, the rounds that succeeded and the total
+client-side errors, and the median share of the gateway's CPU that other processes
+used during the runs ("other load", the noise figure). A gateway whose runs all failed
+shows "failed", and the reasons are listed under the table. Lower cost is better; higher rate is better.
+"""
+
+import argparse
+import csv
+import statistics
+import sys
+
+COST_UNIT = {
+    "keepalive": "µs/req",
+    "close": "µs/req",
+    "1m": "µs/MiB",
+    "idle": "KiB/conn",
+}
+RATE_UNIT = {
+    "keepalive": "req/s",
+    "close": "req/s",
+    "1m": "MiB/s",
+    "idle": "",
+}
+WORKLOAD_TITLE = {
+    "keepalive": "keep-alive, small response",
+    "close": "new TLS connection per request",
+    "1m": "1 MiB response",
+    "idle": "idle TLS connections (RSS)",
+}
+
+
+def fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def ratio(value, base) -> str:
+    if value is None or base is None or base == 0:
+        return "—"
+    return f"{value / base:.2f}×"
+
+
+def other_load(ok_rows) -> str:
+    """Median share of the gateway's CPU used by other processes during the runs."""
+    values = [float(r["cpu_other_pct"]) for r in ok_rows if r.get("cpu_other_pct", "-") not in ("", "-")]
+    if not values:
+        return "—"
+    return f"{statistics.median(values):.0f}%"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results")
+    parser.add_argument("--gateways", default="nginx,haproxy,ringress")
+    parser.add_argument("--workloads", default="keepalive,close,1m,idle")
+    args = parser.parse_args()
+
+    gateways = [g for g in args.gateways.split(",") if g]
+    workloads = [w for w in args.workloads.split(",") if w]
+
+    rows = []
+    with open(args.results, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t"):
+            rows.append(row)
+
+    # (workload, gateway) -> median cost / median rate / spread / runs / errors
+    stats = {}
+    reasons = {}
+    for wl in workloads:
+        for gw in gateways:
+            mine = [r for r in rows if r["workload"] == wl and r["gateway"] == gw]
+            ok = [r for r in mine if r["status"] == "ok"]
+            for r in mine:
+                if r["status"] != "ok" and r["note"]:
+                    reasons.setdefault(gw, []).append(f"{wl}, round {r['round']}: {r['note']}")
+            if not ok:
+                stats[(wl, gw)] = None if mine else "not run"
+                continue
+            costs = [float(r["cost"]) for r in ok]
+            rates = [float(r["rate"]) for r in ok] if wl != "idle" else []
+            errors = sum(int(r["errors"]) for r in ok if r["errors"] not in ("", "-"))
+            stats[(wl, gw)] = {
+                "cost": statistics.median(costs),
+                "rate": statistics.median(rates) if rates else None,
+                "min": min(costs),
+                "max": max(costs),
+                "runs": f"{len(ok)}/{len(mine)}",
+                "errors": errors,
+                "other": other_load(ok),
+            }
+
+    out = sys.stdout
+    out.write(
+        "| workload | gateway | CPU or RSS (median) | ÷ HAProxy | ÷ nginx "
+        "| rate (median) | ÷ HAProxy | ÷ nginx | spread (min–max) | rounds ok | errors | other load |\n"
+    )
+    out.write("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+    for wl in workloads:
+        base_h = stats.get((wl, "haproxy"))
+        base_n = stats.get((wl, "nginx"))
+        base_h = base_h if isinstance(base_h, dict) else None
+        base_n = base_n if isinstance(base_n, dict) else None
+        for gw in gateways:
+            s = stats.get((wl, gw))
+            title = WORKLOAD_TITLE.get(wl, wl)
+            if not isinstance(s, dict):
+                label = "not run" if s == "not run" else "failed"
+                out.write(f"| {title} | {gw} | {label} | | | | | | | | | |\n")
+                continue
+            cost = f"{fmt(s['cost'])} {COST_UNIT.get(wl, '')}"
+            if s["rate"] is None:
+                rate, rh, rn = "—", "—", "—"
+            else:
+                rate = f"{fmt(s['rate'])} {RATE_UNIT.get(wl, '')}"
+                rh = ratio(s["rate"], base_h and base_h["rate"])
+                rn = ratio(s["rate"], base_n and base_n["rate"])
+            out.write(
+                f"| {title} | {gw} | {cost} | {ratio(s['cost'], base_h and base_h['cost'])} "
+                f"| {ratio(s['cost'], base_n and base_n['cost'])} | {rate} | {rh} | {rn} "
+                f"| {fmt(s['min'])}–{fmt(s['max'])} | {s['runs']} | {s['errors']} | {s['other']} |\n"
+            )
+    if reasons:
+        out.write("\nFailures:\n")
+        for gw, items in reasons.items():
+            # The same reason in every round is said once.
+            seen = []
+            for item in items:
+                why = item.split(": ", 1)[-1]
+                if why not in seen:
+                    seen.append(why)
+                    out.write(f"- {gw}: {item}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+//! The shard-local executor: [`Runtime::block_on`] runs the shard's main future and
+//! every task [`spawn`]ed onto it (one per client connection, in practice), submits the
+//! operations they queued, sleeps in `io_uring_enter` only when no task is ready, and
+//! wakes tasks whose operations completed.
+//!
+//! Wakers: a [`std::task::Waker`] must be `Send + Sync`, so each task's waker is an
+//! `Arc<TaskWaker>` holding only the task id, an atomic "scheduled" flag and an `Arc` of
+//! the runtime's remote queue; it holds no `Rc`. Woken on the shard thread inside
+//! `block_on` (the normal case), it pushes the id onto the shard's run queue through the
+//! thread-local context. Woken from any other thread, it pushes the id onto the mutex
+//! protected remote queue and writes the runtime's eventfd, whose pending read wakes the
+//! ring; the shard moves those ids to its run queue on its next turn. Either way no
+//! thread-local data of another thread is touched, so waking from anywhere is sound.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::notify::{NotifyHandle, NotifyWaiter, notify_pair};
+use super::ring::{Driver, RingOptions, SetupError};
+
+/// Tasks polled per executor turn before the ring is submitted and reaped again, so a
+/// busy shard still picks up completions.
+const TASK_BUDGET: usize = 256;
+
+/// Task id of the future passed to `block_on` (never a slab index).
+const MAIN_TASK: usize = usize::MAX;
+
+thread_local! {
+    /// The runtime whose `block_on` runs on this thread.
+    static CURRENT: RefCell<Option<Rc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// The runtime of the calling thread; only inside [`Runtime::block_on`].
+pub(crate) fn current() -> Rc<Shared> {
+    let rt = CURRENT.with(|c| c.borrow().clone());
+    match rt {
+        Some(rt) => rt,
+        None => panic!(
+            "ringress::uring: an io_uring operation or spawn() was used outside \
+             Runtime::block_on on this thread (programming error: no runtime is running here)"
+        ),
+    }
+}
+
+/// Spawns a task onto the current thread's runtime. It runs until it completes or the
+/// runtime is dropped.
+///
+/// # Panics
+///
+/// When called outside [`Runtime::block_on`] (a programming error).
+pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+    current().spawn_task(Box::pin(fut));
+}
+
+/// Ids woken from other threads.
+struct Remote {
+    queue: Mutex<Vec<usize>>,
+    pending: AtomicBool,
+    kick: NotifyHandle,
+}
+
+/// A task's waker. See the module docs for why this is sound from any thread.
+struct TaskWaker {
+    id: usize,
+    scheduled: AtomicBool,
+    remote: Arc<Remote>,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let queued_locally = CURRENT
+            .try_with(|c| {
+                let Ok(current) = c.try_borrow() else {
+                    return false;
+                };
+                match current.as_ref() {
+                    Some(rt) if Arc::ptr_eq(&rt.remote, &self.remote) => {
+                        match rt.run_queue.try_borrow_mut() {
+                            Ok(mut q) => {
+                                q.push_back(self.id);
+                                true
+                            }
+                            Err(_) => false,
+                        }
+                    }
+                    _ => false,
+                }
+            })
+            .unwrap_or(false);
+        if !queued_locally {
+            let mut q = self
+                .remote
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            q.push(self.id);
+            drop(q);
+            self.remote.pending.store(true, Ordering::Release);
+            self.remote.kick.notify();
+        }
+    }
+}
+
+struct Task {
+    /// `None` while the task is being polled.
+    fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    state: Arc<TaskWaker>,
+    waker: Waker,
+}
+
+/// What operations, tasks and wakers of one runtime share, behind an `Rc`.
+pub(crate) struct Shared {
+    pub(crate) driver: RefCell<Driver>,
+    run_queue: RefCell<VecDeque<usize>>,
+    tasks: RefCell<Vec<Option<Task>>>,
+    free_tasks: RefCell<Vec<usize>>,
+    remote: Arc<Remote>,
+    /// The waker vector swapped with the driver's each turn, so waking allocates nothing.
+    spare_wakers: Cell<Vec<Waker>>,
+    /// Taken by the first `block_on`, which starts the task that reads it.
+    kick_waiter: Cell<Option<NotifyWaiter>>,
+}
+
+impl Shared {
+    fn spawn_task(&self, fut: Pin<Box<dyn Future<Output = ()>>>) {
+        let mut tasks = self.tasks.borrow_mut();
+        let id = self.free_tasks.borrow_mut().pop().unwrap_or(tasks.len());
+        let state = Arc::new(TaskWaker {
+            id,
+            scheduled: AtomicBool::new(true),
+            remote: Arc::clone(&self.remote),
+        });
+        let task = Task {
+            fut: Some(fut),
+            waker: Waker::from(Arc::clone(&state)),
+            state,
+        };
+        match tasks.get_mut(id) {
+            Some(slot) => *slot = Some(task),
+            None => tasks.push(Some(task)),
+        }
+        self.run_queue.borrow_mut().push_back(id);
+    }
+
+    /// Polls up to [`TASK_BUDGET`] ready tasks.
+    fn run_tasks(&self) {
+        for _ in 0..TASK_BUDGET {
+            let Some(id) = self.run_queue.borrow_mut().pop_front() else {
+                return;
+            };
+            if id == MAIN_TASK {
+                continue;
+            }
+            let taken = match self.tasks.borrow_mut().get_mut(id) {
+                Some(Some(task)) => task
+                    .fut
+                    .take()
+                    .map(|f| (f, task.waker.clone(), Arc::clone(&task.state))),
+                _ => None,
+            };
+            // A stale wake of a finished task (or one being polled): nothing to do.
+            let Some((mut fut, waker, state)) = taken else {
+                continue;
+            };
+            state.scheduled.store(false, Ordering::Release);
+            let mut cx = Context::from_waker(&waker);
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(()) => {
+                    let finished = self.tasks.borrow_mut().get_mut(id).and_then(Option::take);
+                    self.free_tasks.borrow_mut().push(id);
+                    drop(finished);
+                    drop(fut);
+                }
+                Poll::Pending => {
+                    if let Some(Some(task)) = self.tasks.borrow_mut().get_mut(id) {
+                        task.fut = Some(fut);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves ids woken from other threads onto the run queue.
+    fn take_remote(&self) {
+        if !self.remote.pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let ids = std::mem::take(
+            &mut *self
+                .remote
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.run_queue.borrow_mut().extend(ids);
+    }
+
+    /// Submits queued operations, waits for a completion if `idle`, and wakes the tasks
+    /// whose operations completed.
+    fn turn_ring(&self, idle: bool) {
+        let mut woken = self.spare_wakers.take();
+        let released = {
+            let mut driver = self.driver.borrow_mut();
+            driver.submit(idle);
+            driver.reap();
+            std::mem::swap(&mut woken, &mut driver.woken);
+            std::mem::take(&mut driver.released)
+        };
+        // Data of finished cancelled operations may own sockets or runtime handles whose
+        // drop uses the driver again, so it is dropped only now.
+        drop(released);
+        for w in woken.drain(..) {
+            w.wake();
+        }
+        self.spare_wakers.set(woken);
+    }
+}
+
+/// One shard's io_uring runtime. Not `Send`: create it on the shard thread that uses it.
+pub struct Runtime {
+    shared: Rc<Shared>,
+}
+
+impl Runtime {
+    /// Sets up the ring (single issuer + deferred task running when the kernel has them)
+    /// and registers the receive buffer ring.
+    pub fn new(opts: RingOptions) -> Result<Runtime, SetupError> {
+        let driver = Driver::new(&opts)?;
+        let (kick, kick_waiter) = notify_pair().map_err(SetupError::Io)?;
+        let shared = Rc::new(Shared {
+            driver: RefCell::new(driver),
+            run_queue: RefCell::new(VecDeque::new()),
+            tasks: RefCell::new(Vec::new()),
+            free_tasks: RefCell::new(Vec::new()),
+            remote: Arc::new(Remote {
+                queue: Mutex::new(Vec::new()),
+                pending: AtomicBool::new(false),
+                kick,
+            }),
+            spare_wakers: Cell::new(Vec::new()),
+            kick_waiter: Cell::new(Some(kick_waiter)),
+        });
+        Ok(Runtime { shared })
+    }
+
+    /// Runs the executor until `fut` completes; spawned tasks run too and keep existing
+    /// (suspended) after it returns, until the next `block_on` or the runtime's drop.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside another `block_on` on the same thread.
+    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+        let _enter = EnterGuard::enter(Rc::clone(&self.shared));
+        self.start_kick_reader();
+        let main = Arc::new(TaskWaker {
+            id: MAIN_TASK,
+            scheduled: AtomicBool::new(true),
+            remote: Arc::clone(&self.shared.remote),
+        });
+        let waker = Waker::from(Arc::clone(&main));
+        let mut cx = Context::from_waker(&waker);
+        let mut fut = pin!(fut);
+        loop {
+            if main.scheduled.swap(false, Ordering::AcqRel)
+                && let Poll::Ready(out) = fut.as_mut().poll(&mut cx)
+            {
+                return out;
+            }
+            self.shared.run_tasks();
+            self.shared.take_remote();
+            let idle = self.shared.run_queue.borrow().is_empty()
+                && !main.scheduled.load(Ordering::Acquire);
+            self.shared.turn_ring(idle);
+        }
+    }
+
+    /// The io_uring setup flags the kernel accepted for this ring (for the start-up log),
+    /// e.g. `"single_issuer+defer_taskrun+coop_taskrun"`.
+    pub fn ring_setup(&self) -> &'static str {
+        self.shared.driver.borrow().setup_flags
+    }
+
+    /// Operations the kernel still owns (for shard statistics and leak checks); includes
+    /// the runtime's own eventfd read while `block_on` has run.
+    pub fn in_flight(&self) -> usize {
+        self.shared.driver.borrow().in_flight()
+    }
+
+    /// Starts the task that keeps a read armed on the remote-wake eventfd, so a wake
+    /// from another thread interrupts the ring wait.
+    fn start_kick_reader(&self) {
+        let Some(waiter) = self.shared.kick_waiter.take() else {
+            return;
+        };
+        self.shared.spawn_task(Box::pin(async move {
+            loop {
+                waiter.wait().await;
+            }
+        }));
+    }
+}
+
+impl Drop for Runtime {
+    /// Drops every task (their in-flight operations are cancelled and their buffers kept
+    /// until the kernel is done, see `Driver`'s drop).
+    fn drop(&mut self) {
+        let tasks = std::mem::take(&mut *self.shared.tasks.borrow_mut());
+        self.shared.run_queue.borrow_mut().clear();
+        drop(tasks);
+    }
+}
+
+/// Marks the thread as running a runtime for the duration of `block_on`.
+struct EnterGuard;
+
+impl EnterGuard {
+    fn enter(rt: Rc<Shared>) -> EnterGuard {
+        CURRENT.with(|c| {
+            let mut c = c.borrow_mut();
+            assert!(
+                c.is_none(),
+                "ringress::uring: Runtime::block_on called inside block_on on the same thread"
+            );
+            *c = Some(rt);
+        });
+        EnterGuard
+    }
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let rt = CURRENT.with(|c| c.borrow_mut().take());
+        drop(rt);
+    }
+}

@@ -1,0 +1,695 @@
+//! TCP on the ring: the shard's [`Listener`]s (multishot accept, `SO_REUSEPORT`,
+//! optional CPU steering) where every client connection begins, and [`TcpStream`] for
+//! both client and upstream connections: connect, receive from the buffer ring, send
+//! owned buffers, shut down.
+
+use std::cell::RefCell;
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use io_uring::{opcode, types};
+
+use super::buf_ring::{BUF_GROUP, RecvBuf};
+use super::executor::{Shared, current};
+use super::op::{MultiOp, Op};
+use super::ring::{Cqe, OpKind};
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic value, used by x86-64 and aarch64; the libc
+/// crate does not export it for glibc targets).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// A buffer an operation can send. The runtime moves the value into a heap allocation
+/// it owns (a `Box` for [`TcpStream::send`], the caller's `Vec` for
+/// [`TcpStream::send_vectored`]), passes the kernel the address of `as_slice()`, and
+/// hands the same value back after the kernel's completion.
+///
+/// Implementations need no stable-address guarantee of their own, which is why this is
+/// a safe trait: the value itself never moves while the kernel reads (it sits in that
+/// heap allocation, which is not moved, touched or freed until the last completion,
+/// even when the future is dropped), and nothing else can reach the value meanwhile. A
+/// safe implementation can only return a `&[u8]` that stays valid and unchanged while
+/// `self` is alive and unused, which is exactly the window the kernel reads in. Bytes
+/// shared with other owners (e.g. `bytes::Bytes` clones) are immutable.
+pub trait IoBuf: 'static {
+    /// The bytes to send.
+    fn as_slice(&self) -> &[u8];
+}
+
+impl IoBuf for Vec<u8> {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl IoBuf for Box<[u8]> {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl IoBuf for &'static [u8] {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl IoBuf for &'static str {
+    fn as_slice(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl IoBuf for String {
+    fn as_slice(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl IoBuf for bytes::Bytes {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl IoBuf for bytes::BytesMut {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+/// How a [`Listener`] is bound.
+#[derive(Debug, Clone)]
+pub struct ListenOptions {
+    /// Set `SO_REUSEPORT`, so every shard binds its own listener on the same port and
+    /// the kernel spreads connections over them.
+    pub reuseport: bool,
+    /// The accept backlog passed to `listen(2)`.
+    pub backlog: u32,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            reuseport: true,
+            backlog: 1024,
+        }
+    }
+}
+
+/// A listening TCP socket of one shard. Not `Send`: bind it on the shard thread.
+///
+/// One task should call [`Listener::accept`] at a time (the shard's accept loop);
+/// concurrent callers are served, but only the last one to wait is woken.
+#[derive(Debug)]
+pub struct Listener {
+    fd: Rc<OwnedFd>,
+    accept: RefCell<Option<MultiOp>>,
+}
+
+impl Listener {
+    /// Creates, binds and listens (`SO_REUSEADDR` always, `SO_REUSEPORT` if asked).
+    pub fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
+        let fd = new_socket(&addr)?;
+        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        if opts.reuseport {
+            set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+        }
+        let (storage, len) = socket_addr_to_raw(&addr);
+        // SAFETY: `storage` is a valid sockaddr of `len` bytes on our stack; `fd` is ours.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const storage).cast::<libc::sockaddr>(),
+                len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let backlog = libc::c_int::try_from(opts.backlog).unwrap_or(libc::c_int::MAX);
+        // SAFETY: plain syscall on our own fd.
+        if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Listener {
+            fd: Rc::new(fd),
+            accept: RefCell::new(None),
+        })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, libc::getsockname)
+    }
+
+    /// Accepts the next connection. Underneath, one multishot accept stays armed; the
+    /// connections it accepted queue up in the ring driver until taken here, and it is
+    /// re-armed when the kernel ends it (a completion without `IORING_CQE_F_MORE`).
+    ///
+    /// An error (e.g. EMFILE) ends the multishot accept; the next call re-arms it. A
+    /// connection the client reset before it was taken here is skipped.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        loop {
+            let cqe = poll_fn(|cx| self.poll_accepted(cx)).await;
+            let raw = cqe.result()?;
+            let raw = RawFd::try_from(raw).map_err(io::Error::other)?;
+            // SAFETY: the kernel created this fd for this accept completion; we are its
+            // only owner from here on.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            match sock_name(&fd, libc::getpeername) {
+                Ok(peer) => return Ok((TcpStream::from_fd(Rc::new(fd)), peer)),
+                // The client already reset the connection: nothing to serve, take the next.
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next completion of the multishot accept, arming it first if needed.
+    fn poll_accepted(&self, cx: &mut std::task::Context<'_>) -> Poll<Cqe> {
+        let mut armed = self.accept.borrow_mut();
+        let op = match armed.as_mut() {
+            Some(op) if !op.is_finished() => op,
+            _ => {
+                let entry = opcode::AcceptMulti::new(types::Fd(self.fd.as_raw_fd()))
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build();
+                // SAFETY: multishot accept carries no pointer (no address buffer); the op
+                // holds an Rc of the listening fd so it stays open while armed.
+                let op = unsafe {
+                    MultiOp::submit(
+                        current(),
+                        OpKind::Accept,
+                        Box::new(Rc::clone(&self.fd)),
+                        entry,
+                    )
+                };
+                armed.insert(op)
+            }
+        };
+        op.poll_next(cx)
+    }
+
+    /// Attaches a classic BPF program to this listener's `SO_REUSEPORT` group that picks
+    /// the socket whose index in the group equals the id of the CPU that received the
+    /// connection (`A = cpu id; return A`).
+    ///
+    /// Use it so a connection is handled by the shard on the CPU whose NIC queue received
+    /// it: shard `i` must be pinned to CPU `i` and must bind its listener `i`-th (the
+    /// group's index is the bind order), and the NIC's RSS queues and IRQ affinity should
+    /// map flows onto those CPUs. When the CPU id is not a valid index (more CPUs than
+    /// listeners) the kernel falls back to its hash distribution. The program belongs to
+    /// the group, so calling this on any one listener of the group is enough.
+    pub fn steer_by_cpu(&self) -> io::Result<()> {
+        // SKF_AD_OFF + SKF_AD_CPU as the unsigned offset the BPF ABI expects.
+        let cpu_offset = (libc::SKF_AD_OFF + libc::SKF_AD_CPU).cast_unsigned();
+        let mut program = [
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: cpu_offset,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_A) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+        ];
+        let fprog = libc::sock_fprog {
+            len: program.len() as libc::c_ushort,
+            filter: program.as_mut_ptr(),
+        };
+        // SAFETY: `fprog` and the program it points to live on our stack for the call; the
+        // kernel copies the program.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_ATTACH_REUSEPORT_CBPF,
+                (&raw const fprog).cast(),
+                mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A TCP connection (client or upstream). Dropping it closes the fd once no in-flight
+/// operation uses it any more (each operation holds an `Rc` of the fd).
+#[derive(Debug)]
+pub struct TcpStream {
+    fd: Rc<OwnedFd>,
+    /// The receive in progress, kept across `recv` calls.
+    recv: RefCell<Receiving>,
+}
+
+/// What a stream's receive side is doing between `recv` calls.
+#[derive(Debug, Default)]
+enum Receiving {
+    /// Nothing armed.
+    #[default]
+    Idle,
+    /// A multishot receive into the buffer ring.
+    Multi(MultiOp),
+    /// A receive into an owned vector because the buffer ring was empty.
+    Owned(Op<(Vec<u8>, Rc<OwnedFd>)>),
+}
+
+impl TcpStream {
+    fn from_fd(fd: Rc<OwnedFd>) -> TcpStream {
+        TcpStream {
+            fd,
+            recv: RefCell::new(Receiving::Idle),
+        }
+    }
+
+    /// Connects to `addr` through the ring.
+    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+        let rt = current();
+        let fd = Rc::new(new_socket(&addr)?);
+        let (storage, len) = socket_addr_to_raw(&addr);
+        let storage = Box::new(storage);
+        let entry = opcode::Connect::new(
+            types::Fd(fd.as_raw_fd()),
+            (&raw const *storage).cast::<libc::sockaddr>(),
+            len,
+        )
+        .build();
+        // SAFETY: the entry points to the boxed address, owned by the op with an Rc of the
+        // socket until the connect completes.
+        let op = unsafe { Op::submit(rt, OpKind::Plain, (storage, Rc::clone(&fd)), entry) };
+        let (cqe, _) = op.await;
+        cqe.result()?;
+        Ok(TcpStream::from_fd(fd))
+    }
+
+    /// Receives the next bytes into a buffer from the shard's buffer ring. An empty
+    /// buffer means the peer closed its sending side. When the ring has no free buffer
+    /// (ENOBUFS) it receives into a fresh `Vec` instead; callers never see that error.
+    ///
+    /// Underneath, a multishot receive (`IORING_RECV_MULTISHOT`) stays armed on the
+    /// stream and its chunks queue up in order until taken here; after
+    /// `MAX_QUEUED_RECV` unread chunks the runtime stops it (so a slow reader leaves the
+    /// rest in the socket, where TCP flow control applies) and the next call re-arms it.
+    ///
+    /// The receive in progress belongs to the stream, not to this future: dropping the
+    /// future (e.g. on a timeout) loses no bytes, the next `recv` returns them. One task
+    /// should receive on a stream at a time.
+    pub async fn recv(&self) -> io::Result<RecvBuf> {
+        let rt = current();
+        let bufs = Rc::clone(&rt.driver.borrow().bufs);
+        poll_fn(|cx| {
+            loop {
+                let mut receiving = self.recv.borrow_mut();
+                match &mut *receiving {
+                    Receiving::Owned(op) => {
+                        let Poll::Ready((cqe, (mut buf, _))) = Pin::new(op).poll(cx) else {
+                            return Poll::Pending;
+                        };
+                        *receiving = Receiving::Idle;
+                        return Poll::Ready(cqe.result().map(|n| {
+                            buf.truncate(n as usize);
+                            RecvBuf::from_vec(buf)
+                        }));
+                    }
+                    Receiving::Multi(op) if !op.is_finished() => {
+                        let Poll::Ready(cqe) = op.poll_next(cx) else {
+                            return Poll::Pending;
+                        };
+                        let selected = io_uring::cqueue::buffer_select(cqe.flags);
+                        match (cqe.res, selected) {
+                            (n, Some(bid)) if n >= 0 => {
+                                let len = n.unsigned_abs() as usize;
+                                return Poll::Ready(Ok(RecvBuf::from_ring(bufs.clone(), bid, len)));
+                            }
+                            (n, None) if n >= 0 => {
+                                return Poll::Ready(Ok(RecvBuf::from_vec(Vec::new())));
+                            }
+                            (n, selected) => {
+                                if let Some(bid) = selected {
+                                    bufs.recycle(bid);
+                                }
+                                match -n {
+                                    libc::ENOBUFS => {
+                                        *receiving = Receiving::Owned(
+                                            self.submit_recv_owned(&rt, bufs.buf_size()),
+                                        );
+                                    }
+                                    // Stopped by the runtime's backpressure: re-arm.
+                                    libc::ECANCELED => {}
+                                    errno => {
+                                        return Poll::Ready(Err(io::Error::from_raw_os_error(
+                                            errno,
+                                        )));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Receiving::Multi(_) | Receiving::Idle => {
+                        *receiving = Receiving::Multi(self.submit_recv_multi(&rt));
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Arms a multishot receive into the shard's buffer ring.
+    fn submit_recv_multi(&self, rt: &Rc<Shared>) -> MultiOp {
+        let entry = opcode::RecvMulti::new(types::Fd(self.fd.as_raw_fd()), BUF_GROUP).build();
+        // SAFETY: no pointer: the kernel picks buffers from the registered ring, which the
+        // driver keeps alive; the op holds an Rc of the socket so it stays open while the
+        // receive is armed.
+        unsafe {
+            MultiOp::submit(
+                Rc::clone(rt),
+                OpKind::RecvMulti,
+                Box::new(Rc::clone(&self.fd)),
+                entry,
+            )
+        }
+    }
+
+    /// Submits a receive into an owned vector of `size` bytes (the buffer ring was empty).
+    fn submit_recv_owned(&self, rt: &Rc<Shared>, size: usize) -> Op<(Vec<u8>, Rc<OwnedFd>)> {
+        let mut buf = vec![0u8; size];
+        let entry = opcode::Recv::new(
+            types::Fd(self.fd.as_raw_fd()),
+            buf.as_mut_ptr(),
+            u32::try_from(size).unwrap_or(u32::MAX),
+        )
+        .build();
+        // SAFETY: the entry points into the vector's heap block, owned by the op (moving
+        // the Vec does not move its block) with an Rc of the socket until completion.
+        unsafe {
+            Op::submit(
+                Rc::clone(rt),
+                OpKind::Plain,
+                (buf, Rc::clone(&self.fd)),
+                entry,
+            )
+        }
+    }
+
+    /// Sends some of `buf` (one `send(2)`), returning how many bytes went out and the
+    /// buffer.
+    pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
+        let (res, buf) = self.send_from(Box::new(buf), 0).await;
+        (res, *buf)
+    }
+
+    /// Sends all of `buf`.
+    pub async fn send_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+        let mut buf = Box::new(buf);
+        let mut sent = 0;
+        loop {
+            let total = buf.as_slice().len();
+            if sent >= total {
+                return (Ok(()), *buf);
+            }
+            let (res, back) = self.send_from(buf, sent).await;
+            buf = back;
+            match res {
+                Ok(0) => {
+                    return (
+                        Err(io::Error::new(
+                            io::ErrorKind::WriteZero,
+                            "the connection accepted no more bytes",
+                        )),
+                        *buf,
+                    );
+                }
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), *buf),
+            }
+        }
+    }
+
+    /// One send of `buf.as_slice()[offset..]`.
+    async fn send_from<B: IoBuf>(&self, buf: Box<B>, offset: usize) -> (io::Result<usize>, Box<B>) {
+        let (ptr, len) = match buf.as_slice().get(offset..) {
+            Some(rest) if !rest.is_empty() => {
+                (rest.as_ptr(), u32::try_from(rest.len()).unwrap_or(u32::MAX))
+            }
+            _ => return (Ok(0), buf),
+        };
+        let rt = current();
+        let entry = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        // SAFETY: the entry points into the slice of the boxed IoBuf, which the op owns
+        // (see the IoBuf docs) with an Rc of the socket until the send completes.
+        let op = unsafe { Op::submit(rt, OpKind::Plain, (buf, Rc::clone(&self.fd)), entry) };
+        let (cqe, (buf, _)) = op.await;
+        (cqe.result().map(|n| n as usize), buf)
+    }
+
+    /// Sends the buffers in order as one `sendmsg(2)` (e.g. a response head and its
+    /// body), returning how many bytes went out in total and the buffers.
+    pub async fn send_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
+        self.send_vectored_from(bufs, 0).await
+    }
+
+    /// Sends all bytes of all buffers, in order, with as few `sendmsg(2)` calls as the
+    /// socket allows.
+    pub async fn send_all_vectored<B: IoBuf>(&self, mut bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
+        let total: usize = bufs.iter().map(|b| b.as_slice().len()).sum();
+        let mut sent = 0;
+        while sent < total {
+            let (res, back) = self.send_vectored_from(bufs, sent).await;
+            bufs = back;
+            match res {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the connection accepted no more bytes",
+                    );
+                    return (Err(e), bufs);
+                }
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (Err(e), bufs),
+            }
+        }
+        (Ok(()), bufs)
+    }
+
+    /// One `sendmsg(2)` of the buffers' bytes after the first `skip`.
+    async fn send_vectored_from<B: IoBuf>(
+        &self,
+        bufs: Vec<B>,
+        skip: usize,
+    ) -> (io::Result<usize>, Vec<B>) {
+        let mut skip = skip;
+        let iovecs: Box<[libc::iovec]> = bufs
+            .iter()
+            .filter_map(|b| {
+                let s = b.as_slice();
+                let rest = s.get(skip.min(s.len())..).unwrap_or_default();
+                skip = skip.saturating_sub(s.len());
+                (!rest.is_empty()).then(|| libc::iovec {
+                    iov_base: rest.as_ptr().cast_mut().cast(),
+                    iov_len: rest.len(),
+                })
+            })
+            .collect();
+        if iovecs.is_empty() {
+            return (Ok(0), bufs);
+        }
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
+        msg.msg_iov = iovecs.as_ptr().cast_mut();
+        msg.msg_iovlen = iovecs.len();
+        let rt = current();
+        let entry = opcode::SendMsg::new(types::Fd(self.fd.as_raw_fd()), &raw const *msg)
+            .flags(libc::MSG_NOSIGNAL.cast_unsigned())
+            .build();
+        // SAFETY: the msghdr, the iovec array and the buffers are heap blocks owned by the
+        // op's data until completion: the IoBufs live in the Vec's heap block, which does
+        // not move or change while the op owns the Vec (see the IoBuf docs), and the op
+        // holds an Rc of the socket.
+        let op = unsafe {
+            Op::submit(
+                rt,
+                OpKind::Plain,
+                (msg, iovecs, bufs, Rc::clone(&self.fd)),
+                entry,
+            )
+        };
+        let (cqe, (_, _, bufs, _)) = op.await;
+        (cqe.result().map(|n| n as usize), bufs)
+    }
+
+    /// Shuts down the sending side (the peer reads end of stream).
+    pub async fn shutdown_write(&self) -> io::Result<()> {
+        let rt = current();
+        let entry = opcode::Shutdown::new(types::Fd(self.fd.as_raw_fd()), libc::SHUT_WR).build();
+        // SAFETY: no pointer; the op holds an Rc of the socket.
+        let op = unsafe { Op::submit(rt, OpKind::Plain, Rc::clone(&self.fd), entry) };
+        let (cqe, _) = op.await;
+        cqe.result().map(drop)
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        set_int_opt(
+            &self.fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            i32::from(on),
+        )
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, libc::getpeername)
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        sock_name(&self.fd, libc::getsockname)
+    }
+}
+
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A blocking-mode TCP socket for `addr`'s family (io_uring waits for readiness itself).
+fn new_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let domain = match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int_opt(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a local int of the stated size; `fd` is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+type SockNameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// `getsockname` / `getpeername` as a `SocketAddr`.
+fn sock_name(fd: &OwnedFd, f: SockNameFn) -> io::Result<SocketAddr> {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into our local storage; `fd` is open.
+    let rc = unsafe { f(fd.as_raw_fd(), (&raw mut storage).cast(), &raw mut len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    raw_to_socket_addr(&storage)
+}
+
+fn socket_addr_to_raw(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn raw_to_socket_addr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr> {
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; storage is
+            // larger than and aligned for it.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Ok(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
+                u16::from_be(sin.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            Ok(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        family => Err(io::Error::other(format!(
+            "socket address family {family} is neither IPv4 nor IPv6"
+        ))),
+    }
+}

@@ -1,0 +1,628 @@
+//! Tests of the runtime over real loopback sockets: echo, many connections through one
+//! multishot listener, cancellation by timeout, the buffer-ring fallback, cross-thread
+//! notification, reuseport across two runtimes, connect errors and timer ordering.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use super::*;
+
+const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+/// Upper bound for anything a test waits for; tests normally finish far sooner.
+const TEST_DEADLINE: Duration = Duration::from_secs(10);
+
+fn runtime() -> Runtime {
+    Runtime::new(RingOptions {
+        entries: 256,
+        recv_buffers: 64,
+        recv_buffer_size: 4096,
+    })
+    .expect("io_uring runtime")
+}
+
+fn no_reuseport() -> ListenOptions {
+    ListenOptions {
+        reuseport: false,
+        backlog: 1024,
+    }
+}
+
+/// Echoes everything received until the peer shuts down its sending side.
+async fn echo(stream: TcpStream) {
+    loop {
+        let buf = match stream.recv().await {
+            Ok(buf) if buf.is_empty() => return,
+            Ok(buf) => buf,
+            Err(_) => return,
+        };
+        let (res, _) = stream.send_all(buf.to_vec()).await;
+        if res.is_err() {
+            return;
+        }
+    }
+}
+
+/// Receives until `want` bytes arrived or the peer closed.
+async fn recv_exact(stream: &TcpStream, want: usize) -> io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let buf = stream.recv().await?;
+        if buf.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&buf);
+    }
+    Ok(got)
+}
+
+/// Sleeps in small steps until `done()` holds (or the test deadline passes).
+async fn wait_until(mut done: impl FnMut() -> bool) {
+    let ok = timeout(TEST_DEADLINE, async {
+        while !done() {
+            sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "condition not reached within {TEST_DEADLINE:?}");
+}
+
+#[test]
+fn io_uring_is_available_here() {
+    check_available().expect("io_uring available on the test machine");
+    let rt = runtime();
+    assert!(!rt.ring_setup().is_empty());
+    eprintln!("ring setup: {}", rt.ring_setup());
+}
+
+#[test]
+fn echo_round_trip() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            assert_eq!(stream.peer_addr().unwrap(), peer);
+            echo(stream).await;
+        });
+        let client = TcpStream::connect(addr).await.unwrap();
+        client.set_nodelay(true).unwrap();
+        let (res, back) = client.send_all(b"hello, ringress".to_vec()).await;
+        res.unwrap();
+        assert_eq!(back, b"hello, ringress");
+        let got = recv_exact(&client, back.len()).await.unwrap();
+        assert_eq!(got, b"hello, ringress");
+        client.shutdown_write().await.unwrap();
+        let eof = client.recv().await.unwrap();
+        assert!(eof.is_empty(), "server closes after our shutdown");
+    });
+}
+
+#[test]
+fn echo_over_ipv6_loopback() {
+    let rt = runtime();
+    rt.block_on(async {
+        let any_v6: SocketAddr = "[::1]:0".parse().unwrap();
+        let Ok(listener) = Listener::bind(any_v6, no_reuseport()) else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let addr = listener.local_addr().unwrap();
+        assert!(addr.is_ipv6() && addr.port() != 0);
+        spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            assert!(peer.is_ipv6());
+            echo(stream).await;
+        });
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (res, _) = client.send_all(bytes::Bytes::from_static(b"v6")).await;
+        res.unwrap();
+        assert_eq!(recv_exact(&client, 2).await.unwrap(), b"v6");
+    });
+}
+
+#[test]
+fn send_vectored_coalesces_head_and_body() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            echo(stream).await;
+        });
+        let client = TcpStream::connect(addr).await.unwrap();
+        let parts = vec![
+            bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n"),
+            bytes::Bytes::from_static(b"body"),
+        ];
+        let (res, parts) = client.send_vectored(parts).await;
+        assert_eq!(res.unwrap(), 23);
+        assert_eq!(parts.len(), 2);
+        let got = recv_exact(&client, 23).await.unwrap();
+        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\nbody");
+    });
+}
+
+#[test]
+fn send_all_vectored_sends_large_buffers_completely() {
+    // Larger than the socket buffers, so sendmsg returns partial counts.
+    let parts: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 4 << 20]).collect();
+    let expected: Vec<u8> = parts.concat();
+    let rt = runtime();
+    let received = Rc::new(RefCell::new(Vec::new()));
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let r = Rc::clone(&received);
+        spawn(async move {
+            loop {
+                let buf = server.recv().await.unwrap();
+                if buf.is_empty() {
+                    return;
+                }
+                r.borrow_mut().extend_from_slice(&buf);
+            }
+        });
+        let (res, parts) = client.send_all_vectored(parts).await;
+        res.unwrap();
+        assert_eq!(parts.len(), 4);
+        client.shutdown_write().await.unwrap();
+        wait_until(|| received.borrow().len() == expected.len()).await;
+    });
+    assert!(
+        *received.borrow() == expected,
+        "bytes arrived complete and in order"
+    );
+}
+
+#[test]
+fn two_hundred_connections_through_one_multishot_listener() {
+    const CONNECTIONS: usize = 200;
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Rc::new(Cell::new(0usize));
+        let acc = Rc::clone(&accepted);
+        spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        acc.set(acc.get() + 1);
+                        spawn(echo(stream));
+                    }
+                    Err(e) => panic!("accept failed: {e}"),
+                }
+            }
+        });
+        let finished = Rc::new(Cell::new(0usize));
+        for i in 0..CONNECTIONS {
+            let finished = Rc::clone(&finished);
+            spawn(async move {
+                let client = TcpStream::connect(addr).await.unwrap();
+                let msg = format!("connection {i:04}");
+                let (res, msg) = client.send_all(msg).await;
+                res.unwrap();
+                let got = recv_exact(&client, msg.len()).await.unwrap();
+                assert_eq!(got, msg.as_bytes());
+                finished.set(finished.get() + 1);
+            });
+        }
+        wait_until(|| finished.get() == CONNECTIONS).await;
+        assert_eq!(accepted.get(), CONNECTIONS);
+    });
+}
+
+#[test]
+fn timeout_around_a_recv_that_never_completes() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+
+        let res = timeout(Duration::from_millis(30), client.recv()).await;
+        let err = res.expect_err("nothing was sent, so the recv must time out");
+        assert_eq!(err.to_string(), "timed out after 30ms");
+
+        // The stream is still usable after its recv was cancelled.
+        let (res, _) = server.send_all(&b"late"[..]).await;
+        res.unwrap();
+        let got = recv_exact(&client, 4).await.unwrap();
+        assert_eq!(got, b"late");
+
+        // And closable while a recv is in flight: drop the future, then the stream.
+        let res = timeout(Duration::from_millis(10), client.recv()).await;
+        assert!(res.is_err());
+        drop(client);
+        let eof = server.recv().await.unwrap();
+        assert!(
+            eof.is_empty(),
+            "the fd was closed once the cancelled recv finished"
+        );
+    });
+    // Everything cancelled has completed: only the runtime's own eventfd read is left.
+    rt.block_on(async { sleep(Duration::from_millis(5)).await });
+    assert_eq!(rt.in_flight(), 1, "no operation leaked");
+}
+
+#[test]
+fn enobufs_falls_back_to_owned_buffers() {
+    const CONNECTIONS: usize = 20;
+    let rt = Runtime::new(RingOptions {
+        entries: 128,
+        recv_buffers: 2,
+        recv_buffer_size: 64,
+    })
+    .unwrap();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let kept: Rc<RefCell<Vec<RecvBuf>>> = Rc::new(RefCell::new(Vec::new()));
+        let k = Rc::clone(&kept);
+        spawn(async move {
+            for _ in 0..CONNECTIONS {
+                let (stream, _) = listener.accept().await.unwrap();
+                let k = Rc::clone(&k);
+                spawn(async move {
+                    // Keep every buffer so the 2-buffer ring runs dry.
+                    let buf = stream.recv().await.unwrap();
+                    k.borrow_mut().push(buf);
+                    let _ = stream;
+                });
+            }
+        });
+        let mut clients = Vec::new();
+        for i in 0..CONNECTIONS {
+            let client = TcpStream::connect(addr).await.unwrap();
+            let (res, _) = client.send_all(format!("msg{i:02}")).await;
+            res.unwrap();
+            clients.push(client);
+        }
+        wait_until(|| kept.borrow().len() == CONNECTIONS).await;
+        let kept = kept.borrow();
+        let from_ring = kept.iter().filter(|b| b.is_from_ring()).count();
+        assert!(from_ring <= 2, "{from_ring} buffers from a 2-buffer ring");
+        let mut texts: Vec<String> = kept
+            .iter()
+            .map(|b| String::from_utf8(b.to_vec()).unwrap())
+            .collect();
+        texts.sort();
+        let expected: Vec<String> = (0..CONNECTIONS).map(|i| format!("msg{i:02}")).collect();
+        assert_eq!(texts, expected);
+    });
+}
+
+#[test]
+fn fallback_receive_survives_a_timeout() {
+    let rt = Runtime::new(RingOptions {
+        entries: 64,
+        recv_buffers: 1,
+        recv_buffer_size: 64,
+    })
+    .unwrap();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let a = TcpStream::connect(addr).await.unwrap();
+        let (a_server, _) = listener.accept().await.unwrap();
+        let b = TcpStream::connect(addr).await.unwrap();
+        let (b_server, _) = listener.accept().await.unwrap();
+        // Connection A takes the ring's only buffer and keeps it.
+        let (res, _) = a.send_all(&b"a"[..]).await;
+        res.unwrap();
+        let held = a_server.recv().await.unwrap();
+        assert!(held.is_from_ring());
+        // B's data arrives while the ring is empty and while nobody waits for it.
+        // B's receive finds the ring empty and falls back to an owned buffer, and is
+        // interrupted by a timeout before any data arrives.
+        assert!(
+            timeout(Duration::from_millis(10), b_server.recv())
+                .await
+                .is_err()
+        );
+        let (res, _) = b.send_all(&b"fallback"[..]).await;
+        res.unwrap();
+        // The interrupted receive kept its place: the bytes come out of the next call.
+        let got = b_server.recv().await.unwrap();
+        assert!(!got.is_from_ring());
+        assert_eq!(&got[..], b"fallback");
+        drop(held);
+    });
+}
+
+#[test]
+fn ring_buffers_are_returned_on_drop() {
+    // 2 buffers, 50 sequential receives: only works if each RecvBuf goes back.
+    let rt = Runtime::new(RingOptions {
+        entries: 64,
+        recv_buffers: 2,
+        recv_buffer_size: 64,
+    })
+    .unwrap();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        for i in 0..50u8 {
+            let (res, _) = client.send_all(vec![i; 8]).await;
+            res.unwrap();
+            let buf = recv_exact(&server, 8).await.unwrap();
+            assert_eq!(buf, vec![i; 8]);
+        }
+        let (res, _) = client.send_all(vec![7; 8]).await;
+        res.unwrap();
+        let buf = server.recv().await.unwrap();
+        assert!(buf.is_from_ring(), "buffers went back to the ring");
+    });
+}
+
+#[test]
+fn slow_reader_gets_every_chunk_in_order() {
+    // More chunks than a multishot receive may queue: the runtime stops and re-arms it
+    // without losing or reordering bytes.
+    const CHUNKS: usize = 40;
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        client.set_nodelay(true).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Arm the multishot receive, then stop reading while chunks arrive.
+        let (res, _) = client.send_all(&b"start"[..]).await;
+        res.unwrap();
+        assert_eq!(recv_exact(&server, 5).await.unwrap(), b"start");
+        let mut expected = Vec::new();
+        for i in 0..CHUNKS {
+            let chunk = format!("<{i:03}>");
+            expected.extend_from_slice(chunk.as_bytes());
+            let (res, _) = client.send_all(chunk).await;
+            res.unwrap();
+            sleep(Duration::from_millis(1)).await;
+        }
+        client.shutdown_write().await.unwrap();
+        let got = recv_exact(&server, usize::MAX).await.unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    });
+    rt.block_on(sleep(Duration::from_millis(1)));
+    assert!(rt.in_flight() <= 2, "{} operations left", rt.in_flight());
+}
+
+#[test]
+fn notify_from_another_thread_wakes_the_shard() {
+    let rt = runtime();
+    let (handle, waiter) = notify_pair().unwrap();
+    let notifier = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        handle.notify();
+    });
+    rt.block_on(async {
+        timeout(TEST_DEADLINE, waiter.wait())
+            .await
+            .expect("notify woke the waiter");
+    });
+    notifier.join().unwrap();
+}
+
+#[test]
+fn waker_called_from_another_thread_resumes_the_task() {
+    let rt = runtime();
+    let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
+    let fired = Arc::new(AtomicBool::new(false));
+    let (s, f) = (Arc::clone(&slot), Arc::clone(&fired));
+    let other = std::thread::spawn(move || {
+        loop {
+            if let Some(w) = s.lock().unwrap().take() {
+                f.store(true, Ordering::Release);
+                w.wake();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    rt.block_on(async {
+        poll_fn(|cx| {
+            if fired.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            *slot.lock().unwrap() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    });
+    other.join().unwrap();
+}
+
+/// One shard of the reuseport test: binds `port` (0: any, reported on `port_tx`) and
+/// counts accepted connections until `stop`.
+fn reuseport_shard(
+    port: u16,
+    port_tx: std::sync::mpsc::Sender<u16>,
+    count: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let rt = runtime();
+    rt.block_on(async move {
+        let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        let listener = Listener::bind(addr, ListenOptions::default()).unwrap();
+        port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+        while !stop.load(Ordering::Acquire) {
+            if let Ok(Ok(_conn)) = timeout(Duration::from_millis(5), listener.accept()).await {
+                count.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    });
+}
+
+#[test]
+fn two_runtimes_share_a_port_with_reuseport() {
+    let (port_tx, port_rx) = std::sync::mpsc::channel::<u16>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = [Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0))];
+    let first = {
+        let (tx, count, stop) = (port_tx.clone(), Arc::clone(&counts[0]), Arc::clone(&stop));
+        std::thread::spawn(move || reuseport_shard(0, tx, count, stop))
+    };
+    let port = port_rx.recv().unwrap();
+    let second = {
+        let (tx, count, stop) = (port_tx.clone(), Arc::clone(&counts[1]), Arc::clone(&stop));
+        std::thread::spawn(move || reuseport_shard(port, tx, count, stop))
+    };
+    assert_eq!(
+        port_rx.recv().unwrap(),
+        port,
+        "both shards bound the same port"
+    );
+    let mut clients = Vec::new();
+    let deadline = std::time::Instant::now() + TEST_DEADLINE;
+    while counts.iter().any(|c| c.load(Ordering::Acquire) == 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both shards should accept"
+        );
+        if clients.len() < 256 {
+            clients.push(std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::Release);
+    first.join().unwrap();
+    second.join().unwrap();
+}
+
+#[test]
+fn steer_by_cpu_attaches_to_a_reuseport_group() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, ListenOptions::default()).unwrap();
+        listener.steer_by_cpu().unwrap();
+        // With one socket in the group, CPU ids past index 0 fall back to hashing, so a
+        // connection is still accepted.
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (_server, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+    });
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused() {
+    let port = {
+        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let rt = runtime();
+    let err = rt
+        .block_on(TcpStream::connect(SocketAddr::new(
+            Ipv4Addr::LOCALHOST.into(),
+            port,
+        )))
+        .expect_err("nothing listens there");
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
+}
+
+#[test]
+fn sleeps_finish_in_deadline_order() {
+    let rt = runtime();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    rt.block_on(async {
+        for ms in [30u64, 10, 20] {
+            let order = Rc::clone(&order);
+            spawn(async move {
+                sleep(Duration::from_millis(ms)).await;
+                order.borrow_mut().push(ms);
+            });
+        }
+        sleep(Duration::from_millis(60)).await;
+    });
+    assert_eq!(*order.borrow(), vec![10, 20, 30]);
+}
+
+#[test]
+fn timeout_returns_whichever_finishes_first() {
+    let rt = runtime();
+    rt.block_on(async {
+        let slow = timeout(Duration::from_millis(10), sleep(Duration::from_millis(200))).await;
+        assert_eq!(
+            slow,
+            Err(Elapsed {
+                after: Duration::from_millis(10)
+            })
+        );
+        let fast = timeout(Duration::from_millis(200), async {
+            sleep(Duration::from_millis(10)).await;
+            7
+        })
+        .await;
+        assert_eq!(fast, Ok(7));
+    });
+    // The cancelled timers are gone: only the runtime's eventfd read remains.
+    rt.block_on(sleep(Duration::from_millis(1)));
+    assert_eq!(rt.in_flight(), 1);
+}
+
+#[test]
+fn dropping_the_runtime_with_operations_in_flight_is_clean() {
+    let rt = runtime();
+    let listener = Rc::new(Listener::bind(LOOPBACK, no_reuseport()).unwrap());
+    let addr = listener.local_addr().unwrap();
+    let l = Rc::clone(&listener);
+    rt.block_on(async move {
+        let client = TcpStream::connect(addr).await.unwrap();
+        spawn(async move {
+            // Never completes: nobody sends.
+            let _ = client.recv().await;
+        });
+        spawn(async move {
+            let _ = l.accept().await;
+            let _ = l.accept().await;
+        });
+        sleep(Duration::from_millis(5)).await;
+    });
+    assert!(rt.in_flight() >= 2);
+    drop(rt);
+    drop(listener);
+}
+
+#[test]
+#[should_panic(expected = "outside Runtime::block_on")]
+fn spawn_outside_block_on_panics() {
+    spawn(async {});
+}
+
+#[test]
+fn kernel_releases_parse() {
+    assert_eq!(ring::parse_release("6.18.44-fc-v669"), Some((6, 18)));
+    assert_eq!(ring::parse_release("5.15.0-91-generic"), Some((5, 15)));
+    assert_eq!(ring::parse_release("garbage"), None);
+    assert_eq!(ring::parse_release(""), None);
+}
+
+#[test]
+fn setup_errors_say_why() {
+    let e = SetupError::DisabledBySysctl {
+        value: 2,
+        meaning: "io_uring is disabled for every process",
+    };
+    assert!(e.to_string().contains("kernel.io_uring_disabled = 2"));
+    assert!(SetupError::KernelTooOld.to_string().contains("ENOSYS"));
+    let e = SetupError::Denied { sysctl: "0".into() };
+    assert!(e.to_string().contains("seccomp"));
+}
