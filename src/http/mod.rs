@@ -1,1 +1,50 @@
-//! HTTP/1.1: head parsing, body framing, header rewriting and generated responses.
+//! HTTP/1.1 without I/O: head parsing, body framing, header rewriting and the responses
+//! ringress generates. The proxy (`proxy.rs`) owns the sockets and buffers; it hands
+//! received bytes to this module and writes what it returns.
+//!
+//! A request's path through these files:
+//!
+//! 1. `request.rs`: [`parse_request`] on the bytes read after TLS; `Ok(None)` means
+//!    read more. A [`RequestHead`] keeps the head bytes and ranges into them (one copy,
+//!    no per-header allocation; [`parse_request_into`] reuses the buffers on keep-alive
+//!    connections). Framing rules (`fields.rs`) refuse anything that could be read two
+//!    ways: Content-Length with Transfer-Encoding, differing Content-Lengths, codings
+//!    other than `chunked`, obs-fold, bad names, control bytes. Limits (`limits.rs`)
+//!    bound the head; failures are [`HttpError`]s (`error.rs`) with a status code.
+//! 2. The proxy routes on [`RequestHead::host`] and [`RequestHead::path`]. A request
+//!    that cannot be served gets a response from `generated.rs` ([`error_response`],
+//!    [`redirect_response`], [`direct_response`]).
+//! 3. `rewrite.rs`: [`write_upstream_request`] writes the head for the upstream
+//!    (hop-by-hop headers dropped, `x-forwarded-*`, `x-request-id`, route header ops).
+//!    If the client [expects 100-continue](RequestHead::expects_continue), the proxy
+//!    sends [`CONTINUE_100`] itself when it starts reading the body.
+//! 4. `body.rs`: a [`BodyFramer`] built from [`RequestHead::body`] says how many of the
+//!    following bytes belong to the body; the proxy forwards them unchanged (chunk sizes
+//!    and trailers included) and the next pipelined request starts right after.
+//! 5. `response.rs`: [`parse_response`] on the upstream's bytes, knowing the request's
+//!    method; 1xx heads are [informational](ResponseHead::is_informational) and another
+//!    head follows. `rewrite.rs`: [`write_client_response_head`] writes the client's
+//!    head (`server: ringress`, `x-envoy-upstream-service-time`, route header ops,
+//!    `connection: close` when needed), and a second [`BodyFramer`] delimits the
+//!    response body (de-chunking it for an HTTP/1.0 client, see
+//!    [`ResponseHead::dechunk_for`]).
+
+mod body;
+mod error;
+mod fields;
+mod generated;
+pub mod limits;
+mod request;
+mod response;
+mod rewrite;
+
+pub use body::{BodyFramer, BodyKind};
+pub use error::HttpError;
+pub use generated::{
+    CONTINUE_100, direct_response, error_response, new_request_id, reason_phrase, redirect_response,
+};
+pub use request::{RequestHead, parse_request, parse_request_into};
+pub use response::{ResponseHead, parse_response, parse_response_into};
+pub use rewrite::{
+    ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
+};
