@@ -50,10 +50,72 @@ impl Span {
     }
 }
 
+/// Header names ringress treats specially, recognised once when a head is parsed so
+/// framing checks and rewriting never compare names again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    Other,
+    Host,
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Upgrade,
+    Expect,
+    Server,
+    XRequestId,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedClientCert,
+    XEnvoyUpstreamServiceTime,
+}
+
+impl Name {
+    pub(crate) fn of(name: &str) -> Self {
+        use Name::*;
+        // Dispatch on length first: most names match no candidate of their length.
+        let candidates: &[(&str, Name)] = match name.len() {
+            2 => &[("te", Te)],
+            4 => &[("host", Host)],
+            6 => &[("expect", Expect), ("server", Server)],
+            7 => &[("trailer", Trailer), ("upgrade", Upgrade)],
+            10 => &[("connection", Connection), ("keep-alive", KeepAlive)],
+            12 => &[("x-request-id", XRequestId)],
+            14 => &[("content-length", ContentLength)],
+            15 => &[("x-forwarded-for", XForwardedFor)],
+            16 => &[("proxy-connection", ProxyConnection)],
+            17 => &[
+                ("transfer-encoding", TransferEncoding),
+                ("x-forwarded-proto", XForwardedProto),
+            ],
+            23 => &[("x-forwarded-client-cert", XForwardedClientCert)],
+            29 => &[("x-envoy-upstream-service-time", XEnvoyUpstreamServiceTime)],
+            _ => return Other,
+        };
+        candidates
+            .iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n))
+            .map_or(Other, |&(_, k)| k)
+    }
+
+    /// Headers that describe one connection and are never forwarded (RFC 9110 §7.6.1).
+    pub(crate) fn is_hop_by_hop(self) -> bool {
+        use Name::*;
+        matches!(
+            self,
+            Connection | KeepAlive | ProxyConnection | Te | Trailer | Upgrade | TransferEncoding
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HeaderSpan {
     pub(crate) name: Span,
     pub(crate) value: Span,
+    pub(crate) kind: Name,
 }
 
 /// The raw bytes of one head and where its header lines are.
@@ -61,6 +123,9 @@ pub(crate) struct HeaderSpan {
 pub(crate) struct RawHead {
     pub(crate) bytes: Vec<u8>,
     pub(crate) headers: Vec<HeaderSpan>,
+    /// A Connection header names something other than `close`/`keep-alive`, so some
+    /// end-to-end-looking headers are hop-by-hop for this message.
+    pub(crate) connection_names_headers: bool,
 }
 
 impl RawHead {
@@ -72,7 +137,9 @@ impl RawHead {
         self.headers.extend(headers.iter().map(|h| HeaderSpan {
             name: Span::within(buf, h.name.as_bytes()),
             value: Span::within(buf, h.value),
+            kind: Name::of(h.name),
         }));
+        self.connection_names_headers = false;
     }
 
     pub(crate) fn name(&self, h: &HeaderSpan) -> &str {
@@ -94,18 +161,21 @@ impl RawHead {
         self.headers.iter().map(|h| (self.name(h), self.value(h)))
     }
 
-    /// Values of every header called `name`, in order.
-    pub(crate) fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+    /// Values of every header of `kind`, in order.
+    pub(crate) fn values_of(&self, kind: Name) -> impl Iterator<Item = &[u8]> {
+        self.headers
+            .iter()
+            .filter(move |h| h.kind == kind)
+            .map(|h| self.value(h))
     }
 
     /// Whether a Connection header lists `name` (so it is hop-by-hop for this message).
     pub(crate) fn named_in_connection(&self, name: &str) -> bool {
-        self.values("connection")
-            .flat_map(list_items)
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+        self.connection_names_headers
+            && self
+                .values_of(Name::Connection)
+                .flat_map(list_items)
+                .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
@@ -157,6 +227,11 @@ pub(crate) struct Framing {
     pub(crate) transfer_encoding: bool,
     pub(crate) close: bool,
     pub(crate) keep_alive: bool,
+    /// The first Host header and how many there were.
+    pub(crate) host: Option<Span>,
+    pub(crate) host_count: usize,
+    /// The first Expect header.
+    pub(crate) expect: Option<Span>,
 }
 
 /// Which Transfer-Encoding values a parser accepts.
@@ -172,14 +247,28 @@ pub(crate) enum TeRule {
 impl Framing {
     /// Reads Content-Length, Transfer-Encoding and Connection; refuses every ambiguous
     /// combination (the request-smuggling cases).
-    pub(crate) fn scan(raw: &RawHead, rule: TeRule) -> Result<Self, HttpError> {
+    /// Also records in `raw` whether Connection names other headers.
+    pub(crate) fn scan(raw: &mut RawHead, rule: TeRule) -> Result<Self, HttpError> {
         let mut f = Self::default();
         let mut te_items = 0usize;
         let mut chunked_at = None;
+        let mut names_headers = false;
         for h in &raw.headers {
-            let name = raw.name(h);
             let value = raw.value(h);
-            if name.eq_ignore_ascii_case("content-length") {
+            match h.kind {
+                Name::Host => {
+                    f.host_count += 1;
+                    f.host = f.host.or(Some(h.value));
+                    continue;
+                }
+                Name::Expect => {
+                    f.expect = f.expect.or(Some(h.value));
+                    continue;
+                }
+                Name::ContentLength | Name::TransferEncoding | Name::Connection => {}
+                _ => continue,
+            }
+            if h.kind == Name::ContentLength {
                 let n = parse_content_length(value)?;
                 match f.content_length {
                     Some(first) if first != n => {
@@ -187,7 +276,7 @@ impl Framing {
                     }
                     _ => f.content_length = Some(n),
                 }
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            } else if h.kind == Name::TransferEncoding {
                 f.transfer_encoding = true;
                 for item in list_items(value) {
                     let bad = || HttpError::UnsupportedTransferEncoding {
@@ -207,16 +296,19 @@ impl Framing {
                     }
                     te_items += 1;
                 }
-            } else if name.eq_ignore_ascii_case("connection") {
+            } else {
                 for item in list_items(value) {
                     if item.eq_ignore_ascii_case(b"close") {
                         f.close = true;
                     } else if item.eq_ignore_ascii_case(b"keep-alive") {
                         f.keep_alive = true;
+                    } else if !item.is_empty() {
+                        names_headers = true;
                     }
                 }
             }
         }
+        raw.connection_names_headers = names_headers;
         if f.transfer_encoding {
             if f.content_length.is_some() {
                 return Err(HttpError::ContentLengthWithTransferEncoding);
@@ -224,7 +316,7 @@ impl Framing {
             // `chunked` must be the final coding, or the body's end is unknowable.
             if chunked_at.is_none() || chunked_at != te_items.checked_sub(1) {
                 let value = raw
-                    .values("transfer-encoding")
+                    .values_of(Name::TransferEncoding)
                     .last()
                     .map(shown)
                     .unwrap_or_default();

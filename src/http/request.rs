@@ -90,7 +90,7 @@ pub fn parse_request_into(buf: &[u8], head: &mut RequestHead) -> Result<bool, Ht
 impl RequestHead {
     fn finish(&mut self, method: &str) -> Result<(), HttpError> {
         self.classify_target(method)?;
-        let framing = Framing::scan(&self.raw, TeRule::ChunkedOnly)?;
+        let framing = Framing::scan(&mut self.raw, TeRule::ChunkedOnly)?;
         if framing.transfer_encoding && self.version_minor == 0 {
             return Err(HttpError::TransferEncodingInHttp10);
         }
@@ -103,9 +103,9 @@ impl RequestHead {
             BodyKind::None
         };
         self.keep_alive = !framing.close && (self.version_minor >= 1 || framing.keep_alive);
-        self.find_host()?;
+        self.find_host(&framing)?;
         self.expects_continue = false;
-        if let Some(expect) = self.raw.header("expect") {
+        if let Some(expect) = framing.expect.map(|s| s.get(&self.raw.bytes)) {
             // An HTTP/1.0 client cannot expect 100-continue (RFC 9110 §10.1.1).
             if self.version_minor >= 1 {
                 if !expect.eq_ignore_ascii_case(b"100-continue") {
@@ -164,16 +164,11 @@ impl RequestHead {
 
     /// Host: the absolute-form authority if any (RFC 9112 §3.2.2), else the one Host
     /// header; lower-cased, port removed.
-    fn find_host(&mut self) -> Result<(), HttpError> {
-        let mut host_header = None;
-        for h in &self.raw.headers {
-            if self.raw.name(h).eq_ignore_ascii_case("host") {
-                if host_header.is_some() {
-                    return Err(HttpError::DuplicateHost);
-                }
-                host_header = Some(h.value);
-            }
+    fn find_host(&mut self, framing: &Framing) -> Result<(), HttpError> {
+        if framing.host_count > 1 {
+            return Err(HttpError::DuplicateHost);
         }
+        let host_header = framing.host;
         if host_header.is_none() && self.target_authority.is_none() && self.version_minor >= 1 {
             return Err(HttpError::MissingHost);
         }

@@ -58,7 +58,7 @@ pub fn parse_response_into(
     head.reason = Span::within(window, resp.reason.unwrap_or_default().as_bytes());
     head.status = status;
     head.version_minor = version;
-    let framing = Framing::scan(&head.raw, TeRule::EndsInChunked)?;
+    let framing = Framing::scan(&mut head.raw, TeRule::EndsInChunked)?;
     if framing.transfer_encoding && version == 0 {
         return Err(HttpError::TransferEncodingInHttp10);
     }

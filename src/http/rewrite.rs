@@ -15,7 +15,7 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use super::body::BodyKind;
-use super::fields::{RawHead, is_token_byte};
+use super::fields::{Name, RawHead, is_token_byte};
 use super::generated::reason_phrase;
 use super::request::RequestHead;
 use super::response::ResponseHead;
@@ -54,21 +54,6 @@ pub struct ResponseContext<'a> {
     pub client_minor: u8,
 }
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "transfer-encoding",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
-}
-
 /// Names a route's header operations may not touch.
 fn is_framing(name: &str) -> bool {
     ["content-length", "transfer-encoding", "connection"]
@@ -86,16 +71,22 @@ fn is_safe_name(n: &str) -> bool {
 }
 
 fn ops_remove(ops: &HeaderOps, name: &str) -> bool {
+    if ops.remove.is_empty() {
+        return false;
+    }
     ops.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
 }
 
 fn ops_set(ops: &HeaderOps, name: &str) -> bool {
+    if ops.set.is_empty() {
+        return false;
+    }
     ops.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
 }
 
 /// Whether header `name` is replaced or removed by `ops` (so the original is dropped).
 fn ops_touch(ops: &HeaderOps, name: &str) -> bool {
-    !is_framing(name) && (ops_remove(ops, name) || ops_set(ops, name))
+    (ops_remove(ops, name) || ops_set(ops, name)) && !is_framing(name)
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -129,10 +120,10 @@ fn write_ops(out: &mut Vec<u8>, ops: &HeaderOps) {
     }
 }
 
-/// Whether a header from the received head is forwarded unchanged: not hop-by-hop, not
+/// Whether an end-to-end header from the received head is forwarded unchanged: not
 /// named in Connection, not replaced or removed by the route.
 fn forwarded(raw: &RawHead, name: &str, ops: &HeaderOps) -> bool {
-    !is_hop_by_hop(name) && !ops_touch(ops, name) && !raw.named_in_connection(name)
+    !ops_touch(ops, name) && !raw.named_in_connection(name)
 }
 
 /// Writes the request head to send upstream. See the module doc for the rules; in
@@ -167,29 +158,29 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
     }
 
     let mut client_request_id = false;
-    for (name, value) in raw.iter() {
-        let special = [
-            "host",
-            "content-length",
-            "transfer-encoding",
-            "x-forwarded-for",
-            "x-forwarded-proto",
-            "x-forwarded-client-cert",
-            "expect",
-        ];
-        if special.iter().any(|s| name.eq_ignore_ascii_case(s)) {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-request-id") {
+    for h in &raw.headers {
+        let (name, value) = (raw.name(h), raw.value(h));
+        match h.kind {
+            // Written below from what ringress knows, never copied.
+            Name::Host
+            | Name::ContentLength
+            | Name::XForwardedFor
+            | Name::XForwardedProto
+            | Name::XForwardedClientCert
+            | Name::Expect => {}
             // Kept even if Connection names it: tracing must survive.
-            if !ops_touch(ops, name) {
-                client_request_id = true;
-                header(out, name.as_bytes(), value);
+            Name::XRequestId => {
+                if !ops_touch(ops, name) {
+                    client_request_id = true;
+                    header(out, name.as_bytes(), value);
+                }
             }
-            continue;
-        }
-        if forwarded(raw, name, ops) {
-            header(out, name.as_bytes(), value);
+            kind if kind.is_hop_by_hop() => {}
+            _ => {
+                if forwarded(raw, name, ops) {
+                    header(out, name.as_bytes(), value);
+                }
+            }
         }
     }
 
@@ -205,7 +196,7 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
 
     if !ops_touch(ops, "x-forwarded-for") {
         out.extend_from_slice(b"x-forwarded-for: ");
-        for v in raw.values("x-forwarded-for") {
+        for v in raw.values_of(Name::XForwardedFor) {
             if !v.is_empty() {
                 out.extend_from_slice(v);
                 out.extend_from_slice(b", ");
@@ -259,25 +250,24 @@ pub fn write_client_response_head(
 
     let dechunk = head.dechunk_for(ctx.client_minor);
     let service_time = ctx.upstream_service_time_ms;
-    for (name, value) in raw.iter() {
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            if !dechunk && ctx.client_minor >= 1 {
-                header(out, name.as_bytes(), value);
+    for h in &raw.headers {
+        let (name, value) = (raw.name(h), raw.value(h));
+        match h.kind {
+            // The body is passed through as received, so its codings are too.
+            Name::TransferEncoding => {
+                if !dechunk && ctx.client_minor >= 1 {
+                    header(out, name.as_bytes(), value);
+                }
             }
-            continue;
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            header(out, name.as_bytes(), value);
-            continue;
-        }
-        if name.eq_ignore_ascii_case("server")
-            || (service_time.is_some()
-                && name.eq_ignore_ascii_case("x-envoy-upstream-service-time"))
-        {
-            continue;
-        }
-        if forwarded(raw, name, ops) {
-            header(out, name.as_bytes(), value);
+            Name::ContentLength => header(out, name.as_bytes(), value),
+            Name::Server => {}
+            Name::XEnvoyUpstreamServiceTime if service_time.is_some() => {}
+            kind if kind.is_hop_by_hop() => {}
+            _ => {
+                if forwarded(raw, name, ops) {
+                    header(out, name.as_bytes(), value);
+                }
+            }
         }
     }
     if !ops_touch(ops, "server") {
