@@ -36,8 +36,25 @@ fn request_heads(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(input.len() as u64));
         let mut head = RequestHead::default();
         let mut out = Vec::with_capacity(1024);
+        // What httparse alone costs, for comparison with `parse` (which adds the copy of
+        // the head, framing checks and Host validation).
+        group.bench_function(format!("httparse_only/{name}"), |b| {
+            b.iter(|| {
+                let mut headers = [httparse::EMPTY_HEADER; 100];
+                let mut req = httparse::Request::new(&mut headers);
+                black_box(req.parse(black_box(input)).is_ok())
+            })
+        });
         group.bench_function(format!("parse/{name}"), |b| {
             b.iter(|| parse_request_into(black_box(input), &mut head))
+        });
+        let _ = parse_request_into(input, &mut head);
+        group.bench_function(format!("write_upstream/{name}"), |b| {
+            b.iter(|| {
+                out.clear();
+                write_upstream_request(black_box(&head), &ctx, &mut out);
+                black_box(out.len())
+            })
         });
         group.bench_function(format!("parse_and_write_upstream/{name}"), |b| {
             b.iter(|| {

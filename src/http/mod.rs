@@ -48,3 +48,91 @@ pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{
     ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests and bodies as a connection reads them: `input` arrives in pieces of
+    /// `step` bytes; heads are parsed when complete and bodies delimited by the framer.
+    /// Returns (method, path, body bytes) per request.
+    fn read_pipeline(
+        input: &[u8],
+        step: usize,
+    ) -> Result<Vec<(String, String, Vec<u8>)>, HttpError> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        let mut current: Option<(RequestHead, BodyFramer, Vec<u8>)> = None;
+        for piece in input.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                if let Some((head, framer, body)) = current.as_mut() {
+                    let n = framer.advance(&buf)?;
+                    body.extend_from_slice(&buf[..n]);
+                    buf.drain(..n);
+                    if !framer.is_done() {
+                        break;
+                    }
+                    out.push((
+                        head.method().to_owned(),
+                        head.path().to_owned(),
+                        std::mem::take(body),
+                    ));
+                    current = None;
+                }
+                match parse_request(&buf)? {
+                    None => break,
+                    Some(head) => {
+                        buf.drain(..head.len());
+                        let framer = BodyFramer::new(head.body());
+                        current = Some((head, framer, Vec::new()));
+                    }
+                }
+            }
+        }
+        if let Some((head, framer, body)) = current
+            && framer.is_done()
+        {
+            out.push((head.method().to_owned(), head.path().to_owned(), body));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn pipelined_requests_over_every_piece_size() {
+        let input = b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc\
+GET /b HTTP/1.1\r\nHost: h\r\n\r\n\
+PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2;x=y\r\nhi\r\n0\r\nT: 1\r\n\r\n\
+DELETE /d HTTP/1.1\r\nHost: h\r\n\r\n";
+        let want = vec![
+            ("POST".to_owned(), "/a".to_owned(), b"abc".to_vec()),
+            ("GET".to_owned(), "/b".to_owned(), vec![]),
+            (
+                "PUT".to_owned(),
+                "/c".to_owned(),
+                b"2;x=y\r\nhi\r\n0\r\nT: 1\r\n\r\n".to_vec(),
+            ),
+            ("DELETE".to_owned(), "/d".to_owned(), vec![]),
+        ];
+        for step in 1..=input.len() {
+            assert_eq!(
+                read_pipeline(input, step).unwrap(),
+                want,
+                "pieces of {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn smuggled_request_is_never_parsed() {
+        // CL.TE: a front end trusting Content-Length would see one request, one trusting
+        // chunked would see a second; ringress refuses the first head outright.
+        let input = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: h\r\n\r\n";
+        for step in 1..=input.len() {
+            assert_eq!(
+                read_pipeline(input, step),
+                Err(HttpError::ContentLengthWithTransferEncoding)
+            );
+        }
+    }
+}

@@ -571,12 +571,46 @@ mod tests {
 
     #[test]
     fn unsupported_versions_are_505() {
-        for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9"] {
+        for v in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3"] {
             let req = format!("GET / {v}\r\nHost: a\r\n\r\n");
             let e = err(req.as_bytes());
             assert_eq!(e, HttpError::UnsupportedVersion);
             assert_eq!(e.status(), 505);
         }
+        // The HTTP/2 connection preface (h2 with prior knowledge on a plain port).
+        let e = err(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(e.status(), 505);
+        // Not a version at all: a malformed request line.
+        for line in [
+            "GET / FOO/1.1",
+            "GET / http/1.1",
+            "GET /a b HTTP/1.1",
+            "GET / HTTP/x",
+        ] {
+            let req = format!("{line}\r\nHost: a\r\n\r\n");
+            assert_eq!(err(req.as_bytes()).status(), 400, "{line}");
+        }
+    }
+
+    #[test]
+    fn framing_header_names_are_case_insensitive() {
+        let h = ok(b"POST / HTTP/1.1\r\nhOsT: a\r\ntRANSFER-eNCODING: CHUNKED\r\n\r\n");
+        assert_eq!(h.body(), BodyKind::Chunked);
+        assert_eq!(
+            err(b"POST / HTTP/1.1\r\nHost: a\r\nCONTENT-LENGTH: 1\r\ntransfer-encoding: chunked\r\n\r\n"),
+            HttpError::ContentLengthWithTransferEncoding
+        );
+        // Look-alikes are not framing headers, and are not trusted as such.
+        let h = ok(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(h.body(), BodyKind::Length(2));
+        // Vertical tab or NUL around a value is a malformed value, not whitespace.
+        for v in ["\x0bchunked", "chunked\x0b", "chunked\0"] {
+            let req = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {v}\r\n\r\n");
+            assert_eq!(err(req.as_bytes()).status(), 400, "{v:?}");
+        }
+        // Leading and trailing spaces and tabs are trimmed.
+        let h = ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \t 7 \t\r\n\r\n");
+        assert_eq!(h.body(), BodyKind::Length(7));
     }
 
     #[test]

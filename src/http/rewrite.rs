@@ -48,9 +48,11 @@ pub struct ResponseContext<'a> {
     pub upstream_service_time_ms: Option<u64>,
     /// The route's response header operations.
     pub ops: &'a HeaderOps,
-    /// Close the client connection after this response (`connection: close`).
+    /// Close the client connection after this response (`connection: close`); false
+    /// for 1xx heads, which a final response follows.
     pub close: bool,
-    /// The client's HTTP minor version (0: HTTP/1.0).
+    /// The client's HTTP minor version (0: HTTP/1.0). An HTTP/1.0 client never gets
+    /// a 1xx head: the proxy drops interim responses for it.
     pub client_minor: u8,
 }
 
@@ -109,6 +111,25 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+/// Writes an address as in `x-forwarded-for` (IPv4-mapped IPv6 as plain IPv4). IPv4 is
+/// formatted by hand: `Display` costs more than the rest of the head rewrite.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        // Display writes into the Vec without an intermediate String.
+        v6 => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Writes `set` then `add` operations (except framing names and unsafe bytes).
@@ -202,8 +223,7 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
                 out.extend_from_slice(b", ");
             }
         }
-        // Display writes into the Vec without an intermediate String.
-        let _ = write!(out, "{}", ctx.client_ip.to_canonical());
+        push_ip(out, ctx.client_ip);
         out.extend_from_slice(b"\r\n");
     }
     if !ops_touch(ops, "x-forwarded-proto") {
@@ -250,6 +270,7 @@ pub fn write_client_response_head(
 
     let dechunk = head.dechunk_for(ctx.client_minor);
     let service_time = ctx.upstream_service_time_ms;
+    let mut content_length_sent = false;
     for h in &raw.headers {
         let (name, value) = (raw.name(h), raw.value(h));
         match h.kind {
@@ -259,7 +280,13 @@ pub fn write_client_response_head(
                     header(out, name.as_bytes(), value);
                 }
             }
-            Name::ContentLength => header(out, name.as_bytes(), value),
+            // Identical duplicates (checked by the parser) are sent once.
+            Name::ContentLength => {
+                if !content_length_sent {
+                    content_length_sent = true;
+                    header(out, name.as_bytes(), value);
+                }
+            }
             Name::Server => {}
             Name::XEnvoyUpstreamServiceTime if service_time.is_some() => {}
             kind if kind.is_hop_by_hop() => {}
@@ -455,7 +482,7 @@ mod tests {
             client_minor: 1,
         };
         let got = client(
-            b"HTTP/1.1 418 I'm a teapot\r\nServer: gunicorn\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: h\r\nx-envoy-upstream-service-time: 999\r\nContent-Length: 13\r\nX-More-Info: http://tools.ietf.org/html/rfc2324\r\n\r\n",
+            b"HTTP/1.1 418 I'm a teapot\r\nServer: gunicorn\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: h\r\nx-envoy-upstream-service-time: 999\r\nContent-Length: 13\r\ncontent-length: 13\r\nX-More-Info: http://tools.ietf.org/html/rfc2324\r\n\r\n",
             "GET",
             &c,
         );
