@@ -113,7 +113,8 @@ impl RequestHead {
                         value: shown(expect),
                     });
                 }
-                self.expects_continue = true;
+                // Without a body there is nothing to wait for.
+                self.expects_continue = self.body != BodyKind::None;
             }
         }
         Ok(())
@@ -273,8 +274,9 @@ impl RequestHead {
         self.keep_alive
     }
 
-    /// `Expect: 100-continue` on an HTTP/1.1 request: the client waits for
-    /// [`CONTINUE_100`](super::CONTINUE_100) before sending its body.
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body: the client waits for
+    /// [`CONTINUE_100`](super::CONTINUE_100) before sending it. (The proxy sends it when
+    /// it starts reading the body; the header is not forwarded upstream.)
     pub fn expects_continue(&self) -> bool {
         self.expects_continue
     }
@@ -628,6 +630,10 @@ mod tests {
         assert!(h.expects_continue());
         let h = ok(b"PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
         assert!(!h.expects_continue());
+        let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!h.expects_continue());
+        let h = ok(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        assert!(h.expects_continue());
         let e = err(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n");
         assert_eq!(e.status(), 417);
     }
