@@ -743,6 +743,12 @@ impl Drop for Gateway {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            // The kernel tears an io_uring instance down after the process is gone; its
+            // listeners may accept for a moment longer. Wait until they refuse, so a test
+            // that reuses a port talks to the next gateway only.
+            for &port in &self.ports {
+                wait_refused(port, STOP_TIMEOUT);
+            }
         }
         if thread::panicking() {
             eprintln!(
@@ -751,6 +757,25 @@ impl Drop for Gateway {
                 self.log_text()
             );
         }
+    }
+}
+
+/// How long a stopped gateway's listeners may keep accepting.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits (at most `limit`) until nothing accepts connections on `127.0.0.1:port`;
+/// returns whether it does refuse by then.
+pub fn wait_refused(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
