@@ -460,14 +460,44 @@ pub fn read_response(stream: &mut impl Read) -> io::Result<(u16, String, Vec<u8>
         }
         body.truncate(len);
     } else if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        while find(&body, b"0\r\n\r\n").is_none() {
+        // Decode as it arrives: size line, data, CRLF; the last chunk ends the body
+        // (trailers are not expected from ringress's upstreams in these tests).
+        let raw = std::mem::take(&mut body);
+        let mut raw = raw;
+        let mut pos = 0;
+        let mut fill = |raw: &mut Vec<u8>| -> io::Result<()> {
             let n = stream.read(&mut chunk)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            body.extend_from_slice(&chunk[..n]);
+            raw.extend_from_slice(&chunk[..n]);
+            Ok(())
+        };
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&raw[pos..], b"\r\n") {
+                    break pos + i;
+                }
+                fill(&mut raw)?;
+            };
+            let line = String::from_utf8_lossy(&raw[pos..line_end]).into_owned();
+            let size_text = line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size_text, 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, line.clone()))?;
+            let data_start = line_end + 2;
+            while raw.len() < data_start + size + 2 {
+                fill(&mut raw)?;
+            }
+            body.extend_from_slice(&raw[data_start..data_start + size]);
+            pos = data_start + size + 2;
+            if size == 0 {
+                break;
+            }
+            if pos > 1 << 20 {
+                raw.drain(..pos);
+                pos = 0;
+            }
         }
-        body = dechunk(&body);
     }
     Ok((status, head, body))
 }
