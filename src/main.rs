@@ -11,7 +11,11 @@ use ringress::demo::{self, DemoOptions};
 use ringress::proxy::Timeouts;
 
 #[derive(Parser)]
-#[command(name = "ringress", version, about = "Istio-compatible TLS ingress gateway on io_uring")]
+#[command(
+    name = "ringress",
+    version,
+    about = "Istio-compatible TLS ingress gateway on io_uring"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, global = true, default_value = "info")]

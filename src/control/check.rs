@@ -57,10 +57,11 @@ pub fn describe(config: &Config, snapshot: &Snapshot) -> String {
         }
         describe_routes(config, listener.port(), &mut out);
     }
-    if snapshot.clusters.len() > 0 {
+    if !snapshot.clusters.is_empty() {
         let _ = writeln!(out, "\nclusters");
         for (_, cluster) in snapshot.clusters.iter() {
-            let endpoints: Vec<String> = cluster.endpoints.iter().map(ToString::to_string).collect();
+            let endpoints: Vec<String> =
+                cluster.endpoints.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 out,
                 "  {}  {:?}  {}",

@@ -44,7 +44,9 @@ impl std::str::FromStr for ShardCount {
         }
         match s.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(ShardCount::Fixed(n)),
-            _ => Err(format!("expected `auto` or a number of shards ≥ 1, got {s:?}")),
+            _ => Err(format!(
+                "expected `auto` or a number of shards ≥ 1, got {s:?}"
+            )),
         }
     }
 }
