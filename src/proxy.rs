@@ -123,6 +123,7 @@ struct Connection {
 impl Connection {
     async fn run(&mut self) {
         loop {
+            self.head_request = false;
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
