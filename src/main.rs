@@ -11,7 +11,11 @@ use ringress::demo::{self, DemoOptions};
 use ringress::proxy::Timeouts;
 
 #[derive(Parser)]
-#[command(name = "ringress", version, about = "Istio-compatible TLS ingress gateway on io_uring")]
+#[command(
+    name = "ringress",
+    version,
+    about = "Istio-compatible TLS ingress gateway on io_uring"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, global = true, default_value = "info")]
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Run {
@@ -123,7 +128,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ringress: error: {error:#}");
+            eprintln!("ringress: error: {}", describe_error(&error));
             ExitCode::FAILURE
         }
     }
@@ -135,4 +140,18 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds, got {value}"))
+}
+
+/// An error and its causes on one line. Most of ringress's errors already name their
+/// cause in their message, so a cause is added only when it is not already there.
+fn describe_error(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }

@@ -87,6 +87,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
                 upbuf: Vec::new(),
                 out: Vec::with_capacity(4096),
                 served: 0,
+                head_request: false,
             };
             conn.run().await;
         }
@@ -115,11 +116,14 @@ struct Connection {
     out: Vec<u8>,
     /// Requests answered on this connection.
     served: u64,
+    /// The request being answered is a HEAD: generated responses carry no body.
+    head_request: bool,
 }
 
 impl Connection {
     async fn run(&mut self) {
         loop {
+            self.head_request = false;
             let head = match self.read_head().await {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
@@ -171,10 +175,15 @@ impl Connection {
     }
 
     /// Routes one request and answers it, locally or through an upstream.
-    async fn answer(&mut self, snapshot: &Arc<Snapshot>, head: RequestHead) -> Result<Next, ProxyError> {
+    async fn answer(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        head: RequestHead,
+    ) -> Result<Next, ProxyError> {
         // A locally answered request with a body closes the connection afterwards:
         // its body is not read, so the next request could not be found.
         let close = !head.keep_alive() || head.body() != http::BodyKind::None;
+        self.head_request = head.method().eq_ignore_ascii_case("HEAD");
         if head.version_minor() >= 1 && head.host().is_none() {
             return Err(ProxyError::BadRequest(http::HttpError::MissingHost));
         }
@@ -220,8 +229,18 @@ impl Connection {
     /// Sends the response assembled in `out` for a request answered without an upstream.
     async fn respond_locally(&mut self, head_len: usize, close: bool) -> Result<Next, ProxyError> {
         self.inbuf.drain(..head_len.min(self.inbuf.len()));
-        self.send_out().await?;
+        self.send_generated().await?;
         Ok(if close { Next::Close } else { Next::KeepAlive })
+    }
+
+    /// Sends a response ringress generated (in `out`): without its body for HEAD.
+    async fn send_generated(&mut self) -> Result<(), ProxyError> {
+        if self.head_request
+            && let Some(end) = self.out.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            self.out.truncate(end + 4);
+        }
+        self.send_out().await
     }
 
     /// Sends `out` to the client.
@@ -242,7 +261,7 @@ impl Connection {
         if let Some(status) = error.status() {
             self.out.clear();
             http::error_response(status, true, &mut self.out);
-            let _ = self.send_out().await;
+            let _ = self.send_generated().await;
         }
     }
 }

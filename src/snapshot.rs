@@ -24,18 +24,18 @@ use crate::upstream::{ClusterError, Clusters};
 pub enum SnapshotError {
     #[error("{origin}: spec.servers[{server}] (port {port}): {source}")]
     Tls {
-        origin: Origin,
+        origin: Box<Origin>,
         server: usize,
         port: u16,
-        source: tls::TlsError,
+        source: Box<tls::TlsError>,
     },
     #[error("{origin}: spec.servers[{server}] (port {port}) host {host}: {source}")]
     HostNotCovered {
-        origin: Origin,
+        origin: Box<Origin>,
         server: usize,
         port: u16,
         host: HostPattern,
-        source: tls::TlsError,
+        source: Box<tls::TlsError>,
     },
     #[error(
         "port {port}: servers bind both {first} and {second}; ringress binds one address per port"
@@ -49,7 +49,7 @@ pub enum SnapshotError {
         "{origin}: spec.http[{rule}].route destination {host} subset {subset:?}: subsets are not implemented by ringress yet (DestinationRule subsets are not supported)"
     )]
     SubsetNotImplemented {
-        origin: Origin,
+        origin: Box<Origin>,
         rule: usize,
         host: String,
         subset: String,
@@ -131,7 +131,7 @@ fn reject_subsets(config: &Config) -> Result<(), SnapshotError> {
             };
             if let Some(d) = destinations.iter().find(|d| d.subset.is_some()) {
                 return Err(SnapshotError::SubsetNotImplemented {
-                    origin: vs.origin.clone(),
+                    origin: Box::new(vs.origin.clone()),
                     rule,
                     host: d.host.clone(),
                     subset: d.subset.clone().unwrap_or_default(),
@@ -142,6 +142,9 @@ fn reject_subsets(config: &Config) -> Result<(), SnapshotError> {
     Ok(())
 }
 
+/// One TLS server of a port as the SNI selector takes it: its hosts and config.
+type SniServer = (Vec<HostPattern>, Arc<ServerConfig>);
+
 /// Servers grouped by port, in the order their ports first appear.
 fn build_listeners(
     config: &Config,
@@ -149,8 +152,7 @@ fn build_listeners(
     ticketer: &Arc<dyn ProducesTickets>,
 ) -> Result<Vec<ListenerSpec>, SnapshotError> {
     let mut by_port: Vec<ListenerSpec> = Vec::new();
-    let mut tls_servers: HashMap<u16, Vec<(Vec<HostPattern>, Arc<ServerConfig>)>> =
-        HashMap::new();
+    let mut tls_servers: HashMap<u16, Vec<SniServer>> = HashMap::new();
     let mut loaded: HashMap<Credential, Arc<CertifiedMaterial>> = HashMap::new();
 
     for gateway in &config.gateways {
@@ -184,10 +186,10 @@ fn build_listeners(
                 continue;
             }
             let tls_error = |source| SnapshotError::Tls {
-                origin: gateway.origin.clone(),
+                origin: Box::new(gateway.origin.clone()),
                 server: index,
                 port: server.port,
-                source,
+                source: Box::new(source),
             };
             let material = match loaded.get(&server_tls.credential) {
                 Some(material) => material.clone(),
@@ -203,11 +205,11 @@ fn build_listeners(
             for host in &server.hosts {
                 tls::check_covers(&material, host).map_err(|source| {
                     SnapshotError::HostNotCovered {
-                        origin: gateway.origin.clone(),
+                        origin: Box::new(gateway.origin.clone()),
                         server: index,
                         port: server.port,
                         host: host.clone(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
             }
@@ -229,10 +231,10 @@ fn build_listeners(
     for listener in &mut by_port {
         if let Some(servers) = tls_servers.remove(&listener.port()) {
             let selector = SniSelector::new(servers).map_err(|source| SnapshotError::Tls {
-                origin: first_origin(config, listener.port()),
+                origin: Box::new(first_origin(config, listener.port())),
                 server: 0,
                 port: listener.port(),
-                source,
+                source: Box::new(source),
             })?;
             listener.tls = Some(selector);
         }

@@ -116,6 +116,17 @@ pub enum TlsMode {
     OptionalMutual,
 }
 
+impl TlsMode {
+    /// The name Istio's manifests use: `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`.
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            TlsMode::Simple => "SIMPLE",
+            TlsMode::Mutual => "MUTUAL",
+            TlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TlsVersion {
     V1_2,
@@ -173,6 +184,16 @@ impl StringMatch {
             StringMatch::Exact(s) => value == s,
             StringMatch::Prefix(p) => value.starts_with(p.as_str()),
             StringMatch::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+impl std::fmt::Display for StringMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StringMatch::Exact(s) => write!(f, "exact {s}"),
+            StringMatch::Prefix(p) => write!(f, "prefix {p}"),
+            StringMatch::Regex(r) => write!(f, "regex {}", r.as_str()),
         }
     }
 }
@@ -318,6 +339,17 @@ pub enum LoadBalancer {
     RoundRobin,
     LeastRequest,
     Random,
+}
+
+impl LoadBalancer {
+    /// The name Istio's manifests use in `loadBalancer.simple`.
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            LoadBalancer::RoundRobin => "ROUND_ROBIN",
+            LoadBalancer::LeastRequest => "LEAST_REQUEST",
+            LoadBalancer::Random => "RANDOM",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -39,33 +39,38 @@ pub fn describe(config: &Config, snapshot: &Snapshot) -> String {
             let hosts: Vec<String> = cert.hosts.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 out,
-                "  {}  {:?}  certificate {}",
+                "  {}  {}  certificate {}",
                 hosts.join(", "),
-                cert.mode,
+                cert.mode.istio_name(),
                 cert.source
             );
             if let Some(leaf) = &cert.leaf {
+                let expiry = if leaf.days_until_expiry < 0 {
+                    format!("EXPIRED {} days ago", -leaf.days_until_expiry)
+                } else {
+                    format!("expires in {} days", leaf.days_until_expiry)
+                };
                 let _ = writeln!(
                     out,
-                    "    subject {}; SANs {}; serial {}; expires in {} days",
+                    "    subject {}; SANs {}; serial {}; {expiry}",
                     leaf.subject,
                     leaf.sans.join(", "),
                     leaf.serial,
-                    leaf.days_until_expiry
                 );
             }
         }
         describe_routes(config, listener.port(), &mut out);
     }
-    if snapshot.clusters.len() > 0 {
+    if !snapshot.clusters.is_empty() {
         let _ = writeln!(out, "\nclusters");
         for (_, cluster) in snapshot.clusters.iter() {
-            let endpoints: Vec<String> = cluster.endpoints.iter().map(ToString::to_string).collect();
+            let endpoints: Vec<String> =
+                cluster.endpoints.iter().map(ToString::to_string).collect();
             let _ = writeln!(
                 out,
-                "  {}  {:?}  {}",
+                "  {}  {}  {}",
                 cluster.name,
-                cluster.lb,
+                cluster.lb.istio_name(),
                 endpoints.join(", ")
             );
         }
@@ -93,10 +98,7 @@ fn describe_routes(config: &Config, port: u16, out: &mut String) {
             } else {
                 rule.matches
                     .iter()
-                    .map(|m| match &m.uri {
-                        Some(uri) => format!("uri {uri:?}"),
-                        None => "a match without uri".to_owned(),
-                    })
+                    .map(describe_match)
                     .collect::<Vec<_>>()
                     .join(" or ")
             };
@@ -114,5 +116,29 @@ fn describe_routes(config: &Config, port: u16, out: &mut String) {
             };
             let _ = writeln!(out, "    http[{index}]: {condition} -> {action}");
         }
+    }
+}
+
+/// One `match[]` entry in words: `uri prefix /status, method exact GET`.
+fn describe_match(m: &config::RouteMatch) -> String {
+    let mut parts = Vec::new();
+    let fields = [
+        ("uri", &m.uri),
+        ("authority", &m.authority),
+        ("method", &m.method),
+        ("scheme", &m.scheme),
+    ];
+    for (name, condition) in fields {
+        if let Some(condition) = condition {
+            parts.push(format!("{name} {condition}"));
+        }
+    }
+    for (name, condition) in &m.headers {
+        parts.push(format!("header {name} {condition}"));
+    }
+    if parts.is_empty() {
+        "every request".to_owned()
+    } else {
+        parts.join(", ")
     }
 }

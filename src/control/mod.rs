@@ -44,7 +44,9 @@ impl std::str::FromStr for ShardCount {
         }
         match s.parse::<usize>() {
             Ok(n) if n >= 1 => Ok(ShardCount::Fixed(n)),
-            _ => Err(format!("expected `auto` or a number of shards ≥ 1, got {s:?}")),
+            _ => Err(format!(
+                "expected `auto` or a number of shards ≥ 1, got {s:?}"
+            )),
         }
     }
 }
@@ -96,6 +98,15 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
         shards.push(handle);
     }
     for listener in &snapshot.listeners {
+        for cert in &listener.certificates {
+            if let Some(leaf) = cert.leaf.as_ref().filter(|l| l.days_until_expiry < 0) {
+                tracing::warn!(
+                    certificate = %cert.source,
+                    days = -leaf.days_until_expiry,
+                    "serving an expired certificate; clients will refuse it"
+                );
+            }
+        }
         tracing::info!(
             addr = %listener.addr,
             protocol = ?listener.protocol,

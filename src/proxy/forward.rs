@@ -29,6 +29,8 @@ struct RequestFacts {
     keep_alive: bool,
     is_head: bool,
     client_minor: u8,
+    /// The client waits for `100 Continue` before sending its body.
+    expects_continue: bool,
 }
 
 impl Connection {
@@ -45,6 +47,7 @@ impl Connection {
             keep_alive: head.keep_alive(),
             is_head: head.method().eq_ignore_ascii_case("HEAD"),
             client_minor: head.version_minor(),
+            expects_continue: head.expects_continue(),
         };
         let mut request_body = BodyFramer::new(head.body());
         self.write_upstream_head(route, &head, path.as_deref());
@@ -88,9 +91,8 @@ impl Connection {
             }
         };
 
-        let body = response.body();
-        let reusable = response.keep_alive() && body != BodyKind::UntilClose;
-        let close = !facts.keep_alive || body == BodyKind::UntilClose;
+        let reusable = response.keep_alive() && response.body() != BodyKind::UntilClose;
+        let close = !facts.keep_alive || response.client_must_close(facts.client_minor);
         let result = self
             .stream_response(&mut upstream, route, &facts, response, close, started)
             .await;
@@ -147,7 +149,8 @@ impl Connection {
                 ProxyError::UpstreamIo { addr, source }
             });
         }
-        self.stream_request_body(&upstream, request_body).await?;
+        self.stream_request_body(&upstream, request_body, facts.expects_continue)
+            .await?;
         let started = Instant::now();
         let response = self.read_response_head(&upstream, facts, wait).await?;
         Ok((upstream, response, started))
@@ -158,11 +161,20 @@ impl Connection {
         &mut self,
         upstream: &UpstreamConn,
         body: &mut BodyFramer,
+        expects_continue: bool,
     ) -> Result<(), ProxyError> {
         let idle = self.ctx.timeouts.idle;
         let mut chunk = Vec::new();
+        let mut continue_sent = !expects_continue;
         while !body.is_done() {
             if self.inbuf.is_empty() {
+                if !continue_sent {
+                    // The client holds its body back until told to go on.
+                    self.out.clear();
+                    self.out.extend_from_slice(http::CONTINUE_100);
+                    self.send_out().await?;
+                    continue_sent = true;
+                }
                 match uring::timeout(idle, self.client.read(&mut self.inbuf)).await {
                     Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
                     Ok(Ok(_)) => {}
@@ -205,12 +217,15 @@ impl Connection {
                 if let Some(response) = parsed {
                     let len = response.len();
                     if response.is_informational() {
-                        // 100 Continue and friends go to the client as they are.
-                        self.out.clear();
-                        self.out.extend_from_slice(&self.upbuf[..len]);
+                        // Interim responses (103 Early Hints...) go to HTTP/1.1 clients as
+                        // they are; an HTTP/1.0 client cannot read them.
+                        if facts.client_minor >= 1 {
+                            self.out.clear();
+                            self.out.extend_from_slice(&self.upbuf[..len]);
+                            self.send_out().await?;
+                            interim_sent = true;
+                        }
                         self.upbuf.drain(..len);
-                        self.send_out().await?;
-                        interim_sent = true;
                         continue;
                     }
                     return Ok(response);
@@ -249,6 +264,8 @@ impl Connection {
     ) -> Result<bool, ProxyError> {
         let addr = upstream.addr;
         let body_kind = head.body();
+        // An HTTP/1.0 client gets a chunked body's payload only, then the close.
+        let dechunk = head.dechunk_for(facts.client_minor);
         let elapsed = started.elapsed().as_millis();
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(u64::try_from(elapsed).unwrap_or(u64::MAX)),
@@ -264,11 +281,9 @@ impl Connection {
 
         let mut body = BodyFramer::new(body_kind);
         let aborted = |reason: String| ProxyError::ResponseAborted { addr, reason };
-        let n = body
-            .advance(&self.upbuf)
+        let n = forward_body(&mut body, dechunk, &self.upbuf, &mut self.out)
             .map_err(|e| aborted(e.to_string()))?;
         let mut extra = self.upbuf.len() > n;
-        self.out.extend_from_slice(&self.upbuf[..n]);
         self.upbuf.clear();
         self.send_out().await?;
 
@@ -285,14 +300,31 @@ impl Connection {
                 }
                 return Err(aborted("upstream closed before the body ended".into()));
             }
-            let n = body.advance(&received).map_err(|e| aborted(e.to_string()))?;
-            extra |= received.len() > n;
             self.out.clear();
-            self.out.extend_from_slice(&received[..n]);
+            let n = forward_body(&mut body, dechunk, &received, &mut self.out)
+                .map_err(|e| aborted(e.to_string()))?;
+            extra |= received.len() > n;
             drop(received);
             self.send_out().await?;
         }
         // Bytes after the body are a protocol error: never reuse that connection.
         Ok(!extra)
+    }
+}
+
+/// Appends to `out` what of `data` belongs to the body — as received, or only the
+/// payload when de-chunking — and returns how many bytes of `data` the body took.
+fn forward_body(
+    body: &mut BodyFramer,
+    dechunk: bool,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<usize, http::HttpError> {
+    if dechunk {
+        body.advance_payload(data, out)
+    } else {
+        let n = body.advance(data)?;
+        out.extend_from_slice(&data[..n]);
+        Ok(n)
     }
 }

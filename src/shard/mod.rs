@@ -189,7 +189,11 @@ fn shard_main(
     if let Some(cpu) = opts.cpu
         && !core_affinity::set_for_current(cpu)
     {
-        tracing::warn!(shard = opts.id, cpu = cpu.id, "could not pin shard to its CPU");
+        tracing::warn!(
+            shard = opts.id,
+            cpu = cpu.id,
+            "could not pin shard to its CPU"
+        );
     }
     let runtime = match Runtime::new(RingOptions::default()) {
         Ok(runtime) => runtime,
@@ -240,7 +244,11 @@ fn shard_main(
                 newest = Some(snapshot);
             }
             if let Some(snapshot) = newest {
-                tracing::debug!(shard = ctx.id, generation = snapshot.generation, "snapshot installed");
+                tracing::debug!(
+                    shard = ctx.id,
+                    generation = snapshot.generation,
+                    "snapshot installed"
+                );
                 ctx.install(snapshot);
             }
         }
