@@ -808,3 +808,324 @@ fn sessions_resume_with_tickets_across_shards() {
         }
     }
 }
+
+#[test]
+fn route_header_operations_and_rewrites_apply() {
+    let dir = TempDir::new("px-header-ops");
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let http = format!(
+        "  - match:
+    - uri:
+        prefix: /api/
+    rewrite:
+      uri: /v1/
+      authority: internal.example.com
+    headers:
+      request:
+        set:
+          x-added: by-route
+        add:
+          x-also: more
+        remove:
+        - x-secret
+      response:
+        set:
+          x-resp: set-by-route
+        remove:
+        - content-type
+    route:
+    - destination:
+        host: backend
+        port:
+          number: {SERVICE_PORT}
+"
+    );
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let request = format!(
+        "GET /api/items?q=1 HTTP/1.1\r\nHost: {HTTPBIN}\r\nX-Secret: hush\r\nX-Added: from-client\r\nConnection: close\r\n\r\n"
+    );
+    let (bytes, _) = raw_exchange(port, request.as_bytes());
+    let text = String::from_utf8_lossy(&bytes);
+    assert_eq!(first_status(&bytes), 200, "{text}");
+    // The upstream saw the rewritten path (prefix replaced, query kept) and authority.
+    assert!(text.ends_with("a /v1/items?q=1 0"), "{text}");
+    let (_, response_headers) = parse_last_head(&text);
+    assert_eq!(
+        get(&response_headers, "x-resp").as_deref(),
+        Some("set-by-route"),
+        "{text}"
+    );
+    assert!(get(&response_headers, "content-type").is_none(), "{text}");
+
+    let heads = upstream.seen.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let headers = head_headers(&heads[0]);
+    let head = &heads[0];
+    assert_eq!(
+        get(&headers, "host").as_deref(),
+        Some("internal.example.com"),
+        "{head}"
+    );
+    assert!(get(&headers, "x-secret").is_none(), "{head}");
+    let added: Vec<&String> = headers
+        .iter()
+        .filter(|(n, _)| n == "x-added")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        added,
+        ["by-route"],
+        "set replaces the client's value: {head}"
+    );
+    assert_eq!(get(&headers, "x-also").as_deref(), Some("more"), "{head}");
+}
+
+#[test]
+fn mutual_tls_client_identity_reaches_the_upstream_only_from_the_verified_chain() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-xfcc");
+    let pki = pki(&dir);
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let tls = format!(
+        "      mode: MUTUAL
+      serverCertificate: {}
+      privateKey: {}
+      caCertificates: {}
+",
+        yaml_path(&pki.cert(HTTPBIN)),
+        yaml_path(&pki.key(HTTPBIN)),
+        yaml_path(&pki.ca_chain),
+    );
+    let config = docs(&[
+        gateway_doc("gw", &[https_server(port, "https", &[HTTPBIN], &tls)]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let cert = pki.client_cert().to_string_lossy().into_owned();
+    let key = pki.client_key().to_string_lossy().into_owned();
+    let out = curl_https(
+        &pki,
+        port,
+        "/whoami",
+        &[
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "X-Forwarded-Client-Cert: By=spiffe://forged;Subject=\"CN=admin\"",
+        ],
+    );
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let heads = upstream.seen.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    let headers = head_headers(&heads[0]);
+    let xfcc: Vec<&String> = headers
+        .iter()
+        .filter(|(n, _)| n == "x-forwarded-client-cert")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        xfcc.len(),
+        1,
+        "exactly one x-forwarded-client-cert, from the verified chain: {}",
+        heads[0]
+    );
+    let value = xfcc[0];
+    assert!(
+        !value.contains("forged") && !value.contains("CN=admin"),
+        "{value}"
+    );
+    assert!(value.contains("Hash="), "{value}");
+    assert!(value.contains(pki::CLIENT_NAME), "{value}");
+}
+
+#[test]
+fn upstreams_that_close_keep_alive_connections_are_not_reused_blindly() {
+    let dir = TempDir::new("px-upstream-close");
+    // One upstream says `Connection: close` and closes; the other closes after each
+    // response without saying so (an idle keep-alive connection found dead later).
+    let announced = Upstream::spawn(|mut stream, seen| {
+        let mut buf = Vec::new();
+        if let Some((head, _)) = read_request(&mut stream, &mut buf) {
+            seen.heads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(head);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 9\r\n\r\nannounced",
+            );
+        }
+    });
+    let unannounced = Upstream::spawn(|mut stream, seen| {
+        let mut buf = Vec::new();
+        if let Some((head, _)) = read_request(&mut stream, &mut buf) {
+            seen.heads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(head);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nunannounced");
+        }
+    });
+    let port = free_port();
+    let http = format!(
+        "  - match:
+    - uri:
+        prefix: /announced
+    route:
+    - destination:
+        host: announced
+        port:
+          number: {SERVICE_PORT}
+{}",
+        route_all("unannounced", SERVICE_PORT)
+    );
+    let config = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
+        service_entry("announced", SERVICE_PORT, &[announced.addr]),
+        service_entry("unannounced", SERVICE_PORT, &[unannounced.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let mut stream = connect(port);
+    for i in 0..4 {
+        let (status, body) = request_on(&mut stream, HTTPBIN, &format!("/announced/{i}"));
+        assert_eq!((status, body.as_str()), (200, "announced"), "request {i}");
+    }
+    for i in 0..4 {
+        // Give the upstream's close time to arrive, so the pooled connection is dead.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (status, body) = request_on(&mut stream, HTTPBIN, &format!("/other/{i}"));
+        assert_eq!((status, body.as_str()), (200, "unannounced"), "request {i}");
+    }
+    assert_eq!(announced.seen.requests(), 4);
+    assert_eq!(unannounced.seen.requests(), 4);
+}
+
+#[test]
+fn http10_and_expect_continue_clients_are_served() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-http10");
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &http_config(port, HTTPBIN, upstream.addr()), &[]);
+    let target = format!("http://{HTTPBIN}:{port}/anything/old");
+    let resolve = resolve(HTTPBIN, port);
+
+    // HTTP/1.0: answered, and the connection ends with the response.
+    let out = curl(&["--http1.0", "--resolve", &resolve, &target]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let request = format!("GET /status/418 HTTP/1.0\r\nHost: {HTTPBIN}\r\n\r\n");
+    let (bytes, closed) = raw_exchange(port, request.as_bytes());
+    assert_eq!(
+        first_status(&bytes),
+        418,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        closed,
+        "an HTTP/1.0 request without keep-alive ends its connection"
+    );
+
+    // Expect: 100-continue with a body of 300 KiB.
+    let payload = "x".repeat(300 * 1024);
+    let file = dir.write("payload.txt", &payload);
+    let data = format!("@{}", file.display());
+    let out = curl(&[
+        "--resolve",
+        &resolve,
+        "-H",
+        "Expect: 100-continue",
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        &data,
+        &target,
+    ]);
+    assert_eq!(
+        (out.code, out.status),
+        (0, 200),
+        "exit {}, status {}: {}",
+        out.code,
+        out.status,
+        out.stderr
+    );
+    assert!(
+        out.text().contains(&format!("\"data\": \"{payload}\"")),
+        "the whole body should reach the upstream"
+    );
+}
+
+#[test]
+fn wildcard_hosts_get_the_wildcard_certificate_and_routes() {
+    let dir = TempDir::new("px-wildcard");
+    let pki = pki(&dir);
+    let wild = pki
+        .issue(&pki::LeafSpec::server("*.wild.example.com"))
+        .expect("issuing the wildcard certificate");
+    let upstream = Upstream::named("w");
+    let port = free_port();
+    let config = docs(&[
+        gateway_doc(
+            "gw",
+            &[
+                https_server(
+                    port,
+                    "https-wild",
+                    &["*.wild.example.com"],
+                    &simple_tls(&wild.cert, &wild.key),
+                ),
+                https_server(port, "https", &[HTTPBIN], &simple_tls_for(&pki, HTTPBIN)),
+            ],
+        ),
+        virtual_service(
+            "vs",
+            &["*.wild.example.com", HTTPBIN],
+            &["gw"],
+            &route_all("backend", SERVICE_PORT),
+        ),
+        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
+    ]);
+    let _gw = Gateway::start(&dir, &config, &[]);
+    for host in ["a.wild.example.com", "b.wild.example.com", HTTPBIN] {
+        let mut tls = tls_connect(port, host, client_config(&pki.root_cert, None))
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        let (status, body) = request_on(&mut tls, host, "/x");
+        assert_eq!((status, body.as_str()), (200, "w /x 0"), "{host}");
+    }
+    // The wildcard covers one label only.
+    assert!(
+        tls_connect(
+            port,
+            "wild.example.com",
+            client_config(&pki.root_cert, None)
+        )
+        .is_err()
+    );
+    assert!(
+        tls_connect(
+            port,
+            "a.b.wild.example.com",
+            client_config(&pki.root_cert, None)
+        )
+        .is_err()
+    );
+}

@@ -205,7 +205,6 @@ pub fn try_run_with_timeout(
 }
 
 /// What one curl invocation produced.
-#[derive(Debug)]
 pub struct Curl {
     /// curl's exit code (0 success, 7 refused, 18 partial file, 35 TLS, 56 receive...).
     pub code: i32,
@@ -218,6 +217,25 @@ pub struct Curl {
     /// What `-w` printed.
     pub stdout: String,
     pub stderr: String,
+}
+
+/// Longest body excerpt a failure message shows.
+const SHOWN_BODY: usize = 2000;
+
+impl std::fmt::Debug for Curl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.text();
+        let shown: String = text.chars().take(SHOWN_BODY).collect();
+        f.debug_struct("Curl")
+            .field("code", &self.code)
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("body", &shown)
+            .field("stdout", &self.stdout)
+            .field("stderr", &self.stderr)
+            .finish()
+    }
 }
 
 impl Curl {
