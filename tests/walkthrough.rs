@@ -642,3 +642,72 @@ fn shell_words(line: &str) -> Vec<String> {
     }
     words
 }
+
+#[test]
+fn certificate_rotation_with_sighup() {
+    let dir = TempDir::new("wt-rotate");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let mut gw = Gateway::start(
+        &dir,
+        &walkthrough_config(
+            &[https_server(
+                port,
+                "https",
+                &[HTTPBIN],
+                &simple_tls_for(&pki, HTTPBIN),
+            )],
+            upstream.addr(),
+        ),
+        &[],
+    );
+    let old_root = dir.write(
+        "old-root-ca.crt",
+        std::fs::read(&pki.root_cert).expect("reading the root"),
+    );
+    // A keep-alive connection open across the rotation.
+    let mut in_flight =
+        tls_connect(port, HTTPBIN, client_config(&old_root, None)).expect("TLS handshake");
+    assert_eq!(status_on(&mut in_flight, "/status/200"), 200);
+
+    // Replace every file (a new root, intermediate and leaves), then SIGHUP.
+    let rotated = pki::generate(&pki.dir, &[HTTPBIN, BOOKINFO]).expect("regenerating");
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(kill.success());
+
+    // New handshakes get the new certificate (bounded wait for the reload).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        gw.assert_running();
+        if tls_connect(port, HTTPBIN, client_config(&rotated.root_cert, None)).is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate is not served 5 s after SIGHUP"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut fresh = tls_connect(port, HTTPBIN, client_config(&rotated.root_cert, None))
+        .expect("handshake with the new root");
+    assert_eq!(status_on(&mut fresh, "/status/418"), 418);
+    // A client that only trusts the old CA now fails.
+    assert!(tls_connect(port, HTTPBIN, client_config(&old_root, None)).is_err());
+    // Nothing in flight failed: the old connection still serves its next request.
+    assert_eq!(status_on(&mut in_flight, "/status/200"), 200);
+    gw.assert_running();
+}
+
+/// `GET path` for [`HTTPBIN`] on an open connection; the response status.
+fn status_on(stream: &mut TlsClient, path: &str) -> u16 {
+    use std::io::Write;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("sending a request");
+    read_response(stream).expect("reading a response").0
+}
