@@ -614,3 +614,108 @@ fn a_second_gateway_on_the_same_port_is_refused() {
     first.assert_running();
     assert_http_ok(port, HTTPBIN, "/still-first");
 }
+
+#[test]
+fn invalid_upstream_response_gives_502() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-bad-response");
+    let good = httpbin();
+    let garbage = Upstream::spawn(|mut stream, _| {
+        let mut buf = Vec::new();
+        if read_request(&mut stream, &mut buf).is_some() {
+            let _ = stream.write_all(b"SPLAT not http at all\r\n\r\n");
+        }
+    });
+    let port = free_port();
+    let mut gw = start_with_backend(&dir, port, good.addr(), garbage.addr);
+    let out = curl_plain(port, "/anything", &[]);
+    assert_eq!((out.code, out.status), (0, 502), "{out:?}");
+    assert_http_ok(port, HTTPBIN, "/good");
+    gw.assert_running();
+}
+
+#[test]
+fn idle_keep_alive_clients_are_closed_after_the_keepalive_timeout() {
+    let dir = TempDir::new("fx-keepalive-timeout");
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let mut gw = Gateway::start(
+        &dir,
+        &http_config(port, HTTPBIN, upstream.addr),
+        &["--keepalive-timeout", "1"],
+    );
+    let mut stream = connect(port);
+    let request = format!("GET /one HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("request");
+    let (status, _, body) = read_response(&mut stream).expect("response");
+    assert_eq!((status, body.as_slice()), (200, &b"a /one 0"[..]));
+    // Idle now: closed well before READ_TIMEOUT, with nothing more sent.
+    let (rest, closed) = read_to_close(&mut stream);
+    assert!(closed, "an idle keep-alive connection must be closed");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    gw.assert_running();
+}
+
+#[test]
+fn plaintext_on_the_tls_port_is_refused_and_the_port_keeps_serving() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fx-plaintext-tls");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let mut gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let request = format!("GET /status/200 HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    let (bytes, closed) = raw_exchange(port, request.as_bytes());
+    assert!(closed, "plaintext on a TLS port must be closed");
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let out = curl_https(&pki, port, "/status/200", &[]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    gw.assert_running();
+}
+
+#[test]
+fn many_concurrent_clients_are_all_served() {
+    let dir = TempDir::new("fx-concurrent");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let config = client_config(&pki.root_cert, None);
+    let clients: Vec<_> = (0..32)
+        .map(|i| {
+            let config = config.clone();
+            std::thread::spawn(move || -> Result<Vec<u16>, String> {
+                let mut tls = tls_connect(port, HTTPBIN, config).map_err(|e| e.to_string())?;
+                let mut statuses = Vec::new();
+                for j in 0..5 {
+                    let request =
+                        format!("GET /anything/{i}/{j} HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+                    tls.write_all(request.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    let (status, _, body) = read_response(&mut tls).map_err(|e| e.to_string())?;
+                    let body = String::from_utf8_lossy(&body);
+                    if !body.contains(&format!("/anything/{i}/{j}")) {
+                        return Err(format!("client {i} request {j} got {body}"));
+                    }
+                    statuses.push(status);
+                }
+                Ok(statuses)
+            })
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let statuses = client
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_eq!(statuses, vec![200; 5], "client {i}");
+    }
+}

@@ -711,3 +711,121 @@ fn status_on(stream: &mut TlsClient, path: &str) -> u16 {
         .expect("sending a request");
     read_response(stream).expect("reading a response").0
 }
+
+#[test]
+fn optional_mutual_and_subject_alt_names() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("wt-mtls-modes");
+    let pki = pki(&dir);
+    let stranger = pki
+        .issue(&pki::LeafSpec::client("stranger", "stranger.example.com"))
+        .expect("issuing a second client certificate");
+    let upstream = httpbin();
+    let optional = free_port();
+    let restricted = free_port();
+    let tls = |mode: &str, extra: &str| {
+        format!(
+            "      mode: {mode}
+      serverCertificate: {}
+      privateKey: {}
+      caCertificates: {}
+{extra}",
+            yaml_path(&pki.cert(HTTPBIN)),
+            yaml_path(&pki.key(HTTPBIN)),
+            yaml_path(&pki.ca_chain),
+        )
+    };
+    let _gw = Gateway::start(
+        &dir,
+        &walkthrough_config(
+            &[
+                https_server(
+                    optional,
+                    "optional",
+                    &[HTTPBIN],
+                    &tls("OPTIONAL_MUTUAL", ""),
+                ),
+                https_server(
+                    restricted,
+                    "restricted",
+                    &[HTTPBIN],
+                    &tls(
+                        "MUTUAL",
+                        &format!("      subjectAltNames:\n      - {}\n", pki::CLIENT_NAME),
+                    ),
+                ),
+            ],
+            upstream.addr(),
+        ),
+        &[],
+    );
+    let client = (
+        pki.client_cert().to_string_lossy().into_owned(),
+        pki.client_key().to_string_lossy().into_owned(),
+    );
+    let other = (
+        pki.other_client_cert().to_string_lossy().into_owned(),
+        pki.other_client_key().to_string_lossy().into_owned(),
+    );
+    let stranger = (
+        stranger.cert.to_string_lossy().into_owned(),
+        stranger.key.to_string_lossy().into_owned(),
+    );
+    let with = |port: u16, identity: Option<&(String, String)>| {
+        let mut extra = Vec::new();
+        if let Some((cert, key)) = identity {
+            extra = vec!["--cert", cert.as_str(), "--key", key.as_str()];
+        }
+        curl_https(&pki, port, "/status/418", &extra)
+    };
+
+    // OPTIONAL_MUTUAL: no certificate is fine, a trusted one is fine, an untrusted one
+    // is refused.
+    let out = with(optional, None);
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    let out = with(optional, Some(&client));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    let out = with(optional, Some(&other));
+    assert_ne!(out.code, 0, "{out:?}");
+
+    // MUTUAL with subjectAltNames: only the listed identity passes, even though the
+    // stranger's certificate comes from the same trusted CA.
+    let out = with(restricted, Some(&client));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    let out = with(restricted, Some(&stranger));
+    assert_ne!(out.code, 0, "{out:?}");
+    assert_eq!(out.status, 0, "{out:?}");
+    let out = with(restricted, None);
+    assert_ne!(out.code, 0, "{out:?}");
+}
+
+#[test]
+fn check_names_a_host_the_certificate_does_not_cover() {
+    let dir = TempDir::new("wt-check-cover");
+    let pki = pki(&dir);
+    let port = free_port();
+    // bookinfo.com's certificate on the httpbin.example.com server.
+    let config = dir.write(
+        "gateway.yaml",
+        walkthrough_config(
+            &[https_server(
+                port,
+                "https",
+                &[HTTPBIN],
+                &simple_tls_for(&pki, BOOKINFO),
+            )],
+            "127.0.0.1:9".parse().expect("address"),
+        ),
+    );
+    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(HTTPBIN), "the host: {stderr}");
+    assert!(
+        stderr.contains(BOOKINFO),
+        "the certificate's names: {stderr}"
+    );
+    assert!(stderr.contains("httpbin-gateway"), "the Gateway: {stderr}");
+}
