@@ -123,7 +123,11 @@ pub fn httpbin() -> httpbin::Httpbin {
 /// Whether `tool` can be run; prints a note when it cannot, so the test can skip.
 pub fn have(tool: &str) -> bool {
     let found = Command::new(tool)
-        .arg("version")
+        .arg(if tool == "openssl" {
+            "version"
+        } else {
+            "--version"
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
