@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -522,25 +522,6 @@ pub fn read_response(stream: &mut impl Read) -> io::Result<(u16, String, Vec<u8>
         }
     }
     Ok((status, head, body))
-}
-
-/// Decodes a complete chunked body (extensions and trailers ignored).
-pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = find(data, b"\r\n") {
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size_text = size_text.split(';').next().unwrap_or("").trim().to_owned();
-        let Ok(size) = usize::from_str_radix(&size_text, 16) else {
-            break;
-        };
-        data = &data[line_end + 2..];
-        if size == 0 || data.len() < size {
-            break;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = data.get(size + 2..).unwrap_or_default();
-    }
-    out
 }
 
 pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -1075,6 +1056,14 @@ pub fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// `curl` on `https://HTTPBIN:PORT{path}` trusting the test root, with `extra` arguments.
+pub fn curl_https(pki: &pki::Pki, port: u16, path: &str, extra: &[&str]) -> Curl {
+    let url = https_url(pki, port, path);
+    let mut args = strs(&url);
+    args.extend_from_slice(extra);
+    curl(&args)
+}
+
 /// A quick check that the gateway still answers: `GET http://HOST:PORT/status/200`.
 pub fn assert_http_ok(port: u16, host: &str, path: &str) {
     let out = curl(&[
@@ -1087,14 +1076,6 @@ pub fn assert_http_ok(port: u16, host: &str, path: &str) {
         (0, 200),
         "the gateway should still serve {path}: {out:?}"
     );
-}
-
-/// The value of `"Name": "value"` in httpbin's JSON echo (headers are Title-Case).
-pub fn echo_header(json: &str, name: &str) -> Option<String> {
-    let key = format!("\"{name}\": \"");
-    let start = json.find(&key)? + key.len();
-    let end = json[start..].find('"')?;
-    Some(json[start..start + end].to_owned())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1370,17 +1351,4 @@ pub fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String
         }
     }
     Some((head, body_len))
-}
-
-/// Half-closes the writing side of a raw connection.
-pub fn shutdown_write(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-}
-
-/// `curl` on `https://HTTPBIN:PORT{path}` trusting the test root, with `extra` arguments.
-pub fn curl_https(pki: &pki::Pki, port: u16, path: &str, extra: &[&str]) -> Curl {
-    let url = https_url(pki, port, path);
-    let mut args = strs(&url);
-    args.extend_from_slice(extra);
-    curl(&args)
 }
