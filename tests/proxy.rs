@@ -528,6 +528,17 @@ fn routes_match_by_uri_header_method_first_match_wins() {
             assert_eq!(got_body, body, "{method} {path} {extra:?}");
         }
     }
+    // Host names match case-insensitively, with or without the port.
+    for host in [
+        "HTTPBIN.Example.COM".to_owned(),
+        format!("{HTTPBIN}:{port}"),
+    ] {
+        let request = format!("GET /exact HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let (bytes, _) = raw_exchange(port, request.as_bytes());
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(first_status(&bytes), 200, "Host: {host}: {text}");
+        assert!(text.ends_with("a /exact 0"), "Host: {host}: {text}");
+    }
     // Nothing reached svc-c: its rule is shadowed by the earlier prefix.
     assert_eq!(upstreams[2].seen.requests(), 0);
 
@@ -1128,4 +1139,25 @@ fn wildcard_hosts_get_the_wildcard_certificate_and_routes() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn http2_clients_fall_back_to_http11() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-h2-fallback");
+    let pki = pki(&dir);
+    let upstream = httpbin();
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    // curl offers h2 and http/1.1 by ALPN; ringress speaks HTTP/1.1.
+    let out = curl_https(
+        &pki,
+        port,
+        "/status/418",
+        &["--http2", "-w", "%{http_version}"],
+    );
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    assert_eq!(out.stdout.trim(), "1.1", "{out:?}");
 }
