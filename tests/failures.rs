@@ -719,3 +719,29 @@ fn many_concurrent_clients_are_all_served() {
         assert_eq!(statuses, vec![200; 5], "client {i}");
     }
 }
+
+#[test]
+fn bad_command_lines_and_missing_config_files_are_named() {
+    let dir = TempDir::new("fx-cli");
+    let upstream = Upstream::named("a");
+    let port = free_port();
+    let config = dir.write("gateway.yaml", http_config(port, HTTPBIN, upstream.addr));
+    for (flag, value) in [
+        ("--header-timeout", "0"),
+        ("--keepalive-timeout", "-1"),
+        ("--idle-timeout", "soon"),
+        ("--shards", "0"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let (code, output) = run_expecting_exit(&config, &[&arg]);
+        assert_ne!(code, 0, "{arg}: {output}");
+        assert!(output.contains(flag), "{arg}: {output}");
+    }
+    let missing = dir.join("nowhere.yaml");
+    let (code, output) = run_expecting_exit(&missing, &[]);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains(&*missing.to_string_lossy()), "{output}");
+    let out = ringress(&["check", "--config", &missing.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&*missing.to_string_lossy()));
+}
