@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use rustls::server::ProducesTickets;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 pub use check::{check, describe};
 
@@ -63,10 +66,13 @@ pub struct RunOptions {
     pub timeouts: Timeouts,
 }
 
-/// A running gateway: its shards and the snapshot they serve.
+/// A running gateway: its shards, the snapshot they serve, and what a reload needs.
 pub struct Gateway {
     pub shards: Vec<ShardHandle>,
     pub snapshot: Arc<Snapshot>,
+    opts: RunOptions,
+    /// Shared by every snapshot, so sessions resume across shards and reloads.
+    ticketer: Arc<dyn ProducesTickets>,
 }
 
 /// Loads the configuration, builds the first snapshot and starts every shard; returns
@@ -81,6 +87,7 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
         &ticketer,
         1,
     )?);
+    probe_listeners(&snapshot)?;
     let count = opts.shards.resolve();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shards = Vec::with_capacity(count);
@@ -97,6 +104,73 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
         )?;
         shards.push(handle);
     }
+    log_serving(&snapshot);
+    tracing::info!(
+        shards = count,
+        config = %opts.config.display(),
+        "ringress serving"
+    );
+    Ok(Gateway {
+        shards,
+        snapshot,
+        opts: opts.clone(),
+        ticketer,
+    })
+}
+
+impl Gateway {
+    /// Re-reads the configuration, certificates and credentials and hands the new
+    /// snapshot to every shard. On any error nothing changes: the old snapshot keeps
+    /// serving. Returns the new generation.
+    pub fn reload(&mut self) -> anyhow::Result<u64> {
+        let config = config::load(&self.opts.config)?;
+        let generation = self.snapshot.generation + 1;
+        let snapshot = Snapshot::build(
+            &config,
+            self.opts.secrets_dir.as_deref(),
+            &self.ticketer,
+            generation,
+        )?;
+        let listening = |s: &Snapshot| -> Vec<std::net::SocketAddr> {
+            let mut addrs: Vec<_> = s.listeners.iter().map(|l| l.addr).collect();
+            addrs.sort();
+            addrs
+        };
+        let (old, new) = (listening(&self.snapshot), listening(&snapshot));
+        if old != new {
+            anyhow::bail!(
+                "the new configuration listens on {new:?} instead of {old:?}; \
+                 opening or closing listeners needs a restart"
+            );
+        }
+        let snapshot = Arc::new(snapshot);
+        for shard in &self.shards {
+            shard.publish(snapshot.clone());
+        }
+        self.snapshot = snapshot;
+        log_serving(&self.snapshot);
+        Ok(generation)
+    }
+}
+
+/// Fails clearly when a listener's address is taken — also by another process that
+/// uses `SO_REUSEPORT` (another ringress), which the shards' own reuseport sockets
+/// would otherwise silently share the port with. The probe socket does not set
+/// `SO_REUSEPORT`, so any holder of the port makes it fail; it is closed at once.
+fn probe_listeners(snapshot: &Snapshot) -> anyhow::Result<()> {
+    for listener in &snapshot.listeners {
+        std::net::TcpListener::bind(listener.addr).with_context(|| {
+            format!(
+                "cannot listen on {}: is another process (or another ringress) using it?",
+                listener.addr
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Logs what a snapshot serves, and warns about certificates already expired.
+fn log_serving(snapshot: &Snapshot) {
     for listener in &snapshot.listeners {
         for cert in &listener.certificates {
             if let Some(leaf) = cert.leaf.as_ref().filter(|l| l.days_until_expiry < 0) {
@@ -111,22 +185,31 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
             addr = %listener.addr,
             protocol = ?listener.protocol,
             servers = listener.certificates.len(),
+            generation = snapshot.generation,
             "listening"
         );
     }
-    tracing::info!(
-        shards = count,
-        config = %opts.config.display(),
-        "ringress serving"
-    );
-    Ok(Gateway { shards, snapshot })
 }
 
-/// Runs the gateway until the process is stopped.
+/// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let gateway = start(&opts)?;
-    for shard in gateway.shards {
-        shard.join();
+    // Registered before the shards start, so an early SIGHUP cannot kill the process.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .context("cannot install the SIGHUP/SIGTERM handlers")?;
+    let mut gateway = start(&opts)?;
+    for signal in signals.forever() {
+        if signal == SIGHUP {
+            match gateway.reload() {
+                Ok(generation) => tracing::info!(generation, "configuration reloaded"),
+                Err(error) => tracing::error!(
+                    generation = gateway.snapshot.generation,
+                    "reload failed, still serving the previous configuration: {error:#}"
+                ),
+            }
+        } else {
+            tracing::info!(signal, "stopping");
+            break;
+        }
     }
     Ok(())
 }

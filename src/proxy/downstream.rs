@@ -45,6 +45,9 @@ pub struct TlsStream {
     out: Vec<u8>,
     /// Which server of the listener the ClientHello chose.
     pub server: usize,
+    /// The verified client certificate as `x-forwarded-client-cert` carries it;
+    /// computed at the first request that needs it.
+    identity: Option<Option<String>>,
 }
 
 impl Downstream {
@@ -96,6 +99,7 @@ impl Downstream {
             conn,
             out: Vec::with_capacity(4096),
             server: server.unwrap_or(usize::MAX),
+            identity: None,
         };
         if server.is_none() {
             // The reject config fails the handshake with an alert; send it and stop.
@@ -144,6 +148,23 @@ impl Downstream {
                 let _ = tls.flush().await;
                 let _ = tls.tcp.shutdown_write().await;
             }
+        }
+    }
+
+    /// The client's verified certificate in `x-forwarded-client-cert` form, when the
+    /// connection is mutual TLS and the client presented one.
+    pub fn client_identity(&mut self) -> Option<&str> {
+        match self {
+            Downstream::Plain(_) => None,
+            Downstream::Tls(tls) => tls
+                .identity
+                .get_or_insert_with(|| {
+                    let leaf = tls.conn.peer_certificates()?.first()?;
+                    tls::forwarded_client_cert(leaf)
+                        .inspect_err(|e| tracing::debug!(error = %e, "client certificate unreadable"))
+                        .ok()
+                })
+                .as_deref(),
         }
     }
 

@@ -110,14 +110,15 @@ impl Connection {
             Some(_) => None,
             None => Some(http::new_request_id()),
         };
+        let scheme = self.client.scheme();
         let ctx = ForwardContext {
             client_ip: self.peer.ip(),
-            scheme: self.client.scheme(),
+            scheme,
             request_id: request_id.as_deref(),
             path,
             authority: route.rewrite.as_ref().and_then(|r| r.authority.as_deref()),
             ops: &route.headers.request,
-            client_cert: None,
+            client_cert: self.client.client_identity(),
         };
         self.out.clear();
         http::write_upstream_request(head, &ctx, &mut self.out);

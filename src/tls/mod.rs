@@ -22,15 +22,18 @@
 //! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`]
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
 //! certificate coverage), [`cert_info`] (descriptions for `check` and `/certs`),
+//! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`error`].
 
 pub mod cert_info;
+pub mod client_identity;
 pub mod credential;
 pub mod error;
 pub mod server_config;
 pub mod sni;
 
 pub use cert_info::{CertInfo, describe};
+pub use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;
 pub use server_config::{new_ticketer, reject_config, server_config};
