@@ -161,7 +161,9 @@ impl Downstream {
                 .get_or_insert_with(|| {
                     let leaf = tls.conn.peer_certificates()?.first()?;
                     tls::forwarded_client_cert(leaf)
-                        .inspect_err(|e| tracing::debug!(error = %e, "client certificate unreadable"))
+                        .inspect_err(
+                            |e| tracing::debug!(error = %e, "client certificate unreadable"),
+                        )
                         .ok()
                 })
                 .as_deref(),

@@ -73,10 +73,9 @@ mod tests {
     use super::*;
 
     fn leaf(sans: &[&str], cn: &str) -> CertificateDer<'static> {
-        let mut params = rcgen::CertificateParams::new(
-            sans.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        )
-        .expect("params");
+        let mut params =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
@@ -100,7 +99,10 @@ mod tests {
     fn quotes_in_the_subject_are_escaped() {
         let cert = leaf(&["a.example.com"], "evil\";URI=spiffe://x");
         let value = forwarded_client_cert(&cert).expect("value");
-        assert!(value.contains(r#"Subject="CN=evil\";URI=spiffe://x""#), "{value}");
+        assert!(
+            value.contains(r#"Subject="CN=evil\";URI=spiffe://x""#),
+            "{value}"
+        );
         assert_eq!(value.matches(";URI=").count(), 1, "{value}");
     }
 
