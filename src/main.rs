@@ -50,6 +50,17 @@ enum Command {
         /// sets no `timeout`.
         #[arg(long, default_value_t = 60.0)]
         idle_timeout: f64,
+        /// The admin endpoint (/certs, /stats/prometheus, /ready, /config_dump,
+        /// POST /reload): an address, or `off`.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: String,
+        /// Seconds SIGTERM/SIGINT give in-flight requests before exiting.
+        #[arg(long, default_value_t = 10.0)]
+        drain_timeout: f64,
+        /// Do not watch certificate files, credentials and the config for changes
+        /// (reload only on SIGHUP or POST /reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
@@ -90,23 +101,34 @@ fn main() -> ExitCode {
             header_timeout,
             keepalive_timeout,
             idle_timeout,
-        } => seconds(header_timeout, "--header-timeout")
-            .and_then(|header| {
-                Ok(Timeouts {
-                    header,
-                    keepalive: seconds(keepalive_timeout, "--keepalive-timeout")?,
-                    idle: seconds(idle_timeout, "--idle-timeout")?,
-                })
+            admin,
+            drain_timeout,
+            no_watch,
+        } => (|| {
+            let timeouts = Timeouts {
+                header: seconds(header_timeout, "--header-timeout")?,
+                keepalive: seconds(keepalive_timeout, "--keepalive-timeout")?,
+                idle: seconds(idle_timeout, "--idle-timeout")?,
+            };
+            let admin = match admin.as_str() {
+                "off" => None,
+                addr => Some(addr.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--admin must be an address like 127.0.0.1:15000 or `off`, got {addr:?}"
+                    )
+                })?),
+            };
+            control::run(RunOptions {
+                shards,
+                secrets_dir,
+                steer_by_cpu,
+                timeouts,
+                admin,
+                drain_timeout: seconds(drain_timeout, "--drain-timeout")?,
+                watch: !no_watch,
+                ..RunOptions::new(config)
             })
-            .and_then(|timeouts| {
-                control::run(RunOptions {
-                    config,
-                    shards,
-                    secrets_dir,
-                    steer_by_cpu,
-                    timeouts,
-                })
-            }),
+        })(),
         Command::Check {
             config,
             secrets_dir,

@@ -29,7 +29,7 @@ pub use error::{ProxyError, Side};
 
 use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
-use crate::shard::ShardContext;
+use crate::shard::{ShardContext, ShardStats};
 use crate::snapshot::Snapshot;
 use crate::uring::{self, TcpStream};
 
@@ -59,7 +59,9 @@ impl Default for Timeouts {
 
 /// Serves one accepted client connection until it closes.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<ShardContext>) {
-    ctx.connections.set(ctx.connections.get() + 1);
+    let stats = ctx.stats.clone();
+    ShardStats::add(&stats.accepted);
+    ShardStats::add(&stats.active_connections);
     let snapshot = ctx.snapshot();
     if let Some(listener) = snapshot.listeners.iter().find(|l| l.port() == port) {
         let _ = stream.set_nodelay(true);
@@ -71,9 +73,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
                     Ok(Ok(client)) => Some(client),
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
+                        ShardStats::add(&stats.handshakes_failed);
                         None
                     }
-                    Err(_) => None,
+                    Err(_) => {
+                        ShardStats::add(&stats.handshakes_failed);
+                        None
+                    }
                 }
             }
         };
@@ -92,7 +98,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
             conn.run().await;
         }
     }
-    ctx.connections.set(ctx.connections.get().saturating_sub(1));
+    ShardStats::sub(&stats.active_connections);
 }
 
 /// What to do after a request has been answered.
@@ -124,7 +130,11 @@ impl Connection {
     async fn run(&mut self) {
         loop {
             self.head_request = false;
-            let head = match self.read_head().await {
+            let head = self.read_head().await;
+            if self.served == 0 {
+                self.count_handshake();
+            }
+            let head = match head {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
@@ -163,7 +173,18 @@ impl Connection {
                 (true, 0) | (false, _) => self.ctx.timeouts.header,
                 (true, _) => self.ctx.timeouts.keepalive,
             };
-            match uring::timeout(wait, self.client.read(&mut self.inbuf)).await {
+            let idle = self.inbuf.is_empty();
+            let read = uring::timeout(wait, self.client.read(&mut self.inbuf));
+            // Between requests a draining shard closes the connection at once.
+            let read = if idle {
+                match self.ctx.draining.or_stop(read).await {
+                    Some(read) => read,
+                    None => return Ok(None),
+                }
+            } else {
+                read.await
+            };
+            match read {
                 Ok(Ok(0)) if self.inbuf.is_empty() => return Ok(None),
                 Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
                 Ok(Ok(_)) => {}
@@ -182,7 +203,9 @@ impl Connection {
     ) -> Result<Next, ProxyError> {
         // A locally answered request with a body closes the connection afterwards:
         // its body is not read, so the next request could not be found.
-        let close = !head.keep_alive() || head.body() != http::BodyKind::None;
+        let close = !head.keep_alive()
+            || head.body() != http::BodyKind::None
+            || self.ctx.draining.is_stopped();
         self.head_request = head.method().eq_ignore_ascii_case("HEAD");
         if head.version_minor() >= 1 && head.host().is_none() {
             return Err(ProxyError::BadRequest(http::HttpError::MissingHost));
@@ -200,11 +223,12 @@ impl Connection {
         let Some(selected) = snapshot.routes(self.port).and_then(|t| t.select(&request)) else {
             self.out.clear();
             http::error_response(404, close, &mut self.out);
+            self.ctx.stats.responses.count(404);
             return self.respond_locally(head.len(), close).await;
         };
         let route = selected.route;
         self.out.clear();
-        match &route.action {
+        let status = match &route.action {
             Action::Forward(destinations) => {
                 let cluster = destinations.pick();
                 let path = route::rewrite_path(route, selected.matched_uri, head.path());
@@ -213,16 +237,21 @@ impl Connection {
             Action::Redirect(redirect) => {
                 let location = route::redirect_location(redirect, &request, self.port);
                 http::redirect_response(redirect.code, &location, close, &mut self.out);
+                redirect.code
             }
             Action::HttpsRedirect => {
                 let location = route::https_redirect_location(&request);
                 http::redirect_response(301, &location, close, &mut self.out);
+                301
             }
             Action::Direct { status, body } => {
                 let body = body.as_deref().unwrap_or_default();
                 http::direct_response(*status, body.as_bytes(), close, &mut self.out);
+                *status
             }
-        }
+        };
+        self.ctx.stats.responses.count(status);
+        route.stats.count(status);
         self.respond_locally(head.len(), close).await
     }
 
@@ -259,9 +288,24 @@ impl Connection {
             Side::Upstream => tracing::warn!(peer = %self.peer, %error, "request failed"),
         }
         if let Some(status) = error.status() {
+            self.ctx.stats.responses.count(status);
             self.out.clear();
             http::error_response(status, true, &mut self.out);
             let _ = self.send_generated().await;
+        }
+    }
+}
+
+impl Connection {
+    /// Counts the TLS handshake once the first request (or its failure) shows how it
+    /// ended.
+    fn count_handshake(&self) {
+        let stats = &self.ctx.stats;
+        match self.client.tls_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => ShardStats::add(&stats.handshakes_tls13),
+            Some(_) => ShardStats::add(&stats.handshakes_tls12),
+            None if self.client.is_handshaking() => ShardStats::add(&stats.handshakes_failed),
+            None => {}
         }
     }
 }

@@ -21,6 +21,7 @@
 //! conditions use the `regex` crate's per-regex cache pool; a shard that wants its own
 //! caches can clone its table (a cloned `Regex` gets a fresh pool).
 
+use crate::shard::StatusCounters;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
@@ -78,6 +79,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
     pub headers: HeaderOperations,
+    /// Responses to requests this route matched, by status class (all shards).
+    pub stats: StatusCounters,
 }
 
 #[derive(Debug, Clone)]
@@ -541,6 +544,7 @@ fn https_redirect_route(gateway: &str) -> Route {
         timeout: None,
         retries: None,
         headers: HeaderOperations::default(),
+        stats: StatusCounters::default(),
     }
 }
 
@@ -601,6 +605,7 @@ fn compile_rule(
             timeout: http.timeout,
             retries: http.retries.clone(),
             headers: http.headers.clone(),
+            stats: StatusCounters::default(),
         },
     })
 }

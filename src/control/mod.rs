@@ -1,12 +1,18 @@
 //! The control thread: loads the configuration, builds snapshots, starts the shards and
 //! supervises them. Everything slow (files, DNS, PEM) happens here, never on a shard.
 
+pub mod admin;
 mod check;
+pub mod status;
+pub mod watch;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use crossbeam_channel::{Receiver, Sender};
 use rustls::server::ProducesTickets;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -19,6 +25,7 @@ use crate::shard::{self, ShardHandle, ShardOptions};
 use crate::snapshot::Snapshot;
 use crate::tls;
 use crate::uring;
+use status::{ReloadRecord, Status};
 
 /// How many shard threads to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,7 +62,7 @@ impl std::str::FromStr for ShardCount {
 }
 
 /// What `ringress run` (and `ringress demo`) hands the control thread.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     pub config: PathBuf,
     pub shards: ShardCount,
@@ -64,12 +71,51 @@ pub struct RunOptions {
     /// Steer each new connection to the shard on the CPU that received it.
     pub steer_by_cpu: bool,
     pub timeouts: Timeouts,
+    /// The admin endpoint's address; `None` turns it off.
+    pub admin: Option<SocketAddr>,
+    /// How long SIGTERM/SIGINT let in-flight requests finish.
+    pub drain_timeout: Duration,
+    /// Watch certificate files, credentials and the config file for changes.
+    pub watch: bool,
 }
 
-/// A running gateway: its shards, the snapshot they serve, and what a reload needs.
+/// The admin endpoint's default address (Envoy's, which Istio users know).
+pub const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+/// How long a stop waits for in-flight requests by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What wakes the control thread.
+pub enum ControlEvent {
+    /// Re-read the configuration; `reply` hears the outcome (the admin endpoint).
+    Reload {
+        cause: String,
+        reply: Option<Sender<Result<u64, String>>>,
+    },
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop { cause: String },
+}
+
+impl RunOptions {
+    /// Options for serving `config` with every default.
+    pub fn new(config: PathBuf) -> RunOptions {
+        RunOptions {
+            config,
+            shards: ShardCount::Auto,
+            secrets_dir: None,
+            steer_by_cpu: false,
+            timeouts: Timeouts::default(),
+            admin: Some(DEFAULT_ADMIN),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            watch: true,
+        }
+    }
+}
+
+/// A running gateway: its shards, what they serve, and what a reload needs.
 pub struct Gateway {
     pub shards: Vec<ShardHandle>,
-    pub snapshot: Arc<Snapshot>,
+    pub status: Arc<Status>,
     opts: RunOptions,
     /// Shared by every snapshot, so sessions resume across shards and reloads.
     ticketer: Arc<dyn ProducesTickets>,
@@ -79,7 +125,7 @@ pub struct Gateway {
 /// once all listeners are bound.
 pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
     uring::check_available().context("ringress needs io_uring")?;
-    let config = config::load(&opts.config)?;
+    let config = Arc::new(config::load(&opts.config)?);
     let ticketer = tls::new_ticketer()?;
     let snapshot = Arc::new(Snapshot::build(
         &config,
@@ -87,7 +133,7 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
         &ticketer,
         1,
     )?);
-    probe_listeners(&snapshot)?;
+    probe_listeners(snapshot.listeners.iter().map(|l| l.addr))?;
     let count = opts.shards.resolve();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shards = Vec::with_capacity(count);
@@ -110,9 +156,10 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
         config = %opts.config.display(),
         "ringress serving"
     );
+    let stats = shards.iter().map(|s| s.stats.clone()).collect();
     Ok(Gateway {
         shards,
-        snapshot,
+        status: Arc::new(Status::new(snapshot, config, stats)),
         opts: opts.clone(),
         ticketer,
     })
@@ -120,36 +167,49 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
 
 impl Gateway {
     /// Re-reads the configuration, certificates and credentials and hands the new
-    /// snapshot to every shard. On any error nothing changes: the old snapshot keeps
-    /// serving. Returns the new generation.
+    /// snapshot to every shard, which open and close listeners to match. On any error
+    /// nothing changes: the old snapshot keeps serving. Returns the new generation.
     pub fn reload(&mut self) -> anyhow::Result<u64> {
-        let config = config::load(&self.opts.config)?;
-        let generation = self.snapshot.generation + 1;
+        let config = Arc::new(config::load(&self.opts.config)?);
+        let (current, _) = self.status.serving();
+        let generation = current.generation + 1;
         let snapshot = Snapshot::build(
             &config,
             self.opts.secrets_dir.as_deref(),
             &self.ticketer,
             generation,
         )?;
-        let listening = |s: &Snapshot| -> Vec<std::net::SocketAddr> {
-            let mut addrs: Vec<_> = s.listeners.iter().map(|l| l.addr).collect();
-            addrs.sort();
-            addrs
-        };
-        let (old, new) = (listening(&self.snapshot), listening(&snapshot));
-        if old != new {
-            anyhow::bail!(
-                "the new configuration listens on {new:?} instead of {old:?}; \
-                 opening or closing listeners needs a restart"
-            );
-        }
+        let added = snapshot
+            .listeners
+            .iter()
+            .map(|l| l.addr)
+            .filter(|addr| !current.listeners.iter().any(|l| l.addr == *addr));
+        probe_listeners(added)?;
         let snapshot = Arc::new(snapshot);
         for shard in &self.shards {
             shard.publish(snapshot.clone());
         }
-        self.snapshot = snapshot;
-        log_serving(&self.snapshot);
+        log_serving(&snapshot);
+        self.status.set_serving(snapshot, config);
         Ok(generation)
+    }
+
+    /// The files and directories whose changes should trigger a reload.
+    pub fn watched_paths(&self) -> Vec<PathBuf> {
+        let (_, config) = self.status.serving();
+        watch::watched_paths(&config, &self.opts.config, self.opts.secrets_dir.as_deref())
+    }
+
+    /// Stops accepting everywhere, lets in-flight requests finish within the drain
+    /// timeout, and waits for every shard to end.
+    pub fn drain(self) {
+        self.status.set_draining();
+        for shard in &self.shards {
+            shard.drain(self.opts.drain_timeout);
+        }
+        for shard in self.shards {
+            shard.join();
+        }
     }
 }
 
@@ -157,13 +217,10 @@ impl Gateway {
 /// uses `SO_REUSEPORT` (another ringress), which the shards' own reuseport sockets
 /// would otherwise silently share the port with. The probe socket does not set
 /// `SO_REUSEPORT`, so any holder of the port makes it fail; it is closed at once.
-fn probe_listeners(snapshot: &Snapshot) -> anyhow::Result<()> {
-    for listener in &snapshot.listeners {
-        std::net::TcpListener::bind(listener.addr).with_context(|| {
-            format!(
-                "cannot listen on {}: is another process (or another ringress) using it?",
-                listener.addr
-            )
+fn probe_listeners(addrs: impl Iterator<Item = SocketAddr>) -> anyhow::Result<()> {
+    for addr in addrs {
+        std::net::TcpListener::bind(addr).with_context(|| {
+            format!("cannot listen on {addr}: is another process (or another ringress) using it?")
         })?;
     }
     Ok(())
@@ -191,25 +248,113 @@ fn log_serving(snapshot: &Snapshot) {
     }
 }
 
-/// Runs the gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+/// Runs the gateway until SIGTERM or SIGINT. SIGHUP, `POST /reload` on the admin
+/// endpoint and changes to watched files reload the configuration.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let (events, inbox) = crossbeam_channel::unbounded();
     // Registered before the shards start, so an early SIGHUP cannot kill the process.
+    forward_signals(events.clone())?;
+    let mut gateway = start(&opts)?;
+    let _admin = match opts.admin {
+        Some(addr) => Some(admin::spawn(addr, gateway.status.clone(), events.clone())?),
+        None => None,
+    };
+    let watcher = if opts.watch {
+        let events = events.clone();
+        let watcher = watch::Watcher::spawn(gateway.watched_paths(), move |cause| {
+            let _ = events.send(ControlEvent::Reload { cause, reply: None });
+        })
+        .context("cannot start the certificate watcher")?;
+        tracing::info!(
+            mode = watcher.mode(),
+            "watching certificates and configuration"
+        );
+        Some(watcher)
+    } else {
+        None
+    };
+    serve_events(&mut gateway, &inbox, watcher.as_ref());
+    gateway.drain();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
+fn forward_signals(events: Sender<ControlEvent>) -> anyhow::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
         .context("cannot install the SIGHUP/SIGTERM handlers")?;
-    let mut gateway = start(&opts)?;
-    for signal in signals.forever() {
-        if signal == SIGHUP {
-            match gateway.reload() {
-                Ok(generation) => tracing::info!(generation, "configuration reloaded"),
-                Err(error) => tracing::error!(
-                    generation = gateway.snapshot.generation,
-                    "reload failed, still serving the previous configuration: {error:#}"
-                ),
+    std::thread::Builder::new()
+        .name("ringress-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let event = match signal {
+                    SIGHUP => ControlEvent::Reload {
+                        cause: "SIGHUP".into(),
+                        reply: None,
+                    },
+                    SIGTERM => ControlEvent::Stop {
+                        cause: "SIGTERM".into(),
+                    },
+                    _ => ControlEvent::Stop {
+                        cause: "SIGINT".into(),
+                    },
+                };
+                if events.send(event).is_err() {
+                    break;
+                }
             }
-        } else {
-            tracing::info!(signal, "stopping");
-            break;
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// The control loop: reloads as asked (several queued requests make one reload) until
+/// told to stop.
+fn serve_events(
+    gateway: &mut Gateway,
+    inbox: &Receiver<ControlEvent>,
+    watcher: Option<&watch::Watcher>,
+) {
+    while let Ok(event) = inbox.recv() {
+        let mut causes = Vec::new();
+        let mut replies = Vec::new();
+        let mut stop = None;
+        for event in std::iter::once(event).chain(inbox.try_iter()) {
+            match event {
+                ControlEvent::Reload { cause, reply } => {
+                    causes.push(cause);
+                    replies.extend(reply);
+                }
+                ControlEvent::Stop { cause } => stop = Some(cause),
+            }
+        }
+        if let Some(cause) = stop {
+            tracing::info!(%cause, drain_timeout = ?gateway.opts.drain_timeout, "stopping: draining connections");
+            for reply in replies {
+                let _ = reply.send(Err("ringress is stopping".into()));
+            }
+            return;
+        }
+        let cause = causes.join(", ");
+        let outcome = gateway.reload().map_err(|e| format!("{e:#}"));
+        match &outcome {
+            Ok(generation) => tracing::info!(generation, %cause, "configuration reloaded"),
+            Err(error) => {
+                tracing::error!(%cause, "reload failed, still serving the previous configuration: {error}")
+            }
+        }
+        if outcome.is_ok()
+            && let Some(watcher) = watcher
+        {
+            watcher.set_paths(gateway.watched_paths());
+        }
+        gateway.status.record_reload(ReloadRecord {
+            at: SystemTime::now(),
+            cause,
+            outcome: outcome.clone(),
+        });
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
         }
     }
-    Ok(())
 }

@@ -117,9 +117,8 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let demo = prepare(&opts)?;
     print!("{}", demo.banner());
     crate::control::run(crate::control::RunOptions {
-        config: demo.config.clone(),
         shards: opts.shards,
-        ..Default::default()
+        ..crate::control::RunOptions::new(demo.config.clone())
     })
 }
 

@@ -170,6 +170,20 @@ impl Downstream {
         }
     }
 
+    /// The negotiated TLS version once the handshake completed; `None` for plain TCP
+    /// or a handshake still going on.
+    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+        match self {
+            Downstream::Tls(tls) if !tls.conn.is_handshaking() => tls.conn.protocol_version(),
+            _ => None,
+        }
+    }
+
+    /// Whether a TLS handshake has started and not completed.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(self, Downstream::Tls(tls) if tls.conn.is_handshaking())
+    }
+
     /// `https` or `http`, for `x-forwarded-proto` and route `scheme` matches.
     pub fn scheme(&self) -> &'static str {
         match self {

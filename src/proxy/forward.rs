@@ -16,6 +16,7 @@ use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
 use crate::route::Route;
+use crate::shard::ShardStats;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ClusterId, UpstreamConn, pool};
 use crate::uring;
@@ -82,6 +83,9 @@ impl Connection {
                 Ok((upstream, response, started)) => break (upstream, endpoint, response, started),
                 Err(e) => {
                     self.ctx.finished(snapshot, cluster, endpoint);
+                    if matches!(e, ProxyError::Connect(_)) {
+                        ShardStats::add(&self.ctx.stats.upstream_connect_failures);
+                    }
                     if e.retryable() && resendable && attempt < attempts {
                         tracing::debug!(%addr, error = %e, attempt, "retrying on another connection");
                         continue;
@@ -92,7 +96,12 @@ impl Connection {
         };
 
         let reusable = response.keep_alive() && response.body() != BodyKind::UntilClose;
-        let close = !facts.keep_alive || response.client_must_close(facts.client_minor);
+        let status = response.status();
+        self.ctx.stats.responses.count(status);
+        route.stats.count(status);
+        let close = !facts.keep_alive
+            || response.client_must_close(facts.client_minor)
+            || self.ctx.draining.is_stopped();
         let result = self
             .stream_response(&mut upstream, route, &facts, response, close, started)
             .await;

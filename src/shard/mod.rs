@@ -6,15 +6,26 @@
 //! listeners, so that shard i holds index i of every reuseport group (what
 //! `--steer-by-cpu` relies on) and a port that cannot be bound stops start-up with a
 //! clear error. Afterwards the control thread talks to a shard only through its
-//! mailbox: a channel of new snapshots plus an eventfd that wakes the ring.
+//! mailbox: a channel of [`ShardMessage`]s plus an eventfd that wakes the ring. A new
+//! snapshot may add or remove listeners; the shard opens and closes its sockets to
+//! match. A drain closes every listener, lets open connections finish their current
+//! request (idle keep-alive connections close at once), and ends the thread.
 
-use std::cell::{Cell, RefCell};
+pub mod stats;
+pub mod stop;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+
+pub use stats::{ShardStats, StatusCounters};
+pub use stop::StopSignal;
 
 use crate::proxy::Timeouts;
 use crate::snapshot::Snapshot;
@@ -31,10 +42,19 @@ pub struct ShardOptions {
     pub timeouts: Timeouts,
 }
 
+/// What the control thread tells a shard.
+pub enum ShardMessage {
+    /// Serve this snapshot from now on (open or close listeners to match it).
+    Snapshot(Arc<Snapshot>),
+    /// Stop accepting, let open connections finish within this time, then end.
+    Drain(Duration),
+}
+
 /// The control thread's handle on a running shard.
 pub struct ShardHandle {
     pub id: usize,
-    mailbox: Sender<Arc<Snapshot>>,
+    pub stats: Arc<ShardStats>,
+    mailbox: Sender<ShardMessage>,
     wake: NotifyHandle,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -43,7 +63,16 @@ impl ShardHandle {
     /// Hands the shard a new snapshot; new connections and the next request of open
     /// ones use it.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
-        if self.mailbox.send(snapshot).is_ok() {
+        self.send(ShardMessage::Snapshot(snapshot));
+    }
+
+    /// Asks the shard to drain and end.
+    pub fn drain(&self, within: Duration) {
+        self.send(ShardMessage::Drain(within));
+    }
+
+    fn send(&self, message: ShardMessage) {
+        if self.mailbox.send(message).is_ok() {
             self.wake.notify();
         }
     }
@@ -69,13 +98,16 @@ pub fn spawn(opts: ShardOptions, snapshot: Arc<Snapshot>) -> Result<ShardHandle,
     let start_error = |message: String| ShardError::Start { id, message };
     let (mailbox, inbox) = crossbeam_channel::unbounded();
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<NotifyHandle, String>>(1);
+    let stats = Arc::new(ShardStats::default());
+    let shard_stats = stats.clone();
     let thread = thread::Builder::new()
         .name(format!("ringress-shard-{id}"))
-        .spawn(move || shard_main(opts, snapshot, inbox, ready_tx))
+        .spawn(move || shard_main(opts, snapshot, shard_stats, inbox, ready_tx))
         .map_err(|e| start_error(format!("cannot start thread: {e}")))?;
     match ready_rx.recv() {
         Ok(Ok(wake)) => Ok(ShardHandle {
             id,
+            stats,
             mailbox,
             wake,
             thread: Some(thread),
@@ -99,8 +131,11 @@ pub struct ShardContext {
     snapshot: RefCell<Arc<Snapshot>>,
     pub pool: RefCell<Pool>,
     balancers: RefCell<Balancers>,
-    /// Open client connections.
-    pub connections: Cell<u64>,
+    pub stats: Arc<ShardStats>,
+    /// Set when the shard drains: connections close after their current request.
+    pub draining: StopSignal,
+    /// The stop signal of each open listener's accept loop, by address.
+    listeners: RefCell<HashMap<SocketAddr, Rc<StopSignal>>>,
 }
 
 /// Load-balancer state for the clusters of one snapshot generation.
@@ -110,7 +145,12 @@ struct Balancers {
 }
 
 impl ShardContext {
-    fn new(id: usize, timeouts: Timeouts, snapshot: Arc<Snapshot>) -> ShardContext {
+    fn new(
+        id: usize,
+        timeouts: Timeouts,
+        snapshot: Arc<Snapshot>,
+        stats: Arc<ShardStats>,
+    ) -> ShardContext {
         let balancers = Balancers::for_snapshot(&snapshot);
         ShardContext {
             id,
@@ -118,7 +158,9 @@ impl ShardContext {
             snapshot: RefCell::new(snapshot),
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(balancers),
-            connections: Cell::new(0),
+            stats,
+            draining: StopSignal::default(),
+            listeners: RefCell::new(HashMap::new()),
         }
     }
 
@@ -127,9 +169,63 @@ impl ShardContext {
         self.snapshot.borrow().clone()
     }
 
-    fn install(&self, snapshot: Arc<Snapshot>) {
+    /// Serves `snapshot` from now on: opens the listeners it adds (the control thread
+    /// checked their addresses are free) and stops those it removes.
+    fn install(self: &Rc<Self>, snapshot: Arc<Snapshot>) {
+        let wanted: Vec<(SocketAddr, u16)> = snapshot
+            .listeners
+            .iter()
+            .map(|l| (l.addr, l.port()))
+            .collect();
+        self.listeners.borrow_mut().retain(|addr, stop| {
+            let keep = wanted.iter().any(|(a, _)| a == addr);
+            if !keep {
+                tracing::info!(shard = self.id, %addr, "listener closed");
+                stop.stop();
+            }
+            keep
+        });
+        for (addr, port) in wanted {
+            if self.listeners.borrow().contains_key(&addr) {
+                continue;
+            }
+            match Listener::bind(addr, ListenOptions::default()) {
+                Ok(listener) => self.serve_listener(listener, addr, port),
+                Err(e) => {
+                    tracing::error!(shard = self.id, %addr, error = %e, "cannot open listener")
+                }
+            }
+        }
         *self.balancers.borrow_mut() = Balancers::for_snapshot(&snapshot);
         *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    /// Starts the accept loop of a bound listener.
+    fn serve_listener(self: &Rc<Self>, listener: Listener, addr: SocketAddr, port: u16) {
+        let stop = Rc::new(StopSignal::default());
+        self.listeners.borrow_mut().insert(addr, stop.clone());
+        uring::spawn(accept_loop(listener, port, stop, self.clone()));
+    }
+
+    /// Closes every listener and tells connections to finish; returns when none is
+    /// left or `within` has passed.
+    async fn drain(&self, within: Duration) {
+        for (_, stop) in self.listeners.borrow_mut().drain() {
+            stop.stop();
+        }
+        self.draining.stop();
+        let deadline = Instant::now() + within;
+        while ShardStats::get(&self.stats.active_connections) > 0 && Instant::now() < deadline {
+            uring::sleep(Duration::from_millis(20)).await;
+        }
+        let left = ShardStats::get(&self.stats.active_connections);
+        if left > 0 {
+            tracing::warn!(
+                shard = self.id,
+                connections = left,
+                "drain timeout: closing connections still open"
+            );
+        }
     }
 
     /// Chooses an endpoint of `cluster` by its load-balancing policy and counts a
@@ -183,7 +279,8 @@ impl Balancers {
 fn shard_main(
     opts: ShardOptions,
     snapshot: Arc<Snapshot>,
-    inbox: Receiver<Arc<Snapshot>>,
+    stats: Arc<ShardStats>,
+    inbox: Receiver<ShardMessage>,
     ready: Sender<Result<NotifyHandle, String>>,
 ) {
     if let Some(cpu) = opts.cpu
@@ -203,7 +300,12 @@ fn shard_main(
         }
     };
     runtime.block_on(async move {
-        let ctx = Rc::new(ShardContext::new(opts.id, opts.timeouts, snapshot.clone()));
+        let ctx = Rc::new(ShardContext::new(
+            opts.id,
+            opts.timeouts,
+            snapshot.clone(),
+            stats,
+        ));
         let (wake, waiter) = match uring::notify_pair() {
             Ok(pair) => pair,
             Err(e) => {
@@ -214,7 +316,7 @@ fn shard_main(
         let mut listeners = Vec::new();
         for spec in &snapshot.listeners {
             match Listener::bind(spec.addr, ListenOptions::default()) {
-                Ok(listener) => listeners.push((spec.port(), listener)),
+                Ok(listener) => listeners.push((spec.addr, spec.port(), listener)),
                 Err(e) => {
                     let _ = ready.send(Err(format!("cannot listen on {}: {e}", spec.addr)));
                     return;
@@ -222,26 +324,30 @@ fn shard_main(
             }
         }
         if opts.steer_by_cpu && opts.id == 0 {
-            for (port, listener) in &listeners {
+            for (addr, _, listener) in &listeners {
                 if let Err(e) = listener.steer_by_cpu() {
                     let _ = ready.send(Err(format!(
-                        "cannot attach the CPU steering program to port {port}: {e}"
+                        "cannot attach the CPU steering program to {addr}: {e}"
                     )));
                     return;
                 }
             }
         }
-        for (port, listener) in listeners {
-            uring::spawn(accept_loop(listener, port, ctx.clone()));
+        for (addr, port, listener) in listeners {
+            ctx.serve_listener(listener, addr, port);
         }
         let _ = ready.send(Ok(wake));
         tracing::debug!(shard = ctx.id, "shard serving");
-        // The mailbox: install every snapshot the control thread publishes.
+        // The mailbox: install the newest snapshot published; drain when told.
         loop {
             waiter.wait().await;
             let mut newest = None;
-            while let Ok(snapshot) = inbox.try_recv() {
-                newest = Some(snapshot);
+            let mut drain = None;
+            while let Ok(message) = inbox.try_recv() {
+                match message {
+                    ShardMessage::Snapshot(snapshot) => newest = Some(snapshot),
+                    ShardMessage::Drain(within) => drain = Some(within),
+                }
             }
             if let Some(snapshot) = newest {
                 tracing::debug!(
@@ -251,20 +357,24 @@ fn shard_main(
                 );
                 ctx.install(snapshot);
             }
+            if let Some(within) = drain {
+                ctx.drain(within).await;
+                break;
+            }
         }
     });
 }
 
-async fn accept_loop(listener: Listener, port: u16, ctx: Rc<ShardContext>) {
-    loop {
-        match listener.accept().await {
+async fn accept_loop(listener: Listener, port: u16, stop: Rc<StopSignal>, ctx: Rc<ShardContext>) {
+    while let Some(accepted) = stop.or_stop(listener.accept()).await {
+        match accepted {
             Ok((stream, peer)) => {
                 uring::spawn(crate::proxy::serve(stream, peer, port, ctx.clone()));
             }
             Err(e) => {
                 // EMFILE and friends: note it and keep accepting; the ring re-arms.
                 tracing::warn!(shard = ctx.id, port, error = %e, "accept failed");
-                uring::sleep(std::time::Duration::from_millis(10)).await;
+                uring::sleep(Duration::from_millis(10)).await;
             }
         }
     }

@@ -1,0 +1,99 @@
+//! What the control thread knows about the running gateway, shared with the admin
+//! endpoint's thread: the snapshot and configuration being served, reload outcomes,
+//! and each shard's counters. Only the control and admin threads touch the locks here;
+//! shards never do.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::shard::ShardStats;
+use crate::snapshot::Snapshot;
+
+/// The outcome of the most recent reload attempt.
+#[derive(Debug, Clone)]
+pub struct ReloadRecord {
+    pub at: SystemTime,
+    /// What asked for it: `SIGHUP`, `POST /reload`, `changed: /path`.
+    pub cause: String,
+    /// `Ok(generation)` or the error, as logged.
+    pub outcome: Result<u64, String>,
+}
+
+/// Shared state of a running gateway.
+pub struct Status {
+    pub started: SystemTime,
+    serving: Mutex<(Arc<Snapshot>, Arc<Config>)>,
+    pub shards: Vec<Arc<ShardStats>>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    last_reload: Mutex<Option<ReloadRecord>>,
+    last_failure: Mutex<Option<ReloadRecord>>,
+    /// False once the gateway is draining.
+    ready: AtomicBool,
+}
+
+impl Status {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        config: Arc<Config>,
+        shards: Vec<Arc<ShardStats>>,
+    ) -> Status {
+        Status {
+            started: SystemTime::now(),
+            serving: Mutex::new((snapshot, config)),
+            shards,
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload: Mutex::new(None),
+            last_failure: Mutex::new(None),
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// The snapshot and configuration being served now.
+    pub fn serving(&self) -> (Arc<Snapshot>, Arc<Config>) {
+        lock(&self.serving).clone()
+    }
+
+    pub fn set_serving(&self, snapshot: Arc<Snapshot>, config: Arc<Config>) {
+        *lock(&self.serving) = (snapshot, config);
+    }
+
+    pub fn record_reload(&self, record: ReloadRecord) {
+        let counter = match record.outcome {
+            Ok(_) => &self.reloads_ok,
+            Err(_) => &self.reloads_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if record.outcome.is_err() {
+            *lock(&self.last_failure) = Some(record.clone());
+        }
+        *lock(&self.last_reload) = Some(record);
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        lock(&self.last_reload).clone()
+    }
+
+    pub fn last_failure(&self) -> Option<ReloadRecord> {
+        lock(&self.last_failure).clone()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (each update
+/// is a single assignment).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
