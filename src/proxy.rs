@@ -68,7 +68,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
         let client = match &listener.tls {
             None => Some(Downstream::Plain(stream)),
             Some(selector) => {
-                let handshake = Downstream::accept_tls(stream, selector);
+                let handshake = Downstream::accept_tls(stream, listener, selector);
                 match uring::timeout(ctx.timeouts.header, handshake).await {
                     Ok(Ok(client)) => Some(client),
                     Ok(Err(e)) => {
@@ -211,6 +211,12 @@ impl Connection {
             return Err(ProxyError::BadRequest(http::HttpError::MissingHost));
         }
         let host = head.host().unwrap_or_default().to_owned();
+        if self.misdirected(snapshot, &host) {
+            self.out.clear();
+            http::error_response(421, close, &mut self.out);
+            self.ctx.stats.responses.count(421);
+            return self.respond_locally(head.len(), close).await;
+        }
         let scheme = self.client.scheme();
         let headers = HeadHeaders(&head);
         let request = RouteRequest {
@@ -297,6 +303,26 @@ impl Connection {
 }
 
 impl Connection {
+    /// Whether `host` belongs to a server of this port whose TLS settings differ from
+    /// those of the server the handshake chose: its certificate or client-certificate
+    /// policy never applied to this connection, so the request is refused (421
+    /// Misdirected Request), as a client reusing a connection across names expects.
+    fn misdirected(&self, snapshot: &Snapshot, host: &str) -> bool {
+        let Some(handshake) = self.client.server_settings() else {
+            return false;
+        };
+        let Some(listener) = snapshot.listeners.iter().find(|l| l.port() == self.port) else {
+            return false;
+        };
+        let Some((server, _)) = listener.tls.as_ref().and_then(|s| s.select(Some(host))) else {
+            return false;
+        };
+        listener
+            .certificates
+            .get(server)
+            .is_some_and(|served| *served.settings != *handshake)
+    }
+
     /// Counts the TLS handshake once the first request (or its failure) shows how it
     /// ended.
     fn count_handshake(&self) {

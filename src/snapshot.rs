@@ -12,11 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::server::ProducesTickets;
 
-use crate::config::{Config, Credential, HostPattern, Origin, Protocol, RouteAction, TlsMode};
+use crate::config::{
+    Config, Credential, HostPattern, Origin, Protocol, RouteAction, ServerTls, TlsMode,
+};
 use crate::route::RouteTable;
-use crate::tls::{self, CertInfo, CertifiedMaterial, SniSelector};
+use crate::tls::{self, CertInfo, CertifiedMaterial, SniSelector, Ticketers};
 use crate::upstream::{ClusterError, Clusters};
 
 /// Why a configuration could not become a snapshot.
@@ -64,6 +65,9 @@ pub enum SnapshotError {
 #[derive(Debug, Clone)]
 pub struct ServedCertificate {
     pub hosts: Vec<HostPattern>,
+    /// The server's TLS settings: a request whose Host belongs to a server with other
+    /// settings than the one its handshake chose is misdirected (421).
+    pub settings: Arc<ServerTls>,
     pub mode: TlsMode,
     pub source: String,
     pub leaf: Option<CertInfo>,
@@ -96,17 +100,28 @@ pub struct Snapshot {
 impl Snapshot {
     /// Compiles `config` into a snapshot: loads every certificate and key, checks each
     /// certificate covers its server's hosts, resolves every destination and compiles
-    /// the route tables.
+    /// the route tables. Session-ticket keys come from `ticketers`, by trust setting.
     pub fn build(
         config: &Config,
         secrets_dir: Option<&Path>,
-        ticketer: &Arc<dyn ProducesTickets>,
+        ticketers: &mut Ticketers,
+        generation: u64,
+    ) -> Result<Snapshot, SnapshotError> {
+        let built = Self::compile(config, secrets_dir, ticketers, generation);
+        ticketers.finish_build(built.is_ok());
+        built
+    }
+
+    fn compile(
+        config: &Config,
+        secrets_dir: Option<&Path>,
+        ticketers: &mut Ticketers,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
         reject_subsets(config)?;
         let clusters = Clusters::build(config)?;
         let routes = RouteTable::build_all(config, &clusters)?;
-        let listeners = build_listeners(config, secrets_dir, ticketer)?;
+        let listeners = build_listeners(config, secrets_dir, ticketers)?;
         Ok(Snapshot {
             generation,
             listeners,
@@ -149,7 +164,7 @@ type SniServer = (Vec<HostPattern>, Arc<ServerConfig>);
 fn build_listeners(
     config: &Config,
     secrets_dir: Option<&Path>,
-    ticketer: &Arc<dyn ProducesTickets>,
+    ticketers: &mut Ticketers,
 ) -> Result<Vec<ListenerSpec>, SnapshotError> {
     let mut by_port: Vec<ListenerSpec> = Vec::new();
     let mut tls_servers: HashMap<u16, Vec<SniServer>> = HashMap::new();
@@ -213,10 +228,14 @@ fn build_listeners(
                     }
                 })?;
             }
+            let ticketer = ticketers
+                .for_server(server_tls, &material)
+                .map_err(tls_error)?;
             let server_config =
-                tls::server_config(server_tls, &material, ticketer).map_err(tls_error)?;
+                tls::server_config(server_tls, &material, &ticketer).map_err(tls_error)?;
             listener.certificates.push(ServedCertificate {
                 hosts: server.hosts.clone(),
+                settings: Arc::new(server_tls.clone()),
                 mode: server_tls.mode,
                 source: material.source.clone(),
                 leaf: material.chain.first().and_then(|c| tls::describe(c).ok()),

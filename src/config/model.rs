@@ -144,7 +144,7 @@ pub enum Credential {
 }
 
 /// A server's `tls` block (for HTTPS servers).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerTls {
     pub mode: TlsMode,
     pub credential: Credential,

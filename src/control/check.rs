@@ -12,8 +12,7 @@ use crate::tls;
 /// Loads and compiles the configuration; returns the description `check` prints.
 pub fn check(config_path: &Path, secrets_dir: Option<&Path>) -> anyhow::Result<String> {
     let config = config::load(config_path)?;
-    let ticketer = tls::new_ticketer()?;
-    let snapshot = Snapshot::build(&config, secrets_dir, &ticketer, 1)?;
+    let snapshot = Snapshot::build(&config, secrets_dir, &mut tls::Ticketers::new(), 1)?;
     Ok(describe(&config, &snapshot))
 }
 

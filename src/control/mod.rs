@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender};
-use rustls::server::ProducesTickets;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -117,8 +116,9 @@ pub struct Gateway {
     pub shards: Vec<ShardHandle>,
     pub status: Arc<Status>,
     opts: RunOptions,
-    /// Shared by every snapshot, so sessions resume across shards and reloads.
-    ticketer: Arc<dyn ProducesTickets>,
+    /// Session-ticket keys by trust setting, kept across reloads so sessions resume
+    /// on any shard and after a reload that did not change a server's trust.
+    ticketers: tls::Ticketers,
 }
 
 /// Loads the configuration, builds the first snapshot and starts every shard; returns
@@ -126,11 +126,11 @@ pub struct Gateway {
 pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
     uring::check_available().context("ringress needs io_uring")?;
     let config = Arc::new(config::load(&opts.config)?);
-    let ticketer = tls::new_ticketer()?;
+    let mut ticketers = tls::Ticketers::new();
     let snapshot = Arc::new(Snapshot::build(
         &config,
         opts.secrets_dir.as_deref(),
-        &ticketer,
+        &mut ticketers,
         1,
     )?);
     probe_listeners(snapshot.listeners.iter().map(|l| l.addr))?;
@@ -161,7 +161,7 @@ pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
         shards,
         status: Arc::new(Status::new(snapshot, config, stats)),
         opts: opts.clone(),
-        ticketer,
+        ticketers,
     })
 }
 
@@ -176,7 +176,7 @@ impl Gateway {
         let snapshot = Snapshot::build(
             &config,
             self.opts.secrets_dir.as_deref(),
-            &self.ticketer,
+            &mut self.ticketers,
             generation,
         )?;
         let added = snapshot

@@ -8,10 +8,13 @@
 //! the socket in owned buffers the ring can hold.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use rustls::ServerConnection;
 use rustls::server::Acceptor;
 
+use crate::config::ServerTls;
+use crate::snapshot::ListenerSpec;
 use crate::tls::{self, SniSelector};
 use crate::uring::TcpStream;
 
@@ -43,8 +46,8 @@ pub struct TlsStream {
     conn: ServerConnection,
     /// Ciphertext waiting to be sent; kept to reuse its allocation.
     out: Vec<u8>,
-    /// Which server of the listener the ClientHello chose.
-    pub server: usize,
+    /// The TLS settings of the server the ClientHello chose.
+    settings: Option<Arc<ServerTls>>,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
     /// computed at the first request that needs it.
     identity: Option<Option<String>>,
@@ -55,6 +58,7 @@ impl Downstream {
     /// handshake itself completes as the first request is read.
     pub async fn accept_tls(
         tcp: TcpStream,
+        listener: &ListenerSpec,
         selector: &SniSelector,
     ) -> Result<Downstream, HandshakeError> {
         let mut acceptor = Acceptor::default();
@@ -98,7 +102,9 @@ impl Downstream {
             tcp,
             conn,
             out: Vec::with_capacity(4096),
-            server: server.unwrap_or(usize::MAX),
+            settings: server
+                .and_then(|i| listener.certificates.get(i))
+                .map(|c| c.settings.clone()),
             identity: None,
         };
         if server.is_none() {
@@ -167,6 +173,14 @@ impl Downstream {
                         .ok()
                 })
                 .as_deref(),
+        }
+    }
+
+    /// The TLS settings of the server the handshake chose (`None` for plain TCP).
+    pub fn server_settings(&self) -> Option<&ServerTls> {
+        match self {
+            Downstream::Plain(_) => None,
+            Downstream::Tls(tls) => tls.settings.as_deref(),
         }
     }
 

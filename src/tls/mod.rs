@@ -31,6 +31,7 @@ pub mod credential;
 pub mod error;
 pub mod server_config;
 pub mod sni;
+pub mod tickets;
 
 pub use cert_info::{CertInfo, describe};
 pub use client_identity::forwarded_client_cert;
@@ -38,6 +39,7 @@ pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;
 pub use server_config::{new_ticketer, reject_config, server_config};
 pub use sni::{SniSelector, check_covers};
+pub use tickets::Ticketers;
 
 #[cfg(test)]
 mod tests;
