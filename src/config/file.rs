@@ -105,6 +105,8 @@ pub struct FileServerTls {
     pub private_key: Option<String>,
     #[serde(rename = "caCertificates")]
     pub ca_certificates: Option<String>,
+    #[serde(rename = "caCrl")]
+    pub ca_crl: Option<String>,
     #[serde(rename = "credentialName")]
     pub credential_name: Option<String>,
     #[serde(rename = "subjectAltNames", default)]
@@ -322,7 +324,6 @@ pub fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileServerTls" => (
             &[],
             &[
-                "caCrl",
                 "credentialNames",
                 "tlsCertificates",
                 "verifyCertificateSpki",

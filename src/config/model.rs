@@ -150,6 +150,8 @@ pub struct ServerTls {
     pub credential: Credential,
     /// `caCertificates`: CA bundle for verifying client certificates (MUTUAL).
     pub ca_certificates: Option<PathBuf>,
+    /// `caCrl`: PEM certificate revocation lists checked against client certificates.
+    pub ca_crl: Option<PathBuf>,
     pub min_protocol_version: Option<TlsVersion>,
     pub max_protocol_version: Option<TlsVersion>,
     /// `cipherSuites`, in Istio's (OpenSSL-style) names; empty means the defaults.

@@ -662,11 +662,12 @@ impl Check<'_, '_> {
 
     /// An HTTP server's tls block may only ask for the redirect to HTTPS.
     fn http_server_tls(&mut self, tls: &FileServerTls, p: &Path) {
-        let set: [(&str, bool); 9] = [
+        let set: [(&str, bool); 10] = [
             ("mode", tls.mode.is_some()),
             ("serverCertificate", tls.server_certificate.is_some()),
             ("privateKey", tls.private_key.is_some()),
             ("caCertificates", tls.ca_certificates.is_some()),
+            ("caCrl", tls.ca_crl.is_some()),
             ("credentialName", tls.credential_name.is_some()),
             ("subjectAltNames", !tls.subject_alt_names.is_empty()),
             ("minProtocolVersion", tls.min_protocol_version.is_some()),
@@ -811,6 +812,12 @@ impl Check<'_, '_> {
                     "caCertificates is only used by tls modes MUTUAL and OPTIONAL_MUTUAL",
                 );
             }
+            if !mutual && tls.ca_crl.is_some() {
+                self.rule(
+                    &p.key("caCrl"),
+                    "caCrl is only used by tls modes MUTUAL and OPTIONAL_MUTUAL",
+                );
+            }
             if !mutual && !tls.subject_alt_names.is_empty() {
                 self.rule(
                     &p.key("subjectAltNames"),
@@ -844,10 +851,15 @@ impl Check<'_, '_> {
                 );
             }
         }
+        let ca_crl = match tls.ca_crl.as_deref() {
+            Some(crl) => Some(self.file_path(crl, &p.key("caCrl"))?),
+            None => None,
+        };
         Some(ServerTls {
             mode: mode?,
             credential: credential?,
             ca_certificates,
+            ca_crl,
             min_protocol_version: min.ok()?,
             max_protocol_version: max.ok()?,
             cipher_suites: tls.cipher_suites,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use super::{CertInfo, TlsError};
@@ -298,6 +298,21 @@ fn pem_error(path: &Path, e: pem::Error) -> TlsError {
         path: path.to_owned(),
         detail: e.to_string(),
     }
+}
+
+/// All `X509 CRL` blocks of a PEM file (`caCrl`); at least one.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read_pem_file(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
+    if crls.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            detail: "no X509 CRL block found".to_owned(),
+        });
+    }
+    Ok(crls)
 }
 
 /// All `CERTIFICATE` blocks of a PEM file, in file order; at least one.

@@ -20,7 +20,7 @@ use rustls::{
 };
 use x509_parser::extensions::GeneralName;
 
-use super::credential::{load_certificates, provider};
+use super::credential::{load_certificates, load_crls, provider};
 use super::{CertifiedMaterial, TlsError};
 use crate::config::model::{ServerTls, TlsMode, TlsVersion};
 
@@ -314,6 +314,9 @@ fn client_verifier(
         })?;
     }
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(path) = &tls.ca_crl {
+        builder = builder.with_crls(load_crls(path)?);
+    }
     if tls.mode == TlsMode::OptionalMutual {
         builder = builder.allow_unauthenticated();
     }

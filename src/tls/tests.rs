@@ -236,6 +236,7 @@ fn tls(mode: TlsMode) -> ServerTls {
         mode,
         credential: Credential::Named("unused".to_owned()),
         ca_certificates: None,
+        ca_crl: None,
         min_protocol_version: None,
         max_protocol_version: None,
         cipher_suites: Vec::new(),

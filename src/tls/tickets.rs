@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use rustls::server::ProducesTickets;
 
-use super::credential::{CertifiedMaterial, load_certificates};
+use super::credential::{CertifiedMaterial, load_certificates, load_crls};
 use super::{TlsError, new_ticketer};
 use crate::config::{ServerTls, TlsMode};
 
@@ -91,6 +91,12 @@ fn trust_fingerprint(
             hash.update(&(ca.len() as u64).to_be_bytes());
             hash.update(ca);
         }
+        if let Some(path) = &tls.ca_crl {
+            for crl in load_crls(path)? {
+                hash.update(b"\0crl\0");
+                hash.update(&crl);
+            }
+        }
         for name in &tls.subject_alt_names {
             hash.update(b"\0san\0");
             hash.update(name.as_bytes());
@@ -112,6 +118,7 @@ mod tests {
             mode,
             credential: Credential::Named("unused".into()),
             ca_certificates: ca,
+            ca_crl: None,
             min_protocol_version: None,
             max_protocol_version: None,
             cipher_suites: Vec::new(),
