@@ -181,8 +181,9 @@ pub fn gateway_yaml(
 /// The Gateway the demo's VirtualServices attach to.
 const GATEWAY_NAME: &str = "httpbin-gateway";
 
-/// The lines every Istio document starts with, up to `spec:`.
-fn document_head(kind: &str, name: &str) -> String {
+/// The lines every Istio document starts with, up to `spec:` (the integration tests'
+/// YAML builders start their documents with it too).
+pub fn document_head(kind: &str, name: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: {kind}

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+pub use ringress::demo::document_head;
 pub use ringress::demo::httpbin;
 pub use ringress::demo::pki;
 
@@ -901,18 +902,6 @@ pub fn run_expecting_exit(config: &Path, extra: &[&str]) -> (i32, String) {
 /// A quoted YAML string of a path.
 pub fn yaml_path(path: &Path) -> String {
     format!("{:?}", path.to_string_lossy())
-}
-
-/// The lines every Istio document starts with, up to `spec:`.
-pub fn document_head(kind: &str, name: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: {kind}
-metadata:
-  name: {name}
-spec:
-"
-    )
 }
 
 /// A Gateway document named `name` with the given `servers` entries (each from
