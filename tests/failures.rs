@@ -30,44 +30,39 @@ fn start_with_rules(
     backend_addr: SocketAddr,
     backend_rule_extra: &str,
 ) -> Gateway {
+    let servers = [http_server(port, &[HTTPBIN])];
+    let config = good_and_backend(&servers, good, backend_addr, backend_rule_extra);
+    Gateway::start(dir, &config, &[])
+}
+
+/// The configuration of [`start_with_rules`] on the given `servers`.
+fn good_and_backend(
+    servers: &[String],
+    good: SocketAddr,
+    backend_addr: SocketAddr,
+    backend_rule_extra: &str,
+) -> String {
     let http = format!(
         "  - match:
     - uri:
         exact: /good
     rewrite:
       uri: /status/200
-    route:
-    - destination:
-        host: good
-        port:
-          number: {SERVICE_PORT}
-  - route:
-    - destination:
-        host: backend
-        port:
-          number: {SERVICE_PORT}
-{backend_rule_extra}"
+{}{}{backend_rule_extra}",
+        route_to("good"),
+        route_all("backend", SERVICE_PORT),
     );
-    let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
-        service_entry("good", SERVICE_PORT, &[good]),
-        service_entry("backend", SERVICE_PORT, &[backend_addr]),
-    ]);
-    Gateway::start(dir, &config, &[])
-}
-
-fn url(port: u16, path: &str) -> String {
-    format!("http://{HTTPBIN}:{port}{path}")
+    gateway_config(
+        servers,
+        &[HTTPBIN],
+        &http,
+        &[("good", &[good]), ("backend", &[backend_addr])],
+    )
 }
 
 /// curl `http://HTTPBIN:PORT{path}` through the gateway.
 fn curl_plain(port: u16, path: &str, extra: &[&str]) -> Curl {
-    let resolve = resolve(HTTPBIN, port);
-    let url = url(port, path);
-    let mut args = vec!["--resolve", resolve.as_str(), url.as_str()];
-    args.extend_from_slice(extra);
-    curl(&args)
+    curl_http(HTTPBIN, port, path, extra)
 }
 
 #[test]
@@ -119,28 +114,12 @@ fn silent_upstream_gives_504_after_the_idle_timeout() {
     let good = httpbin();
     let silent = Upstream::silent();
     let port = free_port();
-    let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &format!(
-                "  - match:
-    - uri:
-        prefix: /status
-    route:
-    - destination:
-        host: good
-        port:
-          number: {SERVICE_PORT}
-{}",
-                route_all("backend", SERVICE_PORT)
-            ),
-        ),
-        service_entry("good", SERVICE_PORT, &[good.addr()]),
-        service_entry("backend", SERVICE_PORT, &[silent.addr]),
-    ]);
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        &(prefix_rule("/status", "good") + &route_all("backend", SERVICE_PORT)),
+        &[("good", &[good.addr()]), ("backend", &[silent.addr])],
+    );
     let mut gw = Gateway::start(&dir, &config, &["--idle-timeout", "1"]);
     let out = curl_plain(port, "/anything", &[]);
     assert_eq!((out.code, out.status), (0, 504), "{out:?}");
@@ -155,16 +134,8 @@ fn upstream_closing_before_responding_gives_502() {
     }
     let dir = TempDir::new("fx-close");
     let good = httpbin();
-    let closing = Upstream::spawn(|mut stream, seen| {
-        let mut buf = Vec::new();
-        if let Some((head, _)) = read_request(&mut stream, &mut buf) {
-            seen.heads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(head);
-        }
-        // Dropped without a word.
-    });
+    // Reads the request and closes without a word.
+    let closing = Upstream::answer_once(b"");
     let port = free_port();
     let mut gw = start_with_backend(&dir, port, good.addr(), closing.addr);
     let out = curl_plain(port, "/anything", &[]);
@@ -185,37 +156,12 @@ fn upstream_reset_mid_body_is_never_a_complete_response() {
     let truncating = Upstream::truncating();
     let port = free_port();
     let https_port = free_port();
-    let http = format!(
-        "  - match:
-    - uri:
-        exact: /good
-    rewrite:
-      uri: /status/200
-    route:
-    - destination:
-        host: good
-        port:
-          number: {SERVICE_PORT}
-{}",
-        route_all("backend", SERVICE_PORT)
+    let config = good_and_backend(
+        &http_and_https_servers(&pki, port, https_port),
+        good.addr(),
+        truncating.addr,
+        "",
     );
-    let config = docs(&[
-        gateway_doc(
-            "gw",
-            &[
-                http_server(port, &[HTTPBIN]),
-                https_server(
-                    https_port,
-                    "https",
-                    &[HTTPBIN],
-                    &simple_tls_for(&pki, HTTPBIN),
-                ),
-            ],
-        ),
-        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
-        service_entry("good", SERVICE_PORT, &[good.addr()]),
-        service_entry("backend", SERVICE_PORT, &[truncating.addr]),
-    ]);
     let mut gw = Gateway::start(&dir, &config, &[]);
 
     // curl: the head promised 1000 bytes, 10 came: a transfer error, never success.
@@ -260,8 +206,7 @@ impl ClientFixture {
     fn start(tag: &str) -> ClientFixture {
         let dir = TempDir::new(tag);
         let upstream = Upstream::named("a");
-        let port = free_port();
-        let gw = Gateway::start(&dir, &http_config(port, HTTPBIN, upstream.addr), &[]);
+        let (port, gw) = start_http(&dir, upstream.addr, &[]);
         ClientFixture {
             _dir: dir,
             gw,
@@ -284,16 +229,21 @@ impl ClientFixture {
         (bytes, closed)
     }
 
+    /// [`ClientFixture::reject`], checking the response's status is `want`; returns the
+    /// response text and whether the gateway closed the connection.
+    #[track_caller]
+    fn reject_with(&self, request: &[u8], want: u16) -> (String, bool) {
+        let (bytes, closed) = self.reject(request);
+        let context = format!("{:?}: ", String::from_utf8_lossy(request));
+        assert_first_status(&bytes, want, &context);
+        (String::from_utf8_lossy(&bytes).into_owned(), closed)
+    }
+
     /// A good request still gets through.
     fn assert_serving(&mut self) {
         let request = format!("GET /ok HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
         let (bytes, _) = raw_exchange(self.port, request.as_bytes());
-        assert_eq!(
-            first_status(&bytes),
-            200,
-            "{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert_first_status(&bytes, 200, "");
         assert!(
             bytes.ends_with(b"a /ok 0"),
             "{}",
@@ -312,33 +262,14 @@ fn malformed_request_line_gives_400_and_close() {
         b"GET /x HTTP/1.1\r\nHost httpbin.example.com\r\n\r\n",
         b"GET /x HTTP/1.1\r\nHost: httpbin.example.com\r\nBad Name: v\r\n\r\n",
     ] {
-        let (bytes, closed) = fx.reject(request);
-        let text = String::from_utf8_lossy(&bytes);
-        assert_eq!(
-            first_status(&bytes),
-            400,
-            "{:?}: {text}",
-            String::from_utf8_lossy(request)
-        );
+        let (text, closed) = fx.reject_with(request, 400);
         assert!(closed, "the connection must be closed after a 400: {text}");
     }
     // A well-formed line with a version ringress does not speak: 505, and close.
-    let (bytes, closed) = fx.reject(b"GET /x HTTP/9.9\r\nHost: httpbin.example.com\r\n\r\n");
-    assert_eq!(
-        first_status(&bytes),
-        505,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let (_, closed) = fx.reject_with(b"GET /x HTTP/9.9\r\nHost: httpbin.example.com\r\n\r\n", 505);
     assert!(closed);
     // HTTP/1.1 without Host.
-    let (bytes, _) = fx.reject(b"GET /x HTTP/1.1\r\n\r\n");
-    assert_eq!(
-        first_status(&bytes),
-        400,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    fx.reject_with(b"GET /x HTTP/1.1\r\n\r\n", 400);
     fx.assert_serving();
 }
 
@@ -347,13 +278,7 @@ fn oversized_head_gives_431() {
     let mut fx = ClientFixture::start("fx-431");
     let big = "a".repeat(100 * 1024);
     let request = format!("GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nX-Big: {big}\r\n\r\n");
-    let (bytes, closed) = fx.reject(request.as_bytes());
-    assert_eq!(
-        first_status(&bytes),
-        431,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    let (_, closed) = fx.reject_with(request.as_bytes(), 431);
     assert!(closed);
 
     // Many small headers adding up past the limit too.
@@ -362,13 +287,7 @@ fn oversized_head_gives_431() {
         many.push_str(&format!("X-H-{i}: {}\r\n", "b".repeat(40)));
     }
     many.push_str("\r\n");
-    let (bytes, _) = fx.reject(many.as_bytes());
-    assert_eq!(
-        first_status(&bytes),
-        431,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    fx.reject_with(many.as_bytes(), 431);
     fx.assert_serving();
 }
 
@@ -394,9 +313,7 @@ fn ambiguous_framing_gives_400() {
         format!("POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 5x\r\n\r\nhello"),
     ];
     for request in &cases {
-        let (bytes, closed) = fx.reject(request.as_bytes());
-        let text = String::from_utf8_lossy(&bytes);
-        assert_eq!(first_status(&bytes), 400, "{request:?}: {text}");
+        let (text, closed) = fx.reject_with(request.as_bytes(), 400);
         assert!(closed, "{request:?}: {text}");
     }
     fx.assert_serving();
@@ -405,59 +322,33 @@ fn ambiguous_framing_gives_400() {
 #[test]
 fn a_silent_client_is_closed_after_the_header_timeout() {
     let dir = TempDir::new("fx-header-timeout");
-    let pki = pki(&dir);
     let upstream = Upstream::named("a");
-    let port = free_port();
-    let https_port = free_port();
-    let config = docs(&[
-        gateway_doc(
-            "gw",
-            &[
-                http_server(port, &[HTTPBIN]),
-                https_server(
-                    https_port,
-                    "https",
-                    &[HTTPBIN],
-                    &simple_tls_for(&pki, HTTPBIN),
-                ),
-            ],
-        ),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
-    ]);
-    let mut gw = Gateway::start(&dir, &config, &[]);
+    let (_pki, port, https_port, mut gw) = start_http_and_https(&dir, upstream.addr);
     // READ_TIMEOUT (10 s) is well above --header-timeout (2 s): a close before it is the
     // gateway's doing.
     assert!(READ_TIMEOUT > Duration::from_secs(HEADER_TIMEOUT_SECS * 3));
 
-    // Nothing at all, on the plain and the TLS port (no ClientHello).
-    for p in [port, https_port] {
+    // Nothing at all on the plain and the TLS port (no ClientHello), and half a head:
+    // closed, with nothing or a 408.
+    let half_head = format!("GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\n");
+    for (p, sent, what) in [
+        (port, "", "nothing"),
+        (https_port, "", "nothing"),
+        (port, half_head.as_str(), "a half head"),
+    ] {
         let mut stream = connect(p);
+        stream.write_all(sent.as_bytes()).expect("sending");
         let (bytes, closed) = read_to_close(&mut stream);
-        assert!(closed, "port {p}: not closed within {READ_TIMEOUT:?}");
+        assert!(
+            closed,
+            "port {p}, {what}: not closed within {READ_TIMEOUT:?}"
+        );
         assert!(
             bytes.is_empty() || first_status(&bytes) == 408,
-            "port {p}: {}",
+            "port {p}, {what}: {}",
             String::from_utf8_lossy(&bytes)
         );
     }
-    // Half a head.
-    let mut stream = connect(port);
-    stream
-        .write_all(format!("GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\n").as_bytes())
-        .expect("half a head");
-    let (bytes, closed) = read_to_close(&mut stream);
-    assert!(closed, "a half head must be closed within {READ_TIMEOUT:?}");
-    assert!(
-        bytes.is_empty() || first_status(&bytes) == 408,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
     assert_eq!(upstream.seen.requests(), 0);
     assert_http_ok(port, HTTPBIN, "/fine");
     gw.assert_running();
@@ -472,60 +363,38 @@ fn unknown_sni_gets_an_alert_never_another_certificate() {
     let pki = pki(&dir);
     let upstream = httpbin();
     let port = free_port();
-    let config = docs(&[
-        gateway_doc(
-            "gw",
-            &[
-                https_server(
-                    port,
-                    "https-httpbin",
-                    &[HTTPBIN],
-                    &simple_tls_for(&pki, HTTPBIN),
-                ),
-                https_server(
-                    port,
-                    "https-bookinfo",
-                    &[BOOKINFO],
-                    &simple_tls_for(&pki, BOOKINFO),
-                ),
-            ],
-        ),
-        virtual_service(
-            "vs",
-            &[HTTPBIN, BOOKINFO],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr()]),
-    ]);
+    let config = backend_config(
+        &sni_servers(&pki, port),
+        &[HTTPBIN, BOOKINFO],
+        &[upstream.addr()],
+    );
     let mut gw = Gateway::start(&dir, &config, &[]);
     let root = pki.root_cert.to_string_lossy().into_owned();
 
-    // A name no server covers: an alert, no certificate.
-    let out = s_client(port, "unknown.example.com", &["-CAfile", &root], b"");
-    assert_ne!(out.code, 0, "{}", out.output);
-    assert!(out.output.contains("alert"), "{}", out.output);
-    assert!(
-        served_subject(&out.output).is_none() && !out.output.contains("BEGIN CERTIFICATE"),
-        "a certificate was served for an unknown name: {}",
-        out.output
-    );
-    // No SNI at all: no server is chosen either, so no certificate.
-    let out = s_client(port, "", &["-CAfile", &root], b"");
-    assert_ne!(out.code, 0, "{}", out.output);
-    assert!(
-        served_subject(&out.output).is_none() && !out.output.contains("BEGIN CERTIFICATE"),
-        "a certificate was served without SNI: {}",
-        out.output
-    );
+    // A name no server covers: an alert, no certificate. No SNI at all: no server is
+    // chosen either, so no certificate.
+    for (sni, what) in [
+        ("unknown.example.com", "for an unknown name"),
+        ("", "without SNI"),
+    ] {
+        let out = s_client(port, sni, &["-CAfile", &root], b"");
+        assert_ne!(out.code, 0, "{}", out.output);
+        if !sni.is_empty() {
+            assert!(out.output.contains("alert"), "{}", out.output);
+        }
+        assert!(
+            served_subject(&out.output).is_none() && !out.output.contains("BEGIN CERTIFICATE"),
+            "a certificate was served {what}: {}",
+            out.output
+        );
+    }
     // curl: a TLS error (35), no HTTP exchange.
-    let out = curl(&[
-        "--resolve",
-        &resolve("unknown.example.com", port),
-        "--cacert",
-        &root,
-        &format!("https://unknown.example.com:{port}/status/200"),
-    ]);
+    let out = curl(&strs(&https_url_for(
+        "unknown.example.com",
+        port,
+        &pki.root_cert,
+        "/status/200",
+    )));
     assert_eq!(out.code, 35, "{out:?}");
     assert_eq!(out.status, 0, "{out:?}");
 
@@ -543,28 +412,16 @@ fn run_with_a_missing_certificate_names_the_file() {
     let missing = dir.join("pki/missing.crt");
     let config = dir.write(
         "gateway.yaml",
-        docs(&[
-            gateway_doc(
-                "gw",
-                &[https_server(
-                    port,
-                    "https",
-                    &[HTTPBIN],
-                    &simple_tls(&missing, &pki.key(HTTPBIN)),
-                )],
-            ),
-            virtual_service(
-                "vs",
+        backend_config(
+            &[https_server(
+                port,
+                "https",
                 &[HTTPBIN],
-                &["gw"],
-                &route_all("backend", SERVICE_PORT),
-            ),
-            service_entry(
-                "backend",
-                SERVICE_PORT,
-                &["127.0.0.1:9".parse().expect("addr")],
-            ),
-        ]),
+                &simple_tls(&missing, &pki.key(HTTPBIN)),
+            )],
+            &[HTTPBIN],
+            &["127.0.0.1:9".parse().expect("addr")],
+        ),
     );
     let (code, output) = run_expecting_exit(&config, &[]);
     assert_ne!(code, 0, "{output}");
@@ -588,17 +445,10 @@ fn a_port_in_use_is_a_clear_error_naming_the_address() {
 fn a_second_gateway_on_the_same_port_is_refused() {
     let dir = TempDir::new("fx-two-gateways");
     let upstream = Upstream::named("a");
-    let port = free_port();
-    let yaml = http_config(port, HTTPBIN, upstream.addr);
-    let mut first = Gateway::start(&dir, &yaml, &[]);
+    let (port, mut first) = start_http(&dir, upstream.addr, &[]);
     let second_dir = TempDir::new("fx-two-gateways-2");
-    let config = second_dir.write("gateway.yaml", &yaml);
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_ringress"));
-    second
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["--shards", "2"]);
+    let config = second_dir.write("gateway.yaml", http_config(port, HTTPBIN, upstream.addr));
+    let second = run_command(&config, &[]);
     // A start-up error takes well under a second; a second gateway still running after
     // this long has bound the port alongside the first.
     let out = try_run_with_timeout(second, b"", Duration::from_secs(3)).unwrap_or_else(|out| {
@@ -622,12 +472,7 @@ fn invalid_upstream_response_gives_502() {
     }
     let dir = TempDir::new("fx-bad-response");
     let good = httpbin();
-    let garbage = Upstream::spawn(|mut stream, _| {
-        let mut buf = Vec::new();
-        if read_request(&mut stream, &mut buf).is_some() {
-            let _ = stream.write_all(b"SPLAT not http at all\r\n\r\n");
-        }
-    });
+    let garbage = Upstream::answer_once(b"SPLAT not http at all\r\n\r\n");
     let port = free_port();
     let mut gw = start_with_backend(&dir, port, good.addr(), garbage.addr);
     let out = curl_plain(port, "/anything", &[]);
@@ -640,17 +485,10 @@ fn invalid_upstream_response_gives_502() {
 fn idle_keep_alive_clients_are_closed_after_the_keepalive_timeout() {
     let dir = TempDir::new("fx-keepalive-timeout");
     let upstream = Upstream::named("a");
-    let port = free_port();
-    let mut gw = Gateway::start(
-        &dir,
-        &http_config(port, HTTPBIN, upstream.addr),
-        &["--keepalive-timeout", "1"],
-    );
+    let (port, mut gw) = start_http(&dir, upstream.addr, &["--keepalive-timeout", "1"]);
     let mut stream = connect(port);
-    let request = format!("GET /one HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
-    stream.write_all(request.as_bytes()).expect("request");
-    let (status, _, body) = read_response(&mut stream).expect("response");
-    assert_eq!((status, body.as_slice()), (200, &b"a /one 0"[..]));
+    let (status, body) = request_on(&mut stream, HTTPBIN, "/one");
+    assert_eq!((status, body.as_str()), (200, "a /one 0"));
     // Idle now: closed well before READ_TIMEOUT, with nothing more sent.
     let (rest, closed) = read_to_close(&mut stream);
     assert!(closed, "an idle keep-alive connection must be closed");
@@ -664,10 +502,8 @@ fn plaintext_on_the_tls_port_is_refused_and_the_port_keeps_serving() {
         return;
     }
     let dir = TempDir::new("fx-plaintext-tls");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let mut gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, mut gw) = start_https(&dir, upstream.addr());
     let request = format!("GET /status/200 HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
     let (bytes, closed) = raw_exchange(port, request.as_bytes());
     assert!(closed, "plaintext on a TLS port must be closed");
@@ -684,10 +520,8 @@ fn plaintext_on_the_tls_port_is_refused_and_the_port_keeps_serving() {
 #[test]
 fn many_concurrent_clients_are_all_served() {
     let dir = TempDir::new("fx-concurrent");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
     let config = client_config(&pki.root_cert, None);
     let clients: Vec<_> = (0..32)
         .map(|i| {

@@ -7,35 +7,18 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 
 use common::*;
 
-/// Plain HTTP on `port` for `host`, every request to one named upstream.
-fn start_plain(dir: &TempDir, port: u16, upstream: SocketAddr) -> Gateway {
-    Gateway::start(dir, &http_config(port, HTTPBIN, upstream), &[])
-}
+use common::header_value as get;
 
-/// The header lines of a recorded request head, names lower-cased.
-fn head_headers(head: &str) -> Vec<(String, String)> {
-    parse_last_head(head.split_once("\r\n").map_or("", |(_, rest)| rest)).1
-}
-
-fn get(headers: &[(String, String)], name: &str) -> Option<String> {
+/// The values of every header `name` in `headers`.
+fn all<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a String> {
     headers
         .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.clone())
-}
-
-/// `GET path` on an open keep-alive connection; returns status and body text.
-fn request_on(stream: &mut (impl Read + Write), host: &str, path: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .expect("sending a request");
-    let (status, _, body) = read_response(stream).expect("reading a response");
-    (status, String::from_utf8_lossy(&body).into_owned())
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .collect()
 }
 
 #[test]
@@ -44,10 +27,8 @@ fn keep_alive_reuses_one_client_and_one_upstream_connection() {
         return;
     }
     let dir = TempDir::new("px-keepalive");
-    let pki = pki(&dir);
     let upstream = Upstream::named("a");
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr);
     let out = curl(&[
         "--resolve",
         &resolve(HTTPBIN, port),
@@ -85,49 +66,31 @@ fn keep_alive_reuses_one_client_and_one_upstream_connection() {
 #[test]
 fn pipelined_requests_are_answered_in_order() {
     let dir = TempDir::new("px-pipeline");
-    let pki = pki(&dir);
     let upstream = Upstream::named("a");
-    let http_port = free_port();
-    let https_port = free_port();
-    let config = docs(&[
-        gateway_doc(
-            "gw",
-            &[
-                http_server(http_port, &[HTTPBIN]),
-                https_server(
-                    https_port,
-                    "https",
-                    &[HTTPBIN],
-                    &simple_tls_for(&pki, HTTPBIN),
-                ),
-            ],
-        ),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
-    ]);
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let (pki, http_port, https_port, _gw) = start_http_and_https(&dir, upstream.addr);
     let pipelined = format!(
         "GET /first HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n\
          POST /second HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 5\r\n\r\nhello\
          GET /third HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n"
     );
 
+    // Three responses, in the order of the requests.
+    let assert_in_order = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        assert_eq!(statuses(bytes), vec![200, 200, 200], "{text}");
+        let first = text.find("a /first 0").expect(&text);
+        let second = text.find("a /second 5").expect(&text);
+        let third = text.find("a /third 0").expect(&text);
+        assert!(first < second && second < third, "{text}");
+    };
+
     // Plain: three requests in one write, three responses in order, then close.
     let (bytes, clean) = raw_exchange(http_port, pipelined.as_bytes());
-    let text = String::from_utf8_lossy(&bytes);
-    assert_eq!(statuses(&bytes), vec![200, 200, 200], "{text}");
-    let first = text.find("a /first 0").expect(&text);
-    let second = text.find("a /second 5").expect(&text);
-    let third = text.find("a /third 0").expect(&text);
-    assert!(first < second && second < third, "{text}");
+    assert_in_order(&bytes);
     assert!(
         clean,
-        "the gateway should close after `Connection: close`: {text}"
+        "the gateway should close after `Connection: close`: {}",
+        String::from_utf8_lossy(&bytes)
     );
 
     // The same over TLS with a rustls client.
@@ -135,12 +98,7 @@ fn pipelined_requests_are_answered_in_order() {
         .expect("TLS handshake");
     tls.write_all(pipelined.as_bytes()).expect("sending");
     let (bytes, _) = read_to_close(&mut tls);
-    let text = String::from_utf8_lossy(&bytes);
-    assert_eq!(statuses(&bytes), vec![200, 200, 200], "{text}");
-    let first = text.find("a /first 0").expect(&text);
-    let second = text.find("a /second 5").expect(&text);
-    let third = text.find("a /third 0").expect(&text);
-    assert!(first < second && second < third, "{text}");
+    assert_in_order(&bytes);
 }
 
 #[test]
@@ -149,10 +107,8 @@ fn chunked_upload_reaches_the_upstream_whole() {
         return;
     }
     let dir = TempDir::new("px-chunked");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
     let payload: String = (0..2000).map(|i| format!("line {i};")).collect();
     let out = curl_https(
         &pki,
@@ -178,9 +134,8 @@ fn chunked_upload_reaches_the_upstream_whole() {
 
     // A raw chunked request with odd chunk sizes, split over several writes.
     let plain_dir = TempDir::new("px-chunked-raw");
-    let plain_port = free_port();
     let recorder = Upstream::named("r");
-    let _plain = start_plain(&plain_dir, plain_port, recorder.addr);
+    let (plain_port, _plain) = start_http(&plain_dir, recorder.addr, &[]);
     let mut stream = connect(plain_port);
     let head =
         format!("POST /raw HTTP/1.1\r\nHost: {HTTPBIN}\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -214,28 +169,12 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
     let sink = Upstream::named("sink");
     let source = Upstream::source(LARGE);
     let port = free_port();
-    let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &format!(
-                "  - match:
-    - uri:
-        prefix: /download
-    route:
-    - destination:
-        host: source
-        port:
-          number: {SERVICE_PORT}
-{}",
-                route_all("sink", SERVICE_PORT)
-            ),
-        ),
-        service_entry("sink", SERVICE_PORT, &[sink.addr]),
-        service_entry("source", SERVICE_PORT, &[source.addr]),
-    ]);
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        &(prefix_rule("/download", "source") + &route_all("sink", SERVICE_PORT)),
+        &[("sink", &[sink.addr]), ("source", &[source.addr])],
+    );
     let gw = Gateway::start(&dir, &config, &[]);
     // Warm up (first connections, buffers), then take the baseline.
     let mut stream = connect(port);
@@ -306,10 +245,8 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
 #[test]
 fn download_over_tls_arrives_whole() {
     let dir = TempDir::new("px-tls-download");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
     let mut tls =
         tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("TLS handshake");
     let len = 8 * 1024 * 1024;
@@ -332,10 +269,8 @@ fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
         return;
     }
     let dir = TempDir::new("px-headers");
-    let pki = pki(&dir);
     let upstream = Upstream::named("a");
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr);
     let out = curl_https(
         &pki,
         port,
@@ -371,22 +306,18 @@ fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
     let headers = head_headers(&heads[0]);
     let head = &heads[0];
     assert_eq!(
-        get(&headers, "x-forwarded-for").as_deref(),
+        get(&headers, "x-forwarded-for"),
         Some("127.0.0.1"),
         "{head}"
     );
-    assert_eq!(
-        get(&headers, "x-forwarded-proto").as_deref(),
-        Some("https"),
-        "{head}"
-    );
+    assert_eq!(get(&headers, "x-forwarded-proto"), Some("https"), "{head}");
     let request_id = get(&headers, "x-request-id").unwrap_or_default();
     assert!(!request_id.is_empty(), "x-request-id missing: {head}");
     assert!(
         get(&headers, "host").is_some_and(|h| h.starts_with(HTTPBIN)),
         "{head}"
     );
-    assert_eq!(get(&headers, "x-custom").as_deref(), Some("kept"), "{head}");
+    assert_eq!(get(&headers, "x-custom"), Some("kept"), "{head}");
     for gone in [
         "x-forwarded-client-cert",
         "te",
@@ -412,10 +343,11 @@ fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
     let heads = upstream.seen.heads();
     assert_eq!(heads.len(), 3, "{heads:?}");
     assert_eq!(
-        get(&head_headers(&heads[1]), "x-request-id").as_deref(),
+        get(&head_headers(&heads[1]), "x-request-id"),
         Some("client-chosen-id")
     );
-    let third_id = get(&head_headers(&heads[2]), "x-request-id").unwrap_or_default();
+    let third = head_headers(&heads[2]);
+    let third_id = get(&third, "x-request-id").unwrap_or_default();
     assert!(!third_id.is_empty() && third_id != request_id, "{heads:?}");
 }
 
@@ -425,16 +357,7 @@ fn routes_match_by_uri_header_method_first_match_wins() {
     let names = ["a", "b", "c", "d", "e", "f"];
     let upstreams: Vec<Upstream> = names.iter().map(|n| Upstream::named(n)).collect();
     let port = free_port();
-    let dest = |svc: &str| {
-        format!(
-            "    route:
-    - destination:
-        host: svc-{svc}
-        port:
-          number: {SERVICE_PORT}
-"
-        )
-    };
+    let dest = |svc: &str| route_to(&format!("svc-{svc}"));
     let http = format!(
         "  - match:
     - uri:
@@ -480,18 +403,18 @@ fn routes_match_by_uri_header_method_first_match_wins() {
         e = dest("e"),
         f = dest("f"),
     );
-    let mut documents = vec![
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
-    ];
-    for (name, upstream) in names.iter().zip(&upstreams) {
-        documents.push(service_entry(
-            &format!("svc-{name}"),
-            SERVICE_PORT,
-            &[upstream.addr],
-        ));
-    }
-    let _gw = Gateway::start(&dir, &docs(&documents), &[]);
+    let services: Vec<(String, &[std::net::SocketAddr])> = names
+        .iter()
+        .zip(&upstreams)
+        .map(|(name, upstream)| (format!("svc-{name}"), std::slice::from_ref(&upstream.addr)))
+        .collect();
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        &http,
+        &services,
+    );
+    let _gw = Gateway::start(&dir, &config, &[]);
 
     let send = |method: &str, path: &str, extra: &str| -> (u16, String, String) {
         let request = format!(
@@ -565,16 +488,7 @@ fn https_redirect_answers_301_to_the_https_url() {
         "{}    tls:\n      httpsRedirect: true\n",
         http_server(port, &[HTTPBIN])
     );
-    let config = docs(&[
-        gateway_doc("gw", &[server]),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
-    ]);
+    let config = backend_config(&[server], &[HTTPBIN], &[upstream.addr]);
     let _gw = Gateway::start(&dir, &config, &[]);
     let request =
         format!("GET /status/200?x=1 HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
@@ -615,12 +529,12 @@ fn weighted_destinations_both_get_traffic() {
       weight: 50
 "
     );
-    let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
-        service_entry("svc-a", SERVICE_PORT, &[a.addr]),
-        service_entry("svc-b", SERVICE_PORT, &[b.addr]),
-    ]);
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        &http,
+        &[("svc-a", &[a.addr]), ("svc-b", &[b.addr])],
+    );
     let _gw = Gateway::start(&dir, &config, &[]);
     let mut stream = connect(port);
     let mut counts = [0u32; 2];
@@ -643,25 +557,17 @@ fn round_robin_spreads_over_the_endpoints_of_one_service() {
     let b = Upstream::named("b");
     let port = free_port();
     let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service(
-            "vs",
+        backend_config(
+            &[http_server(port, &[HTTPBIN])],
             &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
+            &[a.addr, b.addr],
         ),
-        service_entry("backend", SERVICE_PORT, &[a.addr, b.addr]),
-        "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: backend
-spec:
-  host: backend
+        document_head("DestinationRule", "backend")
+            + "  host: backend
   trafficPolicy:
     loadBalancer:
       simple: ROUND_ROBIN
-"
-        .to_owned(),
+",
     ]);
     let _gw = Gateway::start(&dir, &config, &[]);
     let mut stream = connect(port);
@@ -681,10 +587,8 @@ spec:
 #[test]
 fn rustls_client_verifies_the_chain_and_negotiates_http11() {
     let dir = TempDir::new("px-rustls");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
 
     // Only the root is trusted: the gateway must send the intermediate.
     let mut tls =
@@ -718,32 +622,24 @@ fn tls_version_limits_are_enforced() {
     let only12 = free_port();
     let only13 = free_port();
     let tls = |line: &str| format!("{}      {line}\n", simple_tls_for(&pki, HTTPBIN));
-    let config = docs(&[
-        gateway_doc(
-            "gw",
-            &[
-                https_server(
-                    only12,
-                    "tls12",
-                    &[HTTPBIN],
-                    &tls("maxProtocolVersion: TLSV1_2"),
-                ),
-                https_server(
-                    only13,
-                    "tls13",
-                    &[HTTPBIN],
-                    &tls("minProtocolVersion: TLSV1_3"),
-                ),
-            ],
-        ),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr()]),
-    ]);
+    let config = backend_config(
+        &[
+            https_server(
+                only12,
+                "tls12",
+                &[HTTPBIN],
+                &tls("maxProtocolVersion: TLSV1_2"),
+            ),
+            https_server(
+                only13,
+                "tls13",
+                &[HTTPBIN],
+                &tls("minProtocolVersion: TLSV1_3"),
+            ),
+        ],
+        &[HTTPBIN],
+        &[upstream.addr()],
+    );
     let _gw = Gateway::start(&dir, &config, &[]);
     let with = |port: u16, flags: &[&str]| curl_https(&pki, port, "/status/200", flags);
 
@@ -776,22 +672,24 @@ fn sessions_resume_with_tickets_across_shards() {
         return;
     }
     let dir = TempDir::new("px-resume");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
     let root = pki.root_cert.to_string_lossy().into_owned();
     let request =
         format!("GET /status/200 HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
     for version in ["-tls1_3", "-tls1_2"] {
         let session = dir.join(&format!("session{version}.pem"));
         let session = session.to_string_lossy().into_owned();
-        let first = s_client(
-            port,
-            HTTPBIN,
-            &["-CAfile", &root, version, "-sess_out", &session],
-            request.as_bytes(),
-        );
+        // `-sess_out` saves the session, `-sess_in` resumes it.
+        let connect = |session_flag: &str| {
+            s_client(
+                port,
+                HTTPBIN,
+                &["-CAfile", &root, version, session_flag, &session],
+                request.as_bytes(),
+            )
+        };
+        let first = connect("-sess_out");
         assert!(
             first.output.contains("HTTP/1.1 200"),
             "{version}: {}",
@@ -804,12 +702,7 @@ fn sessions_resume_with_tickets_across_shards() {
         );
         // Several resumptions, so both shards see one (the ticket key is shared).
         for attempt in 0..4 {
-            let again = s_client(
-                port,
-                HTTPBIN,
-                &["-CAfile", &root, version, "-sess_in", &session],
-                request.as_bytes(),
-            );
+            let again = connect("-sess_in");
             assert!(
                 again.output.contains("Reused, TLSv1."),
                 "{version} attempt {attempt}: {}",
@@ -852,11 +745,12 @@ fn route_header_operations_and_rewrites_apply() {
           number: {SERVICE_PORT}
 "
     );
-    let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
-    ]);
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        &http,
+        &[("backend", &[upstream.addr])],
+    );
     let _gw = Gateway::start(&dir, &config, &[]);
     let request = format!(
         "GET /api/items?q=1 HTTP/1.1\r\nHost: {HTTPBIN}\r\nX-Secret: hush\r\nX-Added: from-client\r\nConnection: close\r\n\r\n"
@@ -868,7 +762,7 @@ fn route_header_operations_and_rewrites_apply() {
     assert!(text.ends_with("a /v1/items?q=1 0"), "{text}");
     let (_, response_headers) = parse_last_head(&text);
     assert_eq!(
-        get(&response_headers, "x-resp").as_deref(),
+        get(&response_headers, "x-resp"),
         Some("set-by-route"),
         "{text}"
     );
@@ -879,22 +773,18 @@ fn route_header_operations_and_rewrites_apply() {
     let headers = head_headers(&heads[0]);
     let head = &heads[0];
     assert_eq!(
-        get(&headers, "host").as_deref(),
+        get(&headers, "host"),
         Some("internal.example.com"),
         "{head}"
     );
     assert!(get(&headers, "x-secret").is_none(), "{head}");
-    let added: Vec<&String> = headers
-        .iter()
-        .filter(|(n, _)| n == "x-added")
-        .map(|(_, v)| v)
-        .collect();
+    let added = all(&headers, "x-added");
     assert_eq!(
         added,
         ["by-route"],
         "set replaces the client's value: {head}"
     );
-    assert_eq!(get(&headers, "x-also").as_deref(), Some("more"), "{head}");
+    assert_eq!(get(&headers, "x-also"), Some("more"), "{head}");
 }
 
 #[test]
@@ -906,51 +796,25 @@ fn mutual_tls_client_identity_reaches_the_upstream_only_from_the_verified_chain(
     let pki = pki(&dir);
     let upstream = Upstream::named("a");
     let port = free_port();
-    let tls = format!(
-        "      mode: MUTUAL
-      serverCertificate: {}
-      privateKey: {}
-      caCertificates: {}
-",
-        yaml_path(&pki.cert(HTTPBIN)),
-        yaml_path(&pki.key(HTTPBIN)),
-        yaml_path(&pki.ca_chain),
+    let tls = mutual_tls(&pki, "MUTUAL");
+    let config = backend_config(
+        &[https_server(port, "https", &[HTTPBIN], &tls)],
+        &[HTTPBIN],
+        &[upstream.addr],
     );
-    let config = docs(&[
-        gateway_doc("gw", &[https_server(port, "https", &[HTTPBIN], &tls)]),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
-    ]);
     let _gw = Gateway::start(&dir, &config, &[]);
-    let cert = pki.client_cert().to_string_lossy().into_owned();
-    let key = pki.client_key().to_string_lossy().into_owned();
-    let out = curl_https(
-        &pki,
-        port,
-        "/whoami",
-        &[
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "-H",
-            "X-Forwarded-Client-Cert: By=spiffe://forged;Subject=\"CN=admin\"",
-        ],
-    );
+    let identity = client_cert_args(&pki.client_cert(), &pki.client_key());
+    let mut extra = strs(&identity);
+    extra.extend([
+        "-H",
+        "X-Forwarded-Client-Cert: By=spiffe://forged;Subject=\"CN=admin\"",
+    ]);
+    let out = curl_https(&pki, port, "/whoami", &extra);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     let heads = upstream.seen.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
     let headers = head_headers(&heads[0]);
-    let xfcc: Vec<&String> = headers
-        .iter()
-        .filter(|(n, _)| n == "x-forwarded-client-cert")
-        .map(|(_, v)| v)
-        .collect();
+    let xfcc = all(&headers, "x-forwarded-client-cert");
     assert_eq!(
         xfcc.len(),
         1,
@@ -971,47 +835,21 @@ fn upstreams_that_close_keep_alive_connections_are_not_reused_blindly() {
     let dir = TempDir::new("px-upstream-close");
     // One upstream says `Connection: close` and closes; the other closes after each
     // response without saying so (an idle keep-alive connection found dead later).
-    let announced = Upstream::spawn(|mut stream, seen| {
-        let mut buf = Vec::new();
-        if let Some((head, _)) = read_request(&mut stream, &mut buf) {
-            seen.heads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(head);
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 9\r\n\r\nannounced",
-            );
-        }
-    });
-    let unannounced = Upstream::spawn(|mut stream, seen| {
-        let mut buf = Vec::new();
-        if let Some((head, _)) = read_request(&mut stream, &mut buf) {
-            seen.heads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(head);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nunannounced");
-        }
-    });
-    let port = free_port();
-    let http = format!(
-        "  - match:
-    - uri:
-        prefix: /announced
-    route:
-    - destination:
-        host: announced
-        port:
-          number: {SERVICE_PORT}
-{}",
-        route_all("unannounced", SERVICE_PORT)
+    let announced = Upstream::answer_once(
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 9\r\n\r\nannounced",
     );
-    let config = docs(&[
-        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
-        virtual_service("vs", &[HTTPBIN], &["gw"], &http),
-        service_entry("announced", SERVICE_PORT, &[announced.addr]),
-        service_entry("unannounced", SERVICE_PORT, &[unannounced.addr]),
-    ]);
+    let unannounced =
+        Upstream::answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nunannounced");
+    let port = free_port();
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        &(prefix_rule("/announced", "announced") + &route_all("unannounced", SERVICE_PORT)),
+        &[
+            ("announced", &[announced.addr]),
+            ("unannounced", &[unannounced.addr]),
+        ],
+    );
     let _gw = Gateway::start(&dir, &config, &[]);
     let mut stream = connect(port);
     for i in 0..4 {
@@ -1035,22 +873,14 @@ fn http10_and_expect_continue_clients_are_served() {
     }
     let dir = TempDir::new("px-http10");
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &http_config(port, HTTPBIN, upstream.addr()), &[]);
-    let target = format!("http://{HTTPBIN}:{port}/anything/old");
-    let resolve = resolve(HTTPBIN, port);
+    let (port, _gw) = start_http(&dir, upstream.addr(), &[]);
 
     // HTTP/1.0: answered, and the connection ends with the response.
-    let out = curl(&["--http1.0", "--resolve", &resolve, &target]);
+    let out = curl_http(HTTPBIN, port, "/anything/old", &["--http1.0"]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     let request = format!("GET /status/418 HTTP/1.0\r\nHost: {HTTPBIN}\r\n\r\n");
     let (bytes, closed) = raw_exchange(port, request.as_bytes());
-    assert_eq!(
-        first_status(&bytes),
-        418,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
+    assert_first_status(&bytes, 418, "");
     assert!(
         closed,
         "an HTTP/1.0 request without keep-alive ends its connection"
@@ -1060,17 +890,19 @@ fn http10_and_expect_continue_clients_are_served() {
     let payload = "x".repeat(300 * 1024);
     let file = dir.write("payload.txt", &payload);
     let data = format!("@{}", file.display());
-    let out = curl(&[
-        "--resolve",
-        &resolve,
-        "-H",
-        "Expect: 100-continue",
-        "-H",
-        "Content-Type: text/plain",
-        "--data-binary",
-        &data,
-        &target,
-    ]);
+    let out = curl_http(
+        HTTPBIN,
+        port,
+        "/anything/old",
+        &[
+            "-H",
+            "Expect: 100-continue",
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            &data,
+        ],
+    );
     assert_eq!(
         (out.code, out.status),
         (0, 200),
@@ -1094,27 +926,19 @@ fn wildcard_hosts_get_the_wildcard_certificate_and_routes() {
         .expect("issuing the wildcard certificate");
     let upstream = Upstream::named("w");
     let port = free_port();
-    let config = docs(&[
-        gateway_doc(
-            "gw",
-            &[
-                https_server(
-                    port,
-                    "https-wild",
-                    &["*.wild.example.com"],
-                    &simple_tls(&wild.cert, &wild.key),
-                ),
-                https_server(port, "https", &[HTTPBIN], &simple_tls_for(&pki, HTTPBIN)),
-            ],
-        ),
-        virtual_service(
-            "vs",
-            &["*.wild.example.com", HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream.addr]),
-    ]);
+    let config = backend_config(
+        &[
+            https_server(
+                port,
+                "https-wild",
+                &["*.wild.example.com"],
+                &simple_tls(&wild.cert, &wild.key),
+            ),
+            simple_https(&pki, port, "https", HTTPBIN),
+        ],
+        &["*.wild.example.com", HTTPBIN],
+        &[upstream.addr],
+    );
     let _gw = Gateway::start(&dir, &config, &[]);
     for host in ["a.wild.example.com", "b.wild.example.com", HTTPBIN] {
         let mut tls = tls_connect(port, host, client_config(&pki.root_cert, None))
@@ -1147,10 +971,8 @@ fn http2_clients_fall_back_to_http11() {
         return;
     }
     let dir = TempDir::new("px-h2-fallback");
-    let pki = pki(&dir);
     let upstream = httpbin();
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
     // curl offers h2 and http/1.1 by ALPN; ringress speaks HTTP/1.1.
     let out = curl_https(
         &pki,

@@ -5,28 +5,22 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::*;
 
 /// The walkthrough's VirtualService: `/status` and `/delay` of `host` go to httpbin.
 fn httpbin_vs(name: &str, host: &str, gateway: &str) -> String {
-    virtual_service(
-        name,
-        &[host],
-        &[gateway],
-        &format!(
-            "  - match:
+    let http = format!(
+        "  - match:
     - uri:
         prefix: /status
     - uri:
         prefix: /delay
-    route:
-    - destination:
-        host: httpbin
-        port:
-          number: {SERVICE_PORT}
-"
-        ),
-    )
+{}",
+        route_to("httpbin")
+    );
+    virtual_service(name, &[host], &[gateway], &http)
 }
 
 /// The walkthrough's Gateway `httpbin-gateway` with the given servers, its
@@ -37,6 +31,40 @@ fn walkthrough_config(servers: &[String], upstream: std::net::SocketAddr) -> Str
         httpbin_vs("httpbin", HTTPBIN, "httpbin-gateway"),
         service_entry("httpbin", SERVICE_PORT, &[upstream]),
     ])
+}
+
+/// The multi-host walkthrough: Gateway `mygateway` with `servers`, httpbin's
+/// VirtualService (`/status`, `/delay`) and bookinfo's (every path), both to httpbin at
+/// `upstream`.
+fn two_hosts_config(servers: &[String], upstream: std::net::SocketAddr) -> String {
+    docs(&[
+        gateway_doc("mygateway", servers),
+        httpbin_vs("httpbin", HTTPBIN, "mygateway"),
+        virtual_service(
+            "bookinfo",
+            &[BOOKINFO],
+            &["mygateway"],
+            &route_all("httpbin", SERVICE_PORT),
+        ),
+        service_entry("httpbin", SERVICE_PORT, &[upstream]),
+    ])
+}
+
+/// Writes the walkthrough configuration with one HTTPS server for [`HTTPBIN`] whose
+/// `tls:` lines are `tls` (its upstream never needed) to `DIR/gateway.yaml`, and checks
+/// that `ringress check` refuses it with exit code 1; the file and check's stderr.
+fn check_refuses(dir: &TempDir, tls: &str) -> (PathBuf, String) {
+    let port = free_port();
+    let config = dir.write(
+        "gateway.yaml",
+        walkthrough_config(
+            &[https_server(port, "https", &[HTTPBIN], tls)],
+            "127.0.0.1:9".parse().expect("address"),
+        ),
+    );
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, Some(1), "{stderr}");
+    (config, stderr)
 }
 
 #[test]
@@ -53,49 +81,35 @@ fn control_ingress_traffic_over_http() {
         &[],
     );
 
+    // curl to the ingress address with a `Host` header, as the docs do.
+    let with_host = |host: &str, path: &str, extra: &[&str]| {
+        let header = format!("Host: {host}");
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let mut args = vec!["-H", header.as_str(), url.as_str()];
+        args.extend_from_slice(extra);
+        curl(&args)
+    };
+
     // `curl -s -I -HHost:httpbin.example.com http://$INGRESS_HOST:$INGRESS_PORT/status/200`
-    let out = curl(&[
-        "-I",
-        "-H",
-        &format!("Host: {HTTPBIN}"),
-        &format!("http://127.0.0.1:{port}/status/200"),
-    ]);
+    let out = with_host(HTTPBIN, "/status/200", &["-I"]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     assert_eq!(out.header("server"), Some("ringress"), "{out:?}");
 
     // The same with --resolve, as the newer docs do.
-    let out = curl(&[
-        "-I",
-        "--resolve",
-        &resolve(HTTPBIN, port),
-        &format!("http://{HTTPBIN}:{port}/status/200"),
-    ]);
+    let out = curl_http(HTTPBIN, port, "/status/200", &["-I"]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
 
     // "Access any other URL that has not been explicitly exposed. You should see an
     // HTTP 404 error."
-    let out = curl(&[
-        "-I",
-        "-H",
-        &format!("Host: {HTTPBIN}"),
-        &format!("http://127.0.0.1:{port}/headers"),
-    ]);
+    let out = with_host(HTTPBIN, "/headers", &["-I"]);
     assert_eq!((out.code, out.status), (0, 404), "{out:?}");
 
     // A host the Gateway does not serve is not routed either.
-    let out = curl(&[
-        "-H",
-        "Host: other.example.com",
-        &format!("http://127.0.0.1:{port}/status/200"),
-    ]);
+    let out = with_host("other.example.com", "/status/200", &[]);
     assert_eq!((out.code, out.status), (0, 404), "{out:?}");
 
     // /delay is routed too, and GET bodies arrive whole.
-    let out = curl(&[
-        "-H",
-        &format!("Host: {HTTPBIN}"),
-        &format!("http://127.0.0.1:{port}/delay/0"),
-    ]);
+    let out = with_host(HTTPBIN, "/delay/0", &[]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     assert!(out.text().contains("\"url\""), "{out:?}");
 }
@@ -112,12 +126,7 @@ fn securing_gateways_simple_tls_verifies_through_the_intermediate() {
     let _gw = Gateway::start(
         &dir,
         &walkthrough_config(
-            &[https_server(
-                port,
-                "https",
-                &[HTTPBIN],
-                &simple_tls_for(&pki, HTTPBIN),
-            )],
+            &[simple_https(&pki, port, "https", HTTPBIN)],
             upstream.addr(),
         ),
         &[],
@@ -132,13 +141,12 @@ fn securing_gateways_simple_tls_verifies_through_the_intermediate() {
     assert!(out.text().contains("TEA"), "{out:?}");
 
     // ca-chain.pem (intermediate + root), as the demo prints, works as well.
-    let out = curl(&[
-        "--resolve",
-        &resolve(HTTPBIN, port),
-        "--cacert",
-        &pki.ca_chain.to_string_lossy(),
-        &format!("https://{HTTPBIN}:{port}/status/418"),
-    ]);
+    let out = curl(&strs(&https_url_for(
+        HTTPBIN,
+        port,
+        &pki.ca_chain,
+        "/status/418",
+    )));
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
 
     // Not exposed: 404, over TLS too.
@@ -146,13 +154,12 @@ fn securing_gateways_simple_tls_verifies_through_the_intermediate() {
     assert_eq!((out.code, out.status), (0, 404), "{out:?}");
 
     // A client trusting another CA refuses the certificate (curl exit 60).
-    let out = curl(&[
-        "--resolve",
-        &resolve(HTTPBIN, port),
-        "--cacert",
-        &pki.other_ca_cert.to_string_lossy(),
-        &format!("https://{HTTPBIN}:{port}/status/418"),
-    ]);
+    let out = curl(&strs(&https_url_for(
+        HTTPBIN,
+        port,
+        &pki.other_ca_cert,
+        "/status/418",
+    )));
     assert_eq!(
         out.code, 60,
         "a client trusting only other-ca must fail: {out:?}"
@@ -169,16 +176,7 @@ fn mutual_tls_needs_a_client_certificate_from_the_trusted_ca() {
     let pki = pki(&dir);
     let upstream = httpbin();
     let port = free_port();
-    let tls = format!(
-        "      mode: MUTUAL
-      serverCertificate: {}
-      privateKey: {}
-      caCertificates: {}
-",
-        yaml_path(&pki.cert(HTTPBIN)),
-        yaml_path(&pki.key(HTTPBIN)),
-        yaml_path(&pki.ca_chain),
-    );
+    let tls = mutual_tls(&pki, "MUTUAL");
     let _gw = Gateway::start(
         &dir,
         &walkthrough_config(
@@ -196,19 +194,15 @@ fn mutual_tls_needs_a_client_certificate_from_the_trusted_ca() {
     assert_eq!(out.status, 0, "{out:?}");
 
     // With the client certificate issued by the trusted CA: the teapot.
-    let mut args = strs(&url);
-    let cert = pki.client_cert().to_string_lossy().into_owned();
-    let key = pki.client_key().to_string_lossy().into_owned();
-    args.extend(["--cert", &cert, "--key", &key]);
-    let out = curl(&args);
+    let with_identity = |cert: &std::path::Path, key: &std::path::Path| {
+        let args = [url.clone(), client_cert_args(cert, key)].concat();
+        curl(&strs(&args))
+    };
+    let out = with_identity(&pki.client_cert(), &pki.client_key());
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
 
     // A client certificate from another CA is refused.
-    let mut args = strs(&url);
-    let cert = pki.other_client_cert().to_string_lossy().into_owned();
-    let key = pki.other_client_key().to_string_lossy().into_owned();
-    args.extend(["--cert", &cert, "--key", &key]);
-    let out = curl(&args);
+    let out = with_identity(&pki.other_client_cert(), &pki.other_client_key());
     assert_ne!(
         out.code, 0,
         "a client certificate from other-ca must fail: {out:?}"
@@ -225,33 +219,7 @@ fn multiple_hosts_on_one_port_get_their_own_certificates() {
     let pki = pki(&dir);
     let upstream = httpbin();
     let port = free_port();
-    let config = docs(&[
-        gateway_doc(
-            "mygateway",
-            &[
-                https_server(
-                    port,
-                    "https-httpbin",
-                    &[HTTPBIN],
-                    &simple_tls_for(&pki, HTTPBIN),
-                ),
-                https_server(
-                    port,
-                    "https-bookinfo",
-                    &[BOOKINFO],
-                    &simple_tls_for(&pki, BOOKINFO),
-                ),
-            ],
-        ),
-        httpbin_vs("httpbin", HTTPBIN, "mygateway"),
-        virtual_service(
-            "bookinfo",
-            &[BOOKINFO],
-            &["mygateway"],
-            &route_all("httpbin", SERVICE_PORT),
-        ),
-        service_entry("httpbin", SERVICE_PORT, &[upstream.addr()]),
-    ]);
+    let config = two_hosts_config(&sni_servers(&pki, port), upstream.addr());
     let _gw = Gateway::start(&dir, &config, &[]);
     let root = pki.root_cert.to_string_lossy().into_owned();
 
@@ -278,34 +246,31 @@ fn multiple_hosts_on_one_port_get_their_own_certificates() {
         );
 
         // curl with the root as its only trust anchor gets an answer from each host.
-        let out = curl(&[
-            "--resolve",
-            &resolve(host, port),
-            "--cacert",
-            &root,
-            &format!("https://{host}:{port}/status/418"),
-        ]);
+        let out = curl(&strs(&https_url_for(
+            host,
+            port,
+            &pki.root_cert,
+            "/status/418",
+        )));
         assert_eq!((out.code, out.status), (0, 418), "{host}: {out:?}");
 
         // A client trusting the wrong root fails for each host.
-        let out = curl(&[
-            "--resolve",
-            &resolve(host, port),
-            "--cacert",
-            &pki.other_ca_cert.to_string_lossy(),
-            &format!("https://{host}:{port}/status/418"),
-        ]);
+        let out = curl(&strs(&https_url_for(
+            host,
+            port,
+            &pki.other_ca_cert,
+            "/status/418",
+        )));
         assert_eq!(out.code, 60, "{host} with other-ca: {out:?}");
     }
 
     // bookinfo's VirtualService routes every path; httpbin's only /status and /delay.
-    let bookinfo = curl(&[
-        "--resolve",
-        &resolve(BOOKINFO, port),
-        "--cacert",
-        &root,
-        &format!("https://{BOOKINFO}:{port}/headers"),
-    ]);
+    let bookinfo = curl(&strs(&https_url_for(
+        BOOKINFO,
+        port,
+        &pki.root_cert,
+        "/headers",
+    )));
     assert_eq!((bookinfo.code, bookinfo.status), (0, 200), "{bookinfo:?}");
     let httpbin = curl(&strs(&https_url(&pki, port, "/headers")));
     assert_eq!((httpbin.code, httpbin.status), (0, 404), "{httpbin:?}");
@@ -321,12 +286,7 @@ fn removing_the_http_server_leaves_https_only() {
     let upstream = httpbin();
     let http_port = free_port();
     let https_port = free_port();
-    let https = https_server(
-        https_port,
-        "https",
-        &[HTTPBIN],
-        &simple_tls_for(&pki, HTTPBIN),
-    );
+    let https = simple_https(&pki, https_port, "https", HTTPBIN);
 
     // First both servers, as after "Configuring an ingress gateway" + HTTPS.
     let both = Gateway::start(
@@ -345,11 +305,7 @@ fn removing_the_http_server_leaves_https_only() {
     // Then the Gateway without its HTTP server: the old HTTP port refuses connections
     // (curl exit 7), HTTPS keeps working.
     let _https_only = Gateway::start(&dir, &walkthrough_config(&[https], upstream.addr()), &[]);
-    let out = curl(&[
-        "--resolve",
-        &resolve(HTTPBIN, http_port),
-        &format!("http://{HTTPBIN}:{http_port}/status/200"),
-    ]);
+    let out = curl_http(HTTPBIN, http_port, "/status/200", &[]);
     assert_eq!(out.code, 7, "the removed HTTP port must refuse: {out:?}");
     let out = curl(&strs(&https_url(&pki, https_port, "/status/418")));
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
@@ -378,46 +334,35 @@ fn credential_name_resolves_in_the_secrets_dir() {
         std::fs::copy(&from, secrets.join(to)).expect("copying a credential file");
     }
     let credential = |name: &str| format!("      mode: SIMPLE\n      credentialName: {name}\n");
-    let config = docs(&[
-        gateway_doc(
-            "mygateway",
-            &[
-                https_server(
-                    port,
-                    "https-httpbin",
-                    &[HTTPBIN],
-                    &credential("httpbin-credential"),
-                ),
-                https_server(
-                    port,
-                    "https-bookinfo",
-                    &[BOOKINFO],
-                    &credential("bookinfo-credential"),
-                ),
-            ],
-        ),
-        httpbin_vs("httpbin", HTTPBIN, "mygateway"),
-        virtual_service(
-            "bookinfo",
-            &[BOOKINFO],
-            &["mygateway"],
-            &route_all("httpbin", SERVICE_PORT),
-        ),
-        service_entry("httpbin", SERVICE_PORT, &[upstream.addr()]),
-    ]);
+    let config = two_hosts_config(
+        &[
+            https_server(
+                port,
+                "https-httpbin",
+                &[HTTPBIN],
+                &credential("httpbin-credential"),
+            ),
+            https_server(
+                port,
+                "https-bookinfo",
+                &[BOOKINFO],
+                &credential("bookinfo-credential"),
+            ),
+        ],
+        upstream.addr(),
+    );
     let secrets_arg = secrets.to_string_lossy().into_owned();
     let _gw = Gateway::start(&dir, &config, &["--secrets-dir", &secrets_arg]);
 
     let out = curl(&strs(&https_url(&pki, port, "/status/418")));
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
     assert!(out.text().contains("I'm a teapot"), "{out:?}");
-    let out = curl(&[
-        "--resolve",
-        &resolve(BOOKINFO, port),
-        "--cacert",
-        &pki.root_cert.to_string_lossy(),
-        &format!("https://{BOOKINFO}:{port}/status/200"),
-    ]);
+    let out = curl(&strs(&https_url_for(
+        BOOKINFO,
+        port,
+        &pki.root_cert,
+        "/status/200",
+    )));
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
 
     // Without --secrets-dir the same configuration does not start, and says why.
@@ -439,19 +384,13 @@ fn check_describes_a_good_config() {
         walkthrough_config(
             &[
                 http_server(http_port, &[HTTPBIN]),
-                https_server(port, "https", &[HTTPBIN], &simple_tls_for(&pki, HTTPBIN)),
+                simple_https(&pki, port, "https", HTTPBIN),
             ],
             upstream.addr(),
         ),
     );
-    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let (code, stdout, stderr) = check(&config);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     // The ports, the certificate (file, subject, SANs) and the routes are printed.
     assert!(stdout.contains(&port.to_string()), "{stdout}");
     assert!(stdout.contains(&http_port.to_string()), "{stdout}");
@@ -469,18 +408,8 @@ fn check_describes_a_good_config() {
 fn check_names_the_document_and_field_of_an_unknown_field() {
     let dir = TempDir::new("wt-check-field");
     let pki = pki(&dir);
-    let port = free_port();
     let tls = format!("{}      bogusField: 1\n", simple_tls_for(&pki, HTTPBIN));
-    let config = dir.write(
-        "gateway.yaml",
-        walkthrough_config(
-            &[https_server(port, "https", &[HTTPBIN], &tls)],
-            "127.0.0.1:9".parse().expect("address"),
-        ),
-    );
-    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (config, stderr) = check_refuses(&dir, &tls);
     assert!(
         stderr.contains(&*config.to_string_lossy()),
         "the file: {stderr}"
@@ -504,24 +433,9 @@ fn check_names_the_document_and_field_of_an_unknown_field() {
 fn check_names_both_files_when_the_key_does_not_match() {
     let dir = TempDir::new("wt-check-key");
     let pki = pki(&dir);
-    let port = free_port();
     let cert = pki.cert(HTTPBIN);
     let key = pki.key(BOOKINFO);
-    let config = dir.write(
-        "gateway.yaml",
-        walkthrough_config(
-            &[https_server(
-                port,
-                "https",
-                &[HTTPBIN],
-                &simple_tls(&cert, &key),
-            )],
-            "127.0.0.1:9".parse().expect("address"),
-        ),
-    );
-    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (_, stderr) = check_refuses(&dir, &simple_tls(&cert, &key));
     assert!(
         stderr.contains(&*cert.to_string_lossy()),
         "the certificate: {stderr}"
@@ -537,23 +451,8 @@ fn check_names_both_files_when_the_key_does_not_match() {
 fn check_names_a_missing_certificate_file() {
     let dir = TempDir::new("wt-check-missing");
     let pki = pki(&dir);
-    let port = free_port();
     let missing = dir.join("pki/nowhere.crt");
-    let config = dir.write(
-        "gateway.yaml",
-        walkthrough_config(
-            &[https_server(
-                port,
-                "https",
-                &[HTTPBIN],
-                &simple_tls(&missing, &pki.key(HTTPBIN)),
-            )],
-            "127.0.0.1:9".parse().expect("address"),
-        ),
-    );
-    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (_, stderr) = check_refuses(&dir, &simple_tls(&missing, &pki.key(HTTPBIN)));
     assert!(stderr.contains(&*missing.to_string_lossy()), "{stderr}");
 }
 
@@ -652,12 +551,7 @@ fn certificate_rotation_with_sighup() {
     let mut gw = Gateway::start(
         &dir,
         &walkthrough_config(
-            &[https_server(
-                port,
-                "https",
-                &[HTTPBIN],
-                &simple_tls_for(&pki, HTTPBIN),
-            )],
+            &[simple_https(&pki, port, "https", HTTPBIN)],
             upstream.addr(),
         ),
         &[],
@@ -704,12 +598,7 @@ fn certificate_rotation_with_sighup() {
 
 /// `GET path` for [`HTTPBIN`] on an open connection; the response status.
 fn status_on(stream: &mut TlsClient, path: &str) -> u16 {
-    use std::io::Write;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .expect("sending a request");
-    read_response(stream).expect("reading a response").0
+    request_on(stream, HTTPBIN, path).0
 }
 
 #[test]
@@ -725,18 +614,7 @@ fn optional_mutual_and_subject_alt_names() {
     let upstream = httpbin();
     let optional = free_port();
     let restricted = free_port();
-    let tls = |mode: &str, extra: &str| {
-        format!(
-            "      mode: {mode}
-      serverCertificate: {}
-      privateKey: {}
-      caCertificates: {}
-{extra}",
-            yaml_path(&pki.cert(HTTPBIN)),
-            yaml_path(&pki.key(HTTPBIN)),
-            yaml_path(&pki.ca_chain),
-        )
-    };
+    let tls = |mode: &str, extra: &str| format!("{}{extra}", mutual_tls(&pki, mode));
     let _gw = Gateway::start(
         &dir,
         &walkthrough_config(
@@ -761,23 +639,11 @@ fn optional_mutual_and_subject_alt_names() {
         ),
         &[],
     );
-    let client = (
-        pki.client_cert().to_string_lossy().into_owned(),
-        pki.client_key().to_string_lossy().into_owned(),
-    );
-    let other = (
-        pki.other_client_cert().to_string_lossy().into_owned(),
-        pki.other_client_key().to_string_lossy().into_owned(),
-    );
-    let stranger = (
-        stranger.cert.to_string_lossy().into_owned(),
-        stranger.key.to_string_lossy().into_owned(),
-    );
-    let with = |port: u16, identity: Option<&(String, String)>| {
-        let mut extra = Vec::new();
-        if let Some((cert, key)) = identity {
-            extra = vec!["--cert", cert.as_str(), "--key", key.as_str()];
-        }
+    let client = client_cert_args(&pki.client_cert(), &pki.client_key());
+    let other = client_cert_args(&pki.other_client_cert(), &pki.other_client_key());
+    let stranger = client_cert_args(&stranger.cert, &stranger.key);
+    let with = |port: u16, identity: Option<&Vec<String>>| {
+        let extra = identity.map(|args| strs(args)).unwrap_or_default();
         curl_https(&pki, port, "/status/418", &extra)
     };
 
@@ -805,23 +671,8 @@ fn optional_mutual_and_subject_alt_names() {
 fn check_names_a_host_the_certificate_does_not_cover() {
     let dir = TempDir::new("wt-check-cover");
     let pki = pki(&dir);
-    let port = free_port();
     // bookinfo.com's certificate on the httpbin.example.com server.
-    let config = dir.write(
-        "gateway.yaml",
-        walkthrough_config(
-            &[https_server(
-                port,
-                "https",
-                &[HTTPBIN],
-                &simple_tls_for(&pki, BOOKINFO),
-            )],
-            "127.0.0.1:9".parse().expect("address"),
-        ),
-    );
-    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (_, stderr) = check_refuses(&dir, &simple_tls_for(&pki, BOOKINFO));
     assert!(stderr.contains(HTTPBIN), "the host: {stderr}");
     assert!(
         stderr.contains(BOOKINFO),

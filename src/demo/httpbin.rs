@@ -966,7 +966,7 @@ enum Json {
 impl Json {
     fn write(&self, out: &mut String, indent: usize) {
         match self {
-            Json::Str(s) => json_string(out, s),
+            Json::Str(s) => crate::demo::push_quoted(out, s),
             Json::Arr(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -985,7 +985,7 @@ impl Json {
                 for (i, (key, value)) in fields.iter().enumerate() {
                     out.push_str(if i == 0 { "\n" } else { ",\n" });
                     push_indent(out, indent + 1);
-                    json_string(out, key);
+                    crate::demo::push_quoted(out, key);
                     out.push_str(": ");
                     value.write(out, indent + 1);
                 }
@@ -1005,56 +1005,13 @@ fn push_indent(out: &mut String, level: usize) {
     }
 }
 
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
+/// The reason phrase of the status line: ringress's own table, plus the one code
+/// `/status/N` gives meaning to that a gateway never sends.
 fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        303 => "See Other",
-        304 => "Not Modified",
-        307 => "Temporary Redirect",
-        308 => "Permanent Redirect",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        407 => "Proxy Authentication Required",
-        408 => "Request Timeout",
-        409 => "Conflict",
-        413 => "Content Too Large",
-        418 => "I'm a teapot",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
+    match (status, crate::http::reason_phrase(status)) {
+        (407, _) => "Proxy Authentication Required",
+        (_, "") => "Unknown",
+        (_, phrase) => phrase,
     }
 }
 
@@ -1346,8 +1303,11 @@ mod tests {
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x80]), "//4AgA==");
         assert_eq!(title_case("x-REQUEST-id"), "X-Request-Id");
+        assert_eq!(reason(418), "I'm a teapot");
+        assert_eq!(reason(407), "Proxy Authentication Required");
+        assert_eq!(reason(599), "Unknown");
         let mut out = String::new();
-        json_string(&mut out, "a\"b\\c\n\u{1}é");
+        crate::demo::push_quoted(&mut out, "a\"b\\c\n\u{1}é");
         assert_eq!(out, r#""a\"b\\c\n\u0001é""#);
         assert_eq!(split_target("https://h:1"), ("/", ""));
         assert_eq!(split_target("/a?b=c?d"), ("/a", "b=c?d"));

@@ -131,97 +131,35 @@ pub fn gateway_yaml(
     http_port: u16,
     https_port: u16,
 ) -> String {
-    let path = |p: &Path| yaml_string(&p.to_string_lossy());
-    let mut y = String::new();
-    let _ = write!(
-        y,
-        "# Written by `ringress demo`: the Istio secure-ingress walkthrough, served locally.
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: httpbin-gateway
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: {http_port}
-      name: http
-      protocol: HTTP
-    hosts:
-    - {HTTPBIN_HOST}
-"
+    let path = |p: &Path| quoted(&p.to_string_lossy());
+    let mut y = String::from(
+        "# Written by `ringress demo`: the Istio secure-ingress walkthrough, served locally.\n",
     );
+    y.push_str(&document_head("Gateway", GATEWAY_NAME));
+    y.push_str("  selector:\n    istio: ingressgateway\n  servers:\n");
+    push_server(&mut y, http_port, "http", "HTTP", "", HTTPBIN_HOST);
     for (name, host) in [
         ("https-httpbin", HTTPBIN_HOST),
         ("https-bookinfo", BOOKINFO_HOST),
     ] {
-        let _ = write!(
-            y,
-            "  - port:
-      number: {https_port}
-      name: {name}
-      protocol: HTTPS
-    tls:
+        let tls = format!(
+            "    tls:
       mode: SIMPLE
       serverCertificate: {cert}
       privateKey: {key}
-    hosts:
-    - {host}
 ",
             cert = path(&pki.cert(host)),
             key = path(&pki.key(host)),
         );
+        push_server(&mut y, https_port, name, "HTTPS", &tls, host);
     }
+    push_virtual_service(&mut y, "httpbin", HTTPBIN_HOST, &["/status", "/delay"]);
+    push_virtual_service(&mut y, "bookinfo", BOOKINFO_HOST, &["/"]);
+    y.push_str("---\n");
+    y.push_str(&document_head("ServiceEntry", "httpbin"));
     let _ = write!(
         y,
-        "---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-spec:
-  hosts:
-  - {HTTPBIN_HOST}
-  gateways:
-  - httpbin-gateway
-  http:
-  - match:
-    - uri:
-        prefix: /status
-    - uri:
-        prefix: /delay
-    route:
-    - destination:
-        host: {UPSTREAM_SERVICE}
-        port:
-          number: {UPSTREAM_SERVICE_PORT}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: bookinfo
-spec:
-  hosts:
-  - {BOOKINFO_HOST}
-  gateways:
-  - httpbin-gateway
-  http:
-  - match:
-    - uri:
-        prefix: /
-    route:
-    - destination:
-        host: {UPSTREAM_SERVICE}
-        port:
-          number: {UPSTREAM_SERVICE_PORT}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: httpbin
-spec:
-  hosts:
+        "  hosts:
   - {UPSTREAM_SERVICE}
   ports:
   - number: {UPSTREAM_SERVICE_PORT}
@@ -239,6 +177,65 @@ spec:
     y
 }
 
+/// The Gateway the demo's VirtualServices attach to.
+const GATEWAY_NAME: &str = "httpbin-gateway";
+
+/// The lines every Istio document starts with, up to `spec:` (the integration tests'
+/// YAML builders start their documents with it too).
+pub fn document_head(kind: &str, name: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: {kind}
+metadata:
+  name: {name}
+spec:
+"
+    )
+}
+
+/// One `servers[]` entry for `host`; `tls` is the server's `tls:` block (or empty).
+fn push_server(y: &mut String, port: u16, name: &str, protocol: &str, tls: &str, host: &str) {
+    let _ = write!(
+        y,
+        "  - port:
+      number: {port}
+      name: {name}
+      protocol: {protocol}
+{tls}    hosts:
+    - {host}
+"
+    );
+}
+
+/// A VirtualService `name` for `host` on the demo Gateway, routing the URI `prefixes`
+/// to the upstream service.
+fn push_virtual_service(y: &mut String, name: &str, host: &str, prefixes: &[&str]) {
+    y.push_str("---\n");
+    y.push_str(&document_head("VirtualService", name));
+    let _ = write!(
+        y,
+        "  hosts:
+  - {host}
+  gateways:
+  - {GATEWAY_NAME}
+  http:
+  - match:
+"
+    );
+    for prefix in prefixes {
+        let _ = writeln!(y, "    - uri:\n        prefix: {prefix}");
+    }
+    let _ = write!(
+        y,
+        "    route:
+    - destination:
+        host: {UPSTREAM_SERVICE}
+        port:
+          number: {UPSTREAM_SERVICE_PORT}
+"
+    );
+}
+
 /// What `ringress demo` prints before the gateway starts: where the files are and curl
 /// commands to paste.
 pub fn banner(
@@ -252,8 +249,11 @@ pub fn banner(
     let cacert = shell_word(&pki.ca_chain.to_string_lossy());
     let cert = shell_word(&pki.client_cert().to_string_lossy());
     let key = shell_word(&pki.client_key().to_string_lossy());
-    let h = HTTPBIN_HOST;
-    let b = BOOKINFO_HOST;
+    let https = |host: &str, path: &str| {
+        format!(
+            "curl --resolve {host}:{https_port}:127.0.0.1 --cacert {cacert} https://{host}:{https_port}{path}"
+        )
+    };
     format!(
         "ringress demo
   certificates: {dir} (root-ca.crt, intermediate-ca.crt, ca-chain.pem, one .crt/.key per host, client.crt/.key)
@@ -262,31 +262,37 @@ pub fn banner(
 
 Try it (in another terminal):
   # the teapot, over TLS with the demo CA:
-  curl --resolve {h}:{https_port}:127.0.0.1 --cacert {cacert} https://{h}:{https_port}/status/418
+  {teapot}
   # not routed by the VirtualService (only /status and /delay are): 404
-  curl --resolve {h}:{https_port}:127.0.0.1 --cacert {cacert} https://{h}:{https_port}/headers -i
+  {not_routed} -i
   # plain HTTP on port {http_port}:
   curl -H 'Host: {h}' http://127.0.0.1:{http_port}/status/200 -i
   # a second host on the same port, its own certificate chosen by SNI (every path routed):
-  curl --resolve {b}:{https_port}:127.0.0.1 --cacert {cacert} https://{b}:{https_port}/headers
+  {bookinfo}
   # add -v to any of these to see the handshake and the certificate the gateway sent.
   # for mutual TLS (after switching a server to mode: MUTUAL with caCertificates: ca-chain.pem):
   #   curl ... --cert {cert} --key {key}
 
 ",
         config = config.display(),
+        teapot = https(HTTPBIN_HOST, "/status/418"),
+        not_routed = https(HTTPBIN_HOST, "/headers"),
+        h = HTTPBIN_HOST,
+        bookinfo = https(BOOKINFO_HOST, "/headers"),
     )
 }
 
-/// A YAML double-quoted scalar.
-fn yaml_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// A double-quoted string that is both a JSON string and a YAML double-quoted scalar:
+/// quotes, backslashes and control characters escaped. Used for the paths in
+/// `gateway.yaml` and for the strings of [`httpbin`]'s JSON.
+pub(crate) fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
@@ -295,6 +301,12 @@ fn yaml_string(s: &str) -> String {
         }
     }
     out.push('"');
+}
+
+/// [`push_quoted`] into a new string.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    push_quoted(&mut out, s);
     out
 }
 
@@ -511,7 +523,8 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(yaml_string(r#"/a b/"c"\d"#), r#""/a b/\"c\"\\d""#);
+        assert_eq!(quoted(r#"/a b/"c"\d"#), r#""/a b/\"c\"\\d""#);
+        assert_eq!(quoted("\r\u{7f}"), r#""\r\u007f""#);
         assert_eq!(
             shell_word("/tmp/ringress-demo-1/ca-chain.pem"),
             "/tmp/ringress-demo-1/ca-chain.pem"

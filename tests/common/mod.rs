@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+pub use ringress::demo::document_head;
 pub use ringress::demo::httpbin;
 pub use ringress::demo::pki;
 
@@ -244,10 +245,7 @@ impl std::fmt::Debug for Curl {
 
 impl Curl {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn text(&self) -> String {
@@ -305,6 +303,20 @@ pub fn parse_last_head(dump: &str) -> (u16, Vec<(String, String)>) {
         }
     }
     (status, headers)
+}
+
+/// The value of the first header `name` (any case) in `headers`.
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The header lines of a request or response head (its first line skipped), names
+/// lower-cased.
+pub fn head_headers(head: &str) -> Vec<(String, String)> {
+    parse_last_head(head.split_once("\r\n").map_or("", |(_, rest)| rest)).1
 }
 
 /// `--resolve HOST:PORT:127.0.0.1`, the way the Istio walkthroughs point curl at the
@@ -424,6 +436,28 @@ pub fn raw_exchange(port: u16, request: &[u8]) -> (Vec<u8>, bool) {
     read_to_close(&mut stream)
 }
 
+/// `GET path` for `host` on an open keep-alive connection; the status and body text.
+pub fn request_on(stream: &mut (impl Read + Write), host: &str, path: &str) -> (u16, String) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .expect("sending a request");
+    let (status, _, body) = read_response(stream).expect("reading a response");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Panics (showing `context` and the bytes) unless the first response in `bytes` has
+/// status `want`.
+#[track_caller]
+pub fn assert_first_status(bytes: &[u8], want: u16, context: &str) {
+    assert_eq!(
+        first_status(bytes),
+        want,
+        "{context}{}",
+        String::from_utf8_lossy(bytes)
+    );
+}
+
 /// The status code of the first response in `bytes` (0 when there is none).
 pub fn first_status(bytes: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(bytes);
@@ -465,13 +499,8 @@ pub fn read_response(stream: &mut impl Read) -> io::Result<(u16, String, Vec<u8>
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut body = buf.split_off(head_end);
     let status = first_status(head.as_bytes());
-    let (_, headers) = parse_last_head(&head);
-    let value = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
+    let headers = head_headers(&head);
+    let value = |name: &str| header_value(&headers, name).map(str::to_ascii_lowercase);
     if let Some(len) = value("content-length").and_then(|v| v.parse::<usize>().ok()) {
         while body.len() < len {
             let n = stream.read(&mut chunk)?;
@@ -819,13 +848,8 @@ pub fn ringress(args: &[&str]) -> Output {
     run_with_timeout(command, b"", CLIENT_TIMEOUT)
 }
 
-/// How long a `ringress run` expected to fail may take to exit.
-pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `ringress run --config CONFIG --shards 2 ARGS` expected to exit by itself: its exit
-/// code and output (stdout and stderr). Panics when it is still running after
-/// [`EXIT_TIMEOUT`] (it was killed then).
-pub fn run_expecting_exit(config: &Path, extra: &[&str]) -> (i32, String) {
+/// `ringress run --config CONFIG --shards 2 ARGS`, not started yet.
+pub fn run_command(config: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringress"));
     command
         .arg("run")
@@ -833,6 +857,27 @@ pub fn run_expecting_exit(config: &Path, extra: &[&str]) -> (i32, String) {
         .arg(config)
         .args(["--shards", "2"])
         .args(extra);
+    command
+}
+
+/// `ringress check --config CONFIG`: its exit code, stdout and stderr.
+pub fn check(config: &Path) -> (Option<i32>, String, String) {
+    let out = ringress(&["check", "--config", &config.to_string_lossy()]);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// How long a `ringress run` expected to fail may take to exit.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `ringress run --config CONFIG --shards 2 ARGS` expected to exit by itself: its exit
+/// code and output (stdout and stderr). Panics when it is still running after
+/// [`EXIT_TIMEOUT`] (it was killed then).
+pub fn run_expecting_exit(config: &Path, extra: &[&str]) -> (i32, String) {
+    let command = run_command(config, extra);
     let text = |out: &Output| {
         format!(
             "{}{}",
@@ -862,17 +907,8 @@ pub fn yaml_path(path: &Path) -> String {
 /// A Gateway document named `name` with the given `servers` entries (each from
 /// [`http_server`] or [`https_server`]).
 pub fn gateway_doc(name: &str, servers: &[String]) -> String {
-    let mut y = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: {name}
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-"
-    );
+    let mut y = document_head("Gateway", name);
+    y.push_str("  selector:\n    istio: ingressgateway\n  servers:\n");
     for server in servers {
         y.push_str(server);
     }
@@ -932,17 +968,49 @@ pub fn simple_tls_for(pki: &pki::Pki, host: &str) -> String {
     simple_tls(&pki.cert(host), &pki.key(host))
 }
 
+/// `tls:` lines of a `mode` (MUTUAL, OPTIONAL_MUTUAL) server for [`HTTPBIN`] of the test
+/// PKI, trusting client certificates from its CA chain.
+pub fn mutual_tls(pki: &pki::Pki, mode: &str) -> String {
+    format!(
+        "      mode: {mode}
+      serverCertificate: {}
+      privateKey: {}
+      caCertificates: {}
+",
+        yaml_path(&pki.cert(HTTPBIN)),
+        yaml_path(&pki.key(HTTPBIN)),
+        yaml_path(&pki.ca_chain),
+    )
+}
+
+/// An HTTPS SIMPLE server entry on `port` for `host`, with its certificate from the
+/// test PKI.
+pub fn simple_https(pki: &pki::Pki, port: u16, name: &str, host: &str) -> String {
+    https_server(port, name, &[host], &simple_tls_for(pki, host))
+}
+
+/// [`HTTPBIN`] and [`BOOKINFO`] on one HTTPS port, each with its own certificate
+/// (chosen by SNI).
+pub fn sni_servers(pki: &pki::Pki, port: u16) -> Vec<String> {
+    vec![
+        simple_https(pki, port, "https-httpbin", HTTPBIN),
+        simple_https(pki, port, "https-bookinfo", BOOKINFO),
+    ]
+}
+
+/// A plain HTTP server on `http_port` and a SIMPLE HTTPS one on `https_port`, both for
+/// [`HTTPBIN`].
+pub fn http_and_https_servers(pki: &pki::Pki, http_port: u16, https_port: u16) -> Vec<String> {
+    vec![
+        http_server(http_port, &[HTTPBIN]),
+        simple_https(pki, https_port, "https", HTTPBIN),
+    ]
+}
+
 /// A VirtualService document; `http` is the `http:` list, indented by two spaces.
 pub fn virtual_service(name: &str, hosts: &[&str], gateways: &[&str], http: &str) -> String {
-    let mut y = format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: {name}
-spec:
-  hosts:
-"
-    );
+    let mut y = document_head("VirtualService", name);
+    y.push_str("  hosts:\n");
     for host in hosts {
         let _ = writeln!(y, "  - {host:?}");
     }
@@ -953,6 +1021,30 @@ spec:
     y.push_str("  http:\n");
     y.push_str(http);
     y
+}
+
+/// The `route:` of an `http[]` rule sending every request it matches to `service` on
+/// [`SERVICE_PORT`] (follows a `- match:` list).
+pub fn route_to(service: &str) -> String {
+    format!(
+        "    route:
+    - destination:
+        host: {service}
+        port:
+          number: {SERVICE_PORT}
+"
+    )
+}
+
+/// One `http[]` rule sending requests whose path starts with `prefix` to `service`.
+pub fn prefix_rule(prefix: &str, service: &str) -> String {
+    format!(
+        "  - match:
+    - uri:
+        prefix: {prefix}
+{}",
+        route_to(service)
+    )
 }
 
 /// One `http[]` rule routing every request to `service:port`.
@@ -969,13 +1061,10 @@ pub fn route_all(service: &str, port: u16) -> String {
 
 /// A STATIC ServiceEntry `service` on `port` whose endpoints are `addrs`.
 pub fn service_entry(service: &str, port: u16, addrs: &[SocketAddr]) -> String {
-    let mut y = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: {service}
-spec:
-  hosts:
+    let mut y = document_head("ServiceEntry", service);
+    let _ = write!(
+        y,
+        "  hosts:
   - {service}
   ports:
   - number: {port}
@@ -1007,47 +1096,107 @@ pub fn docs(documents: &[String]) -> String {
 /// The service port every test ServiceEntry declares.
 pub const SERVICE_PORT: u16 = 8000;
 
+/// A Gateway `gw` with `servers`, a VirtualService `vs` for `hosts` with the `http`
+/// rules, and a STATIC ServiceEntry on [`SERVICE_PORT`] for each `(name, endpoints)`.
+pub fn gateway_config<S: AsRef<str>>(
+    servers: &[String],
+    hosts: &[&str],
+    http: &str,
+    services: &[(S, &[SocketAddr])],
+) -> String {
+    let mut documents = vec![
+        gateway_doc("gw", servers),
+        virtual_service("vs", hosts, &["gw"], http),
+    ];
+    for (name, endpoints) in services {
+        documents.push(service_entry(name.as_ref(), SERVICE_PORT, endpoints));
+    }
+    docs(&documents)
+}
+
+/// [`gateway_config`] routing every request for `hosts` to the service `backend`, whose
+/// endpoints are `upstreams`.
+pub fn backend_config(servers: &[String], hosts: &[&str], upstreams: &[SocketAddr]) -> String {
+    gateway_config(
+        servers,
+        hosts,
+        &route_all("backend", SERVICE_PORT),
+        &[("backend", upstreams)],
+    )
+}
+
 /// The simplest complete configuration: one HTTP server on `port` for `host`, every
 /// request routed to the service `backend` whose endpoint is `upstream`.
 pub fn http_config(port: u16, host: &str, upstream: SocketAddr) -> String {
-    docs(&[
-        gateway_doc("gw", &[http_server(port, &[host])]),
-        virtual_service("vs", &[host], &["gw"], &route_all("backend", SERVICE_PORT)),
-        service_entry("backend", SERVICE_PORT, &[upstream]),
-    ])
+    backend_config(&[http_server(port, &[host])], &[host], &[upstream])
 }
 
 /// One HTTPS SIMPLE server on `port` for [`HTTPBIN`] (test PKI), every request routed to
 /// `upstream`.
 pub fn https_config(pki: &pki::Pki, port: u16, upstream: SocketAddr) -> String {
-    docs(&[
-        gateway_doc(
-            "gw",
-            &[https_server(
-                port,
-                "https",
-                &[HTTPBIN],
-                &simple_tls_for(pki, HTTPBIN),
-            )],
-        ),
-        virtual_service(
-            "vs",
-            &[HTTPBIN],
-            &["gw"],
-            &route_all("backend", SERVICE_PORT),
-        ),
-        service_entry("backend", SERVICE_PORT, &[upstream]),
-    ])
+    backend_config(
+        &[simple_https(pki, port, "https", HTTPBIN)],
+        &[HTTPBIN],
+        &[upstream],
+    )
+}
+
+/// A gateway in `dir` on a free port serving [`http_config`] for [`HTTPBIN`] to
+/// `upstream`, started with `extra` arguments; the port and the gateway.
+pub fn start_http(dir: &TempDir, upstream: SocketAddr, extra: &[&str]) -> (u16, Gateway) {
+    let port = free_port();
+    let gateway = Gateway::start(dir, &http_config(port, HTTPBIN, upstream), extra);
+    (port, gateway)
+}
+
+/// The test PKI in `dir` and a gateway on a free port serving [`https_config`] to
+/// `upstream`; the PKI, the port and the gateway.
+pub fn start_https(dir: &TempDir, upstream: SocketAddr) -> (pki::Pki, u16, Gateway) {
+    let pki = pki(dir);
+    let port = free_port();
+    let gateway = Gateway::start(dir, &https_config(&pki, port, upstream), &[]);
+    (pki, port, gateway)
+}
+
+/// The test PKI in `dir` and a gateway serving [`HTTPBIN`] on a free plain HTTP port and
+/// a free HTTPS port, every request routed to `upstream`; the PKI, the HTTP and HTTPS
+/// ports and the gateway.
+pub fn start_http_and_https(dir: &TempDir, upstream: SocketAddr) -> (pki::Pki, u16, u16, Gateway) {
+    let pki = pki(dir);
+    let (http_port, https_port) = (free_port(), free_port());
+    let config = backend_config(
+        &http_and_https_servers(&pki, http_port, https_port),
+        &[HTTPBIN],
+        &[upstream],
+    );
+    let gateway = Gateway::start(dir, &config, &[]);
+    (pki, http_port, https_port, gateway)
+}
+
+/// `curl` arguments for `https://HOST:PORT{path}` trusting only the certificates in
+/// `ca`.
+pub fn https_url_for(host: &str, port: u16, ca: &Path, path: &str) -> Vec<String> {
+    vec![
+        "--resolve".into(),
+        resolve(host, port),
+        "--cacert".into(),
+        ca.to_string_lossy().into_owned(),
+        format!("https://{host}:{port}{path}"),
+    ]
 }
 
 /// `curl` arguments for `https://HTTPBIN:PORT{path}` trusting the test root.
 pub fn https_url(pki: &pki::Pki, port: u16, path: &str) -> Vec<String> {
+    https_url_for(HTTPBIN, port, &pki.root_cert, path)
+}
+
+/// `curl` arguments presenting the client certificate `cert` with its key.
+pub fn client_cert_args(cert: &Path, key: &Path) -> Vec<String> {
     vec![
-        "--resolve".into(),
-        resolve(HTTPBIN, port),
-        "--cacert".into(),
-        pki.root_cert.to_string_lossy().into_owned(),
-        format!("https://{HTTPBIN}:{port}{path}"),
+        "--cert".into(),
+        cert.to_string_lossy().into_owned(),
+        "--key".into(),
+        key.to_string_lossy().into_owned(),
     ]
 }
 
@@ -1064,13 +1213,19 @@ pub fn curl_https(pki: &pki::Pki, port: u16, path: &str, extra: &[&str]) -> Curl
     curl(&args)
 }
 
-/// A quick check that the gateway still answers: `GET http://HOST:PORT/status/200`.
+/// `curl` on `http://HOST:PORT{path}` (resolved to the loopback gateway), with `extra`
+/// arguments.
+pub fn curl_http(host: &str, port: u16, path: &str, extra: &[&str]) -> Curl {
+    let resolve = resolve(host, port);
+    let url = format!("http://{host}:{port}{path}");
+    let mut args = vec!["--resolve", resolve.as_str(), url.as_str()];
+    args.extend_from_slice(extra);
+    curl(&args)
+}
+
+/// A quick check that the gateway still answers: `GET http://HOST:PORT{path}`.
 pub fn assert_http_ok(port: u16, host: &str, path: &str) {
-    let out = curl(&[
-        "--resolve",
-        &resolve(host, port),
-        &format!("http://{host}:{port}{path}"),
-    ]);
+    let out = curl_http(host, port, path, &[]);
     assert_eq!(
         (out.code, out.status),
         (0, 200),
@@ -1096,6 +1251,20 @@ impl Seen {
 
     pub fn requests(&self) -> usize {
         self.heads.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn record_head(&self, head: String) {
+        self.heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(head);
+    }
+
+    pub fn record_body(&self, len: u64) {
+        self.body_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(len);
     }
 }
 
@@ -1150,14 +1319,8 @@ impl Upstream {
             let mut buf = Vec::new();
             while let Some((head, body_len)) = read_request(&mut stream, &mut buf) {
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                seen.heads
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(head);
-                seen.body_bytes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(body_len);
+                seen.record_head(head);
+                seen.record_body(body_len);
                 let body = format!("{name} {path} {body_len}");
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",
@@ -1166,6 +1329,18 @@ impl Upstream {
                 if stream.write_all(reply.as_bytes()).is_err() {
                     return;
                 }
+            }
+        })
+    }
+
+    /// Reads one request, records its head, writes `reply` (nothing when it is empty)
+    /// and closes the connection.
+    pub fn answer_once(reply: &'static [u8]) -> Upstream {
+        Upstream::spawn(move |mut stream, seen| {
+            let mut buf = Vec::new();
+            if let Some((head, _)) = read_request(&mut stream, &mut buf) {
+                seen.record_head(head);
+                let _ = stream.write_all(reply);
             }
         })
     }
@@ -1185,10 +1360,7 @@ impl Upstream {
                     Ok(_) => thread::sleep(Duration::from_millis(5)),
                 }
             }
-            seen.heads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push("peeked".into());
+            seen.record_head("peeked".into());
             let mut stream = stream;
             let _ = stream.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789",
@@ -1209,10 +1381,7 @@ impl Upstream {
                 if n == 0 {
                     return;
                 }
-                seen.body_bytes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(n as u64);
+                seen.record_body(n as u64);
             }
         })
     }
@@ -1223,10 +1392,7 @@ impl Upstream {
         Upstream::spawn(move |mut stream, seen| {
             let mut buf = Vec::new();
             while let Some((head, _)) = read_request(&mut stream, &mut buf) {
-                seen.heads
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(head);
+                seen.record_head(head);
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\n\r\n"
                 );
@@ -1262,93 +1428,74 @@ impl Drop for Upstream {
 /// of stream or on an error.
 pub fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, u64)> {
     let mut chunk = vec![0u8; 64 * 1024];
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
+    let head_end = read_until(stream, buf, &mut chunk, b"\r\n\r\n")? + 4;
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     buf.drain(..head_end);
-    let (_, headers) = parse_last_head(head.split_once("\r\n").map_or("", |(_, rest)| rest));
-    let value = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
+    let headers = head_headers(&head);
+    let value = |name: &str| header_value(&headers, name).map(str::to_ascii_lowercase);
     let mut body_len = 0u64;
     if let Some(len) = value("content-length").and_then(|v| v.parse::<u64>().ok()) {
-        let mut left = len;
-        loop {
-            let take = left.min(buf.len() as u64) as usize;
-            buf.drain(..take);
-            left -= take as u64;
-            if left == 0 {
-                break;
-            }
-            let n = stream.read(&mut chunk).ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
+        discard(stream, buf, &mut chunk, len)?;
         body_len = len;
     } else if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         // Chunk by chunk: size line, data, CRLF; then the last chunk and trailers.
         loop {
-            let line_end = loop {
-                if let Some(i) = find(buf, b"\r\n") {
-                    break i;
-                }
-                let n = stream.read(&mut chunk).ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            };
+            let line_end = read_until(stream, buf, &mut chunk, b"\r\n")?;
             let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
             let size = u64::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
             buf.drain(..line_end + 2);
             if size == 0 {
                 // Trailers end with an empty line.
                 loop {
-                    if let Some(i) = find(buf, b"\r\n") {
-                        let empty = i == 0;
-                        buf.drain(..i + 2);
-                        if empty {
-                            break;
-                        }
-                        continue;
+                    let i = read_until(stream, buf, &mut chunk, b"\r\n")?;
+                    buf.drain(..i + 2);
+                    if i == 0 {
+                        break;
                     }
-                    let n = stream.read(&mut chunk).ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
                 }
                 break;
             }
-            let mut left = size + 2;
-            loop {
-                let take = left.min(buf.len() as u64) as usize;
-                buf.drain(..take);
-                left -= take as u64;
-                if left == 0 {
-                    break;
-                }
-                let n = stream.read(&mut chunk).ok()?;
-                if n == 0 {
-                    return None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
+            discard(stream, buf, &mut chunk, size + 2)?;
             body_len += size;
         }
     }
     Some((head, body_len))
+}
+
+/// Reads from `stream` into `buf` (through `chunk`) until `buf` holds `needle`; its
+/// position. `None` at end of stream or on an error.
+fn read_until(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+    needle: &[u8],
+) -> Option<usize> {
+    loop {
+        if let Some(i) = find(buf, needle) {
+            return Some(i);
+        }
+        let n = stream.read(chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Drops the next `len` bytes of the stream, those already in `buf` first.
+fn discard(stream: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8], len: u64) -> Option<()> {
+    let mut left = len;
+    loop {
+        let take = left.min(buf.len() as u64) as usize;
+        buf.drain(..take);
+        left -= take as u64;
+        if left == 0 {
+            return Some(());
+        }
+        let n = stream.read(chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
