@@ -2,6 +2,7 @@
 //! supervises them. Everything slow (files, DNS, PEM) happens here, never on a shard.
 
 mod check;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
