@@ -316,10 +316,10 @@ impl WatchState {
                     Ok(Command::Stop) | Err(_) => return,
                 },
                 recv(events) -> event => match event {
-                    Ok(ReaderEvent::Activity) => {
-                        self.refresh_watches();
-                        self.schedule();
-                    }
+                    // The watches are brought up to date when the comparison is due,
+                    // just before it: whatever changed before a new watch was added is
+                    // in the comparison, whatever changes after raises an event.
+                    Ok(ReaderEvent::Activity) => self.schedule(),
                     Ok(ReaderEvent::Failed(error)) => self.fall_back(&error),
                     // The reader stopped without saying why.
                     Err(_) => self.fall_back(&io::Error::other("the inotify reader stopped")),
@@ -684,6 +684,15 @@ impl PathState {
             Err(error) => PathState::Unreadable(error.kind()),
             Ok((stamp, false)) => PathState::File(stamp),
             Ok((stamp, true)) => {
+                // The directory's own times change with every file created and removed
+                // in it (editor swap files, kubelet's `..data_tmp`); only its identity
+                // and its entries matter.
+                let stamp = Stamp {
+                    size: 0,
+                    mtime: (0, 0),
+                    ctime: (0, 0),
+                    ..stamp
+                };
                 let entries = match std::fs::read_dir(path) {
                     Ok(entries) => entries,
                     Err(error) => return PathState::Unreadable(error.kind()),
@@ -951,6 +960,20 @@ mod tests {
         // And an in-place write to the real file.
         write(&dir.path("archive/cert2.pem"), "two, again");
         assert!(expect_report(&reports).contains("etc/tls.crt"));
+    }
+
+    #[test]
+    fn a_file_created_and_removed_in_a_credential_directory_is_not_reported() {
+        for backend in BACKENDS {
+            let dir = TempDir::new();
+            let credential = dir.path("gw-cert");
+            std::fs::create_dir(&credential).unwrap();
+            write(&credential.join("tls.crt"), "one");
+            let (_watcher, reports) = start(vec![credential.clone()], backend);
+            write(&credential.join(".tls.crt.swp"), "editor");
+            std::fs::remove_file(credential.join(".tls.crt.swp")).unwrap();
+            expect_quiet(&reports);
+        }
     }
 
     #[test]
