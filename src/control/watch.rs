@@ -23,7 +23,7 @@
 //!
 //! Any event in one of those directories — including events for unrelated files there
 //! — only makes the watcher look again: after [`DEBOUNCE`] without further events it
-//! recomputes a [fingerprint](PathState) of every watched path (the resolved target,
+//! recomputes a fingerprint of every watched path (the resolved target,
 //! device, inode, size, modification and change times, following symlinks; for a
 //! directory the same for each entry) and calls `on_change` only when a fingerprint
 //! differs from the one seen at the previous call. So touching a neighbour does
@@ -144,6 +144,9 @@ pub struct Watcher {
 enum Command {
     SetPaths(Vec<PathBuf>),
     Stop,
+    /// Behave as if inotify had just failed (no watches left).
+    #[cfg(test)]
+    FailInotify,
 }
 
 /// How the watcher learns that something may have changed.
@@ -314,6 +317,8 @@ impl WatchState {
                 recv(commands) -> command => match command {
                     Ok(Command::SetPaths(paths)) => self.set_paths(paths),
                     Ok(Command::Stop) | Err(_) => return,
+                    #[cfg(test)]
+                    Ok(Command::FailInotify) => self.fall_back(&io::Error::other("test")),
                 },
                 recv(events) -> event => match event {
                     // The watches are brought up to date when the comparison is due,
@@ -1099,6 +1104,23 @@ mod tests {
                 "{backend:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_failing_inotify_falls_back_to_polling() {
+        let dir = TempDir::new();
+        let cert = dir.path("tls.crt");
+        write(&cert, "one");
+        let (watcher, reports) = start(vec![cert.clone()], Backend::Inotify);
+        watcher.commands.send(Command::FailInotify).unwrap();
+        let deadline = Instant::now() + FIRES_WITHIN;
+        while watcher.mode() == "inotify" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(watcher.mode(), "polling every 2s");
+        expect_quiet(&reports);
+        write(&cert, "two, longer");
+        assert!(expect_report(&reports).ends_with("tls.crt"));
     }
 
     #[test]
