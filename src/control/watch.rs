@@ -74,6 +74,10 @@ const POLLING_MODE: &str = "polling every 2s";
 /// How long dropping a [`Watcher`] waits for its thread to finish before leaving it.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the watcher thread sleeps when nothing is pending (it wakes earlier for
+/// any event or command); a bound, not a poll.
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
 /// Symlinks followed when looking for the directories a path's target lives in (the
 /// kernel's own limit for one path lookup).
 const MAX_SYMLINKS: usize = 40;
@@ -309,9 +313,7 @@ impl WatchState {
             .into_iter()
             .flatten()
             .min();
-            let timeout = wake.map_or(Duration::from_secs(3600), |w| {
-                w.saturating_duration_since(now)
-            });
+            let timeout = wake.map_or(IDLE_WAIT, |w| w.saturating_duration_since(now));
             let events = self.source.events();
             crossbeam_channel::select! {
                 recv(commands) -> command => match command {
