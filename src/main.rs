@@ -80,6 +80,9 @@ enum Command {
         https_port: u16,
         #[arg(long, default_value = "auto")]
         shards: ShardCount,
+        /// The admin endpoint: an address, or `off`.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: String,
     },
 }
 
@@ -110,14 +113,7 @@ fn main() -> ExitCode {
                 keepalive: seconds(keepalive_timeout, "--keepalive-timeout")?,
                 idle: seconds(idle_timeout, "--idle-timeout")?,
             };
-            let admin = match admin.as_str() {
-                "off" => None,
-                addr => Some(addr.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "--admin must be an address like 127.0.0.1:15000 or `off`, got {addr:?}"
-                    )
-                })?),
-            };
+            let admin = admin_address(&admin)?;
             control::run(RunOptions {
                 shards,
                 secrets_dir,
@@ -140,11 +136,15 @@ fn main() -> ExitCode {
             http_port,
             https_port,
             shards,
-        } => demo::run(DemoOptions {
-            dir,
-            http_port,
-            https_port,
-            shards,
+            admin,
+        } => admin_address(&admin).and_then(|admin| {
+            demo::run(DemoOptions {
+                dir,
+                http_port,
+                https_port,
+                shards,
+                admin,
+            })
         }),
     };
     match result {
@@ -153,6 +153,18 @@ fn main() -> ExitCode {
             eprintln!("ringress: error: {}", describe_error(&error));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--admin`'s value: an address, or `off`.
+fn admin_address(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    match value {
+        "off" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| {
+            anyhow::anyhow!(
+                "--admin must be an address like 127.0.0.1:15000 or `off`, got {addr:?}"
+            )
+        }),
     }
 }
 

@@ -478,6 +478,8 @@ fn the_demo_serves_the_commands_it_prints() {
             &https,
             "--shards",
             "1",
+            "--admin",
+            "127.0.0.1:0",
         ],
         &demo_dir.join("gateway.yaml"),
         &[http_port, https_port],

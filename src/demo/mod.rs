@@ -35,6 +35,8 @@ pub struct DemoOptions {
     /// The Gateway's HTTPS port (both hosts, certificate chosen by SNI).
     pub https_port: u16,
     pub shards: crate::control::ShardCount,
+    /// The admin endpoint's address (`None`: off).
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl Default for DemoOptions {
@@ -44,6 +46,7 @@ impl Default for DemoOptions {
             http_port: 8080,
             https_port: 8443,
             shards: crate::control::ShardCount::Auto,
+            admin: Some(crate::control::DEFAULT_ADMIN),
         }
     }
 }
@@ -118,6 +121,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
     print!("{}", demo.banner());
     crate::control::run(crate::control::RunOptions {
         shards: opts.shards,
+        admin: opts.admin,
         ..crate::control::RunOptions::new(demo.config.clone())
     })
 }

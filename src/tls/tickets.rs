@@ -144,12 +144,19 @@ mod tests {
 
         let mut ticketers = Ticketers::new();
         let s1 = ticketers.for_server(&simple, &material).expect("simple");
-        let s2 = ticketers.for_server(&simple, &material).expect("simple again");
+        let s2 = ticketers
+            .for_server(&simple, &material)
+            .expect("simple again");
         let m = ticketers.for_server(&mutual, &material).expect("mutual");
-        let o = ticketers.for_server(&other_ca, &material).expect("other CA");
+        let o = ticketers
+            .for_server(&other_ca, &material)
+            .expect("other CA");
         assert!(Arc::ptr_eq(&s1, &s2), "SIMPLE servers share keys");
         assert!(!Arc::ptr_eq(&s1, &m), "SIMPLE and MUTUAL never share");
-        assert!(!Arc::ptr_eq(&m, &o), "MUTUAL servers trusting other CAs never share");
+        assert!(
+            !Arc::ptr_eq(&m, &o),
+            "MUTUAL servers trusting other CAs never share"
+        );
         ticketers.finish_build(true);
         assert_eq!(ticketers.len(), 3);
 
@@ -160,7 +167,9 @@ mod tests {
         assert_eq!(ticketers.len(), 1, "unused keys are dropped");
 
         // A failed build changes nothing.
-        let _ = ticketers.for_server(&simple, &material).expect("failed build");
+        let _ = ticketers
+            .for_server(&simple, &material)
+            .expect("failed build");
         ticketers.finish_build(false);
         assert_eq!(ticketers.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);

@@ -633,6 +633,8 @@ pub struct Gateway {
     pub log: PathBuf,
     /// The listener ports found in the configuration, all accepting when `start` returned.
     pub ports: Vec<u16>,
+    /// The admin endpoint's port (each test gateway gets its own).
+    pub admin_port: Option<u16>,
 }
 
 /// The ports of `port: number:` entries under a Gateway's servers in `yaml`.
@@ -694,8 +696,12 @@ impl Gateway {
     ) -> Result<Gateway, String> {
         let config_arg = config.to_string_lossy().into_owned();
         let timeout = HEADER_TIMEOUT_SECS.to_string();
+        let admin_port = free_port();
+        let admin = format!("127.0.0.1:{admin_port}");
         let mut args = vec![
             "run",
+            "--admin",
+            &admin,
             "--config",
             &config_arg,
             "--shards",
@@ -706,7 +712,9 @@ impl Gateway {
             "debug",
         ];
         args.extend_from_slice(extra);
-        Gateway::spawn(dir, &args, config, ports)
+        let mut gateway = Gateway::spawn(dir, &args, config, ports)?;
+        gateway.admin_port = Some(admin_port);
+        Ok(gateway)
     }
 
     /// Starts `ringress ARGS...` (any subcommand that serves, e.g. `demo`) with its
@@ -735,6 +743,7 @@ impl Gateway {
             config: config.to_path_buf(),
             log,
             ports: ports.to_vec(),
+            admin_port: None,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let mut waiting: Vec<u16> = ports.to_vec();
@@ -855,7 +864,7 @@ pub fn run_command(config: &Path, extra: &[&str]) -> Command {
         .arg("run")
         .arg("--config")
         .arg(config)
-        .args(["--shards", "2"])
+        .args(["--shards", "2", "--admin", "127.0.0.1:0"])
         .args(extra);
     command
 }
