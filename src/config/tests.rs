@@ -279,7 +279,12 @@ fn example_mutual() {
     let config = load_path(&example("mutual.yaml"));
     let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
     assert_eq!(tls.mode, TlsMode::Mutual);
-    assert!(tls.ca_certificates.as_ref().unwrap().ends_with("certs/root-ca.crt"));
+    assert!(
+        tls.ca_certificates
+            .as_ref()
+            .unwrap()
+            .ends_with("certs/root-ca.crt")
+    );
 }
 
 #[test]
