@@ -56,6 +56,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_CONNECTIONS: usize = 16;
 /// How long `POST /reload` waits for the control thread's outcome.
 pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the accept thread reads a request it refuses for lack of room.
+const BUSY_GRACE: Duration = Duration::from_millis(50);
 /// How long, after answering, the endpoint reads what the client still sends (so
 /// closing does not reset the connection before the client read the answer).
 const LINGER: Duration = Duration::from_millis(500);
@@ -157,7 +159,7 @@ fn accept_loop(
         let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
         if active.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::Relaxed);
-            let _ = Response::text(503, "too many admin connections\n").write_to(&mut stream);
+            refuse_busy(&mut stream);
             continue;
         }
         let slot = ConnectionSlot(active.clone());
@@ -175,6 +177,25 @@ fn accept_loop(
     }
 }
 
+/// Answers 503 on the accept thread. What the client already sent is read first (for
+/// at most [`BUSY_GRACE`]), so closing with it unread does not reset the connection
+/// before the client reads the answer.
+fn refuse_busy(stream: &mut TcpStream) {
+    let deadline = Instant::now() + BUSY_GRACE;
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    while read <= MAX_HEAD_BYTES {
+        match read_some(stream, &mut buf, deadline) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    let busy = Response::text(503, "too many admin connections; try again\n");
+    if busy.write_to(stream).is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
 /// Frees its place in the connection count when the connection's thread ends.
 struct ConnectionSlot(Arc<AtomicUsize>);
 
@@ -186,12 +207,12 @@ impl Drop for ConnectionSlot {
 
 /// An answer: status, content type and body. Always sent with `Connection: close`.
 #[derive(Debug)]
-pub(crate) struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
     /// For 405: the methods the path takes.
-    pub allow: Option<&'static str>,
+    allow: Option<&'static str>,
 }
 
 impl Response {

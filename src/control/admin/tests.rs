@@ -642,3 +642,24 @@ fn dropping_the_admin_stops_listening() {
     drop(admin);
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn connections_over_the_limit_get_503_until_one_ends() {
+    let f = fixture();
+    let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(f.admin.addr).unwrap())
+        .collect();
+    let (status, _, body) = get(f.admin.addr, "/ready");
+    assert_eq!(status, 503, "{body}");
+    // A client that leaves frees its place at once.
+    drop(silent);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (status, _, _) = get(f.admin.addr, "/ready");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
