@@ -42,7 +42,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::ControlEvent;
 use super::status::Status;
-use crate::http::{BodyKind, HttpError, parse_request, reason_phrase};
+use crate::http::{BodyKind, CONTINUE_100, HttpError, parse_request, reason_phrase};
 
 /// Largest request head the endpoint reads; a larger one gets 431.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -225,7 +225,7 @@ impl Response {
         }
     }
 
-    fn json(status: u16, value: &serde_json::Value) -> Response {
+    fn json(status: u16, value: &impl serde::Serialize) -> Response {
         let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
         body.push(b'\n');
         Response {
@@ -359,6 +359,10 @@ fn read_request(
             ));
         }
     };
+    if body_len > 0 && head.expects_continue() {
+        // curl waits a second for this before sending a body it announced.
+        let _ = stream.write_all(CONTINUE_100);
+    }
     // Discard the body so the answer is not lost to a reset when the socket closes.
     let already = u64::try_from(buf.len().saturating_sub(head.len())).unwrap_or(u64::MAX);
     let mut left = body_len.saturating_sub(already);

@@ -5,6 +5,7 @@
 //! an answer only recomputes the days left. Strings go through `serde_json`, so any
 //! content (quotes, control characters, non-ASCII) stays valid JSON.
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::config::{
@@ -17,59 +18,96 @@ use crate::tls::CertInfo;
 
 const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
 
-/// `GET /certs`: per listener, per TLS server: hosts, mode, source, chain and client CA.
-pub(super) fn certs(snapshot: &Snapshot, now: i64) -> Value {
-    let listeners: Vec<Value> = snapshot
-        .listeners
-        .iter()
-        .map(|l| listener_certs(l, now))
-        .collect();
-    json!({
-        "generation": snapshot.generation,
-        "now": rfc3339(now),
-        "listeners": listeners,
-    })
+/// `GET /certs`: per listener, per TLS server: hosts, mode, source, chain and client
+/// CA. Typed (not a `json!` map) so the fields keep this order in the answer: hosts
+/// and mode first, expiry last, as an operator reads it.
+#[derive(Serialize)]
+pub(super) struct Certs<'a> {
+    generation: u64,
+    now: String,
+    listeners: Vec<ListenerCerts<'a>>,
 }
 
-fn listener_certs(listener: &ListenerSpec, now: i64) -> Value {
-    let servers: Vec<Value> = listener
-        .certificates
-        .iter()
-        .map(|c| served_certificate(c, now))
-        .collect();
-    json!({
-        "address": listener.addr.to_string(),
-        "port": listener.port(),
-        "protocol": protocol_name(listener.protocol),
-        "servers": servers,
-    })
+#[derive(Serialize)]
+struct ListenerCerts<'a> {
+    address: String,
+    port: u16,
+    protocol: &'static str,
+    servers: Vec<ServerCerts<'a>>,
 }
 
-fn served_certificate(cert: &ServedCertificate, now: i64) -> Value {
-    let ca = cert.client_ca.as_ref().map(|ca| {
-        json!({
-            "source": ca.source,
-            "certificates": ca.certificates.iter().map(|c| cert_info(c, now)).collect::<Vec<_>>(),
-        })
-    });
-    json!({
-        "hosts": cert.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "mode": cert.mode.istio_name(),
-        "source": cert.source,
-        "cert_chain": cert.chain.iter().map(|c| cert_info(c, now)).collect::<Vec<_>>(),
-        "ca_cert": ca,
-    })
+#[derive(Serialize)]
+struct ServerCerts<'a> {
+    hosts: Vec<String>,
+    mode: &'static str,
+    source: &'a str,
+    cert_chain: Vec<Cert<'a>>,
+    /// MUTUAL and OPTIONAL_MUTUAL only.
+    ca_cert: Option<CaCerts<'a>>,
+}
+
+#[derive(Serialize)]
+struct CaCerts<'a> {
+    source: &'a str,
+    certificates: Vec<Cert<'a>>,
 }
 
 /// One certificate, with the names Envoy's `/certs` uses where they exist.
-pub(super) fn cert_info(info: &CertInfo, now: i64) -> Value {
-    json!({
-        "subject": info.subject,
-        "subject_alt_names": info.sans,
-        "serial_number": info.serial,
-        "expiration_time": rfc3339(info.not_after_unix),
-        "days_until_expiration": days_until(info.not_after_unix, now),
-    })
+#[derive(Serialize)]
+pub(super) struct Cert<'a> {
+    subject: &'a str,
+    subject_alt_names: &'a [String],
+    serial_number: &'a str,
+    expiration_time: String,
+    days_until_expiration: i64,
+}
+
+pub(super) fn certs(snapshot: &Snapshot, now: i64) -> Certs<'_> {
+    Certs {
+        generation: snapshot.generation,
+        now: rfc3339(now),
+        listeners: snapshot
+            .listeners
+            .iter()
+            .map(|l| listener_certs(l, now))
+            .collect(),
+    }
+}
+
+fn listener_certs(listener: &ListenerSpec, now: i64) -> ListenerCerts<'_> {
+    ListenerCerts {
+        address: listener.addr.to_string(),
+        port: listener.port(),
+        protocol: protocol_name(listener.protocol),
+        servers: listener
+            .certificates
+            .iter()
+            .map(|c| served_certificate(c, now))
+            .collect(),
+    }
+}
+
+fn served_certificate(cert: &ServedCertificate, now: i64) -> ServerCerts<'_> {
+    ServerCerts {
+        hosts: cert.hosts.iter().map(ToString::to_string).collect(),
+        mode: cert.mode.istio_name(),
+        source: &cert.source,
+        cert_chain: cert.chain.iter().map(|c| cert_info(c, now)).collect(),
+        ca_cert: cert.client_ca.as_ref().map(|ca| CaCerts {
+            source: &ca.source,
+            certificates: ca.certificates.iter().map(|c| cert_info(c, now)).collect(),
+        }),
+    }
+}
+
+pub(super) fn cert_info(info: &CertInfo, now: i64) -> Cert<'_> {
+    Cert {
+        subject: &info.subject,
+        subject_alt_names: &info.sans,
+        serial_number: &info.serial,
+        expiration_time: rfc3339(info.not_after_unix),
+        days_until_expiration: days_until(info.not_after_unix, now),
+    }
 }
 
 /// Whole days from `now` to `not_after`, negative once expired.

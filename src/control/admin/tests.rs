@@ -663,3 +663,26 @@ fn connections_over_the_limit_get_503_until_one_ends() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn reload_with_a_body_and_expect_continue() {
+    let f = fixture();
+    answer_reload(f.events.clone(), Ok(9));
+    let mut stream = TcpStream::connect(f.admin.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    let mut interim = [0u8; CONTINUE_100.len()];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim[..], CONTINUE_100);
+    stream.write_all(b"{}\r\n\r").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("\"generation\": 9"), "{answer}");
+}
