@@ -215,11 +215,11 @@ impl Gateway {
 
 /// Fails clearly when a listener's address is taken — also by another process that
 /// uses `SO_REUSEPORT` (another ringress), which the shards' own reuseport sockets
-/// would otherwise silently share the port with. The probe socket does not set
-/// `SO_REUSEPORT`, so any holder of the port makes it fail; it is closed at once.
+/// would otherwise silently share the port with. The probe binds without listening,
+/// so no client can reach it.
 fn probe_listeners(addrs: impl Iterator<Item = SocketAddr>) -> anyhow::Result<()> {
     for addr in addrs {
-        std::net::TcpListener::bind(addr).with_context(|| {
+        uring::probe_exclusive_bind(addr).with_context(|| {
             format!("cannot listen on {addr}: is another process (or another ringress) using it?")
         })?;
     }
@@ -254,25 +254,32 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (events, inbox) = crossbeam_channel::unbounded();
     // Registered before the shards start, so an early SIGHUP cannot kill the process.
     forward_signals(events.clone())?;
+    // The watcher takes its baseline before the first load, so a file changed while
+    // ringress starts still triggers a reload.
+    let watcher = if opts.watch {
+        let config = config::load(&opts.config)?;
+        let paths = watch::watched_paths(&config, &opts.config, opts.secrets_dir.as_deref());
+        let events = events.clone();
+        let watcher = watch::Watcher::spawn(paths, move |cause| {
+            let _ = events.send(ControlEvent::Reload { cause, reply: None });
+        })
+        .context("cannot start the certificate watcher")?;
+        Some(watcher)
+    } else {
+        None
+    };
     let mut gateway = start(&opts)?;
     let _admin = match opts.admin {
         Some(addr) => Some(admin::spawn(addr, gateway.status.clone(), events.clone())?),
         None => None,
     };
-    let watcher = if opts.watch {
-        let events = events.clone();
-        let watcher = watch::Watcher::spawn(gateway.watched_paths(), move |cause| {
-            let _ = events.send(ControlEvent::Reload { cause, reply: None });
-        })
-        .context("cannot start the certificate watcher")?;
+    if let Some(watcher) = &watcher {
+        watcher.set_paths(gateway.watched_paths());
         tracing::info!(
             mode = watcher.mode(),
             "watching certificates and configuration"
         );
-        Some(watcher)
-    } else {
-        None
-    };
+    }
     serve_events(&mut gateway, &inbox, watcher.as_ref());
     gateway.drain();
     tracing::info!("stopped");

@@ -43,7 +43,7 @@ mod tests;
 
 pub use buf_ring::RecvBuf;
 pub use executor::{Runtime, spawn};
-pub use net::{IoBuf, ListenOptions, Listener, TcpStream};
+pub use net::{IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind};
 pub use notify::{NotifyHandle, NotifyWaiter, notify_pair};
 pub use ring::{RingOptions, SetupError, check_available};
 pub use time::{Elapsed, sleep, timeout};

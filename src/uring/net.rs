@@ -112,6 +112,29 @@ pub struct Listener {
     accept: RefCell<Option<MultiOp>>,
 }
 
+/// Checks that `addr` can be bound by a socket that does not share it: it fails when
+/// any other socket holds the address, also one using `SO_REUSEPORT` (another
+/// ringress). The probe binds without listening, so no client can connect to it, and is
+/// closed at once.
+pub fn probe_exclusive_bind(addr: SocketAddr) -> io::Result<()> {
+    let fd = new_socket(&addr)?;
+    set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let (storage, len) = socket_addr_to_raw(&addr);
+    // SAFETY: `storage` is a valid sockaddr of `len` bytes on our stack; `fd` is ours and
+    // closed when dropped at the end of this function.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const storage).cast::<libc::sockaddr>(),
+            len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl Listener {
     /// Creates, binds and listens (`SO_REUSEADDR` always, `SO_REUSEPORT` if asked).
     pub fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
