@@ -787,7 +787,7 @@ impl Gateway {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
     /// The peak resident memory (VmHWM) of the process, in KiB.
@@ -1541,6 +1541,8 @@ pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// The log line of a successful reload.
 pub const RELOADED: &str = "configuration reloaded";
+/// The log line of the watcher's start.
+pub const WATCHING: &str = "watching certificates and configuration";
 /// The log line of a failed reload.
 pub const RELOAD_FAILED: &str = "reload failed";
 
@@ -1567,11 +1569,45 @@ impl Gateway {
             self.assert_running();
             assert!(
                 Instant::now() < deadline,
-                "expected {count} log lines with {needle:?} within {RELOAD_TIMEOUT:?}; log:\n{}",
+                "expected {count} log lines with {needle:?} within {RELOAD_TIMEOUT:?}; {}; log:\n{}",
+                self.describe_process(),
                 self.log_text()
             );
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until the watcher has taken its first look at the watched files (its
+    /// start-up line is logged): a change made before that is part of its baseline.
+    #[track_caller]
+    pub fn wait_watching(&mut self) {
+        self.wait_log_count(WATCHING, 1);
+    }
+
+    /// The process's threads with their kernel wait channels, for failure messages
+    /// about a gateway that stopped making progress.
+    pub fn describe_process(&self) -> String {
+        let pid = self.pid();
+        let mut out = format!(
+            "ringress pid {pid}, log {} ({} bytes), stderr {:?}:",
+            self.log.display(),
+            std::fs::metadata(&self.log).map_or(0, |m| m.len()),
+            std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap_or_default(),
+        );
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return out + " no /proc entry";
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let read = |name: &str| {
+                std::fs::read_to_string(path.join(name))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            let _ = write!(out, " [{} wchan={}]", read("comm"), read("wchan"));
+        }
+        out
     }
 
     /// Sends SIGHUP and waits until one more reload (successful or failed) is logged;
