@@ -983,3 +983,20 @@ fn http2_clients_fall_back_to_http11() {
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
     assert_eq!(out.stdout.trim(), "1.1", "{out:?}");
 }
+
+#[test]
+fn cpu_steering_accepts_on_every_shard() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("px-steer");
+    let upstream = httpbin();
+    let (port, mut gw) = start_http(&dir, upstream.addr(), &["--steer-by-cpu"]);
+    // Connections from any CPU land on a shard (the CPU's own when one exists) and are
+    // served; the steering program must never drop one.
+    for _ in 0..20 {
+        let out = curl_http(HTTPBIN, port, "/status/200", &[]);
+        assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    }
+    gw.assert_running();
+}

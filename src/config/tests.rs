@@ -274,6 +274,29 @@ fn example_https_only() {
     assert_eq!(tls.min_protocol_version, Some(TlsVersion::V1_2));
 }
 
+#[test]
+fn example_mutual() {
+    let config = load_path(&example("mutual.yaml"));
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(tls.mode, TlsMode::Mutual);
+    assert!(
+        tls.ca_certificates
+            .as_ref()
+            .unwrap()
+            .ends_with("certs/root-ca.crt")
+    );
+}
+
+#[test]
+fn example_credential() {
+    let config = load_path(&example("credential.yaml"));
+    let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();
+    assert_eq!(
+        tls.credential,
+        Credential::Named("httpbin-credential".to_owned())
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Documents
 
