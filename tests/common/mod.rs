@@ -1584,6 +1584,26 @@ impl Gateway {
         self.wait_log_count(WATCHING, 1);
     }
 
+    /// Waits until the admin endpoint answers `GET /ready` with 200 (it starts after
+    /// the listeners, which is when [`Gateway::start`] returns); panics with the log
+    /// when it does not within [`START_TIMEOUT`].
+    #[track_caller]
+    pub fn wait_admin_ready(&mut self) {
+        let port = self.admin();
+        let ready = wait_for(START_TIMEOUT, || {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && curl_admin(port, "/ready", &[]).status == 200
+        });
+        if !ready {
+            self.assert_running();
+            panic!(
+                "the admin endpoint on {port} is not ready within {START_TIMEOUT:?}; log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
     /// The process's threads with their kernel wait channels, for failure messages
     /// about a gateway that stopped making progress.
     pub fn describe_process(&self) -> String {
