@@ -488,6 +488,23 @@ impl RouteTable {
         self.any.as_ref()
     }
 
+    /// Every route of the table (rules of every host pattern, then https redirects), in
+    /// no particular order. A rule served for several host patterns appears once per
+    /// pattern, each with its own counters (for the admin endpoint's per-route stats).
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.exact
+            .values()
+            .chain(self.suffix.values())
+            .chain(self.any.iter())
+            .flat_map(|bucket| {
+                bucket
+                    .rules
+                    .iter()
+                    .map(|rule| &rule.route)
+                    .chain(bucket.https_redirect.iter())
+            })
+    }
+
     /// The host patterns served, most specific first, each with its rule count and
     /// whether it redirects to https (for `ringress check`).
     pub fn hosts(&self) -> Vec<(HostPattern, usize, bool)> {

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::pki_types::CertificateDer;
 
 use crate::config::{
     Config, Credential, HostPattern, Origin, Protocol, RouteAction, ServerTls, TlsMode,
@@ -71,6 +72,19 @@ pub struct ServedCertificate {
     pub mode: TlsMode,
     pub source: String,
     pub leaf: Option<CertInfo>,
+    /// The whole chain sent to clients, leaf first (certificates that cannot be
+    /// parsed are left out).
+    pub chain: Vec<CertInfo>,
+    /// For MUTUAL and OPTIONAL_MUTUAL: where the client CA comes from (the
+    /// `caCertificates` path or the credential's CA) and its certificates.
+    pub client_ca: Option<ClientCa>,
+}
+
+/// The CA a MUTUAL or OPTIONAL_MUTUAL server verifies client certificates with.
+#[derive(Debug, Clone)]
+pub struct ClientCa {
+    pub source: String,
+    pub certificates: Vec<CertInfo>,
 }
 
 /// One listening socket every shard opens (with `SO_REUSEPORT`).
@@ -239,6 +253,12 @@ fn build_listeners(
                 mode: server_tls.mode,
                 source: material.source.clone(),
                 leaf: material.chain.first().and_then(|c| tls::describe(c).ok()),
+                chain: material
+                    .chain
+                    .iter()
+                    .filter_map(|c| tls::describe(c).ok())
+                    .collect(),
+                client_ca: describe_client_ca(server_tls, &material),
             });
             tls_servers
                 .entry(server.port)
@@ -259,6 +279,31 @@ fn build_listeners(
         }
     }
     Ok(by_port)
+}
+
+/// The client CA of a MUTUAL or OPTIONAL_MUTUAL server, described for `/certs`. The
+/// `caCertificates` file was just loaded by `server_config`; should it fail to load
+/// again, the CA is described as empty rather than failing the snapshot.
+fn describe_client_ca(server_tls: &ServerTls, material: &CertifiedMaterial) -> Option<ClientCa> {
+    if server_tls.mode == TlsMode::Simple {
+        return None;
+    }
+    let describe_all = |certs: &[CertificateDer<'_>]| -> Vec<CertInfo> {
+        certs.iter().filter_map(|c| tls::describe(c).ok()).collect()
+    };
+    match (&server_tls.ca_certificates, &material.ca) {
+        (Some(path), _) => Some(ClientCa {
+            source: path.display().to_string(),
+            certificates: tls::credential::load_certificates(path)
+                .map(|certs| describe_all(&certs))
+                .unwrap_or_default(),
+        }),
+        (None, Some(ca)) => Some(ClientCa {
+            source: format!("the CA of {}", material.source),
+            certificates: describe_all(ca),
+        }),
+        (None, None) => None,
+    }
 }
 
 /// The first Gateway declaring a server on `port`, to name in an error.

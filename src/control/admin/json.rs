@@ -1,0 +1,420 @@
+//! The admin endpoint's JSON answers: `/certs` (what certificate each listener serves
+//! for which hosts, and when it expires) and `/config_dump` (the validated
+//! configuration being served). Built from the snapshot and configuration the control
+//! thread published; certificates were described once when the snapshot was built, so
+//! an answer only recomputes the days left. Strings go through `serde_json`, so any
+//! content (quotes, control characters, non-ASCII) stays valid JSON.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::{
+    Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps, HttpRoute, Protocol,
+    Resolution, RouteAction, RouteMatch, Server, ServerTls, ServiceEntry, StringMatch, TlsVersion,
+    VirtualService,
+};
+use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
+use crate::tls::CertInfo;
+
+const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
+
+/// `GET /certs`: per listener, per TLS server: hosts, mode, source, chain and client
+/// CA. Typed (not a `json!` map) so the fields keep this order in the answer: hosts
+/// and mode first, expiry last, as an operator reads it.
+#[derive(Serialize)]
+pub(super) struct Certs<'a> {
+    generation: u64,
+    now: String,
+    listeners: Vec<ListenerCerts<'a>>,
+}
+
+#[derive(Serialize)]
+struct ListenerCerts<'a> {
+    address: String,
+    port: u16,
+    protocol: &'static str,
+    servers: Vec<ServerCerts<'a>>,
+}
+
+#[derive(Serialize)]
+struct ServerCerts<'a> {
+    hosts: Vec<String>,
+    mode: &'static str,
+    source: &'a str,
+    cert_chain: Vec<Cert<'a>>,
+    /// MUTUAL and OPTIONAL_MUTUAL only.
+    ca_cert: Option<CaCerts<'a>>,
+}
+
+#[derive(Serialize)]
+struct CaCerts<'a> {
+    source: &'a str,
+    certificates: Vec<Cert<'a>>,
+}
+
+/// One certificate, with the names Envoy's `/certs` uses where they exist.
+#[derive(Serialize)]
+pub(super) struct Cert<'a> {
+    subject: &'a str,
+    subject_alt_names: &'a [String],
+    serial_number: &'a str,
+    expiration_time: String,
+    days_until_expiration: i64,
+}
+
+pub(super) fn certs(snapshot: &Snapshot, now: i64) -> Certs<'_> {
+    Certs {
+        generation: snapshot.generation,
+        now: rfc3339(now),
+        listeners: snapshot
+            .listeners
+            .iter()
+            .map(|l| listener_certs(l, now))
+            .collect(),
+    }
+}
+
+fn listener_certs(listener: &ListenerSpec, now: i64) -> ListenerCerts<'_> {
+    ListenerCerts {
+        address: listener.addr.to_string(),
+        port: listener.port(),
+        protocol: protocol_name(listener.protocol),
+        servers: listener
+            .certificates
+            .iter()
+            .map(|c| served_certificate(c, now))
+            .collect(),
+    }
+}
+
+fn served_certificate(cert: &ServedCertificate, now: i64) -> ServerCerts<'_> {
+    ServerCerts {
+        hosts: cert.hosts.iter().map(ToString::to_string).collect(),
+        mode: cert.mode.istio_name(),
+        source: &cert.source,
+        cert_chain: cert.chain.iter().map(|c| cert_info(c, now)).collect(),
+        ca_cert: cert.client_ca.as_ref().map(|ca| CaCerts {
+            source: &ca.source,
+            certificates: ca.certificates.iter().map(|c| cert_info(c, now)).collect(),
+        }),
+    }
+}
+
+pub(super) fn cert_info(info: &CertInfo, now: i64) -> Cert<'_> {
+    Cert {
+        subject: &info.subject,
+        subject_alt_names: &info.sans,
+        serial_number: &info.serial,
+        expiration_time: rfc3339(info.not_after_unix),
+        days_until_expiration: days_until(info.not_after_unix, now),
+    }
+}
+
+/// Whole days from `now` to `not_after`, negative once expired.
+pub(super) fn days_until(not_after: i64, now: i64) -> i64 {
+    not_after.saturating_sub(now).div_euclid(SECONDS_PER_DAY)
+}
+
+/// `2026-11-22T01:05:46Z` for seconds since the Unix epoch (proleptic Gregorian, UTC).
+pub(super) fn rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(SECONDS_PER_DAY);
+    let secs = unix.rem_euclid(SECONDS_PER_DAY);
+    // Civil date from days since 1970-01-01, in 400-year eras of 146097 days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn protocol_name(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Http => "HTTP",
+        Protocol::Https => "HTTPS",
+    }
+}
+
+/// `GET /config_dump`: the configuration as ringress understood it.
+pub(super) fn config_dump(config: &Config, snapshot: &Snapshot) -> Value {
+    json!({
+        "generation": snapshot.generation,
+        "source": config.source.display().to_string(),
+        "gateways": config.gateways.iter().map(gateway).collect::<Vec<_>>(),
+        "virtual_services": config.virtual_services.iter().map(virtual_service).collect::<Vec<_>>(),
+        "service_entries": config.service_entries.iter().map(|se| service_entry(se, snapshot)).collect::<Vec<_>>(),
+        "destination_rules": config.destination_rules.iter().map(destination_rule).collect::<Vec<_>>(),
+    })
+}
+
+fn gateway(g: &Gateway) -> Value {
+    json!({
+        "name": g.name,
+        "namespace": g.namespace,
+        "origin": g.origin.to_string(),
+        "servers": g.servers.iter().map(server).collect::<Vec<_>>(),
+    })
+}
+
+fn server(s: &Server) -> Value {
+    json!({
+        "port": { "number": s.port, "name": s.port_name, "protocol": protocol_name(s.protocol) },
+        "bind": s.bind.map(|ip| ip.to_string()),
+        "hosts": s.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "https_redirect": s.https_redirect,
+        "tls": s.tls.as_ref().map(server_tls),
+    })
+}
+
+/// A server's `tls`: where the certificate and key are, never what they contain.
+fn server_tls(t: &ServerTls) -> Value {
+    let mut out = Map::new();
+    out.insert("mode".into(), t.mode.istio_name().into());
+    match &t.credential {
+        Credential::Files { cert, key } => {
+            out.insert(
+                "server_certificate".into(),
+                cert.display().to_string().into(),
+            );
+            out.insert("private_key".into(), key.display().to_string().into());
+        }
+        Credential::Named(name) => {
+            out.insert("credential_name".into(), name.clone().into());
+        }
+    }
+    out.insert(
+        "ca_certificates".into(),
+        t.ca_certificates
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .into(),
+    );
+    out.insert(
+        "min_protocol_version".into(),
+        t.min_protocol_version.map(version_name).into(),
+    );
+    out.insert(
+        "max_protocol_version".into(),
+        t.max_protocol_version.map(version_name).into(),
+    );
+    out.insert("cipher_suites".into(), t.cipher_suites.clone().into());
+    out.insert(
+        "subject_alt_names".into(),
+        t.subject_alt_names.clone().into(),
+    );
+    Value::Object(out)
+}
+
+fn version_name(v: TlsVersion) -> &'static str {
+    match v {
+        TlsVersion::V1_2 => "TLSV1_2",
+        TlsVersion::V1_3 => "TLSV1_3",
+    }
+}
+
+fn virtual_service(vs: &VirtualService) -> Value {
+    json!({
+        "name": vs.name,
+        "namespace": vs.namespace,
+        "origin": vs.origin.to_string(),
+        "hosts": vs.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "gateways": vs.gateways,
+        "http": vs.http.iter().enumerate().map(|(i, r)| http_route(i, r)).collect::<Vec<_>>(),
+    })
+}
+
+fn http_route(index: usize, r: &HttpRoute) -> Value {
+    let mut out = Map::new();
+    out.insert("index".into(), index.into());
+    out.insert("name".into(), r.name.clone().into());
+    out.insert(
+        "match".into(),
+        r.matches.iter().map(route_match).collect::<Vec<_>>().into(),
+    );
+    match &r.action {
+        RouteAction::Route(destinations) => {
+            let routes: Vec<Value> = destinations
+                .iter()
+                .map(|d| {
+                    json!({
+                        "destination": { "host": d.host, "port": d.port, "subset": d.subset },
+                        "weight": d.weight,
+                    })
+                })
+                .collect();
+            out.insert("route".into(), routes.into());
+        }
+        RouteAction::Redirect(r) => {
+            out.insert(
+                "redirect".into(),
+                json!({
+                    "uri": r.uri,
+                    "authority": r.authority,
+                    "scheme": r.scheme,
+                    "port": r.port,
+                    "redirect_code": r.code,
+                }),
+            );
+        }
+        RouteAction::DirectResponse { status, body } => {
+            out.insert(
+                "direct_response".into(),
+                json!({ "status": status, "body": body }),
+            );
+        }
+    }
+    if let Some(rewrite) = &r.rewrite {
+        out.insert(
+            "rewrite".into(),
+            json!({ "uri": rewrite.uri, "authority": rewrite.authority }),
+        );
+    }
+    out.insert(
+        "timeout".into(),
+        r.timeout.map(|t| format!("{}s", t.as_secs_f64())).into(),
+    );
+    if let Some(retries) = &r.retries {
+        out.insert(
+            "retries".into(),
+            json!({
+                "attempts": retries.attempts,
+                "per_try_timeout": retries.per_try_timeout.map(|t| format!("{}s", t.as_secs_f64())),
+                "retry_on": retries.retry_on,
+            }),
+        );
+    }
+    out.insert("headers".into(), header_operations(&r.headers));
+    Value::Object(out)
+}
+
+fn route_match(m: &RouteMatch) -> Value {
+    let mut out = Map::new();
+    if let Some(name) = &m.name {
+        out.insert("name".into(), name.clone().into());
+    }
+    for (field, condition) in [
+        ("uri", &m.uri),
+        ("authority", &m.authority),
+        ("method", &m.method),
+        ("scheme", &m.scheme),
+    ] {
+        if let Some(condition) = condition {
+            out.insert(field.into(), string_match(condition));
+        }
+    }
+    if !m.headers.is_empty() {
+        let headers: Map<String, Value> = m
+            .headers
+            .iter()
+            .map(|(name, condition)| (name.clone(), string_match(condition)))
+            .collect();
+        out.insert("headers".into(), Value::Object(headers));
+    }
+    if m.ignore_uri_case {
+        out.insert("ignore_uri_case".into(), true.into());
+    }
+    Value::Object(out)
+}
+
+fn string_match(m: &StringMatch) -> Value {
+    match m {
+        StringMatch::Exact(s) => json!({ "exact": s }),
+        StringMatch::Prefix(s) => json!({ "prefix": s }),
+        StringMatch::Regex(r) => json!({ "regex": r.as_str() }),
+    }
+}
+
+fn header_operations(h: &HeaderOperations) -> Value {
+    let ops = |o: &HeaderOps| {
+        json!({
+            "set": o.set.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
+            "add": o.add.iter().map(|(n, v)| json!([n, v])).collect::<Vec<_>>(),
+            "remove": o.remove,
+        })
+    };
+    json!({ "request": ops(&h.request), "response": ops(&h.response) })
+}
+
+/// A ServiceEntry, with the clusters built from its hosts and their resolved endpoints.
+fn service_entry(se: &ServiceEntry, snapshot: &Snapshot) -> Value {
+    let resolved: Vec<Value> = snapshot
+        .clusters
+        .iter()
+        .filter(|(_, c)| se.hosts.contains(&c.host))
+        .map(|(_, c)| {
+            json!({
+                "cluster": c.name,
+                "load_balancer": c.lb.istio_name(),
+                "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "name": se.name,
+        "origin": se.origin.to_string(),
+        "hosts": se.hosts,
+        "ports": se.ports.iter().map(|p| json!({
+            "number": p.number,
+            "name": p.name,
+            "protocol": p.protocol,
+            "target_port": p.target_port,
+        })).collect::<Vec<_>>(),
+        "resolution": match se.resolution {
+            Resolution::Static => "STATIC",
+            Resolution::Dns => "DNS",
+        },
+        "endpoints": se.endpoints.iter().map(|e| json!({
+            "address": e.address,
+            "ports": e.ports,
+            "weight": e.weight,
+        })).collect::<Vec<_>>(),
+        "resolved": resolved,
+    })
+}
+
+fn destination_rule(dr: &DestinationRule) -> Value {
+    json!({
+        "name": dr.name,
+        "origin": dr.origin.to_string(),
+        "host": dr.host,
+        "traffic_policy": { "load_balancer": { "simple": dr.load_balancer.istio_name() } },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_309_546), "2026-11-22T01:05:46Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        // Extreme values format without panicking.
+        let _ = rfc3339(i64::MAX);
+        let _ = rfc3339(i64::MIN);
+    }
+
+    #[test]
+    fn days_count_down_and_go_negative() {
+        assert_eq!(days_until(10 * SECONDS_PER_DAY, 0), 10);
+        assert_eq!(days_until(10 * SECONDS_PER_DAY, 1), 9);
+        assert_eq!(days_until(0, 1), -1);
+        assert_eq!(days_until(0, SECONDS_PER_DAY + 1), -2);
+        assert_eq!(
+            days_until(i64::MIN, i64::MAX),
+            i64::MIN.div_euclid(SECONDS_PER_DAY)
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! `GET /stats/prometheus`: the shards' counters, the routes' counters, reload
+//! outcomes and certificate expiry in the Prometheus text exposition format 0.0.4.
+//! Every family has `# HELP` and `# TYPE` lines and a `ringress_` name; label values
+//! are escaped as the format requires (`\\`, `\"`, `\n`). Reads relaxed atomics that
+//! the shards write: the numbers are each exact, though not one instant's photograph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::UNIX_EPOCH;
+
+use crate::control::status::Status;
+use crate::shard::ShardStats;
+use crate::tls::CertInfo;
+
+/// Renders every family.
+pub(super) fn render(status: &Status, now: i64) -> String {
+    let mut out = Out::default();
+    let (snapshot, _) = status.serving();
+    let shards = &status.shards;
+
+    out.family(
+        "ringress_responses_total",
+        "counter",
+        "Responses sent to clients (one per request), by shard and status class.",
+    );
+    for (id, stats) in shards.iter().enumerate() {
+        for (class, count) in stats.responses.classes() {
+            out.sample(
+                "ringress_responses_total",
+                &[("shard", &id.to_string()), ("class", class)],
+                count,
+            );
+        }
+    }
+
+    out.family(
+        "ringress_route_responses_total",
+        "counter",
+        "Responses to requests a route matched, by VirtualService, rule index and status class (restarts at each reload).",
+    );
+    let mut per_route: BTreeMap<(&str, usize), [u64; 5]> = BTreeMap::new();
+    for table in snapshot.routes.values() {
+        for route in table.routes() {
+            let sums = per_route
+                .entry((route.virtual_service.as_str(), route.rule))
+                .or_default();
+            for (sum, (_, count)) in sums.iter_mut().zip(route.stats.classes()) {
+                *sum = sum.saturating_add(count);
+            }
+        }
+    }
+    const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    for ((virtual_service, rule), sums) in &per_route {
+        for (class, count) in CLASSES.iter().zip(sums) {
+            out.sample(
+                "ringress_route_responses_total",
+                &[
+                    ("virtual_service", virtual_service),
+                    ("rule", &rule.to_string()),
+                    ("class", class),
+                ],
+                *count,
+            );
+        }
+    }
+
+    out.family(
+        "ringress_tls_handshakes_total",
+        "counter",
+        "TLS handshakes by shard, outcome (ok, failed) and negotiated version.",
+    );
+    for (id, stats) in shards.iter().enumerate() {
+        let shard = id.to_string();
+        for (outcome, version, counter) in [
+            ("ok", "TLSv1.2", &stats.handshakes_tls12),
+            ("ok", "TLSv1.3", &stats.handshakes_tls13),
+        ] {
+            out.sample(
+                "ringress_tls_handshakes_total",
+                &[
+                    ("shard", &shard),
+                    ("outcome", outcome),
+                    ("version", version),
+                ],
+                ShardStats::get(counter),
+            );
+        }
+        out.sample(
+            "ringress_tls_handshakes_total",
+            &[("shard", &shard), ("outcome", "failed")],
+            ShardStats::get(&stats.handshakes_failed),
+        );
+    }
+
+    for (name, kind, help, counter) in [
+        (
+            "ringress_active_connections",
+            "gauge",
+            "Client connections open now, by shard.",
+            (|s: &ShardStats| ShardStats::get(&s.active_connections)) as fn(&ShardStats) -> u64,
+        ),
+        (
+            "ringress_accepted_connections_total",
+            "counter",
+            "Client connections accepted, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.accepted),
+        ),
+        (
+            "ringress_upstream_connect_failures_total",
+            "counter",
+            "Upstream connects that failed or timed out, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.upstream_connect_failures),
+        ),
+    ] {
+        out.family(name, kind, help);
+        for (id, stats) in shards.iter().enumerate() {
+            out.sample(name, &[("shard", &id.to_string())], counter(stats));
+        }
+    }
+
+    out.family(
+        "ringress_reloads_total",
+        "counter",
+        "Configuration reloads by outcome (a failed one keeps the previous configuration).",
+    );
+    for (outcome, counter) in [
+        ("ok", &status.reloads_ok),
+        ("failed", &status.reloads_failed),
+    ] {
+        out.sample(
+            "ringress_reloads_total",
+            &[("outcome", outcome)],
+            ShardStats::get(counter),
+        );
+    }
+
+    out.family(
+        "ringress_last_reload_failure_timestamp_seconds",
+        "gauge",
+        "Unix time of the last failed reload, 0 if none failed.",
+    );
+    let last_failure = status
+        .last_failure()
+        .and_then(|r| r.at.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    out.sample(
+        "ringress_last_reload_failure_timestamp_seconds",
+        &[],
+        last_failure,
+    );
+
+    out.family(
+        "ringress_config_generation",
+        "gauge",
+        "Generation of the configuration being served (1 at start, +1 per successful reload).",
+    );
+    out.sample("ringress_config_generation", &[], snapshot.generation);
+
+    out.family(
+        "ringress_start_time_seconds",
+        "gauge",
+        "Unix time ringress started.",
+    );
+    let started = status
+        .started
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    out.sample("ringress_start_time_seconds", &[], started);
+
+    out.family(
+        "ringress_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until a served certificate (role leaf or intermediate) or client CA (role client_ca) expires, negative once expired.",
+    );
+    let mut seen = BTreeSet::new();
+    for listener in &snapshot.listeners {
+        let port = listener.port().to_string();
+        for cert in &listener.certificates {
+            let hosts: Vec<String> = cert.hosts.iter().map(ToString::to_string).collect();
+            let hosts = hosts.join(",");
+            let chain = cert.chain.iter().enumerate().map(|(i, info)| {
+                let role = if i == 0 { "leaf" } else { "intermediate" };
+                (role, cert.source.as_str(), info)
+            });
+            let cas = cert.client_ca.iter().flat_map(|ca| {
+                ca.certificates
+                    .iter()
+                    .map(|info| ("client_ca", ca.source.as_str(), info))
+            });
+            for (role, source, info) in chain.chain(cas) {
+                let labels = [
+                    ("port", port.as_str()),
+                    ("hosts", hosts.as_str()),
+                    ("source", source),
+                    ("serial", info.serial.as_str()),
+                    ("role", role),
+                ];
+                // The same server twice on a port would repeat a series; the format
+                // forbids that.
+                if seen.insert(labels.map(|(_, v)| v.to_owned())) {
+                    out.sample_signed(
+                        "ringress_certificate_expiry_seconds",
+                        &labels,
+                        seconds_until(info, now),
+                    );
+                }
+            }
+        }
+    }
+    out.0
+}
+
+fn seconds_until(info: &CertInfo, now: i64) -> i64 {
+    info.not_after_unix.saturating_sub(now)
+}
+
+/// The text being written.
+#[derive(Default)]
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {}", escape_help(help));
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.labels(name, labels);
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn sample_signed(&mut self, name: &str, labels: &[(&str, &str)], value: i64) {
+        self.labels(name, labels);
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn labels(&mut self, name: &str, labels: &[(&str, &str)]) {
+        self.0.push_str(name);
+        if labels.is_empty() {
+            return;
+        }
+        self.0.push('{');
+        for (i, (label, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            let _ = write!(self.0, "{label}=\"{}\"", escape_label(value));
+        }
+        self.0.push('}');
+    }
+}
+
+/// A label value as the text format writes it: backslash, double quote and line feed
+/// escaped.
+pub(super) fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A `# HELP` text: backslash and line feed escaped.
+fn escape_help(help: &str) -> String {
+    help.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("plain"), "plain");
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("line\nbreak"), "line\\nbreak");
+        assert_eq!(escape_label("größe ✓"), "größe ✓");
+    }
+
+    #[test]
+    fn samples_are_written_in_the_text_format() {
+        let mut out = Out::default();
+        out.family("ringress_x_total", "counter", "An x.\nSecond line \\.");
+        out.sample("ringress_x_total", &[("a", "1"), ("b", "q\"")], 7);
+        out.sample_signed("ringress_y", &[], -3);
+        assert_eq!(
+            out.0,
+            "# HELP ringress_x_total An x.\\nSecond line \\\\.\n# TYPE ringress_x_total counter\nringress_x_total{a=\"1\",b=\"q\\\"\"} 7\nringress_y -3\n"
+        );
+    }
+}
