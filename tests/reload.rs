@@ -483,6 +483,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         &https_config(&pki, port, upstream.addr()),
         &["--drain-timeout", "3"],
     );
+    gw.wait_admin_ready();
     let config = client_config(&pki.root_cert, None);
     // An idle keep-alive connection (one request done) and a slow request in flight.
     let mut idle = tls_connect(port, HTTPBIN, config.clone()).expect("TLS");
@@ -505,6 +506,9 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         "the port still accepts after SIGTERM; log:\n{}",
         gw.log_text()
     );
+    // The admin endpoint says so while the slow request still runs.
+    let ready = curl_admin(gw.admin(), "/ready", &[]);
+    assert_eq!(ready.status, 503, "/ready while draining: {ready:?}");
     // The idle keep-alive connection is closed without waiting for the drain timeout.
     let (bytes, closed) = read_to_close(&mut idle);
     assert!(
