@@ -102,11 +102,15 @@ fn handshake(fixture: &Fixture, client: &mut ClientConnection) -> ServerConnecti
     let mut hello = Vec::new();
     client.write_tls(&mut hello).expect("client hello");
     let mut acceptor = Acceptor::default();
-    acceptor.read_tls(&mut hello.as_slice()).expect("read hello");
+    acceptor
+        .read_tls(&mut hello.as_slice())
+        .expect("read hello");
     let accepted = acceptor.accept().expect("accept").expect("whole hello");
     let name = accepted.client_hello().server_name().map(str::to_owned);
     let (_, config) = fixture.selector.select(name.as_deref()).expect("server");
-    let mut server = accepted.into_connection(config.clone()).expect("connection");
+    let mut server = accepted
+        .into_connection(config.clone())
+        .expect("connection");
     loop {
         let moved_server = transfer(
             &mut |buf| {
@@ -150,7 +154,12 @@ fn benches(c: &mut Criterion) {
     let fixture = fixture();
 
     c.bench_function("sni/select", |b| {
-        b.iter(|| fixture.selector.select(black_box(Some(HOST))).map(|(i, _)| i))
+        b.iter(|| {
+            fixture
+                .selector
+                .select(black_box(Some(HOST)))
+                .map(|(i, _)| i)
+        })
     });
 
     c.bench_function("handshake/full_tls13", |b| {
@@ -177,7 +186,10 @@ fn benches(c: &mut Criterion) {
         )
     });
 
-    for (label, size) in [("record/seal_open_1k", 1024), ("record/seal_open_16k", 16 * 1024)] {
+    for (label, size) in [
+        ("record/seal_open_1k", 1024),
+        ("record/seal_open_16k", 16 * 1024),
+    ] {
         let mut client = connect(&fixture);
         let mut server = handshake(&fixture, &mut client);
         let payload = vec![0x5a; size];

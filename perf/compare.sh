@@ -510,7 +510,7 @@ GW_FAIL=""
 RINGRESS_UNAVAILABLE=""
 
 start_nginx() {
-    local dir="$1" port="$2"
+    local dir="$1" port="$2" admin
     {
         nginx_common "$dir"
         cat <<EOF
@@ -602,12 +602,13 @@ start_ringress() {
         GW_FAIL="$RINGRESS_UNAVAILABLE"
         return 1
     fi
+    admin="$(free_port)"
     sed -e "s#/tmp/ringress-perf/#$CERT_DIR/#g" \
         -e "s/number: 8443\$/number: $port/" \
         -e "s/number: 8080\$/number: $UPSTREAM_PORT/" \
         "$repo_root/perf/ringress.yaml" >"$dir/ringress.yaml"
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
-        --config "$dir/ringress.yaml" --shards 1
+        --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin"
     GW_PID="$SPAWNED"
 }
 

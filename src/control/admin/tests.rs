@@ -127,8 +127,7 @@ fn fixture() -> Fixture {
     let pki = pki::generate(&dir.0, &[HOST, MUTUAL_HOST]).unwrap();
     let source = dir.0.join("gateway.yaml");
     let config = crate::config::load_str(&yaml_config(&pki), &source).unwrap();
-    let ticketer = crate::tls::new_ticketer().unwrap();
-    let snapshot = Snapshot::build(&config, None, &ticketer, 7).unwrap();
+    let snapshot = Snapshot::build(&config, None, &mut crate::tls::Ticketers::new(), 7).unwrap();
     let shards = vec![
         Arc::new(ShardStats::default()),
         Arc::new(ShardStats::default()),
