@@ -86,12 +86,11 @@ fn certs_lists_every_host_with_its_serial_and_follows_a_rotation() {
     let pki = pki(&dir);
     let upstream = httpbin();
     let port = free_port();
-    let mut gw = Gateway::start(
+    let mut gw = Gateway::start_ready(
         &dir,
         &admin_config(&pki, port, upstream.addr()),
         &["--no-watch"],
     );
-    gw.wait_admin_ready();
     let certs = admin_json(&gw, "/certs");
     assert_eq!(certs["generation"].as_u64(), Some(1), "{certs}");
     let mut before = BTreeMap::new();
@@ -206,8 +205,7 @@ fn prometheus_counts_responses_handshakes_connections_reloads_and_expiry() {
     let upstream = httpbin();
     let port = free_port();
     let good = admin_config(&pki, port, upstream.addr());
-    let mut gw = Gateway::start(&dir, &good, &["--no-watch"]);
-    gw.wait_admin_ready();
+    let mut gw = Gateway::start_ready(&dir, &good, &["--no-watch"]);
 
     let before = Metrics::fetch(&gw);
     for family in [
@@ -327,8 +325,7 @@ fn ready_reload_and_config_dump() {
     let upstream = httpbin();
     let port = free_port();
     let good = admin_config(&pki, port, upstream.addr());
-    let mut gw = Gateway::start(&dir, &good, &["--no-watch"]);
-    gw.wait_admin_ready();
+    let gw = Gateway::start_ready(&dir, &good, &["--no-watch"]);
     let admin = gw.admin();
 
     let out = curl_admin(admin, "/ready", &[]);

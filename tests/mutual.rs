@@ -74,7 +74,7 @@ fn mutual_walkthrough_needs_a_client_certificate_from_the_client_ca() {
         &[HTTPBIN],
         &[upstream.addr()],
     );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(&dir, &config, &[]);
 
     // curl without --cert: the handshake fails, nothing is served.
     let out = curl_as(&pki, HTTPBIN, port, "/status/418", None);
@@ -124,7 +124,7 @@ fn two_mutual_servers_on_one_port_trust_only_their_own_client_ca() {
         &[HTTPBIN, BOOKINFO],
         &[upstream.addr()],
     );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(&dir, &config, &[]);
     let ours = (pki.client_cert(), pki.client_key());
     let others = (pki.other_client_cert(), pki.other_client_key());
     let ours = Some((ours.0.as_path(), ours.1.as_path()));
@@ -198,7 +198,7 @@ fn credential_name_ca_from_the_secret_or_a_separate_cacert_secret() {
         &[upstream.addr()],
     );
     let secrets_arg = secrets.to_string_lossy().into_owned();
-    let _gw = Gateway::start(&dir, &config, &["--secrets-dir", &secrets_arg]);
+    let _gw = Gateway::start_ready(&dir, &config, &["--secrets-dir", &secrets_arg]);
     let ours = (pki.client_cert(), pki.client_key());
     let others = (pki.other_client_cert(), pki.other_client_key());
     let ours = Some((ours.0.as_path(), ours.1.as_path()));
@@ -326,7 +326,7 @@ fn ca_crl_revokes_a_client_certificate() {
         &[HTTPBIN],
         &[upstream.addr()],
     );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(&dir, &config, &[]);
 
     // The stranger, from the same intermediate but not revoked, is served...
     let out = curl_as(
@@ -366,7 +366,7 @@ fn optional_mutual_serves_without_a_certificate_and_forwards_a_verified_one() {
         &[HTTPBIN],
         &[upstream.addr()],
     );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(&dir, &config, &[]);
 
     let out = curl_as(&pki, HTTPBIN, port, "/headers", None);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
@@ -417,7 +417,7 @@ fn a_simple_servers_session_ticket_never_resumes_on_a_mutual_server() {
         &[HTTPBIN],
         &[upstream.addr()],
     );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(&dir, &config, &[]);
     let session = dir.join("simple.session");
     let session_arg = session.to_string_lossy().into_owned();
     let ca = pki.root_cert.to_string_lossy().into_owned();
@@ -500,7 +500,7 @@ fn a_host_of_another_server_on_the_connection_gets_421() {
         &[HTTPBIN, BOOKINFO],
         &[upstream.addr()],
     );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(&dir, &config, &[]);
     let ca = pki.root_cert.to_string_lossy().into_owned();
     let request = |host: &str| {
         format!("GET /status/418 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")

@@ -45,7 +45,7 @@ fn sighup_rotates_certificates_and_keeps_open_connections() {
     let dir = TempDir::new("rl-sighup");
     let upstream = httpbin();
     let (pki, port) = (pki(&dir), free_port());
-    let mut gw = Gateway::start(
+    let mut gw = Gateway::start_ready(
         &dir,
         &https_config(&pki, port, upstream.addr()),
         &["--no-watch"],
@@ -80,7 +80,7 @@ fn the_watcher_reloads_replaced_certificate_files() {
     let dir = TempDir::new("rl-watch-files");
     let upstream = httpbin();
     let (pki, port) = (pki(&dir), free_port());
-    let mut gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let mut gw = Gateway::start_ready(&dir, &https_config(&pki, port, upstream.addr()), &[]);
     gw.wait_watching();
     let old_root = keep_copy(&dir, &pki.root_cert, "old-root.crt");
     assert!(handshake_ok(port, HTTPBIN, &old_root));
@@ -141,7 +141,7 @@ fn the_watcher_follows_a_kubelet_data_swap_in_the_secrets_dir() {
         &[upstream.addr()],
     );
     let secrets_arg = secrets.to_string_lossy().into_owned();
-    let mut gw = Gateway::start(&dir, &config, &["--secrets-dir", &secrets_arg]);
+    let mut gw = Gateway::start_ready(&dir, &config, &["--secrets-dir", &secrets_arg]);
     gw.wait_watching();
     assert_eq!(fresh_status(port, &old_root, "/status/418"), 418);
 
@@ -168,7 +168,7 @@ fn a_certificate_without_its_key_is_never_served_mismatched() {
     let dir = TempDir::new("rl-cert-first");
     let upstream = httpbin();
     let (pki, port) = (pki(&dir), free_port());
-    let mut gw = Gateway::start(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    let mut gw = Gateway::start_ready(&dir, &https_config(&pki, port, upstream.addr()), &[]);
     gw.wait_watching();
     let next = pki::generate(&dir.join("next"), &[HTTPBIN]).expect("the next PKI");
 
@@ -201,7 +201,7 @@ fn broken_reloads_leave_traffic_untouched_and_are_logged_once() {
     let upstream = httpbin();
     let (pki, port) = (pki(&dir), free_port());
     let good = https_config(&pki, port, upstream.addr());
-    let mut gw = Gateway::start(&dir, &good, &["--no-watch"]);
+    let mut gw = Gateway::start_ready(&dir, &good, &["--no-watch"]);
     let mut open = tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("TLS");
     let missing = dir.join("no-such.crt");
     let broken = [
@@ -253,7 +253,7 @@ fn broken_reloads_leave_traffic_untouched_and_are_logged_once() {
     let dir = TempDir::new("rl-broken-watch");
     let (pki, port) = (common::pki(&dir), free_port());
     let good = https_config(&pki, port, upstream.addr());
-    let mut gw = Gateway::start(&dir, &good, &[]);
+    let mut gw = Gateway::start_ready(&dir, &good, &[]);
     gw.wait_watching();
     dir.write(
         "gateway.yaml",
@@ -287,7 +287,7 @@ fn a_keep_alive_client_meets_new_routes_at_its_next_request() {
             &[("svc-a", &[a.addr][..]), ("svc-b", &[b.addr][..])],
         )
     };
-    let mut gw = Gateway::start(&dir, &config("svc-a"), &["--no-watch"]);
+    let mut gw = Gateway::start_ready(&dir, &config("svc-a"), &["--no-watch"]);
     let mut open = tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("TLS");
     assert_eq!(request_on(&mut open, HTTPBIN, "/x"), (200, "a /x 0".into()));
 
@@ -316,7 +316,7 @@ fn reloads_open_and_close_listeners() {
         &[HTTPBIN],
         &[upstream.addr()],
     );
-    let mut gw = Gateway::start(&dir, &only_https, &["--no-watch"]);
+    let mut gw = Gateway::start_ready(&dir, &only_https, &["--no-watch"]);
     assert_eq!(curl_http(HTTPBIN, http, "/status/200", &[]).code, 7);
 
     // Adding the HTTP server opens its port.
@@ -414,7 +414,7 @@ fn twenty_reloads_under_load_fail_no_request() {
         )
         .replace("  http:\n", &format!("  http:\n  - headers:\n      response:\n        set:\n          x-generation: \"{header}\"\n    route:\n    - destination:\n        host: backend\n        port:\n          number: {SERVICE_PORT}\n"))
     };
-    let mut gw = Gateway::start(&dir, &config("0"), &["--no-watch"]);
+    let mut gw = Gateway::start_ready(&dir, &config("0"), &["--no-watch"]);
     let url = format!("https://localhost:{port}/status/200");
     let probe = curl(&["-k", "-sS", &url]);
     assert_eq!((probe.code, probe.status), (0, 200), "{probe:?}");
@@ -478,12 +478,11 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let dir = TempDir::new("rl-drain");
     let upstream = httpbin();
     let (pki, port) = (pki(&dir), free_port());
-    let mut gw = Gateway::start(
+    let mut gw = Gateway::start_ready(
         &dir,
         &https_config(&pki, port, upstream.addr()),
         &["--drain-timeout", "3"],
     );
-    gw.wait_admin_ready();
     let config = client_config(&pki.root_cert, None);
     // An idle keep-alive connection (one request done) and a slow request in flight.
     let mut idle = tls_connect(port, HTTPBIN, config.clone()).expect("TLS");

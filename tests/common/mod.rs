@@ -1584,6 +1584,17 @@ impl Gateway {
         self.wait_log_count(WATCHING, 1);
     }
 
+    /// [`Gateway::start`], then [`Gateway::wait_admin_ready`]: every shard is
+    /// listening. (`start` alone can return while only ringress's start-up probe of
+    /// the ports accepts: `control::start` binds each address once with a plain
+    /// listener before the shards open theirs, and a connection in that moment makes
+    /// the port look open.)
+    pub fn start_ready(dir: &TempDir, yaml: &str, extra: &[&str]) -> Gateway {
+        let mut gateway = Gateway::start(dir, yaml, extra);
+        gateway.wait_admin_ready();
+        gateway
+    }
+
     /// Waits until the admin endpoint answers `GET /ready` with 200 (it starts after
     /// the listeners, which is when [`Gateway::start`] returns); panics with the log
     /// when it does not within [`START_TIMEOUT`].
