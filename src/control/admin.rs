@@ -13,7 +13,7 @@
 //! | `GET /certs` | JSON: every listener and TLS server with its hosts, TLS mode, certificate source, the chain (subject, SANs, serial, expiry, days left) and for MUTUAL servers the client CA; the config generation |
 //! | `GET /stats/prometheus` | Prometheus text format 0.0.4: responses, per-route responses, handshakes, connections, upstream connect failures, reloads, generation, certificate expiry |
 //! | `GET /ready` | `200 ready` while serving, `503 draining` once a stop began |
-//! | `GET /config_dump` | JSON: the validated configuration being served (never key contents), with the endpoints each destination resolved to |
+//! | `GET /config_dump` | JSON: the validated configuration being served (never key contents), with the endpoints each destination resolved to, and `reloads`: counts, the last attempt and the last failure with its error |
 //! | `POST /reload` | reloads like SIGHUP and waits for the outcome: `200 {"generation": N}` or `500 {"error": "..."}` |
 //!
 //! Every answer closes the connection. Unknown paths get 404, a known path with the
@@ -439,7 +439,9 @@ fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent
         "/ready" => Response::text(503, "draining\n"),
         "/config_dump" => {
             let (snapshot, config) = status.serving();
-            Response::json(200, &json::config_dump(&config, &snapshot))
+            let mut dump = json::config_dump(&config, &snapshot);
+            dump["reloads"] = json::reloads(status);
+            Response::json(200, &dump)
         }
         "/reload" => reload(events),
         _ => Response::text(200, INDEX),

@@ -13,6 +13,7 @@ use crate::config::{
     Resolution, RouteAction, RouteMatch, Server, ServerTls, ServiceEntry, StringMatch, TlsVersion,
     VirtualService,
 };
+use crate::control::status::{ReloadRecord, Status};
 use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
 use crate::tls::CertInfo;
 
@@ -153,6 +154,27 @@ pub(super) fn config_dump(config: &Config, snapshot: &Snapshot) -> Value {
         "virtual_services": config.virtual_services.iter().map(virtual_service).collect::<Vec<_>>(),
         "service_entries": config.service_entries.iter().map(|se| service_entry(se, snapshot)).collect::<Vec<_>>(),
         "destination_rules": config.destination_rules.iter().map(destination_rule).collect::<Vec<_>>(),
+    })
+}
+
+/// The `reloads` section of `/config_dump`: the counts, the last attempt and the last
+/// failure with its error, so an operator sees why a reload did not take.
+pub(super) fn reloads(status: &Status) -> Value {
+    let record = |r: ReloadRecord| {
+        let at =
+            r.at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let (generation, error) = match r.outcome {
+            Ok(generation) => (Some(generation), None),
+            Err(error) => (None, Some(error)),
+        };
+        json!({ "time": rfc3339(at), "cause": r.cause, "generation": generation, "error": error })
+    };
+    json!({
+        "ok": status.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
+        "failed": status.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
+        "last": status.last_reload().map(record),
+        "last_failure": status.last_failure().map(record),
     })
 }
 

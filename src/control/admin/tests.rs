@@ -506,6 +506,40 @@ fn config_dump_is_json_without_key_material() {
     );
 }
 
+#[test]
+fn config_dump_shows_the_last_reload_failure() {
+    let f = fixture();
+    let (_, _, body) = get(f.admin.addr, "/config_dump");
+    let dump: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(dump["reloads"]["failed"], 0);
+    assert!(dump["reloads"]["last_failure"].is_null());
+    f.status
+        .record_reload(crate::control::status::ReloadRecord {
+            at: std::time::SystemTime::now(),
+            cause: "SIGHUP".into(),
+            outcome: Err("gateway.yaml:3:1: bad \"yaml\"".into()),
+        });
+    f.status
+        .record_reload(crate::control::status::ReloadRecord {
+            at: std::time::SystemTime::now(),
+            cause: "POST /reload".into(),
+            outcome: Ok(8),
+        });
+    let (_, _, body) = get(f.admin.addr, "/config_dump");
+    let dump: Value = serde_json::from_str(&body).unwrap();
+    let reloads = &dump["reloads"];
+    assert_eq!(
+        (reloads["ok"].as_u64(), reloads["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(reloads["last"]["generation"], 8);
+    assert_eq!(reloads["last_failure"]["cause"], "SIGHUP");
+    assert_eq!(
+        reloads["last_failure"]["error"],
+        "gateway.yaml:3:1: bad \"yaml\""
+    );
+}
+
 /// Answers the next reload event with `outcome`, checking its cause.
 fn answer_reload(events: Receiver<ControlEvent>, outcome: Result<u64, String>) {
     std::thread::spawn(move || match events.recv_timeout(Duration::from_secs(10)) {
