@@ -787,7 +787,7 @@ impl Gateway {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
     /// The peak resident memory (VmHWM) of the process, in KiB.
@@ -1507,4 +1507,215 @@ fn discard(stream: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8], len: u64
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Signals, logs, bounded waits and the admin endpoint (reload, mutual and admin tests)
+
+/// Sends `kill -NAME pid` (`HUP`, `TERM`...); panics when `kill` fails.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
+}
+
+/// Calls `check` every 20 ms until it returns true or `limit` passes; whether it did.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How long a test waits for a reload (signal, watcher or admin) to take effect.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The log line of a successful reload.
+pub const RELOADED: &str = "configuration reloaded";
+/// The log line of the watcher's start.
+pub const WATCHING: &str = "watching certificates and configuration";
+/// The log line of a failed reload.
+pub const RELOAD_FAILED: &str = "reload failed";
+
+impl Gateway {
+    /// Sends the signal `name` (`HUP`, `TERM`, `INT`) to the gateway.
+    pub fn signal(&self, name: &str) {
+        send_signal(self.pid(), name);
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+
+    /// Waits (at most [`RELOAD_TIMEOUT`]) until at least `count` log lines contain
+    /// `needle`; panics with the log when they do not, or when the gateway exited.
+    #[track_caller]
+    pub fn wait_log_count(&mut self, needle: &str, count: usize) {
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while self.log_count(needle) < count {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "expected {count} log lines with {needle:?} within {RELOAD_TIMEOUT:?}; {}; log:\n{}",
+                self.describe_process(),
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the watcher has taken its first look at the watched files (its
+    /// start-up line is logged): a change made before that is part of its baseline.
+    #[track_caller]
+    pub fn wait_watching(&mut self) {
+        self.wait_log_count(WATCHING, 1);
+    }
+
+    /// [`Gateway::start`], then [`Gateway::wait_admin_ready`]: every shard is
+    /// listening. (`start` alone can return while only ringress's start-up probe of
+    /// the ports accepts: `control::start` binds each address once with a plain
+    /// listener before the shards open theirs, and a connection in that moment makes
+    /// the port look open.)
+    pub fn start_ready(dir: &TempDir, yaml: &str, extra: &[&str]) -> Gateway {
+        let mut gateway = Gateway::start(dir, yaml, extra);
+        gateway.wait_admin_ready();
+        gateway
+    }
+
+    /// Waits until the admin endpoint answers `GET /ready` with 200 (it starts after
+    /// the listeners, which is when [`Gateway::start`] returns); panics with the log
+    /// when it does not within [`START_TIMEOUT`].
+    #[track_caller]
+    pub fn wait_admin_ready(&mut self) {
+        let port = self.admin();
+        let ready = wait_for(START_TIMEOUT, || {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && curl_admin(port, "/ready", &[]).status == 200
+        });
+        if !ready {
+            self.assert_running();
+            panic!(
+                "the admin endpoint on {port} is not ready within {START_TIMEOUT:?}; log:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
+    /// The process's threads with their kernel wait channels, for failure messages
+    /// about a gateway that stopped making progress.
+    pub fn describe_process(&self) -> String {
+        let pid = self.pid();
+        let mut out = format!(
+            "ringress pid {pid}, log {} ({} bytes), stderr {:?}:",
+            self.log.display(),
+            std::fs::metadata(&self.log).map_or(0, |m| m.len()),
+            std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap_or_default(),
+        );
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return out + " no /proc entry";
+        };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let read = |name: &str| {
+                std::fs::read_to_string(path.join(name))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            let _ = write!(out, " [{} wchan={}]", read("comm"), read("wchan"));
+        }
+        out
+    }
+
+    /// Sends SIGHUP and waits until one more reload (successful or failed) is logged;
+    /// whether it succeeded.
+    pub fn sighup_and_wait(&mut self) -> bool {
+        let (ok, failed) = (self.log_count(RELOADED), self.log_count(RELOAD_FAILED));
+        self.signal("HUP");
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        loop {
+            self.assert_running();
+            if self.log_count(RELOADED) > ok {
+                return true;
+            }
+            if self.log_count(RELOAD_FAILED) > failed {
+                return false;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no reload logged within {RELOAD_TIMEOUT:?} of SIGHUP; log:\n{}",
+                self.log_text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin endpoint's port; panics when the gateway has none.
+    pub fn admin(&self) -> u16 {
+        self.admin_port.expect("the gateway has an admin port")
+    }
+
+    /// Waits (at most `limit`) for the process to exit; its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `curl http://127.0.0.1:PORT{path}` on an admin endpoint, with `extra` arguments.
+pub fn curl_admin(port: u16, path: &str, extra: &[&str]) -> Curl {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut args = vec![url.as_str()];
+    args.extend_from_slice(extra);
+    curl(&args)
+}
+
+/// The serial number of the first certificate in `cert` as `openssl x509 -serial`
+/// prints it (upper-case hex, no separators).
+pub fn openssl_serial(cert: &Path) -> String {
+    let mut command = Command::new("openssl");
+    command.args(["x509", "-noout", "-serial", "-in"]).arg(cert);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .strip_prefix("serial=")
+        .unwrap_or_else(|| panic!("no serial from openssl x509 for {}: {text}", cert.display()))
+        .to_owned()
+}
+
+/// Whether a verified TLS handshake for `sni` on `port` succeeds trusting only `ca`.
+pub fn handshake_ok(port: u16, sni: &str, ca: &Path) -> bool {
+    tls_connect(port, sni, client_config(ca, None)).is_ok()
+}
+
+/// Copies `from` to `to` through a temporary file and a rename (as certificate tools
+/// replace files).
+pub fn replace_file(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp-replace");
+    std::fs::copy(from, &tmp)
+        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", from.display(), tmp.display()));
+    std::fs::rename(&tmp, to)
+        .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), to.display()));
 }
