@@ -117,11 +117,19 @@ pub struct Listener {
 /// ringress). The probe binds without listening, so no client can connect to it, and is
 /// closed at once.
 pub fn probe_exclusive_bind(addr: SocketAddr) -> io::Result<()> {
+    bound_socket(addr, false).map(drop)
+}
+
+/// A new TCP socket bound to `addr` (`SO_REUSEADDR` always, `SO_REUSEPORT` if asked),
+/// not yet listening.
+fn bound_socket(addr: SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
     let fd = new_socket(&addr)?;
     set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if reuseport {
+        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    }
     let (storage, len) = socket_addr_to_raw(&addr);
-    // SAFETY: `storage` is a valid sockaddr of `len` bytes on our stack; `fd` is ours and
-    // closed when dropped at the end of this function.
+    // SAFETY: `storage` is a valid sockaddr of `len` bytes on our stack; `fd` is ours.
     let rc = unsafe {
         libc::bind(
             fd.as_raw_fd(),
@@ -132,29 +140,13 @@ pub fn probe_exclusive_bind(addr: SocketAddr) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(fd)
 }
 
 impl Listener {
     /// Creates, binds and listens (`SO_REUSEADDR` always, `SO_REUSEPORT` if asked).
     pub fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
-        let fd = new_socket(&addr)?;
-        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        if opts.reuseport {
-            set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-        }
-        let (storage, len) = socket_addr_to_raw(&addr);
-        // SAFETY: `storage` is a valid sockaddr of `len` bytes on our stack; `fd` is ours.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const storage).cast::<libc::sockaddr>(),
-                len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = bound_socket(addr, opts.reuseport)?;
         let backlog = libc::c_int::try_from(opts.backlog).unwrap_or(libc::c_int::MAX);
         // SAFETY: plain syscall on our own fd.
         if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
