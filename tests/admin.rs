@@ -32,6 +32,15 @@ fn admin_config(pki: &pki::Pki, port: u16, upstream: SocketAddr) -> String {
     ])
 }
 
+/// Starts ringress (ready, `--no-watch`) on a fresh [`HttpsFixture`] tagged `tag` with
+/// [`admin_config`]; the fixture, the configuration and the gateway.
+fn start_admin(tag: &str) -> (HttpsFixture, String, Gateway) {
+    let s = HttpsFixture::new(tag);
+    let config = admin_config(&s.pki, s.port, s.upstream.addr());
+    let gw = Gateway::start_ready(&s.dir, &config, &["--no-watch"]);
+    (s, config, gw)
+}
+
 /// `GET path` on the admin endpoint, expecting 200 and JSON.
 #[track_caller]
 fn admin_json(gw: &Gateway, path: &str) -> Value {
@@ -82,15 +91,8 @@ fn certs_lists_every_host_with_its_serial_and_follows_a_rotation() {
     if !have_tools() {
         return;
     }
-    let dir = TempDir::new("ad-certs");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let mut gw = Gateway::start_ready(
-        &dir,
-        &admin_config(&pki, port, upstream.addr()),
-        &["--no-watch"],
-    );
+    let (s, _, mut gw) = start_admin("ad-certs");
+    let pki = &s.pki;
     let certs = admin_json(&gw, "/certs");
     assert_eq!(certs["generation"].as_u64(), Some(1), "{certs}");
     let mut before = BTreeMap::new();
@@ -200,12 +202,8 @@ fn prometheus_counts_responses_handshakes_connections_reloads_and_expiry() {
     if !have_tools() {
         return;
     }
-    let dir = TempDir::new("ad-stats");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let good = admin_config(&pki, port, upstream.addr());
-    let mut gw = Gateway::start_ready(&dir, &good, &["--no-watch"]);
+    let (s, good, mut gw) = start_admin("ad-stats");
+    let (dir, pki, port) = (&s.dir, &s.pki, s.port);
 
     let before = Metrics::fetch(&gw);
     for family in [
@@ -218,18 +216,13 @@ fn prometheus_counts_responses_handshakes_connections_reloads_and_expiry() {
         assert!(before.has(family), "{family} missing");
     }
     for path in ["/status/200", "/status/201", "/status/204"] {
-        let out = curl_https(&pki, port, path, &[]);
+        let out = curl_https(pki, port, path, &[]);
         assert_eq!(out.code, 0, "{out:?}");
     }
-    let out = curl_https(&pki, port, "/status/404", &[]);
+    let out = curl_https(pki, port, "/status/404", &[]);
     assert_eq!(out.status, 404, "{out:?}");
     // A handshake for a name no server covers fails.
-    let out = curl(&strs(&https_url_for(
-        "unknown.example.com",
-        port,
-        &pki.root_cert,
-        "/",
-    )));
+    let out = curl_https_for("unknown.example.com", port, &pki.root_cert, "/");
     assert_ne!(out.code, 0, "{out:?}");
 
     let after = wait_metrics(&gw, |m| {
@@ -280,29 +273,19 @@ fn prometheus_counts_responses_handshakes_connections_reloads_and_expiry() {
     );
 
     // Reloads: ok after SIGHUP, failed after a broken config.
-    let ok = after.sum("ringress_reloads_total", &[("outcome", "ok")]);
-    let failed = after.sum("ringress_reloads_total", &[("outcome", "failed")]);
+    // The reloads counted so far, as (ok, failed).
+    let reloads = |m: &Metrics| {
+        (
+            m.sum("ringress_reloads_total", &[("outcome", "ok")]),
+            m.sum("ringress_reloads_total", &[("outcome", "failed")]),
+        )
+    };
+    let (ok, failed) = reloads(&after);
     assert!(gw.sighup_and_wait());
-    let m = Metrics::fetch(&gw);
-    assert_eq!(
-        m.sum("ringress_reloads_total", &[("outcome", "ok")]),
-        ok + 1.0
-    );
-    assert_eq!(
-        m.sum("ringress_reloads_total", &[("outcome", "failed")]),
-        failed
-    );
+    assert_eq!(reloads(&Metrics::fetch(&gw)), (ok + 1.0, failed));
     dir.write("gateway.yaml", format!("{good}\n  - broken: [\n"));
     assert!(!gw.sighup_and_wait());
-    let m = Metrics::fetch(&gw);
-    assert_eq!(
-        m.sum("ringress_reloads_total", &[("outcome", "ok")]),
-        ok + 1.0
-    );
-    assert_eq!(
-        m.sum("ringress_reloads_total", &[("outcome", "failed")]),
-        failed + 1.0
-    );
+    assert_eq!(reloads(&Metrics::fetch(&gw)), (ok + 1.0, failed + 1.0));
 }
 
 /// Fetches the metrics until `check` holds (bounded); the last fetch.
@@ -320,12 +303,8 @@ fn ready_reload_and_config_dump() {
     if !have("curl") {
         return;
     }
-    let dir = TempDir::new("ad-reload");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let good = admin_config(&pki, port, upstream.addr());
-    let gw = Gateway::start_ready(&dir, &good, &["--no-watch"]);
+    let (s, good, gw) = start_admin("ad-reload");
+    let (dir, pki, port) = (&s.dir, &s.pki, s.port);
     let admin = gw.admin();
 
     let out = curl_admin(admin, "/ready", &[]);
@@ -349,7 +328,7 @@ fn ready_reload_and_config_dump() {
         out.text().contains("no-such.key"),
         "the error names the file: {out:?}"
     );
-    let served = curl_https(&pki, port, "/status/418", &[]);
+    let served = curl_https(pki, port, "/status/418", &[]);
     assert_eq!((served.code, served.status), (0, 418), "{served:?}");
     let certs = admin_json(&gw, "/certs");
     assert_eq!(certs["generation"].as_u64(), Some(2), "{certs}");

@@ -363,12 +363,7 @@ fn unknown_sni_gets_an_alert_never_another_certificate() {
     let pki = pki(&dir);
     let upstream = httpbin();
     let port = free_port();
-    let config = backend_config(
-        &sni_servers(&pki, port),
-        &[HTTPBIN, BOOKINFO],
-        &[upstream.addr()],
-    );
-    let mut gw = Gateway::start(&dir, &config, &[]);
+    let mut gw = Gateway::start(&dir, &sni_config(&pki, port, upstream.addr()), &[]);
     let root = pki.root_cert.to_string_lossy().into_owned();
 
     // A name no server covers: an alert, no certificate. No SNI at all: no server is
@@ -389,12 +384,7 @@ fn unknown_sni_gets_an_alert_never_another_certificate() {
         );
     }
     // curl: a TLS error (35), no HTTP exchange.
-    let out = curl(&strs(&https_url_for(
-        "unknown.example.com",
-        port,
-        &pki.root_cert,
-        "/status/200",
-    )));
+    let out = curl_https_for("unknown.example.com", port, &pki.root_cert, "/status/200");
     assert_eq!(out.code, 35, "{out:?}");
     assert_eq!(out.status, 0, "{out:?}");
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use rcgen::{
@@ -15,31 +15,34 @@ use rcgen::{
     KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
 
-/// `tls:` lines of a `mode` server for `host` of the test PKI trusting client
-/// certificates from `ca` (plus `extra` lines, already indented).
-fn mutual_tls_for(pki: &pki::Pki, mode: &str, host: &str, ca: &Path, extra: &str) -> String {
-    format!(
-        "      mode: {mode}
-      serverCertificate: {}
-      privateKey: {}
-      caCertificates: {}
-{extra}",
-        yaml_path(&pki.cert(host)),
-        yaml_path(&pki.key(host)),
-        yaml_path(ca),
-    )
+/// A client certificate and its key, as curl presents them.
+type Identity = (PathBuf, PathBuf);
+
+/// The test PKI's client certificate (issued by the test chain's intermediate).
+fn ours(pki: &pki::Pki) -> Identity {
+    (pki.client_cert(), pki.client_key())
 }
 
-/// `curl https://HOST:PORT{path}` trusting the test root, presenting `identity` (a
-/// certificate and its key) when given.
-fn curl_as(
-    pki: &pki::Pki,
-    host: &str,
-    port: u16,
-    path: &str,
-    identity: Option<(&Path, &Path)>,
-) -> Curl {
-    let mut args = https_url_for(host, port, &pki.root_cert, path);
+/// The client certificate of the unrelated other CA.
+fn others(pki: &pki::Pki) -> Identity {
+    (pki.other_client_cert(), pki.other_client_key())
+}
+
+/// Starts ringress (ready) with one HTTPS server `https` for [`HTTPBIN`] on the
+/// fixture's port with the `tls` lines, every request routed to its httpbin.
+fn start_one(s: &HttpsFixture, tls: &str) -> Gateway {
+    let config = backend_config(
+        &[https_server(s.port, "https", &[HTTPBIN], tls)],
+        &[HTTPBIN],
+        &[s.upstream.addr()],
+    );
+    Gateway::start_ready(&s.dir, &config, &[])
+}
+
+/// `curl https://HOST:PORT{path}` on the fixture's port trusting the test root,
+/// presenting `identity` when given.
+fn curl_as(s: &HttpsFixture, host: &str, path: &str, identity: Option<&Identity>) -> Curl {
+    let mut args = https_url_for(host, s.port, &s.pki.root_cert, path);
     if let Some((cert, key)) = identity {
         args.extend(client_cert_args(cert, key));
     }
@@ -55,44 +58,42 @@ fn assert_refused(out: &Curl, what: &str) {
     );
 }
 
+/// Panics unless curl completed and got `status`.
+#[track_caller]
+fn assert_served(out: &Curl, status: u16, what: &str) {
+    assert_eq!((out.code, out.status), (0, status), "{what}: {out:?}");
+}
+
+/// For each `(host, identity, want, what)`: `GET /status/418` for `host` presenting
+/// `identity` is served with `want`, or (`None`) refused at the handshake.
+#[track_caller]
+fn check_clients(s: &HttpsFixture, cases: &[(&str, Option<&Identity>, Option<u16>, &str)]) {
+    for &(host, identity, want, what) in cases {
+        let out = curl_as(s, host, "/status/418", identity);
+        match want {
+            Some(status) => assert_served(&out, status, what),
+            None => assert_refused(&out, what),
+        }
+    }
+}
+
 #[test]
 fn mutual_walkthrough_needs_a_client_certificate_from_the_client_ca() {
     if !have("curl") {
         return;
     }
-    let dir = TempDir::new("mu-walk");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let config = backend_config(
-        &[https_server(
-            port,
-            "https",
-            &[HTTPBIN],
-            &mutual_tls(&pki, "MUTUAL"),
-        )],
-        &[HTTPBIN],
-        &[upstream.addr()],
-    );
-    let _gw = Gateway::start_ready(&dir, &config, &[]);
+    let s = HttpsFixture::new("mu-walk");
+    let _gw = start_one(&s, &mutual_tls(&s.pki, "MUTUAL"));
 
     // curl without --cert: the handshake fails, nothing is served.
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", None);
+    let out = curl_as(&s, HTTPBIN, "/status/418", None);
     assert_refused(&out, "a client without a certificate");
     // With the client CA's certificate: the teapot.
-    let identity = (pki.client_cert(), pki.client_key());
-    let out = curl_as(
-        &pki,
-        HTTPBIN,
-        port,
-        "/status/418",
-        Some((&identity.0, &identity.1)),
-    );
+    let out = curl_as(&s, HTTPBIN, "/status/418", Some(&ours(&s.pki)));
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
     assert!(out.text().contains("teapot"), "{out:?}");
     // A client certificate from another CA fails.
-    let (cert, key) = (pki.other_client_cert(), pki.other_client_key());
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", Some((&cert, &key)));
+    let out = curl_as(&s, HTTPBIN, "/status/418", Some(&others(&s.pki)));
     assert_refused(&out, "a client certificate from other-ca");
 }
 
@@ -101,53 +102,49 @@ fn two_mutual_servers_on_one_port_trust_only_their_own_client_ca() {
     if !have("curl") {
         return;
     }
-    let dir = TempDir::new("mu-per-host");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
+    let s = HttpsFixture::new("mu-per-host");
     // httpbin trusts the test chain's clients, bookinfo only other-ca's.
     let config = backend_config(
         &[
             https_server(
-                port,
+                s.port,
                 "https-httpbin",
                 &[HTTPBIN],
-                &mutual_tls_for(&pki, "MUTUAL", HTTPBIN, &pki.ca_chain, ""),
+                &mutual_tls_for(&s.pki, "MUTUAL", HTTPBIN, &s.pki.ca_chain, ""),
             ),
             https_server(
-                port,
+                s.port,
                 "https-bookinfo",
                 &[BOOKINFO],
-                &mutual_tls_for(&pki, "MUTUAL", BOOKINFO, &pki.other_ca_cert, ""),
+                &mutual_tls_for(&s.pki, "MUTUAL", BOOKINFO, &s.pki.other_ca_cert, ""),
             ),
         ],
         &[HTTPBIN, BOOKINFO],
-        &[upstream.addr()],
+        &[s.upstream.addr()],
     );
-    let _gw = Gateway::start_ready(&dir, &config, &[]);
-    let ours = (pki.client_cert(), pki.client_key());
-    let others = (pki.other_client_cert(), pki.other_client_key());
-    let ours = Some((ours.0.as_path(), ours.1.as_path()));
-    let others = Some((others.0.as_path(), others.1.as_path()));
+    let _gw = Gateway::start_ready(&s.dir, &config, &[]);
+    let (ours, others) = (ours(&s.pki), others(&s.pki));
 
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", ours);
-    assert_eq!(
-        (out.code, out.status),
-        (0, 418),
-        "httpbin with its client: {out:?}"
+    check_clients(
+        &s,
+        &[
+            (HTTPBIN, Some(&ours), Some(418), "httpbin with its client"),
+            (
+                BOOKINFO,
+                Some(&others),
+                Some(418),
+                "bookinfo with its client",
+            ),
+            (HTTPBIN, Some(&others), None, "other-ca's client on httpbin"),
+            (
+                BOOKINFO,
+                Some(&ours),
+                None,
+                "the test chain's client on bookinfo",
+            ),
+            (BOOKINFO, None, None, "no client certificate on bookinfo"),
+        ],
     );
-    let out = curl_as(&pki, BOOKINFO, port, "/status/418", others);
-    assert_eq!(
-        (out.code, out.status),
-        (0, 418),
-        "bookinfo with its client: {out:?}"
-    );
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", others);
-    assert_refused(&out, "other-ca's client on httpbin");
-    let out = curl_as(&pki, BOOKINFO, port, "/status/418", ours);
-    assert_refused(&out, "the test chain's client on bookinfo");
-    let out = curl_as(&pki, BOOKINFO, port, "/status/418", None);
-    assert_refused(&out, "no client certificate on bookinfo");
 }
 
 #[test]
@@ -155,79 +152,58 @@ fn credential_name_ca_from_the_secret_or_a_separate_cacert_secret() {
     if !have("curl") {
         return;
     }
-    let dir = TempDir::new("mu-credential");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let secrets = dir.join("secrets");
+    let s = HttpsFixture::new("mu-credential");
+    let pki = &s.pki;
     // httpbin-credential: a TLS secret with its own ca.crt (the test chain).
     // bookinfo-credential: tls.crt + tls.key only; bookinfo-credential-cacert holds
     // ca.crt (other-ca), as Istio's separate CA secret.
-    for (from, to) in [
-        (pki.cert(HTTPBIN), "httpbin-credential/tls.crt"),
-        (pki.key(HTTPBIN), "httpbin-credential/tls.key"),
-        (pki.ca_chain.clone(), "httpbin-credential/ca.crt"),
-        (pki.cert(BOOKINFO), "bookinfo-credential/tls.crt"),
-        (pki.key(BOOKINFO), "bookinfo-credential/tls.key"),
-        (
-            pki.other_ca_cert.clone(),
-            "bookinfo-credential-cacert/ca.crt",
-        ),
-    ] {
-        let target = secrets.join(to);
-        std::fs::create_dir_all(target.parent().expect("parent")).expect("secret dir");
-        std::fs::copy(&from, &target).expect("copying a credential file");
-    }
-    let credential = |name: &str| format!("      mode: MUTUAL\n      credentialName: {name}\n");
-    let config = backend_config(
+    let secrets = write_secrets(
+        &s.dir,
         &[
-            https_server(
-                port,
-                "https-httpbin",
-                &[HTTPBIN],
-                &credential("httpbin-credential"),
-            ),
-            https_server(
-                port,
-                "https-bookinfo",
-                &[BOOKINFO],
-                &credential("bookinfo-credential"),
+            (pki.cert(HTTPBIN), "httpbin-credential/tls.crt"),
+            (pki.key(HTTPBIN), "httpbin-credential/tls.key"),
+            (pki.ca_chain.clone(), "httpbin-credential/ca.crt"),
+            (pki.cert(BOOKINFO), "bookinfo-credential/tls.crt"),
+            (pki.key(BOOKINFO), "bookinfo-credential/tls.key"),
+            (
+                pki.other_ca_cert.clone(),
+                "bookinfo-credential-cacert/ca.crt",
             ),
         ],
+    );
+    let config = backend_config(
+        &credential_servers(s.port, "MUTUAL"),
         &[HTTPBIN, BOOKINFO],
-        &[upstream.addr()],
+        &[s.upstream.addr()],
     );
     let secrets_arg = secrets.to_string_lossy().into_owned();
-    let _gw = Gateway::start_ready(&dir, &config, &["--secrets-dir", &secrets_arg]);
-    let ours = (pki.client_cert(), pki.client_key());
-    let others = (pki.other_client_cert(), pki.other_client_key());
-    let ours = Some((ours.0.as_path(), ours.1.as_path()));
-    let others = Some((others.0.as_path(), others.1.as_path()));
+    let _gw = Gateway::start_ready(&s.dir, &config, &["--secrets-dir", &secrets_arg]);
+    let (ours, others) = (ours(pki), others(pki));
 
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", ours);
-    assert_eq!(
-        (out.code, out.status),
-        (0, 418),
-        "ca.crt in the secret: {out:?}"
-    );
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", others);
-    assert_refused(
-        &out,
-        "other-ca's client against ca.crt of httpbin-credential",
-    );
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", None);
-    assert_refused(&out, "no client certificate on httpbin");
-
-    let out = curl_as(&pki, BOOKINFO, port, "/status/418", others);
-    assert_eq!(
-        (out.code, out.status),
-        (0, 418),
-        "the CA from bookinfo-credential-cacert: {out:?}"
-    );
-    let out = curl_as(&pki, BOOKINFO, port, "/status/418", ours);
-    assert_refused(
-        &out,
-        "the test chain's client against bookinfo-credential-cacert",
+    check_clients(
+        &s,
+        &[
+            (HTTPBIN, Some(&ours), Some(418), "ca.crt in the secret"),
+            (
+                HTTPBIN,
+                Some(&others),
+                None,
+                "other-ca's client against ca.crt of httpbin-credential",
+            ),
+            (HTTPBIN, None, None, "no client certificate on httpbin"),
+            (
+                BOOKINFO,
+                Some(&others),
+                Some(418),
+                "the CA from bookinfo-credential-cacert",
+            ),
+            (
+                BOOKINFO,
+                Some(&ours),
+                None,
+                "the test chain's client against bookinfo-credential-cacert",
+            ),
+        ],
     );
 }
 
@@ -283,13 +259,11 @@ fn ca_crl_revokes_a_client_certificate() {
     if !have("curl") {
         return;
     }
-    let dir = TempDir::new("mu-crl");
-    let pki = pki(&dir);
+    let s = HttpsFixture::new("mu-crl");
+    let (dir, pki) = (&s.dir, &s.pki);
     let stranger = pki
         .issue(&pki::LeafSpec::client("stranger", "stranger.example.com"))
         .expect("issuing a second client certificate");
-    let upstream = httpbin();
-    let port = free_port();
     // One file, a CRL per CA of the chain: the root revokes nothing, the intermediate
     // revokes client.crt (whose serial openssl agrees on).
     let revoked = serial_bytes(&pki.client_cert());
@@ -310,40 +284,18 @@ fn ca_crl_revokes_a_client_certificate() {
             crl_pem(&intermediate, &[revoked])
         ),
     );
-    let config = backend_config(
-        &[https_server(
-            port,
-            "https",
-            &[HTTPBIN],
-            &mutual_tls_for(
-                &pki,
-                "MUTUAL",
-                HTTPBIN,
-                &pki.ca_chain,
-                &format!("      caCrl: {}\n", yaml_path(&crl)),
-            ),
-        )],
-        &[HTTPBIN],
-        &[upstream.addr()],
+    let crl_line = format!("      caCrl: {}\n", yaml_path(&crl));
+    let _gw = start_one(
+        &s,
+        &mutual_tls_for(pki, "MUTUAL", HTTPBIN, &pki.ca_chain, &crl_line),
     );
-    let _gw = Gateway::start_ready(&dir, &config, &[]);
 
     // The stranger, from the same intermediate but not revoked, is served...
-    let out = curl_as(
-        &pki,
-        HTTPBIN,
-        port,
-        "/status/418",
-        Some((&stranger.cert, &stranger.key)),
-    );
-    assert_eq!(
-        (out.code, out.status),
-        (0, 418),
-        "a client certificate the CRL does not list: {out:?}"
-    );
+    let stranger = (stranger.cert, stranger.key);
+    let out = curl_as(&s, HTTPBIN, "/status/418", Some(&stranger));
+    assert_served(&out, 418, "a client certificate the CRL does not list");
     // ...the revoked client certificate is refused at the handshake.
-    let (cert, key) = (pki.client_cert(), pki.client_key());
-    let out = curl_as(&pki, HTTPBIN, port, "/status/418", Some((&cert, &key)));
+    let out = curl_as(&s, HTTPBIN, "/status/418", Some(&ours(pki)));
     assert_refused(&out, "the revoked client certificate");
 }
 
@@ -352,23 +304,10 @@ fn optional_mutual_serves_without_a_certificate_and_forwards_a_verified_one() {
     if !have("curl") {
         return;
     }
-    let dir = TempDir::new("mu-optional");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let config = backend_config(
-        &[https_server(
-            port,
-            "https",
-            &[HTTPBIN],
-            &mutual_tls(&pki, "OPTIONAL_MUTUAL"),
-        )],
-        &[HTTPBIN],
-        &[upstream.addr()],
-    );
-    let _gw = Gateway::start_ready(&dir, &config, &[]);
+    let s = HttpsFixture::new("mu-optional");
+    let _gw = start_one(&s, &mutual_tls(&s.pki, "OPTIONAL_MUTUAL"));
 
-    let out = curl_as(&pki, HTTPBIN, port, "/headers", None);
+    let out = curl_as(&s, HTTPBIN, "/headers", None);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     assert!(
         !out.text()
@@ -376,8 +315,7 @@ fn optional_mutual_serves_without_a_certificate_and_forwards_a_verified_one() {
             .contains("x-forwarded-client-cert"),
         "no client certificate, no x-forwarded-client-cert: {out:?}"
     );
-    let (cert, key) = (pki.client_cert(), pki.client_key());
-    let out = curl_as(&pki, HTTPBIN, port, "/headers", Some((&cert, &key)));
+    let out = curl_as(&s, HTTPBIN, "/headers", Some(&ours(&s.pki)));
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     let text = out.text();
     assert!(
@@ -386,8 +324,7 @@ fn optional_mutual_serves_without_a_certificate_and_forwards_a_verified_one() {
             && text.contains(pki::CLIENT_NAME),
         "a verified client certificate reaches the upstream: {out:?}"
     );
-    let (cert, key) = (pki.other_client_cert(), pki.other_client_key());
-    let out = curl_as(&pki, HTTPBIN, port, "/headers", Some((&cert, &key)));
+    let out = curl_as(&s, HTTPBIN, "/headers", Some(&others(&s.pki)));
     assert_refused(&out, "an untrusted client certificate on OPTIONAL_MUTUAL");
 }
 
@@ -400,27 +337,35 @@ fn a_simple_servers_session_ticket_never_resumes_on_a_mutual_server() {
     if !have("openssl") {
         return;
     }
-    let dir = TempDir::new("mu-tickets");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let (simple, mutual) = (free_port(), free_port());
+    let s = HttpsFixture::new("mu-tickets");
+    let (dir, pki) = (&s.dir, &s.pki);
+    let (simple, mutual) = (s.port, free_port());
     let config = backend_config(
         &[
-            simple_https(&pki, simple, "https-simple", HTTPBIN),
+            simple_https(pki, simple, "https-simple", HTTPBIN),
             https_server(
                 mutual,
                 "https-mutual",
                 &[HTTPBIN],
-                &mutual_tls(&pki, "MUTUAL"),
+                &mutual_tls(pki, "MUTUAL"),
             ),
         ],
         &[HTTPBIN],
-        &[upstream.addr()],
+        &[s.upstream.addr()],
     );
-    let _gw = Gateway::start_ready(&dir, &config, &[]);
+    let _gw = Gateway::start_ready(dir, &config, &[]);
     let session = dir.join("simple.session");
     let session_arg = session.to_string_lossy().into_owned();
     let ca = pki.root_cert.to_string_lossy().into_owned();
+    // A TLS 1.3 handshake on `port` offering the saved ticket, then the request.
+    let resume = |port: u16| {
+        s_client(
+            port,
+            HTTPBIN,
+            &["-tls1_3", "-CAfile", &ca, "-sess_in", &session_arg],
+            CLOSE_REQUEST,
+        )
+    };
 
     // A full TLS 1.3 handshake and a request on the SIMPLE port; the ticket is saved.
     let first = s_client(
@@ -435,12 +380,7 @@ fn a_simple_servers_session_ticket_never_resumes_on_a_mutual_server() {
         "s_client saved no session: {first:?}"
     );
     // The ticket does resume on the port that issued it (so the test can tell).
-    let again = s_client(
-        simple,
-        HTTPBIN,
-        &["-tls1_3", "-CAfile", &ca, "-sess_in", &session_arg],
-        CLOSE_REQUEST,
-    );
+    let again = resume(simple);
     assert!(
         again.output.contains("Reused, TLSv1.3"),
         "the ticket should resume on the SIMPLE port: {again:?}"
@@ -449,12 +389,7 @@ fn a_simple_servers_session_ticket_never_resumes_on_a_mutual_server() {
 
     // On the MUTUAL port (same host, same SNI) the ticket is not accepted, and without
     // a client certificate nothing is served.
-    let crossed = s_client(
-        mutual,
-        HTTPBIN,
-        &["-tls1_3", "-CAfile", &ca, "-sess_in", &session_arg],
-        CLOSE_REQUEST,
-    );
+    let crossed = resume(mutual);
     assert!(
         !crossed.output.contains("Reused"),
         "a SIMPLE server's ticket resumed on the MUTUAL server: {crossed:?}"
@@ -491,47 +426,27 @@ fn a_host_of_another_server_on_the_connection_gets_421() {
     if !have("openssl") {
         return;
     }
-    let dir = TempDir::new("mu-421");
-    let pki = pki(&dir);
-    let upstream = httpbin();
-    let port = free_port();
-    let config = backend_config(
-        &sni_servers(&pki, port),
-        &[HTTPBIN, BOOKINFO],
-        &[upstream.addr()],
-    );
-    let _gw = Gateway::start_ready(&dir, &config, &[]);
-    let ca = pki.root_cert.to_string_lossy().into_owned();
-    let request = |host: &str| {
-        format!("GET /status/418 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    let s = HttpsFixture::new("mu-421");
+    let _gw = Gateway::start_ready(&s.dir, &sni_config(&s.pki, s.port, s.upstream.addr()), &[]);
+    let ca = s.pki.root_cert.to_string_lossy().into_owned();
+    // `GET /status/418` for `host` on a connection whose SNI is `sni`.
+    let exchange = |sni: &str, host: &str| {
+        let request =
+            format!("GET /status/418 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s_client(s.port, sni, &["-CAfile", &ca], request.as_bytes())
     };
 
     // SNI httpbin, Host httpbin: served.
-    let same = s_client(
-        port,
-        HTTPBIN,
-        &["-CAfile", &ca],
-        request(HTTPBIN).as_bytes(),
-    );
+    let same = exchange(HTTPBIN, HTTPBIN);
     assert!(same.output.contains("HTTP/1.1 418"), "{same:?}");
     // SNI httpbin, Host bookinfo (another certificate on this port): misdirected.
-    let crossed = s_client(
-        port,
-        HTTPBIN,
-        &["-CAfile", &ca],
-        request(BOOKINFO).as_bytes(),
-    );
+    let crossed = exchange(HTTPBIN, BOOKINFO);
     assert!(
         crossed.output.contains("HTTP/1.1 421"),
         "expected 421 Misdirected Request: {crossed:?}"
     );
     assert!(!crossed.output.contains("HTTP/1.1 418"), "{crossed:?}");
     // And the other way round.
-    let crossed = s_client(
-        port,
-        BOOKINFO,
-        &["-CAfile", &ca],
-        request(HTTPBIN).as_bytes(),
-    );
+    let crossed = exchange(BOOKINFO, HTTPBIN);
     assert!(crossed.output.contains("HTTP/1.1 421"), "{crossed:?}");
 }

@@ -141,12 +141,7 @@ fn securing_gateways_simple_tls_verifies_through_the_intermediate() {
     assert!(out.text().contains("TEA"), "{out:?}");
 
     // ca-chain.pem (intermediate + root), as the demo prints, works as well.
-    let out = curl(&strs(&https_url_for(
-        HTTPBIN,
-        port,
-        &pki.ca_chain,
-        "/status/418",
-    )));
+    let out = curl_https_for(HTTPBIN, port, &pki.ca_chain, "/status/418");
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
 
     // Not exposed: 404, over TLS too.
@@ -154,12 +149,7 @@ fn securing_gateways_simple_tls_verifies_through_the_intermediate() {
     assert_eq!((out.code, out.status), (0, 404), "{out:?}");
 
     // A client trusting another CA refuses the certificate (curl exit 60).
-    let out = curl(&strs(&https_url_for(
-        HTTPBIN,
-        port,
-        &pki.other_ca_cert,
-        "/status/418",
-    )));
+    let out = curl_https_for(HTTPBIN, port, &pki.other_ca_cert, "/status/418");
     assert_eq!(
         out.code, 60,
         "a client trusting only other-ca must fail: {out:?}"
@@ -246,31 +236,16 @@ fn multiple_hosts_on_one_port_get_their_own_certificates() {
         );
 
         // curl with the root as its only trust anchor gets an answer from each host.
-        let out = curl(&strs(&https_url_for(
-            host,
-            port,
-            &pki.root_cert,
-            "/status/418",
-        )));
+        let out = curl_https_for(host, port, &pki.root_cert, "/status/418");
         assert_eq!((out.code, out.status), (0, 418), "{host}: {out:?}");
 
         // A client trusting the wrong root fails for each host.
-        let out = curl(&strs(&https_url_for(
-            host,
-            port,
-            &pki.other_ca_cert,
-            "/status/418",
-        )));
+        let out = curl_https_for(host, port, &pki.other_ca_cert, "/status/418");
         assert_eq!(out.code, 60, "{host} with other-ca: {out:?}");
     }
 
     // bookinfo's VirtualService routes every path; httpbin's only /status and /delay.
-    let bookinfo = curl(&strs(&https_url_for(
-        BOOKINFO,
-        port,
-        &pki.root_cert,
-        "/headers",
-    )));
+    let bookinfo = curl_https_for(BOOKINFO, port, &pki.root_cert, "/headers");
     assert_eq!((bookinfo.code, bookinfo.status), (0, 200), "{bookinfo:?}");
     let httpbin = curl(&strs(&https_url(&pki, port, "/headers")));
     assert_eq!((httpbin.code, httpbin.status), (0, 404), "{httpbin:?}");
@@ -322,47 +297,23 @@ fn credential_name_resolves_in_the_secrets_dir() {
     let port = free_port();
     // A Kubernetes TLS secret as kubelet mounts it (tls.crt, tls.key), and a generic
     // secret (cert, key) for the second host.
-    let secrets = dir.join("secrets");
-    std::fs::create_dir_all(secrets.join("httpbin-credential")).expect("secret dir");
-    std::fs::create_dir_all(secrets.join("bookinfo-credential")).expect("secret dir");
-    for (from, to) in [
-        (pki.cert(HTTPBIN), "httpbin-credential/tls.crt"),
-        (pki.key(HTTPBIN), "httpbin-credential/tls.key"),
-        (pki.cert(BOOKINFO), "bookinfo-credential/cert"),
-        (pki.key(BOOKINFO), "bookinfo-credential/key"),
-    ] {
-        std::fs::copy(&from, secrets.join(to)).expect("copying a credential file");
-    }
-    let credential = |name: &str| format!("      mode: SIMPLE\n      credentialName: {name}\n");
-    let config = two_hosts_config(
+    let secrets = write_secrets(
+        &dir,
         &[
-            https_server(
-                port,
-                "https-httpbin",
-                &[HTTPBIN],
-                &credential("httpbin-credential"),
-            ),
-            https_server(
-                port,
-                "https-bookinfo",
-                &[BOOKINFO],
-                &credential("bookinfo-credential"),
-            ),
+            (pki.cert(HTTPBIN), "httpbin-credential/tls.crt"),
+            (pki.key(HTTPBIN), "httpbin-credential/tls.key"),
+            (pki.cert(BOOKINFO), "bookinfo-credential/cert"),
+            (pki.key(BOOKINFO), "bookinfo-credential/key"),
         ],
-        upstream.addr(),
     );
+    let config = two_hosts_config(&credential_servers(port, "SIMPLE"), upstream.addr());
     let secrets_arg = secrets.to_string_lossy().into_owned();
     let _gw = Gateway::start(&dir, &config, &["--secrets-dir", &secrets_arg]);
 
     let out = curl(&strs(&https_url(&pki, port, "/status/418")));
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
     assert!(out.text().contains("I'm a teapot"), "{out:?}");
-    let out = curl(&strs(&https_url_for(
-        BOOKINFO,
-        port,
-        &pki.root_cert,
-        "/status/200",
-    )));
+    let out = curl_https_for(BOOKINFO, port, &pki.root_cert, "/status/200");
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
 
     // Without --secrets-dir the same configuration does not start, and says why.

@@ -118,6 +118,30 @@ pub fn httpbin() -> httpbin::Httpbin {
     httpbin::spawn("127.0.0.1:0".parse().expect("address")).expect("starting httpbin")
 }
 
+/// What most HTTPS tests start from: a [`TempDir`] tagged `tag`, the test [`pki`] in it,
+/// an [`httpbin`] upstream and a free port for the gateway.
+pub struct HttpsFixture {
+    pub dir: TempDir,
+    pub pki: pki::Pki,
+    pub upstream: httpbin::Httpbin,
+    pub port: u16,
+}
+
+impl HttpsFixture {
+    pub fn new(tag: &str) -> HttpsFixture {
+        let dir = TempDir::new(tag);
+        let pki = pki(&dir);
+        let upstream = httpbin();
+        let port = free_port();
+        HttpsFixture {
+            dir,
+            pki,
+            upstream,
+            port,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Client tools
 
@@ -980,15 +1004,21 @@ pub fn simple_tls_for(pki: &pki::Pki, host: &str) -> String {
 /// `tls:` lines of a `mode` (MUTUAL, OPTIONAL_MUTUAL) server for [`HTTPBIN`] of the test
 /// PKI, trusting client certificates from its CA chain.
 pub fn mutual_tls(pki: &pki::Pki, mode: &str) -> String {
+    mutual_tls_for(pki, mode, HTTPBIN, &pki.ca_chain, "")
+}
+
+/// `tls:` lines of a `mode` server for `host` of the test PKI trusting client
+/// certificates from `ca` (plus `extra` lines, already indented).
+pub fn mutual_tls_for(pki: &pki::Pki, mode: &str, host: &str, ca: &Path, extra: &str) -> String {
     format!(
         "      mode: {mode}
       serverCertificate: {}
       privateKey: {}
       caCertificates: {}
-",
-        yaml_path(&pki.cert(HTTPBIN)),
-        yaml_path(&pki.key(HTTPBIN)),
-        yaml_path(&pki.ca_chain),
+{extra}",
+        yaml_path(&pki.cert(host)),
+        yaml_path(&pki.key(host)),
+        yaml_path(ca),
     )
 }
 
@@ -1005,6 +1035,34 @@ pub fn sni_servers(pki: &pki::Pki, port: u16) -> Vec<String> {
         simple_https(pki, port, "https-httpbin", HTTPBIN),
         simple_https(pki, port, "https-bookinfo", BOOKINFO),
     ]
+}
+
+/// [`HTTPBIN`] and [`BOOKINFO`] on one HTTPS port, each a `mode` server whose
+/// certificate comes from its `credentialName` secret (`httpbin-credential`,
+/// `bookinfo-credential`; see [`write_secrets`]).
+pub fn credential_servers(port: u16, mode: &str) -> Vec<String> {
+    [
+        ("https-httpbin", HTTPBIN, "httpbin-credential"),
+        ("https-bookinfo", BOOKINFO, "bookinfo-credential"),
+    ]
+    .into_iter()
+    .map(|(name, host, secret)| {
+        let tls = format!("      mode: {mode}\n      credentialName: {secret}\n");
+        https_server(port, name, &[host], &tls)
+    })
+    .collect()
+}
+
+/// Copies each `(file, "SECRET/KEY")` to `secrets/SECRET/KEY` in `dir`, as kubelet mounts
+/// Kubernetes secrets; the `secrets` folder, for `--secrets-dir`.
+pub fn write_secrets(dir: &TempDir, files: &[(PathBuf, &str)]) -> PathBuf {
+    let secrets = dir.join("secrets");
+    for (from, to) in files {
+        let target = secrets.join(to);
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("secret dir");
+        std::fs::copy(from, &target).expect("copying a credential file");
+    }
+    secrets
 }
 
 /// A plain HTTP server on `http_port` and a SIMPLE HTTPS one on `https_port`, both for
@@ -1134,6 +1192,12 @@ pub fn backend_config(servers: &[String], hosts: &[&str], upstreams: &[SocketAdd
     )
 }
 
+/// [`backend_config`] for [`sni_servers`]: [`HTTPBIN`] and [`BOOKINFO`] on one HTTPS
+/// `port`, each with its own certificate, every request routed to `upstream`.
+pub fn sni_config(pki: &pki::Pki, port: u16, upstream: SocketAddr) -> String {
+    backend_config(&sni_servers(pki, port), &[HTTPBIN, BOOKINFO], &[upstream])
+}
+
 /// The simplest complete configuration: one HTTP server on `port` for `host`, every
 /// request routed to the service `backend` whose endpoint is `upstream`.
 pub fn http_config(port: u16, host: &str, upstream: SocketAddr) -> String {
@@ -1192,6 +1256,11 @@ pub fn https_url_for(host: &str, port: u16, ca: &Path, path: &str) -> Vec<String
         ca.to_string_lossy().into_owned(),
         format!("https://{host}:{port}{path}"),
     ]
+}
+
+/// `curl` on `https://HOST:PORT{path}` trusting only the certificates in `ca`.
+pub fn curl_https_for(host: &str, port: u16, ca: &Path, path: &str) -> Curl {
+    curl(&strs(&https_url_for(host, port, ca, path)))
 }
 
 /// `curl` arguments for `https://HTTPBIN:PORT{path}` trusting the test root.
