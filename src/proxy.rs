@@ -18,6 +18,7 @@
 mod downstream;
 mod error;
 mod forward;
+mod retry;
 
 use std::net::SocketAddr;
 use std::rc::Rc;

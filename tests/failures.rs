@@ -569,3 +569,75 @@ fn bad_command_lines_and_missing_config_files_are_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&*missing.to_string_lossy()));
 }
+
+#[test]
+fn retries_follow_retry_on_and_a_zero_timeout_means_none() {
+    if !have("curl") {
+        return;
+    }
+    let dir = TempDir::new("fl-retries");
+    // The first request for each path is answered 503, every later one 200.
+    let upstream = Upstream::spawn(|mut stream, seen| {
+        let mut buf = Vec::new();
+        while let Some((head, _)) = read_request(&mut stream, &mut buf) {
+            let line = head.lines().next().unwrap_or_default().to_owned();
+            let first = !seen.heads().iter().any(|h| h.starts_with(&line));
+            seen.record_head(head);
+            let reply: &[u8] = if first {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbusy"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            };
+            if stream.write_all(reply).is_err() || first {
+                return;
+            }
+        }
+    });
+    let port = free_port();
+    let http = "  - match:
+    - uri:
+        prefix: /no-retries
+    retries:
+      attempts: 0
+    route:
+    - destination:
+        host: backend
+        port:
+          number: 8000
+  - timeout: 0s
+    retries:
+      attempts: 2
+      perTryTimeout: 2s
+      retryOn: 5xx
+    route:
+    - destination:
+        host: backend
+        port:
+          number: 8000
+";
+    let config = gateway_config(
+        &[http_server(port, &[HTTPBIN])],
+        &[HTTPBIN],
+        http,
+        &[("backend", &[upstream.addr][..])],
+    );
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let tries = |path: &str| {
+        let request_line = format!("GET {path} ");
+        let heads = upstream.seen.heads();
+        heads
+            .iter()
+            .filter(|h| h.starts_with(&request_line))
+            .count()
+    };
+    // retryOn 5xx (and `timeout: 0s`, no limit): the 503 is retried, the client sees
+    // the second try's 200.
+    let out = curl_http(HTTPBIN, port, "/retried", &[]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    assert_eq!(out.body, b"ok", "{out:?}");
+    assert_eq!(tries("/retried"), 2, "one failed try, one retry");
+    // attempts: 0 never retries: the 503 reaches the client.
+    let out = curl_http(HTTPBIN, port, "/no-retries", &[]);
+    assert_eq!((out.code, out.status), (0, 503), "{out:?}");
+    assert_eq!(tries("/no-retries"), 1, "exactly one try");
+}

@@ -71,15 +71,4 @@ impl ProxyError {
             ProxyError::UpstreamTimeout { .. } => Some(504),
         }
     }
-
-    /// Whether another attempt may be made: the upstream cannot have acted on the
-    /// request (it was never connected, or a reused keep-alive connection turned out
-    /// to be closed before any response byte).
-    pub fn retryable(&self) -> bool {
-        match self {
-            ProxyError::Connect(_) => true,
-            ProxyError::UpstreamClosed { reused, .. } => *reused,
-            _ => false,
-        }
-    }
 }

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::retry::RetryPolicy;
 use super::{Connection, Next, ProxyError};
 use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
@@ -20,10 +21,6 @@ use crate::shard::ShardStats;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ClusterId, UpstreamConn, pool};
 use crate::uring;
-
-/// Attempts per request when the route sets no `retries` (Istio's default of 2
-/// retries, for failures the upstream cannot have acted on).
-const DEFAULT_ATTEMPTS: u32 = 3;
 
 /// What the request needs remembered once its head has been consumed.
 struct RequestFacts {
@@ -62,32 +59,47 @@ impl Connection {
         self.out.extend_from_slice(&self.inbuf[..first]);
         self.inbuf.drain(..first);
 
-        let attempts = route
-            .retries
-            .as_ref()
-            .map_or(DEFAULT_ATTEMPTS, |r| r.attempts.saturating_add(1));
-        let wait = route.timeout.unwrap_or(self.ctx.timeouts.idle);
+        let policy = RetryPolicy::for_route(route, self.ctx.timeouts.idle, Instant::now());
         // Only a request sent whole in the first send can be sent again.
         let resendable = request_body.is_done();
-        let mut attempt = 0;
+        let mut tries = 0;
+        let mut redialled = false;
         let (mut upstream, endpoint, response, started) = loop {
-            attempt += 1;
             let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {
                 let name = snapshot.clusters.get(cluster).name.clone();
                 return Err(ProxyError::NoEndpoint(name));
             };
+            let Some(wait) = policy.wait(Instant::now()) else {
+                self.ctx.finished(snapshot, cluster, endpoint);
+                let after = route.timeout.unwrap_or_default();
+                return Err(ProxyError::UpstreamTimeout { addr, after });
+            };
+            tries += 1;
             let result = self
                 .try_upstream(addr, &mut request_body, &facts, wait)
                 .await;
             match result {
-                Ok((upstream, response, started)) => break (upstream, endpoint, response, started),
+                Ok((upstream, response, started)) => {
+                    if resendable && policy.retry_status(response.status(), tries) {
+                        // The upstream connection is dropped with the unread body.
+                        self.ctx.finished(snapshot, cluster, endpoint);
+                        tracing::debug!(%addr, status = response.status(), tries, "retrying");
+                        continue;
+                    }
+                    break (upstream, endpoint, response, started);
+                }
                 Err(e) => {
                     self.ctx.finished(snapshot, cluster, endpoint);
                     if matches!(e, ProxyError::Connect(_)) {
                         ShardStats::add(&self.ctx.stats.upstream_connect_failures);
                     }
-                    if e.retryable() && resendable && attempt < attempts {
-                        tracing::debug!(%addr, error = %e, attempt, "retrying on another connection");
+                    if resendable && e.is_stale_connection() && !redialled {
+                        redialled = true;
+                        tries -= 1;
+                        continue;
+                    }
+                    if resendable && policy.retry_error(&e, tries) {
+                        tracing::debug!(%addr, error = %e, tries, "retrying");
                         continue;
                     }
                     return Err(e);
