@@ -186,15 +186,19 @@ impl Connection {
                 buffers::give(&mut self.upbuf);
                 buffers::give(&mut self.out);
             }
-            let read = uring::timeout(wait, self.client.read(&mut self.inbuf));
-            // Between requests a draining shard closes the connection at once.
-            let read = if idle {
-                match self.ctx.draining.or_stop(read).await {
-                    Some(read) => read,
-                    None => return Ok(None),
+            // Pinned here and lent to `or_stop`: moving it in would store it twice in
+            // this future, which every idle connection keeps.
+            let read = {
+                let read = std::pin::pin!(uring::timeout(wait, self.client.read(&mut self.inbuf)));
+                // Between requests a draining shard closes the connection at once.
+                if idle {
+                    match self.ctx.draining.or_stop(read).await {
+                        Some(read) => read,
+                        None => return Ok(None),
+                    }
+                } else {
+                    read.await
                 }
-            } else {
-                read.await
             };
             match read {
                 Ok(Ok(0)) if self.inbuf.is_empty() => return Ok(None),
