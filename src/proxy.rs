@@ -185,6 +185,7 @@ impl Connection {
                 buffers::give(&mut self.inbuf);
                 buffers::give(&mut self.upbuf);
                 buffers::give(&mut self.out);
+                self.client.release_buffers();
             }
             // Pinned here and lent to `or_stop`: moving it in would store it twice in
             // this future, which every idle connection keeps.

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 pub(super) const BUFFER_CAPACITY: usize = 4096;
 
 /// Buffers kept for reuse at most; more are freed when given back.
-const POOL_MAX_BUFFERS: usize = 256;
+const POOL_MAX_BUFFERS: usize = 128;
 
 /// A buffer that grew beyond this (a large head, a big chunk) is freed, not kept.
 const POOL_MAX_CAPACITY: usize = 64 * 1024;

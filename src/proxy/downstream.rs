@@ -47,6 +47,9 @@ pub enum Downstream {
 pub struct TlsStream {
     tcp: TcpStream,
     conn: ServerConnection,
+    /// Ciphertext being sent: a pooled buffer, kept while the connection is busy (a
+    /// large response reuses it for every chunk) and given back when it goes idle.
+    out: Vec<u8>,
     /// The TLS settings of the server the ClientHello chose.
     settings: Option<Arc<ServerTls>>,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
@@ -102,6 +105,7 @@ impl Downstream {
         let mut stream = TlsStream {
             tcp,
             conn,
+            out: Vec::new(),
             settings: server
                 .and_then(|i| listener.certificates.get(i))
                 .map(|c| c.settings.clone()),
@@ -143,6 +147,13 @@ impl Downstream {
                 };
                 (result, data)
             }
+        }
+    }
+
+    /// Gives the connection's send buffer back to the shard's pool (between requests).
+    pub fn release_buffers(&mut self) {
+        if let Downstream::Tls(tls) = self {
+            buffers::give(&mut tls.out);
         }
     }
 
@@ -263,14 +274,12 @@ impl TlsStream {
     /// Sends every byte of ciphertext rustls has queued.
     async fn flush(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
-            // A pooled buffer only while the flush runs: idle connections hold none.
-            let mut out = buffers::take();
-            if let Err(e) = self.conn.write_tls(&mut out) {
-                buffers::give(&mut out);
-                return Err(e);
-            }
-            let (result, mut out) = self.tcp.send_all(out).await;
-            buffers::give(&mut out);
+            let mut out = std::mem::take(&mut self.out);
+            buffers::ensure(&mut out);
+            out.clear();
+            self.conn.write_tls(&mut out)?;
+            let (result, out) = self.tcp.send_all(out).await;
+            self.out = out;
             result?;
         }
         Ok(())
