@@ -15,6 +15,7 @@
 //! directions, never buffered whole; an upstream that fails mid-response closes the
 //! client connection rather than letting a truncated body look complete.
 
+mod buffers;
 mod downstream;
 mod error;
 mod forward;
@@ -69,7 +70,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
         let client = match &listener.tls {
             None => Some(Downstream::Plain(stream)),
             Some(selector) => {
-                let handshake = Downstream::accept_tls(stream, listener, selector);
+                // Boxed, like answering: its state is freed once the handshake is done.
+                let handshake = Box::pin(Downstream::accept_tls(stream, listener, selector));
                 match uring::timeout(ctx.timeouts.header, handshake).await {
                     Ok(Ok(client)) => Some(client),
                     Ok(Err(e)) => {
@@ -90,9 +92,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
                 peer,
                 port,
                 ctx: ctx.clone(),
-                inbuf: Vec::with_capacity(4096),
+                inbuf: Vec::new(),
                 upbuf: Vec::new(),
-                out: Vec::with_capacity(4096),
+                out: Vec::new(),
                 served: 0,
                 head_request: false,
             };
@@ -115,11 +117,13 @@ struct Connection {
     peer: SocketAddr,
     port: u16,
     ctx: Rc<ShardContext>,
-    /// Client bytes received and not yet consumed (a head, body bytes, pipelined requests).
+    /// Client bytes received and not yet consumed (a head, body bytes, pipelined
+    /// requests). This and the two buffers below come from the shard's pool and go
+    /// back to it while the connection waits for its next request.
     inbuf: Vec<u8>,
     /// Upstream bytes received and not yet forwarded.
     upbuf: Vec<u8>,
-    /// Bytes being assembled for sending; reused across requests.
+    /// Bytes being assembled for sending.
     out: Vec<u8>,
     /// Requests answered on this connection.
     served: u64,
@@ -139,15 +143,17 @@ impl Connection {
                 Ok(Some(head)) => head,
                 Ok(None) => break,
                 Err(e) => {
-                    self.fail(&e).await;
+                    Box::pin(self.fail(&e)).await;
                     break;
                 }
             };
             let snapshot = self.ctx.snapshot();
-            let next = match self.answer(&snapshot, head).await {
+            // Boxed: answering (forwarding above all) needs kilobytes of future state
+            // that an idle keep-alive connection would otherwise carry while it waits.
+            let next = match Box::pin(self.answer(&snapshot, head)).await {
                 Ok(next) => next,
                 Err(e) => {
-                    self.fail(&e).await;
+                    Box::pin(self.fail(&e)).await;
                     Next::Close
                 }
             };
@@ -175,15 +181,26 @@ impl Connection {
                 (true, _) => self.ctx.timeouts.keepalive,
             };
             let idle = self.inbuf.is_empty();
-            let read = uring::timeout(wait, self.client.read(&mut self.inbuf));
-            // Between requests a draining shard closes the connection at once.
-            let read = if idle {
-                match self.ctx.draining.or_stop(read).await {
-                    Some(read) => read,
-                    None => return Ok(None),
+            if idle {
+                // Nothing of this connection's buffers is needed until bytes arrive.
+                buffers::give(&mut self.inbuf);
+                buffers::give(&mut self.upbuf);
+                buffers::give(&mut self.out);
+                self.client.release_buffers();
+            }
+            // Pinned here and lent to `or_stop`: moving it in would store it twice in
+            // this future, which every idle connection keeps.
+            let read = {
+                let read = std::pin::pin!(uring::timeout(wait, self.client.read(&mut self.inbuf)));
+                // Between requests a draining shard closes the connection at once.
+                if idle {
+                    match self.ctx.draining.or_stop(read).await {
+                        Some(read) => read,
+                        None => return Ok(None),
+                    }
+                } else {
+                    read.await
                 }
-            } else {
-                read.await
             };
             match read {
                 Ok(Ok(0)) if self.inbuf.is_empty() => return Ok(None),
@@ -212,6 +229,7 @@ impl Connection {
             return Err(ProxyError::BadRequest(http::HttpError::MissingHost));
         }
         let host = head.host().unwrap_or_default().to_owned();
+        buffers::ensure(&mut self.out);
         if self.misdirected(snapshot, &host) {
             self.out.clear();
             http::error_response(421, close, &mut self.out);

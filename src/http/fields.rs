@@ -153,7 +153,11 @@ impl RawHead {
     pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
-            .find(|h| self.name(h).eq_ignore_ascii_case(name))
+            .find(|h| {
+                h.name
+                    .get(&self.bytes)
+                    .eq_ignore_ascii_case(name.as_bytes())
+            })
             .map(|h| self.value(h))
     }
 

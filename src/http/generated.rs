@@ -128,15 +128,16 @@ pub fn new_request_id() -> String {
     // Version 4 and the RFC 9562 variant.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
     bits = (bits & !(0x3 << 62)) | (0x2 << 62);
-    let mut id = String::with_capacity(36);
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            id.push('-');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [b'-'; 36];
+    let mut nibbles = (0..32).map(|i| HEX[((bits >> (124 - 4 * i)) & 0xf) as usize]);
+    for (at, byte) in id.iter_mut().enumerate() {
+        if !matches!(at, 8 | 13 | 18 | 23) {
+            *byte = nibbles.next().unwrap_or(b'0');
         }
-        let nibble = (bits >> (124 - 4 * i)) & 0xf;
-        id.push(char::from_digit(nibble as u32, 16).unwrap_or('0'));
     }
-    id
+    // Hex digits and dashes only, so always UTF-8.
+    std::str::from_utf8(&id).unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! Plaintext is appended to the caller's buffer; ciphertext moves between rustls and
 //! the socket in owned buffers the ring can hold.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 
 use rustls::ServerConnection;
@@ -18,7 +18,10 @@ use crate::snapshot::ListenerSpec;
 use crate::tls::{self, SniSelector};
 use crate::uring::TcpStream;
 
-/// How many bytes one read asks rustls for at most.
+use super::buffers;
+
+/// How many plaintext bytes one read takes from rustls at most (whole decrypted
+/// records are taken, so a read may end a little above it).
 const PLAINTEXT_READ: usize = 16 * 1024;
 
 /// Why a TLS handshake did not complete.
@@ -44,7 +47,8 @@ pub enum Downstream {
 pub struct TlsStream {
     tcp: TcpStream,
     conn: ServerConnection,
-    /// Ciphertext waiting to be sent; kept to reuse its allocation.
+    /// Ciphertext being sent: a pooled buffer, kept while the connection is busy (a
+    /// large response reuses it for every chunk) and given back when it goes idle.
     out: Vec<u8>,
     /// The TLS settings of the server the ClientHello chose.
     settings: Option<Arc<ServerTls>>,
@@ -101,7 +105,7 @@ impl Downstream {
         let mut stream = TlsStream {
             tcp,
             conn,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             settings: server
                 .and_then(|i| listener.certificates.get(i))
                 .map(|c| c.settings.clone()),
@@ -122,7 +126,10 @@ impl Downstream {
         match self {
             Downstream::Plain(tcp) => {
                 let data = tcp.recv().await?;
-                buf.extend_from_slice(&data);
+                if !data.is_empty() {
+                    buffers::ensure(buf);
+                    buf.extend_from_slice(&data);
+                }
                 Ok(data.len())
             }
             Downstream::Tls(tls) => tls.read(buf).await,
@@ -140,6 +147,13 @@ impl Downstream {
                 };
                 (result, data)
             }
+        }
+    }
+
+    /// Gives the connection's send buffer back to the shard's pool (between requests).
+    pub fn release_buffers(&mut self) {
+        if let Downstream::Tls(tls) = self {
+            buffers::give(&mut tls.out);
         }
     }
 
@@ -210,14 +224,31 @@ impl Downstream {
 impl TlsStream {
     async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         loop {
-            let start = buf.len();
-            buf.resize(start + PLAINTEXT_READ, 0);
-            let got = self.conn.reader().read(&mut buf[start..]);
-            buf.truncate(start + *got.as_ref().unwrap_or(&0));
-            match got {
-                Ok(0) => return Ok(0), // close_notify received
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Decrypted records are copied straight from rustls into `buf`, which
+            // needs capacity only once there is plaintext to hold.
+            let mut taken = 0;
+            let mut reader = self.conn.reader();
+            let ended = loop {
+                match reader.fill_buf() {
+                    Ok([]) => break Ok(true), // close_notify received
+                    Ok(chunk) => {
+                        let n = chunk.len();
+                        buffers::ensure(buf);
+                        buf.extend_from_slice(chunk);
+                        reader.consume(n);
+                        taken += n;
+                        if taken >= PLAINTEXT_READ {
+                            break Ok(false);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                    Err(e) => break Err(e),
+                }
+            };
+            match ended {
+                Ok(_) if taken > 0 => return Ok(taken),
+                Ok(true) => return Ok(0),
+                Ok(false) => {}
                 Err(e) => return Err(e),
             }
             if self.conn.wants_write() {
@@ -244,6 +275,7 @@ impl TlsStream {
     async fn flush(&mut self) -> io::Result<()> {
         while self.conn.wants_write() {
             let mut out = std::mem::take(&mut self.out);
+            buffers::ensure(&mut out);
             out.clear();
             self.conn.write_tls(&mut out)?;
             let (result, out) = self.tcp.send_all(out).await;

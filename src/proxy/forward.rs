@@ -232,6 +232,7 @@ impl Connection {
         // Once the client has seen an interim response, the request cannot be resent.
         let mut interim_sent = false;
         self.upbuf.clear();
+        super::buffers::ensure(&mut self.upbuf);
         loop {
             if !self.upbuf.is_empty() {
                 let parsed = http::parse_response(&self.upbuf, method)

@@ -20,9 +20,11 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use super::notify::{NotifyHandle, NotifyWaiter, notify_pair};
 use super::ring::{Driver, RingOptions, SetupError};
+use super::time::Timers;
 
 /// Tasks polled per executor turn before the ring is submitted and reaped again, so a
 /// busy shard still picks up completions.
@@ -124,6 +126,8 @@ struct Task {
 /// What operations, tasks and wakers of one runtime share, behind an `Rc`.
 pub(crate) struct Shared {
     pub(crate) driver: RefCell<Driver>,
+    /// Deadlines of pending `timeout`s; they bound the ring's wait.
+    pub(crate) timers: RefCell<Timers>,
     run_queue: RefCell<VecDeque<usize>>,
     tasks: RefCell<Vec<Option<Task>>>,
     free_tasks: RefCell<Vec<usize>>,
@@ -212,13 +216,22 @@ impl Shared {
     /// whose operations completed.
     fn turn_ring(&self, idle: bool) {
         let mut woken = self.spare_wakers.take();
+        let timed = !self.timers.borrow().is_empty();
+        // An idle wait lasts until a completion or the earliest deadline.
+        let limit = match idle && timed {
+            true => self.timers.borrow().wait_limit(Instant::now()),
+            false => None,
+        };
         let released = {
             let mut driver = self.driver.borrow_mut();
-            driver.submit(idle);
+            driver.submit(idle, limit);
             driver.reap();
             std::mem::swap(&mut woken, &mut driver.woken);
             std::mem::take(&mut driver.released)
         };
+        if timed {
+            self.timers.borrow_mut().expire(Instant::now(), &mut woken);
+        }
         // Data of finished cancelled operations may own sockets or runtime handles whose
         // drop uses the driver again, so it is dropped only now.
         drop(released);
@@ -242,6 +255,7 @@ impl Runtime {
         let (kick, kick_waiter) = notify_pair().map_err(SetupError::Io)?;
         let shared = Rc::new(Shared {
             driver: RefCell::new(driver),
+            timers: RefCell::new(Timers::default()),
             run_queue: RefCell::new(VecDeque::new()),
             tasks: RefCell::new(Vec::new()),
             free_tasks: RefCell::new(Vec::new()),

@@ -46,4 +46,4 @@ pub use executor::{Runtime, spawn};
 pub use net::{IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind};
 pub use notify::{NotifyHandle, NotifyWaiter, notify_pair};
 pub use ring::{RingOptions, SetupError, check_available};
-pub use time::{Elapsed, sleep, timeout};
+pub use time::{Elapsed, Timeout, sleep, timeout};

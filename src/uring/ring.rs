@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
@@ -452,11 +453,18 @@ impl Driver {
         }
     }
 
-    /// Submits queued entries; waits for at least one completion when `wait` is set.
+    /// Submits queued entries; waits for at least one completion when `wait` is set,
+    /// for at most `limit` when given.
     /// With deferred task running, completions are only posted by an enter that asks for
     /// events, so this always does.
-    pub(crate) fn submit(&mut self, wait: bool) {
-        let result = if wait {
+    pub(crate) fn submit(&mut self, wait: bool, limit: Option<Duration>) {
+        let result = if let (true, Some(limit)) = (wait, limit) {
+            // Wait for a completion, but no longer than `limit` (EXT_ARG, Linux 5.11;
+            // ringress needs 6.0). Timing out is reported as ETIME.
+            let ts = types::Timespec::from(limit);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            self.uring.submitter().submit_with_args(1, &args)
+        } else if wait {
             self.uring.submit_and_wait(1)
         } else {
             let pending = self.uring.submission().len();
@@ -475,7 +483,8 @@ impl Driver {
         if let Err(e) = result {
             match e.raw_os_error() {
                 // Interrupted, or completions must be reaped before more can be submitted.
-                Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                // ETIME: the wait reached its limit (the earliest timer deadline).
+                Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) | Some(libc::ETIME) => {}
                 _ => tracing::warn!(error = %e, "io_uring_enter failed"),
             }
         }

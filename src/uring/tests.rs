@@ -626,3 +626,36 @@ fn setup_errors_say_why() {
     let e = SetupError::Denied { sysctl: "0".into() };
     assert!(e.to_string().contains("seccomp"));
 }
+
+#[test]
+fn timeouts_need_no_ring_operation_and_fire_in_deadline_order() {
+    let rt = runtime();
+    let before = rt.in_flight();
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        // Nothing on the ring: only the deadline bounds the ring's wait.
+        let res = timeout(Duration::from_millis(20), std::future::pending::<()>()).await;
+        assert_eq!(
+            res,
+            Err(Elapsed {
+                after: Duration::from_millis(20)
+            })
+        );
+        assert!(started.elapsed() >= Duration::from_millis(20));
+        let order = Rc::new(RefCell::new(Vec::new()));
+        for ms in [30u64, 10, 20] {
+            let order = Rc::clone(&order);
+            crate::uring::spawn(async move {
+                let _ = timeout(Duration::from_millis(ms), std::future::pending::<()>()).await;
+                order.borrow_mut().push(ms);
+            });
+        }
+        wait_until(|| order.borrow().len() == 3).await;
+        assert_eq!(*order.borrow(), vec![10, 20, 30]);
+    });
+    assert_eq!(
+        rt.in_flight(),
+        before.max(1),
+        "a timeout leaves no operation behind"
+    );
+}
