@@ -27,10 +27,13 @@
 //! - [`route`]: compiled route tables: (port, host, path, headers) → action.
 //! - [`upstream`]: clusters, load balancing, per-shard keep-alive pools.
 //! - [`demo`]: `ringress demo`: generated PKI and a built-in httpbin-like upstream.
+//! - [`fast_hash`]: the unkeyed hash of per-request maps whose keys the network never
+//!   chooses.
 
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod fast_hash;
 pub mod http;
 pub mod proxy;
 pub mod route;

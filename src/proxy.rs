@@ -327,6 +327,9 @@ impl Connection {
     /// policy never applied to this connection, so the request is refused (421
     /// Misdirected Request), as a client reusing a connection across names expects.
     fn misdirected(&self, snapshot: &Snapshot, host: &str) -> bool {
+        if self.client.is_server_name(host) {
+            return false;
+        }
         let Some(handshake) = self.client.server_settings() else {
             return false;
         };

@@ -21,9 +21,9 @@
 //! conditions use the `regex` crate's per-regex cache pool; a shard that wants its own
 //! caches can clone its table (a cloned `Regex` gets a fresh pool).
 
+use crate::fast_hash::FastMap;
 use crate::shard::StatusCounters;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use regex::Regex;
@@ -320,31 +320,8 @@ fn path_without_query(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
 }
 
-/// FNV-1a, for the host maps: host names are short, and the maps only ever hold names
-/// from the configuration (a request can look names up but never insert one), so a
-/// keyed hash buys nothing here and SipHash costs more than the rest of a lookup.
-#[derive(Debug, Clone, Copy)]
-struct HostHasher(u64);
-
-impl Default for HostHasher {
-    fn default() -> Self {
-        HostHasher(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for HostHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type HostMap<V> = HashMap<Box<str>, V, BuildHasherDefault<HostHasher>>;
+/// Host names from the configuration: see [`crate::fast_hash`].
+type HostMap<V> = FastMap<Box<str>, V>;
 
 /// Everything one listener port serves: the routes of all Gateway servers on it.
 #[derive(Debug, Clone, Default)]

@@ -52,6 +52,8 @@ pub struct TlsStream {
     out: Vec<u8>,
     /// The TLS settings of the server the ClientHello chose.
     settings: Option<Arc<ServerTls>>,
+    /// The name the ClientHello asked for (SNI).
+    server_name: Option<Box<str>>,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
     /// computed at the first request that needs it.
     identity: Option<Option<String>>,
@@ -109,6 +111,7 @@ impl Downstream {
             settings: server
                 .and_then(|i| listener.certificates.get(i))
                 .map(|c| c.settings.clone()),
+            server_name: name.as_deref().map(Box::from),
             identity: None,
         };
         if server.is_none() {
@@ -188,6 +191,13 @@ impl Downstream {
                 })
                 .as_deref(),
         }
+    }
+
+    /// Whether the handshake's SNI was `host` (a request for the very name its
+    /// connection was made for).
+    pub fn is_server_name(&self, host: &str) -> bool {
+        matches!(self, Downstream::Tls(tls)
+            if tls.server_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(host)))
     }
 
     /// The TLS settings of the server the handshake chose (`None` for plain TCP).

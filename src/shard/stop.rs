@@ -3,9 +3,10 @@
 //! connections to close them, without polling.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::task::{Poll, Waker};
+
+use crate::fast_hash::FastMap;
 
 /// Set once; every task waiting on it wakes.
 #[derive(Default)]
@@ -13,7 +14,7 @@ pub struct StopSignal {
     stopped: Cell<bool>,
     next_id: Cell<u64>,
     /// Wakers of the tasks waiting now, each removed when its wait ends.
-    waiters: RefCell<HashMap<u64, Waker>>,
+    waiters: RefCell<FastMap<u64, Waker>>,
 }
 
 impl StopSignal {

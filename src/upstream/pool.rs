@@ -5,11 +5,11 @@
 //! closed by the upstream) and dropped once idle longer than [`IDLE_TIMEOUT`]. Nothing
 //! here is shared between threads, so nothing is locked.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::fast_hash::FastMap;
 use crate::uring::{self, TcpStream};
 
 /// How long an idle upstream connection is kept (below nginx's 75 s and most upstream
@@ -46,7 +46,7 @@ struct Idle {
 /// One shard's idle upstream connections.
 #[derive(Default)]
 pub struct Pool {
-    idle: HashMap<SocketAddr, Vec<Idle>>,
+    idle: FastMap<SocketAddr, Vec<Idle>>,
 }
 
 impl Pool {
