@@ -1102,34 +1102,28 @@ fn cipher_suites_limit_the_negotiated_suite() {
         ],
         ..tls(TlsMode::Simple)
     };
-    let t = ticketer();
-    let config = server_config(&server_tls, &pki.material(), &t).unwrap();
-    let selector = single(vec![exact("httpbin.example.com")], config);
-    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
-    Shard {
-        selector: &selector,
-    }
-    .handshake(&mut client)
-    .unwrap();
+    // The suite a default client ends up with against `settings`.
+    let negotiated = |settings: &ServerTls| {
+        let config = server_config(settings, &pki.material(), &ticketer()).unwrap();
+        let selector = single(vec![exact("httpbin.example.com")], config);
+        let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
+        Shard {
+            selector: &selector,
+        }
+        .handshake(&mut client)
+        .unwrap();
+        client.negotiated_cipher_suite().map(|s| s.suite())
+    };
     assert_eq!(
-        client.negotiated_cipher_suite().map(|s| s.suite()),
+        negotiated(&server_tls),
         Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
     );
-
     let tls12_only = ServerTls {
         max_protocol_version: Some(TlsVersion::V1_2),
         ..server_tls.clone()
     };
-    let config = server_config(&tls12_only, &pki.material(), &t).unwrap();
-    let selector = single(vec![exact("httpbin.example.com")], config);
-    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
-    Shard {
-        selector: &selector,
-    }
-    .handshake(&mut client)
-    .unwrap();
     assert_eq!(
-        client.negotiated_cipher_suite().map(|s| s.suite()),
+        negotiated(&tls12_only),
         Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
     );
 
@@ -1139,14 +1133,14 @@ fn cipher_suites_limit_the_negotiated_suite() {
         max_protocol_version: Some(TlsVersion::V1_2),
         ..tls(TlsMode::Simple)
     };
-    let err = server_config(&rsa_only, &pki.material(), &t).unwrap_err();
+    let err = server_config(&rsa_only, &pki.material(), &ticketer()).unwrap_err();
     assert!(matches!(err, TlsError::NoUsableSuite { .. }), "{err}");
 
     let bad = ServerTls {
         cipher_suites: vec!["ECDHE-RSA-AES128-SHA".to_owned()],
         ..tls(TlsMode::Simple)
     };
-    let err = server_config(&bad, &pki.material(), &t).unwrap_err();
+    let err = server_config(&bad, &pki.material(), &ticketer()).unwrap_err();
     assert!(err.to_string().contains("ECDHE-RSA-AES128-SHA"), "{err}");
 }
 
