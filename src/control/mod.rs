@@ -124,8 +124,13 @@ pub struct Gateway {
 /// Loads the configuration, builds the first snapshot and starts every shard; returns
 /// once all listeners are bound.
 pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
+    start_with(opts, config::load(&opts.config)?)
+}
+
+/// [`start`] with the configuration already loaded from `opts.config`.
+fn start_with(opts: &RunOptions, config: config::Config) -> anyhow::Result<Gateway> {
     uring::check_available().context("ringress needs io_uring")?;
-    let config = Arc::new(config::load(&opts.config)?);
+    let config = Arc::new(config);
     let mut ticketers = tls::Ticketers::new();
     let snapshot = Arc::new(Snapshot::build(
         &config,
@@ -254,10 +259,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (events, inbox) = crossbeam_channel::unbounded();
     // Registered before the shards start, so an early SIGHUP cannot kill the process.
     forward_signals(events.clone())?;
-    // The watcher takes its baseline before the first load, so a file changed while
-    // ringress starts still triggers a reload.
+    // The watcher takes its baseline right after the configuration is read and before
+    // anything is built from it, so a file changed while ringress starts still triggers
+    // a reload.
+    let config = config::load(&opts.config)?;
     let watcher = if opts.watch {
-        let config = config::load(&opts.config)?;
         let paths = watch::watched_paths(&config, &opts.config, opts.secrets_dir.as_deref());
         let events = events.clone();
         let watcher = watch::Watcher::spawn(paths, move |cause| {
@@ -268,7 +274,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut gateway = start(&opts)?;
+    let mut gateway = start_with(&opts, config)?;
     let _admin = match opts.admin {
         Some(addr) => Some(admin::spawn(addr, gateway.status.clone(), events.clone())?),
         None => None,
