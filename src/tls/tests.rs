@@ -1114,6 +1114,19 @@ fn cipher_suites_limit_the_negotiated_suite() {
         .unwrap();
         client.negotiated_cipher_suite().map(|s| s.suite())
     };
+    // No `cipherSuites`: the server's order decides, whatever the client's order
+    // (rustls' client, like OpenSSL's, lists AES-256-GCM first).
+    assert_eq!(
+        negotiated(&tls(TlsMode::Simple)),
+        Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+    );
+    assert_eq!(
+        negotiated(&ServerTls {
+            max_protocol_version: Some(TlsVersion::V1_2),
+            ..tls(TlsMode::Simple)
+        }),
+        Some(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
     assert_eq!(
         negotiated(&server_tls),
         Some(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384)
