@@ -66,7 +66,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, port: u16, ctx: Rc<Shard
     ShardStats::add(&stats.active_connections);
     let snapshot = ctx.snapshot();
     if let Some(listener) = snapshot.listeners.iter().find(|l| l.port() == port) {
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY came with the socket from its listener (`Listener::bind`).
         let client = match &listener.tls {
             None => Some(Downstream::Plain(stream)),
             Some(selector) => {

@@ -3,6 +3,7 @@
 //! keep-alive requests), and the framing rules (Content-Length, Transfer-Encoding,
 //! Connection) that both parsers apply before a body is streamed.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use super::error::{HttpError, shown};
@@ -128,9 +129,48 @@ pub(crate) struct RawHead {
     pub(crate) connection_names_headers: bool,
 }
 
+/// Spare head allocations kept per shard thread, see [`RawHead`]'s `Drop`.
+const SPARE_HEADS: usize = 64;
+
+/// A head whose bytes outgrew this is freed rather than kept for reuse.
+const SPARE_HEAD_MAX_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// Emptied byte and span vectors of dropped heads, so parsing a request or response
+    /// head on the steady path allocates nothing (each head would otherwise allocate
+    /// twice and free twice).
+    static SPARE: RefCell<Vec<(Vec<u8>, Vec<HeaderSpan>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Drop for RawHead {
+    fn drop(&mut self) {
+        if self.bytes.capacity() == 0 || self.bytes.capacity() > SPARE_HEAD_MAX_BYTES {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.bytes);
+        let mut headers = std::mem::take(&mut self.headers);
+        bytes.clear();
+        headers.clear();
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < SPARE_HEADS
+            {
+                spare.push((bytes, headers));
+            }
+        });
+    }
+}
+
 impl RawHead {
     /// Copies the head (`buf[..len]`) and records the header ranges.
     pub(crate) fn fill(&mut self, buf: &[u8], len: usize, headers: &[httparse::Header<'_>]) {
+        if self.bytes.capacity() == 0
+            && let Ok(Some((bytes, spans))) =
+                SPARE.try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        {
+            self.bytes = bytes;
+            self.headers = spans;
+        }
         self.bytes.clear();
         self.bytes.extend_from_slice(buf.get(..len).unwrap_or(buf));
         self.headers.clear();

@@ -123,7 +123,7 @@ pub fn direct_response(status: u16, body: &[u8], close: bool, out: &mut Vec<u8>)
 
 /// A new random request id in UUID version 4 form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`),
 /// for `x-request-id` when a client sent none.
-pub fn new_request_id() -> String {
+pub fn new_request_id() -> RequestId {
     let mut bits = fastrand::u128(..);
     // Version 4 and the RFC 9562 variant.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
@@ -136,8 +136,18 @@ pub fn new_request_id() -> String {
             *byte = nibbles.next().unwrap_or(b'0');
         }
     }
-    // Hex digits and dashes only, so always UTF-8.
-    std::str::from_utf8(&id).unwrap_or_default().to_owned()
+    RequestId(id)
+}
+
+/// A request id in UUID text form, kept on the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 36]);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Hex digits and dashes only, so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +206,7 @@ mod tests {
         let b = new_request_id();
         assert_ne!(a, b);
         for id in [a, b] {
+            let id = id.as_str();
             assert_eq!(id.len(), 36);
             let groups: Vec<&str> = id.split('-').collect();
             assert_eq!(

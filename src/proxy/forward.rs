@@ -59,7 +59,7 @@ impl Connection {
         self.out.extend_from_slice(&self.inbuf[..first]);
         self.inbuf.drain(..first);
 
-        let policy = RetryPolicy::for_route(route, self.ctx.timeouts.idle, Instant::now());
+        let policy = RetryPolicy::for_route(route, self.ctx.timeouts.idle, uring::now());
         // Only a request sent whole in the first send can be sent again.
         let resendable = request_body.is_done();
         let mut tries = 0;
@@ -69,7 +69,7 @@ impl Connection {
                 let name = snapshot.clusters.get(cluster).name.clone();
                 return Err(ProxyError::NoEndpoint(name));
             };
-            let Some(wait) = policy.wait(Instant::now()) else {
+            let Some(wait) = policy.wait(uring::now()) else {
                 self.ctx.finished(snapshot, cluster, endpoint);
                 let after = route.timeout.unwrap_or_default();
                 return Err(ProxyError::UpstreamTimeout { addr, after });
@@ -135,7 +135,7 @@ impl Connection {
         let ctx = ForwardContext {
             client_ip: self.peer.ip(),
             scheme,
-            request_id: request_id.as_deref(),
+            request_id: request_id.as_ref().map(http::RequestId::as_str),
             path,
             authority: route.rewrite.as_ref().and_then(|r| r.authority.as_deref()),
             ops: &route.headers.request,
@@ -173,7 +173,7 @@ impl Connection {
         }
         self.stream_request_body(&upstream, request_body, facts.expects_continue)
             .await?;
-        let started = Instant::now();
+        let started = uring::now();
         let response = self.read_response_head(&upstream, facts, wait).await?;
         Ok((upstream, response, started))
     }
@@ -228,7 +228,7 @@ impl Connection {
     ) -> Result<ResponseHead, ProxyError> {
         let addr = upstream.addr;
         let method = if facts.is_head { "HEAD" } else { "GET" };
-        let deadline = Instant::now() + wait;
+        let deadline = uring::now() + wait;
         // Once the client has seen an interim response, the request cannot be resent.
         let mut interim_sent = false;
         self.upbuf.clear();
@@ -254,7 +254,7 @@ impl Connection {
                     return Ok(response);
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(uring::now());
             let received = match uring::timeout(left, upstream.stream.recv()).await {
                 Ok(Ok(data)) => data,
                 Ok(Err(_)) if self.upbuf.is_empty() && upstream.reused && !interim_sent => {
@@ -289,7 +289,7 @@ impl Connection {
         let body_kind = head.body();
         // An HTTP/1.0 client gets a chunked body's payload only, then the close.
         let dechunk = head.dechunk_for(facts.client_minor);
-        let elapsed = started.elapsed().as_millis();
+        let elapsed = uring::now().saturating_duration_since(started).as_millis();
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(u64::try_from(elapsed).unwrap_or(u64::MAX)),
             ops: &route.headers.response,

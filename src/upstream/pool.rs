@@ -53,7 +53,7 @@ impl Pool {
     /// An idle connection to `addr`, if one fresh enough is pooled.
     pub fn take(&mut self, addr: SocketAddr) -> Option<UpstreamConn> {
         let idle = self.idle.get_mut(&addr)?;
-        let now = Instant::now();
+        let now = uring::now();
         while let Some(conn) = idle.pop() {
             if now.duration_since(conn.since) < IDLE_TIMEOUT {
                 return Some(UpstreamConn {
@@ -74,7 +74,7 @@ impl Pool {
         }
         idle.push(Idle {
             stream: conn.stream,
-            since: Instant::now(),
+            since: uring::now(),
         });
     }
 

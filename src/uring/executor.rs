@@ -30,6 +30,10 @@ use super::time::Timers;
 /// busy shard still picks up completions.
 const TASK_BUDGET: usize = 256;
 
+/// Task polls between two readings of the clock behind [`now`] within one turn, so
+/// the cached time stays close even when a turn runs many handshakes.
+const CLOCK_REFRESH_POLLS: usize = 16;
+
 /// Task id of the future passed to `block_on` (never a slab index).
 const MAIN_TASK: usize = usize::MAX;
 
@@ -48,6 +52,19 @@ pub(crate) fn current() -> Rc<Shared> {
              Runtime::block_on on this thread (programming error: no runtime is running here)"
         ),
     }
+}
+
+/// The time of the current executor turn: read once when the ring returns completions
+/// and again every [`CLOCK_REFRESH_POLLS`] task polls, instead of a clock read for
+/// every deadline and duration a request measures. Never later than the real time, and
+/// earlier by at most the work of a few tasks. Outside [`Runtime::block_on`] it reads
+/// the clock.
+pub fn now() -> Instant {
+    CURRENT
+        .try_with(|c| c.try_borrow().ok().and_then(|rt| rt.as_ref().map(|rt| rt.now.get())))
+        .ok()
+        .flatten()
+        .unwrap_or_else(Instant::now)
 }
 
 /// Spawns a task onto the current thread's runtime. It runs until it completes or the
@@ -136,6 +153,8 @@ pub(crate) struct Shared {
     spare_wakers: Cell<Vec<Waker>>,
     /// Taken by the first `block_on`, which starts the task that reads it.
     kick_waiter: Cell<Option<NotifyWaiter>>,
+    /// The turn's time, see [`now`].
+    now: Cell<Instant>,
 }
 
 impl Shared {
@@ -161,25 +180,30 @@ impl Shared {
 
     /// Polls up to [`TASK_BUDGET`] ready tasks.
     fn run_tasks(&self) {
-        for _ in 0..TASK_BUDGET {
+        for polled in 0..TASK_BUDGET {
             let Some(id) = self.run_queue.borrow_mut().pop_front() else {
                 return;
             };
             if id == MAIN_TASK {
                 continue;
             }
+            // The future and its waker leave the slot while it is polled (it may spawn,
+            // which needs the slot vector), and go back after: moved, not cloned, so a
+            // poll costs no reference-count traffic.
             let taken = match self.tasks.borrow_mut().get_mut(id) {
-                Some(Some(task)) => task
-                    .fut
-                    .take()
-                    .map(|f| (f, task.waker.clone(), Arc::clone(&task.state))),
+                Some(Some(task)) => task.fut.take().map(|f| {
+                    task.state.scheduled.store(false, Ordering::Release);
+                    (f, std::mem::replace(&mut task.waker, Waker::noop().clone()))
+                }),
                 _ => None,
             };
             // A stale wake of a finished task (or one being polled): nothing to do.
-            let Some((mut fut, waker, state)) = taken else {
+            let Some((mut fut, waker)) = taken else {
                 continue;
             };
-            state.scheduled.store(false, Ordering::Release);
+            if polled % CLOCK_REFRESH_POLLS == CLOCK_REFRESH_POLLS - 1 {
+                self.now.set(Instant::now());
+            }
             let mut cx = Context::from_waker(&waker);
             match fut.as_mut().poll(&mut cx) {
                 Poll::Ready(()) => {
@@ -191,6 +215,7 @@ impl Shared {
                 Poll::Pending => {
                     if let Some(Some(task)) = self.tasks.borrow_mut().get_mut(id) {
                         task.fut = Some(fut);
+                        task.waker = waker;
                     }
                 }
             }
@@ -229,8 +254,10 @@ impl Shared {
             std::mem::swap(&mut woken, &mut driver.woken);
             std::mem::take(&mut driver.released)
         };
+        let now = Instant::now();
+        self.now.set(now);
         if timed {
-            self.timers.borrow_mut().expire(Instant::now(), &mut woken);
+            self.timers.borrow_mut().expire(now, &mut woken);
         }
         // Data of finished cancelled operations may own sockets or runtime handles whose
         // drop uses the driver again, so it is dropped only now.
@@ -266,6 +293,7 @@ impl Runtime {
             }),
             spare_wakers: Cell::new(Vec::new()),
             kick_waiter: Cell::new(Some(kick_waiter)),
+            now: Cell::new(Instant::now()),
         });
         Ok(Runtime { shared })
     }

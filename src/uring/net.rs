@@ -24,60 +24,69 @@ use super::ring::{Cqe, OpKind};
 /// crate does not export it for glibc targets).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 
-/// A buffer an operation can send. The runtime moves the value into a heap allocation
-/// it owns (a `Box` for [`TcpStream::send`], the caller's `Vec` for
-/// [`TcpStream::send_vectored`]), passes the kernel the address of `as_slice()`, and
-/// hands the same value back after the kernel's completion.
+/// A buffer an operation can send. The operation owns the value from submission to
+/// its last completion (also when its future is dropped first, see `op.rs`), passes
+/// the kernel the address of `as_slice()`, and hands the same value back after.
 ///
-/// Implementations need no stable-address guarantee of their own, which is why this is
-/// a safe trait: the value itself never moves while the kernel reads (it sits in that
-/// heap allocation, which is not moved, touched or freed until the last completion,
-/// even when the future is dropped), and nothing else can reach the value meanwhile. A
-/// safe implementation can only return a `&[u8]` that stays valid and unchanged while
-/// `self` is alive and unused, which is exactly the window the kernel reads in. Bytes
-/// shared with other owners (e.g. `bytes::Bytes` clones) are immutable.
-pub trait IoBuf: 'static {
+/// # Safety
+///
+/// The bytes `as_slice()` returns must not move when the value itself moves, and must
+/// stay valid and unchanged while the value is alive and not used through `&mut`: they
+/// live in a heap block the value owns, or in static memory, never inside the value.
+/// That is what lets an operation keep the value by value (no extra `Box` per send)
+/// while the kernel reads the bytes. Every implementation is in this file.
+pub unsafe trait IoBuf: 'static {
     /// The bytes to send.
     fn as_slice(&self) -> &[u8];
 }
 
-impl IoBuf for Vec<u8> {
+// SAFETY: a Vec's elements are in its heap block, which moving the Vec does not move;
+// an empty Vec is never sent.
+unsafe impl IoBuf for Vec<u8> {
     fn as_slice(&self) -> &[u8] {
         self
     }
 }
 
-impl IoBuf for Box<[u8]> {
+// SAFETY: as for Vec: the bytes are in the box's heap block.
+unsafe impl IoBuf for Box<[u8]> {
     fn as_slice(&self) -> &[u8] {
         self
     }
 }
 
-impl IoBuf for &'static [u8] {
+// SAFETY: static memory never moves.
+unsafe impl IoBuf for &'static [u8] {
     fn as_slice(&self) -> &[u8] {
         self
     }
 }
 
-impl IoBuf for &'static str {
+// SAFETY: static memory never moves.
+unsafe impl IoBuf for &'static str {
     fn as_slice(&self) -> &[u8] {
         self.as_bytes()
     }
 }
 
-impl IoBuf for String {
+// SAFETY: a String's bytes are in its heap block, as for Vec.
+unsafe impl IoBuf for String {
     fn as_slice(&self) -> &[u8] {
         self.as_bytes()
     }
 }
 
-impl IoBuf for bytes::Bytes {
+// SAFETY: `Bytes` points into a shared heap block or static memory, never into the
+// handle; the bytes it views are immutable.
+unsafe impl IoBuf for bytes::Bytes {
     fn as_slice(&self) -> &[u8] {
         self
     }
 }
 
-impl IoBuf for bytes::BytesMut {
+// SAFETY: `BytesMut` views a heap block it owns (or shares), never inline storage; the
+// op owns the handle, so nothing writes through it while the kernel reads.
+unsafe impl IoBuf for bytes::BytesMut {
     fn as_slice(&self) -> &[u8] {
         self
     }
@@ -145,8 +154,12 @@ fn bound_socket(addr: SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
 
 impl Listener {
     /// Creates, binds and listens (`SO_REUSEADDR` always, `SO_REUSEPORT` if asked).
+    /// `TCP_NODELAY` is set on the listening socket, and Linux copies it to every socket
+    /// accepted from it: a proxy writes whole responses and never wants Nagle's delay,
+    /// and a new connection then needs no `setsockopt` of its own.
     pub fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
         let fd = bound_socket(addr, opts.reuseport)?;
+        set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
         let backlog = libc::c_int::try_from(opts.backlog).unwrap_or(libc::c_int::MAX);
         // SAFETY: plain syscall on our own fd.
         if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
@@ -427,18 +440,17 @@ impl TcpStream {
     /// Sends some of `buf` (one `send(2)`), returning how many bytes went out and the
     /// buffer.
     pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        let (res, buf) = self.send_from(Box::new(buf), 0).await;
-        (res, *buf)
+        self.send_from(buf, 0).await
     }
 
     /// Sends all of `buf`.
     pub async fn send_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
-        let mut buf = Box::new(buf);
+        let mut buf = buf;
         let mut sent = 0;
         loop {
             let total = buf.as_slice().len();
             if sent >= total {
-                return (Ok(()), *buf);
+                return (Ok(()), buf);
             }
             let (res, back) = self.send_from(buf, sent).await;
             buf = back;
@@ -449,18 +461,18 @@ impl TcpStream {
                             io::ErrorKind::WriteZero,
                             "the connection accepted no more bytes",
                         )),
-                        *buf,
+                        buf,
                     );
                 }
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), *buf),
+                Err(e) => return (Err(e), buf),
             }
         }
     }
 
     /// One send of `buf.as_slice()[offset..]`.
-    async fn send_from<B: IoBuf>(&self, buf: Box<B>, offset: usize) -> (io::Result<usize>, Box<B>) {
+    async fn send_from<B: IoBuf>(&self, buf: B, offset: usize) -> (io::Result<usize>, B) {
         let (ptr, len) = match buf.as_slice().get(offset..) {
             Some(rest) if !rest.is_empty() => {
                 (rest.as_ptr(), u32::try_from(rest.len()).unwrap_or(u32::MAX))
@@ -471,8 +483,9 @@ impl TcpStream {
         let entry = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build();
-        // SAFETY: the entry points into the slice of the boxed IoBuf, which the op owns
-        // (see the IoBuf docs) with an Rc of the socket until the send completes.
+        // SAFETY: the entry points into the bytes of the IoBuf, which do not move with
+        // the value (the IoBuf contract); the op owns the value, with an Rc of the
+        // socket, until the send completes.
         let op = unsafe { Op::submit(rt, OpKind::Plain, (buf, Rc::clone(&self.fd)), entry) };
         let (cqe, (buf, _)) = op.await;
         (cqe.result().map(|n| n as usize), buf)
@@ -572,6 +585,26 @@ impl TcpStream {
             libc::TCP_NODELAY,
             i32::from(on),
         )
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: passes a pointer to a local int and its size; `fd` is open.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(value != 0)
     }
 
     /// The peer's address.

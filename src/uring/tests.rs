@@ -90,10 +90,14 @@ fn echo_round_trip() {
         spawn(async move {
             let (stream, peer) = listener.accept().await.unwrap();
             assert_eq!(stream.peer_addr().unwrap(), peer);
+            // Inherited from the listener: no setsockopt per connection.
+            assert!(stream.nodelay().unwrap());
             echo(stream).await;
         });
         let client = TcpStream::connect(addr).await.unwrap();
+        assert!(!client.nodelay().unwrap());
         client.set_nodelay(true).unwrap();
+        assert!(client.nodelay().unwrap());
         let (res, back) = client.send_all(b"hello, ringress".to_vec()).await;
         res.unwrap();
         assert_eq!(back, b"hello, ringress");

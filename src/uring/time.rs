@@ -76,7 +76,7 @@ impl<F: Future> Future for Timeout<F> {
         if let Poll::Ready(out) = fut.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        let now = Instant::now();
+        let now = super::executor::now();
         match &mut this.timer {
             Some(timer) if now >= timer.key.0 => {
                 return Poll::Ready(Err(Elapsed { after: this.after }));
