@@ -17,8 +17,9 @@
 # processes, read from /proc/<pid>/stat before and after each run, divided by the
 # requests wrk completed. The latency workload offers every gateway the same fixed
 # rate (70 % of nginx's keep-alive peak) and reports p50/p99 latency measured from each
-# request's scheduled send time (perf/wrk-rate.lua). Rounds are interleaved (each round runs every gateway once,
-# in a rotated order) and the table shows medians. See perf/README.md for the method.
+# request's scheduled send time (perf/wrk-rate.lua). Rounds are interleaved (each round
+# runs every gateway once, in a rotated order) and the table shows medians. See
+# perf/README.md for the method.
 #
 # Everything listens on 127.0.0.1 only; every loop and wait is bounded; every process
 # this script starts is stopped on exit. Results (raw TSV, logs, summary) are kept in
@@ -795,14 +796,18 @@ latency_fields() {
     LAT_WRK_P99="$(field "$line" wrk_p99_us)"
     LAT_WARN=""
     if [ "$recorded" -eq 0 ]; then
-        LAT_WHY="no response carried the X-Sched header back ($LAT_UNMATCHED without it): the gateway dropped it, or the run was shorter than ${LATENCY_SKIP_MS} ms"
+        if [ "$LAT_UNMATCHED" -gt 0 ]; then
+            LAT_WHY="no response carried the X-Sched header back ($LAT_UNMATCHED without it): the gateway dropped it"
+        else
+            LAT_WHY="no answer arrived after the first ${LATENCY_SKIP_MS} ms of the run"
+        fi
         return 1
     fi
     if [ "$LAT_UNMATCHED" -gt 0 ]; then
         LAT_WARN="$LAT_UNMATCHED responses without X-Sched (counted as errors)"
     fi
     if [ $((LAT_ACHIEVED * 100)) -lt $((target * (100 - LATENCY_RATE_TOLERANCE_PCT))) ]; then
-        LAT_WARN="${LAT_WARN:+$LAT_WARN; }achieved $LAT_ACHIEVED req/s is more than ${LATENCY_RATE_TOLERANCE_PCT} % below the target $target: the gateway or wrk could not keep up"
+        LAT_WARN="${LAT_WARN:+$LAT_WARN; }achieved $LAT_ACHIEVED req/s is more than ${LATENCY_RATE_TOLERANCE_PCT} % below the target $target: the gateway or wrk could not keep up ($(field "$line" late) requests were sent late, waiting for a free connection; $(field "$line" requests) were answered), so the latency measures a growing queue"
     fi
     LAT_NOTE="target_rps=$target p999_us=$LAT_P999 max_us=$max recorded=$recorded late=$(field "$line" late) wrk_p50_us=$wrk_p50 wrk_p99_us=$LAT_WRK_P99${LAT_WARN:+ warning: $LAT_WARN}"
 }

@@ -4,8 +4,9 @@
 --   wrk -t1 -c64 -d10s -s perf/wrk-rate.lua URL -- RATE SKIP_MS
 --
 -- RATE is the offered load in requests/s for the whole run (wrk must run one thread);
--- the first SKIP_MS milliseconds (connection set-up: one TLS handshake per connection)
--- are sent at the same rate but not recorded.
+-- answers that arrive in the first SKIP_MS milliseconds (connection set-up: one TLS
+-- handshake per connection) are not recorded. A request due in that time but answered
+-- later is: when the gateway falls behind the schedule, the queue it builds counts.
 --
 -- Schedule. Slot k is due at start + k / RATE. A connection that becomes free (after
 -- connecting, or after its previous response) asks delay() how long to wait: it claims
@@ -85,7 +86,7 @@ hist = {}                 -- latency in µs (from the start time) -> count
 recorded = 0
 unmatched = 0
 late = 0                  -- requests sent after waiting for a free connection
-rec_from = 0              -- wall-clock µs from which responses are recorded
+rec_from = 0              -- wall-clock µs from which answers are recorded
 last_done = 0             -- wall-clock µs of the last recorded response
 target_rps = 0
 
@@ -151,10 +152,10 @@ function response(status, headers, body)
       unmatched = unmatched + 1
       return
    end
-   if start == nil or from < rec_from then
+   local now = now_us()
+   if start == nil or now < rec_from then
       return
    end
-   local now = now_us()
    local lat = now - from
    hist[lat] = (hist[lat] or 0) + 1
    recorded = recorded + 1
