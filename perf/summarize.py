@@ -40,6 +40,10 @@ RATE_UNIT = {
     "idle": "",
     "latency": "req/s",
 }
+# Above this median share of "other load" on the gateway's core, latency rows get a
+# warning under the table (a stalled gateway goes straight into its tail).
+NOISY_OTHER_PCT = 10
+
 WORKLOAD_TITLE = {
     "keepalive": "keep-alive, small response",
     "close": "new TLS connection per request",
@@ -209,6 +213,13 @@ def write_latency_notes(out, rows, gateways, why) -> None:
     )
     if keepalive:
         out.write(f"nginx's keep-alive median in this run: {fmt(keepalive)} req/s; the offered rate is {100 * target / keepalive:.0f} % of it.\n")
+    others = [float(r["cpu_other_pct"]) for r in lat if r.get("cpu_other_pct", "-") not in ("", "-")]
+    if others and statistics.median(others) > NOISY_OTHER_PCT:
+        out.write(
+            f"Other load on the gateway's core was {statistics.median(others):.0f} % (median): the latency tails "
+            "measure when the other programs let the gateway run as much as the gateway itself; "
+            "compare them only from a quiet machine.\n"
+        )
     for r in lat:
         note = r.get("note") or ""
         if "warning:" in note:
