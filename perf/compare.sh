@@ -3,8 +3,9 @@
 # reverse proxies, on this machine, with the same certificate, upstream and clients.
 #
 #   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
-#                   [--workloads keepalive,close,1m,idle] [--idle-conns N]
-#                   [--proxy-cpu C] [--load-cpu C] [--ringress PATH] [--out DIR]
+#                   [--workloads keepalive,close,1m,idle,latency] [--idle-conns N]
+#                   [--latency-rate N] [--proxy-cpu C] [--load-cpu C]
+#                   [--ringress PATH] [--out DIR]
 #
 # Layout: the gateway under test runs alone on CPU 0 (taskset); the load generator
 # (wrk -t1, or perf/idle_conns.py) and ONE upstream nginx (plain HTTP, "hello\n" on /,
@@ -14,8 +15,11 @@
 #
 # The main figure is the gateway's CPU time per request: utime+stime of all its
 # processes, read from /proc/<pid>/stat before and after each run, divided by the
-# requests wrk completed. Rounds are interleaved (each round runs every gateway once,
-# in a rotated order) and the table shows medians. See perf/README.md for the method.
+# requests wrk completed. The latency workload offers every gateway the same fixed
+# rate (70 % of nginx's keep-alive peak) and reports p50/p99 latency measured from each
+# request's scheduled send time (perf/wrk-rate.lua). Rounds are interleaved (each round
+# runs every gateway once, in a rotated order) and the table shows medians. See
+# perf/README.md for the method.
 #
 # Everything listens on 127.0.0.1 only; every loop and wait is bounded; every process
 # this script starts is stopped on exit. Results (raw TSV, logs, summary) are kept in
@@ -31,8 +35,11 @@ cd "$repo_root"
 ROUNDS=5
 DURATION=10
 ONLY="nginx,haproxy,ringress"
-WORKLOADS="keepalive,close,1m,idle"
+WORKLOADS="keepalive,close,1m,idle,latency"
 IDLE_CONNS=3000
+# Offered load of the latency workload in requests/s; empty: measured (see below).
+LATENCY_RATE=""
+LATENCY_RATE_WHY=""
 PROXY_CPU=0
 LOAD_CPU=1
 RINGRESS_BIN="target/release/ringress"
@@ -42,6 +49,15 @@ OUT_DIR=""
 KEEPALIVE_CONNS=64
 CLOSE_CONNS=16
 BIG_CONNS=16
+LATENCY_CONNS=64
+# The latency workload runs at this share of nginx's keep-alive peak, measured for
+# LATENCY_PEAK_SECS before the rounds unless --latency-rate gives the rate.
+LATENCY_SHARE_PCT=70
+LATENCY_PEAK_SECS=3
+# Start of each latency run (one TLS handshake per connection) left out of the figures.
+LATENCY_SKIP_MS=500
+# An achieved rate further than this below the target is flagged.
+LATENCY_RATE_TOLERANCE_PCT=3
 # Seconds of unrecorded keep-alive load after each gateway start.
 WARMUP_SECS=1
 # How long a gateway may take to answer its first request.
@@ -51,7 +67,7 @@ BIG_BYTES=1048576
 SMALL_BODY="hello"
 
 ALL_GATEWAYS="nginx haproxy ringress"
-ALL_WORKLOADS="keepalive close 1m idle"
+ALL_WORKLOADS="keepalive close 1m idle latency"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -61,12 +77,16 @@ Options:
   --rounds N        rounds; each runs every gateway once (default $ROUNDS)
   --duration S      seconds of wrk load per workload (default $DURATION)
   --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
-  --workloads LIST  keepalive,close,1m,idle (default all)
+  --workloads LIST  keepalive,close,1m,idle,latency (default all)
                       keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
                       close      $CLOSE_CONNS connections, Connection: close: a full TLS handshake per request
                       1m         $BIG_CONNS keep-alive connections, 1 MiB response
                       idle       RSS per idle keep-alive TLS connection (--idle-conns of them)
+                      latency    $LATENCY_CONNS keep-alive connections at a fixed request rate:
+                                 p50/p99 latency from the scheduled send time
   --idle-conns N    connections held open in the idle workload (default $IDLE_CONNS)
+  --latency-rate N  requests/s offered in the latency workload (default: ${LATENCY_SHARE_PCT} % of
+                    nginx's keep-alive peak, measured for ${LATENCY_PEAK_SECS} s before the rounds)
   --proxy-cpu C     CPU the gateway runs on (default $PROXY_CPU)
   --load-cpu C      CPU of wrk and the upstream (default $LOAD_CPU)
   --ringress PATH   ringress binary (default $RINGRESS_BIN; built with
@@ -115,6 +135,7 @@ while [ "$#" -gt 0 ]; do
     --only) ONLY="$(opt_value "$@")"; shift 2 ;;
     --workloads) WORKLOADS="$(opt_value "$@")"; shift 2 ;;
     --idle-conns) IDLE_CONNS="$(opt_value "$@")"; shift 2 ;;
+    --latency-rate) LATENCY_RATE="$(opt_value "$@")"; shift 2 ;;
     --proxy-cpu) PROXY_CPU="$(opt_value "$@")"; shift 2 ;;
     --load-cpu) LOAD_CPU="$(opt_value "$@")"; shift 2 ;;
     --ringress) RINGRESS_BIN="$(opt_value "$@")"; shift 2 ;;
@@ -133,6 +154,10 @@ check_range() {
 check_range --rounds "$ROUNDS" 1 100
 check_range --duration "$DURATION" 1 600
 check_range --idle-conns "$IDLE_CONNS" 1 50000
+if [ -n "$LATENCY_RATE" ]; then
+    check_range --latency-rate "$LATENCY_RATE" 1 10000000
+    LATENCY_RATE_WHY="given by --latency-rate"
+fi
 if [ "$IDLE_CONNS" -lt 1000 ]; then
     log "warning: --idle-conns $IDLE_CONNS: below 1000 the allocator's free memory hides part of each connection's cost"
 fi
@@ -392,8 +417,9 @@ machine_info() {
     printf 'wrk: %s\n' "$("$WRK" -v 2>&1 | head -n1 || true)"
     printf 'openssl: %s\n' "$(openssl version)"
     printf 'ringress: %s\n' "$(git -C "$repo_root" describe --always --dirty 2>/dev/null || echo unknown)"
-    printf 'command: perf/compare.sh --rounds %s --duration %s --only %s --workloads %s --idle-conns %s\n' \
-        "$ROUNDS" "$DURATION" "${GATEWAYS// /,}" "${WORKLOAD_LIST// /,}" "$IDLE_CONNS"
+    printf 'command: perf/compare.sh --rounds %s --duration %s --only %s --workloads %s --idle-conns %s%s\n' \
+        "$ROUNDS" "$DURATION" "${GATEWAYS// /,}" "${WORKLOAD_LIST// /,}" "$IDLE_CONNS" \
+        "${LATENCY_RATE:+ --latency-rate $LATENCY_RATE}"
     printf 'pinning: gateway on CPU %s; wrk, idle client and upstream nginx on CPU %s\n' "$PROXY_CPU" "$LOAD_CPU"
 }
 machine_info | tee "$OUT_DIR/machine.txt" >&2
@@ -478,6 +504,13 @@ $(nginx_temp_paths "$dir")
         location = /1m {
             root $dir/www;
             default_type application/octet-stream;
+        }
+        # The latency workload: the small response, with the request's scheduled send
+        # time (X-Sched, from perf/wrk-rate.lua) copied back so wrk can match them.
+        location = /lat {
+            default_type text/plain;
+            add_header X-Sched \$http_x_sched;
+            return 200 "$SMALL_BODY\n";
         }
         location / {
             default_type text/plain;
@@ -660,24 +693,30 @@ record() {
     printf '%s\n' "$*" >>"$RESULTS"
 }
 
-# run_load OUTFILE WRK_ARGS...: one wrk thread on the load CPU, in the background so a
-# signal stops the benchmark at once (the trap then stops wrk too).
+# run_load OUTFILE SCRIPT WRK_ARGS...: one wrk thread on the load CPU running the wrk
+# script perf/SCRIPT, in the background so a signal stops the benchmark at once (the
+# trap then stops wrk too).
 run_load() {
-    local out="$1"
-    shift
+    local out="$1" script="$2"
+    shift 2
     spawn "$out" env WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 \
-        -s "$repo_root/perf/wrk-report.lua" "$@"
+        -s "$repo_root/perf/$script" "$@"
     wait "$SPAWNED" || true
     forget_pid "$SPAWNED"
 }
 
 # run_wrk ROUND NAME PORT WORKLOAD
 run_wrk() {
-    local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() why
+    local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() after=() why
+    local script=wrk-report.lua
     case "$wl" in
     keepalive) conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
     close) conns=$CLOSE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) extra=(-H 'Connection: close') ;;
     1m) conns=$BIG_CONNS path=/1m want=$BIG_BYTES ;;
+    latency)
+        conns=$LATENCY_CONNS path=/lat want=$((${#SMALL_BODY} + 1)) script=wrk-rate.lua
+        after=(-- "$LATENCY_RATE" "$LATENCY_SKIP_MS")
+        ;;
     esac
     if ! why="$(fetch_check "$port" "$path" "$want")"; then
         record "$round" "$name" "$wl" failed - - - - - - - "$why"
@@ -689,7 +728,8 @@ run_wrk() {
     out="$OUT_DIR/wrk-r$round-$name-$wl.txt"
     t0="$(cpu_ticks "${pids[@]}")"
     read -r c0_busy c0_total < <(cpu_line "$PROXY_CPU")
-    run_load "$out" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" "$(gw_url "$port" "$path")"
+    run_load "$out" "$script" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" \
+        "$(gw_url "$port" "$path")" "${after[@]}"
     t1="$(cpu_ticks "${pids[@]}")"
     read -r c1_busy c1_total < <(cpu_line "$PROXY_CPU")
     if ! alive "$GW_PID"; then
@@ -715,16 +755,61 @@ run_wrk() {
         log "  $wl: failed: no request completed ($errors errors)"
         return 0
     fi
-    local cost rate other
+    local cost rate other note=""
     # Share of the gateway's CPU that something else used meanwhile: the noise figure.
     other="$(awk -v b=$((c1_busy - c0_busy - (t1 - t0))) -v t=$((c1_total - c0_total)) \
         'BEGIN { if (t <= 0) print "-"; else { if (b < 0) b = 0; printf "%.0f", 100 * b / t } }')"
     cost="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
     rate="$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')"
-    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" ""
+    if [ "$wl" = latency ]; then
+        latency_fields "$line" || {
+            record "$round" "$name" "$wl" failed - - "$errors" "$requests" - - "$other" "$LAT_WHY"
+            log "  $wl: failed: $LAT_WHY"
+            return 0
+        }
+        rate="$LAT_ACHIEVED"
+        errors=$((errors + LAT_UNMATCHED))
+        note="$LAT_NOTE"
+    fi
+    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" "$note"
+    if [ "$wl" = latency ]; then
+        log "  $(printf '%-9s' "$wl") p50 $p50 µs  p99 $p99 µs  p99.9 $LAT_P999 µs  $rate of $LATENCY_RATE req/s offered  CPU $cost µs/req  $errors errors  wrk's own p99 $LAT_WRK_P99 µs  other load on CPU $PROXY_CPU ${other}%${LAT_WARN:+  WARNING: $LAT_WARN}"
+        return 0
+    fi
     local unit=req
     [ "$wl" != 1m ] || unit=MiB
     log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit  $rate $unit/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
+}
+
+# latency_fields LINE: reads perf/wrk-rate.lua's extra figures into LAT_*; returns 1
+# with LAT_WHY when nothing usable was recorded.
+LAT_ACHIEVED="" LAT_UNMATCHED=0 LAT_NOTE="" LAT_WHY="" LAT_P999="" LAT_WRK_P99="" LAT_WARN=""
+latency_fields() {
+    local line="$1" recorded target max wrk_p50
+    recorded="$(field "$line" recorded)"
+    target="$(field "$line" target_rps)"
+    LAT_ACHIEVED="$(field "$line" achieved_rps)"
+    LAT_UNMATCHED="$(field "$line" unmatched)"
+    LAT_P999="$(field "$line" p999_us)"
+    max="$(field "$line" max_us)"
+    wrk_p50="$(field "$line" wrk_p50_us)"
+    LAT_WRK_P99="$(field "$line" wrk_p99_us)"
+    LAT_WARN=""
+    if [ "$recorded" -eq 0 ]; then
+        if [ "$LAT_UNMATCHED" -gt 0 ]; then
+            LAT_WHY="no response carried the X-Sched header back ($LAT_UNMATCHED without it): the gateway dropped it"
+        else
+            LAT_WHY="no answer arrived after the first ${LATENCY_SKIP_MS} ms of the run"
+        fi
+        return 1
+    fi
+    if [ "$LAT_UNMATCHED" -gt 0 ]; then
+        LAT_WARN="$LAT_UNMATCHED responses without X-Sched (counted as errors)"
+    fi
+    if [ $((LAT_ACHIEVED * 100)) -lt $((target * (100 - LATENCY_RATE_TOLERANCE_PCT))) ]; then
+        LAT_WARN="${LAT_WARN:+$LAT_WARN; }achieved $LAT_ACHIEVED req/s is more than ${LATENCY_RATE_TOLERANCE_PCT} % below the target $target: the gateway or wrk could not keep up ($(field "$line" late) requests were sent late, waiting for a free connection; $(field "$line" requests) were answered), so the latency measures a growing queue"
+    fi
+    LAT_NOTE="target_rps=$target p999_us=$LAT_P999 max_us=$max recorded=$recorded late=$(field "$line" late) wrk_p50_us=$wrk_p50 wrk_p99_us=$LAT_WRK_P99${LAT_WARN:+ warning: $LAT_WARN}"
 }
 
 # wait_line FILE PREFIX PID: the first line of FILE starting with PREFIX, waiting while
@@ -839,7 +924,7 @@ run_gateway() {
             -CAfile "$CA" </dev/null 2>/dev/null | grep -m1 -E '^(New|Protocol|Cipher)' || echo '?')"
     fi
     # Unrecorded warm-up: caches, lazy allocations, upstream keep-alive pool.
-    run_load /dev/null -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" "$(gw_url "$port" /)"
+    run_load /dev/null wrk-report.lua -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" "$(gw_url "$port" /)"
     # idle first, so earlier bursts have not left freed memory for it to reuse.
     local order=()
     [[ " $WORKLOAD_LIST " == *" idle "* ]] && order+=(idle)
@@ -863,9 +948,47 @@ run_gateway() {
 # ---------------------------------------------------------------------------------
 # Main
 
+# The latency workload's offered rate: LATENCY_SHARE_PCT of nginx's keep-alive peak,
+# measured once here so every gateway of every round gets the same rate.
+measure_latency_rate() {
+    local dir="$WORK/peak-nginx" port out line requests duration_us peak
+    mkdir -p "$dir"
+    port="$(free_port)"
+    GW_PID="" GW_FAIL=""
+    log "latency: measuring nginx's keep-alive peak (${LATENCY_PEAK_SECS} s, $KEEPALIVE_CONNS connections) for the offered rate"
+    if start_nginx "$dir" "$port"; then
+        wait_ready nginx "$dir" "$port" || true
+    fi
+    if [ -n "$GW_FAIL" ]; then
+        [ -z "$GW_PID" ] || stop_pid "$GW_PID"
+        die "cannot measure nginx's keep-alive peak for the latency workload ($GW_FAIL); pass --latency-rate N"
+    fi
+    out="$OUT_DIR/wrk-peak-nginx.txt"
+    run_load /dev/null wrk-report.lua -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" "$(gw_url "$port" /)"
+    run_load "$out" wrk-report.lua -c "$KEEPALIVE_CONNS" -d "${LATENCY_PEAK_SECS}s" --timeout 5s "$(gw_url "$port" /)"
+    stop_pid "$GW_PID"
+    GW_PID=""
+    line="$(grep -m1 '^RINGRESS_PERF ' "$out" || true)"
+    [ -n "$line" ] || die "nginx's keep-alive peak: wrk printed no summary ($(tail -n 2 "$out" | tr '\n' ' ')); pass --latency-rate N"
+    requests="$(field "$line" requests)"
+    duration_us="$(field "$line" duration_us)"
+    if [ "$requests" -eq 0 ] || [ "$duration_us" -eq 0 ]; then
+        die "nginx's keep-alive peak: no request completed; pass --latency-rate N"
+    fi
+    peak=$((requests * 1000000 / duration_us))
+    LATENCY_RATE=$((peak * LATENCY_SHARE_PCT / 100))
+    [ "$LATENCY_RATE" -ge 1 ] || die "nginx's keep-alive peak of $peak req/s is too low for the latency workload; pass --latency-rate N"
+    LATENCY_RATE_WHY="${LATENCY_SHARE_PCT} % of nginx's keep-alive peak of $peak req/s, measured for ${LATENCY_PEAK_SECS} s before the rounds"
+}
+
 gen_certs
 has_gateway ringress && prepare_ringress
 start_upstream
+if [[ " $WORKLOAD_LIST " == *" latency "* ]]; then
+    [ -n "$LATENCY_RATE" ] || measure_latency_rate
+    log "latency: offering $LATENCY_RATE req/s to every gateway ($LATENCY_RATE_WHY)"
+    printf 'latency workload: %s req/s offered (%s)\n' "$LATENCY_RATE" "$LATENCY_RATE_WHY" >>"$OUT_DIR/machine.txt"
+fi
 
 read -ra gw_array <<<"$GATEWAYS"
 n="${#gw_array[@]}"
@@ -878,4 +1001,5 @@ done
 
 log "results: $OUT_DIR"
 python3 "$repo_root/perf/summarize.py" "$RESULTS" --gateways "${GATEWAYS// /,}" \
-    --workloads "${WORKLOAD_LIST// /,}" | tee "$OUT_DIR/summary.md"
+    --workloads "${WORKLOAD_LIST// /,}" ${LATENCY_RATE_WHY:+--latency-why "$LATENCY_RATE_WHY"} |
+    tee "$OUT_DIR/summary.md"

@@ -2,7 +2,8 @@
 """Turn perf/compare.sh's results.tsv into the Markdown table of medians.
 
     python3 perf/summarize.py RESULTS.tsv [--gateways nginx,haproxy,ringress]
-                                          [--workloads keepalive,close,1m,idle]
+                                          [--workloads keepalive,close,1m,idle,latency]
+                                          [--latency-why TEXT]
 
 One row per workload and gateway: the median cost (gateway CPU µs per request, per MiB
 for 1m, or RSS KiB per idle connection) and the median rate (requests/s, MiB/s for
@@ -11,10 +12,17 @@ spread (min-max) of the cost over the rounds, the rounds that succeeded and the 
 client-side errors, and the median share of the gateway's CPU that other processes
 used during the runs ("other load", the noise figure). A gateway whose runs all failed
 shows "failed", and the reasons are listed under the table. Lower cost is better; higher rate is better.
+
+The latency workload's rows show instead the median p99 latency in µs (lower is
+better) with its ratios, the achieved rate at the fixed offered load (the same for
+every gateway), and in the spread column the p99's min-max followed by the medians of
+p50, p99.9 and the gateway's CPU µs per request at that load. --latency-why says where
+the offered rate came from; it is printed under the table.
 """
 
 import argparse
 import csv
+import re
 import statistics
 import sys
 
@@ -23,18 +31,25 @@ COST_UNIT = {
     "close": "µs/req",
     "1m": "µs/MiB",
     "idle": "KiB/conn",
+    "latency": "µs p99",
 }
 RATE_UNIT = {
     "keepalive": "req/s",
     "close": "req/s",
     "1m": "MiB/s",
     "idle": "",
+    "latency": "req/s",
 }
+# Above this median share of "other load" on the gateway's core, latency rows get a
+# warning under the table (a stalled gateway goes straight into its tail).
+NOISY_OTHER_PCT = 10
+
 WORKLOAD_TITLE = {
     "keepalive": "keep-alive, small response",
     "close": "new TLS connection per request",
     "1m": "1 MiB response",
     "idle": "idle TLS connections (RSS)",
+    "latency": "latency at a fixed rate",
 }
 
 
@@ -60,11 +75,38 @@ def other_load(ok_rows) -> str:
     return f"{statistics.median(values):.0f}%"
 
 
+def note_field(row, name):
+    """The number after NAME= in the row's note, or None."""
+    m = re.search(rf"(?:^| ){name}=([0-9.]+)", row.get("note") or "")
+    return float(m.group(1)) if m else None
+
+
+def median_of(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def latency_extra(ok_rows) -> str:
+    """p50, p99.9 and CPU per request (medians) of the latency workload's rows."""
+    p50 = median_of([float(r["p50_us"]) for r in ok_rows if r.get("p50_us", "-") not in ("", "-")])
+    p999 = median_of([note_field(r, "p999_us") for r in ok_rows])
+    cpu = median_of([float(r["cost"]) for r in ok_rows if r.get("cost", "-") not in ("", "-")])
+    parts = []
+    if p50 is not None:
+        parts.append(f"p50 {fmt(p50)} µs")
+    if p999 is not None:
+        parts.append(f"p99.9 {fmt(p999)} µs")
+    if cpu is not None:
+        parts.append(f"CPU {fmt(cpu)} µs/req")
+    return "; ".join(parts)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results")
     parser.add_argument("--gateways", default="nginx,haproxy,ringress")
-    parser.add_argument("--workloads", default="keepalive,close,1m,idle")
+    parser.add_argument("--workloads", default="keepalive,close,1m,idle,latency")
+    parser.add_argument("--latency-why", default="", help="where the latency workload's offered rate came from")
     args = parser.parse_args()
 
     gateways = [g for g in args.gateways.split(",") if g]
@@ -88,7 +130,11 @@ def main() -> int:
             if not ok:
                 stats[(wl, gw)] = None if mine else "not run"
                 continue
-            costs = [float(r["cost"]) for r in ok]
+            if wl == "latency":
+                # The figure is p99 latency; CPU per request goes to the extra column.
+                costs = [float(r["p99_us"]) for r in ok]
+            else:
+                costs = [float(r["cost"]) for r in ok]
             rates = [float(r["rate"]) for r in ok] if wl != "idle" else []
             errors = sum(int(r["errors"]) for r in ok if r["errors"] not in ("", "-"))
             stats[(wl, gw)] = {
@@ -99,11 +145,12 @@ def main() -> int:
                 "runs": f"{len(ok)}/{len(mine)}",
                 "errors": errors,
                 "other": other_load(ok),
+                "extra": latency_extra(ok) if wl == "latency" else "",
             }
 
     out = sys.stdout
     out.write(
-        "| workload | gateway | CPU or RSS (median) | ÷ HAProxy | ÷ nginx "
+        "| workload | gateway | CPU, RSS or p99 (median) | ÷ HAProxy | ÷ nginx "
         "| rate (median) | ÷ HAProxy | ÷ nginx | spread (min–max) | rounds ok | errors | other load |\n"
     )
     out.write("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -129,8 +176,11 @@ def main() -> int:
             out.write(
                 f"| {title} | {gw} | {cost} | {ratio(s['cost'], base_h and base_h['cost'])} "
                 f"| {ratio(s['cost'], base_n and base_n['cost'])} | {rate} | {rh} | {rn} "
-                f"| {fmt(s['min'])}–{fmt(s['max'])} | {s['runs']} | {s['errors']} | {s['other']} |\n"
+                f"| {fmt(s['min'])}–{fmt(s['max'])}{'; ' + s['extra'] if s['extra'] else ''} "
+                f"| {s['runs']} | {s['errors']} | {s['other']} |\n"
             )
+    if "latency" in workloads:
+        write_latency_notes(out, rows, gateways, args.latency_why)
     if reasons:
         out.write("\nFailures:\n")
         for gw, items in reasons.items():
@@ -142,6 +192,38 @@ def main() -> int:
                     seen.append(why)
                     out.write(f"- {gw}: {item}\n")
     return 0
+
+
+def write_latency_notes(out, rows, gateways, why) -> None:
+    """Under the table: the offered rate, how it compares with nginx's keep-alive rate
+    of the same run, and the latency runs that did not reach it."""
+    lat = [r for r in rows if r["workload"] == "latency" and r["status"] == "ok" and r["gateway"] in gateways]
+    targets = sorted({note_field(r, "target_rps") for r in lat} - {None})
+    if not targets:
+        return
+    target = targets[0]
+    out.write(
+        f"\nLatency rows: every gateway offered {fmt(target)} req/s"
+        + (f" ({why})" if why else "")
+        + "; p50/p99/p99.9 from the scheduled send time when a request waited for a free"
+        " connection, else from its actual send; lower is better.\n"
+    )
+    keepalive = median_of(
+        [float(r["rate"]) for r in rows if r["workload"] == "keepalive" and r["gateway"] == "nginx" and r["status"] == "ok"]
+    )
+    if keepalive:
+        out.write(f"nginx's keep-alive median in this run: {fmt(keepalive)} req/s; the offered rate is {100 * target / keepalive:.0f} % of it.\n")
+    others = [float(r["cpu_other_pct"]) for r in lat if r.get("cpu_other_pct", "-") not in ("", "-")]
+    if others and statistics.median(others) > NOISY_OTHER_PCT:
+        out.write(
+            f"Other load on the gateway's core was {statistics.median(others):.0f} % (median): the latency tails "
+            "measure when the other programs let the gateway run as much as the gateway itself; "
+            "compare them only from a quiet machine.\n"
+        )
+    for r in lat:
+        note = r.get("note") or ""
+        if "warning:" in note:
+            out.write(f"- {r['gateway']}, round {r['round']}: {note.split('warning: ', 1)[1]}\n")
 
 
 if __name__ == "__main__":
