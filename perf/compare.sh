@@ -3,7 +3,7 @@
 # reverse proxies, on this machine, with the same certificate, upstream and clients.
 #
 #   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
-#                   [--workloads keepalive,close,1m,idle,latency] [--idle-conns N]
+#                   [--workloads keepalive,close,full,1m,idle,latency] [--idle-conns N]
 #                   [--latency-rate N] [--proxy-cpu C] [--load-cpu C]
 #                   [--ringress PATH] [--out DIR]
 #
@@ -35,7 +35,7 @@ cd "$repo_root"
 ROUNDS=5
 DURATION=10
 ONLY="nginx,haproxy,ringress"
-WORKLOADS="keepalive,close,1m,idle,latency"
+WORKLOADS="keepalive,close,full,1m,idle,latency"
 IDLE_CONNS=3000
 # Offered load of the latency workload in requests/s; empty: measured (see below).
 LATENCY_RATE=""
@@ -48,6 +48,10 @@ OUT_DIR=""
 # Connections wrk keeps open in each workload.
 KEEPALIVE_CONNS=64
 CLOSE_CONNS=16
+# Fresh connections h2load opens at once in each batch of the full workload.
+FULL_CONNS=32
+# Bound on one h2load batch (FULL_CONNS handshakes; well under a second normally).
+FULL_BATCH_TIMEOUT_SECS=30
 BIG_CONNS=16
 LATENCY_CONNS=64
 # The latency workload runs at this share of nginx's keep-alive peak, measured for
@@ -63,11 +67,15 @@ WARMUP_SECS=1
 # How long a gateway may take to answer its first request.
 READY_TIMEOUT_SECS=15
 SERVER_NAME="bench.example.com"
+# TLS 1.3 suites in the servers' order of preference, as ringress orders them: nginx and
+# HAProxy are set to pick by this order too, so all three negotiate AES-128-GCM with
+# wrk (whose OpenSSL offers AES-256-GCM first).
+TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 BIG_BYTES=1048576
 SMALL_BODY="hello"
 
 ALL_GATEWAYS="nginx haproxy ringress"
-ALL_WORKLOADS="keepalive close 1m idle latency"
+ALL_WORKLOADS="keepalive close full 1m idle latency"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -77,9 +85,12 @@ Options:
   --rounds N        rounds; each runs every gateway once (default $ROUNDS)
   --duration S      seconds of wrk load per workload (default $DURATION)
   --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
-  --workloads LIST  keepalive,close,1m,idle,latency (default all)
+  --workloads LIST  keepalive,close,full,1m,idle,latency (default all)
                       keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
-                      close      $CLOSE_CONNS connections, Connection: close: a full TLS handshake per request
+                      close      $CLOSE_CONNS connections, Connection: close: a new TCP connection and a
+                                 resumed TLS 1.3 handshake (session ticket, X25519) per request
+                      full       batches of $FULL_CONNS new connections (h2load), one request each: a
+                                 full TLS 1.3 handshake (X25519, ECDSA P-256 signature) per request
                       1m         $BIG_CONNS keep-alive connections, 1 MiB response
                       idle       RSS per idle keep-alive TLS connection (--idle-conns of them)
                       latency    $LATENCY_CONNS keep-alive connections at a fixed request rate:
@@ -339,17 +350,23 @@ proc_tree() {
     printf '%s\n' "${all[@]}"
 }
 
-# Sum of utime+stime (clock ticks) over the given pids; fields 14 and 15 of
-# /proc/<pid>/stat, counted after the ")" that ends the command name.
+# "user system": sums of utime and of stime (clock ticks) over the given pids; fields
+# 14 and 15 of /proc/<pid>/stat, counted after the ")" that ends the command name.
 cpu_ticks() {
-    local pid total=0 line rest
+    local pid user=0 sys=0 line rest
     for pid in "$@"; do
         line="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
         rest="${line##*) }"
         read -ra f <<<"$rest"
-        total=$((total + f[11] + f[12]))
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
     done
-    printf '%s\n' "$total"
+    printf '%s %s\n' "$user" "$sys"
+}
+
+# per_request TICKS REQUESTS: clock ticks of CPU time as µs per request.
+per_request() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'
 }
 
 # Sum of VmRSS (KiB) over the given pids.
@@ -378,6 +395,7 @@ ensure_tools
 NGINX="$(find_bin nginx)"
 HAPROXY="$(find_bin haproxy || true)"
 WRK="$(find_bin wrk)"
+H2LOAD="$(find_bin h2load)"
 CLK_TCK="$(getconf CLK_TCK)"
 
 # Raise the descriptor limit for the idle workload (gateways and clients inherit it).
@@ -402,7 +420,9 @@ fi
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 RESULTS="$OUT_DIR/results.tsv"
-printf 'round\tgateway\tworkload\tstatus\tcost\trate\terrors\tcount\tp50_us\tp99_us\tcpu_other_pct\tnote\n' >"$RESULTS"
+# Columns up to note are those of older results.tsv files (summarize.py reads both);
+# user_cost and sys_cost split cost into the gateway's user and kernel CPU time.
+printf 'round\tgateway\tworkload\tstatus\tcost\trate\terrors\tcount\tp50_us\tp99_us\tcpu_other_pct\tnote\tuser_cost\tsys_cost\n' >"$RESULTS"
 
 machine_info() {
     printf 'date: %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -415,6 +435,7 @@ machine_info() {
         printf 'haproxy: %s\n' "$("$HAPROXY" -v 2>&1 | head -n1)"
     fi
     printf 'wrk: %s\n' "$("$WRK" -v 2>&1 | head -n1 || true)"
+    printf 'h2load: %s\n' "$("$H2LOAD" --version 2>&1 | head -n1 || true)"
     printf 'openssl: %s\n' "$(openssl version)"
     printf 'ringress: %s\n' "$(git -C "$repo_root" describe --always --dirty 2>/dev/null || echo unknown)"
     printf 'command: perf/compare.sh --rounds %s --duration %s --only %s --workloads %s --idle-conns %s%s\n' \
@@ -565,6 +586,9 @@ $(nginx_temp_paths "$dir")
         ssl_certificate_key $KEY;
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_tickets on;
+        # The server's preference, AES-128-GCM first, like ringress and HAProxy here.
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites $TLS13_SUITES;
         location / {
             proxy_pass http://bench_upstream;
             proxy_http_version 1.1;
@@ -590,6 +614,8 @@ start_haproxy() {
 global
     nbthread 1
     maxconn $HAPROXY_MAXCONN
+    # HAProxy picks by its own order unless a bind says prefer-client-ciphers.
+    ssl-default-bind-ciphersuites $TLS13_SUITES
 
 defaults
     mode http
@@ -689,8 +715,12 @@ wait_ready() {
 
 record() {
     # round gateway workload status cost rate errors count p50 p99 cpu_other_pct note
-    local IFS=$'\t'
-    printf '%s\n' "$*" >>"$RESULTS"
+    # [user_cost sys_cost]; the last two are "-" when not given.
+    local IFS=$'\t' fields=("$@")
+    while [ "${#fields[@]}" -lt 14 ]; do
+        fields+=(-)
+    done
+    printf '%s\n' "${fields[*]}" >>"$RESULTS"
 }
 
 # run_load OUTFILE SCRIPT WRK_ARGS...: one wrk thread on the load CPU running the wrk
@@ -705,6 +735,44 @@ run_load() {
     forget_pid "$SPAWNED"
 }
 
+# run_full_load OUTFILE PORT: the full workload's client. wrk resumes its TLS session
+# on every reconnect, and so does h2load within one client; but h2load's clients do not
+# share sessions, so "h2load -c N -n N" opens N connections that each do a full
+# handshake and send one request. Batches of that run back to back on the load CPU for
+# --duration seconds; the summary line has wrk-report.lua's format (no latency).
+run_full_load() {
+    local out="$1" port="$2" batch="$WORK/h2load-batch.txt" t0 now end line
+    local requests=0 errors=0 batches=0 ok bad
+    t0="$(date +%s%N)"
+    end=$((t0 + DURATION * 1000000000))
+    now="$t0"
+    : >"$out"
+    while [ "$now" -lt "$end" ]; do
+        spawn "$batch" timeout "$FULL_BATCH_TIMEOUT_SECS" taskset -c "$LOAD_CPU" "$H2LOAD" --h1 \
+            -c "$FULL_CONNS" -n "$FULL_CONNS" --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
+        wait "$SPAWNED" || true
+        forget_pid "$SPAWNED"
+        now="$(date +%s%N)"
+        batches=$((batches + 1))
+        # requests: 32 total, 32 started, 32 done, 32 succeeded, 0 failed, 0 errored, 0 timeout
+        line="$(grep -m1 '^requests:' "$batch" || true)"
+        if [ -z "$line" ]; then
+            printf 'batch %s printed no result: %s\n' "$batches" "$(tail -n 2 "$batch" | tr '\n' ' ')" >>"$out"
+            errors=$((errors + FULL_CONNS))
+            break
+        fi
+        read -r ok bad < <(awk -F'[:,] *' '{
+            for (i = 2; i <= NF; i++) { split($i, w, " "); v[w[2]] = w[1] }
+            print v["succeeded"] + 0, v["failed"] + v["errored"] + v["timeout"] }' <<<"$line")
+        requests=$((requests + ok))
+        errors=$((errors + bad))
+        [ "$ok" -gt 0 ] || break
+    done
+    printf '%s batches of %s connections\n' "$batches" "$FULL_CONNS" >>"$out"
+    printf 'RINGRESS_PERF requests=%s duration_us=%s bytes=0 connect_err=0 read_err=0 write_err=0 status_err=%s timeout_err=0 p50_us=0 p99_us=0\n' \
+        "$requests" $(((now - t0) / 1000)) "$errors" >>"$out"
+}
+
 # run_wrk ROUND NAME PORT WORKLOAD
 run_wrk() {
     local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() after=() why
@@ -712,6 +780,7 @@ run_wrk() {
     case "$wl" in
     keepalive) conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
     close) conns=$CLOSE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) extra=(-H 'Connection: close') ;;
+    full) conns=$FULL_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
     1m) conns=$BIG_CONNS path=/1m want=$BIG_BYTES ;;
     latency)
         conns=$LATENCY_CONNS path=/lat want=$((${#SMALL_BODY} + 1)) script=wrk-rate.lua
@@ -723,14 +792,20 @@ run_wrk() {
         log "  $wl: failed: $why"
         return 0
     fi
-    local pids t0 t1 out line
+    local pids u0 s0 u1 s1 t0 t1 out line
     mapfile -t pids < <(proc_tree "$GW_PID")
     out="$OUT_DIR/wrk-r$round-$name-$wl.txt"
-    t0="$(cpu_ticks "${pids[@]}")"
+    read -r u0 s0 < <(cpu_ticks "${pids[@]}")
     read -r c0_busy c0_total < <(cpu_line "$PROXY_CPU")
-    run_load "$out" "$script" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" \
-        "$(gw_url "$port" "$path")" "${after[@]}"
-    t1="$(cpu_ticks "${pids[@]}")"
+    if [ "$wl" = full ]; then
+        run_full_load "$out" "$port"
+    else
+        run_load "$out" "$script" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" \
+            "$(gw_url "$port" "$path")" "${after[@]}"
+    fi
+    read -r u1 s1 < <(cpu_ticks "${pids[@]}")
+    t0=$((u0 + s0))
+    t1=$((u1 + s1))
     read -r c1_busy c1_total < <(cpu_line "$PROXY_CPU")
     if ! alive "$GW_PID"; then
         record "$round" "$name" "$wl" failed - - - - - - - "$name exited during $wl"
@@ -755,12 +830,18 @@ run_wrk() {
         log "  $wl: failed: no request completed ($errors errors)"
         return 0
     fi
-    local cost rate other note=""
+    local cost user_cost sys_cost rate other note=""
     # Share of the gateway's CPU that something else used meanwhile: the noise figure.
     other="$(awk -v b=$((c1_busy - c0_busy - (t1 - t0))) -v t=$((c1_total - c0_total)) \
         'BEGIN { if (t <= 0) print "-"; else { if (b < 0) b = 0; printf "%.0f", 100 * b / t } }')"
-    cost="$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+    cost="$(per_request $((t1 - t0)) "$requests")"
+    user_cost="$(per_request $((u1 - u0)) "$requests")"
+    sys_cost="$(per_request $((s1 - s0)) "$requests")"
     rate="$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')"
+    if [ "$wl" = full ]; then
+        # h2load's batches measure no latency worth keeping.
+        p50="-" p99="-"
+    fi
     if [ "$wl" = latency ]; then
         latency_fields "$line" || {
             record "$round" "$name" "$wl" failed - - "$errors" "$requests" - - "$other" "$LAT_WHY"
@@ -771,14 +852,16 @@ run_wrk() {
         errors=$((errors + LAT_UNMATCHED))
         note="$LAT_NOTE"
     fi
-    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" "$note"
+    record "$round" "$name" "$wl" ok "$cost" "$rate" "$errors" "$requests" "$p50" "$p99" "$other" "$note" \
+        "$user_cost" "$sys_cost"
     if [ "$wl" = latency ]; then
-        log "  $(printf '%-9s' "$wl") p50 $p50 µs  p99 $p99 µs  p99.9 $LAT_P999 µs  $rate of $LATENCY_RATE req/s offered  CPU $cost µs/req  $errors errors  wrk's own p99 $LAT_WRK_P99 µs  other load on CPU $PROXY_CPU ${other}%${LAT_WARN:+  WARNING: $LAT_WARN}"
+        log "  $(printf '%-9s' "$wl") p50 $p50 µs  p99 $p99 µs  p99.9 $LAT_P999 µs  $rate of $LATENCY_RATE req/s offered  CPU $cost µs/req (user $user_cost, kernel $sys_cost)  $errors errors  wrk's own p99 $LAT_WRK_P99 µs  other load on CPU $PROXY_CPU ${other}%${LAT_WARN:+  WARNING: $LAT_WARN}"
         return 0
     fi
-    local unit=req
+    local unit=req lat="  p50 ${p50} µs  p99 ${p99} µs"
     [ "$wl" != 1m ] || unit=MiB
-    log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit  $rate $unit/s  $requests requests  $errors errors  p50 ${p50} µs  p99 ${p99} µs  other load on CPU $PROXY_CPU ${other}%"
+    [ "$wl" != full ] || lat=""
+    log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit (user $user_cost, kernel $sys_cost)  $rate $unit/s  $requests requests  $errors errors$lat  other load on CPU $PROXY_CPU ${other}%"
 }
 
 # latency_fields LINE: reads perf/wrk-rate.lua's extra figures into LAT_*; returns 1
@@ -895,6 +978,52 @@ run_idle() {
     sleep 1
 }
 
+# tls_check NAME PORT: what a client with wrk's TLS library and defaults (OpenSSL's
+# s_client) negotiates with the gateway: protocol, suite and key-exchange group; and
+# whether a second connection that offers the first one's session ticket is resumed.
+# Once per gateway, before its warm-up; the s_client output goes to the out dir, one
+# line per gateway to tls.tsv (summarize.py prints them under the table).
+close_request() {
+    printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$SERVER_NAME"
+}
+declare -A TLS_CHECKED=()
+TLS_TSV=""
+tls_check() {
+    local name="$1" port="$2" first second proto suite group reused sess
+    sess="$WORK/tls-$name.sess"
+    rm -f "$sess"
+    # A whole request, read to the end (-ign_eof): TLS 1.3 tickets arrive after the
+    # handshake, so a client that hangs up at once may never see one.
+    first="$(close_request | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+        -servername "$SERVER_NAME" -CAfile "$CA" -ign_eof -sess_out "$sess" 2>&1 || true)"
+    second=""
+    if [ -s "$sess" ]; then
+        second="$(close_request | timeout 10 openssl s_client -connect "127.0.0.1:$port" \
+            -servername "$SERVER_NAME" -CAfile "$CA" -ign_eof -sess_in "$sess" 2>&1 || true)"
+    fi
+    printf '%s\n\n--- second connection, with the first one'"'"'s session ---\n%s\n' "$first" "$second" \
+        >"$OUT_DIR/tls-$name.txt"
+    proto="$(sed -nE 's/^(New|Reused), ([^,]+), Cipher is .*/\2/p' <<<"$first" | head -n1)"
+    suite="$(sed -nE 's/^(New|Reused), [^,]+, Cipher is ([^ ]+).*/\2/p' <<<"$first" | head -n1)"
+    group="$(sed -nE 's/^(Server Temp Key|Negotiated TLS1\.3 group): ([^ ,]+).*/\2/p' <<<"$first" | head -n1)"
+    if [ -z "$second" ]; then
+        reused="no-ticket"
+    elif grep -q '^Reused,' <<<"$second"; then
+        reused="resumed"
+    else
+        reused="not-resumed"
+    fi
+    TLS_CHECKED[$name]=1
+    if [ -z "$TLS_TSV" ]; then
+        TLS_TSV="$OUT_DIR/tls.tsv"
+        printf 'gateway\tprotocol\tsuite\tgroup\tresumption\n' >"$TLS_TSV"
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "${proto:-?}" "${suite:-?}" "${group:-?}" "$reused" >>"$TLS_TSV"
+    printf 'tls %s: %s %s %s, second connection %s\n' "$name" "${proto:-?}" "${suite:-?}" "${group:-?}" "$reused" \
+        >>"$OUT_DIR/machine.txt"
+    log "  TLS: ${proto:-?} ${suite:-?} ${group:-?}; a second connection with the first one's ticket: $reused"
+}
+
 # run_gateway ROUND NAME
 declare -A FAILED_AT_START=()
 run_gateway() {
@@ -919,10 +1048,7 @@ run_gateway() {
         cp "$dir"/*.log "$OUT_DIR/" 2>/dev/null || true
         return 0
     fi
-    if [ "$round" -eq 1 ]; then
-        log "  TLS: $(openssl s_client -connect "127.0.0.1:$port" -servername "$SERVER_NAME" \
-            -CAfile "$CA" </dev/null 2>/dev/null | grep -m1 -E '^(New|Protocol|Cipher)' || echo '?')"
-    fi
+    [ -n "${TLS_CHECKED[$name]:-}" ] || tls_check "$name" "$port"
     # Unrecorded warm-up: caches, lazy allocations, upstream keep-alive pool.
     run_load /dev/null wrk-report.lua -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" "$(gw_url "$port" /)"
     # idle first, so earlier bursts have not left freed memory for it to reuse.

@@ -2,7 +2,7 @@
 """Turn perf/compare.sh's results.tsv into the Markdown table of medians.
 
     python3 perf/summarize.py RESULTS.tsv [--gateways nginx,haproxy,ringress]
-                                          [--workloads keepalive,close,1m,idle,latency]
+                                          [--workloads keepalive,close,full,1m,idle,latency]
                                           [--latency-why TEXT]
 
 One row per workload and gateway: the median cost (gateway CPU µs per request, per MiB
@@ -22,6 +22,7 @@ the offered rate came from; it is printed under the table.
 
 import argparse
 import csv
+import os
 import re
 import statistics
 import sys
@@ -29,6 +30,7 @@ import sys
 COST_UNIT = {
     "keepalive": "µs/req",
     "close": "µs/req",
+    "full": "µs/req",
     "1m": "µs/MiB",
     "idle": "KiB/conn",
     "latency": "µs p99",
@@ -36,17 +38,23 @@ COST_UNIT = {
 RATE_UNIT = {
     "keepalive": "req/s",
     "close": "req/s",
+    "full": "req/s",
     "1m": "MiB/s",
     "idle": "",
     "latency": "req/s",
 }
+# Workloads whose rows split the gateway's CPU per request into user and kernel time
+# (for latency: the CPU per request at the fixed rate, not the p99 of the main column).
+CPU_SPLIT = ("keepalive", "close", "full", "1m", "latency")
+
 # Above this median share of "other load" on the gateway's core, latency rows get a
 # warning under the table (a stalled gateway goes straight into its tail).
 NOISY_OTHER_PCT = 10
 
 WORKLOAD_TITLE = {
     "keepalive": "keep-alive, small response",
-    "close": "new TLS connection per request",
+    "close": "new connection per request, resumed TLS",
+    "full": "new connection per request, full TLS handshake",
     "1m": "1 MiB response",
     "idle": "idle TLS connections (RSS)",
     "latency": "latency at a fixed rate",
@@ -81,6 +89,11 @@ def note_field(row, name):
     return float(m.group(1)) if m else None
 
 
+def numbers(ok_rows, column):
+    """The column's values as floats, leaving out "-", empty and absent (older files)."""
+    return [float(r[column]) for r in ok_rows if r.get(column) not in (None, "", "-")]
+
+
 def median_of(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -105,7 +118,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results")
     parser.add_argument("--gateways", default="nginx,haproxy,ringress")
-    parser.add_argument("--workloads", default="keepalive,close,1m,idle,latency")
+    parser.add_argument("--workloads", default="keepalive,close,full,1m,idle,latency")
     parser.add_argument("--latency-why", default="", help="where the latency workload's offered rate came from")
     args = parser.parse_args()
 
@@ -137,7 +150,11 @@ def main() -> int:
                 costs = [float(r["cost"]) for r in ok]
             rates = [float(r["rate"]) for r in ok] if wl != "idle" else []
             errors = sum(int(r["errors"]) for r in ok if r["errors"] not in ("", "-"))
+            user = numbers(ok, "user_cost") if wl in CPU_SPLIT else []
+            system = numbers(ok, "sys_cost") if wl in CPU_SPLIT else []
             stats[(wl, gw)] = {
+                "user": statistics.median(user) if user else None,
+                "sys": statistics.median(system) if system else None,
                 "cost": statistics.median(costs),
                 "rate": statistics.median(rates) if rates else None,
                 "min": min(costs),
@@ -151,9 +168,10 @@ def main() -> int:
     out = sys.stdout
     out.write(
         "| workload | gateway | CPU, RSS or p99 (median) | ÷ HAProxy | ÷ nginx "
+        "| user / kernel | user ÷ HAProxy | user ÷ nginx "
         "| rate (median) | ÷ HAProxy | ÷ nginx | spread (min–max) | rounds ok | errors | other load |\n"
     )
-    out.write("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+    out.write("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
     for wl in workloads:
         base_h = stats.get((wl, "haproxy"))
         base_n = stats.get((wl, "nginx"))
@@ -164,7 +182,7 @@ def main() -> int:
             title = WORKLOAD_TITLE.get(wl, wl)
             if not isinstance(s, dict):
                 label = "not run" if s == "not run" else "failed"
-                out.write(f"| {title} | {gw} | {label} | | | | | | | | | |\n")
+                out.write(f"| {title} | {gw} | {label} | | | | | | | | | | | | |\n")
                 continue
             cost = f"{fmt(s['cost'])} {COST_UNIT.get(wl, '')}"
             if s["rate"] is None:
@@ -173,12 +191,21 @@ def main() -> int:
                 rate = f"{fmt(s['rate'])} {RATE_UNIT.get(wl, '')}"
                 rh = ratio(s["rate"], base_h and base_h["rate"])
                 rn = ratio(s["rate"], base_n and base_n["rate"])
+            if s["user"] is None or s["sys"] is None:
+                split, uh, un = "—", "—", "—"
+            else:
+                split = f"{fmt(s['user'])} / {fmt(s['sys'])}"
+                uh = ratio(s["user"], base_h and base_h["user"])
+                un = ratio(s["user"], base_n and base_n["user"])
             out.write(
                 f"| {title} | {gw} | {cost} | {ratio(s['cost'], base_h and base_h['cost'])} "
-                f"| {ratio(s['cost'], base_n and base_n['cost'])} | {rate} | {rh} | {rn} "
+                f"| {ratio(s['cost'], base_n and base_n['cost'])} | {split} | {uh} | {un} "
+                f"| {rate} | {rh} | {rn} "
                 f"| {fmt(s['min'])}–{fmt(s['max'])}{'; ' + s['extra'] if s['extra'] else ''} "
                 f"| {s['runs']} | {s['errors']} | {s['other']} |\n"
             )
+    write_split_note(out, stats, workloads, gateways)
+    write_tls_notes(out, os.path.join(os.path.dirname(os.path.abspath(args.results)), "tls.tsv"), gateways)
     if "latency" in workloads:
         write_latency_notes(out, rows, gateways, args.latency_why)
     if reasons:
@@ -192,6 +219,50 @@ def main() -> int:
                     seen.append(why)
                     out.write(f"- {gw}: {item}\n")
     return 0
+
+
+def write_split_note(out, stats, workloads, gateways) -> None:
+    """Under the table: what the user / kernel column is, when any row has it."""
+    if not any(isinstance(stats.get((wl, gw)), dict) and stats[(wl, gw)]["user"] is not None
+               for wl in workloads for gw in gateways):
+        return
+    out.write(
+        "\nuser / kernel: the medians of the gateway's user and kernel CPU µs per request (per MiB for 1m; "
+        "for latency, at the fixed rate). The user part is the gateway's own code (TLS records, "
+        "parsing, proxying); the kernel part (system calls, TCP and loopback delivery into the peer's "
+        "socket, copies, wake-ups) is close to a floor shared by all three on loopback. "
+        "`user ÷` compares the user parts.\n"
+    )
+
+
+def write_tls_notes(out, path, gateways) -> None:
+    """Under the table: the TLS parameters each gateway negotiated with an OpenSSL client
+    (tls.tsv, written by compare.sh), and a warning when they differ."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            tls = {r["gateway"]: r for r in csv.DictReader(f, delimiter="\t")}
+    except OSError:
+        return
+    seen = [gw for gw in gateways if gw in tls]
+    if not seen:
+        return
+    params = {gw: f"{tls[gw]['protocol']} {tls[gw]['suite']} {tls[gw]['group']}" for gw in seen}
+    out.write("\nnegotiated: " + "; ".join(f"{gw} {params[gw]}" for gw in seen) + "\n")
+    out.write(
+        "session resumption (a second connection offering the first one's ticket): "
+        + "; ".join(f"{gw} {tls[gw]['resumption']}" for gw in seen)
+        + "\n"
+    )
+    if len(set(params.values())) > 1 or any("?" in p.split() for p in params.values()):
+        out.write(
+            "\n**WARNING: the gateways did not negotiate the same TLS protocol, suite and group "
+            "(or one could not be read): the CPU figures are not like-for-like.**\n"
+        )
+    if len({tls[gw]["resumption"] for gw in seen}) > 1:
+        out.write(
+            "\n**WARNING: not every gateway resumed the session: the close workload "
+            "compares resumed with full handshakes.**\n"
+        )
 
 
 def write_latency_notes(out, rows, gateways, why) -> None:
