@@ -10,7 +10,12 @@ for 1m, or RSS KiB per idle connection) and the median rate (requests/s, MiB/s f
 1m), each with its ratio to HAProxy's and nginx's median in the same workload, the
 spread (min-max) of the cost over the rounds, the rounds that succeeded and the total
 client-side errors, and the median share of the gateway's CPU that other processes
-used during the runs ("other load", the noise figure). A gateway whose runs all failed
+used during the runs ("other load", the noise figure). For the CPU workloads the
+"user / kernel" column splits the CPU cost into its user and kernel medians
+(user_cost, sys_cost; absent in older results.tsv files), with the user part's ratio
+to HAProxy's and nginx's. Under the table: the TLS parameters each gateway negotiated
+and whether it resumed a session, from tls.tsv next to results.tsv when present, with
+a warning when they differ. A gateway whose runs all failed
 shows "failed", and the reasons are listed under the table. Lower cost is better; higher rate is better.
 
 The latency workload's rows show instead the median p99 latency in µs (lower is
