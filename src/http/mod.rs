@@ -41,7 +41,8 @@ mod rewrite;
 pub use body::{BodyFramer, BodyKind};
 pub use error::HttpError;
 pub use generated::{
-    CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase, redirect_response,
+    CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
+    redirect_response,
 };
 pub use request::{RequestHead, parse_request, parse_request_into};
 pub use response::{ResponseHead, parse_response, parse_response_into};

@@ -61,7 +61,11 @@ pub(crate) fn current() -> Rc<Shared> {
 /// the clock.
 pub fn now() -> Instant {
     CURRENT
-        .try_with(|c| c.try_borrow().ok().and_then(|rt| rt.as_ref().map(|rt| rt.now.get())))
+        .try_with(|c| {
+            c.try_borrow()
+                .ok()
+                .and_then(|rt| rt.as_ref().map(|rt| rt.now.get()))
+        })
         .ok()
         .flatten()
         .unwrap_or_else(Instant::now)
