@@ -341,6 +341,21 @@ impl TcpStream {
     /// future (e.g. on a timeout) loses no bytes, the next `recv` returns them. One task
     /// should receive on a stream at a time.
     pub async fn recv(&self) -> io::Result<RecvBuf> {
+        self.recv_ready().await
+    }
+
+    /// What [`TcpStream::recv`] would return at once, without waiting: bytes (or the
+    /// end, or an error) the kernel already delivered, or `None` when nothing is there
+    /// yet. Used to put chunks that arrived together into one send.
+    pub fn try_recv(&self) -> Option<io::Result<RecvBuf>> {
+        let recv = std::pin::pin!(self.recv_ready());
+        match recv.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(result) => Some(result),
+            Poll::Pending => None,
+        }
+    }
+
+    async fn recv_ready(&self) -> io::Result<RecvBuf> {
         let rt = current();
         let bufs = Rc::clone(&rt.driver.borrow().bufs);
         poll_fn(|cx| {

@@ -82,6 +82,38 @@ fn io_uring_is_available_here() {
 }
 
 #[test]
+fn try_recv_takes_only_what_already_arrived() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert!(server.try_recv().is_none(), "nothing sent yet");
+        let (res, _) = client.send_all(b"first".to_vec()).await;
+        res.unwrap();
+        // The first recv waits; what arrives meanwhile is taken without waiting.
+        let first = server.recv().await.unwrap();
+        assert_eq!(&*first, b"first");
+        let (res, _) = client.send_all(b"second".to_vec()).await;
+        res.unwrap();
+        let mut got = None;
+        for _ in 0..100 {
+            got = server.try_recv();
+            if got.is_some() {
+                break;
+            }
+            crate::uring::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(&*got.expect("delivered").unwrap(), b"second");
+        assert!(server.try_recv().is_none());
+        client.shutdown_write().await.unwrap();
+        let end = server.recv().await.unwrap();
+        assert!(end.is_empty(), "the end is reported");
+    });
+}
+
+#[test]
 fn echo_round_trip() {
     let rt = runtime();
     rt.block_on(async {
