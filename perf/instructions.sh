@@ -98,6 +98,9 @@ IFS=',' read -ra BINS <<<"$RINGRESS_BINS"
 if [ "${#BINS[@]}" -lt 1 ] || [ "${#BINS[@]}" -gt 2 ]; then
     die "--ringress takes one or two binaries, comma-separated, got '$RINGRESS_BINS'"
 fi
+for bin in "${BINS[@]}"; do
+    [ -x "$bin" ] || [ "$bin" = target/release/ringress ] || die "--ringress $bin is not an executable file"
+done
 # 3M connections at once: ringress and h2load need a descriptor each.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile="$(ulimit -n)"
@@ -146,7 +149,7 @@ fi
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 RESULTS="$OUT_DIR/results.tsv"
-printf 'workload\tbinary\trepeat\tn\tir_n\tir_3n\tper_unit\tnudges_n\tnudges_3n\n' >"$RESULTS"
+printf 'workload\tbinary\trepeat\tn\tir_n\tir_3n\tper_unit\tnudges_n\tnudges_3n\ttls\n' >"$RESULTS"
 
 for i in "${!BINS[@]}"; do
     BINS[i]="$(ringress_binary "${BINS[$i]}" "$OUT_DIR/cargo-build.log")" || die "${BINS[$i]}"
@@ -188,8 +191,8 @@ s.close()' "$1" 2>/dev/null || true
 
 # count_ir BIN DIR H2LOAD_ARGS...: starts BIN under callgrind, sends the load, dumps the
 # counts and kills it; sets IR (all instructions executed, start-up included) and
-# NUDGES, or dies with the reason.
-IR="" NUDGES=0
+# NUDGES, and TLS (protocol, suite and group h2load negotiated), or dies with the reason.
+IR="" NUDGES=0 TLS=
 count_ir() {
     local bin="$1" dir="$2" port line cc i want
     shift 2
@@ -213,6 +216,8 @@ count_ir() {
         [[ "$line" != "status codes: $want 2xx,"* ]]; then
         die "h2load did not get every answer right ($dir/h2load.txt): $(grep -E '^(requests|status codes):' "$dir/h2load.txt" | tr '\n' ' ')"
     fi
+    TLS="$(sed -nE 's/^(TLS Protocol|Cipher|Server Temp Key): ([^ ]+).*/\2/p' "$dir/h2load.txt" | tr '\n' ' ')"
+    TLS="${TLS% }"
     # The dump happens when ringress next runs code: give callgrind_control time to
     # post the command, then nudge until it is done.
     spawn "$dir/callgrind_control.log" timeout "$DUMP_TIMEOUT_SECS" "$CALLGRIND_CONTROL" -d "$GW_PID"
@@ -255,7 +260,7 @@ measure() {
         printf '%s\n' "$IR" >"$dir/x$k/ir.txt"
     done
     per="$(awk -v a="$ir3" -v b="$ir1" -v n="$n" 'BEGIN { printf "%.0f", (a - b) / (2 * n) }')"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$label" "$rep" "$n" "$ir1" "$ir3" "$per" "$nd1" "$nd3" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$label" "$rep" "$n" "$ir1" "$ir3" "$per" "$nd1" "$nd3" "$TLS" >>"$RESULTS"
     log "  $wl $label #$rep: $per Ir/$unit (Ir $ir1 with $n, $ir3 with $((3 * n)); $nd1 and $nd3 nudges)"
 }
 
@@ -325,4 +330,10 @@ log "results: $OUT_DIR"
     summarize
     printf '\nN: requests (keepalive, %s connections) or connections (full, one request each) of the\n' "$KEEPALIVE_CONNS"
     printf 'smaller run; each figure is (Ir(3N) - Ir(N)) / 2N, user space only, counted by callgrind.\n'
+    # The TLS parameters h2load negotiated: a different suite changes the crypto's count.
+    tls="$(awk -F'\t' 'NR > 1 && !seen[$2 FS $10]++ { printf "%s%s %s", sep, $2, $10; sep = "; " }' "$RESULTS")"
+    printf 'negotiated: %s\n' "$tls"
+    if [ "$(awk -F'\t' 'NR > 1 { print $10 }' "$RESULTS" | sort -u | wc -l)" -gt 1 ]; then
+        printf '**WARNING: the runs did not all negotiate the same TLS parameters: the figures are not like-for-like.**\n'
+    fi
 } | tee "$OUT_DIR/summary.md"
