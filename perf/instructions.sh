@@ -2,13 +2,15 @@
 # ringress's user-space cost as instructions, counted by valgrind's callgrind: a figure
 # that does not move with the machine's load, unlike the CPU times of perf/compare.sh.
 #
-#   perf/instructions.sh [--ringress BIN[,BIN2]] [--requests N] [--handshakes M]
-#                        [--workloads keepalive,full] [--repeat R] [--out DIR]
+#   perf/instructions.sh [--ringress BIN[,BIN2]] [--requests N] [--conns C] [--handshakes M]
+#                        [--workloads keepalive,serial,full] [--repeat R] [--out DIR]
 #
 # ringress runs under callgrind (one shard, no admin endpoint, no file watching) on CPU
 # 0, with the HTTPS server, certificate and upstream nginx of perf/compare.sh. h2load,
 # on CPU 1, sends an exact number of requests:
-#   keepalive  16 keep-alive connections, N requests in all: Ir per request
+#   keepalive  C keep-alive connections (16), N requests in all: Ir per request
+#   serial     the same over one connection: one request at a time, so every request
+#              takes the same path through ringress's event loop (the steadiest figure)
 #   full       M connections at once, one request each, every one a full TLS 1.3
 #              handshake (h2load's clients share no session): Ir per connection
 # Each figure comes from two runs, one with N and one with 3N requests (M and 3M
@@ -30,21 +32,21 @@ source "$repo_root/perf/lib.sh"
 RINGRESS_BINS="target/release/ringress"
 REQUESTS=2000
 HANDSHAKES=100
-WORKLOADS="keepalive,full"
+WORKLOADS="keepalive,serial,full"
 REPEAT=1
+# Keep-alive connections h2load opens in the keepalive workload.
+KEEPALIVE_CONNS=16
 PROXY_CPU=0
 LOAD_CPU=1
 OUT_DIR=""
 
-# Keep-alive connections h2load opens in the keepalive workload.
-KEEPALIVE_CONNS=16
 # Bound on one h2load run under valgrind.
 LOAD_TIMEOUT_SECS=600
 # Bound on callgrind_control -d (the dump), nudges included.
 DUMP_TIMEOUT_SECS=60
 # Valgrind's start-up (reading ringress's debug information) is slow.
 READY_TIMEOUT_SECS=120
-ALL_WORKLOADS="keepalive full"
+ALL_WORKLOADS="keepalive serial full"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -53,9 +55,10 @@ usage() {
 Options:
   --ringress BIN[,BIN2]  ringress binaries; two are shown side by side with their ratio
                          (default $RINGRESS_BINS, built when missing)
-  --requests N           keepalive: runs of N and 3N requests (default $REQUESTS)
+  --requests N           keepalive and serial: runs of N and 3N requests (default $REQUESTS)
+  --conns C              keepalive: connections h2load keeps open (default $KEEPALIVE_CONNS)
   --handshakes M         full: runs of M and 3M connections (default $HANDSHAKES)
-  --workloads LIST       keepalive,full (default $WORKLOADS)
+  --workloads LIST       keepalive,serial,full (default $WORKLOADS)
   --repeat R             measure every figure R times; the table shows the median and
                          the range (default $REPEAT)
   --proxy-cpu C          CPU ringress runs on (default $PROXY_CPU)
@@ -69,6 +72,7 @@ while [ "$#" -gt 0 ]; do
     case "$1" in
     --ringress) RINGRESS_BINS="$(opt_value "$@")"; shift 2 ;;
     --requests) REQUESTS="$(opt_value "$@")"; shift 2 ;;
+    --conns) KEEPALIVE_CONNS="$(opt_value "$@")"; shift 2 ;;
     --handshakes) HANDSHAKES="$(opt_value "$@")"; shift 2 ;;
     --workloads) WORKLOADS="$(opt_value "$@")"; shift 2 ;;
     --repeat) REPEAT="$(opt_value "$@")"; shift 2 ;;
@@ -81,6 +85,7 @@ while [ "$#" -gt 0 ]; do
 done
 
 check_range --requests "$REQUESTS" 100 1000000
+check_range --conns "$KEEPALIVE_CONNS" 1 1000
 check_range --handshakes "$HANDSHAKES" 10 2000
 check_range --repeat "$REPEAT" 1 20
 ncpu="$(nproc)"
@@ -171,8 +176,8 @@ fi
     for i in "${!BINS[@]}"; do
         printf 'ringress %s: %s (sha256 %s)\n' "${LABELS[$i]}" "${BINS[$i]}" "$(sha256sum "${BINS[$i]}" | cut -c1-16)"
     done
-    printf 'command: perf/instructions.sh --ringress %s --requests %s --handshakes %s --workloads %s --repeat %s\n' \
-        "$(IFS=,; printf '%s' "${BINS[*]}")" "$REQUESTS" "$HANDSHAKES" "${WORKLOAD_LIST// /,}" "$REPEAT"
+    printf 'command: perf/instructions.sh --ringress %s --requests %s --conns %s --handshakes %s --workloads %s --repeat %s\n' \
+        "$(IFS=,; printf '%s' "${BINS[*]}")" "$REQUESTS" "$KEEPALIVE_CONNS" "$HANDSHAKES" "${WORKLOAD_LIST// /,}" "$REPEAT"
 } | tee "$OUT_DIR/machine.txt" >&2
 
 gen_certs
@@ -245,13 +250,15 @@ measure() {
     local bin="${BINS[$idx]}" label="${LABELS[$idx]}"
     dir="$OUT_DIR/runs/$wl-$idx-r$rep"
     case "$wl" in
-    keepalive) n="$REQUESTS" unit=request ;;
+    keepalive | serial) n="$REQUESTS" unit=request ;;
     full) n="$HANDSHAKES" unit=connection ;;
     esac
     local k args
     for k in 1 3; do
         if [ "$wl" = keepalive ]; then
             args=(-c "$KEEPALIVE_CONNS" -n $((k * n)))
+        elif [ "$wl" = serial ]; then
+            args=(-c 1 -n $((k * n)))
         else
             args=(-c $((k * n)) -n $((k * n)))
         fi
@@ -328,7 +335,7 @@ summarize() {
 log "results: $OUT_DIR"
 {
     summarize
-    printf '\nN: requests (keepalive, %s connections) or connections (full, one request each) of the\n' "$KEEPALIVE_CONNS"
+    printf '\nN: requests (keepalive: %s connections, serial: 1) or connections (full, one request each) of the\n' "$KEEPALIVE_CONNS"
     printf 'smaller run; each figure is (Ir(3N) - Ir(N)) / 2N, user space only, counted by callgrind.\n'
     # The TLS parameters h2load negotiated: a different suite changes the crypto's count.
     tls="$(awk -F'\t' 'NR > 1 && !seen[$2 FS $10]++ { printf "%s%s %s", sep, $2, $10; sep = "; " }' "$RESULTS")"
