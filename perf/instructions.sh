@@ -114,6 +114,17 @@ nofile="$(ulimit -n)"
     die "--handshakes $HANDSHAKES needs $((3 * HANDSHAKES + 256)) open files; the limit is $nofile"
 
 set_cleanup_traps
+# ringress under valgrind ignores SIGTERM while idle: on exit, kill it at once rather than
+# after stop_pid's 5 s wait; then the usual cleanup.
+kill_ringress_then_cleanup() {
+    local rc=$?
+    [ -z "$GW_PID" ] || kill -KILL "$GW_PID" 2>/dev/null || true
+    # cleanup reads the status from $?; set -e must not end the trap at (exit).
+    set +e
+    (exit "$rc")
+    cleanup
+}
+trap kill_ringress_then_cleanup EXIT
 
 # ---------------------------------------------------------------------------------
 # Tools
@@ -240,6 +251,7 @@ count_ir() {
     kill -KILL "$GW_PID" 2>/dev/null || true
     wait "$GW_PID" 2>/dev/null || true
     forget_pid "$GW_PID"
+    GW_PID=""
     IR="$(cat "$dir"/cg.out.* 2>/dev/null | sed -nE 's/^summary: ([0-9]+).*/\1/p' | head -n1)"
     [ -n "$IR" ] || die "callgrind wrote no dump ($dir; callgrind_control: $(tail -n 2 "$dir/callgrind_control.log" | tr '\n' ' '))"
 }
