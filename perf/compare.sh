@@ -34,6 +34,8 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+# shellcheck source=perf/lib.sh
+source "$repo_root/perf/lib.sh"
 
 # ---------------------------------------------------------------------------------
 # Parameters
@@ -70,15 +72,10 @@ LATENCY_SKIP_MS=500
 LATENCY_RATE_TOLERANCE_PCT=3
 # Seconds of unrecorded keep-alive load after each gateway start.
 WARMUP_SECS=1
-# How long a gateway may take to answer its first request.
-READY_TIMEOUT_SECS=15
-SERVER_NAME="bench.example.com"
 # TLS 1.3 suites in the servers' order of preference, as ringress orders them: nginx and
 # HAProxy are set to pick by this order too, so all three negotiate AES-128-GCM with
 # wrk (whose OpenSSL offers AES-256-GCM first).
 TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-BIG_BYTES=1048576
-SMALL_BODY="hello"
 
 ALL_GATEWAYS="nginx haproxy ringress"
 ALL_WORKLOADS="keepalive close full 1m idle latency"
@@ -112,19 +109,6 @@ Options:
 EOF
 }
 
-die() {
-    printf 'perf/compare.sh: %s\n' "$*" >&2
-    exit 1
-}
-
-log() {
-    printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2
-}
-
-is_uint() {
-    [[ "$1" =~ ^[0-9]+$ ]]
-}
-
 # Checks a comma-separated list against the allowed words; prints it space-separated.
 check_list() {
     local what="$1" given="$2" allowed="$3" item out=""
@@ -135,14 +119,6 @@ check_list() {
         out+="$item "
     done
     printf '%s' "${out% }"
-}
-
-# opt_value "$@": the value after an option, or a clear error when there is none.
-opt_value() {
-    if [ "$#" -lt 2 ] || [ -z "$2" ]; then
-        die "$1 needs a value (see --help)"
-    fi
-    printf '%s' "$2"
 }
 
 while [ "$#" -gt 0 ]; do
@@ -162,12 +138,6 @@ while [ "$#" -gt 0 ]; do
     esac
 done
 
-# check_range OPTION VALUE MIN MAX
-check_range() {
-    if ! is_uint "$2" || [ "$2" -lt "$3" ] || [ "$2" -gt "$4" ]; then
-        die "$1 must be a whole number in $3..$4, got '$2'"
-    fi
-}
 check_range --rounds "$ROUNDS" 1 100
 check_range --duration "$DURATION" 1 600
 check_range --idle-conns "$IDLE_CONNS" 1 50000
@@ -190,57 +160,6 @@ has_gateway() { [[ " $GATEWAYS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------
 # Tools
-
-find_bin() {
-    local name="$1" dir
-    if command -v "$name" >/dev/null 2>&1; then
-        command -v "$name"
-        return 0
-    fi
-    for dir in /usr/sbin /sbin /usr/local/sbin; do
-        if [ -x "$dir/$name" ]; then
-            printf '%s\n' "$dir/$name"
-            return 0
-        fi
-    done
-    return 1
-}
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        die "installing packages needs root or sudo: $*"
-    fi
-}
-
-apt_updated=0
-apt_install() {
-    command -v apt-get >/dev/null 2>&1 || die "missing $*, and there is no apt-get to install it"
-    # Installing nginx or haproxy must not start their system services (port 80...):
-    # when no policy says otherwise, deny service starts for the time of the install.
-    local made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" -eq 0 ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-        MADE_POLICY_RC=1
-    fi
-    if [ "$apt_updated" -eq 0 ]; then
-        as_root apt-get update -qq
-        apt_updated=1
-    fi
-    local rc=0
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "$@" || rc=$?
-    if [ "$made_policy" -eq 1 ]; then
-        rm -f /usr/sbin/policy-rc.d
-        MADE_POLICY_RC=0
-    fi
-    return "$rc"
-}
 
 ensure_tools() {
     local need=() tool
@@ -267,77 +186,9 @@ ensure_tools() {
 }
 
 # ---------------------------------------------------------------------------------
-# Processes: everything started here is in STARTED_PIDS and stopped on exit.
+# Processes: everything started with spawn (perf/lib.sh) is stopped on exit.
 
-STARTED_PIDS=()
-WORK=""
-MADE_POLICY_RC=0
-
-stop_pid() {
-    local pid="$1" i
-    if ! kill -0 "$pid" 2>/dev/null; then
-        wait "$pid" 2>/dev/null || true
-        forget_pid "$pid"
-        return 0
-    fi
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop in 5 s after SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
-# Drops a stopped pid from STARTED_PIDS, so a later reuse of the number is never signalled.
-forget_pid() {
-    local keep=() p
-    for p in "${STARTED_PIDS[@]}"; do
-        [ "$p" = "$1" ] || keep+=("$p")
-    done
-    STARTED_PIDS=("${keep[@]}")
-}
-
-cleanup() {
-    local rc=$? i
-    trap - EXIT INT TERM
-    for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${STARTED_PIDS[$i]}"
-    done
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        rm -rf "$WORK"
-    fi
-    # Interrupted during a package install: remove the service-start block it set up.
-    if [ "$MADE_POLICY_RC" -eq 1 ]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# spawn LOGFILE CMD... : starts CMD in the background, records its pid in SPAWNED.
-SPAWNED=""
-spawn() {
-    local logfile="$1"
-    shift
-    "$@" >"$logfile" 2>&1 </dev/null &
-    SPAWNED=$!
-    STARTED_PIDS+=("$SPAWNED")
-}
-
-alive() {
-    local pid="$1" state
-    kill -0 "$pid" 2>/dev/null || return 1
-    # A zombie still answers kill -0.
-    state="$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo X)"
-    [ "$state" != "Z" ] && [ "$state" != "X" ]
-}
+set_cleanup_traps
 
 # The pid and all its descendants (nginx master + workers), at most 3 levels deep.
 proc_tree() {
@@ -388,10 +239,6 @@ rss_kib() {
 # cpu_line CPU: "busy total" clock ticks of that CPU so far, from /proc/stat.
 cpu_line() {
     awk -v c="cpu$1" '$1 == c { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 # ---------------------------------------------------------------------------------
@@ -454,119 +301,9 @@ if awk -v n="$ncpu" '{ exit !($1 > n / 2) }' /proc/loadavg; then
     log "warning: load average $(cut -d' ' -f1 /proc/loadavg) on $ncpu CPUs: other programs are running; watch the 'other load' column"
 fi
 
-gen_certs() {
-    local d="$WORK/certs"
-    mkdir -p "$d"
-    (
-        cd "$d"
-        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
-        openssl req -x509 -new -key ca.key -sha256 -days 30 -subj "/CN=ringress perf root CA" \
-            -addext "basicConstraints=critical,CA:TRUE" \
-            -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt 2>/dev/null
-        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
-            -out "$SERVER_NAME.key" 2>/dev/null
-        openssl req -new -key "$SERVER_NAME.key" -subj "/CN=$SERVER_NAME" -out leaf.csr 2>/dev/null
-        printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:%s\n' \
-            "$SERVER_NAME" >leaf.ext
-        openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
-            -sha256 -extfile leaf.ext -out "$SERVER_NAME.crt" 2>/dev/null
-        # HAProxy wants the certificate and its key in one file.
-        cat "$SERVER_NAME.crt" "$SERVER_NAME.key" >haproxy.pem
-        chmod 600 ./*.key haproxy.pem
-    )
-    CA="$d/ca.crt"
-    CERT="$d/$SERVER_NAME.crt"
-    KEY="$d/$SERVER_NAME.key"
-    HAPROXY_PEM="$d/haproxy.pem"
-    CERT_DIR="$d"
-}
-
-# Writes nginx's temp paths into its own directory, away from /var/lib/nginx.
-nginx_common() {
-    local dir="$1"
-    mkdir -p "$dir/tmp"
-    cat <<EOF
-worker_processes 1;
-worker_rlimit_nofile $nofile;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 16384; }
-EOF
-}
-
-nginx_temp_paths() {
-    local dir="$1"
-    cat <<EOF
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-EOF
-}
-
-UPSTREAM_PORT=""
-UPSTREAM_PID=""
-start_upstream() {
-    local dir="$WORK/upstream"
-    mkdir -p "$dir/www"
-    chmod 755 "$dir" "$dir/www"
-    head -c "$BIG_BYTES" /dev/urandom >"$dir/www/1m"
-    chmod 644 "$dir/www/1m"
-    UPSTREAM_PORT="$(free_port)"
-    {
-        nginx_common "$dir"
-        cat <<EOF
-http {
-    access_log off;
-$(nginx_temp_paths "$dir")
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    keepalive_timeout 300s;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location = /1m {
-            root $dir/www;
-            default_type application/octet-stream;
-        }
-        # The latency workload: the small response, with the request's scheduled send
-        # time (X-Sched, from perf/wrk-rate.lua) copied back so wrk can match them.
-        location = /lat {
-            default_type text/plain;
-            add_header X-Sched \$http_x_sched;
-            return 200 "$SMALL_BODY\n";
-        }
-        location / {
-            default_type text/plain;
-            return 200 "$SMALL_BODY\n";
-        }
-    }
-}
-EOF
-    } >"$dir/nginx.conf"
-    spawn "$OUT_DIR/upstream.log" taskset -c "$LOAD_CPU" "$NGINX" -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf"
-    UPSTREAM_PID="$SPAWNED"
-    local i
-    for i in $(seq 1 50); do
-        if curl -fsS "http://127.0.0.1:$UPSTREAM_PORT/" 2>/dev/null | grep -qx "$SMALL_BODY"; then
-            log "upstream nginx (pid $UPSTREAM_PID) on 127.0.0.1:$UPSTREAM_PORT, CPU $LOAD_CPU"
-            return 0
-        fi
-        alive "$UPSTREAM_PID" || break
-        sleep 0.1
-    done
-    cat "$dir/error.log" "$OUT_DIR/upstream.log" >&2 2>/dev/null || true
-    die "the upstream nginx did not start (see above)"
-}
-
 # ---------------------------------------------------------------------------------
 # Gateways. start_<name> DIR PORT sets GW_PID, or sets GW_FAIL and returns 1.
 
-GW_PID=""
-GW_FAIL=""
 RINGRESS_UNAVAILABLE=""
 
 start_nginx() {
@@ -647,18 +384,12 @@ EOF
 }
 
 prepare_ringress() {
-    if [ ! -x "$RINGRESS_BIN" ]; then
-        if [ "$RINGRESS_BIN" != "target/release/ringress" ]; then
-            RINGRESS_UNAVAILABLE="--ringress $RINGRESS_BIN is not an executable file"
-            return 0
-        fi
-        log "building target/release/ringress (cargo build --release; log in $OUT_DIR/cargo-build.log)"
-        if ! cargo build --release --locked >"$OUT_DIR/cargo-build.log" 2>&1; then
-            RINGRESS_UNAVAILABLE="cargo build --release failed: $(grep -m1 -E '^error' "$OUT_DIR/cargo-build.log" || tail -n1 "$OUT_DIR/cargo-build.log")"
-            return 0
-        fi
+    local bin
+    if bin="$(ringress_binary "$RINGRESS_BIN" "$OUT_DIR/cargo-build.log")"; then
+        RINGRESS_BIN="$bin"
+    else
+        RINGRESS_UNAVAILABLE="$bin"
     fi
-    RINGRESS_BIN="$(cd "$(dirname "$RINGRESS_BIN")" && pwd)/$(basename "$RINGRESS_BIN")"
 }
 
 start_ringress() {
@@ -668,52 +399,10 @@ start_ringress() {
         return 1
     fi
     admin="$(free_port)"
-    sed -e "s#/tmp/ringress-perf/#$CERT_DIR/#g" \
-        -e "s/number: 8443\$/number: $port/" \
-        -e "s/number: 8080\$/number: $UPSTREAM_PORT/" \
-        "$repo_root/perf/ringress.yaml" >"$dir/ringress.yaml"
+    write_ringress_config "$dir" "$port"
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
         --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin"
     GW_PID="$SPAWNED"
-}
-
-gw_url() {
-    printf 'https://%s:%s%s' "$SERVER_NAME" "$1" "$2"
-}
-
-# fetch_check PORT PATH EXPECTED_BYTES: one verified HTTPS request; prints why on failure.
-fetch_check() {
-    local port="$1" path="$2" want="$3" out got
-    out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 \
-        --resolve "$SERVER_NAME:$port:127.0.0.1" --cacert "$CA" "$(gw_url "$port" "$path")" 2>&1)" || {
-        printf 'curl %s: %s' "$path" "$(printf '%s' "$out" | tail -n1)"
-        return 1
-    }
-    got="${out##* }"
-    if [ "${out%% *}" != 200 ] || [ "$got" != "$want" ]; then
-        printf 'GET %s answered status %s with %s bytes, expected 200 with %s' "$path" "${out%% *}" "$got" "$want"
-        return 1
-    fi
-}
-
-# wait_ready NAME DIR PORT: bounded wait for the gateway's first good answer.
-wait_ready() {
-    local name="$1" dir="$2" port="$3" i why="" st
-    for i in $(seq 1 $((READY_TIMEOUT_SECS * 10))); do
-        if ! alive "$GW_PID"; then
-            st=0
-            wait "$GW_PID" 2>/dev/null || st=$?
-            why="$(cat "$dir"/*.log 2>/dev/null | grep -v '^$' | tail -n 3 | tr '\n' ' ' || true)"
-            GW_FAIL="$name exited with status $st before serving: ${why:-it printed nothing}"
-            return 1
-        fi
-        if why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    GW_FAIL="$name did not answer $(gw_url "$port" /) within ${READY_TIMEOUT_SECS} s ($why)"
-    return 1
 }
 
 # ---------------------------------------------------------------------------------
