@@ -26,6 +26,7 @@
 //! [`error`].
 
 pub mod cert_info;
+pub mod client_hello;
 pub mod client_identity;
 pub mod credential;
 pub mod error;
@@ -34,6 +35,7 @@ pub mod sni;
 pub mod tickets;
 
 pub use cert_info::{CertInfo, describe};
+pub use client_hello::{ClientHelloError, ClientHelloInfo, HelloScan, read_client_hello};
 pub use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;
