@@ -149,8 +149,6 @@ impl OutBuf {
 enum Step {
     /// Something moved (plaintext taken, a record encoded); process again.
     Again,
-    /// Records in `out` must be sent before anything else.
-    Transmit,
     /// Every whole record is processed: more bytes from the client are needed (the
     /// handshake may be complete or not).
     NeedData,
@@ -206,7 +204,11 @@ impl Downstream {
         // Answer the hello (ServerHello up to the server's Finished); with the reject
         // configuration this fails and sends rustls' alert.
         let mut early = Vec::new();
-        let answered = stream.pump(&mut early).await;
+        let answered = stream.process_received(&mut early);
+        let answered = match answered {
+            Ok(step) => stream.send_out().await.map(|()| step),
+            Err(error) => Err(stream.fail(error).await),
+        };
         if server.is_none() {
             return Err(HandshakeError::UnknownServerName(name));
         }
@@ -266,7 +268,7 @@ impl Downstream {
             }
             Downstream::Tls(tls) => {
                 tls.close_notify();
-                let _ = tls.send_out().await;
+                let _ = Box::pin(tls.send_out()).await;
                 let _ = tls.tcp.shutdown_write().await;
             }
         }
@@ -332,16 +334,29 @@ impl Downstream {
 impl TlsStream {
     /// Appends the plaintext of every whole record received to `buf`, receiving
     /// when there is none; `Ok(0)` once the client closed (close_notify or EOF).
+    ///
+    /// This is what an idle keep-alive connection waits in, so its future holds little
+    /// more than the receive: records are processed synchronously, and the sends a
+    /// read can need (the handshake's flights, an alert) are boxed futures, allocated
+    /// only while they run.
     async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let before = buf.len();
-        loop {
-            let step = self.pump(buf).await?;
+        let error = loop {
+            let step = match self.process_received(buf) {
+                Ok(step) => step,
+                Err(error) => break error,
+            };
             let taken = buf.len().saturating_sub(before);
             if taken > 0 {
+                // Records rustls queued meanwhile (a session ticket) go out with the
+                // response.
                 return Ok(taken);
             }
             if step == Step::Closed || self.peer_closed {
                 return Ok(0);
+            }
+            if !self.out.is_empty() {
+                Box::pin(self.send_out()).await?;
             }
             let data = self.tcp.recv().await?;
             if data.is_empty() {
@@ -349,42 +364,38 @@ impl TlsStream {
             }
             buffers::ensure(&mut self.incoming);
             self.incoming.extend_from_slice(&data);
-        }
+        };
+        Err(Box::pin(self.fail(error)).await)
     }
 
-    /// Processes the whole records in `incoming`, appending plaintext to `buf` and
-    /// sending what the handshake asks to send, until more bytes are needed. A TLS
-    /// error is answered with rustls' alert and returned.
-    async fn pump(&mut self, buf: &mut Vec<u8>) -> io::Result<Step> {
+    /// Processes every whole record in `incoming`: plaintext is appended to `buf`,
+    /// records rustls wants sent are collected in `out` (the caller sends them before
+    /// it waits for the client). Returns [`Step::NeedData`] or [`Step::Closed`].
+    fn process_received(&mut self, buf: &mut Vec<u8>) -> Result<Step, rustls::Error> {
         let mut idle_steps = 0;
         loop {
             let before = (buf.len(), self.incoming.len(), self.out.len);
-            let step = match self.process(buf) {
-                Ok(step) => step,
-                Err(error) => {
-                    // Tell the client why before giving up (rustls queued an alert).
-                    self.encode_alerts();
-                    let _ = self.send_out().await;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, error));
-                }
-            };
-            match step {
+            match self.process(buf)? {
                 Step::Again => {}
-                Step::Transmit => self.send_out().await?,
-                Step::NeedData | Step::Closed => {
-                    if !self.out.is_empty() {
-                        self.send_out().await?;
-                    }
-                    return Ok(step);
-                }
+                step => return Ok(step),
             }
-            if before == (buf.len(), self.incoming.len(), self.out.len) && step == Step::Again {
+            if before == (buf.len(), self.incoming.len(), self.out.len) {
                 idle_steps += 1;
                 if idle_steps > MAX_IDLE_STEPS {
-                    return Err(io::Error::other("TLS state machine made no progress"));
+                    return Err(rustls::Error::General(
+                        "the TLS state machine made no progress".into(),
+                    ));
                 }
             }
         }
+    }
+
+    /// Sends the alert rustls queued for `error` (and anything before it), then
+    /// returns the error for the caller.
+    async fn fail(&mut self, error: rustls::Error) -> io::Error {
+        self.encode_alerts();
+        let _ = self.send_out().await;
+        io::Error::new(io::ErrorKind::InvalidData, error)
     }
 
     /// One `process_tls_records` step over `incoming`.
@@ -408,9 +419,9 @@ impl TlsStream {
                 encode(&mut data, &mut self.out).map(|()| Step::Again)
             }
             Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                // Sent right after this step, before rustls is asked for more.
+                // `out` is sent before the connection waits for the client again.
                 transmit.done();
-                Ok(Step::Transmit)
+                Ok(Step::Again)
             }
             Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
                 Ok(Step::NeedData)
