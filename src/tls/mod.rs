@@ -4,13 +4,13 @@
 //!
 //! ```text
 //!  control thread (load / SIGHUP)                       shard (per connection)
-//!  load_credential ─▶ CertifiedMaterial                 accept ─▶ Acceptor reads the ClientHello
+//!  load_credential ─▶ CertifiedMaterial                 accept ─▶ read_client_hello (its SNI)
 //!     check_covers, expiry_problem (check / warn)              │
 //!  server_config(tls, material, ticketer) ─▶ ServerConfig      ▼
 //!  SniSelector::new(servers of one port)  ── snapshot ──▶ SniSelector::select(sni)
 //!                                                              │ Some((id, config)) / None → reject()
 //!                                                              ▼
-//!                                              Accepted::into_connection(config) ─▶ ServerConnection
+//!                                   UnbufferedServerConnection::new(config), fed the same bytes
 //! ```
 //!
 //! Everything slow (files, PEM, key checks, verifier construction) happens on the
@@ -21,7 +21,8 @@
 //!
 //! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`]
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
-//! certificate coverage), [`cert_info`] (descriptions for `check` and `/certs`),
+//! certificate coverage), [`client_hello`] (the SNI name read from a ClientHello before
+//! any connection exists), [`cert_info`] (descriptions for `check` and `/certs`),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`error`].
 
