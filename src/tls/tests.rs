@@ -1344,7 +1344,7 @@ fn unbuffered_turn(
     incoming: &mut Vec<u8>,
 ) -> Result<Vec<u8>, (rustls::Error, Vec<u8>)> {
     let mut sent = Vec::new();
-    let mut encode = |record: &mut EncodeTlsData<'_, ServerConnectionData>, sent: &mut Vec<u8>| {
+    let encode = |record: &mut EncodeTlsData<'_, ServerConnectionData>, sent: &mut Vec<u8>| {
         let mut buf = vec![0; 32 * 1024];
         let n = record.encode(&mut buf).unwrap();
         sent.extend_from_slice(&buf[..n]);
