@@ -109,7 +109,9 @@ impl OutBuf {
     /// Room for at least `room` more bytes after the filled ones, as a slice.
     fn spare(&mut self, room: usize) -> &mut [u8] {
         buffers::ensure(&mut self.buf);
-        let want = self.len.saturating_add(room).max(self.buf.capacity());
+        // Only what is asked for is zeroed (a small response touches a few hundred
+        // bytes of the pooled buffer, not all of it); bytes once zeroed stay usable.
+        let want = self.len.saturating_add(room);
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
