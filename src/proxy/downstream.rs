@@ -1,28 +1,49 @@
 //! The client side of a connection: plain TCP, or TLS driven sans-IO over the ring.
 //!
-//! For TLS the ClientHello is read first with rustls' `Acceptor`, the listener's
-//! [`SniSelector`] picks the Gateway server for its SNI, and the connection continues
-//! with that server's own `ServerConfig` (its certificate, its client-certificate
-//! policy). A name no server covers gets rustls' alert from [`tls::reject_config`].
-//! Plaintext is appended to the caller's buffer; ciphertext moves between rustls and
-//! the socket in owned buffers the ring can hold.
+//! For TLS, ringress reads the ClientHello's SNI name itself ([`tls::read_client_hello`])
+//! from the first bytes received, the listener's [`SniSelector`] picks the Gateway
+//! server, and rustls' unbuffered connection is created with that server's own
+//! `ServerConfig` (its certificate, its client-certificate policy) and fed the same
+//! bytes. A name no server covers gets rustls' alert from [`tls::reject_config`].
+//!
+//! rustls' unbuffered API leaves every buffer to ringress: received ciphertext waits in
+//! `incoming` until it forms whole records, and records to send are encoded and
+//! encrypted into `out`. Both come from the shard's pool ([`buffers`]) and go back to
+//! it between requests, so an idle keep-alive connection holds no buffer at all, only
+//! rustls' connection state (keys, the handshake's outcome).
 
-use std::io::{self, BufRead, Write};
+use std::io;
 use std::sync::Arc;
 
-use rustls::ServerConnection;
-use rustls::server::Acceptor;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus, WriteTraffic,
+};
 
 use crate::config::ServerTls;
 use crate::snapshot::ListenerSpec;
-use crate::tls::{self, SniSelector};
-use crate::uring::TcpStream;
+use crate::tls::{self, ClientHelloError, HelloScan, SniSelector};
+use crate::uring::{FilledBuf, TcpStream};
 
 use super::buffers;
 
-/// How many plaintext bytes one read takes from rustls at most (whole decrypted
-/// records are taken, so a read may end a little above it).
-const PLAINTEXT_READ: usize = 16 * 1024;
+/// Plaintext encrypted per send at most: three full records, so the ciphertext
+/// buffer of a large response stays small enough for the pool to keep.
+const WRITE_BATCH: usize = 3 * MAX_RECORD_PLAINTEXT;
+
+/// Largest plaintext of one TLS record.
+const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
+
+/// Bytes a record adds to its plaintext at most: header, TLS 1.2 explicit nonce,
+/// AEAD tag and TLS 1.3 content type. Only a first guess of the room to encrypt
+/// into: rustls names the exact size when it needs more.
+const MAX_RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
+
+/// `process_tls_records` steps taken without progress before a connection is given
+/// up (each step normally moves at least one record or state; this only bounds a
+/// misbehaving state machine).
+const MAX_IDLE_STEPS: usize = 64;
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +52,8 @@ pub enum HandshakeError {
     Closed,
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("ClientHello: {0}")]
+    ClientHello(#[from] ClientHelloError),
     #[error("client named {0:?}, which no server on this port serves")]
     UnknownServerName(Option<String>),
     #[error(transparent)]
@@ -43,13 +66,18 @@ pub enum Downstream {
     Tls(Box<TlsStream>),
 }
 
-/// rustls' server connection over a ring socket.
+/// rustls' unbuffered server connection over a ring socket.
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received and not yet processed: at most a partial record between
+    /// reads. A pooled buffer, given back whenever it is empty and the connection idle.
+    incoming: Vec<u8>,
     /// Ciphertext being sent: a pooled buffer, kept while the connection is busy (a
-    /// large response reuses it for every chunk) and given back when it goes idle.
-    out: Vec<u8>,
+    /// large response reuses it for every batch) and given back when it goes idle.
+    out: OutBuf,
+    /// The client sent close_notify: no more plaintext will come.
+    peer_closed: bool,
     /// The TLS settings of the server the ClientHello chose.
     settings: Option<Arc<ServerTls>>,
     /// The name the ClientHello asked for (SNI).
@@ -59,69 +87,136 @@ pub struct TlsStream {
     identity: Option<Option<String>>,
 }
 
+/// Ciphertext to send. `buf` stays initialized to its whole length, so records are
+/// encrypted straight into it without zeroing it first; `len` bytes are filled.
+#[derive(Default)]
+struct OutBuf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl OutBuf {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Room for at least `room` more bytes after the filled ones, as a slice.
+    fn spare(&mut self, room: usize) -> &mut [u8] {
+        buffers::ensure(&mut self.buf);
+        // Only what is asked for is zeroed (a small response touches a few hundred
+        // bytes of the pooled buffer, not all of it); bytes once zeroed stay usable.
+        let want = self.len.saturating_add(room);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        self.buf.get_mut(self.len..).unwrap_or_default()
+    }
+
+    /// Lets `write` fill `room` or more spare bytes; when it fails asking for more
+    /// room (`Err(Some(size))`) the buffer grows to that once. Whether it succeeded.
+    fn fill(
+        &mut self,
+        room: usize,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+    ) -> bool {
+        let mut room = room;
+        for _ in 0..2 {
+            match write(self.spare(room)) {
+                Ok(n) => {
+                    self.len += n;
+                    return true;
+                }
+                Err(Some(required)) if required > room => room = required,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Gives the allocation back to the pool.
+    fn release(&mut self) {
+        self.len = 0;
+        buffers::give(&mut self.buf);
+    }
+}
+
+/// What processing received records led to.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Something moved (plaintext taken, a record encoded); process again.
+    Again,
+    /// Every whole record is processed: more bytes from the client are needed (the
+    /// handshake may be complete or not).
+    NeedData,
+    /// Both sides closed.
+    Closed,
+}
+
 impl Downstream {
-    /// Reads the ClientHello, chooses the server by SNI and starts its handshake. The
-    /// handshake itself completes as the first request is read.
+    /// Reads the ClientHello, chooses the server by SNI and answers the hello with
+    /// that server's configuration. The handshake itself completes as the first
+    /// request is read.
     pub async fn accept_tls(
         tcp: TcpStream,
         listener: &ListenerSpec,
         selector: &SniSelector,
     ) -> Result<Downstream, HandshakeError> {
-        let mut acceptor = Acceptor::default();
-        let accepted = loop {
+        let mut incoming = Vec::new();
+        let hello = loop {
+            match tls::read_client_hello(&incoming) {
+                Ok(HelloScan::Complete(hello)) => break hello,
+                Ok(HelloScan::Incomplete) => {}
+                Err(error) => {
+                    let alert = tls::client_hello::fatal_alert_record(error.alert());
+                    let _ = tcp.send_all(alert.to_vec()).await;
+                    return Err(error.into());
+                }
+            }
             let data = tcp.recv().await?;
             if data.is_empty() {
                 return Err(HandshakeError::Closed);
             }
-            let mut rest: &[u8] = &data;
-            while !rest.is_empty() {
-                if acceptor.read_tls(&mut rest)? == 0 {
-                    break;
-                }
-            }
-            match acceptor.accept() {
-                Ok(None) => continue,
-                Ok(Some(accepted)) => break accepted,
-                Err((error, mut alert)) => {
-                    let mut out = Vec::new();
-                    let _ = alert.write_all(&mut out);
-                    let _ = tcp.send_all(out).await;
-                    return Err(error.into());
-                }
-            }
+            buffers::ensure(&mut incoming);
+            incoming.extend_from_slice(&data);
         };
-        let name = accepted.client_hello().server_name().map(str::to_owned);
+        let name = hello.server_name;
         let (server, config) = match selector.select(name.as_deref()) {
             Some((server, config)) => (Some(server), config.clone()),
-            None => (None, tls::reject_config()),
+            None => (None, selector.reject().clone()),
         };
-        let conn = match accepted.into_connection(config) {
-            Ok(conn) => conn,
-            Err((error, mut alert)) => {
-                let mut out = Vec::new();
-                let _ = alert.write_all(&mut out);
-                let _ = tcp.send_all(out).await;
-                return Err(error.into());
-            }
-        };
+        let conn = UnbufferedServerConnection::new(config)?;
         let mut stream = TlsStream {
             tcp,
             conn,
-            out: Vec::new(),
+            incoming,
+            out: OutBuf::default(),
+            peer_closed: false,
             settings: server
                 .and_then(|i| listener.certificates.get(i))
                 .map(|c| c.settings.clone()),
             server_name: name.as_deref().map(Box::from),
             identity: None,
         };
+        // Answer the hello (ServerHello up to the server's Finished); with the reject
+        // configuration this fails and sends rustls' alert.
+        let mut early = Vec::new();
+        let answered = stream.process_received(&mut early);
+        let answered = match answered {
+            Ok(step) => stream.send_out().await.map(|()| step),
+            Err(error) => Err(stream.fail(error).await),
+        };
         if server.is_none() {
-            // The reject config fails the handshake with an alert; send it and stop.
-            let _ = stream.conn.process_new_packets();
-            let _ = stream.flush().await;
             return Err(HandshakeError::UnknownServerName(name));
         }
-        stream.flush().await?;
-        Ok(Downstream::Tls(Box::new(stream)))
+        match answered {
+            Ok(_) if !early.is_empty() => Err(HandshakeError::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "application data before the handshake completed",
+            ))),
+            Ok(Step::Closed) => Err(HandshakeError::Closed),
+            Ok(_) => Ok(Downstream::Tls(Box::new(stream))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Appends plaintext from the client to `buf`; `Ok(0)` means the client is done.
@@ -144,19 +239,20 @@ impl Downstream {
         match self {
             Downstream::Plain(tcp) => tcp.send_all(data).await,
             Downstream::Tls(tls) => {
-                let result = match tls.conn.writer().write_all(&data) {
-                    Ok(()) => tls.flush().await,
-                    Err(e) => Err(e),
-                };
+                let result = tls.write_all(&data).await;
                 (result, data)
             }
         }
     }
 
-    /// Gives the connection's send buffer back to the shard's pool (between requests).
+    /// Gives the connection's TLS buffers back to the shard's pool (between requests;
+    /// received bytes not yet processed are kept).
     pub fn release_buffers(&mut self) {
         if let Downstream::Tls(tls) = self {
-            buffers::give(&mut tls.out);
+            tls.out.release();
+            if tls.incoming.is_empty() {
+                buffers::give(&mut tls.incoming);
+            }
         }
     }
 
@@ -167,8 +263,8 @@ impl Downstream {
                 let _ = tcp.shutdown_write().await;
             }
             Downstream::Tls(tls) => {
-                tls.conn.send_close_notify();
-                let _ = tls.flush().await;
+                tls.close_notify();
+                let _ = Box::pin(tls.send_out()).await;
                 let _ = tls.tcp.shutdown_write().await;
             }
         }
@@ -232,66 +328,278 @@ impl Downstream {
 }
 
 impl TlsStream {
+    /// Appends the plaintext of every whole record received to `buf`, receiving
+    /// when there is none; `Ok(0)` once the client closed (close_notify or EOF).
+    ///
+    /// This is what an idle keep-alive connection waits in, so its future holds little
+    /// more than the receive: records are processed synchronously, and the sends a
+    /// read can need (the handshake's flights, an alert) are boxed futures, allocated
+    /// only while they run.
     async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        loop {
-            // Decrypted records are copied straight from rustls into `buf`, which
-            // needs capacity only once there is plaintext to hold.
-            let mut taken = 0;
-            let mut reader = self.conn.reader();
-            let ended = loop {
-                match reader.fill_buf() {
-                    Ok([]) => break Ok(true), // close_notify received
-                    Ok(chunk) => {
-                        let n = chunk.len();
-                        buffers::ensure(buf);
-                        buf.extend_from_slice(chunk);
-                        reader.consume(n);
-                        taken += n;
-                        if taken >= PLAINTEXT_READ {
-                            break Ok(false);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                    Err(e) => break Err(e),
-                }
+        let before = buf.len();
+        let error = loop {
+            let step = match self.process_received(buf) {
+                Ok(step) => step,
+                Err(error) => break error,
             };
-            match ended {
-                Ok(_) if taken > 0 => return Ok(taken),
-                Ok(true) => return Ok(0),
-                Ok(false) => {}
-                Err(e) => return Err(e),
+            let taken = buf.len().saturating_sub(before);
+            if taken > 0 {
+                // Records rustls queued meanwhile (a session ticket) go out with the
+                // response.
+                return Ok(taken);
             }
-            if self.conn.wants_write() {
-                self.flush().await?;
+            if step == Step::Closed || self.peer_closed {
+                return Ok(0);
+            }
+            if !self.out.is_empty() {
+                Box::pin(self.send_out()).await?;
             }
             let data = self.tcp.recv().await?;
             if data.is_empty() {
                 return Ok(0);
             }
-            // Alternate reading and processing so rustls' buffers never overflow.
-            let mut rest: &[u8] = &data;
-            while !rest.is_empty() {
-                self.conn.read_tls(&mut rest)?;
-                if let Err(error) = self.conn.process_new_packets() {
-                    // Tell the client why before giving up (rustls queued an alert).
-                    let _ = self.flush().await;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            buffers::ensure(&mut self.incoming);
+            self.incoming.extend_from_slice(&data);
+        };
+        Err(Box::pin(self.fail(error)).await)
+    }
+
+    /// Processes every whole record in `incoming`: plaintext is appended to `buf`,
+    /// records rustls wants sent are collected in `out` (the caller sends them before
+    /// it waits for the client). Returns [`Step::NeedData`] or [`Step::Closed`].
+    fn process_received(&mut self, buf: &mut Vec<u8>) -> Result<Step, rustls::Error> {
+        let mut idle_steps = 0;
+        loop {
+            let before = (buf.len(), self.incoming.len(), self.out.len);
+            match self.process(buf)? {
+                Step::Again => {}
+                step => return Ok(step),
+            }
+            if before == (buf.len(), self.incoming.len(), self.out.len) {
+                idle_steps += 1;
+                if idle_steps > MAX_IDLE_STEPS {
+                    return Err(rustls::Error::General(
+                        "the TLS state machine made no progress".into(),
+                    ));
                 }
             }
         }
     }
 
-    /// Sends every byte of ciphertext rustls has queued.
-    async fn flush(&mut self) -> io::Result<()> {
-        while self.conn.wants_write() {
-            let mut out = std::mem::take(&mut self.out);
-            buffers::ensure(&mut out);
-            out.clear();
-            self.conn.write_tls(&mut out)?;
-            let (result, out) = self.tcp.send_all(out).await;
-            self.out = out;
-            result?;
+    /// Sends the alert rustls queued for `error` (and anything before it), then
+    /// returns the error for the caller.
+    async fn fail(&mut self, error: rustls::Error) -> io::Error {
+        self.encode_alerts();
+        let _ = self.send_out().await;
+        io::Error::new(io::ErrorKind::InvalidData, error)
+    }
+
+    /// One `process_tls_records` step over `incoming`.
+    fn process(&mut self, buf: &mut Vec<u8>) -> Result<Step, rustls::Error> {
+        let UnbufferedStatus { mut discard, state } =
+            self.conn.process_tls_records(&mut self.incoming);
+        let step = match state {
+            Err(error) => Err(error),
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => loop {
+                match traffic.next_record() {
+                    None => break Ok(Step::Again),
+                    Some(Ok(record)) => {
+                        discard += record.discard;
+                        buffers::ensure(buf);
+                        buf.extend_from_slice(record.payload);
+                    }
+                    Some(Err(error)) => break Err(error),
+                }
+            },
+            Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                encode(&mut data, &mut self.out).map(|()| Step::Again)
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                // `out` is sent before the connection waits for the client again.
+                transmit.done();
+                Ok(Step::Again)
+            }
+            Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
+                Ok(Step::NeedData)
+            }
+            Ok(ConnectionState::PeerClosed) => {
+                self.peer_closed = true;
+                Ok(Step::Again)
+            }
+            Ok(ConnectionState::Closed) => Ok(Step::Closed),
+            // Early data is not enabled; later rustls states are not expected.
+            Ok(other) => Err(rustls::Error::General(format!(
+                "unexpected TLS connection state {other:?}"
+            ))),
+        };
+        self.incoming.drain(..discard.min(self.incoming.len()));
+        step
+    }
+
+    /// Encrypts `data` in batches of [`WRITE_BATCH`] and sends each.
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        for batch in data.chunks(WRITE_BATCH) {
+            self.encrypt(batch)?;
+            self.send_out().await?;
         }
         Ok(())
+    }
+
+    /// Encrypts `data` into `out`, after any handshake records rustls still has to
+    /// send (a session ticket, a key update).
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        for _ in 0..MAX_IDLE_STEPS {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let done = match state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    encrypt(&mut traffic, data, &mut self.out).map(|()| true)
+                }
+                Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                    encode(&mut record, &mut self.out).map(|()| false)
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    // Goes out with this batch, ahead of its records.
+                    transmit.done();
+                    Ok(false)
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    Ok(false)
+                }
+                Ok(ConnectionState::BlockedHandshake) => Err(rustls::Error::HandshakeNotComplete),
+                Ok(ConnectionState::Closed) => {
+                    Err(rustls::Error::General("the connection is closed".into()))
+                }
+                // Every whole record was read before the response was written; data
+                // arriving now would be out of turn.
+                Ok(other) => Err(rustls::Error::General(format!(
+                    "unexpected TLS connection state {other:?} while sending"
+                ))),
+                Err(error) => Err(error),
+            };
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            match done {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+            }
+        }
+        Err(io::Error::other("TLS state machine made no progress"))
+    }
+
+    /// Encodes a close_notify into `out` (after anything rustls still has to send);
+    /// nothing when the handshake never completed or the connection failed.
+    fn close_notify(&mut self) {
+        for _ in 0..MAX_IDLE_STEPS {
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut self.incoming);
+            let done = match state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    self.out.fill(2 * MAX_RECORD_OVERHEAD, |out| {
+                        traffic.queue_close_notify(out).map_err(encrypt_room)
+                    });
+                    true
+                }
+                Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                    encode(&mut record, &mut self.out).is_err()
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                    transmit.done();
+                    false
+                }
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    // Plaintext after the last request is not read any more.
+                    while let Some(Ok(_)) = traffic.next_record() {}
+                    false
+                }
+                Ok(ConnectionState::PeerClosed) => false,
+                Ok(_) | Err(_) => true,
+            };
+            self.incoming.drain(..discard.min(self.incoming.len()));
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// Encodes the alerts rustls queued when it failed.
+    fn encode_alerts(&mut self) {
+        for _ in 0..MAX_IDLE_STEPS {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                    if encode(&mut record, &mut self.out).is_err() {
+                        return;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                _ => return,
+            }
+        }
+    }
+
+    /// Sends every byte in `out`; keeps the buffer (a busy connection reuses it).
+    async fn send_out(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let filled = FilledBuf {
+            buf: std::mem::take(&mut self.out.buf),
+            len: self.out.len,
+        };
+        let (result, filled) = self.tcp.send_all(filled).await;
+        self.out.buf = filled.buf;
+        self.out.len = 0;
+        result
+    }
+}
+
+/// Copies a handshake record rustls prepared into `out`.
+fn encode(
+    record: &mut EncodeTlsData<'_, ServerConnectionData>,
+    out: &mut OutBuf,
+) -> Result<(), rustls::Error> {
+    let encoded = out.fill(MAX_RECORD_PLAINTEXT, |spare| {
+        record.encode(spare).map_err(|e| match e {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(required_size)
+            }
+            EncodeError::AlreadyEncoded => None,
+        })
+    });
+    if encoded {
+        Ok(())
+    } else {
+        Err(rustls::Error::General(
+            "cannot encode a TLS handshake record".into(),
+        ))
+    }
+}
+
+/// Encrypts `data` into `out`, in records of at most 16 KiB of plaintext.
+fn encrypt(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    data: &[u8],
+    out: &mut OutBuf,
+) -> Result<(), rustls::Error> {
+    let records = data.len().div_ceil(MAX_RECORD_PLAINTEXT).max(1);
+    let room = data.len() + records * MAX_RECORD_OVERHEAD;
+    if out.fill(room, |spare| {
+        traffic.encrypt(data, spare).map_err(encrypt_room)
+    }) {
+        Ok(())
+    } else {
+        Err(rustls::Error::EncryptError)
+    }
+}
+
+/// The room an encryption asked for, if that is why it failed.
+fn encrypt_room(error: EncryptError) -> Option<usize> {
+    match error {
+        EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+            Some(required_size)
+        }
+        _ => None,
     }
 }

@@ -4,13 +4,13 @@
 //!
 //! ```text
 //!  control thread (load / SIGHUP)                       shard (per connection)
-//!  load_credential ─▶ CertifiedMaterial                 accept ─▶ Acceptor reads the ClientHello
+//!  load_credential ─▶ CertifiedMaterial                 accept ─▶ read_client_hello (its SNI)
 //!     check_covers, expiry_problem (check / warn)              │
 //!  server_config(tls, material, ticketer) ─▶ ServerConfig      ▼
 //!  SniSelector::new(servers of one port)  ── snapshot ──▶ SniSelector::select(sni)
 //!                                                              │ Some((id, config)) / None → reject()
 //!                                                              ▼
-//!                                              Accepted::into_connection(config) ─▶ ServerConnection
+//!                                   UnbufferedServerConnection::new(config), fed the same bytes
 //! ```
 //!
 //! Everything slow (files, PEM, key checks, verifier construction) happens on the
@@ -21,11 +21,13 @@
 //!
 //! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`]
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
-//! certificate coverage), [`cert_info`] (descriptions for `check` and `/certs`),
+//! certificate coverage), [`client_hello`] (the SNI name read from a ClientHello before
+//! any connection exists), [`cert_info`] (descriptions for `check` and `/certs`),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`error`].
 
 pub mod cert_info;
+pub mod client_hello;
 pub mod client_identity;
 pub mod credential;
 pub mod error;
@@ -34,6 +36,7 @@ pub mod sni;
 pub mod tickets;
 
 pub use cert_info::{CertInfo, describe};
+pub use client_hello::{ClientHelloError, ClientHelloInfo, HelloScan, read_client_hello};
 pub use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;

@@ -2,7 +2,7 @@
 //! and its loaded certificate: protocol versions, cipher suites (Istio's OpenSSL-style
 //! names mapped to rustls suites), client-certificate verification for MUTUAL and
 //! OPTIONAL_MUTUAL, ALPN and the shared session ticketer. Built on the control thread;
-//! a shard hands the config of the server SNI chose to `Accepted::into_connection`.
+//! a shard creates its rustls connection with the config of the server SNI chose.
 
 use std::sync::{Arc, OnceLock};
 

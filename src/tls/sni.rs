@@ -1,7 +1,7 @@
 //! Choosing the Gateway server for a TLS ClientHello by its SNI name, and checking at
 //! load time that a server's certificate covers the hosts it is declared for.
 //!
-//! A shard reads the ClientHello with `rustls::server::Acceptor`, asks its port's
+//! A shard reads the ClientHello's name ([`super::read_client_hello`]), asks its port's
 //! [`SniSelector`] which server the name belongs to, and continues the handshake with
 //! that server's `ServerConfig` (or with [`SniSelector::reject`], which ends it with an
 //! alert). The selector is compiled on the control thread: exact names in a hash map,

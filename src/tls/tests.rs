@@ -1,7 +1,9 @@
 //! Tests of the TLS layer: certificates generated at test time (root CA → intermediate
 //! → leaf), credential loading from files and secrets-dir layouts, and full handshakes
 //! in memory — bytes moved between a rustls client and the server side the way a shard
-//! drives it (`Acceptor`, `SniSelector`, `Accepted::into_connection`), no sockets.
+//! drives it (`Acceptor`, `SniSelector`, `Accepted::into_connection`), no sockets; the
+//! shard's own ClientHello reading is checked against `Acceptor`'s on every handshake,
+//! and rustls' unbuffered connection (what a shard runs) is driven the same way.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::server::{Acceptor, ProducesTickets};
+use rustls::server::{Acceptor, ProducesTickets, ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeTlsData, UnbufferedStatus};
 use rustls::{
     AlertDescription, ClientConfig, ClientConnection, HandshakeKind, RootCertStore, ServerConfig,
     ServerConnection,
@@ -343,6 +346,14 @@ impl Shard<'_> {
                 }
             }
         };
+        // ringress reads the name itself (the shard's path): it must agree with rustls.
+        match read_client_hello(&hello) {
+            Ok(HelloScan::Complete(info)) => assert_eq!(
+                info.server_name.as_deref(),
+                accepted.client_hello().server_name()
+            ),
+            other => panic!("ClientHello not read: {other:?}"),
+        }
         let chosen = self.selector.select(accepted.client_hello().server_name());
         let (server_id, config) = match chosen {
             Some((id, config)) => (Some(id), Arc::clone(config)),
@@ -1337,6 +1348,112 @@ fn optional_mutual_accepts_no_certificate_but_verifies_one_sent() {
         "httpbin.example.com",
     );
     assert!(shard.handshake(&mut client).is_err());
+}
+
+/// Runs an unbuffered server connection over `incoming` as a shard does, until it
+/// needs more bytes: the records it sends, or its error with the alert it sends.
+fn unbuffered_turn(
+    server: &mut UnbufferedServerConnection,
+    incoming: &mut Vec<u8>,
+) -> Result<Vec<u8>, (rustls::Error, Vec<u8>)> {
+    let mut sent = Vec::new();
+    let encode = |record: &mut EncodeTlsData<'_, ServerConnectionData>, sent: &mut Vec<u8>| {
+        let mut buf = vec![0; 32 * 1024];
+        let n = record.encode(&mut buf).unwrap();
+        sent.extend_from_slice(&buf[..n]);
+    };
+    loop {
+        let UnbufferedStatus { discard, state } = server.process_tls_records(incoming);
+        let more = match state {
+            Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                encode(&mut record, &mut sent);
+                true
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                true
+            }
+            Ok(_) => false,
+            Err(error) => {
+                incoming.drain(..discard);
+                // The alert rustls queued comes out of the next turns.
+                loop {
+                    match server.process_tls_records(&mut []).state {
+                        Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                            encode(&mut record, &mut sent)
+                        }
+                        Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+                        _ => return Err((error, sent)),
+                    }
+                }
+            }
+        };
+        incoming.drain(..discard);
+        if !more {
+            return Ok(sent);
+        }
+    }
+}
+
+#[test]
+fn an_unbuffered_connection_with_the_reject_config_sends_access_denied() {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
+    let selector = single(vec![exact("httpbin.example.com")], config);
+    let mut client = connect(client_config(&[&pki.root.cert]), "bookinfo.com");
+    let mut incoming = client_out(&mut client);
+    let Ok(HelloScan::Complete(hello)) = read_client_hello(&incoming) else {
+        panic!("ClientHello not read");
+    };
+    assert_eq!(hello.server_name.as_deref(), Some("bookinfo.com"));
+    assert!(selector.select(hello.server_name.as_deref()).is_none());
+    let mut server = UnbufferedServerConnection::new(Arc::clone(selector.reject())).unwrap();
+    let (_, alert) = unbuffered_turn(&mut server, &mut incoming).unwrap_err();
+    assert!(
+        matches!(
+            feed_client(&mut client, &alert),
+            Err(rustls::Error::AlertReceived(AlertDescription::AccessDenied))
+        ),
+        "{alert:?}"
+    );
+    assert!(client.peer_certificates().is_none());
+}
+
+#[test]
+fn an_unbuffered_connection_completes_the_handshake_and_carries_data() {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
+    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
+    let mut server = UnbufferedServerConnection::new(config).unwrap();
+    let mut incoming = Vec::new();
+    for _ in 0..10 {
+        incoming.extend(client_out(&mut client));
+        let sent = unbuffered_turn(&mut server, &mut incoming).unwrap();
+        feed_client(&mut client, &sent).unwrap();
+        if !client.is_handshaking() && !server.is_handshaking() {
+            break;
+        }
+    }
+    assert!(!server.is_handshaking());
+    assert_eq!(
+        server.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    client
+        .writer()
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    incoming.extend(client_out(&mut client));
+    let mut plain = Vec::new();
+    let UnbufferedStatus { discard, state } = server.process_tls_records(&mut incoming);
+    let Ok(ConnectionState::ReadTraffic(mut traffic)) = state else {
+        panic!("no application data");
+    };
+    while let Some(record) = traffic.next_record() {
+        plain.extend_from_slice(record.unwrap().payload);
+    }
+    incoming.drain(..discard);
+    assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
 }
 
 #[test]

@@ -43,7 +43,7 @@ mod tests;
 
 pub use buf_ring::RecvBuf;
 pub use executor::{Runtime, now, spawn};
-pub use net::{IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind};
+pub use net::{FilledBuf, IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind};
 pub use notify::{NotifyHandle, NotifyWaiter, notify_pair};
 pub use ring::{RingOptions, SetupError, check_available};
 pub use time::{Elapsed, Timeout, sleep, timeout};

@@ -92,6 +92,22 @@ unsafe impl IoBuf for bytes::BytesMut {
     }
 }
 
+/// A vector of which only the first `len` bytes are sent: the bytes after them stay
+/// as they are (initialized, ready for reuse) instead of being truncated away.
+#[derive(Debug, Default)]
+pub struct FilledBuf {
+    pub buf: Vec<u8>,
+    pub len: usize,
+}
+
+// SAFETY: the bytes are in the Vec's heap block, as for Vec; `len` past the end sends
+// nothing.
+unsafe impl IoBuf for FilledBuf {
+    fn as_slice(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
 /// How a [`Listener`] is bound.
 #[derive(Debug, Clone)]
 pub struct ListenOptions {
