@@ -3,8 +3,10 @@
 //! - `sni/select`: choosing the Gateway server for a ClientHello's name among 50 exact
 //!   and 10 wildcard hosts (every new connection pays it once).
 //! - `handshake/full_tls13`: a complete TLS 1.3 handshake with an ECDSA P-256
-//!   certificate through an intermediate, as the shard runs it: `Acceptor`, SNI choice,
-//!   `into_connection`, then the flights until both sides are done. Both ends run here,
+//!   certificate through an intermediate: rustls' buffered `Acceptor`, SNI choice,
+//!   `into_connection`, then the flights until both sides are done (the shard reads the
+//!   SNI itself and drives rustls' unbuffered connection; the handshake's cryptography,
+//!   which is what this measures, is the same). Both ends run here,
 //!   so this is client plus server work (the client's chain verification included); the
 //!   server's share is the floor of the "new TLS connection per request" workload of
 //!   `perf/compare.sh`.
@@ -99,7 +101,7 @@ fn transfer(from: &mut dyn FnMut(&mut Vec<u8>), to: &mut dyn FnMut(&[u8])) -> bo
     true
 }
 
-/// A full handshake through the shard's path: Acceptor, SNI choice, then flights.
+/// A full handshake: Acceptor, SNI choice, then flights.
 fn handshake(fixture: &Fixture, client: &mut ClientConnection) -> ServerConnection {
     let mut hello = Vec::new();
     client.write_tls(&mut hello).expect("client hello");

@@ -35,6 +35,11 @@ const WRITE_BATCH: usize = 3 * MAX_RECORD_PLAINTEXT;
 /// Largest plaintext of one TLS record.
 const MAX_RECORD_PLAINTEXT: usize = 16 * 1024;
 
+/// Room first offered for a handshake record (a hello, the certificate flight, a
+/// ticket). Larger ones say how much they need and are encoded again into that; the
+/// guess keeps a new connection from zeroing 16 KiB of buffer it does not use.
+const HANDSHAKE_RECORD_GUESS: usize = 2 * 1024;
+
 /// Bytes a record adds to its plaintext at most: header, TLS 1.2 explicit nonce,
 /// AEAD tag and TLS 1.3 content type. Only a first guess of the room to encrypt
 /// into: rustls names the exact size when it needs more.
@@ -560,7 +565,7 @@ fn encode(
     record: &mut EncodeTlsData<'_, ServerConnectionData>,
     out: &mut OutBuf,
 ) -> Result<(), rustls::Error> {
-    let encoded = out.fill(MAX_RECORD_PLAINTEXT, |spare| {
+    let encoded = out.fill(HANDSHAKE_RECORD_GUESS, |spare| {
         record.encode(spare).map_err(|e| match e {
             EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
                 Some(required_size)
