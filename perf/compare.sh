@@ -159,33 +159,6 @@ WORKLOAD_LIST="$(check_list workloads "$WORKLOADS" "$ALL_WORKLOADS")"
 has_gateway() { [[ " $GATEWAYS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------
-# Tools
-
-ensure_tools() {
-    local need=() tool
-    # tool -> package
-    declare -A pkg=([wrk]=wrk [openssl]=openssl [curl]=curl [python3]=python3
-        [h2load]=nghttp2-client [haproxy]=haproxy [taskset]=util-linux [pgrep]=procps)
-    local tools=(wrk openssl curl python3 h2load taskset pgrep)
-    has_gateway haproxy && tools+=(haproxy)
-    for tool in "${tools[@]}"; do
-        find_bin "$tool" >/dev/null || need+=("${pkg[$tool]}")
-    done
-    if [ "${#need[@]}" -gt 0 ]; then
-        log "installing: ${need[*]}"
-        apt_install "${need[@]}"
-    fi
-    # nginx is always needed: it is the upstream of every gateway.
-    if ! find_bin nginx >/dev/null; then
-        log "installing nginx"
-        apt_install nginx || apt_install nginx-light
-    fi
-    for tool in "${tools[@]}" nginx; do
-        find_bin "$tool" >/dev/null || die "$tool is still missing after installing packages"
-    done
-}
-
-# ---------------------------------------------------------------------------------
 # Processes: everything started with spawn (perf/lib.sh) is stopped on exit.
 
 set_cleanup_traps
@@ -244,7 +217,10 @@ cpu_line() {
 # ---------------------------------------------------------------------------------
 # Setup
 
-ensure_tools
+# Tools (installed when missing, see ensure_tools in perf/lib.sh).
+tools=(wrk openssl curl python3 h2load taskset pgrep)
+has_gateway haproxy && tools+=(haproxy)
+ensure_tools "${tools[@]}"
 NGINX="$(find_bin nginx)"
 HAPROXY="$(find_bin haproxy || true)"
 WRK="$(find_bin wrk)"

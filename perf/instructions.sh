@@ -127,31 +127,9 @@ kill_ringress_then_cleanup() {
 trap kill_ringress_then_cleanup EXIT
 
 # ---------------------------------------------------------------------------------
-# Tools
+# Tools (installed when missing, see perf/lib.sh)
 
-ensure_tools() {
-    local need=() tool
-    declare -A pkg=([valgrind]=valgrind [callgrind_control]=valgrind [h2load]=nghttp2-client
-        [openssl]=openssl [curl]=curl [python3]=python3 [taskset]=util-linux [pgrep]=procps)
-    local tools=(valgrind callgrind_control h2load openssl curl python3 taskset pgrep)
-    for tool in "${tools[@]}"; do
-        find_bin "$tool" >/dev/null || need+=("${pkg[$tool]}")
-    done
-    if [ "${#need[@]}" -gt 0 ]; then
-        mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
-        log "installing: ${need[*]}"
-        apt_install "${need[@]}"
-    fi
-    if ! find_bin nginx >/dev/null; then
-        log "installing nginx"
-        apt_install nginx || apt_install nginx-light
-    fi
-    for tool in "${tools[@]}" nginx; do
-        find_bin "$tool" >/dev/null || die "$tool is still missing after installing packages"
-    done
-}
-
-ensure_tools
+ensure_tools valgrind callgrind_control h2load openssl curl python3 taskset pgrep
 NGINX="$(find_bin nginx)"
 H2LOAD="$(find_bin h2load)"
 VALGRIND="$(find_bin valgrind)"

@@ -99,6 +99,31 @@ apt_install() {
     return "$rc"
 }
 
+# ensure_tools TOOL...: installs the Debian packages of the tools that are missing
+# (nginx, the upstream of every benchmark, always), then checks every one is there.
+ensure_tools() {
+    local need=() tool
+    # tool -> package
+    declare -A pkg=([wrk]=wrk [openssl]=openssl [curl]=curl [python3]=python3
+        [h2load]=nghttp2-client [haproxy]=haproxy [taskset]=util-linux [pgrep]=procps
+        [valgrind]=valgrind [callgrind_control]=valgrind)
+    for tool in "$@"; do
+        find_bin "$tool" >/dev/null || need+=("${pkg[$tool]:-$tool}")
+    done
+    if [ "${#need[@]}" -gt 0 ]; then
+        mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+        log "installing: ${need[*]}"
+        apt_install "${need[@]}"
+    fi
+    if ! find_bin nginx >/dev/null; then
+        log "installing nginx"
+        apt_install nginx || apt_install nginx-light
+    fi
+    for tool in "$@" nginx; do
+        find_bin "$tool" >/dev/null || die "$tool is still missing after installing packages"
+    done
+}
+
 # ---------------------------------------------------------------------------------
 # Processes: everything started with spawn is in STARTED_PIDS and stopped on exit.
 
