@@ -62,6 +62,15 @@ async fn recv_exact(stream: &TcpStream, want: usize) -> io::Result<Vec<u8>> {
     Ok(got)
 }
 
+/// A client connected to a server socket over loopback (the listener is closed).
+async fn connected_pair() -> (TcpStream, TcpStream) {
+    let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client = TcpStream::connect(addr).await.unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    (client, server)
+}
+
 /// Sleeps in small steps until `done()` holds (or the test deadline passes).
 async fn wait_until(mut done: impl FnMut() -> bool) {
     let ok = timeout(TEST_DEADLINE, async {
@@ -85,10 +94,7 @@ fn io_uring_is_available_here() {
 fn try_recv_takes_only_what_already_arrived() {
     let rt = runtime();
     rt.block_on(async {
-        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = connected_pair().await;
         assert!(server.try_recv().is_none(), "nothing sent yet");
         let (res, _) = client.send_all(b"first".to_vec()).await;
         res.unwrap();
@@ -98,13 +104,11 @@ fn try_recv_takes_only_what_already_arrived() {
         let (res, _) = client.send_all(b"second".to_vec()).await;
         res.unwrap();
         let mut got = None;
-        for _ in 0..100 {
+        wait_until(|| {
             got = server.try_recv();
-            if got.is_some() {
-                break;
-            }
-            crate::uring::sleep(std::time::Duration::from_millis(5)).await;
-        }
+            got.is_some()
+        })
+        .await;
         assert_eq!(&*got.expect("delivered").unwrap(), b"second");
         assert!(server.try_recv().is_none());
         client.shutdown_write().await.unwrap();
@@ -195,10 +199,7 @@ fn send_all_vectored_sends_large_buffers_completely() {
     let rt = runtime();
     let received = Rc::new(RefCell::new(Vec::new()));
     rt.block_on(async {
-        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = connected_pair().await;
         let r = Rc::clone(&received);
         spawn(async move {
             loop {
@@ -263,10 +264,7 @@ fn two_hundred_connections_through_one_multishot_listener() {
 fn timeout_around_a_recv_that_never_completes() {
     let rt = runtime();
     rt.block_on(async {
-        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = connected_pair().await;
 
         let res = timeout(Duration::from_millis(30), client.recv()).await;
         let err = res.expect_err("nothing was sent, so the recv must time out");
@@ -388,10 +386,7 @@ fn ring_buffers_are_returned_on_drop() {
     })
     .unwrap();
     rt.block_on(async {
-        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (client, server) = connected_pair().await;
         for i in 0..50u8 {
             let (res, _) = client.send_all(vec![i; 8]).await;
             res.unwrap();
@@ -412,11 +407,8 @@ fn slow_reader_gets_every_chunk_in_order() {
     const CHUNKS: usize = 40;
     let rt = runtime();
     rt.block_on(async {
-        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
+        let (client, server) = connected_pair().await;
         client.set_nodelay(true).unwrap();
-        let (server, _) = listener.accept().await.unwrap();
         // Arm the multishot receive, then stop reading while chunks arrive.
         let (res, _) = client.send_all(&b"start"[..]).await;
         res.unwrap();
