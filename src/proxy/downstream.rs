@@ -6,11 +6,14 @@
 //! `ServerConfig` (its certificate, its client-certificate policy) and fed the same
 //! bytes. A name no server covers gets rustls' alert from [`tls::reject_config`].
 //!
-//! rustls' unbuffered API leaves every buffer to ringress: received ciphertext waits in
-//! `incoming` until it forms whole records, and records to send are encoded and
-//! encrypted into `out`. Both come from the shard's pool ([`buffers`]) and go back to
-//! it between requests, so an idle keep-alive connection holds no buffer at all, only
-//! rustls' connection state (keys, the handshake's outcome).
+//! Once a TLS 1.3 handshake completes, the connection moves to ringress's own record
+//! layer ([`tls::Records`]): rustls' connection object is dropped, the traffic keys
+//! stay. TLS 1.2 connections stay with rustls throughout ([`Session`]).
+//!
+//! Every buffer is ringress's: received ciphertext waits in `incoming` until it forms
+//! whole records, and records to send are encrypted into `out`. Both come from the
+//! shard's pool ([`buffers`]) and go back to it between requests, so an idle
+//! keep-alive connection holds no buffer at all, only its keys.
 
 use std::io;
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use rustls::unbuffered::{
 
 use crate::config::ServerTls;
 use crate::snapshot::ListenerSpec;
-use crate::tls::{self, ClientHelloError, HelloScan, SniSelector};
+use crate::tls::{self, ClientHelloError, HelloScan, RecordError, Records, SniSelector};
 use crate::uring::{FilledBuf, TcpStream};
 
 use super::buffers;
@@ -71,10 +74,40 @@ pub enum Downstream {
     Tls(Box<TlsStream>),
 }
 
-/// rustls' unbuffered server connection over a ring socket.
+/// A TLS connection over a ring socket.
 pub struct TlsStream {
     tcp: TcpStream,
-    conn: UnbufferedServerConnection,
+    session: Session,
+    wire: Wire,
+    /// The TLS settings of the server the ClientHello chose.
+    settings: Option<Arc<ServerTls>>,
+    /// The name the ClientHello asked for (SNI).
+    server_name: Option<Box<str>>,
+    /// The verified client certificate as `x-forwarded-client-cert` carries it;
+    /// computed at the first request that needs it, or when the certificate goes
+    /// away with rustls' connection.
+    identity: Option<Option<String>>,
+}
+
+/// Who protects the connection's records.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Records is the state of every established TLS 1.3 connection; it lives in \
+              the boxed TlsStream, and a box of its own would cost an allocation each"
+)]
+enum Session {
+    /// rustls' unbuffered connection: the handshake, and TLS 1.2 connections
+    /// throughout. Boxed: it is about twice the size of `Records`.
+    Rustls(Box<UnbufferedServerConnection>),
+    /// An established TLS 1.3 connection: ringress's record layer.
+    Records(Records),
+    /// Moving to `Records` failed; the connection only closes.
+    Lost,
+}
+
+/// The ciphertext on its way in and out.
+#[derive(Default)]
+struct Wire {
     /// Ciphertext received and not yet processed: at most a partial record between
     /// reads. A pooled buffer, given back whenever it is empty and the connection idle.
     incoming: Vec<u8>,
@@ -83,13 +116,17 @@ pub struct TlsStream {
     out: OutBuf,
     /// The client sent close_notify: no more plaintext will come.
     peer_closed: bool,
-    /// The TLS settings of the server the ClientHello chose.
-    settings: Option<Arc<ServerTls>>,
-    /// The name the ClientHello asked for (SNI).
-    server_name: Option<Box<str>>,
-    /// The verified client certificate as `x-forwarded-client-cert` carries it;
-    /// computed at the first request that needs it.
-    identity: Option<Option<String>>,
+}
+
+/// Why records could not be processed.
+#[derive(Debug, thiserror::Error)]
+enum TlsFailure {
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error("the connection's TLS state was lost moving to ringress's record layer")]
+    Lost,
 }
 
 /// Ciphertext to send. `buf` stays initialized to its whole length, so records are
@@ -192,10 +229,11 @@ impl Downstream {
         let conn = UnbufferedServerConnection::new(config)?;
         let mut stream = TlsStream {
             tcp,
-            conn,
-            incoming,
-            out: OutBuf::default(),
-            peer_closed: false,
+            session: Session::Rustls(Box::new(conn)),
+            wire: Wire {
+                incoming,
+                ..Wire::default()
+            },
             settings: server
                 .and_then(|i| listener.certificates.get(i))
                 .map(|c| c.settings.clone()),
@@ -254,9 +292,9 @@ impl Downstream {
     /// received bytes not yet processed are kept).
     pub fn release_buffers(&mut self) {
         if let Downstream::Tls(tls) = self {
-            tls.out.release();
-            if tls.incoming.is_empty() {
-                buffers::give(&mut tls.incoming);
+            tls.wire.out.release();
+            if tls.wire.incoming.is_empty() {
+                buffers::give(&mut tls.wire.incoming);
             }
         }
     }
@@ -280,17 +318,12 @@ impl Downstream {
     pub fn client_identity(&mut self) -> Option<&str> {
         match self {
             Downstream::Plain(_) => None,
-            Downstream::Tls(tls) => tls
-                .identity
-                .get_or_insert_with(|| {
-                    let leaf = tls.conn.peer_certificates()?.first()?;
-                    tls::forwarded_client_cert(leaf)
-                        .inspect_err(
-                            |e| tracing::debug!(error = %e, "client certificate unreadable"),
-                        )
-                        .ok()
-                })
-                .as_deref(),
+            Downstream::Tls(tls) => {
+                if let (None, Session::Rustls(conn)) = (&tls.identity, &tls.session) {
+                    tls.identity = Some(client_identity(conn));
+                }
+                tls.identity.as_ref()?.as_deref()
+            }
         }
     }
 
@@ -312,15 +345,20 @@ impl Downstream {
     /// The negotiated TLS version once the handshake completed; `None` for plain TCP
     /// or a handshake still going on.
     pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
-        match self {
-            Downstream::Tls(tls) if !tls.conn.is_handshaking() => tls.conn.protocol_version(),
-            _ => None,
+        let Downstream::Tls(tls) = self else {
+            return None;
+        };
+        match &tls.session {
+            Session::Rustls(conn) if !conn.is_handshaking() => conn.protocol_version(),
+            Session::Records(_) => Some(rustls::ProtocolVersion::TLSv1_3),
+            Session::Rustls(_) | Session::Lost => None,
         }
     }
 
     /// Whether a TLS handshake has started and not completed.
     pub fn is_handshaking(&self) -> bool {
-        matches!(self, Downstream::Tls(tls) if tls.conn.is_handshaking())
+        matches!(self, Downstream::Tls(tls)
+            if matches!(&tls.session, Session::Rustls(conn) if conn.is_handshaking()))
     }
 
     /// `https` or `http`, for `x-forwarded-proto` and route `scheme` matches.
@@ -330,6 +368,14 @@ impl Downstream {
             Downstream::Tls(_) => "https",
         }
     }
+}
+
+/// The client certificate rustls verified, in `x-forwarded-client-cert` form.
+fn client_identity(conn: &UnbufferedServerConnection) -> Option<String> {
+    let leaf = conn.peer_certificates()?.first()?;
+    tls::forwarded_client_cert(leaf)
+        .inspect_err(|e| tracing::debug!(error = %e, "client certificate unreadable"))
+        .ok()
 }
 
 impl TlsStream {
@@ -349,96 +395,82 @@ impl TlsStream {
             };
             let taken = buf.len().saturating_sub(before);
             if taken > 0 {
-                // Records rustls queued meanwhile (a session ticket) go out with the
+                // Records queued meanwhile (a session ticket) go out with the
                 // response.
                 return Ok(taken);
             }
-            if step == Step::Closed || self.peer_closed {
+            if step == Step::Closed || self.wire.peer_closed {
                 return Ok(0);
             }
-            if !self.out.is_empty() {
+            if !self.wire.out.is_empty() {
                 Box::pin(self.send_out()).await?;
             }
             let data = self.tcp.recv().await?;
             if data.is_empty() {
                 return Ok(0);
             }
-            buffers::ensure(&mut self.incoming);
-            self.incoming.extend_from_slice(&data);
+            buffers::ensure(&mut self.wire.incoming);
+            self.wire.incoming.extend_from_slice(&data);
         };
         Err(Box::pin(self.fail(error)).await)
     }
 
     /// Processes every whole record in `incoming`: plaintext is appended to `buf`,
-    /// records rustls wants sent are collected in `out` (the caller sends them before
-    /// it waits for the client). Returns [`Step::NeedData`] or [`Step::Closed`].
-    fn process_received(&mut self, buf: &mut Vec<u8>) -> Result<Step, rustls::Error> {
-        let mut idle_steps = 0;
-        loop {
-            let before = (buf.len(), self.incoming.len(), self.out.len);
-            match self.process(buf)? {
-                Step::Again => {}
-                step => return Ok(step),
-            }
-            if before == (buf.len(), self.incoming.len(), self.out.len) {
-                idle_steps += 1;
-                if idle_steps > MAX_IDLE_STEPS {
-                    return Err(rustls::Error::General(
-                        "the TLS state machine made no progress".into(),
-                    ));
+    /// records to send are collected in `out` (the caller sends them before it waits
+    /// for the client). Returns [`Step::NeedData`] or [`Step::Closed`]. A TLS 1.3
+    /// handshake that completes here moves the connection to [`Records`].
+    fn process_received(&mut self, buf: &mut Vec<u8>) -> Result<Step, TlsFailure> {
+        match &mut self.session {
+            Session::Rustls(conn) => {
+                let step = process_all(conn, &mut self.wire, buf)?;
+                if step == Step::NeedData && Records::can_take(conn) {
+                    self.take_records()?;
                 }
+                Ok(step)
             }
+            Session::Records(records) => {
+                let closed = records.open(&mut self.wire.incoming, |plaintext| {
+                    buffers::ensure(buf);
+                    buf.extend_from_slice(plaintext);
+                })?;
+                self.wire.peer_closed |= closed;
+                Ok(Step::NeedData)
+            }
+            Session::Lost => Err(TlsFailure::Lost),
         }
     }
 
-    /// Sends the alert rustls queued for `error` (and anything before it), then
-    /// returns the error for the caller.
-    async fn fail(&mut self, error: rustls::Error) -> io::Error {
-        self.encode_alerts();
-        let _ = self.send_out().await;
-        io::Error::new(io::ErrorKind::InvalidData, error)
+    /// Moves an established TLS 1.3 connection from rustls to [`Records`]. The
+    /// client certificate, if any, is kept as its `x-forwarded-client-cert` value.
+    fn take_records(&mut self) -> Result<(), rustls::Error> {
+        match std::mem::replace(&mut self.session, Session::Lost) {
+            Session::Rustls(conn) => {
+                if self.identity.is_none() {
+                    self.identity = Some(client_identity(&conn));
+                }
+                self.session = Session::Records(Records::new(*conn)?);
+            }
+            other => self.session = other,
+        }
+        Ok(())
     }
 
-    /// One `process_tls_records` step over `incoming`.
-    fn process(&mut self, buf: &mut Vec<u8>) -> Result<Step, rustls::Error> {
-        let UnbufferedStatus { mut discard, state } =
-            self.conn.process_tls_records(&mut self.incoming);
-        let step = match state {
-            Err(error) => Err(error),
-            Ok(ConnectionState::ReadTraffic(mut traffic)) => loop {
-                match traffic.next_record() {
-                    None => break Ok(Step::Again),
-                    Some(Ok(record)) => {
-                        discard += record.discard;
-                        buffers::ensure(buf);
-                        buf.extend_from_slice(record.payload);
-                    }
-                    Some(Err(error)) => break Err(error),
+    /// Sends the alert for `error` (rustls' queued alert, or the record layer's),
+    /// then returns the error for the caller.
+    async fn fail(&mut self, error: TlsFailure) -> io::Error {
+        match (&mut self.session, &error) {
+            (Session::Rustls(conn), _) => encode_alerts(conn, &mut self.wire.out),
+            (Session::Records(records), TlsFailure::Records(failure)) => {
+                if let Some(alert) = failure.alert() {
+                    self.wire
+                        .out
+                        .fill(Records::ALERT_LEN, |out| Ok(records.seal_alert(alert, out)));
                 }
-            },
-            Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                encode(&mut data, &mut self.out).map(|()| Step::Again)
             }
-            Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                // `out` is sent before the connection waits for the client again.
-                transmit.done();
-                Ok(Step::Again)
-            }
-            Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
-                Ok(Step::NeedData)
-            }
-            Ok(ConnectionState::PeerClosed) => {
-                self.peer_closed = true;
-                Ok(Step::Again)
-            }
-            Ok(ConnectionState::Closed) => Ok(Step::Closed),
-            // Early data is not enabled; later rustls states are not expected.
-            Ok(other) => Err(rustls::Error::General(format!(
-                "unexpected TLS connection state {other:?}"
-            ))),
-        };
-        self.incoming.drain(..discard.min(self.incoming.len()));
-        step
+            _ => {}
+        }
+        let _ = self.send_out().await;
+        io::Error::new(io::ErrorKind::InvalidData, error)
     }
 
     /// Encrypts `data` in batches of [`WRITE_BATCH`] and sends each.
@@ -450,113 +482,216 @@ impl TlsStream {
         Ok(())
     }
 
-    /// Encrypts `data` into `out`, after any handshake records rustls still has to
-    /// send (a session ticket, a key update).
+    /// Encrypts `data` into `out` (after any handshake records rustls still has to
+    /// send: a session ticket, a key update).
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
-        for _ in 0..MAX_IDLE_STEPS {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
-            let done = match state {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    encrypt(&mut traffic, data, &mut self.out).map(|()| true)
+        let result = match &mut self.session {
+            Session::Rustls(conn) => encrypt_rustls(conn, &mut self.wire, data),
+            Session::Records(records) => {
+                let room = Records::sealed_len(data.len());
+                if self.wire.out.fill(room, |out| records.seal(data, out)) {
+                    Ok(())
+                } else {
+                    Err(TlsFailure::Rustls(rustls::Error::EncryptError))
                 }
-                Ok(ConnectionState::EncodeTlsData(mut record)) => {
-                    encode(&mut record, &mut self.out).map(|()| false)
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    // Goes out with this batch, ahead of its records.
-                    transmit.done();
-                    Ok(false)
-                }
-                Ok(ConnectionState::PeerClosed) => {
-                    self.peer_closed = true;
-                    Ok(false)
-                }
-                Ok(ConnectionState::BlockedHandshake) => Err(rustls::Error::HandshakeNotComplete),
-                Ok(ConnectionState::Closed) => {
-                    Err(rustls::Error::General("the connection is closed".into()))
-                }
-                // Every whole record was read before the response was written; data
-                // arriving now would be out of turn.
-                Ok(other) => Err(rustls::Error::General(format!(
-                    "unexpected TLS connection state {other:?} while sending"
-                ))),
-                Err(error) => Err(error),
-            };
-            self.incoming.drain(..discard.min(self.incoming.len()));
-            match done {
-                Ok(true) => return Ok(()),
-                Ok(false) => {}
-                Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
             }
-        }
-        Err(io::Error::other("TLS state machine made no progress"))
+            Session::Lost => Err(TlsFailure::Lost),
+        };
+        result.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
-    /// Encodes a close_notify into `out` (after anything rustls still has to send);
-    /// nothing when the handshake never completed or the connection failed.
+    /// Encodes a close_notify into `out` (after anything still to send); nothing when
+    /// the handshake never completed or the connection failed.
     fn close_notify(&mut self) {
-        for _ in 0..MAX_IDLE_STEPS {
-            let UnbufferedStatus { discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
-            let done = match state {
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    self.out.fill(2 * MAX_RECORD_OVERHEAD, |out| {
-                        traffic.queue_close_notify(out).map_err(encrypt_room)
-                    });
-                    true
-                }
-                Ok(ConnectionState::EncodeTlsData(mut record)) => {
-                    encode(&mut record, &mut self.out).is_err()
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    false
-                }
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    // Plaintext after the last request is not read any more.
-                    while let Some(Ok(_)) = traffic.next_record() {}
-                    false
-                }
-                Ok(ConnectionState::PeerClosed) => false,
-                Ok(_) | Err(_) => true,
-            };
-            self.incoming.drain(..discard.min(self.incoming.len()));
-            if done {
-                return;
+        match &mut self.session {
+            Session::Rustls(conn) => close_notify_rustls(conn, &mut self.wire),
+            Session::Records(records) => {
+                self.wire.out.fill(Records::ALERT_LEN, |out| {
+                    Ok(records.seal_alert(rustls::AlertDescription::CloseNotify, out))
+                });
             }
-        }
-    }
-
-    /// Encodes the alerts rustls queued when it failed.
-    fn encode_alerts(&mut self) {
-        for _ in 0..MAX_IDLE_STEPS {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut record)) => {
-                    if encode(&mut record, &mut self.out).is_err() {
-                        return;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-                _ => return,
-            }
+            Session::Lost => {}
         }
     }
 
     /// Sends every byte in `out`; keeps the buffer (a busy connection reuses it).
     async fn send_out(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
+        let out = &mut self.wire.out;
+        if out.is_empty() {
             return Ok(());
         }
         let filled = FilledBuf {
-            buf: std::mem::take(&mut self.out.buf),
-            len: self.out.len,
+            buf: std::mem::take(&mut out.buf),
+            len: out.len,
         };
         let (result, filled) = self.tcp.send_all(filled).await;
-        self.out.buf = filled.buf;
-        self.out.len = 0;
+        self.wire.out.buf = filled.buf;
+        self.wire.out.len = 0;
         result
+    }
+}
+
+/// Runs rustls over every whole record in `wire.incoming` until it needs more data
+/// or the connection closed (see [`TlsStream::process_received`]).
+fn process_all(
+    conn: &mut UnbufferedServerConnection,
+    wire: &mut Wire,
+    buf: &mut Vec<u8>,
+) -> Result<Step, rustls::Error> {
+    let mut idle_steps = 0;
+    loop {
+        let before = (buf.len(), wire.incoming.len(), wire.out.len);
+        match process_step(conn, wire, buf)? {
+            Step::Again => {}
+            step => return Ok(step),
+        }
+        if before == (buf.len(), wire.incoming.len(), wire.out.len) {
+            idle_steps += 1;
+            if idle_steps > MAX_IDLE_STEPS {
+                return Err(rustls::Error::General(
+                    "the TLS state machine made no progress".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// One `process_tls_records` step over `wire.incoming`.
+fn process_step(
+    conn: &mut UnbufferedServerConnection,
+    wire: &mut Wire,
+    buf: &mut Vec<u8>,
+) -> Result<Step, rustls::Error> {
+    let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut wire.incoming);
+    let step = match state {
+        Err(error) => Err(error),
+        Ok(ConnectionState::ReadTraffic(mut traffic)) => loop {
+            match traffic.next_record() {
+                None => break Ok(Step::Again),
+                Some(Ok(record)) => {
+                    discard += record.discard;
+                    buffers::ensure(buf);
+                    buf.extend_from_slice(record.payload);
+                }
+                Some(Err(error)) => break Err(error),
+            }
+        },
+        Ok(ConnectionState::EncodeTlsData(mut data)) => {
+            encode(&mut data, &mut wire.out).map(|()| Step::Again)
+        }
+        Ok(ConnectionState::TransmitTlsData(transmit)) => {
+            // `out` is sent before the connection waits for the client again.
+            transmit.done();
+            Ok(Step::Again)
+        }
+        Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
+            Ok(Step::NeedData)
+        }
+        Ok(ConnectionState::PeerClosed) => {
+            wire.peer_closed = true;
+            Ok(Step::Again)
+        }
+        Ok(ConnectionState::Closed) => Ok(Step::Closed),
+        // Early data is not enabled; later rustls states are not expected.
+        Ok(other) => Err(rustls::Error::General(format!(
+            "unexpected TLS connection state {other:?}"
+        ))),
+    };
+    wire.incoming.drain(..discard.min(wire.incoming.len()));
+    step
+}
+
+/// Encrypts `data` with rustls (a TLS 1.2 connection) into `wire.out`, after any
+/// handshake records rustls still has to send.
+fn encrypt_rustls(
+    conn: &mut UnbufferedServerConnection,
+    wire: &mut Wire,
+    data: &[u8],
+) -> Result<(), TlsFailure> {
+    for _ in 0..MAX_IDLE_STEPS {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut wire.incoming);
+        let done = match state {
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                encrypt(&mut traffic, data, &mut wire.out).map(|()| true)
+            }
+            Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                encode(&mut record, &mut wire.out).map(|()| false)
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                // Goes out with this batch, ahead of its records.
+                transmit.done();
+                Ok(false)
+            }
+            Ok(ConnectionState::PeerClosed) => {
+                wire.peer_closed = true;
+                Ok(false)
+            }
+            Ok(ConnectionState::BlockedHandshake) => Err(rustls::Error::HandshakeNotComplete),
+            Ok(ConnectionState::Closed) => {
+                Err(rustls::Error::General("the connection is closed".into()))
+            }
+            // Every whole record was read before the response was written; data
+            // arriving now would be out of turn.
+            Ok(other) => Err(rustls::Error::General(format!(
+                "unexpected TLS connection state {other:?} while sending"
+            ))),
+            Err(error) => Err(error),
+        };
+        wire.incoming.drain(..discard.min(wire.incoming.len()));
+        if done? {
+            return Ok(());
+        }
+    }
+    Err(rustls::Error::General("the TLS state machine made no progress".into()).into())
+}
+
+/// Encodes rustls' close_notify into `wire.out` (after anything rustls still has to
+/// send).
+fn close_notify_rustls(conn: &mut UnbufferedServerConnection, wire: &mut Wire) {
+    for _ in 0..MAX_IDLE_STEPS {
+        let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut wire.incoming);
+        let done = match state {
+            Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                wire.out.fill(2 * MAX_RECORD_OVERHEAD, |out| {
+                    traffic.queue_close_notify(out).map_err(encrypt_room)
+                });
+                true
+            }
+            Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                encode(&mut record, &mut wire.out).is_err()
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => {
+                transmit.done();
+                false
+            }
+            Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                // Plaintext after the last request is not read any more.
+                while let Some(Ok(_)) = traffic.next_record() {}
+                false
+            }
+            Ok(ConnectionState::PeerClosed) => false,
+            Ok(_) | Err(_) => true,
+        };
+        wire.incoming.drain(..discard.min(wire.incoming.len()));
+        if done {
+            return;
+        }
+    }
+}
+
+/// Encodes the alerts rustls queued when it failed.
+fn encode_alerts(conn: &mut UnbufferedServerConnection, out: &mut OutBuf) {
+    for _ in 0..MAX_IDLE_STEPS {
+        let status = conn.process_tls_records(&mut []);
+        match status.state {
+            Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                if encode(&mut record, out).is_err() {
+                    return;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
+            _ => return,
+        }
     }
 }
 

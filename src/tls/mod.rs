@@ -31,6 +31,7 @@ pub mod client_hello;
 pub mod client_identity;
 pub mod credential;
 pub mod error;
+pub mod records;
 pub mod server_config;
 pub mod sni;
 pub mod tickets;
@@ -40,6 +41,7 @@ pub use client_hello::{ClientHelloError, ClientHelloInfo, HelloScan, read_client
 pub use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;
+pub use records::{RecordError, Records};
 pub use server_config::{new_ticketer, reject_config, server_config};
 pub use sni::{SniSelector, check_covers};
 pub use tickets::Ticketers;

@@ -92,6 +92,9 @@ pub fn server_config(
     // One TLS 1.3 ticket per handshake (rustls sends two by default): each costs an
     // encryption and a record, wasted on clients that make one request and close.
     config.send_tls13_tickets = 1;
+    // Established TLS 1.3 connections move to ringress's own record layer
+    // (`tls::Records`), which needs the traffic keys.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

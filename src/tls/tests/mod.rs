@@ -22,6 +22,8 @@ use rustls::{
     ServerConnection,
 };
 
+mod records;
+
 use super::credential::provider;
 use super::server_config::{cipher_suite_by_name, cipher_suites};
 use super::*;

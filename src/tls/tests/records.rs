@@ -1,0 +1,280 @@
+//! Tests of ringress's TLS 1.3 record layer ([`Records`]): a real rustls client and
+//! rustls' unbuffered server complete a handshake in memory, the server side moves to
+//! `Records`, and the client must read everything it seals and be understood in
+//! everything it sends — data, key updates both ways, close_notify — while tampered,
+//! oversized and out-of-place records are refused with the right alert.
+
+use std::io::{Read, Write};
+
+use rustls::{AlertDescription, ClientConnection};
+
+use super::*;
+use crate::tls::records::{MAX_PLAINTEXT, RECORD_OVERHEAD};
+use crate::tls::{RecordError, Records};
+
+/// A client and the server's record layer after a completed TLS 1.3 handshake (the
+/// session ticket already delivered).
+fn established() -> (ClientConnection, Records) {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
+    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
+    let mut server = UnbufferedServerConnection::new(config).unwrap();
+    let mut incoming = Vec::new();
+    for _ in 0..10 {
+        incoming.extend(client_out(&mut client));
+        let sent = unbuffered_turn(&mut server, &mut incoming).unwrap();
+        feed_client(&mut client, &sent).unwrap();
+        if !client.is_handshaking() && !server.is_handshaking() && incoming.is_empty() {
+            break;
+        }
+    }
+    assert!(Records::can_take(&server));
+    (client, Records::new(server).unwrap())
+}
+
+/// What the client sent, opened by the server: (plaintext, close_notify seen).
+fn open_all(records: &mut Records, incoming: &mut Vec<u8>) -> Result<(Vec<u8>, bool), RecordError> {
+    let mut plain = Vec::new();
+    let closed = records.open(incoming, |data| plain.extend_from_slice(data))?;
+    Ok((plain, closed))
+}
+
+/// `data` sealed by the server.
+fn sealed(records: &mut Records, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0; Records::sealed_len(data.len())];
+    let n = records.seal(data, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+/// Feeds `wire` to the client and returns the plaintext it yields (read as it comes:
+/// rustls holds at most 16 KiB of unread plaintext).
+fn client_reads(client: &mut ClientConnection, mut wire: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    loop {
+        let mut chunk = Vec::new();
+        match client.reader().read_to_end(&mut chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("client read: {e}"),
+        }
+        plain.extend(chunk);
+        if wire.is_empty() {
+            return plain;
+        }
+        client.read_tls(&mut wire).unwrap();
+        client.process_new_packets().unwrap();
+    }
+}
+
+/// The content lengths of the records in `wire`.
+fn record_lengths(mut wire: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    while let [_, _, _, hi, lo, rest @ ..] = wire {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+        lengths.push(len);
+        wire = &rest[len..];
+    }
+    lengths
+}
+
+#[test]
+fn records_carry_data_both_ways() {
+    let (mut client, mut records) = established();
+    client
+        .writer()
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut incoming = client_out(&mut client);
+    let (plain, closed) = open_all(&mut records, &mut incoming).unwrap();
+    assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(!closed);
+    assert!(incoming.is_empty());
+
+    // 40 KiB: three records, none over 16 KiB of plaintext.
+    let response: Vec<u8> = (0..40 * 1024).map(|i| (i % 251) as u8).collect();
+    let wire = sealed(&mut records, &response);
+    assert_eq!(
+        record_lengths(&wire),
+        vec![
+            MAX_PLAINTEXT + 17,
+            MAX_PLAINTEXT + 17,
+            40 * 1024 - 2 * MAX_PLAINTEXT + 17
+        ]
+    );
+    assert_eq!(wire.len(), response.len() + 3 * RECORD_OVERHEAD);
+    assert_eq!(client_reads(&mut client, &wire), response);
+
+    // And again: sequence numbers go on in both directions.
+    client.writer().write_all(b"second").unwrap();
+    incoming.extend(client_out(&mut client));
+    assert_eq!(open_all(&mut records, &mut incoming).unwrap().0, b"second");
+    assert_eq!(
+        client_reads(&mut client, &sealed(&mut records, b"ok")),
+        b"ok"
+    );
+}
+
+#[test]
+fn a_record_split_anywhere_is_opened_once_whole() {
+    let (mut client, mut records) = established();
+    client.writer().write_all(b"hello").unwrap();
+    let first = client_out(&mut client);
+    client.writer().write_all(b", world").unwrap();
+    let wire = [first.clone(), client_out(&mut client)].concat();
+    let mut incoming = Vec::new();
+    let mut plain = Vec::new();
+    for (i, byte) in wire.iter().enumerate() {
+        incoming.push(*byte);
+        records
+            .open(&mut incoming, |data| plain.extend_from_slice(data))
+            .unwrap();
+        let received = i + 1;
+        if received < first.len() {
+            assert!(plain.is_empty(), "byte {i}");
+            assert_eq!(incoming.len(), received, "byte {i}");
+        } else if received == first.len() {
+            assert_eq!(plain, b"hello");
+            assert!(incoming.is_empty());
+        } else if received < wire.len() {
+            assert_eq!(incoming.len(), received - first.len(), "byte {i}");
+        }
+    }
+    assert_eq!(plain, b"hello, world");
+    assert!(incoming.is_empty());
+}
+
+#[test]
+fn a_client_key_update_moves_both_directions_to_new_keys() {
+    let (mut client, mut records) = established();
+    for round in 0..3 {
+        client.refresh_traffic_keys().unwrap();
+        client.writer().write_all(b"after update").unwrap();
+        let mut incoming = client_out(&mut client);
+        let (plain, _) = open_all(&mut records, &mut incoming).unwrap();
+        assert_eq!(plain, b"after update", "round {round}");
+        // rustls asks for our update: a KeyUpdate record goes ahead of the data.
+        let wire = sealed(&mut records, b"reply");
+        assert_eq!(record_lengths(&wire), vec![5 + 17, 5 + 17], "round {round}");
+        assert_eq!(client_reads(&mut client, &wire), b"reply", "round {round}");
+        // Owed once: the next reply is one record.
+        let wire = sealed(&mut records, b"again");
+        assert_eq!(record_lengths(&wire).len(), 1, "round {round}");
+        assert_eq!(client_reads(&mut client, &wire), b"again", "round {round}");
+    }
+}
+
+#[test]
+fn keys_are_refreshed_before_the_confidentiality_limit() {
+    let (mut client, mut records) = established();
+    records.set_seal_limit(2);
+    let mut expected = Vec::new();
+    let mut wire = Vec::new();
+    for i in 0..7u8 {
+        let data = vec![i; 100];
+        wire.extend(sealed(&mut records, &data));
+        expected.extend(data);
+    }
+    // Records of 100 bytes, never more than two under one key.
+    let lengths = record_lengths(&wire);
+    let updates = lengths.iter().filter(|&&l| l == 5 + 17).count();
+    assert!(updates >= 3, "{lengths:?}");
+    assert!(
+        lengths.split(|&l| l == 5 + 17).all(|run| run.len() <= 2),
+        "{lengths:?}"
+    );
+    assert_eq!(client_reads(&mut client, &wire), expected);
+}
+
+#[test]
+fn a_tampered_record_is_refused_with_bad_record_mac() {
+    let (mut client, mut records) = established();
+    client
+        .writer()
+        .write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut incoming = client_out(&mut client);
+    let last = incoming.len() - 1;
+    incoming[last] ^= 1;
+    let error = open_all(&mut records, &mut incoming).unwrap_err();
+    assert_eq!(error, RecordError::BadRecordMac);
+    let alert = error.alert().unwrap();
+    let mut out = vec![0; Records::ALERT_LEN];
+    let n = records.seal_alert(alert, &mut out);
+    assert!(matches!(
+        feed_client(&mut client, &out[..n]),
+        Err(rustls::Error::AlertReceived(AlertDescription::BadRecordMac))
+    ));
+}
+
+#[test]
+fn close_notify_ends_the_clients_side_and_ours_ends_the_clients_reading() {
+    let (mut client, mut records) = established();
+    client.writer().write_all(b"last").unwrap();
+    client.send_close_notify();
+    let mut incoming = client_out(&mut client);
+    // Whatever follows close_notify is ignored.
+    incoming.extend_from_slice(&[0x17, 3, 3, 0, 1, 0]);
+    let (plain, closed) = open_all(&mut records, &mut incoming).unwrap();
+    assert_eq!(plain, b"last");
+    assert!(closed);
+    assert!(incoming.is_empty());
+
+    let mut out = vec![0; Records::ALERT_LEN];
+    let n = records.seal_alert(AlertDescription::CloseNotify, &mut out);
+    feed_client(&mut client, &out[..n]).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(client.reader().read_to_end(&mut rest).unwrap(), 0);
+}
+
+#[test]
+fn records_out_of_place_after_the_handshake_are_refused() {
+    let (_client, mut records) = established();
+    let cases: [(&[u8], RecordError); 5] = [
+        (
+            &[21, 3, 3, 0, 2, 2, 40],
+            RecordError::Unexpected("plaintext alert record"),
+        ),
+        (
+            &[20, 3, 3, 0, 1, 1],
+            RecordError::Unexpected("change_cipher_spec record"),
+        ),
+        (
+            &[22, 3, 3, 0, 4, 1, 0, 0, 0],
+            RecordError::Unexpected("plaintext handshake record"),
+        ),
+        (&[23, 3, 1, 0, 17], RecordError::Decode("record version")),
+        (&[23, 3, 3, 0x41, 1], RecordError::RecordOverflow(0x4101)),
+    ];
+    for (wire, expected) in cases {
+        let mut incoming = wire.to_vec();
+        let error = open_all(&mut records, &mut incoming).unwrap_err();
+        assert_eq!(error, expected, "{wire:?}");
+        assert!(error.alert().is_some());
+    }
+}
+
+#[test]
+fn key_updates_without_data_between_are_bounded() {
+    let (mut client, mut records) = established();
+    let mut incoming = Vec::new();
+    for update in 1..=33 {
+        client.refresh_traffic_keys().unwrap();
+        incoming.extend(client_out(&mut client));
+        let result = open_all(&mut records, &mut incoming);
+        if update <= 32 {
+            assert_eq!(result, Ok((Vec::new(), false)), "update {update}");
+        } else {
+            assert_eq!(result, Err(RecordError::TooManyKeyUpdates));
+        }
+    }
+    // Data in between resets the count.
+    let (mut client, mut records) = established();
+    for update in 1..=40 {
+        client.refresh_traffic_keys().unwrap();
+        client.writer().write_all(b"x").unwrap();
+        incoming = client_out(&mut client);
+        let (plain, _) = open_all(&mut records, &mut incoming).unwrap();
+        assert_eq!(plain, b"x", "update {update}");
+    }
+}
