@@ -409,7 +409,7 @@ run_load() {
 # run_full_load OUTFILE PORT: the full workload's client. wrk resumes its TLS session
 # on every reconnect, and so does h2load within one client; but h2load's clients do not
 # share sessions, so "h2load -c N -n N" opens N connections that each do a full
-# handshake and send one request. Batches of that run back to back on the load CPU for
+# handshake and send one request (with Connection: close, like the close workload). Batches of that run back to back on the load CPU for
 # --duration seconds; the summary line has wrk-report.lua's format (no latency).
 run_full_load() {
     local out="$1" port="$2" batch="$WORK/h2load-batch.txt" t0 now end line
@@ -420,7 +420,8 @@ run_full_load() {
     : >"$out"
     while [ "$now" -lt "$end" ]; do
         spawn "$batch" timeout "$FULL_BATCH_TIMEOUT_SECS" taskset -c "$LOAD_CPU" "$H2LOAD" --h1 \
-            -c "$FULL_CONNS" -n "$FULL_CONNS" --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
+            -c "$FULL_CONNS" -n "$FULL_CONNS" -H 'Connection: close' \
+            --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
         wait "$SPAWNED" || true
         forget_pid "$SPAWNED"
         now="$(date +%s%N)"

@@ -11,8 +11,9 @@
 #   keepalive  C keep-alive connections (16), N requests in all: Ir per request
 #   serial     the same over one connection: one request at a time, so every request
 #              takes the same path through ringress's event loop (the steadiest figure)
-#   full       M connections at once, one request each, every one a full TLS 1.3
-#              handshake (h2load's clients share no session): Ir per connection
+#   full       M connections at once, one request each with Connection: close, every
+#              one a full TLS 1.3 handshake (h2load's clients share no session): Ir per
+#              connection
 # Each figure comes from two runs, one with N and one with 3N requests (M and 3M
 # connections): (Ir(3N) - Ir(N)) / 2N, so start-up, warm-up and the dump cancel out.
 #
@@ -250,7 +251,8 @@ measure() {
         elif [ "$wl" = serial ]; then
             args=(-c 1 -n $((k * n)))
         else
-            args=(-c $((k * n)) -n $((k * n)))
+            # Connection: close, as in compare.sh's close and full workloads.
+            args=(-c $((k * n)) -n $((k * n)) -H 'Connection: close')
         fi
         count_ir "$bin" "$dir/x$k" "${args[@]}"
         if [ "$k" -eq 1 ]; then ir1="$IR" nd1="$NUDGES"; else ir3="$IR" nd3="$NUDGES"; fi

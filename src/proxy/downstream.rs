@@ -6,9 +6,10 @@
 //! `ServerConfig` (its certificate, its client-certificate policy) and fed the same
 //! bytes. A name no server covers gets rustls' alert from [`tls::reject_config`].
 //!
-//! Once a TLS 1.3 handshake completes, the connection moves to ringress's own record
-//! layer ([`tls::Records`]): rustls' connection object is dropped, the traffic keys
-//! stay. TLS 1.2 connections stay with rustls throughout ([`Session`]).
+//! Once a TLS 1.3 connection is established and waits for its client (between
+//! requests), it moves to ringress's own record layer ([`tls::Records`]): rustls'
+//! connection object is dropped, the traffic keys stay. TLS 1.2 connections stay with
+//! rustls throughout ([`Session`]).
 //!
 //! Every buffer is ringress's: received ciphertext waits in `incoming` until it forms
 //! whole records, and records to send are encrypted into `out`. Both come from the
@@ -405,6 +406,12 @@ impl TlsStream {
             if !self.wire.out.is_empty() {
                 Box::pin(self.send_out()).await?;
             }
+            // Waiting for the client is when an established TLS 1.3 connection moves to
+            // `Records`: a connection that closes after its first response never pays
+            // for the move, one that stays pays once.
+            if let Err(error) = self.take_records() {
+                break error.into();
+            }
             let data = self.tcp.recv().await?;
             if data.is_empty() {
                 return Ok(0);
@@ -417,17 +424,10 @@ impl TlsStream {
 
     /// Processes every whole record in `incoming`: plaintext is appended to `buf`,
     /// records to send are collected in `out` (the caller sends them before it waits
-    /// for the client). Returns [`Step::NeedData`] or [`Step::Closed`]. A TLS 1.3
-    /// handshake that completes here moves the connection to [`Records`].
+    /// for the client). Returns [`Step::NeedData`] or [`Step::Closed`].
     fn process_received(&mut self, buf: &mut Vec<u8>) -> Result<Step, TlsFailure> {
         match &mut self.session {
-            Session::Rustls(conn) => {
-                let step = process_all(conn, &mut self.wire, buf)?;
-                if step == Step::NeedData && Records::can_take(conn) {
-                    self.take_records()?;
-                }
-                Ok(step)
-            }
+            Session::Rustls(conn) => Ok(process_all(conn, &mut self.wire, buf)?),
             Session::Records(records) => {
                 let closed = records.open(&mut self.wire.incoming, |plaintext| {
                     buffers::ensure(buf);
@@ -440,9 +440,14 @@ impl TlsStream {
         }
     }
 
-    /// Moves an established TLS 1.3 connection from rustls to [`Records`]. The
-    /// client certificate, if any, is kept as its `x-forwarded-client-cert` value.
+    /// Moves an established TLS 1.3 connection from rustls to [`Records`] (nothing
+    /// for others). rustls must have processed every whole record received (its
+    /// `WriteTraffic` state, as after [`TlsStream::process_received`]). The client
+    /// certificate, if any, is kept as its `x-forwarded-client-cert` value.
     fn take_records(&mut self) -> Result<(), rustls::Error> {
+        if !matches!(&self.session, Session::Rustls(conn) if Records::can_take(conn)) {
+            return Ok(());
+        }
         match std::mem::replace(&mut self.session, Session::Lost) {
             Session::Rustls(conn) => {
                 if self.identity.is_none() {
