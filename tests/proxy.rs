@@ -1000,3 +1000,69 @@ fn cpu_steering_accepts_on_every_shard() {
     }
     gw.assert_running();
 }
+
+/// TLS 1.3 key updates on a keep-alive connection, from the rustls client and from
+/// OpenSSL's s_client (`K`: update and ask the server to update too): requests after
+/// each update are read with the client's new key, and responses (one larger than a
+/// record) reach the client under the server's new key.
+#[test]
+fn tls13_key_updates_keep_a_connection_serving() {
+    let dir = TempDir::new("px-keyupdate");
+    let upstream = httpbin();
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
+    let mut tls = tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("TLS");
+    assert_eq!(
+        tls.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(request_on(&mut tls, HTTPBIN, "/status/200").0, 200);
+    for round in 0..3 {
+        tls.conn.refresh_traffic_keys().expect("key update");
+        let (status, body) = request_on(&mut tls, HTTPBIN, "/bytes/40000?seed=3");
+        assert_eq!((status, body.is_empty()), (200, false), "round {round}");
+        assert_eq!(
+            request_on(&mut tls, HTTPBIN, "/status/418").0,
+            418,
+            "round {round}"
+        );
+    }
+
+    if !have("openssl") {
+        return;
+    }
+    let root = pki.root_cert.to_string_lossy().into_owned();
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", HTTPBIN, "-CAfile", &root, "-tls1_3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    // s_client takes a line starting with K as a command only when it arrives alone.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(700));
+    for input in [
+        request("/status/200"),
+        "K\n".to_owned(),
+        request("/status/418"),
+        "K\n".to_owned(),
+        request("/status/202"),
+    ] {
+        pause();
+        stdin.write_all(input.as_bytes()).expect("s_client stdin");
+    }
+    pause();
+    drop(stdin);
+    let output = child.wait_with_output().expect("s_client output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(text.matches("KEYUPDATE").count(), 2, "{text}");
+    for status in ["HTTP/1.1 200", "HTTP/1.1 418", "HTTP/1.1 202"] {
+        assert!(text.contains(status), "{status} missing: {text}");
+    }
+}
