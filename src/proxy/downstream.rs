@@ -289,6 +289,29 @@ impl Downstream {
         }
     }
 
+    /// Takes response bytes for the client, to go out with the next
+    /// [`Downstream::write_all`]. An established TLS 1.3 connection encrypts them at
+    /// once into its send buffer, straight from `data` (a receive buffer of the
+    /// upstream connection); others append them to `staged`, the buffer `write_all`
+    /// is then given. Returns the bytes now waiting to be sent.
+    pub fn stage(&mut self, data: &[u8], staged: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Downstream::Tls(tls) if matches!(tls.session, Session::Records(_)) => {
+                if !staged.is_empty() {
+                    tls.encrypt(staged)?;
+                    staged.clear();
+                }
+                tls.encrypt(data)?;
+                Ok(tls.wire.out.len)
+            }
+            _ => {
+                buffers::ensure(staged);
+                staged.extend_from_slice(data);
+                Ok(staged.len())
+            }
+        }
+    }
+
     /// Gives the connection's TLS buffers back to the shard's pool (between requests;
     /// received bytes not yet processed are kept).
     pub fn release_buffers(&mut self) {
@@ -478,13 +501,14 @@ impl TlsStream {
         io::Error::new(io::ErrorKind::InvalidData, error)
     }
 
-    /// Encrypts `data` in batches of [`WRITE_BATCH`] and sends each.
+    /// Encrypts `data` in batches of [`WRITE_BATCH`] and sends each, after the
+    /// records [`Downstream::stage`] encrypted.
     async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         for batch in data.chunks(WRITE_BATCH) {
             self.encrypt(batch)?;
             self.send_out().await?;
         }
-        Ok(())
+        self.send_out().await
     }
 
     /// Encrypts `data` into `out` (after any handshake records rustls still has to

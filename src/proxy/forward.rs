@@ -332,11 +332,26 @@ impl Connection {
             self.out.clear();
             let mut chunk = Some(received);
             while let Some(received) = chunk.take() {
-                let n = forward_body(&mut body, dechunk, &received, &mut self.out)
-                    .map_err(|e| aborted(e.to_string()))?;
-                extra |= received.len() > n;
+                let waiting = if dechunk {
+                    let n = body
+                        .advance_payload(&received, &mut self.out)
+                        .map_err(|e| aborted(e.to_string()))?;
+                    extra |= received.len() > n;
+                    self.out.len()
+                } else {
+                    // As received: a TLS client's records are encrypted straight
+                    // from the receive buffer.
+                    let n = body
+                        .advance(&received)
+                        .map_err(|e| aborted(e.to_string()))?;
+                    extra |= received.len() > n;
+                    let data = received.get(..n).unwrap_or_default();
+                    self.client
+                        .stage(data, &mut self.out)
+                        .map_err(ProxyError::Client)?
+                };
                 drop(received);
-                if body.is_done() || self.out.len() >= BODY_SEND_BATCH {
+                if body.is_done() || waiting >= BODY_SEND_BATCH {
                     break;
                 }
                 // Chunks the kernel already delivered go out in the same send.
