@@ -5,8 +5,9 @@
 //! offload uses) and drops rustls' connection object, keeping only the small
 //! [`KernelConnection`] that derives the next keys on a key update. What an idle
 //! keep-alive connection then holds is two AEAD keys and two sequence numbers instead
-//! of a whole rustls connection, and each record is sealed straight into the send
-//! buffer and opened where it was received, with no allocation or extra copy.
+//! of a whole rustls connection, and each record is encrypted from where its
+//! plaintext lies straight into the send buffer and opened where it was received,
+//! with no allocation or extra copy.
 //!
 //! The record layer is RFC 8446 section 5 and no more: a record is the header
 //! (`application_data`, 0x0303, length), the AEAD ciphertext of the plaintext followed
@@ -441,16 +442,21 @@ impl Records {
         ];
         let (head, rest) = record.split_at_mut(HEADER_LEN);
         head.copy_from_slice(&header);
-        let (body, tag_room) = rest.split_at_mut(body_len);
-        body[..plaintext.len()].copy_from_slice(plaintext);
-        body[plaintext.len()] = u8::from(kind);
+        // The plaintext is encrypted from where it lies straight into the record (no
+        // copy first); the content type byte and the tag follow it.
+        let (ciphertext, type_and_tag) = rest.split_at_mut(plaintext.len());
         let nonce = self.seal.next_nonce()?;
-        let tag = self
-            .seal
+        self.seal
             .key
-            .seal_in_place_separate_tag(nonce, Aad::from(header), body)
+            .seal_out_of_place_scatter(
+                nonce,
+                Aad::from(header),
+                plaintext,
+                ciphertext,
+                &[u8::from(kind)],
+                type_and_tag,
+            )
             .map_err(|_| RecordError::Internal("encryption failed"))?;
-        tag_room.copy_from_slice(tag.as_ref());
         Ok(record_len)
     }
 }
