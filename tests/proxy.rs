@@ -1075,3 +1075,41 @@ fn tls13_key_updates_keep_a_connection_serving() {
         assert!(text.contains(status), "{status} missing: {text}");
     }
 }
+
+/// A client whose Finished and a KeyUpdate asking for ours arrive in one segment,
+/// before any request: rustls answers the KeyUpdate only with its next encryption, so
+/// the connection must not leave rustls before that answer went out (else every later
+/// record would use a key the client was never told of).
+#[test]
+fn a_key_update_right_after_the_handshake_is_answered() {
+    let dir = TempDir::new("px-keyupdate-early");
+    let upstream = httpbin();
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
+    let name = rustls::pki_types::ServerName::try_from(HTTPBIN).expect("name");
+    let mut conn =
+        rustls::ClientConnection::new(client_config(&pki.root_cert, None), name).expect("client");
+    let mut sock = connect(port);
+    // Until the server's Finished is processed; the client's own Finished stays queued.
+    while conn.is_handshaking() {
+        while conn.wants_write() {
+            conn.write_tls(&mut sock).expect("write");
+        }
+        if conn.is_handshaking() {
+            conn.read_tls(&mut sock).expect("read");
+            conn.process_new_packets().expect("handshake");
+        }
+    }
+    conn.refresh_traffic_keys().expect("key update");
+    let mut flight = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut flight).expect("encode");
+    }
+    sock.write_all(&flight).expect("Finished and KeyUpdate");
+    // Let the gateway process both and wait for the client.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    for path in ["/status/200", "/status/418", "/status/202"] {
+        let expected: u16 = path["/status/".len()..].parse().expect("status");
+        assert_eq!(request_on(&mut tls, HTTPBIN, path).0, expected, "{path}");
+    }
+}

@@ -84,6 +84,10 @@ pub struct TlsStream {
     settings: Option<Arc<ServerTls>>,
     /// The name the ClientHello asked for (SNI).
     server_name: Option<Box<str>>,
+    /// rustls processed records since it last encrypted application data. It may then
+    /// owe the client a KeyUpdate (queued inside it until its next encryption), which
+    /// the move to `Records` would lose: the move waits for a quiet moment.
+    rustls_may_owe: bool,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
     /// computed at the first request that needs it, or when the certificate goes
     /// away with rustls' connection.
@@ -102,8 +106,9 @@ enum Session {
     Rustls(Box<UnbufferedServerConnection>),
     /// An established TLS 1.3 connection: ringress's record layer.
     Records(Records),
-    /// Moving to `Records` failed; the connection only closes.
-    Lost,
+    /// The record layer failed (its alert was sent) or the move to it did: nothing
+    /// more is sent or read, the connection only closes.
+    Failed,
 }
 
 /// The ciphertext on its way in and out.
@@ -126,8 +131,8 @@ enum TlsFailure {
     Rustls(#[from] rustls::Error),
     #[error(transparent)]
     Records(#[from] RecordError),
-    #[error("the connection's TLS state was lost moving to ringress's record layer")]
-    Lost,
+    #[error("the connection's TLS state failed")]
+    Failed,
 }
 
 /// Ciphertext to send. `buf` stays initialized to its whole length, so records are
@@ -239,6 +244,7 @@ impl Downstream {
                 .and_then(|i| listener.certificates.get(i))
                 .map(|c| c.settings.clone()),
             server_name: name.as_deref().map(Box::from),
+            rustls_may_owe: false,
             identity: None,
         };
         // Answer the hello (ServerHello up to the server's Finished); with the reject
@@ -375,7 +381,7 @@ impl Downstream {
         match &tls.session {
             Session::Rustls(conn) if !conn.is_handshaking() => conn.protocol_version(),
             Session::Records(_) => Some(rustls::ProtocolVersion::TLSv1_3),
-            Session::Rustls(_) | Session::Lost => None,
+            Session::Rustls(_) | Session::Failed => None,
         }
     }
 
@@ -450,7 +456,12 @@ impl TlsStream {
     /// for the client). Returns [`Step::NeedData`] or [`Step::Closed`].
     fn process_received(&mut self, buf: &mut Vec<u8>) -> Result<Step, TlsFailure> {
         match &mut self.session {
-            Session::Rustls(conn) => Ok(process_all(conn, &mut self.wire, buf)?),
+            Session::Rustls(conn) => {
+                let before = self.wire.incoming.len();
+                let step = process_all(conn, &mut self.wire, buf)?;
+                self.rustls_may_owe |= self.wire.incoming.len() != before;
+                Ok(step)
+            }
             Session::Records(records) => {
                 let closed = records.open(&mut self.wire.incoming, |plaintext| {
                     buffers::ensure(buf);
@@ -459,7 +470,7 @@ impl TlsStream {
                 self.wire.peer_closed |= closed;
                 Ok(Step::NeedData)
             }
-            Session::Lost => Err(TlsFailure::Lost),
+            Session::Failed => Err(TlsFailure::Failed),
         }
     }
 
@@ -468,10 +479,13 @@ impl TlsStream {
     /// `WriteTraffic` state, as after [`TlsStream::process_received`]). The client
     /// certificate, if any, is kept as its `x-forwarded-client-cert` value.
     fn take_records(&mut self) -> Result<(), rustls::Error> {
-        if !matches!(&self.session, Session::Rustls(conn) if Records::can_take(conn)) {
+        // Nothing unprocessed (no handshake fragment held in `incoming`), nothing
+        // owed since rustls last encrypted a response.
+        let quiet = self.wire.incoming.is_empty() && !self.rustls_may_owe;
+        if !quiet || !matches!(&self.session, Session::Rustls(conn) if Records::can_take(conn)) {
             return Ok(());
         }
-        match std::mem::replace(&mut self.session, Session::Lost) {
+        match std::mem::replace(&mut self.session, Session::Failed) {
             Session::Rustls(conn) => {
                 if self.identity.is_none() {
                     self.identity = Some(client_identity(&conn));
@@ -494,6 +508,8 @@ impl TlsStream {
                         .out
                         .fill(Records::ALERT_LEN, |out| Ok(records.seal_alert(alert, out)));
                 }
+                // Closed at once: no close_notify after a fatal alert (RFC 8446 6.2).
+                self.session = Session::Failed;
             }
             _ => {}
         }
@@ -515,16 +531,22 @@ impl TlsStream {
     /// send: a session ticket, a key update).
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
         let result = match &mut self.session {
-            Session::Rustls(conn) => encrypt_rustls(conn, &mut self.wire, data),
+            Session::Rustls(conn) => {
+                let result = encrypt_rustls(conn, &mut self.wire, data);
+                // Application data encrypted: a KeyUpdate rustls owed went out before it.
+                self.rustls_may_owe &= data.is_empty() || result.is_err();
+                result
+            }
             Session::Records(records) => {
                 let room = Records::sealed_len(data.len());
                 if self.wire.out.fill(room, |out| records.seal(data, out)) {
                     Ok(())
                 } else {
+                    self.session = Session::Failed;
                     Err(TlsFailure::Rustls(rustls::Error::EncryptError))
                 }
             }
-            Session::Lost => Err(TlsFailure::Lost),
+            Session::Failed => Err(TlsFailure::Failed),
         };
         result.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
     }
@@ -539,7 +561,7 @@ impl TlsStream {
                     Ok(records.seal_alert(rustls::AlertDescription::CloseNotify, out))
                 });
             }
-            Session::Lost => {}
+            Session::Failed => {}
         }
     }
 

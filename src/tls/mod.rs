@@ -11,6 +11,10 @@
 //!                                                              │ Some((id, config)) / None → reject()
 //!                                                              ▼
 //!                                   UnbufferedServerConnection::new(config), fed the same bytes
+//!                                                              │ handshake done, TLS 1.3,
+//!                                                              ▼ first wait for the client
+//!                                                       Records::new (keys only; rustls'
+//!                                                       connection object dropped)
 //! ```
 //!
 //! Everything slow (files, PEM, key checks, verifier construction) happens on the
@@ -22,7 +26,8 @@
 //! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`]
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
 //! certificate coverage), [`client_hello`] (the SNI name read from a ClientHello before
-//! any connection exists), [`cert_info`] (descriptions for `check` and `/certs`),
+//! any connection exists), [`records`] (TLS 1.3 record protection of established
+//! connections), [`cert_info`] (descriptions for `check` and `/certs`),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`error`].
 

@@ -15,7 +15,8 @@
 //! direction's IV XORed with the record's sequence number; the header is the
 //! additional data. After the handshake a client may send application data, alerts
 //! (close_notify ends its side) and KeyUpdate; anything else is answered with an
-//! alert ([`RecordError::alert`]). Keys are refreshed before a suite's
+//! alert ([`RecordError::alert`]). A KeyUpdate split over two records is refused
+//! (rustls accepts one; no client sends one). Keys are refreshed before a suite's
 //! confidentiality limit is reached, as rustls does for the connections it encrypts.
 
 use aws_lc_rs::aead::{
@@ -55,6 +56,9 @@ const UPDATE_REQUESTED: u8 = 1;
 /// and rustls' bound): more is a peer making the server derive keys in a loop.
 const MAX_KEY_UPDATES_IN_A_ROW: u8 = 32;
 
+/// user_canceled alerts a client may send (rustls' bound on warning alerts).
+const MAX_WARNING_ALERTS: u8 = 4;
+
 /// Sequence number at which sending refreshes its key whatever the suite (rustls'
 /// soft limit); nonces never repeat below 2^64.
 const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
@@ -70,6 +74,8 @@ pub enum RecordError {
     Unexpected(&'static str),
     #[error("malformed {0}")]
     Decode(&'static str),
+    #[error("invalid {0}")]
+    IllegalParameter(&'static str),
     #[error("client sent more than {MAX_KEY_UPDATES_IN_A_ROW} key updates without data")]
     TooManyKeyUpdates,
     #[error("client sent the {0:?} alert")]
@@ -91,6 +97,7 @@ impl RecordError {
                 AlertDescription::UnexpectedMessage
             }
             RecordError::Decode(_) => AlertDescription::DecodeError,
+            RecordError::IllegalParameter(_) => AlertDescription::IllegalParameter,
             RecordError::PeerAlert(_) => return None,
             RecordError::KeyUpdate(_) | RecordError::Internal(_) => AlertDescription::InternalError,
         })
@@ -157,6 +164,8 @@ pub struct Records {
     update_owed: bool,
     /// Key updates received since the last application data.
     updates_in_a_row: u8,
+    /// user_canceled alerts received.
+    warnings: u8,
 }
 
 impl Records {
@@ -183,6 +192,7 @@ impl Records {
             kernel,
             update_owed: false,
             updates_in_a_row: 0,
+            warnings: 0,
         })
     }
 
@@ -263,11 +273,10 @@ impl Records {
                 break Ok(());
             };
             let len = usize::from(u16::from_be_bytes([hi, lo]));
+            // The legacy version is ignored on receipt (RFC 8446 5.1); as part of the
+            // additional data it is still authenticated.
             if kind != u8::from(ContentType::ApplicationData) {
                 break Err(RecordError::Unexpected(content_name(kind)));
-            }
-            if [major, minor] != LEGACY_VERSION {
-                break Err(RecordError::Decode("record version"));
             }
             if len > MAX_CIPHERTEXT {
                 break Err(RecordError::RecordOverflow(len));
@@ -336,8 +345,12 @@ impl Records {
             ContentType::Alert => match plaintext {
                 [_, description] => match AlertDescription::from(*description) {
                     AlertDescription::CloseNotify => Ok(true),
-                    // A warning that a close_notify follows (RFC 8446 6.1).
-                    AlertDescription::UserCanceled => Ok(false),
+                    // A warning that a close_notify follows (RFC 8446 6.1); a few
+                    // are tolerated, as rustls does.
+                    AlertDescription::UserCanceled if self.warnings < MAX_WARNING_ALERTS => {
+                        self.warnings += 1;
+                        Ok(false)
+                    }
                     other => Err(RecordError::PeerAlert(other)),
                 },
                 _ => Err(RecordError::Decode("alert")),
@@ -376,7 +389,7 @@ impl Records {
     /// is refreshed too before the next record we send.
     fn key_update(&mut self, request: u8) -> Result<(), RecordError> {
         if request != UPDATE_NOT_REQUESTED && request != UPDATE_REQUESTED {
-            return Err(RecordError::Decode("KeyUpdate request"));
+            return Err(RecordError::IllegalParameter("KeyUpdate request"));
         }
         self.updates_in_a_row += 1;
         if self.updates_in_a_row > MAX_KEY_UPDATES_IN_A_ROW {
@@ -397,7 +410,8 @@ impl Records {
     /// the key has sealed as many records as its suite allows; returns the bytes
     /// written into `out`.
     fn settle_keys(&mut self, out: &mut [u8]) -> Result<usize, RecordError> {
-        if !self.update_owed && self.seal.seq < self.seal_limit {
+        // The KeyUpdate itself is the last record the old key seals.
+        if !self.update_owed && self.seal.seq.saturating_add(1) < self.seal_limit {
             return Ok(0);
         }
         let message = [
