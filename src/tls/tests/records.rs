@@ -15,21 +15,16 @@ use crate::tls::{RecordError, Records};
 /// A client and the server's record layer after a completed TLS 1.3 handshake (the
 /// session ticket already delivered).
 fn established() -> (ClientConnection, Records) {
-    let pki = Pki::new("root", &["httpbin.example.com"]);
-    let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
-    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
-    let mut server = UnbufferedServerConnection::new(config).unwrap();
-    let mut incoming = Vec::new();
-    for _ in 0..10 {
-        incoming.extend(client_out(&mut client));
-        let sent = unbuffered_turn(&mut server, &mut incoming).unwrap();
-        feed_client(&mut client, &sent).unwrap();
-        if !client.is_handshaking() && !server.is_handshaking() && incoming.is_empty() {
-            break;
-        }
-    }
+    let (client, server, incoming) = unbuffered_pair();
+    assert!(incoming.is_empty());
     assert!(Records::can_take(&server));
     (client, Records::new(server).unwrap())
+}
+
+/// The records of `data` written by the client.
+fn client_sends(client: &mut ClientConnection, data: &[u8]) -> Vec<u8> {
+    client.writer().write_all(data).unwrap();
+    client_out(client)
 }
 
 /// What the client sent, opened by the server: (plaintext, close_notify seen).
@@ -81,11 +76,7 @@ fn record_lengths(mut wire: &[u8]) -> Vec<usize> {
 #[test]
 fn records_carry_data_both_ways() {
     let (mut client, mut records) = established();
-    client
-        .writer()
-        .write_all(b"GET / HTTP/1.1\r\n\r\n")
-        .unwrap();
-    let mut incoming = client_out(&mut client);
+    let mut incoming = client_sends(&mut client, b"GET / HTTP/1.1\r\n\r\n");
     let (plain, closed) = open_all(&mut records, &mut incoming).unwrap();
     assert_eq!(plain, b"GET / HTTP/1.1\r\n\r\n");
     assert!(!closed);
@@ -106,8 +97,7 @@ fn records_carry_data_both_ways() {
     assert_eq!(client_reads(&mut client, &wire), response);
 
     // And again: sequence numbers go on in both directions.
-    client.writer().write_all(b"second").unwrap();
-    incoming.extend(client_out(&mut client));
+    incoming.extend(client_sends(&mut client, b"second"));
     assert_eq!(open_all(&mut records, &mut incoming).unwrap().0, b"second");
     assert_eq!(
         client_reads(&mut client, &sealed(&mut records, b"ok")),
@@ -118,10 +108,8 @@ fn records_carry_data_both_ways() {
 #[test]
 fn a_record_split_anywhere_is_opened_once_whole() {
     let (mut client, mut records) = established();
-    client.writer().write_all(b"hello").unwrap();
-    let first = client_out(&mut client);
-    client.writer().write_all(b", world").unwrap();
-    let wire = [first.clone(), client_out(&mut client)].concat();
+    let first = client_sends(&mut client, b"hello");
+    let wire = [first.clone(), client_sends(&mut client, b", world")].concat();
     let mut incoming = Vec::new();
     let mut plain = Vec::new();
     for (i, byte) in wire.iter().enumerate() {
@@ -189,11 +177,7 @@ fn keys_are_refreshed_before_the_confidentiality_limit() {
 #[test]
 fn a_tampered_record_is_refused_with_bad_record_mac() {
     let (mut client, mut records) = established();
-    client
-        .writer()
-        .write_all(b"GET / HTTP/1.1\r\n\r\n")
-        .unwrap();
-    let mut incoming = client_out(&mut client);
+    let mut incoming = client_sends(&mut client, b"GET / HTTP/1.1\r\n\r\n");
     let last = incoming.len() - 1;
     incoming[last] ^= 1;
     let error = open_all(&mut records, &mut incoming).unwrap_err();
