@@ -285,18 +285,16 @@ impl Records {
                 break Ok(());
             }
             let aad = [kind, major, minor, hi, lo];
-            match self.open_record(aad, &mut rest[HEADER_LEN..HEADER_LEN + len]) {
-                Ok((inner, plaintext)) => {
-                    consumed += HEADER_LEN + len;
-                    match self.received(inner, plaintext, &mut deliver) {
-                        Ok(true) => {
-                            closed = true;
-                            consumed = incoming.len();
-                            break Ok(());
-                        }
-                        Ok(false) => {}
-                        Err(error) => break Err(error),
-                    }
+            let opened = self
+                .open_record(aad, &mut rest[HEADER_LEN..HEADER_LEN + len])
+                .and_then(|(inner, plaintext)| self.received(inner, plaintext, &mut deliver));
+            consumed += HEADER_LEN + len;
+            match opened {
+                Ok(false) => {}
+                Ok(true) => {
+                    closed = true;
+                    consumed = incoming.len();
+                    break Ok(());
                 }
                 Err(error) => break Err(error),
             }
