@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::retry::RetryPolicy;
-use super::{Connection, Next, ProxyError};
+use super::{Connection, Downstream, Next, ProxyError};
 use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
@@ -304,8 +304,19 @@ impl Connection {
 
         let mut body = BodyFramer::new(body_kind);
         let aborted = |reason: String| ProxyError::ResponseAborted { addr, reason };
-        let n = forward_body(&mut body, dechunk, &self.upbuf, &mut self.out)
-            .map_err(|e| aborted(e.to_string()))?;
+        let body_error = |error: BodyError| match error {
+            BodyError::Framing(e) => aborted(e.to_string()),
+            BodyError::Client(e) => ProxyError::Client(e),
+        };
+        // The body bytes that came with the head follow it (staging keeps the order).
+        let (n, _) = forward_body(
+            &mut body,
+            dechunk,
+            &self.upbuf,
+            &mut self.client,
+            &mut self.out,
+        )
+        .map_err(body_error)?;
         let mut extra = self.upbuf.len() > n;
         self.upbuf.clear();
         self.send_out().await?;
@@ -332,24 +343,15 @@ impl Connection {
             self.out.clear();
             let mut chunk = Some(received);
             while let Some(received) = chunk.take() {
-                let waiting = if dechunk {
-                    let n = body
-                        .advance_payload(&received, &mut self.out)
-                        .map_err(|e| aborted(e.to_string()))?;
-                    extra |= received.len() > n;
-                    self.out.len()
-                } else {
-                    // As received: a TLS client's records are encrypted straight
-                    // from the receive buffer.
-                    let n = body
-                        .advance(&received)
-                        .map_err(|e| aborted(e.to_string()))?;
-                    extra |= received.len() > n;
-                    let data = received.get(..n).unwrap_or_default();
-                    self.client
-                        .stage(data, &mut self.out)
-                        .map_err(ProxyError::Client)?
-                };
+                let (n, waiting) = forward_body(
+                    &mut body,
+                    dechunk,
+                    &received,
+                    &mut self.client,
+                    &mut self.out,
+                )
+                .map_err(body_error)?;
+                extra |= received.len() > n;
                 drop(received);
                 if body.is_done() || waiting >= BODY_SEND_BATCH {
                     break;
@@ -374,19 +376,34 @@ impl Connection {
 /// that trickles in still goes out chunk by chunk without waiting.
 const BODY_SEND_BATCH: usize = 48 * 1024;
 
-/// Appends to `out` what of `data` belongs to the body — as received, or only the
-/// payload when de-chunking — and returns how many bytes of `data` the body took.
+/// Why a response body chunk could not be passed on.
+enum BodyError {
+    /// The upstream's framing (chunk syntax, length) is broken.
+    Framing(http::HttpError),
+    /// Encrypting for the client failed.
+    Client(std::io::Error),
+}
+
+/// Passes what of `data` belongs to the body to the client — as received, staged with
+/// [`Downstream::stage`] (a TLS 1.3 client's records are encrypted straight from
+/// `data`), or only the payload when de-chunking, appended to `out`. Returns how many
+/// bytes of `data` the body took and how many bytes now wait to be sent.
 fn forward_body(
     body: &mut BodyFramer,
     dechunk: bool,
     data: &[u8],
+    client: &mut Downstream,
     out: &mut Vec<u8>,
-) -> Result<usize, http::HttpError> {
+) -> Result<(usize, usize), BodyError> {
     if dechunk {
-        body.advance_payload(data, out)
+        let n = body
+            .advance_payload(data, out)
+            .map_err(BodyError::Framing)?;
+        Ok((n, out.len()))
     } else {
-        let n = body.advance(data)?;
-        out.extend_from_slice(&data[..n]);
-        Ok(n)
+        let n = body.advance(data).map_err(BodyError::Framing)?;
+        let taken = data.get(..n).unwrap_or_default();
+        let waiting = client.stage(taken, out).map_err(BodyError::Client)?;
+        Ok((n, waiting))
     }
 }
