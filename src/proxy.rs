@@ -326,24 +326,26 @@ impl Connection {
     /// Sends the response assembled in `out` for a request answered without an upstream.
     async fn respond_locally(&mut self, head_len: usize, close: bool) -> Result<Next, ProxyError> {
         self.inbuf.drain(..head_len.min(self.inbuf.len()));
-        self.send_generated().await?;
-        Ok(if close { Next::Close } else { Next::KeepAlive })
+        let then = if close { Next::Close } else { Next::KeepAlive };
+        self.send_generated(then).await?;
+        Ok(then)
     }
 
     /// Sends a response ringress generated (in `out`): without its body for HEAD.
-    async fn send_generated(&mut self) -> Result<(), ProxyError> {
+    async fn send_generated(&mut self, then: Next) -> Result<(), ProxyError> {
         if self.head_request
             && let Some(end) = self.out.windows(4).position(|w| w == b"\r\n\r\n")
         {
             self.out.truncate(end + 4);
         }
-        self.send_out().await
+        self.send_out(then).await
     }
 
-    /// Sends `out` to the client.
-    async fn send_out(&mut self) -> Result<(), ProxyError> {
+    /// Sends `out` to the client; `then` says whether the connection ends after it
+    /// (see [`Downstream::write_all`]).
+    async fn send_out(&mut self, then: Next) -> Result<(), ProxyError> {
         let out = std::mem::take(&mut self.out);
-        let (result, out) = self.client.write_all(out).await;
+        let (result, out) = self.client.write_all(out, then).await;
         self.out = out;
         self.out.clear();
         result.map_err(ProxyError::Client)
@@ -359,7 +361,7 @@ impl Connection {
             self.ctx.stats.responses.count(status);
             self.out.clear();
             http::error_response(status, true, &mut self.out);
-            let _ = self.send_generated().await;
+            let _ = self.send_generated(Next::Close).await;
         }
     }
 }

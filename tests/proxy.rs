@@ -1113,3 +1113,63 @@ fn a_key_update_right_after_the_handshake_is_answered() {
         assert_eq!(request_on(&mut tls, HTTPBIN, path).0, expected, "{path}");
     }
 }
+
+/// A response that ends the connection (`Connection: close`) carries the TLS
+/// close_notify in its own last send, and `close` then adds no second one: after the
+/// response come exactly one close_notify record and the end of the stream. Checked
+/// for a first request (still on rustls' connection) and a later one (on ringress's
+/// own TLS 1.3 records).
+#[test]
+fn a_closing_response_ends_with_one_close_notify() {
+    /// A TLS 1.3 close_notify record's payload: the alert (2), content type (1), tag (16).
+    const CLOSE_NOTIFY_LEN: usize = 2 + 1 + 16;
+    let dir = TempDir::new("px-close-notify");
+    let upstream = httpbin();
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
+    for earlier in 0..2 {
+        let mut tls =
+            tls_connect(port, HTTPBIN, client_config(&pki.root_cert, None)).expect("handshake");
+        for _ in 0..earlier {
+            assert_eq!(request_on(&mut tls, HTTPBIN, "/status/200").0, 200);
+        }
+        let request =
+            format!("GET /status/202 HTTP/1.1\r\nHost: {HTTPBIN}\r\nConnection: close\r\n\r\n");
+        tls.write_all(request.as_bytes()).expect("request");
+        tls.flush().expect("flush");
+        let (wire, closed) = read_to_close(&mut tls.sock);
+        assert!(closed, "after {earlier} requests: the gateway closes");
+        // The records' lengths, from their headers.
+        let mut lengths = Vec::new();
+        let mut rest = &wire[..];
+        while let [kind, _, _, hi, lo, tail @ ..] = rest {
+            assert_eq!(*kind, 23, "TLS 1.3 sends only application_data records");
+            let len = usize::from(*hi) << 8 | usize::from(*lo);
+            lengths.push(len);
+            rest = tail.get(len..).expect("whole records");
+        }
+        assert!(rest.is_empty(), "whole records: {} bytes left", rest.len());
+        assert_eq!(
+            lengths.iter().filter(|&&n| n == CLOSE_NOTIFY_LEN).count(),
+            1,
+            "after {earlier} requests, records {lengths:?}"
+        );
+        assert_eq!(lengths.last(), Some(&CLOSE_NOTIFY_LEN), "{lengths:?}");
+        // And the records decrypt to the whole response, then the close.
+        let mut wire = &wire[..];
+        while !wire.is_empty() {
+            tls.conn.read_tls(&mut wire).expect("records");
+            tls.conn.process_new_packets().expect("valid records");
+        }
+        let mut plain = Vec::new();
+        tls.conn
+            .reader()
+            .read_to_end(&mut plain)
+            .expect("clean close");
+        assert_eq!(
+            first_status(&plain),
+            202,
+            "{}",
+            String::from_utf8_lossy(&plain)
+        );
+    }
+}

@@ -28,9 +28,9 @@ use rustls::unbuffered::{
 use crate::config::ServerTls;
 use crate::snapshot::ListenerSpec;
 use crate::tls::{self, ClientHelloError, HelloScan, RecordError, Records, SniSelector};
-use crate::uring::{FilledBuf, TcpStream};
+use crate::uring::{self, FilledBuf, RecvBuf, TcpStream};
 
-use super::buffers;
+use super::{Next, buffers};
 
 /// Plaintext encrypted per send at most: three full records, so the ciphertext
 /// buffer of a large response stays small enough for the pool to keep.
@@ -88,6 +88,8 @@ pub struct TlsStream {
     /// owe the client a KeyUpdate (queued inside it until its next encryption), which
     /// the move to `Records` would lose: the move waits for a quiet moment.
     rustls_may_owe: bool,
+    /// Our close_notify is encoded: nothing more is encrypted.
+    close_notified: bool,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
     /// computed at the first request that needs it, or when the certificate goes
     /// away with rustls' connection.
@@ -245,6 +247,7 @@ impl Downstream {
                 .map(|c| c.settings.clone()),
             server_name: name.as_deref().map(Box::from),
             rustls_may_owe: false,
+            close_notified: false,
             identity: None,
         };
         // Answer the hello (ServerHello up to the server's Finished); with the reject
@@ -284,12 +287,18 @@ impl Downstream {
         }
     }
 
-    /// Sends `data` to the client, whole. The buffer comes back for reuse.
-    pub async fn write_all(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    /// Sends `data` to the client, whole. With [`Next::Close`] it is the last data of
+    /// the connection: a TLS close_notify goes out in the same send (not in a send of
+    /// its own at [`Downstream::close`]). The buffer comes back for reuse.
+    pub(super) async fn write_all(
+        &mut self,
+        data: Vec<u8>,
+        then: Next,
+    ) -> (io::Result<()>, Vec<u8>) {
         match self {
             Downstream::Plain(tcp) => tcp.send_all(data).await,
             Downstream::Tls(tls) => {
-                let result = tls.write_all(&data).await;
+                let result = tls.write_all(&data, then).await;
                 (result, data)
             }
         }
@@ -329,16 +338,17 @@ impl Downstream {
         }
     }
 
-    /// Ends the connection politely: a TLS close_notify, then the write side shut.
+    /// Ends the connection politely: a TLS close_notify (unless the last
+    /// [`Downstream::write_all`] sent it), then the write side shut.
     pub async fn close(&mut self) {
         match self {
             Downstream::Plain(tcp) => {
-                let _ = tcp.shutdown_write().await;
+                let _ = tcp.shutdown_write();
             }
             Downstream::Tls(tls) => {
                 tls.close_notify();
                 let _ = Box::pin(tls.send_out()).await;
-                let _ = tls.tcp.shutdown_write().await;
+                let _ = tls.tcp.shutdown_write();
             }
         }
     }
@@ -418,6 +428,7 @@ impl TlsStream {
     /// only while they run.
     async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         let before = buf.len();
+        let mut looked = false;
         let error = loop {
             let step = match self.process_received(buf) {
                 Ok(step) => step,
@@ -432,16 +443,21 @@ impl TlsStream {
             if step == Step::Closed || self.wire.peer_closed {
                 return Ok(0);
             }
-            if !self.wire.out.is_empty() {
-                Box::pin(self.send_out()).await?;
-            }
-            // Waiting for the client is when an established TLS 1.3 connection moves to
-            // `Records`: a connection that closes after its first response never pays
-            // for the move, one that stays pays once.
-            if let Err(error) = self.take_records() {
-                break error.into();
-            }
-            let data = self.tcp.recv().await?;
+            let data = match Box::pin(self.sent_before_ticket(&mut looked)).await {
+                Some(data) => data?,
+                None => {
+                    if !self.wire.out.is_empty() {
+                        Box::pin(self.send_out()).await?;
+                    }
+                    // Waiting for the client is when an established TLS 1.3 connection
+                    // moves to `Records`: a connection that closes after its first
+                    // response never pays for the move, one that stays pays once.
+                    if let Err(error) = self.take_records() {
+                        break error.into();
+                    }
+                    self.tcp.recv().await?
+                }
+            };
             if data.is_empty() {
                 return Ok(0);
             }
@@ -449,6 +465,26 @@ impl TlsStream {
             self.wire.incoming.extend_from_slice(&data);
         };
         Err(Box::pin(self.fail(error)).await)
+    }
+
+    /// What the client already sent, when all there is to send is the session ticket
+    /// rustls made as a TLS 1.3 handshake completed: the client does not wait for it,
+    /// and its first request is usually on the way (sent right after its Finished), so
+    /// the ticket can go out with the response, one send instead of two. Looks once
+    /// per read (`looked`), after one pass through the ring; `None` when there is
+    /// nothing yet or nothing to hold back.
+    async fn sent_before_ticket(&mut self, looked: &mut bool) -> Option<io::Result<RecvBuf>> {
+        let Session::Rustls(conn) = &self.session else {
+            return None;
+        };
+        let ticket_only = !conn.is_handshaking()
+            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        if *looked || self.wire.out.is_empty() || !ticket_only {
+            return None;
+        }
+        *looked = true;
+        uring::next_turn().await;
+        self.tcp.try_recv()
     }
 
     /// Processes every whole record in `incoming`: plaintext is appended to `buf`,
@@ -518,11 +554,18 @@ impl TlsStream {
     }
 
     /// Encrypts `data` in batches of [`WRITE_BATCH`] and sends each, after the
-    /// records [`Downstream::stage`] encrypted.
-    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        for batch in data.chunks(WRITE_BATCH) {
+    /// records [`Downstream::stage`] encrypted; the last send carries the close_notify
+    /// when the connection ends after it.
+    async fn write_all(&mut self, data: &[u8], then: Next) -> io::Result<()> {
+        let mut batches = data.chunks(WRITE_BATCH).peekable();
+        while let Some(batch) = batches.next() {
             self.encrypt(batch)?;
-            self.send_out().await?;
+            if batches.peek().is_some() {
+                self.send_out().await?;
+            }
+        }
+        if then == Next::Close {
+            self.close_notify();
         }
         self.send_out().await
     }
@@ -551,9 +594,12 @@ impl TlsStream {
         result.map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))
     }
 
-    /// Encodes a close_notify into `out` (after anything still to send); nothing when
-    /// the handshake never completed or the connection failed.
+    /// Encodes a close_notify into `out` (after anything still to send), once; nothing
+    /// when the handshake never completed or the connection failed.
     fn close_notify(&mut self) {
+        if std::mem::replace(&mut self.close_notified, true) {
+            return;
+        }
         match &mut self.session {
             Session::Rustls(conn) => close_notify_rustls(conn, &mut self.wire),
             Session::Records(records) => {

@@ -194,7 +194,7 @@ impl Connection {
                     // The client holds its body back until told to go on.
                     self.out.clear();
                     self.out.extend_from_slice(http::CONTINUE_100);
-                    self.send_out().await?;
+                    self.send_out(Next::KeepAlive).await?;
                     continue_sent = true;
                 }
                 match uring::timeout(idle, self.client.read(&mut self.inbuf)).await {
@@ -245,7 +245,7 @@ impl Connection {
                         if facts.client_minor >= 1 {
                             self.out.clear();
                             self.out.extend_from_slice(&self.upbuf[..len]);
-                            self.send_out().await?;
+                            self.send_out(Next::KeepAlive).await?;
                             interim_sent = true;
                         }
                         self.upbuf.drain(..len);
@@ -319,7 +319,16 @@ impl Connection {
         .map_err(body_error)?;
         let mut extra = self.upbuf.len() > n;
         self.upbuf.clear();
-        self.send_out().await?;
+        // A response that ends the connection takes the TLS close_notify along in its
+        // last send.
+        let then = |done: bool| {
+            if close && done {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        };
+        self.send_out(then(body.is_done())).await?;
 
         let idle = self.ctx.timeouts.idle;
         // The end or an error found while gathering chunks, for the next turn.
@@ -363,7 +372,7 @@ impl Connection {
                     None => {}
                 }
             }
-            self.send_out().await?;
+            self.send_out(then(body.is_done())).await?;
         }
         // Bytes after the body are a protocol error: never reuse that connection.
         Ok(!extra)

@@ -71,6 +71,22 @@ pub fn now() -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
+/// Completes after the executor's next pass through the ring, which does not wait
+/// for the kernel (a task is waiting here): operations submitted so far have been
+/// issued, and completions the kernel already has (bytes a peer already sent, with
+/// deferred task running) have been delivered to their futures. For a task that
+/// can save a send by first seeing what has already arrived.
+pub fn next_turn() -> impl Future<Output = ()> {
+    let mut registered = false;
+    std::future::poll_fn(move |cx| {
+        if std::mem::replace(&mut registered, true) {
+            return Poll::Ready(());
+        }
+        current().turn_waiters.borrow_mut().push(cx.waker().clone());
+        Poll::Pending
+    })
+}
+
 /// Spawns a task onto the current thread's runtime. It runs until it completes or the
 /// runtime is dropped.
 ///
@@ -159,6 +175,8 @@ pub(crate) struct Shared {
     kick_waiter: Cell<Option<NotifyWaiter>>,
     /// The turn's time, see [`now`].
     now: Cell<Instant>,
+    /// Tasks waiting in [`next_turn`], woken after the ring's next submit and reap.
+    turn_waiters: RefCell<Vec<Waker>>,
 }
 
 impl Shared {
@@ -258,6 +276,7 @@ impl Shared {
             std::mem::swap(&mut woken, &mut driver.woken);
             std::mem::take(&mut driver.released)
         };
+        woken.append(&mut self.turn_waiters.borrow_mut());
         let now = Instant::now();
         self.now.set(now);
         if timed {
@@ -298,6 +317,7 @@ impl Runtime {
             spare_wakers: Cell::new(Vec::new()),
             kick_waiter: Cell::new(Some(kick_waiter)),
             now: Cell::new(Instant::now()),
+            turn_waiters: RefCell::new(Vec::new()),
         });
         Ok(Runtime { shared })
     }
@@ -328,7 +348,8 @@ impl Runtime {
             self.shared.run_tasks();
             self.shared.take_remote();
             let idle = self.shared.run_queue.borrow().is_empty()
-                && !main.scheduled.load(Ordering::Acquire);
+                && !main.scheduled.load(Ordering::Acquire)
+                && self.shared.turn_waiters.borrow().is_empty();
             self.shared.turn_ring(idle);
         }
     }

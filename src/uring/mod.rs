@@ -42,7 +42,7 @@ mod time;
 mod tests;
 
 pub use buf_ring::RecvBuf;
-pub use executor::{Runtime, now, spawn};
+pub use executor::{Runtime, next_turn, now, spawn};
 pub use net::{FilledBuf, IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind};
 pub use notify::{NotifyHandle, NotifyWaiter, notify_pair};
 pub use ring::{RingOptions, SetupError, check_available};

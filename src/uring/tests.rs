@@ -1,6 +1,7 @@
 //! Tests of the runtime over real loopback sockets: echo, many connections through one
 //! multishot listener, cancellation by timeout, the buffer-ring fallback, cross-thread
-//! notification, reuseport across two runtimes, connect errors and timer ordering.
+//! notification, reuseport across two runtimes, connect errors, timer ordering and
+//! `next_turn`.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -111,9 +112,28 @@ fn try_recv_takes_only_what_already_arrived() {
         .await;
         assert_eq!(&*got.expect("delivered").unwrap(), b"second");
         assert!(server.try_recv().is_none());
-        client.shutdown_write().await.unwrap();
+        client.shutdown_write().unwrap();
         let end = server.recv().await.unwrap();
         assert!(end.is_empty(), "the end is reported");
+    });
+}
+
+/// Bytes a peer sent before `next_turn` are there for `try_recv` after it: the pass
+/// through the ring delivers what the kernel already had, without waiting.
+#[test]
+fn next_turn_delivers_what_already_arrived() {
+    let rt = runtime();
+    rt.block_on(async {
+        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A plain blocking socket: its send completes outside the ring.
+        let mut peer = std::net::TcpStream::connect(addr).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert!(server.try_recv().is_none(), "nothing sent yet");
+        std::io::Write::write_all(&mut peer, b"hello").unwrap();
+        next_turn().await;
+        let got = server.try_recv().expect("delivered by the turn").unwrap();
+        assert_eq!(&*got, b"hello");
     });
 }
 
@@ -139,7 +159,7 @@ fn echo_round_trip() {
         assert_eq!(back, b"hello, ringress");
         let got = recv_exact(&client, back.len()).await.unwrap();
         assert_eq!(got, b"hello, ringress");
-        client.shutdown_write().await.unwrap();
+        client.shutdown_write().unwrap();
         let eof = client.recv().await.unwrap();
         assert!(eof.is_empty(), "server closes after our shutdown");
     });
@@ -213,7 +233,7 @@ fn send_all_vectored_sends_large_buffers_completely() {
         let (res, parts) = client.send_all_vectored(parts).await;
         res.unwrap();
         assert_eq!(parts.len(), 4);
-        client.shutdown_write().await.unwrap();
+        client.shutdown_write().unwrap();
         wait_until(|| received.borrow().len() == expected.len()).await;
     });
     assert!(
@@ -421,7 +441,7 @@ fn slow_reader_gets_every_chunk_in_order() {
             res.unwrap();
             sleep(Duration::from_millis(1)).await;
         }
-        client.shutdown_write().await.unwrap();
+        client.shutdown_write().unwrap();
         let got = recv_exact(&server, usize::MAX).await.unwrap();
         assert_eq!(
             String::from_utf8(got).unwrap(),
