@@ -28,7 +28,7 @@ use rustls::unbuffered::{
 use crate::config::ServerTls;
 use crate::snapshot::ListenerSpec;
 use crate::tls::{self, ClientHelloError, HelloScan, RecordError, Records, SniSelector};
-use crate::uring::{self, FilledBuf, RecvBuf, TcpStream};
+use crate::uring::{self, FilledBuf, TcpStream};
 
 use super::{Next, buffers};
 
@@ -443,7 +443,18 @@ impl TlsStream {
             if step == Step::Closed || self.wire.peer_closed {
                 return Ok(0);
             }
-            let data = match Box::pin(self.sent_before_ticket(&mut looked)).await {
+            // A session ticket can go out with the response: the first request is
+            // usually on its way (sent right after the client's Finished), and one
+            // pass through the ring delivers it if it is.
+            let early = match !looked && self.only_a_ticket_to_send() {
+                true => {
+                    looked = true;
+                    uring::next_turn().await;
+                    self.tcp.try_recv()
+                }
+                false => None,
+            };
+            let data = match early {
                 Some(data) => data?,
                 None => {
                     if !self.wire.out.is_empty() {
@@ -467,24 +478,19 @@ impl TlsStream {
         Err(Box::pin(self.fail(error)).await)
     }
 
-    /// What the client already sent, when all there is to send is the session ticket
-    /// rustls made as a TLS 1.3 handshake completed: the client does not wait for it,
-    /// and its first request is usually on the way (sent right after its Finished), so
-    /// the ticket can go out with the response, one send instead of two. Looks once
-    /// per read (`looked`), after one pass through the ring; `None` when there is
-    /// nothing yet or nothing to hold back.
-    async fn sent_before_ticket(&mut self, looked: &mut bool) -> Option<io::Result<RecvBuf>> {
-        let Session::Rustls(conn) = &self.session else {
-            return None;
-        };
-        let ticket_only = !conn.is_handshaking()
-            && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
-        if *looked || self.wire.out.is_empty() || !ticket_only {
-            return None;
+    /// Whether all there is to send is what rustls makes once a TLS 1.3 handshake
+    /// completed: the session ticket, which the client does not wait for (unlike a
+    /// TLS 1.2 server's Finished). It may then go out with the response, one send
+    /// instead of two.
+    fn only_a_ticket_to_send(&self) -> bool {
+        match &self.session {
+            Session::Rustls(conn) => {
+                !self.wire.out.is_empty()
+                    && !conn.is_handshaking()
+                    && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+            }
+            Session::Records(_) | Session::Failed => false,
         }
-        *looked = true;
-        uring::next_turn().await;
-        self.tcp.try_recv()
     }
 
     /// Processes every whole record in `incoming`: plaintext is appended to `buf`,
