@@ -180,25 +180,6 @@ proc_tree() {
     printf '%s\n' "${all[@]}"
 }
 
-# "user system": sums of utime and of stime (clock ticks) over the given pids; fields
-# 14 and 15 of /proc/<pid>/stat, counted after the ")" that ends the command name.
-cpu_ticks() {
-    local pid user=0 sys=0 line rest
-    for pid in "$@"; do
-        line="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
-        rest="${line##*) }"
-        read -ra f <<<"$rest"
-        user=$((user + f[11]))
-        sys=$((sys + f[12]))
-    done
-    printf '%s %s\n' "$user" "$sys"
-}
-
-# per_request TICKS REQUESTS: clock ticks of CPU time as µs per request.
-per_request() {
-    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'
-}
-
 # Sum of VmRSS (KiB) over the given pids.
 rss_kib() {
     local pid total=0 v

@@ -5,7 +5,8 @@
 #
 # The sourcing script sets repo_root (the checkout) and, before using the functions
 # that need them: WORK and OUT_DIR (directories), LOAD_CPU (the upstream's CPU), nofile
-# (nginx's descriptor limit), NGINX (its path), GW_PID (for wait_ready).
+# (nginx's descriptor limit), NGINX (its path), GW_PID (for wait_ready), CLK_TCK
+# (getconf CLK_TCK, for per_request).
 # Globals are set for, and by, the sourcing script:
 # shellcheck shell=bash disable=SC2034,SC2154
 
@@ -203,6 +204,25 @@ alive() {
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# "user system": sums of utime and of stime (clock ticks) over the given pids; fields
+# 14 and 15 of /proc/<pid>/stat, counted after the ")" that ends the command name.
+cpu_ticks() {
+    local pid user=0 sys=0 line rest
+    for pid in "$@"; do
+        line="$(cat "/proc/$pid/stat" 2>/dev/null)" || continue
+        rest="${line##*) }"
+        read -ra f <<<"$rest"
+        user=$((user + f[11]))
+        sys=$((sys + f[12]))
+    done
+    printf '%s %s\n' "$user" "$sys"
+}
+
+# per_request TICKS REQUESTS: clock ticks of CPU time as µs per request.
+per_request() {
+    awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'
 }
 
 # ---------------------------------------------------------------------------------
