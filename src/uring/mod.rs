@@ -26,7 +26,7 @@
 //!   another thread reaches the shard.
 //!
 //! Files: `ring.rs` (setup, slab of in-flight operations, submission, completion),
-//! `op.rs` (operation futures), `executor.rs` ([`Runtime`], [`spawn`]), `net.rs`
+//! `op.rs` (operation futures), `executor.rs` ([`Runtime`], [`spawn`], [`next_turn`]), `net.rs`
 //! ([`Listener`], [`TcpStream`], [`IoBuf`]), `buf_ring.rs` ([`RecvBuf`]), `time.rs`
 //! ([`sleep`], [`timeout`]), `notify.rs` ([`notify_pair`]).
 
