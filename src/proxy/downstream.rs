@@ -305,7 +305,7 @@ impl Downstream {
     }
 
     /// Takes response bytes for the client, to go out with the next
-    /// [`Downstream::write_all`]. An established TLS 1.3 connection encrypts them at
+    /// `write_all`. An established TLS 1.3 connection encrypts them at
     /// once into its send buffer, straight from `data` (a receive buffer of the
     /// upstream connection); others append them to `staged`, the buffer `write_all`
     /// is then given. Returns the bytes now waiting to be sent.
@@ -339,7 +339,7 @@ impl Downstream {
     }
 
     /// Ends the connection politely: a TLS close_notify (unless the last
-    /// [`Downstream::write_all`] sent it), then the write side shut.
+    /// `write_all` sent it), then the write side shut.
     pub async fn close(&mut self) {
         match self {
             Downstream::Plain(tcp) => {
