@@ -68,14 +68,8 @@ done
 check_range --rounds "$ROUNDS" 1 50
 check_range --duration "$DURATION" 1 600
 [ -z "$CONNS" ] || check_range --conns "$CONNS" 1 1000
-ncpu="$(nproc)"
-check_range --proxy-cpu "$PROXY_CPU" 0 $((ncpu - 1))
-check_range --load-cpu "$LOAD_CPU" 0 $((ncpu - 1))
-IFS=',' read -ra wl_items <<<"$WORKLOADS"
-[ "${#wl_items[@]}" -gt 0 ] || die "--workloads is empty; choose from: $ALL_WORKLOADS"
-for wl in "${wl_items[@]}"; do
-    [[ " $ALL_WORKLOADS " == *" $wl "* ]] || die "--workloads: unknown '$wl'; choose from: $ALL_WORKLOADS"
-done
+check_cpus
+WORKLOAD_LIST="$(check_list workloads "$WORKLOADS" "$ALL_WORKLOADS")"
 IFS=',' read -ra BINS <<<"$RINGRESS_BINS"
 [ "${#BINS[@]}" -eq 2 ] || die "--ringress takes two binaries, comma-separated (see --help)"
 ulimit -n 65536 2>/dev/null || true
@@ -172,7 +166,7 @@ one_round() {
         printf "%s %s µs (user %s, kernel %s, %s requests)  ", $3, $7, $5, $6, $4 }' "$RESULTS")"
 }
 
-for wl in "${wl_items[@]}"; do
+for wl in $WORKLOAD_LIST; do
     log "$wl: $ROUNDS rounds of ${DURATION} s"
     for round in $(seq 1 "$ROUNDS"); do
         one_round "$wl" "$round"

@@ -109,18 +109,6 @@ Options:
 EOF
 }
 
-# Checks a comma-separated list against the allowed words; prints it space-separated.
-check_list() {
-    local what="$1" given="$2" allowed="$3" item out=""
-    IFS=',' read -ra items <<<"$given"
-    [ "${#items[@]}" -gt 0 ] || die "--$what is empty; choose from: $allowed"
-    for item in "${items[@]}"; do
-        [[ " $allowed " == *" $item "* ]] || die "--$what: unknown '$item'; choose from: $allowed"
-        out+="$item "
-    done
-    printf '%s' "${out% }"
-}
-
 while [ "$#" -gt 0 ]; do
     case "$1" in
     --rounds) ROUNDS="$(opt_value "$@")"; shift 2 ;;
@@ -148,9 +136,7 @@ fi
 if [ "$IDLE_CONNS" -lt 1000 ]; then
     log "warning: --idle-conns $IDLE_CONNS: below 1000 the allocator's free memory hides part of each connection's cost"
 fi
-ncpu="$(nproc)"
-check_range --proxy-cpu "$PROXY_CPU" 0 $((ncpu - 1))
-check_range --load-cpu "$LOAD_CPU" 0 $((ncpu - 1))
+check_cpus
 [ "$PROXY_CPU" != "$LOAD_CPU" ] ||
     log "warning: gateway and load generator share CPU $PROXY_CPU; CPU per request still holds, req/s does not"
 GATEWAYS="$(check_list only "$ONLY" "$ALL_GATEWAYS")"

@@ -89,17 +89,8 @@ check_range --requests "$REQUESTS" 100 1000000
 check_range --conns "$KEEPALIVE_CONNS" 1 1000
 check_range --handshakes "$HANDSHAKES" 10 2000
 check_range --repeat "$REPEAT" 1 20
-ncpu="$(nproc)"
-check_range --proxy-cpu "$PROXY_CPU" 0 $((ncpu - 1))
-check_range --load-cpu "$LOAD_CPU" 0 $((ncpu - 1))
-WORKLOAD_LIST=""
-IFS=',' read -ra wl_items <<<"$WORKLOADS"
-for wl in "${wl_items[@]}"; do
-    [[ " $ALL_WORKLOADS " == *" $wl "* ]] || die "--workloads: unknown '$wl'; choose from: $ALL_WORKLOADS"
-    WORKLOAD_LIST+="$wl "
-done
-WORKLOAD_LIST="${WORKLOAD_LIST% }"
-[ -n "$WORKLOAD_LIST" ] || die "--workloads is empty; choose from: $ALL_WORKLOADS"
+check_cpus
+WORKLOAD_LIST="$(check_list workloads "$WORKLOADS" "$ALL_WORKLOADS")"
 IFS=',' read -ra BINS <<<"$RINGRESS_BINS"
 if [ "${#BINS[@]}" -lt 1 ] || [ "${#BINS[@]}" -gt 2 ]; then
     die "--ringress takes one or two binaries, comma-separated, got '$RINGRESS_BINS'"

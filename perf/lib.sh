@@ -32,6 +32,26 @@ is_uint() {
     [[ "$1" =~ ^[0-9]+$ ]]
 }
 
+# Checks a comma-separated list against the allowed words; prints it space-separated.
+check_list() {
+    local what="$1" given="$2" allowed="$3" item out=""
+    IFS=',' read -ra items <<<"$given"
+    [ "${#items[@]}" -gt 0 ] || die "--$what is empty; choose from: $allowed"
+    for item in "${items[@]}"; do
+        [[ " $allowed " == *" $item "* ]] || die "--$what: unknown '$item'; choose from: $allowed"
+        out+="$item "
+    done
+    printf '%s' "${out% }"
+}
+
+# check_cpus: PROXY_CPU and LOAD_CPU (--proxy-cpu, --load-cpu) are CPUs of this
+# machine; sets ncpu.
+check_cpus() {
+    ncpu="$(nproc)"
+    check_range --proxy-cpu "$PROXY_CPU" 0 $((ncpu - 1))
+    check_range --load-cpu "$LOAD_CPU" 0 $((ncpu - 1))
+}
+
 # opt_value "$@": the value after an option, or a clear error when there is none.
 opt_value() {
     if [ "$#" -lt 2 ] || [ -z "$2" ]; then
