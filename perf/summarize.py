@@ -270,6 +270,11 @@ def write_tls_notes(out, path, gateways) -> None:
         )
 
 
+# Offered latency rate above this share of nginx's keep-alive median of the same run:
+# the fixed-rate rounds ran at or past capacity.
+LATENCY_SATURATED_SHARE = 0.85
+
+
 def write_latency_notes(out, rows, gateways, why) -> None:
     """Under the table: the offered rate, how it compares with nginx's keep-alive rate
     of the same run, and the latency runs that did not reach it."""
@@ -289,6 +294,13 @@ def write_latency_notes(out, rows, gateways, why) -> None:
     )
     if keepalive:
         out.write(f"nginx's keep-alive median in this run: {fmt(keepalive)} req/s; the offered rate is {100 * target / keepalive:.0f} % of it.\n")
+        if target > LATENCY_SATURATED_SHARE * keepalive:
+            out.write(
+                f"WARNING: that is above {100 * LATENCY_SATURATED_SHARE:.0f} %: the latency rows measure queues at "
+                "(or past) capacity, not latency (a peak measured at a fast moment of a drifting machine does this); "
+                f"rerun them with --workloads latency --latency-rate {0.7 * keepalive:.0f} "
+                "(70 % of this median).\n"
+            )
     others = [float(r["cpu_other_pct"]) for r in lat if r.get("cpu_other_pct", "-") not in ("", "-")]
     if others and statistics.median(others) > NOISY_OTHER_PCT:
         out.write(
