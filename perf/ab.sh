@@ -80,7 +80,6 @@ set_cleanup_traps
 ensure_tools wrk openssl curl python3 taskset
 NGINX="$(find_bin nginx)"
 WRK="$(find_bin wrk)"
-CLK_TCK="$(getconf CLK_TCK)"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-ab-work.XXXXXX")"
 chmod 755 "$WORK"

@@ -192,7 +192,6 @@ NGINX="$(find_bin nginx)"
 HAPROXY="$(find_bin haproxy || true)"
 WRK="$(find_bin wrk)"
 H2LOAD="$(find_bin h2load)"
-CLK_TCK="$(getconf CLK_TCK)"
 
 # Raise the descriptor limit for the idle workload (gateways and clients inherit it).
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

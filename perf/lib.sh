@@ -5,8 +5,7 @@
 #
 # The sourcing script sets repo_root (the checkout) and, before using the functions
 # that need them: WORK and OUT_DIR (directories), LOAD_CPU (the upstream's CPU), nofile
-# (nginx's descriptor limit), NGINX (its path), GW_PID (for wait_ready), CLK_TCK
-# (getconf CLK_TCK, for per_request).
+# (nginx's descriptor limit), NGINX (its path), GW_PID (for wait_ready).
 # Globals are set for, and by, the sourcing script:
 # shellcheck shell=bash disable=SC2034,SC2154
 
@@ -16,6 +15,8 @@ SMALL_BODY="hello"
 BIG_BYTES=1048576
 # How long a gateway may take to answer its first request.
 READY_TIMEOUT_SECS=15
+# Clock ticks per second of /proc/<pid>/stat's CPU times (per_request).
+CLK_TCK="$(getconf CLK_TCK)"
 GW_PID=""
 GW_FAIL=""
 
