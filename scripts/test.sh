@@ -2,11 +2,15 @@
 # ringress's one test command: the README and CI (.ci/run) both call it.
 #
 # 1. Installs the command-line clients the integration tests drive (curl, openssl,
-#    h2load, wrk, the CA bundle) when they are missing, with apt-get on Debian. A
-#    machine that already has them installs nothing and touches no package list.
+#    h2load, wrk, python3 with pip, the CA bundle) when they are missing, with apt-get
+#    on Debian, and the Python package tlslite-ng (the record-level TLS client of
+#    tests/tools/tls_peer.py) with pip. A machine that already has them installs
+#    nothing and touches no package list.
 # 2. cargo fmt --check
 # 3. cargo clippy --all-targets --locked -- -D warnings
 # 4. cargo test --locked
+# 5. the TLS integration tests once more with TLS 1.3 records left to rustls
+#    (RINGRESS_TEST_TLS_RECORD_LAYER=rustls, i.e. `--tls-record-layer rustls`)
 #
 # Runs from any working directory; exits non-zero on the first failure.
 set -euo pipefail
@@ -34,16 +38,17 @@ as_root() {
     fi
 }
 
-banner "test tools (curl, openssl, h2load, wrk, CA bundle)"
+banner "test tools (curl, openssl, h2load, wrk, python3, CA bundle, tlslite-ng)"
 # command the tests run -> Debian package that provides it
 declare -A tool_pkg=(
     [curl]=curl
     [openssl]=openssl
     [h2load]=nghttp2-client
     [wrk]=wrk
+    [python3]=python3
 )
 missing_pkgs=()
-for tool in curl openssl h2load wrk; do
+for tool in curl openssl h2load wrk python3; do
     if command -v "$tool" >/dev/null 2>&1; then
         printf '  %-8s %s\n' "$tool" "$(command -v "$tool")"
     else
@@ -67,6 +72,29 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
         apt-get install -y -qq --no-install-recommends "${missing_pkgs[@]}"
 fi
 
+# Python packages the tests import -> the pip package that provides each.
+declare -A py_pkg=(
+    [tlslite]=tlslite-ng
+)
+for module in tlslite; do
+    if python3 -c "import $module" >/dev/null 2>&1; then
+        printf '  %-8s %s\n' "$module" "$(python3 -c "import $module, os; print(os.path.dirname($module.__file__))")"
+        continue
+    fi
+    printf '  %-8s missing (pip package %s)\n' "$module" "${py_pkg[$module]}"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        command -v apt-get >/dev/null 2>&1 || die "python3 has no pip to install ${py_pkg[$module]} with"
+        missing_pkgs=(python3-pip)
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends python3-pip
+    fi
+    # Debian's own python3 refuses system-wide pip installs without this flag.
+    python3 -m pip install -q "${py_pkg[$module]}" ||
+        python3 -m pip install -q --break-system-packages "${py_pkg[$module]}" ||
+        die "cannot install ${py_pkg[$module]} with pip"
+done
+
 command -v cargo >/dev/null 2>&1 ||
     die "cargo is not on PATH; install the Rust toolchain named in rust-toolchain.toml"
 
@@ -78,5 +106,9 @@ cargo clippy --all-targets --locked -- -D warnings
 
 banner "cargo test --locked"
 cargo test --locked
+
+banner "TLS tests on rustls' record layer (--tls-record-layer rustls)"
+RINGRESS_TEST_TLS_RECORD_LAYER=rustls \
+    cargo test --locked --test proxy --test mutual --test hostile --test walkthrough
 
 banner "all checks passed"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ringress::control::{self, RunOptions, ShardCount};
 use ringress::demo::{self, DemoOptions};
-use ringress::proxy::Timeouts;
+use ringress::proxy::{RecordLayer, Settings, Timeouts};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,10 @@ enum Command {
         /// (reload only on SIGHUP or POST /reload).
         #[arg(long)]
         no_watch: bool,
+        /// Who protects established TLS 1.3 connections: `ringress` (its own record
+        /// layer, lighter) or `rustls` (rustls' record layer throughout).
+        #[arg(long, default_value = "ringress")]
+        tls_record_layer: RecordLayer,
     },
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
@@ -107,18 +111,22 @@ fn main() -> ExitCode {
             admin,
             drain_timeout,
             no_watch,
+            tls_record_layer,
         } => (|| {
-            let timeouts = Timeouts {
-                header: seconds(header_timeout, "--header-timeout")?,
-                keepalive: seconds(keepalive_timeout, "--keepalive-timeout")?,
-                idle: seconds(idle_timeout, "--idle-timeout")?,
+            let settings = Settings {
+                timeouts: Timeouts {
+                    header: seconds(header_timeout, "--header-timeout")?,
+                    keepalive: seconds(keepalive_timeout, "--keepalive-timeout")?,
+                    idle: seconds(idle_timeout, "--idle-timeout")?,
+                },
+                record_layer: tls_record_layer,
             };
             let admin = admin_address(&admin)?;
             control::run(RunOptions {
                 shards,
                 secrets_dir,
                 steer_by_cpu,
-                timeouts,
+                settings,
                 admin,
                 drain_timeout: seconds(drain_timeout, "--drain-timeout")?,
                 watch: !no_watch,

@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use downstream::{Downstream, HandshakeError};
+pub use downstream::{Downstream, Ending, HandshakeError};
 pub use error::{ProxyError, Side};
 
 use crate::http::{self, RequestHead};
@@ -34,6 +34,36 @@ use crate::route::{self, Action, RouteRequest};
 use crate::shard::{ShardContext, ShardStats};
 use crate::snapshot::Snapshot;
 use crate::uring::{self, TcpStream};
+
+/// What an operator sets for every client connection (`ringress run` flags): how long
+/// each side is waited for and which layer protects TLS 1.3 records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub timeouts: Timeouts,
+    pub record_layer: RecordLayer,
+}
+
+/// Who protects the records of an established TLS 1.3 connection (`--tls-record-layer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordLayer {
+    /// ringress's own record layer once the handshake is done ([`crate::tls::Records`]):
+    /// less memory per idle connection, bodies sealed straight from receive buffers.
+    #[default]
+    Ringress,
+    /// rustls' record layer throughout, for operators who prefer its audited code.
+    Rustls,
+}
+
+impl std::str::FromStr for RecordLayer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ringress" => Ok(RecordLayer::Ringress),
+            "rustls" => Ok(RecordLayer::Rustls),
+            _ => Err(format!("expected `ringress` or `rustls`, got {s:?}")),
+        }
+    }
+}
 
 /// How long ringress waits for each side. The defaults suit public clients; tests and
 /// operators change them with `ringress run --header-timeout` and friends.
@@ -70,17 +100,34 @@ pub fn serve(
     port: u16,
     ctx: Rc<ShardContext>,
 ) -> impl Future<Output = ()> + 'static {
-    let stats = ctx.stats.clone();
-    ShardStats::add(&stats.accepted);
-    ShardStats::add(&stats.active_connections);
+    ShardStats::add(&ctx.stats.accepted);
+    let active = Active::count(ctx.stats.clone());
     let start = Box::pin(start(stream, peer, port, ctx));
     async move {
+        let _active = active;
         // Boxed, and matched in a statement of its own: this future would otherwise
         // keep a second copy of the connection beside the one `run` owns.
         if let Some(run) = start.await.map(|conn| Box::pin(conn.run())) {
             run.await;
         }
-        ShardStats::sub(&stats.active_connections);
+    }
+}
+
+/// One open client connection in the shard's `active_connections`, for as long as
+/// its task lives: also when the task ends by a panic (it is then dropped, see
+/// `uring::spawn`), so a drain never waits for a connection that is gone.
+struct Active(Arc<ShardStats>);
+
+impl Active {
+    fn count(stats: Arc<ShardStats>) -> Active {
+        ShardStats::add(&stats.active_connections);
+        Active(stats)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ShardStats::sub(&self.0.active_connections);
     }
 }
 
@@ -98,8 +145,9 @@ async fn start(
     let client = match &listener.tls {
         None => Downstream::Plain(stream),
         Some(selector) => {
-            let handshake = Downstream::accept_tls(stream, listener, selector);
-            match uring::timeout(ctx.timeouts.header, handshake).await {
+            let own_records = ctx.settings.record_layer == RecordLayer::Ringress;
+            let handshake = Downstream::accept_tls(stream, listener, selector, own_records);
+            match uring::timeout(ctx.settings.timeouts.header, handshake).await {
                 Ok(Ok(client)) => client,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
@@ -123,6 +171,7 @@ async fn start(
         out: Vec::new(),
         served: 0,
         head_request: false,
+        ending: Ending::Clean,
     })
 }
 
@@ -151,6 +200,9 @@ struct Connection {
     served: u64,
     /// The request being answered is a HEAD: generated responses carry no body.
     head_request: bool,
+    /// How the connection ends once no more requests are answered: clean unless an
+    /// error was answered, bytes were left unread or a response was cut short.
+    ending: Ending,
 }
 
 impl Connection {
@@ -175,7 +227,11 @@ impl Connection {
                     break;
                 }
             }
-            self.client.close().await;
+            let ending = match self.ending {
+                Ending::Clean if !self.inbuf.is_empty() => Ending::Lingering,
+                ending => ending,
+            };
+            self.client.close(ending).await;
         }
     }
 
@@ -218,8 +274,8 @@ impl Connection {
             return Ok(true);
         }
         let wait = match self.served {
-            0 => self.ctx.timeouts.header,
-            _ => self.ctx.timeouts.keepalive,
+            0 => self.ctx.settings.timeouts.header,
+            _ => self.ctx.settings.timeouts.keepalive,
         };
         // Nothing of this connection's buffers is needed until bytes arrive.
         buffers::give(&mut self.inbuf);
@@ -240,7 +296,7 @@ impl Connection {
     /// Reads on until a whole request head is buffered, once its first bytes are (see
     /// [`Self::await_request`]); each further read must come within the header timeout.
     async fn read_head(&mut self) -> Result<RequestHead, ProxyError> {
-        let wait = self.ctx.timeouts.header;
+        let wait = self.ctx.settings.timeouts.header;
         loop {
             match http::parse_request(&self.inbuf) {
                 Ok(Some(head)) => return Ok(head),
@@ -326,6 +382,10 @@ impl Connection {
     /// Sends the response assembled in `out` for a request answered without an upstream.
     async fn respond_locally(&mut self, head_len: usize, close: bool) -> Result<Next, ProxyError> {
         self.inbuf.drain(..head_len.min(self.inbuf.len()));
+        if close {
+            // The request's body, if any, is never read.
+            self.ending = Ending::Lingering;
+        }
         let then = if close { Next::Close } else { Next::KeepAlive };
         self.send_generated(then).await?;
         Ok(then)
@@ -353,6 +413,7 @@ impl Connection {
 
     /// Answers a failure if the client can still be told, and logs it.
     async fn fail(&mut self, error: &ProxyError) {
+        self.ending = error.ending();
         match error.side() {
             Side::Downstream => tracing::debug!(peer = %self.peer, %error, "request failed"),
             Side::Upstream => tracing::warn!(peer = %self.peer, %error, "request failed"),

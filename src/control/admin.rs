@@ -436,7 +436,10 @@ fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent
             ..Response::text(200, &metrics::render(status, now_unix()))
         },
         "/ready" if status.is_ready() => Response::text(200, "ready\n"),
-        "/ready" => Response::text(503, "draining\n"),
+        "/ready" => match status.failure() {
+            Some(reason) => Response::text(503, &format!("failed: {reason}\n")),
+            None => Response::text(503, "draining\n"),
+        },
         "/config_dump" => {
             let (snapshot, config) = status.serving();
             let mut dump = json::config_dump(&config, &snapshot);

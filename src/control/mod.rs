@@ -19,8 +19,8 @@ use signal_hook::iterator::Signals;
 pub use check::{check, describe};
 
 use crate::config;
-use crate::proxy::Timeouts;
-use crate::shard::{self, ShardHandle, ShardOptions};
+use crate::proxy::Settings;
+use crate::shard::{self, ShardDown, ShardHandle, ShardOptions};
 use crate::snapshot::Snapshot;
 use crate::tls;
 use crate::uring;
@@ -69,7 +69,8 @@ pub struct RunOptions {
     pub secrets_dir: Option<PathBuf>,
     /// Steer each new connection to the shard on the CPU that received it.
     pub steer_by_cpu: bool,
-    pub timeouts: Timeouts,
+    /// Timeouts and the other per-connection settings.
+    pub settings: Settings,
     /// The admin endpoint's address; `None` turns it off.
     pub admin: Option<SocketAddr>,
     /// How long SIGTERM/SIGINT let in-flight requests finish.
@@ -93,6 +94,8 @@ pub enum ControlEvent {
     },
     /// SIGTERM or SIGINT: drain and exit.
     Stop { cause: String },
+    /// A shard thread ended without a drain: the gateway stops with an error.
+    ShardDown(ShardDown),
 }
 
 impl RunOptions {
@@ -103,7 +106,7 @@ impl RunOptions {
             shards: ShardCount::Auto,
             secrets_dir: None,
             steer_by_cpu: false,
-            timeouts: Timeouts::default(),
+            settings: Settings::default(),
             admin: Some(DEFAULT_ADMIN),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch: true,
@@ -121,14 +124,14 @@ pub struct Gateway {
     ticketers: tls::Ticketers,
 }
 
-/// Loads the configuration, builds the first snapshot and starts every shard; returns
-/// once all listeners are bound.
-pub fn start(opts: &RunOptions) -> anyhow::Result<Gateway> {
-    start_with(opts, config::load(&opts.config)?)
-}
-
-/// [`start`] with the configuration already loaded from `opts.config`.
-fn start_with(opts: &RunOptions, config: config::Config) -> anyhow::Result<Gateway> {
+/// Builds the first snapshot of `config` (loaded from `opts.config`) and starts every
+/// shard; returns once all listeners are bound. A shard that later ends without a
+/// drain is reported on `events`.
+fn start(
+    opts: &RunOptions,
+    config: config::Config,
+    events: &Sender<ControlEvent>,
+) -> anyhow::Result<Gateway> {
     uring::check_available().context("ringress needs io_uring")?;
     let config = Arc::new(config);
     let mut ticketers = tls::Ticketers::new();
@@ -142,6 +145,10 @@ fn start_with(opts: &RunOptions, config: config::Config) -> anyhow::Result<Gatew
     let count = opts.shards.resolve();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shards = Vec::with_capacity(count);
+    let events = events.clone();
+    let on_down: shard::OnDown = Arc::new(move |down| {
+        let _ = events.send(ControlEvent::ShardDown(down));
+    });
     for id in 0..count {
         let cpu = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let handle = shard::spawn(
@@ -149,7 +156,8 @@ fn start_with(opts: &RunOptions, config: config::Config) -> anyhow::Result<Gatew
                 id,
                 cpu,
                 steer_by_cpu: opts.steer_by_cpu,
-                timeouts: opts.timeouts,
+                settings: opts.settings,
+                on_down: on_down.clone(),
             },
             snapshot.clone(),
         )?;
@@ -191,8 +199,17 @@ impl Gateway {
             .filter(|addr| !current.listeners.iter().any(|l| l.addr == *addr));
         probe_listeners(added)?;
         let snapshot = Arc::new(snapshot);
-        for shard in &self.shards {
-            shard.publish(snapshot.clone());
+        let lost: Vec<String> = self
+            .shards
+            .iter()
+            .filter(|shard| !shard.publish(snapshot.clone()))
+            .map(|shard| shard.id.to_string())
+            .collect();
+        if !lost.is_empty() {
+            anyhow::bail!(
+                "shard {} is not running (ringress is stopping)",
+                lost.join(", ")
+            );
         }
         log_serving(&snapshot);
         self.status.set_serving(snapshot, config);
@@ -274,7 +291,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut gateway = start_with(&opts, config)?;
+    let mut gateway = start(&opts, config, &events)?;
     let _admin = match opts.admin {
         Some(addr) => Some(admin::spawn(addr, gateway.status.clone(), events.clone())?),
         None => None,
@@ -286,10 +303,26 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             "watching certificates and configuration"
         );
     }
-    serve_events(&mut gateway, &inbox, watcher.as_ref());
+    let ended = serve_events(&mut gateway, &inbox, watcher.as_ref());
     gateway.drain();
-    tracing::info!("stopped");
-    Ok(())
+    match ended {
+        Ended::Stopped => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ended::ShardDown(down) => Err(anyhow::anyhow!(
+            "shard {} stopped unexpectedly ({}); exiting so that the service manager restarts ringress",
+            down.id,
+            down.reason
+        )),
+    }
+}
+
+/// Why the control loop ended.
+enum Ended {
+    /// SIGTERM, SIGINT, or every event sender gone.
+    Stopped,
+    ShardDown(ShardDown),
 }
 
 /// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
@@ -322,16 +355,17 @@ fn forward_signals(events: Sender<ControlEvent>) -> anyhow::Result<()> {
 }
 
 /// The control loop: reloads as asked (several queued requests make one reload) until
-/// told to stop.
+/// told to stop or a shard goes down.
 fn serve_events(
     gateway: &mut Gateway,
     inbox: &Receiver<ControlEvent>,
     watcher: Option<&watch::Watcher>,
-) {
+) -> Ended {
     while let Ok(event) = inbox.recv() {
         let mut causes = Vec::new();
         let mut replies = Vec::new();
         let mut stop = None;
+        let mut down = None;
         for event in std::iter::once(event).chain(inbox.try_iter()) {
             match event {
                 ControlEvent::Reload { cause, reply } => {
@@ -339,14 +373,28 @@ fn serve_events(
                     replies.extend(reply);
                 }
                 ControlEvent::Stop { cause } => stop = Some(cause),
+                ControlEvent::ShardDown(shard) => down = Some(shard),
             }
+        }
+        if let Some(shard) = down {
+            let reason = format!("shard {} stopped: {}", shard.id, shard.reason);
+            tracing::error!(
+                shard = shard.id,
+                reason = %shard.reason,
+                "a shard thread stopped; draining the others and exiting with an error"
+            );
+            gateway.status.set_failed(reason.clone());
+            for reply in replies {
+                let _ = reply.send(Err(reason.clone()));
+            }
+            return Ended::ShardDown(shard);
         }
         if let Some(cause) = stop {
             tracing::info!(%cause, drain_timeout = ?gateway.opts.drain_timeout, "stopping: draining connections");
             for reply in replies {
                 let _ = reply.send(Err("ringress is stopping".into()));
             }
-            return;
+            return Ended::Stopped;
         }
         let cause = causes.join(", ");
         let outcome = gateway.reload().map_err(|e| format!("{e:#}"));
@@ -370,4 +418,5 @@ fn serve_events(
             let _ = reply.send(outcome.clone());
         }
     }
+    Ended::Stopped
 }

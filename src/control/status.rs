@@ -32,6 +32,8 @@ pub struct Status {
     last_failure: Mutex<Option<ReloadRecord>>,
     /// False once the gateway is draining.
     ready: AtomicBool,
+    /// Why the gateway is stopping with an error (a shard thread went down).
+    failed: Mutex<Option<String>>,
 }
 
 impl Status {
@@ -49,6 +51,7 @@ impl Status {
             last_reload: Mutex::new(None),
             last_failure: Mutex::new(None),
             ready: AtomicBool::new(true),
+            failed: Mutex::new(None),
         }
     }
 
@@ -87,6 +90,17 @@ impl Status {
 
     pub fn set_draining(&self) {
         self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Marks the gateway as failed (not ready) for `reason`.
+    pub fn set_failed(&self, reason: String) {
+        *lock(&self.failed) = Some(reason);
+        self.set_draining();
+    }
+
+    /// Why the gateway failed, once it has.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failed).clone()
     }
 }
 

@@ -18,6 +18,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{
@@ -49,6 +50,11 @@ const HANDSHAKE_RECORD_GUESS: usize = 2 * 1024;
 /// into: rustls names the exact size when it needs more.
 const MAX_RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
 
+/// How long a closing connection keeps reading what the client still sends (see
+/// [`Ending::Lingering`]), and how much it reads at most.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
 /// `process_tls_records` steps taken without progress before a connection is given
 /// up (each step normally moves at least one record or state; this only bounds a
 /// misbehaving state machine).
@@ -67,6 +73,23 @@ pub enum HandshakeError {
     UnknownServerName(Option<String>),
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// How a client connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// A TLS close_notify (unless the last response carried it) and a FIN: every
+    /// response sent was whole.
+    Clean,
+    /// Clean, then what the client still sends is read and dropped for a moment (at
+    /// most [`LINGER_TIME`], [`LINGER_BYTES`]). A client may have sent more than was
+    /// read — a refused request's body, pipelined requests, the rest of a bad
+    /// record — and closing a socket with unread bytes resets the connection, which
+    /// can destroy the error response or alert just sent before the client reads it.
+    Lingering,
+    /// A TCP reset, never a close_notify: a response was cut short, and nothing may
+    /// make what the client got look complete (RFC 9112 §9.8).
+    Abort,
 }
 
 /// A client connection, plain or TLS.
@@ -90,6 +113,10 @@ pub struct TlsStream {
     rustls_may_owe: bool,
     /// Our close_notify is encoded: nothing more is encrypted.
     close_notified: bool,
+    /// rustls failed before the handshake completed (the session is `Failed`).
+    handshake_failed: bool,
+    /// Move to [`Records`] once established (`--tls-record-layer ringress`).
+    own_records: bool,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
     /// computed at the first request that needs it, or when the certificate goes
     /// away with rustls' connection.
@@ -206,10 +233,13 @@ impl Downstream {
     /// Reads the ClientHello, chooses the server by SNI and answers the hello with
     /// that server's configuration. The handshake itself completes as the first
     /// request is read.
+    /// `own_records`: move the established TLS 1.3 connection to ringress's record
+    /// layer ([`Records`]); otherwise rustls protects its records throughout.
     pub async fn accept_tls(
         tcp: TcpStream,
         listener: &ListenerSpec,
         selector: &SniSelector,
+        own_records: bool,
     ) -> Result<Downstream, HandshakeError> {
         let mut incoming = Vec::new();
         let hello = loop {
@@ -248,6 +278,8 @@ impl Downstream {
             server_name: name.as_deref().map(Box::from),
             rustls_may_owe: false,
             close_notified: false,
+            handshake_failed: false,
+            own_records,
             identity: None,
         };
         // Answer the hello (ServerHello up to the server's Finished); with the reject
@@ -256,7 +288,12 @@ impl Downstream {
         let answered = stream.process_received(&mut early);
         let answered = match answered {
             Ok(step) => stream.send_out().await.map(|()| step),
-            Err(error) => Err(stream.fail(error).await),
+            Err(error) => {
+                let error = stream.fail(error).await;
+                // The alert must reach the client before the socket closes.
+                Box::pin(linger(&stream.tcp)).await;
+                Err(error)
+            }
         };
         if server.is_none() {
             return Err(HandshakeError::UnknownServerName(name));
@@ -338,17 +375,27 @@ impl Downstream {
         }
     }
 
-    /// Ends the connection politely: a TLS close_notify (unless the last
-    /// `write_all` sent it), then the write side shut.
-    pub async fn close(&mut self) {
-        match self {
-            Downstream::Plain(tcp) => {
+    /// Ends the connection as `ending` says: politely with a TLS close_notify (unless
+    /// the last `write_all` sent it) and the write side shut, then lingering if asked;
+    /// or with a reset.
+    pub async fn close(&mut self, ending: Ending) {
+        let tcp = match self {
+            Downstream::Plain(tcp) => tcp,
+            Downstream::Tls(tls) => {
+                if ending != Ending::Abort {
+                    tls.close_notify();
+                    let _ = Box::pin(tls.send_out()).await;
+                }
+                &tls.tcp
+            }
+        };
+        match ending {
+            Ending::Clean => {
                 let _ = tcp.shutdown_write();
             }
-            Downstream::Tls(tls) => {
-                tls.close_notify();
-                let _ = Box::pin(tls.send_out()).await;
-                let _ = tls.tcp.shutdown_write();
+            Ending::Lingering => Box::pin(linger(tcp)).await,
+            Ending::Abort => {
+                let _ = tcp.reset_on_close();
             }
         }
     }
@@ -395,10 +442,16 @@ impl Downstream {
         }
     }
 
-    /// Whether a TLS handshake has started and not completed.
+    /// Whether a TLS handshake has started and not completed (or failed).
     pub fn is_handshaking(&self) -> bool {
-        matches!(self, Downstream::Tls(tls)
-            if matches!(&tls.session, Session::Rustls(conn) if conn.is_handshaking()))
+        let Downstream::Tls(tls) = self else {
+            return false;
+        };
+        match &tls.session {
+            Session::Rustls(conn) => conn.is_handshaking(),
+            Session::Records(_) => false,
+            Session::Failed => tls.handshake_failed,
+        }
     }
 
     /// `https` or `http`, for `x-forwarded-proto` and route `scheme` matches.
@@ -406,6 +459,24 @@ impl Downstream {
         match self {
             Downstream::Plain(_) => "http",
             Downstream::Tls(_) => "https",
+        }
+    }
+}
+
+/// Shuts the write side of `tcp`, then reads and drops what the client still sends
+/// until it closes, [`LINGER_TIME`] passes or [`LINGER_BYTES`] arrived (see
+/// [`Ending::Lingering`]).
+async fn linger(tcp: &TcpStream) {
+    if tcp.shutdown_write().is_err() {
+        return;
+    }
+    let deadline = uring::now() + LINGER_TIME;
+    let mut read = 0;
+    while read < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(uring::now());
+        match uring::timeout(left, tcp.recv()).await {
+            Ok(Ok(data)) if !data.is_empty() => read += data.len(),
+            _ => return,
         }
     }
 }
@@ -524,7 +595,10 @@ impl TlsStream {
         // Nothing unprocessed (no handshake fragment held in `incoming`), nothing
         // owed since rustls last encrypted a response.
         let quiet = self.wire.incoming.is_empty() && !self.rustls_may_owe;
-        if !quiet || !matches!(&self.session, Session::Rustls(conn) if Records::can_take(conn)) {
+        if !self.own_records
+            || !quiet
+            || !matches!(&self.session, Session::Rustls(conn) if Records::can_take(conn))
+        {
             return Ok(());
         }
         match std::mem::replace(&mut self.session, Session::Failed) {
@@ -539,11 +613,23 @@ impl TlsStream {
         Ok(())
     }
 
+    /// Leaves rustls after it failed: nothing more is asked of it (see
+    /// `encode_alert`), and whether its handshake had completed is kept.
+    fn rustls_failed(&mut self) {
+        if let Session::Rustls(conn) = &self.session {
+            self.handshake_failed = conn.is_handshaking();
+        }
+        self.session = Session::Failed;
+    }
+
     /// Sends the alert for `error` (rustls' queued alert, or the record layer's),
     /// then returns the error for the caller.
     async fn fail(&mut self, error: TlsFailure) -> io::Error {
         match (&mut self.session, &error) {
-            (Session::Rustls(conn), _) => encode_alerts(conn, &mut self.wire.out),
+            (Session::Rustls(conn), _) => {
+                encode_alert(conn, &mut self.wire);
+                self.rustls_failed();
+            }
             (Session::Records(records), TlsFailure::Records(failure)) => {
                 if let Some(alert) = failure.alert() {
                     self.wire
@@ -584,6 +670,9 @@ impl TlsStream {
                 let result = encrypt_rustls(conn, &mut self.wire, data);
                 // Application data encrypted: a KeyUpdate rustls owed went out before it.
                 self.rustls_may_owe &= data.is_empty() || result.is_err();
+                if result.is_err() {
+                    self.rustls_failed();
+                }
                 result
             }
             Session::Records(records) => {
@@ -782,20 +871,24 @@ fn close_notify_rustls(conn: &mut UnbufferedServerConnection, wire: &mut Wire) {
     }
 }
 
-/// Encodes the alerts rustls queued when it failed.
-fn encode_alerts(conn: &mut UnbufferedServerConnection, out: &mut OutBuf) {
-    for _ in 0..MAX_IDLE_STEPS {
-        let status = conn.process_tls_records(&mut []);
-        match status.state {
-            Ok(ConnectionState::EncodeTlsData(mut record)) => {
-                if encode(&mut record, out).is_err() {
-                    return;
-                }
-            }
-            Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
-            _ => return,
-        }
+/// Encodes the alert rustls queued when it failed. Called once, right after the
+/// failure; rustls is never called again afterwards.
+///
+/// rustls queues at most one fatal alert (none for some failures, such as a record
+/// interleaved with a split handshake message), and the next `process_tls_records`
+/// hands it out before it looks at any record. A call after that would deframe the
+/// rest of `incoming` once more, records it has already decrypted in place included,
+/// and fail again for the wrong reason (a bad_record_mac alert) or trip an internal
+/// assertion. rustls is given the connection's own `incoming`, as on every call: its
+/// handshake deframer keeps offsets into that buffer while a message split over
+/// records is being joined, and any other buffer (an empty one, say) would send it
+/// past its end.
+fn encode_alert(conn: &mut UnbufferedServerConnection, wire: &mut Wire) {
+    let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut wire.incoming);
+    if let Ok(ConnectionState::EncodeTlsData(mut record)) = state {
+        let _ = encode(&mut record, &mut wire.out);
     }
+    wire.incoming.drain(..discard.min(wire.incoming.len()));
 }
 
 /// Copies a handshake record rustls prepared into `out`.

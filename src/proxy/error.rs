@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::Ending;
 use crate::http::HttpError;
 use crate::upstream::ConnectError;
 
@@ -52,6 +53,17 @@ impl ProxyError {
             | ProxyError::BadRequest(_)
             | ProxyError::ClientTimeout(_) => Side::Downstream,
             _ => Side::Upstream,
+        }
+    }
+
+    /// How the client connection ends after this failure: reset when a response was
+    /// cut short (it must not look complete), lingering after an error response (the
+    /// client may have sent more than was read), plainly when the client is gone.
+    pub fn ending(&self) -> Ending {
+        match self {
+            ProxyError::ResponseAborted { .. } => Ending::Abort,
+            ProxyError::Client(_) | ProxyError::ClientClosed => Ending::Clean,
+            _ => Ending::Lingering,
         }
     }
 

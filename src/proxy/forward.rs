@@ -59,7 +59,7 @@ impl Connection {
         self.out.extend_from_slice(&self.inbuf[..first]);
         self.inbuf.drain(..first);
 
-        let policy = RetryPolicy::for_route(route, self.ctx.timeouts.idle, uring::now());
+        let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, uring::now());
         // Only a request sent whole in the first send can be sent again.
         let resendable = request_body.is_done();
         let mut tries = 0;
@@ -185,7 +185,7 @@ impl Connection {
         body: &mut BodyFramer,
         expects_continue: bool,
     ) -> Result<(), ProxyError> {
-        let idle = self.ctx.timeouts.idle;
+        let idle = self.ctx.settings.timeouts.idle;
         let mut chunk = Vec::new();
         let mut continue_sent = !expects_continue;
         while !body.is_done() {
@@ -330,7 +330,7 @@ impl Connection {
         };
         self.send_out(then(body.is_done())).await?;
 
-        let idle = self.ctx.timeouts.idle;
+        let idle = self.ctx.settings.timeouts.idle;
         // The end or an error found while gathering chunks, for the next turn.
         let mut deferred = None;
         while !body.is_done() {

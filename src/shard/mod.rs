@@ -10,6 +10,14 @@
 //! snapshot may add or remove listeners; the shard opens and closes its sockets to
 //! match. A drain closes every listener, lets open connections finish their current
 //! request (idle keep-alive connections close at once), and ends the thread.
+//!
+//! Failure containment: each connection is an isolated task, so a panic while serving
+//! one closes that connection and nothing else (counted in
+//! [`ShardStats::connection_panics`]). A shard thread that ends any other way than by
+//! a drain — its mailbox loop or an accept loop panicked — tells its supervisor
+//! through [`ShardOptions::on_down`]; the control thread then stops the process with
+//! an error, so that systemd or Kubernetes restart it instead of leaving a port whose
+//! listeners are gone.
 
 pub mod stats;
 pub mod stop;
@@ -17,6 +25,7 @@ pub mod stop;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
@@ -27,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 pub use stats::{ShardStats, StatusCounters};
 pub use stop::StopSignal;
 
-use crate::proxy::Timeouts;
+use crate::proxy::Settings;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balancer, ClusterId, Pool};
 use crate::uring::{self, ListenOptions, Listener, NotifyHandle, RingOptions, Runtime};
@@ -39,8 +48,20 @@ pub struct ShardOptions {
     pub cpu: Option<core_affinity::CoreId>,
     /// Attach the reuseport CPU-steering program (done by shard 0 once the group exists).
     pub steer_by_cpu: bool,
-    pub timeouts: Timeouts,
+    pub settings: Settings,
+    /// Hears the shard thread end without having been told to drain.
+    pub on_down: OnDown,
 }
+
+/// A shard thread that ended without a drain, and why.
+#[derive(Debug, Clone)]
+pub struct ShardDown {
+    pub id: usize,
+    pub reason: String,
+}
+
+/// Called on a shard's own thread when it ends without a drain.
+pub type OnDown = Arc<dyn Fn(ShardDown) + Send + Sync>;
 
 /// What the control thread tells a shard.
 pub enum ShardMessage {
@@ -61,9 +82,9 @@ pub struct ShardHandle {
 
 impl ShardHandle {
     /// Hands the shard a new snapshot; new connections and the next request of open
-    /// ones use it.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) {
-        self.send(ShardMessage::Snapshot(snapshot));
+    /// ones use it. `false` when the shard thread is gone.
+    pub fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
+        self.send(ShardMessage::Snapshot(snapshot))
     }
 
     /// Asks the shard to drain and end.
@@ -71,10 +92,17 @@ impl ShardHandle {
         self.send(ShardMessage::Drain(within));
     }
 
-    fn send(&self, message: ShardMessage) {
-        if self.mailbox.send(message).is_ok() {
+    /// Whether the shard thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    fn send(&self, message: ShardMessage) -> bool {
+        let sent = self.mailbox.send(message).is_ok();
+        if sent {
             self.wake.notify();
         }
+        sent
     }
 
     /// Waits for the shard thread to end.
@@ -102,7 +130,17 @@ pub fn spawn(opts: ShardOptions, snapshot: Arc<Snapshot>) -> Result<ShardHandle,
     let shard_stats = stats.clone();
     let thread = thread::Builder::new()
         .name(format!("ringress-shard-{id}"))
-        .spawn(move || shard_main(opts, snapshot, shard_stats, inbox, ready_tx))
+        .spawn(move || {
+            let on_down = opts.on_down.clone();
+            let stats = shard_stats.clone();
+            let run = AssertUnwindSafe(|| shard_main(opts, snapshot, shard_stats, inbox, ready_tx));
+            let ended = catch_unwind(run);
+            stats.set_running(false);
+            if let Err(payload) = ended {
+                let reason = format!("panicked: {}", uring::panic_message(&*payload));
+                on_down(ShardDown { id, reason });
+            }
+        })
         .map_err(|e| start_error(format!("cannot start thread: {e}")))?;
     match ready_rx.recv() {
         Ok(Ok(wake)) => Ok(ShardHandle {
@@ -127,7 +165,7 @@ pub fn spawn(opts: ShardOptions, snapshot: Arc<Snapshot>) -> Result<ShardHandle,
 /// borrowed briefly and never across an `.await`.
 pub struct ShardContext {
     pub id: usize,
-    pub timeouts: Timeouts,
+    pub settings: Settings,
     snapshot: RefCell<Arc<Snapshot>>,
     pub pool: RefCell<Pool>,
     balancers: RefCell<Balancers>,
@@ -147,14 +185,14 @@ struct Balancers {
 impl ShardContext {
     fn new(
         id: usize,
-        timeouts: Timeouts,
+        settings: Settings,
         snapshot: Arc<Snapshot>,
         stats: Arc<ShardStats>,
     ) -> ShardContext {
         let balancers = Balancers::for_snapshot(&snapshot);
         ShardContext {
             id,
-            timeouts,
+            settings,
             snapshot: RefCell::new(snapshot),
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(balancers),
@@ -204,7 +242,9 @@ impl ShardContext {
     fn serve_listener(self: &Rc<Self>, listener: Listener, addr: SocketAddr, port: u16) {
         let stop = Rc::new(StopSignal::default());
         self.listeners.borrow_mut().insert(addr, stop.clone());
-        uring::spawn(accept_loop(listener, port, stop, self.clone()));
+        // A listener lost to a panic would leave its port refusing connections while
+        // the process looks healthy: the shard goes down instead (see the module doc).
+        uring::spawn_critical(accept_loop(listener, port, stop, self.clone()));
     }
 
     /// Closes every listener and tells connections to finish; returns when none is
@@ -299,10 +339,20 @@ fn shard_main(
             return;
         }
     };
+    let panic_stats = stats.clone();
+    let shard = opts.id;
+    runtime.on_task_panic(move |message| {
+        ShardStats::add(&panic_stats.connection_panics);
+        tracing::error!(
+            shard,
+            panic = message,
+            "a connection's task panicked; that connection was closed, the shard serves on"
+        );
+    });
     runtime.block_on(async move {
         let ctx = Rc::new(ShardContext::new(
             opts.id,
-            opts.timeouts,
+            opts.settings,
             snapshot.clone(),
             stats,
         ));
@@ -336,6 +386,7 @@ fn shard_main(
         for (addr, port, listener) in listeners {
             ctx.serve_listener(listener, addr, port);
         }
+        ctx.stats.set_running(true);
         let _ = ready.send(Ok(wake));
         tracing::debug!(shard = ctx.id, "shard serving");
         // The mailbox: install the newest snapshot published; drain when told.
@@ -350,6 +401,8 @@ fn shard_main(
                 }
             }
             if let Some(snapshot) = newest {
+                #[cfg(debug_assertions)]
+                test_fault(ctx.id);
                 tracing::debug!(
                     shard = ctx.id,
                     generation = snapshot.generation,
@@ -363,6 +416,16 @@ fn shard_main(
             }
         }
     });
+}
+
+/// Fault injection for the tests of shard supervision, in debug builds only: with
+/// `RINGRESS_TEST_PANIC_SHARD=N`, shard N's mailbox loop panics when a reload hands it
+/// a snapshot, as a bug there would (`tests/hostile.rs`).
+#[cfg(debug_assertions)]
+fn test_fault(shard: usize) {
+    if std::env::var("RINGRESS_TEST_PANIC_SHARD").is_ok_and(|v| v == shard.to_string()) {
+        panic!("RINGRESS_TEST_PANIC_SHARD={shard}: the injected fault");
+    }
 }
 
 async fn accept_loop(listener: Listener, port: u16, stop: Rc<StopSignal>, ctx: Rc<ShardContext>) {

@@ -6,7 +6,7 @@
 //! Per-route counts live in each compiled route ([`StatusCounters`]), shared by the
 //! shards serving it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Responses counted by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
 #[derive(Debug, Default)]
@@ -54,6 +54,11 @@ pub struct ShardStats {
     pub handshakes_failed: AtomicU64,
     /// Upstream connects that failed or timed out.
     pub upstream_connect_failures: AtomicU64,
+    /// Connection tasks that panicked (each closed its connection only).
+    pub connection_panics: AtomicU64,
+    /// The shard thread is serving: set once its listeners are bound, cleared when
+    /// the thread ends, drained or not.
+    pub running: AtomicBool,
 }
 
 impl ShardStats {
@@ -67,6 +72,14 @@ impl ShardStats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Relaxed);
     }
 }
 

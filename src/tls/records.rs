@@ -14,10 +14,13 @@
 //! by its real content type and any zero padding, and the tag; the nonce is the
 //! direction's IV XORed with the record's sequence number; the header is the
 //! additional data. After the handshake a client may send application data, alerts
-//! (close_notify ends its side) and KeyUpdate; anything else is answered with an
-//! alert ([`RecordError::alert`]). A KeyUpdate split over two records is refused
-//! (rustls accepts one; no client sends one). Keys are refreshed before a suite's
-//! confidentiality limit is reached, as rustls does for the connections it encrypts.
+//! (close_notify ends its side) and KeyUpdate, which may come split over records
+//! (RFC 8446 5.1) as long as no other record comes between the pieces; anything else
+//! is answered with the alert RFC 8446 names for it ([`RecordError::alert`]): an
+//! empty alert or handshake record, a misplaced or interleaved message,
+//! `unexpected_message`; a ciphertext over 2^14 + 256 bytes, `record_overflow`, before
+//! its tag is looked at. Keys are refreshed before a suite's confidentiality limit is
+//! reached, as rustls does for the connections it encrypts.
 
 use aws_lc_rs::aead::{
     AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey,
@@ -42,8 +45,11 @@ const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 /// Bytes a record adds to its plaintext: header, content type, tag.
 pub const RECORD_OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
 
-/// A KeyUpdate record: a 4-byte handshake header and the one-byte request.
-const KEY_UPDATE_RECORD_LEN: usize = RECORD_OVERHEAD + 5;
+/// A KeyUpdate message: a 4-byte handshake header and the one-byte request.
+const KEY_UPDATE_LEN: usize = 5;
+
+/// A KeyUpdate record.
+const KEY_UPDATE_RECORD_LEN: usize = RECORD_OVERHEAD + KEY_UPDATE_LEN;
 
 /// The legacy version every TLS 1.3 record carries.
 const LEGACY_VERSION: [u8; 2] = [0x03, 0x03];
@@ -166,6 +172,9 @@ pub struct Records {
     updates_in_a_row: u8,
     /// user_canceled alerts received.
     warnings: u8,
+    /// The first bytes of a KeyUpdate whose rest is in the next record(s).
+    held: [u8; KEY_UPDATE_LEN - 1],
+    held_len: u8,
 }
 
 impl Records {
@@ -193,6 +202,8 @@ impl Records {
             update_owed: false,
             updates_in_a_row: 0,
             warnings: 0,
+            held: [0; KEY_UPDATE_LEN - 1],
+            held_len: 0,
         })
     }
 
@@ -332,7 +343,14 @@ impl Records {
         plaintext: &[u8],
         deliver: &mut impl FnMut(&[u8]),
     ) -> Result<bool, RecordError> {
-        match ContentType::from(inner) {
+        let kind = ContentType::from(inner);
+        if self.held_len > 0 && kind != ContentType::Handshake {
+            // RFC 8446 5.1: nothing may come between the pieces of a handshake message.
+            return Err(RecordError::Unexpected(
+                "record between the pieces of a KeyUpdate",
+            ));
+        }
+        match kind {
             ContentType::ApplicationData => {
                 self.updates_in_a_row = 0;
                 if !plaintext.is_empty() {
@@ -351,6 +369,8 @@ impl Records {
                     }
                     other => Err(RecordError::PeerAlert(other)),
                 },
+                // RFC 8446 5.4: an alert record without content is unexpected_message.
+                [] => Err(RecordError::Unexpected("empty alert record")),
                 _ => Err(RecordError::Decode("alert")),
             },
             ContentType::Handshake => self.handshake(plaintext).map(|()| false),
@@ -358,29 +378,36 @@ impl Records {
         }
     }
 
-    /// Post-handshake messages from a client: only a KeyUpdate, whole, and last in
-    /// its record (the new key applies from the next record).
-    fn handshake(&mut self, message: &[u8]) -> Result<(), RecordError> {
-        let [kind, a, b, c, body @ ..] = message else {
-            return Err(RecordError::Unexpected("partial handshake message"));
-        };
-        if HandshakeType::from(*kind) != HandshakeType::KeyUpdate {
+    /// Post-handshake messages from a client: only a KeyUpdate, last in its record
+    /// (the new key applies from the next record), whole or in pieces over
+    /// consecutive records.
+    fn handshake(&mut self, fragment: &[u8]) -> Result<(), RecordError> {
+        if fragment.is_empty() {
+            // RFC 8446 5.4: a handshake record without content is unexpected_message.
+            return Err(RecordError::Unexpected("empty handshake record"));
+        }
+        let mut message = [0; KEY_UPDATE_LEN];
+        let held = usize::from(self.held_len);
+        message[..held].copy_from_slice(&self.held[..held]);
+        let (piece, rest) = fragment.split_at(fragment.len().min(KEY_UPDATE_LEN - held));
+        let have = held + piece.len();
+        message[held..have].copy_from_slice(piece);
+        if HandshakeType::from(message[0]) != HandshakeType::KeyUpdate {
             return Err(RecordError::Unexpected("handshake message"));
         }
-        let len = u32::from_be_bytes([0, *a, *b, *c]) as usize;
-        match body.len().cmp(&len) {
-            std::cmp::Ordering::Less => {
-                return Err(RecordError::Unexpected("partial handshake message"));
-            }
-            std::cmp::Ordering::Greater => {
-                return Err(RecordError::Unexpected("message after a KeyUpdate"));
-            }
-            std::cmp::Ordering::Equal => {}
-        }
-        let [request] = body else {
+        if have >= 4 && message[1..4] != [0, 0, 1] {
             return Err(RecordError::Decode("KeyUpdate"));
-        };
-        self.key_update(*request)
+        }
+        if have < KEY_UPDATE_LEN {
+            self.held[..have].copy_from_slice(&message[..have]);
+            self.held_len = have as u8;
+            return Ok(());
+        }
+        self.held_len = 0;
+        if !rest.is_empty() {
+            return Err(RecordError::Unexpected("message after a KeyUpdate"));
+        }
+        self.key_update(message[4])
     }
 
     /// The client's KeyUpdate: its next records use the next key; if it asks, ours

@@ -11,10 +11,19 @@
 //! protected remote queue and writes the runtime's eventfd, whose pending read wakes the
 //! ring; the shard moves those ids to its run queue on its next turn. Either way no
 //! thread-local data of another thread is touched, so waking from anywhere is sound.
+//!
+//! Panics: a task started with [`spawn`] is *isolated*: if polling it panics, the
+//! executor drops it (closing whatever it owned, e.g. its connection), reports the
+//! panic to the runtime's handler ([`Runtime::on_task_panic`]) and runs every other
+//! task on. A task started with [`spawn_critical`] (a listener's accept loop) is one
+//! the thread cannot serve without: its panic, like one of the future passed to
+//! [`Runtime::block_on`], ends `block_on` and the thread, for its supervisor to see.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,14 +96,34 @@ pub fn next_turn() -> impl Future<Output = ()> {
     })
 }
 
-/// Spawns a task onto the current thread's runtime. It runs until it completes or the
-/// runtime is dropped.
+/// Spawns an isolated task onto the current thread's runtime. It runs until it
+/// completes, panics (then it alone is dropped, see the module docs) or the runtime
+/// is dropped.
 ///
 /// # Panics
 ///
 /// When called outside [`Runtime::block_on`] (a programming error).
 pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
-    current().spawn_task(Box::pin(fut));
+    current().spawn_task(Box::pin(fut), false);
+}
+
+/// Spawns a task the thread cannot serve without: a panic while polling it ends
+/// [`Runtime::block_on`] with that panic instead of being isolated.
+///
+/// # Panics
+///
+/// When called outside [`Runtime::block_on`] (a programming error).
+pub fn spawn_critical<F: Future<Output = ()> + 'static>(fut: F) {
+    current().spawn_task(Box::pin(fut), true);
+}
+
+/// The message of a panic's payload (`panic!` with a literal or a formatted string).
+pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 /// Ids woken from other threads.
@@ -158,7 +187,12 @@ struct Task {
     fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
     state: Arc<TaskWaker>,
     waker: Waker,
+    /// A panic of this task ends `block_on` (see [`spawn_critical`]).
+    critical: bool,
 }
+
+/// What a runtime does with the message of an isolated task's panic.
+type PanicHandler = Box<dyn Fn(&str)>;
 
 /// What operations, tasks and wakers of one runtime share, behind an `Rc`.
 pub(crate) struct Shared {
@@ -177,10 +211,12 @@ pub(crate) struct Shared {
     now: Cell<Instant>,
     /// Tasks waiting in [`next_turn`], woken after the ring's next submit and reap.
     turn_waiters: RefCell<Vec<Waker>>,
+    /// Hears every isolated task's panic.
+    on_panic: RefCell<PanicHandler>,
 }
 
 impl Shared {
-    fn spawn_task(&self, fut: Pin<Box<dyn Future<Output = ()>>>) {
+    fn spawn_task(&self, fut: Pin<Box<dyn Future<Output = ()>>>, critical: bool) {
         let mut tasks = self.tasks.borrow_mut();
         let id = self.free_tasks.borrow_mut().pop().unwrap_or(tasks.len());
         let state = Arc::new(TaskWaker {
@@ -192,6 +228,7 @@ impl Shared {
             fut: Some(fut),
             waker: Waker::from(Arc::clone(&state)),
             state,
+            critical,
         };
         match tasks.get_mut(id) {
             Some(slot) => *slot = Some(task),
@@ -215,33 +252,49 @@ impl Shared {
             let taken = match self.tasks.borrow_mut().get_mut(id) {
                 Some(Some(task)) => task.fut.take().map(|f| {
                     task.state.scheduled.store(false, Ordering::Release);
-                    (f, std::mem::replace(&mut task.waker, Waker::noop().clone()))
+                    let waker = std::mem::replace(&mut task.waker, Waker::noop().clone());
+                    (f, waker, task.critical)
                 }),
                 _ => None,
             };
             // A stale wake of a finished task (or one being polled): nothing to do.
-            let Some((mut fut, waker)) = taken else {
+            let Some((mut fut, waker, critical)) = taken else {
                 continue;
             };
             if polled % CLOCK_REFRESH_POLLS == CLOCK_REFRESH_POLLS - 1 {
                 self.now.set(Instant::now());
             }
             let mut cx = Context::from_waker(&waker);
-            match fut.as_mut().poll(&mut cx) {
-                Poll::Ready(()) => {
-                    let finished = self.tasks.borrow_mut().get_mut(id).and_then(Option::take);
-                    self.free_tasks.borrow_mut().push(id);
-                    drop(finished);
-                    drop(fut);
-                }
-                Poll::Pending => {
+            // The task's state is its own: after a panic it is dropped, never polled
+            // again, so nothing it left half-done is observed (the shard's shared
+            // state is in `RefCell`s, whose borrows end with the unwinding).
+            match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+                Ok(Poll::Ready(())) => self.finish(id, fut),
+                Ok(Poll::Pending) => {
                     if let Some(Some(task)) = self.tasks.borrow_mut().get_mut(id) {
                         task.fut = Some(fut);
                         task.waker = waker;
                     }
                 }
+                Err(payload) => {
+                    if critical {
+                        resume_unwind(payload);
+                    }
+                    // Dropping what the task owned may panic too; that is the same
+                    // failure of the same task.
+                    let _ = catch_unwind(AssertUnwindSafe(|| self.finish(id, fut)));
+                    (self.on_panic.borrow())(panic_message(&*payload));
+                }
             }
         }
+    }
+
+    /// Frees the slot of task `id`, which ended, and drops its future.
+    fn finish(&self, id: usize, fut: Pin<Box<dyn Future<Output = ()>>>) {
+        let finished = self.tasks.borrow_mut().get_mut(id).and_then(Option::take);
+        self.free_tasks.borrow_mut().push(id);
+        drop(finished);
+        drop(fut);
     }
 
     /// Moves ids woken from other threads onto the run queue.
@@ -318,8 +371,17 @@ impl Runtime {
             kick_waiter: Cell::new(Some(kick_waiter)),
             now: Cell::new(Instant::now()),
             turn_waiters: RefCell::new(Vec::new()),
+            on_panic: RefCell::new(Box::new(|message| {
+                tracing::error!(panic = message, "task panicked; it was dropped");
+            })),
         });
         Ok(Runtime { shared })
+    }
+
+    /// Sets what hears the message of each isolated task's panic (by default it is
+    /// logged as an error). The task itself is already dropped when it is called.
+    pub fn on_task_panic(&self, handler: impl Fn(&str) + 'static) {
+        *self.shared.on_panic.borrow_mut() = Box::new(handler);
     }
 
     /// Runs the executor until `fut` completes; spawned tasks run too and keep existing
@@ -372,11 +434,14 @@ impl Runtime {
         let Some(waiter) = self.shared.kick_waiter.take() else {
             return;
         };
-        self.shared.spawn_task(Box::pin(async move {
-            loop {
-                waiter.wait().await;
-            }
-        }));
+        self.shared.spawn_task(
+            Box::pin(async move {
+                loop {
+                    waiter.wait().await;
+                }
+            }),
+            true,
+        );
     }
 }
 

@@ -26,9 +26,10 @@
 //!   another thread reaches the shard.
 //!
 //! Files: `ring.rs` (setup, slab of in-flight operations, submission, completion),
-//! `op.rs` (operation futures), `executor.rs` ([`Runtime`], [`spawn`], [`next_turn`]), `net.rs`
-//! ([`Listener`], [`TcpStream`], [`IoBuf`]), `buf_ring.rs` ([`RecvBuf`]), `time.rs`
-//! ([`sleep`], [`timeout`]), `notify.rs` ([`notify_pair`]).
+//! `op.rs` (operation futures), `executor.rs` ([`Runtime`], [`spawn`],
+//! [`spawn_critical`], [`next_turn`]), `net.rs` ([`Listener`], [`TcpStream`],
+//! [`IoBuf`]), `buf_ring.rs` ([`RecvBuf`]), `time.rs` ([`sleep`], [`timeout`]),
+//! `notify.rs` ([`notify_pair`]).
 
 mod buf_ring;
 mod executor;
@@ -42,7 +43,7 @@ mod time;
 mod tests;
 
 pub use buf_ring::RecvBuf;
-pub use executor::{Runtime, next_turn, now, spawn};
+pub use executor::{Runtime, next_turn, now, panic_message, spawn, spawn_critical};
 pub use net::{FilledBuf, IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind};
 pub use notify::{NotifyHandle, NotifyWaiter, notify_pair};
 pub use ring::{RingOptions, SetupError, check_available};

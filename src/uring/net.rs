@@ -611,6 +611,30 @@ impl TcpStream {
         Ok(())
     }
 
+    /// Makes the coming close reset the connection (`SO_LINGER` with a zero timeout):
+    /// the peer sees `ECONNRESET`, never the orderly end of the stream, and bytes not
+    /// yet sent are dropped. For a response that was cut short.
+    pub fn reset_on_close(&self) -> io::Result<()> {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: passes a pointer to a local `linger` of the stated size; `fd` is open.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         set_int_opt(

@@ -707,3 +707,62 @@ fn timeouts_need_no_ring_operation_and_fire_in_deadline_order() {
         "a timeout leaves no operation behind"
     );
 }
+
+#[test]
+fn a_panicking_task_is_dropped_and_the_others_run_on() {
+    let rt = runtime();
+    let heard = Rc::new(RefCell::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    rt.on_task_panic(move |message| sink.borrow_mut().push(message.to_owned()));
+    let listener = Listener::bind(LOOPBACK, no_reuseport()).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let dropped = Rc::new(Cell::new(false));
+    let echoed = rt.block_on(async {
+        // The panicking task owns a socket and a flag that tells when it was dropped.
+        struct Flag(Rc<Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let flag = Flag(dropped.clone());
+        spawn(async move {
+            let _flag = flag;
+            let _held = TcpStream::connect(addr).await;
+            sleep(Duration::from_millis(1)).await;
+            panic!("a bug in one connection");
+        });
+        spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                spawn(echo(stream));
+            }
+        });
+        let client = TcpStream::connect(addr).await.expect("connect");
+        sleep(Duration::from_millis(20)).await;
+        let (sent, _) = client.send_all(b"still here".to_vec()).await;
+        sent.expect("send");
+        timeout(TEST_DEADLINE, recv_exact(&client, 10))
+            .await
+            .expect("echo in time")
+            .expect("echo")
+    });
+    assert_eq!(echoed, b"still here");
+    assert!(dropped.get(), "the panicked task was not dropped");
+    assert_eq!(heard.borrow().as_slice(), ["a bug in one connection"]);
+}
+
+#[test]
+fn a_critical_task_panic_ends_block_on() {
+    let rt = runtime();
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            spawn_critical(async {
+                sleep(Duration::from_millis(1)).await;
+                panic!("the accept loop broke");
+            });
+            sleep(TEST_DEADLINE).await;
+        })
+    }));
+    let payload = ended.expect_err("block_on returned normally");
+    assert_eq!(panic_message(&*payload), "the accept loop broke");
+}

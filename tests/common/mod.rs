@@ -718,6 +718,17 @@ impl Gateway {
         ports: &[u16],
         extra: &[&str],
     ) -> Result<Gateway, String> {
+        Gateway::try_start_file_env(dir, config, ports, extra, &[])
+    }
+
+    /// [`Gateway::try_start_file`] with extra environment variables for ringress.
+    pub fn try_start_file_env(
+        dir: &TempDir,
+        config: &Path,
+        ports: &[u16],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Gateway, String> {
         let config_arg = config.to_string_lossy().into_owned();
         let timeout = HEADER_TIMEOUT_SECS.to_string();
         let admin_port = free_port();
@@ -735,8 +746,13 @@ impl Gateway {
             "--log-level",
             "debug",
         ];
+        // scripts/test.sh runs the TLS tests a second time on rustls' record layer.
+        let record_layer = std::env::var("RINGRESS_TEST_TLS_RECORD_LAYER").ok();
+        if let Some(layer) = &record_layer {
+            args.extend(["--tls-record-layer", layer.as_str()]);
+        }
         args.extend_from_slice(extra);
-        let mut gateway = Gateway::spawn(dir, &args, config, ports)?;
+        let mut gateway = Gateway::spawn_env(dir, &args, config, ports, env)?;
         gateway.admin_port = Some(admin_port);
         Ok(gateway)
     }
@@ -749,6 +765,17 @@ impl Gateway {
         config: &Path,
         ports: &[u16],
     ) -> Result<Gateway, String> {
+        Gateway::spawn_env(dir, args, config, ports, &[])
+    }
+
+    /// [`Gateway::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        dir: &TempDir,
+        args: &[&str],
+        config: &Path,
+        ports: &[u16],
+        env: &[(&str, &str)],
+    ) -> Result<Gateway, String> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let log = dir.join(&format!(
             "ringress-{}.log",
@@ -757,6 +784,7 @@ impl Gateway {
         let log_file = std::fs::File::create(&log).expect("creating the gateway log");
         let child = Command::new(env!("CARGO_BIN_EXE_ringress"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)

@@ -111,6 +111,18 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             "Upstream connects that failed or timed out, by shard.",
             |s: &ShardStats| ShardStats::get(&s.upstream_connect_failures),
         ),
+        (
+            "ringress_connection_panics_total",
+            "counter",
+            "Connection tasks that panicked, by shard (each closed only its own connection).",
+            |s: &ShardStats| ShardStats::get(&s.connection_panics),
+        ),
+        (
+            "ringress_shard_running",
+            "gauge",
+            "1 while the shard thread serves, 0 once it ended.",
+            |s: &ShardStats| u64::from(s.is_running()),
+        ),
     ] {
         out.family(name, kind, help);
         for (id, stats) in shards.iter().enumerate() {

@@ -1427,7 +1427,10 @@ fn an_unbuffered_connection_with_the_reject_config_sends_access_denied() {
 fn unbuffered_pair() -> (ClientConnection, UnbufferedServerConnection, Vec<u8>) {
     let pki = Pki::new("root", &["httpbin.example.com"]);
     let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
-    let mut client = connect(client_config(&[&pki.root.cert]), "httpbin.example.com");
+    // Secret extraction lets record tests seal what rustls' client never sends.
+    let mut client_config = client_config(&[&pki.root.cert]);
+    client_config.enable_secret_extraction = true;
+    let mut client = connect(client_config, "httpbin.example.com");
     let mut server = UnbufferedServerConnection::new(config).unwrap();
     let mut incoming = Vec::new();
     for _ in 0..10 {

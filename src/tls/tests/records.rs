@@ -6,7 +6,10 @@
 
 use std::io::{Read, Write};
 
-use rustls::{AlertDescription, ClientConnection};
+use aws_lc_rs::aead::{
+    AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
+};
+use rustls::{AlertDescription, ClientConnection, ConnectionTrafficSecrets, ContentType};
 
 use super::*;
 use crate::tls::records::{MAX_PLAINTEXT, RECORD_OVERHEAD};
@@ -20,6 +23,61 @@ fn established() -> (ClientConnection, Records) {
     assert!(Records::can_take(&server));
     (client, Records::new(server).unwrap())
 }
+
+/// Seals records as the client would, with its extracted traffic key: for what
+/// rustls' client never sends (a KeyUpdate in pieces, empty records).
+struct ClientSealer {
+    key: LessSafeKey,
+    iv: [u8; 12],
+    seq: u64,
+}
+
+impl ClientSealer {
+    fn new(client: ClientConnection) -> ClientSealer {
+        let (seq, secrets) = client.dangerous_extract_secrets().unwrap().tx;
+        let (algorithm, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
+            _ => panic!("unexpected suite"),
+        };
+        ClientSealer {
+            key: LessSafeKey::new(UnboundKey::new(algorithm, key.as_ref()).unwrap()),
+            iv: iv.as_ref().try_into().unwrap(),
+            seq,
+        }
+    }
+
+    /// One record carrying `payload` of content type `inner`.
+    fn record(&mut self, inner: ContentType, payload: &[u8]) -> Vec<u8> {
+        let mut body = payload.to_vec();
+        body.push(u8::from(inner));
+        let len = u16::try_from(body.len() + 16).unwrap().to_be_bytes();
+        let header = [23, 3, 3, len[0], len[1]];
+        let mut nonce = self.iv;
+        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        self.seq += 1;
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(header),
+                &mut body,
+            )
+            .unwrap();
+        [&header[..], &body].concat()
+    }
+}
+
+/// The server's record layer and a sealer for the client's side.
+fn established_sealer() -> (ClientSealer, Records) {
+    let (client, records) = established();
+    (ClientSealer::new(client), records)
+}
+
+/// A KeyUpdate message (update_not_requested).
+const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
 
 /// The records of `data` written by the client.
 fn client_sends(client: &mut ClientConnection, data: &[u8]) -> Vec<u8> {
@@ -262,4 +320,107 @@ fn key_updates_without_data_between_are_bounded() {
         let (plain, _) = open_all(&mut records, &mut incoming).unwrap();
         assert_eq!(plain, b"x", "update {update}");
     }
+}
+
+#[test]
+fn a_key_update_in_pieces_over_consecutive_records_is_accepted() {
+    for split in 1..KEY_UPDATE.len() {
+        let (mut client, mut records) = established_sealer();
+        let (first, second) = KEY_UPDATE.split_at(split);
+        let mut incoming = client.record(ContentType::Handshake, first);
+        assert_eq!(
+            open_all(&mut records, &mut incoming),
+            Ok((Vec::new(), false))
+        );
+        incoming = client.record(ContentType::Handshake, second);
+        assert_eq!(
+            open_all(&mut records, &mut incoming),
+            Ok((Vec::new(), false))
+        );
+        // The server moved to the client's next key: a record under the old one fails.
+        incoming = client.record(ContentType::ApplicationData, b"x");
+        assert_eq!(
+            open_all(&mut records, &mut incoming),
+            Err(RecordError::BadRecordMac),
+            "split at {split}"
+        );
+    }
+    // One byte per record.
+    let (mut client, mut records) = established_sealer();
+    let mut incoming: Vec<u8> = KEY_UPDATE
+        .iter()
+        .flat_map(|b| client.record(ContentType::Handshake, &[*b]))
+        .collect();
+    assert_eq!(
+        open_all(&mut records, &mut incoming),
+        Ok((Vec::new(), false))
+    );
+    incoming = client.record(ContentType::ApplicationData, b"x");
+    assert_eq!(
+        open_all(&mut records, &mut incoming),
+        Err(RecordError::BadRecordMac)
+    );
+}
+
+#[test]
+fn misplaced_pieces_and_empty_records_get_rfc_8446_alerts() {
+    /// Records the client sends: (content type, content).
+    type Sent<'a> = &'a [(ContentType, &'a [u8])];
+    let cases: [(Sent, RecordError, AlertDescription); 6] = [
+        (
+            &[
+                (ContentType::Handshake, &KEY_UPDATE[..2]),
+                (ContentType::ApplicationData, b"x"),
+            ],
+            RecordError::Unexpected("record between the pieces of a KeyUpdate"),
+            AlertDescription::UnexpectedMessage,
+        ),
+        (
+            &[(ContentType::Handshake, &[24, 0, 0, 1, 0, 24])],
+            RecordError::Unexpected("message after a KeyUpdate"),
+            AlertDescription::UnexpectedMessage,
+        ),
+        (
+            &[(ContentType::Alert, b"")],
+            RecordError::Unexpected("empty alert record"),
+            AlertDescription::UnexpectedMessage,
+        ),
+        (
+            &[(ContentType::Handshake, b"")],
+            RecordError::Unexpected("empty handshake record"),
+            AlertDescription::UnexpectedMessage,
+        ),
+        (
+            &[(ContentType::Handshake, &[4, 0, 0, 1])],
+            RecordError::Unexpected("handshake message"),
+            AlertDescription::UnexpectedMessage,
+        ),
+        (
+            &[(ContentType::Handshake, &[24, 0, 0, 2, 0, 0])],
+            RecordError::Decode("KeyUpdate"),
+            AlertDescription::DecodeError,
+        ),
+    ];
+    for (sent, error, alert) in cases {
+        let (mut client, mut records) = established_sealer();
+        let mut incoming: Vec<u8> = sent
+            .iter()
+            .flat_map(|(kind, payload)| client.record(*kind, payload))
+            .collect();
+        let got = open_all(&mut records, &mut incoming).unwrap_err();
+        assert_eq!(got.alert(), Some(alert), "{sent:?}");
+        assert_eq!(got, error, "{sent:?}");
+    }
+}
+
+#[test]
+fn an_oversized_record_is_record_overflow_whatever_its_tag() {
+    let (_client, mut records) = established_sealer();
+    let len = MAX_PLAINTEXT + 256 + 1;
+    let mut incoming = vec![23, 3, 3];
+    incoming.extend_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+    incoming.resize(5 + len, 0xab);
+    let error = open_all(&mut records, &mut incoming).unwrap_err();
+    assert_eq!(error, RecordError::RecordOverflow(len));
+    assert_eq!(error.alert(), Some(AlertDescription::RecordOverflow));
 }
