@@ -88,9 +88,7 @@ fn served_leaf(certs: &Value, host: &str) -> (String, i64) {
 
 #[test]
 fn certs_lists_every_host_with_its_serial_and_follows_a_rotation() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let (s, _, mut gw) = start_admin("ad-certs");
     let pki = &s.pki;
     let certs = admin_json(&gw, "/certs");
@@ -199,9 +197,7 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn prometheus_counts_responses_handshakes_connections_reloads_and_expiry() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let (s, good, mut gw) = start_admin("ad-stats");
     let (dir, pki, port) = (&s.dir, &s.pki, s.port);
 
@@ -300,9 +296,7 @@ fn wait_metrics(gw: &Gateway, check: impl Fn(&Metrics) -> bool) -> Metrics {
 
 #[test]
 fn ready_reload_and_config_dump() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let (s, good, gw) = start_admin("ad-reload");
     let (dir, pki, port) = (&s.dir, &s.pki, s.port);
     let admin = gw.admin();

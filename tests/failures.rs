@@ -67,9 +67,7 @@ fn curl_plain(port: u16, path: &str, extra: &[&str]) -> Curl {
 
 #[test]
 fn refused_upstream_gives_503() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-refused");
     let good = httpbin();
     let port = free_port();
@@ -83,9 +81,7 @@ fn refused_upstream_gives_503() {
 
 #[test]
 fn route_timeout_gives_504() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-timeout");
     let upstream = httpbin();
     let port = free_port();
@@ -107,9 +103,7 @@ fn route_timeout_gives_504() {
 
 #[test]
 fn silent_upstream_gives_504_after_the_idle_timeout() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-silent");
     let good = httpbin();
     let silent = Upstream::silent();
@@ -129,9 +123,7 @@ fn silent_upstream_gives_504_after_the_idle_timeout() {
 
 #[test]
 fn upstream_closing_before_responding_gives_502() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-close");
     let good = httpbin();
     // Reads the request and closes without a word.
@@ -147,9 +139,7 @@ fn upstream_closing_before_responding_gives_502() {
 
 #[test]
 fn upstream_reset_mid_body_is_never_a_complete_response() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-reset");
     let pki = pki(&dir);
     let good = httpbin();
@@ -189,6 +179,53 @@ fn upstream_reset_mid_body_is_never_a_complete_response() {
     }
     assert_http_ok(port, HTTPBIN, "/good");
     gw.assert_running();
+}
+
+/// A body whose end ringress cannot vouch for is never presented as complete (RFC
+/// 9112 §9.8): a close-delimited response reset or stalled mid-body, and a chunked
+/// one de-chunked for an HTTP/1.0 client, end the client connection with a TCP reset
+/// — never a FIN or a TLS close_notify, which are how a complete close-delimited body
+/// ends. curl then reports a receive error (56), never success.
+#[test]
+fn a_body_cut_short_never_ends_like_a_complete_one() {
+    require("curl");
+    let close_delimited: &'static [u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n0123456789abcdefghij";
+    let chunked: &'static [u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n14\r\n0123456789abcdefghij\r\n10\r\n01234";
+    let stall = Cut::Stall(Duration::from_secs(3));
+    for (reply, cut, client) in [
+        (close_delimited, Cut::Reset, "--http1.1"),
+        (close_delimited, stall, "--http1.1"),
+        (chunked, Cut::Reset, "--http1.0"),
+        (chunked, stall, "--http1.0"),
+    ] {
+        let dir = TempDir::new("fx-cut");
+        let pki = pki(&dir);
+        let good = httpbin();
+        let cutting = Upstream::cut_short(reply, cut);
+        let (port, https_port) = (free_port(), free_port());
+        let config = good_and_backend(
+            &http_and_https_servers(&pki, port, https_port),
+            good.addr(),
+            cutting.addr,
+            "",
+        );
+        let mut gw = Gateway::start(&dir, &config, &["--idle-timeout", "1"]);
+        for out in [
+            curl_plain(port, "/download", &[client]),
+            curl_https(&pki, https_port, "/download", &[client]),
+        ] {
+            assert_eq!(
+                out.code, 56,
+                "{client} {cut:?}: curl must see a reset (56), got exit {}: {out:?}",
+                out.code
+            );
+            assert_eq!(out.status, 200, "{out:?}");
+            assert!(out.body.starts_with(b"0123456789"), "{out:?}");
+        }
+        assert_http_ok(port, HTTPBIN, "/good");
+        gw.assert_running();
+    }
 }
 
 /// A gateway for the client-misbehaviour tests: plain HTTP, every request to a
@@ -356,9 +393,7 @@ fn a_silent_client_is_closed_after_the_header_timeout() {
 
 #[test]
 fn unknown_sni_gets_an_alert_never_another_certificate() {
-    if !have_tools() {
-        return;
-    }
+    require_tools();
     let dir = TempDir::new("fx-sni");
     let pki = pki(&dir);
     let upstream = httpbin();
@@ -457,9 +492,7 @@ fn a_second_gateway_on_the_same_port_is_refused() {
 
 #[test]
 fn invalid_upstream_response_gives_502() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-bad-response");
     let good = httpbin();
     let garbage = Upstream::answer_once(b"SPLAT not http at all\r\n\r\n");
@@ -488,9 +521,7 @@ fn idle_keep_alive_clients_are_closed_after_the_keepalive_timeout() {
 
 #[test]
 fn plaintext_on_the_tls_port_is_refused_and_the_port_keeps_serving() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fx-plaintext-tls");
     let upstream = httpbin();
     let (pki, port, mut gw) = start_https(&dir, upstream.addr());
@@ -572,9 +603,7 @@ fn bad_command_lines_and_missing_config_files_are_named() {
 
 #[test]
 fn retries_follow_retry_on_and_a_zero_timeout_means_none() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("fl-retries");
     // The first request for each path is answered 503, every later one 200.
     let upstream = Upstream::spawn(|mut stream, seen| {

@@ -79,9 +79,7 @@ fn check_clients(s: &HttpsFixture, cases: &[(&str, Option<&Identity>, Option<u16
 
 #[test]
 fn mutual_walkthrough_needs_a_client_certificate_from_the_client_ca() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let s = HttpsFixture::new("mu-walk");
     let _gw = start_one(&s, &mutual_tls(&s.pki, "MUTUAL"));
 
@@ -99,9 +97,7 @@ fn mutual_walkthrough_needs_a_client_certificate_from_the_client_ca() {
 
 #[test]
 fn two_mutual_servers_on_one_port_trust_only_their_own_client_ca() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let s = HttpsFixture::new("mu-per-host");
     // httpbin trusts the test chain's clients, bookinfo only other-ca's.
     let config = backend_config(
@@ -149,9 +145,7 @@ fn two_mutual_servers_on_one_port_trust_only_their_own_client_ca() {
 
 #[test]
 fn credential_name_ca_from_the_secret_or_a_separate_cacert_secret() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let s = HttpsFixture::new("mu-credential");
     let pki = &s.pki;
     // httpbin-credential: a TLS secret with its own ca.crt (the test chain).
@@ -256,9 +250,7 @@ fn serial_bytes(cert: &Path) -> Vec<u8> {
 
 #[test]
 fn ca_crl_revokes_a_client_certificate() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let s = HttpsFixture::new("mu-crl");
     let (dir, pki) = (&s.dir, &s.pki);
     let stranger = pki
@@ -268,12 +260,11 @@ fn ca_crl_revokes_a_client_certificate() {
     // revokes client.crt (whose serial openssl agrees on).
     let revoked = serial_bytes(&pki.client_cert());
     let hex: String = revoked.iter().map(|b| format!("{b:02X}")).collect();
-    if have("openssl") {
-        assert_eq!(
-            openssl_serial(&pki.client_cert()).trim_start_matches('0'),
-            hex.trim_start_matches('0')
-        );
-    }
+    require("openssl");
+    assert_eq!(
+        openssl_serial(&pki.client_cert()).trim_start_matches('0'),
+        hex.trim_start_matches('0')
+    );
     let root = ca_issuer("ringress demo root CA", &pki.root_key);
     let intermediate = ca_issuer("ringress demo intermediate CA", &pki.intermediate_key);
     let crl = dir.write(
@@ -301,9 +292,7 @@ fn ca_crl_revokes_a_client_certificate() {
 
 #[test]
 fn optional_mutual_serves_without_a_certificate_and_forwards_a_verified_one() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let s = HttpsFixture::new("mu-optional");
     let _gw = start_one(&s, &mutual_tls(&s.pki, "OPTIONAL_MUTUAL"));
 
@@ -334,9 +323,7 @@ const CLOSE_REQUEST: &[u8] =
 
 #[test]
 fn a_simple_servers_session_ticket_never_resumes_on_a_mutual_server() {
-    if !have("openssl") {
-        return;
-    }
+    require("openssl");
     let s = HttpsFixture::new("mu-tickets");
     let (dir, pki) = (&s.dir, &s.pki);
     let (simple, mutual) = (s.port, free_port());
@@ -423,9 +410,7 @@ fn a_simple_servers_session_ticket_never_resumes_on_a_mutual_server() {
 
 #[test]
 fn a_host_of_another_server_on_the_connection_gets_421() {
-    if !have("openssl") {
-        return;
-    }
+    require("openssl");
     let s = HttpsFixture::new("mu-421");
     let _gw = Gateway::start_ready(&s.dir, &sni_config(&s.pki, s.port, s.upstream.addr()), &[]);
     let ca = s.pki.root_cert.to_string_lossy().into_owned();

@@ -23,9 +23,7 @@ fn all<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a String> {
 
 #[test]
 fn keep_alive_reuses_one_client_and_one_upstream_connection() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-keepalive");
     let upstream = Upstream::named("a");
     let (pki, port, _gw) = start_https(&dir, upstream.addr);
@@ -103,9 +101,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn chunked_upload_reaches_the_upstream_whole() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-chunked");
     let upstream = httpbin();
     let (pki, port, _gw) = start_https(&dir, upstream.addr());
@@ -274,9 +270,7 @@ fn download_over_tls_arrives_whole() {
 
 #[test]
 fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-headers");
     let upstream = Upstream::named("a");
     let (pki, port, _gw) = start_https(&dir, upstream.addr);
@@ -622,9 +616,7 @@ fn rustls_client_verifies_the_chain_and_negotiates_http11() {
 
 #[test]
 fn tls_version_limits_are_enforced() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-versions");
     let pki = pki(&dir);
     let upstream = httpbin();
@@ -677,9 +669,7 @@ fn tls_version_limits_are_enforced() {
 
 #[test]
 fn sessions_resume_with_tickets_across_shards() {
-    if !have("openssl") {
-        return;
-    }
+    require("openssl");
     let dir = TempDir::new("px-resume");
     let upstream = httpbin();
     let (pki, port, _gw) = start_https(&dir, upstream.addr());
@@ -798,9 +788,7 @@ fn route_header_operations_and_rewrites_apply() {
 
 #[test]
 fn mutual_tls_client_identity_reaches_the_upstream_only_from_the_verified_chain() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-xfcc");
     let pki = pki(&dir);
     let upstream = Upstream::named("a");
@@ -877,9 +865,7 @@ fn upstreams_that_close_keep_alive_connections_are_not_reused_blindly() {
 
 #[test]
 fn http10_and_expect_continue_clients_are_served() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-http10");
     let upstream = httpbin();
     let (port, _gw) = start_http(&dir, upstream.addr(), &[]);
@@ -976,9 +962,7 @@ fn wildcard_hosts_get_the_wildcard_certificate_and_routes() {
 
 #[test]
 fn http2_clients_fall_back_to_http11() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-h2-fallback");
     let upstream = httpbin();
     let (pki, port, _gw) = start_https(&dir, upstream.addr());
@@ -995,9 +979,7 @@ fn http2_clients_fall_back_to_http11() {
 
 #[test]
 fn cpu_steering_accepts_on_every_shard() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("px-steer");
     let upstream = httpbin();
     let (port, mut gw) = start_http(&dir, upstream.addr(), &["--steer-by-cpu"]);
@@ -1036,9 +1018,7 @@ fn tls13_key_updates_keep_a_connection_serving() {
         );
     }
 
-    if !have("openssl") {
-        return;
-    }
+    require("openssl");
     let root = pki.root_cert.to_string_lossy().into_owned();
     let mut child = std::process::Command::new("openssl")
         .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])

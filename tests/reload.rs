@@ -310,9 +310,7 @@ fn a_keep_alive_client_meets_new_routes_at_its_next_request() {
 
 #[test]
 fn reloads_open_and_close_listeners() {
-    if !have("curl") {
-        return;
-    }
+    require("curl");
     let dir = TempDir::new("rl-listeners");
     let upstream = httpbin();
     let (pki, https, http) = (pki(&dir), free_port(), free_port());
@@ -400,9 +398,7 @@ fn assert_wrk_clean(output: &std::process::Output, what: &str) -> u64 {
 
 #[test]
 fn twenty_reloads_under_load_fail_no_request() {
-    if !have("wrk") {
-        return;
-    }
+    require("wrk");
     let dir = TempDir::new("rl-load");
     let upstream = httpbin();
     // wrk has no --resolve: the host is `localhost`, which /etc/hosts maps to 127.0.0.1.

@@ -145,9 +145,9 @@ impl HttpsFixture {
 // ---------------------------------------------------------------------------------------
 // Client tools
 
-/// Whether `tool` can be run; prints a note when it cannot, so the test can skip.
+/// Whether `tool` can be run.
 pub fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
+    Command::new(tool)
         .arg(if tool == "openssl" {
             "version"
         } else {
@@ -156,16 +156,24 @@ pub fn have(tool: &str) -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok();
-    if !found {
-        eprintln!("SKIPPED: `{tool}` is not installed (scripts/test.sh installs it)");
-    }
-    found
+        .is_ok()
 }
 
-/// `have("curl")` and `have("openssl")`.
-pub fn have_tools() -> bool {
-    have("curl") & have("openssl")
+/// Fails the test (never skips it) when `tool` cannot be run: `scripts/test.sh`
+/// installs every tool the tests use.
+#[track_caller]
+pub fn require(tool: &str) {
+    assert!(
+        have(tool),
+        "`{tool}` is needed and not installed (scripts/test.sh installs it)"
+    );
+}
+
+/// [`require`] curl and openssl.
+#[track_caller]
+pub fn require_tools() {
+    require("curl");
+    require("openssl");
 }
 
 /// Runs a command with stdin `input`, killing it after `limit` (then panicking).
@@ -1455,25 +1463,33 @@ impl Upstream {
     /// queue), answers a `Content-Length: 1000` head with only 10 body bytes, then closes
     /// with data unread, which makes the kernel reset the connection.
     pub fn truncating() -> Upstream {
-        Upstream::spawn(|stream, seen| {
-            let mut peeked = vec![0u8; 64 * 1024];
-            let deadline = Instant::now() + READ_TIMEOUT;
-            loop {
-                match stream.peek(&mut peeked) {
-                    Ok(n) if n > 0 && find(&peeked[..n], b"\r\n\r\n").is_some() => break,
-                    Ok(0) | Err(_) => return,
-                    Ok(_) if Instant::now() > deadline => return,
-                    Ok(_) => thread::sleep(Duration::from_millis(5)),
-                }
+        Upstream::cut_short(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789",
+            Cut::Reset,
+        )
+    }
+
+    /// Takes one request, then writes `reply` (a head and part of its body) and cuts
+    /// the response short as `cut` says.
+    pub fn cut_short(reply: &'static [u8], cut: Cut) -> Upstream {
+        Upstream::spawn(move |mut stream, seen| {
+            // The request stays unread in the socket until the cut: closing a socket
+            // with unread bytes is what makes the kernel reset the connection.
+            if !peek_head(&stream) {
+                return;
             }
             seen.record_head("peeked".into());
-            let mut stream = stream;
-            let _ = stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789",
-            );
-            let _ = stream.flush();
-            thread::sleep(Duration::from_millis(100));
-            // Dropped with the request still unread: RST.
+            if stream.write_all(reply).is_err() {
+                return;
+            }
+            match cut {
+                Cut::Reset => thread::sleep(Duration::from_millis(100)),
+                Cut::Stall(time) => {
+                    let mut buf = Vec::new();
+                    let _ = read_request(&mut stream, &mut buf);
+                    thread::sleep(time);
+                }
+            }
         })
     }
 
@@ -1517,6 +1533,30 @@ impl Upstream {
             }
         })
     }
+}
+
+/// Waits until a whole request head is in `stream`'s receive queue, without taking
+/// it out; false when the peer closed or nothing came in [`READ_TIMEOUT`].
+fn peek_head(stream: &TcpStream) -> bool {
+    let mut peeked = vec![0u8; 64 * 1024];
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        match stream.peek(&mut peeked) {
+            Ok(n) if n > 0 && find(&peeked[..n], b"\r\n\r\n").is_some() => return true,
+            Ok(0) | Err(_) => return false,
+            Ok(_) if Instant::now() > deadline => return false,
+            Ok(_) => thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// How [`Upstream::cut_short`] ends its response.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// A TCP reset, as an upstream process that crashed or was killed with data unread.
+    Reset,
+    /// Nothing more for this long, then a close.
+    Stall(Duration),
 }
 
 impl Drop for Upstream {
