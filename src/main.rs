@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ringress::control::{self, RunOptions, ShardCount};
 use ringress::demo::{self, DemoOptions};
+use ringress::http::PathNormalization;
 use ringress::proxy::{RecordLayer, Settings, Timeouts};
 
 #[derive(Parser)]
@@ -65,6 +66,10 @@ enum Command {
         /// layer, lighter) or `rustls` (rustls' record layer throughout).
         #[arg(long, default_value = "ringress")]
         tls_record_layer: RecordLayer,
+        /// How request paths are normalised before routing (Istio's
+        /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
+        #[arg(long, default_value = "BASE")]
+        path_normalization: PathNormalization,
     },
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
             drain_timeout,
             no_watch,
             tls_record_layer,
+            path_normalization,
         } => (|| {
             let settings = Settings {
                 timeouts: Timeouts {
@@ -120,6 +126,7 @@ fn main() -> ExitCode {
                     idle: seconds(idle_timeout, "--idle-timeout")?,
                 },
                 record_layer: tls_record_layer,
+                path_normalization,
             };
             let admin = admin_address(&admin)?;
             control::run(RunOptions {

@@ -21,6 +21,7 @@ mod error;
 mod forward;
 mod retry;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -36,11 +37,13 @@ use crate::snapshot::Snapshot;
 use crate::uring::{self, TcpStream};
 
 /// What an operator sets for every client connection (`ringress run` flags): how long
-/// each side is waited for and which layer protects TLS 1.3 records.
+/// each side is waited for, which layer protects TLS 1.3 records, how request paths
+/// are normalised before routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settings {
     pub timeouts: Timeouts,
     pub record_layer: RecordLayer,
+    pub path_normalization: http::PathNormalization,
 }
 
 /// Who protects the records of an established TLS 1.3 connection (`--tls-record-layer`).
@@ -335,11 +338,19 @@ impl Connection {
             self.ctx.stats.responses.count(421);
             return self.respond_locally(head.len(), close).await;
         }
+        // Routes match, and the upstream gets, the normalised path (`--path-normalization`).
+        let normalized =
+            match http::normalize_path(head.path(), self.ctx.settings.path_normalization) {
+                Ok(Cow::Borrowed(_)) => None,
+                Ok(Cow::Owned(path)) => Some(path),
+                Err(e) => return Err(ProxyError::BadRequest(http::HttpError::InvalidPath(e))),
+            };
+        let path = normalized.as_deref().unwrap_or(head.path());
         let scheme = self.client.scheme();
         let headers = HeadHeaders(&head);
         let request = RouteRequest {
             host: &host,
-            path: head.path(),
+            path,
             method: head.method(),
             scheme,
             headers: &headers,
@@ -355,8 +366,11 @@ impl Connection {
         let status = match &route.action {
             Action::Forward(destinations) => {
                 let cluster = destinations.pick();
-                let path = route::rewrite_path(route, selected.matched_uri, head.path());
-                return self.forward(snapshot, route, cluster, head, path).await;
+                let forwarded = route::rewrite_path(route, selected.matched_uri, path)
+                    .or_else(|| normalized.clone());
+                return self
+                    .forward(snapshot, route, cluster, head, forwarded)
+                    .await;
             }
             Action::Redirect(redirect) => {
                 let location = route::redirect_location(redirect, &request, self.port);

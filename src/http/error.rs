@@ -90,6 +90,9 @@ pub enum HttpError {
     /// The connection ended before the body did.
     #[error("connection closed before the end of the body")]
     IncompleteBody,
+    /// A request path that path normalisation refuses.
+    #[error("invalid request path: {0}")]
+    InvalidPath(super::PathError),
 }
 
 impl HttpError {
@@ -119,7 +122,8 @@ impl HttpError {
             | Self::ChunkMissingCrlf { .. }
             | Self::InvalidTrailer { .. }
             | Self::TrailersTooLarge
-            | Self::IncompleteBody => 400,
+            | Self::IncompleteBody
+            | Self::InvalidPath(_) => 400,
         }
     }
 

@@ -34,6 +34,7 @@ mod error;
 mod fields;
 mod generated;
 pub mod limits;
+mod path;
 mod request;
 mod response;
 mod rewrite;
@@ -44,6 +45,7 @@ pub use generated::{
     CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
     redirect_response,
 };
+pub use path::{PathError, PathNormalization, normalize as normalize_path};
 pub use request::{RequestHead, parse_request, parse_request_into};
 pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{

@@ -131,6 +131,11 @@ impl RequestHead {
         let bad = || HttpError::InvalidTarget {
             target: shown(target),
         };
+        // A fragment is the client's own business, never part of a request target
+        // (RFC 9112 3.2): one sent anyway is refused, not cut off.
+        if target.contains(&b'#') {
+            return Err(bad());
+        }
         match target {
             [b'/', ..] => Ok(()),
             b"*" if method == "OPTIONS" => Ok(()),
@@ -170,7 +175,9 @@ impl RequestHead {
             return Err(HttpError::DuplicateHost);
         }
         let host_header = framing.host;
-        if host_header.is_none() && self.target_authority.is_none() && self.version_minor >= 1 {
+        // Also with an absolute-form target: its authority replaces Host, but an
+        // HTTP/1.1 client must send Host all the same (RFC 9112 3.2).
+        if host_header.is_none() && self.version_minor >= 1 {
             return Err(HttpError::MissingHost);
         }
         self.host = Host::Absent;
@@ -445,8 +452,14 @@ mod tests {
         assert_eq!(h.path(), "/a?b");
         assert_eq!(h.target(), "http://Example.com:8080/a?b");
         assert_eq!(h.target_authority(), Some("Example.com:8080"));
-        let h = ok(b"GET https://example.com HTTP/1.1\r\n\r\n");
+        let h = ok(b"GET https://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n");
         assert_eq!(h.path(), "/");
+        assert_eq!(
+            err(b"GET https://example.com/ HTTP/1.1\r\n\r\n"),
+            HttpError::MissingHost
+        );
+        // HTTP/1.0 needs no Host: the authority is the host.
+        assert_eq!(ok(b"GET http://a.b/ HTTP/1.0\r\n\r\n").host(), Some("a.b"));
         for bad in [
             &b"GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n"[..],
             b"GET http://u@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -454,6 +467,9 @@ mod tests {
             b"GET http://a?q HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET a/b HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a?b#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://a/#f HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(matches!(err(bad), HttpError::InvalidTarget { .. }));
         }
@@ -704,7 +720,7 @@ mod tests {
         let mut head = RequestHead::default();
         assert!(
             parse_request_into(
-                b"GET http://A.b/x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                b"GET http://A.b/x HTTP/1.1\r\nHost: A.b\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
                 &mut head
             )
             .unwrap()
