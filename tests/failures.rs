@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -354,6 +355,82 @@ fn ambiguous_framing_gives_400() {
         assert!(closed, "{request:?}: {text}");
     }
     fx.assert_serving();
+}
+
+/// What a request-smuggling list found lenient is refused before anything reaches
+/// the upstream: whitespace before a chunk line's CRLF, a malformed chunk extension,
+/// a fragment in the target. Header names with `_` never reach it.
+#[test]
+fn smuggling_leniencies_are_refused() {
+    let mut fx = ClientFixture::start("fx-smuggling");
+    let chunked = |body: &str| {
+        format!("POST /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nTransfer-Encoding: chunked\r\n\r\n{body}")
+    };
+    for request in [
+        chunked("5 \r\nhello\r\n0\r\n\r\n"),
+        chunked("5;;;===\"\r\nhello\r\n0\r\n\r\n"),
+        chunked("80000000\r\nhello\r\n0\r\n\r\n"),
+        format!("GET /x#fragment HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n"),
+    ] {
+        let (text, closed) = fx.reject_with(request.as_bytes(), 400);
+        assert!(closed, "{request:?}: {text}");
+    }
+    let request = format!(
+        "GET /u HTTP/1.1\r\nHost: {HTTPBIN}\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded_Client-Cert: Hash=forged\r\nX_Plain: 1\r\nConnection: close\r\n\r\n"
+    );
+    let (bytes, _) = raw_exchange(fx.port, request.as_bytes());
+    assert_first_status(&bytes, 200, "underscores");
+    let head = fx
+        .upstream
+        .seen
+        .heads()
+        .pop()
+        .expect("the upstream saw the request");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        !lower.contains('_')
+            && lower.contains("x-forwarded-for: 127.0.0.1\r\n")
+            && !lower.contains("6.6.6.6"),
+        "{head}"
+    );
+    fx.assert_serving();
+}
+
+/// A chunked request body reaches the upstream re-serialised: size lines in
+/// canonical form, extensions gone, trailers kept.
+#[test]
+fn chunked_request_bodies_are_re_serialised() {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let upstream = Upstream::spawn({
+        let received = received.clone();
+        move |mut stream, _| {
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            while find(&raw, b"\r\n0\r\n").is_none() || !raw.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+            *received.lock().unwrap() = raw;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    let dir = TempDir::new("fx-rechunk");
+    let (port, mut gw) = start_http(&dir, upstream.addr, &[]);
+    let request = format!(
+        "POST /c HTTP/1.1\r\nHost: {HTTPBIN}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0005;name=\"v\"\r\nhello\r\nA ;x\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n"
+    );
+    let (bytes, _) = raw_exchange(port, request.as_bytes());
+    assert_first_status(&bytes, 200, "chunked");
+    let raw = received.lock().unwrap().clone();
+    let body = &raw[find(&raw, b"\r\n\r\n").expect("a head") + 4..];
+    assert_eq!(
+        String::from_utf8_lossy(body),
+        "5\r\nhello\r\na\r\n0123456789\r\n0\r\nX-Sum: 15\r\n\r\n"
+    );
+    gw.assert_running();
 }
 
 #[test]

@@ -1,13 +1,20 @@
-//! Body framing: after a head, tracks where its body ends while the proxy forwards the
-//! received bytes unchanged, so the next pipelined request (or the next response on a
-//! pooled upstream connection) starts at the right byte. Chunked bodies are checked, not
-//! decoded: size lines, extensions and trailers are forwarded as received, which is why
-//! every line must end in CRLF (a bare LF is refused so ringress and the upstream can
-//! never disagree about where a chunk ends).
+//! Body framing: after a head, tracks where its body ends while the proxy forwards it,
+//! so the next pipelined request (or the next response on a pooled upstream
+//! connection) starts at the right byte.
+//!
+//! A chunked body is re-serialised, never forwarded as received
+//! ([`BodyFramer::forward`]): each size line is written anew as lowercase hex without
+//! leading zeros, extensions and whitespace dropped, so no two parsers downstream can
+//! read it two ways. Size lines must follow RFC 9112 7.1 exactly (whitespace only
+//! before a `;`, extensions `name[=token|"quoted"]`); a chunk is at most
+//! [`MAX_CHUNK_SIZE`] bytes, so no upstream can misread its size in 32 bits. Chunk
+//! data, its CRLF and the validated trailers are passed on as they are: when an
+//! upstream already writes canonical size lines (most do), the output is the input,
+//! one contiguous slice per call. Every line must end in CRLF (a bare LF is refused).
 
 use super::error::HttpError;
 use super::fields::is_token_byte;
-use super::limits::{MAX_CHUNK_LINE, MAX_TRAILER_BYTES};
+use super::limits::{MAX_CHUNK_LINE, MAX_CHUNK_SIZE, MAX_TRAILER_BYTES};
 
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,14 +46,28 @@ enum State {
     Failed(HttpError),
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Where in a chunked body the next byte falls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
     /// Reading the hex digits of a chunk size.
     SizeDigits,
-    /// After the digits: optional spaces, then `;` or CR.
+    /// After the digits: whitespace, which only a `;` may follow.
     SizeSpace,
-    /// Inside chunk extensions, until CR.
-    Extension,
+    /// After a `;`: whitespace, then an extension name.
+    ExtNameStart,
+    ExtName,
+    /// After a name: whitespace, then `=` or `;`.
+    ExtAfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ExtValueStart,
+    ExtToken,
+    ExtQuoted,
+    /// After a backslash in a quoted string.
+    ExtQuotedPair,
+    /// After a value; `spaced` once whitespace followed it (then only `;` may come).
+    ExtAfterValue {
+        spaced: bool,
+    },
     /// CR seen at the end of a size line.
     SizeLf,
     /// Inside chunk data.
@@ -65,6 +86,26 @@ enum Step {
     FinalLf,
 }
 
+impl Step {
+    /// Whether this step is inside a chunk-size line.
+    fn in_size_line(self) -> bool {
+        matches!(
+            self,
+            Step::SizeDigits
+                | Step::SizeSpace
+                | Step::ExtNameStart
+                | Step::ExtName
+                | Step::ExtAfterName
+                | Step::ExtValueStart
+                | Step::ExtToken
+                | Step::ExtQuoted
+                | Step::ExtQuotedPair
+                | Step::ExtAfterValue { .. }
+                | Step::SizeLf
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Chunked {
     step: Step,
@@ -72,8 +113,21 @@ struct Chunked {
     digits: usize,
     /// Bytes of the current size line so far.
     line: usize,
+    /// The current size line is exactly how ringress writes one (forwarded as is).
+    canonical: bool,
     /// Bytes of the trailer section so far.
     trailer: usize,
+}
+
+/// What a chunked body is turned into while it is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// Nothing: only the length is tracked.
+    Nothing,
+    /// The canonical chunked body ([`BodyFramer::forward`]).
+    Canonical,
+    /// The chunk data alone ([`BodyFramer::payload`]).
+    Payload,
 }
 
 impl BodyFramer {
@@ -86,6 +140,7 @@ impl BodyFramer {
                 size: 0,
                 digits: 0,
                 line: 0,
+                canonical: true,
                 trailer: 0,
             }),
             BodyKind::UntilClose => State::UntilClose,
@@ -97,18 +152,26 @@ impl BodyFramer {
     /// rest belongs to whatever follows it). Once an error is returned, every later
     /// call returns it again.
     pub fn advance(&mut self, data: &[u8]) -> Result<usize, HttpError> {
-        self.advance_with(data, |_| {})
+        self.advance_with(data, Output::Nothing, &mut |_| {})
+    }
+
+    /// Like [`advance`](Self::advance), and hands `emit` the bytes to forward for the
+    /// body taken, in order: the same bytes for a length-delimited body, the
+    /// re-serialised body for a chunked one (see the module doc). Consecutive input
+    /// bytes come as one slice.
+    pub fn forward(
+        &mut self,
+        data: &[u8],
+        emit: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, HttpError> {
+        self.advance_with(data, Output::Canonical, emit)
     }
 
     /// Like [`advance`](Self::advance), and also appends the body's payload (chunk data
     /// without sizes, extensions or trailers) to `payload`. Used when an upstream's
     /// chunked response goes to an HTTP/1.0 client, which cannot read chunked framing.
-    pub fn advance_payload(
-        &mut self,
-        data: &[u8],
-        payload: &mut Vec<u8>,
-    ) -> Result<usize, HttpError> {
-        self.advance_with(data, |p| payload.extend_from_slice(p))
+    pub fn payload(&mut self, data: &[u8], payload: &mut Vec<u8>) -> Result<usize, HttpError> {
+        self.advance_with(data, Output::Payload, &mut |p| payload.extend_from_slice(p))
     }
 
     /// Whether the body has ended (never for [`BodyKind::UntilClose`]).
@@ -129,25 +192,31 @@ impl BodyFramer {
     fn advance_with(
         &mut self,
         data: &[u8],
-        mut payload: impl FnMut(&[u8]),
+        output: Output,
+        emit: &mut impl FnMut(&[u8]),
     ) -> Result<usize, HttpError> {
+        let emit_all = |bytes: &[u8], emit: &mut dyn FnMut(&[u8])| {
+            if output != Output::Nothing && !bytes.is_empty() {
+                emit(bytes);
+            }
+        };
         match &mut self.state {
             State::Done => Ok(0),
             State::Failed(e) => Err(e.clone()),
             State::UntilClose => {
-                payload(data);
+                emit_all(data, emit);
                 Ok(data.len())
             }
             State::Length { remaining } => {
                 let take = clamp_len(*remaining, data.len());
-                payload(data.get(..take).unwrap_or_default());
+                emit_all(data.get(..take).unwrap_or_default(), emit);
                 *remaining -= take as u64;
                 if *remaining == 0 {
                     self.state = State::Done;
                 }
                 Ok(take)
             }
-            State::Chunked(c) => match c.advance(data, &mut payload) {
+            State::Chunked(c) => match c.advance(data, output, emit) {
                 Ok((used, done)) => {
                     if done {
                         self.state = State::Done;
@@ -168,19 +237,56 @@ fn clamp_len(remaining: u64, available: usize) -> usize {
     usize::try_from(remaining).map_or(available, |r| r.min(available))
 }
 
+/// Whitespace the chunk grammar allows (BWS).
+fn is_bws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A byte of a quoted string's text (qdtext) or of a quoted pair's second half.
+fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff)
+}
+
+fn is_quoted_pair(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff)
+}
+
+/// The canonical size line of a chunk of `size` bytes: lowercase hex, CRLF.
+fn size_line(size: u64, line: &mut [u8; 18]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = ((64 - size.leading_zeros()).div_ceil(4)).max(1) as usize;
+    for (i, byte) in line[..digits].iter_mut().enumerate() {
+        let shift = 4 * (digits - 1 - i);
+        *byte = HEX[((size >> shift) & 15) as usize];
+    }
+    line[digits] = b'\r';
+    line[digits + 1] = b'\n';
+    &line[..digits + 2]
+}
+
 impl Chunked {
-    /// Returns bytes used and whether the body ended.
+    /// Returns bytes used and whether the body ended. In [`Output::Canonical`], input
+    /// bytes are handed to `emit` in runs (`run` is where the current one started);
+    /// a size line is held back until it is whole, then either stays in the run (it
+    /// was canonical and began in this call) or is replaced by ringress's own.
     fn advance(
         &mut self,
         data: &[u8],
-        payload: &mut impl FnMut(&[u8]),
+        output: Output,
+        emit: &mut impl FnMut(&[u8]),
     ) -> Result<(usize, bool), HttpError> {
+        let canonical = output == Output::Canonical;
+        let mut run = 0;
+        // Where the size line being read began in `data`, if it began in this call.
+        let mut line_start = None;
         let mut i = 0;
         while let Some(&b) = data.get(i) {
             if let Step::Data { remaining } = self.step {
                 let rest = data.get(i..).unwrap_or_default();
                 let take = clamp_len(remaining, rest.len());
-                payload(rest.get(..take).unwrap_or_default());
+                if output == Output::Payload {
+                    emit(rest.get(..take).unwrap_or_default());
+                }
                 i += take;
                 let left = remaining - take as u64;
                 self.step = if left == 0 {
@@ -190,10 +296,40 @@ impl Chunked {
                 };
                 continue;
             }
+            if self.step == Step::SizeDigits && self.line == 0 {
+                line_start = Some(i);
+            }
+            let was_in_line = self.step.in_size_line();
             i += 1;
-            if self.step_byte(b)? {
+            let done = self.step_byte(b)?;
+            if canonical && was_in_line && !self.step.in_size_line() {
+                // The size line just ended at `i`.
+                match line_start.take() {
+                    Some(_) if self.canonical => {}
+                    start => {
+                        let start = start.unwrap_or(0);
+                        emit_run(emit, data, run, start);
+                        let mut line = [0; 18];
+                        emit(size_line(self.size, &mut line));
+                        run = i;
+                    }
+                }
+            }
+            if done {
+                if canonical {
+                    emit_run(emit, data, run, i);
+                }
                 return Ok((i, true));
             }
+        }
+        if canonical {
+            // A size line not yet whole stays back until it is (all of this call's
+            // bytes since `run` when it began in an earlier one).
+            let end = match self.step.in_size_line() && self.line > 0 {
+                true => line_start.unwrap_or(run),
+                false => i,
+            };
+            emit_run(emit, data, run, end);
         }
         Ok((i, false))
     }
@@ -201,102 +337,157 @@ impl Chunked {
     /// Consumes one framing byte; true when it was the body's last.
     fn step_byte(&mut self, b: u8) -> Result<bool, HttpError> {
         let crlf = |expected| HttpError::ChunkMissingCrlf { expected, found: b };
-        match self.step {
-            Step::SizeDigits | Step::SizeSpace | Step::Extension => {
-                self.line += 1;
-                // The CR and LF still to come count too.
-                if self.line + 1 > MAX_CHUNK_LINE {
-                    return Err(HttpError::ChunkLineTooLong);
-                }
+        let extension = HttpError::InvalidChunkExtension { byte: b };
+        if self.step.in_size_line() {
+            self.line += 1;
+            // The CR and LF still to come count too.
+            if self.line + 1 > MAX_CHUNK_LINE && self.step != Step::SizeLf {
+                return Err(HttpError::ChunkLineTooLong);
             }
-            Step::TrailerStart
-            | Step::TrailerName
-            | Step::TrailerValue
-            | Step::TrailerLf
-            | Step::FinalLf => {
-                self.trailer += 1;
-                if self.trailer > MAX_TRAILER_BYTES {
-                    return Err(HttpError::TrailersTooLarge);
-                }
-            }
-            _ => {}
         }
-        match self.step {
-            Step::SizeDigits => {
-                if let Some(d) = hex_value(b) {
-                    if self.size > u64::MAX >> 4 {
-                        return Err(HttpError::ChunkSizeOverflow);
+        if matches!(
+            self.step,
+            Step::TrailerStart
+                | Step::TrailerName
+                | Step::TrailerValue
+                | Step::TrailerLf
+                | Step::FinalLf
+        ) {
+            self.trailer += 1;
+            if self.trailer > MAX_TRAILER_BYTES {
+                return Err(HttpError::TrailersTooLarge);
+            }
+        }
+        self.step = match self.step {
+            Step::SizeDigits => match hex_value(b) {
+                Some(d) => {
+                    if self.size > MAX_CHUNK_SIZE >> 4 || (self.size << 4 | d) > MAX_CHUNK_SIZE {
+                        return Err(HttpError::ChunkTooLarge);
                     }
+                    // Leading zeros and upper-case digits are not how ringress writes
+                    // a size line.
+                    let leading_zero = self.digits > 0 && self.size == 0;
+                    self.canonical &= !(leading_zero || b.is_ascii_uppercase());
                     self.size = self.size << 4 | d;
                     self.digits += 1;
-                } else if self.digits == 0 {
-                    return Err(HttpError::InvalidChunkSize { byte: b });
-                } else {
-                    self.after_size(b)?;
+                    Step::SizeDigits
                 }
-            }
-            Step::SizeSpace => self.after_size(b)?,
-            Step::Extension => match b {
-                b'\r' => self.step = Step::SizeLf,
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
-                _ => return Err(HttpError::InvalidChunkExtension { byte: b }),
+                None if self.digits == 0 => return Err(HttpError::InvalidChunkSize { byte: b }),
+                None => {
+                    self.canonical &= b == b'\r';
+                    match b {
+                        b'\r' => Step::SizeLf,
+                        b';' => Step::ExtNameStart,
+                        b if is_bws(b) => Step::SizeSpace,
+                        _ => return Err(HttpError::InvalidChunkSize { byte: b }),
+                    }
+                }
+            },
+            // RFC 9112 7.1.1: whitespace only before a `;`.
+            Step::SizeSpace => match b {
+                b';' => Step::ExtNameStart,
+                b if is_bws(b) => Step::SizeSpace,
+                _ => return Err(HttpError::InvalidChunkSize { byte: b }),
+            },
+            Step::ExtNameStart => match b {
+                b if is_bws(b) => Step::ExtNameStart,
+                b if is_token_byte(b) => Step::ExtName,
+                _ => return Err(extension),
+            },
+            Step::ExtName => match b {
+                b'\r' => Step::SizeLf,
+                b';' => Step::ExtNameStart,
+                b'=' => Step::ExtValueStart,
+                b if is_bws(b) => Step::ExtAfterName,
+                b if is_token_byte(b) => Step::ExtName,
+                _ => return Err(extension),
+            },
+            Step::ExtAfterName => match b {
+                b';' => Step::ExtNameStart,
+                b'=' => Step::ExtValueStart,
+                b if is_bws(b) => Step::ExtAfterName,
+                _ => return Err(extension),
+            },
+            Step::ExtValueStart => match b {
+                b'"' => Step::ExtQuoted,
+                b if is_bws(b) => Step::ExtValueStart,
+                b if is_token_byte(b) => Step::ExtToken,
+                _ => return Err(extension),
+            },
+            Step::ExtToken => match b {
+                b'\r' => Step::SizeLf,
+                b';' => Step::ExtNameStart,
+                b if is_bws(b) => Step::ExtAfterValue { spaced: true },
+                b if is_token_byte(b) => Step::ExtToken,
+                _ => return Err(extension),
+            },
+            Step::ExtQuoted => match b {
+                b'"' => Step::ExtAfterValue { spaced: false },
+                b'\\' => Step::ExtQuotedPair,
+                b if is_qdtext(b) => Step::ExtQuoted,
+                _ => return Err(extension),
+            },
+            Step::ExtQuotedPair => match b {
+                b if is_quoted_pair(b) => Step::ExtQuoted,
+                _ => return Err(extension),
+            },
+            Step::ExtAfterValue { spaced } => match b {
+                b'\r' if !spaced => Step::SizeLf,
+                b';' => Step::ExtNameStart,
+                b if is_bws(b) => Step::ExtAfterValue { spaced: true },
+                _ => return Err(extension),
             },
             Step::SizeLf => {
                 if b != b'\n' {
                     return Err(crlf("LF after chunk size"));
                 }
-                self.step = if self.size == 0 {
+                if self.size == 0 {
                     Step::TrailerStart
                 } else {
                     Step::Data {
                         remaining: self.size,
                     }
-                };
+                }
             }
             // Handled in bulk by `advance`.
-            Step::Data { .. } => {}
+            Step::Data { remaining } => Step::Data { remaining },
             Step::DataCr => {
                 if b != b'\r' {
                     return Err(crlf("CR after chunk data"));
                 }
-                self.step = Step::DataLf;
+                Step::DataLf
             }
             Step::DataLf => {
                 if b != b'\n' {
                     return Err(crlf("LF after chunk data"));
                 }
-                self.step = Step::SizeDigits;
                 self.size = 0;
                 self.digits = 0;
                 self.line = 0;
+                self.canonical = true;
+                Step::SizeDigits
             }
-            Step::TrailerStart => {
-                if b == b'\r' {
-                    self.step = Step::FinalLf;
-                } else if is_token_byte(b) {
-                    self.step = Step::TrailerName;
-                } else {
-                    // Includes obs-fold (a line starting with space or tab).
-                    return Err(HttpError::InvalidTrailer { byte: b });
-                }
-            }
-            Step::TrailerName => {
-                if b == b':' {
-                    self.step = Step::TrailerValue;
-                } else if !is_token_byte(b) {
-                    return Err(HttpError::InvalidTrailer { byte: b });
-                }
-            }
+            Step::TrailerStart => match b {
+                b'\r' => Step::FinalLf,
+                b if is_token_byte(b) => Step::TrailerName,
+                // Includes obs-fold (a line starting with space or tab).
+                _ => return Err(HttpError::InvalidTrailer { byte: b }),
+            },
+            Step::TrailerName => match b {
+                b':' => Step::TrailerValue,
+                b if is_token_byte(b) => Step::TrailerName,
+                _ => return Err(HttpError::InvalidTrailer { byte: b }),
+            },
             Step::TrailerValue => match b {
-                b'\r' => self.step = Step::TrailerLf,
-                b'\t' | 0x20..=0x7e | 0x80..=0xff => {}
+                b'\r' => Step::TrailerLf,
+                b'\t' | 0x20..=0x7e | 0x80..=0xff => Step::TrailerValue,
                 _ => return Err(HttpError::InvalidTrailer { byte: b }),
             },
             Step::TrailerLf => {
                 if b != b'\n' {
                     return Err(crlf("LF after trailer line"));
                 }
-                self.step = Step::TrailerStart;
+                Step::TrailerStart
             }
             Step::FinalLf => {
                 if b != b'\n' {
@@ -304,19 +495,15 @@ impl Chunked {
                 }
                 return Ok(true);
             }
-        }
+        };
         Ok(false)
     }
+}
 
-    /// A byte after the size digits: spaces, `;` starting extensions, or CR.
-    fn after_size(&mut self, b: u8) -> Result<(), HttpError> {
-        self.step = match b {
-            b' ' | b'\t' => Step::SizeSpace,
-            b';' => Step::Extension,
-            b'\r' => Step::SizeLf,
-            _ => return Err(HttpError::InvalidChunkSize { byte: b }),
-        };
-        Ok(())
+/// Hands `data[start..end]` to `emit` unless it is empty.
+fn emit_run(emit: &mut impl FnMut(&[u8]), data: &[u8], start: usize, end: usize) {
+    if let Some(bytes) = data.get(start..end).filter(|b| !b.is_empty()) {
+        emit(bytes);
     }
 }
 
@@ -336,7 +523,7 @@ mod tests {
             let mut used = 0;
             let mut payload = Vec::new();
             for piece in pieces {
-                let n = f.advance_payload(piece, &mut payload)?;
+                let n = f.payload(piece, &mut payload)?;
                 used += n;
                 if n < piece.len() {
                     assert!(f.is_done(), "stopped early without being done");
@@ -417,7 +604,42 @@ mod tests {
             (b"-1\r\n", HttpError::InvalidChunkSize { byte: b'-' }),
             (b"5 5\r\n", HttpError::InvalidChunkSize { byte: b'5' }),
             (b"0x5\r\n", HttpError::InvalidChunkSize { byte: b'x' }),
-            (b"10000000000000000\r\n", HttpError::ChunkSizeOverflow),
+            (b"10000000000000000\r\n", HttpError::ChunkTooLarge),
+            (b"80000000\r\n", HttpError::ChunkTooLarge),
+            // RFC 9112 7.1.1: whitespace only before a `;`.
+            (
+                b"5 \r\nhello\r\n0\r\n\r\n",
+                HttpError::InvalidChunkSize { byte: b'\r' },
+            ),
+            (
+                b"5;;;===\"\r\n",
+                HttpError::InvalidChunkExtension { byte: b';' },
+            ),
+            (
+                b"5;a=\"x\r\n",
+                HttpError::InvalidChunkExtension { byte: b'\r' },
+            ),
+            (
+                b"5;a= \r\n",
+                HttpError::InvalidChunkExtension { byte: b'\r' },
+            ),
+            (
+                b"5;a \r\n",
+                HttpError::InvalidChunkExtension { byte: b'\r' },
+            ),
+            (
+                b"5;a=b \r\n",
+                HttpError::InvalidChunkExtension { byte: b'\r' },
+            ),
+            (b"5;=b\r\n", HttpError::InvalidChunkExtension { byte: b'=' }),
+            (
+                b"5;a=b=c\r\n",
+                HttpError::InvalidChunkExtension { byte: b'=' },
+            ),
+            (
+                b"5;a=\"x\"y\r\n",
+                HttpError::InvalidChunkExtension { byte: b'y' },
+            ),
             (
                 b"5\nhello\r\n0\r\n\r\n",
                 HttpError::InvalidChunkSize { byte: b'\n' },
@@ -487,9 +709,137 @@ mod tests {
     #[test]
     fn largest_chunk_size_is_accepted() {
         let mut f = BodyFramer::new(BodyKind::Chunked);
-        assert_eq!(f.advance(b"ffffffffffffffff\r\nabc"), Ok(21));
+        assert_eq!(f.advance(b"7fffffff\r\nabc"), Ok(13));
         assert!(!f.is_done());
         assert_eq!(f.finish(), Err(HttpError::IncompleteBody));
+        assert_eq!(MAX_CHUNK_SIZE, 0x7fff_ffff);
+        assert_eq!(
+            BodyFramer::new(BodyKind::Chunked).advance(b"0080000000\r\n"),
+            Err(HttpError::ChunkTooLarge)
+        );
+    }
+
+    /// What [`BodyFramer::forward`] hands on for `input` fed in the given pieces:
+    /// the slices, concatenated per call, and the bytes used.
+    fn forwarded(input: &[&[u8]]) -> Result<(Vec<Vec<u8>>, usize), HttpError> {
+        let mut f = BodyFramer::new(BodyKind::Chunked);
+        let mut calls = Vec::new();
+        let mut used = 0;
+        for piece in input {
+            let mut slices: Vec<Vec<u8>> = Vec::new();
+            used += f.forward(piece, &mut |s| slices.push(s.to_vec()))?;
+            calls.push(slices.concat());
+            assert!(slices.iter().all(|s| !s.is_empty()));
+        }
+        assert!(f.is_done());
+        Ok((calls, used))
+    }
+
+    #[test]
+    fn chunked_bodies_are_re_serialised_over_every_split() {
+        let cases: &[(&[u8], &[u8])] = &[
+            // Already canonical: forwarded as it is.
+            (b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (
+                b"1f\r\n0123456789012345678901234567890\r\n0\r\nT: v\r\n\r\n",
+                b"1f\r\n0123456789012345678901234567890\r\n0\r\nT: v\r\n\r\n",
+            ),
+            // Leading zeros, upper case, whitespace and extensions go.
+            (b"0005\r\nhello\r\n00\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (
+                b"A \t;e\r\n0123456789\r\n0;last\r\n\r\n",
+                b"a\r\n0123456789\r\n0\r\n\r\n",
+            ),
+            (
+                b"5;name=value;q=\"x y\\\"z\"\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n",
+                b"5\r\nhello\r\n0\r\nX-Sum: 1\r\n\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            let (whole, used) = forwarded(&[input]).unwrap();
+            assert_eq!(used, input.len());
+            assert_eq!(whole.concat(), *want, "{}", String::from_utf8_lossy(input));
+            let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(forwarded(&bytewise).unwrap().0.concat(), *want);
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                assert_eq!(
+                    forwarded(&[a, b]).unwrap().0.concat(),
+                    *want,
+                    "cut at {cut}"
+                );
+            }
+        }
+    }
+
+    /// Random chunked bodies in random pieces: what goes on is canonical (forwarding it
+    /// again changes nothing), carries the same payload and does not depend on how
+    /// the input was split.
+    #[test]
+    fn forwarding_keeps_the_payload_and_is_canonical() {
+        let mut rng = fastrand::Rng::with_seed(0x6368_756e);
+        for _ in 0..2_000 {
+            let mut input = Vec::new();
+            for _ in 0..rng.usize(0..4) {
+                let size = rng.usize(1..40);
+                let zeros = "0".repeat(rng.usize(0..3));
+                let hex = if rng.bool() {
+                    format!("{size:X}")
+                } else {
+                    format!("{size:x}")
+                };
+                let ext = ["", ";a", " ;b=c", ";q=\"x\""][rng.usize(0..4)];
+                input.extend(format!("{zeros}{hex}{ext}\r\n").bytes());
+                input.extend((0..size).map(|i| b'a' + (i % 26) as u8));
+                input.extend(b"\r\n");
+            }
+            input.extend(b"0\r\n");
+            if rng.bool() {
+                input.extend(b"T: v\r\n");
+            }
+            input.extend(b"\r\n");
+            let (whole, used) = forwarded(&[&input]).unwrap();
+            assert_eq!(used, input.len());
+            let out = whole.concat();
+            let mut pieces = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let (a, b) = rest.split_at(rng.usize(1..=rest.len()));
+                pieces.push(a);
+                rest = b;
+            }
+            assert_eq!(forwarded(&pieces).unwrap().0.concat(), out);
+            assert_eq!(forwarded(&[&out]).unwrap().0.concat(), out);
+            let payload_of = |body: &[u8]| {
+                let mut payload = Vec::new();
+                BodyFramer::new(BodyKind::Chunked)
+                    .payload(body, &mut payload)
+                    .unwrap();
+                payload
+            };
+            assert_eq!(payload_of(&out), payload_of(&input));
+        }
+    }
+
+    #[test]
+    fn a_canonical_body_goes_on_as_one_slice_per_call() {
+        let input = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+        let mut f = BodyFramer::new(BodyKind::Chunked);
+        let mut slices = Vec::new();
+        f.forward(input, &mut |s| slices.push(s.as_ptr())).unwrap();
+        assert_eq!(slices, [input.as_ptr()]);
+        // A size line split over two calls is held back, then written whole.
+        let mut f = BodyFramer::new(BodyKind::Chunked);
+        let mut out = Vec::new();
+        assert_eq!(
+            f.forward(b"hello"[..0].as_ref(), &mut |s| out.push(s.to_vec())),
+            Ok(0)
+        );
+        assert_eq!(f.forward(b"1", &mut |s| out.push(s.to_vec())), Ok(1));
+        assert!(out.is_empty());
+        f.forward(b"0\r\n0123456789abcdef\r\n", &mut |s| out.push(s.to_vec()))
+            .unwrap();
+        assert_eq!(out.concat(), b"10\r\n0123456789abcdef\r\n");
     }
 
     #[test]

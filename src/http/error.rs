@@ -5,7 +5,9 @@
 
 use thiserror::Error;
 
-use super::limits::{MAX_CHUNK_LINE, MAX_HEAD_BYTES, MAX_HEADERS, MAX_TRAILER_BYTES};
+use super::limits::{
+    MAX_CHUNK_LINE, MAX_CHUNK_SIZE, MAX_HEAD_BYTES, MAX_HEADERS, MAX_TRAILER_BYTES,
+};
 
 /// Why a head or body was refused. Every variant closes the connection: after a framing
 /// error nothing on it can be trusted.
@@ -69,9 +71,9 @@ pub enum HttpError {
     /// A chunk-size line with a byte that is not a hex digit where one is required.
     #[error("invalid chunk size: unexpected byte 0x{byte:02x}")]
     InvalidChunkSize { byte: u8 },
-    /// A chunk size that does not fit in 64 bits.
-    #[error("chunk size does not fit in 64 bits")]
-    ChunkSizeOverflow,
+    /// A chunk larger than [`MAX_CHUNK_SIZE`].
+    #[error("chunk is larger than {MAX_CHUNK_SIZE} bytes")]
+    ChunkTooLarge,
     /// A chunk-size line longer than [`MAX_CHUNK_LINE`].
     #[error("chunk-size line is longer than {MAX_CHUNK_LINE} bytes")]
     ChunkLineTooLong,
@@ -116,7 +118,7 @@ impl HttpError {
             | Self::UnsupportedTransferEncoding { .. }
             | Self::TransferEncodingInHttp10
             | Self::InvalidChunkSize { .. }
-            | Self::ChunkSizeOverflow
+            | Self::ChunkTooLarge
             | Self::ChunkLineTooLong
             | Self::InvalidChunkExtension { .. }
             | Self::ChunkMissingCrlf { .. }
@@ -165,7 +167,7 @@ mod tests {
         assert_eq!(HttpError::TooManyHeaders.status(), 431);
         assert_eq!(HttpError::UnsupportedVersion.status(), 505);
         assert_eq!(HttpError::ContentLengthWithTransferEncoding.status(), 400);
-        assert_eq!(HttpError::ChunkSizeOverflow.status(), 400);
+        assert_eq!(HttpError::ChunkTooLarge.status(), 400);
         assert_eq!(HttpError::ConnectNotSupported.status(), 501);
     }
 

@@ -17,6 +17,11 @@ pub const MAX_HEADERS: usize = 100;
 /// Longer lines give [`HttpError::ChunkLineTooLong`](super::HttpError::ChunkLineTooLong).
 pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 
+/// Largest chunk of a chunked body, in bytes: 2^31 - 1, so that no upstream or
+/// client parsing sizes into 32 bits can misread one. A larger size gives
+/// [`HttpError::ChunkTooLarge`](super::HttpError::ChunkTooLarge).
+pub const MAX_CHUNK_SIZE: u64 = (1 << 31) - 1;
+
 /// Largest trailer section of a chunked body (every trailer line and the final CRLF).
 /// Larger sections give [`HttpError::TrailersTooLarge`](super::HttpError::TrailersTooLarge).
 pub const MAX_TRAILER_BYTES: usize = 16 * 1024;

@@ -9,19 +9,23 @@
 //!    no per-header allocation; [`parse_request_into`] reuses the buffers on keep-alive
 //!    connections). Framing rules (`fields.rs`) refuse anything that could be read two
 //!    ways: Content-Length with Transfer-Encoding, differing Content-Lengths, codings
-//!    other than `chunked`, obs-fold, bad names, control bytes. Limits (`limits.rs`)
-//!    bound the head; failures are [`HttpError`]s (`error.rs`) with a status code.
-//! 2. The proxy routes on [`RequestHead::host`] and [`RequestHead::path`]. A request
+//!    other than `chunked`, obs-fold, bad names, control bytes, a fragment in the
+//!    target; header names with `_` are dropped. Limits (`limits.rs`) bound the head;
+//!    failures are [`HttpError`]s (`error.rs`) with a status code.
+//! 2. `path.rs`: [`normalize_path`] before routing (`--path-normalization`).
+//! 3. The proxy routes on [`RequestHead::host`] and the normalised path. A request
 //!    that cannot be served gets a response from `generated.rs` ([`error_response`],
 //!    [`redirect_response`], [`direct_response`]).
-//! 3. `rewrite.rs`: [`write_upstream_request`] writes the head for the upstream
+//! 4. `rewrite.rs`: [`write_upstream_request`] writes the head for the upstream
 //!    (hop-by-hop headers dropped, `x-forwarded-*`, `x-request-id`, route header ops).
 //!    If the client [expects 100-continue](RequestHead::expects_continue), the proxy
 //!    sends [`CONTINUE_100`] itself when it starts reading the body.
-//! 4. `body.rs`: a [`BodyFramer`] built from [`RequestHead::body`] says how many of the
-//!    following bytes belong to the body; the proxy forwards them unchanged (chunk sizes
-//!    and trailers included) and the next pipelined request starts right after.
-//! 5. `response.rs`: [`parse_response`] on the upstream's bytes, knowing the request's
+//! 5. `body.rs`: a [`BodyFramer`] built from [`RequestHead::body`] says how many of the
+//!    following bytes belong to the body and hands on what to forward: the bytes as
+//!    they are for a length, a re-serialised chunked body (canonical size lines, no
+//!    extensions; [`BodyFramer::forward`]); the next pipelined request starts right
+//!    after.
+//! 6. `response.rs`: [`parse_response`] on the upstream's bytes, knowing the request's
 //!    method; 1xx heads are [informational](ResponseHead::is_informational) and another
 //!    head follows. `rewrite.rs`: [`write_client_response_head`] writes the client's
 //!    head (`server: ringress`, `x-envoy-upstream-service-time`, route header ops,

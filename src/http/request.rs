@@ -89,6 +89,14 @@ pub fn parse_request_into(buf: &[u8], head: &mut RequestHead) -> Result<bool, Ht
 
 impl RequestHead {
     fn finish(&mut self, method: &str) -> Result<(), HttpError> {
+        // A header name with `_` is dropped (nginx's `underscores_in_headers off`): an
+        // upstream behind a CGI-style server would read `X_Forwarded_For` as
+        // `X-Forwarded-For`, past the one ringress writes. Routing never sees it and
+        // the upstream never gets it.
+        let bytes = &self.raw.bytes;
+        self.raw
+            .headers
+            .retain(|h| !h.name.get(bytes).contains(&b'_'));
         self.classify_target(method)?;
         let framing = Framing::scan(&mut self.raw, TeRule::ChunkedOnly)?;
         if framing.transfer_encoding && self.version_minor == 0 {
@@ -428,6 +436,15 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn header_names_with_underscores_are_dropped() {
+        let h = ok(b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nx-forwarded_client-cert: Hash=x\r\nX-Real: 1\r\nContent_Length: 5\r\n\r\n");
+        let names: Vec<&str> = h.headers().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Host", "X-Real"]);
+        assert_eq!(h.header("x_forwarded_for"), None);
+        assert_eq!(h.body(), BodyKind::None);
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl ResponseHead {
 
     /// Whether the body must be de-chunked for this client: an HTTP/1.0 client cannot
     /// read chunked framing, so the proxy forwards only the payload
-    /// ([`BodyFramer::advance_payload`](super::BodyFramer::advance_payload)) and closes.
+    /// ([`BodyFramer::payload`](super::BodyFramer::payload)) and closes.
     pub fn dechunk_for(&self, client_minor: u8) -> bool {
         client_minor == 0 && self.body == BodyKind::Chunked
     }

@@ -345,22 +345,30 @@ impl Downstream {
     /// `write_all`. An established TLS 1.3 connection encrypts them at
     /// once into its send buffer, straight from `data` (a receive buffer of the
     /// upstream connection); others append them to `staged`, the buffer `write_all`
-    /// is then given. Returns the bytes now waiting to be sent.
-    pub fn stage(&mut self, data: &[u8], staged: &mut Vec<u8>) -> io::Result<usize> {
+    /// is then given ([`Downstream::waiting`] tells how much waits).
+    pub fn stage(&mut self, data: &[u8], staged: &mut Vec<u8>) -> io::Result<()> {
         match self {
             Downstream::Tls(tls) if matches!(tls.session, Session::Records(_)) => {
                 if !staged.is_empty() {
                     tls.encrypt(staged)?;
                     staged.clear();
                 }
-                tls.encrypt(data)?;
-                Ok(tls.wire.out.len)
+                tls.encrypt(data)
             }
             _ => {
                 buffers::ensure(staged);
                 staged.extend_from_slice(data);
-                Ok(staged.len())
+                Ok(())
             }
+        }
+    }
+
+    /// The bytes [`Downstream::stage`] has made wait to be sent, `staged` being the
+    /// buffer it was given.
+    pub fn waiting(&self, staged: &[u8]) -> usize {
+        match self {
+            Downstream::Tls(tls) if matches!(tls.session, Session::Records(_)) => tls.wire.out.len,
+            _ => staged.len(),
         }
     }
 

@@ -53,10 +53,10 @@ impl Connection {
         drop(head);
         self.inbuf.drain(..head_len);
         // Body bytes that arrived with the head travel in the same send.
+        let out = &mut self.out;
         let first = request_body
-            .advance(&self.inbuf)
+            .forward(&self.inbuf, &mut |piece| out.extend_from_slice(piece))
             .map_err(ProxyError::BadRequest)?;
-        self.out.extend_from_slice(&self.inbuf[..first]);
         self.inbuf.drain(..first);
 
         let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, uring::now());
@@ -204,9 +204,10 @@ impl Connection {
                     Err(_) => return Err(ProxyError::ClientTimeout(idle)),
                 }
             }
-            let n = body.advance(&self.inbuf).map_err(ProxyError::BadRequest)?;
             chunk.clear();
-            chunk.extend_from_slice(&self.inbuf[..n]);
+            let n = body
+                .forward(&self.inbuf, &mut |piece| chunk.extend_from_slice(piece))
+                .map_err(ProxyError::BadRequest)?;
             self.inbuf.drain(..n);
             let (sent, back) = upstream.stream.send_all(chunk).await;
             chunk = back;
@@ -393,10 +394,11 @@ enum BodyError {
     Client(std::io::Error),
 }
 
-/// Passes what of `data` belongs to the body to the client — as received, staged with
-/// [`Downstream::stage`] (a TLS 1.3 client's records are encrypted straight from
-/// `data`), or only the payload when de-chunking, appended to `out`. Returns how many
-/// bytes of `data` the body took and how many bytes now wait to be sent.
+/// Passes what of `data` belongs to the body to the client — as [`BodyFramer::forward`]
+/// gives it, staged with [`Downstream::stage`] (a TLS 1.3 client's records are
+/// encrypted straight from `data`), or only the payload when de-chunking, appended to
+/// `out`. Returns how many bytes of `data` the body took and how many bytes now wait
+/// to be sent.
 fn forward_body(
     body: &mut BodyFramer,
     dechunk: bool,
@@ -405,14 +407,17 @@ fn forward_body(
     out: &mut Vec<u8>,
 ) -> Result<(usize, usize), BodyError> {
     if dechunk {
-        let n = body
-            .advance_payload(data, out)
-            .map_err(BodyError::Framing)?;
-        Ok((n, out.len()))
-    } else {
-        let n = body.advance(data).map_err(BodyError::Framing)?;
-        let taken = data.get(..n).unwrap_or_default();
-        let waiting = client.stage(taken, out).map_err(BodyError::Client)?;
-        Ok((n, waiting))
+        let n = body.payload(data, out).map_err(BodyError::Framing)?;
+        return Ok((n, out.len()));
     }
+    let mut staged = Ok(());
+    let n = body
+        .forward(data, &mut |piece| {
+            if staged.is_ok() {
+                staged = client.stage(piece, out);
+            }
+        })
+        .map_err(BodyError::Framing)?;
+    staged.map_err(BodyError::Client)?;
+    Ok((n, client.waiting(out)))
 }
