@@ -144,7 +144,9 @@ async fn start(
     let stats = &ctx.stats;
     let snapshot = ctx.snapshot();
     let listener = snapshot.listeners.iter().find(|l| l.port() == port)?;
-    // TCP_NODELAY came with the socket from its listener (`Listener::bind`).
+    // TCP_NODELAY came with the socket from its listener (`Listener::bind`). A client
+    // that stops reading fails its send after the idle timeout.
+    stream.set_send_timeout(ctx.settings.timeouts.idle);
     let client = match &listener.tls {
         None => Downstream::Plain(stream),
         Some(selector) => {

@@ -302,6 +302,31 @@ pub struct FileDestinationRuleSpec {
 pub struct FileTrafficPolicy {
     #[serde(rename = "loadBalancer")]
     pub load_balancer: Option<FileLoadBalancer>,
+    #[serde(rename = "connectionPool")]
+    pub connection_pool: Option<FileConnectionPool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConnectionPool {
+    pub tcp: Option<FileTcpSettings>,
+    pub http: Option<FileHttpSettings>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTcpSettings {
+    #[serde(rename = "maxConnections")]
+    pub max_connections: Option<i64>,
+    #[serde(rename = "connectTimeout")]
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttpSettings {
+    #[serde(rename = "idleTimeout")]
+    pub idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -377,12 +402,27 @@ pub fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileTrafficPolicy" => (
             &[],
             &[
-                "connectionPool",
                 "outlierDetection",
                 "tls",
                 "portLevelSettings",
                 "tunnel",
                 "proxyProtocol",
+            ],
+        ),
+        "FileTcpSettings" => (
+            &[],
+            &["tcpKeepalive", "maxConnectionDuration", "idleTimeout"],
+        ),
+        "FileHttpSettings" => (
+            &[],
+            &[
+                "http1MaxPendingRequests",
+                "http2MaxRequests",
+                "maxRequestsPerConnection",
+                "maxRetries",
+                "h2UpgradePolicy",
+                "useClientProtocol",
+                "maxConcurrentStreams",
             ],
         ),
         "FileLoadBalancer" => (

@@ -362,4 +362,18 @@ pub struct DestinationRule {
     pub host: String,
     /// `trafficPolicy.loadBalancer.simple`
     pub load_balancer: LoadBalancer,
+    /// `trafficPolicy.connectionPool`
+    pub connection_pool: ConnectionPool,
+}
+
+/// A DestinationRule's `trafficPolicy.connectionPool`, what ringress implements of it;
+/// `None` where the rule says nothing (the defaults are the upstream module's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionPool {
+    /// `tcp.maxConnections`: connections to the host at most, idle ones included.
+    pub max_connections: Option<u32>,
+    /// `tcp.connectTimeout`
+    pub connect_timeout: Option<Duration>,
+    /// `http.idleTimeout`: how long an idle keep-alive connection is kept.
+    pub idle_timeout: Option<Duration>,
 }

@@ -509,6 +509,47 @@ fn unimplemented_istio_fields() {
 }
 
 #[test]
+fn destination_rule_connection_pool() {
+    let dr = |body: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\nspec:\n  host: httpbin\n  trafficPolicy:\n    connectionPool:\n{body}"
+        )
+    };
+    let config = load_ok(&dr(
+        "      tcp:\n        maxConnections: 100\n        connectTimeout: 2s\n      http:\n        idleTimeout: 30s\n",
+    ));
+    assert_eq!(
+        config.destination_rules[0].connection_pool,
+        ConnectionPool {
+            max_connections: Some(100),
+            connect_timeout: Some(std::time::Duration::from_secs(2)),
+            idle_timeout: Some(std::time::Duration::from_secs(30)),
+        }
+    );
+    assert_eq!(
+        error(&dr("      tcp:\n        maxConnections: 0\n")),
+        "/etc/ringress/gw.yaml:10:9: document 1 (DestinationRule dr): spec.trafficPolicy.connectionPool.tcp.maxConnections: invalid value 0: expected a number of connections from 1 to 4294967295"
+    );
+    assert!(
+        error(&dr("      http:\n        idleTimeout: 0s\n"))
+            .ends_with("spec.trafficPolicy.connectionPool.http.idleTimeout: invalid value \"0s\": expected a duration above 0s"),
+    );
+    for (section, field) in [
+        ("http", "http1MaxPendingRequests"),
+        ("http", "h2UpgradePolicy"),
+        ("tcp", "tcpKeepalive"),
+    ] {
+        let e = error(&dr(&format!("      {section}:\n        {field}: 1\n")));
+        assert!(
+            e.ends_with(&format!(
+                "spec.trafficPolicy.connectionPool.{section}.{field}: field `{field}` is not implemented by ringress yet"
+            )),
+            "{e}"
+        );
+    }
+}
+
+#[test]
 fn destination_rule_unimplemented_fields() {
     let dr = |body: &str| {
         format!(
@@ -519,12 +560,7 @@ fn destination_rule_unimplemented_fields() {
         error(&dr("  subsets:\n  - name: v1\n    labels: {version: v1}\n")),
         "/etc/ringress/gw.yaml:7:3: document 1 (DestinationRule dr): spec.subsets: field `subsets` is not implemented by ringress yet"
     );
-    for field in [
-        "connectionPool",
-        "outlierDetection",
-        "tls",
-        "portLevelSettings",
-    ] {
+    for field in ["outlierDetection", "tls", "portLevelSettings"] {
         let e = error(&dr(&format!("  trafficPolicy:\n    {field}: {{}}\n")));
         assert!(
             e.ends_with(&format!(

@@ -1631,10 +1631,13 @@ impl Check<'_, '_> {
             }
             h => self.host_name(h, &s.key("host")),
         };
-        let simple = raw
-            .traffic_policy
-            .and_then(|t| t.load_balancer)
-            .and_then(|l| l.simple);
+        let (load_balancer, pool) = match raw.traffic_policy {
+            Some(policy) => (policy.load_balancer, policy.connection_pool),
+            None => (None, None),
+        };
+        let connection_pool =
+            self.connection_pool(pool, &s.key("trafficPolicy").key("connectionPool"));
+        let simple = load_balancer.and_then(|l| l.simple);
         let lp = s.key("trafficPolicy").key("loadBalancer").key("simple");
         let load_balancer = match simple.as_deref() {
             None | Some("ROUND_ROBIN" | "UNSPECIFIED") => Some(LoadBalancer::RoundRobin),
@@ -1664,7 +1667,58 @@ impl Check<'_, '_> {
             name,
             host: host?,
             load_balancer: load_balancer?,
+            connection_pool: connection_pool?,
         })
+    }
+
+    /// `trafficPolicy.connectionPool`: `tcp.maxConnections` (at least 1),
+    /// `tcp.connectTimeout` and `http.idleTimeout` (positive durations).
+    fn connection_pool(
+        &mut self,
+        raw: Option<FileConnectionPool>,
+        path: &Path,
+    ) -> Option<ConnectionPool> {
+        let Some(raw) = raw else {
+            return Some(ConnectionPool::default());
+        };
+        let mut pool = ConnectionPool::default();
+        let mut ok = true;
+        if let Some(tcp) = raw.tcp {
+            let tcp_path = path.key("tcp");
+            if let Some(max) = tcp.max_connections {
+                match u32::try_from(max) {
+                    Ok(max) if max >= 1 => pool.max_connections = Some(max),
+                    _ => {
+                        self.invalid(
+                            &tcp_path.key("maxConnections"),
+                            max.to_string(),
+                            "expected a number of connections from 1 to 4294967295",
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if let Some(raw) = &tcp.connect_timeout {
+                pool.connect_timeout = self.positive_duration(raw, &tcp_path.key("connectTimeout"));
+                ok &= pool.connect_timeout.is_some();
+            }
+        }
+        if let Some(raw) = raw.http.and_then(|h| h.idle_timeout) {
+            pool.idle_timeout = self.positive_duration(&raw, &path.key("http").key("idleTimeout"));
+            ok &= pool.idle_timeout.is_some();
+        }
+        ok.then_some(pool)
+    }
+
+    /// A duration that must be more than zero.
+    fn positive_duration(&mut self, raw: &str, path: &Path) -> Option<Duration> {
+        match self.duration(raw, path)? {
+            d if d.is_zero() => {
+                self.invalid(path, format!("{raw:?}"), "expected a duration above 0s");
+                None
+            }
+            d => Some(d),
+        }
     }
 }
 

@@ -154,6 +154,7 @@ fn start(
         let handle = shard::spawn(
             ShardOptions {
                 id,
+                shards: count,
                 cpu,
                 steer_by_cpu: opts.steer_by_cpu,
                 settings: opts.settings,

@@ -151,6 +151,10 @@ struct Wire {
     out: OutBuf,
     /// The client sent close_notify: no more plaintext will come.
     peer_closed: bool,
+    /// A send of `out` is under way. Still set when no send is: that send's future
+    /// was dropped halfway (a timeout, a race lost), so a record may be cut on the
+    /// wire and nothing more can be sent on this connection.
+    sending: bool,
 }
 
 /// Why records could not be processed.
@@ -673,6 +677,7 @@ impl TlsStream {
     /// Encrypts `data` into `out` (after any handshake records rustls still has to
     /// send: a session ticket, a key update).
     fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        self.interrupted();
         let result = match &mut self.session {
             Session::Rustls(conn) => {
                 let result = encrypt_rustls(conn, &mut self.wire, data);
@@ -700,7 +705,7 @@ impl TlsStream {
     /// Encodes a close_notify into `out` (after anything still to send), once; nothing
     /// when the handshake never completed or the connection failed.
     fn close_notify(&mut self) {
-        if std::mem::replace(&mut self.close_notified, true) {
+        if std::mem::replace(&mut self.close_notified, true) || self.interrupted() {
             return;
         }
         match &mut self.session {
@@ -715,19 +720,41 @@ impl TlsStream {
     }
 
     /// Sends every byte in `out`; keeps the buffer (a busy connection reuses it).
+    ///
+    /// Cancel safety: the buffer and its length leave `out` before the send starts,
+    /// so a dropped send leaves `out` empty, never holding bytes it no longer has
+    /// (which a later send would put on the wire as zeros); and `sending` stays set,
+    /// which ends the connection's TLS at its next use ([`TlsStream::interrupted`]).
     async fn send_out(&mut self) -> io::Result<()> {
+        if self.interrupted() {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier send to the client was abandoned halfway",
+            ));
+        }
         let out = &mut self.wire.out;
         if out.is_empty() {
             return Ok(());
         }
         let filled = FilledBuf {
             buf: std::mem::take(&mut out.buf),
-            len: out.len,
+            len: std::mem::take(&mut out.len),
         };
+        self.wire.sending = true;
         let (result, filled) = self.tcp.send_all(filled).await;
+        self.wire.sending = false;
         self.wire.out.buf = filled.buf;
-        self.wire.out.len = 0;
         result
+    }
+
+    /// Whether an earlier send was abandoned halfway (see [`TlsStream::send_out`]):
+    /// then the session is over, nothing more is encrypted or sent.
+    fn interrupted(&mut self) -> bool {
+        if self.wire.sending {
+            self.session = Session::Failed;
+            self.wire.out.len = 0;
+        }
+        self.wire.sending
     }
 }
 

@@ -7,8 +7,18 @@
 //! pipelined request) is exact. Then the response head is awaited, rewritten, and the
 //! body streamed back. Attempts that the upstream cannot have seen (a failed connect, a
 //! reused keep-alive connection found closed) are retried on another pick.
+//!
+//! Forwarding is full duplex: while the request body streams, the upstream is
+//! listened to as well, and a final response that begins before the body has gone
+//! whole (a 401, a 413, an upstream that answers without reading) stops the body and
+//! is relayed at once. The client connection then closes after the response, with
+//! what the client still sends read and dropped for a moment (a lingering close, as
+//! nginx does), and the upstream connection is not reused.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::retry::RetryPolicy;
@@ -19,8 +29,10 @@ use crate::http::{
 use crate::route::Route;
 use crate::shard::ShardStats;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClusterId, UpstreamConn, pool};
-use crate::uring;
+use crate::upstream::{Cluster, ClusterId, UpstreamConn, pool};
+use crate::uring::{self, RecvBuf, TcpStream};
+
+use super::Ending;
 
 /// What the request needs remembered once its head has been consumed.
 struct RequestFacts {
@@ -64,7 +76,7 @@ impl Connection {
         let resendable = request_body.is_done();
         let mut tries = 0;
         let mut redialled = false;
-        let (mut upstream, endpoint, response, started) = loop {
+        let (mut upstream, endpoint, response, started, answered_early) = loop {
             let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {
                 let name = snapshot.clusters.get(cluster).name.clone();
                 return Err(ProxyError::NoEndpoint(name));
@@ -75,23 +87,36 @@ impl Connection {
                 return Err(ProxyError::UpstreamTimeout { addr, after });
             };
             tries += 1;
+            let spec = snapshot.clusters.get(cluster);
             let result = self
-                .try_upstream(addr, &mut request_body, &facts, wait)
+                .try_upstream(spec, addr, &mut request_body, &facts, wait)
                 .await;
             match result {
-                Ok((upstream, response, started)) => {
+                Ok(Tried {
+                    upstream,
+                    response,
+                    started,
+                    body,
+                }) => {
                     if resendable && policy.retry_status(response.status(), tries) {
                         // The upstream connection is dropped with the unread body.
                         self.ctx.finished(snapshot, cluster, endpoint);
                         tracing::debug!(%addr, status = response.status(), tries, "retrying");
                         continue;
                     }
-                    break (upstream, endpoint, response, started);
+                    let early = body == BodySent::Answered;
+                    break (upstream, endpoint, response, started, early);
                 }
                 Err(e) => {
                     self.ctx.finished(snapshot, cluster, endpoint);
-                    if matches!(e, ProxyError::Connect(_)) {
-                        ShardStats::add(&self.ctx.stats.upstream_connect_failures);
+                    match &e {
+                        ProxyError::Connect(c) if c.is_overflow() => {
+                            ShardStats::add(&self.ctx.stats.upstream_overflows);
+                        }
+                        ProxyError::Connect(_) => {
+                            ShardStats::add(&self.ctx.stats.upstream_connect_failures);
+                        }
+                        _ => {}
                     }
                     if resendable && e.is_stale_connection() && !redialled {
                         redialled = true;
@@ -107,20 +132,32 @@ impl Connection {
             }
         };
 
-        let reusable = response.keep_alive() && response.body() != BodyKind::UntilClose;
+        // An early answer left the request body half sent and half read: neither
+        // connection can carry another request.
+        let reusable =
+            response.keep_alive() && response.body() != BodyKind::UntilClose && !answered_early;
         let status = response.status();
         self.ctx.stats.responses.count(status);
         route.stats.count(status);
+        let keep_alive = reusable
+            .then(|| response.header("keep-alive").map(<[u8]>::to_vec))
+            .flatten();
         let close = !facts.keep_alive
             || response.client_must_close(facts.client_minor)
-            || self.ctx.draining.is_stopped();
+            || self.ctx.draining.is_stopped()
+            || answered_early;
+        if answered_early {
+            self.ending = Ending::Lingering;
+        }
         let result = self
             .stream_response(&mut upstream, route, &facts, response, close, started)
             .await;
         self.ctx.finished(snapshot, cluster, endpoint);
         let complete = result?;
         if complete && reusable {
-            self.ctx.pool.borrow_mut().put(upstream);
+            let spec = snapshot.clusters.get(cluster);
+            let keep_for = pool::keep_for(spec.pool.idle_timeout, keep_alive.as_deref());
+            self.ctx.pool.borrow_mut().put(upstream, keep_for);
         }
         Ok(if close { Next::Close } else { Next::KeepAlive })
     }
@@ -145,21 +182,32 @@ impl Connection {
         http::write_upstream_request(head, &ctx, &mut self.out);
     }
 
-    /// One attempt: a connection, the request sent (head, then any streamed body),
-    /// and the response head received and written, rewritten, into `out`.
+    /// One attempt: a connection, the request sent (head, then any streamed body, or
+    /// as much of it as went before the upstream answered), and the response head
+    /// received.
     async fn try_upstream(
         &mut self,
+        cluster: &Cluster,
         addr: std::net::SocketAddr,
         request_body: &mut BodyFramer,
         facts: &RequestFacts,
         wait: Duration,
-    ) -> Result<(UpstreamConn, ResponseHead, Instant), ProxyError> {
+    ) -> Result<Tried, ProxyError> {
         let pooled = self.ctx.pool.borrow_mut().take(addr);
         let upstream = match pooled {
             Some(conn) => conn,
-            None => pool::connect(addr).await?,
+            None => {
+                let limit = cluster.pool.shard_limit(self.ctx.shards);
+                let slot = pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
+                pool::connect(addr, slot, cluster.pool.connect_timeout).await?
+            }
         };
+        upstream
+            .stream
+            .set_send_timeout(self.ctx.settings.timeouts.idle);
         let reused = upstream.reused;
+        self.upbuf.clear();
+        super::buffers::ensure(&mut self.upbuf);
         // `out` holds the head and first body bytes; keep them for a retry.
         let out = std::mem::take(&mut self.out);
         let (sent, out) = upstream.stream.send_all(out).await;
@@ -171,23 +219,31 @@ impl Connection {
                 ProxyError::UpstreamIo { addr, source }
             });
         }
-        self.stream_request_body(&upstream, request_body, facts.expects_continue)
+        let body = self
+            .stream_request_body(&upstream, request_body, facts)
             .await?;
         let started = uring::now();
         let response = self.read_response_head(&upstream, facts, wait).await?;
-        Ok((upstream, response, started))
+        Ok(Tried {
+            upstream,
+            response,
+            started,
+            body,
+        })
     }
 
-    /// Streams the rest of the request body from the client to the upstream.
+    /// Streams the rest of the request body from the client to the upstream, until it
+    /// went whole or the upstream began its final response.
     async fn stream_request_body(
         &mut self,
         upstream: &UpstreamConn,
         body: &mut BodyFramer,
-        expects_continue: bool,
-    ) -> Result<(), ProxyError> {
+        facts: &RequestFacts,
+    ) -> Result<BodySent, ProxyError> {
         let idle = self.ctx.settings.timeouts.idle;
+        let method = response_method(facts);
         let mut chunk = Vec::new();
-        let mut continue_sent = !expects_continue;
+        let mut continue_sent = !facts.expects_continue;
         while !body.is_done() {
             if self.inbuf.is_empty() {
                 if !continue_sent {
@@ -197,11 +253,13 @@ impl Connection {
                     self.send_out(Next::KeepAlive).await?;
                     continue_sent = true;
                 }
-                match uring::timeout(idle, self.client.read(&mut self.inbuf)).await {
-                    Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(ProxyError::Client(e)),
-                    Err(_) => return Err(ProxyError::ClientTimeout(idle)),
+                let read = uring::timeout(idle, self.client.read(&mut self.inbuf));
+                match unless_answered(read, &upstream.stream, &mut self.upbuf, method).await {
+                    Raced::Done(Ok(Ok(0))) => return Err(ProxyError::ClientClosed),
+                    Raced::Done(Ok(Ok(_))) => {}
+                    Raced::Done(Ok(Err(e))) => return Err(ProxyError::Client(e)),
+                    Raced::Done(Err(_)) => return Err(ProxyError::ClientTimeout(idle)),
+                    Raced::Answered => return Ok(BodySent::Answered),
                 }
             }
             chunk.clear();
@@ -209,14 +267,19 @@ impl Connection {
                 .forward(&self.inbuf, &mut |piece| chunk.extend_from_slice(piece))
                 .map_err(ProxyError::BadRequest)?;
             self.inbuf.drain(..n);
-            let (sent, back) = upstream.stream.send_all(chunk).await;
-            chunk = back;
-            sent.map_err(|source| ProxyError::UpstreamIo {
-                addr: upstream.addr,
-                source,
-            })?;
+            let send = upstream.stream.send_all(chunk);
+            match unless_answered(send, &upstream.stream, &mut self.upbuf, method).await {
+                Raced::Done((sent, back)) => {
+                    chunk = back;
+                    sent.map_err(|source| ProxyError::UpstreamIo {
+                        addr: upstream.addr,
+                        source,
+                    })?;
+                }
+                Raced::Answered => return Ok(BodySent::Answered),
+            }
         }
-        Ok(())
+        Ok(BodySent::Whole)
     }
 
     /// Waits for the upstream's final response head, forwarding `100 Continue` and
@@ -228,12 +291,11 @@ impl Connection {
         wait: Duration,
     ) -> Result<ResponseHead, ProxyError> {
         let addr = upstream.addr;
-        let method = if facts.is_head { "HEAD" } else { "GET" };
+        let method = response_method(facts);
         let deadline = uring::now() + wait;
         // Once the client has seen an interim response, the request cannot be resent.
         let mut interim_sent = false;
-        self.upbuf.clear();
-        super::buffers::ensure(&mut self.upbuf);
+        // `upbuf` may already hold what the upstream sent while the body streamed.
         loop {
             if !self.upbuf.is_empty() {
                 let parsed = http::parse_response(&self.upbuf, method)
@@ -377,6 +439,93 @@ impl Connection {
         }
         // Bytes after the body are a protocol error: never reuse that connection.
         Ok(!extra)
+    }
+}
+
+/// What one attempt got: the connection, the response head, when the request had
+/// gone (for `x-envoy-upstream-service-time`) and how far the request body got.
+struct Tried {
+    upstream: UpstreamConn,
+    response: ResponseHead,
+    started: Instant,
+    body: BodySent,
+}
+
+/// How the request body's forwarding ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodySent {
+    /// All of it went to the upstream.
+    Whole,
+    /// The upstream began its final response first; the rest was not sent.
+    Answered,
+}
+
+/// The method response framing depends on: a response to HEAD has no body; any other
+/// method frames like GET.
+fn response_method(facts: &RequestFacts) -> &'static str {
+    if facts.is_head { "HEAD" } else { "GET" }
+}
+
+/// What [`unless_answered`] ended with.
+enum Raced<T> {
+    /// The work finished first.
+    Done(T),
+    /// The upstream began its final response, closed or failed first (the response
+    /// head is read next and tells which); the work was dropped.
+    Answered,
+}
+
+/// Runs `work` (a client read or an upstream send, both cancel safe) while listening
+/// to the upstream: what arrives is kept in `upbuf`; interim (1xx) responses let the
+/// work go on, the start of a final response, a close or an error end it.
+async fn unless_answered<F: Future>(
+    work: F,
+    upstream: &TcpStream,
+    upbuf: &mut Vec<u8>,
+    method: &str,
+) -> Raced<F::Output> {
+    let mut work = pin!(work);
+    loop {
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(done) = work.as_mut().poll(cx) {
+                return Poll::Ready(Ok(done));
+            }
+            // The receive in progress belongs to the stream: a fresh future per poll
+            // loses nothing.
+            match pin!(upstream.recv()).poll(cx) {
+                Poll::Ready(received) => Poll::Ready(Err(received)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        let received: RecvBuf = match next {
+            Ok(done) => return Raced::Done(done),
+            Err(Ok(received)) if !received.is_empty() => received,
+            Err(_) => return Raced::Answered,
+        };
+        upbuf.extend_from_slice(&received);
+        if final_response_began(upbuf, method) {
+            return Raced::Answered;
+        }
+    }
+}
+
+/// Whether `upbuf` holds (the start of) a final response, after any complete interim
+/// ones. A head that does not parse counts too: reading it will say why.
+fn final_response_began(upbuf: &[u8], method: &str) -> bool {
+    let mut rest = upbuf;
+    loop {
+        match http::parse_response(rest, method) {
+            Ok(Some(head)) if head.is_informational() => {
+                rest = rest.get(head.len()..).unwrap_or_default();
+            }
+            Ok(Some(_)) | Err(_) => return true,
+            // Incomplete: interim if its status line already says 1xx.
+            Ok(None) => {
+                let status = rest.get(9..10);
+                return rest.len() >= 12 && status != Some(b"1");
+            }
+        }
     }
 }
 

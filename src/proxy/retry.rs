@@ -79,6 +79,7 @@ impl<'r> RetryPolicy<'r> {
         // Envoy answers these itself with 503 or 504, so `5xx` and `gateway-error`
         // cover them too.
         let condition = match error {
+            ProxyError::Connect(e) if e.is_overflow() => return false,
             ProxyError::Connect(_) => "connect-failure",
             ProxyError::UpstreamClosed { .. } | ProxyError::UpstreamIo { .. } => "reset",
             ProxyError::UpstreamTimeout { .. } => "per-try timeout",
@@ -149,6 +150,7 @@ mod tests {
     fn connect_failure() -> ProxyError {
         ProxyError::Connect(ConnectError::TimedOut {
             addr: "127.0.0.1:1".parse().unwrap(),
+            after: Duration::from_secs(10),
         })
     }
 

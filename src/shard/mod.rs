@@ -44,6 +44,8 @@ use crate::uring::{self, ListenOptions, Listener, NotifyHandle, RingOptions, Run
 /// What a shard thread needs to start.
 pub struct ShardOptions {
     pub id: usize,
+    /// Shards of the gateway (per-cluster connection caps are shared out by it).
+    pub shards: usize,
     /// The CPU to pin to; `None` leaves the thread unpinned.
     pub cpu: Option<core_affinity::CoreId>,
     /// Attach the reuseport CPU-steering program (done by shard 0 once the group exists).
@@ -165,6 +167,8 @@ pub fn spawn(opts: ShardOptions, snapshot: Arc<Snapshot>) -> Result<ShardHandle,
 /// borrowed briefly and never across an `.await`.
 pub struct ShardContext {
     pub id: usize,
+    /// Shards of the gateway, this one included.
+    pub shards: usize,
     pub settings: Settings,
     snapshot: RefCell<Arc<Snapshot>>,
     pub pool: RefCell<Pool>,
@@ -185,6 +189,7 @@ struct Balancers {
 impl ShardContext {
     fn new(
         id: usize,
+        shards: usize,
         settings: Settings,
         snapshot: Arc<Snapshot>,
         stats: Arc<ShardStats>,
@@ -192,6 +197,7 @@ impl ShardContext {
         let balancers = Balancers::for_snapshot(&snapshot);
         ShardContext {
             id,
+            shards,
             settings,
             snapshot: RefCell::new(snapshot),
             pool: RefCell::new(Pool::default()),
@@ -352,6 +358,7 @@ fn shard_main(
     runtime.block_on(async move {
         let ctx = Rc::new(ShardContext::new(
             opts.id,
+            opts.shards,
             opts.settings,
             snapshot.clone(),
             stats,
@@ -386,6 +393,7 @@ fn shard_main(
         for (addr, port, listener) in listeners {
             ctx.serve_listener(listener, addr, port);
         }
+        uring::spawn(sweep_pool(ctx.clone()));
         ctx.stats.set_running(true);
         let _ = ready.send(Ok(wake));
         tracing::debug!(shard = ctx.id, "shard serving");
@@ -416,6 +424,18 @@ fn shard_main(
             }
         }
     });
+}
+
+/// How often the upstream pool closes its expired and closed idle connections.
+const POOL_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Closes the pool's expired idle connections and those their upstream closed, so
+/// they hold no descriptor until a request would have found them.
+async fn sweep_pool(ctx: Rc<ShardContext>) {
+    loop {
+        uring::sleep(POOL_SWEEP_EVERY).await;
+        ctx.pool.borrow_mut().sweep();
+    }
 }
 
 /// Fault injection for the tests of shard supervision, in debug builds only: with

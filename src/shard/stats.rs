@@ -54,6 +54,9 @@ pub struct ShardStats {
     pub handshakes_failed: AtomicU64,
     /// Upstream connects that failed or timed out.
     pub upstream_connect_failures: AtomicU64,
+    /// Requests refused because their cluster had all its connections open
+    /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
+    pub upstream_overflows: AtomicU64,
     /// Connection tasks that panicked (each closed its connection only).
     pub connection_panics: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when

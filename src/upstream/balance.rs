@@ -99,6 +99,7 @@ mod tests {
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
                 .collect(),
             lb,
+            pool: Default::default(),
         }
     }
 

@@ -24,6 +24,10 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use thiserror::Error;
 
+use super::PoolPolicy;
+
+#[cfg(test)]
+use crate::config::ConnectionPool;
 use crate::config::{
     Config, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution, RouteAction, ServiceEntry,
     ServicePort,
@@ -49,7 +53,10 @@ pub struct Cluster {
     pub port: u16,
     /// Where connections go; never empty.
     pub endpoints: Vec<SocketAddr>,
+    /// The DestinationRule's load balancer; ROUND_ROBIN without one.
     pub lb: LoadBalancer,
+    /// Connection limits and timeouts (the DestinationRule's `connectionPool`).
+    pub pool: PoolPolicy,
 }
 
 /// Clusters of one host: by service port, plus the one a route without a port means.
@@ -245,12 +252,14 @@ impl Clusters {
                     rule: reference.rule,
                     destination: destination.clone(),
                 })?;
+                let rule = destination_rule(&config.destination_rules, host);
                 self.clusters.push(Cluster {
                     name: destination,
                     host: host.to_owned(),
                     port: number,
                     endpoints,
-                    lb: load_balancer(&config.destination_rules, host),
+                    lb: rule.map(|r| r.load_balancer).unwrap_or_default(),
+                    pool: PoolPolicy::from_rule(rule.map(|r| &r.connection_pool)),
                 });
                 let id = ClusterId(id);
                 self.by_host
@@ -408,9 +417,9 @@ fn push_unique(endpoints: &mut Vec<SocketAddr>, addr: SocketAddr) {
     }
 }
 
-/// The load balancer of the DestinationRule for `host`: one naming the host exactly
-/// wins over a `*.suffix` one, which wins over `*`; none means ROUND_ROBIN.
-fn load_balancer(rules: &[DestinationRule], host: &str) -> LoadBalancer {
+/// The DestinationRule for `host`: one naming the host exactly wins over a `*.suffix`
+/// one, which wins over `*`.
+fn destination_rule<'r>(rules: &'r [DestinationRule], host: &str) -> Option<&'r DestinationRule> {
     let exact = rules.iter().find(|r| r.host == host);
     let wildcard = || {
         rules
@@ -424,10 +433,7 @@ fn load_balancer(rules: &[DestinationRule], host: &str) -> LoadBalancer {
             })
             .max_by_key(|r| r.host.len())
     };
-    exact
-        .or_else(wildcard)
-        .map(|r| r.load_balancer)
-        .unwrap_or_default()
+    exact.or_else(wildcard)
 }
 
 #[cfg(test)]
@@ -697,6 +703,10 @@ mod tests {
             name: host.to_owned(),
             host: host.to_owned(),
             load_balancer: lb,
+            connection_pool: ConnectionPool {
+                max_connections: Some(7),
+                ..ConnectionPool::default()
+            },
         };
         let config = Config {
             virtual_services: vec![vs(
@@ -717,19 +727,18 @@ mod tests {
         let lb = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).lb;
         assert_eq!(lb("127.0.0.1"), LoadBalancer::LeastRequest);
         assert_eq!(lb("127.0.0.2"), LoadBalancer::Random);
+        let policy = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).pool;
+        assert_eq!(policy("127.0.0.1").max_connections, 7);
         assert_eq!(
-            load_balancer(
-                &[rule("*.example.com", LoadBalancer::Random)],
-                "a.example.com"
-            ),
-            LoadBalancer::Random
+            policy("localhost").max_connections,
+            7,
+            "the `*` rule's connectionPool applies"
         );
+        let rules = [rule("*.example.com", LoadBalancer::Random)];
         assert_eq!(
-            load_balancer(
-                &[rule("*.example.com", LoadBalancer::Random)],
-                "example.com"
-            ),
-            LoadBalancer::RoundRobin
+            destination_rule(&rules, "a.example.com").map(|r| r.load_balancer),
+            Some(LoadBalancer::Random)
         );
+        assert!(destination_rule(&rules, "example.com").is_none());
     }
 }

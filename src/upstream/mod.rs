@@ -9,4 +9,4 @@ pub mod pool;
 
 pub use balance::Balancer;
 pub use cluster::{Cluster, ClusterError, ClusterId, Clusters};
-pub use pool::{ConnectError, Pool, UpstreamConn};
+pub use pool::{ConnectError, Pool, PoolPolicy, UpstreamConn};

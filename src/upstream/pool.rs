@@ -1,32 +1,154 @@
-//! Per-shard keep-alive pools of upstream connections.
+//! Per-shard keep-alive pools of upstream connections, and the cap on connections per
+//! cluster.
 //!
 //! Each shard owns one [`Pool`]: idle HTTP/1.1 connections keyed by endpoint address,
 //! taken newest-first (a connection used a moment ago is the least likely to have been
-//! closed by the upstream) and dropped once idle longer than [`IDLE_TIMEOUT`]. Nothing
-//! here is shared between threads, so nothing is locked.
+//! closed by the upstream). A pooled connection is never handed out once the upstream
+//! has closed it or sent anything unasked (its receive already holds an end, an error
+//! or bytes), and is dropped once idle longer than its cluster's idle timeout
+//! ([`DEFAULT_IDLE_TIMEOUT`], shorter than the keep-alive timeouts upstream servers
+//! commonly use, so ringress normally closes first; an upstream's
+//! `Keep-Alive: timeout=N` shortens it). [`Pool::sweep`] closes expired and closed
+//! ones every second, so they hold no descriptor.
+//!
+//! Every open connection of a cluster, idle or in use, holds one of its slots
+//! ([`Slots`]): a shard opens at most its share of the cluster's `maxConnections`
+//! ([`PoolPolicy::max_connections`], [`DEFAULT_MAX_CONNECTIONS`] without a
+//! DestinationRule). A request that finds its cluster full closes an idle connection
+//! of the cluster to another endpoint if there is one, else waits for a slot (at most
+//! [`MAX_PENDING`] requests wait per cluster) until its try's deadline.
+//!
+//! Nothing here is shared between threads, so nothing is locked.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::config::ConnectionPool;
 use crate::fast_hash::FastMap;
 use crate::uring::{self, TcpStream};
 
-/// How long an idle upstream connection is kept (below nginx's 75 s and most upstream
-/// servers' keep-alive timeouts, so ringress normally closes first).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+/// How long an idle upstream connection is kept without a DestinationRule
+/// `connectionPool.http.idleTimeout`: below the 5 s of Node.js, Apache httpd and
+/// uvicorn, so ringress closes first and never sends a request into a connection the
+/// upstream is closing (Istio's "503 UC").
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+/// Connections per cluster without `connectionPool.tcp.maxConnections` (Envoy's own
+/// default circuit-breaker limit).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+/// How long a connect may take without `connectionPool.tcp.connectTimeout` (Istio's
+/// default).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per endpoint per shard; more are closed when returned.
 pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
-/// How long a connect to an upstream endpoint may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests that may wait for a slot of one full cluster on one shard; more are
+/// answered 503 at once.
+pub const MAX_PENDING: usize = 1024;
+/// How much sooner than an upstream's `Keep-Alive: timeout=` ringress closes.
+const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
+
+/// A cluster's connection settings, from its DestinationRule's `connectionPool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolPolicy {
+    /// Open connections to the cluster at most, over all shards.
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl PoolPolicy {
+    /// The policy of a cluster whose DestinationRule has `pool` (defaults without).
+    pub fn from_rule(pool: Option<&ConnectionPool>) -> PoolPolicy {
+        let pool = pool.copied().unwrap_or_default();
+        PoolPolicy {
+            max_connections: pool.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            connect_timeout: pool.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            idle_timeout: pool.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+        }
+    }
+
+    /// This shard's share of `max_connections` when `shards` share it (at least 1).
+    pub fn shard_limit(&self, shards: usize) -> u32 {
+        let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
+        self.max_connections.div_ceil(shards).max(1)
+    }
+}
+
+impl Default for PoolPolicy {
+    fn default() -> Self {
+        PoolPolicy::from_rule(None)
+    }
+}
 
 /// Why no connection to an endpoint could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("connect to {addr} failed: {source}")]
     Failed { addr: SocketAddr, source: io::Error },
-    #[error("connect to {addr} timed out after {CONNECT_TIMEOUT:?}")]
-    TimedOut { addr: SocketAddr },
+    #[error("connect to {addr} timed out after {after:?}")]
+    TimedOut { addr: SocketAddr, after: Duration },
+    #[error(
+        "cluster {cluster} has all its {limit} connections of this shard open (connectionPool.tcp.maxConnections) and {waiting} requests waiting"
+    )]
+    Overflow {
+        cluster: String,
+        limit: u32,
+        waiting: usize,
+    },
+    #[error(
+        "no connection of cluster {cluster} came free within {after:?} (connectionPool.tcp.maxConnections)"
+    )]
+    NoSlot { cluster: String, after: Duration },
+}
+
+impl ConnectError {
+    /// The cluster was full: no connect was tried (not a connect failure, and not
+    /// retried as one).
+    pub fn is_overflow(&self) -> bool {
+        matches!(
+            self,
+            ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }
+        )
+    }
+}
+
+/// The open connections of one cluster on one shard, and who waits for one to close.
+#[derive(Debug, Default)]
+pub struct Slots {
+    open: Cell<u32>,
+    waiters: RefCell<VecDeque<Waker>>,
+}
+
+impl Slots {
+    /// Connections of the cluster open now.
+    pub fn open(&self) -> u32 {
+        self.open.get()
+    }
+
+    /// One connection closed: every waiter looks again (a waiter whose wait timed
+    /// out left its waker behind, so waking only the first could wake nobody).
+    fn release(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for waiter in waiters {
+            waiter.wake();
+        }
+    }
+}
+
+/// A slot of a cluster taken for one connection: given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Rc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 /// An upstream connection checked out of the pool (or freshly connected).
@@ -36,66 +158,219 @@ pub struct UpstreamConn {
     /// Whether it served a request before: a reused connection the upstream closed
     /// meanwhile fails without the request having been seen, so it may be retried.
     pub reused: bool,
+    /// The cluster slot it holds while open.
+    slot: Slot,
 }
 
 struct Idle {
-    stream: TcpStream,
-    since: Instant,
+    conn: UpstreamConn,
+    until: Instant,
 }
 
-/// One shard's idle upstream connections.
+/// One shard's upstream connections: the idle ones, and the slots of every cluster.
 #[derive(Default)]
 pub struct Pool {
     idle: FastMap<SocketAddr, Vec<Idle>>,
+    clusters: FastMap<String, Rc<Slots>>,
 }
 
 impl Pool {
-    /// An idle connection to `addr`, if one fresh enough is pooled.
+    /// An idle connection to `addr` that may carry a request: not expired, nothing
+    /// received from the upstream since its last response (a close, an error or bytes
+    /// nobody asked for mean the upstream is done with it).
     pub fn take(&mut self, addr: SocketAddr) -> Option<UpstreamConn> {
         let idle = self.idle.get_mut(&addr)?;
         let now = uring::now();
-        while let Some(conn) = idle.pop() {
-            if now.duration_since(conn.since) < IDLE_TIMEOUT {
-                return Some(UpstreamConn {
-                    stream: conn.stream,
-                    addr,
-                    reused: true,
-                });
+        while let Some(Idle { mut conn, until }) = idle.pop() {
+            if now < until && conn.stream.try_recv().is_none() {
+                conn.reused = true;
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Returns a connection whose last exchange ended cleanly.
-    pub fn put(&mut self, conn: UpstreamConn) {
+    /// Returns a connection whose last exchange ended cleanly, to be kept for
+    /// `keep_for` at most.
+    pub fn put(&mut self, conn: UpstreamConn, keep_for: Duration) {
+        if keep_for.is_zero() {
+            return;
+        }
         let idle = self.idle.entry(conn.addr).or_default();
         if idle.len() >= MAX_IDLE_PER_ENDPOINT {
             idle.remove(0);
         }
         idle.push(Idle {
-            stream: conn.stream,
-            since: uring::now(),
+            conn,
+            until: uring::now() + keep_for,
         });
+    }
+
+    /// Closes the idle connections that expired or that the upstream closed (or sent
+    /// something on) while they waited.
+    pub fn sweep(&mut self) {
+        let now = uring::now();
+        self.idle.retain(|_, idle| {
+            idle.retain(|Idle { conn, until }| now < *until && conn.stream.try_recv().is_none());
+            !idle.is_empty()
+        });
+        // Clusters a reload removed: nothing open, nobody waiting.
+        self.clusters
+            .retain(|_, slots| slots.open() > 0 || Rc::strong_count(slots) > 1);
     }
 
     /// Idle connections currently held, over all endpoints.
     pub fn idle_count(&self) -> usize {
         self.idle.values().map(Vec::len).sum()
     }
+
+    /// The slots of `cluster`.
+    pub fn slots(&mut self, cluster: &str) -> Rc<Slots> {
+        if let Some(slots) = self.clusters.get(cluster) {
+            return slots.clone();
+        }
+        let slots = Rc::new(Slots::default());
+        self.clusters.insert(cluster.to_owned(), slots.clone());
+        slots
+    }
+
+    /// Closes one idle connection holding a slot of `slots` (to another endpoint of
+    /// the cluster than the one wanted); whether there was one.
+    fn close_idle_of(&mut self, slots: &Rc<Slots>) -> bool {
+        for idle in self.idle.values_mut() {
+            if let Some(i) = idle.iter().position(|c| Rc::ptr_eq(&c.conn.slot.0, slots)) {
+                idle.remove(i);
+                return true;
+            }
+        }
+        false
+    }
 }
 
-/// Opens a new connection to an upstream endpoint, with [`CONNECT_TIMEOUT`].
-pub async fn connect(addr: SocketAddr) -> Result<UpstreamConn, ConnectError> {
-    match uring::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+/// A slot of `cluster` for a new connection, within this shard's `limit`: at once
+/// when one is free or an idle connection of the cluster can be closed for it, else
+/// when one comes free within `wait`.
+pub async fn reserve(
+    pool: &RefCell<Pool>,
+    cluster: &str,
+    limit: u32,
+    wait: Duration,
+) -> Result<Slot, ConnectError> {
+    let slots = pool.borrow_mut().slots(cluster);
+    let deadline = uring::now() + wait;
+    loop {
+        if slots.open() < limit || pool.borrow_mut().close_idle_of(&slots) {
+            slots.open.set(slots.open() + 1);
+            return Ok(Slot(slots));
+        }
+        let waiting = slots.waiters.borrow().len();
+        if waiting >= MAX_PENDING {
+            return Err(ConnectError::Overflow {
+                cluster: cluster.to_owned(),
+                limit,
+                waiting,
+            });
+        }
+        let left = deadline.saturating_duration_since(uring::now());
+        let mut queued = false;
+        let freed = poll_fn(|cx| {
+            if std::mem::replace(&mut queued, true) {
+                return Poll::Ready(());
+            }
+            slots.waiters.borrow_mut().push_back(cx.waker().clone());
+            Poll::Pending
+        });
+        if uring::timeout(left, freed).await.is_err() {
+            return Err(ConnectError::NoSlot {
+                cluster: cluster.to_owned(),
+                after: wait,
+            });
+        }
+    }
+}
+
+/// Opens a new connection to an upstream endpoint within `timeout`, holding `slot`.
+pub async fn connect(
+    addr: SocketAddr,
+    slot: Slot,
+    timeout: Duration,
+) -> Result<UpstreamConn, ConnectError> {
+    match uring::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             Ok(UpstreamConn {
                 stream,
                 addr,
                 reused: false,
+                slot,
             })
         }
         Ok(Err(source)) => Err(ConnectError::Failed { addr, source }),
-        Err(_) => Err(ConnectError::TimedOut { addr }),
+        Err(_) => Err(ConnectError::TimedOut {
+            addr,
+            after: timeout,
+        }),
+    }
+}
+
+/// How long a connection may stay pooled after a response whose `Keep-Alive` header
+/// is `keep_alive`: the cluster's idle timeout, or less when the upstream says it
+/// closes sooner (`timeout=N`: `N` minus a second, nothing when that is nothing).
+pub fn keep_for(idle_timeout: Duration, keep_alive: Option<&[u8]>) -> Duration {
+    let upstream = keep_alive.and_then(|value| {
+        value
+            .split(|&b| b == b',')
+            .filter_map(|param| {
+                let param = std::str::from_utf8(param).ok()?.trim();
+                let (name, value) = param.split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("timeout")
+                    .then(|| value.trim().parse::<u64>().ok())?
+            })
+            .next()
+    });
+    match upstream {
+        Some(seconds) => {
+            idle_timeout.min(Duration::from_secs(seconds).saturating_sub(KEEP_ALIVE_MARGIN))
+        }
+        None => idle_timeout,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_alive_timeouts_shorten_the_idle_timeout() {
+        let idle = Duration::from_secs(4);
+        assert_eq!(keep_for(idle, None), idle);
+        assert_eq!(
+            keep_for(idle, Some(b"timeout=2, max=100")),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            keep_for(idle, Some(b"max=5,Timeout = 3")),
+            Duration::from_secs(2)
+        );
+        assert_eq!(keep_for(idle, Some(b"timeout=60")), idle);
+        assert_eq!(keep_for(idle, Some(b"timeout=1")), Duration::ZERO);
+        assert_eq!(keep_for(idle, Some(b"timeout=x")), idle);
+    }
+
+    #[test]
+    fn a_shard_gets_its_share_of_max_connections() {
+        let policy = |max| PoolPolicy {
+            max_connections: max,
+            ..PoolPolicy::default()
+        };
+        assert_eq!(policy(10).shard_limit(2), 5);
+        assert_eq!(policy(11).shard_limit(2), 6);
+        assert_eq!(policy(1).shard_limit(4), 1);
+        assert_eq!(policy(1024).shard_limit(0), 1024);
+        assert_eq!(
+            PoolPolicy::default().max_connections,
+            DEFAULT_MAX_CONNECTIONS
+        );
     }
 }

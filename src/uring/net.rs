@@ -3,7 +3,7 @@
 //! both client and upstream connections: connect, receive from the buffer ring, send
 //! owned buffers, shut down.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem;
@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
+use std::time::Duration;
 
 use io_uring::{opcode, types};
 
@@ -302,6 +303,8 @@ pub struct TcpStream {
     fd: Rc<OwnedFd>,
     /// The receive in progress, kept across `recv` calls.
     recv: RefCell<Receiving>,
+    /// Longest a `send_all` may wait for any progress ([`TcpStream::set_send_timeout`]).
+    send_timeout: Cell<Option<Duration>>,
 }
 
 /// What a stream's receive side is doing between `recv` calls.
@@ -321,6 +324,38 @@ impl TcpStream {
         TcpStream {
             fd,
             recv: RefCell::new(Receiving::Idle),
+            send_timeout: Cell::new(None),
+        }
+    }
+
+    /// Bounds every later `send_all`: when one `send(2)` has
+    /// moved no byte for `limit` (a peer that stopped reading, its window closed), the
+    /// send fails with [`io::ErrorKind::TimedOut`]. A slow peer that keeps reading is
+    /// never cut off.
+    pub fn set_send_timeout(&self, limit: Duration) {
+        self.send_timeout.set(Some(limit));
+    }
+
+    /// One send of `buf[offset..]` under the send timeout. On expiry the operation is
+    /// cancelled (the driver keeps the buffer until the kernel lets go of it) and an
+    /// empty buffer comes back in its place.
+    async fn send_within<B: IoBuf + Default>(
+        &self,
+        buf: B,
+        offset: usize,
+    ) -> (io::Result<usize>, B) {
+        let Some(limit) = self.send_timeout.get() else {
+            return self.send_from(buf, offset).await;
+        };
+        match super::timeout(limit, self.send_from(buf, offset)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                let message = format!("the peer read nothing for {limit:?}");
+                (
+                    Err(io::Error::new(io::ErrorKind::TimedOut, message)),
+                    B::default(),
+                )
+            }
         }
     }
 
@@ -474,8 +509,9 @@ impl TcpStream {
         self.send_from(buf, 0).await
     }
 
-    /// Sends all of `buf`.
-    pub async fn send_all<B: IoBuf>(&self, buf: B) -> (io::Result<()>, B) {
+    /// Sends all of `buf`, within the send timeout if one is set (then the buffer may
+    /// come back empty, see [`TcpStream::set_send_timeout`]).
+    pub async fn send_all<B: IoBuf + Default>(&self, buf: B) -> (io::Result<()>, B) {
         let mut buf = buf;
         let mut sent = 0;
         loop {
@@ -483,7 +519,7 @@ impl TcpStream {
             if sent >= total {
                 return (Ok(()), buf);
             }
-            let (res, back) = self.send_from(buf, sent).await;
+            let (res, back) = self.send_within(buf, sent).await;
             buf = back;
             match res {
                 Ok(0) => {
