@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ringress::control::{self, RunOptions, ShardCount};
 use ringress::demo::{self, DemoOptions};
 use ringress::http::PathNormalization;
-use ringress::proxy::{RecordLayer, Settings, Timeouts};
+use ringress::proxy::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS, RecordLayer, Settings, Timeouts};
 
 #[derive(Parser)]
 #[command(
@@ -70,6 +70,14 @@ enum Command {
         /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
         #[arg(long, default_value = "BASE")]
         path_normalization: PathNormalization,
+        /// Client connections one shard serves at once; more are reset at accept
+        /// (default: what the open-file limit allows, at most 16384).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: Option<u32>,
+        /// Client connections one address may have open on one shard; more are reset
+        /// at accept (default: no cap).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections_per_client: Option<u32>,
     },
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
@@ -118,6 +126,8 @@ fn main() -> ExitCode {
             no_watch,
             tls_record_layer,
             path_normalization,
+            max_connections,
+            max_connections_per_client,
         } => (|| {
             let settings = Settings {
                 timeouts: Timeouts {
@@ -127,6 +137,10 @@ fn main() -> ExitCode {
                 },
                 record_layer: tls_record_layer,
                 path_normalization,
+                limits: ConnectionLimits {
+                    max_connections: DEFAULT_MAX_CONNECTIONS,
+                    max_connections_per_client: max_connections_per_client.map(|n| n as usize),
+                },
             };
             let admin = admin_address(&admin)?;
             control::run(RunOptions {
@@ -137,6 +151,7 @@ fn main() -> ExitCode {
                 admin,
                 drain_timeout: seconds(drain_timeout, "--drain-timeout")?,
                 watch: !no_watch,
+                max_connections: max_connections.map(|n| n as usize),
                 ..RunOptions::new(config)
             })
         })(),

@@ -25,14 +25,14 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use downstream::{Downstream, Ending, HandshakeError};
 pub use error::{ProxyError, Side};
 
 use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
-use crate::shard::{ShardContext, ShardStats};
+use crate::shard::{Admitted, ShardContext, ShardStats};
 use crate::snapshot::Snapshot;
 use crate::uring::{self, TcpStream};
 
@@ -44,7 +44,31 @@ pub struct Settings {
     pub timeouts: Timeouts,
     pub record_layer: RecordLayer,
     pub path_normalization: http::PathNormalization,
+    pub limits: ConnectionLimits,
 }
+
+/// Caps on client connections (`--max-connections`, `--max-connections-per-client`),
+/// see `shard::admission`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Client connections one shard serves at once.
+    pub max_connections: usize,
+    /// Client connections one address may have open on one shard; `None`: no cap.
+    pub max_connections_per_client: Option<usize>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: None,
+        }
+    }
+}
+
+/// Client connections per shard without `--max-connections`, if the descriptor limit
+/// allows (see `control::raise_fd_limit`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 
 /// Who protects the records of an established TLS 1.3 connection (`--tls-record-layer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,41 +120,26 @@ impl Default for Timeouts {
 ///
 /// The task keeps this future for the connection's whole life, so it holds only what
 /// an idle connection needs: the handshake (and the arguments it consumes) runs in a
-/// boxed future freed once it is done, then [`Connection::run`] owns the connection.
+/// boxed future freed once it is done, then `Connection::run` owns the connection.
+/// `admitted` holds the connection's place in the shard's caps until the task ends,
+/// also by a panic (the task is then dropped, see `uring::spawn`), so a drain never
+/// waits for a connection that is gone.
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     port: u16,
-    ctx: Rc<ShardContext>,
+    admitted: Admitted,
 ) -> impl Future<Output = ()> + 'static {
+    let ctx = admitted.ctx().clone();
     ShardStats::add(&ctx.stats.accepted);
-    let active = Active::count(ctx.stats.clone());
     let start = Box::pin(start(stream, peer, port, ctx));
     async move {
-        let _active = active;
+        let _admitted = admitted;
         // Boxed, and matched in a statement of its own: this future would otherwise
         // keep a second copy of the connection beside the one `run` owns.
         if let Some(run) = start.await.map(|conn| Box::pin(conn.run())) {
             run.await;
         }
-    }
-}
-
-/// One open client connection in the shard's `active_connections`, for as long as
-/// its task lives: also when the task ends by a panic (it is then dropped, see
-/// `uring::spawn`), so a drain never waits for a connection that is gone.
-struct Active(Arc<ShardStats>);
-
-impl Active {
-    fn count(stats: Arc<ShardStats>) -> Active {
-        ShardStats::add(&stats.active_connections);
-        Active(stats)
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        ShardStats::sub(&self.0.active_connections);
     }
 }
 
@@ -142,6 +151,7 @@ async fn start(
     ctx: Rc<ShardContext>,
 ) -> Option<Connection> {
     let stats = &ctx.stats;
+    let accepted = uring::now();
     let snapshot = ctx.snapshot();
     let listener = snapshot.listeners.iter().find(|l| l.port() == port)?;
     // TCP_NODELAY came with the socket from its listener (`Listener::bind`). A client
@@ -177,6 +187,7 @@ async fn start(
         served: 0,
         head_request: false,
         ending: Ending::Clean,
+        head_deadline: accepted + ctx.settings.timeouts.header,
     })
 }
 
@@ -208,6 +219,9 @@ struct Connection {
     /// How the connection ends once no more requests are answered: clean unless an
     /// error was answered, bytes were left unread or a response was cut short.
     ending: Ending,
+    /// When the head being read must be whole: the header timeout after accept for
+    /// the first (the TLS handshake included), after its first byte for later ones.
+    head_deadline: Instant,
 }
 
 impl Connection {
@@ -279,7 +293,7 @@ impl Connection {
             return Ok(true);
         }
         let wait = match self.served {
-            0 => self.ctx.settings.timeouts.header,
+            0 => self.head_deadline.saturating_duration_since(uring::now()),
             _ => self.ctx.settings.timeouts.keepalive,
         };
         // Nothing of this connection's buffers is needed until bytes arrive.
@@ -291,15 +305,19 @@ impl Connection {
         // this future, which every idle connection keeps.
         let read = std::pin::pin!(uring::timeout(wait, self.client.read(&mut self.inbuf)));
         // Between requests a draining shard closes the connection at once.
-        match self.ctx.draining.or_stop(read).await {
+        let ready = match self.ctx.draining.or_stop(read).await {
             None | Some(Err(_)) | Some(Ok(Ok(0))) => Ok(false),
             Some(Ok(Ok(_))) => Ok(true),
             Some(Ok(Err(e))) => Err(ProxyError::Client(e)),
+        };
+        if self.served > 0 {
+            self.head_deadline = uring::now() + self.ctx.settings.timeouts.header;
         }
+        ready
     }
 
     /// Reads on until a whole request head is buffered, once its first bytes are (see
-    /// [`Self::await_request`]); each further read must come within the header timeout.
+    /// [`Self::await_request`]): the whole head by `head_deadline`, however it trickles.
     async fn read_head(&mut self) -> Result<RequestHead, ProxyError> {
         let wait = self.ctx.settings.timeouts.header;
         loop {
@@ -308,7 +326,8 @@ impl Connection {
                 Ok(None) => {}
                 Err(e) => return Err(ProxyError::BadRequest(e)),
             }
-            match uring::timeout(wait, self.client.read(&mut self.inbuf)).await {
+            let left = self.head_deadline.saturating_duration_since(uring::now());
+            match uring::timeout(left, self.client.read(&mut self.inbuf)).await {
                 Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(ProxyError::Client(e)),

@@ -6,6 +6,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -106,4 +107,190 @@ fn an_early_answer_reaches_a_client_still_sending() {
     let (_, closed) = read_to_close(&mut stream);
     assert!(closed);
     gw.assert_running();
+}
+
+/// Sends `bytes` one at a time every `gap` from another thread, until they are all
+/// sent or the gateway closed; how many went.
+fn trickle(stream: &TcpStream, bytes: Vec<u8>, gap: Duration) -> std::thread::JoinHandle<usize> {
+    let mut stream = stream.try_clone().expect("cloning the stream");
+    std::thread::spawn(move || {
+        for (i, byte) in bytes.iter().enumerate() {
+            if stream.write_all(&[*byte]).is_err() {
+                return i;
+            }
+            std::thread::sleep(gap);
+        }
+        bytes.len()
+    })
+}
+
+/// A head trickled a byte at a time, each within the header timeout (2 s here) of the
+/// last, is closed when the whole head is not there 2 s after its first byte; so is
+/// a TLS handshake trickled the same way. Neither resets the clock with every byte.
+#[test]
+fn a_trickled_head_or_handshake_is_closed_at_its_deadline() {
+    let dir = TempDir::new("peers-trickle");
+    let upstream = Upstream::named("a");
+    let (pki, port, https_port, mut gw) = start_http_and_https(&dir, upstream.addr);
+    let head = format!(
+        "GET /x HTTP/1.1\r\nHost: {HTTPBIN}\r\nUser-Agent: {}\r\n\r\n",
+        "t".repeat(100)
+    );
+    let mut hello = Vec::new();
+    {
+        // A real ClientHello from rustls.
+        let config = client_config(&pki.ca_chain, None);
+        let name = rustls::pki_types::ServerName::try_from(HTTPBIN).expect("name");
+        let mut client = rustls::ClientConnection::new(config, name).expect("client");
+        client.write_tls(&mut hello).expect("hello");
+    }
+    for (p, bytes, what) in [
+        (port, head.into_bytes(), "head"),
+        (https_port, hello, "ClientHello"),
+    ] {
+        let mut stream = connect(p);
+        let total = bytes.len();
+        let sender = trickle(&stream, bytes, Duration::from_millis(250));
+        let (_, closed) = read_to_close(&mut stream);
+        assert!(closed, "the trickled {what} was never closed");
+        let sent = sender.join().expect("trickle thread");
+        assert!(
+            sent < total,
+            "the whole {what} ({total} bytes) got through before the close"
+        );
+    }
+    gw.assert_running();
+}
+
+/// A request body with a pause longer than the idle timeout (1 s here) gets 408, and
+/// the upstream connection it held is let go.
+#[test]
+fn a_body_that_stops_coming_gets_408() {
+    let dir = TempDir::new("peers-slow-body");
+    let upstream = Upstream::named("a");
+    let (port, mut gw) = start_http(&dir, upstream.addr, &["--idle-timeout", "1"]);
+    let mut stream = connect(port);
+    let head = format!("POST /p HTTP/1.1\r\nHost: {HTTPBIN}\r\nContent-Length: 1000\r\n\r\n");
+    stream.write_all(head.as_bytes()).expect("head");
+    stream.write_all(&[b'b'; 10]).expect("some of the body");
+    let (bytes, closed) = read_to_close(&mut stream);
+    assert_first_status(&bytes, 408, "slow body");
+    assert!(closed);
+    // The upstream saw the head, then its connection closed.
+    assert!(wait_for(READ_TIMEOUT, || upstream.seen.requests() == 0
+        && upstream
+            .seen
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1));
+    gw.assert_running();
+}
+
+/// The active-connection gauges of both shards.
+fn active_connections(gw: &Gateway) -> u64 {
+    let stats = curl_admin(gw.admin(), "/stats/prometheus", &[]).text();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("ringress_active_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A client that asks for a large response and never reads it is cut off once the
+/// gateway could send nothing for the idle timeout (1 s here), and its upstream
+/// connection is let go: nothing waits on it forever.
+#[test]
+fn a_client_that_never_reads_is_cut_off() {
+    let dir = TempDir::new("peers-no-read");
+    let upstream = Upstream::source(64 << 20);
+    let (port, mut gw) = start_http(&dir, upstream.addr, &["--idle-timeout", "1"]);
+    gw.wait_admin_ready();
+    let mut stream = connect(port);
+    let request = format!("GET /big HTTP/1.1\r\nHost: {HTTPBIN}\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("request");
+    assert!(
+        wait_for(Duration::from_secs(10), || active_connections(&gw) == 0),
+        "the gateway still holds the connection of a client that reads nothing"
+    );
+    // What the client reads now ends short of 64 MiB with a reset or an end.
+    let (bytes, closed) = read_to_close(&mut stream);
+    assert!(closed && bytes.len() < 64 << 20);
+    gw.assert_running();
+}
+
+/// An upstream that reads no request body and answers nothing: the gateway's send to
+/// it makes no progress for the idle timeout, and the client gets 504.
+#[test]
+fn an_upstream_that_never_reads_the_body_gets_504() {
+    require("curl");
+    let dir = TempDir::new("peers-upstream-no-read");
+    let upstream = Upstream::spawn(|stream, seen| {
+        seen.record_head("accepted".into());
+        std::thread::sleep(Duration::from_secs(8));
+        drop(stream);
+    });
+    let (port, mut gw) = start_http(&dir, upstream.addr, &["--idle-timeout", "1"]);
+    let body = dir.write("body.bin", vec![b'q'; 64 << 20]);
+    let data = format!("@{}", body.display());
+    let out = curl_http(
+        HTTPBIN,
+        port,
+        "/p",
+        &["--data-binary", &data, "-H", "Expect:"],
+    );
+    assert_eq!(out.status, 504, "{out:?}");
+    gw.assert_running();
+}
+
+/// Over `--max-connections` (per shard) connections are reset at accept, counted by
+/// reason, and the gateway serves again once they are gone; the same per client
+/// address with `--max-connections-per-client`.
+#[test]
+fn connections_over_a_cap_are_reset_and_counted() {
+    let dir = TempDir::new("peers-caps");
+    let upstream = Upstream::named("a");
+    for (flag, reason) in [
+        ("--max-connections", "shard_limit"),
+        ("--max-connections-per-client", "client_limit"),
+    ] {
+        let (port, mut gw) = start_http(&dir, upstream.addr, &[flag, "2"]);
+        gw.wait_admin_ready();
+        // Two shards, two each: of ten idle connections six or more are refused.
+        let mut open: Vec<TcpStream> = (0..10).map(|_| connect(port)).collect();
+        let refused = |gw: &Gateway| {
+            let stats = curl_admin(gw.admin(), "/stats/prometheus", &[]).text();
+            stats
+                .lines()
+                .filter(|l| {
+                    l.starts_with("ringress_connections_refused_total{") && l.contains(reason)
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        };
+        assert!(
+            wait_for(READ_TIMEOUT, || refused(&gw) >= 6),
+            "{flag}: refused {}",
+            refused(&gw)
+        );
+        let resets = open
+            .iter_mut()
+            .filter(|s: &&mut TcpStream| {
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                match (&**s).read(&mut [0u8; 1]) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                }
+            })
+            .count();
+        assert!(resets >= 6, "{flag}: {resets} connections were closed");
+        assert!(
+            gw.log_text()
+                .contains("connection refused: over the connection cap")
+        );
+        drop(open);
+        assert!(wait_for(READ_TIMEOUT, || active_connections(&gw) == 0));
+        assert_http_ok(port, HTTPBIN, "/ok");
+        gw.assert_running();
+    }
 }

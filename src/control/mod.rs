@@ -19,7 +19,7 @@ use signal_hook::iterator::Signals;
 pub use check::{check, describe};
 
 use crate::config;
-use crate::proxy::Settings;
+use crate::proxy::{self, Settings};
 use crate::shard::{self, ShardDown, ShardHandle, ShardOptions};
 use crate::snapshot::Snapshot;
 use crate::tls;
@@ -77,6 +77,9 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Watch certificate files, credentials and the config file for changes.
     pub watch: bool,
+    /// `--max-connections`: client connections per shard; `None` for what the
+    /// descriptor limit allows, at most [`proxy::DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: Option<usize>,
 }
 
 /// The admin endpoint's default address (Envoy's, which Istio users know).
@@ -110,6 +113,7 @@ impl RunOptions {
             admin: Some(DEFAULT_ADMIN),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch: true,
+            max_connections: None,
         }
     }
 }
@@ -143,6 +147,8 @@ fn start(
     )?);
     probe_listeners(snapshot.listeners.iter().map(|l| l.addr))?;
     let count = opts.shards.resolve();
+    let mut settings = opts.settings;
+    settings.limits.max_connections = max_connections(opts.max_connections, count);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut shards = Vec::with_capacity(count);
     let events = events.clone();
@@ -157,7 +163,7 @@ fn start(
                 shards: count,
                 cpu,
                 steer_by_cpu: opts.steer_by_cpu,
-                settings: opts.settings,
+                settings,
                 on_down: on_down.clone(),
             },
             snapshot.clone(),
@@ -167,6 +173,7 @@ fn start(
     log_serving(&snapshot);
     tracing::info!(
         shards = count,
+        max_connections_per_shard = settings.limits.max_connections,
         config = %opts.config.display(),
         "ringress serving"
     );
@@ -233,6 +240,40 @@ impl Gateway {
         for shard in self.shards {
             shard.join();
         }
+    }
+}
+
+/// Descriptors kept free of client connections: listeners, the ring, the admin
+/// endpoint, files read at reloads.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// Client connections per shard: `requested`, or what the descriptor limit (raised
+/// to its hard limit first) allows when each client connection may come with an
+/// upstream one, at most [`proxy::DEFAULT_MAX_CONNECTIONS`]. Warns when the requested
+/// number cannot all be open at once.
+fn max_connections(requested: Option<usize>, shards: usize) -> usize {
+    let descriptors = match uring::raise_descriptor_limit() {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit (RLIMIT_NOFILE)");
+            return requested.unwrap_or(proxy::DEFAULT_MAX_CONNECTIONS);
+        }
+    };
+    let per_shard = descriptors.saturating_sub(RESERVED_DESCRIPTORS) / (2 * shards.max(1) as u64);
+    let fits = usize::try_from(per_shard).unwrap_or(usize::MAX).max(1);
+    match requested {
+        Some(n) => {
+            if n > fits {
+                tracing::warn!(
+                    max_connections = n,
+                    shards,
+                    open_file_limit = descriptors,
+                    "--max-connections is more than the open-file limit allows (each client connection may need an upstream one too): raise `ulimit -n` (LimitNOFILE= for systemd)"
+                );
+            }
+            n
+        }
+        None => fits.min(proxy::DEFAULT_MAX_CONNECTIONS),
     }
 }
 

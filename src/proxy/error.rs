@@ -41,6 +41,8 @@ pub enum ProxyError {
     BadResponse { addr: SocketAddr, source: HttpError },
     #[error("upstream {addr} did not respond within {after:?}")]
     UpstreamTimeout { addr: SocketAddr, after: Duration },
+    #[error("upstream {addr} read none of the request body for {after:?}")]
+    UpstreamStalled { addr: SocketAddr, after: Duration },
     #[error("response from {addr} aborted after it began: {reason}")]
     ResponseAborted { addr: SocketAddr, reason: String },
 }
@@ -80,7 +82,7 @@ impl ProxyError {
             ProxyError::UpstreamClosed { .. }
             | ProxyError::UpstreamIo { .. }
             | ProxyError::BadResponse { .. } => Some(502),
-            ProxyError::UpstreamTimeout { .. } => Some(504),
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamStalled { .. } => Some(504),
         }
     }
 }

@@ -271,9 +271,15 @@ impl Connection {
             match unless_answered(send, &upstream.stream, &mut self.upbuf, method).await {
                 Raced::Done((sent, back)) => {
                     chunk = back;
-                    sent.map_err(|source| ProxyError::UpstreamIo {
-                        addr: upstream.addr,
-                        source,
+                    sent.map_err(|source| match source.kind() {
+                        std::io::ErrorKind::TimedOut => ProxyError::UpstreamStalled {
+                            addr: upstream.addr,
+                            after: idle,
+                        },
+                        _ => ProxyError::UpstreamIo {
+                            addr: upstream.addr,
+                            source,
+                        },
                     })?;
                 }
                 Raced::Answered => return Ok(BodySent::Answered),

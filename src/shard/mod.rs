@@ -19,6 +19,8 @@
 //! an error, so that systemd or Kubernetes restart it instead of leaving a port whose
 //! listeners are gone.
 
+pub mod admission;
+pub mod log_limit;
 pub mod stats;
 pub mod stop;
 
@@ -33,6 +35,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+pub use admission::{Admitted, Refusal};
+pub use log_limit::LogLimit;
 pub use stats::{ShardStats, StatusCounters};
 pub use stop::StopSignal;
 
@@ -178,6 +182,11 @@ pub struct ShardContext {
     pub draining: StopSignal,
     /// The stop signal of each open listener's accept loop, by address.
     listeners: RefCell<HashMap<SocketAddr, Rc<StopSignal>>>,
+    /// Open connections per client address (`--max-connections-per-client`).
+    clients: admission::Clients,
+    /// Rate limits of the warnings about refused connections and failed accepts.
+    refusals_log: LogLimit,
+    accept_log: LogLimit,
 }
 
 /// Load-balancer state for the clusters of one snapshot generation.
@@ -205,6 +214,9 @@ impl ShardContext {
             stats,
             draining: StopSignal::default(),
             listeners: RefCell::new(HashMap::new()),
+            clients: admission::Clients::default(),
+            refusals_log: LogLimit::default(),
+            accept_log: LogLimit::default(),
         }
     }
 
@@ -233,7 +245,7 @@ impl ShardContext {
             if self.listeners.borrow().contains_key(&addr) {
                 continue;
             }
-            match Listener::bind(addr, ListenOptions::default()) {
+            match Listener::bind(addr, self.listen_options()) {
                 Ok(listener) => self.serve_listener(listener, addr, port),
                 Err(e) => {
                     tracing::error!(shard = self.id, %addr, error = %e, "cannot open listener")
@@ -242,6 +254,16 @@ impl ShardContext {
         }
         *self.balancers.borrow_mut() = Balancers::for_snapshot(&snapshot);
         *self.snapshot.borrow_mut() = snapshot;
+    }
+
+    /// How this shard's listeners are bound: `SO_REUSEPORT`, and `TCP_USER_TIMEOUT`
+    /// at the idle timeout (a client gone without a word is given up as late as a
+    /// silent one).
+    fn listen_options(&self) -> ListenOptions {
+        ListenOptions {
+            user_timeout: Some(self.settings.timeouts.idle),
+            ..ListenOptions::default()
+        }
     }
 
     /// Starts the accept loop of a bound listener.
@@ -372,7 +394,7 @@ fn shard_main(
         };
         let mut listeners = Vec::new();
         for spec in &snapshot.listeners {
-            match Listener::bind(spec.addr, ListenOptions::default()) {
+            match Listener::bind(spec.addr, ctx.listen_options()) {
                 Ok(listener) => listeners.push((spec.addr, spec.port(), listener)),
                 Err(e) => {
                     let _ = ready.send(Err(format!("cannot listen on {}: {e}", spec.addr)));
@@ -451,12 +473,19 @@ fn test_fault(shard: usize) {
 async fn accept_loop(listener: Listener, port: u16, stop: Rc<StopSignal>, ctx: Rc<ShardContext>) {
     while let Some(accepted) = stop.or_stop(listener.accept()).await {
         match accepted {
-            Ok((stream, peer)) => {
-                uring::spawn(crate::proxy::serve(stream, peer, port, ctx.clone()));
-            }
+            Ok((stream, peer)) => match ctx.admit(peer.ip()) {
+                Ok(admitted) => uring::spawn(crate::proxy::serve(stream, peer, port, admitted)),
+                Err(_) => {
+                    // Counted and logged by `admit`; the client sees a reset.
+                    let _ = stream.reset_on_close();
+                }
+            },
             Err(e) => {
                 // EMFILE and friends: note it and keep accepting; the ring re-arms.
-                tracing::warn!(shard = ctx.id, port, error = %e, "accept failed");
+                ShardStats::add(&ctx.stats.accept_failures);
+                if let Some(left_out) = ctx.accept_log.allow() {
+                    tracing::warn!(shard = ctx.id, port, error = %e, also_failed = left_out, "accept failed");
+                }
                 uring::sleep(Duration::from_millis(10)).await;
             }
         }

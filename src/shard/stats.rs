@@ -57,6 +57,12 @@ pub struct ShardStats {
     /// Requests refused because their cluster had all its connections open
     /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
     pub upstream_overflows: AtomicU64,
+    /// Connections reset at accept: the shard had `--max-connections` open, or the
+    /// client address `--max-connections-per-client`.
+    pub refused_shard_full: AtomicU64,
+    pub refused_client_full: AtomicU64,
+    /// Accepts that failed (EMFILE, ENFILE...).
+    pub accept_failures: AtomicU64,
     /// Connection tasks that panicked (each closed its connection only).
     pub connection_panics: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when

@@ -117,6 +117,10 @@ pub struct ListenOptions {
     pub reuseport: bool,
     /// The accept backlog passed to `listen(2)`.
     pub backlog: u32,
+    /// `TCP_USER_TIMEOUT` for every accepted connection: how long data sent may stay
+    /// unacknowledged before the kernel gives the connection up (a peer that
+    /// vanished without a FIN or a reset).
+    pub user_timeout: Option<Duration>,
 }
 
 impl Default for ListenOptions {
@@ -124,6 +128,7 @@ impl Default for ListenOptions {
         ListenOptions {
             reuseport: true,
             backlog: 1024,
+            user_timeout: None,
         }
     }
 }
@@ -136,6 +141,32 @@ impl Default for ListenOptions {
 pub struct Listener {
     fd: Rc<OwnedFd>,
     accept: RefCell<Option<MultiOp>>,
+}
+
+/// Raises this process's soft limit on open descriptors (`RLIMIT_NOFILE`) to its hard
+/// limit, as nginx and HAProxy do: every client and upstream connection is a
+/// descriptor, and the usual soft limit of 1024 would cap a gateway at a few hundred
+/// connections. Returns the limit now in force.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass a pointer to.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we pass a pointer to.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Ok(limit.rlim_cur)
 }
 
 /// Checks that `addr` can be bound by a socket that does not share it: it fails when
@@ -177,6 +208,11 @@ impl Listener {
     pub fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
         let fd = bound_socket(addr, opts.reuseport)?;
         set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        // Accepted sockets inherit it too.
+        if let Some(limit) = opts.user_timeout {
+            let millis = libc::c_int::try_from(limit.as_millis()).unwrap_or(libc::c_int::MAX);
+            set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, millis)?;
+        }
         let backlog = libc::c_int::try_from(opts.backlog).unwrap_or(libc::c_int::MAX);
         // SAFETY: plain syscall on our own fd.
         if unsafe { libc::listen(fd.as_raw_fd(), backlog) } < 0 {
@@ -683,22 +719,13 @@ impl TcpStream {
 
     /// Whether `TCP_NODELAY` is set.
     pub fn nodelay(&self) -> io::Result<bool> {
-        let mut value: libc::c_int = 0;
-        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: passes a pointer to a local int and its size; `fd` is open.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&raw mut value).cast(),
-                &raw mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(value != 0)
+        get_int_opt(&self.fd, libc::IPPROTO_TCP, libc::TCP_NODELAY).map(|v| v != 0)
+    }
+
+    /// `TCP_USER_TIMEOUT`, in milliseconds (0: the kernel's default).
+    pub fn user_timeout_ms(&self) -> io::Result<u32> {
+        get_int_opt(&self.fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
+            .map(|v| u32::try_from(v).unwrap_or(0))
     }
 
     /// The peer's address.
@@ -753,6 +780,25 @@ fn set_int_opt(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+fn get_int_opt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: passes a pointer to a local int and its size; `fd` is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
 }
 
 type SockNameFn =

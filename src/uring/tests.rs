@@ -32,6 +32,7 @@ fn no_reuseport() -> ListenOptions {
     ListenOptions {
         reuseport: false,
         backlog: 1024,
+        user_timeout: None,
     }
 }
 
@@ -765,4 +766,25 @@ fn a_critical_task_panic_ends_block_on() {
     }));
     let payload = ended.expect_err("block_on returned normally");
     assert_eq!(panic_message(&*payload), "the accept loop broke");
+}
+
+#[test]
+fn accepted_sockets_inherit_the_listeners_user_timeout() {
+    let rt = runtime();
+    let opts = ListenOptions {
+        user_timeout: Some(Duration::from_millis(7500)),
+        ..no_reuseport()
+    };
+    let listener = Listener::bind(LOOPBACK, opts).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (accepted, connected) = rt.block_on(async move {
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        (
+            server.user_timeout_ms().unwrap(),
+            client.user_timeout_ms().unwrap(),
+        )
+    });
+    assert_eq!(accepted, 7500);
+    assert_eq!(connected, 0);
 }

@@ -92,6 +92,25 @@ pub(super) fn render(status: &Status, now: i64) -> String {
         );
     }
 
+    out.family(
+        "ringress_connections_refused_total",
+        "counter",
+        "Client connections reset at accept for being over a cap, by shard and reason (shard_limit: --max-connections, client_limit: --max-connections-per-client).",
+    );
+    for (id, stats) in shards.iter().enumerate() {
+        let shard = id.to_string();
+        for (reason, counter) in [
+            ("shard_limit", &stats.refused_shard_full),
+            ("client_limit", &stats.refused_client_full),
+        ] {
+            out.sample(
+                "ringress_connections_refused_total",
+                &[("shard", &shard), ("reason", reason)],
+                ShardStats::get(counter),
+            );
+        }
+    }
+
     for (name, kind, help, counter) in [
         (
             "ringress_active_connections",
@@ -110,6 +129,18 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             "counter",
             "Upstream connects that failed or timed out, by shard.",
             |s: &ShardStats| ShardStats::get(&s.upstream_connect_failures),
+        ),
+        (
+            "ringress_upstream_overflows_total",
+            "counter",
+            "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections), by shard.",
+            |s: &ShardStats| ShardStats::get(&s.upstream_overflows),
+        ),
+        (
+            "ringress_accept_failures_total",
+            "counter",
+            "Accepts that failed (EMFILE, ENFILE...), by shard.",
+            |s: &ShardStats| ShardStats::get(&s.accept_failures),
         ),
         (
             "ringress_connection_panics_total",
