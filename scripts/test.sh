@@ -2,7 +2,8 @@
 # ringress's one test command: the README and CI (.ci/run) both call it.
 #
 # 1. Installs the command-line clients the integration tests drive (curl, openssl,
-#    h2load, wrk, python3 with pip, the CA bundle) when they are missing, with apt-get
+#    h2load, wrk, slowhttptest, testssl.sh, python3 with pip, the CA bundle) when they
+#    are missing, with apt-get
 #    on Debian, and the Python package tlslite-ng (the record-level TLS client of
 #    tests/tools/tls_peer.py) with pip. A machine that already has them installs
 #    nothing and touches no package list.
@@ -38,17 +39,19 @@ as_root() {
     fi
 }
 
-banner "test tools (curl, openssl, h2load, wrk, python3, CA bundle, tlslite-ng)"
+banner "test tools (curl, openssl, h2load, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng)"
 # command the tests run -> Debian package that provides it
 declare -A tool_pkg=(
     [curl]=curl
     [openssl]=openssl
     [h2load]=nghttp2-client
     [wrk]=wrk
+    [slowhttptest]=slowhttptest
+    [testssl]=testssl.sh
     [python3]=python3
 )
 missing_pkgs=()
-for tool in curl openssl h2load wrk python3; do
+for tool in curl openssl h2load wrk slowhttptest testssl python3; do
     if command -v "$tool" >/dev/null 2>&1; then
         printf '  %-8s %s\n' "$tool" "$(command -v "$tool")"
     else

@@ -294,3 +294,107 @@ fn connections_over_a_cap_are_reset_and_counted() {
         gw.assert_running();
     }
 }
+
+/// slowhttptest's statistics (`-g`): per second, the connections closed, pending and
+/// connected, and whether the probe was served (non-zero).
+struct SlowStats {
+    rows: Vec<[u64; 5]>,
+    output: String,
+}
+
+/// Runs slowhttptest against `url` with `args` (a mode and its settings) for at most
+/// `seconds`, with statistics.
+fn slowhttptest(dir: &std::path::Path, url: &str, args: &[&str], seconds: u32) -> SlowStats {
+    require("slowhttptest");
+    let prefix = dir.join(format!("slow{}", args[0]));
+    let mut command = std::process::Command::new("slowhttptest");
+    command
+        .args(args)
+        .args(["-l", &seconds.to_string(), "-u", url, "-p", "3", "-g", "-o"])
+        .arg(&prefix)
+        .current_dir(dir);
+    let out = run_with_timeout(command, b"", Duration::from_secs(u64::from(seconds) + 20));
+    let csv = std::fs::read_to_string(prefix.with_extension("csv")).unwrap_or_default();
+    let rows = csv
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<u64> = line
+                .split(',')
+                .filter_map(|f| f.trim().parse().ok())
+                .collect();
+            <[u64; 5]>::try_from(fields).ok()
+        })
+        .collect();
+    SlowStats {
+        rows,
+        output: String::from_utf8_lossy(&out.stdout).into_owned(),
+    }
+}
+
+/// slowhttptest's slowloris (`-H`: heads that never end, a line a second) and slow
+/// read (`-X`: a large response read a few bytes every 3 s, through a tiny window):
+/// the gateway closes every such connection long before the test's end, and its
+/// probe request is served all along. slowloris clients notice at their next line;
+/// slow readers only once they have read what was already in their socket, so for
+/// them the gateway's own count of open connections tells.
+#[test]
+fn slowloris_and_slow_readers_from_slowhttptest_are_cut_off() {
+    let dir = TempDir::new("peers-slowhttptest");
+    let upstream = httpbin();
+    let port = free_port();
+    let config = backend_config(&[http_server(port, &["*"])], &["*"], &[upstream.addr()]);
+    let mut gw = Gateway::start(&dir, &config, &["--idle-timeout", "2"]);
+    gw.wait_admin_ready();
+
+    let url = format!("http://127.0.0.1:{port}/get");
+    let stats = slowhttptest(
+        dir.path(),
+        &url,
+        &["-H", "-c", "200", "-r", "200", "-i", "1"],
+        15,
+    );
+    assert!(!stats.rows.is_empty(), "no statistics\n{}", stats.output);
+    assert!(
+        stats.rows.iter().all(|r| r[4] > 0),
+        "the probe was not served at some point: {:?}\n{}",
+        stats.rows,
+        stats.output
+    );
+    assert!(
+        stats.output.contains("No open connections left"),
+        "slowloris connections stayed open to the end: {:?}\n{}",
+        stats.rows,
+        stats.output
+    );
+
+    let url = format!("http://127.0.0.1:{port}/bytes/50000000");
+    let reader = std::thread::spawn({
+        let dir = dir.path().to_path_buf();
+        move || {
+            let args = [
+                "-X", "-c", "50", "-r", "50", "-w", "32", "-y", "64", "-n", "3", "-z", "16", "-k",
+                "1",
+            ];
+            slowhttptest(&dir, &url, &args, 10)
+        }
+    });
+    // The slow readers connect, then the gateway lets each go once it could send
+    // nothing for the idle timeout: while slowhttptest still runs, none is left.
+    let held = wait_for(Duration::from_secs(5), || active_connections(&gw) >= 20);
+    let let_go = wait_for(Duration::from_secs(10), || active_connections(&gw) <= 1);
+    let stats = reader.join().expect("slowhttptest thread");
+    assert!(held, "the slow readers never connected:\n{}", stats.output);
+    assert!(
+        let_go,
+        "slow readers were still held: {} open",
+        active_connections(&gw)
+    );
+    assert!(
+        stats.rows.iter().all(|r| r[4] > 0),
+        "the probe was not served at some point: {:?}\n{}",
+        stats.rows,
+        stats.output
+    );
+    gw.assert_running();
+}

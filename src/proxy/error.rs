@@ -59,11 +59,14 @@ impl ProxyError {
     }
 
     /// How the client connection ends after this failure: reset when a response was
-    /// cut short (it must not look complete), lingering after an error response (the
+    /// cut short (it must not look complete: the upstream failed, or the client
+    /// stopped reading it), lingering after an error response or a TLS alert (the
     /// client may have sent more than was read), plainly when the client is gone.
     pub fn ending(&self) -> Ending {
         match self {
             ProxyError::ResponseAborted { .. } => Ending::Abort,
+            ProxyError::Client(e) if e.kind() == io::ErrorKind::TimedOut => Ending::Abort,
+            ProxyError::Client(e) if e.kind() == io::ErrorKind::InvalidData => Ending::Lingering,
             ProxyError::Client(_) | ProxyError::ClientClosed => Ending::Clean,
             _ => Ending::Lingering,
         }
