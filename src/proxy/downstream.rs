@@ -50,10 +50,11 @@ const HANDSHAKE_RECORD_GUESS: usize = 2 * 1024;
 /// into: rustls names the exact size when it needs more.
 const MAX_RECORD_OVERHEAD: usize = 5 + 8 + 16 + 1;
 
-/// How long a closing connection keeps reading what the client still sends (see
-/// [`Ending::Lingering`]), and how much it reads at most.
+/// How long a closing connection keeps reading and dropping what the client still
+/// sends (see [`Ending::Lingering`]): a time, not a size, so that a client still
+/// streaming a large body has read the answer before the reset (nginx's
+/// `lingering_time` is 30 s).
 const LINGER_TIME: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// `process_tls_records` steps taken without progress before a connection is given
 /// up (each step normally moves at least one record or state; this only bounds a
@@ -82,7 +83,7 @@ pub enum Ending {
     /// response sent was whole.
     Clean,
     /// Clean, then what the client still sends is read and dropped for a moment (at
-    /// most [`LINGER_TIME`], [`LINGER_BYTES`]). A client may have sent more than was
+    /// most `LINGER_TIME`). A client may have sent more than was
     /// read — a refused request's body, pipelined requests, the rest of a bad
     /// record — and closing a socket with unread bytes resets the connection, which
     /// can destroy the error response or alert just sent before the client reads it.
@@ -476,18 +477,16 @@ impl Downstream {
 }
 
 /// Shuts the write side of `tcp`, then reads and drops what the client still sends
-/// until it closes, [`LINGER_TIME`] passes or [`LINGER_BYTES`] arrived (see
-/// [`Ending::Lingering`]).
+/// until it closes or [`LINGER_TIME`] passes (see [`Ending::Lingering`]).
 async fn linger(tcp: &TcpStream) {
     if tcp.shutdown_write().is_err() {
         return;
     }
     let deadline = uring::now() + LINGER_TIME;
-    let mut read = 0;
-    while read < LINGER_BYTES {
+    loop {
         let left = deadline.saturating_duration_since(uring::now());
         match uring::timeout(left, tcp.recv()).await {
-            Ok(Ok(data)) if !data.is_empty() => read += data.len(),
+            Ok(Ok(data)) if !data.is_empty() => {}
             _ => return,
         }
     }
