@@ -34,6 +34,7 @@ use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
 use crate::shard::{Admitted, ShardContext, ShardStats};
 use crate::snapshot::Snapshot;
+use crate::tls::{self, HandshakeFailure};
 use crate::uring::{self, TcpStream};
 
 /// What an operator sets for every client connection (`ringress run` flags): how long
@@ -150,7 +151,6 @@ async fn start(
     port: u16,
     ctx: Rc<ShardContext>,
 ) -> Option<Connection> {
-    let stats = &ctx.stats;
     let accepted = uring::now();
     let snapshot = ctx.snapshot();
     let listener = snapshot.listeners.iter().find(|l| l.port() == port)?;
@@ -165,12 +165,41 @@ async fn start(
             match uring::timeout(ctx.settings.timeouts.header, handshake).await {
                 Ok(Ok(client)) => client,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
-                    ShardStats::add(&stats.handshakes_failed);
+                    let (failure, sni, rustls) = match &e {
+                        HandshakeError::UnknownServerName(name) => {
+                            (HandshakeFailure::UnknownServerName, name.as_deref(), None)
+                        }
+                        HandshakeError::ClientHello(_) => {
+                            (HandshakeFailure::BadClientHello, None, None)
+                        }
+                        HandshakeError::Tls(rustls) => {
+                            (HandshakeFailure::of(rustls), None, Some(rustls))
+                        }
+                        HandshakeError::Silent | HandshakeError::Closed | HandshakeError::Io(_) => {
+                            (HandshakeFailure::Closed, None, None)
+                        }
+                    };
+                    // A connection closed before its first byte is a TCP health
+                    // check: counted, not logged.
+                    let log = !matches!(e, HandshakeError::Silent);
+                    handshake_failed(&ctx, peer, port, sni, failure, &e.to_string(), rustls, log);
                     return None;
                 }
                 Err(_) => {
-                    ShardStats::add(&stats.handshakes_failed);
+                    let detail = format!(
+                        "no complete handshake within {:?}",
+                        ctx.settings.timeouts.header
+                    );
+                    handshake_failed(
+                        &ctx,
+                        peer,
+                        port,
+                        None,
+                        HandshakeFailure::Timeout,
+                        &detail,
+                        None,
+                        true,
+                    );
                     return None;
                 }
             }
@@ -493,9 +522,66 @@ impl Connection {
         match self.client.tls_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => ShardStats::add(&stats.handshakes_tls13),
             Some(_) => ShardStats::add(&stats.handshakes_tls12),
-            None if self.client.is_handshaking() => ShardStats::add(&stats.handshakes_failed),
+            None if self.client.is_handshaking() => {
+                let sni = self.client.server_name();
+                let (failure, detail) = match self.client.rustls_error() {
+                    Some(e) => (HandshakeFailure::of(e), e.to_string()),
+                    None if uring::now() >= self.head_deadline => (
+                        HandshakeFailure::Timeout,
+                        format!(
+                            "no complete handshake within {:?}",
+                            self.ctx.settings.timeouts.header
+                        ),
+                    ),
+                    None => (
+                        HandshakeFailure::Closed,
+                        "the client closed the connection".to_owned(),
+                    ),
+                };
+                let rustls = self.client.rustls_error();
+                handshake_failed(
+                    &self.ctx, self.peer, self.port, sni, failure, &detail, rustls, true,
+                );
+            }
             None => {}
         }
+    }
+}
+
+/// Counts a failed TLS handshake by reason and, if `log`, logs it at `info` (at most
+/// ten a second per shard), with what to do about it when the reason is a known
+/// misconfiguration.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per way a handshake ends"
+)]
+fn handshake_failed(
+    ctx: &ShardContext,
+    peer: SocketAddr,
+    port: u16,
+    sni: Option<&str>,
+    failure: HandshakeFailure,
+    detail: &str,
+    rustls: Option<&rustls::Error>,
+    log: bool,
+) {
+    let stats = &ctx.stats;
+    ShardStats::add(&stats.handshakes_failed);
+    if let Some(i) = HandshakeFailure::ALL.iter().position(|f| *f == failure) {
+        ShardStats::add(&stats.handshake_failures[i]);
+    }
+    if let Some(left_out) = log.then(|| ctx.tls_log.allow()).flatten() {
+        let advice = rustls.and_then(tls::failure::advice).unwrap_or("");
+        tracing::info!(
+            %peer,
+            port,
+            sni = sni.unwrap_or("-"),
+            reason = failure.label(),
+            error = detail,
+            advice,
+            also_failed = left_out,
+            "TLS handshake failed"
+        );
     }
 }
 

@@ -621,3 +621,118 @@ fn check_names_a_host_the_certificate_does_not_cover() {
     );
     assert!(stderr.contains("httpbin-gateway"), "the Gateway: {stderr}");
 }
+
+/// Runs the shell command lines of a walkthrough in `dir`, as a user pastes them.
+fn run_lines(dir: &TempDir, lines: &[&str]) {
+    for line in lines {
+        let out = std::process::Command::new("sh")
+            .args(["-c", line])
+            .current_dir(dir.path())
+            .output()
+            .expect("running sh");
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The walkthroughs make their certificates with openssl and the subject CN only: a
+/// self-signed CA (v3, CA:TRUE, no subjectAltName) and, with `openssl x509 -req`,
+/// X.509 v1 leaves. ringress serves such server certificates (the CN names the host
+/// when there is no subjectAltName, as curl and OpenSSL read it), and `check` and the
+/// log say what other clients will object to and how to reissue them. A v1 client
+/// certificate cannot be verified: the handshake fails, and the log says why.
+#[test]
+fn the_walkthroughs_openssl_certificates_are_served_with_warnings() {
+    require_tools();
+    let dir = TempDir::new("wt-openssl");
+    // 001, verbatim (file names and all), plus 002's self-signed server certificate.
+    run_lines(
+        &dir,
+        &[
+            "openssl req -x509 -sha256 -nodes -days 365 -newkey rsa:2048 -subj '/O=example Inc./CN=example.com' -keyout example.com.key -out example.com.crt",
+            "openssl req -out bookinfo.example.com.csr -newkey rsa:2048 -nodes -keyout bookinfo.example.com.key -subj \"/CN=bookinfo.example.com/O=bookinfo organization\"",
+            "openssl x509 -req -days 365 -CA example.com.crt -CAkey example.com.key -set_serial 0 -in bookinfo.example.com.csr -out bookinfo.example.com.crt",
+            "openssl req -out client.example.com.csr -newkey rsa:2048 -nodes -keyout client.example.com.key -subj \"/CN=client.example.com/O=client organization\"",
+            "openssl x509 -req -days 365 -CA example.com.crt -CAkey example.com.key -set_serial 1 -in client.example.com.csr -out client.example.com.crt",
+            "openssl req -x509 -sha256 -nodes -days 365 -newkey rsa:2048 -subj '/CN=httpbin.example.com' -keyout httpbin.example.com.key -out httpbin.example.com.crt",
+        ],
+    );
+    let upstream = httpbin();
+    let (port, mutual_port) = (free_port(), free_port());
+    let bookinfo = "bookinfo.example.com";
+    let tls = |name: &str| {
+        simple_tls(
+            &dir.join(&format!("{name}.crt")),
+            &dir.join(&format!("{name}.key")),
+        )
+    };
+    let mutual = format!(
+        "{}      caCertificates: {}\n",
+        tls(bookinfo).replace("SIMPLE", "MUTUAL"),
+        yaml_path(&dir.join("example.com.crt"))
+    );
+    let servers = [
+        https_server(port, "https-bookinfo", &[bookinfo], &tls(bookinfo)),
+        https_server(port, "https-httpbin", &[HTTPBIN], &tls(HTTPBIN)),
+        https_server(mutual_port, "https-mutual", &[bookinfo], &mutual),
+    ];
+    let config = backend_config(&servers, &[bookinfo, HTTPBIN], &[upstream.addr()]);
+    let path = dir.write("gateway.yaml", &config);
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for warning in [
+        "warning: an X.509 v1 certificate",
+        "warning: no subjectAltName",
+        "warning: a CA certificate (basicConstraints CA:TRUE)",
+        "-addext subjectAltName=DNS:",
+    ] {
+        assert!(
+            stdout.contains(warning),
+            "check does not say {warning:?}:\n{stdout}"
+        );
+    }
+
+    let mut gw = Gateway::start(&dir, &config, &[]);
+    let ca = dir.join("example.com.crt");
+    let out = curl_https_for(bookinfo, port, &ca, "/status/418");
+    assert_eq!(
+        (out.code, out.status),
+        (0, 418),
+        "the v1, CN-only leaf: {out:?}"
+    );
+    let out = curl_https_for(
+        HTTPBIN,
+        port,
+        &dir.join("httpbin.example.com.crt"),
+        "/status/418",
+    );
+    assert_eq!(
+        (out.code, out.status),
+        (0, 418),
+        "the self-signed CA:TRUE certificate: {out:?}"
+    );
+    assert!(
+        gw.log_text()
+            .contains("serving a certificate some clients refuse")
+    );
+
+    // 001's v1 client certificate on a MUTUAL server: refused, and the log says why.
+    let mut args = https_url_for(bookinfo, mutual_port, &ca, "/status/200");
+    args.extend(client_cert_args(
+        &dir.join("client.example.com.crt"),
+        &dir.join("client.example.com.key"),
+    ));
+    let out = curl(&strs(&args));
+    assert_ne!(out.code, 0, "a v1 client certificate was accepted: {out:?}");
+    assert!(
+        wait_for(READ_TIMEOUT, || gw
+            .log_text()
+            .contains("the client certificate is X.509 v1")),
+        "no log line about the v1 client certificate:\n{}",
+        gw.log_text()
+    );
+    gw.assert_running();
+}

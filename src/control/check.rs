@@ -56,6 +56,9 @@ pub fn describe(config: &Config, snapshot: &Snapshot) -> String {
                     leaf.sans.join(", "),
                     leaf.serial,
                 );
+                for warning in &leaf.warnings {
+                    let _ = writeln!(out, "    warning: {warning}");
+                }
             }
         }
         describe_routes(config, listener.port(), &mut out);

@@ -294,11 +294,19 @@ fn probe_listeners(addrs: impl Iterator<Item = SocketAddr>) -> anyhow::Result<()
 fn log_serving(snapshot: &Snapshot) {
     for listener in &snapshot.listeners {
         for cert in &listener.certificates {
-            if let Some(leaf) = cert.leaf.as_ref().filter(|l| l.days_until_expiry < 0) {
+            let Some(leaf) = &cert.leaf else { continue };
+            if leaf.days_until_expiry < 0 {
                 tracing::warn!(
                     certificate = %cert.source,
                     days = -leaf.days_until_expiry,
                     "serving an expired certificate; clients will refuse it"
+                );
+            }
+            for warning in &leaf.warnings {
+                tracing::warn!(
+                    certificate = %cert.source,
+                    subject = %leaf.subject,
+                    "serving a certificate some clients refuse: {warning}"
                 );
             }
         }

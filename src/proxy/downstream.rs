@@ -64,6 +64,9 @@ const MAX_IDLE_STEPS: usize = 64;
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
+    /// Closed before its first byte: a TCP health check, most likely.
+    #[error("client closed the connection without sending anything")]
+    Silent,
     #[error("client closed the connection during the handshake")]
     Closed,
     #[error("TLS: {0}")]
@@ -116,6 +119,8 @@ pub struct TlsStream {
     close_notified: bool,
     /// rustls failed before the handshake completed (the session is `Failed`).
     handshake_failed: bool,
+    /// What rustls failed with, once it has (for the log and the counters).
+    rustls_error: Option<rustls::Error>,
     /// Move to [`Records`] once established (`--tls-record-layer ringress`).
     own_records: bool,
     /// The verified client certificate as `x-forwarded-client-cert` carries it;
@@ -258,8 +263,10 @@ impl Downstream {
                 }
             }
             let data = tcp.recv().await?;
-            if data.is_empty() {
-                return Err(HandshakeError::Closed);
+            match (data.is_empty(), incoming.is_empty()) {
+                (true, true) => return Err(HandshakeError::Silent),
+                (true, false) => return Err(HandshakeError::Closed),
+                _ => {}
             }
             buffers::ensure(&mut incoming);
             incoming.extend_from_slice(&data);
@@ -284,6 +291,7 @@ impl Downstream {
             rustls_may_owe: false,
             close_notified: false,
             handshake_failed: false,
+            rustls_error: None,
             own_records,
             identity: None,
         };
@@ -432,6 +440,22 @@ impl Downstream {
     pub fn is_server_name(&self, host: &str) -> bool {
         matches!(self, Downstream::Tls(tls)
             if tls.server_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(host)))
+    }
+
+    /// What rustls failed with, if it did (a failed handshake's reason).
+    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+        match self {
+            Downstream::Tls(tls) => tls.rustls_error.as_ref(),
+            Downstream::Plain(_) => None,
+        }
+    }
+
+    /// The name the ClientHello asked for (SNI).
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Downstream::Tls(tls) => tls.server_name.as_deref(),
+            Downstream::Plain(_) => None,
+        }
     }
 
     /// The TLS settings of the server the handshake chose (`None` for plain TCP).
@@ -636,6 +660,9 @@ impl TlsStream {
     /// Sends the alert for `error` (rustls' queued alert, or the record layer's),
     /// then returns the error for the caller.
     async fn fail(&mut self, error: TlsFailure) -> io::Error {
+        if let TlsFailure::Rustls(e) = &error {
+            self.rustls_error.get_or_insert_with(|| e.clone());
+        }
         match (&mut self.session, &error) {
             (Session::Rustls(conn), _) => {
                 encode_alert(conn, &mut self.wire);

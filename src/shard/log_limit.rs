@@ -1,37 +1,53 @@
 //! Rate-limited log lines of one shard: events a peer can cause at will (refused
-//! connections, failed accepts, failed TLS handshakes) are logged at most once a
-//! second per kind, each line saying how many like it were left out since the last.
+//! connections, failed accepts, failed TLS handshakes) are logged at most a few times
+//! a second per kind, each line saying how many like it were left out since the last.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use crate::uring;
 
-/// How often one kind of event is logged at most.
-const EVERY: Duration = Duration::from_secs(1);
+/// The window the limit counts in.
+const WINDOW: Duration = Duration::from_secs(1);
 
-/// The rate limit of one kind of event on one shard.
-#[derive(Debug, Default)]
+/// The rate limit of one kind of event on one shard: `per_second` lines in each
+/// window of a second.
+#[derive(Debug)]
 pub struct LogLimit {
-    next: Cell<Option<Instant>>,
+    per_second: u32,
+    window_start: Cell<Option<Instant>>,
+    logged: Cell<u32>,
     left_out: Cell<u64>,
 }
 
 impl LogLimit {
+    pub fn new(per_second: u32) -> LogLimit {
+        LogLimit {
+            per_second,
+            window_start: Cell::new(None),
+            logged: Cell::new(0),
+            left_out: Cell::new(0),
+        }
+    }
+
     /// Whether to log this event: `Some(n)` with the `n` events left out since the
     /// last one logged, `None` to leave this one out.
     pub fn allow(&self) -> Option<u64> {
         let now = uring::now();
-        match self.next.get() {
-            Some(next) if now < next => {
-                self.left_out.set(self.left_out.get() + 1);
-                None
-            }
-            _ => {
-                self.next.set(Some(now + EVERY));
-                Some(self.left_out.replace(0))
-            }
+        if self
+            .window_start
+            .get()
+            .is_none_or(|start| now >= start + WINDOW)
+        {
+            self.window_start.set(Some(now));
+            self.logged.set(0);
         }
+        if self.logged.get() >= self.per_second {
+            self.left_out.set(self.left_out.get() + 1);
+            return None;
+        }
+        self.logged.set(self.logged.get() + 1);
+        Some(self.left_out.replace(0))
     }
 }
 
@@ -40,12 +56,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_line_a_second_counts_the_rest() {
-        let limit = LogLimit::default();
+    fn a_few_lines_a_second_and_the_count_of_the_rest() {
+        let limit = LogLimit::new(2);
+        assert_eq!(limit.allow(), Some(0));
         assert_eq!(limit.allow(), Some(0));
         assert_eq!(limit.allow(), None);
         assert_eq!(limit.allow(), None);
-        limit.next.set(Some(Instant::now()));
+        limit.window_start.set(Instant::now().checked_sub(WINDOW));
         assert_eq!(limit.allow(), Some(2));
     }
 }

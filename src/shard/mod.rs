@@ -184,9 +184,11 @@ pub struct ShardContext {
     listeners: RefCell<HashMap<SocketAddr, Rc<StopSignal>>>,
     /// Open connections per client address (`--max-connections-per-client`).
     clients: admission::Clients,
-    /// Rate limits of the warnings about refused connections and failed accepts.
+    /// Rate limits of the warnings about refused connections and failed accepts, and
+    /// of the log of failed TLS handshakes.
     refusals_log: LogLimit,
     accept_log: LogLimit,
+    pub tls_log: LogLimit,
 }
 
 /// Load-balancer state for the clusters of one snapshot generation.
@@ -215,8 +217,9 @@ impl ShardContext {
             draining: StopSignal::default(),
             listeners: RefCell::new(HashMap::new()),
             clients: admission::Clients::default(),
-            refusals_log: LogLimit::default(),
-            accept_log: LogLimit::default(),
+            refusals_log: LogLimit::new(1),
+            accept_log: LogLimit::new(1),
+            tls_log: LogLimit::new(10),
         }
     }
 

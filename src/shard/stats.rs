@@ -8,6 +8,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::tls::HandshakeFailure;
+
 /// Responses counted by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
 #[derive(Debug, Default)]
 pub struct StatusCounters([AtomicU64; 5]);
@@ -52,6 +54,8 @@ pub struct ShardStats {
     pub handshakes_tls13: AtomicU64,
     /// Handshakes that failed (alert, unknown name, timeout, client gone).
     pub handshakes_failed: AtomicU64,
+    /// The same by reason, indexed like [`HandshakeFailure::ALL`].
+    pub handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     /// Upstream connects that failed or timed out.
     pub upstream_connect_failures: AtomicU64,
     /// Requests refused because their cluster had all its connections open

@@ -25,6 +25,10 @@ pub struct CertInfo {
     /// Whole days left until `not_after` (negative once expired), as Envoy's
     /// `days_until_expiration`.
     pub days_until_expiry: i64,
+    pub not_before_unix: i64,
+    /// What a client may object to, each with the way to reissue the certificate
+    /// ([`warnings`]); empty for a well-formed server certificate.
+    pub warnings: Vec<String>,
 }
 
 /// Describes a certificate as of now.
@@ -57,7 +61,71 @@ pub fn describe_at(cert: &CertificateDer<'_>, now_unix: i64) -> Result<CertInfo,
         serial,
         not_after_unix,
         days_until_expiry: (not_after_unix - now_unix).div_euclid(SECONDS_PER_DAY),
+        not_before_unix: parsed.validity().not_before.timestamp(),
+        warnings: warnings(&parsed),
     })
+}
+
+/// The fix named in certificate warnings.
+const REISSUE: &str = "reissue it as an X.509 v3 certificate with the names in a subjectAltName, e.g. `openssl req ... -addext subjectAltName=DNS:<host>` or `openssl x509 -req ... -extfile <(printf 'subjectAltName=DNS:<host>')`";
+
+/// What clients may object to in a server certificate that ringress serves anyway
+/// (curl and OpenSSL accept each): no subjectAltName (the subject CN then names the
+/// host, which browsers, Go and Envoy refuse), X.509 v1 (no extensions at all), a CA
+/// certificate (basicConstraints CA:TRUE) used as the server's own.
+pub fn warnings(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let mut found = Vec::new();
+    if cert.version() == x509_parser::x509::X509Version::V1 {
+        found.push(format!(
+            "an X.509 v1 certificate (it can carry no subjectAltName or other extension): {REISSUE}"
+        ));
+    } else if !dns_or_ip_sans(cert) {
+        found.push(format!("no subjectAltName: the subject CN names the host, which curl and OpenSSL accept but browsers, Go and Envoy do not; {REISSUE}"));
+    }
+    if cert.is_ca() {
+        found.push(format!("a CA certificate (basicConstraints CA:TRUE) used as a server certificate: clients built on webpki or Go refuse it; {REISSUE} and without CA:TRUE"));
+    }
+    found
+}
+
+/// Whether `cert` has a DNS or IP address subjectAltName.
+fn dns_or_ip_sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    matches!(cert.subject_alternative_name(), Ok(Some(ext))
+        if ext.value.general_names.iter().any(|n| matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_))))
+}
+
+/// The host names and addresses a server certificate is valid for, as a client that
+/// falls back to the subject CN decides (curl, OpenSSL; RFC 6125 6.4.4): its DNS and
+/// IP subjectAltNames, or its subject common names when it has neither. Names are
+/// lower-cased.
+pub fn server_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Ok(Some(ext)) = parsed.subject_alternative_name() {
+        for name in &ext.value.general_names {
+            match name {
+                GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(bytes) => names.push(ip_string(bytes)),
+                _ => {}
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(
+            parsed
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    Ok(names)
+}
+
+/// The SubjectPublicKeyInfo of a certificate, DER, as written in it.
+pub fn public_key_info(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
+    Ok(parsed.public_key().raw.to_vec())
 }
 
 fn general_name(name: &GeneralName<'_>) -> String {

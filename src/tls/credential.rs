@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
-use rustls::sign::CertifiedKey;
 
+use super::cert_info;
 use super::{CertInfo, TlsError};
 use crate::config::model::Credential;
 
@@ -211,13 +211,14 @@ fn load_pair(
             path: cert_path.to_owned(),
         });
     };
-    if let Err(e) = webpki::EndEntityCert::try_from(leaf) {
-        return Err(TlsError::BadCertificate {
-            what: format!("the first certificate of {}", cert_path.display()),
-            detail: e.to_string(),
-        });
-    }
-    check_key_matches(&chain, &key, cert_path, key_path)?;
+    // Parsed with x509-parser, not webpki: an X.509 v1 or CA:TRUE server certificate
+    // (as the walkthroughs' `openssl x509 -req` makes) is served, with a warning
+    // (`cert_info::warnings`); clients decide whether to accept it.
+    let spki = cert_info::public_key_info(leaf).map_err(|detail| TlsError::BadCertificate {
+        what: format!("the first certificate of {}", cert_path.display()),
+        detail,
+    })?;
+    check_key_matches(&spki, &key, key_path, cert_path)?;
     Ok(CertifiedMaterial {
         chain,
         key,
@@ -232,12 +233,12 @@ pub(crate) fn provider() -> CryptoProvider {
 }
 
 /// Loads the key with the crypto provider (which knows which algorithms it can sign
-/// with) and compares its public key with the leaf certificate's.
+/// with) and compares its public key with the leaf certificate's (`spki`).
 fn check_key_matches(
-    chain: &[CertificateDer<'static>],
+    spki: &[u8],
     key: &PrivateKeyDer<'static>,
-    cert_path: &Path,
     key_path: &Path,
+    cert_path: &Path,
 ) -> Result<(), TlsError> {
     let signing_key = provider()
         .key_provider
@@ -246,19 +247,14 @@ fn check_key_matches(
             path: key_path.to_owned(),
             detail: e.to_string(),
         })?;
-    let certified = CertifiedKey::new(chain.to_vec(), signing_key);
-    match certified.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(TlsError::KeyMismatch {
-                key: key_path.to_owned(),
-                cert: cert_path.to_owned(),
-            })
-        }
-        Err(e) => Err(TlsError::BadCertificate {
-            what: format!("the first certificate of {}", cert_path.display()),
-            detail: e.to_string(),
+    match signing_key.public_key() {
+        Some(public) if public.as_ref() != spki => Err(TlsError::KeyMismatch {
+            key: key_path.to_owned(),
+            cert: cert_path.to_owned(),
         }),
+        // A key type whose public key the provider cannot state is checked by the
+        // first handshake instead.
+        _ => Ok(()),
     }
 }
 

@@ -29,13 +29,14 @@
 //! any connection exists), [`records`] (TLS 1.3 record protection of established
 //! connections), [`cert_info`] (descriptions for `check` and `/certs`),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
-//! [`error`].
+//! [`failure`] (why a handshake failed, for counters and logs), [`error`].
 
 pub mod cert_info;
 pub mod client_hello;
 pub mod client_identity;
 pub mod credential;
 pub mod error;
+pub mod failure;
 pub mod records;
 pub mod server_config;
 pub mod sni;
@@ -46,6 +47,7 @@ pub use client_hello::{ClientHelloError, ClientHelloInfo, HelloScan, read_client
 pub use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;
+pub use failure::HandshakeFailure;
 pub use records::{RecordError, Records};
 pub use server_config::{new_ticketer, reject_config, server_config};
 pub use sni::{SniSelector, check_covers};

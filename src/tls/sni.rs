@@ -12,9 +12,8 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::ServerName;
 
-use super::cert_info::names_for_message;
+use super::cert_info::{self, names_for_message};
 use super::server_config::reject_config;
 use super::{CertifiedMaterial, TlsError};
 use crate::config::model::HostPattern;
@@ -131,9 +130,11 @@ impl SniSelector {
     }
 }
 
-/// Whether the leaf certificate of `material` is valid for `host`, as a client
-/// verifying it would decide (subjectAltName entries; the subject CN is not used).
-/// A `*.suffix` pattern is covered by a matching wildcard entry; `*` always passes.
+/// Whether the leaf certificate of `material` is valid for `host`, as a client that
+/// falls back to the subject CN decides (curl, OpenSSL): by its DNS and IP
+/// subjectAltNames, or its subject CN when it has neither
+/// ([`cert_info::server_names`]). A `*.suffix` pattern is covered by a matching
+/// wildcard entry; `*` always passes.
 pub fn check_covers(material: &CertifiedMaterial, host: &HostPattern) -> Result<(), TlsError> {
     let Some(leaf) = material.leaf() else {
         return Err(TlsError::BadCertificate {
@@ -143,19 +144,31 @@ pub fn check_covers(material: &CertifiedMaterial, host: &HostPattern) -> Result<
     };
     let name = match host {
         HostPattern::Any => return Ok(()),
-        HostPattern::Exact(h) => h.clone(),
-        HostPattern::Suffix(s) => format!("{WILDCARD_PROBE_LABEL}{s}"),
+        HostPattern::Exact(h) => h.to_ascii_lowercase(),
+        HostPattern::Suffix(s) => format!("{WILDCARD_PROBE_LABEL}{}", s.to_ascii_lowercase()),
     };
-    let not_covered = || TlsError::NotCovered {
+    let names = cert_info::server_names(leaf).map_err(|detail| TlsError::BadCertificate {
+        what: format!("the certificate from {}", material.source),
+        detail,
+    })?;
+    if names.iter().any(|pattern| name_matches(pattern, &name)) {
+        return Ok(());
+    }
+    Err(TlsError::NotCovered {
         source_name: material.source.clone(),
         host: host.to_string(),
         sans: names_for_message(leaf),
-    };
-    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| TlsError::BadCertificate {
-        what: format!("the certificate from {}", material.source),
-        detail: e.to_string(),
-    })?;
-    let server_name = ServerName::try_from(name.as_str()).map_err(|_| not_covered())?;
-    cert.verify_is_valid_for_subject_name(&server_name)
-        .map_err(|_| not_covered())
+    })
+}
+
+/// Whether a certificate name (lower-case; `*.` wildcard as the whole leftmost label
+/// only, RFC 6125 6.4.3) matches the lower-case host `name`.
+fn name_matches(pattern: &str, name: &str) -> bool {
+    let pattern = pattern.strip_suffix('.').unwrap_or(pattern);
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && !suffix.is_empty() && rest == suffix),
+        None => pattern == name,
+    }
 }

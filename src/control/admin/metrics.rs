@@ -10,7 +10,7 @@ use std::time::UNIX_EPOCH;
 
 use crate::control::status::Status;
 use crate::shard::ShardStats;
-use crate::tls::CertInfo;
+use crate::tls::{CertInfo, HandshakeFailure};
 
 /// Renders every family.
 pub(super) fn render(status: &Status, now: i64) -> String {
@@ -106,6 +106,22 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             out.sample(
                 "ringress_connections_refused_total",
                 &[("shard", &shard), ("reason", reason)],
+                ShardStats::get(counter),
+            );
+        }
+    }
+
+    out.family(
+        "ringress_tls_handshake_failures_total",
+        "counter",
+        "Failed TLS handshakes by shard and reason (the log line of each says more).",
+    );
+    for (id, stats) in shards.iter().enumerate() {
+        let shard = id.to_string();
+        for (failure, counter) in HandshakeFailure::ALL.iter().zip(&stats.handshake_failures) {
+            out.sample(
+                "ringress_tls_handshake_failures_total",
+                &[("shard", &shard), ("reason", failure.label())],
                 ShardStats::get(counter),
             );
         }
