@@ -3,6 +3,7 @@
 #
 #   perf/ab.sh --ringress A,B [--workloads keepalive,close,1m] [--rounds N] [--duration S]
 #              [--conns C] [--proxy-cpu C] [--load-cpu C] [--out DIR]
+#              [--args-a "ARGS"] [--args-b "ARGS"]
 #
 # This machine's speed drifts by up to ±30 % within minutes, more than most changes
 # move CPU time, so two builds measured one after the other (perf/compare.sh) can
@@ -18,6 +19,10 @@
 # The two share the CPU, so each gets about half of it: absolute figures are higher
 # than perf/compare.sh's (less batching per loop turn); compare B with A, not with
 # those tables. The median of the rounds' B ÷ A is the figure to quote.
+# --args-a / --args-b are extra `ringress run` arguments for A and B (default for
+# both `--access-log off`, as perf/compare.sh runs every gateway without an access
+# log); the same binary twice with `--args-b "--access-log FILE"` measures the cost of
+# the access log.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -32,6 +37,8 @@ CONNS=""
 PROXY_CPU=0
 LOAD_CPU=1
 OUT_DIR=""
+ARGS_A="--access-log off"
+ARGS_B="--access-log off"
 ALL_WORKLOADS="keepalive close 1m"
 
 usage() {
@@ -47,6 +54,8 @@ Options:
   --proxy-cpu C      CPU both gateways run on (default $PROXY_CPU)
   --load-cpu C       CPU of the two wrk and the upstream (default $LOAD_CPU)
   --out DIR          results.tsv, summary.md, logs (default: new dir under \${TMPDIR:-/tmp})
+  --args-a "ARGS"    extra \`ringress run\` arguments of A (default "$ARGS_A")
+  --args-b "ARGS"    extra \`ringress run\` arguments of B (default "$ARGS_B")
 EOF
 }
 
@@ -60,6 +69,8 @@ while [ "$#" -gt 0 ]; do
     --proxy-cpu) PROXY_CPU="$(opt_value "$@")"; shift 2 ;;
     --load-cpu) LOAD_CPU="$(opt_value "$@")"; shift 2 ;;
     --out) OUT_DIR="$(opt_value "$@")"; shift 2 ;;
+    --args-a) ARGS_A="$(opt_value "$@")"; shift 2 ;;
+    --args-b) ARGS_B="$(opt_value "$@")"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -98,9 +109,11 @@ LABELS=(A B)
     for i in 0 1; do
         printf 'ringress %s: %s (sha256 %s)\n' "${LABELS[$i]}" "${BINS[$i]}" "$(sha256sum "${BINS[$i]}" | cut -c1-16)"
     done
-    printf 'command: perf/ab.sh --ringress %s,%s --workloads %s --rounds %s --duration %s%s\n' \
-        "${BINS[0]}" "${BINS[1]}" "$WORKLOADS" "$ROUNDS" "$DURATION" "${CONNS:+ --conns $CONNS}"
+    printf 'command: perf/ab.sh --ringress %s,%s --workloads %s --rounds %s --duration %s%s --args-a "%s" --args-b "%s"\n' \
+        "${BINS[0]}" "${BINS[1]}" "$WORKLOADS" "$ROUNDS" "$DURATION" "${CONNS:+ --conns $CONNS}" "$ARGS_A" "$ARGS_B"
 } | tee "$OUT_DIR/machine.txt" >&2
+read -ra EXTRA_A <<<"$ARGS_A"
+read -ra EXTRA_B <<<"$ARGS_B"
 
 gen_certs
 start_upstream
@@ -112,8 +125,9 @@ for i in 0 1; do
     mkdir -p "$dir"
     port="$(free_port)"
     write_ringress_config "$dir" "$port"
+    if [ "$i" -eq 0 ]; then extra=("${EXTRA_A[@]}"); else extra=("${EXTRA_B[@]}"); fi
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "${BINS[$i]}" run \
-        --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch
+        --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch "${extra[@]}"
     GW_PID="$SPAWNED"
     wait_ready "ringress ${LABELS[$i]}" "$dir" "$port" || die "$GW_FAIL"
     PIDS+=("$SPAWNED") PORTS+=("$port")

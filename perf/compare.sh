@@ -342,8 +342,9 @@ start_ringress() {
     fi
     admin="$(free_port)"
     write_ringress_config "$dir" "$port"
+    # No access log, as nginx and HAProxy run here (perf/ab.sh measures its cost).
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
-        --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin"
+        --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin" --access-log off
     GW_PID="$SPAWNED"
 }
 

@@ -188,7 +188,7 @@ count_ir() {
     GW_PID="" GW_FAIL=""
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$VALGRIND" --tool=callgrind \
         --callgrind-out-file="$dir/cg.out" --dump-instr=no \
-        "$bin" run --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch
+        "$bin" run --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch --access-log off
     GW_PID="$SPAWNED"
     wait_ready ringress "$dir" "$port" || die "$GW_FAIL (log: $dir/ringress.log)"
     spawn "$dir/h2load.txt" timeout "$LOAD_TIMEOUT_SECS" taskset -c "$LOAD_CPU" "$H2LOAD" --h1 "$@" \

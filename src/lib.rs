@@ -26,10 +26,12 @@
 //! - [`http`]: HTTP/1.1 head parsing, body framing, header rewriting, error responses.
 //! - [`route`]: compiled route tables: (port, host, path, headers) → action.
 //! - [`upstream`]: clusters, load balancing, per-shard keep-alive pools.
+//! - [`access_log`]: the line each request leaves, written off the shards.
 //! - [`demo`]: `ringress demo`: generated PKI and a built-in httpbin-like upstream.
 //! - [`fast_hash`]: the unkeyed hash of per-request maps whose keys the network never
 //!   chooses.
 
+pub mod access_log;
 pub mod config;
 pub mod control;
 pub mod demo;

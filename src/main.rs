@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use ringress::access_log;
 use ringress::control::{self, RunOptions, ShardCount};
 use ringress::demo::{self, DemoOptions};
 use ringress::http::PathNormalization;
@@ -78,6 +79,13 @@ enum Command {
         /// at accept (default: no cap).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections_per_client: Option<u32>,
+        /// Where the access log goes: `-` (stdout, as Istio's gateway), a file, or `off`.
+        #[arg(long, default_value = "-")]
+        access_log: access_log::Target,
+        /// `text` (Istio's default line), `json` (Istio's JSON), or a line of Envoy
+        /// command operators such as "%REQ(:METHOD)% %RESPONSE_CODE% %DURATION%".
+        #[arg(long, default_value = "text")]
+        access_log_format: access_log::Format,
     },
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
@@ -128,6 +136,8 @@ fn main() -> ExitCode {
             path_normalization,
             max_connections,
             max_connections_per_client,
+            access_log,
+            access_log_format,
         } => (|| {
             let settings = Settings {
                 timeouts: Timeouts {
@@ -152,6 +162,8 @@ fn main() -> ExitCode {
                 drain_timeout: seconds(drain_timeout, "--drain-timeout")?,
                 watch: !no_watch,
                 max_connections: max_connections.map(|n| n as usize),
+                access_log,
+                access_log_format,
                 ..RunOptions::new(config)
             })
         })(),

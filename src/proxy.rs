@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 pub use downstream::{Downstream, Ending, HandshakeError};
 pub use error::{ProxyError, Side};
 
+use crate::access_log::{Field, Record};
 use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
 use crate::shard::{Admitted, ShardContext, ShardStats};
@@ -217,6 +218,7 @@ async fn start(
         head_request: false,
         ending: Ending::Clean,
         head_deadline: accepted + ctx.settings.timeouts.header,
+        record: None,
     })
 }
 
@@ -251,6 +253,8 @@ struct Connection {
     /// When the head being read must be whole: the header timeout after accept for
     /// the first (the TLS handshake included), after its first byte for later ones.
     head_deadline: Instant,
+    /// The access log record of the request being answered, while the log is on.
+    record: Option<Box<Record>>,
 }
 
 impl Connection {
@@ -284,8 +288,20 @@ impl Connection {
     }
 
     /// Reads the rest of the request head once its first bytes arrived (`ready`, from
-    /// [`Self::await_request`]) and answers the request.
+    /// [`Self::await_request`]), answers the request and writes its access log line.
     async fn handle(&mut self, ready: Result<bool, ProxyError>) -> Next {
+        if self.ctx.access_log.is_on() {
+            self.record = Some(Box::new(Record::new(self.peer)));
+        }
+        let next = self.serve_request(ready).await;
+        if let Some(record) = self.record.take().filter(|r| r.has_request()) {
+            self.ctx.log_request(&record);
+        }
+        next
+    }
+
+    /// [`Self::handle`] but for the log line.
+    async fn serve_request(&mut self, ready: Result<bool, ProxyError>) -> Next {
         let head = match ready {
             Ok(true) => self.read_head().await.map(Some),
             Ok(false) => Ok(None),
@@ -385,7 +401,7 @@ impl Connection {
         if self.misdirected(snapshot, &host) {
             self.out.clear();
             http::error_response(421, close, &mut self.out);
-            self.ctx.stats.responses.count(421);
+            self.answered_locally(421, None, "misdirected_request");
             return self.respond_locally(head.len(), close).await;
         }
         // Routes match, and the upstream gets, the normalised path (`--path-normalization`).
@@ -396,6 +412,9 @@ impl Connection {
                 Err(e) => return Err(ProxyError::BadRequest(http::HttpError::InvalidPath(e))),
             };
         let path = normalized.as_deref().unwrap_or(head.path());
+        if self.record.is_some() {
+            self.note_request(&head, path);
+        }
         let scheme = self.client.scheme();
         let headers = HeadHeaders(&head);
         let request = RouteRequest {
@@ -408,16 +427,25 @@ impl Connection {
         let Some(selected) = snapshot.routes(self.port).and_then(|t| t.select(&request)) else {
             self.out.clear();
             http::error_response(404, close, &mut self.out);
-            self.ctx.stats.responses.count(404);
+            self.answered_locally(404, Some("NR"), "route_not_found");
             return self.respond_locally(head.len(), close).await;
         };
+        if let (Some(record), Some(name)) = (self.record.as_deref_mut(), &selected.route.name) {
+            record.set(Field::RouteName, name.as_bytes());
+        }
         let route = selected.route;
         self.out.clear();
-        let status = match &route.action {
+        let (status, details) = match &route.action {
             Action::Forward(destinations) => {
                 let cluster = destinations.pick();
                 let forwarded = route::rewrite_path(route, selected.matched_uri, path)
                     .or_else(|| normalized.clone());
+                if let Some(record) = self.record.as_deref_mut()
+                    && route.rewrite.as_ref().is_some_and(|r| r.uri.is_some())
+                {
+                    // The log's path is the one the request came with.
+                    record.set(Field::OriginalPath, path.as_bytes());
+                }
                 return self
                     .forward(snapshot, route, cluster, head, forwarded)
                     .await;
@@ -425,22 +453,97 @@ impl Connection {
             Action::Redirect(redirect) => {
                 let location = route::redirect_location(redirect, &request, self.port);
                 http::redirect_response(redirect.code, &location, close, &mut self.out);
-                redirect.code
+                (redirect.code, "redirect")
             }
             Action::HttpsRedirect => {
                 let location = route::https_redirect_location(&request);
                 http::redirect_response(301, &location, close, &mut self.out);
-                301
+                (301, "redirect")
             }
             Action::Direct { status, body } => {
                 let body = body.as_deref().unwrap_or_default();
                 http::direct_response(*status, body.as_bytes(), close, &mut self.out);
-                *status
+                (*status, "direct_response")
             }
         };
-        self.ctx.stats.responses.count(status);
         route.stats.count(status);
+        self.answered_locally(status, None, details);
         self.respond_locally(head.len(), close).await
+    }
+
+    /// Counts a response ringress makes itself and notes it in the access log record.
+    fn answered_locally(&mut self, status: u16, flag: Option<&'static str>, details: &'static str) {
+        self.ctx.stats.responses.count(status);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.status = status;
+            record.flags = flag.unwrap_or("");
+            record.details = Some(details);
+            // Envoy gives every request an id, answered upstream or not.
+            if record.request_id.is_none() && !record.has_client_request_id() {
+                record.request_id = Some(http::new_request_id());
+            }
+            let body = self
+                .out
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|end| end + 4);
+            if !self.head_request {
+                record.bytes_sent = body.map_or(0, |start| (self.out.len() - start) as u64);
+            }
+        }
+    }
+
+    /// Copies what the access log reads of the request head into the record.
+    fn note_request(&mut self, head: &RequestHead, path: &str) {
+        let server_name = self.client.server_name().map(str::to_owned);
+        let local = self.local_addr();
+        let Some(record) = self.record.as_deref_mut() else {
+            return;
+        };
+        record.protocol = match head.version_minor() {
+            0 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
+        record.set(Field::Method, head.method().as_bytes());
+        record.set(Field::Path, path.as_bytes());
+        if let Some(authority) = head
+            .target_authority()
+            .map(str::as_bytes)
+            .or(head.header("host"))
+        {
+            record.set(Field::Authority, authority);
+        }
+        if let Some(agent) = head.header("user-agent") {
+            record.set(Field::UserAgent, agent);
+        }
+        if let Some(id) = head.header("x-request-id") {
+            record.set(Field::ClientRequestId, id);
+        }
+        if let Some(name) = server_name {
+            record.set(Field::ServerName, name.as_bytes());
+        }
+        // As forwarded: the client's list with the client's address after it.
+        let mut forwarded = Vec::new();
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case("x-forwarded-for") && !value.is_empty() {
+                forwarded.extend_from_slice(value);
+                forwarded.extend_from_slice(b", ");
+            }
+        }
+        forwarded.extend_from_slice(self.peer.ip().to_canonical().to_string().as_bytes());
+        record.set(Field::ForwardedFor, &forwarded);
+        record.downstream_local = local;
+    }
+
+    /// The address the client connected to: the listener's, or the socket's own when
+    /// the listener is bound to every address.
+    fn local_addr(&self) -> Option<SocketAddr> {
+        let snapshot = self.ctx.snapshot();
+        let listener = snapshot.listeners.iter().find(|l| l.port() == self.port)?;
+        match listener.addr.ip().is_unspecified() {
+            true => self.client.local_addr(),
+            false => Some(listener.addr),
+        }
     }
 
     /// Sends the response assembled in `out` for a request answered without an upstream.
@@ -478,6 +581,14 @@ impl Connection {
     /// Answers a failure if the client can still be told, and logs it.
     async fn fail(&mut self, error: &ProxyError) {
         self.ending = error.ending();
+        if let Some(record) = self.record.as_deref_mut() {
+            let (flag, details) = error.log_reason();
+            record.flags = flag;
+            record.details = Some(details);
+            if let Some(status) = error.status() {
+                record.status = status;
+            }
+        }
         match error.side() {
             Side::Downstream => tracing::debug!(peer = %self.peer, %error, "request failed"),
             Side::Upstream => tracing::warn!(peer = %self.peer, %error, "request failed"),

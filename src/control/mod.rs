@@ -18,6 +18,7 @@ use signal_hook::iterator::Signals;
 
 pub use check::{check, describe};
 
+use crate::access_log;
 use crate::config;
 use crate::proxy::{self, Settings};
 use crate::shard::{self, ShardDown, ShardHandle, ShardOptions};
@@ -80,6 +81,9 @@ pub struct RunOptions {
     /// `--max-connections`: client connections per shard; `None` for what the
     /// descriptor limit allows, at most [`proxy::DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: Option<usize>,
+    /// `--access-log` and `--access-log-format`.
+    pub access_log: access_log::Target,
+    pub access_log_format: access_log::Format,
 }
 
 /// The admin endpoint's default address (Envoy's, which Istio users know).
@@ -114,6 +118,8 @@ impl RunOptions {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             watch: true,
             max_connections: None,
+            access_log: access_log::Target::Stdout,
+            access_log_format: access_log::Format::default(),
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct Gateway {
     /// Session-ticket keys by trust setting, kept across reloads so sessions resume
     /// on any shard and after a reload that did not change a server's trust.
     ticketers: tls::Ticketers,
+    /// The access log's writer thread, when the log is on.
+    access_log: Option<access_log::Writer>,
 }
 
 /// Builds the first snapshot of `config` (loaded from `opts.config`) and starts every
@@ -150,6 +158,8 @@ fn start(
     let mut settings = opts.settings;
     settings.limits.max_connections = max_connections(opts.max_connections, count);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let access_log = access_log::Writer::start(&opts.access_log, opts.access_log_format.clone())
+        .context("cannot open the access log")?;
     let mut shards = Vec::with_capacity(count);
     let events = events.clone();
     let on_down: shard::OnDown = Arc::new(move |down| {
@@ -165,6 +175,7 @@ fn start(
                 steer_by_cpu: opts.steer_by_cpu,
                 settings,
                 on_down: on_down.clone(),
+                access_log: access_log.as_ref().map(access_log::Writer::handle),
             },
             snapshot.clone(),
         )?;
@@ -183,6 +194,7 @@ fn start(
         status: Arc::new(Status::new(snapshot, config, stats)),
         opts: opts.clone(),
         ticketers,
+        access_log,
     })
 }
 
@@ -239,6 +251,10 @@ impl Gateway {
         }
         for shard in self.shards {
             shard.join();
+        }
+        // Every shard flushed its lines as it ended: the writer writes them out.
+        if let Some(writer) = self.access_log {
+            writer.finish();
         }
     }
 }

@@ -442,6 +442,14 @@ impl Downstream {
             if tls.server_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(host)))
     }
 
+    /// The socket's local address.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Downstream::Plain(tcp) => tcp.local_addr().ok(),
+            Downstream::Tls(tls) => tls.tcp.local_addr().ok(),
+        }
+    }
+
     /// What rustls failed with, if it did (a failed handshake's reason).
     pub fn rustls_error(&self) -> Option<&rustls::Error> {
         match self {

@@ -72,6 +72,51 @@ impl ProxyError {
         }
     }
 
+    /// Envoy's response flag and response code details for this failure, as the
+    /// access log prints them (`%RESPONSE_FLAGS%`, `%RESPONSE_CODE_DETAILS%`).
+    pub fn log_reason(&self) -> (&'static str, &'static str) {
+        use crate::upstream::ConnectError;
+        match self {
+            ProxyError::Client(e) if e.kind() == io::ErrorKind::TimedOut => {
+                ("DC", "downstream_stopped_reading")
+            }
+            ProxyError::Client(_) | ProxyError::ClientClosed => {
+                ("DC", "downstream_remote_disconnect")
+            }
+            ProxyError::BadRequest(_) => ("DPE", "http1.codec_error"),
+            ProxyError::ClientTimeout(_) => ("SI", "stream_idle_timeout"),
+            ProxyError::NoEndpoint(_) => ("UH", "no_healthy_upstream"),
+            ProxyError::Connect(ConnectError::Failed { .. }) => (
+                "UF",
+                "upstream_reset_before_response_started{remote_connection_failure}",
+            ),
+            ProxyError::Connect(ConnectError::TimedOut { .. }) => (
+                "UF",
+                "upstream_reset_before_response_started{connection_timeout}",
+            ),
+            ProxyError::Connect(ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }) => {
+                ("UO", "upstream_reset_before_response_started{overflow}")
+            }
+            ProxyError::UpstreamClosed { .. } => (
+                "UC",
+                "upstream_reset_before_response_started{connection_termination}",
+            ),
+            ProxyError::UpstreamIo { .. } => {
+                ("UR", "upstream_reset_before_response_started{remote_reset}")
+            }
+            ProxyError::BadResponse { .. } => (
+                "UPE",
+                "upstream_reset_before_response_started{protocol_error}",
+            ),
+            ProxyError::UpstreamTimeout { .. } | ProxyError::UpstreamStalled { .. } => {
+                ("UT", "upstream_response_timeout")
+            }
+            ProxyError::ResponseAborted { .. } => {
+                ("UR", "upstream_reset_after_response_started{remote_reset}")
+            }
+        }
+    }
+
     /// The status to answer with, or `None` when the only thing left to do is to
     /// close the client connection (the client is gone, or a response has begun and
     /// must not be presented as complete).

@@ -70,6 +70,7 @@ impl Connection {
             .forward(&self.inbuf, &mut |piece| out.extend_from_slice(piece))
             .map_err(ProxyError::BadRequest)?;
         self.inbuf.drain(..first);
+        self.count_received(first);
 
         let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, uring::now());
         // Only a request sent whole in the first send can be sent again.
@@ -77,17 +78,23 @@ impl Connection {
         let mut tries = 0;
         let mut redialled = false;
         let (mut upstream, endpoint, response, started, answered_early) = loop {
+            let spec = snapshot.clusters.get(cluster);
+            if let Some(record) = self.record.as_deref_mut() {
+                record.set_cluster(&spec.host, spec.port);
+                record.retries_exhausted = tries > 0;
+            }
             let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {
-                let name = snapshot.clusters.get(cluster).name.clone();
-                return Err(ProxyError::NoEndpoint(name));
+                return Err(ProxyError::NoEndpoint(spec.name.clone()));
             };
+            if let Some(record) = self.record.as_deref_mut() {
+                record.upstream_host = Some(addr);
+            }
             let Some(wait) = policy.wait(uring::now()) else {
                 self.ctx.finished(snapshot, cluster, endpoint);
                 let after = route.timeout.unwrap_or_default();
                 return Err(ProxyError::UpstreamTimeout { addr, after });
             };
             tries += 1;
-            let spec = snapshot.clusters.get(cluster);
             let result = self
                 .try_upstream(spec, addr, &mut request_body, &facts, wait)
                 .await;
@@ -105,6 +112,11 @@ impl Connection {
                         continue;
                     }
                     let early = body == BodySent::Answered;
+                    if let Some(record) = self.record.as_deref_mut() {
+                        // Retries exhausted shows only where the last try failed too.
+                        record.retries_exhausted &= policy.retry_status(response.status(), 1);
+                        record.upstream_local = upstream.stream.local_addr().ok();
+                    }
                     break (upstream, endpoint, response, started, early);
                 }
                 Err(e) => {
@@ -139,6 +151,10 @@ impl Connection {
         let status = response.status();
         self.ctx.stats.responses.count(status);
         route.stats.count(status);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.status = status;
+            record.details = Some("via_upstream");
+        }
         let keep_alive = reusable
             .then(|| response.header("keep-alive").map(<[u8]>::to_vec))
             .flatten();
@@ -162,12 +178,29 @@ impl Connection {
         Ok(if close { Next::Close } else { Next::KeepAlive })
     }
 
+    /// Counts `n` request body bytes taken from the client, for the access log.
+    fn count_received(&mut self, n: usize) {
+        if let Some(record) = self.record.as_deref_mut() {
+            record.bytes_received += n as u64;
+        }
+    }
+
+    /// Counts `n` response body bytes passed to the client, for the access log.
+    fn count_sent(&mut self, n: usize) {
+        if let Some(record) = self.record.as_deref_mut() {
+            record.bytes_sent += n as u64;
+        }
+    }
+
     /// Writes the rewritten request head into `out`.
     fn write_upstream_head(&mut self, route: &Route, head: &RequestHead, path: Option<&str>) {
         let request_id = match head.header("x-request-id") {
             Some(_) => None,
             None => Some(http::new_request_id()),
         };
+        if let Some(record) = self.record.as_deref_mut() {
+            record.request_id = request_id;
+        }
         let scheme = self.client.scheme();
         let ctx = ForwardContext {
             client_ip: self.peer.ip(),
@@ -267,6 +300,7 @@ impl Connection {
                 .forward(&self.inbuf, &mut |piece| chunk.extend_from_slice(piece))
                 .map_err(ProxyError::BadRequest)?;
             self.inbuf.drain(..n);
+            self.count_received(n);
             let send = upstream.stream.send_all(chunk);
             match unless_answered(send, &upstream.stream, &mut self.upbuf, method).await {
                 Raced::Done((sent, back)) => {
@@ -359,8 +393,12 @@ impl Connection {
         // An HTTP/1.0 client gets a chunked body's payload only, then the close.
         let dechunk = head.dechunk_for(facts.client_minor);
         let elapsed = uring::now().saturating_duration_since(started).as_millis();
+        let service_time = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.upstream_service_time_ms = Some(service_time);
+        }
         let ctx = ResponseContext {
-            upstream_service_time_ms: Some(u64::try_from(elapsed).unwrap_or(u64::MAX)),
+            upstream_service_time_ms: Some(service_time),
             ops: &route.headers.response,
             close,
             client_minor: facts.client_minor,
@@ -388,6 +426,7 @@ impl Connection {
         .map_err(body_error)?;
         let mut extra = self.upbuf.len() > n;
         self.upbuf.clear();
+        self.count_sent(n);
         // A response that ends the connection takes the TLS close_notify along in its
         // last send.
         let then = |done: bool| {
@@ -431,6 +470,7 @@ impl Connection {
                 .map_err(body_error)?;
                 extra |= received.len() > n;
                 drop(received);
+                self.count_sent(n);
                 if body.is_done() || waiting >= BODY_SEND_BATCH {
                     break;
                 }

@@ -40,6 +40,7 @@ pub use log_limit::LogLimit;
 pub use stats::{ShardStats, StatusCounters};
 pub use stop::StopSignal;
 
+use crate::access_log::{LogHandle, Record, ShardLog};
 use crate::proxy::Settings;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balancer, ClusterId, Pool};
@@ -57,6 +58,8 @@ pub struct ShardOptions {
     pub settings: Settings,
     /// Hears the shard thread end without having been told to drain.
     pub on_down: OnDown,
+    /// The access log writer, when the log is on.
+    pub access_log: Option<LogHandle>,
 }
 
 /// A shard thread that ended without a drain, and why.
@@ -189,6 +192,8 @@ pub struct ShardContext {
     refusals_log: LogLimit,
     accept_log: LogLimit,
     pub tls_log: LogLimit,
+    /// This shard's side of the access log.
+    pub access_log: ShardLog,
 }
 
 /// Load-balancer state for the clusters of one snapshot generation.
@@ -204,6 +209,7 @@ impl ShardContext {
         settings: Settings,
         snapshot: Arc<Snapshot>,
         stats: Arc<ShardStats>,
+        access_log: Option<LogHandle>,
     ) -> ShardContext {
         let balancers = Balancers::for_snapshot(&snapshot);
         ShardContext {
@@ -220,6 +226,7 @@ impl ShardContext {
             refusals_log: LogLimit::new(1),
             accept_log: LogLimit::new(1),
             tls_log: LogLimit::new(10),
+            access_log: ShardLog::new(access_log),
         }
     }
 
@@ -387,6 +394,7 @@ fn shard_main(
             opts.settings,
             snapshot.clone(),
             stats,
+            opts.access_log.clone(),
         ));
         let (wake, waiter) = match uring::notify_pair() {
             Ok(pair) => pair,
@@ -419,6 +427,9 @@ fn shard_main(
             ctx.serve_listener(listener, addr, port);
         }
         uring::spawn(sweep_pool(ctx.clone()));
+        if ctx.access_log.is_on() {
+            uring::spawn(flush_access_log(ctx.clone()));
+        }
         ctx.stats.set_running(true);
         let _ = ready.send(Ok(wake));
         tracing::debug!(shard = ctx.id, "shard serving");
@@ -445,10 +456,34 @@ fn shard_main(
             }
             if let Some(within) = drain {
                 ctx.drain(within).await;
+                ctx.flush_access_log();
                 break;
             }
         }
     });
+}
+
+/// How often a shard hands its access log lines to the writer at least.
+const ACCESS_LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Hands the access log lines to the writer at least every
+/// [`ACCESS_LOG_FLUSH_EVERY`], so a quiet shard's lines appear soon.
+async fn flush_access_log(ctx: Rc<ShardContext>) {
+    loop {
+        uring::sleep(ACCESS_LOG_FLUSH_EVERY).await;
+        ctx.flush_access_log();
+    }
+}
+
+impl ShardContext {
+    /// Writes the access log line of `record` (counting lines the writer dropped).
+    pub fn log_request(&self, record: &Record) {
+        ShardStats::add_n(&self.stats.access_log_dropped, self.access_log.log(record));
+    }
+
+    fn flush_access_log(&self) {
+        ShardStats::add_n(&self.stats.access_log_dropped, self.access_log.flush());
+    }
 }
 
 /// How often the upstream pool closes its expired and closed idle connections.

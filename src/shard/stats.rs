@@ -67,6 +67,8 @@ pub struct ShardStats {
     pub refused_client_full: AtomicU64,
     /// Accepts that failed (EMFILE, ENFILE...).
     pub accept_failures: AtomicU64,
+    /// Access log lines dropped because the writer was behind.
+    pub access_log_dropped: AtomicU64,
     /// Connection tasks that panicked (each closed its connection only).
     pub connection_panics: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when
@@ -81,6 +83,12 @@ impl ShardStats {
 
     pub fn sub(counter: &AtomicU64) {
         counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn add_n(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

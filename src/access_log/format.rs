@@ -1,0 +1,552 @@
+//! Access log formats: Istio's default text line (`EnvoyTextLogFormat`), its default
+//! JSON object (`EnvoyJSONLogFormatIstio`), or a text line of the operator's own
+//! from the same Envoy command operators. A format is compiled once at start into
+//! segments; rendering a line writes each segment's value for an [`Exchange`] into a
+//! byte buffer, without allocating.
+//!
+//! Values print as Envoy prints them: a missing one as `-` in text and `null` in
+//! JSON; `%START_TIME%` as `2024-01-09T15:35:47.283Z` (UTC, milliseconds); counts and
+//! durations (milliseconds) as numbers; JSON strings escaped.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Exchange;
+use crate::http::RequestId;
+
+/// Istio's default text format (`meshConfig.accessLogFormat` empty), verbatim.
+pub const ISTIO_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// Istio's default JSON format (`accessLogEncoding: JSON`): key and operator, in
+/// Istio's order.
+const ISTIO_JSON: &[(&str, &str)] = &[
+    ("start_time", "START_TIME"),
+    ("route_name", "ROUTE_NAME"),
+    ("method", "REQ(:METHOD)"),
+    ("path", "REQ(X-ENVOY-ORIGINAL-PATH?:PATH)"),
+    ("protocol", "PROTOCOL"),
+    ("response_code", "RESPONSE_CODE"),
+    ("response_flags", "RESPONSE_FLAGS"),
+    ("response_code_details", "RESPONSE_CODE_DETAILS"),
+    (
+        "connection_termination_details",
+        "CONNECTION_TERMINATION_DETAILS",
+    ),
+    ("bytes_received", "BYTES_RECEIVED"),
+    ("bytes_sent", "BYTES_SENT"),
+    ("duration", "DURATION"),
+    (
+        "upstream_service_time",
+        "RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)",
+    ),
+    ("x_forwarded_for", "REQ(X-FORWARDED-FOR)"),
+    ("user_agent", "REQ(USER-AGENT)"),
+    ("request_id", "REQ(X-REQUEST-ID)"),
+    ("authority", "REQ(:AUTHORITY)"),
+    ("upstream_host", "UPSTREAM_HOST"),
+    ("upstream_cluster", "UPSTREAM_CLUSTER_RAW"),
+    ("upstream_local_address", "UPSTREAM_LOCAL_ADDRESS"),
+    ("downstream_local_address", "DOWNSTREAM_LOCAL_ADDRESS"),
+    ("downstream_remote_address", "DOWNSTREAM_REMOTE_ADDRESS"),
+    ("requested_server_name", "REQUESTED_SERVER_NAME"),
+    (
+        "upstream_transport_failure_reason",
+        "UPSTREAM_TRANSPORT_FAILURE_REASON",
+    ),
+];
+
+/// One Envoy command operator ringress can fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    StartTime,
+    Method,
+    /// `REQ(:PATH)`: the path as forwarded (normalised, rewritten).
+    Path,
+    /// `REQ(X-ENVOY-ORIGINAL-PATH?:PATH)`: the path before a rewrite.
+    OriginalPath,
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    ResponseCodeDetails,
+    ConnectionTerminationDetails,
+    UpstreamTransportFailureReason,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamServiceTime,
+    ForwardedFor,
+    UserAgent,
+    RequestId,
+    Authority,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamLocalAddress,
+    DownstreamLocalAddress,
+    DownstreamRemoteAddress,
+    DownstreamRemoteAddressWithoutPort,
+    RequestedServerName,
+    RouteName,
+}
+
+/// The operators a custom format may use, as written.
+const OPERATORS: &[(&str, Op)] = &[
+    ("START_TIME", Op::StartTime),
+    ("REQ(:METHOD)", Op::Method),
+    ("REQ(:PATH)", Op::Path),
+    ("REQ(X-ENVOY-ORIGINAL-PATH?:PATH)", Op::OriginalPath),
+    ("PROTOCOL", Op::Protocol),
+    ("RESPONSE_CODE", Op::ResponseCode),
+    ("RESPONSE_FLAGS", Op::ResponseFlags),
+    ("RESPONSE_CODE_DETAILS", Op::ResponseCodeDetails),
+    (
+        "CONNECTION_TERMINATION_DETAILS",
+        Op::ConnectionTerminationDetails,
+    ),
+    (
+        "UPSTREAM_TRANSPORT_FAILURE_REASON",
+        Op::UpstreamTransportFailureReason,
+    ),
+    ("BYTES_RECEIVED", Op::BytesReceived),
+    ("BYTES_SENT", Op::BytesSent),
+    ("DURATION", Op::Duration),
+    (
+        "RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)",
+        Op::UpstreamServiceTime,
+    ),
+    ("REQ(X-FORWARDED-FOR)", Op::ForwardedFor),
+    ("REQ(USER-AGENT)", Op::UserAgent),
+    ("REQ(X-REQUEST-ID)", Op::RequestId),
+    ("REQ(:AUTHORITY)", Op::Authority),
+    ("UPSTREAM_HOST", Op::UpstreamHost),
+    ("UPSTREAM_CLUSTER", Op::UpstreamCluster),
+    ("UPSTREAM_CLUSTER_RAW", Op::UpstreamCluster),
+    ("UPSTREAM_LOCAL_ADDRESS", Op::UpstreamLocalAddress),
+    ("DOWNSTREAM_LOCAL_ADDRESS", Op::DownstreamLocalAddress),
+    ("DOWNSTREAM_REMOTE_ADDRESS", Op::DownstreamRemoteAddress),
+    (
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT",
+        Op::DownstreamRemoteAddressWithoutPort,
+    ),
+    ("REQUESTED_SERVER_NAME", Op::RequestedServerName),
+    ("ROUTE_NAME", Op::RouteName),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Op(Op),
+}
+
+/// A compiled access log format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format(Kind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Text(Vec<Segment>),
+    Json(Vec<(&'static str, Op)>),
+}
+
+/// Why a custom format cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error(
+        "access log format: `%` at byte {at} starts no operator (an operator is written %NAME%)"
+    )]
+    Unterminated { at: usize },
+    #[error("access log format: operator %{name}% is not supported; supported: {supported}")]
+    Unknown { name: String, supported: String },
+}
+
+impl std::str::FromStr for Format {
+    type Err = FormatError;
+
+    /// `text` (Istio's default line), `json` (Istio's default JSON), or a line of
+    /// literal text and `%OPERATOR%`s; a newline ends it whether written or not.
+    fn from_str(s: &str) -> Result<Format, FormatError> {
+        match s {
+            "text" => Format::text(ISTIO_TEXT),
+            "json" => Ok(Format(Kind::Json(
+                ISTIO_JSON
+                    .iter()
+                    .map(|(key, name)| (*key, operator(name).unwrap_or(Op::RouteName)))
+                    .collect(),
+            ))),
+            custom => {
+                let line = match custom.ends_with('\n') {
+                    true => custom.to_owned(),
+                    false => format!("{custom}\n"),
+                };
+                Format::text(&line)
+            }
+        }
+    }
+}
+
+impl Default for Format {
+    /// Istio's default text line.
+    fn default() -> Format {
+        // ISTIO_TEXT compiles (a test says so); an empty format would log nothing.
+        Format::text(ISTIO_TEXT).unwrap_or(Format(Kind::Text(Vec::new())))
+    }
+}
+
+fn operator(name: &str) -> Option<Op> {
+    OPERATORS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, op)| *op)
+}
+
+impl Format {
+    fn text(line: &str) -> Result<Format, FormatError> {
+        let mut segments = Vec::new();
+        let mut rest = line;
+        let mut offset = 0;
+        while let Some(start) = rest.find('%') {
+            if start > 0 {
+                segments.push(Segment::Literal(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 1..];
+            let end = after
+                .find('%')
+                .ok_or(FormatError::Unterminated { at: offset + start })?;
+            let name = &after[..end];
+            let op = operator(name).ok_or_else(|| FormatError::Unknown {
+                name: name.to_owned(),
+                supported: OPERATORS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+            segments.push(Segment::Op(op));
+            let consumed = start + 1 + end + 1;
+            offset += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Literal(rest.to_owned()));
+        }
+        Ok(Format(Kind::Text(segments)))
+    }
+
+    /// Appends the line of `exchange` to `out`.
+    pub fn render(&self, exchange: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
+        match &self.0 {
+            Kind::Text(segments) => {
+                for segment in segments {
+                    match segment {
+                        Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                        Segment::Op(op) => value(*op, exchange, clock, out, Encoding::Text),
+                    }
+                }
+            }
+            Kind::Json(fields) => {
+                out.push(b'{');
+                for (i, (key, op)) in fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'"');
+                    out.extend_from_slice(key.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    value(*op, exchange, clock, out, Encoding::Json);
+                }
+                out.extend_from_slice(b"}\n");
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Text,
+    Json,
+}
+
+/// Writes one operator's value.
+fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: Encoding) {
+    let text = |out: &mut Vec<u8>, s: Option<&str>| match (s.filter(|s| !s.is_empty()), enc) {
+        (Some(s), Encoding::Text) => out.extend_from_slice(s.as_bytes()),
+        (Some(s), Encoding::Json) => json_string(out, s),
+        (None, Encoding::Text) => out.push(b'-'),
+        (None, Encoding::Json) => out.extend_from_slice(b"null"),
+    };
+    let number = |out: &mut Vec<u8>, n: u64| crate::http::push_decimal(out, n);
+    let addr = |out: &mut Vec<u8>, a: Option<SocketAddr>| match a {
+        Some(a) => {
+            if enc == Encoding::Json {
+                out.push(b'"');
+            }
+            let _ = write!(Utf8(out), "{a}");
+            if enc == Encoding::Json {
+                out.push(b'"');
+            }
+        }
+        None => text(out, None),
+    };
+    match op {
+        Op::StartTime => {
+            if enc == Encoding::Json {
+                out.push(b'"');
+            }
+            clock.write(ex.start, out);
+            if enc == Encoding::Json {
+                out.push(b'"');
+            }
+        }
+        Op::Method => text(out, ex.method),
+        Op::Path => text(out, ex.path),
+        Op::OriginalPath => text(out, ex.original_path.or(ex.path)),
+        Op::Protocol => text(out, ex.protocol),
+        Op::ResponseCode => number(out, u64::from(ex.status)),
+        // Envoy prints `-` for no flags, in JSON too.
+        Op::ResponseFlags => match (ex.flags, enc) {
+            ("", Encoding::Json) => out.extend_from_slice(b"\"-\""),
+            ("", Encoding::Text) => out.push(b'-'),
+            (flags, _) => text(out, Some(flags)),
+        },
+        Op::ResponseCodeDetails => text(out, ex.details),
+        Op::ConnectionTerminationDetails | Op::UpstreamTransportFailureReason => text(out, None),
+        Op::BytesReceived => number(out, ex.bytes_received),
+        Op::BytesSent => number(out, ex.bytes_sent),
+        Op::Duration => number(out, ex.duration_ms),
+        Op::UpstreamServiceTime => match ex.upstream_service_time_ms {
+            Some(ms) if enc == Encoding::Json => {
+                // A header's value: a string, as Envoy prints it.
+                out.push(b'"');
+                number(out, ms);
+                out.push(b'"');
+            }
+            Some(ms) => number(out, ms),
+            None => text(out, None),
+        },
+        Op::ForwardedFor => text(out, ex.forwarded_for),
+        Op::UserAgent => text(out, ex.user_agent),
+        Op::RequestId => text(
+            out,
+            ex.request_id
+                .map(RequestId::as_str)
+                .or(ex.client_request_id),
+        ),
+        Op::Authority => text(out, ex.authority),
+        Op::UpstreamHost => addr(out, ex.upstream_host),
+        Op::UpstreamCluster => text(out, ex.upstream_cluster),
+        Op::UpstreamLocalAddress => addr(out, ex.upstream_local),
+        Op::DownstreamLocalAddress => addr(out, ex.downstream_local),
+        Op::DownstreamRemoteAddress => addr(out, Some(ex.downstream_remote)),
+        Op::DownstreamRemoteAddressWithoutPort => {
+            let ip = ex.downstream_remote.ip().to_canonical().to_string();
+            text(out, Some(&ip));
+        }
+        Op::RequestedServerName => text(out, ex.server_name),
+        Op::RouteName => text(out, ex.route_name),
+    }
+}
+
+/// `s` as a JSON string: quotes, backslash and control bytes escaped (`\u00XX`).
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for &b in s.as_bytes() {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0..=0x1f | 0x7f => {
+                let _ = write!(Utf8(out), "\\u{b:04x}");
+            }
+            _ => out.push(b),
+        }
+    }
+    out.push(b'"');
+}
+
+/// `fmt::Write` into a byte vector.
+struct Utf8<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Utf8<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Formats `%START_TIME%`, keeping the date and time of the current second so a
+/// line costs the milliseconds only.
+#[derive(Debug, Default)]
+pub struct Clock {
+    second: Option<u64>,
+    /// `2024-01-09T15:35:47.`
+    prefix: Vec<u8>,
+}
+
+impl Clock {
+    fn write(&mut self, at: SystemTime, out: &mut Vec<u8>) {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let second = since.as_secs();
+        if self.second != Some(second) {
+            self.second = Some(second);
+            self.prefix.clear();
+            let (year, month, day) = civil_date(second / 86_400);
+            let time = second % 86_400;
+            let _ = write!(
+                Utf8(&mut self.prefix),
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                time / 3600,
+                time % 3600 / 60,
+                time % 60
+            );
+        }
+        out.extend_from_slice(&self.prefix);
+        let millis = since.subsec_millis();
+        out.extend_from_slice(&[
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ]);
+    }
+}
+
+/// The proleptic Gregorian date of day `days` since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn exchange() -> Exchange<'static> {
+        Exchange {
+            start: UNIX_EPOCH + Duration::from_millis(1_704_814_547_283),
+            method: Some("GET"),
+            path: Some("/politics"),
+            original_path: None,
+            protocol: Some("HTTP/1.1"),
+            status: 301,
+            flags: "",
+            details: Some("via_upstream"),
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration_ms: 2,
+            upstream_service_time_ms: Some(2),
+            forwarded_for: Some("172.30.239.55"),
+            user_agent: Some("curl/7.87.0-DEV"),
+            request_id: None,
+            client_request_id: Some("6c01d65f-a157-97cd-8782-320a40026901"),
+            authority: Some("edition.cnn.com"),
+            upstream_host: Some("151.101.195.5:80".parse().unwrap()),
+            upstream_cluster: Some("outbound|80||edition.cnn.com"),
+            upstream_local: Some("172.30.239.16:55636".parse().unwrap()),
+            downstream_local: Some("172.30.239.16:80".parse().unwrap()),
+            downstream_remote: "172.30.239.55:59224".parse().unwrap(),
+            server_name: None,
+            route_name: Some("default.forward-cnn-from-egress-gateway.0"),
+        }
+    }
+
+    fn render(format: &Format, ex: &Exchange<'_>) -> String {
+        let mut out = Vec::new();
+        format.render(ex, &mut Clock::default(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The istio.io sample line, field for field.
+    #[test]
+    fn the_text_format_prints_istios_sample_line() {
+        let format: Format = "text".parse().unwrap();
+        assert_eq!(format, Format::default());
+        assert_eq!(
+            render(&format, &exchange()),
+            "[2024-01-09T15:35:47.283Z] \"GET /politics HTTP/1.1\" 301 - via_upstream - \"-\" 0 0 2 2 \"172.30.239.55\" \"curl/7.87.0-DEV\" \"6c01d65f-a157-97cd-8782-320a40026901\" \"edition.cnn.com\" \"151.101.195.5:80\" outbound|80||edition.cnn.com 172.30.239.16:55636 172.30.239.16:80 172.30.239.55:59224 - default.forward-cnn-from-egress-gateway.0\n"
+        );
+        let no_route = Exchange {
+            status: 404,
+            flags: "NR",
+            details: Some("route_not_found"),
+            upstream_service_time_ms: None,
+            upstream_host: None,
+            upstream_cluster: None,
+            upstream_local: None,
+            route_name: None,
+            ..exchange()
+        };
+        assert!(
+            render(&format, &no_route).contains("\" 404 NR route_not_found - \"-\" 0 0 2 - \"")
+        );
+    }
+
+    #[test]
+    fn the_json_format_types_its_values() {
+        let format: Format = "json".parse().unwrap();
+        let line = render(
+            &format,
+            &Exchange {
+                user_agent: Some("a \"quoted\"\tagent"),
+                server_name: None,
+                ..exchange()
+            },
+        );
+        assert!(line.ends_with("}\n"));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["start_time"], "2024-01-09T15:35:47.283Z");
+        assert_eq!(value["response_code"], 301);
+        assert_eq!(value["duration"], 2);
+        assert_eq!(value["upstream_service_time"], "2");
+        assert_eq!(value["response_flags"], "-");
+        assert_eq!(value["requested_server_name"], serde_json::Value::Null);
+        assert_eq!(value["user_agent"], "a \"quoted\"\tagent");
+        assert_eq!(value["upstream_cluster"], "outbound|80||edition.cnn.com");
+        assert_eq!(value.as_object().unwrap().len(), ISTIO_JSON.len());
+        let keys: Vec<&str> = line
+            .split(",\"")
+            .map(|k| k.trim_start_matches("{\"").split('"').next().unwrap())
+            .collect();
+        assert_eq!(keys, ISTIO_JSON.iter().map(|(k, _)| *k).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn custom_formats_compile_or_say_what_is_wrong() {
+        let format: Format = "%REQ(:METHOD)% %RESPONSE_CODE% took %DURATION%ms"
+            .parse()
+            .unwrap();
+        assert_eq!(render(&format, &exchange()), "GET 301 took 2ms\n");
+        assert_eq!(
+            "%REQ(:METHOD) x".parse::<Format>(),
+            Err(FormatError::Unterminated { at: 0 })
+        );
+        let unknown = "%FILTER_STATE(x)%".parse::<Format>().unwrap_err();
+        assert!(
+            unknown.to_string().contains("FILTER_STATE(x)")
+                && unknown.to_string().contains("START_TIME")
+        );
+    }
+
+    #[test]
+    fn dates_are_gregorian() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        assert_eq!(civil_date(19_731), (2024, 1, 9));
+        assert_eq!(civil_date(11_016), (2000, 2, 29));
+        assert_eq!(civil_date(20_788), (2026, 12, 1));
+        let mut clock = Clock::default();
+        let mut out = Vec::new();
+        clock.write(
+            UNIX_EPOCH + Duration::from_millis(951_782_400_007),
+            &mut out,
+        );
+        assert_eq!(out, b"2000-02-29T00:00:00.007Z");
+    }
+}
