@@ -19,8 +19,9 @@ use ringress::proxy::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS, RecordLayer, Se
     about = "Istio-compatible TLS ingress gateway on io_uring"
 )]
 struct Cli {
-    /// Log level: error, warn, info, debug or trace (or a tracing filter).
-    #[arg(long, global = true, default_value = "info")]
+    /// Log level: error, warn, info, debug, trace or off (or directives such as
+    /// `info,ringress::proxy=debug`).
+    #[arg(long, global = true, default_value = "info", value_parser = log_filter)]
     log_level: String,
     #[command(subcommand)]
     command: Command,
@@ -113,6 +114,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `log_filter` accepted it.
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -196,6 +198,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--log-level`'s value, checked: every comma-separated directive must be a level,
+/// or `target=level`. (tracing would read an unknown word such as `warning` as a
+/// target name and turn every other log line off, errors included.)
+fn log_filter(value: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let is_level = |word: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(word.trim()));
+    for directive in value.split(',') {
+        let ok = match directive.rsplit_once('=') {
+            Some((target, level)) => !target.trim().is_empty() && is_level(level),
+            None => is_level(directive),
+        };
+        if !ok {
+            let hint = match directive.trim() {
+                "warning" => " (did you mean warn?)",
+                _ => "",
+            };
+            return Err(format!(
+                "unknown log level {directive:?}{hint}: expected error, warn, info, debug, trace or off, or directives such as info,ringress::proxy=debug"
+            ));
+        }
+    }
+    Ok(value.to_owned())
 }
 
 /// `--admin`'s value: an address, or `off`.

@@ -291,11 +291,14 @@ impl Connection {
     /// [`Self::await_request`]), answers the request and writes its access log line.
     async fn handle(&mut self, ready: Result<bool, ProxyError>) -> Next {
         if self.ctx.access_log.is_on() {
-            self.record = Some(Box::new(Record::new(self.peer)));
+            self.record = Some(Record::start(self.peer));
         }
         let next = self.serve_request(ready).await;
-        if let Some(record) = self.record.take().filter(|r| r.has_request()) {
-            self.ctx.log_request(&record);
+        if let Some(record) = self.record.take() {
+            if record.has_request() {
+                self.ctx.log_request(&record);
+            }
+            Record::recycle(record);
         }
         next
     }
@@ -495,8 +498,8 @@ impl Connection {
 
     /// Copies what the access log reads of the request head into the record.
     fn note_request(&mut self, head: &RequestHead, path: &str) {
-        let server_name = self.client.server_name().map(str::to_owned);
         let local = self.local_addr();
+        let server_name = self.client.server_name();
         let Some(record) = self.record.as_deref_mut() else {
             return;
         };
@@ -523,15 +526,7 @@ impl Connection {
             record.set(Field::ServerName, name.as_bytes());
         }
         // As forwarded: the client's list with the client's address after it.
-        let mut forwarded = Vec::new();
-        for (name, value) in head.headers() {
-            if name.eq_ignore_ascii_case("x-forwarded-for") && !value.is_empty() {
-                forwarded.extend_from_slice(value);
-                forwarded.extend_from_slice(b", ");
-            }
-        }
-        forwarded.extend_from_slice(self.peer.ip().to_canonical().to_string().as_bytes());
-        record.set(Field::ForwardedFor, &forwarded);
+        record.set_forwarded_for(head.forwarded_for(), self.peer.ip());
         record.downstream_local = local;
     }
 

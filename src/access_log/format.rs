@@ -234,11 +234,13 @@ impl Format {
 
     /// Appends the line of `exchange` to `out`.
     pub fn render(&self, exchange: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
+        // Room for a whole line at once.
+        out.reserve(1024);
         match &self.0 {
             Kind::Text(segments) => {
                 for segment in segments {
                     match segment {
-                        Segment::Literal(text) => out.extend_from_slice(text.as_bytes()),
+                        Segment::Literal(text) => put(out, text.as_bytes()),
                         Segment::Op(op) => value(*op, exchange, clock, out, Encoding::Text),
                     }
                 }
@@ -268,19 +270,20 @@ enum Encoding {
 
 /// Writes one operator's value.
 fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: Encoding) {
-    let text = |out: &mut Vec<u8>, s: Option<&str>| match (s.filter(|s| !s.is_empty()), enc) {
-        (Some(s), Encoding::Text) => out.extend_from_slice(s.as_bytes()),
+    let text = |out: &mut Vec<u8>, s: Option<&[u8]>| match (s.filter(|s| !s.is_empty()), enc) {
+        (Some(s), Encoding::Text) => put(out, s),
         (Some(s), Encoding::Json) => json_string(out, s),
         (None, Encoding::Text) => out.push(b'-'),
         (None, Encoding::Json) => out.extend_from_slice(b"null"),
     };
+    let static_text = |out: &mut Vec<u8>, s: Option<&str>| text(out, s.map(str::as_bytes));
     let number = |out: &mut Vec<u8>, n: u64| crate::http::push_decimal(out, n);
     let addr = |out: &mut Vec<u8>, a: Option<SocketAddr>| match a {
         Some(a) => {
             if enc == Encoding::Json {
                 out.push(b'"');
             }
-            let _ = write!(Utf8(out), "{a}");
+            crate::http::push_socket_addr(out, a);
             if enc == Encoding::Json {
                 out.push(b'"');
             }
@@ -300,15 +303,15 @@ fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: E
         Op::Method => text(out, ex.method),
         Op::Path => text(out, ex.path),
         Op::OriginalPath => text(out, ex.original_path.or(ex.path)),
-        Op::Protocol => text(out, ex.protocol),
+        Op::Protocol => static_text(out, Some(ex.protocol)),
         Op::ResponseCode => number(out, u64::from(ex.status)),
         // Envoy prints `-` for no flags, in JSON too.
         Op::ResponseFlags => match (ex.flags, enc) {
             ("", Encoding::Json) => out.extend_from_slice(b"\"-\""),
             ("", Encoding::Text) => out.push(b'-'),
-            (flags, _) => text(out, Some(flags)),
+            (flags, _) => static_text(out, Some(flags)),
         },
-        Op::ResponseCodeDetails => text(out, ex.details),
+        Op::ResponseCodeDetails => static_text(out, ex.details),
         Op::ConnectionTerminationDetails | Op::UpstreamTransportFailureReason => text(out, None),
         Op::BytesReceived => number(out, ex.bytes_received),
         Op::BytesSent => number(out, ex.bytes_sent),
@@ -328,7 +331,7 @@ fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: E
         Op::RequestId => text(
             out,
             ex.request_id
-                .map(RequestId::as_str)
+                .map(RequestId::as_bytes)
                 .or(ex.client_request_id),
         ),
         Op::Authority => text(out, ex.authority),
@@ -338,22 +341,45 @@ fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: E
         Op::DownstreamLocalAddress => addr(out, ex.downstream_local),
         Op::DownstreamRemoteAddress => addr(out, Some(ex.downstream_remote)),
         Op::DownstreamRemoteAddressWithoutPort => {
-            let ip = ex.downstream_remote.ip().to_canonical().to_string();
-            text(out, Some(&ip));
+            if enc == Encoding::Json {
+                out.push(b'"');
+            }
+            crate::http::push_ip(out, ex.downstream_remote.ip());
+            if enc == Encoding::Json {
+                out.push(b'"');
+            }
         }
         Op::RequestedServerName => text(out, ex.server_name),
         Op::RouteName => text(out, ex.route_name),
     }
 }
 
-/// `s` as a JSON string: quotes, backslash and control bytes escaped (`\u00XX`).
-fn json_string(out: &mut Vec<u8>, s: &str) {
+/// Appends `bytes`: short ones (most of a line's pieces, separators and values of a
+/// few bytes) one by one, which costs less than the call a slice copy makes.
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.len() <= 8 {
+        for &b in bytes {
+            out.push(b);
+        }
+    } else {
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// `s` as a JSON string: quotes, backslash and control bytes escaped (`\u00XX`); a
+/// string that is not UTF-8 has its bytes above 0x7f escaped as `\u00XX` too (read
+/// as Latin-1), so the line stays valid JSON.
+fn json_string(out: &mut Vec<u8>, s: &[u8]) {
+    let utf8 = std::str::from_utf8(s).is_ok();
     out.push(b'"');
-    for &b in s.as_bytes() {
+    for &b in s {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             0..=0x1f | 0x7f => {
+                let _ = write!(Utf8(out), "\\u{b:04x}");
+            }
+            0x80.. if !utf8 => {
                 let _ = write!(Utf8(out), "\\u{b:04x}");
             }
             _ => out.push(b),
@@ -432,10 +458,10 @@ mod tests {
     fn exchange() -> Exchange<'static> {
         Exchange {
             start: UNIX_EPOCH + Duration::from_millis(1_704_814_547_283),
-            method: Some("GET"),
-            path: Some("/politics"),
+            method: Some(b"GET"),
+            path: Some(b"/politics"),
             original_path: None,
-            protocol: Some("HTTP/1.1"),
+            protocol: "HTTP/1.1",
             status: 301,
             flags: "",
             details: Some("via_upstream"),
@@ -443,18 +469,18 @@ mod tests {
             bytes_sent: 0,
             duration_ms: 2,
             upstream_service_time_ms: Some(2),
-            forwarded_for: Some("172.30.239.55"),
-            user_agent: Some("curl/7.87.0-DEV"),
+            forwarded_for: Some(b"172.30.239.55"),
+            user_agent: Some(b"curl/7.87.0-DEV"),
             request_id: None,
-            client_request_id: Some("6c01d65f-a157-97cd-8782-320a40026901"),
-            authority: Some("edition.cnn.com"),
+            client_request_id: Some(b"6c01d65f-a157-97cd-8782-320a40026901"),
+            authority: Some(b"edition.cnn.com"),
             upstream_host: Some("151.101.195.5:80".parse().unwrap()),
-            upstream_cluster: Some("outbound|80||edition.cnn.com"),
+            upstream_cluster: Some(b"outbound|80||edition.cnn.com"),
             upstream_local: Some("172.30.239.16:55636".parse().unwrap()),
             downstream_local: Some("172.30.239.16:80".parse().unwrap()),
             downstream_remote: "172.30.239.55:59224".parse().unwrap(),
             server_name: None,
-            route_name: Some("default.forward-cnn-from-egress-gateway.0"),
+            route_name: Some(b"default.forward-cnn-from-egress-gateway.0"),
         }
     }
 
@@ -495,7 +521,8 @@ mod tests {
         let line = render(
             &format,
             &Exchange {
-                user_agent: Some("a \"quoted\"\tagent"),
+                user_agent: Some(b"a \"quoted\"\tagent"),
+                authority: Some(b"caf\xe9"),
                 server_name: None,
                 ..exchange()
             },
@@ -509,6 +536,8 @@ mod tests {
         assert_eq!(value["response_flags"], "-");
         assert_eq!(value["requested_server_name"], serde_json::Value::Null);
         assert_eq!(value["user_agent"], "a \"quoted\"\tagent");
+        assert_eq!(value["authority"], "caf\u{e9}", "Latin-1 bytes are escaped");
+        assert_eq!(value["authority"], "caf\u{e9}", "Latin-1 bytes are escaped");
         assert_eq!(value["upstream_cluster"], "outbound|80||edition.cnn.com");
         assert_eq!(value.as_object().unwrap().len(), ISTIO_JSON.len());
         let keys: Vec<&str> = line

@@ -6,7 +6,8 @@
 //! the client asked for when its head is read, what the upstream did as it answers);
 //! when the request is done the shard renders its line into the shard's buffer
 //! ([`ShardLog`]), and hands a full buffer (or, every 100 ms, whatever it holds) to
-//! the writer thread over a bounded channel ([`Writer`]). When the writer cannot keep
+//! the writer thread over a bounded channel ([`Writer`]), which looks for them every
+//! 50 ms. When the writer cannot keep
 //! up (a full disk, a stuck pipe) the shard drops the lines instead of waiting, counts
 //! them (`ringress_access_log_dropped_total`), and the writer notes it.
 
@@ -15,12 +16,12 @@ pub mod format;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
 pub use format::{Format, FormatError};
 
@@ -48,18 +49,23 @@ impl std::str::FromStr for Target {
 }
 
 /// Bytes a shard gathers before it hands them to the writer.
-const FLUSH_AT: usize = 32 * 1024;
+const FLUSH_AT: usize = 64 * 1024;
 /// Buffers that may wait for the writer; more are dropped.
 const QUEUE: usize = 64;
+/// How often the writer looks for lines. It polls rather than waits on the channel,
+/// so a shard handing over lines never has to wake a thread (a system call, and a
+/// context switch on the shard's CPU).
+const WRITE_EVERY: Duration = Duration::from_millis(50);
 
-/// What one request did, as a log line reads it (see [`Record::exchange`]).
+/// What one request did, as a log line reads it (see [`Record::exchange`]). Strings
+/// are bytes as received.
 #[derive(Debug, Clone)]
 pub struct Exchange<'a> {
     pub start: SystemTime,
-    pub method: Option<&'a str>,
-    pub path: Option<&'a str>,
-    pub original_path: Option<&'a str>,
-    pub protocol: Option<&'a str>,
+    pub method: Option<&'a [u8]>,
+    pub path: Option<&'a [u8]>,
+    pub original_path: Option<&'a [u8]>,
+    pub protocol: &'a str,
     pub status: u16,
     /// Envoy's response flags (`NR`, `UF`, `UH`...), comma-separated; empty for none.
     pub flags: &'a str,
@@ -68,19 +74,19 @@ pub struct Exchange<'a> {
     pub bytes_sent: u64,
     pub duration_ms: u64,
     pub upstream_service_time_ms: Option<u64>,
-    pub forwarded_for: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
+    pub forwarded_for: Option<&'a [u8]>,
+    pub user_agent: Option<&'a [u8]>,
     /// The id ringress generated when the client sent none.
     pub request_id: Option<&'a RequestId>,
-    pub client_request_id: Option<&'a str>,
-    pub authority: Option<&'a str>,
+    pub client_request_id: Option<&'a [u8]>,
+    pub authority: Option<&'a [u8]>,
     pub upstream_host: Option<SocketAddr>,
-    pub upstream_cluster: Option<&'a str>,
+    pub upstream_cluster: Option<&'a [u8]>,
     pub upstream_local: Option<SocketAddr>,
     pub downstream_local: Option<SocketAddr>,
     pub downstream_remote: SocketAddr,
-    pub server_name: Option<&'a str>,
-    pub route_name: Option<&'a str>,
+    pub server_name: Option<&'a [u8]>,
+    pub route_name: Option<&'a [u8]>,
 }
 
 /// A range of a record's text.
@@ -93,6 +99,8 @@ struct Span(u32, u32);
 pub struct Record {
     start: SystemTime,
     started: Instant,
+    /// The strings, one after the other (spans index into it), as received: header
+    /// values are bytes, not always UTF-8 ([`format`] escapes what needs it).
     text: Vec<u8>,
     method: Option<Span>,
     path: Option<Span>,
@@ -136,9 +144,44 @@ pub enum Field {
     ServerName,
 }
 
+thread_local! {
+    /// Records of finished requests, kept for the next ones (with their text's room):
+    /// boxed as a connection holds them, so reuse allocates nothing.
+    #[expect(clippy::vec_box, reason = "the boxes are what is reused")]
+    static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records a shard keeps for reuse at most.
+const SPARE_RECORDS: usize = 256;
+
 impl Record {
-    /// A record of a request from `peer` that starts now.
-    pub fn new(peer: SocketAddr) -> Record {
+    /// A record of a request from `peer` that starts now: a reused one when the
+    /// shard has one.
+    pub fn start(peer: SocketAddr) -> Box<Record> {
+        let spare = SPARE.with(|spare| spare.borrow_mut().pop());
+        match spare {
+            Some(mut record) => {
+                let text = std::mem::take(&mut record.text);
+                *record = Record::new(peer);
+                record.text = text;
+                record.text.clear();
+                record
+            }
+            None => Box::new(Record::new(peer)),
+        }
+    }
+
+    /// Gives a finished record back for reuse.
+    pub fn recycle(record: Box<Record>) {
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_RECORDS {
+                spare.push(record);
+            }
+        });
+    }
+
+    fn new(peer: SocketAddr) -> Record {
         Record {
             start: SystemTime::now(),
             started: crate::uring::now(),
@@ -180,18 +223,29 @@ impl Record {
         self.client_request_id.is_some()
     }
 
-    /// Sets one of the strings (bytes that are not UTF-8 print lossily).
+    /// Sets one of the strings.
     pub fn set(&mut self, field: Field, value: &[u8]) {
+        self.set_with(field, |text| text.extend_from_slice(value));
+    }
+
+    /// Sets `x-forwarded-for` as forwarded: the client's list, then `client`.
+    pub fn set_forwarded_for<'v>(&mut self, sent: impl Iterator<Item = &'v [u8]>, client: IpAddr) {
+        self.set_with(Field::ForwardedFor, |text| {
+            for value in sent.filter(|v| !v.is_empty()) {
+                text.extend_from_slice(value);
+                text.extend_from_slice(b", ");
+            }
+            crate::http::push_ip(text, client);
+        });
+    }
+
+    /// Sets `field` to what `write` appends to the text.
+    fn set_with(&mut self, field: Field, write: impl FnOnce(&mut Vec<u8>)) {
         if self.text.capacity() == 0 {
             self.text.reserve(256);
         }
         let start = self.text.len();
-        match std::str::from_utf8(value) {
-            Ok(s) => self.text.extend_from_slice(s.as_bytes()),
-            Err(_) => self
-                .text
-                .extend_from_slice(String::from_utf8_lossy(value).as_bytes()),
-        }
+        write(&mut self.text);
         let span = Some(Span(start as u32, self.text.len() as u32));
         let slot = match field {
             Field::Method => &mut self.method,
@@ -210,12 +264,12 @@ impl Record {
 
     /// Sets the upstream cluster as Istio names it: `outbound|PORT||HOST`.
     pub fn set_cluster(&mut self, host: &str, port: u16) {
-        let start = self.text.len();
-        self.text.extend_from_slice(b"outbound|");
-        crate::http::push_decimal(&mut self.text, u64::from(port));
-        self.text.extend_from_slice(b"||");
-        self.text.extend_from_slice(host.as_bytes());
-        self.upstream_cluster = Some(Span(start as u32, self.text.len() as u32));
+        self.set_with(Field::UpstreamCluster, |text| {
+            text.extend_from_slice(b"outbound|");
+            crate::http::push_decimal(text, u64::from(port));
+            text.extend_from_slice(b"||");
+            text.extend_from_slice(host.as_bytes());
+        });
     }
 
     /// The flags as printed: `URX` joins the flag of the last try's failure.
@@ -235,9 +289,9 @@ impl Record {
         }
     }
 
-    fn get(&self, span: Option<Span>) -> Option<&str> {
+    fn get(&self, span: Option<Span>) -> Option<&[u8]> {
         let Span(start, end) = span?;
-        std::str::from_utf8(self.text.get(start as usize..end as usize)?).ok()
+        self.text.get(start as usize..end as usize)
     }
 
     /// The record as a line reads it, its duration ending now.
@@ -248,7 +302,7 @@ impl Record {
             method: self.get(self.method),
             path: self.get(self.path),
             original_path: self.get(self.original_path),
-            protocol: Some(self.protocol),
+            protocol: self.protocol,
             status: self.status,
             flags: self.flags(),
             details: self.details,
@@ -397,7 +451,15 @@ impl Writer {
 
 fn write_batches(batches: &Receiver<Vec<u8>>, out: &mut dyn Write) {
     let mut failed = false;
-    for batch in batches {
+    loop {
+        let batch = match batches.try_recv() {
+            Ok(batch) => batch,
+            Err(TryRecvError::Empty) => {
+                std::thread::sleep(WRITE_EVERY);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => return,
+        };
         let written = out.write_all(&batch).and_then(|()| out.flush());
         match written {
             Err(e) if !failed => {

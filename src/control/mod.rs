@@ -299,11 +299,23 @@ fn max_connections(requested: Option<usize>, shards: usize) -> usize {
 /// so no client can reach it.
 fn probe_listeners(addrs: impl Iterator<Item = SocketAddr>) -> anyhow::Result<()> {
     for addr in addrs {
-        uring::probe_exclusive_bind(addr).with_context(|| {
-            format!("cannot listen on {addr}: is another process (or another ringress) using it?")
-        })?;
+        if let Err(e) = uring::probe_exclusive_bind(addr) {
+            anyhow::bail!("cannot listen on {addr}: {e}{}", bind_hint(&e, addr));
+        }
     }
     Ok(())
+}
+
+/// What to do about a bind error: a privileged port without the right, or a port
+/// another process holds.
+pub(crate) fn bind_hint(error: &std::io::Error, addr: SocketAddr) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            "; ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (`sudo setcap cap_net_bind_service=+ep $(which ringress)`, or AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit), or use a port from 1024 up"
+        }
+        std::io::ErrorKind::AddrInUse => " (is another process, or another ringress, using it?)",
+        _ => "",
+    }
 }
 
 /// Logs what a snapshot serves, and warns about certificates already expired.

@@ -144,6 +144,10 @@ pub fn new_request_id() -> RequestId {
 pub struct RequestId([u8; 36]);
 
 impl RequestId {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Hex digits and dashes only, so always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()

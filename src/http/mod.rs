@@ -52,10 +52,10 @@ pub use generated::{
 pub use path::{PathError, PathNormalization, normalize as normalize_path};
 pub use request::{RequestHead, parse_request, parse_request_into};
 pub use response::{ResponseHead, parse_response, parse_response_into};
-pub(crate) use rewrite::push_u64 as push_decimal;
 pub use rewrite::{
     ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
 };
+pub(crate) use rewrite::{push_ip, push_socket_addr, push_u64 as push_decimal};
 
 #[cfg(test)]
 mod tests {

@@ -299,6 +299,11 @@ impl RequestHead {
     pub(crate) fn raw(&self) -> &RawHead {
         &self.raw
     }
+
+    /// The values of every `x-forwarded-for` header, in order.
+    pub fn forwarded_for(&self) -> impl Iterator<Item = &[u8]> {
+        self.raw.values_of(super::fields::Name::XForwardedFor)
+    }
 }
 
 /// Whether the third word of the request line starts like a version (`HTTP/` and a

@@ -99,6 +99,19 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
+    // Most numbers here are below 1000 (statuses, octets, milliseconds): pushed byte
+    // by byte, without the call a slice copy costs.
+    if n < 1000 {
+        let n = n as u16;
+        if n >= 100 {
+            out.push(b'0' + (n / 100) as u8);
+        }
+        if n >= 10 {
+            out.push(b'0' + (n / 10 % 10) as u8);
+        }
+        out.push(b'0' + (n % 10) as u8);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut n = n;
@@ -110,23 +123,95 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    // A few bytes: pushed one by one, cheaper than the call of a slice copy.
+    for &digit in &digits[i..] {
+        out.push(digit);
+    }
 }
 
 /// Writes an address as in `x-forwarded-for` (IPv4-mapped IPv6 as plain IPv4). IPv4 is
 /// formatted by hand: `Display` costs more than the rest of the head rewrite.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                push_u64(out, u64::from(octet));
-            }
+            let mut text = [0u8; 15];
+            let len = v4_text(v4, &mut text);
+            out.extend_from_slice(&text[..len]);
         }
         // Display writes into the Vec without an intermediate String.
         v6 => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// `a.b.c.d` into `text`; its length.
+fn v4_text(ip: std::net::Ipv4Addr, text: &mut [u8; 15]) -> usize {
+    let mut len = 0;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        len += octet_text(octet, &mut text[len..len + 3]);
+    }
+    len
+}
+
+/// An IPv4 octet in decimal into the front of `text` (3 bytes of room), from digits
+/// worked out at compile time; its length.
+fn octet_text(octet: u8, text: &mut [u8]) -> usize {
+    const DIGITS: [[u8; 3]; 256] = {
+        let mut table = [[0u8; 3]; 256];
+        let mut n = 0;
+        while n < 256 {
+            table[n] = [
+                b'0' + (n / 100) as u8,
+                b'0' + (n / 10 % 10) as u8,
+                b'0' + (n % 10) as u8,
+            ];
+            n += 1;
+        }
+        table
+    };
+    let digits = &DIGITS[usize::from(octet)];
+    let skip = match octet {
+        0..=9 => 2,
+        10..=99 => 1,
+        _ => 0,
+    };
+    let len = 3 - skip;
+    text[..len].copy_from_slice(&digits[skip..]);
+    len
+}
+
+/// Writes `ip:port` (`[v6]:port` for IPv6), as `SocketAddr`'s `Display` does.
+pub(crate) fn push_socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(v4) => {
+            // `a.b.c.d:port` in one buffer, copied in one go.
+            let mut text = [0u8; 21];
+            let mut ip = [0u8; 15];
+            let mut len = v4_text(*v4.ip(), &mut ip);
+            text[..len].copy_from_slice(&ip[..len]);
+            text[len] = b':';
+            len += 1;
+            let mut port = v4.port();
+            let digits = match port {
+                0..=9 => 1,
+                10..=99 => 2,
+                100..=999 => 3,
+                1000..=9999 => 4,
+                _ => 5,
+            };
+            for at in (len..len + digits).rev() {
+                text[at] = b'0' + (port % 10) as u8;
+                port /= 10;
+            }
+            len += digits;
+            out.extend_from_slice(&text[..len]);
+        }
+        std::net::SocketAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
     }
@@ -321,6 +406,49 @@ mod tests {
     use super::*;
     use crate::http::{parse_request, parse_response};
     use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for addr in [
+            "1.2.3.4:5",
+            "10.0.0.255:80",
+            "127.0.0.1:65535",
+            "255.255.255.0:1000",
+            "[::1]:8443",
+            "[2001:db8::1]:0",
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            let mut out = Vec::new();
+            push_socket_addr(&mut out, addr);
+            assert_eq!(out, addr.to_string().into_bytes());
+            let mut out = Vec::new();
+            push_ip(&mut out, addr.ip());
+            assert_eq!(out, addr.ip().to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn decimals_at_every_digit_boundary() {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            42,
+            99,
+            100,
+            418,
+            999,
+            1000,
+            65535,
+            1 << 40,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
 
     fn no_ops() -> HeaderOps {
         HeaderOps::default()

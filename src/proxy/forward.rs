@@ -115,7 +115,7 @@ impl Connection {
                     if let Some(record) = self.record.as_deref_mut() {
                         // Retries exhausted shows only where the last try failed too.
                         record.retries_exhausted &= policy.retry_status(response.status(), 1);
-                        record.upstream_local = upstream.stream.local_addr().ok();
+                        record.upstream_local = upstream.local;
                     }
                     break (upstream, endpoint, response, started, early);
                 }

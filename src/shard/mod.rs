@@ -258,7 +258,8 @@ impl ShardContext {
             match Listener::bind(addr, self.listen_options()) {
                 Ok(listener) => self.serve_listener(listener, addr, port),
                 Err(e) => {
-                    tracing::error!(shard = self.id, %addr, error = %e, "cannot open listener")
+                    let hint = crate::control::bind_hint(&e, addr);
+                    tracing::error!(shard = self.id, %addr, "cannot open listener: {e}{hint}")
                 }
             }
         }
@@ -408,7 +409,8 @@ fn shard_main(
             match Listener::bind(spec.addr, ctx.listen_options()) {
                 Ok(listener) => listeners.push((spec.addr, spec.port(), listener)),
                 Err(e) => {
-                    let _ = ready.send(Err(format!("cannot listen on {}: {e}", spec.addr)));
+                    let hint = crate::control::bind_hint(&e, spec.addr);
+                    let _ = ready.send(Err(format!("cannot listen on {}: {e}{hint}", spec.addr)));
                     return;
                 }
             }

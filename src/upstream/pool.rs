@@ -158,6 +158,8 @@ pub struct UpstreamConn {
     /// Whether it served a request before: a reused connection the upstream closed
     /// meanwhile fails without the request having been seen, so it may be retried.
     pub reused: bool,
+    /// The local end (for the access log).
+    pub local: Option<SocketAddr>,
     /// The cluster slot it holds while open.
     slot: Slot,
 }
@@ -298,10 +300,12 @@ pub async fn connect(
     match uring::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().ok();
             Ok(UpstreamConn {
                 stream,
                 addr,
                 reused: false,
+                local,
                 slot,
             })
         }
