@@ -257,3 +257,33 @@ fn describe_error(error: &anyhow::Error) -> String {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_are_checked_word_by_word() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "info,ringress::proxy=debug",
+            "ringress=trace",
+        ] {
+            assert_eq!(log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in ["warning", "verbose", "info,ringress=loud", "=debug", ""] {
+            let error = log_filter(bad).unwrap_err();
+            assert!(
+                error.contains("expected error, warn, info"),
+                "{bad}: {error}"
+            );
+        }
+        assert!(
+            log_filter("warning")
+                .unwrap_err()
+                .contains("did you mean warn?")
+        );
+    }
+}

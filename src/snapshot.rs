@@ -71,6 +71,9 @@ pub struct ServedCertificate {
     pub settings: Arc<ServerTls>,
     pub mode: TlsMode,
     pub source: String,
+    /// The certificate's `path` as Envoy's `/certs` shows it: the file, or `<inline>`
+    /// for a credential (as Istio's gateway shows a `credentialName`).
+    pub path: String,
     pub leaf: Option<CertInfo>,
     /// The whole chain sent to clients, leaf first (certificates that cannot be
     /// parsed are left out).
@@ -84,6 +87,8 @@ pub struct ServedCertificate {
 #[derive(Debug, Clone)]
 pub struct ClientCa {
     pub source: String,
+    /// As [`ServedCertificate::path`]: the `caCertificates` file or `<inline>`.
+    pub path: String,
     pub certificates: Vec<CertInfo>,
 }
 
@@ -252,6 +257,10 @@ fn build_listeners(
                 settings: Arc::new(server_tls.clone()),
                 mode: server_tls.mode,
                 source: material.source.clone(),
+                path: match &server_tls.credential {
+                    Credential::Files { cert, .. } => cert.display().to_string(),
+                    Credential::Named(_) => INLINE.to_owned(),
+                },
                 leaf: material.chain.first().and_then(|c| tls::describe(c).ok()),
                 chain: material
                     .chain
@@ -281,6 +290,9 @@ fn build_listeners(
     Ok(by_port)
 }
 
+/// Envoy's `/certs` `path` of a certificate that came from a secret, not a file.
+const INLINE: &str = "<inline>";
+
 /// The client CA of a MUTUAL or OPTIONAL_MUTUAL server, described for `/certs`. The
 /// `caCertificates` file was just loaded by `server_config`; should it fail to load
 /// again, the CA is described as empty rather than failing the snapshot.
@@ -294,12 +306,14 @@ fn describe_client_ca(server_tls: &ServerTls, material: &CertifiedMaterial) -> O
     match (&server_tls.ca_certificates, &material.ca) {
         (Some(path), _) => Some(ClientCa {
             source: path.display().to_string(),
+            path: path.display().to_string(),
             certificates: tls::credential::load_certificates(path)
                 .map(|certs| describe_all(&certs))
                 .unwrap_or_default(),
         }),
         (None, Some(ca)) => Some(ClientCa {
             source: format!("the CA of {}", material.source),
+            path: INLINE.to_owned(),
             certificates: describe_all(ca),
         }),
         (None, None) => None,

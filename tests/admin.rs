@@ -86,6 +86,32 @@ fn served_leaf(certs: &Value, host: &str) -> (String, i64) {
     panic!("no server for {host} in /certs: {certs}");
 }
 
+/// The Envoy-shaped `certificates[]` entry for `host`: its leaf's serial number
+/// (normalized), days until expiration (Envoy's string) and path.
+#[track_caller]
+fn envoy_leaf(certs: &Value, host: &str) -> (String, i64, String) {
+    let entry = certs["certificates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no certificates in /certs: {certs}"))
+        .iter()
+        .find(|c| {
+            c["hosts"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h == host))
+        })
+        .unwrap_or_else(|| panic!("no certificate for {host} in /certs: {certs}"));
+    let leaf = &entry["cert_chain"][0];
+    let days = leaf["days_until_expiration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("days_until_expiration is not a number string: {leaf}"));
+    (
+        normalize_serial(leaf["serial_number"].as_str().unwrap_or_default()),
+        days,
+        leaf["path"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
 #[test]
 fn certs_lists_every_host_with_its_serial_and_follows_a_rotation() {
     require_tools();
@@ -101,6 +127,13 @@ fn certs_lists_every_host_with_its_serial_and_follows_a_rotation() {
             normalize_serial(&openssl_serial(&pki.cert(host))),
             "{host}: /certs serial vs openssl x509 -serial"
         );
+        let (envoy_serial, envoy_days, path) = envoy_leaf(&certs, host);
+        assert_eq!(
+            (envoy_serial, envoy_days),
+            (serial.clone(), days),
+            "{certs}"
+        );
+        assert_eq!(path, pki.cert(host).display().to_string());
         assert!(
             (360..=365).contains(&days),
             "{host}: {days} days left: {certs}"

@@ -98,6 +98,46 @@ fn the_watcher_reloads_replaced_certificate_files() {
     assert_eq!(fresh_status(port, &rotated.root_cert, "/status/418"), 418);
 }
 
+/// A configuration that names certificate files not there yet fails to reload; the
+/// files it named are watched from then on, so writing them reloads it.
+#[test]
+fn fixing_the_files_a_failed_reload_named_reloads() {
+    let dir = TempDir::new("rl-watch-failed");
+    let upstream = httpbin();
+    let (pki, port) = (pki(&dir), free_port());
+    let config = dir.join("gateway.yaml");
+    let mut gw = Gateway::start_ready(&dir, &https_config(&pki, port, upstream.addr()), &[]);
+    gw.wait_watching();
+    let rotated_dir = TempDir::new("rl-watch-failed-pki");
+    let rotated = pki::generate(rotated_dir.path(), &[HTTPBIN]).expect("a second PKI");
+    let (cert, key) = (dir.join("new/httpbin.crt"), dir.join("new/httpbin.key"));
+    let servers = [https_server(
+        port,
+        "https",
+        &[HTTPBIN],
+        &simple_tls(&cert, &key),
+    )];
+    let pointing = backend_config(&servers, &[HTTPBIN], &[upstream.addr()]);
+    std::fs::write(&config, pointing).expect("rewriting the configuration");
+    gw.wait_log_count(RELOAD_FAILED, 1);
+    assert!(
+        gw.log_text().contains("new/httpbin.crt"),
+        "{}",
+        gw.log_text()
+    );
+    // The old certificate keeps serving; then the files appear.
+    assert!(handshake_ok(port, HTTPBIN, &pki.root_cert));
+    std::fs::create_dir_all(dir.join("new")).expect("new dir");
+    std::fs::copy(rotated.key(HTTPBIN), &key).expect("key");
+    std::fs::copy(rotated.cert(HTTPBIN), &cert).expect("cert");
+    wait_served_by(
+        &mut gw,
+        port,
+        &rotated.root_cert,
+        "the certificate the failed configuration named",
+    );
+}
+
 /// Writes a kubelet-style secret `DIR/NAME`: the files in a timestamped directory
 /// `..<stamp>`, `..data -> ..<stamp>`, and `tls.crt -> ..data/tls.crt` (same for the
 /// key). When the secret exists, the new directory replaces the old one through an

@@ -134,6 +134,10 @@ pub struct Gateway {
     ticketers: tls::Ticketers,
     /// The access log's writer thread, when the log is on.
     access_log: Option<access_log::Writer>,
+    /// The configuration of the last reload, when it loaded but did not build (a
+    /// missing or mismatched certificate): its files are watched too, so fixing the
+    /// one the error named reloads.
+    failed: Option<Arc<config::Config>>,
 }
 
 /// Builds the first snapshot of `config` (loaded from `opts.config`) and starts every
@@ -195,6 +199,7 @@ fn start(
         opts: opts.clone(),
         ticketers,
         access_log,
+        failed: None,
     })
 }
 
@@ -204,6 +209,14 @@ impl Gateway {
     /// nothing changes: the old snapshot keeps serving. Returns the new generation.
     pub fn reload(&mut self) -> anyhow::Result<u64> {
         let config = Arc::new(config::load(&self.opts.config)?);
+        let generation = self.publish(&config);
+        self.failed = generation.is_err().then_some(config);
+        generation
+    }
+
+    /// Builds the snapshot of `config` and hands it to every shard; the new generation.
+    fn publish(&mut self, config: &Arc<config::Config>) -> anyhow::Result<u64> {
+        let config = config.clone();
         let (current, _) = self.status.serving();
         let generation = current.generation + 1;
         let snapshot = Snapshot::build(
@@ -236,10 +249,20 @@ impl Gateway {
         Ok(generation)
     }
 
-    /// The files and directories whose changes should trigger a reload.
+    /// The files and directories whose changes should trigger a reload: those of the
+    /// configuration served, and of the last one that failed to build.
     pub fn watched_paths(&self) -> Vec<PathBuf> {
         let (_, config) = self.status.serving();
-        watch::watched_paths(&config, &self.opts.config, self.opts.secrets_dir.as_deref())
+        let secrets = self.opts.secrets_dir.as_deref();
+        let mut paths = watch::watched_paths(&config, &self.opts.config, secrets);
+        if let Some(failed) = &self.failed {
+            for path in watch::watched_paths(failed, &self.opts.config, secrets) {
+                if !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+        paths
     }
 
     /// Stops accepting everywhere, lets in-flight requests finish within the drain
@@ -482,9 +505,7 @@ fn serve_events(
                 tracing::error!(%cause, "reload failed, still serving the previous configuration: {error}")
             }
         }
-        if outcome.is_ok()
-            && let Some(watcher) = watcher
-        {
+        if let Some(watcher) = watcher {
             watcher.set_paths(gateway.watched_paths());
         }
         gateway.status.record_reload(ReloadRecord {
@@ -497,4 +518,19 @@ fn serve_events(
         }
     }
     Ended::Stopped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_errors_say_what_to_do() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let low: SocketAddr = "0.0.0.0:443".parse().unwrap();
+        assert!(bind_hint(&denied, low).contains("CAP_NET_BIND_SERVICE"));
+        assert_eq!(bind_hint(&denied, "0.0.0.0:8443".parse().unwrap()), "");
+        let taken = std::io::Error::from(std::io::ErrorKind::AddrInUse);
+        assert!(bind_hint(&taken, low).contains("another process"));
+    }
 }

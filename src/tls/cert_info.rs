@@ -19,6 +19,9 @@ pub struct CertInfo {
     /// Subject alternative names: DNS names as written, IP addresses, `URI:...`,
     /// `email:...`.
     pub sans: Vec<String>,
+    /// The DNS, URI and IP address names, in that order (Envoy's `/certs` lists
+    /// `subject_alt_names` so).
+    pub typed_sans: Vec<San>,
     /// The serial number in lower-case hex without separators.
     pub serial: String,
     pub not_after_unix: i64,
@@ -29,6 +32,24 @@ pub struct CertInfo {
     /// What a client may object to, each with the way to reissue the certificate
     /// ([`warnings`]); empty for a well-formed server certificate.
     pub warnings: Vec<String>,
+}
+
+/// A subjectAltName of one of the kinds Envoy's `/certs` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum San {
+    Dns(String),
+    Uri(String),
+    IpAddress(String),
+}
+
+impl San {
+    fn rank(&self) -> u8 {
+        match self {
+            San::Dns(_) => 0,
+            San::Uri(_) => 1,
+            San::IpAddress(_) => 2,
+        }
+    }
 }
 
 /// Describes a certificate as of now.
@@ -44,11 +65,19 @@ pub fn describe_at(cert: &CertificateDer<'_>, now_unix: i64) -> Result<CertInfo,
             detail: e.to_string(),
         })?;
     let mut sans = Vec::new();
+    let mut typed_sans = Vec::new();
     if let Ok(Some(ext)) = parsed.subject_alternative_name() {
         for name in &ext.value.general_names {
             sans.push(general_name(name));
+            match name {
+                GeneralName::DNSName(d) => typed_sans.push(San::Dns((*d).to_owned())),
+                GeneralName::URI(u) => typed_sans.push(San::Uri((*u).to_owned())),
+                GeneralName::IPAddress(ip) => typed_sans.push(San::IpAddress(ip_string(ip))),
+                _ => {}
+            }
         }
     }
+    typed_sans.sort_by_key(San::rank);
     let serial = parsed
         .raw_serial()
         .iter()
@@ -58,6 +87,7 @@ pub fn describe_at(cert: &CertificateDer<'_>, now_unix: i64) -> Result<CertInfo,
     Ok(CertInfo {
         subject: parsed.subject().to_string(),
         sans,
+        typed_sans,
         serial,
         not_after_unix,
         days_until_expiry: (not_after_unix - now_unix).div_euclid(SECONDS_PER_DAY),

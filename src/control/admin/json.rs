@@ -16,17 +16,46 @@ use crate::config::{
 use crate::control::status::{ReloadRecord, Status};
 use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
 use crate::tls::CertInfo;
+use crate::tls::cert_info::San;
 
 const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
 
-/// `GET /certs`: per listener, per TLS server: hosts, mode, source, chain and client
-/// CA. Typed (not a `json!` map) so the fields keep this order in the answer: hosts
-/// and mode first, expiry last, as an operator reads it.
+/// `GET /certs`: `certificates`, in the shape of Envoy's admin `/certs` (one entry per
+/// TLS server: `ca_cert` and `cert_chain` of `CertificateDetails`), which Istio's
+/// troubleshooting steps and tooling read; beside it, ringress's own view per
+/// listener and TLS server: hosts, mode, source, the whole chain and the client CA.
+/// Typed (not a `json!` map) so the fields keep this order in the answer.
 #[derive(Serialize)]
 pub(super) struct Certs<'a> {
+    certificates: Vec<EnvoyCertificate<'a>>,
     generation: u64,
     now: String,
     listeners: Vec<ListenerCerts<'a>>,
+}
+
+/// One TLS server as Envoy's `/certs` lists an SSL context, with ringress's listener
+/// and hosts beside.
+#[derive(Serialize)]
+struct EnvoyCertificate<'a> {
+    ca_cert: Vec<CertificateDetails<'a>>,
+    cert_chain: Vec<CertificateDetails<'a>>,
+    listener: String,
+    hosts: Vec<String>,
+}
+
+/// Envoy's `CertificateDetails` (admin/v3/certs.proto) as its JSON prints it:
+/// `days_until_expiration` a string (a uint64), 0 once expired; the serial in
+/// lower-case hex without leading zero bytes; `subject_alt_names` DNS, then URI, then
+/// IP. `subject` is ringress's addition.
+#[derive(Serialize)]
+struct CertificateDetails<'a> {
+    path: &'a str,
+    serial_number: String,
+    subject_alt_names: Vec<Map<String, Value>>,
+    days_until_expiration: String,
+    valid_from: String,
+    expiration_time: String,
+    subject: &'a str,
 }
 
 #[derive(Serialize)]
@@ -64,7 +93,35 @@ pub(super) struct Cert<'a> {
 }
 
 pub(super) fn certs(snapshot: &Snapshot, now: i64) -> Certs<'_> {
+    let certificates = snapshot
+        .listeners
+        .iter()
+        .flat_map(|listener| {
+            listener
+                .certificates
+                .iter()
+                .map(move |served| EnvoyCertificate {
+                    ca_cert: served
+                        .client_ca
+                        .iter()
+                        .flat_map(|ca| {
+                            ca.certificates
+                                .iter()
+                                .map(|c| certificate_details(c, &ca.path, now))
+                        })
+                        .collect(),
+                    cert_chain: served
+                        .leaf
+                        .iter()
+                        .map(|c| certificate_details(c, &served.path, now))
+                        .collect(),
+                    listener: listener.addr.to_string(),
+                    hosts: served.hosts.iter().map(ToString::to_string).collect(),
+                })
+        })
+        .collect();
     Certs {
+        certificates,
         generation: snapshot.generation,
         now: rfc3339(now),
         listeners: snapshot
@@ -108,6 +165,45 @@ pub(super) fn cert_info(info: &CertInfo, now: i64) -> Cert<'_> {
         serial_number: &info.serial,
         expiration_time: rfc3339(info.not_after_unix),
         days_until_expiration: days_until(info.not_after_unix, now),
+    }
+}
+
+fn certificate_details<'a>(info: &'a CertInfo, path: &'a str, now: i64) -> CertificateDetails<'a> {
+    let subject_alt_names = info
+        .typed_sans
+        .iter()
+        .map(|san| {
+            let (kind, name) = match san {
+                San::Dns(name) => ("dns", name),
+                San::Uri(name) => ("uri", name),
+                San::IpAddress(name) => ("ip_address", name),
+            };
+            let mut entry = Map::new();
+            entry.insert(kind.to_owned(), Value::String(name.clone()));
+            entry
+        })
+        .collect();
+    CertificateDetails {
+        path,
+        serial_number: envoy_serial(&info.serial),
+        subject_alt_names,
+        days_until_expiration: days_until(info.not_after_unix, now).max(0).to_string(),
+        valid_from: rfc3339(info.not_before_unix),
+        expiration_time: rfc3339(info.not_after_unix),
+        subject: &info.subject,
+    }
+}
+
+/// A serial number as Envoy prints it (BoringSSL's `BN_bn2hex`): lower-case hex of its
+/// bytes without the leading zero bytes, `0` for zero.
+fn envoy_serial(hex: &str) -> String {
+    let mut rest = hex;
+    while let Some(after) = rest.strip_prefix("00") {
+        rest = after;
+    }
+    match rest {
+        "" => "0".to_owned(),
+        serial => serial.to_ascii_lowercase(),
     }
 }
 

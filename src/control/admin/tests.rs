@@ -256,6 +256,46 @@ fn certs_show_hosts_chain_serial_and_expiry() {
     let http = listeners.iter().find(|l| l["port"] == 8080).unwrap();
     assert_eq!(http["protocol"], "HTTP");
     assert!(http["servers"].as_array().unwrap().is_empty());
+
+    // Envoy's shape, as `istioctl` and Istio's troubleshooting steps read it.
+    let envoy = certs["certificates"].as_array().unwrap();
+    assert_eq!(envoy.len(), 2, "one entry per TLS server");
+    let simple = envoy
+        .iter()
+        .find(|c| c["listener"].as_str().unwrap().ends_with(":8443"))
+        .unwrap();
+    let chain = simple["cert_chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 1, "the leaf only, as Envoy");
+    assert!(simple["ca_cert"].as_array().unwrap().is_empty());
+    let leaf = &chain[0];
+    assert!(leaf["path"].as_str().unwrap().ends_with(".crt"), "{leaf}");
+    let serial = expected.serial.trim_start_matches("00");
+    assert_eq!(leaf["serial_number"], serial, "{leaf}");
+    assert!(
+        leaf["subject_alt_names"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({ "dns": HOST })),
+        "{leaf}"
+    );
+    let days: i64 = leaf["days_until_expiration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((363..=366).contains(&days), "{leaf}");
+    assert_eq!(
+        leaf["expiration_time"],
+        json::rfc3339(expected.not_after_unix)
+    );
+    assert_eq!(leaf["valid_from"], json::rfc3339(expected.not_before_unix));
+    let mutual = envoy
+        .iter()
+        .find(|c| c["listener"].as_str().unwrap().ends_with(":9443"))
+        .unwrap();
+    let cas = mutual["ca_cert"].as_array().unwrap();
+    assert_eq!(cas.len(), 2);
+    assert!(cas[0]["path"].as_str().unwrap().ends_with("ca-chain.pem"));
 }
 
 /// One sample of the text format: name, labels, value.
