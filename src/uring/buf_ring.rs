@@ -165,8 +165,10 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         // SAFETY: both blocks were allocated in `new` with these layouts. The BufRing is
-        // dropped only when the driver (and so the io_uring instance, after waiting for all
-        // operations) and every RecvBuf are gone, so neither the kernel nor Rust uses them.
+        // dropped only when the driver and every RecvBuf are gone, and the driver gives up
+        // its reference only once no operation is in flight (when the kernel does not
+        // finish them in time, the driver leaks a reference, so this never runs), so
+        // neither the kernel nor Rust uses them.
         unsafe {
             alloc::dealloc(self.ring.as_ptr().cast(), self.ring_layout);
             alloc::dealloc(self.buffers.as_ptr(), self.buffers_layout);

@@ -6,6 +6,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
+use std::mem::ManuallyDrop;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -247,7 +248,9 @@ struct Slot {
 
 /// The ring, the in-flight slab and the receive buffer ring of one shard.
 pub(crate) struct Driver {
-    uring: IoUring,
+    /// Dropped by hand in `Drop`: leaked instead when the kernel does not finish the
+    /// operations in flight at shutdown, so it never writes into memory given back.
+    uring: ManuallyDrop<IoUring>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
@@ -291,7 +294,7 @@ impl Driver {
             BufRing::new(opts.recv_buffers, opts.recv_buffer_size).map_err(buf_ring_error)?;
         bufs.register(&uring.submitter()).map_err(buf_ring_error)?;
         Ok(Driver {
-            uring,
+            uring: ManuallyDrop::new(uring),
             slots: Vec::new(),
             free: Vec::new(),
             in_flight: 0,
@@ -547,8 +550,33 @@ impl Drop for Driver {
     /// no buffer is freed while the kernel may still write into it. If the kernel does not
     /// answer in time the remaining buffers are leaked rather than freed.
     fn drop(&mut self) {
-        if self.in_flight == 0 {
+        if self.teardown() {
+            // SAFETY: the ring is not used again; nothing is in flight any more.
+            unsafe { ManuallyDrop::drop(&mut self.uring) };
             return;
+        }
+        tracing::error!(
+            in_flight = self.in_flight,
+            "io_uring operations did not finish at shutdown; leaking the ring and its buffers"
+        );
+        // The kernel may still complete these operations: their buffers, the provided
+        // buffer ring and the ring itself (its fd keeps the operations alive, its queues
+        // are written by the kernel) are leaked instead of freed. The process is exiting.
+        for slot in std::mem::take(&mut self.slots) {
+            if slot.live {
+                std::mem::forget(slot);
+            }
+        }
+        std::mem::forget(Rc::clone(&self.bufs));
+    }
+}
+
+impl Driver {
+    /// Cancels every operation in flight and waits, a bounded time, for the kernel to
+    /// finish them; true when nothing is left in flight.
+    fn teardown(&mut self) -> bool {
+        if self.in_flight == 0 {
+            return true;
         }
         let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
             .build()
@@ -557,7 +585,7 @@ impl Drop for Driver {
         unsafe { self.push_entry(&entry) };
         for _ in 0..TEARDOWN_MAX_WAITS {
             if self.in_flight == 0 {
-                return;
+                return true;
             }
             let wait = types::Timespec::from(TEARDOWN_WAIT);
             let args = types::SubmitArgs::new().timespec(&wait);
@@ -567,15 +595,7 @@ impl Drop for Driver {
             self.woken.clear();
             self.released.clear();
         }
-        tracing::error!(
-            in_flight = self.in_flight,
-            "io_uring operations did not finish at shutdown; leaking their buffers"
-        );
-        for slot in std::mem::take(&mut self.slots) {
-            if slot.live {
-                std::mem::forget(slot);
-            }
-        }
+        self.in_flight == 0
     }
 }
 
