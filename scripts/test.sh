@@ -7,11 +7,13 @@
 #    on Debian, and the Python package tlslite-ng (the record-level TLS client of
 #    tests/tools/tls_peer.py) with pip. A machine that already has them installs
 #    nothing and touches no package list.
-# 2. cargo fmt --check
-# 3. cargo clippy --all-targets --locked -- -D warnings
+# 2. cargo fmt --check (ringress and the fuzz crate)
+# 3. cargo clippy --all-targets --locked -- -D warnings, also with the fuzzing feature
 # 4. cargo test --locked
 # 5. the TLS integration tests once more with TLS 1.3 records left to rustls
 #    (RINGRESS_TEST_TLS_RECORD_LAYER=rustls, i.e. `--tls-record-layer rustls`)
+# 6. a short smoke run of every fuzz target (scripts/fuzz.sh --time 10; it installs
+#    cargo-fuzz when missing)
 #
 # Runs from any working directory; exits non-zero on the first failure.
 set -euo pipefail
@@ -103,9 +105,11 @@ command -v cargo >/dev/null 2>&1 ||
 
 banner "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 
 banner "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features fuzzing -- -D warnings
 
 banner "cargo test --locked"
 cargo test --locked
@@ -113,5 +117,8 @@ cargo test --locked
 banner "TLS tests on rustls' record layer (--tls-record-layer rustls)"
 RINGRESS_TEST_TLS_RECORD_LAYER=rustls \
     cargo test --locked --test proxy --test mutual --test hostile --test walkthrough
+
+banner "fuzz smoke (scripts/fuzz.sh --time 10)"
+scripts/fuzz.sh --time 10
 
 banner "all checks passed"

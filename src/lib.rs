@@ -36,6 +36,9 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod fast_hash;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod proxy;
 pub mod route;
