@@ -75,6 +75,7 @@ fn response_heads(c: &mut Criterion) {
         ops: &ops,
         close: false,
         client_minor: 1,
+        dechunked_length: None,
     };
     let mut group = c.benchmark_group("response_head");
     group.throughput(Throughput::Bytes(RESPONSE.len() as u64));

@@ -881,6 +881,38 @@ fn http10_and_expect_continue_clients_are_served() {
         "an HTTP/1.0 request without keep-alive ends its connection"
     );
 
+    // A chunked body for an HTTP/1.0 client is gathered and sent with its length, so
+    // the client knows where it ends and can keep its connection.
+    let mut stream = connect(port);
+    for round in 0..2 {
+        let request = format!(
+            "GET /stream-bytes/3000?chunk_size=700 HTTP/1.0\r\nHost: {HTTPBIN}\r\nConnection: keep-alive\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let (status, head, body) = read_response(&mut stream).expect("a framed response");
+        let headers = head_headers(&head);
+        assert_eq!(status, 200, "round {round}: {head}");
+        assert_eq!(get(&headers, "content-length"), Some("3000"), "{head}");
+        assert_eq!(get(&headers, "transfer-encoding"), None, "{head}");
+        assert_eq!(get(&headers, "connection"), Some("keep-alive"), "{head}");
+        assert_eq!(body.len(), 3000);
+    }
+    // One larger than what is gathered ends at the close, which then means complete.
+    let request = format!("GET /stream-bytes/200000 HTTP/1.0\r\nHost: {HTTPBIN}\r\n\r\n");
+    let (bytes, closed) = raw_exchange(port, request.as_bytes());
+    let head_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
+    let headers = head_headers(&head);
+    assert_first_status(&bytes, 200, "");
+    assert_eq!(get(&headers, "content-length"), None, "{head}");
+    assert_eq!(get(&headers, "connection"), Some("close"));
+    assert_eq!(bytes.len() - head_end, 200_000);
+    assert!(closed);
+
     // Expect: 100-continue with a body of 300 KiB.
     let payload = "x".repeat(300 * 1024);
     let file = dir.write("payload.txt", &payload);

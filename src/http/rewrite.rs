@@ -54,6 +54,11 @@ pub struct ResponseContext<'a> {
     /// The client's HTTP minor version (0: HTTP/1.0). An HTTP/1.0 client never gets
     /// a 1xx head: the proxy drops interim responses for it.
     pub client_minor: u8,
+    /// For a chunked body de-chunked for an HTTP/1.0 client: its length, when the
+    /// proxy gathered it whole before the head went out. It is sent as
+    /// `content-length`, so the client knows where the body ends (and the connection
+    /// may stay open); without it the body ends at the close.
+    pub dechunked_length: Option<u64>,
 }
 
 /// Names a route's header operations may not touch.
@@ -392,8 +397,14 @@ pub fn write_client_response_head(
         push_u64(out, ms);
         out.extend_from_slice(b"\r\n");
     }
+    if let (true, Some(len)) = (dechunk, ctx.dechunked_length) {
+        out.extend_from_slice(b"content-length: ");
+        push_u64(out, len);
+        out.extend_from_slice(b"\r\n");
+    }
     write_ops(out, ops);
-    if ctx.close || head.client_must_close(ctx.client_minor) {
+    let length_known = dechunk && ctx.dechunked_length.is_some();
+    if ctx.close || (head.client_must_close(ctx.client_minor) && !length_known) {
         header(out, b"connection", b"close");
     } else if ctx.client_minor == 0 {
         header(out, b"connection", b"keep-alive");
@@ -608,6 +619,7 @@ mod tests {
             ops: &ops,
             close: false,
             client_minor: 1,
+            dechunked_length: None,
         };
         let got = client(
             b"HTTP/1.1 418 I'm a teapot\r\nServer: gunicorn\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: h\r\nx-envoy-upstream-service-time: 999\r\nContent-Length: 13\r\ncontent-length: 13\r\nX-More-Info: http://tools.ietf.org/html/rfc2324\r\n\r\n",
@@ -637,6 +649,7 @@ mod tests {
             ops: &ops,
             close: true,
             client_minor: 1,
+            dechunked_length: None,
         };
         let resp = b"HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\nCache-Control: max-age=60\r\nX-Powered-By: x\r\n\r\n";
         assert_eq!(
@@ -661,6 +674,19 @@ mod tests {
              connection: close\r\n\
              \r\n"
         );
+        // ...unless the proxy gathered the body whole: then its length is sent.
+        c.dechunked_length = Some(42);
+        assert_eq!(
+            client(resp, "GET", &c),
+            "HTTP/1.1 200 OK\r\n\
+             server: ringress\r\n\
+             content-length: 42\r\n\
+             cache-control: no-store\r\n\
+             x-added: 1\r\n\
+             connection: keep-alive\r\n\
+             \r\n"
+        );
+        c.dechunked_length = None;
         // HTTP/1.0 client keeping its connection on a length-framed response.
         let resp = b"HTTP/1.1 204 No Content\r\n\r\n";
         assert_eq!(

@@ -158,8 +158,10 @@ impl Connection {
         let keep_alive = reusable
             .then(|| response.header("keep-alive").map(<[u8]>::to_vec))
             .flatten();
+        // A chunked body de-chunked for an HTTP/1.0 client may close the connection
+        // too: stream_response decides once it knows whether the length is known.
         let close = !facts.keep_alive
-            || response.client_must_close(facts.client_minor)
+            || response.body() == BodyKind::UntilClose
             || self.ctx.draining.is_stopped()
             || answered_early;
         if answered_early {
@@ -169,7 +171,10 @@ impl Connection {
             .stream_response(&mut upstream, route, &facts, response, close, started)
             .await;
         self.ctx.finished(snapshot, cluster, endpoint);
-        let complete = result?;
+        let Relayed {
+            reusable: complete,
+            close,
+        } = result?;
         if complete && reusable {
             let spec = snapshot.clusters.get(cluster);
             let keep_for = pool::keep_for(spec.pool.idle_timeout, keep_alive.as_deref());
@@ -376,9 +381,10 @@ impl Connection {
         }
     }
 
-    /// Sends the response head and streams the body. `Ok(true)` when the body ended
-    /// exactly (the upstream connection may be reused); an upstream that fails or
-    /// closes early ends the client connection.
+    /// Sends the response head and streams the body. Says whether the body ended
+    /// exactly (the upstream connection may be reused) and whether the client
+    /// connection closes after it; an upstream that fails or closes early ends the
+    /// client connection.
     async fn stream_response(
         &mut self,
         upstream: &mut UpstreamConn,
@@ -387,29 +393,42 @@ impl Connection {
         head: ResponseHead,
         close: bool,
         started: Instant,
-    ) -> Result<bool, ProxyError> {
+    ) -> Result<Relayed, ProxyError> {
         let addr = upstream.addr;
         let body_kind = head.body();
-        // An HTTP/1.0 client gets a chunked body's payload only, then the close.
+        // An HTTP/1.0 client gets a chunked body's payload only: with its length when
+        // it arrives whole within a bound, else ending at the close.
         let dechunk = head.dechunk_for(facts.client_minor);
         let elapsed = uring::now().saturating_duration_since(started).as_millis();
         let service_time = u64::try_from(elapsed).unwrap_or(u64::MAX);
         if let Some(record) = self.record.as_deref_mut() {
             record.upstream_service_time_ms = Some(service_time);
         }
+        let head_len = head.len();
+        self.upbuf.drain(..head_len);
+        let mut body = BodyFramer::new(body_kind);
+        let mut payload = Vec::new();
+        let mut extra = false;
+        if dechunk {
+            extra = self
+                .gather_payload(upstream, &mut body, &mut payload)
+                .await?;
+        }
+        let dechunked_length = (dechunk && body.is_done()).then_some(payload.len() as u64);
+        let close = close || (dechunk && dechunked_length.is_none());
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
             ops: &route.headers.response,
             close,
             client_minor: facts.client_minor,
+            dechunked_length,
         };
         self.out.clear();
         http::write_client_response_head(&head, &ctx, &mut self.out);
-        let head_len = head.len();
         drop(head);
-        self.upbuf.drain(..head_len);
+        self.out.extend_from_slice(&payload);
+        drop(payload);
 
-        let mut body = BodyFramer::new(body_kind);
         let aborted = |reason: String| ProxyError::ResponseAborted { addr, reason };
         let body_error = |error: BodyError| match error {
             BodyError::Framing(e) => aborted(e.to_string()),
@@ -424,7 +443,7 @@ impl Connection {
             &mut self.out,
         )
         .map_err(body_error)?;
-        let mut extra = self.upbuf.len() > n;
+        extra |= self.upbuf.len() > n;
         self.upbuf.clear();
         self.count_sent(n);
         // A response that ends the connection takes the TLS close_notify along in its
@@ -453,7 +472,10 @@ impl Connection {
             };
             if received.is_empty() {
                 if body_kind == BodyKind::UntilClose {
-                    return Ok(false);
+                    return Ok(Relayed {
+                        reusable: false,
+                        close,
+                    });
                 }
                 return Err(aborted("upstream closed before the body ended".into()));
             }
@@ -484,9 +506,67 @@ impl Connection {
             self.send_out(then(body.is_done())).await?;
         }
         // Bytes after the body are a protocol error: never reuse that connection.
-        Ok(!extra)
+        Ok(Relayed {
+            reusable: !extra,
+            close,
+        })
+    }
+
+    /// Reads the payload of a chunked response body to be de-chunked for an HTTP/1.0
+    /// client into `payload`, until the body ends or [`DECHUNK_GATHER_LIMIT`] bytes
+    /// are held. Nothing has gone to the client yet, so an upstream that fails here
+    /// gets the client a 502 (504 when it stalls). Returns whether bytes followed the
+    /// body.
+    async fn gather_payload(
+        &mut self,
+        upstream: &UpstreamConn,
+        body: &mut BodyFramer,
+        payload: &mut Vec<u8>,
+    ) -> Result<bool, ProxyError> {
+        let addr = upstream.addr;
+        let bad = |source| ProxyError::BadResponse { addr, source };
+        let n = body.payload(&self.upbuf, payload).map_err(bad)?;
+        self.count_sent(n);
+        let extra = self.upbuf.len() > n;
+        self.upbuf.drain(..n);
+        if extra || body.is_done() {
+            return Ok(extra);
+        }
+        let idle = self.ctx.settings.timeouts.idle;
+        while !body.is_done() && payload.len() < DECHUNK_GATHER_LIMIT {
+            let received = match uring::timeout(idle, upstream.stream.recv()).await {
+                Ok(Ok(data)) if !data.is_empty() => data,
+                Ok(Ok(_)) => {
+                    return Err(ProxyError::UpstreamClosed {
+                        addr,
+                        reused: false,
+                    });
+                }
+                Ok(Err(source)) => return Err(ProxyError::UpstreamIo { addr, source }),
+                Err(_) => return Err(ProxyError::UpstreamTimeout { addr, after: idle }),
+            };
+            let n = body.payload(&received, payload).map_err(bad)?;
+            self.count_sent(n);
+            if received.len() > n {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
+
+/// How a relayed response ended.
+pub(super) struct Relayed {
+    /// The body ended exactly: the upstream connection may carry another request.
+    pub(super) reusable: bool,
+    /// The client connection closes after this response.
+    pub(super) close: bool,
+}
+
+/// How much of a chunked body is gathered to give an HTTP/1.0 client its length
+/// (`content-length`) instead of a body that ends at the close: a response of the
+/// size most APIs answer with, within a pooled buffer's capacity.
+const DECHUNK_GATHER_LIMIT: usize = 64 * 1024;
 
 /// What one attempt got: the connection, the response head, when the request had
 /// gone (for `x-envoy-upstream-service-time`) and how far the request body got.
