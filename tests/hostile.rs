@@ -3,7 +3,8 @@
 //! and oversized records. Driven by `tests/tools/tls_peer.py` (tlslite-ng), a client
 //! that misbehaves on purpose; each test checks what that connection got and that the
 //! gateway still serves everyone else on every shard. Also: a shard thread that dies
-//! makes the process exit non-zero, with `/ready` saying why.
+//! makes the process exit non-zero, with `/ready` saying why; and testssl.sh's scan
+//! of protocols, ciphers and known TLS vulnerabilities finds nothing to fix.
 
 mod common;
 
@@ -245,4 +246,94 @@ fn a_dead_shard_makes_the_gateway_exit_non_zero() {
         log.contains("shard 1 stopped unexpectedly") && log.contains("the injected fault"),
         "{log}"
     );
+}
+
+/// testssl.sh, the scanner operators point at an HTTPS port, finds nothing to fix in
+/// how ringress speaks TLS: only TLS 1.2 and 1.3, no weak cipher category, forward
+/// secrecy, secure renegotiation and no client-initiated renegotiation, and none of
+/// the vulnerabilities it probes for (Heartbleed, CCS, Ticketbleed, ROBOT, CRIME,
+/// BREACH, POODLE, SWEET32, FREAK, DROWN, LOGJAM, BEAST, LUCKY13, RC4). The server
+/// takes `*`, so the checks testssl.sh makes without SNI reach it too. Findings about
+/// the test certificates themselves (a private CA, no OCSP) are not ringress's.
+#[test]
+fn testssl_finds_nothing_to_fix() {
+    require("testssl");
+    let fixture = HttpsFixture::new("hs-testssl");
+    let servers = [https_server(
+        fixture.port,
+        "https",
+        &["*"],
+        &simple_tls_for(&fixture.pki, HTTPBIN),
+    )];
+    let config = backend_config(&servers, &["*"], &[fixture.upstream.addr()]);
+    let mut gateway = Gateway::start_ready(&fixture.dir, &config, &[]);
+    let report = fixture.dir.path().join("testssl.json");
+    let mut command = Command::new("testssl");
+    command
+        .args([
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "off",
+            "--ip",
+            "127.0.0.1",
+        ])
+        .args(["--protocols", "--std", "--fs", "--vulnerable"])
+        .arg("--jsonfile-pretty")
+        .arg(&report)
+        .arg(format!("https://{HTTPBIN}:{}", fixture.port));
+    let output = run_with_timeout(command, b"", Duration::from_secs(240));
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+        panic!(
+            "testssl.sh wrote no report ({e}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let json: serde_json::Value = serde_json::from_str(&text).expect("testssl.sh JSON");
+    let findings: Vec<(String, String, String)> = json["scanResult"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|target| target.as_object().into_iter().flatten())
+        .filter_map(|(_, section)| section.as_array())
+        .flatten()
+        .map(|f| {
+            let field = |name: &str| f[name].as_str().unwrap_or_default().to_owned();
+            (field("id"), field("severity"), field("finding"))
+        })
+        .collect();
+    let finding = |id: &str| {
+        findings
+            .iter()
+            .find(|(i, _, _)| i == id)
+            .map(|(_, _, f)| f.as_str())
+            .unwrap_or_else(|| panic!("testssl.sh reported no {id}: {findings:#?}"))
+    };
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert_eq!(finding(old), "not offered", "{old}");
+    }
+    assert_eq!(finding("TLS1_2"), "offered");
+    assert!(
+        finding("TLS1_3").starts_with("offered"),
+        "{}",
+        finding("TLS1_3")
+    );
+    assert_eq!(finding("secure_renego"), "supported");
+    assert_eq!(finding("secure_client_renego"), "not vulnerable");
+    for vulnerability in ["heartbleed", "CCS", "ticketbleed", "ROBOT", "POODLE_SSL"] {
+        finding(vulnerability);
+    }
+    let problems: Vec<_> = findings
+        .iter()
+        .filter(|(id, severity, _)| {
+            matches!(
+                severity.as_str(),
+                "LOW" | "MEDIUM" | "HIGH" | "CRITICAL" | "WARN"
+            ) && !id.starts_with("cert")
+        })
+        .collect();
+    assert!(problems.is_empty(), "testssl.sh found: {problems:#?}");
+    gateway.assert_running();
 }
