@@ -1447,6 +1447,29 @@ impl Upstream {
         })
     }
 
+    /// Answers every request `200 OK` with body `ok`; one whose path starts with
+    /// `/slow` only after `delay`. Heads are recorded as they arrive, so a test can
+    /// wait until a slow request is in flight.
+    pub fn slow_on_request(delay: Duration) -> Upstream {
+        Upstream::spawn(move |mut stream, seen| {
+            let mut buf = Vec::new();
+            while let Some((head, _)) = read_request(&mut stream, &mut buf) {
+                let slow = head
+                    .split_whitespace()
+                    .nth(1)
+                    .is_some_and(|p| p.starts_with("/slow"));
+                seen.record_head(head);
+                if slow {
+                    thread::sleep(delay);
+                }
+                let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                if stream.write_all(reply).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
     /// Reads one request, records its head, writes `reply` (nothing when it is empty)
     /// and closes the connection.
     pub fn answer_once(reply: &'static [u8]) -> Upstream {
