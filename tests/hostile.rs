@@ -176,25 +176,41 @@ fn records_after_the_handshake_get_rfc_8446_answers() {
     // (bad_record_mac), and an empty handshake record is let pass
     // (the connection stays open). ringress's record layer follows RFC 8446 5.1/5.4.
     let on_rustls = std::env::var("RINGRESS_TEST_TLS_RECORD_LAYER").is_ok_and(|l| l == "rustls");
-    for (scenario, ringress, rustls) in [
+    // After a request, and right after the handshake (as tlsfuzzer sends them): the
+    // connection is ringress's from the client's Finished on.
+    let cases = [
         ("empty-alert", "unexpected_message", Some("decode_error")),
         ("empty-handshake", "unexpected_message", None),
         ("keyupdate-split", "unexpected_message", Some("")),
         ("record-overflow", "record_overflow", Some("bad_record_mac")),
-    ] {
-        let want = if on_rustls { rustls } else { Some(ringress) };
-        let Some(want) = want else {
-            let report = tls_peer(port, HTTPBIN, scenario, &["--timeout", "1"]);
-            assert!(
-                report["timeout"] == true && alert(&report).is_empty(),
-                "{scenario}: {report}"
+    ];
+    for at_handshake in [false, true] {
+        for (scenario, ringress, rustls) in cases {
+            let want = if on_rustls { rustls } else { Some(ringress) };
+            let mut extra = vec![];
+            if at_handshake {
+                extra.push("--at-handshake");
+            }
+            let Some(want) = want else {
+                extra.extend(["--timeout", "1"]);
+                let report = tls_peer(port, HTTPBIN, scenario, &extra);
+                assert!(
+                    report["timeout"] == true && alert(&report).is_empty(),
+                    "{scenario} (at handshake: {at_handshake}): {report}"
+                );
+                continue;
+            };
+            let report = tls_peer(port, HTTPBIN, scenario, &extra);
+            if !at_handshake {
+                assert_eq!(report["first_status"], 200, "{scenario}: {report}");
+            }
+            assert_eq!(report["closed"], true, "{scenario}: {report}");
+            assert_eq!(
+                alert(&report),
+                want,
+                "{scenario} (at handshake: {at_handshake}): {report}"
             );
-            continue;
-        };
-        let report = tls_peer(port, HTTPBIN, scenario, &[]);
-        assert_eq!(report["first_status"], 200, "{scenario}: {report}");
-        assert_eq!(report["closed"], true, "{scenario}: {report}");
-        assert_eq!(alert(&report), want, "{scenario}: {report}");
+        }
     }
     f.assert_serving();
 }

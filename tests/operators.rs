@@ -255,3 +255,82 @@ fn custom_access_log_formats_and_off() {
     );
     let _ = &quiet.dir;
 }
+
+/// Every failed TLS handshake is counted by its reason
+/// (`ringress_tls_handshake_failures_total{reason}`) and logged at info with the
+/// reason and what rustls said: an unknown server name, no cipher suite in common, a
+/// MUTUAL server's missing client certificate, plain HTTP on a TLS port. A TCP probe
+/// that sends nothing is counted (as closed) but not logged.
+#[test]
+fn tls_handshake_failures_are_counted_and_logged_by_reason() {
+    require_tools();
+    let fixture = HttpsFixture::new("op-tls-failures");
+    let mutual_port = free_port();
+    let servers = [
+        simple_https(&fixture.pki, fixture.port, "https", HTTPBIN),
+        https_server(
+            mutual_port,
+            "https-mutual",
+            &[HTTPBIN],
+            &mutual_tls(&fixture.pki, "MUTUAL"),
+        ),
+    ];
+    let config = backend_config(&servers, &[HTTPBIN], &[fixture.upstream.addr()]);
+    let mut gateway = Gateway::start_ready(&fixture.dir, &config, &[]);
+    let port = fixture.port;
+
+    let unknown = s_client(port, "nobody.example.com", &[], b"");
+    assert_ne!(unknown.code, 0, "{unknown:?}");
+    let no_shared = s_client(port, HTTPBIN, &["-tls1_2", "-cipher", "AES128-SHA"], b"");
+    assert_ne!(no_shared.code, 0, "{no_shared:?}");
+    let no_cert = curl(&strs(&https_url(&fixture.pki, mutual_port, "/status/200")));
+    assert_ne!(no_cert.code, 0, "{no_cert:?}");
+    let (plain, _) = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(!plain.starts_with(b"HTTP/"), "{plain:?}");
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("probe"));
+
+    let wanted = [
+        ("unknown_server_name", "nobody.example.com"),
+        ("no_shared_parameters", "peer is incompatible"),
+        ("client_certificate_missing", "peer sent no certificates"),
+        ("bad_client_hello", "not a TLS handshake"),
+    ];
+    for (reason, detail) in wanted {
+        let line = format!("reason=\"{reason}\"");
+        assert!(
+            wait_for(Duration::from_secs(5), || gateway.log_text().lines().any(
+                |l| l.contains("TLS handshake failed") && l.contains(&line) && l.contains(detail)
+            )),
+            "no info line with {line} and {detail:?}:\n{}",
+            gateway.log_text()
+        );
+    }
+    let stats = curl_admin(gateway.admin(), "/stats/prometheus", &[]).text();
+    for reason in [
+        "unknown_server_name",
+        "no_shared_parameters",
+        "client_certificate_missing",
+        "bad_client_hello",
+        "closed",
+    ] {
+        // Summed over the shards.
+        let label = format!(",reason=\"{reason}\"}} ");
+        let count: u64 = stats
+            .lines()
+            .filter(|l| {
+                l.starts_with("ringress_tls_handshake_failures_total{") && l.contains(&label)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        // The readiness probe of the test harness is a silent TCP connection too.
+        let want = if reason == "closed" { count.max(1) } else { 1 };
+        assert_eq!(count, want, "{reason}:\n{stats}");
+    }
+    assert_eq!(
+        gateway.log_count("TLS handshake failed"),
+        4,
+        "the silent probe must not be logged:\n{}",
+        gateway.log_text()
+    );
+    gateway.assert_running();
+}

@@ -161,6 +161,15 @@ struct Wire {
     /// was dropped halfway (a timeout, a race lost), so a record may be cut on the
     /// wire and nothing more can be sent on this connection.
     sending: bool,
+    /// The established TLS 1.3 connection is to move to [`Records`] the moment its
+    /// handshake completes (`--tls-record-layer ringress`), before rustls sees any
+    /// record after the client's Finished: rustls is then given the received bytes one
+    /// record at a time. Cleared when that moment passed (see [`rustls_window`]).
+    handover_at_handshake: bool,
+    /// Bytes at the front of `incoming` that rustls has been shown and not discarded
+    /// yet: every later call must show it at least these (its state may point into
+    /// them).
+    rustls_seen: usize,
 }
 
 /// Why records could not be processed.
@@ -237,6 +246,10 @@ enum Step {
     NeedData,
     /// Both sides closed.
     Closed,
+    /// The TLS 1.3 handshake completed, rustls has encoded all it had to send and
+    /// seen no record after the client's Finished: the connection moves to
+    /// [`Records`] now.
+    Established,
 }
 
 impl Downstream {
@@ -282,6 +295,7 @@ impl Downstream {
             session: Session::Rustls(Box::new(conn)),
             wire: Wire {
                 incoming,
+                handover_at_handshake: own_records,
                 ..Wire::default()
             },
             settings: server
@@ -300,12 +314,20 @@ impl Downstream {
         let mut early = Vec::new();
         let answered = stream.process_received(&mut early);
         let answered = match answered {
-            Ok(step) => stream.send_out().await.map(|()| step),
+            Ok(step) => stream
+                .send_out()
+                .await
+                .map(|()| step)
+                .map_err(HandshakeError::Io),
             Err(error) => {
                 let error = stream.fail(error).await;
                 // The alert must reach the client before the socket closes.
                 Box::pin(linger(&stream.tcp)).await;
-                Err(error)
+                // What rustls failed with names the reason (no shared cipher suite...).
+                Err(match stream.rustls_error.take() {
+                    Some(rustls) => HandshakeError::Tls(rustls),
+                    None => HandshakeError::Io(error),
+                })
             }
         };
         if server.is_none() {
@@ -318,7 +340,7 @@ impl Downstream {
             ))),
             Ok(Step::Closed) => Err(HandshakeError::Closed),
             Ok(_) => Ok(Downstream::Tls(Box::new(stream))),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -574,9 +596,9 @@ impl TlsStream {
                     if !self.wire.out.is_empty() {
                         Box::pin(self.send_out()).await?;
                     }
-                    // Waiting for the client is when an established TLS 1.3 connection
-                    // moves to `Records`: a connection that closes after its first
-                    // response never pays for the move, one that stays pays once.
+                    // A TLS 1.3 connection that could not move to `Records` when its
+                    // handshake completed (see `rustls_window`) moves while it waits
+                    // for the client, once rustls holds and owes nothing.
                     if let Err(error) = self.take_records() {
                         break error.into();
                     }
@@ -592,10 +614,10 @@ impl TlsStream {
         Err(Box::pin(self.fail(error)).await)
     }
 
-    /// Whether all there is to send is what rustls makes once a TLS 1.3 handshake
-    /// completed: the session ticket, which the client does not wait for (unlike a
-    /// TLS 1.2 server's Finished). It may then go out with the response, one send
-    /// instead of two.
+    /// Whether all there is to send is what the client does not wait for: the
+    /// session ticket rustls makes once a TLS 1.3 handshake completed (unlike a TLS
+    /// 1.2 server's Finished), or a KeyUpdate answer. It may then go out with the
+    /// response, one send instead of two.
     fn only_a_ticket_to_send(&self) -> bool {
         match &self.session {
             Session::Rustls(conn) => {
@@ -603,7 +625,8 @@ impl TlsStream {
                     && !conn.is_handshaking()
                     && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
             }
-            Session::Records(_) | Session::Failed => false,
+            Session::Records(_) => !self.wire.out.is_empty(),
+            Session::Failed => false,
         }
     }
 
@@ -616,7 +639,14 @@ impl TlsStream {
                 let before = self.wire.incoming.len();
                 let step = process_all(conn, &mut self.wire, buf)?;
                 self.rustls_may_owe |= self.wire.incoming.len() != before;
-                Ok(step)
+                if step != Step::Established {
+                    return Ok(step);
+                }
+                // rustls owes nothing: the handshake's last records are encoded and
+                // it processed none after them.
+                self.rustls_may_owe = false;
+                self.take_records()?;
+                self.process_received(buf)
             }
             Session::Records(records) => {
                 let closed = records.open(&mut self.wire.incoming, |plaintext| {
@@ -635,9 +665,10 @@ impl TlsStream {
     /// `WriteTraffic` state, as after [`TlsStream::process_received`]). The client
     /// certificate, if any, is kept as its `x-forwarded-client-cert` value.
     fn take_records(&mut self) -> Result<(), rustls::Error> {
-        // Nothing unprocessed (no handshake fragment held in `incoming`), nothing
-        // owed since rustls last encrypted a response.
-        let quiet = self.wire.incoming.is_empty() && !self.rustls_may_owe;
+        // rustls holds nothing of `incoming` (no handshake fragment it was shown; it
+        // may not have seen what is there at all) and owes nothing since it last
+        // encrypted a response.
+        let quiet = self.wire.rustls_seen == 0 && !self.rustls_may_owe;
         if !self.own_records
             || !quiet
             || !matches!(&self.session, Session::Rustls(conn) if Records::can_take(conn))
@@ -801,12 +832,24 @@ fn process_all(
 ) -> Result<Step, rustls::Error> {
     let mut idle_steps = 0;
     loop {
-        let before = (buf.len(), wire.incoming.len(), wire.out.len);
+        let before = (
+            buf.len(),
+            wire.incoming.len(),
+            wire.out.len,
+            wire.rustls_seen,
+        );
         match process_step(conn, wire, buf)? {
             Step::Again => {}
             step => return Ok(step),
         }
-        if before == (buf.len(), wire.incoming.len(), wire.out.len) {
+        if before
+            == (
+                buf.len(),
+                wire.incoming.len(),
+                wire.out.len,
+                wire.rustls_seen,
+            )
+        {
             idle_steps += 1;
             if idle_steps > MAX_IDLE_STEPS {
                 return Err(rustls::Error::General(
@@ -823,7 +866,10 @@ fn process_step(
     wire: &mut Wire,
     buf: &mut Vec<u8>,
 ) -> Result<Step, rustls::Error> {
-    let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut wire.incoming);
+    let window = rustls_window(conn, wire);
+    let UnbufferedStatus { mut discard, state } =
+        conn.process_tls_records(&mut wire.incoming[..window]);
+    wire.rustls_seen = window.saturating_sub(discard);
     let step = match state {
         Err(error) => Err(error),
         Ok(ConnectionState::ReadTraffic(mut traffic)) => loop {
@@ -845,8 +891,19 @@ fn process_step(
             transmit.done();
             Ok(Step::Again)
         }
+        Ok(ConnectionState::WriteTraffic(_)) if wire.handover_at_handshake => {
+            // Only reached once the handshake completed with nothing left seen.
+            wire.handover_at_handshake = false;
+            Ok(Step::Established)
+        }
         Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
-            Ok(Step::NeedData)
+            // More of the handshake is needed, or more records: rustls may be shown
+            // all that arrives.
+            Ok(if window < wire.incoming.len() {
+                Step::Again
+            } else {
+                Step::NeedData
+            })
         }
         Ok(ConnectionState::PeerClosed) => {
             wire.peer_closed = true;
@@ -862,6 +919,35 @@ fn process_step(
     step
 }
 
+/// How much of `wire.incoming` rustls is shown in its next step. All of it, unless
+/// the connection is to move to [`Records`] when its handshake completes: then, while
+/// the handshake runs, one whole record at a time (so the client's Finished is the
+/// last record rustls sees), and once it completed only what rustls has already seen
+/// (nothing, usually: it then just encodes its last handshake records). When rustls
+/// holds part of a record at that point (handshake messages coalesced after the
+/// Finished) or the connection is TLS 1.2, the moment is gone: rustls is shown
+/// everything, and a TLS 1.3 connection moves later (`TlsStream::take_records`).
+fn rustls_window(conn: &UnbufferedServerConnection, wire: &mut Wire) -> usize {
+    let all = wire.incoming.len();
+    if !wire.handover_at_handshake {
+        return all;
+    }
+    if conn.is_handshaking() {
+        // What rustls saw ends at a record boundary: show it the next record too.
+        let seen = wire.rustls_seen.min(all);
+        let next = match wire.incoming[seen..].get(..5) {
+            Some(&[_, _, _, hi, lo]) => 5 + usize::from(u16::from_be_bytes([hi, lo])),
+            _ => all,
+        };
+        return seen.saturating_add(next).min(all);
+    }
+    if wire.rustls_seen > 0 || !Records::can_take(conn) {
+        wire.handover_at_handshake = false;
+        return all;
+    }
+    0
+}
+
 /// Encrypts `data` with rustls (a TLS 1.2 connection) into `wire.out`, after any
 /// handshake records rustls still has to send.
 fn encrypt_rustls(
@@ -869,6 +955,8 @@ fn encrypt_rustls(
     wire: &mut Wire,
     data: &[u8],
 ) -> Result<(), TlsFailure> {
+    // rustls sees all that was received: no hand-off at the handshake's end after this.
+    wire.handover_at_handshake = false;
     for _ in 0..MAX_IDLE_STEPS {
         let UnbufferedStatus { discard, state } = conn.process_tls_records(&mut wire.incoming);
         let done = match state {
@@ -899,6 +987,7 @@ fn encrypt_rustls(
             Err(error) => Err(error),
         };
         wire.incoming.drain(..discard.min(wire.incoming.len()));
+        wire.rustls_seen = wire.incoming.len();
         if done? {
             return Ok(());
         }

@@ -11,8 +11,8 @@
 //!                                                              │ Some((id, config)) / None → reject()
 //!                                                              ▼
 //!                                   UnbufferedServerConnection::new(config), fed the same bytes
-//!                                                              │ handshake done, TLS 1.3,
-//!                                                              ▼ first wait for the client
+//!                                                              │ TLS 1.3: the client's Finished,
+//!                                                              ▼ the last record rustls sees
 //!                                                       Records::new (keys only; rustls'
 //!                                                       connection object dropped)
 //! ```

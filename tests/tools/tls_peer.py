@@ -141,6 +141,8 @@ def outcome(conn):
 
 
 def status_of(result):
+    if result is None:
+        return None
     head = result["data"].split("\r\n", 1)[0]
     parts = head.split(" ")
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
@@ -231,12 +233,21 @@ def keyupdate_split_with_finished(args):
     return outcome(conn)
 
 
+def first_request(conn, args):
+    """A request and its answer, so what follows comes on an established connection
+    that served; with --at-handshake nothing: it comes right after the Finished, as
+    tlsfuzzer sends it. The outcome (or None)."""
+    if args.at_handshake:
+        return None
+    conn.write(request_bytes(args.sni))
+    return outcome(conn)
+
+
 def keyupdate_split(args):
     """TLS 1.3, established: a KeyUpdate in two records, application data between."""
     conn, _ = connect(args, TLS13)
     handshake(conn, args, TLS13)
-    conn.write(request_bytes(args.sni))
-    first = outcome(conn)
+    first = first_request(conn, args)
     keyupdate(conn, 2, [app_data()])
     result = outcome(conn)
     result["first_status"] = status_of(first)
@@ -248,8 +259,7 @@ def keyupdate_fragmented(args):
     allows it), then a request under the new key."""
     conn, _ = connect(args, TLS13)
     handshake(conn, args, TLS13)
-    conn.write(request_bytes(args.sni))
-    first = outcome(conn)
+    first = first_request(conn, args)
     keyupdate(conn, 2, [])
     conn.write(request_bytes(args.sni))
     result = outcome(conn)
@@ -299,8 +309,7 @@ def empty_alert(args):
     unexpected_message)."""
     conn, _ = connect(args, TLS13)
     handshake(conn, args, TLS13)
-    conn.write(request_bytes(args.sni))
-    first = outcome(conn)
+    first = first_request(conn, args)
     conn.send_record(ContentType.alert, b"")
     result = outcome(conn)
     result["first_status"] = status_of(first)
@@ -311,8 +320,7 @@ def empty_handshake(args):
     """TLS 1.3, established: a handshake record with no content (RFC 8446 5.4)."""
     conn, _ = connect(args, TLS13)
     handshake(conn, args, TLS13)
-    conn.write(request_bytes(args.sni))
-    first = outcome(conn)
+    first = first_request(conn, args)
     conn.send_record(ContentType.handshake, b"")
     result = outcome(conn)
     result["first_status"] = status_of(first)
@@ -324,8 +332,7 @@ def record_overflow(args):
     (garbage, so its tag is wrong too: the length is checked first)."""
     conn, _ = connect(args, TLS13)
     handshake(conn, args, TLS13)
-    conn.write(request_bytes(args.sni))
-    first = outcome(conn)
+    first = first_request(conn, args)
     length = (1 << 14) + 256 + 1
     raw = conn.sock
     raw.sendall(bytes([23, 3, 3]) + length.to_bytes(2, "big") + os.urandom(length))
@@ -365,6 +372,9 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sni", required=True)
     parser.add_argument("--tls12", action="store_true")
+    parser.add_argument("--at-handshake", action="store_true",
+                        help="TLS 1.3 scenarios: send the misbehaving records right after "
+                             "the handshake, before any request")
     parser.add_argument("--timeout", type=float, default=TIMEOUT,
                         help="seconds one socket operation may take (default %(default)s)")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
