@@ -35,16 +35,16 @@ pub mod access_log;
 pub mod config;
 pub mod control;
 pub mod demo;
-pub mod fast_hash;
+pub(crate) mod fast_hash;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
 pub mod proxy;
 pub mod route;
-pub mod shard;
-pub mod snapshot;
+pub(crate) mod shard;
+pub(crate) mod snapshot;
 pub mod tls;
 pub mod upstream;
 #[allow(unsafe_code)]
-pub mod uring;
+pub(crate) mod uring;

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use admission::{Admitted, Refusal};
+pub use admission::Admitted;
 pub use log_limit::LogLimit;
 pub use stats::{ShardStats, StatusCounters};
 pub use stop::StopSignal;

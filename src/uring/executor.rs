@@ -418,12 +418,14 @@ impl Runtime {
 
     /// The io_uring setup flags the kernel accepted for this ring (for the start-up log),
     /// e.g. `"single_issuer+defer_taskrun+coop_taskrun"`.
+    #[cfg(test)]
     pub fn ring_setup(&self) -> &'static str {
         self.shared.driver.borrow().setup_flags
     }
 
     /// Operations the kernel still owns (for shard statistics and leak checks); includes
     /// the runtime's own eventfd read while `block_on` has run.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.shared.driver.borrow().in_flight()
     }

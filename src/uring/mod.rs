@@ -45,9 +45,8 @@ mod tests;
 pub use buf_ring::RecvBuf;
 pub use executor::{Runtime, next_turn, now, panic_message, spawn, spawn_critical};
 pub use net::{
-    FilledBuf, IoBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind,
-    raise_descriptor_limit,
+    FilledBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind, raise_descriptor_limit,
 };
-pub use notify::{NotifyHandle, NotifyWaiter, notify_pair};
-pub use ring::{RingOptions, SetupError, check_available};
-pub use time::{Elapsed, Timeout, sleep, timeout};
+pub use notify::{NotifyHandle, notify_pair};
+pub use ring::{RingOptions, check_available};
+pub use time::{sleep, timeout};

@@ -225,6 +225,7 @@ impl Listener {
     }
 
     /// The bound address (with the port the kernel chose for port 0).
+    #[cfg(test)]
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         sock_name(&self.fd, libc::getsockname)
     }

@@ -264,6 +264,7 @@ pub(crate) struct Driver {
     pub(crate) released: Vec<Box<dyn Any>>,
     pub(crate) bufs: Rc<BufRing>,
     /// Which setup flags the kernel accepted.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the tests' ring check"))]
     pub(crate) setup_flags: &'static str,
 }
 
@@ -540,6 +541,7 @@ impl Driver {
     }
 
     /// Number of operations the kernel still owns.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
     }

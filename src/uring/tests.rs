@@ -14,6 +14,8 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use super::*;
+use super::ring::SetupError;
+use super::time::Elapsed;
 
 const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 /// Upper bound for anything a test waits for; tests normally finish far sooner.
