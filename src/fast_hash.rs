@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// FNV-1a, 64 bits.
 #[derive(Debug, Clone, Copy)]
-pub struct FnvHasher(u64);
+pub(crate) struct FnvHasher(u64);
 
 impl Default for FnvHasher {
     fn default() -> Self {
@@ -31,4 +31,4 @@ impl Hasher for FnvHasher {
 
 /// A `HashMap` with [`FnvHasher`]: for keys only the configuration or ringress itself
 /// inserts.
-pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FnvHasher>>;

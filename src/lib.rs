@@ -30,6 +30,13 @@
 //! - [`demo`]: `ringress demo`: generated PKI and a built-in httpbin-like upstream.
 //! - [`fast_hash`]: the unkeyed hash of per-request maps whose keys the network never
 //!   chooses.
+//!
+//! The library exists for `main.rs`, `tests/`, `bench/` and `fuzz/`: what they use is
+//! `pub`, everything else `pub(crate)`. Read the whole of it with
+//! `cargo doc --document-private-items --open`.
+
+// The docs are written for that private view, so they link to crate-private items.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod access_log;
 pub mod config;

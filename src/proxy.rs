@@ -27,8 +27,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use downstream::{Downstream, Ending, HandshakeError};
-pub use error::{ProxyError, Side};
+pub(crate) use downstream::{Downstream, Ending, HandshakeError};
+pub(crate) use error::{ProxyError, Side};
 
 use crate::access_log::{Field, Record};
 use crate::http::{self, RequestHead};
@@ -126,7 +126,7 @@ impl Default for Timeouts {
 /// `admitted` holds the connection's place in the shard's caps until the task ends,
 /// also by a panic (the task is then dropped, see `uring::spawn`), so a drain never
 /// waits for a connection that is gone.
-pub fn serve(
+pub(crate) fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     port: u16,

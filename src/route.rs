@@ -69,22 +69,22 @@ pub struct RouteRequest<'a> {
 pub struct Route {
     /// The VirtualService the rule comes from; for [`Action::HttpsRedirect`] the
     /// Gateway whose server asked for it.
-    pub virtual_service: String,
+    pub(crate) virtual_service: String,
     /// Index of the rule in the VirtualService's `http[]` (0 for a redirect).
     pub rule: usize,
     /// The rule's `name`.
-    pub name: Option<String>,
-    pub action: Action,
-    pub rewrite: Option<Rewrite>,
-    pub timeout: Option<Duration>,
-    pub retries: Option<Retries>,
-    pub headers: HeaderOperations,
+    pub(crate) name: Option<String>,
+    pub(crate) action: Action,
+    pub(crate) rewrite: Option<Rewrite>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: Option<Retries>,
+    pub(crate) headers: HeaderOperations,
     /// Responses to requests this route matched, by status class (all shards).
-    pub stats: StatusCounters,
+    pub(crate) stats: StatusCounters,
 }
 
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(crate) enum Action {
     /// Proxy to one of these clusters.
     Forward(WeightedClusters),
     /// Answer `redirect.code` with [`redirect_location`].
@@ -97,7 +97,7 @@ pub enum Action {
 
 /// The destinations of a `route[]`, with their weights.
 #[derive(Debug, Clone)]
-pub struct WeightedClusters {
+pub(crate) struct WeightedClusters {
     first: ClusterId,
     /// Each cluster with the cumulative weight up to and including it; clusters of
     /// weight 0 are left out unless every weight is 0 (then all count equally).
@@ -107,7 +107,7 @@ pub struct WeightedClusters {
 
 impl WeightedClusters {
     /// From (cluster, weight) pairs; `None` when there are none.
-    pub fn new(weighted: &[(ClusterId, u32)]) -> Option<WeightedClusters> {
+    pub(crate) fn new(weighted: &[(ClusterId, u32)]) -> Option<WeightedClusters> {
         let (first, _) = *weighted.first()?;
         let all_zero = weighted.iter().all(|(_, w)| *w == 0);
         let mut total = 0u32;
@@ -128,7 +128,7 @@ impl WeightedClusters {
     }
 
     /// A cluster chosen at random in proportion to the weights.
-    pub fn pick(&self) -> ClusterId {
+    pub(crate) fn pick(&self) -> ClusterId {
         if self.choices.len() <= 1 || self.total == 0 {
             return self.first;
         }
@@ -140,7 +140,8 @@ impl WeightedClusters {
     }
 
     /// The cluster, when there is only one to choose from.
-    pub fn single(&self) -> Option<ClusterId> {
+    #[cfg(test)]
+    pub(crate) fn single(&self) -> Option<ClusterId> {
         match *self.choices {
             [(c, _)] => Some(c),
             _ => None,
@@ -148,7 +149,8 @@ impl WeightedClusters {
     }
 
     /// Each cluster that can be picked, with its weight.
-    pub fn iter(&self) -> impl Iterator<Item = (ClusterId, u32)> + '_ {
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ClusterId, u32)> + '_ {
         let mut previous = 0;
         self.choices.iter().map(move |&(c, upto)| {
             let weight = upto - previous;
@@ -161,7 +163,7 @@ impl WeightedClusters {
 /// How a rule's uri condition matched the path, which decides what `rewrite.uri`
 /// replaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchedUri {
+pub(crate) enum MatchedUri {
     /// A `prefix` condition matched the first this-many bytes of the path. A rule or
     /// match entry without a uri condition counts as Istio's implicit `prefix: /`.
     Prefix(usize),
@@ -171,9 +173,9 @@ pub enum MatchedUri {
 
 /// A found route and how its uri matched.
 #[derive(Debug, Clone, Copy)]
-pub struct Selected<'t> {
-    pub route: &'t Route,
-    pub matched_uri: MatchedUri,
+pub(crate) struct Selected<'t> {
+    pub(crate) route: &'t Route,
+    pub(crate) matched_uri: MatchedUri,
 }
 
 /// Why a configuration's routes cannot be compiled.
@@ -326,6 +328,7 @@ type HostMap<V> = FastMap<Box<str>, V>;
 /// Everything one listener port serves: the routes of all Gateway servers on it.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
+    #[cfg(test)]
     port: u16,
     exact: HostMap<Bucket>,
     /// Keyed by the suffix with its leading dot (`.example.com`).
@@ -415,6 +418,7 @@ impl RouteTable {
         }
 
         let mut table = RouteTable {
+            #[cfg(test)]
             port,
             ..RouteTable::default()
         };
@@ -433,7 +437,8 @@ impl RouteTable {
     }
 
     /// The listener port this table serves.
-    pub fn port(&self) -> u16 {
+    #[cfg(test)]
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
@@ -444,7 +449,7 @@ impl RouteTable {
 
     /// Like [`RouteTable::find`], also saying how the uri matched (for
     /// [`rewrite_path`]).
-    pub fn select(&self, req: &RouteRequest<'_>) -> Option<Selected<'_>> {
+    pub(crate) fn select(&self, req: &RouteRequest<'_>) -> Option<Selected<'_>> {
         self.bucket(req.host)?.select(req)
     }
 
@@ -468,7 +473,7 @@ impl RouteTable {
     /// Every route of the table (rules of every host pattern, then https redirects), in
     /// no particular order. A rule served for several host patterns appears once per
     /// pattern, each with its own counters (for the admin endpoint's per-route stats).
-    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
         self.exact
             .values()
             .chain(self.suffix.values())
@@ -483,8 +488,9 @@ impl RouteTable {
     }
 
     /// The host patterns served, most specific first, each with its rule count and
-    /// whether it redirects to https (for `ringress check`).
-    pub fn hosts(&self) -> Vec<(HostPattern, usize, bool)> {
+    /// whether it redirects to https.
+    #[cfg(test)]
+    pub(crate) fn hosts(&self) -> Vec<(HostPattern, usize, bool)> {
         let describe = |p: HostPattern, b: &Bucket| (p, b.rules.len(), b.https_redirect.is_some());
         let mut exact: Vec<_> = self
             .exact
@@ -632,7 +638,7 @@ fn compile_condition(m: &RouteMatch) -> Condition {
 /// rewrite it. A prefix match (including Istio's implicit `prefix: /` of a rule
 /// without a uri condition) has the matched prefix replaced; an exact or regex match
 /// has the whole path replaced. The query string is kept.
-pub fn rewrite_path(route: &Route, matched: MatchedUri, path: &str) -> Option<String> {
+pub(crate) fn rewrite_path(route: &Route, matched: MatchedUri, path: &str) -> Option<String> {
     let replacement = route.rewrite.as_ref()?.uri.as_deref()?;
     let query_start = path.find('?').unwrap_or(path.len());
     let rest = match matched {
@@ -651,7 +657,7 @@ pub fn rewrite_path(route: &Route, matched: MatchedUri, path: &str) -> Option<St
 /// and `port` as given. Without `port`, the listener's port is kept unless the scheme
 /// changes away from that port's default; a port that is the scheme's default is
 /// left out.
-pub fn redirect_location(
+pub(crate) fn redirect_location(
     redirect: &Redirect,
     req: &RouteRequest<'_>,
     listener_port: u16,
@@ -680,7 +686,7 @@ pub fn redirect_location(
 
 /// The `location` of an [`Action::HttpsRedirect`]: the same host and path on https's
 /// default port.
-pub fn https_redirect_location(req: &RouteRequest<'_>) -> String {
+pub(crate) fn https_redirect_location(req: &RouteRequest<'_>) -> String {
     format_location("https", req.host, None, &[req.path])
 }
 

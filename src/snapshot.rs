@@ -23,7 +23,7 @@ use crate::upstream::{ClusterError, Clusters};
 
 /// Why a configuration could not become a snapshot.
 #[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
+pub(crate) enum SnapshotError {
     #[error("{origin}: spec.servers[{server}] (port {port}): {source}")]
     Tls {
         origin: Box<Origin>,
@@ -64,63 +64,63 @@ pub enum SnapshotError {
 
 /// One TLS server of a listener, as `ringress check` and the logs describe it.
 #[derive(Debug, Clone)]
-pub struct ServedCertificate {
-    pub hosts: Vec<HostPattern>,
+pub(crate) struct ServedCertificate {
+    pub(crate) hosts: Vec<HostPattern>,
     /// The server's TLS settings: a request whose Host belongs to a server with other
     /// settings than the one its handshake chose is misdirected (421).
-    pub settings: Arc<ServerTls>,
-    pub mode: TlsMode,
-    pub source: String,
+    pub(crate) settings: Arc<ServerTls>,
+    pub(crate) mode: TlsMode,
+    pub(crate) source: String,
     /// The certificate's `path` as Envoy's `/certs` shows it: the file, or `<inline>`
     /// for a credential (as Istio's gateway shows a `credentialName`).
-    pub path: String,
-    pub leaf: Option<CertInfo>,
+    pub(crate) path: String,
+    pub(crate) leaf: Option<CertInfo>,
     /// The whole chain sent to clients, leaf first (certificates that cannot be
     /// parsed are left out).
-    pub chain: Vec<CertInfo>,
+    pub(crate) chain: Vec<CertInfo>,
     /// For MUTUAL and OPTIONAL_MUTUAL: where the client CA comes from (the
     /// `caCertificates` path or the credential's CA) and its certificates.
-    pub client_ca: Option<ClientCa>,
+    pub(crate) client_ca: Option<ClientCa>,
 }
 
 /// The CA a MUTUAL or OPTIONAL_MUTUAL server verifies client certificates with.
 #[derive(Debug, Clone)]
-pub struct ClientCa {
-    pub source: String,
+pub(crate) struct ClientCa {
+    pub(crate) source: String,
     /// As [`ServedCertificate::path`]: the `caCertificates` file or `<inline>`.
-    pub path: String,
-    pub certificates: Vec<CertInfo>,
+    pub(crate) path: String,
+    pub(crate) certificates: Vec<CertInfo>,
 }
 
 /// One listening socket every shard opens (with `SO_REUSEPORT`).
-pub struct ListenerSpec {
-    pub addr: SocketAddr,
-    pub protocol: Protocol,
+pub(crate) struct ListenerSpec {
+    pub(crate) addr: SocketAddr,
+    pub(crate) protocol: Protocol,
     /// For HTTPS listeners: the server chosen by the ClientHello's SNI.
-    pub tls: Option<SniSelector>,
-    pub certificates: Vec<ServedCertificate>,
+    pub(crate) tls: Option<SniSelector>,
+    pub(crate) certificates: Vec<ServedCertificate>,
 }
 
 impl ListenerSpec {
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 }
 
 /// Everything a shard needs to serve traffic, immutable once built.
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Increases by one with every successful build (reloads).
-    pub generation: u64,
-    pub listeners: Vec<ListenerSpec>,
-    pub routes: BTreeMap<u16, RouteTable>,
-    pub clusters: Clusters,
+    pub(crate) generation: u64,
+    pub(crate) listeners: Vec<ListenerSpec>,
+    pub(crate) routes: BTreeMap<u16, RouteTable>,
+    pub(crate) clusters: Clusters,
 }
 
 impl Snapshot {
     /// Compiles `config` into a snapshot: loads every certificate and key, checks each
     /// certificate covers its server's hosts, resolves every destination and compiles
     /// the route tables. Session-ticket keys come from `ticketers`, by trust setting.
-    pub fn build(
+    pub(crate) fn build(
         config: &Config,
         secrets_dir: Option<&Path>,
         ticketers: &mut Ticketers,
@@ -150,7 +150,7 @@ impl Snapshot {
     }
 
     /// The route table of a listener port (every listener has one, possibly empty).
-    pub fn routes(&self, port: u16) -> Option<&RouteTable> {
+    pub(crate) fn routes(&self, port: u16) -> Option<&RouteTable> {
         self.routes.get(&port)
     }
 }

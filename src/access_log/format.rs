@@ -16,7 +16,7 @@ use super::Exchange;
 use crate::http::RequestId;
 
 /// Istio's default text format (`meshConfig.accessLogFormat` empty), verbatim.
-pub const ISTIO_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+pub(crate) const ISTIO_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
 
 /// Istio's default JSON format (`accessLogEncoding: JSON`): key and operator, in
 /// Istio's order.
@@ -233,7 +233,7 @@ impl Format {
     }
 
     /// Appends the line of `exchange` to `out`.
-    pub fn render(&self, exchange: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
+    pub(crate) fn render(&self, exchange: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
         // Room for a whole line at once.
         out.reserve(1024);
         match &self.0 {
@@ -401,7 +401,7 @@ impl std::fmt::Write for Utf8<'_> {
 /// Formats `%START_TIME%`, keeping the date and time of the current second so a
 /// line costs the milliseconds only.
 #[derive(Debug, Default)]
-pub struct Clock {
+pub(crate) struct Clock {
     second: Option<u64>,
     /// `2024-01-09T15:35:47.`
     prefix: Vec<u8>,

@@ -1,5 +1,5 @@
 //! The access log: one line per request answered, in Istio's default text format (or
-//! its JSON form, or the operator's own; [`format`]), to stdout by default as Istio's
+//! its JSON form, or the operator's own; [`format`](mod@format)), to stdout by default as Istio's
 //! gateway does (`--access-log -|PATH|off`, `--access-log-format text|json|FORMAT`).
 //!
 //! A shard never waits for the log. Each request fills a [`Record`] as it goes (what
@@ -11,7 +11,7 @@
 //! up (a full disk, a stuck pipe) the shard drops the lines instead of waiting, counts
 //! them (`ringress_access_log_dropped_total`), and the writer notes it.
 
-pub mod format;
+pub(crate) mod format;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -60,33 +60,33 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 /// What one request did, as a log line reads it (see [`Record::exchange`]). Strings
 /// are bytes as received.
 #[derive(Debug, Clone)]
-pub struct Exchange<'a> {
-    pub start: SystemTime,
-    pub method: Option<&'a [u8]>,
-    pub path: Option<&'a [u8]>,
-    pub original_path: Option<&'a [u8]>,
-    pub protocol: &'a str,
-    pub status: u16,
+pub(crate) struct Exchange<'a> {
+    pub(crate) start: SystemTime,
+    pub(crate) method: Option<&'a [u8]>,
+    pub(crate) path: Option<&'a [u8]>,
+    pub(crate) original_path: Option<&'a [u8]>,
+    pub(crate) protocol: &'a str,
+    pub(crate) status: u16,
     /// Envoy's response flags (`NR`, `UF`, `UH`...), comma-separated; empty for none.
-    pub flags: &'a str,
-    pub details: Option<&'a str>,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub duration_ms: u64,
-    pub upstream_service_time_ms: Option<u64>,
-    pub forwarded_for: Option<&'a [u8]>,
-    pub user_agent: Option<&'a [u8]>,
+    pub(crate) flags: &'a str,
+    pub(crate) details: Option<&'a str>,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) duration_ms: u64,
+    pub(crate) upstream_service_time_ms: Option<u64>,
+    pub(crate) forwarded_for: Option<&'a [u8]>,
+    pub(crate) user_agent: Option<&'a [u8]>,
     /// The id ringress generated when the client sent none.
-    pub request_id: Option<&'a RequestId>,
-    pub client_request_id: Option<&'a [u8]>,
-    pub authority: Option<&'a [u8]>,
-    pub upstream_host: Option<SocketAddr>,
-    pub upstream_cluster: Option<&'a [u8]>,
-    pub upstream_local: Option<SocketAddr>,
-    pub downstream_local: Option<SocketAddr>,
-    pub downstream_remote: SocketAddr,
-    pub server_name: Option<&'a [u8]>,
-    pub route_name: Option<&'a [u8]>,
+    pub(crate) request_id: Option<&'a RequestId>,
+    pub(crate) client_request_id: Option<&'a [u8]>,
+    pub(crate) authority: Option<&'a [u8]>,
+    pub(crate) upstream_host: Option<SocketAddr>,
+    pub(crate) upstream_cluster: Option<&'a [u8]>,
+    pub(crate) upstream_local: Option<SocketAddr>,
+    pub(crate) downstream_local: Option<SocketAddr>,
+    pub(crate) downstream_remote: SocketAddr,
+    pub(crate) server_name: Option<&'a [u8]>,
+    pub(crate) route_name: Option<&'a [u8]>,
 }
 
 /// A range of a record's text.
@@ -96,11 +96,11 @@ struct Span(u32, u32);
 /// What one request did, filled in as it is served (only while the log is on). Its
 /// strings are copied into one buffer.
 #[derive(Debug)]
-pub struct Record {
+pub(crate) struct Record {
     start: SystemTime,
     started: Instant,
     /// The strings, one after the other (spans index into it), as received: header
-    /// values are bytes, not always UTF-8 ([`format`] escapes what needs it).
+    /// values are bytes, not always UTF-8 ([`format`](mod@format) escapes what needs it).
     text: Vec<u8>,
     method: Option<Span>,
     path: Option<Span>,
@@ -112,26 +112,26 @@ pub struct Record {
     upstream_cluster: Option<Span>,
     route_name: Option<Span>,
     server_name: Option<Span>,
-    pub request_id: Option<RequestId>,
-    pub protocol: &'static str,
-    pub status: u16,
+    pub(crate) request_id: Option<RequestId>,
+    pub(crate) protocol: &'static str,
+    pub(crate) status: u16,
     /// Envoy's response flag of what went wrong (`NR`, `UF`...), or empty.
-    pub flags: &'static str,
+    pub(crate) flags: &'static str,
     /// The request was tried as often as its retry policy allows (adds `URX`).
-    pub retries_exhausted: bool,
-    pub details: Option<&'static str>,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub upstream_service_time_ms: Option<u64>,
-    pub upstream_host: Option<SocketAddr>,
-    pub upstream_local: Option<SocketAddr>,
-    pub downstream_local: Option<SocketAddr>,
-    pub downstream_remote: SocketAddr,
+    pub(crate) retries_exhausted: bool,
+    pub(crate) details: Option<&'static str>,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) upstream_service_time_ms: Option<u64>,
+    pub(crate) upstream_host: Option<SocketAddr>,
+    pub(crate) upstream_local: Option<SocketAddr>,
+    pub(crate) downstream_local: Option<SocketAddr>,
+    pub(crate) downstream_remote: SocketAddr,
 }
 
 /// Which of a record's strings to set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
+pub(crate) enum Field {
     Method,
     Path,
     OriginalPath,
@@ -157,7 +157,7 @@ const SPARE_RECORDS: usize = 256;
 impl Record {
     /// A record of a request from `peer` that starts now: a reused one when the
     /// shard has one.
-    pub fn start(peer: SocketAddr) -> Box<Record> {
+    pub(crate) fn start(peer: SocketAddr) -> Box<Record> {
         let spare = SPARE.with(|spare| spare.borrow_mut().pop());
         match spare {
             Some(mut record) => {
@@ -172,7 +172,7 @@ impl Record {
     }
 
     /// Gives a finished record back for reuse.
-    pub fn recycle(record: Box<Record>) {
+    pub(crate) fn recycle(record: Box<Record>) {
         SPARE.with(|spare| {
             let mut spare = spare.borrow_mut();
             if spare.len() < SPARE_RECORDS {
@@ -214,22 +214,26 @@ impl Record {
 
     /// Whether a request head was read (a line is written only then, or when an
     /// answer went out without one, such as a 400).
-    pub fn has_request(&self) -> bool {
+    pub(crate) fn has_request(&self) -> bool {
         self.method.is_some() || self.status != 0
     }
 
     /// Whether the client sent an `x-request-id`.
-    pub fn has_client_request_id(&self) -> bool {
+    pub(crate) fn has_client_request_id(&self) -> bool {
         self.client_request_id.is_some()
     }
 
     /// Sets one of the strings.
-    pub fn set(&mut self, field: Field, value: &[u8]) {
+    pub(crate) fn set(&mut self, field: Field, value: &[u8]) {
         self.set_with(field, |text| text.extend_from_slice(value));
     }
 
     /// Sets `x-forwarded-for` as forwarded: the client's list, then `client`.
-    pub fn set_forwarded_for<'v>(&mut self, sent: impl Iterator<Item = &'v [u8]>, client: IpAddr) {
+    pub(crate) fn set_forwarded_for<'v>(
+        &mut self,
+        sent: impl Iterator<Item = &'v [u8]>,
+        client: IpAddr,
+    ) {
         self.set_with(Field::ForwardedFor, |text| {
             for value in sent.filter(|v| !v.is_empty()) {
                 text.extend_from_slice(value);
@@ -263,7 +267,7 @@ impl Record {
     }
 
     /// Sets the upstream cluster as Istio names it: `outbound|PORT||HOST`.
-    pub fn set_cluster(&mut self, host: &str, port: u16) {
+    pub(crate) fn set_cluster(&mut self, host: &str, port: u16) {
         self.set_with(Field::UpstreamCluster, |text| {
             text.extend_from_slice(b"outbound|");
             crate::http::push_decimal(text, u64::from(port));
@@ -295,7 +299,7 @@ impl Record {
     }
 
     /// The record as a line reads it, its duration ending now.
-    pub fn exchange(&self) -> Exchange<'_> {
+    pub(crate) fn exchange(&self) -> Exchange<'_> {
         let duration = crate::uring::now().saturating_duration_since(self.started);
         Exchange {
             start: self.start,
@@ -328,13 +332,13 @@ impl Record {
 
 /// What a shard needs of the writer: the format and the way to it.
 #[derive(Clone)]
-pub struct LogHandle {
+pub(crate) struct LogHandle {
     format: Arc<Format>,
     sender: Sender<Vec<u8>>,
 }
 
 /// One shard's side of the access log: the format, the lines not yet handed over.
-pub struct ShardLog {
+pub(crate) struct ShardLog {
     format: Option<Arc<Format>>,
     clock: RefCell<format::Clock>,
     lines: RefCell<Vec<u8>>,
@@ -343,7 +347,7 @@ pub struct ShardLog {
 
 impl ShardLog {
     /// The shard side of a writer (`None`: the log is off).
-    pub fn new(handle: Option<LogHandle>) -> ShardLog {
+    pub(crate) fn new(handle: Option<LogHandle>) -> ShardLog {
         let (format, writer) = match handle {
             Some(LogHandle { format, sender }) => (Some(format), Some(sender)),
             None => (None, None),
@@ -356,13 +360,13 @@ impl ShardLog {
         }
     }
 
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.format.is_some()
     }
 
     /// Writes the line of `record`; hands the buffer over once it is full. Returns
     /// the lines dropped (see [`ShardLog::flush`]).
-    pub fn log(&self, record: &Record) -> u64 {
+    pub(crate) fn log(&self, record: &Record) -> u64 {
         let Some(format) = &self.format else {
             return 0;
         };
@@ -380,7 +384,7 @@ impl ShardLog {
 
     /// Hands what is buffered to the writer, or drops it if the writer is behind;
     /// returns how many lines were dropped.
-    pub fn flush(&self) -> u64 {
+    pub(crate) fn flush(&self) -> u64 {
         let (Some(writer), mut lines) = (&self.writer, self.lines.borrow_mut()) else {
             return 0;
         };
@@ -398,7 +402,7 @@ impl ShardLog {
 }
 
 /// The thread that writes the access log, and the shards' way to it.
-pub struct Writer {
+pub(crate) struct Writer {
     format: Arc<Format>,
     sender: Sender<Vec<u8>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -407,7 +411,7 @@ pub struct Writer {
 impl Writer {
     /// Opens `target` (a file is created if missing and appended to) and starts the
     /// writer; `None` when the log is off.
-    pub fn start(target: &Target, format: Format) -> io::Result<Option<Writer>> {
+    pub(crate) fn start(target: &Target, format: Format) -> io::Result<Option<Writer>> {
         let mut out: Box<dyn Write + Send> = match target {
             Target::Off => return Ok(None),
             Target::Stdout => Box::new(io::stdout()),
@@ -431,7 +435,7 @@ impl Writer {
     }
 
     /// What each shard keeps of the writer.
-    pub fn handle(&self) -> LogHandle {
+    pub(crate) fn handle(&self) -> LogHandle {
         LogHandle {
             format: self.format.clone(),
             sender: self.sender.clone(),
@@ -440,7 +444,7 @@ impl Writer {
 
     /// Waits until every line handed over is written (the shards' senders must be
     /// gone, as after a drain).
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         let (sender, _) = crossbeam_channel::bounded(1);
         drop(std::mem::replace(&mut self.sender, sender));
         if let Some(thread) = self.thread.take() {

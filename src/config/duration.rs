@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 /// Longest duration text accepted; real values are a handful of characters.
-pub const MAX_DURATION_LEN: usize = 64;
+pub(crate) const MAX_DURATION_LEN: usize = 64;
 
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
+pub(crate) enum DurationError {
     #[error("empty duration; expected a number with a unit like 1s, 500ms, 1.5s, 2m, 1h")]
     Empty,
     #[error("duration {0:?} is longer than {MAX_DURATION_LEN} characters")]
@@ -31,7 +31,7 @@ pub enum DurationError {
 
 /// Parses an Istio duration: `"1s"`, `"500ms"`, `"1.5s"`, `"2m"`, `"1h"`, `"1m30s"`.
 /// Units: `h`, `m`, `s`, `ms`, `us` (or `µs`), `ns`. `"0"` alone means zero.
-pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let text = s.trim();
     if text.is_empty() {
         return Err(DurationError::Empty);

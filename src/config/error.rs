@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Why a configuration file was rejected.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read at all.
     #[error("cannot read configuration file {}: {source}", path.display())]
     Read {
@@ -23,7 +23,8 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// The individual problems (empty for [`ConfigError::Read`]).
-    pub fn issues(&self) -> &[Issue] {
+    #[cfg(test)]
+    pub(crate) fn issues(&self) -> &[Issue] {
         match self {
             ConfigError::Read { .. } => &[],
             ConfigError::Invalid(issues) => issues,
@@ -50,20 +51,20 @@ impl fmt::Display for IssueLines<'_> {
 /// Displayed as
 /// `gateway.yaml:14:9: document 2 (Gateway httpbin-gateway): spec.servers[0].tls.mode: ...`
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub file: PathBuf,
+pub(crate) struct Issue {
+    pub(crate) file: PathBuf,
     /// 1-based line and column of the offending node, when known.
-    pub line: Option<(u64, u64)>,
+    pub(crate) line: Option<(u64, u64)>,
     /// 1-based index of the YAML document; `None` for problems of the whole file.
-    pub document: Option<usize>,
+    pub(crate) document: Option<usize>,
     /// `kind` of the document, when it could be read.
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// `metadata.name` of the document, when it could be read.
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Field path inside the document, like `spec.servers[0].tls.mode`; empty for the
     /// document itself.
-    pub path: String,
-    pub problem: Problem,
+    pub(crate) path: String,
+    pub(crate) problem: Problem,
 }
 
 impl fmt::Display for Issue {
@@ -92,7 +93,7 @@ impl fmt::Display for Issue {
 
 /// What is wrong at an [`Issue`]'s place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// The text is not YAML.
     #[error("invalid YAML: {0}")]
     Syntax(String),

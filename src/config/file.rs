@@ -17,24 +17,24 @@ use super::yaml::FieldPolicy;
 /// `apiVersion`, `kind`, `metadata` of every document; `spec` is read by kind.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHeader {
+pub(crate) struct FileHeader {
     #[serde(rename = "apiVersion")]
-    pub api_version: Option<String>,
-    pub kind: Option<String>,
-    pub metadata: Option<FileMetadata>,
+    pub(crate) api_version: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) metadata: Option<FileMetadata>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileMetadata {
-    pub name: Option<String>,
-    pub namespace: Option<String>,
+pub(crate) struct FileMetadata {
+    pub(crate) name: Option<String>,
+    pub(crate) namespace: Option<String>,
 }
 
 /// A mapping whose entries keep the order they were written in (`headers.set`,
 /// `match[].headers`, `endpoints[].ports`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Ordered<T>(pub Vec<(String, T)>);
+pub(crate) struct Ordered<T>(pub Vec<(String, T)>);
 
 impl<T> Default for Ordered<T> {
     fn default() -> Self {
@@ -70,53 +70,53 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileGatewaySpec {
+pub(crate) struct FileGatewaySpec {
     #[serde(default)]
-    pub servers: Vec<FileServer>,
+    pub(crate) servers: Vec<FileServer>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileServer {
-    pub port: Option<FileServerPort>,
-    pub bind: Option<String>,
+pub(crate) struct FileServer {
+    pub(crate) port: Option<FileServerPort>,
+    pub(crate) bind: Option<String>,
     #[serde(default)]
-    pub hosts: Vec<String>,
-    pub tls: Option<FileServerTls>,
+    pub(crate) hosts: Vec<String>,
+    pub(crate) tls: Option<FileServerTls>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileServerPort {
-    pub number: Option<i64>,
-    pub name: Option<String>,
-    pub protocol: Option<String>,
+pub(crate) struct FileServerPort {
+    pub(crate) number: Option<i64>,
+    pub(crate) name: Option<String>,
+    pub(crate) protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileServerTls {
+pub(crate) struct FileServerTls {
     #[serde(rename = "httpsRedirect")]
-    pub https_redirect: Option<bool>,
-    pub mode: Option<String>,
+    pub(crate) https_redirect: Option<bool>,
+    pub(crate) mode: Option<String>,
     #[serde(rename = "serverCertificate")]
-    pub server_certificate: Option<String>,
+    pub(crate) server_certificate: Option<String>,
     #[serde(rename = "privateKey")]
-    pub private_key: Option<String>,
+    pub(crate) private_key: Option<String>,
     #[serde(rename = "caCertificates")]
-    pub ca_certificates: Option<String>,
+    pub(crate) ca_certificates: Option<String>,
     #[serde(rename = "caCrl")]
-    pub ca_crl: Option<String>,
+    pub(crate) ca_crl: Option<String>,
     #[serde(rename = "credentialName")]
-    pub credential_name: Option<String>,
+    pub(crate) credential_name: Option<String>,
     #[serde(rename = "subjectAltNames", default)]
-    pub subject_alt_names: Vec<String>,
+    pub(crate) subject_alt_names: Vec<String>,
     #[serde(rename = "minProtocolVersion")]
-    pub min_protocol_version: Option<String>,
+    pub(crate) min_protocol_version: Option<String>,
     #[serde(rename = "maxProtocolVersion")]
-    pub max_protocol_version: Option<String>,
+    pub(crate) max_protocol_version: Option<String>,
     #[serde(rename = "cipherSuites", default)]
-    pub cipher_suites: Vec<String>,
+    pub(crate) cipher_suites: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -124,132 +124,132 @@ pub struct FileServerTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileVirtualServiceSpec {
+pub(crate) struct FileVirtualServiceSpec {
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     /// `None` when absent: Istio then applies the service to the mesh only.
-    pub gateways: Option<Vec<String>>,
+    pub(crate) gateways: Option<Vec<String>>,
     #[serde(default)]
-    pub http: Vec<FileHttpRoute>,
+    pub(crate) http: Vec<FileHttpRoute>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHttpRoute {
-    pub name: Option<String>,
+pub(crate) struct FileHttpRoute {
+    pub(crate) name: Option<String>,
     #[serde(rename = "match", default)]
-    pub matches: Vec<FileHttpMatch>,
-    pub route: Option<Vec<FileRouteDestination>>,
-    pub redirect: Option<FileRedirect>,
+    pub(crate) matches: Vec<FileHttpMatch>,
+    pub(crate) route: Option<Vec<FileRouteDestination>>,
+    pub(crate) redirect: Option<FileRedirect>,
     #[serde(rename = "directResponse")]
-    pub direct_response: Option<FileDirectResponse>,
-    pub rewrite: Option<FileRewrite>,
-    pub timeout: Option<String>,
-    pub retries: Option<FileRetries>,
-    pub headers: Option<FileHeaders>,
+    pub(crate) direct_response: Option<FileDirectResponse>,
+    pub(crate) rewrite: Option<FileRewrite>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) retries: Option<FileRetries>,
+    pub(crate) headers: Option<FileHeaders>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHttpMatch {
-    pub name: Option<String>,
-    pub uri: Option<FileStringMatch>,
-    pub scheme: Option<FileStringMatch>,
-    pub method: Option<FileStringMatch>,
-    pub authority: Option<FileStringMatch>,
+pub(crate) struct FileHttpMatch {
+    pub(crate) name: Option<String>,
+    pub(crate) uri: Option<FileStringMatch>,
+    pub(crate) scheme: Option<FileStringMatch>,
+    pub(crate) method: Option<FileStringMatch>,
+    pub(crate) authority: Option<FileStringMatch>,
     #[serde(default)]
-    pub headers: Ordered<FileStringMatch>,
+    pub(crate) headers: Ordered<FileStringMatch>,
     #[serde(rename = "ignoreUriCase")]
-    pub ignore_uri_case: Option<bool>,
+    pub(crate) ignore_uri_case: Option<bool>,
 }
 
 /// Istio's `StringMatch`: exactly one of the three.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileStringMatch {
-    pub exact: Option<String>,
-    pub prefix: Option<String>,
-    pub regex: Option<String>,
+pub(crate) struct FileStringMatch {
+    pub(crate) exact: Option<String>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) regex: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRouteDestination {
-    pub destination: Option<FileDestination>,
-    pub weight: Option<i64>,
+pub(crate) struct FileRouteDestination {
+    pub(crate) destination: Option<FileDestination>,
+    pub(crate) weight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDestination {
-    pub host: Option<String>,
-    pub subset: Option<String>,
-    pub port: Option<FilePortSelector>,
+pub(crate) struct FileDestination {
+    pub(crate) host: Option<String>,
+    pub(crate) subset: Option<String>,
+    pub(crate) port: Option<FilePortSelector>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FilePortSelector {
-    pub number: Option<i64>,
+pub(crate) struct FilePortSelector {
+    pub(crate) number: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRedirect {
-    pub uri: Option<String>,
-    pub authority: Option<String>,
-    pub scheme: Option<String>,
-    pub port: Option<i64>,
+pub(crate) struct FileRedirect {
+    pub(crate) uri: Option<String>,
+    pub(crate) authority: Option<String>,
+    pub(crate) scheme: Option<String>,
+    pub(crate) port: Option<i64>,
     #[serde(rename = "redirectCode")]
-    pub redirect_code: Option<i64>,
+    pub(crate) redirect_code: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDirectResponse {
-    pub status: Option<i64>,
-    pub body: Option<FileResponseBody>,
+pub(crate) struct FileDirectResponse {
+    pub(crate) status: Option<i64>,
+    pub(crate) body: Option<FileResponseBody>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileResponseBody {
-    pub string: Option<String>,
+pub(crate) struct FileResponseBody {
+    pub(crate) string: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRewrite {
-    pub uri: Option<String>,
-    pub authority: Option<String>,
+pub(crate) struct FileRewrite {
+    pub(crate) uri: Option<String>,
+    pub(crate) authority: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileRetries {
-    pub attempts: Option<i64>,
+pub(crate) struct FileRetries {
+    pub(crate) attempts: Option<i64>,
     #[serde(rename = "perTryTimeout")]
-    pub per_try_timeout: Option<String>,
+    pub(crate) per_try_timeout: Option<String>,
     #[serde(rename = "retryOn")]
-    pub retry_on: Option<String>,
+    pub(crate) retry_on: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHeaders {
-    pub request: Option<FileHeaderOperations>,
-    pub response: Option<FileHeaderOperations>,
+pub(crate) struct FileHeaders {
+    pub(crate) request: Option<FileHeaderOperations>,
+    pub(crate) response: Option<FileHeaderOperations>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHeaderOperations {
+pub(crate) struct FileHeaderOperations {
     #[serde(default)]
-    pub set: Ordered<String>,
+    pub(crate) set: Ordered<String>,
     #[serde(default)]
-    pub add: Ordered<String>,
+    pub(crate) add: Ordered<String>,
     #[serde(default)]
-    pub remove: Vec<String>,
+    pub(crate) remove: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -257,33 +257,33 @@ pub struct FileHeaderOperations {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileServiceEntrySpec {
+pub(crate) struct FileServiceEntrySpec {
     #[serde(default)]
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     #[serde(default)]
-    pub ports: Vec<FileServicePort>,
-    pub resolution: Option<String>,
+    pub(crate) ports: Vec<FileServicePort>,
+    pub(crate) resolution: Option<String>,
     #[serde(default)]
-    pub endpoints: Vec<FileWorkloadEntry>,
+    pub(crate) endpoints: Vec<FileWorkloadEntry>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileServicePort {
-    pub number: Option<i64>,
-    pub name: Option<String>,
-    pub protocol: Option<String>,
+pub(crate) struct FileServicePort {
+    pub(crate) number: Option<i64>,
+    pub(crate) name: Option<String>,
+    pub(crate) protocol: Option<String>,
     #[serde(rename = "targetPort")]
-    pub target_port: Option<i64>,
+    pub(crate) target_port: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileWorkloadEntry {
-    pub address: Option<String>,
+pub(crate) struct FileWorkloadEntry {
+    pub(crate) address: Option<String>,
     #[serde(default)]
-    pub ports: Ordered<i64>,
-    pub weight: Option<i64>,
+    pub(crate) ports: Ordered<i64>,
+    pub(crate) weight: Option<i64>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -291,53 +291,53 @@ pub struct FileWorkloadEntry {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileDestinationRuleSpec {
-    pub host: Option<String>,
+pub(crate) struct FileDestinationRuleSpec {
+    pub(crate) host: Option<String>,
     #[serde(rename = "trafficPolicy")]
-    pub traffic_policy: Option<FileTrafficPolicy>,
+    pub(crate) traffic_policy: Option<FileTrafficPolicy>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileTrafficPolicy {
+pub(crate) struct FileTrafficPolicy {
     #[serde(rename = "loadBalancer")]
-    pub load_balancer: Option<FileLoadBalancer>,
+    pub(crate) load_balancer: Option<FileLoadBalancer>,
     #[serde(rename = "connectionPool")]
-    pub connection_pool: Option<FileConnectionPool>,
+    pub(crate) connection_pool: Option<FileConnectionPool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConnectionPool {
-    pub tcp: Option<FileTcpSettings>,
-    pub http: Option<FileHttpSettings>,
+pub(crate) struct FileConnectionPool {
+    pub(crate) tcp: Option<FileTcpSettings>,
+    pub(crate) http: Option<FileHttpSettings>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileTcpSettings {
+pub(crate) struct FileTcpSettings {
     #[serde(rename = "maxConnections")]
-    pub max_connections: Option<i64>,
+    pub(crate) max_connections: Option<i64>,
     #[serde(rename = "connectTimeout")]
-    pub connect_timeout: Option<String>,
+    pub(crate) connect_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileHttpSettings {
+pub(crate) struct FileHttpSettings {
     #[serde(rename = "idleTimeout")]
-    pub idle_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileLoadBalancer {
-    pub simple: Option<String>,
+pub(crate) struct FileLoadBalancer {
+    pub(crate) simple: Option<String>,
 }
 
 /// What each raw struct does with mapping keys that are not its fields. The names are
 /// the Rust struct names serde passes to `deserialize_struct`.
-pub fn field_policy(struct_name: &str) -> FieldPolicy {
+pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
     let (ignored, not_implemented): (&[&str], &[&str]) = match struct_name {
         // `spec` is read separately, by kind.
         "FileHeader" => (&["spec"], &[]),

@@ -6,7 +6,7 @@
 //!
 //! - `yaml`: the documents as a tree of positioned nodes, and a serde deserializer over
 //!   it that knows the field path of every value.
-//! - [`file`]: the raw types, with Istio's field names.
+//! - [`file`](mod@file): the raw types, with Istio's field names.
 //! - `validate`: raw types → [`model`], and the checks across documents.
 //! - [`error`]: [`ConfigError`], one [`Issue`] per problem.
 //!
@@ -20,23 +20,22 @@
 //!   hold the placeholder `"use sds"` older Istio releases required.
 //! - Relative certificate paths are resolved against the configuration file's directory.
 
-pub mod duration;
-pub mod error;
-pub mod file;
-pub mod model;
+pub(crate) mod duration;
+pub(crate) mod error;
+pub(crate) mod file;
+pub(crate) mod model;
 mod validate;
 mod yaml;
 
 use std::path::Path;
 
-pub use duration::{DurationError, parse_duration};
-pub use error::{ConfigError, Issue, Problem};
+pub(crate) use error::{ConfigError, Issue, Problem};
 pub use model::*;
-pub use validate::{API_VERSIONS, MAX_RETRY_ATTEMPTS, SDS_PLACEHOLDER};
-pub use yaml::MAX_CONFIG_BYTES;
+#[cfg(test)]
+use validate::API_VERSIONS;
 
 /// Reads and validates the configuration file at `path`.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -46,7 +45,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates configuration text; `source` names the file in messages and is the base
 /// for relative certificate paths.
-pub fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError> {
     let docs = yaml::documents(text).map_err(|e| {
         ConfigError::Invalid(vec![Issue {
             file: source.to_path_buf(),

@@ -18,7 +18,7 @@ use super::model::*;
 use super::yaml::{Ctx, Document, Node, NodeDe, Path, Value};
 
 /// The apiVersions ringress reads; Istio serves the same schema under all three.
-pub const API_VERSIONS: &[&str] = &[
+pub(crate) const API_VERSIONS: &[&str] = &[
     "networking.istio.io/v1",
     "networking.istio.io/v1beta1",
     "networking.istio.io/v1alpha3",
@@ -27,16 +27,16 @@ pub const API_VERSIONS: &[&str] = &[
 /// The value older Istio releases required in `serverCertificate`, `privateKey` and
 /// `caCertificates` next to `credentialName` ("arbitrary non-empty string"); ringress
 /// accepts exactly this placeholder there and nothing else.
-pub const SDS_PLACEHOLDER: &str = "use sds";
+pub(crate) const SDS_PLACEHOLDER: &str = "use sds";
 
 /// Most retries ringress makes for one request (`retries.attempts`).
-pub const MAX_RETRY_ATTEMPTS: i64 = 10;
+pub(crate) const MAX_RETRY_ATTEMPTS: i64 = 10;
 
 /// Longest host name (RFC 1035 limit, in text form).
-pub const MAX_HOST_LEN: usize = 253;
+pub(crate) const MAX_HOST_LEN: usize = 253;
 
 /// Largest regular expression program (bytes) a match may compile to.
-pub const MAX_REGEX_SIZE: usize = 1 << 20;
+pub(crate) const MAX_REGEX_SIZE: usize = 1 << 20;
 
 /// Redirect codes Istio accepts in `redirectCode`.
 const REDIRECT_CODES: &[i64] = &[301, 302, 303, 307, 308];
@@ -113,7 +113,7 @@ impl Report<'_> {
 }
 
 /// Validates every document of a file into a [`Config`].
-pub fn validate(docs: &[Document], source: &FsPath) -> Result<Config, Vec<Issue>> {
+pub(crate) fn validate(docs: &[Document], source: &FsPath) -> Result<Config, Vec<Issue>> {
     let base = base_dir(source);
     let mut report = Report {
         file: source,

@@ -17,31 +17,31 @@ use super::error::Problem;
 
 /// Largest configuration text ringress parses (bytes). Istio manifests for an ingress
 /// are a few kilobytes; anything near this is a mistake (a log file, a binary).
-pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 
 /// Deepest nesting of mappings and lists accepted. The deepest Istio field ringress reads
 /// (`spec.http[].match[].headers.NAME.exact`) is at depth 7; the limit keeps the
 /// recursive reading of the tree far from the end of the stack.
-pub const MAX_NESTING_DEPTH: usize = 24;
+pub(crate) const MAX_NESTING_DEPTH: usize = 24;
 
 /// A YAML node with the position (1-based line and column) it was written at.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Node {
-    pub value: Value,
-    pub line: u64,
-    pub column: u64,
+pub(crate) struct Node {
+    pub(crate) value: Value,
+    pub(crate) line: u64,
+    pub(crate) column: u64,
 }
 
 /// A mapping key with its position.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Key {
-    pub name: String,
-    pub line: u64,
-    pub column: u64,
+pub(crate) struct Key {
+    pub(crate) name: String,
+    pub(crate) line: u64,
+    pub(crate) column: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     Null,
     Bool(bool),
     Int(i128),
@@ -69,7 +69,7 @@ impl Value {
 
 impl Node {
     /// The entry `name` of a mapping node.
-    pub fn get(&self, name: &str) -> Option<&Node> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Node> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.name == name).map(|(_, v)| v),
             _ => None,
@@ -78,7 +78,7 @@ impl Node {
 
     /// Position of the node at `path`, or of the deepest part of `path` that exists (for
     /// a missing field: its parent). A path ending in a key gives the key's position.
-    pub fn locate(&self, path: &Path) -> (u64, u64) {
+    pub(crate) fn locate(&self, path: &Path) -> (u64, u64) {
         let mut node = self;
         let mut at = (self.line, self.column);
         for seg in &path.0 {
@@ -207,24 +207,24 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
 /// One YAML document of the file.
 #[derive(Debug, Clone)]
-pub struct Document {
+pub(crate) struct Document {
     /// 1-based index among the file's documents, counting empty ones.
-    pub index: usize,
-    pub root: Node,
+    pub(crate) index: usize,
+    pub(crate) root: Node,
 }
 
 /// A YAML syntax error with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyntaxError {
-    pub message: String,
-    pub line: Option<(u64, u64)>,
+pub(crate) struct SyntaxError {
+    pub(crate) message: String,
+    pub(crate) line: Option<(u64, u64)>,
     /// The document the error is in, when its line is known.
-    pub document: Option<usize>,
+    pub(crate) document: Option<usize>,
 }
 
 /// Reads every document of `text`. Empty documents (`---` alone, comments only) are
 /// skipped but still counted, so document numbers match what the user sees.
-pub fn documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
+pub(crate) fn documents(text: &str) -> Result<Vec<Document>, SyntaxError> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(SyntaxError {
             message: format!(
@@ -311,21 +311,21 @@ impl DocumentMarkers {
 
 /// A field path inside a document: `spec.servers[0].tls.mode`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Path(pub Vec<Seg>);
+pub(crate) struct Path(pub Vec<Seg>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Index(usize),
 }
 
 impl Path {
-    pub fn key(&self, name: &str) -> Path {
+    pub(crate) fn key(&self, name: &str) -> Path {
         let mut p = self.clone();
         p.0.push(Seg::Key(name.to_owned()));
         p
     }
-    pub fn index(&self, i: usize) -> Path {
+    pub(crate) fn index(&self, i: usize) -> Path {
         let mut p = self.clone();
         p.0.push(Seg::Index(i));
         p
@@ -347,22 +347,22 @@ impl fmt::Display for Path {
 
 /// How a raw struct treats mapping keys that are not among its fields.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FieldPolicy {
+pub(crate) struct FieldPolicy {
     /// Istio fields accepted and ignored (`selector`, `labels`, `exportTo`).
-    pub ignored: &'static [&'static str],
+    pub(crate) ignored: &'static [&'static str],
     /// Istio fields ringress knows but does not implement yet.
-    pub not_implemented: &'static [&'static str],
+    pub(crate) not_implemented: &'static [&'static str],
 }
 
 /// Shared state of one document's deserialization: the policy per raw struct name and
 /// the problems found so far that did not stop deserialization (unknown fields).
-pub struct Ctx {
+pub(crate) struct Ctx {
     policy: fn(&str) -> FieldPolicy,
-    pub issues: RefCell<Vec<(Path, Problem)>>,
+    pub(crate) issues: RefCell<Vec<(Path, Problem)>>,
 }
 
 impl Ctx {
-    pub fn new(policy: fn(&str) -> FieldPolicy) -> Self {
+    pub(crate) fn new(policy: fn(&str) -> FieldPolicy) -> Self {
         Ctx {
             policy,
             issues: RefCell::new(Vec::new()),
@@ -372,11 +372,11 @@ impl Ctx {
 
 /// A problem that stopped deserialization of one node, with where it happened.
 #[derive(Debug)]
-pub struct DeError {
-    pub path: Option<Path>,
+pub(crate) struct DeError {
+    pub(crate) path: Option<Path>,
     /// Set by `missing_field`: the path gets this field appended when it is attached.
     missing: Option<&'static str>,
-    pub problem: Problem,
+    pub(crate) problem: Problem,
 }
 
 impl DeError {
@@ -472,10 +472,10 @@ impl de::Error for DeError {
 }
 
 /// Deserializes raw types from a [`Node`], tracking the path.
-pub struct NodeDe<'a> {
-    pub node: &'a Node,
-    pub path: Path,
-    pub ctx: &'a Ctx,
+pub(crate) struct NodeDe<'a> {
+    pub(crate) node: &'a Node,
+    pub(crate) path: Path,
+    pub(crate) ctx: &'a Ctx,
 }
 
 impl<'a> NodeDe<'a> {

@@ -45,17 +45,17 @@ use super::status::Status;
 use crate::http::{BodyKind, CONTINUE_100, HttpError, parse_request, reason_phrase};
 
 /// Largest request head the endpoint reads; a larger one gets 431.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Largest request body read (and discarded: no route takes a body); a larger one
 /// gets 413.
-pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// How long a client has to send its whole request, and the limit on each write of
 /// the answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; one more is answered 503 at once.
-pub const MAX_CONNECTIONS: usize = 16;
+pub(crate) const MAX_CONNECTIONS: usize = 16;
 /// How long `POST /reload` waits for the control thread's outcome.
-pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RELOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the accept thread reads a request it refuses for lack of room.
 const BUSY_GRACE: Duration = Duration::from_millis(50);
 /// How long, after answering, the endpoint reads what the client still sends (so
@@ -75,9 +75,9 @@ POST /reload             reload the configuration and certificates now
 
 /// The running admin endpoint. Dropping it stops accepting (connections being served
 /// finish on their own threads).
-pub struct Admin {
+pub(crate) struct Admin {
     /// The bound address (a requested port 0 resolved).
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -104,7 +104,7 @@ impl Drop for Admin {
 }
 
 /// Starts the admin endpoint on `addr`; returns once it is listening.
-pub fn spawn(
+pub(crate) fn spawn(
     addr: SocketAddr,
     status: Arc<Status>,
     events: Sender<ControlEvent>,

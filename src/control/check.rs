@@ -17,7 +17,7 @@ pub fn check(config_path: &Path, secrets_dir: Option<&Path>) -> anyhow::Result<S
 }
 
 /// What a snapshot serves, for people: listeners, certificates, routes, clusters.
-pub fn describe(config: &Config, snapshot: &Snapshot) -> String {
+fn describe(config: &Config, snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

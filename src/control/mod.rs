@@ -1,10 +1,10 @@
 //! The control thread: loads the configuration, builds snapshots, starts the shards and
 //! supervises them. Everything slow (files, DNS, PEM) happens here, never on a shard.
 
-pub mod admin;
+pub(crate) mod admin;
 mod check;
-pub mod status;
-pub mod watch;
+pub(crate) mod status;
+pub(crate) mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-pub use check::{check, describe};
+pub use check::check;
 
 use crate::access_log;
 use crate::config;
@@ -38,7 +38,7 @@ pub enum ShardCount {
 
 impl ShardCount {
     /// The number of shards to start on this machine.
-    pub fn resolve(self) -> usize {
+    pub(crate) fn resolve(self) -> usize {
         match self {
             ShardCount::Fixed(n) => n.max(1),
             ShardCount::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -87,13 +87,13 @@ pub struct RunOptions {
 }
 
 /// The admin endpoint's default address (Envoy's, which Istio users know).
-pub const DEFAULT_ADMIN: SocketAddr =
+pub(crate) const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
 /// How long a stop waits for in-flight requests by default.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What wakes the control thread.
-pub enum ControlEvent {
+pub(crate) enum ControlEvent {
     /// Re-read the configuration; `reply` hears the outcome (the admin endpoint).
     Reload {
         cause: String,
@@ -125,9 +125,9 @@ impl RunOptions {
 }
 
 /// A running gateway: its shards, what they serve, and what a reload needs.
-pub struct Gateway {
-    pub shards: Vec<ShardHandle>,
-    pub status: Arc<Status>,
+pub(crate) struct Gateway {
+    pub(crate) shards: Vec<ShardHandle>,
+    pub(crate) status: Arc<Status>,
     opts: RunOptions,
     /// Session-ticket keys by trust setting, kept across reloads so sessions resume
     /// on any shard and after a reload that did not change a server's trust.
@@ -207,7 +207,7 @@ impl Gateway {
     /// Re-reads the configuration, certificates and credentials and hands the new
     /// snapshot to every shard, which open and close listeners to match. On any error
     /// nothing changes: the old snapshot keeps serving. Returns the new generation.
-    pub fn reload(&mut self) -> anyhow::Result<u64> {
+    pub(crate) fn reload(&mut self) -> anyhow::Result<u64> {
         let config = Arc::new(config::load(&self.opts.config)?);
         let generation = self.publish(&config);
         self.failed = generation.is_err().then_some(config);
@@ -251,7 +251,7 @@ impl Gateway {
 
     /// The files and directories whose changes should trigger a reload: those of the
     /// configuration served, and of the last one that failed to build.
-    pub fn watched_paths(&self) -> Vec<PathBuf> {
+    pub(crate) fn watched_paths(&self) -> Vec<PathBuf> {
         let (_, config) = self.status.serving();
         let secrets = self.opts.secrets_dir.as_deref();
         let mut paths = watch::watched_paths(&config, &self.opts.config, secrets);
@@ -267,7 +267,7 @@ impl Gateway {
 
     /// Stops accepting everywhere, lets in-flight requests finish within the drain
     /// timeout, and waits for every shard to end.
-    pub fn drain(self) {
+    pub(crate) fn drain(self) {
         self.status.set_draining();
         for shard in &self.shards {
             shard.drain(self.opts.drain_timeout);

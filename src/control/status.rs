@@ -13,21 +13,21 @@ use crate::snapshot::Snapshot;
 
 /// The outcome of the most recent reload attempt.
 #[derive(Debug, Clone)]
-pub struct ReloadRecord {
-    pub at: SystemTime,
+pub(crate) struct ReloadRecord {
+    pub(crate) at: SystemTime,
     /// What asked for it: `SIGHUP`, `POST /reload`, `changed: /path`.
-    pub cause: String,
+    pub(crate) cause: String,
     /// `Ok(generation)` or the error, as logged.
-    pub outcome: Result<u64, String>,
+    pub(crate) outcome: Result<u64, String>,
 }
 
 /// Shared state of a running gateway.
-pub struct Status {
-    pub started: SystemTime,
+pub(crate) struct Status {
+    pub(crate) started: SystemTime,
     serving: Mutex<(Arc<Snapshot>, Arc<Config>)>,
-    pub shards: Vec<Arc<ShardStats>>,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
+    pub(crate) shards: Vec<Arc<ShardStats>>,
+    pub(crate) reloads_ok: AtomicU64,
+    pub(crate) reloads_failed: AtomicU64,
     last_reload: Mutex<Option<ReloadRecord>>,
     last_failure: Mutex<Option<ReloadRecord>>,
     /// False once the gateway is draining.
@@ -37,7 +37,7 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(
+    pub(crate) fn new(
         snapshot: Arc<Snapshot>,
         config: Arc<Config>,
         shards: Vec<Arc<ShardStats>>,
@@ -56,15 +56,15 @@ impl Status {
     }
 
     /// The snapshot and configuration being served now.
-    pub fn serving(&self) -> (Arc<Snapshot>, Arc<Config>) {
+    pub(crate) fn serving(&self) -> (Arc<Snapshot>, Arc<Config>) {
         lock(&self.serving).clone()
     }
 
-    pub fn set_serving(&self, snapshot: Arc<Snapshot>, config: Arc<Config>) {
+    pub(crate) fn set_serving(&self, snapshot: Arc<Snapshot>, config: Arc<Config>) {
         *lock(&self.serving) = (snapshot, config);
     }
 
-    pub fn record_reload(&self, record: ReloadRecord) {
+    pub(crate) fn record_reload(&self, record: ReloadRecord) {
         let counter = match record.outcome {
             Ok(_) => &self.reloads_ok,
             Err(_) => &self.reloads_failed,
@@ -76,30 +76,30 @@ impl Status {
         *lock(&self.last_reload) = Some(record);
     }
 
-    pub fn last_reload(&self) -> Option<ReloadRecord> {
+    pub(crate) fn last_reload(&self) -> Option<ReloadRecord> {
         lock(&self.last_reload).clone()
     }
 
-    pub fn last_failure(&self) -> Option<ReloadRecord> {
+    pub(crate) fn last_failure(&self) -> Option<ReloadRecord> {
         lock(&self.last_failure).clone()
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
 
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.ready.store(false, Ordering::Relaxed);
     }
 
     /// Marks the gateway as failed (not ready) for `reason`.
-    pub fn set_failed(&self, reason: String) {
+    pub(crate) fn set_failed(&self, reason: String) {
         *lock(&self.failed) = Some(reason);
         self.set_draining();
     }
 
     /// Why the gateway failed, once it has.
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         lock(&self.failed).clone()
     }
 }

@@ -59,20 +59,20 @@ use crate::config::{Config, Credential};
 
 /// Quiet time after the last filesystem event before the watched paths are compared
 /// again: long enough to let a burst of writes (or kubelet's several renames) finish.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// The longest a report waits while events keep arriving, so a file that is written
 /// continuously cannot postpone a reload forever.
-pub const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
+pub(crate) const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 
 /// How often the watched paths are compared when inotify cannot be used.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// [`Watcher::mode`] in polling mode; keep in step with [`POLL_INTERVAL`].
 const POLLING_MODE: &str = "polling every 2s";
 
 /// How long dropping a [`Watcher`] waits for its thread to finish before leaving it.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long the watcher thread sleeps when nothing is pending (it wakes earlier for
 /// any event or command); a bound, not a poll.
@@ -107,7 +107,7 @@ fn watch_mask() -> WatchMask {
 /// `credentialName` (with a secrets directory) the directories `DIR/NAME` and
 /// `DIR/NAME-cacert`, which may not exist yet. Each path appears once, in the order
 /// the configuration names it.
-pub fn watched_paths(
+pub(crate) fn watched_paths(
     config: &Config,
     config_path: &Path,
     secrets_dir: Option<&Path>,
@@ -136,7 +136,7 @@ pub fn watched_paths(
 }
 
 /// Reports changes to a set of paths on its own thread; see the module doc.
-pub struct Watcher {
+pub(crate) struct Watcher {
     commands: Sender<Command>,
     /// Set once the watcher has fallen back to polling (at start or later).
     polling: Arc<AtomicBool>,
@@ -159,6 +159,7 @@ enum Backend {
     /// inotify, falling back to polling every [`POLL_INTERVAL`] when it cannot be used.
     Inotify,
     /// Polling only, at this interval (tests use a short one).
+    #[cfg(test)]
     Polling(Duration),
 }
 
@@ -166,7 +167,7 @@ impl Watcher {
     /// Starts a thread that calls `on_change` once per burst of changes to `paths`
     /// (after [`DEBOUNCE`] of quiet) with a description such as
     /// `changed: /etc/certs/tls.crt`. Uses inotify when it can and polling otherwise.
-    pub fn spawn(
+    pub(crate) fn spawn(
         paths: Vec<PathBuf>,
         on_change: impl Fn(String) + Send + 'static,
     ) -> io::Result<Watcher> {
@@ -174,9 +175,9 @@ impl Watcher {
     }
 
     /// Like [`Watcher::spawn`], but compares every [`POLL_INTERVAL`] without trying
-    /// inotify: for files on a network filesystem (NFS, some FUSE mounts), where
-    /// watches are accepted but changes made by other machines raise no events.
-    pub fn spawn_polling(
+    /// inotify: what a host without inotify gets.
+    #[cfg(test)]
+    pub(crate) fn spawn_polling(
         paths: Vec<PathBuf>,
         on_change: impl Fn(String) + Send + 'static,
     ) -> io::Result<Watcher> {
@@ -186,14 +187,14 @@ impl Watcher {
     /// Replaces the watched set (after a reload the configuration may name other
     /// files). Paths in both sets keep the state last reported, so a change that
     /// happened during the reload is still reported.
-    pub fn set_paths(&self, paths: Vec<PathBuf>) {
+    pub(crate) fn set_paths(&self, paths: Vec<PathBuf>) {
         // A send fails only when the thread has stopped; there is nothing to update.
         let _ = self.commands.send(Command::SetPaths(paths));
     }
 
     /// How changes are noticed, for the start-up log: `inotify` or
     /// `polling every 2s`.
-    pub fn mode(&self) -> &'static str {
+    pub(crate) fn mode(&self) -> &'static str {
         if self.polling.load(Ordering::Relaxed) {
             POLLING_MODE
         } else {
@@ -211,6 +212,7 @@ impl Watcher {
         let polling = Arc::new(AtomicBool::new(false));
         // Started here, so that `mode()` is right as soon as `spawn` returns.
         let source = match backend {
+            #[cfg(test)]
             Backend::Polling(interval) => {
                 polling.store(true, Ordering::Relaxed);
                 Source::polling(interval)

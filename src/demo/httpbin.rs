@@ -35,28 +35,28 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 /// Largest request head (request line and headers) accepted; past it: 431.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most request headers accepted; past it: 431.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Largest request body accepted (either framing); past it: 413.
-pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Longest chunk-size line (size and extensions); past it: 400.
-pub const MAX_CHUNK_LINE_BYTES: usize = 1024;
+pub(crate) const MAX_CHUNK_LINE_BYTES: usize = 1024;
 /// Most bytes of trailer fields after the last chunk; past it: 431.
-pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TRAILER_BYTES: usize = 16 * 1024;
 /// Largest N of `/bytes/N` and `/stream-bytes/N`; past it: 400.
-pub const MAX_GENERATED_BYTES: u64 = 100 * 1024 * 1024;
+pub(crate) const MAX_GENERATED_BYTES: u64 = 100 * 1024 * 1024;
 /// Longest sleep of `/delay/N`.
-pub const MAX_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);
 /// Largest N of `/redirect/N`.
-pub const MAX_REDIRECTS: u32 = 100;
+pub(crate) const MAX_REDIRECTS: u32 = 100;
 /// Default and largest `chunk_size` of `/stream-bytes/N`.
-pub const DEFAULT_STREAM_CHUNK: usize = 10 * 1024;
-pub const MAX_STREAM_CHUNK: usize = 1024 * 1024;
+pub(crate) const DEFAULT_STREAM_CHUNK: usize = 10 * 1024;
+pub(crate) const MAX_STREAM_CHUNK: usize = 1024 * 1024;
 /// A connection idle (or stalled mid-request) this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once; more are closed as soon as they are accepted.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
 
 const READ_CHUNK: usize = 16 * 1024;
 const WRITE_CHUNK: usize = 64 * 1024;

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 /// The host the demo's `httpbin` VirtualService serves (HTTP and HTTPS).
-pub const HTTPBIN_HOST: &str = "httpbin.example.com";
+pub(crate) const HTTPBIN_HOST: &str = "httpbin.example.com";
 /// The second HTTPS host, with its own certificate on the same port.
-pub const BOOKINFO_HOST: &str = "bookinfo.com";
+pub(crate) const BOOKINFO_HOST: &str = "bookinfo.com";
 /// The ServiceEntry host and port the VirtualServices route to.
-pub const UPSTREAM_SERVICE: &str = "httpbin";
-pub const UPSTREAM_SERVICE_PORT: u16 = 8000;
+pub(crate) const UPSTREAM_SERVICE: &str = "httpbin";
+pub(crate) const UPSTREAM_SERVICE_PORT: u16 = 8000;
 
 /// What `ringress demo` was asked for.
 #[derive(Debug, Clone)]
@@ -54,18 +54,18 @@ impl Default for DemoOptions {
 /// A prepared demo: certificates written, upstream running, configuration written.
 /// Dropping it stops the upstream.
 #[derive(Debug)]
-pub struct Demo {
-    pub pki: pki::Pki,
-    pub upstream: httpbin::Httpbin,
+pub(crate) struct Demo {
+    pub(crate) pki: pki::Pki,
+    pub(crate) upstream: httpbin::Httpbin,
     /// `DIR/gateway.yaml`.
-    pub config: PathBuf,
-    pub http_port: u16,
-    pub https_port: u16,
+    pub(crate) config: PathBuf,
+    pub(crate) http_port: u16,
+    pub(crate) https_port: u16,
 }
 
 impl Demo {
     /// What `ringress demo` prints before the gateway starts.
-    pub fn banner(&self) -> String {
+    pub(crate) fn banner(&self) -> String {
         banner(
             &self.pki,
             &self.config,
@@ -79,7 +79,7 @@ impl Demo {
 /// Generates the PKI (hosts [`HTTPBIN_HOST`], [`BOOKINFO_HOST`]) into the directory
 /// (made absolute, so the paths in `gateway.yaml` and the banner work from anywhere),
 /// starts the upstream on 127.0.0.1 and writes `DIR/gateway.yaml`.
-pub fn prepare(opts: &DemoOptions) -> anyhow::Result<Demo> {
+pub(crate) fn prepare(opts: &DemoOptions) -> anyhow::Result<Demo> {
     if opts.http_port == 0 || opts.https_port == 0 {
         anyhow::bail!(
             "demo ports must be fixed numbers (http port {}, https port {})",
@@ -129,7 +129,7 @@ pub fn run(opts: DemoOptions) -> anyhow::Result<()> {
 /// The demo's configuration: one Gateway, two VirtualServices and a ServiceEntry, in
 /// Istio's own format, with certificate paths into the PKI's directory and the
 /// ServiceEntry pointing at `upstream`.
-pub fn gateway_yaml(
+pub(crate) fn gateway_yaml(
     pki: &pki::Pki,
     upstream: SocketAddr,
     http_port: u16,
@@ -242,7 +242,7 @@ fn push_virtual_service(y: &mut String, name: &str, host: &str, prefixes: &[&str
 
 /// What `ringress demo` prints before the gateway starts: where the files are and curl
 /// commands to paste.
-pub fn banner(
+pub(crate) fn banner(
     pki: &pki::Pki,
     config: &Path,
     upstream: SocketAddr,

@@ -34,20 +34,21 @@ use rcgen::{
     KeyUsagePurpose, RsaKeySize, SanType, SerialNumber,
 };
 
+#[cfg(test)]
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// How long a leaf (server or client) certificate is valid.
-pub const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+pub(crate) const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// How long the root, intermediate and other CA certificates are valid.
-pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+pub(crate) const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Certificates start being valid this long before "now", so a peer whose clock is a
 /// little behind still accepts them.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(60 * 60);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(60 * 60);
 /// The identity (CN and DNS SAN) of `client.crt` and `other-client.crt`.
 pub const CLIENT_NAME: &str = "client.example.com";
 /// Longest host name accepted (the DNS limit).
-pub const MAX_HOST_LEN: usize = 253;
+pub(crate) const MAX_HOST_LEN: usize = 253;
 /// File-name prefix that replaces `*.` in a wildcard host's file names.
-pub const WILDCARD_FILE_PREFIX: &str = "_wildcard.";
+pub(crate) const WILDCARD_FILE_PREFIX: &str = "_wildcard.";
 
 const ORGANIZATION: &str = "ringress demo";
 const KEY_MODE: u32 = 0o600;
@@ -81,7 +82,7 @@ pub enum PkiError {
 
 /// The key type of an issued leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KeyAlgorithm {
+pub(crate) enum KeyAlgorithm {
     #[default]
     EcdsaP256,
     Rsa2048,
@@ -89,19 +90,21 @@ pub enum KeyAlgorithm {
 
 /// The validity window of an issued leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Validity {
+pub(crate) enum Validity {
     /// From now (minus [`CLOCK_SKEW`]) for [`LEAF_VALIDITY`].
     #[default]
     Current,
     /// Ended yesterday (started 30 days before).
+    #[cfg(test)]
     Expired,
     /// Starts in 30 days.
+    #[cfg(test)]
     NotYetValid,
 }
 
 /// What an issued leaf may be used for (its extended key usage).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Usage {
+pub(crate) enum Usage {
     #[default]
     Server,
     Client,
@@ -109,7 +112,7 @@ pub enum Usage {
 
 /// Which CA signs an issued leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Signer {
+pub(crate) enum Signer {
     /// The intermediate; the `.crt` file holds the leaf then the intermediate.
     #[default]
     Intermediate,
@@ -121,14 +124,14 @@ pub enum Signer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafSpec {
     /// File stem: the leaf is written as `DIR/<name>.crt` and `DIR/<name>.key`.
-    pub name: String,
+    pub(crate) name: String,
     /// Subject alternative names (DNS names, `*.suffix`, or IP addresses); the first is
     /// also the common name.
-    pub sans: Vec<String>,
-    pub key: KeyAlgorithm,
-    pub validity: Validity,
-    pub usage: Usage,
-    pub signer: Signer,
+    pub(crate) sans: Vec<String>,
+    pub(crate) key: KeyAlgorithm,
+    pub(crate) validity: Validity,
+    pub(crate) usage: Usage,
+    pub(crate) signer: Signer,
 }
 
 impl LeafSpec {
@@ -170,15 +173,15 @@ pub struct Pki {
     pub dir: PathBuf,
     pub root_cert: PathBuf,
     pub root_key: PathBuf,
-    pub intermediate_cert: PathBuf,
+    pub(crate) intermediate_cert: PathBuf,
     pub intermediate_key: PathBuf,
     /// Intermediate then root.
     pub ca_chain: PathBuf,
     /// An unrelated root CA: clients and servers of the main PKI do not trust it.
     pub other_ca_cert: PathBuf,
-    pub other_ca_key: PathBuf,
+    pub(crate) other_ca_key: PathBuf,
     /// The hosts passed to [`generate`], as given.
-    pub hosts: Vec<String>,
+    pub(crate) hosts: Vec<String>,
     intermediate: Issuer<'static, KeyPair>,
     intermediate_pem: String,
     other_ca: Issuer<'static, KeyPair>,
@@ -264,7 +267,7 @@ impl Pki {
 
 /// The file stem of a host's certificate: the host lower-cased, `*.` replaced by
 /// [`WILDCARD_FILE_PREFIX`].
-pub fn file_stem(host: &str) -> String {
+pub(crate) fn file_stem(host: &str) -> String {
     let host = host.to_ascii_lowercase();
     match host.strip_prefix("*.") {
         Some(rest) => format!("{WILDCARD_FILE_PREFIX}{rest}"),
@@ -419,7 +422,9 @@ fn set_validity(
     let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
     let (not_before, not_after) = match validity {
         Validity::Current => (now - CLOCK_SKEW, now - CLOCK_SKEW + length),
+        #[cfg(test)]
         Validity::Expired => (now - 30 * DAY, now - DAY),
+        #[cfg(test)]
         Validity::NotYetValid => (now + 30 * DAY, now + 30 * DAY + length),
     };
     params.not_before = not_before;

@@ -159,7 +159,7 @@ impl BodyFramer {
     /// body taken, in order: the same bytes for a length-delimited body, the
     /// re-serialised body for a chunked one (see the module doc). Consecutive input
     /// bytes come as one slice.
-    pub fn forward(
+    pub(crate) fn forward(
         &mut self,
         data: &[u8],
         emit: &mut impl FnMut(&[u8]),
@@ -170,18 +170,23 @@ impl BodyFramer {
     /// Like [`advance`](Self::advance), and also appends the body's payload (chunk data
     /// without sizes, extensions or trailers) to `payload`. Used when an upstream's
     /// chunked response goes to an HTTP/1.0 client, which cannot read chunked framing.
-    pub fn payload(&mut self, data: &[u8], payload: &mut Vec<u8>) -> Result<usize, HttpError> {
+    pub(crate) fn payload(
+        &mut self,
+        data: &[u8],
+        payload: &mut Vec<u8>,
+    ) -> Result<usize, HttpError> {
         self.advance_with(data, Output::Payload, &mut |p| payload.extend_from_slice(p))
     }
 
     /// Whether the body has ended (never for [`BodyKind::UntilClose`]).
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
 
     /// Called when the connection ends: fine if the body was complete or runs until
     /// close, [`HttpError::IncompleteBody`] otherwise.
-    pub fn finish(&self) -> Result<(), HttpError> {
+    #[cfg(test)]
+    pub(crate) fn finish(&self) -> Result<(), HttpError> {
         match &self.state {
             State::Done | State::UntilClose => Ok(()),
             State::Failed(e) => Err(e.clone()),

@@ -100,7 +100,7 @@ pub enum HttpError {
 impl HttpError {
     /// The status code a client gets when its request fails this way. (An upstream
     /// response failing to parse is the proxy's 502, whatever this says.)
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Self::HeadTooLarge | Self::TooManyHeaders => 431,
             Self::UnsupportedVersion => 505,

@@ -8,10 +8,10 @@ use super::rewrite::push_u64;
 
 /// The interim response sent when a client waiting with `Expect: 100-continue` may send
 /// its body.
-pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+pub(crate) const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The standard reason phrase of a status code (`""` for unknown codes).
-pub fn reason_phrase(status: u16) -> &'static str {
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",
@@ -83,7 +83,7 @@ fn end_head(body_len: usize, close: bool, out: &mut Vec<u8>) {
 }
 
 /// An error response with a one-line text body naming the status (`404 Not Found\n`).
-pub fn error_response(status: u16, close: bool, out: &mut Vec<u8>) {
+pub(crate) fn error_response(status: u16, close: bool, out: &mut Vec<u8>) {
     let reason = reason_phrase(status);
     // "NNN " + reason + "\n"
     let body_len = 4 + reason.len() + 1;
@@ -98,7 +98,7 @@ pub fn error_response(status: u16, close: bool, out: &mut Vec<u8>) {
 
 /// A redirect (301, 302, 307, 308...) to `location`, with an empty body. Bytes that
 /// cannot appear in a header value (CR, LF, other controls) are dropped from `location`.
-pub fn redirect_response(status: u16, location: &str, close: bool, out: &mut Vec<u8>) {
+pub(crate) fn redirect_response(status: u16, location: &str, close: bool, out: &mut Vec<u8>) {
     status_line(status, out);
     out.extend_from_slice(b"location: ");
     out.extend(
@@ -112,7 +112,7 @@ pub fn redirect_response(status: u16, location: &str, close: bool, out: &mut Vec
 
 /// A route's direct response: `status` with `body` (sent as `text/plain` when not
 /// empty).
-pub fn direct_response(status: u16, body: &[u8], close: bool, out: &mut Vec<u8>) {
+pub(crate) fn direct_response(status: u16, body: &[u8], close: bool, out: &mut Vec<u8>) {
     status_line(status, out);
     if !body.is_empty() {
         out.extend_from_slice(b"content-type: text/plain\r\n");
@@ -123,7 +123,7 @@ pub fn direct_response(status: u16, body: &[u8], close: bool, out: &mut Vec<u8>)
 
 /// A new random request id in UUID version 4 form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`),
 /// for `x-request-id` when a client sent none.
-pub fn new_request_id() -> RequestId {
+pub(crate) fn new_request_id() -> RequestId {
     let mut bits = fastrand::u128(..);
     // Version 4 and the RFC 9562 variant.
     bits = (bits & !(0xf << 76)) | (0x4 << 76);
@@ -141,14 +141,14 @@ pub fn new_request_id() -> RequestId {
 
 /// A request id in UUID text form, kept on the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId([u8; 36]);
+pub(crate) struct RequestId([u8; 36]);
 
 impl RequestId {
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         // Hex digits and dashes only, so always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }

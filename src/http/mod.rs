@@ -37,7 +37,7 @@ mod body;
 mod error;
 mod fields;
 mod generated;
-pub mod limits;
+pub(crate) mod limits;
 mod path;
 mod request;
 mod response;
@@ -45,7 +45,7 @@ mod rewrite;
 
 pub use body::{BodyFramer, BodyKind};
 pub use error::HttpError;
-pub use generated::{
+pub(crate) use generated::{
     CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
     redirect_response,
 };

@@ -214,28 +214,24 @@ impl RequestHead {
 
     /// Bytes of the head, request line to the empty line included; the body starts
     /// this far into the buffer given to the parser.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.raw.bytes.len()
     }
 
-    /// Always false for a parsed head (a head has at least a request line).
-    pub fn is_empty(&self) -> bool {
-        self.raw.bytes.is_empty()
-    }
-
     /// The head bytes as received.
-    pub fn as_bytes(&self) -> &[u8] {
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.raw.bytes
     }
 
-    pub fn method(&self) -> &str {
+    pub(crate) fn method(&self) -> &str {
         self.method.str(&self.raw.bytes)
     }
 
     /// The path and query, as in the request line (not decoded or normalised). For an
     /// absolute-form target (`http://host/p?q`) this is its origin-form part (`/p?q`,
     /// or `/` when empty); for `OPTIONS *` it is `*`.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         match self.path.str(&self.raw.bytes) {
             "" => "/",
             p => p,
@@ -243,34 +239,36 @@ impl RequestHead {
     }
 
     /// The request target exactly as sent.
-    pub fn target(&self) -> &str {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn target(&self) -> &str {
         self.target.str(&self.raw.bytes)
     }
 
     /// The authority of an absolute-form target, as sent (with its port).
-    pub fn target_authority(&self) -> Option<&str> {
+    pub(crate) fn target_authority(&self) -> Option<&str> {
         self.target_authority.map(|s| s.str(&self.raw.bytes))
     }
 
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub fn version_minor(&self) -> u8 {
+    pub(crate) fn version_minor(&self) -> u8 {
         self.version_minor
     }
 
     /// The first header called `name` (ASCII case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.raw.header(name)
     }
 
     /// Every header line in order, names as sent.
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.raw.iter()
     }
 
     /// The host the request is for (absolute-form authority, else Host), lower-cased,
     /// without port; IPv6 literals keep their brackets. `None` for an HTTP/1.0 request
     /// without Host or an empty Host.
-    pub fn host(&self) -> Option<&str> {
+    pub(crate) fn host(&self) -> Option<&str> {
         match self.host {
             Host::Absent => None,
             Host::InHead(span) => Some(span.str(&self.raw.bytes)),
@@ -279,20 +277,20 @@ impl RequestHead {
     }
 
     /// How the request body is framed.
-    pub fn body(&self) -> BodyKind {
+    pub(crate) fn body(&self) -> BodyKind {
         self.body
     }
 
     /// Whether the client wants the connection kept open after the response: HTTP/1.1
     /// unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
-    pub fn keep_alive(&self) -> bool {
+    pub(crate) fn keep_alive(&self) -> bool {
         self.keep_alive
     }
 
     /// `Expect: 100-continue` on an HTTP/1.1 request with a body: the client waits for
     /// [`CONTINUE_100`](super::CONTINUE_100) before sending it. (The proxy sends it when
     /// it starts reading the body; the header is not forwarded upstream.)
-    pub fn expects_continue(&self) -> bool {
+    pub(crate) fn expects_continue(&self) -> bool {
         self.expects_continue
     }
 
@@ -301,7 +299,7 @@ impl RequestHead {
     }
 
     /// The values of every `x-forwarded-for` header, in order.
-    pub fn forwarded_for(&self) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn forwarded_for(&self) -> impl Iterator<Item = &[u8]> {
         self.raw.values_of(super::fields::Name::XForwardedFor)
     }
 }

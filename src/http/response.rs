@@ -79,63 +79,55 @@ pub fn parse_response_into(
 
 impl ResponseHead {
     /// Bytes of the head; the body starts this far into the parsed buffer.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.raw.bytes.len()
     }
 
-    /// Always false for a parsed head.
-    pub fn is_empty(&self) -> bool {
-        self.raw.bytes.is_empty()
-    }
-
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         self.status
     }
 
     /// The reason phrase as sent (may be empty).
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         self.reason.str(&self.raw.bytes)
     }
 
-    pub fn version_minor(&self) -> u8 {
-        self.version_minor
-    }
-
     /// The first header called `name` (ASCII case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.raw.header(name)
     }
 
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.raw.iter()
     }
 
     /// How the body is framed: `None` for HEAD requests, 1xx, 204 and 304; `UntilClose`
     /// without Content-Length or chunked.
-    pub fn body(&self) -> BodyKind {
+    pub(crate) fn body(&self) -> BodyKind {
         self.body
     }
 
     /// Whether the upstream connection can be reused after this response.
-    pub fn keep_alive(&self) -> bool {
+    pub(crate) fn keep_alive(&self) -> bool {
         self.keep_alive
     }
 
     /// A 1xx response (100 Continue, 103 Early Hints): the real response follows.
-    pub fn is_informational(&self) -> bool {
+    pub(crate) fn is_informational(&self) -> bool {
         (100..200).contains(&self.status)
     }
 
     /// Whether the body must be de-chunked for this client: an HTTP/1.0 client cannot
     /// read chunked framing, so the proxy forwards only the payload
     /// ([`BodyFramer::payload`](super::BodyFramer::payload)) and closes.
-    pub fn dechunk_for(&self, client_minor: u8) -> bool {
+    pub(crate) fn dechunk_for(&self, client_minor: u8) -> bool {
         client_minor == 0 && self.body == BodyKind::Chunked
     }
 
     /// Whether the client connection must close after this response whatever the client
     /// asked: the body ends only at close, or is de-chunked for an HTTP/1.0 client.
-    pub fn client_must_close(&self, client_minor: u8) -> bool {
+    pub(crate) fn client_must_close(&self, client_minor: u8) -> bool {
         self.body == BodyKind::UntilClose || self.dechunk_for(client_minor)
     }
 

@@ -63,7 +63,7 @@ const MAX_IDLE_STEPS: usize = 64;
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
+pub(crate) enum HandshakeError {
     /// Closed before its first byte: a TCP health check, most likely.
     #[error("client closed the connection without sending anything")]
     Silent,
@@ -81,7 +81,7 @@ pub enum HandshakeError {
 
 /// How a client connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
+pub(crate) enum Ending {
     /// A TLS close_notify (unless the last response carried it) and a FIN: every
     /// response sent was whole.
     Clean,
@@ -97,13 +97,13 @@ pub enum Ending {
 }
 
 /// A client connection, plain or TLS.
-pub enum Downstream {
+pub(crate) enum Downstream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
 }
 
 /// A TLS connection over a ring socket.
-pub struct TlsStream {
+pub(crate) struct TlsStream {
     tcp: TcpStream,
     session: Session,
     wire: Wire,
@@ -258,7 +258,7 @@ impl Downstream {
     /// request is read.
     /// `own_records`: move the established TLS 1.3 connection to ringress's record
     /// layer ([`Records`]); otherwise rustls protects its records throughout.
-    pub async fn accept_tls(
+    pub(crate) async fn accept_tls(
         tcp: TcpStream,
         listener: &ListenerSpec,
         selector: &SniSelector,
@@ -345,7 +345,7 @@ impl Downstream {
     }
 
     /// Appends plaintext from the client to `buf`; `Ok(0)` means the client is done.
-    pub async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+    pub(crate) async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
         match self {
             Downstream::Plain(tcp) => {
                 let data = tcp.recv().await?;
@@ -381,7 +381,7 @@ impl Downstream {
     /// once into its send buffer, straight from `data` (a receive buffer of the
     /// upstream connection); others append them to `staged`, the buffer `write_all`
     /// is then given ([`Downstream::waiting`] tells how much waits).
-    pub fn stage(&mut self, data: &[u8], staged: &mut Vec<u8>) -> io::Result<()> {
+    pub(crate) fn stage(&mut self, data: &[u8], staged: &mut Vec<u8>) -> io::Result<()> {
         match self {
             Downstream::Tls(tls) if matches!(tls.session, Session::Records(_)) => {
                 if !staged.is_empty() {
@@ -400,7 +400,7 @@ impl Downstream {
 
     /// The bytes [`Downstream::stage`] has made wait to be sent, `staged` being the
     /// buffer it was given.
-    pub fn waiting(&self, staged: &[u8]) -> usize {
+    pub(crate) fn waiting(&self, staged: &[u8]) -> usize {
         match self {
             Downstream::Tls(tls) if matches!(tls.session, Session::Records(_)) => tls.wire.out.len,
             _ => staged.len(),
@@ -409,7 +409,7 @@ impl Downstream {
 
     /// Gives the connection's TLS buffers back to the shard's pool (between requests;
     /// received bytes not yet processed are kept).
-    pub fn release_buffers(&mut self) {
+    pub(crate) fn release_buffers(&mut self) {
         if let Downstream::Tls(tls) = self {
             tls.wire.out.release();
             if tls.wire.incoming.is_empty() {
@@ -421,7 +421,7 @@ impl Downstream {
     /// Ends the connection as `ending` says: politely with a TLS close_notify (unless
     /// the last `write_all` sent it) and the write side shut, then lingering if asked;
     /// or with a reset.
-    pub async fn close(&mut self, ending: Ending) {
+    pub(crate) async fn close(&mut self, ending: Ending) {
         let tcp = match self {
             Downstream::Plain(tcp) => tcp,
             Downstream::Tls(tls) => {
@@ -445,7 +445,7 @@ impl Downstream {
 
     /// The client's verified certificate in `x-forwarded-client-cert` form, when the
     /// connection is mutual TLS and the client presented one.
-    pub fn client_identity(&mut self) -> Option<&str> {
+    pub(crate) fn client_identity(&mut self) -> Option<&str> {
         match self {
             Downstream::Plain(_) => None,
             Downstream::Tls(tls) => {
@@ -459,13 +459,13 @@ impl Downstream {
 
     /// Whether the handshake's SNI was `host` (a request for the very name its
     /// connection was made for).
-    pub fn is_server_name(&self, host: &str) -> bool {
+    pub(crate) fn is_server_name(&self, host: &str) -> bool {
         matches!(self, Downstream::Tls(tls)
             if tls.server_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(host)))
     }
 
     /// The socket's local address.
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Downstream::Plain(tcp) => tcp.local_addr().ok(),
             Downstream::Tls(tls) => tls.tcp.local_addr().ok(),
@@ -473,7 +473,7 @@ impl Downstream {
     }
 
     /// What rustls failed with, if it did (a failed handshake's reason).
-    pub fn rustls_error(&self) -> Option<&rustls::Error> {
+    pub(crate) fn rustls_error(&self) -> Option<&rustls::Error> {
         match self {
             Downstream::Tls(tls) => tls.rustls_error.as_ref(),
             Downstream::Plain(_) => None,
@@ -481,7 +481,7 @@ impl Downstream {
     }
 
     /// The name the ClientHello asked for (SNI).
-    pub fn server_name(&self) -> Option<&str> {
+    pub(crate) fn server_name(&self) -> Option<&str> {
         match self {
             Downstream::Tls(tls) => tls.server_name.as_deref(),
             Downstream::Plain(_) => None,
@@ -489,7 +489,7 @@ impl Downstream {
     }
 
     /// The TLS settings of the server the handshake chose (`None` for plain TCP).
-    pub fn server_settings(&self) -> Option<&ServerTls> {
+    pub(crate) fn server_settings(&self) -> Option<&ServerTls> {
         match self {
             Downstream::Plain(_) => None,
             Downstream::Tls(tls) => tls.settings.as_deref(),
@@ -498,7 +498,7 @@ impl Downstream {
 
     /// The negotiated TLS version once the handshake completed; `None` for plain TCP
     /// or a handshake still going on.
-    pub fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
+    pub(crate) fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
         let Downstream::Tls(tls) = self else {
             return None;
         };
@@ -510,7 +510,7 @@ impl Downstream {
     }
 
     /// Whether a TLS handshake has started and not completed (or failed).
-    pub fn is_handshaking(&self) -> bool {
+    pub(crate) fn is_handshaking(&self) -> bool {
         let Downstream::Tls(tls) = self else {
             return false;
         };
@@ -522,7 +522,7 @@ impl Downstream {
     }
 
     /// `https` or `http`, for `x-forwarded-proto` and route `scheme` matches.
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         match self {
             Downstream::Plain(_) => "http",
             Downstream::Tls(_) => "https",

@@ -14,13 +14,13 @@ use crate::upstream::ConnectError;
 
 /// Which party a failure belongs to, for logs and counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Downstream,
     Upstream,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     #[error("client connection: {0}")]
     Client(io::Error),
     #[error("client closed the connection mid-request")]
@@ -48,7 +48,7 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    pub fn side(&self) -> Side {
+    pub(crate) fn side(&self) -> Side {
         match self {
             ProxyError::Client(_)
             | ProxyError::ClientClosed
@@ -62,7 +62,7 @@ impl ProxyError {
     /// cut short (it must not look complete: the upstream failed, or the client
     /// stopped reading it), lingering after an error response or a TLS alert (the
     /// client may have sent more than was read), plainly when the client is gone.
-    pub fn ending(&self) -> Ending {
+    pub(crate) fn ending(&self) -> Ending {
         match self {
             ProxyError::ResponseAborted { .. } => Ending::Abort,
             ProxyError::Client(e) if e.kind() == io::ErrorKind::TimedOut => Ending::Abort,
@@ -74,7 +74,7 @@ impl ProxyError {
 
     /// Envoy's response flag and response code details for this failure, as the
     /// access log prints them (`%RESPONSE_FLAGS%`, `%RESPONSE_CODE_DETAILS%`).
-    pub fn log_reason(&self) -> (&'static str, &'static str) {
+    pub(crate) fn log_reason(&self) -> (&'static str, &'static str) {
         use crate::upstream::ConnectError;
         match self {
             ProxyError::Client(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -120,7 +120,7 @@ impl ProxyError {
     /// The status to answer with, or `None` when the only thing left to do is to
     /// close the client connection (the client is gone, or a response has begun and
     /// must not be presented as complete).
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             ProxyError::Client(_) | ProxyError::ClientClosed => None,
             ProxyError::ResponseAborted { .. } => None,

@@ -2,7 +2,7 @@
 //! per client address (`--max-connections-per-client`). A connection over a cap is
 //! reset at once (the client sees ECONNRESET, never a half-served request), counted
 //! in `ringress_connections_refused_total` by reason, and logged at most once a
-//! second per shard ([`LogLimit`]). An admitted connection holds its place for as
+//! second per shard ([`LogLimit`](super::LogLimit)). An admitted connection holds its place for as
 //! long as its task lives ([`Admitted`]), also when the task ends by a panic.
 
 use std::cell::RefCell;
@@ -14,7 +14,7 @@ use super::{ShardContext, ShardStats};
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The shard has `--max-connections` open.
     ShardFull,
     /// The client address has `--max-connections-per-client` open on this shard.
@@ -23,7 +23,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Refusal::ShardFull => "shard_limit",
             Refusal::ClientFull => "client_limit",
@@ -34,18 +34,18 @@ impl Refusal {
 /// Open connections per client address, when they are capped. Keys come from the
 /// network, so the map keeps std's keyed hash.
 #[derive(Debug, Default)]
-pub struct Clients(RefCell<HashMap<IpAddr, u32>>);
+pub(crate) struct Clients(RefCell<HashMap<IpAddr, u32>>);
 
 /// An admitted connection's place; given back when dropped. Every connection task
 /// keeps one for its whole life, so it is small: the client address is boxed, and
 /// only kept when addresses are capped.
-pub struct Admitted {
+pub(crate) struct Admitted {
     ctx: Rc<ShardContext>,
     client: Option<Box<IpAddr>>,
 }
 
 impl Admitted {
-    pub fn ctx(&self) -> &Rc<ShardContext> {
+    pub(crate) fn ctx(&self) -> &Rc<ShardContext> {
         &self.ctx
     }
 }
@@ -67,7 +67,7 @@ impl Drop for Admitted {
 
 impl ShardContext {
     /// Admits a connection from `ip` within the caps, or says which one it is over.
-    pub fn admit(self: &Rc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
+    pub(crate) fn admit(self: &Rc<Self>, ip: IpAddr) -> Result<Admitted, Refusal> {
         let limits = self.settings.limits;
         let active = ShardStats::get(&self.stats.active_connections);
         if usize::try_from(active).unwrap_or(usize::MAX) >= limits.max_connections {

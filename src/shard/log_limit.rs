@@ -13,7 +13,7 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// The rate limit of one kind of event on one shard: `per_second` lines in each
 /// window of a second.
 #[derive(Debug)]
-pub struct LogLimit {
+pub(crate) struct LogLimit {
     per_second: u32,
     window_start: Cell<Option<Instant>>,
     logged: Cell<u32>,
@@ -21,7 +21,7 @@ pub struct LogLimit {
 }
 
 impl LogLimit {
-    pub fn new(per_second: u32) -> LogLimit {
+    pub(crate) fn new(per_second: u32) -> LogLimit {
         LogLimit {
             per_second,
             window_start: Cell::new(None),
@@ -32,7 +32,7 @@ impl LogLimit {
 
     /// Whether to log this event: `Some(n)` with the `n` events left out since the
     /// last one logged, `None` to leave this one out.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = uring::now();
         if self
             .window_start

@@ -19,10 +19,10 @@
 //! an error, so that systemd or Kubernetes restart it instead of leaving a port whose
 //! listeners are gone.
 
-pub mod admission;
-pub mod log_limit;
-pub mod stats;
-pub mod stop;
+pub(crate) mod admission;
+pub(crate) mod log_limit;
+pub(crate) mod stats;
+pub(crate) mod stop;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-pub use admission::Admitted;
-pub use log_limit::LogLimit;
-pub use stats::{ShardStats, StatusCounters};
-pub use stop::StopSignal;
+pub(crate) use admission::Admitted;
+pub(crate) use log_limit::LogLimit;
+pub(crate) use stats::{ShardStats, StatusCounters};
+pub(crate) use stop::StopSignal;
 
 use crate::access_log::{LogHandle, Record, ShardLog};
 use crate::proxy::Settings;
@@ -47,33 +47,33 @@ use crate::upstream::{Balancer, ClusterId, Pool};
 use crate::uring::{self, ListenOptions, Listener, NotifyHandle, RingOptions, Runtime};
 
 /// What a shard thread needs to start.
-pub struct ShardOptions {
-    pub id: usize,
+pub(crate) struct ShardOptions {
+    pub(crate) id: usize,
     /// Shards of the gateway (per-cluster connection caps are shared out by it).
-    pub shards: usize,
+    pub(crate) shards: usize,
     /// The CPU to pin to; `None` leaves the thread unpinned.
-    pub cpu: Option<core_affinity::CoreId>,
+    pub(crate) cpu: Option<core_affinity::CoreId>,
     /// Attach the reuseport CPU-steering program (done by shard 0 once the group exists).
-    pub steer_by_cpu: bool,
-    pub settings: Settings,
+    pub(crate) steer_by_cpu: bool,
+    pub(crate) settings: Settings,
     /// Hears the shard thread end without having been told to drain.
-    pub on_down: OnDown,
+    pub(crate) on_down: OnDown,
     /// The access log writer, when the log is on.
-    pub access_log: Option<LogHandle>,
+    pub(crate) access_log: Option<LogHandle>,
 }
 
 /// A shard thread that ended without a drain, and why.
 #[derive(Debug, Clone)]
-pub struct ShardDown {
-    pub id: usize,
-    pub reason: String,
+pub(crate) struct ShardDown {
+    pub(crate) id: usize,
+    pub(crate) reason: String,
 }
 
 /// Called on a shard's own thread when it ends without a drain.
-pub type OnDown = Arc<dyn Fn(ShardDown) + Send + Sync>;
+pub(crate) type OnDown = Arc<dyn Fn(ShardDown) + Send + Sync>;
 
 /// What the control thread tells a shard.
-pub enum ShardMessage {
+pub(crate) enum ShardMessage {
     /// Serve this snapshot from now on (open or close listeners to match it).
     Snapshot(Arc<Snapshot>),
     /// Stop accepting, let open connections finish within this time, then end.
@@ -81,9 +81,9 @@ pub enum ShardMessage {
 }
 
 /// The control thread's handle on a running shard.
-pub struct ShardHandle {
-    pub id: usize,
-    pub stats: Arc<ShardStats>,
+pub(crate) struct ShardHandle {
+    pub(crate) id: usize,
+    pub(crate) stats: Arc<ShardStats>,
     mailbox: Sender<ShardMessage>,
     wake: NotifyHandle,
     thread: Option<thread::JoinHandle<()>>,
@@ -92,18 +92,13 @@ pub struct ShardHandle {
 impl ShardHandle {
     /// Hands the shard a new snapshot; new connections and the next request of open
     /// ones use it. `false` when the shard thread is gone.
-    pub fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
+    pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
         self.send(ShardMessage::Snapshot(snapshot))
     }
 
     /// Asks the shard to drain and end.
-    pub fn drain(&self, within: Duration) {
+    pub(crate) fn drain(&self, within: Duration) {
         self.send(ShardMessage::Drain(within));
-    }
-
-    /// Whether the shard thread is still running.
-    pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     fn send(&self, message: ShardMessage) -> bool {
@@ -115,7 +110,7 @@ impl ShardHandle {
     }
 
     /// Waits for the shard thread to end.
-    pub fn join(mut self) {
+    pub(crate) fn join(mut self) {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -124,13 +119,16 @@ impl ShardHandle {
 
 /// Why a shard could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ShardError {
+pub(crate) enum ShardError {
     #[error("shard {id}: {message}")]
     Start { id: usize, message: String },
 }
 
 /// Starts one shard and waits until its listeners are bound.
-pub fn spawn(opts: ShardOptions, snapshot: Arc<Snapshot>) -> Result<ShardHandle, ShardError> {
+pub(crate) fn spawn(
+    opts: ShardOptions,
+    snapshot: Arc<Snapshot>,
+) -> Result<ShardHandle, ShardError> {
     let id = opts.id;
     let start_error = |message: String| ShardError::Start { id, message };
     let (mailbox, inbox) = crossbeam_channel::unbounded();
@@ -172,17 +170,17 @@ pub fn spawn(opts: ShardOptions, snapshot: Arc<Snapshot>) -> Result<ShardHandle,
 
 /// What every connection task of a shard shares. Single-threaded: `RefCell`s are
 /// borrowed briefly and never across an `.await`.
-pub struct ShardContext {
-    pub id: usize,
+pub(crate) struct ShardContext {
+    pub(crate) id: usize,
     /// Shards of the gateway, this one included.
-    pub shards: usize,
-    pub settings: Settings,
+    pub(crate) shards: usize,
+    pub(crate) settings: Settings,
     snapshot: RefCell<Arc<Snapshot>>,
-    pub pool: RefCell<Pool>,
+    pub(crate) pool: RefCell<Pool>,
     balancers: RefCell<Balancers>,
-    pub stats: Arc<ShardStats>,
+    pub(crate) stats: Arc<ShardStats>,
     /// Set when the shard drains: connections close after their current request.
-    pub draining: StopSignal,
+    pub(crate) draining: StopSignal,
     /// The stop signal of each open listener's accept loop, by address.
     listeners: RefCell<HashMap<SocketAddr, Rc<StopSignal>>>,
     /// Open connections per client address (`--max-connections-per-client`).
@@ -191,9 +189,9 @@ pub struct ShardContext {
     /// of the log of failed TLS handshakes.
     refusals_log: LogLimit,
     accept_log: LogLimit,
-    pub tls_log: LogLimit,
+    pub(crate) tls_log: LogLimit,
     /// This shard's side of the access log.
-    pub access_log: ShardLog,
+    pub(crate) access_log: ShardLog,
 }
 
 /// Load-balancer state for the clusters of one snapshot generation.
@@ -231,7 +229,7 @@ impl ShardContext {
     }
 
     /// The newest snapshot this shard has received.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
     }
 
@@ -309,7 +307,7 @@ impl ShardContext {
 
     /// Chooses an endpoint of `cluster` by its load-balancing policy and counts a
     /// request started on it. `None` when the cluster has no endpoints.
-    pub fn pick_endpoint(
+    pub(crate) fn pick_endpoint(
         &self,
         snapshot: &Snapshot,
         cluster: ClusterId,
@@ -326,7 +324,7 @@ impl ShardContext {
     }
 
     /// Counts a request on an endpoint as finished (for LEAST_REQUEST).
-    pub fn finished(&self, snapshot: &Snapshot, cluster: ClusterId, endpoint: usize) {
+    pub(crate) fn finished(&self, snapshot: &Snapshot, cluster: ClusterId, endpoint: usize) {
         if let Some(balancer) = self.balancers.borrow_mut().get(snapshot, cluster) {
             balancer.finished(endpoint);
         }
@@ -479,7 +477,7 @@ async fn flush_access_log(ctx: Rc<ShardContext>) {
 
 impl ShardContext {
     /// Writes the access log line of `record` (counting lines the writer dropped).
-    pub fn log_request(&self, record: &Record) {
+    pub(crate) fn log_request(&self, record: &Record) {
         ShardStats::add_n(&self.stats.access_log_dropped, self.access_log.log(record));
     }
 

@@ -12,7 +12,7 @@ use crate::tls::HandshakeFailure;
 
 /// Responses counted by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
 #[derive(Debug, Default)]
-pub struct StatusCounters([AtomicU64; 5]);
+pub(crate) struct StatusCounters([AtomicU64; 5]);
 
 impl Clone for StatusCounters {
     /// A copy with the counts as they are now.
@@ -25,7 +25,7 @@ impl Clone for StatusCounters {
 
 impl StatusCounters {
     /// Counts one response with `status`; codes outside 100..=599 count as 5xx.
-    pub fn count(&self, status: u16) {
+    pub(crate) fn count(&self, status: u16) {
         let class = match status {
             100..=599 => usize::from(status / 100) - 1,
             _ => 4,
@@ -34,7 +34,7 @@ impl StatusCounters {
     }
 
     /// `(class label, count)` for `1xx` to `5xx`.
-    pub fn classes(&self) -> [(&'static str, u64); 5] {
+    pub(crate) fn classes(&self) -> [(&'static str, u64); 5] {
         const LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         std::array::from_fn(|i| (LABELS[i], self.0[i].load(Ordering::Relaxed)))
     }
@@ -42,64 +42,64 @@ impl StatusCounters {
 
 /// One shard's counters.
 #[derive(Debug, Default)]
-pub struct ShardStats {
+pub(crate) struct ShardStats {
     /// Client connections open now.
-    pub active_connections: AtomicU64,
+    pub(crate) active_connections: AtomicU64,
     /// Client connections accepted since start.
-    pub accepted: AtomicU64,
+    pub(crate) accepted: AtomicU64,
     /// Responses sent to clients, by status class.
-    pub responses: StatusCounters,
+    pub(crate) responses: StatusCounters,
     /// Completed TLS handshakes by negotiated version.
-    pub handshakes_tls12: AtomicU64,
-    pub handshakes_tls13: AtomicU64,
+    pub(crate) handshakes_tls12: AtomicU64,
+    pub(crate) handshakes_tls13: AtomicU64,
     /// Handshakes that failed (alert, unknown name, timeout, client gone).
-    pub handshakes_failed: AtomicU64,
+    pub(crate) handshakes_failed: AtomicU64,
     /// The same by reason, indexed like [`HandshakeFailure::ALL`].
-    pub handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
+    pub(crate) handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     /// Upstream connects that failed or timed out.
-    pub upstream_connect_failures: AtomicU64,
+    pub(crate) upstream_connect_failures: AtomicU64,
     /// Requests refused because their cluster had all its connections open
     /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
-    pub upstream_overflows: AtomicU64,
+    pub(crate) upstream_overflows: AtomicU64,
     /// Connections reset at accept: the shard had `--max-connections` open, or the
     /// client address `--max-connections-per-client`.
-    pub refused_shard_full: AtomicU64,
-    pub refused_client_full: AtomicU64,
+    pub(crate) refused_shard_full: AtomicU64,
+    pub(crate) refused_client_full: AtomicU64,
     /// Accepts that failed (EMFILE, ENFILE...).
-    pub accept_failures: AtomicU64,
+    pub(crate) accept_failures: AtomicU64,
     /// Access log lines dropped because the writer was behind.
-    pub access_log_dropped: AtomicU64,
+    pub(crate) access_log_dropped: AtomicU64,
     /// Connection tasks that panicked (each closed its connection only).
-    pub connection_panics: AtomicU64,
+    pub(crate) connection_panics: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when
     /// the thread ends, drained or not.
-    pub running: AtomicBool,
+    pub(crate) running: AtomicBool,
 }
 
 impl ShardStats {
-    pub fn add(counter: &AtomicU64) {
+    pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn sub(counter: &AtomicU64) {
+    pub(crate) fn sub(counter: &AtomicU64) {
         counter.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn add_n(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add_n(counter: &AtomicU64, n: u64) {
         if n > 0 {
             counter.fetch_add(n, Ordering::Relaxed);
         }
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.running.load(Ordering::Relaxed)
     }
 
-    pub fn set_running(&self, running: bool) {
+    pub(crate) fn set_running(&self, running: bool) {
         self.running.store(running, Ordering::Relaxed);
     }
 }

@@ -10,7 +10,7 @@ use crate::fast_hash::FastMap;
 
 /// Set once; every task waiting on it wakes.
 #[derive(Default)]
-pub struct StopSignal {
+pub(crate) struct StopSignal {
     stopped: Cell<bool>,
     next_id: Cell<u64>,
     /// Wakers of the tasks waiting now, each removed when its wait ends.
@@ -18,7 +18,7 @@ pub struct StopSignal {
 }
 
 impl StopSignal {
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopped.set(true);
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for waker in waiters.into_values() {
@@ -26,13 +26,13 @@ impl StopSignal {
         }
     }
 
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.get()
     }
 
     /// Runs `fut` until it completes (`Some`) or the signal is set (`None`, and `fut`
     /// is dropped, cancelling its I/O).
-    pub async fn or_stop<F: Future>(&self, fut: F) -> Option<F::Output> {
+    pub(crate) async fn or_stop<F: Future>(&self, fut: F) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
         let mut waiting = Waiting {
             signal: self,

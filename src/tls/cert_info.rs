@@ -13,30 +13,30 @@ const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
 
 /// What an operator wants to know about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertInfo {
+pub(crate) struct CertInfo {
     /// The subject distinguished name, `CN=httpbin.example.com, O=...`.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Subject alternative names: DNS names as written, IP addresses, `URI:...`,
     /// `email:...`.
-    pub sans: Vec<String>,
+    pub(crate) sans: Vec<String>,
     /// The DNS, URI and IP address names, in that order (Envoy's `/certs` lists
     /// `subject_alt_names` so).
-    pub typed_sans: Vec<San>,
+    pub(crate) typed_sans: Vec<San>,
     /// The serial number in lower-case hex without separators.
-    pub serial: String,
-    pub not_after_unix: i64,
+    pub(crate) serial: String,
+    pub(crate) not_after_unix: i64,
     /// Whole days left until `not_after` (negative once expired), as Envoy's
     /// `days_until_expiration`.
-    pub days_until_expiry: i64,
-    pub not_before_unix: i64,
+    pub(crate) days_until_expiry: i64,
+    pub(crate) not_before_unix: i64,
     /// What a client may object to, each with the way to reissue the certificate
     /// ([`warnings`]); empty for a well-formed server certificate.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 /// A subjectAltName of one of the kinds Envoy's `/certs` shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum San {
+pub(crate) enum San {
     Dns(String),
     Uri(String),
     IpAddress(String),
@@ -58,7 +58,7 @@ pub fn describe(cert: &CertificateDer<'_>) -> Result<CertInfo, TlsError> {
 }
 
 /// Describes a certificate as of `now_unix` (seconds since the Unix epoch).
-pub fn describe_at(cert: &CertificateDer<'_>, now_unix: i64) -> Result<CertInfo, TlsError> {
+pub(crate) fn describe_at(cert: &CertificateDer<'_>, now_unix: i64) -> Result<CertInfo, TlsError> {
     let (_, parsed) =
         x509_parser::parse_x509_certificate(cert).map_err(|e| TlsError::BadCertificate {
             what: "certificate to describe".to_owned(),
@@ -103,7 +103,7 @@ const REISSUE: &str = "reissue it as an X.509 v3 certificate with the names in a
 /// (curl and OpenSSL accept each): no subjectAltName (the subject CN then names the
 /// host, which browsers, Go and Envoy refuse), X.509 v1 (no extensions at all), a CA
 /// certificate (basicConstraints CA:TRUE) used as the server's own.
-pub fn warnings(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+pub(crate) fn warnings(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     let mut found = Vec::new();
     if cert.version() == x509_parser::x509::X509Version::V1 {
         found.push(format!(
@@ -128,7 +128,7 @@ fn dns_or_ip_sans(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool 
 /// falls back to the subject CN decides (curl, OpenSSL; RFC 6125 6.4.4): its DNS and
 /// IP subjectAltNames, or its subject common names when it has neither. Names are
 /// lower-cased.
-pub fn server_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+pub(crate) fn server_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
     let mut names = Vec::new();
     if let Ok(Some(ext)) = parsed.subject_alternative_name() {
@@ -153,7 +153,7 @@ pub fn server_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 }
 
 /// The SubjectPublicKeyInfo of a certificate, DER, as written in it.
-pub fn public_key_info(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
+pub(crate) fn public_key_info(cert: &CertificateDer<'_>) -> Result<Vec<u8>, String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert).map_err(|e| e.to_string())?;
     Ok(parsed.public_key().raw.to_vec())
 }

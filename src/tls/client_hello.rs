@@ -21,11 +21,11 @@ use rustls::pki_types::ServerName;
 
 /// Largest ClientHello message body accepted (the handshake message, without its
 /// 4-byte header). Real hellos, post-quantum key shares included, are 2 KiB or less.
-pub const MAX_CLIENT_HELLO_LEN: usize = 16 * 1024;
+pub(crate) const MAX_CLIENT_HELLO_LEN: usize = 16 * 1024;
 
 /// Most bytes of TLS records (headers included) the ClientHello may take on the wire:
 /// room for a maximal hello cut into small records.
-pub const MAX_CLIENT_HELLO_WIRE_LEN: usize = 32 * 1024;
+pub(crate) const MAX_CLIENT_HELLO_WIRE_LEN: usize = 32 * 1024;
 
 /// Longest TLS plaintext record payload (2^14, RFC 8446 §5.1).
 const MAX_RECORD_LEN: usize = 16 * 1024;
@@ -44,7 +44,7 @@ const MAX_SESSION_ID_LEN: usize = 32;
 
 /// What the bytes received so far say about the ClientHello.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HelloScan {
+pub(crate) enum HelloScan {
     /// The hello is not complete yet: receive more bytes and scan them all again.
     Incomplete,
     /// The whole hello is there and well formed as far as SNI goes.
@@ -53,15 +53,15 @@ pub enum HelloScan {
 
 /// What ringress takes from a ClientHello before the handshake starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientHelloInfo {
+pub(crate) struct ClientHelloInfo {
     /// The `host_name` of the `server_name` extension, lowercased; `None` without the
     /// extension or when it holds an IP address.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
 }
 
 /// Why the first bytes of a connection are not a ClientHello ringress accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ClientHelloError {
+pub(crate) enum ClientHelloError {
     #[error(
         "the first record has content type {0} (0x{0:02x}), not a TLS handshake (22); \
          a plain-text client (HTTP?) on a TLS port"
@@ -93,7 +93,7 @@ pub enum ClientHelloError {
 
 impl ClientHelloError {
     /// The TLS alert that tells the client what was wrong.
-    pub fn alert(&self) -> AlertDescription {
+    pub(crate) fn alert(&self) -> AlertDescription {
         match self {
             ClientHelloError::NotHandshake(_) | ClientHelloError::NotClientHello(_) => {
                 AlertDescription::UnexpectedMessage
@@ -114,14 +114,14 @@ impl ClientHelloError {
 }
 
 /// A plaintext fatal alert record, as sent before any keys exist.
-pub fn fatal_alert_record(alert: AlertDescription) -> [u8; 7] {
+pub(crate) fn fatal_alert_record(alert: AlertDescription) -> [u8; 7] {
     // type alert (21), version TLS 1.2, length 2, level fatal (2), description.
     [21, 3, 3, 0, 2, 2, u8::from(alert)]
 }
 
 /// Scans the bytes a client sent first (`wire`, from the connection's start) for its
 /// ClientHello and reads the SNI name from it. Bytes after the hello are ignored.
-pub fn read_client_hello(wire: &[u8]) -> Result<HelloScan, ClientHelloError> {
+pub(crate) fn read_client_hello(wire: &[u8]) -> Result<HelloScan, ClientHelloError> {
     match handshake_message(wire)? {
         None => Ok(HelloScan::Incomplete),
         Some(body) => parse_client_hello(&body).map(HelloScan::Complete),

@@ -14,7 +14,7 @@ use x509_parser::extensions::GeneralName;
 use super::TlsError;
 
 /// The `x-forwarded-client-cert` value for a verified client leaf certificate.
-pub fn forwarded_client_cert(leaf: &CertificateDer<'_>) -> Result<String, TlsError> {
+pub(crate) fn forwarded_client_cert(leaf: &CertificateDer<'_>) -> Result<String, TlsError> {
     let (_, parsed) =
         x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::BadCertificate {
             what: "client certificate".to_owned(),

@@ -11,32 +11,34 @@
 
 use std::fmt;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
+#[cfg(test)]
+use super::CertInfo;
+use super::TlsError;
 use super::cert_info;
-use super::{CertInfo, TlsError};
 use crate::config::model::Credential;
 
 /// Largest PEM file ringress reads (a certificate chain, a key or a CA bundle; the
 /// whole Mozilla root bundle is about 250 KiB).
-pub const MAX_PEM_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_PEM_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// A certificate chain with its private key, ready to be served.
 pub struct CertifiedMaterial {
     /// Leaf first, then the intermediates, as they are sent to clients.
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    pub(crate) key: PrivateKeyDer<'static>,
     /// Where the material came from, for messages: the certificate path, or
     /// `credential NAME (DIR/NAME)`.
-    pub source: String,
+    pub(crate) source: String,
     /// The CA found next to a named credential (`ca.crt`, `cacert`, or in
     /// `NAME-cacert/`), used to verify client certificates when no `caCertificates`
     /// file is given.
-    pub ca: Option<Vec<CertificateDer<'static>>>,
+    pub(crate) ca: Option<Vec<CertificateDer<'static>>>,
 }
 
 impl Clone for CertifiedMaterial {
@@ -62,63 +64,28 @@ impl fmt::Debug for CertifiedMaterial {
 
 impl CertifiedMaterial {
     /// The leaf certificate (the first of the chain).
-    pub fn leaf(&self) -> Option<&CertificateDer<'static>> {
+    pub(crate) fn leaf(&self) -> Option<&CertificateDer<'static>> {
         self.chain.first()
     }
 
-    /// Descriptions of the chain (leaf first) for `ringress check` and `/certs`.
-    pub fn describe_chain(&self) -> Result<Vec<CertInfo>, TlsError> {
+    /// Descriptions of the chain (leaf first).
+    #[cfg(test)]
+    pub(crate) fn describe_chain(&self) -> Result<Vec<CertInfo>, TlsError> {
         self.chain.iter().map(super::describe).collect()
     }
 
     /// Descriptions of the client CA that came with the credential, if any.
-    pub fn describe_ca(&self) -> Result<Vec<CertInfo>, TlsError> {
+    #[cfg(test)]
+    pub(crate) fn describe_ca(&self) -> Result<Vec<CertInfo>, TlsError> {
         self.ca.iter().flatten().map(super::describe).collect()
-    }
-
-    /// Whether a certificate of the chain is expired or not yet valid now. ringress
-    /// still serves such a chain (as Envoy does, so a late rotation does not take a
-    /// host down); `ringress check` reports it as an error and `run` logs a warning.
-    pub fn expiry_problem(&self) -> Option<TlsError> {
-        self.expiry_problem_at(super::cert_info::now_unix())
-    }
-
-    /// [`Self::expiry_problem`] at a given time (seconds since the Unix epoch).
-    pub fn expiry_problem_at(&self, now_unix: i64) -> Option<TlsError> {
-        for (i, der) in self.chain.iter().enumerate() {
-            let what = if i == 0 {
-                format!("the certificate from {}", self.source)
-            } else {
-                format!("chain certificate {} from {}", i + 1, self.source)
-            };
-            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
-                return Some(TlsError::BadCertificate {
-                    what,
-                    detail: "not a parsable X.509 certificate".to_owned(),
-                });
-            };
-            let validity = cert.validity();
-            if validity.not_after.timestamp() < now_unix {
-                return Some(TlsError::Expired {
-                    what,
-                    not_after: validity.not_after.to_string(),
-                });
-            }
-            if validity.not_before.timestamp() > now_unix {
-                return Some(TlsError::NotYetValid {
-                    what,
-                    not_before: validity.not_before.to_string(),
-                });
-            }
-        }
-        None
     }
 }
 
 /// Loads a server credential: a PEM certificate chain (leaf first; the whole chain is
 /// kept so clients can verify through an intermediate) and its PEM private key
 /// (PKCS#8, SEC1 or PKCS#1), checking that the key belongs to the leaf certificate.
-/// Expiry is not checked here; see [`CertifiedMaterial::expiry_problem`].
+/// Expiry is not checked here: an expired chain is still served, as Envoy does, so a late
+/// rotation does not take a host down; `run` warns about it and `/certs` shows it.
 pub fn load_credential(
     cred: &Credential,
     secrets_dir: Option<&Path>,
@@ -297,7 +264,9 @@ fn pem_error(path: &Path, e: pem::Error) -> TlsError {
 }
 
 /// All `X509 CRL` blocks of a PEM file (`caCrl`); at least one.
-pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+pub(crate) fn load_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let bytes = read_pem_file(path)?;
     let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -312,7 +281,7 @@ pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static
 }
 
 /// All `CERTIFICATE` blocks of a PEM file, in file order; at least one.
-pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     parse_certificates(path, &read_pem_file(path)?)
 }
 
@@ -329,7 +298,7 @@ fn parse_certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'s
 }
 
 /// The first private key of a PEM file (PKCS#8, SEC1 or PKCS#1).
-pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = read_pem_file(path)?;
     match PrivateKeyDer::from_pem_slice(&bytes) {
         Ok(key) => Ok(key),
@@ -352,26 +321,4 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Where a `Credential` will be read from, for messages before it is loaded.
-pub fn credential_location(cred: &Credential, secrets_dir: Option<&Path>) -> String {
-    match cred {
-        Credential::Files { cert, .. } => cert.display().to_string(),
-        Credential::Named(name) => match secrets_dir {
-            Some(dir) => format!("credential '{name}' ({})", dir.join(name).display()),
-            None => format!("credential '{name}'"),
-        },
-    }
-}
-
-/// What a secrets watcher should watch for a credential: a `Files` credential's
-/// certificate and key, or a named credential's directory and its `-cacert` directory.
-pub fn credential_paths(cred: &Credential, secrets_dir: Option<&Path>) -> Vec<PathBuf> {
-    match cred {
-        Credential::Files { cert, key } => vec![cert.clone(), key.clone()],
-        Credential::Named(name) => secrets_dir
-            .map(|dir| vec![dir.join(name), dir.join(format!("{name}-cacert"))])
-            .unwrap_or_default(),
-    }
 }

@@ -71,12 +71,6 @@ pub enum TlsError {
         missing: PathBuf,
     },
 
-    #[error("{what} expired at {not_after}")]
-    Expired { what: String, not_after: String },
-
-    #[error("{what} is not valid before {not_before}")]
-    NotYetValid { what: String, not_before: String },
-
     #[error(
         "the certificate from {source_name} is not valid for host '{host}' (its names: {sans})"
     )]

@@ -7,7 +7,7 @@ use rustls::{AlertDescription, CertificateError, Error};
 
 /// The reasons a handshake fails, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
+pub(crate) enum HandshakeFailure {
     /// The ClientHello named a host no server on the port serves.
     UnknownServerName,
     /// The ClientHello could not be read.
@@ -29,7 +29,7 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 9] = [
+    pub(crate) const ALL: [HandshakeFailure; 9] = [
         HandshakeFailure::UnknownServerName,
         HandshakeFailure::BadClientHello,
         HandshakeFailure::NoSharedParameters,
@@ -42,7 +42,7 @@ impl HandshakeFailure {
     ];
 
     /// The metric label and log field.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             HandshakeFailure::UnknownServerName => "unknown_server_name",
             HandshakeFailure::BadClientHello => "bad_client_hello",
@@ -57,7 +57,7 @@ impl HandshakeFailure {
     }
 
     /// The reason rustls' `error` stands for.
-    pub fn of(error: &Error) -> HandshakeFailure {
+    pub(crate) fn of(error: &Error) -> HandshakeFailure {
         match error {
             Error::PeerIncompatible(_) => HandshakeFailure::NoSharedParameters,
             Error::NoCertificatesPresented => HandshakeFailure::ClientCertificateMissing,
@@ -71,7 +71,7 @@ impl HandshakeFailure {
 }
 
 /// What the operator can do about `error`, when it is a known misconfiguration.
-pub fn advice(error: &Error) -> Option<&'static str> {
+pub(crate) fn advice(error: &Error) -> Option<&'static str> {
     match error {
         Error::InvalidCertificate(CertificateError::Other(other))
             if matches!(

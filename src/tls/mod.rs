@@ -5,7 +5,7 @@
 //! ```text
 //!  control thread (load / SIGHUP)                       shard (per connection)
 //!  load_credential ─▶ CertifiedMaterial                 accept ─▶ read_client_hello (its SNI)
-//!     check_covers, expiry_problem (check / warn)              │
+//!     check_covers, describe (check, /certs, warnings)        │
 //!  server_config(tls, material, ticketer) ─▶ ServerConfig      ▼
 //!  SniSelector::new(servers of one port)  ── snapshot ──▶ SniSelector::select(sni)
 //!                                                              │ Some((id, config)) / None → reject()
@@ -23,7 +23,7 @@
 //! ([`new_ticketer`]) is made at start and shared by every `ServerConfig` of every
 //! snapshot, so a client resumes its session on any shard and across reloads.
 //!
-//! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`]
+//! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`](mod@server_config)
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
 //! certificate coverage), [`client_hello`] (the SNI name read from a ClientHello before
 //! any connection exists), [`records`] (TLS 1.3 record protection of established
@@ -31,27 +31,27 @@
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`failure`] (why a handshake failed, for counters and logs), [`error`].
 
-pub mod cert_info;
-pub mod client_hello;
-pub mod client_identity;
-pub mod credential;
-pub mod error;
-pub mod failure;
-pub mod records;
+pub(crate) mod cert_info;
+pub(crate) mod client_hello;
+pub(crate) mod client_identity;
+pub(crate) mod credential;
+pub(crate) mod error;
+pub(crate) mod failure;
+pub(crate) mod records;
 pub mod server_config;
-pub mod sni;
-pub mod tickets;
+pub(crate) mod sni;
+pub(crate) mod tickets;
 
-pub use cert_info::{CertInfo, describe};
-pub use client_hello::{ClientHelloError, ClientHelloInfo, HelloScan, read_client_hello};
-pub use client_identity::forwarded_client_cert;
+pub(crate) use cert_info::{CertInfo, describe};
+pub(crate) use client_hello::{ClientHelloError, HelloScan, read_client_hello};
+pub(crate) use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;
-pub use failure::HandshakeFailure;
-pub use records::{RecordError, Records};
+pub(crate) use failure::HandshakeFailure;
+pub(crate) use records::{RecordError, Records};
 pub use server_config::{new_ticketer, reject_config, server_config};
 pub use sni::{SniSelector, check_covers};
-pub use tickets::Ticketers;
+pub(crate) use tickets::Ticketers;
 
 #[cfg(test)]
 mod tests;

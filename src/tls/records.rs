@@ -36,14 +36,14 @@ const HEADER_LEN: usize = 5;
 const TAG_LEN: usize = 16;
 
 /// Largest plaintext of one record (RFC 8446 5.1).
-pub const MAX_PLAINTEXT: usize = 1 << 14;
+pub(crate) const MAX_PLAINTEXT: usize = 1 << 14;
 
 /// Largest ciphertext a peer may send: plaintext, content type and padding, tag
 /// (RFC 8446 5.2).
 const MAX_CIPHERTEXT: usize = MAX_PLAINTEXT + 256;
 
 /// Bytes a record adds to its plaintext: header, content type, tag.
-pub const RECORD_OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
+pub(crate) const RECORD_OVERHEAD: usize = HEADER_LEN + 1 + TAG_LEN;
 
 /// A KeyUpdate message: a 4-byte handshake header and the one-byte request.
 const KEY_UPDATE_LEN: usize = 5;
@@ -71,7 +71,7 @@ const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
 
 /// Why received records could not be used. Each names the alert the client gets.
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum RecordError {
+pub(crate) enum RecordError {
     #[error("record failed authentication (bad_record_mac)")]
     BadRecordMac,
     #[error("record of {0} bytes is larger than TLS allows")]
@@ -95,7 +95,7 @@ pub enum RecordError {
 impl RecordError {
     /// The alert to send for this error; `None` when the client already ended the
     /// connection with an alert of its own.
-    pub fn alert(&self) -> Option<AlertDescription> {
+    pub(crate) fn alert(&self) -> Option<AlertDescription> {
         Some(match self {
             RecordError::BadRecordMac => AlertDescription::BadRecordMac,
             RecordError::RecordOverflow(_) => AlertDescription::RecordOverflow,
@@ -158,7 +158,7 @@ impl Direction {
 }
 
 /// The record layer of an established TLS 1.3 server connection.
-pub struct Records {
+pub(crate) struct Records {
     /// Derives the next traffic keys on a key update (rustls' key schedule).
     kernel: KernelConnection<ServerConnectionData>,
     seal: Direction,
@@ -180,14 +180,14 @@ pub struct Records {
 impl Records {
     /// Whether `conn` can move to this record layer: a completed TLS 1.3 handshake.
     /// TLS 1.2 connections stay with rustls throughout.
-    pub fn can_take(conn: &UnbufferedServerConnection) -> bool {
+    pub(crate) fn can_take(conn: &UnbufferedServerConnection) -> bool {
         !conn.is_handshaking() && conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
     }
 
     /// Takes the traffic keys of `conn`, which [`Records::can_take`], and whose every
     /// record was processed and every handshake record encoded (rustls is in its
     /// `WriteTraffic` state). Its config must have `enable_secret_extraction`.
-    pub fn new(conn: UnbufferedServerConnection) -> Result<Records, rustls::Error> {
+    pub(crate) fn new(conn: UnbufferedServerConnection) -> Result<Records, rustls::Error> {
         let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
         let limit = kernel
             .negotiated_cipher_suite()
@@ -210,20 +210,20 @@ impl Records {
     /// Lowers the records sealed per key, to see key updates without sending 2^24
     /// records.
     #[cfg(test)]
-    pub fn set_seal_limit(&mut self, limit: u64) {
+    pub(crate) fn set_seal_limit(&mut self, limit: u64) {
         self.seal_limit = limit;
     }
 
     /// Room [`Records::seal`] needs for `len` bytes of plaintext, a key update before
     /// each record included (a bound: one is rarely due).
-    pub fn sealed_len(len: usize) -> usize {
+    pub(crate) fn sealed_len(len: usize) -> usize {
         len + len.div_ceil(MAX_PLAINTEXT).max(1) * (RECORD_OVERHEAD + KEY_UPDATE_RECORD_LEN)
     }
 
     /// Encrypts `data` as application data records of at most 16 KiB into `out`;
     /// returns the bytes written, or `Err(Some(room))` when `out` is shorter than
     /// the `room` it needs (`Err(None)`: the keys could not be refreshed).
-    pub fn seal(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, Option<usize>> {
+    pub(crate) fn seal(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, Option<usize>> {
         let room = Records::sealed_len(data.len());
         if out.len() < room {
             return Err(Some(room));
@@ -243,7 +243,7 @@ impl Records {
     /// Encrypts an alert (close_notify, or the alert of a [`RecordError`]) into
     /// `out`; returns the bytes written (0 when `out` is too small or the keys are
     /// spent: the connection ends without it).
-    pub fn seal_alert(&mut self, alert: AlertDescription, out: &mut [u8]) -> usize {
+    pub(crate) fn seal_alert(&mut self, alert: AlertDescription, out: &mut [u8]) -> usize {
         let level = match alert {
             AlertDescription::CloseNotify => 1,
             _ => 2,
@@ -263,13 +263,13 @@ impl Records {
     }
 
     /// Room [`Records::seal_alert`] needs.
-    pub const ALERT_LEN: usize = RECORD_OVERHEAD + 2 + KEY_UPDATE_RECORD_LEN;
+    pub(crate) const ALERT_LEN: usize = RECORD_OVERHEAD + 2 + KEY_UPDATE_RECORD_LEN;
 
     /// Opens every whole record at the front of `incoming`, hands the plaintext of
     /// application data records to `deliver`, and removes them; a partial record
     /// stays for the next receive. Returns whether the client sent close_notify
     /// (what follows it is discarded).
-    pub fn open(
+    pub(crate) fn open(
         &mut self,
         incoming: &mut Vec<u8>,
         mut deliver: impl FnMut(&[u8]),

@@ -28,7 +28,7 @@ use crate::config::model::{ServerTls, TlsMode, TlsVersion};
 /// adapter exists. `http/1.0` is there for clients that offer only it (`curl
 /// --http1.0`): rustls refuses a handshake whose ALPN offer it shares nothing with,
 /// where Envoy and nginx go on without ALPN.
-pub const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1", b"http/1.0"];
+pub(crate) const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1", b"http/1.0"];
 
 /// Creates the session ticket encrypter every shard shares: stateless tickets (no
 /// per-shard session cache), keys rotated by rustls every 6 hours. Encrypting and
@@ -177,7 +177,7 @@ fn protocol_versions(tls: &ServerTls) -> Result<Vec<&'static SupportedProtocolVe
 /// Maps one suite name, OpenSSL style (`ECDHE-RSA-AES128-GCM-SHA256`, as Istio and
 /// Envoy write them) or IANA style (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`), to the
 /// rustls suite. Case-insensitive.
-pub fn cipher_suite_by_name(name: &str) -> Result<SupportedCipherSuite, TlsError> {
+pub(crate) fn cipher_suite_by_name(name: &str) -> Result<SupportedCipherSuite, TlsError> {
     use rustls::crypto::aws_lc_rs::cipher_suite as cs;
     let upper = name.trim().to_ascii_uppercase();
     let suite = match upper.as_str() {
@@ -248,7 +248,7 @@ fn unsupported_reason(upper: &str) -> Option<&'static str> {
 /// and so Istio, applies it to TLS 1.2 only); if it also names TLS 1.3 suites those are
 /// restricted too. A version none of whose suites are named keeps rustls's defaults.
 /// Envoy's equal-preference groups (`[A|B]`) are accepted and flattened.
-pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
+pub(crate) fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
     let defaults = default_cipher_suites();
     if names.is_empty() {
         return Ok(defaults);

@@ -116,17 +116,14 @@ impl SniSelector {
 
     /// The configuration that refuses a handshake with an alert, for a ClientHello
     /// that [`Self::select`] found no server for.
-    pub fn reject(&self) -> &Arc<ServerConfig> {
+    pub(crate) fn reject(&self) -> &Arc<ServerConfig> {
         &self.reject
     }
 
     /// The number of servers (ids are `0..len()`).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.configs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.configs.is_empty()
     }
 }
 

@@ -24,18 +24,18 @@ type TrustFingerprint = [u8; 32];
 /// The ticketers in use, by trust. Owned by the control thread; each snapshot build
 /// takes the ones it needs and drops those no server uses any more.
 #[derive(Default)]
-pub struct Ticketers {
+pub(crate) struct Ticketers {
     in_use: HashMap<TrustFingerprint, Arc<dyn ProducesTickets>>,
     building: HashMap<TrustFingerprint, Arc<dyn ProducesTickets>>,
 }
 
 impl Ticketers {
-    pub fn new() -> Ticketers {
+    pub(crate) fn new() -> Ticketers {
         Ticketers::default()
     }
 
     /// The ticketer for a server with these TLS settings (created on first use).
-    pub fn for_server(
+    pub(crate) fn for_server(
         &mut self,
         tls: &ServerTls,
         material: &CertifiedMaterial,
@@ -54,7 +54,7 @@ impl Ticketers {
 
     /// Ends a snapshot build: the ticketers it asked for become the ones in use when
     /// it `succeeded`; otherwise the build's requests are forgotten.
-    pub fn finish_build(&mut self, succeeded: bool) {
+    pub(crate) fn finish_build(&mut self, succeeded: bool) {
         let built = std::mem::take(&mut self.building);
         if succeeded {
             self.in_use = built;
@@ -62,12 +62,9 @@ impl Ticketers {
     }
 
     /// How many distinct ticket keys are in use.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.in_use.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.in_use.is_empty()
     }
 }
 

@@ -15,7 +15,7 @@ use crate::upstream::cluster::Cluster;
 
 /// One shard's endpoint chooser for one cluster.
 #[derive(Debug, Clone)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     rng: fastrand::Rng,
     cursor: usize,
     /// Requests in flight per endpoint, counted by [`Balancer::started`] and
@@ -24,7 +24,7 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    pub fn new(cluster: &Cluster) -> Self {
+    pub(crate) fn new(cluster: &Cluster) -> Self {
         let mut rng = fastrand::Rng::new();
         let cursor = rng.usize(..cluster.endpoints.len().max(1));
         Balancer {
@@ -38,7 +38,7 @@ impl Balancer {
     /// `cluster` must be the one this balancer was made for; a cluster without
     /// endpoints (which [`Clusters`](crate::upstream::cluster::Clusters) never builds)
     /// gives 0.
-    pub fn pick(&mut self, cluster: &Cluster) -> usize {
+    pub(crate) fn pick(&mut self, cluster: &Cluster) -> usize {
         let n = cluster.endpoints.len();
         if n <= 1 {
             return 0;
@@ -66,21 +66,21 @@ impl Balancer {
     }
 
     /// A request to `endpoint` has started (counts toward LEAST_REQUEST).
-    pub fn started(&mut self, endpoint: usize) {
+    pub(crate) fn started(&mut self, endpoint: usize) {
         if let Some(active) = self.active.get_mut(endpoint) {
             *active = active.saturating_add(1);
         }
     }
 
     /// A request to `endpoint` has finished, successfully or not.
-    pub fn finished(&mut self, endpoint: usize) {
+    pub(crate) fn finished(&mut self, endpoint: usize) {
         if let Some(active) = self.active.get_mut(endpoint) {
             *active = active.saturating_sub(1);
         }
     }
 
     /// Requests in flight to `endpoint` from this shard.
-    pub fn active_on(&self, endpoint: usize) -> u32 {
+    pub(crate) fn active_on(&self, endpoint: usize) -> u32 {
         self.active.get(endpoint).copied().unwrap_or(0)
     }
 }

@@ -35,7 +35,7 @@ use crate::config::{
 
 /// The port a destination goes to when its route names none and no ServiceEntry
 /// declares its host.
-pub const DEFAULT_PORT: u16 = 80;
+pub(crate) const DEFAULT_PORT: u16 = 80;
 
 /// Index of a cluster in its [`Clusters`]; valid only for the `Clusters` that issued it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,17 +46,17 @@ pub struct ClusterId(pub u32);
 pub struct Cluster {
     /// `host:port` as the route names it, e.g. `httpbin:8000` (the service port, not the
     /// endpoints' target port).
-    pub name: String,
+    pub(crate) name: String,
     /// The destination host as the route names it.
-    pub host: String,
+    pub(crate) host: String,
     /// The service port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Where connections go; never empty.
-    pub endpoints: Vec<SocketAddr>,
+    pub(crate) endpoints: Vec<SocketAddr>,
     /// The DestinationRule's load balancer; ROUND_ROBIN without one.
-    pub lb: LoadBalancer,
+    pub(crate) lb: LoadBalancer,
     /// Connection limits and timeouts (the DestinationRule's `connectionPool`).
-    pub pool: PoolPolicy,
+    pub(crate) pool: PoolPolicy,
 }
 
 /// Clusters of one host: by service port, plus the one a route without a port means.
@@ -181,19 +181,20 @@ impl Clusters {
     /// # Panics
     /// If `id` was not issued by this `Clusters` (ids come from [`Clusters::lookup`] and
     /// route tables built from it, never from a request).
-    pub fn get(&self, id: ClusterId) -> &Cluster {
+    pub(crate) fn get(&self, id: ClusterId) -> &Cluster {
         &self.clusters[id.0 as usize]
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.clusters.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.clusters.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (ClusterId, &Cluster)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ClusterId, &Cluster)> {
         self.clusters
             .iter()
             .enumerate()
@@ -202,7 +203,7 @@ impl Clusters {
 
     /// The cluster for a destination as a route names it: `port` is the service port,
     /// `None` for a route that names none.
-    pub fn lookup(&self, host: &str, port: Option<u16>) -> Option<ClusterId> {
+    pub(crate) fn lookup(&self, host: &str, port: Option<u16>) -> Option<ClusterId> {
         let entry = self.by_host.get(host)?;
         match port {
             Some(port) => entry

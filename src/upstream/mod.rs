@@ -3,10 +3,10 @@
 //! Routing picks a [`ClusterId`]; the shard's [`Balancer`] for that cluster picks an
 //! endpoint; the shard's pool connects to it (or reuses a kept-alive connection).
 
-pub mod balance;
-pub mod cluster;
-pub mod pool;
+pub(crate) mod balance;
+pub(crate) mod cluster;
+pub(crate) mod pool;
 
-pub use balance::Balancer;
+pub(crate) use balance::Balancer;
 pub use cluster::{Cluster, ClusterError, ClusterId, Clusters};
-pub use pool::{ConnectError, Pool, PoolPolicy, UpstreamConn};
+pub(crate) use pool::{ConnectError, Pool, PoolPolicy, UpstreamConn};

@@ -37,33 +37,33 @@ use crate::uring::{self, TcpStream};
 /// `connectionPool.http.idleTimeout`: below the 5 s of Node.js, Apache httpd and
 /// uvicorn, so ringress closes first and never sends a request into a connection the
 /// upstream is closing (Istio's "503 UC").
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub(crate) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Connections per cluster without `connectionPool.tcp.maxConnections` (Envoy's own
 /// default circuit-breaker limit).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 /// How long a connect may take without `connectionPool.tcp.connectTimeout` (Istio's
 /// default).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per endpoint per shard; more are closed when returned.
-pub const MAX_IDLE_PER_ENDPOINT: usize = 128;
+pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 128;
 /// Requests that may wait for a slot of one full cluster on one shard; more are
 /// answered 503 at once.
-pub const MAX_PENDING: usize = 1024;
+pub(crate) const MAX_PENDING: usize = 1024;
 /// How much sooner than an upstream's `Keep-Alive: timeout=` ringress closes.
 const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
 
 /// A cluster's connection settings, from its DestinationRule's `connectionPool`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PoolPolicy {
+pub(crate) struct PoolPolicy {
     /// Open connections to the cluster at most, over all shards.
-    pub max_connections: u32,
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
+    pub(crate) max_connections: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 impl PoolPolicy {
     /// The policy of a cluster whose DestinationRule has `pool` (defaults without).
-    pub fn from_rule(pool: Option<&ConnectionPool>) -> PoolPolicy {
+    pub(crate) fn from_rule(pool: Option<&ConnectionPool>) -> PoolPolicy {
         let pool = pool.copied().unwrap_or_default();
         PoolPolicy {
             max_connections: pool.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
@@ -73,7 +73,7 @@ impl PoolPolicy {
     }
 
     /// This shard's share of `max_connections` when `shards` share it (at least 1).
-    pub fn shard_limit(&self, shards: usize) -> u32 {
+    pub(crate) fn shard_limit(&self, shards: usize) -> u32 {
         let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
         self.max_connections.div_ceil(shards).max(1)
     }
@@ -87,7 +87,7 @@ impl Default for PoolPolicy {
 
 /// Why no connection to an endpoint could be had.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     #[error("connect to {addr} failed: {source}")]
     Failed { addr: SocketAddr, source: io::Error },
     #[error("connect to {addr} timed out after {after:?}")]
@@ -109,7 +109,7 @@ pub enum ConnectError {
 impl ConnectError {
     /// The cluster was full: no connect was tried (not a connect failure, and not
     /// retried as one).
-    pub fn is_overflow(&self) -> bool {
+    pub(crate) fn is_overflow(&self) -> bool {
         matches!(
             self,
             ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }
@@ -119,14 +119,14 @@ impl ConnectError {
 
 /// The open connections of one cluster on one shard, and who waits for one to close.
 #[derive(Debug, Default)]
-pub struct Slots {
+pub(crate) struct Slots {
     open: Cell<u32>,
     waiters: RefCell<VecDeque<Waker>>,
 }
 
 impl Slots {
     /// Connections of the cluster open now.
-    pub fn open(&self) -> u32 {
+    pub(crate) fn open(&self) -> u32 {
         self.open.get()
     }
 
@@ -143,7 +143,7 @@ impl Slots {
 
 /// A slot of a cluster taken for one connection: given back when dropped.
 #[derive(Debug)]
-pub struct Slot(Rc<Slots>);
+pub(crate) struct Slot(Rc<Slots>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -152,14 +152,14 @@ impl Drop for Slot {
 }
 
 /// An upstream connection checked out of the pool (or freshly connected).
-pub struct UpstreamConn {
-    pub stream: TcpStream,
-    pub addr: SocketAddr,
+pub(crate) struct UpstreamConn {
+    pub(crate) stream: TcpStream,
+    pub(crate) addr: SocketAddr,
     /// Whether it served a request before: a reused connection the upstream closed
     /// meanwhile fails without the request having been seen, so it may be retried.
-    pub reused: bool,
+    pub(crate) reused: bool,
     /// The local end (for the access log).
-    pub local: Option<SocketAddr>,
+    pub(crate) local: Option<SocketAddr>,
     /// The cluster slot it holds while open.
     slot: Slot,
 }
@@ -171,7 +171,7 @@ struct Idle {
 
 /// One shard's upstream connections: the idle ones, and the slots of every cluster.
 #[derive(Default)]
-pub struct Pool {
+pub(crate) struct Pool {
     idle: FastMap<SocketAddr, Vec<Idle>>,
     clusters: FastMap<String, Rc<Slots>>,
 }
@@ -180,7 +180,7 @@ impl Pool {
     /// An idle connection to `addr` that may carry a request: not expired, nothing
     /// received from the upstream since its last response (a close, an error or bytes
     /// nobody asked for mean the upstream is done with it).
-    pub fn take(&mut self, addr: SocketAddr) -> Option<UpstreamConn> {
+    pub(crate) fn take(&mut self, addr: SocketAddr) -> Option<UpstreamConn> {
         let idle = self.idle.get_mut(&addr)?;
         let now = uring::now();
         while let Some(Idle { mut conn, until }) = idle.pop() {
@@ -194,7 +194,7 @@ impl Pool {
 
     /// Returns a connection whose last exchange ended cleanly, to be kept for
     /// `keep_for` at most.
-    pub fn put(&mut self, conn: UpstreamConn, keep_for: Duration) {
+    pub(crate) fn put(&mut self, conn: UpstreamConn, keep_for: Duration) {
         if keep_for.is_zero() {
             return;
         }
@@ -210,7 +210,7 @@ impl Pool {
 
     /// Closes the idle connections that expired or that the upstream closed (or sent
     /// something on) while they waited.
-    pub fn sweep(&mut self) {
+    pub(crate) fn sweep(&mut self) {
         let now = uring::now();
         self.idle.retain(|_, idle| {
             idle.retain(|Idle { conn, until }| now < *until && conn.stream.try_recv().is_none());
@@ -221,13 +221,8 @@ impl Pool {
             .retain(|_, slots| slots.open() > 0 || Rc::strong_count(slots) > 1);
     }
 
-    /// Idle connections currently held, over all endpoints.
-    pub fn idle_count(&self) -> usize {
-        self.idle.values().map(Vec::len).sum()
-    }
-
     /// The slots of `cluster`.
-    pub fn slots(&mut self, cluster: &str) -> Rc<Slots> {
+    pub(crate) fn slots(&mut self, cluster: &str) -> Rc<Slots> {
         if let Some(slots) = self.clusters.get(cluster) {
             return slots.clone();
         }
@@ -252,7 +247,7 @@ impl Pool {
 /// A slot of `cluster` for a new connection, within this shard's `limit`: at once
 /// when one is free or an idle connection of the cluster can be closed for it, else
 /// when one comes free within `wait`.
-pub async fn reserve(
+pub(crate) async fn reserve(
     pool: &RefCell<Pool>,
     cluster: &str,
     limit: u32,
@@ -292,7 +287,7 @@ pub async fn reserve(
 }
 
 /// Opens a new connection to an upstream endpoint within `timeout`, holding `slot`.
-pub async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     slot: Slot,
     timeout: Duration,
@@ -320,7 +315,7 @@ pub async fn connect(
 /// How long a connection may stay pooled after a response whose `Keep-Alive` header
 /// is `keep_alive`: the cluster's idle timeout, or less when the upstream says it
 /// closes sooner (`timeout=N`: `N` minus a second, nothing when that is nothing).
-pub fn keep_for(idle_timeout: Duration, keep_alive: Option<&[u8]>) -> Duration {
+pub(crate) fn keep_for(idle_timeout: Duration, keep_alive: Option<&[u8]>) -> Duration {
     let upstream = keep_alive.and_then(|value| {
         value
             .split(|&b| b == b',')

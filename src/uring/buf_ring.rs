@@ -180,7 +180,7 @@ impl Drop for BufRing {
 ///
 /// Usually one of the shard's ring buffers, returned to the ring when this is dropped;
 /// when the ring was empty it is an owned `Vec`.
-pub struct RecvBuf {
+pub(crate) struct RecvBuf {
     inner: RecvInner,
 }
 
@@ -210,7 +210,7 @@ impl RecvBuf {
 
     /// Whether this came from the shard's buffer ring (false: the ring was empty and the
     /// runtime received into its own allocation).
-    pub fn is_from_ring(&self) -> bool {
+    pub(crate) fn is_from_ring(&self) -> bool {
         matches!(self.inner, RecvInner::Ring { .. })
     }
 }

@@ -68,7 +68,7 @@ pub(crate) fn current() -> Rc<Shared> {
 /// every deadline and duration a request measures. Never later than the real time, and
 /// earlier by at most the work of a few tasks. Outside [`Runtime::block_on`] it reads
 /// the clock.
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     CURRENT
         .try_with(|c| {
             c.try_borrow()
@@ -85,7 +85,7 @@ pub fn now() -> Instant {
 /// issued, and completions the kernel already has (bytes a peer already sent, with
 /// deferred task running) have been delivered to their futures. For a task that
 /// can save a send by first seeing what has already arrived.
-pub fn next_turn() -> impl Future<Output = ()> {
+pub(crate) fn next_turn() -> impl Future<Output = ()> {
     let mut registered = false;
     std::future::poll_fn(move |cx| {
         if std::mem::replace(&mut registered, true) {
@@ -103,7 +103,7 @@ pub fn next_turn() -> impl Future<Output = ()> {
 /// # Panics
 ///
 /// When called outside [`Runtime::block_on`] (a programming error).
-pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
+pub(crate) fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
     current().spawn_task(Box::pin(fut), false);
 }
 
@@ -113,12 +113,12 @@ pub fn spawn<F: Future<Output = ()> + 'static>(fut: F) {
 /// # Panics
 ///
 /// When called outside [`Runtime::block_on`] (a programming error).
-pub fn spawn_critical<F: Future<Output = ()> + 'static>(fut: F) {
+pub(crate) fn spawn_critical<F: Future<Output = ()> + 'static>(fut: F) {
     current().spawn_task(Box::pin(fut), true);
 }
 
 /// The message of a panic's payload (`panic!` with a literal or a formatted string).
-pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
         .copied()
@@ -346,14 +346,14 @@ impl Shared {
 }
 
 /// One shard's io_uring runtime. Not `Send`: create it on the shard thread that uses it.
-pub struct Runtime {
+pub(crate) struct Runtime {
     shared: Rc<Shared>,
 }
 
 impl Runtime {
     /// Sets up the ring (single issuer + deferred task running when the kernel has them)
     /// and registers the receive buffer ring.
-    pub fn new(opts: RingOptions) -> Result<Runtime, SetupError> {
+    pub(crate) fn new(opts: RingOptions) -> Result<Runtime, SetupError> {
         let driver = Driver::new(&opts)?;
         let (kick, kick_waiter) = notify_pair().map_err(SetupError::Io)?;
         let shared = Rc::new(Shared {
@@ -380,7 +380,7 @@ impl Runtime {
 
     /// Sets what hears the message of each isolated task's panic (by default it is
     /// logged as an error). The task itself is already dropped when it is called.
-    pub fn on_task_panic(&self, handler: impl Fn(&str) + 'static) {
+    pub(crate) fn on_task_panic(&self, handler: impl Fn(&str) + 'static) {
         *self.shared.on_panic.borrow_mut() = Box::new(handler);
     }
 
@@ -390,7 +390,7 @@ impl Runtime {
     /// # Panics
     ///
     /// When called from inside another `block_on` on the same thread.
-    pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
+    pub(crate) fn block_on<F: Future>(&self, fut: F) -> F::Output {
         let _enter = EnterGuard::enter(Rc::clone(&self.shared));
         self.start_kick_reader();
         let main = Arc::new(TaskWaker {
@@ -419,14 +419,14 @@ impl Runtime {
     /// The io_uring setup flags the kernel accepted for this ring (for the start-up log),
     /// e.g. `"single_issuer+defer_taskrun+coop_taskrun"`.
     #[cfg(test)]
-    pub fn ring_setup(&self) -> &'static str {
+    pub(crate) fn ring_setup(&self) -> &'static str {
         self.shared.driver.borrow().setup_flags
     }
 
     /// Operations the kernel still owns (for shard statistics and leak checks); includes
     /// the runtime's own eventfd read while `block_on` has run.
     #[cfg(test)]
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.shared.driver.borrow().in_flight()
     }
 

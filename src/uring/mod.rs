@@ -7,7 +7,7 @@
 //!
 //! - **Operations own their buffers** (the "rent" model). An operation takes its buffer
 //!   (and an `Rc` of its socket's fd) by value and gives it back with the result, e.g.
-//!   [`TcpStream::send`] returns `(io::Result<usize>, B)`. No borrow crosses a
+//!   [`TcpStream::send_all`] returns `(io::Result<()>, B)`. No borrow crosses a
 //!   submission: every pointer the kernel receives points into a heap block owned by the
 //!   operation (`op.rs`).
 //! - **Dropped futures do not free kernel memory.** If an operation's future is dropped
@@ -28,7 +28,7 @@
 //! Files: `ring.rs` (setup, slab of in-flight operations, submission, completion),
 //! `op.rs` (operation futures), `executor.rs` ([`Runtime`], [`spawn`],
 //! [`spawn_critical`], [`next_turn`]), `net.rs` ([`Listener`], [`TcpStream`],
-//! [`IoBuf`]), `buf_ring.rs` ([`RecvBuf`]), `time.rs` ([`sleep`], [`timeout`]),
+//! [`IoBuf`](net::IoBuf)), `buf_ring.rs` ([`RecvBuf`]), `time.rs` ([`sleep`], [`timeout`]),
 //! `notify.rs` ([`notify_pair`]).
 
 mod buf_ring;
@@ -42,11 +42,11 @@ mod time;
 #[cfg(test)]
 mod tests;
 
-pub use buf_ring::RecvBuf;
-pub use executor::{Runtime, next_turn, now, panic_message, spawn, spawn_critical};
-pub use net::{
+pub(crate) use buf_ring::RecvBuf;
+pub(crate) use executor::{Runtime, next_turn, now, panic_message, spawn, spawn_critical};
+pub(crate) use net::{
     FilledBuf, ListenOptions, Listener, TcpStream, probe_exclusive_bind, raise_descriptor_limit,
 };
-pub use notify::{NotifyHandle, notify_pair};
-pub use ring::{RingOptions, check_available};
-pub use time::{sleep, timeout};
+pub(crate) use notify::{NotifyHandle, notify_pair};
+pub(crate) use ring::{RingOptions, check_available};
+pub(crate) use time::{sleep, timeout};

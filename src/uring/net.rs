@@ -96,9 +96,9 @@ unsafe impl IoBuf for bytes::BytesMut {
 /// A vector of which only the first `len` bytes are sent: the bytes after them stay
 /// as they are (initialized, ready for reuse) instead of being truncated away.
 #[derive(Debug, Default)]
-pub struct FilledBuf {
-    pub buf: Vec<u8>,
-    pub len: usize,
+pub(crate) struct FilledBuf {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) len: usize,
 }
 
 // SAFETY: the bytes are in the Vec's heap block, as for Vec; `len` past the end sends
@@ -111,16 +111,16 @@ unsafe impl IoBuf for FilledBuf {
 
 /// How a [`Listener`] is bound.
 #[derive(Debug, Clone)]
-pub struct ListenOptions {
+pub(crate) struct ListenOptions {
     /// Set `SO_REUSEPORT`, so every shard binds its own listener on the same port and
     /// the kernel spreads connections over them.
-    pub reuseport: bool,
+    pub(crate) reuseport: bool,
     /// The accept backlog passed to `listen(2)`.
-    pub backlog: u32,
+    pub(crate) backlog: u32,
     /// `TCP_USER_TIMEOUT` for every accepted connection: how long data sent may stay
     /// unacknowledged before the kernel gives the connection up (a peer that
     /// vanished without a FIN or a reset).
-    pub user_timeout: Option<Duration>,
+    pub(crate) user_timeout: Option<Duration>,
 }
 
 impl Default for ListenOptions {
@@ -138,7 +138,7 @@ impl Default for ListenOptions {
 /// One task should call [`Listener::accept`] at a time (the shard's accept loop);
 /// concurrent callers are served, but only the last one to wait is woken.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     fd: Rc<OwnedFd>,
     accept: RefCell<Option<MultiOp>>,
 }
@@ -147,7 +147,7 @@ pub struct Listener {
 /// limit, as nginx and HAProxy do: every client and upstream connection is a
 /// descriptor, and the usual soft limit of 1024 would cap a gateway at a few hundred
 /// connections. Returns the limit now in force.
-pub fn raise_descriptor_limit() -> io::Result<u64> {
+pub(crate) fn raise_descriptor_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -173,7 +173,7 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
 /// any other socket holds the address, also one using `SO_REUSEPORT` (another
 /// ringress). The probe binds without listening, so no client can connect to it, and is
 /// closed at once.
-pub fn probe_exclusive_bind(addr: SocketAddr) -> io::Result<()> {
+pub(crate) fn probe_exclusive_bind(addr: SocketAddr) -> io::Result<()> {
     bound_socket(addr, false).map(drop)
 }
 
@@ -205,7 +205,7 @@ impl Listener {
     /// `TCP_NODELAY` is set on the listening socket, and Linux copies it to every socket
     /// accepted from it: a proxy writes whole responses and never wants Nagle's delay,
     /// and a new connection then needs no `setsockopt` of its own.
-    pub fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
+    pub(crate) fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
         let fd = bound_socket(addr, opts.reuseport)?;
         set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
         // Accepted sockets inherit it too.
@@ -226,7 +226,7 @@ impl Listener {
 
     /// The bound address (with the port the kernel chose for port 0).
     #[cfg(test)]
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         sock_name(&self.fd, libc::getsockname)
     }
 
@@ -236,7 +236,7 @@ impl Listener {
     ///
     /// An error (e.g. EMFILE) ends the multishot accept; the next call re-arms it. A
     /// connection the client reset before it was taken here is skipped.
-    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+    pub(crate) async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         loop {
             let cqe = poll_fn(|cx| self.poll_accepted(cx)).await;
             let raw = cqe.result()?;
@@ -288,7 +288,7 @@ impl Listener {
     /// map flows onto those CPUs. When the CPU id is not a valid index (more CPUs than
     /// listeners) the kernel falls back to its hash distribution. The program belongs to
     /// the group, so calling this on any one listener of the group is enough.
-    pub fn steer_by_cpu(&self) -> io::Result<()> {
+    pub(crate) fn steer_by_cpu(&self) -> io::Result<()> {
         // SKF_AD_OFF + SKF_AD_CPU as the unsigned offset the BPF ABI expects.
         let cpu_offset = (libc::SKF_AD_OFF + libc::SKF_AD_CPU).cast_unsigned();
         let mut program = [
@@ -336,7 +336,7 @@ impl AsRawFd for Listener {
 /// A TCP connection (client or upstream). Dropping it closes the fd once no in-flight
 /// operation uses it any more (each operation holds an `Rc` of the fd).
 #[derive(Debug)]
-pub struct TcpStream {
+pub(crate) struct TcpStream {
     fd: Rc<OwnedFd>,
     /// The receive in progress, kept across `recv` calls.
     recv: RefCell<Receiving>,
@@ -369,7 +369,7 @@ impl TcpStream {
     /// moved no byte for `limit` (a peer that stopped reading, its window closed), the
     /// send fails with [`io::ErrorKind::TimedOut`]. A slow peer that keeps reading is
     /// never cut off.
-    pub fn set_send_timeout(&self, limit: Duration) {
+    pub(crate) fn set_send_timeout(&self, limit: Duration) {
         self.send_timeout.set(Some(limit));
     }
 
@@ -397,7 +397,7 @@ impl TcpStream {
     }
 
     /// Connects to `addr` through the ring.
-    pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    pub(crate) async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
         let rt = current();
         let fd = Rc::new(new_socket(&addr)?);
         let (storage, len) = socket_addr_to_raw(&addr);
@@ -428,14 +428,14 @@ impl TcpStream {
     /// The receive in progress belongs to the stream, not to this future: dropping the
     /// future (e.g. on a timeout) loses no bytes, the next `recv` returns them. One task
     /// should receive on a stream at a time.
-    pub async fn recv(&self) -> io::Result<RecvBuf> {
+    pub(crate) async fn recv(&self) -> io::Result<RecvBuf> {
         self.recv_ready().await
     }
 
     /// What [`TcpStream::recv`] would return at once, without waiting: bytes (or the
     /// end, or an error) the kernel already delivered, or `None` when nothing is there
     /// yet. Used to put chunks that arrived together into one send.
-    pub fn try_recv(&self) -> Option<io::Result<RecvBuf>> {
+    pub(crate) fn try_recv(&self) -> Option<io::Result<RecvBuf>> {
         let recv = std::pin::pin!(self.recv_ready());
         match recv.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
             Poll::Ready(result) => Some(result),
@@ -540,15 +540,9 @@ impl TcpStream {
         }
     }
 
-    /// Sends some of `buf` (one `send(2)`), returning how many bytes went out and the
-    /// buffer.
-    pub async fn send<B: IoBuf>(&self, buf: B) -> (io::Result<usize>, B) {
-        self.send_from(buf, 0).await
-    }
-
     /// Sends all of `buf`, within the send timeout if one is set (then the buffer may
     /// come back empty, see [`TcpStream::set_send_timeout`]).
-    pub async fn send_all<B: IoBuf + Default>(&self, buf: B) -> (io::Result<()>, B) {
+    pub(crate) async fn send_all<B: IoBuf + Default>(&self, buf: B) -> (io::Result<()>, B) {
         let mut buf = buf;
         let mut sent = 0;
         loop {
@@ -595,88 +589,12 @@ impl TcpStream {
         (cqe.result().map(|n| n as usize), buf)
     }
 
-    /// Sends the buffers in order as one `sendmsg(2)` (e.g. a response head and its
-    /// body), returning how many bytes went out in total and the buffers.
-    pub async fn send_vectored<B: IoBuf>(&self, bufs: Vec<B>) -> (io::Result<usize>, Vec<B>) {
-        self.send_vectored_from(bufs, 0).await
-    }
-
-    /// Sends all bytes of all buffers, in order, with as few `sendmsg(2)` calls as the
-    /// socket allows.
-    pub async fn send_all_vectored<B: IoBuf>(&self, mut bufs: Vec<B>) -> (io::Result<()>, Vec<B>) {
-        let total: usize = bufs.iter().map(|b| b.as_slice().len()).sum();
-        let mut sent = 0;
-        while sent < total {
-            let (res, back) = self.send_vectored_from(bufs, sent).await;
-            bufs = back;
-            match res {
-                Ok(0) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        "the connection accepted no more bytes",
-                    );
-                    return (Err(e), bufs);
-                }
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (Err(e), bufs),
-            }
-        }
-        (Ok(()), bufs)
-    }
-
-    /// One `sendmsg(2)` of the buffers' bytes after the first `skip`.
-    async fn send_vectored_from<B: IoBuf>(
-        &self,
-        bufs: Vec<B>,
-        skip: usize,
-    ) -> (io::Result<usize>, Vec<B>) {
-        let mut skip = skip;
-        let iovecs: Box<[libc::iovec]> = bufs
-            .iter()
-            .filter_map(|b| {
-                let s = b.as_slice();
-                let rest = s.get(skip.min(s.len())..).unwrap_or_default();
-                skip = skip.saturating_sub(s.len());
-                (!rest.is_empty()).then(|| libc::iovec {
-                    iov_base: rest.as_ptr().cast_mut().cast(),
-                    iov_len: rest.len(),
-                })
-            })
-            .collect();
-        if iovecs.is_empty() {
-            return (Ok(0), bufs);
-        }
-        // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-        let mut msg: Box<libc::msghdr> = Box::new(unsafe { mem::zeroed() });
-        msg.msg_iov = iovecs.as_ptr().cast_mut();
-        msg.msg_iovlen = iovecs.len();
-        let rt = current();
-        let entry = opcode::SendMsg::new(types::Fd(self.fd.as_raw_fd()), &raw const *msg)
-            .flags(libc::MSG_NOSIGNAL.cast_unsigned())
-            .build();
-        // SAFETY: the msghdr, the iovec array and the buffers are heap blocks owned by the
-        // op's data until completion: the IoBufs live in the Vec's heap block, which does
-        // not move or change while the op owns the Vec (see the IoBuf docs), and the op
-        // holds an Rc of the socket.
-        let op = unsafe {
-            Op::submit(
-                rt,
-                OpKind::Plain,
-                (msg, iovecs, bufs, Rc::clone(&self.fd)),
-                entry,
-            )
-        };
-        let (cqe, (_, _, bufs, _)) = op.await;
-        (cqe.result().map(|n| n as usize), bufs)
-    }
-
     /// Shuts down the sending side (the peer reads end of stream, after every byte
     /// sent before). A direct `shutdown(2)`, not a ring operation: on a TCP socket it
     /// only queues the FIN and never blocks, while io_uring always hands
     /// `IORING_OP_SHUTDOWN` to a worker thread (a wake-up and two context switches per
     /// closed connection).
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         // SAFETY: no pointer; `fd` is open while `self` holds it.
         if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
             return Err(io::Error::last_os_error());
@@ -687,7 +605,7 @@ impl TcpStream {
     /// Makes the coming close reset the connection (`SO_LINGER` with a zero timeout):
     /// the peer sees `ECONNRESET`, never the orderly end of the stream, and bytes not
     /// yet sent are dropped. For a response that was cut short.
-    pub fn reset_on_close(&self) -> io::Result<()> {
+    pub(crate) fn reset_on_close(&self) -> io::Result<()> {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
@@ -709,7 +627,7 @@ impl TcpStream {
     }
 
     /// Sets `TCP_NODELAY`.
-    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+    pub(crate) fn set_nodelay(&self, on: bool) -> io::Result<()> {
         set_int_opt(
             &self.fd,
             libc::IPPROTO_TCP,
@@ -719,23 +637,26 @@ impl TcpStream {
     }
 
     /// Whether `TCP_NODELAY` is set.
-    pub fn nodelay(&self) -> io::Result<bool> {
+    #[cfg(test)]
+    pub(crate) fn nodelay(&self) -> io::Result<bool> {
         get_int_opt(&self.fd, libc::IPPROTO_TCP, libc::TCP_NODELAY).map(|v| v != 0)
     }
 
     /// `TCP_USER_TIMEOUT`, in milliseconds (0: the kernel's default).
-    pub fn user_timeout_ms(&self) -> io::Result<u32> {
+    #[cfg(test)]
+    pub(crate) fn user_timeout_ms(&self) -> io::Result<u32> {
         get_int_opt(&self.fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT)
             .map(|v| u32::try_from(v).unwrap_or(0))
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+    #[cfg(test)]
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
         sock_name(&self.fd, libc::getpeername)
     }
 
     /// The local address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         sock_name(&self.fd, libc::getsockname)
     }
 }
@@ -783,6 +704,7 @@ fn set_int_opt(
     Ok(())
 }
 
+#[cfg(test)]
 fn get_int_opt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;

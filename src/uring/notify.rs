@@ -18,7 +18,7 @@ use super::ring::OpKind;
 const READ_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 /// Creates an eventfd-backed pair: notifications from any thread wake the waiter.
-pub fn notify_pair() -> io::Result<(NotifyHandle, NotifyWaiter)> {
+pub(crate) fn notify_pair() -> io::Result<(NotifyHandle, NotifyWaiter)> {
     // SAFETY: eventfd has no pointer arguments; the returned fd is checked below.
     let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -37,13 +37,13 @@ pub fn notify_pair() -> io::Result<(NotifyHandle, NotifyWaiter)> {
 /// Wakes the paired [`NotifyWaiter`]. `Send + Sync + Clone`: call it from any thread.
 /// Notifications coalesce: several before a wait wake it once.
 #[derive(Debug, Clone)]
-pub struct NotifyHandle {
+pub(crate) struct NotifyHandle {
     fd: Arc<OwnedFd>,
 }
 
 impl NotifyHandle {
     /// Wakes the waiter (now, or at its next `wait`).
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a local u64 to the eventfd this handle keeps open.
         let n = unsafe {
@@ -63,7 +63,7 @@ impl NotifyHandle {
 
 /// The shard side of a notify pair.
 #[derive(Debug)]
-pub struct NotifyWaiter {
+pub(crate) struct NotifyWaiter {
     fd: Arc<OwnedFd>,
 }
 
@@ -71,7 +71,7 @@ impl NotifyWaiter {
     /// Waits until at least one `notify` happened since the previous wait returned.
     /// Like a condition variable it may return spuriously (after an eventfd error, which
     /// is logged), so callers re-check what they wait for.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let rt = current();
         let mut counter = Box::new(0u64);
         let entry = opcode::Read::new(

@@ -37,13 +37,13 @@ const TEARDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Sizes of one shard's ring and of its receive buffer ring.
 #[derive(Debug, Clone)]
-pub struct RingOptions {
+pub(crate) struct RingOptions {
     /// Submission queue entries (the completion queue gets twice as many).
-    pub entries: u32,
+    pub(crate) entries: u32,
     /// Buffers in the provided buffer ring that `recv` selects from (at most 32768).
-    pub recv_buffers: u16,
+    pub(crate) recv_buffers: u16,
     /// Size of each receive buffer in bytes.
-    pub recv_buffer_size: usize,
+    pub(crate) recv_buffer_size: usize,
 }
 
 impl Default for RingOptions {
@@ -58,7 +58,7 @@ impl Default for RingOptions {
 
 /// Why a shard could not get an io_uring ring.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// `io_uring_setup` returned ENOSYS.
     #[error(
         "io_uring is unavailable: the kernel has no io_uring_setup system call (ENOSYS); \
@@ -121,7 +121,7 @@ pub enum SetupError {
 /// Beyond creating a ring it registers a small provided buffer ring (Linux 5.19) and
 /// checks the kernel release for multishot receive (Linux 6.0), so an old kernel is
 /// reported at start-up rather than by the first connection.
-pub fn check_available() -> Result<(), SetupError> {
+pub(crate) fn check_available() -> Result<(), SetupError> {
     IoUring::<squeue::Entry, cqueue::Entry>::new(8)
         .map(drop)
         .map_err(classify_setup_error)?;

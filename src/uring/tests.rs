@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use super::*;
 use super::ring::SetupError;
 use super::time::Elapsed;
+use super::*;
 
 const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 /// Upper bound for anything a test waits for; tests normally finish far sooner.
@@ -189,60 +189,6 @@ fn echo_over_ipv6_loopback() {
         res.unwrap();
         assert_eq!(recv_exact(&client, 2).await.unwrap(), b"v6");
     });
-}
-
-#[test]
-fn send_vectored_coalesces_head_and_body() {
-    let rt = runtime();
-    rt.block_on(async {
-        let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            echo(stream).await;
-        });
-        let client = TcpStream::connect(addr).await.unwrap();
-        let parts = vec![
-            bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\n\r\n"),
-            bytes::Bytes::from_static(b"body"),
-        ];
-        let (res, parts) = client.send_vectored(parts).await;
-        assert_eq!(res.unwrap(), 23);
-        assert_eq!(parts.len(), 2);
-        let got = recv_exact(&client, 23).await.unwrap();
-        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\nbody");
-    });
-}
-
-#[test]
-fn send_all_vectored_sends_large_buffers_completely() {
-    // Larger than the socket buffers, so sendmsg returns partial counts.
-    let parts: Vec<Vec<u8>> = (0..4u8).map(|i| vec![b'a' + i; 4 << 20]).collect();
-    let expected: Vec<u8> = parts.concat();
-    let rt = runtime();
-    let received = Rc::new(RefCell::new(Vec::new()));
-    rt.block_on(async {
-        let (client, server) = connected_pair().await;
-        let r = Rc::clone(&received);
-        spawn(async move {
-            loop {
-                let buf = server.recv().await.unwrap();
-                if buf.is_empty() {
-                    return;
-                }
-                r.borrow_mut().extend_from_slice(&buf);
-            }
-        });
-        let (res, parts) = client.send_all_vectored(parts).await;
-        res.unwrap();
-        assert_eq!(parts.len(), 4);
-        client.shutdown_write().unwrap();
-        wait_until(|| received.borrow().len() == expected.len()).await;
-    });
-    assert!(
-        *received.borrow() == expected,
-        "bytes arrived complete and in order"
-    );
 }
 
 #[test]

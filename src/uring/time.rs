@@ -25,13 +25,13 @@ use super::ring::OpKind;
 /// What [`timeout`] returns when the deadline passed first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("timed out after {after:?}")]
-pub struct Elapsed {
+pub(crate) struct Elapsed {
     /// The duration that passed.
-    pub after: Duration,
+    pub(crate) after: Duration,
 }
 
 /// Completes after `d`.
-pub async fn sleep(d: Duration) {
+pub(crate) async fn sleep(d: Duration) {
     let rt = current();
     let spec = Box::new(types::Timespec::from(d));
     let entry = opcode::Timeout::new(&raw const *spec).build();
@@ -44,7 +44,7 @@ pub async fn sleep(d: Duration) {
 
 /// Runs `fut` for at most `d`. On expiry `fut` is dropped, which cancels its in-flight
 /// operations safely. The clock starts at the first poll.
-pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
+pub(crate) fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
     Timeout {
         fut,
         after: d,
@@ -54,7 +54,7 @@ pub fn timeout<F: Future>(d: Duration, fut: F) -> Timeout<F> {
 
 /// The future of [`timeout`].
 #[must_use = "futures do nothing unless polled"]
-pub struct Timeout<F> {
+pub(crate) struct Timeout<F> {
     /// Structurally pinned: never moved out of a pinned `Timeout`.
     fut: F,
     after: Duration,
