@@ -6,10 +6,12 @@
 //! `ServerConfig` (its certificate, its client-certificate policy) and fed the same
 //! bytes. A name no server covers gets rustls' alert from [`tls::reject_config`].
 //!
-//! Once a TLS 1.3 connection is established and waits for its client (between
-//! requests), it moves to ringress's own record layer ([`tls::Records`]): rustls'
-//! connection object is dropped, the traffic keys stay. TLS 1.2 connections stay with
-//! rustls throughout ([`Session`]).
+//! A TLS 1.3 connection moves to ringress's own record layer ([`tls::Records`]) at
+//! the client's Finished: rustls is shown the handshake one record at a time
+//! ([`rustls_window`]), so the next record is already ringress's; rustls' connection
+//! object is dropped, the traffic keys stay. Where that moment is missed, it moves the
+//! next time it waits for its client with nothing pending. TLS 1.2 connections, and
+//! all under `--tls-record-layer rustls`, stay with rustls throughout ([`Session`]).
 //!
 //! Every buffer is ringress's: received ciphertext waits in `incoming` until it forms
 //! whole records, and records to send are encrypted into `out`. Both come from the

@@ -153,6 +153,12 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             |s: &ShardStats| ShardStats::get(&s.upstream_overflows),
         ),
         (
+            "ringress_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because the writer fell behind (a full disk, a stuck pipe), by shard.",
+            |s: &ShardStats| ShardStats::get(&s.access_log_dropped),
+        ),
+        (
             "ringress_accept_failures_total",
             "counter",
             "Accepts that failed (EMFILE, ENFILE...), by shard.",

@@ -405,6 +405,9 @@ fn prometheus_text_has_every_counter() {
     ShardStats::add(&shard.handshakes_failed);
     ShardStats::add(&shard.active_connections);
     ShardStats::add(&shard.upstream_connect_failures);
+    ShardStats::add_n(&shard.access_log_dropped, 5);
+    ShardStats::add(&shard.upstream_overflows);
+    ShardStats::add(&shard.accept_failures);
     let (snapshot, _) = f.status.serving();
     let route = snapshot
         .routes(8443)
@@ -469,6 +472,15 @@ fn prometheus_text_has_every_counter() {
         ),
         1.0
     );
+    for (name, count) in [
+        ("ringress_access_log_dropped_total", 5.0),
+        ("ringress_upstream_overflows_total", 1.0),
+        ("ringress_accept_failures_total", 1.0),
+        ("ringress_connection_panics_total", 0.0),
+        ("ringress_shard_running", 0.0),
+    ] {
+        assert_eq!(v(name, &[("shard", "1")]), count, "{name}");
+    }
     assert_eq!(v("ringress_reloads_total", &[("outcome", "ok")]), 0.0);
     assert_eq!(v("ringress_reloads_total", &[("outcome", "failed")]), 1.0);
     assert_eq!(
