@@ -3,7 +3,7 @@
 # that does not move with the machine's load, unlike the CPU times of perf/compare.sh.
 #
 #   perf/instructions.sh [--ringress BIN[,BIN2]] [--requests N] [--conns C] [--handshakes M]
-#                        [--workloads keepalive,serial,full] [--repeat R] [--out DIR]
+#                        [--workloads keepalive,serial,full] [--repeat R] [--args "ARGS"] [--out DIR]
 #
 # ringress runs under callgrind (one shard, no admin endpoint, no file watching) on CPU
 # 0, with the HTTPS server, certificate and upstream nginx of perf/compare.sh. h2load,
@@ -40,6 +40,8 @@ KEEPALIVE_CONNS=16
 PROXY_CPU=0
 LOAD_CPU=1
 OUT_DIR=""
+# Extra `ringress run` arguments (no access log, as perf/compare.sh runs every gateway).
+RUN_ARGS="--access-log off"
 
 # Bound on one h2load run under valgrind.
 LOAD_TIMEOUT_SECS=600
@@ -64,6 +66,9 @@ Options:
                          the range (default $REPEAT)
   --proxy-cpu C          CPU ringress runs on (default $PROXY_CPU)
   --load-cpu C           CPU of h2load and the upstream (default $LOAD_CPU)
+  --args "ARGS"          extra \`ringress run\` arguments for every binary (default
+                         "$RUN_ARGS"; a build older than the flag needs others, e.g.
+                         --args "--log-level info")
   --out DIR              results.tsv, summary.md, logs and callgrind files
                          (default: new dir under \${TMPDIR:-/tmp})
 EOF
@@ -80,6 +85,7 @@ while [ "$#" -gt 0 ]; do
     --proxy-cpu) PROXY_CPU="$(opt_value "$@")"; shift 2 ;;
     --load-cpu) LOAD_CPU="$(opt_value "$@")"; shift 2 ;;
     --out) OUT_DIR="$(opt_value "$@")"; shift 2 ;;
+    --args) RUN_ARGS="$(opt_value "$@")"; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -92,6 +98,7 @@ check_range --repeat "$REPEAT" 1 20
 check_cpus
 WORKLOAD_LIST="$(check_list workloads "$WORKLOADS" "$ALL_WORKLOADS")"
 IFS=',' read -ra BINS <<<"$RINGRESS_BINS"
+read -ra EXTRA_ARGS <<<"$RUN_ARGS"
 if [ "${#BINS[@]}" -lt 1 ] || [ "${#BINS[@]}" -gt 2 ]; then
     die "--ringress takes one or two binaries, comma-separated, got '$RINGRESS_BINS'"
 fi
@@ -157,8 +164,8 @@ fi
     for i in "${!BINS[@]}"; do
         printf 'ringress %s: %s (sha256 %s)\n' "${LABELS[$i]}" "${BINS[$i]}" "$(sha256sum "${BINS[$i]}" | cut -c1-16)"
     done
-    printf 'command: perf/instructions.sh --ringress %s --requests %s --conns %s --handshakes %s --workloads %s --repeat %s\n' \
-        "$(IFS=,; printf '%s' "${BINS[*]}")" "$REQUESTS" "$KEEPALIVE_CONNS" "$HANDSHAKES" "${WORKLOAD_LIST// /,}" "$REPEAT"
+    printf 'command: perf/instructions.sh --ringress %s --requests %s --conns %s --handshakes %s --workloads %s --repeat %s --args "%s"\n' \
+        "$(IFS=,; printf '%s' "${BINS[*]}")" "$REQUESTS" "$KEEPALIVE_CONNS" "$HANDSHAKES" "${WORKLOAD_LIST// /,}" "$REPEAT" "$RUN_ARGS"
 } | tee "$OUT_DIR/machine.txt" >&2
 
 gen_certs
@@ -188,7 +195,7 @@ count_ir() {
     GW_PID="" GW_FAIL=""
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$VALGRIND" --tool=callgrind \
         --callgrind-out-file="$dir/cg.out" --dump-instr=no \
-        "$bin" run --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch --access-log off
+        "$bin" run --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch "${EXTRA_ARGS[@]}"
     GW_PID="$SPAWNED"
     wait_ready ringress "$dir" "$port" || die "$GW_FAIL (log: $dir/ringress.log)"
     spawn "$dir/h2load.txt" timeout "$LOAD_TIMEOUT_SECS" taskset -c "$LOAD_CPU" "$H2LOAD" --h1 "$@" \
