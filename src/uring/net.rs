@@ -77,22 +77,6 @@ unsafe impl IoBuf for String {
     }
 }
 
-// SAFETY: `Bytes` points into a shared heap block or static memory, never into the
-// handle; the bytes it views are immutable.
-unsafe impl IoBuf for bytes::Bytes {
-    fn as_slice(&self) -> &[u8] {
-        self
-    }
-}
-
-// SAFETY: `BytesMut` views a heap block it owns (or shares), never inline storage; the
-// op owns the handle, so nothing writes through it while the kernel reads.
-unsafe impl IoBuf for bytes::BytesMut {
-    fn as_slice(&self) -> &[u8] {
-        self
-    }
-}
-
 /// A vector of which only the first `len` bytes are sent: the bytes after them stay
 /// as they are (initialized, ready for reuse) instead of being truncated away.
 #[derive(Debug, Default)]

@@ -185,7 +185,7 @@ fn echo_over_ipv6_loopback() {
             echo(stream).await;
         });
         let client = TcpStream::connect(addr).await.unwrap();
-        let (res, _) = client.send_all(bytes::Bytes::from_static(b"v6")).await;
+        let (res, _) = client.send_all(&b"v6"[..]).await;
         res.unwrap();
         assert_eq!(recv_exact(&client, 2).await.unwrap(), b"v6");
     });
