@@ -173,8 +173,8 @@ async fn start(
                         HandshakeError::ClientHello(_) => {
                             (HandshakeFailure::BadClientHello, None, None)
                         }
-                        HandshakeError::Tls(rustls) => {
-                            (HandshakeFailure::of(rustls), None, Some(rustls))
+                        HandshakeError::Tls(rustls, sni) => {
+                            (HandshakeFailure::of(rustls), sni.as_deref(), Some(rustls))
                         }
                         HandshakeError::Silent | HandshakeError::Closed | HandshakeError::Io(_) => {
                             (HandshakeFailure::Closed, None, None)

@@ -289,19 +289,34 @@ fn tls_handshake_failures_are_counted_and_logged_by_reason() {
     assert!(!plain.starts_with(b"HTTP/"), "{plain:?}");
     drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("probe"));
 
+    // Each with the name the client asked for, whichever step of the handshake failed.
     let wanted = [
-        ("unknown_server_name", "nobody.example.com"),
-        ("no_shared_parameters", "peer is incompatible"),
-        ("client_certificate_missing", "peer sent no certificates"),
-        ("bad_client_hello", "not a TLS handshake"),
+        (
+            "unknown_server_name",
+            "nobody.example.com",
+            "nobody.example.com",
+        ),
+        ("no_shared_parameters", "peer is incompatible", HTTPBIN),
+        (
+            "client_certificate_missing",
+            "peer sent no certificates",
+            HTTPBIN,
+        ),
+        ("bad_client_hello", "not a TLS handshake", "-"),
     ];
-    for (reason, detail) in wanted {
+    for (reason, detail, sni) in wanted {
         let line = format!("reason=\"{reason}\"");
+        let sni = format!("sni=\"{sni}\"");
         assert!(
             wait_for(Duration::from_secs(5), || gateway.log_text().lines().any(
-                |l| l.contains("TLS handshake failed") && l.contains(&line) && l.contains(detail)
+                |l| {
+                    l.contains("TLS handshake failed")
+                        && l.contains(&line)
+                        && l.contains(detail)
+                        && l.contains(&sni)
+                }
             )),
-            "no info line with {line} and {detail:?}:\n{}",
+            "no info line with {line}, {sni} and {detail:?}:\n{}",
             gateway.log_text()
         );
     }

@@ -71,8 +71,9 @@ pub(crate) enum HandshakeError {
     Silent,
     #[error("client closed the connection during the handshake")]
     Closed,
+    /// What rustls refused, and the name the ClientHello asked for.
     #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error, Option<String>),
     #[error("ClientHello: {0}")]
     ClientHello(#[from] ClientHelloError),
     #[error("client named {0:?}, which no server on this port serves")]
@@ -291,7 +292,8 @@ impl Downstream {
             Some((server, config)) => (Some(server), config.clone()),
             None => (None, selector.reject().clone()),
         };
-        let conn = UnbufferedServerConnection::new(config)?;
+        let conn = UnbufferedServerConnection::new(config)
+            .map_err(|error| HandshakeError::Tls(error, name.clone()))?;
         let mut stream = TlsStream {
             tcp,
             session: Session::Rustls(Box::new(conn)),
@@ -327,7 +329,7 @@ impl Downstream {
                 Box::pin(linger(&stream.tcp)).await;
                 // What rustls failed with names the reason (no shared cipher suite...).
                 Err(match stream.rustls_error.take() {
-                    Some(rustls) => HandshakeError::Tls(rustls),
+                    Some(rustls) => HandshakeError::Tls(rustls, name.clone()),
                     None => HandshakeError::Io(error),
                 })
             }
