@@ -8,7 +8,8 @@
 #    tests/tools/tls_peer.py) with pip. A machine that already has them installs
 #    nothing and touches no package list.
 # 2. cargo fmt --check (ringress and the fuzz crate)
-# 3. cargo clippy --all-targets --locked -- -D warnings, also with the fuzzing feature
+# 3. cargo clippy --all-targets --locked -- -D warnings, also with the fuzzing feature,
+#    and cargo doc of the whole crate (private items too) without a warning
 # 4. cargo test --locked
 # 5. the TLS integration tests once more with TLS 1.3 records left to rustls
 #    (RINGRESS_TEST_TLS_RECORD_LAYER=rustls, i.e. `--tls-record-layer rustls`)
@@ -110,6 +111,9 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 banner "cargo clippy --all-targets --locked -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 cargo clippy --all-targets --locked --features fuzzing -- -D warnings
+
+banner "cargo doc --document-private-items (broken links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items --locked
 
 banner "cargo test --locked"
 cargo test --locked
