@@ -149,8 +149,7 @@ const STALE_SLACK: usize = 1024;
 #[derive(Default)]
 pub(crate) struct Timers {
     heap: BinaryHeap<HeapEntry>,
-    /// Per slot: its generation and, while pending, the waker and the heap entry's
-    /// deadline (for rebuilding the heap).
+    /// Per slot: its generation and, while pending, the waker.
     slots: Vec<Slot>,
     free: Vec<u32>,
     pending: usize,
@@ -158,7 +157,7 @@ pub(crate) struct Timers {
 
 struct Slot {
     generation: u32,
-    pending: Option<(Instant, Waker)>,
+    waker: Option<Waker>,
 }
 
 impl Timers {
@@ -168,13 +167,13 @@ impl Timers {
             None => {
                 self.slots.push(Slot {
                     generation: 0,
-                    pending: None,
+                    waker: None,
                 });
                 u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 pending timeouts")
             }
         };
         let entry = &mut self.slots[slot as usize];
-        entry.pending = Some((at, waker.clone()));
+        entry.waker = Some(waker.clone());
         self.heap.push(Reverse((at, slot, entry.generation)));
         self.pending += 1;
         TimerKey {
@@ -189,7 +188,7 @@ impl Timers {
         if slot.generation != key.generation {
             return None;
         }
-        slot.pending.as_mut().map(|(_, waker)| waker)
+        slot.waker.as_mut()
     }
 
     /// Forgets a deadline (nothing if it already fired).
@@ -208,21 +207,22 @@ impl Timers {
     /// Frees a pending slot: a new generation, so its heap entry and key go stale.
     fn free_slot(&mut self, slot: u32) -> Option<Waker> {
         let entry = &mut self.slots[slot as usize];
-        let (_, waker) = entry.pending.take()?;
+        let waker = entry.waker.take()?;
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(slot);
         self.pending -= 1;
         Some(waker)
     }
 
-    /// The heap again, from the pending deadlines only.
+    /// The heap again, from the entries of pending deadlines only (linear in the
+    /// heap's length, which the caller bounds).
     fn rebuild(&mut self) {
         let mut entries = std::mem::take(&mut self.heap).into_vec();
-        entries.clear();
-        entries.extend(self.slots.iter().zip(0u32..).filter_map(|(entry, slot)| {
-            let (at, _) = entry.pending.as_ref()?;
-            Some(Reverse((*at, slot, entry.generation)))
-        }));
+        let slots = &self.slots;
+        entries.retain(|Reverse((_, slot, generation))| {
+            let entry = &slots[*slot as usize];
+            entry.generation == *generation && entry.waker.is_some()
+        });
         self.heap = BinaryHeap::from(entries);
     }
 
@@ -345,7 +345,8 @@ mod tests {
         let waker = Waker::noop();
         // One deadline that never completes, and many that are removed at once, as a
         // stuck client among fast requests makes them.
-        let stuck = timers.insert(t0 + Duration::from_secs(60), waker);
+        let (stuck_wakes, stuck_waker) = counter();
+        let stuck = timers.insert(t0 + Duration::from_secs(60), &stuck_waker);
         for i in 0..100_000u64 {
             let key = timers.insert(t0 + Duration::from_micros(i), waker);
             timers.remove(key);
@@ -356,8 +357,17 @@ mod tests {
             timers.wait_limit(t0).map(|d| d <= Duration::from_secs(60)),
             Some(true)
         );
-        timers.remove(stuck);
+        // The rebuilds kept it: it fires at its time, alone.
+        let mut woken = Vec::new();
+        timers.expire(t0 + Duration::from_secs(59), &mut woken);
+        assert!(woken.is_empty());
+        assert!(timers.waker_mut(stuck).is_some());
+        timers.expire(t0 + Duration::from_secs(60), &mut woken);
+        wake_all(&mut woken);
+        assert_eq!(stuck_wakes.0.load(Ordering::Relaxed), 1);
         assert!(timers.is_empty());
         assert!(timers.heap.is_empty(), "cleared when nothing is pending");
+        timers.remove(stuck);
+        assert!(timers.is_empty());
     }
 }
