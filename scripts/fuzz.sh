@@ -68,7 +68,10 @@ summary=()
 for target in "${chosen[@]}"; do
     corpus="corpus/$target"
     mkdir -p "$corpus" "artifacts/$target"
-    dirs=("$corpus" "seeds/$target")
+    dirs=("$corpus")
+    if [[ -d "seeds/$target" ]]; then
+        dirs+=("seeds/$target")
+    fi
     if [[ "$target" == config ]]; then
         dirs+=("$root/config" "$root/src/config/testdata")
     fi
@@ -78,18 +81,26 @@ for target in "${chosen[@]}"; do
     cargo fuzz run -O "$target" "${dirs[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1 || status=$?
+    # A run that never started has none of these lines: empty, not an exit of the script.
     runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
     speed="$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)"
-    cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
+    cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)"
     if ((status == 0)); then
         summary+=("$(printf '%-14s clean  %10s runs in %ss (%s/s), coverage %s' \
             "$target" "${runs:-?}" "$seconds" "${speed:-?}" "${cov:-?}")")
     else
         failed=1
         crash="$(ls -t "artifacts/$target" 2>/dev/null | head -1)"
-        grep -E 'panicked|ERROR|SUMMARY' "$log" | head -5 >&2 || true
-        summary+=("$(printf '%-14s FAILED after %s runs: fuzz/artifacts/%s/%s (replay: RUSTC_BOOTSTRAP=1 cargo fuzz run -O %s fuzz/artifacts/%s/%s in fuzz/)' \
-            "$target" "${runs:-?}" "$target" "$crash" "$target" "$target" "$crash")")
+        if [[ -z "$crash" ]]; then
+            # No input to blame: it did not get to fuzzing, or libFuzzer stopped; say why.
+            tail -n 15 "$log" >&2
+            summary+=("$(printf '%-14s FAILED (status %s) after %s runs, no crash input: see above' \
+                "$target" "$status" "${runs:-0}")")
+        else
+            grep -E 'panicked|ERROR|SUMMARY' "$log" | head -5 >&2 || true
+            summary+=("$(printf '%-14s FAILED after %s runs: fuzz/artifacts/%s/%s (replay: RUSTC_BOOTSTRAP=1 cargo fuzz run -O %s fuzz/artifacts/%s/%s in fuzz/)' \
+                "$target" "${runs:-?}" "$target" "$crash" "$target" "$target" "$crash")")
+        fi
     fi
     rm -f "$log"
 done
