@@ -512,14 +512,14 @@ impl Connection {
         if let Some(authority) = head
             .target_authority()
             .map(str::as_bytes)
-            .or(head.header("host"))
+            .or(head.header_of(http::HeaderName::Host))
         {
             record.set(Field::Authority, authority);
         }
         if let Some(agent) = head.header("user-agent") {
             record.set(Field::UserAgent, agent);
         }
-        if let Some(id) = head.header("x-request-id") {
+        if let Some(id) = head.header_of(http::HeaderName::XRequestId) {
             record.set(Field::ClientRequestId, id);
         }
         if let Some(name) = server_name {

@@ -9,7 +9,7 @@
 //! durations (milliseconds) as numbers; JSON strings escaped.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Exchange;
@@ -233,7 +233,7 @@ impl Format {
     }
 
     /// Appends the line of `exchange` to `out`.
-    pub(crate) fn render(&self, exchange: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>) {
+    pub(crate) fn render(&self, exchange: &Exchange<'_>, memo: &mut Memo, out: &mut Vec<u8>) {
         // Room for a whole line at once.
         out.reserve(1024);
         match &self.0 {
@@ -241,7 +241,7 @@ impl Format {
                 for segment in segments {
                     match segment {
                         Segment::Literal(text) => put(out, text.as_bytes()),
-                        Segment::Op(op) => value(*op, exchange, clock, out, Encoding::Text),
+                        Segment::Op(op) => value(*op, exchange, memo, out, Encoding::Text),
                     }
                 }
             }
@@ -254,7 +254,7 @@ impl Format {
                     out.push(b'"');
                     out.extend_from_slice(key.as_bytes());
                     out.extend_from_slice(b"\":");
-                    value(*op, exchange, clock, out, Encoding::Json);
+                    value(*op, exchange, memo, out, Encoding::Json);
                 }
                 out.extend_from_slice(b"}\n");
             }
@@ -269,7 +269,7 @@ enum Encoding {
 }
 
 /// Writes one operator's value.
-fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: Encoding) {
+fn value(op: Op, ex: &Exchange<'_>, memo: &mut Memo, out: &mut Vec<u8>, enc: Encoding) {
     let text = |out: &mut Vec<u8>, s: Option<&[u8]>| match (s.filter(|s| !s.is_empty()), enc) {
         (Some(s), Encoding::Text) => put(out, s),
         (Some(s), Encoding::Json) => json_string(out, s),
@@ -278,12 +278,12 @@ fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: E
     };
     let static_text = |out: &mut Vec<u8>, s: Option<&str>| text(out, s.map(str::as_bytes));
     let number = |out: &mut Vec<u8>, n: u64| crate::http::push_decimal(out, n);
-    let addr = |out: &mut Vec<u8>, a: Option<SocketAddr>| match a {
+    let addr = |memo: &mut Memo, out: &mut Vec<u8>, a: Option<SocketAddr>| match a {
         Some(a) => {
             if enc == Encoding::Json {
                 out.push(b'"');
             }
-            crate::http::push_socket_addr(out, a);
+            memo.write_addr(a, out);
             if enc == Encoding::Json {
                 out.push(b'"');
             }
@@ -295,7 +295,7 @@ fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: E
             if enc == Encoding::Json {
                 out.push(b'"');
             }
-            clock.write(ex.start, out);
+            memo.write_time(ex.start, out);
             if enc == Encoding::Json {
                 out.push(b'"');
             }
@@ -335,11 +335,11 @@ fn value(op: Op, ex: &Exchange<'_>, clock: &mut Clock, out: &mut Vec<u8>, enc: E
                 .or(ex.client_request_id),
         ),
         Op::Authority => text(out, ex.authority),
-        Op::UpstreamHost => addr(out, ex.upstream_host),
+        Op::UpstreamHost => addr(memo, out, ex.upstream_host),
         Op::UpstreamCluster => text(out, ex.upstream_cluster),
-        Op::UpstreamLocalAddress => addr(out, ex.upstream_local),
-        Op::DownstreamLocalAddress => addr(out, ex.downstream_local),
-        Op::DownstreamRemoteAddress => addr(out, Some(ex.downstream_remote)),
+        Op::UpstreamLocalAddress => addr(memo, out, ex.upstream_local),
+        Op::DownstreamLocalAddress => addr(memo, out, ex.downstream_local),
+        Op::DownstreamRemoteAddress => addr(memo, out, Some(ex.downstream_remote)),
         Op::DownstreamRemoteAddressWithoutPort => {
             if enc == Encoding::Json {
                 out.push(b'"');
@@ -398,17 +398,59 @@ impl std::fmt::Write for Utf8<'_> {
     }
 }
 
-/// Formats `%START_TIME%`, keeping the date and time of the current second so a
-/// line costs the milliseconds only.
+/// What one shard's lines share, so that a line costs less than a first one: the date
+/// and time of the current second (`%START_TIME%` then formats the milliseconds only),
+/// and the text of IPv4 socket addresses formatted before (a keep-alive connection's
+/// four addresses repeat on every one of its lines).
 #[derive(Debug, Default)]
-pub(crate) struct Clock {
+pub(crate) struct Memo {
     second: Option<u64>,
     /// `2024-01-09T15:35:47.`
     prefix: Vec<u8>,
+    /// [`ADDRESS_SLOTS`] entries once an address was written, each holding the last
+    /// address that hashed there.
+    addresses: Vec<AddressText>,
 }
 
-impl Clock {
-    fn write(&mut self, at: SystemTime, out: &mut Vec<u8>) {
+/// Socket addresses whose text a shard keeps: a few KiB, enough for the addresses of
+/// a few hundred busy connections.
+const ADDRESS_SLOTS: usize = 256;
+
+/// An IPv4 socket address and its text (`len` 0: none yet).
+#[derive(Debug, Clone, Copy)]
+struct AddressText {
+    addr: SocketAddrV4,
+    text: [u8; 21],
+    len: u8,
+}
+
+impl Memo {
+    /// Writes `addr` as `a.b.c.d:port` (IPv6 as `[..]:port`).
+    fn write_addr(&mut self, addr: SocketAddr, out: &mut Vec<u8>) {
+        let SocketAddr::V4(v4) = addr else {
+            crate::http::push_socket_addr(out, addr);
+            return;
+        };
+        if self.addresses.is_empty() {
+            let none = AddressText {
+                addr: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                text: [0; 21],
+                len: 0,
+            };
+            self.addresses = vec![none; ADDRESS_SLOTS];
+        }
+        // Fibonacci hashing of address and port: the top 8 bits pick the slot.
+        let key = u32::from(*v4.ip()) ^ u32::from(v4.port()).rotate_left(16);
+        let slot = (key.wrapping_mul(0x9E37_79B9) >> 24) as usize % ADDRESS_SLOTS;
+        let entry = &mut self.addresses[slot];
+        if entry.len == 0 || entry.addr != v4 {
+            entry.addr = v4;
+            entry.len = crate::http::socket_v4_text(v4, &mut entry.text) as u8;
+        }
+        out.extend_from_slice(&entry.text[..usize::from(entry.len)]);
+    }
+
+    fn write_time(&mut self, at: SystemTime, out: &mut Vec<u8>) {
         let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
         let second = since.as_secs();
         if self.second != Some(second) {
@@ -486,7 +528,7 @@ mod tests {
 
     fn render(format: &Format, ex: &Exchange<'_>) -> String {
         let mut out = Vec::new();
-        format.render(ex, &mut Clock::default(), &mut out);
+        format.render(ex, &mut Memo::default(), &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -565,14 +607,35 @@ mod tests {
     }
 
     #[test]
+    fn remembered_addresses_read_as_fresh_ones() {
+        let mut memo = Memo::default();
+        // More addresses than slots, each written twice, interleaved: every slot is
+        // reused, and a colliding address must never come back with another's text.
+        let addrs: Vec<SocketAddr> = (0..600u16)
+            .map(|i| SocketAddr::from(([127, 0, (i % 3) as u8, 1], 40_000 + i)))
+            .chain(["[::1]:8443".parse().unwrap()])
+            .collect();
+        for round in 0..2 {
+            for a in &addrs {
+                let mut fresh = Vec::new();
+                crate::http::push_socket_addr(&mut fresh, *a);
+                let mut out = Vec::new();
+                memo.write_addr(*a, &mut out);
+                assert_eq!(out, fresh, "{a} in round {round}");
+                assert_eq!(out, a.to_string().as_bytes());
+            }
+        }
+    }
+
+    #[test]
     fn dates_are_gregorian() {
         assert_eq!(civil_date(0), (1970, 1, 1));
         assert_eq!(civil_date(19_731), (2024, 1, 9));
         assert_eq!(civil_date(11_016), (2000, 2, 29));
         assert_eq!(civil_date(20_788), (2026, 12, 1));
-        let mut clock = Clock::default();
+        let mut memo = Memo::default();
         let mut out = Vec::new();
-        clock.write(
+        memo.write_time(
             UNIX_EPOCH + Duration::from_millis(951_782_400_007),
             &mut out,
         );

@@ -340,7 +340,7 @@ pub(crate) struct LogHandle {
 /// One shard's side of the access log: the format, the lines not yet handed over.
 pub(crate) struct ShardLog {
     format: Option<Arc<Format>>,
-    clock: RefCell<format::Clock>,
+    memo: RefCell<format::Memo>,
     lines: RefCell<Vec<u8>>,
     writer: Option<Sender<Vec<u8>>>,
 }
@@ -354,7 +354,7 @@ impl ShardLog {
         };
         ShardLog {
             format,
-            clock: RefCell::new(format::Clock::default()),
+            memo: RefCell::new(format::Memo::default()),
             lines: RefCell::new(Vec::new()),
             writer,
         }
@@ -374,7 +374,7 @@ impl ShardLog {
         if lines.capacity() == 0 {
             lines.reserve(FLUSH_AT + 1024);
         }
-        format.render(&record.exchange(), &mut self.clock.borrow_mut(), &mut lines);
+        format.render(&record.exchange(), &mut self.memo.borrow_mut(), &mut lines);
         if lines.len() < FLUSH_AT {
             return 0;
         }

@@ -45,6 +45,7 @@ mod rewrite;
 
 pub use body::{BodyFramer, BodyKind};
 pub use error::HttpError;
+pub(crate) use fields::Name as HeaderName;
 pub(crate) use generated::{
     CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
     redirect_response,
@@ -55,7 +56,7 @@ pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{
     ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
 };
-pub(crate) use rewrite::{push_ip, push_socket_addr, push_u64 as push_decimal};
+pub(crate) use rewrite::{push_ip, push_socket_addr, push_u64 as push_decimal, socket_v4_text};
 
 #[cfg(test)]
 mod tests {

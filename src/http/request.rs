@@ -13,7 +13,7 @@
 use super::body::BodyKind;
 use super::error::{HttpError, shown};
 use super::fields::{
-    Framing, RawHead, Span, TeRule, head_window, header_slots, incomplete, trim_ows,
+    Framing, Name, RawHead, Span, TeRule, head_window, header_slots, incomplete, trim_ows,
 };
 
 /// A parsed request head. Owns a copy of the head bytes (one buffer, reused by
@@ -259,6 +259,11 @@ impl RequestHead {
         self.raw.header(name)
     }
 
+    /// The first header of a classified kind: no name comparison.
+    pub(crate) fn header_of(&self, kind: Name) -> Option<&[u8]> {
+        self.raw.values_of(kind).next()
+    }
+
     /// Every header line in order, names as sent.
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
@@ -300,7 +305,7 @@ impl RequestHead {
 
     /// The values of every `x-forwarded-for` header, in order.
     pub(crate) fn forwarded_for(&self) -> impl Iterator<Item = &[u8]> {
-        self.raw.values_of(super::fields::Name::XForwardedFor)
+        self.raw.values_of(Name::XForwardedFor)
     }
 }
 

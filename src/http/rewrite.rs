@@ -196,30 +196,35 @@ pub(crate) fn push_socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
         std::net::SocketAddr::V4(v4) => {
             // `a.b.c.d:port` in one buffer, copied in one go.
             let mut text = [0u8; 21];
-            let mut ip = [0u8; 15];
-            let mut len = v4_text(*v4.ip(), &mut ip);
-            text[..len].copy_from_slice(&ip[..len]);
-            text[len] = b':';
-            len += 1;
-            let mut port = v4.port();
-            let digits = match port {
-                0..=9 => 1,
-                10..=99 => 2,
-                100..=999 => 3,
-                1000..=9999 => 4,
-                _ => 5,
-            };
-            for at in (len..len + digits).rev() {
-                text[at] = b'0' + (port % 10) as u8;
-                port /= 10;
-            }
-            len += digits;
+            let len = socket_v4_text(v4, &mut text);
             out.extend_from_slice(&text[..len]);
         }
         std::net::SocketAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+/// `a.b.c.d:port` into `text`; its length.
+pub(crate) fn socket_v4_text(addr: std::net::SocketAddrV4, text: &mut [u8; 21]) -> usize {
+    let mut ip = [0u8; 15];
+    let mut len = v4_text(*addr.ip(), &mut ip);
+    text[..len].copy_from_slice(&ip[..len]);
+    text[len] = b':';
+    len += 1;
+    let mut port = addr.port();
+    let digits = match port {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        1000..=9999 => 4,
+        _ => 5,
+    };
+    for at in (len..len + digits).rev() {
+        text[at] = b'0' + (port % 10) as u8;
+        port /= 10;
+    }
+    len + digits
 }
 
 /// Writes `set` then `add` operations (except framing names and unsafe bytes).
