@@ -238,10 +238,16 @@ fn admin_address(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
 
 /// A timeout flag's value as a duration: positive and finite.
 fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    // A year at most: far beyond any useful timeout, far from overflowing a deadline.
+    const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
     Duration::try_from_secs_f64(value)
         .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| anyhow::anyhow!("{flag} must be a positive number of seconds, got {value}"))
+        .filter(|d| !d.is_zero() && *d <= MAX)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{flag} must be a positive number of seconds, at most a year (31536000), got {value}"
+            )
+        })
 }
 
 /// An error and its causes on one line. Most of ringress's errors already name their
@@ -261,6 +267,18 @@ fn describe_error(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timeouts_are_positive_and_at_most_a_year() {
+        assert_eq!(
+            seconds(1.5, "--idle-timeout").unwrap(),
+            Duration::from_millis(1500)
+        );
+        for bad in [0.0, -1.0, f64::NAN, 1e18, 31_536_001.0] {
+            let error = seconds(bad, "--idle-timeout").unwrap_err().to_string();
+            assert!(error.contains("at most a year"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn log_levels_are_checked_word_by_word() {

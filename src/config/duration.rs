@@ -8,6 +8,9 @@ use std::time::Duration;
 /// Longest duration text accepted; real values are a handful of characters.
 pub(crate) const MAX_DURATION_LEN: usize = 64;
 
+/// The longest duration accepted, in nanoseconds: Go's, `i64::MAX`.
+const MAX_NANOS: u128 = i64::MAX as u128;
+
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum DurationError {
@@ -90,6 +93,12 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         total = total.checked_add(nanos).ok_or_else(overflow)?;
         rest = next;
     }
+    // Go's `time.ParseDuration` (what Istio validates with) holds nanoseconds in an
+    // int64: about 292 years at most. Longer would also overflow the deadline a shard
+    // computes from it.
+    if total > MAX_NANOS {
+        return Err(overflow());
+    }
     let secs = u64::try_from(total / 1_000_000_000).map_err(|_| overflow())?;
     // The remainder is below 10^9 and always fits.
     let sub = u32::try_from(total % 1_000_000_000).map_err(|_| overflow())?;
@@ -146,6 +155,16 @@ mod tests {
         );
         assert!(matches!(
             parse_duration("99999999999999999999999999h"),
+            Err(DurationError::Overflow(_))
+        ));
+        // Go's bound: 2562047h47m16.854775807s is the longest.
+        assert!(parse_duration("2562047h").is_ok());
+        assert!(matches!(
+            parse_duration("2562048h"),
+            Err(DurationError::Overflow(_))
+        ));
+        assert!(matches!(
+            parse_duration("9999999999999999999s"),
             Err(DurationError::Overflow(_))
         ));
         let long = "1".repeat(MAX_DURATION_LEN + 1) + "s";
