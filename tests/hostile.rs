@@ -69,34 +69,9 @@ fn require_tlslite() {
 }
 
 /// A gateway with [`HTTPBIN`] on a SIMPLE port and on a MUTUAL port.
-struct Fixture {
-    fixture: HttpsFixture,
-    mutual_port: u16,
-    gateway: Gateway,
-}
+type Fixture = MutualFixture;
 
 impl Fixture {
-    fn start(tag: &str, extra: &[&str]) -> Fixture {
-        let fixture = HttpsFixture::new(tag);
-        let mutual_port = free_port();
-        let servers = [
-            simple_https(&fixture.pki, fixture.port, "https", HTTPBIN),
-            https_server(
-                mutual_port,
-                "https-mutual",
-                &[HTTPBIN],
-                &mutual_tls(&fixture.pki, "MUTUAL"),
-            ),
-        ];
-        let config = backend_config(&servers, &[HTTPBIN], &[fixture.upstream.addr()]);
-        let gateway = Gateway::start_ready(&fixture.dir, &config, extra);
-        Fixture {
-            fixture,
-            mutual_port,
-            gateway,
-        }
-    }
-
     /// Asserts that well-behaved clients are served on both ports by every shard,
     /// and that nothing panicked.
     fn assert_serving(&mut self) {

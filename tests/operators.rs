@@ -264,19 +264,11 @@ fn custom_access_log_formats_and_off() {
 #[test]
 fn tls_handshake_failures_are_counted_and_logged_by_reason() {
     require_tools();
-    let fixture = HttpsFixture::new("op-tls-failures");
-    let mutual_port = free_port();
-    let servers = [
-        simple_https(&fixture.pki, fixture.port, "https", HTTPBIN),
-        https_server(
-            mutual_port,
-            "https-mutual",
-            &[HTTPBIN],
-            &mutual_tls(&fixture.pki, "MUTUAL"),
-        ),
-    ];
-    let config = backend_config(&servers, &[HTTPBIN], &[fixture.upstream.addr()]);
-    let mut gateway = Gateway::start_ready(&fixture.dir, &config, &[]);
+    let MutualFixture {
+        fixture,
+        mutual_port,
+        mut gateway,
+    } = MutualFixture::start("op-tls-failures", &[]);
     let port = fixture.port;
 
     let unknown = s_client(port, "nobody.example.com", &[], b"");

@@ -34,6 +34,8 @@
 pub(crate) mod cert_info;
 pub(crate) mod client_hello;
 pub(crate) mod client_identity;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod client_sealer;
 pub(crate) mod credential;
 pub(crate) mod error;
 pub(crate) mod failure;

@@ -142,6 +142,38 @@ impl HttpsFixture {
     }
 }
 
+/// A gateway serving [`HTTPBIN`] on a SIMPLE port (`fixture.port`) and on a MUTUAL port,
+/// both to the fixture's upstream.
+pub struct MutualFixture {
+    pub fixture: HttpsFixture,
+    pub mutual_port: u16,
+    pub gateway: Gateway,
+}
+
+impl MutualFixture {
+    /// Starts it (with `extra` arguments for `ringress run`) and waits until it serves.
+    pub fn start(tag: &str, extra: &[&str]) -> MutualFixture {
+        let fixture = HttpsFixture::new(tag);
+        let mutual_port = free_port();
+        let servers = [
+            simple_https(&fixture.pki, fixture.port, "https", HTTPBIN),
+            https_server(
+                mutual_port,
+                "https-mutual",
+                &[HTTPBIN],
+                &mutual_tls(&fixture.pki, "MUTUAL"),
+            ),
+        ];
+        let config = backend_config(&servers, &[HTTPBIN], &[fixture.upstream.addr()]);
+        let gateway = Gateway::start_ready(&fixture.dir, &config, extra);
+        MutualFixture {
+            fixture,
+            mutual_port,
+            gateway,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Client tools
 

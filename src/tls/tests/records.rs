@@ -6,12 +6,10 @@
 
 use std::io::{Read, Write};
 
-use aws_lc_rs::aead::{
-    AES_128_GCM, AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
-};
-use rustls::{AlertDescription, ClientConnection, ConnectionTrafficSecrets, ContentType};
+use rustls::{AlertDescription, ClientConnection, ContentType};
 
 use super::*;
+use crate::tls::client_sealer::ClientSealer;
 use crate::tls::records::{MAX_PLAINTEXT, RECORD_OVERHEAD};
 use crate::tls::{RecordError, Records};
 
@@ -22,52 +20,6 @@ fn established() -> (ClientConnection, Records) {
     assert!(incoming.is_empty());
     assert!(Records::can_take(&server));
     (client, Records::new(server).unwrap())
-}
-
-/// Seals records as the client would, with its extracted traffic key: for what
-/// rustls' client never sends (a KeyUpdate in pieces, empty records).
-struct ClientSealer {
-    key: LessSafeKey,
-    iv: [u8; 12],
-    seq: u64,
-}
-
-impl ClientSealer {
-    fn new(client: ClientConnection) -> ClientSealer {
-        let (seq, secrets) = client.dangerous_extract_secrets().unwrap().tx;
-        let (algorithm, key, iv) = match secrets {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (&CHACHA20_POLY1305, key, iv),
-            _ => panic!("unexpected suite"),
-        };
-        ClientSealer {
-            key: LessSafeKey::new(UnboundKey::new(algorithm, key.as_ref()).unwrap()),
-            iv: iv.as_ref().try_into().unwrap(),
-            seq,
-        }
-    }
-
-    /// One record carrying `payload` of content type `inner`.
-    fn record(&mut self, inner: ContentType, payload: &[u8]) -> Vec<u8> {
-        let mut body = payload.to_vec();
-        body.push(u8::from(inner));
-        let len = u16::try_from(body.len() + 16).unwrap().to_be_bytes();
-        let header = [23, 3, 3, len[0], len[1]];
-        let mut nonce = self.iv;
-        for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
-            *n ^= s;
-        }
-        self.seq += 1;
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(header),
-                &mut body,
-            )
-            .unwrap();
-        [&header[..], &body].concat()
-    }
 }
 
 /// The server's record layer and a sealer for the client's side.
