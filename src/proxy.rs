@@ -516,7 +516,7 @@ impl Connection {
         {
             record.set(Field::Authority, authority);
         }
-        if let Some(agent) = head.header("user-agent") {
+        if let Some(agent) = head.header_of(http::HeaderName::UserAgent) {
             record.set(Field::UserAgent, agent);
         }
         if let Some(id) = head.header_of(http::HeaderName::XRequestId) {

@@ -19,7 +19,7 @@ use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
@@ -61,7 +61,8 @@ const WRITE_EVERY: Duration = Duration::from_millis(50);
 /// are bytes as received.
 #[derive(Debug, Clone)]
 pub(crate) struct Exchange<'a> {
-    pub(crate) start: SystemTime,
+    /// When the request started: milliseconds since the Unix epoch.
+    pub(crate) start_ms: u64,
     pub(crate) method: Option<&'a [u8]>,
     pub(crate) path: Option<&'a [u8]>,
     pub(crate) original_path: Option<&'a [u8]>,
@@ -97,7 +98,8 @@ struct Span(u32, u32);
 /// strings are copied into one buffer.
 #[derive(Debug)]
 pub(crate) struct Record {
-    start: SystemTime,
+    /// When the request started, by the shard's clock (the wall-clock time is worked
+    /// out from it as the line is written: [`format::Memo::wall_time_ms`]).
     started: Instant,
     /// The strings, one after the other (spans index into it), as received: header
     /// values are bytes, not always UTF-8 ([`format`](mod@format) escapes what needs it).
@@ -183,7 +185,6 @@ impl Record {
 
     fn new(peer: SocketAddr) -> Record {
         Record {
-            start: SystemTime::now(),
             started: crate::uring::now(),
             text: Vec::new(),
             method: None,
@@ -266,16 +267,6 @@ impl Record {
         *slot = span;
     }
 
-    /// Sets the upstream cluster as Istio names it: `outbound|PORT||HOST`.
-    pub(crate) fn set_cluster(&mut self, host: &str, port: u16) {
-        self.set_with(Field::UpstreamCluster, |text| {
-            text.extend_from_slice(b"outbound|");
-            crate::http::push_decimal(text, u64::from(port));
-            text.extend_from_slice(b"||");
-            text.extend_from_slice(host.as_bytes());
-        });
-    }
-
     /// The flags as printed: `URX` joins the flag of the last try's failure.
     fn flags(&self) -> &'static str {
         if !self.retries_exhausted {
@@ -298,11 +289,12 @@ impl Record {
         self.text.get(start as usize..end as usize)
     }
 
-    /// The record as a line reads it, its duration ending now.
-    pub(crate) fn exchange(&self) -> Exchange<'_> {
+    /// The record as a line reads it, started at `start_ms` (since the Unix epoch),
+    /// its duration ending now.
+    pub(crate) fn exchange(&self, start_ms: u64) -> Exchange<'_> {
         let duration = crate::uring::now().saturating_duration_since(self.started);
         Exchange {
-            start: self.start,
+            start_ms,
             method: self.get(self.method),
             path: self.get(self.path),
             original_path: self.get(self.original_path),
@@ -374,7 +366,10 @@ impl ShardLog {
         if lines.capacity() == 0 {
             lines.reserve(FLUSH_AT + 1024);
         }
-        format.render(&record.exchange(), &mut self.memo.borrow_mut(), &mut lines);
+        let mut memo = self.memo.borrow_mut();
+        let start = memo.wall_time_ms(record.started);
+        format.render(&record.exchange(start), &mut memo, &mut lines);
+        drop(memo);
         if lines.len() < FLUSH_AT {
             return 0;
         }

@@ -72,6 +72,8 @@ pub(crate) enum Name {
     XForwardedProto,
     XForwardedClientCert,
     XEnvoyUpstreamServiceTime,
+    /// Only the access log reads it.
+    UserAgent,
 }
 
 impl Name {
@@ -83,7 +85,11 @@ impl Name {
             4 => &[("host", Host)],
             6 => &[("expect", Expect), ("server", Server)],
             7 => &[("trailer", Trailer), ("upgrade", Upgrade)],
-            10 => &[("connection", Connection), ("keep-alive", KeepAlive)],
+            10 => &[
+                ("connection", Connection),
+                ("keep-alive", KeepAlive),
+                ("user-agent", UserAgent),
+            ],
             12 => &[("x-request-id", XRequestId)],
             14 => &[("content-length", ContentLength)],
             15 => &[("x-forwarded-for", XForwardedFor)],

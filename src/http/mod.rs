@@ -56,7 +56,9 @@ pub use response::{ResponseHead, parse_response, parse_response_into};
 pub use rewrite::{
     ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
 };
-pub(crate) use rewrite::{push_ip, push_socket_addr, push_u64 as push_decimal, socket_v4_text};
+pub(crate) use rewrite::{
+    push_ip, push_prefix, push_socket_addr, push_u64 as push_decimal, socket_v4_text,
+};
 
 #[cfg(test)]
 mod tests {

@@ -104,17 +104,18 @@ fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
-    // Most numbers here are below 1000 (statuses, octets, milliseconds): pushed byte
-    // by byte, without the call a slice copy costs.
+    // Most numbers here are below 1000 (statuses, octets, milliseconds): their digits
+    // go out as one 4-byte word, leading zeros shifted away.
     if n < 1000 {
-        let n = n as u16;
-        if n >= 100 {
-            out.push(b'0' + (n / 100) as u8);
-        }
-        if n >= 10 {
-            out.push(b'0' + (n / 10 % 10) as u8);
-        }
-        out.push(b'0' + (n % 10) as u8);
+        let n = n as u32;
+        let skip = u32::from(n < 100) + u32::from(n < 10);
+        let word = u32::from_le_bytes([
+            b'0' + (n / 100) as u8,
+            b'0' + (n / 10 % 10) as u8,
+            b'0' + (n % 10) as u8,
+            0,
+        ]) >> (8 * skip);
+        push_prefix(out, &word.to_le_bytes(), (3 - skip) as usize);
         return;
     }
     let mut digits = [0u8; 20];
@@ -139,9 +140,9 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, n: u64) {
 pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
-            let mut text = [0u8; 15];
+            let mut text = [0u8; V4_SOCKET_TEXT];
             let len = v4_text(v4, &mut text);
-            out.extend_from_slice(&text[..len]);
+            push_prefix(out, &text, len);
         }
         // Display writes into the Vec without an intermediate String.
         v6 => {
@@ -150,44 +151,49 @@ pub(crate) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// `a.b.c.d` into `text`; its length.
-fn v4_text(ip: std::net::Ipv4Addr, text: &mut [u8; 15]) -> usize {
-    let mut len = 0;
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[len] = b'.';
-            len += 1;
-        }
-        len += octet_text(octet, &mut text[len..len + 3]);
-    }
-    len
+/// The longest `a.b.c.d:port`.
+const V4_SOCKET_TEXT: usize = 21;
+
+/// Appends the first `len` bytes of `text`: the whole array in one fixed-size copy
+/// (a few stores, where a slice of a length known only now costs a call), then the
+/// rest cut off again.
+pub(crate) fn push_prefix<const N: usize>(out: &mut Vec<u8>, text: &[u8; N], len: usize) {
+    let end = out.len() + len.min(N);
+    out.extend_from_slice(text);
+    out.truncate(end);
 }
 
-/// An IPv4 octet in decimal into the front of `text` (3 bytes of room), from digits
-/// worked out at compile time; its length.
-fn octet_text(octet: u8, text: &mut [u8]) -> usize {
-    const DIGITS: [[u8; 3]; 256] = {
-        let mut table = [[0u8; 3]; 256];
+/// `a.b.c.d` into the front of `text`; its length (at most 15).
+fn v4_text(ip: std::net::Ipv4Addr, text: &mut [u8; V4_SOCKET_TEXT]) -> usize {
+    /// Each octet's digits from the left, and how many there are, worked out at
+    /// compile time.
+    const DIGITS: [([u8; 4], u8); 256] = {
+        let mut table = [([0u8; 4], 0u8); 256];
         let mut n = 0;
         while n < 256 {
-            table[n] = [
+            let (hundreds, tens, ones) = (
                 b'0' + (n / 100) as u8,
                 b'0' + (n / 10 % 10) as u8,
                 b'0' + (n % 10) as u8,
-            ];
+            );
+            table[n] = match n {
+                0..=9 => ([ones, b'.', 0, 0], 1),
+                10..=99 => ([tens, ones, b'.', 0], 2),
+                _ => ([hundreds, tens, ones, b'.'], 3),
+            };
             n += 1;
         }
         table
     };
-    let digits = &DIGITS[usize::from(octet)];
-    let skip = match octet {
-        0..=9 => 2,
-        10..=99 => 1,
-        _ => 0,
-    };
-    let len = 3 - skip;
-    text[..len].copy_from_slice(&digits[skip..]);
-    len
+    let mut len = 0;
+    for octet in ip.octets() {
+        // Four bytes each time (digits and a dot): at most 12 + 4 of the 21.
+        let (digits, n) = DIGITS[usize::from(octet)];
+        text[len..len + 4].copy_from_slice(&digits);
+        len += usize::from(n) + 1;
+    }
+    // No dot after the last octet.
+    len - 1
 }
 
 /// Writes `ip:port` (`[v6]:port` for IPv6), as `SocketAddr`'s `Display` does.
@@ -195,9 +201,9 @@ pub(crate) fn push_socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
     match addr {
         std::net::SocketAddr::V4(v4) => {
             // `a.b.c.d:port` in one buffer, copied in one go.
-            let mut text = [0u8; 21];
+            let mut text = [0u8; V4_SOCKET_TEXT];
             let len = socket_v4_text(v4, &mut text);
-            out.extend_from_slice(&text[..len]);
+            push_prefix(out, &text, len);
         }
         std::net::SocketAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -206,10 +212,11 @@ pub(crate) fn push_socket_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
 }
 
 /// `a.b.c.d:port` into `text`; its length.
-pub(crate) fn socket_v4_text(addr: std::net::SocketAddrV4, text: &mut [u8; 21]) -> usize {
-    let mut ip = [0u8; 15];
-    let mut len = v4_text(*addr.ip(), &mut ip);
-    text[..len].copy_from_slice(&ip[..len]);
+pub(crate) fn socket_v4_text(
+    addr: std::net::SocketAddrV4,
+    text: &mut [u8; V4_SOCKET_TEXT],
+) -> usize {
+    let mut len = v4_text(*addr.ip(), text);
     text[len] = b':';
     len += 1;
     let mut port = addr.port();
@@ -268,7 +275,7 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
             .map(str::as_bytes)
             .filter(|a| is_safe_value(a))
             .or(head.target_authority().map(str::as_bytes))
-            .or(head.header("host"))
+            .or(head.header_of(Name::Host))
             .unwrap_or_default();
         header(out, b"host", host);
     }
@@ -444,6 +451,23 @@ mod tests {
     }
 
     #[test]
+    fn every_octet_as_display_writes_it() {
+        for octet in 0..=255u8 {
+            for addr in [
+                std::net::SocketAddrV4::new([octet, 0, 9, octet].into(), u16::from(octet)),
+                std::net::SocketAddrV4::new([octet; 4].into(), 65535),
+            ] {
+                let mut out = Vec::new();
+                push_socket_addr(&mut out, addr.into());
+                assert_eq!(out, addr.to_string().into_bytes());
+                let mut out = b"x".to_vec();
+                push_ip(&mut out, (*addr.ip()).into());
+                assert_eq!(out, format!("x{}", addr.ip()).into_bytes());
+            }
+        }
+    }
+
+    #[test]
     fn decimals_at_every_digit_boundary() {
         for n in [
             0,
@@ -463,6 +487,11 @@ mod tests {
             let mut out = b"x".to_vec();
             push_u64(&mut out, n);
             assert_eq!(out, format!("x{n}").into_bytes());
+        }
+        for n in 0..2000 {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
         }
     }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use super::retry::RetryPolicy;
 use super::{Connection, Downstream, Next, ProxyError};
+use crate::access_log;
 use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
@@ -80,7 +81,10 @@ impl Connection {
         let (mut upstream, endpoint, response, started, answered_early) = loop {
             let spec = snapshot.clusters.get(cluster);
             if let Some(record) = self.record.as_deref_mut() {
-                record.set_cluster(&spec.host, spec.port);
+                record.set(
+                    access_log::Field::UpstreamCluster,
+                    spec.istio_name.as_bytes(),
+                );
                 record.retries_exhausted = tries > 0;
             }
             let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {

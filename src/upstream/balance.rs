@@ -93,6 +93,7 @@ mod tests {
     fn cluster(endpoints: usize, lb: LoadBalancer) -> Cluster {
         Cluster {
             name: "httpbin:8000".to_owned(),
+            istio_name: "outbound|8000||httpbin".to_owned(),
             host: "httpbin".to_owned(),
             port: 8000,
             endpoints: (0..endpoints)

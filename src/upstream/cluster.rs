@@ -47,6 +47,8 @@ pub struct Cluster {
     /// `host:port` as the route names it, e.g. `httpbin:8000` (the service port, not the
     /// endpoints' target port).
     pub(crate) name: String,
+    /// Istio's name of it, `outbound|PORT||HOST` (the access log's upstream cluster).
+    pub(crate) istio_name: String,
     /// The destination host as the route names it.
     pub(crate) host: String,
     /// The service port.
@@ -256,6 +258,7 @@ impl Clusters {
                 let rule = destination_rule(&config.destination_rules, host);
                 self.clusters.push(Cluster {
                     name: destination,
+                    istio_name: format!("outbound|{number}||{host}"),
                     host: host.to_owned(),
                     port: number,
                     endpoints,
