@@ -28,6 +28,7 @@
 //! - [`upstream`]: clusters, load balancing, per-shard keep-alive pools.
 //! - [`access_log`]: the line each request leaves, written off the shards.
 //! - [`demo`]: `ringress demo`: generated PKI and a built-in httpbin-like upstream.
+//! - [`buffers`]: the shard's pool of byte buffers, shared by TLS and proxying.
 //! - [`fast_hash`]: the unkeyed hash of per-request maps whose keys the network never
 //!   chooses.
 //!
@@ -39,6 +40,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod access_log;
+pub(crate) mod buffers;
 pub mod config;
 pub mod control;
 pub mod demo;

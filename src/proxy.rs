@@ -15,7 +15,6 @@
 //! directions, never buffered whole; an upstream that fails mid-response closes the
 //! client connection rather than letting a truncated body look complete.
 
-mod buffers;
 mod downstream;
 mod error;
 mod forward;
@@ -31,6 +30,7 @@ pub(crate) use downstream::{Downstream, Ending, HandshakeError};
 pub(crate) use error::{ProxyError, Side};
 
 use crate::access_log::{Field, Record};
+use crate::buffers;
 use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
 use crate::shard::{Admitted, ShardContext, ShardStats};

@@ -249,7 +249,7 @@ impl Connection {
             .set_send_timeout(self.ctx.settings.timeouts.idle);
         let reused = upstream.reused;
         self.upbuf.clear();
-        super::buffers::ensure(&mut self.upbuf);
+        crate::buffers::ensure(&mut self.upbuf);
         // `out` holds the head and first body bytes; keep them for a retry.
         let out = std::mem::take(&mut self.out);
         let (sent, out) = upstream.stream.send_all(out).await;

@@ -26,8 +26,10 @@
 //! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`](mod@server_config)
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
 //! certificate coverage), [`client_hello`] (the SNI name read from a ClientHello before
-//! any connection exists), [`records`] (TLS 1.3 record protection of established
-//! connections), [`cert_info`] (descriptions for `check` and `/certs`),
+//! any connection exists), [`session`] (one server connection's TLS state machine,
+//! without I/O: the handshake on rustls, the hand-off, records in and out), [`records`]
+//! (TLS 1.3 record protection of established connections), [`cert_info`]
+//! (descriptions for `check` and `/certs`),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`failure`] (why a handshake failed, for counters and logs), [`error`].
 
@@ -41,6 +43,7 @@ pub(crate) mod error;
 pub(crate) mod failure;
 pub(crate) mod records;
 pub mod server_config;
+pub(crate) mod session;
 pub(crate) mod sni;
 pub(crate) mod tickets;
 
@@ -52,6 +55,7 @@ pub use error::TlsError;
 pub(crate) use failure::HandshakeFailure;
 pub(crate) use records::{RecordError, Records};
 pub use server_config::{new_ticketer, reject_config, server_config};
+pub(crate) use session::{MAX_RECORD_PLAINTEXT, ServerSession, Step, TlsFailure};
 pub use sni::{SniSelector, check_covers};
 pub(crate) use tickets::Ticketers;
 

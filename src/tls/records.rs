@@ -223,6 +223,7 @@ impl Records {
     /// Encrypts `data` as application data records of at most 16 KiB into `out`;
     /// returns the bytes written, or `Err(Some(room))` when `out` is shorter than
     /// the `room` it needs (`Err(None)`: the keys could not be refreshed).
+    #[inline]
     pub(crate) fn seal(&mut self, data: &[u8], out: &mut [u8]) -> Result<usize, Option<usize>> {
         let room = Records::sealed_len(data.len());
         if out.len() < room {
@@ -269,6 +270,7 @@ impl Records {
     /// application data records to `deliver`, and removes them; a partial record
     /// stays for the next receive. Returns whether the client sent close_notify
     /// (what follows it is discarded).
+    #[inline]
     pub(crate) fn open(
         &mut self,
         incoming: &mut Vec<u8>,

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 
 /// Capacity of a buffer the pool hands out when it has none to reuse.
-pub(super) const BUFFER_CAPACITY: usize = 4096;
+pub(crate) const BUFFER_CAPACITY: usize = 4096;
 
 /// Buffers kept for reuse at most; more are freed when given back. A busy connection
 /// holds up to five (request, response, plaintext out, TLS in and out), so this covers
@@ -25,13 +25,13 @@ thread_local! {
 }
 
 /// An empty buffer with at least [`BUFFER_CAPACITY`] bytes of capacity.
-pub(super) fn take() -> Vec<u8> {
+pub(crate) fn take() -> Vec<u8> {
     POOL.with(|pool| pool.borrow_mut().pop())
         .unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
 }
 
 /// Makes sure `buf` has capacity, taking a pooled buffer when it has none.
-pub(super) fn ensure(buf: &mut Vec<u8>) {
+pub(crate) fn ensure(buf: &mut Vec<u8>) {
     if buf.capacity() == 0 {
         *buf = take();
     }
@@ -39,7 +39,7 @@ pub(super) fn ensure(buf: &mut Vec<u8>) {
 
 /// Gives `buf`'s allocation back to the pool (its contents are dropped), leaving it
 /// empty and without capacity.
-pub(super) fn give(buf: &mut Vec<u8>) {
+pub(crate) fn give(buf: &mut Vec<u8>) {
     let mut buf = std::mem::take(buf);
     let capacity = buf.capacity();
     if !(BUFFER_CAPACITY..=POOL_MAX_CAPACITY).contains(&capacity) {
