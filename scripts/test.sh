@@ -4,8 +4,9 @@
 # 1. Installs the command-line clients the integration tests drive (curl, openssl,
 #    h2load, wrk, slowhttptest, testssl.sh, python3 with pip, the CA bundle) when they
 #    are missing, with apt-get
-#    on Debian, and the Python package tlslite-ng (the record-level TLS client of
-#    tests/tools/tls_peer.py) with pip. A machine that already has them installs
+#    on Debian, and the Python packages tlslite-ng (the record-level TLS client of
+#    tests/tools/tls_peer.py) and h2 (the frame-level HTTP/2 client of
+#    tests/tools/h2_peer.py) with pip. A machine that already has them installs
 #    nothing and touches no package list.
 # 2. cargo fmt --check (ringress and the fuzz crate)
 # 3. cargo clippy --all-targets --locked -- -D warnings, also with the fuzzing feature,
@@ -42,19 +43,20 @@ as_root() {
     fi
 }
 
-banner "test tools (curl, openssl, h2load, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng)"
+banner "test tools (curl, openssl, h2load, nghttp, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng, h2)"
 # command the tests run -> Debian package that provides it
 declare -A tool_pkg=(
     [curl]=curl
     [openssl]=openssl
     [h2load]=nghttp2-client
+    [nghttp]=nghttp2-client
     [wrk]=wrk
     [slowhttptest]=slowhttptest
     [testssl]=testssl.sh
     [python3]=python3
 )
 missing_pkgs=()
-for tool in curl openssl h2load wrk slowhttptest testssl python3; do
+for tool in curl openssl h2load nghttp wrk slowhttptest testssl python3; do
     if command -v "$tool" >/dev/null 2>&1; then
         printf '  %-8s %s\n' "$tool" "$(command -v "$tool")"
     else
@@ -81,8 +83,9 @@ fi
 # Python packages the tests import -> the pip package that provides each.
 declare -A py_pkg=(
     [tlslite]=tlslite-ng
+    [h2]=h2
 )
-for module in tlslite; do
+for module in tlslite h2; do
     if python3 -c "import $module" >/dev/null 2>&1; then
         printf '  %-8s %s\n' "$module" "$(python3 -c "import $module, os; print(os.path.dirname($module.__file__))")"
         continue

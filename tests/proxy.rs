@@ -274,11 +274,13 @@ fn upstream_sees_forwarding_headers_and_no_hop_by_hop_ones() {
     let dir = TempDir::new("px-headers");
     let upstream = Upstream::named("a");
     let (pki, port, _gw) = start_https(&dir, upstream.addr);
+    // HTTP/1.1: HTTP/2 has no hop-by-hop headers (curl drops them there).
     let out = curl_https(
         &pki,
         port,
         "/h",
         &[
+            "--http1.1",
             "-H",
             "X-Forwarded-Client-Cert: By=spiffe://forged;Hash=00",
             "-H",
@@ -993,20 +995,17 @@ fn wildcard_hosts_get_the_wildcard_certificate_and_routes() {
 }
 
 #[test]
-fn http2_clients_fall_back_to_http11() {
+fn alpn_gives_http2_to_clients_that_offer_it_and_http11_to_others() {
     require("curl");
-    let dir = TempDir::new("px-h2-fallback");
+    let dir = TempDir::new("px-alpn");
     let upstream = httpbin();
     let (pki, port, _gw) = start_https(&dir, upstream.addr());
-    // curl offers h2 and http/1.1 by ALPN; ringress speaks HTTP/1.1.
-    let out = curl_https(
-        &pki,
-        port,
-        "/status/418",
-        &["--http2", "-w", "%{http_version}"],
-    );
-    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
-    assert_eq!(out.stdout.trim(), "1.1", "{out:?}");
+    // curl offers h2 and http/1.1 by ALPN: h2 is preferred, as Envoy prefers it.
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = curl_https(&pki, port, "/status/418", &[flag, "-w", "%{http_version}"]);
+        assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+        assert_eq!(out.stdout.trim(), version, "{flag}: {out:?}");
+    }
 }
 
 #[test]

@@ -97,6 +97,17 @@ impl ResponseHead {
         self.raw.header(name)
     }
 
+    /// The end-to-end header lines, names as sent: without the hop-by-hop ones
+    /// (RFC 9110 §7.6.1) and those the Connection header names. What a response
+    /// carries to an HTTP/2 client.
+    pub(crate) fn end_to_end_headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        let raw = &self.raw;
+        raw.headers
+            .iter()
+            .filter(move |h| !h.kind.is_hop_by_hop() && !raw.named_in_connection(raw.name(h)))
+            .map(move |h| (raw.name(h), raw.value(h)))
+    }
+
     #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.raw.iter()

@@ -10,6 +10,8 @@
 //! timeouts, the lingering close and the reset the connection's end calls for.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crate::buffers;
@@ -19,6 +21,7 @@ use crate::tls::{self, ClientHelloError, HelloScan, ServerSession, SniSelector, 
 use crate::uring::{self, FilledBuf, TcpStream};
 
 use super::Next;
+use super::http2::{ConnectionFacts, H2Stream, Pipe};
 
 /// Plaintext encrypted per send at most: three full records, so the ciphertext
 /// buffer of a large response stays small enough for the pool to keep.
@@ -70,6 +73,8 @@ pub(crate) enum Ending {
 pub(crate) enum Downstream {
     Plain(TcpStream),
     Tls(Box<TlsStream>),
+    /// One stream of an HTTP/2 connection (see `proxy::http2`).
+    H2(Box<H2Stream>),
 }
 
 /// A TLS connection over a ring socket.
@@ -168,6 +173,7 @@ impl Downstream {
                 Ok(data.len())
             }
             Downstream::Tls(tls) => tls.read(buf).await,
+            Downstream::H2(stream) => stream.read(buf).await,
         }
     }
 
@@ -183,6 +189,10 @@ impl Downstream {
             Downstream::Plain(tcp) => tcp.send_all(data).await,
             Downstream::Tls(tls) => {
                 let result = tls.write_all(&data, then).await;
+                (result, data)
+            }
+            Downstream::H2(stream) => {
+                let result = stream.write_all(&data).await;
                 (result, data)
             }
         }
@@ -233,6 +243,10 @@ impl Downstream {
     pub(crate) async fn close(&mut self, ending: Ending) {
         let tcp = match self {
             Downstream::Plain(tcp) => tcp,
+            Downstream::H2(stream) => {
+                stream.close(ending != Ending::Abort);
+                return;
+            }
             Downstream::Tls(tls) => {
                 if ending != Ending::Abort {
                     tls.tls.close_notify();
@@ -258,14 +272,15 @@ impl Downstream {
         match self {
             Downstream::Plain(_) => None,
             Downstream::Tls(tls) => tls.tls.client_identity(),
+            Downstream::H2(stream) => stream.facts.client_identity.as_deref(),
         }
     }
 
     /// Whether the handshake's SNI was `host` (a request for the very name its
     /// connection was made for).
     pub(crate) fn is_server_name(&self, host: &str) -> bool {
-        matches!(self, Downstream::Tls(tls)
-            if tls.tls.server_name().is_some_and(|n| n.eq_ignore_ascii_case(host)))
+        self.server_name()
+            .is_some_and(|n| n.eq_ignore_ascii_case(host))
     }
 
     /// The socket's local address.
@@ -273,6 +288,7 @@ impl Downstream {
         match self {
             Downstream::Plain(tcp) => tcp.local_addr().ok(),
             Downstream::Tls(tls) => tls.tcp.local_addr().ok(),
+            Downstream::H2(stream) => stream.facts.local_addr,
         }
     }
 
@@ -280,7 +296,7 @@ impl Downstream {
     pub(crate) fn rustls_error(&self) -> Option<&rustls::Error> {
         match self {
             Downstream::Tls(tls) => tls.tls.rustls_error(),
-            Downstream::Plain(_) => None,
+            Downstream::Plain(_) | Downstream::H2(_) => None,
         }
     }
 
@@ -288,6 +304,7 @@ impl Downstream {
     pub(crate) fn server_name(&self) -> Option<&str> {
         match self {
             Downstream::Tls(tls) => tls.tls.server_name(),
+            Downstream::H2(stream) => stream.facts.server_name.as_deref(),
             Downstream::Plain(_) => None,
         }
     }
@@ -296,7 +313,8 @@ impl Downstream {
     pub(crate) fn server_settings(&self) -> Option<&ServerTls> {
         match self {
             Downstream::Plain(_) => None,
-            Downstream::Tls(tls) => tls.tls.server_settings(),
+            Downstream::Tls(tls) => tls.tls.server_settings().map(|s| &**s),
+            Downstream::H2(stream) => stream.facts.settings.as_deref(),
         }
     }
 
@@ -305,6 +323,7 @@ impl Downstream {
     pub(crate) fn tls_version(&self) -> Option<rustls::ProtocolVersion> {
         match self {
             Downstream::Tls(tls) => tls.tls.tls_version(),
+            Downstream::H2(stream) => stream.facts.tls_version,
             Downstream::Plain(_) => None,
         }
     }
@@ -319,8 +338,158 @@ impl Downstream {
         match self {
             Downstream::Plain(_) => "http",
             Downstream::Tls(_) => "https",
+            Downstream::H2(stream) if stream.facts.tls => "https",
+            Downstream::H2(_) => "http",
         }
     }
+}
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl Downstream {
+    /// Whether the client speaks HTTP/2: it chose `h2` by ALPN, or on plain TCP its
+    /// first bytes (`first`, at least four) are the HTTP/2 preface (prior knowledge).
+    pub(crate) fn speaks_h2(&self, first: &[u8]) -> bool {
+        match self {
+            Downstream::Tls(tls) => tls.tls.alpn_protocol() == Some(b"h2"),
+            Downstream::Plain(_) => {
+                first.len() >= 4
+                    && H2_PREFACE.starts_with(&first[..first.len().min(H2_PREFACE.len())])
+            }
+            Downstream::H2(_) => false,
+        }
+    }
+
+    /// What the streams of this connection, made HTTP/2, need to know of it.
+    pub(crate) fn h2_facts(&mut self, local_addr: Option<std::net::SocketAddr>) -> ConnectionFacts {
+        ConnectionFacts {
+            tls: matches!(self, Downstream::Tls(_)),
+            server_name: self.server_name().map(Box::from),
+            settings: match self {
+                Downstream::Tls(tls) => tls.tls.server_settings().cloned(),
+                _ => None,
+            },
+            tls_version: self.tls_version(),
+            client_identity: self.client_identity().map(str::to_owned),
+            local_addr,
+        }
+    }
+
+    /// Moves bytes between the socket and the HTTP/2 connection on `pipe` (its
+    /// records opened and sealed for TLS) while `drive` polls that connection, until
+    /// `drive` is done and what it wrote is sent, or the client is gone.
+    pub(crate) async fn pump_h2(
+        &mut self,
+        pipe: &Pipe,
+        drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
+    ) -> io::Result<()> {
+        match self {
+            Downstream::Plain(tcp) => match pump(tcp, None, pipe, drive).await {
+                Ok(()) => Ok(()),
+                Err(PumpError::Io(e)) => Err(e),
+                Err(PumpError::Tls(e)) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            },
+            Downstream::Tls(stream) => {
+                let TlsStream { tcp, tls } = &mut **stream;
+                match pump(tcp, Some(tls), pipe, drive).await {
+                    Ok(()) => Ok(()),
+                    Err(PumpError::Io(e)) => Err(e),
+                    Err(PumpError::Tls(e)) => Err(Box::pin(stream.fail(e)).await),
+                }
+            }
+            Downstream::H2(_) => Err(io::Error::other("HTTP/2 inside HTTP/2")),
+        }
+    }
+}
+
+/// Why [`pump`] stopped early.
+enum PumpError {
+    Io(io::Error),
+    Tls(TlsFailure),
+}
+
+/// [`Downstream::pump_h2`] over `tcp`, through `session` for TLS.
+async fn pump(
+    tcp: &TcpStream,
+    mut session: Option<&mut ServerSession>,
+    pipe: &Pipe,
+    mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
+) -> Result<(), PumpError> {
+    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+    let mut recv: Option<Boxed<'_, io::Result<uring::RecvBuf>>> = None;
+    let mut send: Option<Boxed<'_, (io::Result<()>, FilledBuf)>> = None;
+    let (mut driven, mut client_done) = (false, false);
+    let mut plain = Vec::new();
+    std::future::poll_fn(|cx| {
+        loop {
+            let mut moved = false;
+            if !driven && drive(cx).is_ready() {
+                driven = true;
+            }
+            if !client_done {
+                let receive = recv.get_or_insert_with(|| Box::pin(tcp.recv()));
+                if let Poll::Ready(received) = receive.as_mut().poll(cx) {
+                    recv = None;
+                    moved = true;
+                    let data = received.map_err(PumpError::Io)?;
+                    match &mut session {
+                        _ if data.is_empty() => client_done = true,
+                        None => pipe.push_inbound(&data),
+                        Some(tls) => {
+                            tls.received(&data);
+                            plain.clear();
+                            let step = tls.process_received(&mut plain).map_err(PumpError::Tls)?;
+                            pipe.push_inbound(&plain);
+                            client_done = step == Step::Closed || tls.peer_closed();
+                        }
+                    }
+                    if client_done {
+                        pipe.close_inbound();
+                    }
+                }
+            }
+            if send.is_none() {
+                let mut out = Vec::new();
+                pipe.take_outbound(&mut out);
+                let filled = match &mut session {
+                    None => {
+                        let len = out.len();
+                        (len > 0).then_some(FilledBuf { buf: out, len })
+                    }
+                    Some(tls) => {
+                        if !out.is_empty() {
+                            tls.encrypt(&out).map_err(PumpError::Io)?;
+                        }
+                        tls.start_send()
+                            .map_err(PumpError::Io)?
+                            .map(|(buf, len)| FilledBuf { buf, len })
+                    }
+                };
+                if let Some(filled) = filled {
+                    send = Some(Box::pin(tcp.send_all(filled)));
+                }
+            }
+            if let Some(sending) = &mut send
+                && let Poll::Ready((sent, filled)) = sending.as_mut().poll(cx)
+            {
+                send = None;
+                moved = true;
+                if let Some(tls) = &mut session {
+                    tls.finish_send(filled.buf);
+                }
+                sent.map_err(PumpError::Io)?;
+            }
+            pipe.wake_pump_on_output(cx);
+            if (driven || client_done) && send.is_none() && !pipe.has_outbound() {
+                return Poll::Ready(Ok(()));
+            }
+            if !moved {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
 }
 
 /// Shuts the write side of `tcp`, then reads and drops what the client still sends

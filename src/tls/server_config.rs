@@ -24,11 +24,11 @@ use super::credential::{load_certificates, load_crls, provider};
 use super::{CertifiedMaterial, TlsError};
 use crate::config::model::{ServerTls, TlsMode, TlsVersion};
 
-/// Application protocols offered in ALPN, preferred first. HTTP/2 joins when the h2
-/// adapter exists. `http/1.0` is there for clients that offer only it (`curl
+/// Application protocols offered in ALPN, preferred first: HTTP/2, then HTTP/1.1, as
+/// Envoy prefers them. `http/1.0` is there for clients that offer only it (`curl
 /// --http1.0`): rustls refuses a handshake whose ALPN offer it shares nothing with,
 /// where Envoy and nginx go on without ALPN.
-pub(crate) const ALPN_PROTOCOLS: &[&[u8]] = &[b"http/1.1", b"http/1.0"];
+pub(crate) const ALPN_PROTOCOLS: &[&[u8]] = &[b"h2", b"http/1.1", b"http/1.0"];
 
 /// Creates the session ticket encrypter every shard shares: stateless tickets (no
 /// per-shard session cache), keys rotated by rustls every 6 hours. Encrypting and

@@ -75,6 +75,8 @@ pub(crate) struct ServerSession {
     /// computed at the first request that needs it, or when the certificate goes
     /// away with rustls' connection.
     identity: Option<Option<String>>,
+    /// The protocol ALPN chose, kept when rustls' connection goes away.
+    alpn: Option<Box<[u8]>>,
 }
 
 /// Who protects the connection's records.
@@ -228,6 +230,7 @@ impl ServerSession {
             rustls_error: None,
             own_records,
             identity: None,
+            alpn: None,
         })
     }
 
@@ -326,6 +329,7 @@ impl ServerSession {
                 if self.identity.is_none() {
                     self.identity = Some(client_identity(&conn));
                 }
+                self.alpn = conn.alpn_protocol().map(Box::from);
                 self.session = Session::Records(Records::new(*conn)?);
             }
             other => self.session = other,
@@ -477,8 +481,17 @@ impl ServerSession {
     }
 
     /// The TLS settings of the server the handshake chose.
-    pub(crate) fn server_settings(&self) -> Option<&ServerTls> {
-        self.settings.as_deref()
+    pub(crate) fn server_settings(&self) -> Option<&Arc<ServerTls>> {
+        self.settings.as_ref()
+    }
+
+    /// The application protocol ALPN chose (`h2`, `http/1.1`), once the handshake
+    /// got that far; `None` when the client offered none.
+    pub(crate) fn alpn_protocol(&self) -> Option<&[u8]> {
+        match &self.session {
+            Session::Rustls(conn) => conn.alpn_protocol(),
+            Session::Records(_) | Session::Failed => self.alpn.as_deref(),
+        }
     }
 
     /// What rustls failed with, if it did (a failed handshake's reason).

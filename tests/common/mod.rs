@@ -201,6 +201,22 @@ pub fn require(tool: &str) {
     );
 }
 
+/// Fails the test when python3 cannot import `module` (`scripts/test.sh` installs the
+/// ones the tests use).
+#[track_caller]
+pub fn require_python_module(module: &str) {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the Python module `{module}` is needed and not installed (scripts/test.sh installs it)"
+    );
+}
+
 /// [`require`] curl and openssl.
 #[track_caller]
 pub fn require_tools() {

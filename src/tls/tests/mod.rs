@@ -897,20 +897,26 @@ fn handshake_verifies_through_intermediate_with_only_root_trusted() {
 }
 
 #[test]
-fn alpn_offers_http1() {
+fn alpn_prefers_h2_then_http1() {
     let pki = Pki::new("root", &["httpbin.example.com"]);
     let config = server_config(&tls(TlsMode::Simple), &pki.material(), &ticketer()).unwrap();
     let selector = single(vec![exact("httpbin.example.com")], config);
-    let mut cc = client_config(&[&pki.root.cert]);
-    cc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let mut client = connect(cc, "httpbin.example.com");
-    let accepted = Shard {
-        selector: &selector,
+    for (offered, chosen) in [
+        (&[&b"h2"[..], b"http/1.1"][..], &b"h2"[..]),
+        (&[&b"http/1.1"[..], b"h2"][..], b"h2"),
+        (&[&b"http/1.1"[..]][..], b"http/1.1"),
+    ] {
+        let mut cc = client_config(&[&pki.root.cert]);
+        cc.alpn_protocols = offered.iter().map(|p| p.to_vec()).collect();
+        let mut client = connect(cc, "httpbin.example.com");
+        let accepted = Shard {
+            selector: &selector,
+        }
+        .handshake(&mut client)
+        .unwrap();
+        assert_eq!(client.alpn_protocol(), Some(chosen));
+        assert_eq!(accepted.server.alpn_protocol(), Some(chosen));
     }
-    .handshake(&mut client)
-    .unwrap();
-    assert_eq!(client.alpn_protocol(), Some(&b"http/1.1"[..]));
-    assert_eq!(accepted.server.alpn_protocol(), Some(&b"http/1.1"[..]));
 }
 
 #[test]

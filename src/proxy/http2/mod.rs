@@ -1,0 +1,138 @@
+//! HTTP/2 to clients: a connection whose client chose `h2` by ALPN, or sent the
+//! prior-knowledge preface on a plain port, is served by the `h2` crate, driven in
+//! the connection's own task over an in-memory [`Pipe`] (no tokio runtime): the pump
+//! (`Downstream::pump_h2`) moves bytes between the socket (and its TLS session) and
+//! the pipe, and polls the `h2` connection, which hands over each new stream.
+//!
+//! Each stream is its own task: an HTTP/1.1 [`Connection`] for one request over an
+//! [`H2Stream`] ([`stream`]), so every route feature, retry, timeout, header rewrite,
+//! access-log line and metric of the HTTP/1.1 path is the HTTP/2 path's too.
+//!
+//! Limits: at most [`MAX_CONCURRENT_STREAMS`] streams at once, header lists as large
+//! as an HTTP/1.1 head may be, a bounded send buffer per stream and per connection
+//! ([`pipe::OUT_LIMIT`]); rapid resets, CONTINUATION floods and the like are the `h2`
+//! crate's to refuse (with GOAWAY). An idle connection (no stream) is sent GOAWAY
+//! after the keep-alive timeout; a draining shard sends GOAWAY at once and lets the
+//! streams in flight finish.
+
+mod pipe;
+mod stream;
+
+use std::pin::{Pin, pin};
+use std::rc::Rc;
+use std::task::Poll;
+
+use bytes::Bytes;
+
+pub(crate) use pipe::Pipe;
+pub(crate) use stream::{ConnectionFacts, H2Stream};
+
+use super::{Connection, Downstream, Ending};
+use crate::uring;
+
+/// Streams a client may have open at once on one connection (Envoy's default is
+/// 2^31 - 1; nginx's and HAProxy's 128 and 100).
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 100;
+
+/// The largest header list a request may have: the HTTP/1.1 head limit, so a request
+/// is refused alike over both protocols.
+const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
+
+/// Serves `conn`, whose first bytes (in `conn.inbuf`) start HTTP/2, until the client
+/// or ringress ends it.
+pub(super) async fn serve(mut conn: Connection) {
+    let local = conn.local_addr();
+    let facts = Rc::new(conn.client.h2_facts(local));
+    let pipe = Pipe::default();
+    pipe.push_inbound(&conn.inbuf);
+    conn.inbuf.clear();
+    let ctx = conn.ctx.clone();
+    let idle = ctx.settings.timeouts.idle;
+    let keepalive = ctx.settings.timeouts.keepalive;
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(pipe::OUT_LIMIT)
+        .handshake::<_, Bytes>(pipe.clone());
+    let mut handshake = pin!(handshake);
+    let mut connection = None;
+    let mut stop = pin!(ctx.draining.or_stop(std::future::pending::<()>()));
+    let mut stopping = false;
+    let mut quiet: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
+    let (peer, port) = (conn.peer, conn.port);
+    let mut failed = false;
+    let driven = conn
+        .client
+        .pump_h2(&pipe, |cx| {
+            let h2 = match &mut connection {
+                Some(h2) => h2,
+                None => match handshake.as_mut().poll(cx) {
+                    Poll::Ready(Ok(h2)) => connection.insert(h2),
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+                        failed = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            if !stopping && stop.as_mut().poll(cx).is_ready() {
+                stopping = true;
+                h2.graceful_shutdown();
+            }
+            // GOAWAY after the keep-alive timeout without a stream.
+            if !stopping {
+                match (h2.has_streams(), &mut quiet) {
+                    (true, quiet) => *quiet = None,
+                    (false, None) => quiet = Some(Box::pin(uring::sleep(keepalive))),
+                    (false, Some(_)) => {}
+                }
+                if let Some(sleep) = &mut quiet
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    stopping = true;
+                    h2.graceful_shutdown();
+                }
+            }
+            loop {
+                match h2.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        let (mut stream, head) =
+                            H2Stream::new(request, respond, facts.clone(), idle);
+                        match head {
+                            Ok(head) => {
+                                let client = Downstream::H2(Box::new(stream));
+                                let task = Connection::for_stream(&ctx, peer, port, client, head);
+                                uring::spawn(async move {
+                                    // A stream's request never turns into HTTP/2.
+                                    let _ = task.run().await;
+                                });
+                            }
+                            Err(reason) => {
+                                tracing::debug!(%peer, reason, "HTTP/2 request refused");
+                                stream.refuse(400);
+                            }
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // A connection error: `h2` has sent GOAWAY with its code.
+                        tracing::debug!(%peer, error = %e, "HTTP/2 connection failed");
+                        failed = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+    let ending = match (driven, failed) {
+        (Ok(()), false) => Ending::Clean,
+        (Ok(()), true) => Ending::Lingering,
+        (Err(e), _) => {
+            tracing::debug!(%peer, error = %e, "HTTP/2 connection ended");
+            Ending::Abort
+        }
+    };
+    conn.client.close(ending).await;
+}

@@ -1,0 +1,359 @@
+//! One HTTP/2 stream seen as an HTTP/1.1 client connection that makes one request,
+//! so the stream is answered by the same code as every HTTP/1.1 request (routing,
+//! rewriting, retries, timeouts, `x-forwarded-*`, the access log, the metrics).
+//!
+//! The request's pseudo-headers and headers become an HTTP/1.1 head
+//! ([`request_head`]): `:method` and `:path` the request line, `:authority` the
+//! `host`, split `cookie` fields joined, `connection: close` (one request per
+//! stream). A body without `content-length` is sent chunked. The HTTP/1.1 response
+//! the connection code writes is parsed back ([`H2Stream::write_all`]): its status
+//! and end-to-end headers become the HTTP/2 response head, its body (chunked framing
+//! removed) DATA frames, sent as the client's flow-control window allows. An
+//! informational response (`100 Continue`) is not relayed. A response cut short
+//! ends in `RST_STREAM`, never in `END_STREAM`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+
+use crate::buffers;
+use crate::config::ServerTls;
+use crate::http::{self, BodyFramer, BodyKind};
+use crate::uring;
+
+/// What every stream of one HTTP/2 connection shares: what the connection's
+/// handshake chose.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionFacts {
+    pub(crate) tls: bool,
+    pub(crate) server_name: Option<Box<str>>,
+    pub(crate) settings: Option<Arc<ServerTls>>,
+    pub(crate) client_identity: Option<String>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) tls_version: Option<rustls::ProtocolVersion>,
+}
+
+/// The most a stream's response head may be before it is refused.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// One HTTP/2 stream, as [`super::super::Downstream::H2`] reads and writes it.
+pub(crate) struct H2Stream {
+    pub(crate) facts: Rc<ConnectionFacts>,
+    /// The request's body, until its end.
+    body: Option<RecvStream>,
+    /// The body is sent on chunked: its DATA is framed as chunks.
+    chunked: bool,
+    /// The head was made for a HEAD request: the response has no body.
+    head_request: bool,
+    respond: SendResponse<Bytes>,
+    /// The response's body, once its head went out (and it has a body).
+    send: Option<SendStream<Bytes>>,
+    /// Response bytes written and not yet translated (a head still incomplete).
+    pending: Vec<u8>,
+    /// The response body's framing, once the head is parsed.
+    framer: Option<BodyFramer>,
+    /// The response body ends when the connection code closes (no length, not
+    /// chunked).
+    until_close: bool,
+    /// The stream ended (`END_STREAM` or `RST_STREAM` sent).
+    finished: bool,
+    /// How long a send waits for the client's window.
+    idle: Duration,
+}
+
+impl H2Stream {
+    /// The stream of `request`, and the HTTP/1.1 head to answer it with (client
+    /// bytes the connection code reads first). `Err`: the request cannot be written
+    /// as HTTP/1.1 (the reason goes into a 400).
+    pub(crate) fn new(
+        request: ::http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        facts: Rc<ConnectionFacts>,
+        idle: Duration,
+    ) -> (H2Stream, Result<Vec<u8>, &'static str>) {
+        let (parts, body) = request.into_parts();
+        let has_body = !body.is_end_stream();
+        let chunked = has_body && !parts.headers.contains_key(::http::header::CONTENT_LENGTH);
+        let head = request_head(&parts, chunked);
+        let stream = H2Stream {
+            facts,
+            body: has_body.then_some(body),
+            chunked,
+            head_request: parts.method == ::http::Method::HEAD,
+            respond,
+            send: None,
+            pending: Vec::new(),
+            framer: None,
+            until_close: false,
+            finished: false,
+            idle,
+        };
+        (stream, head)
+    }
+
+    /// Answers the request with a bodiless `status` itself (a request the
+    /// connection code cannot be given).
+    pub(crate) fn refuse(&mut self, status: u16) {
+        let response = ::http::Response::builder().status(status).body(());
+        if let Ok(response) = response {
+            let _ = self.respond.send_response(response, true);
+        }
+        self.finished = true;
+    }
+
+    /// Appends request body bytes (chunk-framed when the body is sent chunked) to
+    /// `buf`; `Ok(0)` once the body ended.
+    pub(crate) async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let Some(body) = &mut self.body else {
+            return Ok(0);
+        };
+        let before = buf.len();
+        buffers::ensure(buf);
+        match body.data().await {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                if self.chunked {
+                    buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    buf.extend_from_slice(&data);
+                    buf.extend_from_slice(b"\r\n");
+                } else {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => return Err(io::Error::other(e)),
+            None => {
+                self.body = None;
+                if self.chunked {
+                    buf.extend_from_slice(b"0\r\n\r\n");
+                }
+            }
+        }
+        Ok(buf.len() - before)
+    }
+
+    /// Takes HTTP/1.1 response bytes the connection code wrote and sends what they
+    /// make: the response head once it is whole, then body DATA, waiting for the
+    /// client's window.
+    pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.finished {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the stream ended",
+            ));
+        }
+        self.pending.extend_from_slice(data);
+        while !self.pending.is_empty() {
+            let Some(framer) = &mut self.framer else {
+                if !self.send_head()? {
+                    return Ok(());
+                }
+                continue;
+            };
+            let mut payload = Vec::new();
+            let taken = framer
+                .payload(&self.pending, &mut payload)
+                .map_err(invalid)?;
+            let done = framer.is_done();
+            self.pending.drain(..taken);
+            if taken == 0 && !done {
+                // Bytes after the body's end: nothing more belongs to this stream.
+                self.pending.clear();
+            }
+            self.send_data(Bytes::from(payload), done).await?;
+            if done {
+                self.pending.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the response head in `pending` and sends it; `false` while incomplete.
+    fn send_head(&mut self) -> io::Result<bool> {
+        let method = if self.head_request { "HEAD" } else { "GET" };
+        let head = match http::parse_response(&self.pending, method) {
+            Ok(Some(head)) => head,
+            Ok(None) if self.pending.len() > MAX_RESPONSE_HEAD => {
+                return Err(invalid("response head too large"));
+            }
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(invalid(e)),
+        };
+        self.pending.drain(..head.len());
+        if head.is_informational() {
+            // `100 Continue` and the like are answered for the client by ringress
+            // (or not at all): the next head is the response.
+            return Ok(true);
+        }
+        let mut response = ::http::Response::builder().status(head.status());
+        for (name, value) in head.end_to_end_headers() {
+            response = response.header(name, value);
+        }
+        let response = response.body(()).map_err(invalid)?;
+        let body = head.body();
+        let end = matches!(body, BodyKind::None | BodyKind::Length(0));
+        let send = self
+            .respond
+            .send_response(response, end)
+            .map_err(io::Error::other)?;
+        self.framer = Some(BodyFramer::new(body));
+        self.until_close = body == BodyKind::UntilClose;
+        if end {
+            self.finished = true;
+        } else {
+            self.send = Some(send);
+        }
+        Ok(true)
+    }
+
+    /// Sends `data` as the client's window allows; `end` ends the stream after it.
+    async fn send_data(&mut self, mut data: Bytes, end: bool) -> io::Result<()> {
+        let Some(send) = &mut self.send else {
+            return Ok(());
+        };
+        while !data.is_empty() {
+            send.reserve_capacity(data.len());
+            let capacity =
+                uring::timeout(self.idle, std::future::poll_fn(|cx| send.poll_capacity(cx))).await;
+            let granted = match capacity {
+                Ok(Some(Ok(n))) => n,
+                Ok(Some(Err(e))) => return Err(io::Error::other(e)),
+                Ok(None) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the client reset the stream",
+                    ));
+                }
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client's flow-control window stayed closed",
+                    ));
+                }
+            };
+            let n = granted.min(data.len());
+            if n == 0 {
+                continue;
+            }
+            let piece = data.split_to(n);
+            let last = end && data.is_empty();
+            send.send_data(piece, last).map_err(io::Error::other)?;
+            if last {
+                self.finished = true;
+                return Ok(());
+            }
+        }
+        if end {
+            self.finish(true);
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: whole (`END_STREAM`, when the response body runs until the
+    /// connection closes), or cut short (`RST_STREAM`, also when no response was
+    /// sent at all).
+    pub(crate) fn close(&mut self, whole: bool) {
+        if let Some(body) = self.body.take()
+            && whole
+        {
+            // The answer came before the whole body (a 413, a 401): what the client
+            // still sends is read and dropped for a moment, as an HTTP/1.1 connection
+            // lingers, rather than the stream reset at once (`RST_STREAM` after a whole
+            // response reads as a failure to some clients, curl 7.88 among them).
+            uring::spawn(linger(body));
+        }
+        if self.finished {
+            return;
+        }
+        // Only a body that runs until the close is whole at the close: any other
+        // body not yet at its end was cut short.
+        self.finish(whole && self.until_close);
+    }
+
+    fn finish(&mut self, whole: bool) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        match (&mut self.send, whole) {
+            (Some(send), true) => {
+                let _ = send.send_data(Bytes::new(), true);
+            }
+            (Some(send), false) => send.send_reset(h2::Reason::INTERNAL_ERROR),
+            (None, _) => self.respond.send_reset(h2::Reason::INTERNAL_ERROR),
+        }
+    }
+}
+
+/// How long the rest of a request body is read after the response (see
+/// [`H2Stream::close`]); then the stream is reset.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+async fn linger(mut body: RecvStream) {
+    let _ = uring::timeout(LINGER_TIME, async {
+        while let Some(Ok(data)) = body.data().await {
+            let _ = body.flow_control().release_capacity(data.len());
+        }
+    })
+    .await;
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The HTTP/1.1 head of an HTTP/2 request (see the module doc).
+fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>, &'static str> {
+    if parts.method == ::http::Method::CONNECT {
+        return Err("CONNECT is not supported");
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .ok_or("the request has no :path")?;
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    match authority {
+        Some(authority) => line(&mut head, b"host", authority.as_bytes()),
+        None if parts.headers.contains_key(::http::header::HOST) => {}
+        None => return Err("the request has neither :authority nor host"),
+    }
+    let mut cookies: Vec<&[u8]> = Vec::new();
+    for (name, value) in &parts.headers {
+        match name.as_str() {
+            // :authority wins over host (RFC 9113 §8.3.1).
+            "host" if authority.is_some() => {}
+            "cookie" => cookies.push(value.as_bytes()),
+            // Framing is ringress's to write.
+            "transfer-encoding" => {}
+            _ => line(&mut head, name.as_str().as_bytes(), value.as_bytes()),
+        }
+    }
+    if !cookies.is_empty() {
+        // HTTP/2 may split cookies into fields of their own (RFC 9113 §8.2.3).
+        line(&mut head, b"cookie", &cookies.join(&b"; "[..]));
+    }
+    if chunked {
+        line(&mut head, b"transfer-encoding", b"chunked");
+    }
+    line(&mut head, b"connection", b"close");
+    head.extend_from_slice(b"\r\n");
+    Ok(head)
+}
+
+fn line(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    head.extend_from_slice(name);
+    head.extend_from_slice(b": ");
+    head.extend_from_slice(value);
+    head.extend_from_slice(b"\r\n");
+}

@@ -1,0 +1,212 @@
+//! HTTP/2 to clients against the real `ringress` binary: curl over TLS (ALPN `h2`) and
+//! with prior knowledge on a plain port, the walkthrough's `HTTP/2 418`, MUTUAL
+//! included, request bodies with and without `content-length`, large responses under
+//! flow control, the access log's protocol, the advertised limits (nghttp), h2load in
+//! its default mode, and a rapid-reset attack (CVE-2023-44487) from a Python `h2`
+//! client, after which the gateway still serves.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// One HTTPS server for every host (`*`) with [`HTTPBIN`]'s certificate, so tools
+/// that take the SNI name from the URL (`h2load https://localhost:PORT`) reach it;
+/// every request routed to `upstream`.
+fn any_host_config(pki: &pki::Pki, port: u16, upstream: std::net::SocketAddr) -> String {
+    backend_config(
+        &[https_server(
+            port,
+            "https",
+            &["*"],
+            &simple_tls_for(pki, HTTPBIN),
+        )],
+        &["*"],
+        &[upstream],
+    )
+}
+
+#[test]
+fn the_walkthrough_answers_http2_418_simple_and_mutual() {
+    require("curl");
+    let mutual = MutualFixture::start("h2-walk", &[]);
+    let s = &mutual.fixture;
+    // `curl -sI --http2`, as the walkthrough runs it: the status line is `HTTP/2 418`.
+    let mut args = https_url(&s.pki, s.port, "/status/418");
+    args.splice(0..0, ["-sI".to_owned(), "--http2".to_owned()]);
+    let mut command = Command::new("curl");
+    command.args(&args);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let head = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(head.lines().next(), Some("HTTP/2 418 "), "{head}");
+
+    let mut args = https_url(&s.pki, mutual.mutual_port, "/status/418");
+    args.extend(client_cert_args(&s.pki.client_cert(), &s.pki.client_key()));
+    args.extend(["-w".to_owned(), "%{http_version}".to_owned()]);
+    let out = curl(&strs(&args));
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    assert_eq!(out.stdout, "2", "{out:?}");
+    // The client certificate reaches the upstream over HTTP/2 too.
+    let mut args = https_url(&s.pki, mutual.mutual_port, "/headers");
+    args.extend(client_cert_args(&s.pki.client_cert(), &s.pki.client_key()));
+    let out = curl(&strs(&args));
+    assert!(out.text().contains("X-Forwarded-Client-Cert"), "{out:?}");
+}
+
+#[test]
+fn prior_knowledge_on_a_plain_port_is_http2() {
+    require("curl");
+    let dir = TempDir::new("h2-h2c");
+    let upstream = httpbin();
+    let (port, _gw) = start_http(&dir, upstream.addr(), &[]);
+    let out = curl_http(
+        HTTPBIN,
+        port,
+        "/status/418",
+        &["--http2-prior-knowledge", "-w", "%{http_version}"],
+    );
+    assert_eq!(
+        (out.code, out.status, out.stdout.as_str()),
+        (0, 418, "2"),
+        "{out:?}"
+    );
+    // HTTP/1.1 on the same port as before.
+    let out = curl_http(HTTPBIN, port, "/status/200", &["-w", "%{http_version}"]);
+    assert_eq!(
+        (out.code, out.status, out.stdout.as_str()),
+        (0, 200, "1.1"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn bodies_cross_both_ways_with_and_without_a_length() {
+    require("curl");
+    let dir = TempDir::new("h2-bodies");
+    let upstream = httpbin();
+    let (pki, port, _gw) = start_https(&dir, upstream.addr());
+    let payload = dir.write("payload.txt", "0123456789".repeat(40_000));
+    let data = format!("@{}", payload.display());
+    for framing in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+        let mut args = vec!["--http2", "--data-binary", data.as_str()];
+        args.extend_from_slice(framing);
+        let out = curl_https(&pki, port, "/anything", &args);
+        assert_eq!((out.code, out.status), (0, 200), "{framing:?}: {out:?}");
+        let echo: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        assert_eq!(
+            echo["data"].as_str().map(str::len),
+            Some(400_000),
+            "{framing:?}: the upstream got the whole body"
+        );
+    }
+    // A response far larger than a stream's initial window (64 KiB).
+    let out = curl_https(&pki, port, "/bytes/3000000", &["--http2"]);
+    assert_eq!(
+        (out.code, out.status, out.body.len()),
+        (0, 200, 3_000_000),
+        "{:?}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_access_log_says_http2_and_the_limits_are_advertised() {
+    require("curl");
+    require("nghttp");
+    let dir = TempDir::new("h2-log");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let log = dir.join("access.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let _gw = Gateway::start(
+        &dir,
+        &https_config(&pki, port, upstream.addr()),
+        &["--access-log", &log_arg],
+    );
+    let out = curl_https(&pki, port, "/status/418", &["--http2"]);
+    assert_eq!((out.code, out.status), (0, 418), "{out:?}");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_for(READ_TIMEOUT, || read().contains("/status/418")),
+        "no access log line in {}",
+        log.display()
+    );
+    let line = read();
+    assert!(line.contains("\"GET /status/418 HTTP/2\" 418 "), "{line}");
+
+    let mut command = Command::new("nghttp");
+    command.args([
+        "-nv",
+        "--no-verify-peer",
+        &format!("https://127.0.0.1:{port}/status/200"),
+        "-H",
+        &format!(":authority: {HTTPBIN}"),
+    ]);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn h2load_in_its_default_mode_completes_every_request_over_h2() {
+    require("h2load");
+    let dir = TempDir::new("h2-h2load");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
+    let mut command = Command::new("h2load");
+    command.args([
+        "-n",
+        "3000",
+        "-c",
+        "4",
+        "-m",
+        "10",
+        &format!("https://localhost:{port}/status/200"),
+    ]);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert!(
+        text.contains("requests: 3000 total, 3000 started, 3000 done, 3000 succeeded, 0 failed"),
+        "{text}"
+    );
+    assert!(text.contains("status codes: 3000 2xx"), "{text}");
+}
+
+#[test]
+fn a_rapid_reset_attack_gets_goaway_and_others_are_still_served() {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new("h2-reset");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let mut gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/h2_peer.py"
+        ))
+        .args(["rapid-reset", &port.to_string(), "2000"]);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // h2 answers a flood of streams reset before they are served with GOAWAY
+    // ENHANCE_YOUR_CALM, long before the 2000th.
+    assert!(report.contains("goaway ENHANCE_YOUR_CALM"), "{report}");
+    let out = curl_https(&pki, port, "/status/200", &["--http2"]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    gw.assert_running();
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""A frame-level HTTP/2 client for ringress's abuse tests, built on the `h2` package.
+
+It opens a TLS connection (ALPN h2) to the gateway on loopback and misbehaves in one
+named way, then prints what the gateway did, one line per fact ("goaway CODE",
+"closed", "responses N", "timeout"), and exits 0; the Rust tests (tests/http2.rs)
+decide whether that was right.
+
+    h2_peer.py rapid-reset PORT N    N requests, each reset right after it is sent
+                                     (CVE-2023-44487)
+
+Every socket operation has a timeout, so a gateway that never answers shows up as
+"timeout", never as a hang.
+"""
+
+import socket
+import ssl
+import sys
+
+import h2.config
+import h2.connection
+import h2.events
+
+TIMEOUT = 10.0
+
+
+def connect(port):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    if sock.selected_alpn_protocol() != "h2":
+        print("alpn", sock.selected_alpn_protocol())
+        sys.exit(0)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
+def request_headers(path):
+    return [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "localhost"),
+        (":path", path),
+    ]
+
+
+def rapid_reset(port, count):
+    sock, conn = connect(port)
+    responses = 0
+    try:
+        for i in range(count):
+            stream = conn.get_next_available_stream_id()
+            conn.send_headers(stream, request_headers("/status/200"), end_stream=True)
+            conn.reset_stream(stream, error_code=8)  # CANCEL
+            if i % 50 == 49:
+                sock.sendall(conn.data_to_send())
+        sock.sendall(conn.data_to_send())
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+        pass
+    while True:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            print("timeout")
+            break
+        except (ConnectionResetError, ssl.SSLError):
+            print("closed")
+            break
+        if not data:
+            print("closed")
+            break
+        try:
+            events = conn.receive_data(data)
+        except Exception as error:  # a frame for a stream the client reset, say
+            print("protocol", type(error).__name__)
+            continue
+        for event in events:
+            if isinstance(event, h2.events.ResponseReceived):
+                responses += 1
+            if isinstance(event, h2.events.ConnectionTerminated):
+                print("goaway", event.error_code.name)
+    print("responses", responses)
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] != "rapid-reset":
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    rapid_reset(int(sys.argv[2]), int(sys.argv[3]))
+
+
+if __name__ == "__main__":
+    main()
