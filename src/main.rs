@@ -10,7 +10,10 @@ use ringress::access_log;
 use ringress::control::{self, RunOptions, ShardCount};
 use ringress::demo::{self, DemoOptions};
 use ringress::http::PathNormalization;
-use ringress::proxy::{ConnectionLimits, DEFAULT_MAX_CONNECTIONS, RecordLayer, Settings, Timeouts};
+use ringress::proxy::{
+    ConnectionLimits, DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_CONNECTIONS, RecordLayer,
+    Settings, Timeouts,
+};
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +83,11 @@ enum Command {
         /// at accept (default: no cap).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_connections_per_client: Option<u32>,
+        /// Streams an HTTP/2 client may have open at once on one connection
+        /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+        #[arg(long, default_value_t = DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+              value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+        http2_max_concurrent_streams: u32,
         /// Where the access log goes: `-` (stdout, as Istio's gateway), a file, or `off`.
         #[arg(long, default_value = "-")]
         access_log: access_log::Target,
@@ -138,6 +146,7 @@ fn main() -> ExitCode {
             path_normalization,
             max_connections,
             max_connections_per_client,
+            http2_max_concurrent_streams,
             access_log,
             access_log_format,
         } => (|| {
@@ -152,6 +161,7 @@ fn main() -> ExitCode {
                 limits: ConnectionLimits {
                     max_connections: DEFAULT_MAX_CONNECTIONS,
                     max_connections_per_client: max_connections_per_client.map(|n| n as usize),
+                    http2_max_concurrent_streams,
                 },
             };
             let admin = admin_address(&admin)?;

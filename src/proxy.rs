@@ -50,14 +50,17 @@ pub struct Settings {
     pub limits: ConnectionLimits,
 }
 
-/// Caps on client connections (`--max-connections`, `--max-connections-per-client`),
-/// see `shard::admission`.
+/// Caps on client connections (`--max-connections`, `--max-connections-per-client`,
+/// see `shard::admission`) and on what one connection may have at once
+/// (`--http2-max-concurrent-streams`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Client connections one shard serves at once.
     pub max_connections: usize,
     /// Client connections one address may have open on one shard; `None`: no cap.
     pub max_connections_per_client: Option<usize>,
+    /// Streams an HTTP/2 client may have open at once on one connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -65,9 +68,14 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: None,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
         }
     }
 }
+
+/// Streams an HTTP/2 client may have open at once without
+/// `--http2-max-concurrent-streams` (nginx's default is 128, HAProxy's 100).
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Client connections per shard without `--max-connections`, if the descriptor limit
 /// allows (see `control::raise_fd_limit`).

@@ -2,8 +2,9 @@
 //! with prior knowledge on a plain port, the walkthrough's `HTTP/2 418`, MUTUAL
 //! included, request bodies with and without `content-length`, large responses under
 //! flow control, the access log's protocol, the advertised limits (nghttp), h2load in
-//! its default mode, and a rapid-reset attack (CVE-2023-44487) from a Python `h2`
-//! client, after which the gateway still serves.
+//! its default mode, and from a Python `h2` client a rapid-reset attack
+//! (CVE-2023-44487) and a flow-control window never opened, after which the gateway
+//! still serves.
 
 mod common;
 
@@ -111,7 +112,7 @@ fn bodies_cross_both_ways_with_and_without_a_length() {
 }
 
 #[test]
-fn the_access_log_says_http2_and_the_limits_are_advertised() {
+fn the_access_log_says_http2_and_the_stream_limit_is_advertised() {
     require("curl");
     require("nghttp");
     let dir = TempDir::new("h2-log");
@@ -123,7 +124,12 @@ fn the_access_log_says_http2_and_the_limits_are_advertised() {
     let _gw = Gateway::start(
         &dir,
         &https_config(&pki, port, upstream.addr()),
-        &["--access-log", &log_arg],
+        &[
+            "--access-log",
+            &log_arg,
+            "--http2-max-concurrent-streams",
+            "37",
+        ],
     );
     let out = curl_https(&pki, port, "/status/418", &["--http2"]);
     assert_eq!((out.code, out.status), (0, 418), "{out:?}");
@@ -147,7 +153,7 @@ fn the_access_log_says_http2_and_the_limits_are_advertised() {
     let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):100]"),
+        text.contains("[SETTINGS_MAX_CONCURRENT_STREAMS(0x03):37]"),
         "{text}"
     );
 }
@@ -209,4 +215,69 @@ fn a_rapid_reset_attack_gets_goaway_and_others_are_still_served() {
     let out = curl_https(&pki, port, "/status/200", &["--http2"]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     gw.assert_running();
+}
+
+#[test]
+fn a_window_never_opened_resets_the_stream_after_the_idle_timeout() {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new("h2-window");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let mut gw = Gateway::start(
+        &dir,
+        &any_host_config(&pki, port, upstream.addr()),
+        &["--idle-timeout", "1"],
+    );
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/h2_peer.py"
+        ))
+        .args(["shut-window", &port.to_string()]);
+    let peer = std::thread::spawn(move || run_with_timeout(command, b"", CLIENT_TIMEOUT));
+    // Meanwhile another client is served.
+    let out = curl_https(&pki, port, "/status/200", &["--http2"]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let out = peer.join().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    // The head goes out (it needs no window), the body never can: the stream is
+    // reset once a send waited past the idle timeout.
+    assert!(report.starts_with("headers\n"), "{report}");
+    assert!(report.contains("reset INTERNAL_ERROR"), "{report}");
+    assert!(!report.contains("data"), "{report}");
+    gw.assert_running();
+}
+
+#[test]
+fn an_idle_connection_gets_goaway_after_the_keepalive_timeout() {
+    require_python_module("h2");
+    let dir = TempDir::new("h2-idle");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let _gw = Gateway::start(
+        &dir,
+        &any_host_config(&pki, port, upstream.addr()),
+        &["--keepalive-timeout", "1"],
+    );
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/h2_peer.py"
+        ))
+        .args(["idle", &port.to_string()]);
+    let started = std::time::Instant::now();
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let report = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(report, "goaway NO_ERROR\nclosed\n", "{errors}");
+    // Not before the timeout (the script's own socket timeout is 10 s).
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "{report}"
+    );
 }

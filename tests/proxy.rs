@@ -1013,7 +1013,14 @@ fn cpu_steering_accepts_on_every_shard() {
     require("curl");
     let dir = TempDir::new("px-steer");
     let upstream = httpbin();
-    let (port, mut gw) = start_http(&dir, upstream.addr(), &["--steer-by-cpu"]);
+    let port = free_port();
+    // Ready: every shard listens (a connection steered to a shard whose socket is not
+    // open yet would be refused).
+    let mut gw = Gateway::start_ready(
+        &dir,
+        &http_config(port, HTTPBIN, upstream.addr()),
+        &["--steer-by-cpu"],
+    );
     // Connections from any CPU land on a shard (the CPU's own when one exists) and are
     // served; the steering program must never drop one.
     for _ in 0..20 {

@@ -8,6 +8,9 @@ decide whether that was right.
 
     h2_peer.py rapid-reset PORT N    N requests, each reset right after it is sent
                                      (CVE-2023-44487)
+    h2_peer.py shut-window PORT      a request for a large body with a flow-control
+                                     window of 0 that is never opened
+    h2_peer.py idle PORT             a connection that opens no stream
 
 Every socket operation has a timeout, so a gateway that never answers shows up as
 "timeout", never as a hang.
@@ -20,6 +23,8 @@ import sys
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
+import h2.settings
 
 TIMEOUT = 10.0
 
@@ -87,11 +92,74 @@ def rapid_reset(port, count):
     print("responses", responses)
 
 
+def shut_window(port):
+    sock, conn = connect(port)
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, request_headers("/bytes/100000"), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    while True:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            print("timeout")
+            return
+        except (ConnectionResetError, ssl.SSLError):
+            print("closed")
+            return
+        if not data:
+            print("closed")
+            return
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                print("headers")
+            if isinstance(event, h2.events.DataReceived):
+                print("data", len(event.data))
+            if isinstance(event, h2.events.StreamReset):
+                print("reset", event.error_code.name)
+                return
+            if isinstance(event, h2.events.ConnectionTerminated):
+                print("goaway", event.error_code.name)
+                return
+        sock.sendall(conn.data_to_send())
+
+
+def idle(port):
+    sock, conn = connect(port)
+    while True:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            print("timeout")
+            return
+        except (ConnectionResetError, ssl.SSLError):
+            print("closed")
+            return
+        if not data:
+            print("closed")
+            return
+        try:
+            events = conn.receive_data(data)
+        except h2.exceptions.ProtocolError:
+            # After the first GOAWAY the client is closed: the server's graceful
+            # shutdown PING and its last GOAWAY are frames it no longer takes.
+            continue
+        for event in events:
+            if isinstance(event, h2.events.ConnectionTerminated):
+                print("goaway", event.error_code.name)
+        sock.sendall(conn.data_to_send())
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] != "rapid-reset":
+    if len(sys.argv) == 4 and sys.argv[1] == "rapid-reset":
+        rapid_reset(int(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "shut-window":
+        shut_window(int(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "idle":
+        idle(int(sys.argv[2]))
+    else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    rapid_reset(int(sys.argv[2]), int(sys.argv[3]))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 //! [`H2Stream`] ([`stream`]), so every route feature, retry, timeout, header rewrite,
 //! access-log line and metric of the HTTP/1.1 path is the HTTP/2 path's too.
 //!
-//! Limits: at most [`MAX_CONCURRENT_STREAMS`] streams at once, header lists as large
+//! Limits: at most `--http2-max-concurrent-streams` streams at once (100 by default), header lists as large
 //! as an HTTP/1.1 head may be, a bounded send buffer per stream and per connection
 //! ([`pipe::OUT_LIMIT`]); rapid resets, CONTINUATION floods and the like are the `h2`
 //! crate's to refuse (with GOAWAY). An idle connection (no stream) is sent GOAWAY
@@ -30,10 +30,6 @@ pub(crate) use stream::{ConnectionFacts, H2Stream};
 use super::{Connection, Downstream, Ending};
 use crate::uring;
 
-/// Streams a client may have open at once on one connection (Envoy's default is
-/// 2^31 - 1; nginx's and HAProxy's 128 and 100).
-pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 100;
-
 /// The largest header list a request may have: the HTTP/1.1 head limit, so a request
 /// is refused alike over both protocols.
 const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
@@ -50,7 +46,7 @@ pub(super) async fn serve(mut conn: Connection) {
     let idle = ctx.settings.timeouts.idle;
     let keepalive = ctx.settings.timeouts.keepalive;
     let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_concurrent_streams(ctx.settings.limits.http2_max_concurrent_streams)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_send_buffer_size(pipe::OUT_LIMIT)
         .handshake::<_, Bytes>(pipe.clone());
@@ -90,8 +86,11 @@ pub(super) async fn serve(mut conn: Connection) {
                 if let Some(sleep) = &mut quiet
                     && sleep.as_mut().poll(cx).is_ready()
                 {
+                    // No stream to let finish: GOAWAY and close, without the graceful
+                    // shutdown's PING round trip (a client that never answers it
+                    // would hold the connection).
                     stopping = true;
-                    h2.graceful_shutdown();
+                    h2.abrupt_shutdown(h2::Reason::NO_ERROR);
                 }
             }
             loop {
