@@ -3,7 +3,7 @@
 # reverse proxies, on this machine, with the same certificate, upstream and clients.
 #
 #   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
-#                   [--workloads keepalive,close,full,1m,idle,latency] [--idle-conns N]
+#                   [--workloads keepalive,close,full,1m,h2m10,h2m1,idle,latency] [--idle-conns N]
 #                   [--latency-rate N] [--proxy-cpu C] [--load-cpu C]
 #                   [--ringress PATH] [--out DIR]
 #
@@ -43,7 +43,7 @@ source "$repo_root/perf/lib.sh"
 ROUNDS=5
 DURATION=10
 ONLY="nginx,haproxy,ringress"
-WORKLOADS="keepalive,close,full,1m,idle,latency"
+WORKLOADS="keepalive,close,full,1m,h2m10,h2m1,idle,latency"
 IDLE_CONNS=3000
 # Offered load of the latency workload in requests/s; empty: measured (see below).
 LATENCY_RATE=""
@@ -61,6 +61,8 @@ FULL_CONNS=32
 # Bound on one h2load batch (FULL_CONNS handshakes; well under a second normally).
 FULL_BATCH_TIMEOUT_SECS=30
 BIG_CONNS=16
+# Connections h2load opens in the HTTP/2 workloads (h2load -c).
+H2_CONNS=16
 LATENCY_CONNS=64
 # The latency workload runs at this share of nginx's keep-alive peak, measured for
 # LATENCY_PEAK_SECS before the rounds unless --latency-rate gives the rate.
@@ -78,7 +80,7 @@ WARMUP_SECS=1
 TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 ALL_GATEWAYS="nginx haproxy ringress"
-ALL_WORKLOADS="keepalive close full 1m idle latency"
+ALL_WORKLOADS="keepalive close full 1m h2m10 h2m1 idle latency"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -88,13 +90,16 @@ Options:
   --rounds N        rounds; each runs every gateway once (default $ROUNDS)
   --duration S      seconds of wrk load per workload (default $DURATION)
   --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
-  --workloads LIST  keepalive,close,full,1m,idle,latency (default all)
+  --workloads LIST  keepalive,close,full,1m,h2m10,h2m1,idle,latency (default all)
                       keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
                       close      $CLOSE_CONNS connections, Connection: close: a new TCP connection and a
                                  resumed TLS 1.3 handshake (session ticket, X25519) per request
                       full       batches of $FULL_CONNS new connections (h2load), one request each: a
                                  full TLS 1.3 handshake (X25519, ECDSA P-256 signature) per request
                       1m         $BIG_CONNS keep-alive connections, 1 MiB response
+                      h2m10      HTTP/2 (ALPN h2, h2load): $H2_CONNS connections with 10 concurrent
+                                 streams each, "hello\n" response
+                      h2m1       the same with 1 stream at a time per connection
                       idle       RSS per idle keep-alive TLS connection (--idle-conns of them)
                       latency    $LATENCY_CONNS keep-alive connections at a fixed request rate:
                                  p50/p99 latency from the scheduled send time
@@ -265,7 +270,7 @@ $(nginx_temp_paths "$dir")
         keepalive_timeout 300s;
     }
     server {
-        listen 127.0.0.1:$port ssl;
+        listen 127.0.0.1:$port ssl http2;
         server_name $SERVER_NAME;
         ssl_certificate $CERT;
         ssl_certificate_key $KEY;
@@ -310,7 +315,7 @@ defaults
     timeout http-keep-alive 300s
 
 frontend bench
-    bind 127.0.0.1:$port ssl crt $HAPROXY_PEM alpn http/1.1
+    bind 127.0.0.1:$port ssl crt $HAPROXY_PEM alpn h2,http/1.1
     default_backend bench_upstream
 
 backend bench_upstream
@@ -412,6 +417,33 @@ run_full_load() {
         "$requests" $(((now - t0) / 1000)) "$errors" >>"$out"
 }
 
+# run_h2_load OUTFILE PORT STREAMS: the HTTP/2 workloads' client: h2load on the load CPU,
+# H2_CONNS connections over ALPN h2 with STREAMS requests in flight on each, for
+# --duration seconds; the summary line has wrk-report.lua's format (no latency).
+run_h2_load() {
+    local out="$1" port="$2" streams="$3" t0 t1 line ok bad
+    t0="$(date +%s%N)"
+    spawn "$out.h2load" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" "$H2LOAD" \
+        -c "$H2_CONNS" -m "$streams" -D "$DURATION" --warm-up-time=1 \
+        --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
+    wait "$SPAWNED" || true
+    forget_pid "$SPAWNED"
+    t1="$(date +%s%N)"
+    cat "$out.h2load" >"$out"
+    # requests: N total, N started, N done, N succeeded, 0 failed, 0 errored, 0 timeout
+    line="$(grep -m1 '^requests:' "$out" || true)"
+    [ -n "$line" ] || return 0
+    if ! grep -q '^Application protocol: h2' "$out"; then
+        printf 'h2load did not negotiate h2\n' >>"$out"
+        return 0
+    fi
+    read -r ok bad < <(awk -F'[:,] *' '{
+        for (i = 2; i <= NF; i++) { split($i, w, " "); v[w[2]] = w[1] }
+        print v["succeeded"] + 0, v["failed"] + v["errored"] + v["timeout"] }' <<<"$line")
+    printf 'RINGRESS_PERF requests=%s duration_us=%s bytes=0 connect_err=0 read_err=0 write_err=0 status_err=%s timeout_err=0 p50_us=0 p99_us=0\n' \
+        "$ok" $(((t1 - t0) / 1000)) "$bad" >>"$out"
+}
+
 # run_wrk ROUND NAME PORT WORKLOAD
 run_wrk() {
     local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() after=() why
@@ -421,6 +453,7 @@ run_wrk() {
     close) conns=$CLOSE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) extra=(-H 'Connection: close') ;;
     full) conns=$FULL_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
     1m) conns=$BIG_CONNS path=/1m want=$BIG_BYTES ;;
+    h2m10 | h2m1) conns=$H2_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
     latency)
         conns=$LATENCY_CONNS path=/lat want=$((${#SMALL_BODY} + 1)) script=wrk-rate.lua
         after=(-- "$LATENCY_RATE" "$LATENCY_SKIP_MS")
@@ -438,6 +471,10 @@ run_wrk() {
     read -r c0_busy c0_total < <(cpu_line "$PROXY_CPU")
     if [ "$wl" = full ]; then
         run_full_load "$out" "$port"
+    elif [ "$wl" = h2m10 ]; then
+        run_h2_load "$out" "$port" 10
+    elif [ "$wl" = h2m1 ]; then
+        run_h2_load "$out" "$port" 1
     else
         run_load "$out" "$script" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" \
             "$(gw_url "$port" "$path")" "${after[@]}"
@@ -477,8 +514,8 @@ run_wrk() {
     user_cost="$(per_request $((u1 - u0)) "$requests")"
     sys_cost="$(per_request $((s1 - s0)) "$requests")"
     rate="$(awk -v n="$requests" -v us="$duration_us" 'BEGIN { printf "%.0f", n / (us / 1e6) }')"
-    if [ "$wl" = full ]; then
-        # h2load's batches measure no latency worth keeping.
+    if [[ "$wl" == full || "$wl" == h2m* ]]; then
+        # h2load measures no latency worth keeping here.
         p50="-" p99="-"
     fi
     if [ "$wl" = latency ]; then
@@ -499,7 +536,7 @@ run_wrk() {
     fi
     local unit=req lat="  p50 ${p50} µs  p99 ${p99} µs"
     [ "$wl" != 1m ] || unit=MiB
-    [ "$wl" != full ] || lat=""
+    [[ "$wl" != full && "$wl" != h2m* ]] || lat=""
     log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit (user $user_cost, kernel $sys_cost)  $rate $unit/s  $requests requests  $errors errors$lat  other load on CPU $PROXY_CPU ${other}%"
 }
 

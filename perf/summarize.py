@@ -37,6 +37,8 @@ COST_UNIT = {
     "close": "µs/req",
     "full": "µs/req",
     "1m": "µs/MiB",
+    "h2m10": "µs/req",
+    "h2m1": "µs/req",
     "idle": "KiB/conn",
     "latency": "µs p99",
 }
@@ -45,12 +47,14 @@ RATE_UNIT = {
     "close": "req/s",
     "full": "req/s",
     "1m": "MiB/s",
+    "h2m10": "req/s",
+    "h2m1": "req/s",
     "idle": "",
     "latency": "req/s",
 }
 # Workloads whose rows split the gateway's CPU per request into user and kernel time
 # (for latency: the CPU per request at the fixed rate, not the p99 of the main column).
-CPU_SPLIT = ("keepalive", "close", "full", "1m", "latency")
+CPU_SPLIT = ("keepalive", "close", "full", "1m", "h2m10", "h2m1", "latency")
 
 # Above this median share of "other load" on the gateway's core, latency rows get a
 # warning under the table (a stalled gateway goes straight into its tail).
@@ -61,6 +65,8 @@ WORKLOAD_TITLE = {
     "close": "new connection per request, resumed TLS",
     "full": "new connection per request, full TLS handshake",
     "1m": "1 MiB response",
+    "h2m10": "HTTP/2, 16 connections × 10 streams, small response",
+    "h2m1": "HTTP/2, 16 connections × 1 stream, small response",
     "idle": "idle TLS connections (RSS)",
     "latency": "latency at a fixed rate",
 }

@@ -480,7 +480,6 @@ async fn pump(
                 }
                 sent.map_err(PumpError::Io)?;
             }
-            pipe.wake_pump_on_output(cx);
             if (driven || client_done) && send.is_none() && !pipe.has_outbound() {
                 return Poll::Ready(Ok(()));
             }

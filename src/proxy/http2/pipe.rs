@@ -2,17 +2,24 @@
 //! memory: `h2` reads and writes a [`Pipe`] through tokio's `AsyncRead` and
 //! `AsyncWrite` traits, and the connection's pump (`Downstream::pump_h2`) moves them
 //! to and from the socket, TLS records included. No tokio runtime is involved: the
-//! traits are only the interface, the shard's executor polls and wakes.
+//! traits are only the interface, the shard's executor polls.
 //!
 //! Writes are bounded: once [`OUT_LIMIT`] bytes wait to be sent, `h2` is told to wait
 //! (`Poll::Pending`) until the pump has taken them, so a client that does not read
 //! holds at most that much of the connection's output here.
+//!
+//! The pipe wakes no one. `h2` is polled by the pump alone, in the pump's task, right
+//! after every change to the pipe (bytes in, bytes taken out) and whenever anything
+//! else wakes that task (a stream's task handing `h2` data wakes it through `h2`'s own
+//! waker, the socket through the ring). A wake from the pipe could only re-poll the
+//! same task for nothing: `h2` flushes on every poll, and a flush that woke the pump
+//! would have the task poll itself again and again.
 
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -29,10 +36,6 @@ struct State {
     inbound_closed: bool,
     /// Plaintext `h2` wrote, not yet taken by the pump.
     outbound: Vec<u8>,
-    /// `h2`, waiting for input or for room to write.
-    h2: Option<Waker>,
-    /// The pump, waiting for output.
-    pump: Option<Waker>,
 }
 
 /// One connection's pipe; clones share it (one for `h2`, one for the pump).
@@ -48,14 +51,11 @@ impl Pipe {
             state.read_at = 0;
         }
         state.inbound.extend_from_slice(data);
-        wake(&mut state.h2);
     }
 
     /// Tells `h2` the client sends no more.
     pub(crate) fn close_inbound(&self) {
-        let mut state = self.0.borrow_mut();
-        state.inbound_closed = true;
-        wake(&mut state.h2);
+        self.0.borrow_mut().inbound_closed = true;
     }
 
     /// Takes what `h2` wrote (appended to `out`); `h2` may write again.
@@ -63,9 +63,6 @@ impl Pipe {
         let mut state = self.0.borrow_mut();
         let n = state.outbound.len();
         out.append(&mut state.outbound);
-        if n > 0 {
-            wake(&mut state.h2);
-        }
         n
     }
 
@@ -73,23 +70,12 @@ impl Pipe {
     pub(crate) fn has_outbound(&self) -> bool {
         !self.0.borrow().outbound.is_empty()
     }
-
-    /// Wakes the pump's task (`cx`) when `h2` writes.
-    pub(crate) fn wake_pump_on_output(&self, cx: &Context<'_>) {
-        self.0.borrow_mut().pump = Some(cx.waker().clone());
-    }
-}
-
-fn wake(waker: &mut Option<Waker>) {
-    if let Some(waker) = waker.take() {
-        waker.wake();
-    }
 }
 
 impl AsyncRead for Pipe {
     fn poll_read(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let mut state = self.0.borrow_mut();
@@ -105,7 +91,7 @@ impl AsyncRead for Pipe {
             // Nothing put: the end of the stream.
             return Poll::Ready(Ok(()));
         }
-        state.h2 = Some(cx.waker().clone());
+        // The pump polls again once bytes arrive (see the module doc).
         Poll::Pending
     }
 }
@@ -113,30 +99,26 @@ impl AsyncRead for Pipe {
 impl AsyncWrite for Pipe {
     fn poll_write(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let mut state = self.0.borrow_mut();
         let room = OUT_LIMIT.saturating_sub(state.outbound.len());
         if room == 0 {
-            state.h2 = Some(cx.waker().clone());
-            wake(&mut state.pump);
+            // The pump polls again once it has sent what waits (see the module doc).
             return Poll::Pending;
         }
         let n = room.min(data.len());
         state.outbound.extend_from_slice(&data[..n]);
-        wake(&mut state.pump);
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The pump sends whatever was written; there is nothing to wait for here.
-        wake(&mut self.0.borrow_mut().pump);
+        // What was written is sent by the pump after this poll.
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        wake(&mut self.0.borrow_mut().pump);
         Poll::Ready(Ok(()))
     }
 }
