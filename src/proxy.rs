@@ -531,6 +531,9 @@ impl Connection {
     /// Counts a response ringress makes itself and notes it in the access log record.
     fn answered_locally(&mut self, status: u16, flag: Option<&'static str>, details: &'static str) {
         self.ctx.stats.responses.count(status);
+        if status >= 400 && details != "direct_response" {
+            self.client.note_local_error(status);
+        }
         if let Some(record) = self.record.as_deref_mut() {
             record.status = status;
             record.flags = flag.unwrap_or("");
@@ -645,6 +648,7 @@ impl Connection {
         }
         if let Some(status) = error.status() {
             self.ctx.stats.responses.count(status);
+            self.client.note_local_error(status);
             self.out.clear();
             http::error_response(status, true, &mut self.out);
             let _ = self.send_generated(Next::Close).await;

@@ -4,7 +4,8 @@
 //! flow control, the access log's protocol, the advertised limits (nghttp), h2load in
 //! its default mode, and from a Python `h2` client a rapid-reset attack
 //! (CVE-2023-44487) and a flow-control window never opened, after which the gateway
-//! still serves.
+//! still serves; an idle connection's GOAWAY; gRPC clients' trailers-only answers to
+//! gateway-made errors.
 
 mod common;
 
@@ -279,5 +280,74 @@ fn an_idle_connection_gets_goaway_after_the_keepalive_timeout() {
     assert!(
         started.elapsed() >= std::time::Duration::from_secs(1),
         "{report}"
+    );
+}
+
+#[test]
+fn grpc_clients_get_envoys_trailers_only_answer_to_gateway_errors() {
+    require("curl");
+    let dir = TempDir::new("h2-grpc");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let dead: std::net::SocketAddr = ([127, 0, 0, 1], closed_port()).into();
+    let http = format!(
+        "  - match:
+    - uri:
+        prefix: /delay
+{}    timeout: 1s
+  - match:
+    - uri:
+        prefix: /dead
+{}  - match:
+    - uri:
+        prefix: /status
+{}",
+        route_to("backend"),
+        route_to("dead"),
+        route_to("backend"),
+    );
+    let config = gateway_config(
+        &[simple_https(&pki, port, "https", HTTPBIN)],
+        &[HTTPBIN],
+        &http,
+        &[("backend", &[upstream.addr()]), ("dead", &[dead])],
+    );
+    let _gw = Gateway::start(&dir, &config, &[]);
+    let grpc = [
+        "--http2",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+    ];
+    // (path, grpc-status): no route, no upstream, the route's timeout.
+    for (path, code) in [("/nothing", "12"), ("/dead", "14"), ("/delay/3", "4")] {
+        let out = curl_https(&pki, port, path, &grpc);
+        assert_eq!((out.code, out.status), (0, 200), "{path}: {out:?}");
+        assert_eq!(
+            out.header("content-type"),
+            Some("application/grpc"),
+            "{path}: {out:?}"
+        );
+        assert_eq!(out.header("grpc-status"), Some(code), "{path}: {out:?}");
+        assert!(out.header("grpc-message").is_some(), "{path}: {out:?}");
+        assert!(out.body.is_empty(), "{path}: {out:?}");
+    }
+    // An upstream's own answer passes as it is, and a non-gRPC request gets the HTTP
+    // error.
+    let out = curl_https(&pki, port, "/status/404", &grpc);
+    assert_eq!(
+        (out.status, out.header("grpc-status")),
+        (404, None),
+        "{out:?}"
+    );
+    let out = curl_https(&pki, port, "/nothing", &["--http2"]);
+    assert_eq!(
+        (out.status, out.header("grpc-status")),
+        (404, None),
+        "{out:?}"
     );
 }

@@ -348,6 +348,14 @@ impl Downstream {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Downstream {
+    /// Notes that the response written next is an error ringress made itself with
+    /// `status` (an HTTP/2 stream answers a gRPC client with a `grpc-status` then).
+    pub(crate) fn note_local_error(&mut self, status: u16) {
+        if let Downstream::H2(stream) = self {
+            stream.note_local_error(status);
+        }
+    }
+
     /// Whether the client speaks HTTP/2: it chose `h2` by ALPN, or on plain TCP its
     /// first bytes (`first`, at least four) are the HTTP/2 preface (prior knowledge).
     pub(crate) fn speaks_h2(&self, first: &[u8]) -> bool {

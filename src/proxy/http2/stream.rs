@@ -65,6 +65,14 @@ pub(crate) struct H2Stream {
     finished: bool,
     /// How long a send waits for the client's window.
     idle: Duration,
+    /// The request is gRPC (`content-type: application/grpc...`).
+    grpc: bool,
+    /// The connection code is about to send an error it made itself, with this
+    /// status ([`H2Stream::note_local_error`]).
+    local_error: Option<u16>,
+    /// The response went out whole already (a gRPC trailers-only answer): what the
+    /// connection code still writes is dropped.
+    discard: bool,
 }
 
 impl H2Stream {
@@ -79,6 +87,10 @@ impl H2Stream {
     ) -> (H2Stream, Result<Vec<u8>, &'static str>) {
         let (parts, body) = request.into_parts();
         let has_body = !body.is_end_stream();
+        let grpc = parts
+            .headers
+            .get(::http::header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
         let chunked = has_body && !parts.headers.contains_key(::http::header::CONTENT_LENGTH);
         let head = request_head(&parts, chunked);
         let stream = H2Stream {
@@ -93,6 +105,9 @@ impl H2Stream {
             until_close: false,
             finished: false,
             idle,
+            grpc,
+            local_error: None,
+            discard: false,
         };
         (stream, head)
     }
@@ -141,6 +156,9 @@ impl H2Stream {
     /// make: the response head once it is whole, then body DATA, waiting for the
     /// client's window.
     pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.discard {
+            return Ok(());
+        }
         if self.finished {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -190,6 +208,10 @@ impl H2Stream {
             // (or not at all): the next head is the response.
             return Ok(true);
         }
+        if self.grpc && self.local_error == Some(head.status()) {
+            self.send_grpc_error(head.status());
+            return Ok(true);
+        }
         let mut response = ::http::Response::builder().status(head.status());
         for (name, value) in head.end_to_end_headers() {
             response = response.header(name, value);
@@ -209,6 +231,32 @@ impl H2Stream {
             self.send = Some(send);
         }
         Ok(true)
+    }
+
+    /// Notes that the response the connection code writes next is an error it made
+    /// itself (no route, no upstream, a timeout...), with `status`: a gRPC client is
+    /// then answered as Envoy answers it ([`H2Stream::send_grpc_error`]).
+    pub(crate) fn note_local_error(&mut self, status: u16) {
+        self.local_error = Some(status);
+    }
+
+    /// Answers a gRPC request with a gateway-made error as Envoy does: a
+    /// trailers-only response (`:status 200`, `content-type: application/grpc`,
+    /// `grpc-status` mapped from the HTTP status, `grpc-message` its reason), the
+    /// HTTP body dropped.
+    fn send_grpc_error(&mut self, status: u16) {
+        let response = ::http::Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", grpc_status(status).to_string())
+            .header("grpc-message", http::reason_phrase(status))
+            .body(());
+        if let Ok(response) = response {
+            let _ = self.respond.send_response(response, true);
+        }
+        self.finished = true;
+        self.discard = true;
+        self.pending.clear();
     }
 
     /// Sends `data` as the client's window allows; `end` ends the stream after it.
@@ -286,6 +334,21 @@ impl H2Stream {
             (Some(send), false) => send.send_reset(h2::Reason::INTERNAL_ERROR),
             (None, _) => self.respond.send_reset(h2::Reason::INTERNAL_ERROR),
         }
+    }
+}
+
+/// The gRPC status of a gateway-made error with HTTP `status`: gRPC's HTTP mapping
+/// (`doc/http-grpc-status-mapping.md`), with a timeout as DEADLINE_EXCEEDED as Envoy
+/// sends it.
+fn grpc_status(status: u16) -> u32 {
+    match status {
+        400 => 13,             // INTERNAL
+        401 => 16,             // UNAUTHENTICATED
+        403 => 7,              // PERMISSION_DENIED
+        404 => 12,             // UNIMPLEMENTED
+        408 | 504 => 4,        // DEADLINE_EXCEEDED
+        429 | 502 | 503 => 14, // UNAVAILABLE
+        _ => 2,                // UNKNOWN
     }
 }
 
