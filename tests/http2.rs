@@ -4,7 +4,8 @@
 //! flow control, the access log's protocol, the advertised limits (nghttp), h2load in
 //! its default mode, and from a Python `h2` client a rapid-reset attack
 //! (CVE-2023-44487) and a flow-control window never opened, after which the gateway
-//! still serves; an idle connection's GOAWAY; gRPC clients' trailers-only answers to
+//! still serves, and a CONTINUATION flood; an idle connection's GOAWAY; a stream in
+//! flight finishing through SIGTERM's drain; gRPC clients' trailers-only answers to
 //! gateway-made errors.
 
 mod common;
@@ -350,4 +351,87 @@ fn grpc_clients_get_envoys_trailers_only_answer_to_gateway_errors() {
         (404, None),
         "{out:?}"
     );
+}
+
+#[test]
+fn sigterm_lets_a_stream_in_flight_finish_and_exits_zero() {
+    require("curl");
+    let dir = TempDir::new("h2-drain");
+    let upstream = Upstream::slow_on_request(std::time::Duration::from_secs(2));
+    let pki = pki(&dir);
+    let port = free_port();
+    let mut gw = Gateway::start_ready(
+        &dir,
+        &https_config(&pki, port, upstream.addr),
+        &["--drain-timeout", "30"],
+    );
+    let ca = pki.root_cert.clone();
+    let slow = std::thread::spawn(move || {
+        let args = https_url_for(HTTPBIN, port, &ca, "/slow");
+        let mut args = strs(&args);
+        args.extend(["--http2", "-w", "%{http_version}"]);
+        curl(&args)
+    });
+    // The first request the upstream sees is the slow one (start_ready asked the
+    // admin endpoint, not the port).
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || upstream
+            .seen
+            .requests()
+            >= 1),
+        "the slow request never reached the upstream"
+    );
+    gw.signal("TERM");
+    let out = slow.join().expect("curl thread");
+    assert_eq!(
+        (out.code, out.status, out.stdout.as_str()),
+        (0, 200, "2"),
+        "{out:?}"
+    );
+    match gw.wait_exit(std::time::Duration::from_secs(20)) {
+        Some(status) => assert_eq!(status.code(), Some(0), "log:\n{}", gw.log_text()),
+        None => panic!("still running 20 s after SIGTERM; log:\n{}", gw.log_text()),
+    }
+    assert!(
+        !gw.log_text().contains("drain timeout"),
+        "{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn a_continuation_flood_gets_goaway_and_others_are_still_served() {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new("h2-continuation");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let mut gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/h2_peer.py"
+        ))
+        .args(["continuation-flood", &port.to_string(), "5000"]);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Once the header list passes its limit (64 KiB, some 65 of these frames) the
+    // connection ends with GOAWAY (ENHANCE_YOUR_CALM from the h2 crate) instead of
+    // buffering 5 MB of headers that never end.
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("goaway ") && l != "goaway None"),
+        "{report}"
+    );
+    let out = curl_https(&pki, port, "/status/200", &["--http2"]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    gw.assert_running();
 }

@@ -11,6 +11,9 @@ decide whether that was right.
     h2_peer.py shut-window PORT      a request for a large body with a flow-control
                                      window of 0 that is never opened
     h2_peer.py idle PORT             a connection that opens no stream
+    h2_peer.py continuation-flood PORT N
+                                     a HEADERS frame without END_HEADERS, then N
+                                     CONTINUATION frames of 1 KiB each, never ending
 
 Every socket operation has a timeout, so a gateway that never answers shows up as
 "timeout", never as a hang.
@@ -21,10 +24,13 @@ import ssl
 import sys
 
 import h2.config
+import h2.errors
 import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
+import hyperframe.frame
 
 TIMEOUT = 10.0
 
@@ -150,6 +156,43 @@ def idle(port):
         sock.sendall(conn.data_to_send())
 
 
+def continuation_flood(port, count):
+    sock, conn = connect(port)
+    encoder = hpack.Encoder()
+    block = encoder.encode(request_headers("/status/200"))
+    headers = hyperframe.frame.HeadersFrame(1)
+    headers.data = block
+    sent = 0
+    try:
+        sock.sendall(headers.serialize())
+        filler = encoder.encode([("x-filler", "a" * 1000)])
+        for _ in range(count):
+            frame = hyperframe.frame.ContinuationFrame(1)
+            frame.data = filler
+            sock.sendall(frame.serialize())
+            sent += 1
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
+        pass
+    print("sent", sent)
+    goaway = None
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError, ssl.SSLError):
+            break
+        if not data:
+            break
+        # Read frames by hand: the client's h2 state machine never saw the raw frames.
+        while len(data) >= 9:
+            length = int.from_bytes(data[0:3], "big")
+            kind = data[3]
+            payload = data[9:9 + length]
+            if kind == 0x7 and len(payload) >= 8:
+                goaway = int.from_bytes(payload[4:8], "big")
+            data = data[9 + length:]
+    print("goaway", goaway if goaway is None else h2.errors.ErrorCodes(goaway).name)
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "rapid-reset":
         rapid_reset(int(sys.argv[2]), int(sys.argv[3]))
@@ -157,6 +200,8 @@ def main():
         shut_window(int(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "idle":
         idle(int(sys.argv[2]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "continuation-flood":
+        continuation_flood(int(sys.argv[2]), int(sys.argv[3]))
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
