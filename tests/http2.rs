@@ -435,3 +435,51 @@ fn a_continuation_flood_gets_goaway_and_others_are_still_served() {
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     gw.assert_running();
 }
+
+/// Floods of frames that cost the sender nothing: empty DATA frames end in GOAWAY (the
+/// h2 crate's limit); PING and SETTINGS floods are absorbed (h2 answers only the latest
+/// PING and acknowledges SETTINGS without queueing), the connection stays, memory
+/// stays bounded, and other clients are served throughout.
+#[test]
+fn ping_settings_and_empty_data_floods_are_bounded_and_others_are_served() {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new("h2-floods");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let mut gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
+    let rss_before = gw.peak_rss_kib();
+    for (kind, goaway) in [
+        ("ping", None),
+        ("settings", None),
+        ("data", Some("ENHANCE_YOUR_CALM")),
+    ] {
+        let mut command = Command::new("python3");
+        command
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/tools/h2_peer.py"
+            ))
+            .args(["flood", kind, &port.to_string(), "200000"]);
+        let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{kind}: {report}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let seen = report.lines().find_map(|l| l.strip_prefix("goaway "));
+        assert_eq!(seen, Some(goaway.unwrap_or("None")), "{kind}: {report}");
+        let out = curl_https(&pki, port, "/status/200", &["--http2"]);
+        assert_eq!(
+            (out.code, out.status),
+            (0, 200),
+            "after the {kind} flood: {out:?}"
+        );
+    }
+    // 600,000 frames (some 10 MB) moved the peak by far less than they weigh.
+    let grown = gw.peak_rss_kib().saturating_sub(rss_before);
+    assert!(grown < 16 * 1024, "peak RSS grew by {grown} KiB");
+    gw.assert_running();
+}

@@ -11,6 +11,9 @@ decide whether that was right.
     h2_peer.py shut-window PORT      a request for a large body with a flow-control
                                      window of 0 that is never opened
     h2_peer.py idle PORT             a connection that opens no stream
+    h2_peer.py flood KIND PORT N     N PING, SETTINGS or empty DATA frames (KIND ping,
+                                     settings, data) sent without reading a byte,
+                                     then what comes back
     h2_peer.py continuation-flood PORT N
                                      a HEADERS frame without END_HEADERS, then N
                                      CONTINUATION frames of 1 KiB each, never ending
@@ -156,6 +159,58 @@ def idle(port):
         sock.sendall(conn.data_to_send())
 
 
+def read_goaway(sock):
+    """Reads until the connection ends (or a timeout); the GOAWAY code seen, if any."""
+    goaway = None
+    pending = b""
+    while True:
+        try:
+            data = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError, ssl.SSLError):
+            break
+        if not data:
+            break
+        pending += data
+        # Frames read by hand: the client's h2 state machine never saw the raw frames.
+        while len(pending) >= 9:
+            length = int.from_bytes(pending[0:3], "big")
+            if len(pending) < 9 + length:
+                break
+            kind = pending[3]
+            payload = pending[9:9 + length]
+            if kind == 0x7 and len(payload) >= 8:
+                goaway = h2.errors.ErrorCodes(int.from_bytes(payload[4:8], "big")).name
+            pending = pending[9 + length:]
+    return goaway
+
+
+def flood(kind, port, count):
+    sock, conn = connect(port)
+    if kind == "ping":
+        frame = hyperframe.frame.PingFrame(0)
+        frame.opaque_data = b"12345678"
+    elif kind == "settings":
+        frame = hyperframe.frame.SettingsFrame(0)
+        frame.settings = {hyperframe.frame.SettingsFrame.INITIAL_WINDOW_SIZE: 65535}
+    else:
+        conn.send_headers(1, [(":method", "POST")] + request_headers("/status/200")[1:])
+        sock.sendall(conn.data_to_send())
+        frame = hyperframe.frame.DataFrame(1)
+    wire = frame.serialize() * 100
+    sent = 0
+    try:
+        sock.settimeout(3)
+        for _ in range(count // 100):
+            sock.sendall(wire)
+            sent += 100
+    except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
+        pass
+    print("sent", sent)
+    # A gateway that absorbs the flood keeps the connection: a short look suffices.
+    sock.settimeout(2)
+    print("goaway", read_goaway(sock))
+
+
 def continuation_flood(port, count):
     sock, conn = connect(port)
     encoder = hpack.Encoder()
@@ -174,23 +229,7 @@ def continuation_flood(port, count):
     except (BrokenPipeError, ConnectionResetError, ssl.SSLError, socket.timeout):
         pass
     print("sent", sent)
-    goaway = None
-    while True:
-        try:
-            data = sock.recv(65536)
-        except (socket.timeout, ConnectionResetError, ssl.SSLError):
-            break
-        if not data:
-            break
-        # Read frames by hand: the client's h2 state machine never saw the raw frames.
-        while len(data) >= 9:
-            length = int.from_bytes(data[0:3], "big")
-            kind = data[3]
-            payload = data[9:9 + length]
-            if kind == 0x7 and len(payload) >= 8:
-                goaway = int.from_bytes(payload[4:8], "big")
-            data = data[9 + length:]
-    print("goaway", goaway if goaway is None else h2.errors.ErrorCodes(goaway).name)
+    print("goaway", read_goaway(sock))
 
 
 def main():
@@ -200,6 +239,8 @@ def main():
         shut_window(int(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "idle":
         idle(int(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "flood":
+        flood(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif len(sys.argv) == 4 and sys.argv[1] == "continuation-flood":
         continuation_flood(int(sys.argv[2]), int(sys.argv[3]))
     else:
