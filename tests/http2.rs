@@ -483,3 +483,24 @@ fn ping_settings_and_empty_data_floods_are_bounded_and_others_are_served() {
     assert!(grown < 16 * 1024, "peak RSS grew by {grown} KiB");
     gw.assert_running();
 }
+
+#[test]
+fn a_client_that_never_finishes_its_preface_is_closed_at_the_header_timeout() {
+    require_python_module("h2");
+    let dir = TempDir::new("h2-preface");
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    // The gateway's header timeout is HEADER_TIMEOUT_SECS (2 s).
+    let _gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/h2_peer.py"
+        ))
+        .args(["stalled-preface", &port.to_string()]);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    // The script gives up after 10 s ("timeout"); the gateway closes after 2.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "closed\n", "{out:?}");
+}

@@ -14,6 +14,8 @@ decide whether that was right.
     h2_peer.py flood KIND PORT N     N PING, SETTINGS or empty DATA frames (KIND ping,
                                      settings, data) sent without reading a byte,
                                      then what comes back
+    h2_peer.py stalled-preface PORT  TLS with ALPN h2, then half the HTTP/2 preface and
+                                     nothing more: how long until the gateway closes
     h2_peer.py continuation-flood PORT N
                                      a HEADERS frame without END_HEADERS, then N
                                      CONTINUATION frames of 1 KiB each, never ending
@@ -159,6 +161,28 @@ def idle(port):
         sock.sendall(conn.data_to_send())
 
 
+def stalled_preface(port):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock = context.wrap_socket(raw, server_hostname="localhost")
+    sock.sendall(b"PRI * HTTP/2.0\r\n")
+    while True:
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            print("timeout")
+            return
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            print("closed")
+            return
+        if not data:
+            print("closed")
+            return
+
+
 def read_goaway(sock):
     """Reads until the connection ends (or a timeout); the GOAWAY code seen, if any."""
     goaway = None
@@ -241,6 +265,8 @@ def main():
         idle(int(sys.argv[2]))
     elif len(sys.argv) == 5 and sys.argv[1] == "flood":
         flood(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "stalled-preface":
+        stalled_preface(int(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "continuation-flood":
         continuation_flood(int(sys.argv[2]), int(sys.argv[3]))
     else:

@@ -51,6 +51,11 @@ pub(super) async fn serve(mut conn: Connection) {
         .max_send_buffer_size(pipe::OUT_LIMIT)
         .handshake::<_, Bytes>(pipe.clone());
     let mut handshake = pin!(handshake);
+    // The preface and SETTINGS are part of the head a client owes within
+    // `--header-timeout` of its connection.
+    let mut handshake_deadline = pin!(uring::sleep(
+        conn.head_deadline.saturating_duration_since(uring::now())
+    ));
     let mut connection = None;
     let mut stop = pin!(ctx.draining.or_stop(std::future::pending::<()>()));
     let mut stopping = false;
@@ -66,6 +71,11 @@ pub(super) async fn serve(mut conn: Connection) {
                     Poll::Ready(Ok(h2)) => connection.insert(h2),
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
+                        failed = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending if handshake_deadline.as_mut().poll(cx).is_ready() => {
+                        tracing::debug!(%peer, "no HTTP/2 preface within the header timeout");
                         failed = true;
                         return Poll::Ready(());
                     }
