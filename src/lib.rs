@@ -1,8 +1,9 @@
 //! ringress: an Istio-compatible TLS ingress gateway on per-core io_uring shards.
 //!
 //! ringress reads the Istio manifests an operator already has (Gateway, VirtualService,
-//! ServiceEntry, DestinationRule), terminates TLS with rustls (certificate chosen by SNI)
-//! and proxies HTTP/1.1 to keep-alive upstream pools. Every CPU core runs one shard
+//! ServiceEntry, DestinationRule), terminates TLS with rustls (certificate chosen by SNI),
+//! serves HTTP/1.1 and HTTP/2 to clients and proxies HTTP/1.1 to keep-alive upstream
+//! pools. Every CPU core runs one shard
 //! thread with its own io_uring ring, its own `SO_REUSEPORT` listeners and its own
 //! upstream connections; the control thread does everything slow and hands shards an
 //! immutable [`snapshot::Snapshot`].

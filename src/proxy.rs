@@ -8,6 +8,8 @@
 //!               ─▶ AwaitingUpstream (response head) ─▶ stream body to client
 //!               ─▶ upstream back to the pool if it ended cleanly
 //!       until the client or a response says close, or the keep-alive timeout.
+//!   └─▶ the client chose h2 (ALPN) or sent the h2c preface: `http2::serve` takes the
+//!       connection; each stream runs the loop above for one request (`Downstream::H2`).
 //! ```
 //!
 //! A connection takes the shard's newest snapshot at every request, so routes change
