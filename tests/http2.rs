@@ -30,6 +30,45 @@ fn any_host_config(pki: &pki::Pki, port: u16, upstream: std::net::SocketAddr) ->
     )
 }
 
+/// A gateway in a [`TempDir`] serving [`any_host_config`] on a free port to an
+/// [`httpbin`], started with `extra` arguments: what a test keeps of it. Destructure it
+/// naming every field: one left to `..` is dropped at once (the directory with the
+/// certificates, the upstream).
+struct AnyHost {
+    _dir: TempDir,
+    _upstream: httpbin::Httpbin,
+    pki: pki::Pki,
+    port: u16,
+    gw: Gateway,
+}
+
+fn start_any_host(tag: &str, extra: &[&str]) -> AnyHost {
+    let dir = TempDir::new(tag);
+    let upstream = httpbin();
+    let pki = pki(&dir);
+    let port = free_port();
+    let gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), extra);
+    AnyHost {
+        _dir: dir,
+        _upstream: upstream,
+        pki,
+        port,
+        gw,
+    }
+}
+
+/// Runs the frame-level client `tests/tools/h2_peer.py` with `args`.
+fn h2_peer(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/tools/h2_peer.py"
+        ))
+        .args(args);
+    run_with_timeout(command, b"", CLIENT_TIMEOUT)
+}
+
 #[test]
 fn the_walkthrough_answers_http2_418_simple_and_mutual() {
     require("curl");
@@ -192,19 +231,14 @@ fn h2load_in_its_default_mode_completes_every_request_over_h2() {
 fn a_rapid_reset_attack_gets_goaway_and_others_are_still_served() {
     require("curl");
     require_python_module("h2");
-    let dir = TempDir::new("h2-reset");
-    let upstream = httpbin();
-    let pki = pki(&dir);
-    let port = free_port();
-    let mut gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
-    let mut command = Command::new("python3");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/h2_peer.py"
-        ))
-        .args(["rapid-reset", &port.to_string(), "2000"]);
-    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let AnyHost {
+        pki,
+        port,
+        mut gw,
+        _dir,
+        _upstream,
+    } = start_any_host("h2-reset", &[]);
+    let out = h2_peer(&["rapid-reset", &port.to_string(), "2000"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -223,23 +257,14 @@ fn a_rapid_reset_attack_gets_goaway_and_others_are_still_served() {
 fn a_window_never_opened_resets_the_stream_after_the_idle_timeout() {
     require("curl");
     require_python_module("h2");
-    let dir = TempDir::new("h2-window");
-    let upstream = httpbin();
-    let pki = pki(&dir);
-    let port = free_port();
-    let mut gw = Gateway::start(
-        &dir,
-        &any_host_config(&pki, port, upstream.addr()),
-        &["--idle-timeout", "1"],
-    );
-    let mut command = Command::new("python3");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/h2_peer.py"
-        ))
-        .args(["shut-window", &port.to_string()]);
-    let peer = std::thread::spawn(move || run_with_timeout(command, b"", CLIENT_TIMEOUT));
+    let AnyHost {
+        pki,
+        port,
+        mut gw,
+        _dir,
+        _upstream,
+    } = start_any_host("h2-window", &["--idle-timeout", "1"]);
+    let peer = std::thread::spawn(move || h2_peer(&["shut-window", &port.to_string()]));
     // Meanwhile another client is served.
     let out = curl_https(&pki, port, "/status/200", &["--http2"]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
@@ -256,24 +281,15 @@ fn a_window_never_opened_resets_the_stream_after_the_idle_timeout() {
 #[test]
 fn an_idle_connection_gets_goaway_after_the_keepalive_timeout() {
     require_python_module("h2");
-    let dir = TempDir::new("h2-idle");
-    let upstream = httpbin();
-    let pki = pki(&dir);
-    let port = free_port();
-    let _gw = Gateway::start(
-        &dir,
-        &any_host_config(&pki, port, upstream.addr()),
-        &["--keepalive-timeout", "1"],
-    );
-    let mut command = Command::new("python3");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/h2_peer.py"
-        ))
-        .args(["idle", &port.to_string()]);
+    let AnyHost {
+        pki: _,
+        port,
+        gw: _gw,
+        _dir,
+        _upstream,
+    } = start_any_host("h2-idle", &["--keepalive-timeout", "1"]);
     let started = std::time::Instant::now();
-    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let out = h2_peer(&["idle", &port.to_string()]);
     let report = String::from_utf8_lossy(&out.stdout);
     let errors = String::from_utf8_lossy(&out.stderr);
     assert_eq!(report, "goaway NO_ERROR\nclosed\n", "{errors}");
@@ -403,19 +419,14 @@ fn sigterm_lets_a_stream_in_flight_finish_and_exits_zero() {
 fn a_continuation_flood_gets_goaway_and_others_are_still_served() {
     require("curl");
     require_python_module("h2");
-    let dir = TempDir::new("h2-continuation");
-    let upstream = httpbin();
-    let pki = pki(&dir);
-    let port = free_port();
-    let mut gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
-    let mut command = Command::new("python3");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/h2_peer.py"
-        ))
-        .args(["continuation-flood", &port.to_string(), "5000"]);
-    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let AnyHost {
+        pki,
+        port,
+        mut gw,
+        _dir,
+        _upstream,
+    } = start_any_host("h2-continuation", &[]);
+    let out = h2_peer(&["continuation-flood", &port.to_string(), "5000"]);
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -444,25 +455,20 @@ fn a_continuation_flood_gets_goaway_and_others_are_still_served() {
 fn ping_settings_and_empty_data_floods_are_bounded_and_others_are_served() {
     require("curl");
     require_python_module("h2");
-    let dir = TempDir::new("h2-floods");
-    let upstream = httpbin();
-    let pki = pki(&dir);
-    let port = free_port();
-    let mut gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
+    let AnyHost {
+        pki,
+        port,
+        mut gw,
+        _dir,
+        _upstream,
+    } = start_any_host("h2-floods", &[]);
     let rss_before = gw.peak_rss_kib();
     for (kind, goaway) in [
         ("ping", None),
         ("settings", None),
         ("data", Some("ENHANCE_YOUR_CALM")),
     ] {
-        let mut command = Command::new("python3");
-        command
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/tools/h2_peer.py"
-            ))
-            .args(["flood", kind, &port.to_string(), "200000"]);
-        let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+        let out = h2_peer(&["flood", kind, &port.to_string(), "200000"]);
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -487,20 +493,15 @@ fn ping_settings_and_empty_data_floods_are_bounded_and_others_are_served() {
 #[test]
 fn a_client_that_never_finishes_its_preface_is_closed_at_the_header_timeout() {
     require_python_module("h2");
-    let dir = TempDir::new("h2-preface");
-    let upstream = httpbin();
-    let pki = pki(&dir);
-    let port = free_port();
     // The gateway's header timeout is HEADER_TIMEOUT_SECS (2 s).
-    let _gw = Gateway::start(&dir, &any_host_config(&pki, port, upstream.addr()), &[]);
-    let mut command = Command::new("python3");
-    command
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/tools/h2_peer.py"
-        ))
-        .args(["stalled-preface", &port.to_string()]);
-    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let AnyHost {
+        pki: _,
+        port,
+        gw: _gw,
+        _dir,
+        _upstream,
+    } = start_any_host("h2-preface", &[]);
+    let out = h2_peer(&["stalled-preface", &port.to_string()]);
     // The script gives up after 10 s ("timeout"); the gateway closes after 2.
     assert_eq!(String::from_utf8_lossy(&out.stdout), "closed\n", "{out:?}");
 }

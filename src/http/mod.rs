@@ -57,7 +57,8 @@ pub use rewrite::{
     ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
 };
 pub(crate) use rewrite::{
-    push_ip, push_prefix, push_socket_addr, push_u64 as push_decimal, socket_v4_text,
+    header as push_header, push_ip, push_prefix, push_socket_addr, push_u64 as push_decimal,
+    socket_v4_text,
 };
 
 #[cfg(test)]

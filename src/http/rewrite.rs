@@ -96,7 +96,8 @@ fn ops_touch(ops: &HeaderOps, name: &str) -> bool {
     (ops_remove(ops, name) || ops_set(ops, name)) && !is_framing(name)
 }
 
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one header line, `name: value`.
+pub(crate) fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

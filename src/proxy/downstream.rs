@@ -31,7 +31,7 @@ const WRITE_BATCH: usize = 3 * tls::MAX_RECORD_PLAINTEXT;
 /// sends (see [`Ending::Lingering`]): a time, not a size, so that a client still
 /// streaming a large body has read the answer before the reset (nginx's
 /// `lingering_time` is 30 s).
-const LINGER_TIME: Duration = Duration::from_secs(2);
+pub(crate) const LINGER_TIME: Duration = Duration::from_secs(2);
 
 /// Why a TLS handshake did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -428,7 +428,8 @@ async fn pump(
     let mut recv: Option<Boxed<'_, io::Result<uring::RecvBuf>>> = None;
     let mut send: Option<Boxed<'_, (io::Result<()>, FilledBuf)>> = None;
     let (mut driven, mut client_done) = (false, false);
-    let mut plain = Vec::new();
+    // Plaintext both ways, kept across the loop: no allocation per receive or send.
+    let (mut plain, mut outbound) = (Vec::new(), Vec::new());
     std::future::poll_fn(|cx| {
         loop {
             let mut moved = false;
@@ -458,16 +459,19 @@ async fn pump(
                 }
             }
             if send.is_none() {
-                let mut out = Vec::new();
-                pipe.take_outbound(&mut out);
+                outbound.clear();
+                pipe.take_outbound(&mut outbound);
                 let filled = match &mut session {
                     None => {
-                        let len = out.len();
-                        (len > 0).then_some(FilledBuf { buf: out, len })
+                        let len = outbound.len();
+                        (len > 0).then(|| FilledBuf {
+                            buf: std::mem::take(&mut outbound),
+                            len,
+                        })
                     }
                     Some(tls) => {
-                        if !out.is_empty() {
-                            tls.encrypt(&out).map_err(PumpError::Io)?;
+                        if !outbound.is_empty() {
+                            tls.encrypt(&outbound).map_err(PumpError::Io)?;
                         }
                         tls.start_send()
                             .map_err(PumpError::Io)?
@@ -483,8 +487,10 @@ async fn pump(
             {
                 send = None;
                 moved = true;
-                if let Some(tls) = &mut session {
-                    tls.finish_send(filled.buf);
+                match &mut session {
+                    Some(tls) => tls.finish_send(filled.buf),
+                    // The plaintext buffer comes back for the next send.
+                    None => outbound = filled.buf,
                 }
                 sent.map_err(PumpError::Io)?;
             }

@@ -59,7 +59,11 @@ pub(super) async fn serve(mut conn: Connection) {
     let mut connection = None;
     let mut stop = pin!(ctx.draining.or_stop(std::future::pending::<()>()));
     let mut stopping = false;
-    let mut quiet: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
+    // One timer for the keep-alive timeout, made again only when it fires: a stream
+    // coming and going (every request of a client that sends one at a time) only
+    // moves `idle_since`.
+    let mut idle_since = Some(uring::now());
+    let mut quiet: Pin<Box<dyn Future<Output = ()>>> = Box::pin(uring::sleep(keepalive));
     let (peer, port) = (conn.peer, conn.port);
     let mut failed = false;
     let driven = conn
@@ -88,19 +92,29 @@ pub(super) async fn serve(mut conn: Connection) {
             }
             // GOAWAY after the keep-alive timeout without a stream.
             if !stopping {
-                match (h2.has_streams(), &mut quiet) {
-                    (true, quiet) => *quiet = None,
-                    (false, None) => quiet = Some(Box::pin(uring::sleep(keepalive))),
+                match (h2.has_streams(), idle_since) {
+                    (true, _) => idle_since = None,
+                    (false, None) => idle_since = Some(uring::now()),
                     (false, Some(_)) => {}
                 }
-                if let Some(sleep) = &mut quiet
-                    && sleep.as_mut().poll(cx).is_ready()
-                {
-                    // No stream to let finish: GOAWAY and close, without the graceful
-                    // shutdown's PING round trip (a client that never answers it
-                    // would hold the connection).
-                    stopping = true;
-                    h2.abrupt_shutdown(h2::Reason::NO_ERROR);
+                if quiet.as_mut().poll(cx).is_ready() {
+                    let idle =
+                        idle_since.map(|since| uring::now().saturating_duration_since(since));
+                    match idle {
+                        Some(idle) if idle >= keepalive => {
+                            // No stream to let finish: GOAWAY and close, without the
+                            // graceful shutdown's PING round trip (a client that never
+                            // answers it would hold the connection).
+                            stopping = true;
+                            h2.abrupt_shutdown(h2::Reason::NO_ERROR);
+                        }
+                        idle => {
+                            let left = keepalive - idle.unwrap_or_default();
+                            quiet = Box::pin(uring::sleep(left));
+                            // Registers the new timer's wake-up.
+                            let _ = quiet.as_mut().poll(cx);
+                        }
+                    }
                 }
             }
             loop {

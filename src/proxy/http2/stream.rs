@@ -12,7 +12,7 @@
 //! informational response (`100 Continue`) is not relayed. A response cut short
 //! ends in `RST_STREAM`, never in `END_STREAM`.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
+use super::super::downstream::LINGER_TIME;
 use crate::buffers;
 use crate::config::ServerTls;
 use crate::http::{self, BodyFramer, BodyKind};
@@ -134,7 +135,7 @@ impl H2Stream {
             Some(Ok(data)) => {
                 let _ = body.flow_control().release_capacity(data.len());
                 if self.chunked {
-                    buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let _ = write!(buf, "{:x}\r\n", data.len());
                     buf.extend_from_slice(&data);
                     buf.extend_from_slice(b"\r\n");
                 } else {
@@ -352,10 +353,8 @@ fn grpc_status(status: u16) -> u32 {
     }
 }
 
-/// How long the rest of a request body is read after the response (see
+/// Reads and drops the rest of a request body for [`LINGER_TIME`] (see
 /// [`H2Stream::close`]); then the stream is reset.
-const LINGER_TIME: Duration = Duration::from_secs(2);
-
 async fn linger(mut body: RecvStream) {
     let _ = uring::timeout(LINGER_TIME, async {
         while let Some(Ok(data)) = body.data().await {
@@ -387,7 +386,7 @@ fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let authority = parts.uri.authority().map(|a| a.as_str());
     match authority {
-        Some(authority) => line(&mut head, b"host", authority.as_bytes()),
+        Some(authority) => http::push_header(&mut head, b"host", authority.as_bytes()),
         None if parts.headers.contains_key(::http::header::HOST) => {}
         None => return Err("the request has neither :authority nor host"),
     }
@@ -399,24 +398,17 @@ fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>
             "cookie" => cookies.push(value.as_bytes()),
             // Framing is ringress's to write.
             "transfer-encoding" => {}
-            _ => line(&mut head, name.as_str().as_bytes(), value.as_bytes()),
+            _ => http::push_header(&mut head, name.as_str().as_bytes(), value.as_bytes()),
         }
     }
     if !cookies.is_empty() {
         // HTTP/2 may split cookies into fields of their own (RFC 9113 §8.2.3).
-        line(&mut head, b"cookie", &cookies.join(&b"; "[..]));
+        http::push_header(&mut head, b"cookie", &cookies.join(&b"; "[..]));
     }
     if chunked {
-        line(&mut head, b"transfer-encoding", b"chunked");
+        http::push_header(&mut head, b"transfer-encoding", b"chunked");
     }
-    line(&mut head, b"connection", b"close");
+    http::push_header(&mut head, b"connection", b"close");
     head.extend_from_slice(b"\r\n");
     Ok(head)
-}
-
-fn line(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    head.extend_from_slice(name);
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value);
-    head.extend_from_slice(b"\r\n");
 }
