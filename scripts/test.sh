@@ -5,8 +5,10 @@
 #    h2load, wrk, slowhttptest, testssl.sh, python3 with pip, the CA bundle) when they
 #    are missing, with apt-get
 #    on Debian, and the Python packages tlslite-ng (the record-level TLS client of
-#    tests/tools/tls_peer.py) and h2 (the frame-level HTTP/2 client of
-#    tests/tools/h2_peer.py) with pip. A machine that already has them installs
+#    tests/tools/tls_peer.py), h2 (the frame-level HTTP/2 client of
+#    tests/tools/h2_peer.py, the HTTP/2 upstream of tests/tools/h2_upstream.py), grpcio
+#    and grpcio-health-checking (the gRPC service and client of
+#    tests/tools/grpc_service.py) with pip. A machine that already has them installs
 #    nothing and touches no package list.
 # 2. cargo fmt --check (ringress and the fuzz crate)
 # 3. cargo clippy --all-targets --locked -- -D warnings, also with the fuzzing feature,
@@ -43,7 +45,7 @@ as_root() {
     fi
 }
 
-banner "test tools (curl, openssl, h2load, nghttp, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng, h2)"
+banner "test tools (curl, openssl, h2load, nghttp, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng, h2, grpcio)"
 # command the tests run -> Debian package that provides it
 declare -A tool_pkg=(
     [curl]=curl
@@ -84,8 +86,10 @@ fi
 declare -A py_pkg=(
     [tlslite]=tlslite-ng
     [h2]=h2
+    [grpc]=grpcio
+    [grpc_health]=grpcio-health-checking
 )
-for module in tlslite h2; do
+for module in tlslite h2 grpc grpc_health; do
     if python3 -c "import $module" >/dev/null 2>&1; then
         printf '  %-8s %s\n' "$module" "$(python3 -c "import $module, os; print(os.path.dirname($module.__file__))")"
         continue

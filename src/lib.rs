@@ -50,6 +50,7 @@ pub(crate) mod fast_hash;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub(crate) mod pipe;
 pub mod proxy;
 pub mod route;
 pub(crate) mod shard;

@@ -327,6 +327,8 @@ pub(crate) struct FileTcpSettings {
 pub(crate) struct FileHttpSettings {
     #[serde(rename = "idleTimeout")]
     pub(crate) idle_timeout: Option<String>,
+    #[serde(rename = "h2UpgradePolicy")]
+    pub(crate) h2_upgrade_policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,7 +422,6 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
                 "http2MaxRequests",
                 "maxRequestsPerConnection",
                 "maxRetries",
-                "h2UpgradePolicy",
                 "useClientProtocol",
                 "maxConcurrentStreams",
             ],

@@ -321,9 +321,18 @@ pub struct ServiceEntry {
 pub struct ServicePort {
     pub number: u16,
     pub name: String,
+    /// `HTTP`, `HTTP2` or `GRPC`: the `protocol` field, upper-case, or what the
+    /// port's name says when there is none (Istio's `http2-`, `grpc-` prefixes).
     pub protocol: String,
     /// `targetPort`: the port endpoints listen on, when it differs from `number`.
     pub target_port: Option<u16>,
+}
+
+impl ServicePort {
+    /// Whether the port speaks HTTP/2 (`HTTP2` and `GRPC` ports).
+    pub fn speaks_http2(&self) -> bool {
+        matches!(self.protocol.as_str(), "HTTP2" | "GRPC")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,4 +385,7 @@ pub struct ConnectionPool {
     pub connect_timeout: Option<Duration>,
     /// `http.idleTimeout`: how long an idle keep-alive connection is kept.
     pub idle_timeout: Option<Duration>,
+    /// `http.h2UpgradePolicy`: `Some(true)` for UPGRADE (HTTP/2 to an HTTP port),
+    /// `Some(false)` for DO_NOT_UPGRADE, `None` for DEFAULT (the port's protocol).
+    pub h2_upgrade: Option<bool>,
 }

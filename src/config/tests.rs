@@ -524,7 +524,26 @@ fn destination_rule_connection_pool() {
             max_connections: Some(100),
             connect_timeout: Some(std::time::Duration::from_secs(2)),
             idle_timeout: Some(std::time::Duration::from_secs(30)),
+            h2_upgrade: None,
         }
+    );
+    for (policy, upgrade) in [
+        ("UPGRADE", Some(true)),
+        ("DO_NOT_UPGRADE", Some(false)),
+        ("DEFAULT", None),
+    ] {
+        let config = load_ok(&dr(&format!(
+            "      http:\n        h2UpgradePolicy: {policy}\n"
+        )));
+        assert_eq!(
+            config.destination_rules[0].connection_pool.h2_upgrade,
+            upgrade
+        );
+    }
+    assert!(
+        error(&dr("      http:\n        h2UpgradePolicy: ALWAYS\n")).ends_with(
+            "spec.trafficPolicy.connectionPool.http.h2UpgradePolicy: invalid value \"ALWAYS\": accepted: DEFAULT, DO_NOT_UPGRADE, UPGRADE"
+        )
     );
     assert_eq!(
         error(&dr("      tcp:\n        maxConnections: 0\n")),
@@ -534,11 +553,7 @@ fn destination_rule_connection_pool() {
         error(&dr("      http:\n        idleTimeout: 0s\n"))
             .ends_with("spec.trafficPolicy.connectionPool.http.idleTimeout: invalid value \"0s\": expected a duration above 0s"),
     );
-    for (section, field) in [
-        ("http", "http1MaxPendingRequests"),
-        ("http", "h2UpgradePolicy"),
-        ("tcp", "tcpKeepalive"),
-    ] {
+    for (section, field) in [("http", "http1MaxPendingRequests"), ("tcp", "tcpKeepalive")] {
         let e = error(&dr(&format!("      {section}:\n        {field}: 1\n")));
         assert!(
             e.ends_with(&format!(
@@ -1233,6 +1248,31 @@ fn service_entries() {
 }
 
 #[test]
+fn service_entry_port_protocols() {
+    // The protocol field, any case; without one, Istio's port-name prefixes.
+    let config = load_ok(&service_entry(
+        "  hosts: [svc]\n  ports:\n  - {number: 1, name: a, protocol: grpc}\n  - {number: 2, name: b, protocol: HTTP2}\n  - {number: 3, name: grpc-api}\n  - {number: 4, name: http2}\n  - {number: 5, name: web}\n  - {number: 6, name: grpc-web}\n  resolution: DNS\n",
+    ));
+    let protocols: Vec<&str> = config.service_entries[0]
+        .ports
+        .iter()
+        .map(|p| p.protocol.as_str())
+        .collect();
+    assert_eq!(
+        protocols,
+        ["GRPC", "HTTP2", "GRPC", "HTTP2", "HTTP", "GRPC"]
+    );
+    assert!(config.service_entries[0].ports[0].speaks_http2());
+    assert!(!config.service_entries[0].ports[4].speaks_http2());
+    assert!(
+        error(&service_entry(
+            "  hosts: [svc]\n  ports: [{number: 1, name: a, protocol: GRPC-WEB}]\n  resolution: DNS\n"
+        ))
+        .ends_with("upstream protocol GRPC-WEB is not implemented by ringress yet; accepted: HTTP, HTTP2, GRPC")
+    );
+}
+
+#[test]
 fn service_entry_errors() {
     let ports = "  hosts: [httpbin]\n  ports: [{number: 8000, name: http, protocol: HTTP}]\n";
     assert_eq!(
@@ -1263,7 +1303,7 @@ fn service_entry_errors() {
         error(&service_entry(
             "  hosts: [httpbin]\n  ports: [{number: 8000, name: tls, protocol: TLS}]\n  resolution: DNS\n"
         )),
-        "/etc/ringress/gw.yaml:7:37: document 1 (ServiceEntry se): spec.ports[0].protocol: upstream protocol TLS is not implemented by ringress yet; accepted: HTTP"
+        "/etc/ringress/gw.yaml:7:37: document 1 (ServiceEntry se): spec.ports[0].protocol: upstream protocol TLS is not implemented by ringress yet; accepted: HTTP, HTTP2, GRPC"
     );
     assert_eq!(
         error(&service_entry(&format!(

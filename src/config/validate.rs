@@ -66,9 +66,12 @@ const OTHER_SERVER_PROTOCOLS: &[&str] = &[
     "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP",
 ];
 
+/// ServiceEntry port protocols ringress proxies to.
+const UPSTREAM_PROTOCOLS: &[&str] = &["HTTP", "HTTP2", "GRPC"];
+
 /// ServiceEntry port protocols Istio knows that ringress does not proxy to yet.
 const OTHER_UPSTREAM_PROTOCOLS: &[&str] = &[
-    "HTTPS", "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP",
+    "HTTPS", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP",
 ];
 
 /// What a document is, for messages and for the checks across documents.
@@ -1425,7 +1428,11 @@ impl Check<'_, '_> {
             if pname.is_none() {
                 self.err(&pp.key("name"), Problem::Missing);
             }
-            let protocol = self.upstream_protocol(port.protocol.as_deref(), &pp.key("protocol"));
+            let protocol = self.upstream_protocol(
+                port.protocol.as_deref(),
+                pname.as_deref(),
+                &pp.key("protocol"),
+            );
             match (number, pname, protocol, target_port) {
                 (Some(number), Some(pname), Some(protocol), None | Some(Some(_))) => {
                     if let Some(prev) = ports.iter().find(|q| q.number == number) {
@@ -1504,26 +1511,36 @@ impl Check<'_, '_> {
         })
     }
 
-    fn upstream_protocol(&mut self, raw: Option<&str>, path: &Path) -> Option<String> {
+    /// A port's protocol: its `protocol` field, else what its name says as Istio
+    /// reads it (`grpc`, `grpc-web`, `http2-api`: the part before the first `-`),
+    /// else HTTP (Istio would sniff; ringress speaks HTTP/1.1 to such a port).
+    fn upstream_protocol(
+        &mut self,
+        raw: Option<&str>,
+        name: Option<&str>,
+        path: &Path,
+    ) -> Option<String> {
         let Some(raw) = raw else {
-            // Istio's own default for a port without a protocol is to sniff; ringress
-            // proxies HTTP/1.1 only, so that is what an unnamed protocol means.
-            return Some("HTTP".to_owned());
+            let named = name
+                .map(|n| n.split('-').next().unwrap_or(n).to_ascii_uppercase())
+                .filter(|p| p == "HTTP2" || p == "GRPC");
+            return Some(named.unwrap_or_else(|| "HTTP".to_owned()));
         };
         let upper = raw.to_ascii_uppercase();
-        if upper == "HTTP" {
+        if UPSTREAM_PROTOCOLS.contains(&upper.as_str()) {
             Some(upper)
         } else if OTHER_UPSTREAM_PROTOCOLS.contains(&upper.as_str()) {
             self.err(
                 path,
                 Problem::ValueNotImplemented {
                     what: format!("upstream protocol {raw}"),
-                    accepted: "HTTP".to_owned(),
+                    accepted: UPSTREAM_PROTOCOLS.join(", "),
                 },
             );
             None
         } else {
-            self.invalid(path, format!("{raw:?}"), "accepted protocols: HTTP");
+            let accepted = format!("accepted protocols: {}", UPSTREAM_PROTOCOLS.join(", "));
+            self.invalid(path, format!("{raw:?}"), accepted);
             None
         }
     }
@@ -1703,9 +1720,25 @@ impl Check<'_, '_> {
                 ok &= pool.connect_timeout.is_some();
             }
         }
-        if let Some(raw) = raw.http.and_then(|h| h.idle_timeout) {
-            pool.idle_timeout = self.positive_duration(&raw, &path.key("http").key("idleTimeout"));
-            ok &= pool.idle_timeout.is_some();
+        if let Some(http) = raw.http {
+            if let Some(raw) = http.idle_timeout {
+                pool.idle_timeout =
+                    self.positive_duration(&raw, &path.key("http").key("idleTimeout"));
+                ok &= pool.idle_timeout.is_some();
+            }
+            match http.h2_upgrade_policy.as_deref() {
+                None | Some("DEFAULT") => {}
+                Some("UPGRADE") => pool.h2_upgrade = Some(true),
+                Some("DO_NOT_UPGRADE") => pool.h2_upgrade = Some(false),
+                Some(other) => {
+                    self.invalid(
+                        &path.key("http").key("h2UpgradePolicy"),
+                        format!("{other:?}"),
+                        "accepted: DEFAULT, DO_NOT_UPGRADE, UPGRADE",
+                    );
+                    ok = false;
+                }
+            }
         }
         ok.then_some(pool)
     }

@@ -35,6 +35,8 @@ pub enum BodyKind {
 #[derive(Debug, Clone)]
 pub struct BodyFramer {
     state: State,
+    /// Bytes of a chunked body's trailer section read so far, kept past its end.
+    trailer: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -145,7 +147,7 @@ impl BodyFramer {
             }),
             BodyKind::UntilClose => State::UntilClose,
         };
-        Self { state }
+        Self { state, trailer: 0 }
     }
 
     /// Takes the next received bytes; returns how many of them belong to the body (the
@@ -176,6 +178,38 @@ impl BodyFramer {
         payload: &mut Vec<u8>,
     ) -> Result<usize, HttpError> {
         self.advance_with(data, Output::Payload, &mut |p| payload.extend_from_slice(p))
+    }
+
+    /// Like [`payload`](Self::payload), and also appends a chunked body's trailer
+    /// section to `trailers`, its lines as received (`name: value` CRLF each, the
+    /// final empty line left out): what HTTP/2 sends as a trailing HEADERS frame.
+    pub(crate) fn payload_and_trailers(
+        &mut self,
+        data: &[u8],
+        payload: &mut Vec<u8>,
+        trailers: &mut Vec<u8>,
+    ) -> Result<usize, HttpError> {
+        let start = self.trailer_bytes();
+        let used =
+            self.advance_with(data, Output::Payload, &mut |p| payload.extend_from_slice(p))?;
+        // The trailer section is the last thing before the end, and the bytes the
+        // body took from `data` end with as many of its bytes as it grew by.
+        let grown = self.trailer_bytes().saturating_sub(start);
+        if grown > 0 {
+            let section = &data[used.saturating_sub(grown)..used];
+            let section = match self.is_done() {
+                // The final CRLF counted too: it is not a trailer line.
+                true => section.strip_suffix(b"\r\n").unwrap_or(section),
+                false => section,
+            };
+            trailers.extend_from_slice(section);
+        }
+        Ok(used)
+    }
+
+    /// Bytes of the trailer section read so far (the final CRLF included once read).
+    fn trailer_bytes(&self) -> usize {
+        self.trailer
     }
 
     /// Whether the body has ended (never for [`BodyKind::UntilClose`]).
@@ -223,6 +257,7 @@ impl BodyFramer {
             }
             State::Chunked(c) => match c.advance(data, output, emit) {
                 Ok((used, done)) => {
+                    self.trailer = c.trailer;
                     if done {
                         self.state = State::Done;
                     }
@@ -235,6 +270,26 @@ impl BodyFramer {
             },
         }
     }
+}
+
+/// The fields of a trailer section from [`BodyFramer::payload_and_trailers`], as
+/// HTTP/2 sends them; `None` when there are none. The section was validated while
+/// it was framed; an empty line (a split final CRLF) is skipped, and a field HTTP/2
+/// cannot carry (an upper-case name) is dropped.
+pub(crate) fn trailer_map(section: &[u8]) -> Option<::http::HeaderMap> {
+    let mut map = ::http::HeaderMap::new();
+    for line in section.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = ::http::HeaderName::from_bytes(&line[..colon]);
+        let value = ::http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            map.append(name, value);
+        }
+    }
+    (!map.is_empty()).then_some(map)
 }
 
 /// `min(remaining, available)` as a usize.
@@ -590,6 +645,36 @@ mod tests {
         let (used, payload) = frame(BodyKind::Chunked, &input).unwrap();
         assert_eq!(used, body.len());
         assert_eq!(payload, b"hello0123456789");
+    }
+
+    #[test]
+    fn trailers_come_apart_from_the_payload_at_any_split() {
+        let body = b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\ngrpc-message:  fine \r\n\r\n";
+        for split in 0..=body.len() {
+            let mut framer = BodyFramer::new(BodyKind::Chunked);
+            let (mut payload, mut trailers) = (Vec::new(), Vec::new());
+            let (a, b) = body.split_at(split);
+            let used = framer
+                .payload_and_trailers(a, &mut payload, &mut trailers)
+                .unwrap();
+            assert_eq!(used, a.len());
+            let used = framer
+                .payload_and_trailers(b, &mut payload, &mut trailers)
+                .unwrap();
+            assert_eq!(used, b.len());
+            assert!(framer.is_done());
+            assert_eq!(payload, b"hello", "split at {split}");
+            let map = trailer_map(&trailers).unwrap();
+            assert_eq!(map.len(), 2, "split at {split}");
+            assert_eq!(map["grpc-status"], "0", "split at {split}");
+            assert_eq!(map["grpc-message"], "fine", "split at {split}");
+        }
+        let mut framer = BodyFramer::new(BodyKind::Chunked);
+        let mut trailers = Vec::new();
+        framer
+            .payload_and_trailers(b"0\r\n\r\n", &mut Vec::new(), &mut trailers)
+            .unwrap();
+        assert_eq!(trailer_map(&trailers), None);
     }
 
     #[test]

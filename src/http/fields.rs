@@ -207,7 +207,6 @@ impl RawHead {
             .map(|h| self.value(h))
     }
 
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.headers.iter().map(|h| (self.name(h), self.value(h)))
     }

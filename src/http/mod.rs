@@ -43,6 +43,7 @@ mod request;
 mod response;
 mod rewrite;
 
+pub(crate) use body::trailer_map;
 pub use body::{BodyFramer, BodyKind};
 pub use error::HttpError;
 pub(crate) use fields::Name as HeaderName;

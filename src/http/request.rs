@@ -265,7 +265,6 @@ impl RequestHead {
     }
 
     /// Every header line in order, names as sent.
-    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.raw.iter()
     }

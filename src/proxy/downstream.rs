@@ -10,7 +10,7 @@
 //! timeouts, the lingering close and the reset the connection's end calls for.
 
 use std::io;
-use std::pin::Pin;
+
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ use crate::tls::{self, ClientHelloError, HelloScan, ServerSession, SniSelector, 
 use crate::uring::{self, FilledBuf, TcpStream};
 
 use super::Next;
-use super::http2::{ConnectionFacts, H2Stream, Pipe};
+use super::http2::{ConnectionFacts, H2Stream};
+use crate::pipe::{Pipe, PumpError, pump};
 
 /// Plaintext encrypted per send at most: three full records, so the ciphertext
 /// buffer of a large response stays small enough for the pool to keep.
@@ -409,100 +410,6 @@ impl Downstream {
             Downstream::H2(_) => Err(io::Error::other("HTTP/2 inside HTTP/2")),
         }
     }
-}
-
-/// Why [`pump`] stopped early.
-enum PumpError {
-    Io(io::Error),
-    Tls(TlsFailure),
-}
-
-/// [`Downstream::pump_h2`] over `tcp`, through `session` for TLS.
-async fn pump(
-    tcp: &TcpStream,
-    mut session: Option<&mut ServerSession>,
-    pipe: &Pipe,
-    mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
-) -> Result<(), PumpError> {
-    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
-    let mut recv: Option<Boxed<'_, io::Result<uring::RecvBuf>>> = None;
-    let mut send: Option<Boxed<'_, (io::Result<()>, FilledBuf)>> = None;
-    let (mut driven, mut client_done) = (false, false);
-    // Plaintext both ways, kept across the loop: no allocation per receive or send.
-    let (mut plain, mut outbound) = (Vec::new(), Vec::new());
-    std::future::poll_fn(|cx| {
-        loop {
-            let mut moved = false;
-            if !driven && drive(cx).is_ready() {
-                driven = true;
-            }
-            if !client_done {
-                let receive = recv.get_or_insert_with(|| Box::pin(tcp.recv()));
-                if let Poll::Ready(received) = receive.as_mut().poll(cx) {
-                    recv = None;
-                    moved = true;
-                    let data = received.map_err(PumpError::Io)?;
-                    match &mut session {
-                        _ if data.is_empty() => client_done = true,
-                        None => pipe.push_inbound(&data),
-                        Some(tls) => {
-                            tls.received(&data);
-                            plain.clear();
-                            let step = tls.process_received(&mut plain).map_err(PumpError::Tls)?;
-                            pipe.push_inbound(&plain);
-                            client_done = step == Step::Closed || tls.peer_closed();
-                        }
-                    }
-                    if client_done {
-                        pipe.close_inbound();
-                    }
-                }
-            }
-            if send.is_none() {
-                outbound.clear();
-                pipe.take_outbound(&mut outbound);
-                let filled = match &mut session {
-                    None => {
-                        let len = outbound.len();
-                        (len > 0).then(|| FilledBuf {
-                            buf: std::mem::take(&mut outbound),
-                            len,
-                        })
-                    }
-                    Some(tls) => {
-                        if !outbound.is_empty() {
-                            tls.encrypt(&outbound).map_err(PumpError::Io)?;
-                        }
-                        tls.start_send()
-                            .map_err(PumpError::Io)?
-                            .map(|(buf, len)| FilledBuf { buf, len })
-                    }
-                };
-                if let Some(filled) = filled {
-                    send = Some(Box::pin(tcp.send_all(filled)));
-                }
-            }
-            if let Some(sending) = &mut send
-                && let Poll::Ready((sent, filled)) = sending.as_mut().poll(cx)
-            {
-                send = None;
-                moved = true;
-                match &mut session {
-                    Some(tls) => tls.finish_send(filled.buf),
-                    // The plaintext buffer comes back for the next send.
-                    None => outbound = filled.buf,
-                }
-                sent.map_err(PumpError::Io)?;
-            }
-            if (driven || client_done) && send.is_none() && !pipe.has_outbound() {
-                return Poll::Ready(Ok(()));
-            }
-            if !moved {
-                return Poll::Pending;
-            }
-        }
-    })
-    .await
 }
 
 /// Shuts the write side of `tcp`, then reads and drops what the client still sends

@@ -30,8 +30,10 @@ use crate::http::{
 use crate::route::Route;
 use crate::shard::ShardStats;
 use crate::snapshot::Snapshot;
-use crate::upstream::{Cluster, ClusterId, UpstreamConn, pool};
-use crate::uring::{self, RecvBuf, TcpStream};
+use crate::upstream::{
+    Cluster, ClusterId, Received, UpstreamConn, UpstreamProtocol, UpstreamStream, http2, pool,
+};
+use crate::uring;
 
 use super::Ending;
 
@@ -61,6 +63,9 @@ impl Connection {
             expects_continue: head.expects_continue(),
         };
         let mut request_body = BodyFramer::new(head.body());
+        let now = uring::now();
+        let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, now)
+            .with_grpc_timeout(head.header("grpc-timeout"), now);
         self.write_upstream_head(route, &head, path.as_deref());
         let head_len = head.len();
         drop(head);
@@ -73,7 +78,6 @@ impl Connection {
         self.inbuf.drain(..first);
         self.count_received(first);
 
-        let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, uring::now());
         // Only a request sent whole in the first send can be sent again.
         let resendable = request_body.is_done();
         let mut tries = 0;
@@ -95,7 +99,7 @@ impl Connection {
             }
             let Some(wait) = policy.wait(uring::now()) else {
                 self.ctx.finished(snapshot, cluster, endpoint);
-                let after = route.timeout.unwrap_or_default();
+                let after = policy.timeout();
                 return Err(ProxyError::UpstreamTimeout { addr, after });
             };
             tries += 1;
@@ -235,13 +239,21 @@ impl Connection {
         facts: &RequestFacts,
         wait: Duration,
     ) -> Result<Tried, ProxyError> {
-        let pooled = self.ctx.pool.borrow_mut().take(addr);
-        let upstream = match pooled {
-            Some(conn) => conn,
-            None => {
-                let limit = cluster.pool.shard_limit(self.ctx.shards);
-                let slot = pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
-                pool::connect(addr, slot, cluster.pool.connect_timeout).await?
+        let limit = cluster.pool.shard_limit(self.ctx.shards);
+        let upstream = match cluster.protocol {
+            UpstreamProtocol::Http2 => {
+                http2::stream(&self.ctx.pool, cluster, addr, limit, wait).await?
+            }
+            UpstreamProtocol::Http1 => {
+                let pooled = self.ctx.pool.borrow_mut().take(addr);
+                match pooled {
+                    Some(conn) => conn,
+                    None => {
+                        let slot =
+                            pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
+                        pool::connect(addr, slot, cluster.pool.connect_timeout).await?
+                    }
+                }
             }
         };
         upstream
@@ -610,7 +622,7 @@ enum Raced<T> {
 /// work go on, the start of a final response, a close or an error end it.
 async fn unless_answered<F: Future>(
     work: F,
-    upstream: &TcpStream,
+    upstream: &UpstreamStream,
     upbuf: &mut Vec<u8>,
     method: &str,
 ) -> Raced<F::Output> {
@@ -628,7 +640,7 @@ async fn unless_answered<F: Future>(
             }
         })
         .await;
-        let received: RecvBuf = match next {
+        let received: Received = match next {
             Ok(done) => return Raced::Done(done),
             Err(Ok(received)) if !received.is_empty() => received,
             Err(_) => return Raced::Answered,

@@ -1,12 +1,14 @@
 //! When a request is tried again, and how long each try may wait: a route's `retries`
-//! (`attempts`, `perTryTimeout`, `retryOn`) and `timeout`, with Istio's defaults.
+//! (`attempts`, `perTryTimeout`, `retryOn`) and `timeout`, with Istio's defaults, and
+//! a gRPC request's `grpc-timeout` (within the route's `timeout`, as Istio configures
+//! Envoy's `grpc_timeout_header_max`).
 //!
 //! Only a request whose body went out whole in the first send is ever retried (the
 //! body is gone once streamed). A pooled keep-alive connection that turns out to be
 //! closed before any response byte is re-dialled once without using up an attempt: the
 //! upstream never saw the request. `retryOn` takes Envoy's conditions as Istio passes
-//! them; those about gRPC status or HTTP/2 streams never occur with the HTTP/1.1
-//! upstreams ringress speaks, so they never trigger.
+//! them; `refused-stream` is an HTTP/2 upstream's `REFUSED_STREAM` (or a stream its
+//! GOAWAY left unprocessed); those about gRPC status never trigger.
 
 use std::time::{Duration, Instant};
 
@@ -16,8 +18,8 @@ use crate::route::Route;
 /// Istio's default when a route sets no `retries`: 2 retries.
 const DEFAULT_ATTEMPTS: u32 = 2;
 /// Istio's default `retryOn` (`connect-failure,refused-stream,unavailable,cancelled,
-/// retriable-status-codes` with 503 retriable), as it applies to HTTP/1.1 upstreams.
-const DEFAULT_RETRY_ON: &[&str] = &["connect-failure", "503"];
+/// retriable-status-codes` with 503 retriable), less the gRPC-status conditions.
+const DEFAULT_RETRY_ON: &[&str] = &["connect-failure", "refused-stream", "503"];
 
 /// One request's retry budget and deadlines.
 pub(super) struct RetryPolicy<'r> {
@@ -25,8 +27,11 @@ pub(super) struct RetryPolicy<'r> {
     retries: u32,
     retry_on: RetryOn<'r>,
     per_try: Option<Duration>,
-    /// The route's `timeout` over all tries; `None`: no limit (`0s` or unset).
+    /// The route's `timeout` (or the request's `grpc-timeout`) over all tries;
+    /// `None`: no limit (`0s` or unset).
     deadline: Option<Instant>,
+    /// What `deadline` is from the request's start.
+    timeout: Option<Duration>,
     /// The wait for a response head when neither timeout applies.
     idle: Duration,
 }
@@ -46,13 +51,32 @@ impl<'r> RetryPolicy<'r> {
             ),
             None => (DEFAULT_ATTEMPTS, RetryOn::Default, None),
         };
+        let timeout = route.timeout.filter(|t| !t.is_zero());
         RetryPolicy {
             retries,
             retry_on,
             per_try: per_try.filter(|t| !t.is_zero()),
-            deadline: route.timeout.filter(|t| !t.is_zero()).map(|t| now + t),
+            deadline: timeout.map(|t| now + t),
+            timeout,
             idle,
         }
+    }
+
+    /// Limits the request to its `grpc-timeout` (a gRPC client's deadline), within
+    /// the route's `timeout`; a zero or unreadable one changes nothing.
+    pub(super) fn with_grpc_timeout(mut self, header: Option<&[u8]>, now: Instant) -> Self {
+        let Some(grpc) = header.and_then(grpc_timeout).filter(|t| !t.is_zero()) else {
+            return self;
+        };
+        let timeout = self.timeout.map_or(grpc, |t| t.min(grpc));
+        self.timeout = Some(timeout);
+        self.deadline = Some(now + timeout);
+        self
+    }
+
+    /// The limit over all tries, for the error once it ran out.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or_default()
     }
 
     /// How long try number `attempt` (1-based) may wait for its response head, or
@@ -81,6 +105,11 @@ impl<'r> RetryPolicy<'r> {
         let condition = match error {
             ProxyError::Connect(e) if e.is_overflow() => return false,
             ProxyError::Connect(_) => "connect-failure",
+            ProxyError::UpstreamIo { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                "refused-stream"
+            }
             ProxyError::UpstreamClosed { .. } | ProxyError::UpstreamIo { .. } => "reset",
             ProxyError::UpstreamTimeout { .. } => "per-try timeout",
             _ => return false,
@@ -107,6 +136,25 @@ impl<'r> RetryPolicy<'r> {
     }
 }
 
+/// A `grpc-timeout` value: 1 to 8 digits and a unit (`H`ours, `M`inutes, `S`econds,
+/// `m`illi-, `u` micro-, `n` nanoseconds), as gRPC's HTTP/2 protocol spells it.
+fn grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 impl ProxyError {
     /// A pooled keep-alive connection found closed before any response byte: the
     /// upstream never saw the request, so it is sent again on a new connection.
@@ -118,6 +166,21 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_read_as_grpc_writes_them() {
+        assert_eq!(grpc_timeout(b"200m"), Some(Duration::from_millis(200)));
+        assert_eq!(grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(
+            grpc_timeout(b"99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        assert_eq!(grpc_timeout(b"5u"), Some(Duration::from_micros(5)));
+        for bad in [&b""[..], b"m", b"123456789S", b"1s", b"-1S", b"1 S", b"10"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
     use crate::config::{HeaderOperations, Retries};
     use crate::route::Action;
     use crate::upstream::ConnectError;

@@ -101,6 +101,7 @@ mod tests {
                 .collect(),
             lb,
             pool: Default::default(),
+            protocol: Default::default(),
         }
     }
 

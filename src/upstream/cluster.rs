@@ -59,6 +59,43 @@ pub struct Cluster {
     pub(crate) lb: LoadBalancer,
     /// Connection limits and timeouts (the DestinationRule's `connectionPool`).
     pub(crate) pool: PoolPolicy,
+    /// The protocol requests go to the endpoints in.
+    pub(crate) protocol: UpstreamProtocol,
+}
+
+/// What a cluster's connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum UpstreamProtocol {
+    /// HTTP/1.1 over keep-alive connections, one request at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (h2c, prior knowledge), many streams per connection: a
+    /// ServiceEntry port with `protocol: HTTP2` or `GRPC` (or named `http2-`,
+    /// `grpc-`), or a DestinationRule with `h2UpgradePolicy: UPGRADE`.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    /// The protocol of a cluster on `port` (`None` for a host no ServiceEntry
+    /// declares) under `pool`'s `h2UpgradePolicy`, as Istio decides it: an HTTP
+    /// port is upgraded by UPGRADE; an HTTP2 or GRPC port always speaks HTTP/2.
+    fn of(port: Option<&ServicePort>, pool: Option<&crate::config::ConnectionPool>) -> Self {
+        let h2_port = port.is_some_and(ServicePort::speaks_http2);
+        let upgrade = pool.and_then(|p| p.h2_upgrade) == Some(true);
+        if h2_port || upgrade {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        }
+    }
+
+    /// How Istio names it (`/config_dump`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "HTTP/1.1",
+            UpstreamProtocol::Http2 => "HTTP/2",
+        }
+    }
 }
 
 /// Clusters of one host: by service port, plus the one a route without a port means.
@@ -264,6 +301,7 @@ impl Clusters {
                     endpoints,
                     lb: rule.map(|r| r.load_balancer).unwrap_or_default(),
                     pool: PoolPolicy::from_rule(rule.map(|r| &r.connection_pool)),
+                    protocol: UpstreamProtocol::of(service_port, rule.map(|r| &r.connection_pool)),
                 });
                 let id = ClusterId(id);
                 self.by_host

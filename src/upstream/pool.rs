@@ -18,6 +18,10 @@
 //! of the cluster to another endpoint if there is one, else waits for a slot (at most
 //! [`MAX_PENDING`] requests wait per cluster) until its try's deadline.
 //!
+//! The pool also holds the shard's multiplexed HTTP/2 connections (`super::http2`),
+//! which take their cluster's slots like any other connection and are swept with the
+//! idle ones.
+//!
 //! Nothing here is shared between threads, so nothing is locked.
 
 use std::cell::{Cell, RefCell};
@@ -29,6 +33,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::UpstreamStream;
+use super::http2::H2Connections;
 use crate::config::ConnectionPool;
 use crate::fast_hash::FastMap;
 use crate::uring::{self, TcpStream};
@@ -151,17 +157,19 @@ impl Drop for Slot {
     }
 }
 
-/// An upstream connection checked out of the pool (or freshly connected).
+/// An upstream connection checked out of the pool (or freshly connected), or a
+/// stream of a multiplexed HTTP/2 connection.
 pub(crate) struct UpstreamConn {
-    pub(crate) stream: TcpStream,
+    pub(crate) stream: UpstreamStream,
     pub(crate) addr: SocketAddr,
     /// Whether it served a request before: a reused connection the upstream closed
     /// meanwhile fails without the request having been seen, so it may be retried.
     pub(crate) reused: bool,
     /// The local end (for the access log).
     pub(crate) local: Option<SocketAddr>,
-    /// The cluster slot it holds while open.
-    slot: Slot,
+    /// The cluster slot it holds while open (an HTTP/2 stream's connection holds
+    /// it instead).
+    pub(super) slot: Option<Slot>,
 }
 
 struct Idle {
@@ -174,6 +182,8 @@ struct Idle {
 pub(crate) struct Pool {
     idle: FastMap<SocketAddr, Vec<Idle>>,
     clusters: FastMap<String, Rc<Slots>>,
+    /// The multiplexed HTTP/2 connections.
+    pub(super) h2: H2Connections,
 }
 
 impl Pool {
@@ -195,7 +205,8 @@ impl Pool {
     /// Returns a connection whose last exchange ended cleanly, to be kept for
     /// `keep_for` at most.
     pub(crate) fn put(&mut self, conn: UpstreamConn, keep_for: Duration) {
-        if keep_for.is_zero() {
+        // An HTTP/2 stream is done; its connection stays with its other streams.
+        if keep_for.is_zero() || conn.stream.tcp().is_none() {
             return;
         }
         let idle = self.idle.entry(conn.addr).or_default();
@@ -212,6 +223,7 @@ impl Pool {
     /// something on) while they waited.
     pub(crate) fn sweep(&mut self) {
         let now = uring::now();
+        self.h2.sweep(now);
         self.idle.retain(|_, idle| {
             idle.retain(|Idle { conn, until }| now < *until && conn.stream.try_recv().is_none());
             !idle.is_empty()
@@ -235,7 +247,13 @@ impl Pool {
     /// the cluster than the one wanted); whether there was one.
     fn close_idle_of(&mut self, slots: &Rc<Slots>) -> bool {
         for idle in self.idle.values_mut() {
-            if let Some(i) = idle.iter().position(|c| Rc::ptr_eq(&c.conn.slot.0, slots)) {
+            let of = |c: &Idle| {
+                c.conn
+                    .slot
+                    .as_ref()
+                    .is_some_and(|s| Rc::ptr_eq(&s.0, slots))
+            };
+            if let Some(i) = idle.iter().position(of) {
                 idle.remove(i);
                 return true;
             }
@@ -292,17 +310,26 @@ pub(crate) async fn connect(
     slot: Slot,
     timeout: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
+    let stream = connect_tcp(addr, timeout).await?;
+    let local = stream.local_addr().ok();
+    Ok(UpstreamConn {
+        stream: UpstreamStream::Tcp(stream),
+        addr,
+        reused: false,
+        local,
+        slot: Some(slot),
+    })
+}
+
+/// A TCP connection to `addr` (`TCP_NODELAY` on) within `timeout`.
+pub(super) async fn connect_tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
     match uring::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
-            let local = stream.local_addr().ok();
-            Ok(UpstreamConn {
-                stream,
-                addr,
-                reused: false,
-                local,
-                slot,
-            })
+            Ok(stream)
         }
         Ok(Err(source)) => Err(ConnectError::Failed { addr, source }),
         Err(_) => Err(ConnectError::TimedOut {

@@ -472,6 +472,7 @@ fn service_entry(se: &ServiceEntry, snapshot: &Snapshot) -> Value {
             json!({
                 "cluster": c.name,
                 "load_balancer": c.lb.istio_name(),
+                "protocol": c.protocol.name(),
                 "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
         })

@@ -10,12 +10,11 @@
 //!
 //! Limits: at most `--http2-max-concurrent-streams` streams at once (100 by default), header lists as large
 //! as an HTTP/1.1 head may be, a bounded send buffer per stream and per connection
-//! ([`pipe::OUT_LIMIT`]); rapid resets, CONTINUATION floods and the like are the `h2`
+//! ([`crate::pipe::OUT_LIMIT`]); rapid resets, CONTINUATION floods and the like are the `h2`
 //! crate's to refuse (with GOAWAY). An idle connection (no stream) is sent GOAWAY
 //! after the keep-alive timeout; a draining shard sends GOAWAY at once and lets the
 //! streams in flight finish.
 
-mod pipe;
 mod stream;
 
 use std::pin::{Pin, pin};
@@ -24,10 +23,10 @@ use std::task::Poll;
 
 use bytes::Bytes;
 
-pub(crate) use pipe::Pipe;
 pub(crate) use stream::{ConnectionFacts, H2Stream};
 
 use super::{Connection, Downstream, Ending};
+use crate::pipe::{self, Pipe};
 use crate::uring;
 
 /// The largest header list a request may have: the HTTP/1.1 head limit, so a request

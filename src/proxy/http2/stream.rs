@@ -5,10 +5,12 @@
 //! The request's pseudo-headers and headers become an HTTP/1.1 head
 //! ([`request_head`]): `:method` and `:path` the request line, `:authority` the
 //! `host`, split `cookie` fields joined, `connection: close` (one request per
-//! stream). A body without `content-length` is sent chunked. The HTTP/1.1 response
+//! stream). A body without `content-length` is sent chunked, with the stream's
+//! trailers (gRPC metadata) as its trailer section. The HTTP/1.1 response
 //! the connection code writes is parsed back ([`H2Stream::write_all`]): its status
 //! and end-to-end headers become the HTTP/2 response head, its body (chunked framing
-//! removed) DATA frames, sent as the client's flow-control window allows. An
+//! removed) DATA frames, sent as the client's flow-control window allows, and a
+//! chunked body's trailer section (`grpc-status`) a trailing HEADERS frame. An
 //! informational response (`100 Continue`) is not relayed. A response cut short
 //! ends in `RST_STREAM`, never in `END_STREAM`.
 
@@ -57,6 +59,8 @@ pub(crate) struct H2Stream {
     send: Option<SendStream<Bytes>>,
     /// Response bytes written and not yet translated (a head still incomplete).
     pending: Vec<u8>,
+    /// The response's trailer section so far (a chunked body's, from HTTP/1.1).
+    trailers: Vec<u8>,
     /// The response body's framing, once the head is parsed.
     framer: Option<BodyFramer>,
     /// The response body ends when the connection code closes (no length, not
@@ -102,6 +106,7 @@ impl H2Stream {
             respond,
             send: None,
             pending: Vec::new(),
+            trailers: Vec::new(),
             framer: None,
             until_close: false,
             finished: false,
@@ -144,9 +149,16 @@ impl H2Stream {
             }
             Some(Err(e)) => return Err(io::Error::other(e)),
             None => {
+                // Trailers (gRPC metadata a client sends last) end a chunked body;
+                // a body with a length has no place for them.
+                let trailers = body.trailers().await.map_err(io::Error::other)?;
                 self.body = None;
                 if self.chunked {
-                    buf.extend_from_slice(b"0\r\n\r\n");
+                    buf.extend_from_slice(b"0\r\n");
+                    for (name, value) in trailers.iter().flatten() {
+                        http::push_header(buf, name.as_str().as_bytes(), value.as_bytes());
+                    }
+                    buf.extend_from_slice(b"\r\n");
                 }
             }
         }
@@ -176,7 +188,7 @@ impl H2Stream {
             };
             let mut payload = Vec::new();
             let taken = framer
-                .payload(&self.pending, &mut payload)
+                .payload_and_trailers(&self.pending, &mut payload, &mut self.trailers)
                 .map_err(invalid)?;
             let done = framer.is_done();
             self.pending.drain(..taken);
@@ -184,7 +196,15 @@ impl H2Stream {
                 // Bytes after the body's end: nothing more belongs to this stream.
                 self.pending.clear();
             }
-            self.send_data(Bytes::from(payload), done).await?;
+            let trailers = match done {
+                true => http::trailer_map(&self.trailers),
+                false => None,
+            };
+            self.send_data(Bytes::from(payload), done && trailers.is_none())
+                .await?;
+            if let Some(trailers) = trailers {
+                self.send_trailers(trailers)?;
+            }
             if done {
                 self.pending.clear();
             }
@@ -301,6 +321,15 @@ impl H2Stream {
             self.finish(true);
         }
         Ok(())
+    }
+
+    /// Ends the stream with the response's trailers (gRPC's `grpc-status`).
+    fn send_trailers(&mut self, trailers: ::http::HeaderMap) -> io::Result<()> {
+        self.finished = true;
+        match &mut self.send {
+            Some(send) => send.send_trailers(trailers).map_err(io::Error::other),
+            None => Ok(()),
+        }
     }
 
     /// Ends the stream: whole (`END_STREAM`, when the response body runs until the

@@ -1,0 +1,252 @@
+//! The bytes between an HTTP/2 connection (the `h2` crate) and its transport, in
+//! memory: `h2` reads and writes a [`Pipe`] through tokio's `AsyncRead` and
+//! `AsyncWrite` traits, and the connection's [`pump`] moves them to and from the
+//! socket, a client's TLS records included. Both sides use it: client connections
+//! (`proxy/http2/`, through `Downstream::pump_h2`) and multiplexed upstream
+//! connections (`upstream/http2/`). No tokio runtime is involved: the
+//! traits are only the interface, the shard's executor polls.
+//!
+//! Writes are bounded: once [`OUT_LIMIT`] bytes wait to be sent, `h2` is told to wait
+//! (`Poll::Pending`) until the pump has taken them, so a client that does not read
+//! holds at most that much of the connection's output here.
+//!
+//! The pipe wakes no one. `h2` is polled by the pump alone, in the pump's task, right
+//! after every change to the pipe (bytes in, bytes taken out) and whenever anything
+//! else wakes that task (a stream's task handing `h2` data wakes it through `h2`'s own
+//! waker, the socket through the ring). A wake from the pipe could only re-poll the
+//! same task for nothing: `h2` flushes on every poll, and a flush that woke the pump
+//! would have the task poll itself again and again.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::tls::{ServerSession, Step, TlsFailure};
+use crate::uring::{self, FilledBuf, TcpStream};
+
+/// Output bytes a connection holds before `h2` is made to wait: four full TLS
+/// records, what one send takes at most.
+pub(crate) const OUT_LIMIT: usize = 64 * 1024;
+
+#[derive(Default)]
+struct State {
+    /// Plaintext from the client not yet read by `h2`, from `read_at` on.
+    inbound: Vec<u8>,
+    read_at: usize,
+    /// The client sent no more (EOF or close_notify).
+    inbound_closed: bool,
+    /// Bytes `h2` has read in all.
+    read_total: usize,
+    /// The first three bytes received: the length of the peer's first frame.
+    first: Vec<u8>,
+    /// Plaintext `h2` wrote, not yet taken by the pump.
+    outbound: Vec<u8>,
+}
+
+/// One connection's pipe; clones share it (one for `h2`, one for the pump).
+#[derive(Clone, Default)]
+pub(crate) struct Pipe(Rc<RefCell<State>>);
+
+impl Pipe {
+    /// Hands client plaintext to `h2`.
+    pub(crate) fn push_inbound(&self, data: &[u8]) {
+        let mut state = self.0.borrow_mut();
+        if state.read_at == state.inbound.len() {
+            state.inbound.clear();
+            state.read_at = 0;
+        }
+        if state.first.len() < 3 {
+            let want = (3 - state.first.len()).min(data.len());
+            state.first.extend_from_slice(&data[..want]);
+        }
+        state.inbound.extend_from_slice(data);
+    }
+
+    /// Whether `h2` has read the peer's whole first frame (a server's SETTINGS,
+    /// which must come first).
+    pub(crate) fn first_frame_read(&self) -> bool {
+        let state = self.0.borrow();
+        match state.first[..] {
+            [a, b, c] => {
+                let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                state.read_total >= 9 + length
+            }
+            _ => false,
+        }
+    }
+
+    /// Tells `h2` the client sends no more.
+    pub(crate) fn close_inbound(&self) {
+        self.0.borrow_mut().inbound_closed = true;
+    }
+
+    /// Takes what `h2` wrote (appended to `out`); `h2` may write again.
+    pub(crate) fn take_outbound(&self, out: &mut Vec<u8>) -> usize {
+        let mut state = self.0.borrow_mut();
+        let n = state.outbound.len();
+        out.append(&mut state.outbound);
+        n
+    }
+
+    /// Whether `h2` wrote something not taken yet.
+    pub(crate) fn has_outbound(&self) -> bool {
+        !self.0.borrow().outbound.is_empty()
+    }
+}
+
+impl AsyncRead for Pipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut state = self.0.borrow_mut();
+        let waiting = state.inbound.len() - state.read_at;
+        if waiting > 0 {
+            let n = waiting.min(buf.remaining());
+            let from = state.read_at;
+            buf.put_slice(&state.inbound[from..from + n]);
+            state.read_at += n;
+            state.read_total += n;
+            return Poll::Ready(Ok(()));
+        }
+        if state.inbound_closed {
+            // Nothing put: the end of the stream.
+            return Poll::Ready(Ok(()));
+        }
+        // The pump polls again once bytes arrive (see the module doc).
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Pipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.0.borrow_mut();
+        let room = OUT_LIMIT.saturating_sub(state.outbound.len());
+        if room == 0 {
+            // The pump polls again once it has sent what waits (see the module doc).
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        state.outbound.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // What was written is sent by the pump after this poll.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Why [`pump`] stopped early.
+pub(crate) enum PumpError {
+    Io(io::Error),
+    Tls(TlsFailure),
+}
+
+/// Moves bytes between `tcp` (through `session`, a client's TLS session, when there
+/// is one) and the HTTP/2 connection on `pipe` while `drive` polls that connection,
+/// until `drive` is done and what it wrote is sent, or the peer is gone.
+pub(crate) async fn pump(
+    tcp: &TcpStream,
+    mut session: Option<&mut ServerSession>,
+    pipe: &Pipe,
+    mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
+) -> Result<(), PumpError> {
+    type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+    let mut recv: Option<Boxed<'_, io::Result<uring::RecvBuf>>> = None;
+    let mut send: Option<Boxed<'_, (io::Result<()>, FilledBuf)>> = None;
+    let (mut driven, mut client_done) = (false, false);
+    // Plaintext both ways, kept across the loop: no allocation per receive or send.
+    let (mut plain, mut outbound) = (Vec::new(), Vec::new());
+    std::future::poll_fn(|cx| {
+        loop {
+            let mut moved = false;
+            if !driven && drive(cx).is_ready() {
+                driven = true;
+            }
+            if !client_done {
+                let receive = recv.get_or_insert_with(|| Box::pin(tcp.recv()));
+                if let Poll::Ready(received) = receive.as_mut().poll(cx) {
+                    recv = None;
+                    moved = true;
+                    let data = received.map_err(PumpError::Io)?;
+                    match &mut session {
+                        _ if data.is_empty() => client_done = true,
+                        None => pipe.push_inbound(&data),
+                        Some(tls) => {
+                            tls.received(&data);
+                            plain.clear();
+                            let step = tls.process_received(&mut plain).map_err(PumpError::Tls)?;
+                            pipe.push_inbound(&plain);
+                            client_done = step == Step::Closed || tls.peer_closed();
+                        }
+                    }
+                    if client_done {
+                        pipe.close_inbound();
+                    }
+                }
+            }
+            if send.is_none() {
+                outbound.clear();
+                pipe.take_outbound(&mut outbound);
+                let filled = match &mut session {
+                    None => {
+                        let len = outbound.len();
+                        (len > 0).then(|| FilledBuf {
+                            buf: std::mem::take(&mut outbound),
+                            len,
+                        })
+                    }
+                    Some(tls) => {
+                        if !outbound.is_empty() {
+                            tls.encrypt(&outbound).map_err(PumpError::Io)?;
+                        }
+                        tls.start_send()
+                            .map_err(PumpError::Io)?
+                            .map(|(buf, len)| FilledBuf { buf, len })
+                    }
+                };
+                if let Some(filled) = filled {
+                    send = Some(Box::pin(tcp.send_all(filled)));
+                }
+            }
+            if let Some(sending) = &mut send
+                && let Poll::Ready((sent, filled)) = sending.as_mut().poll(cx)
+            {
+                send = None;
+                moved = true;
+                match &mut session {
+                    Some(tls) => tls.finish_send(filled.buf),
+                    // The plaintext buffer comes back for the next send.
+                    None => outbound = filled.buf,
+                }
+                sent.map_err(PumpError::Io)?;
+            }
+            if (driven || client_done) && send.is_none() && !pipe.has_outbound() {
+                if !driven {
+                    // The peer's end reaches `h2` too, so the streams still waiting
+                    // on the connection learn it ended.
+                    let _ = drive(cx);
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if !moved {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}

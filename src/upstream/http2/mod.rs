@@ -1,0 +1,351 @@
+//! HTTP/2 to upstreams: a cluster whose port speaks HTTP2 or GRPC (or whose
+//! DestinationRule says `h2UpgradePolicy: UPGRADE`) gets its requests as streams of a
+//! few multiplexed h2c connections per shard and endpoint, not one connection per
+//! request in flight.
+//!
+//! Each connection ([`H2Conn`]) is a task of the shard: it connects, says the
+//! HTTP/2 preface, and from then on moves bytes between the socket and the `h2`
+//! client connection through an in-memory [`Pipe`] ([`pipe::pump`], as client
+//! connections do). A request leases a stream on the first connection to its
+//! endpoint with room: fewer streams open than the upstream's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` (until a connection's SETTINGS arrive, what the
+//! endpoint's other connections were told, else 100). When none has
+//! room, a new connection is opened, within the cluster's `maxConnections` like any
+//! other; requests that arrive while it is being opened wait for it rather than
+//! opening their own. A connection with no stream for the cluster's idle timeout is
+//! closed (GOAWAY) by the pool's sweep; one the upstream closes or sends GOAWAY on
+//! takes no new stream.
+//!
+//! The request itself is an [`H2Exchange`] ([`exchange`]).
+
+mod exchange;
+
+use std::cell::{Cell, RefCell};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+
+pub(crate) use exchange::H2Exchange;
+
+use super::pool::{self, ConnectError, Pool, Slot};
+use super::{Cluster, UpstreamConn, UpstreamStream};
+use crate::fast_hash::FastMap;
+use crate::pipe::{self, Pipe};
+use crate::uring;
+
+/// Streams a connection is assumed to take before the upstream's SETTINGS say how
+/// many (h2's own default, and what most servers announce).
+const INITIAL_MAX_STREAMS: usize = 100;
+/// The receive window of each stream, and of a whole connection: a response body
+/// streams at loopback speed without a WINDOW_UPDATE round trip per 64 KiB, and a
+/// client that reads slowly holds at most this much per stream in `h2`.
+const STREAM_WINDOW: u32 = 256 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// The largest response header list accepted: the HTTP/1.1 head limit.
+const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
+
+/// One upstream HTTP/2 connection, as requests and the pool see it.
+pub(crate) struct H2Conn {
+    addr: SocketAddr,
+    /// Streams it takes until the upstream's SETTINGS say.
+    assumed_max: usize,
+    /// The upstream's SETTINGS arrived: `h2` knows its limit.
+    settled: Cell<bool>,
+    /// Streams leased on it now.
+    active: Cell<usize>,
+    /// Streams it has carried.
+    served: Cell<u64>,
+    state: RefCell<ConnState>,
+    /// Since when no stream was leased (meaningful while `active` is 0).
+    idle_since: Cell<Instant>,
+    keep_for: Duration,
+}
+
+enum ConnState {
+    /// Being connected: these requests wait.
+    Connecting(Vec<Waker>),
+    Open {
+        send: SendRequest<Bytes>,
+        local: Option<SocketAddr>,
+    },
+    /// The connect failed (what waiting requests are told).
+    Failed(Failure),
+    /// Closed, or closing: no new stream.
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+enum Failure {
+    Io(io::ErrorKind, String),
+    TimedOut(Duration),
+}
+
+impl H2Conn {
+    fn usable(&self) -> bool {
+        let max = match &*self.state.borrow() {
+            ConnState::Open { send, .. } if self.settled.get() => send.current_max_send_streams(),
+            ConnState::Connecting(_) | ConnState::Open { .. } => self.assumed_max,
+            ConnState::Failed(_) | ConnState::Closed => return false,
+        };
+        self.active.get() < max
+    }
+
+    fn settle(&self, state: ConnState) {
+        let before = std::mem::replace(&mut *self.state.borrow_mut(), state);
+        if let ConnState::Connecting(waiters) = before {
+            waiters.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    fn fail(&self, e: &ConnectError) {
+        let failure = match e {
+            ConnectError::TimedOut { after, .. } => Failure::TimedOut(*after),
+            ConnectError::Failed { source, .. } => Failure::Io(source.kind(), source.to_string()),
+            other => Failure::Io(io::ErrorKind::Other, other.to_string()),
+        };
+        self.settle(ConnState::Failed(failure));
+    }
+
+    /// Closes the connection to new streams; the `h2` connection ends (GOAWAY) once
+    /// the streams in flight are done.
+    fn close(&self) {
+        self.settle(ConnState::Closed);
+    }
+}
+
+/// A stream's place on a connection; given back when dropped.
+pub(crate) struct Lease(Rc<H2Conn>);
+
+impl Lease {
+    fn new(conn: Rc<H2Conn>) -> Lease {
+        conn.active.set(conn.active.get() + 1);
+        conn.served.set(conn.served.get() + 1);
+        Lease(conn)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let active = self.0.active.get().saturating_sub(1);
+        self.0.active.set(active);
+        if active == 0 {
+            self.0.idle_since.set(uring::now());
+        }
+    }
+}
+
+/// One shard's HTTP/2 upstream connections, by endpoint.
+#[derive(Default)]
+pub(crate) struct H2Connections {
+    by_addr: FastMap<SocketAddr, Vec<Rc<H2Conn>>>,
+    /// The last `SETTINGS_MAX_CONCURRENT_STREAMS` each endpoint announced.
+    known_max: FastMap<SocketAddr, usize>,
+}
+
+impl H2Connections {
+    /// A stream on a connection to `addr` with room, if there is one.
+    fn lease(&mut self, addr: SocketAddr) -> Option<Lease> {
+        let conns = self.by_addr.get(&addr)?;
+        for conn in conns {
+            if let ConnState::Open { send, .. } = &*conn.state.borrow()
+                && conn.settled.get()
+            {
+                self.known_max.insert(addr, send.current_max_send_streams());
+            }
+        }
+        let conn = conns.iter().find(|c| c.usable())?;
+        Some(Lease::new(conn.clone()))
+    }
+
+    /// Streams a new connection to `addr` takes before its SETTINGS arrive.
+    fn assumed_max(&self, addr: SocketAddr) -> usize {
+        self.known_max
+            .get(&addr)
+            .copied()
+            .unwrap_or(INITIAL_MAX_STREAMS)
+    }
+
+    fn insert(&mut self, conn: Rc<H2Conn>) {
+        self.by_addr.entry(conn.addr).or_default().push(conn);
+    }
+
+    /// Forgets failed and closed connections, and closes those idle longer than
+    /// their cluster's idle timeout.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        self.by_addr.retain(|_, conns| {
+            conns.retain(|conn| {
+                let idle = conn.active.get() == 0
+                    && now.saturating_duration_since(conn.idle_since.get()) >= conn.keep_for;
+                let open = match &*conn.state.borrow() {
+                    ConnState::Connecting(_) => true,
+                    ConnState::Open { .. } => !idle,
+                    ConnState::Failed(_) | ConnState::Closed => false,
+                };
+                if !open {
+                    conn.close();
+                }
+                open
+            });
+            !conns.is_empty()
+        });
+        let by_addr = &self.by_addr;
+        self.known_max.retain(|addr, _| by_addr.contains_key(addr));
+    }
+}
+
+/// Closes a connection still being opened when the request opening it goes away
+/// before its task is started.
+struct Opening(Option<Rc<H2Conn>>);
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.settle(ConnState::Failed(Failure::Io(
+                io::ErrorKind::Interrupted,
+                "the request opening the connection went away".to_owned(),
+            )));
+        }
+    }
+}
+
+/// A stream to `addr` of `cluster` (HTTP/2): on a connection with room, or on a
+/// new one (this shard's `limit` of the cluster's connections), within `wait`.
+pub(crate) async fn stream(
+    pool: &RefCell<Pool>,
+    cluster: &Cluster,
+    addr: SocketAddr,
+    limit: u32,
+    wait: Duration,
+) -> Result<UpstreamConn, ConnectError> {
+    let deadline = uring::now() + wait;
+    let leased = pool.borrow_mut().h2.lease(addr);
+    let lease = match leased {
+        Some(lease) => lease,
+        None => {
+            let assumed_max = pool.borrow().h2.assumed_max(addr);
+            let conn = Rc::new(H2Conn {
+                addr,
+                assumed_max,
+                settled: Cell::new(false),
+                active: Cell::new(0),
+                served: Cell::new(0),
+                state: RefCell::new(ConnState::Connecting(Vec::new())),
+                idle_since: Cell::new(uring::now()),
+                keep_for: cluster.pool.idle_timeout,
+            });
+            pool.borrow_mut().h2.insert(conn.clone());
+            let lease = Lease::new(conn.clone());
+            let mut opening = Opening(Some(conn.clone()));
+            let slot = match pool::reserve(pool, &cluster.name, limit, wait).await {
+                Ok(slot) => slot,
+                Err(e) => {
+                    conn.fail(&e);
+                    opening.0 = None;
+                    return Err(e);
+                }
+            };
+            opening.0 = None;
+            uring::spawn(run(conn, slot, cluster.pool.connect_timeout));
+            lease
+        }
+    };
+    let conn = lease.0.clone();
+    let left = deadline.saturating_duration_since(uring::now());
+    let opened = poll_fn(|cx| match &mut *conn.state.borrow_mut() {
+        ConnState::Connecting(waiters) => {
+            waiters.push(cx.waker().clone());
+            Poll::Pending
+        }
+        ConnState::Open { send, local } => Poll::Ready(Ok((send.clone(), *local))),
+        ConnState::Failed(failure) => Poll::Ready(Err(failure.clone())),
+        ConnState::Closed => Poll::Ready(Err(Failure::Io(
+            io::ErrorKind::ConnectionReset,
+            "the connection closed before its first stream".to_owned(),
+        ))),
+    });
+    let (send, local) = match uring::timeout(left, opened).await {
+        Ok(Ok(open)) => open,
+        Ok(Err(Failure::TimedOut(after))) => return Err(ConnectError::TimedOut { addr, after }),
+        Ok(Err(Failure::Io(kind, message))) => {
+            let source = io::Error::new(kind, message);
+            return Err(ConnectError::Failed { addr, source });
+        }
+        Err(_) => return Err(ConnectError::TimedOut { addr, after: wait }),
+    };
+    Ok(UpstreamConn {
+        stream: UpstreamStream::H2(Box::new(H2Exchange::new(send, lease))),
+        addr,
+        // A stream is never stale: one the upstream did not process is refused
+        // (REFUSED_STREAM, GOAWAY), and retried as `refused-stream`.
+        reused: false,
+        local,
+        slot: None,
+    })
+}
+
+/// A connection's task: connects, opens HTTP/2, and runs the connection until it
+/// ends (closed by the pool, by the upstream, or failed), holding its cluster `slot`.
+async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
+    let addr = conn.addr;
+    let tcp = match pool::connect_tcp(addr, connect_timeout).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "HTTP/2 upstream connect failed");
+            conn.fail(&e);
+            return;
+        }
+    };
+    let local = tcp.local_addr().ok();
+    let pipe = Pipe::default();
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_max_send_streams(conn.assumed_max)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(pipe::OUT_LIMIT)
+        .enable_push(false)
+        .handshake::<_, Bytes>(pipe.clone());
+    // The handshake only writes the preface and SETTINGS into the pipe: it is done
+    // in its first poll.
+    let mut handshake = pin!(handshake);
+    let made = poll_fn(|cx| Poll::Ready(handshake.as_mut().poll(cx))).await;
+    let (send, connection) = match made {
+        Poll::Ready(Ok(made)) => made,
+        Poll::Ready(Err(e)) => {
+            let source = io::Error::other(e);
+            conn.fail(&ConnectError::Failed { addr, source });
+            return;
+        }
+        Poll::Pending => {
+            let source = io::Error::other("the HTTP/2 handshake did not complete at once");
+            conn.fail(&ConnectError::Failed { addr, source });
+            return;
+        }
+    };
+    conn.settle(ConnState::Open { send, local });
+    let mut connection = pin!(connection);
+    let pumped = pipe::pump(&tcp, None, &pipe, |cx| {
+        let polled = connection.as_mut().poll(cx);
+        if !conn.settled.get() && pipe.first_frame_read() {
+            conn.settled.set(true);
+        }
+        polled.map(|ended| {
+            if let Err(e) = ended {
+                tracing::debug!(%addr, error = %e, "HTTP/2 upstream connection ended");
+            }
+        })
+    })
+    .await;
+    if let Err(pipe::PumpError::Io(e)) = pumped {
+        tracing::debug!(%addr, error = %e, "HTTP/2 upstream connection failed");
+    }
+    conn.close();
+    drop(slot);
+}
