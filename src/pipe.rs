@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::proxy::FloodGuard;
 use crate::tls::{ServerSession, Step, TlsFailure};
 use crate::uring::{self, FilledBuf, TcpStream};
 
@@ -43,6 +44,10 @@ struct State {
     read_total: usize,
     /// The first three bytes received: the length of the peer's first frame.
     first: Vec<u8>,
+    /// A client connection's control-frame budget, and whether it ran out (what
+    /// the client sends after that is dropped).
+    guard: Option<FloodGuard>,
+    flooded: bool,
     /// Plaintext `h2` wrote, not yet taken by the pump.
     outbound: Vec<u8>,
 }
@@ -52,9 +57,31 @@ struct State {
 pub(crate) struct Pipe(Rc<RefCell<State>>);
 
 impl Pipe {
-    /// Hands client plaintext to `h2`.
+    /// The pipe of a client connection, whose control frames are counted
+    /// ([`FloodGuard`]).
+    pub(crate) fn guarded() -> Pipe {
+        let pipe = Pipe::default();
+        pipe.0.borrow_mut().guard = Some(FloodGuard::default());
+        pipe
+    }
+
+    /// Whether the client sent more control frames than its budget.
+    pub(crate) fn flooded(&self) -> bool {
+        self.0.borrow().flooded
+    }
+
+    /// Hands the peer's plaintext to `h2`.
     pub(crate) fn push_inbound(&self, data: &[u8]) {
         let mut state = self.0.borrow_mut();
+        if state.flooded {
+            return;
+        }
+        if let Some(guard) = &mut state.guard
+            && guard.scan(data, uring::now)
+        {
+            state.flooded = true;
+            return;
+        }
         if state.read_at == state.inbound.len() {
             state.inbound.clear();
             state.read_at = 0;

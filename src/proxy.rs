@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) use downstream::{Downstream, Ending, HandshakeError};
 pub(crate) use error::{ProxyError, Side};
+pub(crate) use http2::FloodGuard;
 
 use crate::access_log::{Field, Record};
 use crate::buffers;

@@ -11,10 +11,12 @@
 //! Limits: at most `--http2-max-concurrent-streams` streams at once (100 by default), header lists as large
 //! as an HTTP/1.1 head may be, a bounded send buffer per stream and per connection
 //! ([`crate::pipe::OUT_LIMIT`]); rapid resets, CONTINUATION floods and the like are the `h2`
-//! crate's to refuse (with GOAWAY). An idle connection (no stream) is sent GOAWAY
+//! crate's to refuse (with GOAWAY), PING, SETTINGS and PRIORITY floods ringress's
+//! ([`flood`]: GOAWAY `ENHANCE_YOUR_CALM`). An idle connection (no stream) is sent GOAWAY
 //! after the keep-alive timeout; a draining shard sends GOAWAY at once and lets the
 //! streams in flight finish.
 
+mod flood;
 mod stream;
 
 use std::pin::{Pin, pin};
@@ -23,6 +25,7 @@ use std::task::Poll;
 
 use bytes::Bytes;
 
+pub(crate) use flood::FloodGuard;
 pub(crate) use stream::{ConnectionFacts, H2Stream};
 
 use super::{Connection, Downstream, Ending};
@@ -38,7 +41,7 @@ const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
 pub(super) async fn serve(mut conn: Connection) {
     let local = conn.local_addr();
     let facts = Rc::new(conn.client.h2_facts(local));
-    let pipe = Pipe::default();
+    let pipe = Pipe::guarded();
     pipe.push_inbound(&conn.inbuf);
     conn.inbuf.clear();
     let ctx = conn.ctx.clone();
@@ -85,6 +88,13 @@ pub(super) async fn serve(mut conn: Connection) {
                     Poll::Pending => return Poll::Pending,
                 },
             };
+            if !stopping && pipe.flooded() {
+                // More control frames than any client sends (see `flood`).
+                tracing::debug!(%peer, "HTTP/2 control-frame flood");
+                stopping = true;
+                failed = true;
+                h2.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+            }
             if !stopping && stop.as_mut().poll(cx).is_ready() {
                 stopping = true;
                 h2.graceful_shutdown();
