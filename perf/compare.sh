@@ -3,7 +3,7 @@
 # reverse proxies, on this machine, with the same certificate, upstream and clients.
 #
 #   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
-#                   [--workloads keepalive,close,full,1m,h2m10,h2m1,idle,latency] [--idle-conns N]
+#                   [--workloads keepalive,close,full,1m,h2m10,h2m1,idle,h2idle,latency] [--idle-conns N]
 #                   [--latency-rate N] [--proxy-cpu C] [--load-cpu C]
 #                   [--ringress PATH] [--out DIR]
 #
@@ -43,7 +43,7 @@ source "$repo_root/perf/lib.sh"
 ROUNDS=5
 DURATION=10
 ONLY="nginx,haproxy,ringress"
-WORKLOADS="keepalive,close,full,1m,h2m10,h2m1,idle,latency"
+WORKLOADS="keepalive,close,full,1m,h2m10,h2m1,idle,h2idle,latency"
 IDLE_CONNS=3000
 # Offered load of the latency workload in requests/s; empty: measured (see below).
 LATENCY_RATE=""
@@ -80,7 +80,7 @@ WARMUP_SECS=1
 TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 ALL_GATEWAYS="nginx haproxy ringress"
-ALL_WORKLOADS="keepalive close full 1m h2m10 h2m1 idle latency"
+ALL_WORKLOADS="keepalive close full 1m h2m10 h2m1 idle h2idle latency"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -90,7 +90,7 @@ Options:
   --rounds N        rounds; each runs every gateway once (default $ROUNDS)
   --duration S      seconds of wrk load per workload (default $DURATION)
   --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
-  --workloads LIST  keepalive,close,full,1m,h2m10,h2m1,idle,latency (default all)
+  --workloads LIST  keepalive,close,full,1m,h2m10,h2m1,idle,h2idle,latency (default all)
                       keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
                       close      $CLOSE_CONNS connections, Connection: close: a new TCP connection and a
                                  resumed TLS 1.3 handshake (session ticket, X25519) per request
@@ -101,6 +101,7 @@ Options:
                                  streams each, "hello\n" response
                       h2m1       the same with 1 stream at a time per connection
                       idle       RSS per idle keep-alive TLS connection (--idle-conns of them)
+                      h2idle     the same for idle HTTP/2 connections (ALPN h2, one stream done)
                       latency    $LATENCY_CONNS keep-alive connections at a fixed request rate:
                                  p50/p99 latency from the scheduled send time
   --idle-conns N    connections held open in the idle workload (default $IDLE_CONNS)
@@ -589,27 +590,28 @@ field() {
     sed -E "s/.*[ ]$2=([0-9]+).*/\1/" <<<"$1"
 }
 
-# run_idle ROUND NAME PORT
+# run_idle ROUND NAME PORT [WORKLOAD]   (WORKLOAD idle, or h2idle for HTTP/2 connections)
 # Opens half the connections, samples RSS, opens the other half, samples again. The
 # figure is the second half's growth per connection: the first half soaks up memory
 # the gateway's allocator already held from the warm-up, which would otherwise make
 # the cost look smaller than it is.
 run_idle() {
-    local round="$1" name="$2" port="$3" pids before mid after out cpid paused ready go why
-    local first total second
+    local round="$1" name="$2" port="$3" wl="${4:-idle}" pids before mid after out cpid paused ready go why
+    local first total second h2=()
+    [ "$wl" = h2idle ] && h2=(--h2)
     if ! why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
-        record "$round" "$name" idle failed - - - - - - - "$why"
-        log "  idle: failed: $why"
+        record "$round" "$name" "$wl" failed - - - - - - - "$why"
+        log "  $wl: failed: $why"
         return 0
     fi
     mapfile -t pids < <(proc_tree "$GW_PID")
     sleep 0.5
     before="$(rss_kib "${pids[@]}")"
-    out="$OUT_DIR/idle-r$round-$name.txt"
-    go="$WORK/idle-go-r$round-$name"
+    out="$OUT_DIR/$wl-r$round-$name.txt"
+    go="$WORK/$wl-go-r$round-$name"
     spawn "$out" taskset -c "$LOAD_CPU" python3 "$repo_root/perf/idle_conns.py" \
         --port "$port" --server-name "$SERVER_NAME" --cafile "$CA" \
-        --count "$IDLE_CONNS" --pause-at $((IDLE_CONNS / 2)) --go-file "$go" --hold 300
+        --count "$IDLE_CONNS" --pause-at $((IDLE_CONNS / 2)) --go-file "$go" --hold 300 "${h2[@]}"
     cpid="$SPAWNED"
     paused=""
     if [ "$IDLE_CONNS" -ge 2 ]; then
@@ -622,8 +624,8 @@ run_idle() {
     if [ -z "$ready" ]; then
         stop_pid "$cpid"
         why="idle client did not get ready: $(tail -n 2 "$out" | tr '\n' ' ')"
-        record "$round" "$name" idle failed - - - - - - - "$why"
-        log "  idle: failed: $why"
+        record "$round" "$name" "$wl" failed - - - - - - - "$why"
+        log "  $wl: failed: $why"
         return 0
     fi
     sleep 1
@@ -635,8 +637,8 @@ run_idle() {
     second=$((total - first))
     if [ "$total" -eq 0 ]; then
         why="no idle connection opened: $(grep -m1 'first error' "$out" || true)"
-        record "$round" "$name" idle failed - - "$(field "$ready" failed)" 0 - - - "$why"
-        log "  idle: failed: $why"
+        record "$round" "$name" "$wl" failed - - "$(field "$ready" failed)" 0 - - - "$why"
+        log "  $wl: failed: $why"
         return 0
     fi
     local cost all
@@ -647,9 +649,9 @@ run_idle() {
         cost="$all"
         mid="-"
     fi
-    record "$round" "$name" idle ok "$cost" "$after" "$(field "$ready" failed)" "$total" - - - \
+    record "$round" "$name" "$wl" ok "$cost" "$after" "$(field "$ready" failed)" "$total" - - - \
         "RSS KiB ${before} -> ${mid} -> ${after}; over all ${total}: ${all} KiB/conn"
-    log "  idle      RSS $before -> $mid -> $after KiB: $cost KiB/conn over the last $second of $total connections ($all over all; $(field "$ready" failed) failed)"
+    log "  $wl    RSS $before -> $mid -> $after KiB: $cost KiB/conn over the last $second of $total connections ($all over all; $(field "$ready" failed) failed)"
     # Let the gateway close them before the next workload.
     sleep 1
 }
@@ -737,12 +739,13 @@ run_gateway() {
     # idle first, so earlier bursts have not left freed memory for it to reuse.
     local order=()
     [[ " $WORKLOAD_LIST " == *" idle "* ]] && order+=(idle)
+    [[ " $WORKLOAD_LIST " == *" h2idle "* ]] && order+=(h2idle)
     for wl in $WORKLOAD_LIST; do
-        [ "$wl" = idle ] || order+=("$wl")
+        [ "$wl" = idle ] || [ "$wl" = h2idle ] || order+=("$wl")
     done
     for wl in "${order[@]}"; do
-        if [ "$wl" = idle ]; then
-            run_idle "$round" "$name" "$port"
+        if [ "$wl" = idle ] || [ "$wl" = h2idle ]; then
+            run_idle "$round" "$name" "$port" "$wl"
         elif ! run_wrk "$round" "$name" "$port" "$wl"; then
             break
         fi

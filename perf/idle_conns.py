@@ -18,6 +18,11 @@ With --pause-at K --go-file PATH it also stops after K connections, prints
 and opens the rest only once PATH exists, so compare.sh can measure the memory of the
 second batch alone (the first batch absorbs memory the allocator already had free).
 
+With --h2 each connection negotiates HTTP/2 (ALPN h2) instead: the client preface and
+SETTINGS, one GET stream read to its END_STREAM (HPACK written by hand: static-table
+entries and literals), the server's SETTINGS acknowledged; then it is held idle the
+same way (compare.sh's h2idle workload).
+
 Only the standard library; connects to the given address only (loopback in
 compare.sh). Every wait is bounded by --timeout or --hold.
 """
@@ -66,6 +71,53 @@ def read_response(conn: ssl.SSLSocket) -> None:
         body += chunk
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def h2_literal(index: int, value: str) -> bytes:
+    """An HPACK literal without indexing, its name from the static table (§6.2.2)."""
+    raw = value.encode()
+    if len(raw) >= 127:
+        raise ValueError("header value too long for this encoder")
+    return bytes([index]) + bytes([len(raw)]) + raw
+
+
+def h2_exchange(conn: ssl.SSLSocket, server_name: str, path: str) -> None:
+    """Opens HTTP/2 on `conn` and reads one GET's response to its END_STREAM."""
+    if conn.selected_alpn_protocol() != "h2":
+        raise ValueError(f"ALPN chose {conn.selected_alpn_protocol()!r}, not h2")
+    # :method GET (2), :scheme https (7), :path (4, literal), :authority (1, literal).
+    block = b"\x82\x87" + h2_literal(4, path) + h2_literal(1, server_name)
+    conn.sendall(
+        H2_PREFACE
+        + h2_frame(0x4, 0, 0, b"")
+        + h2_frame(0x1, 0x5, 1, block)  # HEADERS, END_STREAM | END_HEADERS
+    )
+    buf = b""
+    while True:
+        while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed before the response ended")
+            buf += chunk
+        length = int.from_bytes(buf[:3], "big")
+        kind, flags = buf[3], buf[4]
+        stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+        buf = buf[9 + length :]
+        if kind == 0x4 and not flags & 0x1:
+            conn.sendall(h2_frame(0x4, 0x1, 0, b""))  # SETTINGS ACK
+        elif kind == 0x7:
+            raise ConnectionError("GOAWAY before the response ended")
+        elif kind == 0x3 and stream == 1:
+            raise ConnectionError("the stream was reset")
+        elif kind in (0x0, 0x1) and stream == 1 and flags & 0x1:
+            return
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to connect to")
@@ -78,10 +130,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="per-connection I/O timeout")
     parser.add_argument("--pause-at", type=int, default=0, help="pause after this many")
     parser.add_argument("--go-file", help="resume from the pause once this file exists")
+    parser.add_argument("--h2", action="store_true", help="HTTP/2 connections (ALPN h2)")
     args = parser.parse_args()
 
     ctx = ssl.create_default_context(cafile=args.cafile)
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2"] if args.h2 else ["http/1.1"])
     request = (
         f"GET {args.path} HTTP/1.1\r\nHost: {args.server_name}\r\n"
         "User-Agent: ringress-perf-idle\r\n\r\n"
@@ -100,8 +153,11 @@ def main() -> int:
         try:
             raw = socket.create_connection((args.host, args.port), timeout=args.timeout)
             conn = ctx.wrap_socket(raw, server_hostname=args.server_name)
-            conn.sendall(request)
-            read_response(conn)
+            if args.h2:
+                h2_exchange(conn, args.server_name, args.path)
+            else:
+                conn.sendall(request)
+                read_response(conn)
             held.append(conn)
         except (OSError, ValueError) as err:
             failed += 1

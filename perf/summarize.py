@@ -40,6 +40,7 @@ COST_UNIT = {
     "h2m10": "µs/req",
     "h2m1": "µs/req",
     "idle": "KiB/conn",
+    "h2idle": "KiB/conn",
     "latency": "µs p99",
 }
 RATE_UNIT = {
@@ -50,6 +51,7 @@ RATE_UNIT = {
     "h2m10": "req/s",
     "h2m1": "req/s",
     "idle": "",
+    "h2idle": "",
     "latency": "req/s",
 }
 # Workloads whose rows split the gateway's CPU per request into user and kernel time
@@ -68,6 +70,7 @@ WORKLOAD_TITLE = {
     "h2m10": "HTTP/2, 16 connections × 10 streams, small response",
     "h2m1": "HTTP/2, 16 connections × 1 stream, small response",
     "idle": "idle TLS connections (RSS)",
+    "h2idle": "idle HTTP/2 TLS connections (RSS)",
     "latency": "latency at a fixed rate",
 }
 
@@ -159,7 +162,7 @@ def main() -> int:
                 costs = [float(r["p99_us"]) for r in ok]
             else:
                 costs = [float(r["cost"]) for r in ok]
-            rates = [float(r["rate"]) for r in ok] if wl != "idle" else []
+            rates = [float(r["rate"]) for r in ok] if wl not in ("idle", "h2idle") else []
             errors = sum(int(r["errors"]) for r in ok if r["errors"] not in ("", "-"))
             user = numbers(ok, "user_cost") if wl in CPU_SPLIT else []
             system = numbers(ok, "sys_cost") if wl in CPU_SPLIT else []

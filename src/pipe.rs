@@ -25,6 +25,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::buffers;
 use crate::proxy::FloodGuard;
 use crate::tls::{ServerSession, Step, TlsFailure};
 use crate::uring::{self, FilledBuf, TcpStream};
@@ -82,14 +83,11 @@ impl Pipe {
             state.flooded = true;
             return;
         }
-        if state.read_at == state.inbound.len() {
-            state.inbound.clear();
-            state.read_at = 0;
-        }
         if state.first.len() < 3 {
             let want = (3 - state.first.len()).min(data.len());
             state.first.extend_from_slice(&data[..want]);
         }
+        buffers::ensure(&mut state.inbound);
         state.inbound.extend_from_slice(data);
     }
 
@@ -114,8 +112,15 @@ impl Pipe {
     /// Takes what `h2` wrote (appended to `out`); `h2` may write again.
     pub(crate) fn take_outbound(&self, out: &mut Vec<u8>) -> usize {
         let mut state = self.0.borrow_mut();
-        let n = state.outbound.len();
-        out.append(&mut state.outbound);
+        let mut taken = std::mem::take(&mut state.outbound);
+        let n = taken.len();
+        if out.is_empty() {
+            buffers::give(out);
+            *out = taken;
+        } else {
+            out.extend_from_slice(&taken);
+            buffers::give(&mut taken);
+        }
         n
     }
 
@@ -139,6 +144,11 @@ impl AsyncRead for Pipe {
             buf.put_slice(&state.inbound[from..from + n]);
             state.read_at += n;
             state.read_total += n;
+            if state.read_at == state.inbound.len() {
+                // All read: an idle connection's pipe holds no buffer.
+                buffers::give(&mut state.inbound);
+                state.read_at = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         if state.inbound_closed {
@@ -163,6 +173,7 @@ impl AsyncWrite for Pipe {
             return Poll::Pending;
         }
         let n = room.min(data.len());
+        buffers::ensure(&mut state.outbound);
         state.outbound.extend_from_slice(&data[..n]);
         Poll::Ready(Ok(n))
     }
@@ -196,7 +207,8 @@ pub(crate) async fn pump(
     let mut recv: Option<Boxed<'_, io::Result<uring::RecvBuf>>> = None;
     let mut send: Option<Boxed<'_, (io::Result<()>, FilledBuf)>> = None;
     let (mut driven, mut client_done) = (false, false);
-    // Plaintext both ways, kept across the loop: no allocation per receive or send.
+    // Plaintext both ways, from the shard's buffer pool while bytes move, given back
+    // whenever the connection waits with nothing to send.
     let (mut plain, mut outbound) = (Vec::new(), Vec::new());
     std::future::poll_fn(|cx| {
         loop {
@@ -271,6 +283,10 @@ pub(crate) async fn pump(
                 return Poll::Ready(Ok(()));
             }
             if !moved {
+                if send.is_none() {
+                    buffers::give(&mut plain);
+                    buffers::give(&mut outbound);
+                }
                 return Poll::Pending;
             }
         }

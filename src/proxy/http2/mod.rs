@@ -43,7 +43,10 @@ pub(super) async fn serve(mut conn: Connection) {
     let facts = Rc::new(conn.client.h2_facts(local));
     let pipe = Pipe::guarded();
     pipe.push_inbound(&conn.inbuf);
-    conn.inbuf.clear();
+    // The connection's HTTP/1.1 buffers are not used again.
+    crate::buffers::give(&mut conn.inbuf);
+    crate::buffers::give(&mut conn.out);
+    crate::buffers::give(&mut conn.upbuf);
     let ctx = conn.ctx.clone();
     let idle = ctx.settings.timeouts.idle;
     let keepalive = ctx.settings.timeouts.keepalive;
