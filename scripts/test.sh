@@ -6,7 +6,8 @@
 #    are missing, with apt-get
 #    on Debian, and the Python packages tlslite-ng (the record-level TLS client of
 #    tests/tools/tls_peer.py), h2 (the frame-level HTTP/2 client of
-#    tests/tools/h2_peer.py, the HTTP/2 upstream of tests/tools/h2_upstream.py), grpcio
+#    tests/tools/h2_peer.py and of the RFC 9113 suite tests/tools/h2_conformance.py,
+#    the HTTP/2 upstream of tests/tools/h2_upstream.py), grpcio
 #    and grpcio-health-checking (the gRPC service and client of
 #    tests/tools/grpc_service.py) with pip. A machine that already has them installs
 #    nothing and touches no package list.

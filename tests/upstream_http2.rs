@@ -241,6 +241,31 @@ fn the_upstreams_max_concurrent_streams_opens_more_connections() {
 }
 
 #[test]
+fn an_upstream_goaway_moves_new_requests_to_a_new_connection() {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new("up-h2-goaway");
+    let upstream = PyServer::start(&dir, "h2_upstream.py", &[], &[]);
+    let port = free_port();
+    let config = with_port(
+        &http_config(port, HTTPBIN, upstream.addr),
+        "http",
+        Some("HTTP2"),
+    );
+    let _gw = Gateway::start(&dir, &config, &[]);
+    // The upstream says GOAWAY after this response and keeps the socket open, as a
+    // server shutting down gracefully does: every later request still gets through.
+    let out = curl_http(HTTPBIN, port, "/goaway", &[]);
+    assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+    let old = echo(&out)["connection"].as_u64().unwrap();
+    for _ in 0..6 {
+        let out = curl_http(HTTPBIN, port, "/anything", &[]);
+        assert_eq!((out.code, out.status), (0, 200), "{out:?}");
+        assert_ne!(echo(&out)["connection"].as_u64(), Some(old), "{out:?}");
+    }
+}
+
+#[test]
 fn h2_upgrade_policy_upgrade_speaks_http2_to_an_http_port() {
     require("curl");
     require_python_module("h2");

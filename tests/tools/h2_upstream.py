@@ -11,6 +11,8 @@ had open at once at most. Paths:
   /trailers...  the response ends with trailers (x-upstream-trailer: done)
   /slow/MS...   the response waits MS milliseconds first
   /status/N     the response has status N
+  /goaway       after the response, GOAWAY (NO_ERROR); the socket stays open, as in a
+                graceful shutdown, and later streams on it are refused
 Prints nothing else; runs until killed.
 """
 
@@ -52,6 +54,7 @@ class Conn:
             initial_values={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_streams},
         )
         self.max_streams = max_streams
+        self.going_away = False
         self.streams = {}
         self.open = 0
         self.peak = 0
@@ -77,6 +80,9 @@ class Conn:
                 try:
                     events = self.h2.receive_data(data)
                 except h2.exceptions.ProtocolError:
+                    if self.going_away:
+                        # Frames after GOAWAY: ignored, the connection kept open.
+                        continue
                     # Not HTTP/2 (an HTTP/1.1 client, in a test that shows it fails).
                     self.sock.close()
                     return
@@ -86,7 +92,7 @@ class Conn:
 
     def handle(self, event):
         if isinstance(event, h2.events.RequestReceived):
-            if self.open >= self.max_streams:
+            if self.going_away or self.open >= self.max_streams:
                 # Over the limit this server announced (h2 enforces it only once the
                 # client acknowledged the SETTINGS): refused, as RFC 9113 §5.1.2 says.
                 self.h2.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
@@ -163,6 +169,9 @@ class Conn:
                     self.h2.send_headers(
                         stream_id, [("x-upstream-trailer", "done")], end_stream=True
                     )
+                if path == "/goaway":
+                    self.h2.close_connection(last_stream_id=stream_id)
+                    self.going_away = True
                 self.flush()
             except Exception:  # the stream or connection went away meanwhile
                 pass

@@ -36,7 +36,7 @@ pub(crate) struct H2Exchange {
     state: RefCell<State>,
     send_timeout: Cell<Duration>,
     /// The stream's place on its connection, given back when the exchange ends.
-    _lease: Lease,
+    lease: Lease,
 }
 
 struct State {
@@ -62,6 +62,8 @@ struct State {
     head_request: bool,
     /// The response was read whole.
     done: bool,
+    /// The upstream sent GOAWAY: its connection takes no new stream.
+    goaway: bool,
 }
 
 impl H2Exchange {
@@ -79,9 +81,10 @@ impl H2Exchange {
                 chunked: false,
                 head_request: false,
                 done: false,
+                goaway: false,
             }),
             send_timeout: Cell::new(Duration::from_secs(60)),
-            _lease: lease,
+            lease,
         }
     }
 
@@ -92,25 +95,45 @@ impl H2Exchange {
     /// Takes request bytes (HTTP/1.1) and sends what they make, waiting for the
     /// upstream's window at most the send timeout.
     pub(crate) async fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        self.state.borrow_mut().take_request(bytes)?;
+        let taken = self.state.borrow_mut().take_request(bytes);
+        self.retire_after_goaway();
+        taken?;
         let limit = self.send_timeout.get();
         let sent = uring::timeout(limit, poll_fn(|cx| self.state.borrow_mut().poll_send(cx)));
-        match sent.await {
+        let sent = match sent.await {
             Ok(sent) => sent,
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the upstream's HTTP/2 flow-control window stayed closed",
             )),
-        }
+        };
+        self.retire_after_goaway();
+        sent
     }
 
     /// The next response bytes (HTTP/1.1); empty once the response ended.
     pub(crate) async fn recv(&self) -> io::Result<Vec<u8>> {
-        poll_fn(|cx| self.state.borrow_mut().poll_recv(cx)).await
+        let received = poll_fn(|cx| self.state.borrow_mut().poll_recv(cx)).await;
+        self.retire_after_goaway();
+        received
+    }
+
+    /// Once the upstream said GOAWAY, its connection gets no new stream (the
+    /// streams it still serves finish, then `h2` closes it).
+    fn retire_after_goaway(&self) {
+        if self.state.borrow().goaway {
+            self.lease.retire();
+        }
     }
 }
 
 impl State {
+    /// `e` as an I/O error; a GOAWAY is noted.
+    fn error(&mut self, e: h2::Error) -> io::Error {
+        self.goaway |= e.is_go_away();
+        h2_error(e)
+    }
+
     fn take_request(&mut self, bytes: &[u8]) -> io::Result<()> {
         let rest = match self.send_request.take() {
             Some(send_request) => {
@@ -179,7 +202,7 @@ impl State {
         let bodiless = matches!(kind, BodyKind::None | BodyKind::Length(0));
         let (response, stream) = send_request
             .send_request(request, bodiless)
-            .map_err(h2_error)?;
+            .map_err(|e| self.error(e))?;
         self.head_request = head.method().eq_ignore_ascii_case("HEAD");
         self.response = Some(response);
         if !bodiless {
@@ -198,7 +221,7 @@ impl State {
             stream.reserve_capacity(self.data.len());
             let granted = match ready!(stream.poll_capacity(cx)) {
                 Some(Ok(n)) => n,
-                Some(Err(e)) => return Poll::Ready(Err(h2_error(e))),
+                Some(Err(e)) => return Poll::Ready(Err(self.error(e))),
                 None => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::BrokenPipe,
@@ -229,7 +252,8 @@ impl State {
             return Poll::Ready(Ok(Vec::new()));
         }
         if let Some(response) = &mut self.response {
-            let response = ready!(Pin::new(response).poll(cx)).map_err(h2_error)?;
+            let polled = ready!(Pin::new(response).poll(cx));
+            let response = polled.map_err(|e| self.error(e))?;
             self.response = None;
             let (parts, body) = response.into_parts();
             let head = self.response_head(&parts, body.is_end_stream());
@@ -255,11 +279,12 @@ impl State {
                     out.extend_from_slice(b"\r\n");
                     return Poll::Ready(Ok(out));
                 }
-                Some(Err(e)) => return Poll::Ready(Err(h2_error(e))),
+                Some(Err(e)) => return Poll::Ready(Err(self.error(e))),
                 None => break,
             }
         }
-        let trailers = ready!(body.poll_trailers(cx)).map_err(h2_error)?;
+        let polled = ready!(body.poll_trailers(cx));
+        let trailers = polled.map_err(|e| self.error(e))?;
         self.done = true;
         self.response_body = None;
         if !self.chunked {

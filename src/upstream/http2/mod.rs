@@ -129,6 +129,13 @@ impl Lease {
         conn.served.set(conn.served.get() + 1);
         Lease(conn)
     }
+
+    /// Takes the connection out of service: no new stream goes on it.
+    pub(super) fn retire(&self) {
+        if matches!(*self.0.state.borrow(), ConnState::Open { .. }) {
+            self.0.close();
+        }
+    }
 }
 
 impl Drop for Lease {
