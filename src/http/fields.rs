@@ -72,6 +72,7 @@ pub(crate) enum Name {
     XForwardedProto,
     XForwardedClientCert,
     XEnvoyUpstreamServiceTime,
+    GrpcTimeout,
     /// Only the access log reads it.
     UserAgent,
 }
@@ -90,7 +91,7 @@ impl Name {
                 ("keep-alive", KeepAlive),
                 ("user-agent", UserAgent),
             ],
-            12 => &[("x-request-id", XRequestId)],
+            12 => &[("x-request-id", XRequestId), ("grpc-timeout", GrpcTimeout)],
             14 => &[("content-length", ContentLength)],
             15 => &[("x-forwarded-for", XForwardedFor)],
             16 => &[("proxy-connection", ProxyConnection)],

@@ -65,7 +65,7 @@ impl Connection {
         let mut request_body = BodyFramer::new(head.body());
         let now = uring::now();
         let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, now)
-            .with_grpc_timeout(head.header("grpc-timeout"), now);
+            .with_grpc_timeout(head.header_of(http::HeaderName::GrpcTimeout), now);
         self.write_upstream_head(route, &head, path.as_deref());
         let head_len = head.len();
         drop(head);
@@ -242,7 +242,8 @@ impl Connection {
         let limit = cluster.pool.shard_limit(self.ctx.shards);
         let upstream = match cluster.protocol {
             UpstreamProtocol::Http2 => {
-                http2::stream(&self.ctx.pool, cluster, addr, limit, wait).await?
+                // Boxed: the HTTP/1.1 path's future stays as small as it was.
+                Box::pin(http2::stream(&self.ctx.pool, cluster, addr, limit, wait)).await?
             }
             UpstreamProtocol::Http1 => {
                 let pooled = self.ctx.pool.borrow_mut().take(addr);
