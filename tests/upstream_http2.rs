@@ -356,6 +356,7 @@ fn a_grpc_service_behind_the_gateway_unary_streaming_and_errors() {
             "missing",
             "deadline:0.5",
             "unary:metadata",
+            "pingpong:p,q,r",
         ],
     );
     let expect = |i: usize, code: &str, responses: &[&str]| {
@@ -374,6 +375,9 @@ fn a_grpc_service_behind_the_gateway_unary_streaming_and_errors() {
     expect(2, "OK", &["abc", "1", "2", "3"]);
     expect(3, "OK", &["a,b,c"]);
     expect(4, "OK", &["X", "Y", "Z"]);
+    // Each message only after the answer to the one before: the response streams
+    // while the request body is still open, and both keep going.
+    expect(9, "OK", &["P", "Q", "R"]);
     for r in &results[1..=4] {
         // The service's trailing metadata crosses with grpc-status.
         assert_eq!(r["trailers"]["x-echo-trailer"], "done", "{r}");

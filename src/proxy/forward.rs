@@ -13,7 +13,10 @@
 //! whole (a 401, a 413, an upstream that answers without reading) stops the body and
 //! is relayed at once. The client connection then closes after the response, with
 //! what the client still sends read and dropped for a moment (a lingering close, as
-//! nginx does), and the upstream connection is not reused.
+//! nginx does), and the upstream connection is not reused. Between an HTTP/2 client
+//! and an HTTP/2 upstream (gRPC's streaming calls) the body does not stop: the rest
+//! of it is relayed from stream to stream by a task of its own
+//! (`H2Exchange::relay_rest`) while the response streams back.
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -82,7 +85,7 @@ impl Connection {
         let resendable = request_body.is_done();
         let mut tries = 0;
         let mut redialled = false;
-        let (mut upstream, endpoint, response, started, answered_early) = loop {
+        let (mut upstream, endpoint, response, started, mut answered_early) = loop {
             let spec = snapshot.clusters.get(cluster);
             if let Some(record) = self.record.as_deref_mut() {
                 record.set(
@@ -152,6 +155,31 @@ impl Connection {
             }
         };
 
+        let idle = self.ctx.settings.timeouts.idle;
+        let mut relayed = 0;
+        if answered_early
+            && let (Downstream::H2(client), UpstreamStream::H2(exchange)) =
+                (&mut self.client, &upstream.stream)
+        {
+            // HTTP/2 both ways (gRPC's streaming calls): the response began while the
+            // request body still flows, and both go on at once. What was read of the
+            // body goes first, the rest is a task of its own from stream to stream.
+            let mut rest = Vec::new();
+            let n = request_body
+                .forward(&self.inbuf, &mut |piece| rest.extend_from_slice(piece))
+                .map_err(ProxyError::BadRequest)?;
+            self.inbuf.drain(..n);
+            relayed = n;
+            exchange
+                .queue(&rest)
+                .map_err(|source| ProxyError::UpstreamIo {
+                    addr: upstream.addr,
+                    source,
+                })?;
+            exchange.relay_rest(client.take_body(), idle);
+            answered_early = false;
+        }
+        self.count_received(relayed);
         // An early answer left the request body half sent and half read: neither
         // connection can carry another request.
         let reusable =

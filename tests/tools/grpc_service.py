@@ -17,12 +17,15 @@ Usage:
       Makes each CALL on TARGET (TLS when --ca is given, the server name NAME) and
       prints one JSON line per call: {"call", "code", "details", "responses",
       "trailers"}. CALLs: health, unary:TEXT, server:TEXT, client:A,B,C, bidi:A,B,C,
-      missing (a method no service has), deadline:SECONDS (a unary "slow" call with
-      that deadline).
+      pingpong:A,B,C (Bidi, each message sent only once the answer to the one before
+      came: the response streams while the request is still open), missing (a
+      method no service has), deadline:SECONDS (a unary "slow" call with that
+      deadline).
 """
 
 import json
 import os
+import queue
 import sys
 import time
 from concurrent import futures
@@ -123,6 +126,7 @@ def call(argv):
             "server": "ServerStream",
             "client": "ClientStream",
             "bidi": "Bidi",
+            "pingpong": "Bidi",
             "missing": "Missing",
         }.get(kind)
         try:
@@ -154,6 +158,23 @@ def call(argv):
                     iter([p.encode() for p in arg.split(",")]), timeout=10
                 )
                 responses = [r.decode() for r in stream]
+                result(spec, stream.code(), stream.details(), responses, stream.trailing_metadata())
+            elif kind == "pingpong":
+                answered = queue.Queue()
+
+                def requests(parts):
+                    for i, part in enumerate(parts):
+                        if i > 0:
+                            answered.get(timeout=10)
+                        yield part.encode()
+
+                stream = channel.stream_stream(f"/{SERVICE}/{method}")(
+                    requests(arg.split(",")), timeout=10
+                )
+                responses = []
+                for r in stream:
+                    responses.append(r.decode())
+                    answered.put(True)
                 result(spec, stream.code(), stream.details(), responses, stream.trailing_metadata())
             else:
                 raise SystemExit(f"unknown call {spec}")

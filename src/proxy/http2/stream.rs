@@ -118,6 +118,12 @@ impl H2Stream {
         (stream, head)
     }
 
+    /// The rest of the request body, to be read by someone else (see
+    /// `H2Exchange::relay_rest`); the stream reads no more of it.
+    pub(crate) fn take_body(&mut self) -> Option<RecvStream> {
+        self.body.take()
+    }
+
     /// Answers the request with a bodiless `status` itself (a request the
     /// connection code cannot be given).
     pub(crate) fn refuse(&mut self, status: u16) {

@@ -111,6 +111,29 @@ impl H2Exchange {
         sent
     }
 
+    /// Takes request bytes (HTTP/1.1) without sending them yet: they go first when
+    /// the body is relayed ([`H2Exchange::relay_rest`]).
+    pub(crate) fn queue(&self, bytes: &[u8]) -> io::Result<()> {
+        self.state.borrow_mut().take_request(bytes)
+    }
+
+    /// Sends the rest of the request body from `body`, a client's HTTP/2 stream, in a
+    /// task of its own, while the forwarding code relays the response: a streaming
+    /// call's messages go on both ways at once. What was queued goes first; the
+    /// client's trailers end the stream; each wait (the client's data, the upstream's
+    /// window) is bounded by `idle`, and a failure resets the upstream stream.
+    pub(crate) fn relay_rest(&self, body: Option<RecvStream>, idle: Duration) {
+        let mut state = self.state.borrow_mut();
+        let Some(stream) = state.stream.take() else {
+            // The body went whole already.
+            return;
+        };
+        state.body = None;
+        let queued = std::mem::take(&mut state.data).freeze();
+        let end = state.end.take();
+        uring::spawn(relay(stream, queued, end, body, idle));
+    }
+
     /// The next response bytes (HTTP/1.1); empty once the response ended.
     pub(crate) async fn recv(&self) -> io::Result<Vec<u8>> {
         let received = poll_fn(|cx| self.state.borrow_mut().poll_recv(cx)).await;
@@ -324,6 +347,71 @@ impl State {
         head.extend_from_slice(b"\r\n");
         head
     }
+}
+
+/// [`H2Exchange::relay_rest`]'s task.
+async fn relay(
+    mut send: SendStream<Bytes>,
+    queued: Bytes,
+    end: Option<Option<::http::HeaderMap>>,
+    body: Option<RecvStream>,
+    idle: Duration,
+) {
+    let relayed = async {
+        send_within(&mut send, queued, idle).await?;
+        let trailers = match (end, body) {
+            (Some(trailers), _) => trailers,
+            (None, None) => None,
+            (None, Some(mut body)) => {
+                loop {
+                    match uring::timeout(idle, body.data()).await {
+                        Ok(Some(Ok(data))) => {
+                            let _ = body.flow_control().release_capacity(data.len());
+                            send_within(&mut send, data, idle).await?;
+                        }
+                        Ok(Some(Err(e))) => return Err(io::Error::other(e)),
+                        Ok(None) => break,
+                        Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+                match uring::timeout(idle, body.trailers()).await {
+                    Ok(Ok(trailers)) => trailers,
+                    Ok(Err(e)) => return Err(io::Error::other(e)),
+                    Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
+        };
+        match trailers {
+            Some(trailers) => send.send_trailers(trailers),
+            None => send.send_data(Bytes::new(), true),
+        }
+        .map_err(io::Error::other)
+    };
+    if let Err(e) = relayed.await {
+        tracing::debug!(error = %e, "HTTP/2 request body relay ended");
+        send.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+/// Sends `data` on `send` as the upstream's window allows, each wait at most `idle`.
+async fn send_within(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    idle: Duration,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = uring::timeout(idle, poll_fn(|cx| send.poll_capacity(cx))).await;
+        let n = match granted {
+            Ok(Some(Ok(n))) => n,
+            Ok(Some(Err(e))) => return Err(io::Error::other(e)),
+            Ok(None) => return Err(io::ErrorKind::BrokenPipe.into()),
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        let piece = data.split_to(n.min(data.len()));
+        send.send_data(piece, false).map_err(io::Error::other)?;
+    }
+    Ok(())
 }
 
 /// An `h2` error as the forwarding code reads errors: a stream the upstream refused
