@@ -12,7 +12,8 @@
 //! endpoint's other connections were told, else 100). When none has
 //! room, a new connection is opened, within the cluster's `maxConnections` like any
 //! other; requests that arrive while it is being opened wait for it rather than
-//! opening their own. A connection with no stream for the cluster's idle timeout is
+//! opening their own (and look again, one of them opening the next, if the request
+//! opening it goes away or finds the cluster full before it connects). A connection with no stream for the cluster's idle timeout is
 //! closed (GOAWAY) by the pool's sweep; one the upstream closes or sends GOAWAY on
 //! takes no new stream.
 //!
@@ -77,6 +78,9 @@ enum ConnState {
     },
     /// The connect failed (what waiting requests are told).
     Failed(Failure),
+    /// Never connected: the request opening it went away, or found its cluster
+    /// full, before its task began. Waiting requests look again.
+    Abandoned,
     /// Closed, or closing: no new stream.
     Closed,
 }
@@ -92,7 +96,7 @@ impl H2Conn {
         let max = match &*self.state.borrow() {
             ConnState::Open { send, .. } if self.settled.get() => send.current_max_send_streams(),
             ConnState::Connecting(_) | ConnState::Open { .. } => self.assumed_max,
-            ConnState::Failed(_) | ConnState::Closed => return false,
+            ConnState::Failed(_) | ConnState::Abandoned | ConnState::Closed => return false,
         };
         self.active.get() < max
     }
@@ -193,7 +197,7 @@ impl H2Connections {
                 let open = match &*conn.state.borrow() {
                     ConnState::Connecting(_) => true,
                     ConnState::Open { .. } => !idle,
-                    ConnState::Failed(_) | ConnState::Closed => false,
+                    ConnState::Failed(_) | ConnState::Abandoned | ConnState::Closed => false,
                 };
                 if !open {
                     conn.close();
@@ -207,19 +211,25 @@ impl H2Connections {
     }
 }
 
-/// Closes a connection still being opened when the request opening it goes away
-/// before its task is started.
+/// Abandons a connection still being opened when the request opening it goes away
+/// before its task is started: the requests waiting for it look again.
 struct Opening(Option<Rc<H2Conn>>);
 
 impl Drop for Opening {
     fn drop(&mut self) {
         if let Some(conn) = self.0.take() {
-            conn.settle(ConnState::Failed(Failure::Io(
-                io::ErrorKind::Interrupted,
-                "the request opening the connection went away".to_owned(),
-            )));
+            conn.settle(ConnState::Abandoned);
         }
     }
+}
+
+/// Why a leased stream's connection cannot take it.
+enum NotOpen {
+    Failed(Failure),
+    /// No slot of the cluster for a new connection.
+    Cluster(ConnectError),
+    /// It was abandoned before connecting: lease again.
+    Abandoned,
 }
 
 /// A stream to `addr` of `cluster` (HTTP/2): on a connection with room, or on a
@@ -231,6 +241,42 @@ pub(crate) async fn stream(
     limit: u32,
     wait: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
+    let deadline = uring::now() + wait;
+    let (lease, (send, local)) = loop {
+        let left = deadline.saturating_duration_since(uring::now());
+        match lease_open(pool, cluster, addr, limit, left).await {
+            Ok(leased) => break leased,
+            Err(NotOpen::Abandoned) => continue,
+            Err(NotOpen::Failed(Failure::TimedOut(after))) => {
+                return Err(ConnectError::TimedOut { addr, after });
+            }
+            Err(NotOpen::Failed(Failure::Io(kind, message))) => {
+                let source = io::Error::new(kind, message);
+                return Err(ConnectError::Failed { addr, source });
+            }
+            Err(NotOpen::Cluster(e)) => return Err(e),
+        }
+    };
+    Ok(UpstreamConn {
+        stream: UpstreamStream::H2(Box::new(H2Exchange::new(send, lease))),
+        addr,
+        // A stream is never stale: one the upstream did not process is refused
+        // (REFUSED_STREAM, GOAWAY), and retried as `refused-stream`.
+        reused: false,
+        local,
+        slot: None,
+    })
+}
+
+/// One try of [`stream`]: a lease on a connection with room or a new one, and the
+/// connection's handle once it is open, within `wait`.
+async fn lease_open(
+    pool: &RefCell<Pool>,
+    cluster: &Cluster,
+    addr: SocketAddr,
+    limit: u32,
+    wait: Duration,
+) -> Result<(Lease, (SendRequest<Bytes>, Option<SocketAddr>)), NotOpen> {
     let deadline = uring::now() + wait;
     let leased = pool.borrow_mut().h2.lease(addr);
     let lease = match leased {
@@ -253,9 +299,8 @@ pub(crate) async fn stream(
             let slot = match pool::reserve(pool, &cluster.name, limit, wait).await {
                 Ok(slot) => slot,
                 Err(e) => {
-                    conn.fail(&e);
-                    opening.0 = None;
-                    return Err(e);
+                    // Those waiting for it try for a slot themselves.
+                    return Err(NotOpen::Cluster(e));
                 }
             };
             opening.0 = None;
@@ -271,30 +316,18 @@ pub(crate) async fn stream(
             Poll::Pending
         }
         ConnState::Open { send, local } => Poll::Ready(Ok((send.clone(), *local))),
-        ConnState::Failed(failure) => Poll::Ready(Err(failure.clone())),
-        ConnState::Closed => Poll::Ready(Err(Failure::Io(
+        ConnState::Failed(failure) => Poll::Ready(Err(NotOpen::Failed(failure.clone()))),
+        ConnState::Abandoned => Poll::Ready(Err(NotOpen::Abandoned)),
+        ConnState::Closed => Poll::Ready(Err(NotOpen::Failed(Failure::Io(
             io::ErrorKind::ConnectionReset,
             "the connection closed before its first stream".to_owned(),
-        ))),
+        )))),
     });
-    let (send, local) = match uring::timeout(left, opened).await {
-        Ok(Ok(open)) => open,
-        Ok(Err(Failure::TimedOut(after))) => return Err(ConnectError::TimedOut { addr, after }),
-        Ok(Err(Failure::Io(kind, message))) => {
-            let source = io::Error::new(kind, message);
-            return Err(ConnectError::Failed { addr, source });
-        }
-        Err(_) => return Err(ConnectError::TimedOut { addr, after: wait }),
-    };
-    Ok(UpstreamConn {
-        stream: UpstreamStream::H2(Box::new(H2Exchange::new(send, lease))),
-        addr,
-        // A stream is never stale: one the upstream did not process is refused
-        // (REFUSED_STREAM, GOAWAY), and retried as `refused-stream`.
-        reused: false,
-        local,
-        slot: None,
-    })
+    match uring::timeout(left, opened).await {
+        Ok(Ok(open)) => Ok((lease, open)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(NotOpen::Failed(Failure::TimedOut(wait))),
+    }
 }
 
 /// A connection's task: connects, opens HTTP/2, and runs the connection until it
@@ -355,4 +388,58 @@ async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
     }
     conn.close();
     drop(slot);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::{Pin, pin};
+
+    use super::*;
+    use crate::config::LoadBalancer;
+    use crate::upstream::{PoolPolicy, UpstreamProtocol};
+    use crate::uring::{RingOptions, Runtime};
+
+    /// Polls `fut` once.
+    async fn poll_once<F: Future>(mut fut: Pin<&mut F>) {
+        poll_fn(|cx| {
+            let _ = fut.as_mut().poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    #[test]
+    fn requests_waiting_on_an_abandoned_connection_open_their_own() {
+        let runtime = Runtime::new(RingOptions::default()).expect("ring");
+        // The kernel completes connects into the backlog: nobody needs to accept.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cluster = Cluster {
+            name: "h2:80".to_owned(),
+            istio_name: "outbound|80||h2".to_owned(),
+            host: "h2".to_owned(),
+            port: 80,
+            endpoints: vec![addr],
+            lb: LoadBalancer::RoundRobin,
+            pool: PoolPolicy::default(),
+            protocol: UpstreamProtocol::Http2,
+        };
+        let pool = RefCell::new(Pool::default());
+        let wait = Duration::from_secs(5);
+        runtime.block_on(async {
+            // The cluster's one slot is taken: the first request waits for it, with
+            // its connection registered, and the second waits on that connection.
+            let held = pool::reserve(&pool, &cluster.name, 1, wait).await.unwrap();
+            let mut first = Box::pin(stream(&pool, &cluster, addr, 1, wait));
+            poll_once(first.as_mut()).await;
+            let mut second = pin!(stream(&pool, &cluster, addr, 1, wait));
+            poll_once(second.as_mut()).await;
+            // The first goes away before connecting; the slot comes free.
+            drop(first);
+            drop(held);
+            let conn = second.await.expect("the second request opens a connection");
+            assert_eq!(conn.addr, addr);
+            assert!(matches!(conn.stream, UpstreamStream::H2(_)));
+        });
+    }
 }
