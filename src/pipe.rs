@@ -22,7 +22,10 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
+use h2::SendStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::buffers;
@@ -292,4 +295,40 @@ pub(crate) async fn pump(
         }
     })
     .await
+}
+
+/// Sends `data` on an HTTP/2 stream as the `peer`'s flow-control window allows (the
+/// peer named in errors: "client", "upstream"), each wait for window at most `idle`;
+/// `end` ends the stream with the last piece. Whether `END_STREAM` went (it does not
+/// when `data` is empty: the caller ends the stream its own way).
+pub(crate) async fn send_within(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    idle: Duration,
+    peer: &str,
+) -> io::Result<bool> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let capacity = uring::timeout(idle, std::future::poll_fn(|cx| send.poll_capacity(cx)));
+        let granted = match capacity.await {
+            Ok(Some(Ok(n))) => n,
+            Ok(Some(Err(e))) => return Err(io::Error::other(e)),
+            Ok(None) => {
+                let message = format!("the {peer} reset the stream");
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, message));
+            }
+            Err(_) => {
+                let message = format!("the {peer}'s flow-control window stayed closed");
+                return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+            }
+        };
+        let piece = data.split_to(granted.min(data.len()));
+        let last = end && data.is_empty();
+        send.send_data(piece, last).map_err(io::Error::other)?;
+        if last {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

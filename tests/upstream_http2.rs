@@ -95,23 +95,45 @@ spec:
     )
 }
 
+/// A gateway on a free plain port for [`HTTPBIN`] routing every request to
+/// `tests/tools/h2_upstream.py EXTRA...` behind a ServiceEntry port named `name` with
+/// `protocol` (`None`: none, the name decides). Destructure it naming every field:
+/// one left to `..` is dropped at once (the directory, the upstream).
+struct H2Upstream {
+    _dir: TempDir,
+    _upstream: PyServer,
+    port: u16,
+    _gw: Gateway,
+}
+
+fn start_h2_upstream(tag: &str, extra: &[&str], name: &str, protocol: Option<&str>) -> H2Upstream {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new(tag);
+    let upstream = PyServer::start(&dir, "h2_upstream.py", &[], extra);
+    let port = free_port();
+    let config = with_port(&http_config(port, HTTPBIN, upstream.addr), name, protocol);
+    let gw = Gateway::start(&dir, &config, &[]);
+    H2Upstream {
+        _dir: dir,
+        _upstream: upstream,
+        port,
+        _gw: gw,
+    }
+}
+
 fn echo(out: &Curl) -> serde_json::Value {
     serde_json::from_slice(&out.body).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
 #[test]
 fn an_http2_upstream_serves_http1_and_http2_clients() {
-    require("curl");
-    require_python_module("h2");
-    let dir = TempDir::new("up-h2");
-    let upstream = PyServer::start(&dir, "h2_upstream.py", &[], &[]);
-    let port = free_port();
-    let config = with_port(
-        &http_config(port, HTTPBIN, upstream.addr),
-        "http",
-        Some("HTTP2"),
-    );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let H2Upstream {
+        _dir: dir,
+        _upstream,
+        port,
+        _gw,
+    } = start_h2_upstream("up-h2", &[], "http", Some("HTTP2"));
 
     for client in [&[][..], &["--http2-prior-knowledge"][..]] {
         let mut args = vec![
@@ -197,18 +219,13 @@ fn an_http2_upstream_serves_http1_and_http2_clients() {
 
 #[test]
 fn the_upstreams_max_concurrent_streams_opens_more_connections() {
-    require("curl");
-    require_python_module("h2");
-    let dir = TempDir::new("up-h2-streams");
-    // The upstream takes two streams per connection.
-    let upstream = PyServer::start(&dir, "h2_upstream.py", &[], &["2"]);
-    let port = free_port();
-    let config = with_port(
-        &http_config(port, HTTPBIN, upstream.addr),
-        "http2-api",
-        None,
-    );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    // The upstream takes two streams per connection; its port is HTTP/2 by name.
+    let H2Upstream {
+        _dir,
+        _upstream,
+        port,
+        _gw,
+    } = start_h2_upstream("up-h2-streams", &["2"], "http2-api", None);
     // A few requests first: each shard that gets one learns the upstream's limit
     // (a shard that did not has its first streams over it refused, and retries them).
     let mut first = std::collections::BTreeSet::new();
@@ -242,17 +259,12 @@ fn the_upstreams_max_concurrent_streams_opens_more_connections() {
 
 #[test]
 fn an_upstream_goaway_moves_new_requests_to_a_new_connection() {
-    require("curl");
-    require_python_module("h2");
-    let dir = TempDir::new("up-h2-goaway");
-    let upstream = PyServer::start(&dir, "h2_upstream.py", &[], &[]);
-    let port = free_port();
-    let config = with_port(
-        &http_config(port, HTTPBIN, upstream.addr),
-        "http",
-        Some("HTTP2"),
-    );
-    let _gw = Gateway::start(&dir, &config, &[]);
+    let H2Upstream {
+        _dir,
+        _upstream,
+        port,
+        _gw,
+    } = start_h2_upstream("up-h2-goaway", &[], "http", Some("HTTP2"));
     // The upstream says GOAWAY after this response and keeps the socket open, as a
     // server shutting down gracefully does: every later request still gets through.
     let out = curl_http(HTTPBIN, port, "/goaway", &[]);

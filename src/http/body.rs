@@ -189,12 +189,12 @@ impl BodyFramer {
         payload: &mut Vec<u8>,
         trailers: &mut Vec<u8>,
     ) -> Result<usize, HttpError> {
-        let start = self.trailer_bytes();
+        let start = self.trailer;
         let used =
             self.advance_with(data, Output::Payload, &mut |p| payload.extend_from_slice(p))?;
         // The trailer section is the last thing before the end, and the bytes the
         // body took from `data` end with as many of its bytes as it grew by.
-        let grown = self.trailer_bytes().saturating_sub(start);
+        let grown = self.trailer.saturating_sub(start);
         if grown > 0 {
             let section = &data[used.saturating_sub(grown)..used];
             let section = match self.is_done() {
@@ -205,11 +205,6 @@ impl BodyFramer {
             trailers.extend_from_slice(section);
         }
         Ok(used)
-    }
-
-    /// Bytes of the trailer section read so far (the final CRLF included once read).
-    fn trailer_bytes(&self) -> usize {
-        self.trailer
     }
 
     /// Whether the body has ended (never for [`BodyKind::UntilClose`]).
@@ -290,6 +285,25 @@ pub(crate) fn trailer_map(section: &[u8]) -> Option<::http::HeaderMap> {
         }
     }
     (!map.is_empty()).then_some(map)
+}
+
+/// Appends `data` as one chunk of a chunked body, its size line as ringress writes
+/// one.
+pub(crate) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let mut line = [0; 18];
+    out.extend_from_slice(size_line(data.len() as u64, &mut line));
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk of a chunked body and its trailer section: `trailers`
+/// (HTTP/2's trailing fields), or none.
+pub(crate) fn push_last_chunk(out: &mut Vec<u8>, trailers: Option<&::http::HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        super::rewrite::header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `min(remaining, available)` as a usize.

@@ -43,8 +43,8 @@ mod request;
 mod response;
 mod rewrite;
 
-pub(crate) use body::trailer_map;
 pub use body::{BodyFramer, BodyKind};
+pub(crate) use body::{push_chunk, push_last_chunk, trailer_map};
 pub use error::HttpError;
 pub(crate) use fields::Name as HeaderName;
 pub(crate) use generated::{

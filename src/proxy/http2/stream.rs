@@ -14,7 +14,7 @@
 //! informational response (`100 Continue`) is not relayed. A response cut short
 //! ends in `RST_STREAM`, never in `END_STREAM`.
 
-use std::io::{self, Write as _};
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use super::super::downstream::LINGER_TIME;
 use crate::buffers;
 use crate::config::ServerTls;
 use crate::http::{self, BodyFramer, BodyKind};
+use crate::pipe;
 use crate::uring;
 
 /// What every stream of one HTTP/2 connection shares: what the connection's
@@ -146,9 +147,7 @@ impl H2Stream {
             Some(Ok(data)) => {
                 let _ = body.flow_control().release_capacity(data.len());
                 if self.chunked {
-                    let _ = write!(buf, "{:x}\r\n", data.len());
-                    buf.extend_from_slice(&data);
-                    buf.extend_from_slice(b"\r\n");
+                    http::push_chunk(buf, &data);
                 } else {
                     buf.extend_from_slice(&data);
                 }
@@ -160,11 +159,7 @@ impl H2Stream {
                 let trailers = body.trailers().await.map_err(io::Error::other)?;
                 self.body = None;
                 if self.chunked {
-                    buf.extend_from_slice(b"0\r\n");
-                    for (name, value) in trailers.iter().flatten() {
-                        http::push_header(buf, name.as_str().as_bytes(), value.as_bytes());
-                    }
-                    buf.extend_from_slice(b"\r\n");
+                    http::push_last_chunk(buf, trailers.as_ref());
                 }
             }
         }
@@ -287,43 +282,13 @@ impl H2Stream {
     }
 
     /// Sends `data` as the client's window allows; `end` ends the stream after it.
-    async fn send_data(&mut self, mut data: Bytes, end: bool) -> io::Result<()> {
+    async fn send_data(&mut self, data: Bytes, end: bool) -> io::Result<()> {
         let Some(send) = &mut self.send else {
             return Ok(());
         };
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let capacity =
-                uring::timeout(self.idle, std::future::poll_fn(|cx| send.poll_capacity(cx))).await;
-            let granted = match capacity {
-                Ok(Some(Ok(n))) => n,
-                Ok(Some(Err(e))) => return Err(io::Error::other(e)),
-                Ok(None) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the client reset the stream",
-                    ));
-                }
-                Err(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client's flow-control window stayed closed",
-                    ));
-                }
-            };
-            let n = granted.min(data.len());
-            if n == 0 {
-                continue;
-            }
-            let piece = data.split_to(n);
-            let last = end && data.is_empty();
-            send.send_data(piece, last).map_err(io::Error::other)?;
-            if last {
-                self.finished = true;
-                return Ok(());
-            }
-        }
-        if end {
+        if pipe::send_within(send, data, end, self.idle, "client").await? {
+            self.finished = true;
+        } else if end {
             self.finish(true);
         }
         Ok(())

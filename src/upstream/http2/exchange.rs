@@ -29,6 +29,7 @@ use h2::{RecvStream, SendStream};
 
 use super::Lease;
 use crate::http::{self, BodyFramer, BodyKind, HeaderName};
+use crate::pipe;
 use crate::uring;
 
 /// One stream of an upstream HTTP/2 connection (see the module doc).
@@ -297,9 +298,7 @@ impl State {
                         return Poll::Ready(Ok(data.to_vec()));
                     }
                     let mut out = Vec::with_capacity(data.len() + 12);
-                    let _ = write!(out, "{:x}\r\n", data.len());
-                    out.extend_from_slice(&data);
-                    out.extend_from_slice(b"\r\n");
+                    http::push_chunk(&mut out, &data);
                     return Poll::Ready(Ok(out));
                 }
                 Some(Err(e)) => return Poll::Ready(Err(self.error(e))),
@@ -314,11 +313,8 @@ impl State {
             // A body with a length has no place for trailers in HTTP/1.1.
             return Poll::Ready(Ok(Vec::new()));
         }
-        let mut out = b"0\r\n".to_vec();
-        for (name, value) in trailers.iter().flatten() {
-            http::push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
+        let mut out = Vec::new();
+        http::push_last_chunk(&mut out, trailers.as_ref());
         Poll::Ready(Ok(out))
     }
 
@@ -358,7 +354,7 @@ async fn relay(
     idle: Duration,
 ) {
     let relayed = async {
-        send_within(&mut send, queued, idle).await?;
+        pipe::send_within(&mut send, queued, false, idle, "upstream").await?;
         let trailers = match (end, body) {
             (Some(trailers), _) => trailers,
             (None, None) => None,
@@ -367,7 +363,7 @@ async fn relay(
                     match uring::timeout(idle, body.data()).await {
                         Ok(Some(Ok(data))) => {
                             let _ = body.flow_control().release_capacity(data.len());
-                            send_within(&mut send, data, idle).await?;
+                            pipe::send_within(&mut send, data, false, idle, "upstream").await?;
                         }
                         Ok(Some(Err(e))) => return Err(io::Error::other(e)),
                         Ok(None) => break,
@@ -391,27 +387,6 @@ async fn relay(
         tracing::debug!(error = %e, "HTTP/2 request body relay ended");
         send.send_reset(h2::Reason::CANCEL);
     }
-}
-
-/// Sends `data` on `send` as the upstream's window allows, each wait at most `idle`.
-async fn send_within(
-    send: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    idle: Duration,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        send.reserve_capacity(data.len());
-        let granted = uring::timeout(idle, poll_fn(|cx| send.poll_capacity(cx))).await;
-        let n = match granted {
-            Ok(Some(Ok(n))) => n,
-            Ok(Some(Err(e))) => return Err(io::Error::other(e)),
-            Ok(None) => return Err(io::ErrorKind::BrokenPipe.into()),
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        };
-        let piece = data.split_to(n.min(data.len()));
-        send.send_data(piece, false).map_err(io::Error::other)?;
-    }
-    Ok(())
 }
 
 /// An `h2` error as the forwarding code reads errors: a stream the upstream refused

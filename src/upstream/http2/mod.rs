@@ -92,10 +92,21 @@ enum Failure {
 }
 
 impl H2Conn {
+    /// The upstream's SETTINGS_MAX_CONCURRENT_STREAMS, once its SETTINGS arrived.
+    fn announced_max(&self) -> Option<usize> {
+        match &*self.state.borrow() {
+            ConnState::Open { send, .. } if self.settled.get() => {
+                Some(send.current_max_send_streams())
+            }
+            _ => None,
+        }
+    }
+
     fn usable(&self) -> bool {
         let max = match &*self.state.borrow() {
-            ConnState::Open { send, .. } if self.settled.get() => send.current_max_send_streams(),
-            ConnState::Connecting(_) | ConnState::Open { .. } => self.assumed_max,
+            ConnState::Connecting(_) | ConnState::Open { .. } => {
+                self.announced_max().unwrap_or(self.assumed_max)
+            }
             ConnState::Failed(_) | ConnState::Abandoned | ConnState::Closed => return false,
         };
         self.active.get() < max
@@ -164,15 +175,17 @@ impl H2Connections {
     /// A stream on a connection to `addr` with room, if there is one.
     fn lease(&mut self, addr: SocketAddr) -> Option<Lease> {
         let conns = self.by_addr.get(&addr)?;
+        let mut found = None;
         for conn in conns {
-            if let ConnState::Open { send, .. } = &*conn.state.borrow()
-                && conn.settled.get()
-            {
-                self.known_max.insert(addr, send.current_max_send_streams());
+            // What the endpoint announced, for the connections opened next.
+            if let Some(max) = conn.announced_max() {
+                self.known_max.insert(addr, max);
+            }
+            if found.is_none() && conn.usable() {
+                found = Some(conn);
             }
         }
-        let conn = conns.iter().find(|c| c.usable())?;
-        Some(Lease::new(conn.clone()))
+        found.map(|conn| Lease::new(conn.clone()))
     }
 
     /// Streams a new connection to `addr` takes before its SETTINGS arrive.
