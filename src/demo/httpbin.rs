@@ -1473,7 +1473,9 @@ mod tests {
 
     #[test]
     fn dropping_stops_accepting() {
-        let bin = loopback();
+        // An address of its own: on 127.0.0.1 another test running in parallel may bind
+        // the freed port, and the connect below would reach that test's listener.
+        let bin = spawn("127.0.0.93:0".parse().unwrap()).unwrap();
         let addr = bin.addr();
         let (mut stream, mut reader) = connect(&bin);
         // Make sure the connection has been accepted before stopping.
