@@ -30,6 +30,8 @@ fn request_heads(c: &mut Criterion) {
         authority: None,
         ops: &ops,
         client_cert: None,
+        remove: &[],
+        add: &[],
     };
     let mut group = c.benchmark_group("request_head");
     for (name, input) in [("curl", CURL_REQUEST), ("wrk_browser", WRK_REQUEST)] {

@@ -126,6 +126,7 @@ fn config() -> Config {
             }],
         }],
         destination_rules: vec![],
+        ..Config::default()
     }
 }
 

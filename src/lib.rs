@@ -41,6 +41,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod access_log;
+pub(crate) mod auth;
 pub(crate) mod buffers;
 pub mod config;
 pub mod control;

@@ -63,6 +63,11 @@ enum Command {
         /// Seconds SIGTERM/SIGINT give in-flight requests before exiting.
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
+        /// Seconds between fetches of the remote JWT key sets (`jwksUri`) of
+        /// RequestAuthentication and Policy rules; they are also fetched at start and
+        /// when a reload adds a source.
+        #[arg(long, default_value_t = 1200.0)]
+        jwks_refresh_interval: f64,
         /// Do not watch certificate files, credentials and the config for changes
         /// (reload only on SIGHUP or POST /reload).
         #[arg(long)]
@@ -141,6 +146,7 @@ fn main() -> ExitCode {
             idle_timeout,
             admin,
             drain_timeout,
+            jwks_refresh_interval,
             no_watch,
             tls_record_layer,
             path_normalization,
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
                 settings,
                 admin,
                 drain_timeout: seconds(drain_timeout, "--drain-timeout")?,
+                jwks_refresh: seconds(jwks_refresh_interval, "--jwks-refresh-interval")?,
                 watch: !no_watch,
                 max_connections: max_connections.map(|n| n as usize),
                 access_log,

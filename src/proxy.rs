@@ -34,6 +34,7 @@ pub(crate) use error::{ProxyError, Side};
 pub(crate) use http2::FloodGuard;
 
 use crate::access_log::{Field, Record};
+use crate::auth::{AuthRequest, HeaderEdits};
 use crate::buffers;
 use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
@@ -241,6 +242,7 @@ async fn start(
         ending: Ending::Clean,
         head_deadline: accepted + ctx.settings.timeouts.header,
         record: None,
+        auth_edits: None,
     })
 }
 
@@ -277,6 +279,9 @@ struct Connection {
     head_deadline: Instant,
     /// The access log record of the request being answered, while the log is on.
     record: Option<Box<Record>>,
+    /// The header changes end-user authentication asks of the request being
+    /// forwarded (the token removed, claims added).
+    auth_edits: Option<Box<HeaderEdits>>,
 }
 
 impl Connection {
@@ -303,6 +308,7 @@ impl Connection {
             ending: Ending::Clean,
             head_deadline: uring::now() + ctx.settings.timeouts.header,
             record: None,
+            auth_edits: None,
         }
     }
 
@@ -476,6 +482,41 @@ impl Connection {
             self.note_request(&head, path);
         }
         let scheme = self.client.scheme();
+        self.auth_edits = None;
+        if let Some(authn) = &snapshot.authn {
+            let authority = head
+                .target_authority()
+                .map(str::as_bytes)
+                .or(head.header_of(http::HeaderName::Host))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .unwrap_or_default();
+            let req = AuthRequest {
+                head: &head,
+                path,
+                scheme,
+                host: authority,
+            };
+            match authn.check(&req, &self.ctx.keys()) {
+                Ok(passed) => {
+                    let edits = passed.edits;
+                    if edits != HeaderEdits::default() {
+                        self.auth_edits = Some(Box::new(edits));
+                    }
+                }
+                Err(denial) => {
+                    self.out.clear();
+                    http::text_response(
+                        denial.status,
+                        denial.body.as_bytes(),
+                        denial.www_authenticate.as_deref(),
+                        close,
+                        &mut self.out,
+                    );
+                    self.answered_locally(denial.status, None, denial.reason);
+                    return self.respond_locally(head.len(), close).await;
+                }
+            }
+        }
         let headers = HeadHeaders(&head);
         let request = RouteRequest {
             host: &host,

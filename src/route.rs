@@ -857,7 +857,7 @@ mod tests {
             gateways,
             virtual_services,
             service_entries: service_entries(),
-            destination_rules: vec![],
+            ..Config::default()
         }
     }
 

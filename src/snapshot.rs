@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 
+use crate::auth::Authn;
 use crate::config::{
     Config, Credential, HostPattern, Origin, Protocol, RouteAction, ServerTls, TlsMode,
 };
@@ -114,6 +115,9 @@ pub(crate) struct Snapshot {
     pub(crate) listeners: Vec<ListenerSpec>,
     pub(crate) routes: BTreeMap<u16, RouteTable>,
     pub(crate) clusters: Clusters,
+    /// End-user authentication (`RequestAuthentication`, v1alpha1 `Policy`), when
+    /// the configuration declares any.
+    pub(crate) authn: Option<Authn>,
 }
 
 impl Snapshot {
@@ -146,6 +150,7 @@ impl Snapshot {
             listeners,
             routes,
             clusters,
+            authn: Authn::new(config),
         })
     }
 

@@ -101,13 +101,15 @@ pub(crate) enum Problem {
     #[error("no Gateway, VirtualService, ServiceEntry or DestinationRule in the file")]
     Empty,
     #[error(
-        "kind {0} is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"
+        "kind {0} is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, Policy (authentication.istio.io/v1alpha1)"
     )]
     UnsupportedKind(String),
-    #[error(
-        "apiVersion {0} is not supported; accepted: networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"
-    )]
-    UnsupportedApiVersion(String),
+    #[error("apiVersion {version} is not supported for {kind}; accepted: {}", accepted.join(", "))]
+    UnsupportedApiVersion {
+        version: String,
+        kind: String,
+        accepted: &'static [&'static str],
+    },
     /// A field ringress does not know, neither implemented nor a known Istio field.
     #[error("unknown field `{field}`; accepted: {}", accepted.join(", "))]
     UnknownField {

@@ -435,7 +435,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
                 "warmup",
             ],
         ),
-        _ => (&[], &[]),
+        other => return super::file_auth::auth_field_policy(other).unwrap_or_default(),
     };
     FieldPolicy {
         ignored,

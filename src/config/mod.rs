@@ -23,6 +23,7 @@
 pub(crate) mod duration;
 pub(crate) mod error;
 pub(crate) mod file;
+mod file_auth;
 pub(crate) mod model;
 mod validate;
 mod yaml;

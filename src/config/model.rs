@@ -17,6 +17,9 @@ pub struct Config {
     pub virtual_services: Vec<VirtualService>,
     pub service_entries: Vec<ServiceEntry>,
     pub destination_rules: Vec<DestinationRule>,
+    pub request_authentications: Vec<RequestAuthentication>,
+    /// At most one: the gateway's v1alpha1 `Policy`.
+    pub origin_policy: Option<OriginPolicy>,
 }
 
 /// Where a document came from, so later stages can name it in errors:
@@ -388,4 +391,106 @@ pub struct ConnectionPool {
     /// `http.h2UpgradePolicy`: `Some(true)` for UPGRADE (HTTP/2 to an HTTP port),
     /// `Some(false)` for DO_NOT_UPGRADE, `None` for DEFAULT (the port's protocol).
     pub h2_upgrade: Option<bool>,
+}
+
+/// Where a JWT provider's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum JwksSource {
+    /// `jwksUri`: fetched over HTTPS by the control thread (and refreshed).
+    Uri(String),
+    /// No `jwksUri` and no `jwks`: `<issuer>/.well-known/openid-configuration` names it.
+    Discovery(String),
+    /// `jwks`: the key set itself.
+    Inline(String),
+}
+
+impl JwksSource {
+    /// The URL fetched for this source, if any.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            JwksSource::Uri(u) | JwksSource::Discovery(u) => Some(u),
+            JwksSource::Inline(_) => None,
+        }
+    }
+}
+
+/// Where a request's token is looked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenLocation {
+    /// A header, its value after `prefix` (`Authorization: Bearer <token>`).
+    Header { name: String, prefix: String },
+    /// A query parameter (`?access_token=<token>`).
+    Param(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+/// One issuer whose tokens are verified: a `RequestAuthentication` `jwtRules[]` entry
+/// or a v1alpha1 Policy `origins[].jwt`.
+#[derive(Debug, Clone)]
+pub struct JwtProvider {
+    pub origin: Origin,
+    /// The field path of the rule, for messages (`spec.jwtRules[0]`).
+    pub path: String,
+    pub issuer: String,
+    /// Empty: any audience (or none) is accepted.
+    pub audiences: Vec<String>,
+    pub keys: JwksSource,
+    /// In the order they are tried.
+    pub locations: Vec<TokenLocation>,
+    pub forward_original_token: bool,
+    pub output_payload_to_header: Option<String>,
+    /// (header, claim) pairs; the claim may be nested (`a.b`).
+    pub output_claim_to_headers: Vec<(String, String)>,
+    /// How long fetching the keys may take.
+    pub timeout: Duration,
+}
+
+/// A `RequestAuthentication`: tokens of its issuers are verified; a request without
+/// a token passes with no identity.
+#[derive(Debug, Clone)]
+pub struct RequestAuthentication {
+    pub origin: Origin,
+    pub rules: Vec<JwtProvider>,
+}
+
+/// When a v1alpha1 `origins[].jwt` applies: its `triggerRules`.
+#[derive(Debug, Clone)]
+pub struct TriggerRule {
+    pub excluded: Vec<PathMatch>,
+    pub included: Vec<PathMatch>,
+}
+
+/// A v1alpha1 path match (`exact`, `prefix`, `suffix` or `regex`).
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    String(StringMatch),
+    Suffix(String),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::String(m) => m.matches(path),
+            PathMatch::Suffix(s) => path.ends_with(s.as_str()),
+        }
+    }
+}
+
+/// A v1alpha1 `origins[]` entry: a provider and the paths it is required on.
+#[derive(Debug, Clone)]
+pub struct OriginJwt {
+    pub provider: JwtProvider,
+    pub trigger_rules: Vec<TriggerRule>,
+}
+
+/// An `authentication.istio.io/v1alpha1` `Policy`: a request needs a valid token of
+/// one of its origins (unless `originIsOptional`), else 401.
+#[derive(Debug, Clone)]
+pub struct OriginPolicy {
+    pub origin: Origin,
+    pub origins: Vec<OriginJwt>,
+    pub optional: bool,
+    /// `principalBinding: USE_ORIGIN`: the request's principal is the token's `iss/sub`.
+    pub use_origin: bool,
 }

@@ -376,25 +376,25 @@ fn document_that_is_not_a_mapping() {
 
 #[test]
 fn unsupported_kinds_and_api_versions() {
-    let text = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\nspec: {}\n";
+    let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny\nspec: {}\n";
     assert_eq!(
         error(text),
-        "/etc/ringress/gw.yaml:2:1: document 1 (RequestAuthentication jwt): kind: kind RequestAuthentication is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"
+        "/etc/ringress/gw.yaml:2:1: document 1 (AuthorizationPolicy deny): kind: kind AuthorizationPolicy is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, Policy (authentication.istio.io/v1alpha1)"
     );
-    // The JWT policy of the older walkthrough.
-    let text = "apiVersion: \"authentication.istio.io/v1alpha1\"\nkind: \"Policy\"\nmetadata:\n  name: \"ingressgateway\"\n  namespace: istio-system\nspec:\n  targets:\n  - name: istio-ingressgateway\n";
+    // Each kind under its own API group.
+    let text = "apiVersion: networking.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\nspec: {}\n";
     assert_eq!(
         error(text),
-        "/etc/ringress/gw.yaml:2:1: document 1 (Policy ingressgateway): kind: kind Policy is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"
+        "/etc/ringress/gw.yaml:1:1: document 1 (RequestAuthentication jwt): apiVersion: apiVersion networking.istio.io/v1 is not supported for RequestAuthentication; accepted: security.istio.io/v1, security.istio.io/v1beta1"
     );
     // A Kubernetes Service from the same page.
     let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: httpbin\n  labels:\n    app: httpbin\nspec:\n  ports:\n  - name: http\n    port: 8000\n";
-    assert!(error(text).ends_with("kind: kind Service is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule"));
+    assert!(error(text).ends_with("kind: kind Service is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, Policy (authentication.istio.io/v1alpha1)"));
 
     let text = gateway(HTTP_SERVER).replace("networking.istio.io/v1", "networking.istio.io/v2");
     assert_eq!(
         error(&text),
-        "/etc/ringress/gw.yaml:1:1: document 1 (Gateway gw): apiVersion: apiVersion networking.istio.io/v2 is not supported; accepted: networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"
+        "/etc/ringress/gw.yaml:1:1: document 1 (Gateway gw): apiVersion: apiVersion networking.istio.io/v2 is not supported for Gateway; accepted: networking.istio.io/v1, networking.istio.io/v1beta1, networking.istio.io/v1alpha3"
     );
     for v in API_VERSIONS {
         let text = gateway(HTTP_SERVER).replace("networking.istio.io/v1\n", &format!("{v}\n"));
@@ -1408,4 +1408,146 @@ fn crlf_line_ends_and_byte_order_mark() {
     assert_eq!(load_ok(&text).gateways.len(), 1);
     let text = format!("\u{feff}---\n{}", gateway(HTTP_SERVER));
     assert_eq!(load_ok(&text).gateways[0].origin.document, 1);
+}
+
+/// The JWT policy of the "Securing Gateways with HTTPS" walkthrough, as written there.
+const SEED_POLICY: &str = r#"apiVersion: "authentication.istio.io/v1alpha1"
+kind: "Policy"
+metadata:
+  name: "ingressgateway"
+  namespace: istio-system
+spec:
+  targets:
+  - name: istio-ingressgateway
+  origins:
+  - jwt:
+      issuer: "testing@secure.istio.io"
+      jwksUri: "https://raw.githubusercontent.com/istio/istio/release-1.0/security/tools/jwt/samples/jwks.json"
+  principalBinding: USE_ORIGIN
+"#;
+
+#[test]
+fn the_walkthrough_policy_loads() {
+    let config = load_ok(SEED_POLICY);
+    let policy = config.origin_policy.unwrap();
+    assert!(policy.use_origin);
+    assert!(!policy.optional);
+    let provider = &policy.origins[0].provider;
+    assert_eq!(provider.issuer, "testing@secure.istio.io");
+    assert_eq!(
+        provider.keys,
+        JwksSource::Uri(
+            "https://raw.githubusercontent.com/istio/istio/release-1.0/security/tools/jwt/samples/jwks.json".into()
+        )
+    );
+    assert_eq!(
+        provider.locations,
+        [
+            TokenLocation::Header {
+                name: "authorization".into(),
+                prefix: "Bearer ".into()
+            },
+            TokenLocation::Param("access_token".into()),
+        ]
+    );
+}
+
+fn request_authentication(rules: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1beta1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\nspec:\n  selector:\n    matchLabels:\n      istio: ingressgateway\n  jwtRules:\n{rules}"
+    )
+}
+
+#[test]
+fn request_authentication_fields_load() {
+    let config = load_ok(&request_authentication(
+        "  - issuer: https://accounts.example.com\n    audiences: [app]\n    fromHeaders:\n    - name: X-Token\n      prefix: 'Token '\n    fromParams: [tok]\n    fromCookies: [session]\n    outputPayloadToHeader: x-jwt-payload\n    outputClaimToHeaders:\n    - header: X-Sub\n      claim: sub\n    forwardOriginalToken: true\n    timeout: 2s\n",
+    ));
+    let rule = &config.request_authentications[0].rules[0];
+    assert_eq!(
+        rule.keys,
+        JwksSource::Discovery(
+            "https://accounts.example.com/.well-known/openid-configuration".into()
+        )
+    );
+    assert_eq!(rule.audiences, ["app"]);
+    assert_eq!(
+        rule.locations,
+        [
+            TokenLocation::Header {
+                name: "x-token".into(),
+                prefix: "Token ".into()
+            },
+            TokenLocation::Param("tok".into()),
+            TokenLocation::Cookie("session".into()),
+        ]
+    );
+    assert_eq!(
+        rule.output_payload_to_header.as_deref(),
+        Some("x-jwt-payload")
+    );
+    assert_eq!(
+        rule.output_claim_to_headers,
+        [("x-sub".to_owned(), "sub".to_owned())]
+    );
+    assert!(rule.forward_original_token);
+    assert_eq!(rule.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn authentication_mistakes_name_the_field() {
+    let cases = [
+        (
+            "  - jwksUri: https://k.example.com/jwks\n",
+            "spec.jwtRules[0].issuer: required field is missing",
+        ),
+        (
+            "  - issuer: a\n    jwksUri: https://k.example.com/jwks\n    jwks: '{}'\n",
+            "spec.jwtRules[0]: jwksUri and jwks are exclusive; use one",
+        ),
+        (
+            "  - issuer: a\n    jwks: '{\"keys\": []}'\n",
+            "spec.jwtRules[0].jwks: invalid value (inline key set): Jwks doesn't have any valid public key",
+        ),
+        (
+            "  - issuer: a\n    jwksUri: ftp://k.example.com/jwks\n",
+            "spec.jwtRules[0].jwksUri: invalid value \"ftp://k.example.com/jwks\": expected an https:// (or http://) URL",
+        ),
+        (
+            "  - issuer: testing@secure.istio.io\n",
+            "spec.jwtRules[0]: without jwksUri or jwks the keys are found through the issuer's OpenID discovery document",
+        ),
+        (
+            "  - issuer: a\n    jwksUri: https://k.example.com/jwks\n    timeout: 0s\n",
+            "spec.jwtRules[0].timeout: invalid value \"0s\": expected a duration above 0s",
+        ),
+        (
+            "  - issuer: a\n    jwksUri: https://k.example.com/jwks\n  - issuer: a\n    jwksUri: https://k.example.com/jwks\n",
+            "issuer \"a\" is already declared by",
+        ),
+    ];
+    for (rules, want) in cases {
+        let e = error(&request_authentication(rules));
+        assert!(e.contains(want), "{rules}\n{e}");
+    }
+    let peers = SEED_POLICY.replace(
+        "  principalBinding",
+        "  peers:\n  - mtls: {}\n  principalBinding",
+    );
+    assert!(error(&peers).contains("peers"), "{}", error(&peers));
+    let two = format!(
+        "{SEED_POLICY}---\n{}",
+        SEED_POLICY.replace("\"ingressgateway\"", "other")
+    );
+    assert!(
+        error(&two).contains("one authentication Policy"),
+        "{}",
+        error(&two)
+    );
+    let binding = SEED_POLICY.replace("USE_ORIGIN", "USE_BOTH");
+    assert!(
+        error(&binding).contains("expected USE_PEER or USE_ORIGIN"),
+        "{}",
+        error(&binding)
+    );
 }

@@ -11,9 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod auth;
+
 use super::duration::parse_duration;
 use super::error::{Issue, Problem};
 use super::file::*;
+use super::file_auth::*;
 use super::model::*;
 use super::yaml::{Ctx, Document, Node, NodeDe, Path, Value};
 
@@ -37,6 +40,20 @@ pub(crate) const MAX_HOST_LEN: usize = 253;
 
 /// Largest regular expression program (bytes) a match may compile to.
 pub(crate) const MAX_REGEX_SIZE: usize = 1 << 20;
+
+/// The apiVersions of the end-user authentication kinds.
+pub(crate) const SECURITY_API_VERSIONS: &[&str] =
+    &["security.istio.io/v1", "security.istio.io/v1beta1"];
+pub(crate) const AUTHENTICATION_API_VERSIONS: &[&str] = &["authentication.istio.io/v1alpha1"];
+
+/// The apiVersions ringress reads `kind` under.
+fn api_versions(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "RequestAuthentication" => SECURITY_API_VERSIONS,
+        "Policy" => AUTHENTICATION_API_VERSIONS,
+        _ => API_VERSIONS,
+    }
+}
 
 /// Redirect codes Istio accepts in `redirectCode`.
 const REDIRECT_CODES: &[i64] = &[301, 302, 303, 307, 308];
@@ -175,6 +192,12 @@ pub(crate) fn validate(docs: &[Document], source: &FsPath) -> Result<Config, Vec
                 .into_iter()
                 .map(|(_, d)| d)
                 .collect(),
+            request_authentications: objects
+                .request_authentications
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect(),
+            origin_policy: objects.origin_policies.into_iter().map(|(_, p)| p).next(),
         })
     } else {
         // Stable: issues of one document stay in the order they were found.
@@ -211,6 +234,8 @@ struct Objects {
     virtual_services: Vec<(usize, VirtualService)>,
     service_entries: Vec<(usize, ServiceEntry)>,
     destination_rules: Vec<(usize, DestinationRule)>,
+    request_authentications: Vec<(usize, RequestAuthentication)>,
+    origin_policies: Vec<(usize, OriginPolicy)>,
 }
 
 fn root() -> Path {
@@ -279,7 +304,14 @@ impl Check<'_, '_> {
                 self.err(&root().key("kind"), Problem::Missing);
                 return;
             }
-            Some(k @ ("Gateway" | "VirtualService" | "ServiceEntry" | "DestinationRule")) => k,
+            Some(
+                k @ ("Gateway"
+                | "VirtualService"
+                | "ServiceEntry"
+                | "DestinationRule"
+                | "RequestAuthentication"
+                | "Policy"),
+            ) => k,
             Some(other) => {
                 self.err(
                     &root().key("kind"),
@@ -293,11 +325,15 @@ impl Check<'_, '_> {
                 self.err(&root().key("apiVersion"), Problem::Missing);
                 return;
             }
-            Some(v) if API_VERSIONS.contains(&v) => {}
+            Some(v) if api_versions(kind).contains(&v) => {}
             Some(other) => {
                 self.err(
                     &root().key("apiVersion"),
-                    Problem::UnsupportedApiVersion(other.to_owned()),
+                    Problem::UnsupportedApiVersion {
+                        version: other.to_owned(),
+                        kind: kind.to_owned(),
+                        accepted: api_versions(kind),
+                    },
                 );
                 return;
             }
@@ -357,6 +393,20 @@ impl Check<'_, '_> {
                     && let Some(se) = self.service_entry(raw, origin, name)
                 {
                     objects.service_entries.push((position, se));
+                }
+            }
+            "RequestAuthentication" => {
+                if let Some(raw) = self.read::<FileRequestAuthenticationSpec>(spec_node, spec())
+                    && let Some(ra) = self.request_authentication(raw, origin)
+                {
+                    objects.request_authentications.push((position, ra));
+                }
+            }
+            "Policy" => {
+                if let Some(raw) = self.read::<FilePolicySpec>(spec_node, spec())
+                    && let Some(policy) = self.origin_policy(raw, origin)
+                {
+                    objects.origin_policies.push((position, policy));
                 }
             }
             _ => {
@@ -1781,6 +1831,7 @@ fn valid_host_name(h: &str) -> bool {
 
 fn cross_checks(report: &mut Report<'_>, infos: &[DocInfo<'_>], objects: &Objects) {
     duplicate_names(report, infos);
+    auth::cross_checks(report, infos, objects);
 
     // VirtualService gateways must name Gateways of this file.
     // Names come from the documents, not the validated Gateways, so a Gateway with its

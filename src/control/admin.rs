@@ -444,6 +444,7 @@ fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent
             let (snapshot, config) = status.serving();
             let mut dump = json::config_dump(&config, &snapshot);
             dump["reloads"] = json::reloads(status);
+            dump["jwks"] = json::jwks(&config, &status.keys());
             Response::json(200, &dump)
         }
         "/reload" => reload(events),

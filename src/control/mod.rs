@@ -19,6 +19,7 @@ use signal_hook::iterator::Signals;
 pub use check::check;
 
 use crate::access_log;
+use crate::auth::{self, KeyRing};
 use crate::config;
 use crate::proxy::{self, Settings};
 use crate::shard::{self, ShardDown, ShardHandle, ShardOptions};
@@ -84,6 +85,8 @@ pub struct RunOptions {
     /// `--access-log` and `--access-log-format`.
     pub access_log: access_log::Target,
     pub access_log_format: access_log::Format,
+    /// How often remote JWT key sets are fetched again (`--jwks-refresh-interval`).
+    pub jwks_refresh: Duration,
 }
 
 /// The admin endpoint's default address (Envoy's, which Istio users know).
@@ -103,6 +106,8 @@ pub(crate) enum ControlEvent {
     Stop { cause: String },
     /// A shard thread ended without a drain: the gateway stops with an error.
     ShardDown(ShardDown),
+    /// Time to fetch the remote JWT key sets again.
+    RefreshKeys,
 }
 
 impl RunOptions {
@@ -120,6 +125,7 @@ impl RunOptions {
             max_connections: None,
             access_log: access_log::Target::Stdout,
             access_log_format: access_log::Format::default(),
+            jwks_refresh: auth::fetch::DEFAULT_REFRESH,
         }
     }
 }
@@ -132,6 +138,8 @@ pub(crate) struct Gateway {
     /// Session-ticket keys by trust setting, kept across reloads so sessions resume
     /// on any shard and after a reload that did not change a server's trust.
     ticketers: tls::Ticketers,
+    /// The JWT key sets the shards verify with, as last fetched.
+    keys: Arc<KeyRing>,
     /// The access log's writer thread, when the log is on.
     access_log: Option<access_log::Writer>,
     /// The configuration of the last reload, when it loaded but did not build (a
@@ -158,6 +166,8 @@ fn start(
         1,
     )?);
     probe_listeners(snapshot.listeners.iter().map(|l| l.addr))?;
+    // Before any shard serves, so the first request already has the keys.
+    let keys = Arc::new(auth::fetch::refresh(&config, &KeyRing::default(), false));
     let count = opts.shards.resolve();
     let mut settings = opts.settings;
     settings.limits.max_connections = max_connections(opts.max_connections, count);
@@ -179,6 +189,7 @@ fn start(
                 steer_by_cpu: opts.steer_by_cpu,
                 settings,
                 on_down: on_down.clone(),
+                keys: keys.clone(),
                 access_log: access_log.as_ref().map(access_log::Writer::handle),
             },
             snapshot.clone(),
@@ -195,9 +206,10 @@ fn start(
     let stats = shards.iter().map(|s| s.stats.clone()).collect();
     Ok(Gateway {
         shards,
-        status: Arc::new(Status::new(snapshot, config, stats)),
+        status: Arc::new(Status::new(snapshot, config, stats, keys.clone())),
         opts: opts.clone(),
         ticketers,
+        keys,
         access_log,
         failed: None,
     })
@@ -231,6 +243,9 @@ impl Gateway {
             .map(|l| l.addr)
             .filter(|addr| !current.listeners.iter().any(|l| l.addr == *addr));
         probe_listeners(added)?;
+        // Sources the new configuration adds are fetched now; the others keep theirs.
+        let keys = auth::fetch::refresh(&config, &self.keys, true);
+        self.publish_keys(keys);
         let snapshot = Arc::new(snapshot);
         let lost: Vec<String> = self
             .shards
@@ -247,6 +262,26 @@ impl Gateway {
         log_serving(&snapshot);
         self.status.set_serving(snapshot, config);
         Ok(generation)
+    }
+
+    /// Fetches every remote JWT key set of the configuration served again and hands
+    /// the result to the shards (a failed fetch keeps that source's last keys).
+    pub(crate) fn refresh_keys(&mut self) {
+        let (_, config) = self.status.serving();
+        if auth::fetch::source_urls(&config).is_empty() {
+            return;
+        }
+        let keys = auth::fetch::refresh(&config, &self.keys, false);
+        self.publish_keys(keys);
+    }
+
+    fn publish_keys(&mut self, keys: KeyRing) {
+        let keys = Arc::new(keys);
+        for shard in &self.shards {
+            shard.publish_keys(keys.clone());
+        }
+        self.status.set_keys(keys.clone());
+        self.keys = keys;
     }
 
     /// The files and directories whose changes should trigger a reload: those of the
@@ -393,6 +428,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         None
     };
     let mut gateway = start(&opts, config, &events)?;
+    spawn_key_refresh(opts.jwks_refresh, events.clone())?;
     let _admin = match opts.admin {
         Some(addr) => Some(admin::spawn(addr, gateway.status.clone(), events.clone())?),
         None => None,
@@ -424,6 +460,26 @@ enum Ended {
     /// SIGTERM, SIGINT, or every event sender gone.
     Stopped,
     ShardDown(ShardDown),
+}
+
+/// Asks the control loop to fetch the remote JWT key sets again every `interval`
+/// (a zero interval: never).
+fn spawn_key_refresh(interval: Duration, events: Sender<ControlEvent>) -> anyhow::Result<()> {
+    if interval.is_zero() {
+        return Ok(());
+    }
+    std::thread::Builder::new()
+        .name("ringress-jwks".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                if events.send(ControlEvent::RefreshKeys).is_err() {
+                    break;
+                }
+            }
+        })
+        .context("cannot start the JWKS refresh thread")?;
+    Ok(())
 }
 
 /// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
@@ -467,6 +523,7 @@ fn serve_events(
         let mut replies = Vec::new();
         let mut stop = None;
         let mut down = None;
+        let mut refresh = false;
         for event in std::iter::once(event).chain(inbox.try_iter()) {
             match event {
                 ControlEvent::Reload { cause, reply } => {
@@ -475,6 +532,7 @@ fn serve_events(
                 }
                 ControlEvent::Stop { cause } => stop = Some(cause),
                 ControlEvent::ShardDown(shard) => down = Some(shard),
+                ControlEvent::RefreshKeys => refresh = true,
             }
         }
         if let Some(shard) = down {
@@ -496,6 +554,13 @@ fn serve_events(
                 let _ = reply.send(Err("ringress is stopping".into()));
             }
             return Ended::Stopped;
+        }
+        if causes.is_empty() {
+            // Only the refresh timer: a reload fetches what it needs itself.
+            if refresh {
+                gateway.refresh_keys();
+            }
+            continue;
         }
         let cause = causes.join(", ");
         let outcome = gateway.reload().map_err(|e| format!("{e:#}"));

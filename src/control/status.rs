@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use crate::auth::KeyRing;
 use crate::config::Config;
 use crate::shard::ShardStats;
 use crate::snapshot::Snapshot;
@@ -34,6 +35,8 @@ pub(crate) struct Status {
     ready: AtomicBool,
     /// Why the gateway is stopping with an error (a shard thread went down).
     failed: Mutex<Option<String>>,
+    /// The JWT key sets the shards verify with.
+    keys: Mutex<Arc<KeyRing>>,
 }
 
 impl Status {
@@ -41,6 +44,7 @@ impl Status {
         snapshot: Arc<Snapshot>,
         config: Arc<Config>,
         shards: Vec<Arc<ShardStats>>,
+        keys: Arc<KeyRing>,
     ) -> Status {
         Status {
             started: SystemTime::now(),
@@ -52,6 +56,7 @@ impl Status {
             last_failure: Mutex::new(None),
             ready: AtomicBool::new(true),
             failed: Mutex::new(None),
+            keys: Mutex::new(keys),
         }
     }
 
@@ -96,6 +101,15 @@ impl Status {
     pub(crate) fn set_failed(&self, reason: String) {
         *lock(&self.failed) = Some(reason);
         self.set_draining();
+    }
+
+    /// The JWT key sets the shards verify with.
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
+        lock(&self.keys).clone()
+    }
+
+    pub(crate) fn set_keys(&self, keys: Arc<KeyRing>) {
+        *lock(&self.keys) = keys;
     }
 
     /// Why the gateway failed, once it has.

@@ -121,6 +121,30 @@ pub(crate) fn direct_response(status: u16, body: &[u8], close: bool, out: &mut V
     out.extend_from_slice(body);
 }
 
+/// A refusal with a `text/plain` body (end-user authentication's answers), and
+/// `www-authenticate` when given.
+pub(crate) fn text_response(
+    status: u16,
+    body: &[u8],
+    www_authenticate: Option<&str>,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    status_line(status, out);
+    out.extend_from_slice(b"content-type: text/plain\r\n");
+    if let Some(challenge) = www_authenticate {
+        out.extend_from_slice(b"www-authenticate: ");
+        out.extend(
+            challenge
+                .bytes()
+                .filter(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+        );
+        out.extend_from_slice(b"\r\n");
+    }
+    end_head(body.len(), close, out);
+    out.extend_from_slice(body);
+}
+
 /// A new random request id in UUID version 4 form (`xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx`),
 /// for `x-request-id` when a client sent none.
 pub(crate) fn new_request_id() -> RequestId {

@@ -49,7 +49,7 @@ pub use error::HttpError;
 pub(crate) use fields::Name as HeaderName;
 pub(crate) use generated::{
     CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
-    redirect_response,
+    redirect_response, text_response,
 };
 pub use path::{PathError, PathNormalization, normalize as normalize_path};
 pub use request::{RequestHead, parse_request, parse_request_into};
@@ -185,6 +185,8 @@ DELETE /d HTTP/1.1\r\nHost: h\r\n\r\n";
                     authority: None,
                     ops: &ops,
                     client_cert: None,
+                    remove: &[],
+                    add: &[],
                 };
                 let mut out = Vec::new();
                 write_upstream_request(&h, &ctx, &mut out);

@@ -38,6 +38,11 @@ pub struct ForwardContext<'a> {
     pub ops: &'a HeaderOps,
     /// The `x-forwarded-client-cert` value from a verified client chain.
     pub client_cert: Option<&'a str>,
+    /// Lower-case names of request headers end-user authentication keeps from the
+    /// upstream (a verified token's header, client-sent claim headers).
+    pub remove: &'a [String],
+    /// Headers end-user authentication adds (claims, the token's payload).
+    pub add: &'a [(String, String)],
 }
 
 /// What the proxy knows about a response beyond its head, for the client rewrite.
@@ -301,7 +306,9 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
             }
             kind if kind.is_hop_by_hop() => {}
             _ => {
-                if forwarded(raw, name, ops) {
+                if forwarded(raw, name, ops)
+                    && !ctx.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+                {
                     header(out, name.as_bytes(), value);
                 }
             }
@@ -344,6 +351,11 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
         header(out, b"x-forwarded-client-cert", cert.as_bytes());
     }
     write_ops(out, ops);
+    for (name, value) in ctx.add {
+        if is_safe_name(name) && is_safe_value(value.as_bytes()) {
+            header(out, name.as_bytes(), value.as_bytes());
+        }
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -509,6 +521,8 @@ mod tests {
             authority: None,
             ops,
             client_cert: None,
+            remove: &[],
+            add: &[],
         }
     }
 

@@ -251,6 +251,8 @@ impl Connection {
             authority: route.rewrite.as_ref().and_then(|r| r.authority.as_deref()),
             ops: &route.headers.request,
             client_cert: self.client.client_identity(),
+            remove: self.auth_edits.as_deref().map_or(&[], |e| &e.remove[..]),
+            add: self.auth_edits.as_deref().map_or(&[], |e| &e.add[..]),
         };
         self.out.clear();
         http::write_upstream_request(head, &ctx, &mut self.out);

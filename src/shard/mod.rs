@@ -41,6 +41,7 @@ pub(crate) use stats::{ShardStats, StatusCounters};
 pub(crate) use stop::StopSignal;
 
 use crate::access_log::{LogHandle, Record, ShardLog};
+use crate::auth::KeyRing;
 use crate::proxy::Settings;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balancer, ClusterId, Pool};
@@ -58,6 +59,8 @@ pub(crate) struct ShardOptions {
     pub(crate) settings: Settings,
     /// Hears the shard thread end without having been told to drain.
     pub(crate) on_down: OnDown,
+    /// The JWT key sets fetched before the shard starts.
+    pub(crate) keys: Arc<KeyRing>,
     /// The access log writer, when the log is on.
     pub(crate) access_log: Option<LogHandle>,
 }
@@ -76,6 +79,8 @@ pub(crate) type OnDown = Arc<dyn Fn(ShardDown) + Send + Sync>;
 pub(crate) enum ShardMessage {
     /// Serve this snapshot from now on (open or close listeners to match it).
     Snapshot(Arc<Snapshot>),
+    /// Verify tokens with these key sets from now on.
+    Keys(Arc<KeyRing>),
     /// Stop accepting, let open connections finish within this time, then end.
     Drain(Duration),
 }
@@ -94,6 +99,11 @@ impl ShardHandle {
     /// ones use it. `false` when the shard thread is gone.
     pub(crate) fn publish(&self, snapshot: Arc<Snapshot>) -> bool {
         self.send(ShardMessage::Snapshot(snapshot))
+    }
+
+    /// Hands the shard newly fetched JWT key sets. `false` when the shard is gone.
+    pub(crate) fn publish_keys(&self, keys: Arc<KeyRing>) -> bool {
+        self.send(ShardMessage::Keys(keys))
     }
 
     /// Asks the shard to drain and end.
@@ -176,6 +186,8 @@ pub(crate) struct ShardContext {
     pub(crate) shards: usize,
     pub(crate) settings: Settings,
     snapshot: RefCell<Arc<Snapshot>>,
+    /// The JWT key sets the control thread fetched last.
+    keys: RefCell<Arc<KeyRing>>,
     pub(crate) pool: RefCell<Pool>,
     balancers: RefCell<Balancers>,
     pub(crate) stats: Arc<ShardStats>,
@@ -206,6 +218,7 @@ impl ShardContext {
         shards: usize,
         settings: Settings,
         snapshot: Arc<Snapshot>,
+        keys: Arc<KeyRing>,
         stats: Arc<ShardStats>,
         access_log: Option<LogHandle>,
     ) -> ShardContext {
@@ -215,6 +228,7 @@ impl ShardContext {
             shards,
             settings,
             snapshot: RefCell::new(snapshot),
+            keys: RefCell::new(keys),
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(balancers),
             stats,
@@ -231,6 +245,11 @@ impl ShardContext {
     /// The newest snapshot this shard has received.
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
+    }
+
+    /// The newest JWT key sets this shard has received.
+    pub(crate) fn keys(&self) -> Arc<KeyRing> {
+        self.keys.borrow().clone()
     }
 
     /// Serves `snapshot` from now on: opens the listeners it adds (the control thread
@@ -392,6 +411,7 @@ fn shard_main(
             opts.shards,
             opts.settings,
             snapshot.clone(),
+            opts.keys.clone(),
             stats,
             opts.access_log.clone(),
         ));
@@ -441,6 +461,7 @@ fn shard_main(
             while let Ok(message) = inbox.try_recv() {
                 match message {
                     ShardMessage::Snapshot(snapshot) => newest = Some(snapshot),
+                    ShardMessage::Keys(keys) => *ctx.keys.borrow_mut() = keys,
                     ShardMessage::Drain(within) => drain = Some(within),
                 }
             }

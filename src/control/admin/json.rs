@@ -8,10 +8,11 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::{KeyRing, KeySet};
 use crate::config::{
-    Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps, HttpRoute, Protocol,
-    Resolution, RouteAction, RouteMatch, Server, ServerTls, ServiceEntry, StringMatch, TlsVersion,
-    VirtualService,
+    Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps, HttpRoute,
+    JwksSource, Protocol, Resolution, RouteAction, RouteMatch, Server, ServerTls, ServiceEntry,
+    StringMatch, TlsVersion, VirtualService,
 };
 use crate::control::status::{ReloadRecord, Status};
 use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
@@ -251,6 +252,52 @@ pub(super) fn config_dump(config: &Config, snapshot: &Snapshot) -> Value {
         "service_entries": config.service_entries.iter().map(|se| service_entry(se, snapshot)).collect::<Vec<_>>(),
         "destination_rules": config.destination_rules.iter().map(destination_rule).collect::<Vec<_>>(),
     })
+}
+
+/// The `jwks` section of `/config_dump`: each JWT provider's issuer and where its
+/// keys come from, and for remote sources the key ids loaded, when the last fetch
+/// succeeded and the last error.
+pub(super) fn jwks(config: &Config, ring: &KeyRing) -> Value {
+    let time = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| rfc3339(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+    };
+    let rules = config
+        .request_authentications
+        .iter()
+        .flat_map(|ra| ra.rules.iter());
+    let origins = config
+        .origin_policy
+        .iter()
+        .flat_map(|p| p.origins.iter().map(|o| &o.provider));
+    rules
+        .chain(origins)
+        .map(|rule| {
+            let mut provider = json!({
+                "issuer": rule.issuer,
+                "origin": format!("{} {}", rule.origin, rule.path),
+                "audiences": rule.audiences,
+            });
+            match &rule.keys {
+                JwksSource::Inline(text) => {
+                    provider["source"] = json!("inline");
+                    provider["kids"] =
+                        json!(KeySet::parse(text).map(|k| k.kids()).unwrap_or_default());
+                }
+                remote => {
+                    let url = remote.url().unwrap_or_default();
+                    let state = ring.sources.get(url);
+                    provider["source"] = json!(url);
+                    provider["jwks_uri"] = json!(state.and_then(|s| s.jwks_uri.clone()));
+                    provider["kids"] = json!(state.and_then(|s| s.keys.as_ref()).map(|k| k.kids()));
+                    provider["last_success"] = json!(time(state.and_then(|s| s.last_success)));
+                    provider["last_attempt"] = json!(time(state.and_then(|s| s.last_attempt)));
+                    provider["last_error"] = json!(state.and_then(|s| s.last_error.clone()));
+                }
+            }
+            provider
+        })
+        .collect()
 }
 
 /// The `reloads` section of `/config_dump`: the counts, the last attempt and the last

@@ -132,7 +132,12 @@ fn fixture() -> Fixture {
         Arc::new(ShardStats::default()),
         Arc::new(ShardStats::default()),
     ];
-    let status = Arc::new(Status::new(Arc::new(snapshot), Arc::new(config), shards));
+    let status = Arc::new(Status::new(
+        Arc::new(snapshot),
+        Arc::new(config),
+        shards,
+        Arc::default(),
+    ));
     let (events, inbox) = crossbeam_channel::unbounded();
     let admin = spawn("127.0.0.1:0".parse().unwrap(), status.clone(), events).unwrap();
     Fixture {
