@@ -14,8 +14,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 
-const DEMO_JWT: &str = include_str!("../../shared/reference/jwt/demo.jwt");
-const JWKS: &str = include_str!("../../shared/reference/jwt/jwks.json");
+/// Istio's sample token and key set (`security/tools/jwt/samples/`), kept in the
+/// repository byte for byte as the walkthrough downloads them.
+const DEMO_JWT: &str = include_str!("../src/auth/testdata/demo.jwt");
+const JWKS: &str = include_str!("../src/auth/testdata/jwks.json");
 const ISSUER: &str = "testing@secure.istio.io";
 const KID: &str = "DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ";
 
