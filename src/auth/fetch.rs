@@ -23,15 +23,7 @@ const MAX_DOCUMENT: u64 = 1 << 20;
 /// One remote source of `config` and the longest any of its rules lets a fetch take.
 fn sources(config: &Config) -> BTreeMap<String, (bool, Duration)> {
     let mut out: BTreeMap<String, (bool, Duration)> = BTreeMap::new();
-    let rules = config
-        .request_authentications
-        .iter()
-        .flat_map(|ra| ra.rules.iter());
-    let origins = config
-        .origin_policy
-        .iter()
-        .flat_map(|p| p.origins.iter().map(|o| &o.provider));
-    for rule in rules.chain(origins) {
+    for rule in config.jwt_providers() {
         let (url, discovery) = match &rule.keys {
             JwksSource::Uri(u) => (u, false),
             JwksSource::Discovery(u) => (u, true),

@@ -9,6 +9,7 @@
 use jsonwebtoken::Algorithm;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use serde::Deserialize as _;
 
 /// One usable key.
 pub(crate) struct Key {
@@ -158,7 +159,7 @@ impl KeySet {
 }
 
 fn usable_key(value: &serde_json::Value) -> Option<Key> {
-    let jwk: Jwk = serde_json::from_value(value.clone()).ok()?;
+    let jwk = Jwk::deserialize(value).ok()?;
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return None;
     }

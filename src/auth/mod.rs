@@ -78,22 +78,16 @@ impl Provider {
         self.inline.as_ref().or_else(|| ring.keys(&self.rule.keys))
     }
 
-    /// A token of this provider's issuer, checked in Envoy's order.
-    fn verify<'t>(
-        &self,
-        token: &'t str,
-        ring: &KeyRing,
-        now: u64,
-    ) -> Result<jwt::Parsed<'t>, JwtError> {
-        let parsed = jwt::parse(token)?;
+    /// A parsed token checked against this provider in Envoy's order: issuer, time,
+    /// audiences, signature.
+    fn verify(&self, parsed: &jwt::Parsed<'_>, ring: &KeyRing, now: u64) -> Result<(), JwtError> {
         if parsed.issuer.as_deref() != Some(self.rule.issuer.as_str()) {
             return Err(JwtError::UnknownIssuer);
         }
         parsed.check_time(now)?;
         parsed.check_audiences(&self.rule.audiences)?;
         let keys = self.keys(ring).ok_or(JwtError::JwksFetchFail)?;
-        parsed.check_signature(keys)?;
-        Ok(parsed)
+        parsed.check_signature(keys)
     }
 }
 
@@ -237,21 +231,21 @@ impl Authn {
             }
         }
         for (location, token) in seen {
+            let parsed = jwt::parse(token).map_err(|e| jwt_denial(e, req))?;
             // The provider of the token's issuer among those reading this location.
-            let issuer = jwt::parse(token).ok().and_then(|p| p.issuer);
             let provider = self
                 .providers
                 .iter()
                 .filter(|p| p.rule.locations.contains(location))
-                .find(|p| Some(&p.rule.issuer) == issuer.as_ref())
+                .find(|p| parsed.issuer.as_ref() == Some(&p.rule.issuer))
                 .or_else(|| {
                     self.providers
                         .iter()
                         .find(|p| p.rule.locations.contains(location))
                 });
             let Some(provider) = provider else { continue };
-            let parsed = provider
-                .verify(token, ring, now)
+            provider
+                .verify(&parsed, ring, now)
                 .map_err(|e| jwt_denial(e, req))?;
             if passed.principal.is_none() {
                 passed.principal = Some(parsed.principal());
@@ -298,7 +292,9 @@ impl Origins {
             triggered = true;
             for location in &provider.rule.locations {
                 for token in tokens(req, location) {
-                    if let Ok(parsed) = provider.verify(token, ring, now) {
+                    if let Ok(parsed) = jwt::parse(token)
+                        && provider.verify(&parsed, ring, now).is_ok()
+                    {
                         return Ok(self.use_origin.then(|| parsed.principal()));
                     }
                 }

@@ -393,6 +393,22 @@ pub struct ConnectionPool {
     pub h2_upgrade: Option<bool>,
 }
 
+impl Config {
+    /// Every JWT provider the configuration declares: the `RequestAuthentication`
+    /// rules, then the v1alpha1 Policy's origins.
+    pub fn jwt_providers(&self) -> impl Iterator<Item = &JwtProvider> {
+        let rules = self
+            .request_authentications
+            .iter()
+            .flat_map(|ra| ra.rules.iter());
+        let origins = self
+            .origin_policy
+            .iter()
+            .flat_map(|p| p.origins.iter().map(|o| &o.provider));
+        rules.chain(origins)
+    }
+}
+
 /// Where a JWT provider's keys come from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum JwksSource {

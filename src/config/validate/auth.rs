@@ -379,7 +379,7 @@ impl Check<'_, '_> {
 /// Checks across the authentication documents: one v1alpha1 Policy per gateway, and
 /// an issuer declared once.
 pub(super) fn cross_checks(report: &mut Report<'_>, infos: &[DocInfo<'_>], objects: &Objects) {
-    for (pos, policy) in objects.origin_policies.iter().skip(1) {
+    for (pos, _) in objects.origin_policies.iter().skip(1) {
         report.add(
             &infos[*pos],
             &root().key("kind"),
@@ -388,7 +388,6 @@ pub(super) fn cross_checks(report: &mut Report<'_>, infos: &[DocInfo<'_>], objec
                 objects.origin_policies[0].1.origin
             )),
         );
-        let _ = policy;
     }
     let mut seen: BTreeMap<&str, &JwtProvider> = BTreeMap::new();
     for (pos, ra) in &objects.request_authentications {

@@ -262,16 +262,8 @@ pub(super) fn jwks(config: &Config, ring: &KeyRing) -> Value {
         t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| rfc3339(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
     };
-    let rules = config
-        .request_authentications
-        .iter()
-        .flat_map(|ra| ra.rules.iter());
-    let origins = config
-        .origin_policy
-        .iter()
-        .flat_map(|p| p.origins.iter().map(|o| &o.provider));
-    rules
-        .chain(origins)
+    config
+        .jwt_providers()
         .map(|rule| {
             let mut provider = json!({
                 "issuer": rule.issuer,
