@@ -80,11 +80,14 @@ impl Pipe {
         if state.flooded {
             return;
         }
+        let mut data = data;
         if let Some(guard) = &mut state.guard
-            && guard.scan(data, uring::now)
+            && let Some(before) = guard.scan(data, uring::now)
         {
+            // `h2` reads up to the flood, so a connection flooded from its first
+            // bytes still completes the handshake and is sent GOAWAY.
             state.flooded = true;
-            return;
+            data = &data[..before];
         }
         if state.first.len() < 3 {
             let want = (3 - state.first.len()).min(data.len());

@@ -34,7 +34,8 @@ fn any_host_config(pki: &pki::Pki, port: u16, upstream: std::net::SocketAddr) ->
 /// A gateway in a [`TempDir`] serving [`any_host_config`] on a free port to an
 /// [`httpbin`], started with `extra` arguments: what a test keeps of it. Destructure it
 /// naming every field: one left to `..` is dropped at once (the directory with the
-/// certificates, the upstream).
+/// certificates, the upstream). `_dir` comes first there, so that it is dropped last:
+/// a failing test's gateway prints its log from it.
 struct AnyHost {
     _dir: TempDir,
     _upstream: httpbin::Httpbin,
@@ -233,10 +234,10 @@ fn a_rapid_reset_attack_gets_goaway_and_others_are_still_served() {
     require("curl");
     require_python_module("h2");
     let AnyHost {
+        _dir,
         pki,
         port,
         mut gw,
-        _dir,
         _upstream,
     } = start_any_host("h2-reset", &[]);
     let out = h2_peer(&["rapid-reset", &port.to_string(), "2000"]);
@@ -259,10 +260,10 @@ fn a_window_never_opened_resets_the_stream_after_the_idle_timeout() {
     require("curl");
     require_python_module("h2");
     let AnyHost {
+        _dir,
         pki,
         port,
         mut gw,
-        _dir,
         _upstream,
     } = start_any_host("h2-window", &["--idle-timeout", "1"]);
     let peer = std::thread::spawn(move || h2_peer(&["shut-window", &port.to_string()]));
@@ -283,10 +284,10 @@ fn a_window_never_opened_resets_the_stream_after_the_idle_timeout() {
 fn an_idle_connection_gets_goaway_after_the_keepalive_timeout() {
     require_python_module("h2");
     let AnyHost {
+        _dir,
         pki: _,
         port,
         gw: _gw,
-        _dir,
         _upstream,
     } = start_any_host("h2-idle", &["--keepalive-timeout", "1"]);
     let started = std::time::Instant::now();
@@ -421,10 +422,10 @@ fn a_continuation_flood_gets_goaway_and_others_are_still_served() {
     require("curl");
     require_python_module("h2");
     let AnyHost {
+        _dir,
         pki,
         port,
         mut gw,
-        _dir,
         _upstream,
     } = start_any_host("h2-continuation", &[]);
     let out = h2_peer(&["continuation-flood", &port.to_string(), "5000"]);
@@ -457,10 +458,10 @@ fn ping_settings_and_empty_data_floods_get_goaway_and_others_are_served() {
     require("curl");
     require_python_module("h2");
     let AnyHost {
+        _dir,
         pki,
         port,
         mut gw,
-        _dir,
         _upstream,
     } = start_any_host("h2-floods", &[]);
     let rss_before = gw.peak_rss_kib();
@@ -492,10 +493,10 @@ fn a_client_that_never_finishes_its_preface_is_closed_at_the_header_timeout() {
     require_python_module("h2");
     // The gateway's header timeout is HEADER_TIMEOUT_SECS (2 s).
     let AnyHost {
+        _dir,
         pki: _,
         port,
         gw: _gw,
-        _dir,
         _upstream,
     } = start_any_host("h2-preface", &[]);
     let out = h2_peer(&["stalled-preface", &port.to_string()]);

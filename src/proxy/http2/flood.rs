@@ -56,23 +56,25 @@ impl Default for FloodGuard {
 }
 
 impl FloodGuard {
-    /// Reads `data`, the next plaintext from the client; whether the connection is
-    /// over its budget. `now` is asked only when the count passes the budget.
-    pub(crate) fn scan(&mut self, mut data: &[u8], now: impl Fn() -> Instant) -> bool {
-        let pass = self.preface.min(data.len());
-        self.preface -= pass;
-        data = &data[pass..];
-        while !data.is_empty() {
+    /// Reads `data`, the next plaintext from the client. `Some(n)` once the
+    /// connection is over its budget: `n` bytes of `data` came before the frame
+    /// that broke it (what `h2` still reads: the preface and the first frames, so
+    /// that even a flood in the connection's first read is answered with GOAWAY).
+    /// `now` is asked only when the count passes the budget.
+    pub(crate) fn scan(&mut self, data: &[u8], now: impl Fn() -> Instant) -> Option<usize> {
+        let mut at = self.preface.min(data.len());
+        self.preface -= at;
+        while at < data.len() {
             if self.skip > 0 {
-                let pass = self.skip.min(data.len());
+                let pass = self.skip.min(data.len() - at);
                 self.skip -= pass;
-                data = &data[pass..];
+                at += pass;
                 continue;
             }
-            let take = (9 - self.have).min(data.len());
-            self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+            let take = (9 - self.have).min(data.len() - at);
+            self.header[self.have..self.have + take].copy_from_slice(&data[at..at + take]);
             self.have += take;
-            data = &data[take..];
+            at += take;
             if self.have < 9 {
                 break;
             }
@@ -90,10 +92,11 @@ impl FloodGuard {
                 _ => false,
             };
             if control && self.over_budget(&now) {
-                return true;
+                // The frame's header may have begun in an earlier read.
+                return Some(at.saturating_sub(9));
             }
         }
-        false
+        None
     }
 
     fn over_budget(&mut self, now: &impl Fn() -> Instant) -> bool {
@@ -152,14 +155,18 @@ mod tests {
         for split in [1, 7, 9, 17, 4096] {
             let mut guard = FloodGuard::default();
             for piece in wire.chunks(split) {
-                assert!(!guard.scan(piece, || start), "split {split}");
+                assert_eq!(guard.scan(piece, || start), None, "split {split}");
             }
-            assert!(guard.scan(&ping(), || start), "split {split}");
+            assert_eq!(guard.scan(&ping(), || start), Some(0), "split {split}");
             // A request starts the count again.
             let mut guard = FloodGuard::default();
             guard.scan(&wire, || start);
             guard.scan(&frame(TYPE_HEADERS, 0x5, &[0x82]), || start);
-            assert!(!guard.scan(&ping().repeat(10), || start), "split {split}");
+            assert_eq!(
+                guard.scan(&ping().repeat(10), || start),
+                None,
+                "split {split}"
+            );
         }
     }
 
@@ -172,12 +179,29 @@ mod tests {
         };
         let pings = ping().repeat(BUDGET as usize);
         let mut guard = fresh();
-        assert!(!guard.scan(&pings, || start));
-        assert!(guard.scan(&ping(), || start + WINDOW / 2));
+        assert_eq!(guard.scan(&pings, || start), None);
+        assert_eq!(guard.scan(&ping(), || start + WINDOW / 2), Some(0));
         let mut guard = fresh();
-        assert!(!guard.scan(&pings, || start));
-        assert!(!guard.scan(&ping(), || start + WINDOW));
-        assert!(!guard.scan(&ping().repeat(BUDGET as usize - 1), || start + WINDOW));
-        assert!(guard.scan(&ping(), || start + WINDOW));
+        assert_eq!(guard.scan(&pings, || start), None);
+        assert_eq!(guard.scan(&ping(), || start + WINDOW), None);
+        assert_eq!(
+            guard.scan(&ping().repeat(BUDGET as usize - 1), || start + WINDOW),
+            None
+        );
+        assert_eq!(guard.scan(&ping(), || start + WINDOW), Some(0));
+    }
+
+    #[test]
+    fn a_flood_in_the_first_read_leaves_the_preface_and_the_frames_before_it() {
+        let mut wire = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        wire.extend(frame(TYPE_SETTINGS, 0, &[0, 4, 0, 0, 255, 255]));
+        let before = wire.len() + (BUDGET as usize - 1) * ping().len();
+        wire.extend(ping().repeat(BUDGET as usize + 50));
+        let start = Instant::now();
+        assert_eq!(FloodGuard::default().scan(&wire, || start), Some(before));
+        // Split inside the breaking frame's header: what this read holds of it stays.
+        let mut guard = FloodGuard::default();
+        assert_eq!(guard.scan(&wire[..before + 4], || start), None);
+        assert_eq!(guard.scan(&wire[before + 4..], || start), Some(0));
     }
 }
