@@ -80,6 +80,12 @@ enum Command {
         /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
         #[arg(long, default_value = "BASE")]
         path_normalization: PathNormalization,
+        /// Proxies in front of the gateway that append the client's address to
+        /// `x-forwarded-for` (Istio's `numTrustedProxies`): AuthorizationPolicy's
+        /// `remoteIpBlocks` and `remote.ip` read the address that many entries from the
+        /// header's right end; 0 reads the connection's peer.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=32))]
+        trusted_proxies: u8,
         /// Client connections one shard serves at once; more are reset at accept
         /// (default: what the open-file limit allows, at most 16384).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
@@ -150,6 +156,7 @@ fn main() -> ExitCode {
             no_watch,
             tls_record_layer,
             path_normalization,
+            trusted_proxies,
             max_connections,
             max_connections_per_client,
             http2_max_concurrent_streams,
@@ -164,6 +171,7 @@ fn main() -> ExitCode {
                 },
                 record_layer: tls_record_layer,
                 path_normalization,
+                trusted_proxies,
                 limits: ConnectionLimits {
                     max_connections: DEFAULT_MAX_CONNECTIONS,
                     max_connections_per_client: max_connections_per_client.map(|n| n as usize),

@@ -34,7 +34,7 @@ pub(crate) use error::{ProxyError, Side};
 pub(crate) use http2::FloodGuard;
 
 use crate::access_log::{Field, Record};
-use crate::auth::{AuthRequest, HeaderEdits};
+use crate::auth::{self, AuthRequest, AuthzRequest, HeaderEdits};
 use crate::buffers;
 use crate::http::{self, RequestHead};
 use crate::route::{self, Action, RouteRequest};
@@ -52,6 +52,9 @@ pub struct Settings {
     pub record_layer: RecordLayer,
     pub path_normalization: http::PathNormalization,
     pub limits: ConnectionLimits,
+    /// Proxies in front of the gateway that append to `x-forwarded-for`
+    /// (`--trusted-proxies`, Istio's `numTrustedProxies`): where `remote.ip` is read.
+    pub trusted_proxies: u8,
 }
 
 /// Caps on client connections (`--max-connections`, `--max-connections-per-client`,
@@ -244,6 +247,17 @@ async fn start(
         record: None,
         auth_edits: None,
     })
+}
+
+/// A request refused by authentication or authorization, as answered.
+struct Refusal {
+    status: u16,
+    body: &'static str,
+    www_authenticate: Option<String>,
+    /// The outcome's label, the access log's details unless `details` says more.
+    reason: &'static str,
+    /// Envoy's details naming the RBAC policy that refused.
+    details: Option<String>,
 }
 
 /// What to do after a request has been answered.
@@ -483,39 +497,22 @@ impl Connection {
         }
         let scheme = self.client.scheme();
         self.auth_edits = None;
-        if let Some(authn) = &snapshot.authn {
-            let authority = head
-                .target_authority()
-                .map(str::as_bytes)
-                .or(head.header_of(http::HeaderName::Host))
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .unwrap_or_default();
-            let req = AuthRequest {
-                head: &head,
-                path,
-                scheme,
-                host: authority,
-            };
-            match authn.check(&req, &self.ctx.keys()) {
-                Ok(passed) => {
-                    let edits = passed.edits;
-                    if edits != HeaderEdits::default() {
-                        self.auth_edits = Some(Box::new(edits));
-                    }
-                }
-                Err(denial) => {
-                    self.out.clear();
-                    http::text_response(
-                        denial.status,
-                        denial.body.as_bytes(),
-                        denial.www_authenticate.as_deref(),
-                        close,
-                        &mut self.out,
-                    );
-                    self.answered_locally(denial.status, None, denial.reason);
-                    return self.respond_locally(head.len(), close).await;
-                }
+        if (snapshot.authn.is_some() || snapshot.authz.is_some())
+            && let Err(refusal) = self.authorize(snapshot, &head, path, scheme)
+        {
+            self.out.clear();
+            http::text_response(
+                refusal.status,
+                refusal.body.as_bytes(),
+                refusal.www_authenticate.as_deref(),
+                close,
+                &mut self.out,
+            );
+            self.answered_locally(refusal.status, None, refusal.reason);
+            if let (Some(record), Some(details)) = (self.record.as_deref_mut(), refusal.details) {
+                record.set(Field::Details, details.as_bytes());
             }
+            return self.respond_locally(head.len(), close).await;
         }
         let headers = HeadHeaders(&head);
         let request = RouteRequest {
@@ -570,6 +567,95 @@ impl Connection {
         route.stats.count(status);
         self.answered_locally(status, None, details);
         self.respond_locally(head.len(), close).await
+    }
+
+    /// End-user authentication, then authorization, of a request about to be routed:
+    /// `Ok` with the header changes kept for forwarding, or the refusal to answer.
+    /// Outcomes are counted; the access log gets the request's principal.
+    fn authorize(
+        &mut self,
+        snapshot: &Snapshot,
+        head: &RequestHead,
+        path: &str,
+        scheme: &'static str,
+    ) -> Result<(), Refusal> {
+        let authority = head
+            .target_authority()
+            .map(str::as_bytes)
+            .or(head.header_of(http::HeaderName::Host))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .unwrap_or_default();
+        let stats = &self.ctx.stats;
+        let mut token = None;
+        if let Some(authn) = &snapshot.authn {
+            let req = AuthRequest {
+                head,
+                path,
+                scheme,
+                host: authority,
+            };
+            let checked = authn.check(&req, &self.ctx.keys(), &mut self.ctx.tokens.borrow_mut());
+            match checked {
+                Ok(passed) => {
+                    stats.count_authn(passed.outcome());
+                    if passed.edits != HeaderEdits::default() {
+                        self.auth_edits = Some(Box::new(passed.edits));
+                    }
+                    token = passed.token;
+                }
+                Err(denial) => {
+                    stats.count_authn(denial.reason);
+                    return Err(Refusal {
+                        status: denial.status,
+                        body: denial.body,
+                        www_authenticate: denial.www_authenticate,
+                        reason: denial.reason,
+                        details: None,
+                    });
+                }
+            }
+        }
+        if let (Some(record), Some(token)) = (self.record.as_deref_mut(), &token) {
+            record.set(Field::RequestPrincipal, token.principal.as_bytes());
+        }
+        let Some(authz) = &snapshot.authz else {
+            return Ok(());
+        };
+        let local = self.local_addr();
+        let (client_cert, sni) = self.client.identity_and_server_name();
+        let req = AuthzRequest {
+            head,
+            path,
+            host: authority,
+            peer: self.peer.ip(),
+            local,
+            port: self.port,
+            sni,
+            client_cert,
+            token: token.as_deref(),
+            trusted_proxies: self.ctx.settings.trusted_proxies,
+        };
+        match authz.check(&req) {
+            Ok(allowed) => {
+                stats.count_authz(auth::authz::ALLOWED);
+                for rule in allowed.audited {
+                    stats.count_authz(auth::authz::AUDITED);
+                    tracing::debug!(peer = %self.peer, rule, "AUDIT policy matched");
+                }
+                Ok(())
+            }
+            Err(refused) => {
+                stats.count_authz(refused.label());
+                tracing::debug!(peer = %self.peer, details = %refused.details(), "RBAC: access denied");
+                Err(Refusal {
+                    status: 403,
+                    body: auth::authz::ACCESS_DENIED,
+                    www_authenticate: None,
+                    reason: refused.label(),
+                    details: Some(refused.details()),
+                })
+            }
+        }
     }
 
     /// Counts a response ringress makes itself and notes it in the access log record.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 
-use crate::auth::Authn;
+use crate::auth::{Authn, Authz};
 use crate::config::{
     Config, Credential, HostPattern, Origin, Protocol, RouteAction, ServerTls, TlsMode,
 };
@@ -118,6 +118,8 @@ pub(crate) struct Snapshot {
     /// End-user authentication (`RequestAuthentication`, v1alpha1 `Policy`), when
     /// the configuration declares any.
     pub(crate) authn: Option<Authn>,
+    /// `AuthorizationPolicy`, when the configuration declares any.
+    pub(crate) authz: Option<Authz>,
 }
 
 impl Snapshot {
@@ -150,7 +152,8 @@ impl Snapshot {
             listeners,
             routes,
             clusters,
-            authn: Authn::new(config),
+            authn: Authn::new(config, generation),
+            authz: Authz::new(config),
         })
     }
 

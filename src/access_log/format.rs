@@ -87,6 +87,7 @@ enum Op {
     DownstreamRemoteAddressWithoutPort,
     RequestedServerName,
     RouteName,
+    RequestPrincipal,
 }
 
 /// The operators a custom format may use, as written.
@@ -130,6 +131,11 @@ const OPERATORS: &[(&str, Op)] = &[
     ),
     ("REQUESTED_SERVER_NAME", Op::RequestedServerName),
     ("ROUTE_NAME", Op::RouteName),
+    // What Istio's authn filter records of the verified JWT.
+    (
+        "DYNAMIC_METADATA(istio_authn:request.auth.principal)",
+        Op::RequestPrincipal,
+    ),
 ];
 
 /// A compiled access log format: literal text and operators as pieces, each piece
@@ -385,6 +391,7 @@ fn value<const JSON: bool>(op: Op, ex: &Exchange<'_>, memo: &mut Memo, out: &mut
         }
         Op::RequestedServerName => text(out, ex.server_name),
         Op::RouteName => text(out, ex.route_name),
+        Op::RequestPrincipal => text(out, ex.request_principal),
     }
 }
 
@@ -586,6 +593,7 @@ mod tests {
             downstream_remote: "172.30.239.55:59224".parse().unwrap(),
             server_name: None,
             route_name: Some(b"default.forward-cnn-from-egress-gateway.0"),
+            request_principal: None,
         }
     }
 
@@ -613,6 +621,7 @@ mod tests {
             upstream_cluster: None,
             upstream_local: None,
             route_name: None,
+            request_principal: None,
             ..exchange()
         };
         assert!(

@@ -88,6 +88,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) downstream_remote: SocketAddr,
     pub(crate) server_name: Option<&'a [u8]>,
     pub(crate) route_name: Option<&'a [u8]>,
+    /// `iss/sub` of the request's verified JWT.
+    pub(crate) request_principal: Option<&'a [u8]>,
 }
 
 /// A range of a record's text.
@@ -114,6 +116,10 @@ pub(crate) struct Record {
     upstream_cluster: Option<Span>,
     route_name: Option<Span>,
     server_name: Option<Span>,
+    request_principal: Option<Span>,
+    /// Details made for this request (an RBAC policy's name in them), instead of
+    /// `details`.
+    details_text: Option<Span>,
     pub(crate) request_id: Option<RequestId>,
     pub(crate) protocol: &'static str,
     pub(crate) status: u16,
@@ -144,6 +150,8 @@ pub(crate) enum Field {
     UpstreamCluster,
     RouteName,
     ServerName,
+    RequestPrincipal,
+    Details,
 }
 
 thread_local! {
@@ -197,6 +205,8 @@ impl Record {
             upstream_cluster: None,
             route_name: None,
             server_name: None,
+            request_principal: None,
+            details_text: None,
             request_id: None,
             protocol: "-",
             status: 0,
@@ -263,6 +273,8 @@ impl Record {
             Field::UpstreamCluster => &mut self.upstream_cluster,
             Field::RouteName => &mut self.route_name,
             Field::ServerName => &mut self.server_name,
+            Field::RequestPrincipal => &mut self.request_principal,
+            Field::Details => &mut self.details_text,
         };
         *slot = span;
     }
@@ -301,7 +313,10 @@ impl Record {
             protocol: self.protocol,
             status: self.status,
             flags: self.flags(),
-            details: self.details,
+            details: match self.get(self.details_text) {
+                Some(text) => std::str::from_utf8(text).ok(),
+                None => self.details,
+            },
             bytes_received: self.bytes_received,
             bytes_sent: self.bytes_sent,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
@@ -318,6 +333,7 @@ impl Record {
             downstream_remote: self.downstream_remote,
             server_name: self.get(self.server_name),
             route_name: self.get(self.route_name),
+            request_principal: self.get(self.request_principal),
         }
     }
 }

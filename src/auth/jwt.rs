@@ -229,17 +229,12 @@ pub(crate) fn parse(token: &str) -> Result<Parsed<'_>, JwtError> {
 impl Parsed<'_> {
     /// `exp` and `nbf` against `now` (seconds since the epoch), with the clock skew.
     pub(crate) fn check_time(&self, now: u64) -> Result<(), JwtError> {
-        if let Some(nbf) = self.nbf
-            && now.saturating_add(CLOCK_SKEW_SECS) < nbf
-        {
-            return Err(JwtError::NotYetValid);
-        }
-        if let Some(exp) = self.exp
-            && now > exp.saturating_add(CLOCK_SKEW_SECS)
-        {
-            return Err(JwtError::Expired);
-        }
-        Ok(())
+        check_times(self.nbf, self.exp, now)
+    }
+
+    /// The token's `nbf`.
+    pub(crate) fn nbf(&self) -> Option<u64> {
+        self.nbf
     }
 
     /// Whether one of the token's audiences is allowed (any, when none are configured).
@@ -289,6 +284,21 @@ impl Parsed<'_> {
             self.subject.as_deref().unwrap_or_default()
         )
     }
+}
+
+/// `nbf` and `exp` against `now` (seconds since the epoch), with the clock skew.
+pub(crate) fn check_times(nbf: Option<u64>, exp: Option<u64>, now: u64) -> Result<(), JwtError> {
+    if let Some(nbf) = nbf
+        && now.saturating_add(CLOCK_SKEW_SECS) < nbf
+    {
+        return Err(JwtError::NotYetValid);
+    }
+    if let Some(exp) = exp
+        && now > exp.saturating_add(CLOCK_SKEW_SECS)
+    {
+        return Err(JwtError::Expired);
+    }
+    Ok(())
 }
 
 /// A claim by name, `a.b` reaching into nested objects, as text for a header:

@@ -101,7 +101,7 @@ pub(crate) enum Problem {
     #[error("no Gateway, VirtualService, ServiceEntry or DestinationRule in the file")]
     Empty,
     #[error(
-        "kind {0} is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, Policy (authentication.istio.io/v1alpha1)"
+        "kind {0} is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, AuthorizationPolicy, Policy (authentication.istio.io/v1alpha1)"
     )]
     UnsupportedKind(String),
     #[error("apiVersion {version} is not supported for {kind}; accepted: {}", accepted.join(", "))]

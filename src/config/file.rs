@@ -435,7 +435,11 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
                 "warmup",
             ],
         ),
-        other => return super::file_auth::auth_field_policy(other).unwrap_or_default(),
+        other => {
+            return super::file_auth::auth_field_policy(other)
+                .or_else(|| super::file_authz::authz_field_policy(other))
+                .unwrap_or_default();
+        }
     };
     FieldPolicy {
         ignored,

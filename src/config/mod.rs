@@ -24,7 +24,9 @@ pub(crate) mod duration;
 pub(crate) mod error;
 pub(crate) mod file;
 mod file_auth;
+mod file_authz;
 pub(crate) mod model;
+pub(crate) mod model_authz;
 mod validate;
 mod yaml;
 
@@ -32,6 +34,7 @@ use std::path::Path;
 
 pub(crate) use error::{ConfigError, Issue, Problem};
 pub use model::*;
+pub use model_authz::*;
 #[cfg(test)]
 use validate::API_VERSIONS;
 

@@ -20,6 +20,7 @@ pub struct Config {
     pub request_authentications: Vec<RequestAuthentication>,
     /// At most one: the gateway's v1alpha1 `Policy`.
     pub origin_policy: Option<OriginPolicy>,
+    pub authorization_policies: Vec<super::AuthorizationPolicy>,
 }
 
 /// Where a document came from, so later stages can name it in errors:

@@ -376,10 +376,10 @@ fn document_that_is_not_a_mapping() {
 
 #[test]
 fn unsupported_kinds_and_api_versions() {
-    let text = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny\nspec: {}\n";
+    let text = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: strict\nspec: {}\n";
     assert_eq!(
         error(text),
-        "/etc/ringress/gw.yaml:2:1: document 1 (AuthorizationPolicy deny): kind: kind AuthorizationPolicy is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, Policy (authentication.istio.io/v1alpha1)"
+        "/etc/ringress/gw.yaml:2:1: document 1 (PeerAuthentication strict): kind: kind PeerAuthentication is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, AuthorizationPolicy, Policy (authentication.istio.io/v1alpha1)"
     );
     // Each kind under its own API group.
     let text = "apiVersion: networking.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: jwt\nspec: {}\n";
@@ -389,7 +389,7 @@ fn unsupported_kinds_and_api_versions() {
     );
     // A Kubernetes Service from the same page.
     let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: httpbin\n  labels:\n    app: httpbin\nspec:\n  ports:\n  - name: http\n    port: 8000\n";
-    assert!(error(text).ends_with("kind: kind Service is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, Policy (authentication.istio.io/v1alpha1)"));
+    assert!(error(text).ends_with("kind: kind Service is not supported yet; accepted: Gateway, VirtualService, ServiceEntry, DestinationRule, RequestAuthentication, AuthorizationPolicy, Policy (authentication.istio.io/v1alpha1)"));
 
     let text = gateway(HTTP_SERVER).replace("networking.istio.io/v1", "networking.istio.io/v2");
     assert_eq!(
@@ -1549,5 +1549,129 @@ fn authentication_mistakes_name_the_field() {
         error(&binding).contains("expected USE_PEER or USE_ORIGIN"),
         "{}",
         error(&binding)
+    );
+}
+
+fn authorization_policy(spec: &str) -> String {
+    format!(
+        "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: authz\n  namespace: foo\nspec:\n{spec}",
+        gateway(HTTP_SERVER)
+    )
+}
+
+#[test]
+fn authorization_policy_fields_load() {
+    let text = authorization_policy(
+        "  selector:\n    matchLabels:\n      istio: ingressgateway\n  action: DENY\n  rules:\n  - from:\n    - source:\n        principals: [\"cluster.local/ns/default/sa/sleep\"]\n        notRequestPrincipals: [\"*\"]\n        ipBlocks: [\"10.0.0.0/8\", \"192.0.2.1\"]\n        notRemoteIpBlocks: [\"2001:db8::/32\"]\n        namespaces: [\"prod\"]\n    to:\n    - operation:\n        hosts: [\"App.Example.com\"]\n        ports: [\"443\"]\n        methods: [\"GET\", \"HEAD\"]\n        notPaths: [\"/public*\", \"*.css\"]\n    when:\n    - key: request.auth.claims[nested][key]\n      values: [\"v\"]\n    - key: source.ip\n      notValues: [\"10.1.0.0/16\"]\n    - key: destination.port\n      values: [\"443\"]\n    - key: request.headers[X-Token]\n      values: [\"*\"]\n",
+    );
+    let config = load_str(&text, Path::new(FILE)).unwrap_or_else(|e| panic!("{e}"));
+    let policy = &config.authorization_policies[0];
+    assert_eq!(policy.action, AuthzAction::Deny);
+    assert_eq!(policy.rule_name(0), "ns[foo]-policy[authz]-rule[0]");
+    let rule = &policy.rules[0];
+    let source = &rule.from[0];
+    assert_eq!(source.ip_blocks.values.len(), 2);
+    assert_eq!(source.request_principals.not_values, vec![ValueMatch::Any]);
+    let operation = &rule.to[0];
+    assert_eq!(
+        operation.hosts.values,
+        vec![ValueMatch::Exact("app.example.com".into())]
+    );
+    assert_eq!(operation.ports.values, vec![443]);
+    assert_eq!(
+        operation.paths.not_values,
+        vec![
+            ValueMatch::Prefix("/public".into()),
+            ValueMatch::Suffix(".css".into())
+        ]
+    );
+    assert_eq!(
+        rule.when[0].key,
+        ConditionKey::Claim(vec!["nested".into(), "key".into()])
+    );
+    assert_eq!(
+        rule.when[3].key,
+        ConditionKey::RequestHeader("x-token".into())
+    );
+}
+
+#[test]
+fn authorization_mistakes_name_the_field() {
+    let cases = [
+        (
+            "  action: CUSTOM\n  provider:\n    name: ext-authz\n",
+            "spec.action: action CUSTOM (an external authorizer) is not implemented by ringress yet; accepted: ALLOW, DENY, AUDIT",
+        ),
+        (
+            "  action: ALOW\n",
+            "spec.action: invalid value \"ALOW\": expected ALLOW, DENY, AUDIT or CUSTOM",
+        ),
+        (
+            "  provider:\n    name: ext-authz\n",
+            "spec.provider: provider \"ext-authz\" is only for action CUSTOM",
+        ),
+        (
+            "  rules:\n  - from:\n    - source:\n        ipBlocks: [\"10.0.0.0/33\"]\n",
+            "spec.rules[0].from[0].source.ipBlocks[0]: invalid value \"10.0.0.0/33\": a prefix length is 0 to 32",
+        ),
+        (
+            "  rules:\n  - from:\n    - source:\n        notRemoteIpBlocks: [\"host\"]\n",
+            "spec.rules[0].from[0].source.notRemoteIpBlocks[0]: invalid value \"host\": expected an IP address or a CIDR block like 10.0.0.0/8",
+        ),
+        (
+            "  rules:\n  - from:\n    - source: {}\n",
+            "spec.rules[0].from[0].source: a source needs at least one field",
+        ),
+        (
+            "  rules:\n  - from:\n    - {}\n",
+            "spec.rules[0].from[0].source: required field is missing",
+        ),
+        (
+            "  rules:\n  - to:\n    - operation:\n        ports: [\"http\"]\n",
+            "spec.rules[0].to[0].operation.ports[0]: invalid value \"http\": a port number is 1 to 65535",
+        ),
+        (
+            "  rules:\n  - to:\n    - operation:\n        paths: [\"/a/*/b\"]\n",
+            "spec.rules[0].to[0].operation.paths[0]: invalid value \"/a/*/b\": * may only begin or end a value",
+        ),
+        (
+            "  rules:\n  - to:\n    - operation:\n        notPaths: [\"/api/{*}/x\"]\n",
+            "spec.rules[0].to[0].operation.notPaths[0]: path templates ({*}, {**}) is not implemented by ringress yet",
+        ),
+        (
+            "  rules:\n  - to:\n    - operation: {}\n",
+            "spec.rules[0].to[0].operation: an operation needs at least one field",
+        ),
+        (
+            "  rules:\n  - when:\n    - key: request.time\n      values: [\"x\"]\n",
+            "spec.rules[0].when[0].key: invalid value \"request.time\": not a condition key ringress evaluates; accepted: request.headers[<name>]",
+        ),
+        (
+            "  rules:\n  - when:\n    - key: request.auth.claims[]\n      values: [\"x\"]\n",
+            "spec.rules[0].when[0].key: invalid value \"request.auth.claims[]\"",
+        ),
+        (
+            "  rules:\n  - when:\n    - key: source.ip\n",
+            "spec.rules[0].when[0]: condition \"source.ip\" needs values or notValues",
+        ),
+        (
+            "  rules:\n  - when:\n    - key: destination.port\n      notValues: [\"0\"]\n",
+            "spec.rules[0].when[0].notValues[0]: invalid value \"0\": a port number is 1 to 65535",
+        ),
+        (
+            "  rules:\n  - from:\n    - source:\n        ipBlocks: [\"10.0.0.1\"]\n        serviceAccounts: [\"default/sleep\"]\n",
+            "serviceAccounts` is not implemented by ringress yet",
+        ),
+    ];
+    for (spec, want) in cases {
+        let e = error(&authorization_policy(spec));
+        assert!(e.contains(want), "{spec}\n{e}");
+    }
+    let wrong_api = authorization_policy("  action: DENY\n").replace(
+        "security.istio.io/v1\nkind: AuthorizationPolicy",
+        "networking.istio.io/v1\nkind: AuthorizationPolicy",
+    );
+    assert!(
+        error(&wrong_api).contains("accepted: security.istio.io/v1, security.istio.io/v1beta1")
     );
 }

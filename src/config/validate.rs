@@ -12,12 +12,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod auth;
+mod authz;
 
 use super::duration::parse_duration;
 use super::error::{Issue, Problem};
 use super::file::*;
 use super::file_auth::*;
+use super::file_authz::FileAuthorizationPolicySpec;
 use super::model::*;
+use super::model_authz::AuthorizationPolicy;
 use super::yaml::{Ctx, Document, Node, NodeDe, Path, Value};
 
 /// The apiVersions ringress reads; Istio serves the same schema under all three.
@@ -49,7 +52,7 @@ pub(crate) const AUTHENTICATION_API_VERSIONS: &[&str] = &["authentication.istio.
 /// The apiVersions ringress reads `kind` under.
 fn api_versions(kind: &str) -> &'static [&'static str] {
     match kind {
-        "RequestAuthentication" => SECURITY_API_VERSIONS,
+        "RequestAuthentication" | "AuthorizationPolicy" => SECURITY_API_VERSIONS,
         "Policy" => AUTHENTICATION_API_VERSIONS,
         _ => API_VERSIONS,
     }
@@ -198,6 +201,11 @@ pub(crate) fn validate(docs: &[Document], source: &FsPath) -> Result<Config, Vec
                 .map(|(_, r)| r)
                 .collect(),
             origin_policy: objects.origin_policies.into_iter().map(|(_, p)| p).next(),
+            authorization_policies: objects
+                .authorization_policies
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect(),
         })
     } else {
         // Stable: issues of one document stay in the order they were found.
@@ -236,6 +244,7 @@ struct Objects {
     destination_rules: Vec<(usize, DestinationRule)>,
     request_authentications: Vec<(usize, RequestAuthentication)>,
     origin_policies: Vec<(usize, OriginPolicy)>,
+    authorization_policies: Vec<(usize, AuthorizationPolicy)>,
 }
 
 fn root() -> Path {
@@ -310,6 +319,7 @@ impl Check<'_, '_> {
                 | "ServiceEntry"
                 | "DestinationRule"
                 | "RequestAuthentication"
+                | "AuthorizationPolicy"
                 | "Policy"),
             ) => k,
             Some(other) => {
@@ -400,6 +410,13 @@ impl Check<'_, '_> {
                     && let Some(ra) = self.request_authentication(raw, origin)
                 {
                     objects.request_authentications.push((position, ra));
+                }
+            }
+            "AuthorizationPolicy" => {
+                if let Some(raw) = self.read::<FileAuthorizationPolicySpec>(spec_node, spec())
+                    && let Some(policy) = self.authorization_policy(raw, origin, name, namespace)
+                {
+                    objects.authorization_policies.push((position, policy));
                 }
             }
             "Policy" => {

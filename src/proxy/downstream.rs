@@ -277,6 +277,19 @@ impl Downstream {
         }
     }
 
+    /// The client's verified certificate (see [`Downstream::client_identity`]) and
+    /// the handshake's SNI, together.
+    pub(crate) fn identity_and_server_name(&mut self) -> (Option<&str>, Option<&str>) {
+        match self {
+            Downstream::Plain(_) => (None, None),
+            Downstream::Tls(tls) => tls.tls.identity_and_server_name(),
+            Downstream::H2(stream) => (
+                stream.facts.client_identity.as_deref(),
+                stream.facts.server_name.as_deref(),
+            ),
+        }
+    }
+
     /// Whether the handshake's SNI was `host` (a request for the very name its
     /// connection was made for).
     pub(crate) fn is_server_name(&self, host: &str) -> bool {

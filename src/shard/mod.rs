@@ -41,7 +41,7 @@ pub(crate) use stats::{ShardStats, StatusCounters};
 pub(crate) use stop::StopSignal;
 
 use crate::access_log::{LogHandle, Record, ShardLog};
-use crate::auth::KeyRing;
+use crate::auth::{KeyRing, TokenCache};
 use crate::proxy::Settings;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balancer, ClusterId, Pool};
@@ -188,6 +188,8 @@ pub(crate) struct ShardContext {
     snapshot: RefCell<Arc<Snapshot>>,
     /// The JWT key sets the control thread fetched last.
     keys: RefCell<Arc<KeyRing>>,
+    /// Tokens that verified, for the requests after (see [`TokenCache`]).
+    pub(crate) tokens: RefCell<TokenCache>,
     pub(crate) pool: RefCell<Pool>,
     balancers: RefCell<Balancers>,
     pub(crate) stats: Arc<ShardStats>,
@@ -229,6 +231,7 @@ impl ShardContext {
             settings,
             snapshot: RefCell::new(snapshot),
             keys: RefCell::new(keys),
+            tokens: RefCell::new(TokenCache::default()),
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(balancers),
             stats,

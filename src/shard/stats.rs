@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::auth;
 use crate::tls::HandshakeFailure;
 
 /// Responses counted by status class: 1xx, 2xx, 3xx, 4xx, 5xx.
@@ -69,6 +70,11 @@ pub(crate) struct ShardStats {
     pub(crate) accept_failures: AtomicU64,
     /// Access log lines dropped because the writer was behind.
     pub(crate) access_log_dropped: AtomicU64,
+    /// Requests by authentication outcome, indexed like [`auth::AUTHN_OUTCOMES`].
+    pub(crate) authn: [AtomicU64; auth::AUTHN_OUTCOMES.len()],
+    /// Requests by authorization outcome, indexed like [`auth::authz::AUTHZ_OUTCOMES`]
+    /// (`audited` counts AUDIT rules that matched).
+    pub(crate) authz: [AtomicU64; auth::authz::AUTHZ_OUTCOMES.len()],
     /// Connection tasks that panicked (each closed its connection only).
     pub(crate) connection_panics: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when
@@ -79,6 +85,23 @@ pub(crate) struct ShardStats {
 impl ShardStats {
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an authentication outcome by its label.
+    pub(crate) fn count_authn(&self, outcome: &str) {
+        if let Some(i) = auth::AUTHN_OUTCOMES.iter().position(|o| *o == outcome) {
+            Self::add(&self.authn[i]);
+        }
+    }
+
+    /// Counts an authorization outcome by its label.
+    pub(crate) fn count_authz(&self, outcome: &str) {
+        if let Some(i) = auth::authz::AUTHZ_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+        {
+            Self::add(&self.authz[i]);
+        }
     }
 
     pub(crate) fn sub(counter: &AtomicU64) {

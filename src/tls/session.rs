@@ -475,6 +475,13 @@ impl ServerSession {
         self.identity.as_ref()?.as_deref()
     }
 
+    /// [`ServerSession::client_identity`] and [`ServerSession::server_name`] together.
+    pub(crate) fn identity_and_server_name(&mut self) -> (Option<&str>, Option<&str>) {
+        self.client_identity();
+        let identity = self.identity.as_ref().and_then(|i| i.as_deref());
+        (identity, self.server_name.as_deref())
+    }
+
     /// The name the ClientHello asked for (SNI).
     pub(crate) fn server_name(&self) -> Option<&str> {
         self.server_name.as_deref()

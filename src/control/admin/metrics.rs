@@ -6,8 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::time::UNIX_EPOCH;
 
+use crate::auth;
 use crate::control::status::Status;
 use crate::shard::ShardStats;
 use crate::tls::{CertInfo, HandshakeFailure};
@@ -124,6 +126,33 @@ pub(super) fn render(status: &Status, now: i64) -> String {
                 &[("shard", &shard), ("reason", failure.label())],
                 ShardStats::get(counter),
             );
+        }
+    }
+
+    for (name, help, labels, counters) in [
+        (
+            "ringress_authn_requests_total",
+            "Requests by shard and end-user authentication outcome (allowed: a token verified; no_token; cors_preflight_bypassed; the refusals by reason).",
+            &auth::AUTHN_OUTCOMES[..],
+            (|s: &ShardStats| &s.authn[..]) as fn(&ShardStats) -> &[AtomicU64],
+        ),
+        (
+            "ringress_authz_requests_total",
+            "Requests by shard and AuthorizationPolicy outcome (denied_by_policy: a DENY rule matched; denied_no_allow_match: no ALLOW rule did; audited: AUDIT rules that matched).",
+            &auth::authz::AUTHZ_OUTCOMES[..],
+            |s: &ShardStats| &s.authz[..],
+        ),
+    ] {
+        out.family(name, "counter", help);
+        for (id, stats) in shards.iter().enumerate() {
+            let shard = id.to_string();
+            for (outcome, counter) in labels.iter().zip(counters(stats)) {
+                out.sample(
+                    name,
+                    &[("shard", &shard), ("outcome", outcome)],
+                    ShardStats::get(counter),
+                );
+            }
         }
     }
 
