@@ -6,6 +6,8 @@
 //! - [`keys`]: a JWKS document → the keys a token may be verified with.
 //! - [`jwt`]: one token's form, claims, time, audiences and signature.
 //! - [`fetch`]: the control thread's fetching of remote key sets (never a shard's).
+//! - `jws_vectors` (tests only): the published JWS vectors of RFC 7515, 7520 and 8037
+//!   checked with [`keys`] and [`jwt`].
 //! - this file: where tokens are found in a request, which provider checks them,
 //!   and what the request becomes: refused, or passed on with its principal and the
 //!   header changes the rules ask for.
@@ -15,6 +17,8 @@
 //! (`Jwks remote fetch is failed`) while everything else serves.
 
 pub(crate) mod fetch;
+#[cfg(test)]
+mod jws_vectors;
 pub(crate) mod jwt;
 mod keys;
 
