@@ -249,31 +249,13 @@ impl Parsed<'_> {
     /// The signature, with the keys of `set` that fit the token's `kid` and `alg`
     /// (every key of the right type when the token has no `kid`).
     pub(crate) fn check_signature(&self, set: &KeySet) -> Result<(), JwtError> {
-        let mut tried = false;
-        for key in &set.keys {
-            if let (Some(want), Some(have)) = (&self.kid, &key.kid)
-                && want != have
-            {
-                continue;
-            }
-            if !key.fits(self.alg) {
-                continue;
-            }
-            tried = true;
-            let verified = jsonwebtoken::crypto::verify(
-                self.signature,
-                self.signed.as_bytes(),
-                key.decoding_key(),
-                self.alg,
-            );
-            if matches!(verified, Ok(true)) {
-                return Ok(());
-            }
-        }
-        Err(match tried {
-            true => JwtError::VerificationFail,
-            false => JwtError::KidAlgMismatch,
-        })
+        verify_signature(
+            set,
+            self.alg,
+            self.kid.as_deref(),
+            self.signed,
+            self.signature,
+        )
     }
 
     /// `iss/sub`, Istio's request principal.
@@ -299,6 +281,43 @@ pub(crate) fn check_times(nbf: Option<u64>, exp: Option<u64>, now: u64) -> Resul
         return Err(JwtError::Expired);
     }
     Ok(())
+}
+
+/// The JWS layer alone: `signature` (base64url) over `signed` (the `header.payload`
+/// segments as sent) with the keys of `set` that fit `kid` and `alg` (every key of
+/// the right type when there is no `kid`). [`Parsed::check_signature`] for a token;
+/// apart from it only so that the published JWS vectors, whose payloads are not JSON
+/// and so are no JWTs, can be checked with the same code (`jws_vectors`).
+pub(super) fn verify_signature(
+    set: &KeySet,
+    alg: Algorithm,
+    kid: Option<&str>,
+    signed: &str,
+    signature: &str,
+) -> Result<(), JwtError> {
+    // Padding is tolerated (see `decode_segment`); jsonwebtoken's decoder is strict.
+    let unpadded = signature.trim_end_matches('=');
+    let mut tried = false;
+    for key in &set.keys {
+        if let (Some(want), Some(have)) = (kid, &key.kid)
+            && want != have
+        {
+            continue;
+        }
+        if !key.fits(alg) {
+            continue;
+        }
+        tried = true;
+        let verified =
+            jsonwebtoken::crypto::verify(unpadded, signed.as_bytes(), key.decoding_key(), alg);
+        if matches!(verified, Ok(true)) {
+            return Ok(());
+        }
+    }
+    Err(match tried {
+        true => JwtError::VerificationFail,
+        false => JwtError::KidAlgMismatch,
+    })
 }
 
 /// A claim by name, `a.b` reaching into nested objects, as text for a header:

@@ -9,6 +9,8 @@
 //! - [`cache`]: the shard's tokens that verified, so a client's token is checked
 //!   once, not on every request.
 //! - [`authz`]: `AuthorizationPolicy`, decided after authentication.
+//! - `jws_vectors` (tests only): the published JWS vectors of RFC 7515, 7520 and 8037
+//!   checked with [`keys`] and [`jwt`].
 //! - this file: where tokens are found in a request, which provider checks them,
 //!   and what the request becomes: refused, or passed on with its verified token and
 //!   the header changes the rules ask for.
@@ -20,6 +22,8 @@
 pub(crate) mod authz;
 mod cache;
 pub(crate) mod fetch;
+#[cfg(test)]
+mod jws_vectors;
 pub(crate) mod jwt;
 mod keys;
 
