@@ -157,6 +157,13 @@ impl LeafSpec {
             ..LeafSpec::server(identity)
         }
     }
+
+    /// The same, with one more subject alternative name: a DNS name, an IP address,
+    /// or a URI (a SPIFFE id such as `spiffe://cluster.local/ns/default/sa/sleep`).
+    pub fn with_san(mut self, san: &str) -> LeafSpec {
+        self.sans.push(san.to_owned());
+        self
+    }
 }
 
 /// Paths of an issued leaf.
@@ -386,6 +393,14 @@ fn leaf_params(
         params.distinguished_name.push(DnType::CommonName, first);
     }
     for san in sans {
+        if san.contains("://") {
+            let uri = san.clone().try_into().map_err(|_| PkiError::BadHost {
+                host: san.clone(),
+                reason: "not an ASCII URI",
+            })?;
+            params.subject_alt_names.push(SanType::URI(uri));
+            continue;
+        }
         check_host(san)?;
         let entry = match san.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
