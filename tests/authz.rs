@@ -251,3 +251,65 @@ fn ip_blocks_and_remote_ip_blocks_behind_a_trusted_proxy() {
         "{log}"
     );
 }
+
+#[test]
+fn check_prints_issuers_with_their_key_state_and_the_policies_in_order() {
+    let dir = TempDir::new("authz-check");
+    let upstream = httpbin();
+    let unreachable = closed_port();
+    let remote = format!(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata:\n  name: remote\nspec:\n  jwtRules:\n  - issuer: https://idp.example.com\n    jwksUri: https://127.0.0.1:{unreachable}/jwks.json\n    timeout: 2s\n"
+    );
+    let documents = [
+        gateway_doc("gw", &[http_server(free_port(), &[HTTPBIN])]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            &route_all("httpbin", SERVICE_PORT),
+        ),
+        service_entry("httpbin", SERVICE_PORT, &[upstream.addr()]),
+        request_authentication(),
+        remote,
+        policy(
+            "allow-get",
+            "  rules:\n  - to:\n    - operation:\n        methods: [\"GET\"]\n        notPaths: [\"/admin*\"]\n    when:\n    - key: request.auth.claims[groups]\n      values: [\"dev\"]\n",
+        ),
+        policy(
+            "deny-ips",
+            "  action: DENY\n  rules:\n  - from:\n    - source:\n        ipBlocks: [\"10.0.0.0/8\"]\n",
+        ),
+    ];
+    let config = dir.write("gateway.yaml", &docs(&documents));
+    let (code, stdout, stderr) = check(&config);
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("2 RequestAuthentication, 2 AuthorizationPolicy)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("keys: inline jwks, kids [\"DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ\"]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "keys: https://127.0.0.1:{unreachable}/jwks.json: FETCH FAILED"
+        )),
+        "{stdout}"
+    );
+    // DENY policies decide first, so they are listed first.
+    let deny = stdout.find("DENY istio-system/deny-ips").expect(&stdout);
+    let allow = stdout.find("ALLOW istio-system/allow-get").expect(&stdout);
+    assert!(deny < allow, "{stdout}");
+    assert!(
+        stdout.contains(
+            "rule[0] to methods=[GET] paths!=[/admin*]; when request.auth.claims[groups]=[dev]"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rule[0] from ipBlocks=[10.0.0.0/8]"),
+        "{stdout}"
+    );
+}

@@ -149,6 +149,26 @@ pub enum ConditionKey {
     Sni,
 }
 
+impl ConditionKey {
+    /// The key as a policy writes it (`request.headers[x-token]`).
+    pub fn istio_name(&self) -> String {
+        match self {
+            ConditionKey::RequestHeader(name) => format!("request.headers[{name}]"),
+            ConditionKey::SourceIp => "source.ip".into(),
+            ConditionKey::RemoteIp => "remote.ip".into(),
+            ConditionKey::SourcePrincipal => "source.principal".into(),
+            ConditionKey::SourceNamespace => "source.namespace".into(),
+            ConditionKey::RequestPrincipal => "request.auth.principal".into(),
+            ConditionKey::Audiences => "request.auth.audiences".into(),
+            ConditionKey::Presenter => "request.auth.presenter".into(),
+            ConditionKey::Claim(path) => format!("request.auth.claims[{}]", path.join("][")),
+            ConditionKey::DestinationIp => "destination.ip".into(),
+            ConditionKey::DestinationPort => "destination.port".into(),
+            ConditionKey::Sni => "connection.sni".into(),
+        }
+    }
+}
+
 /// A `when`'s `values`/`notValues`, parsed as its key's type.
 #[derive(Debug, Clone)]
 pub enum ConditionValues {

@@ -1,11 +1,17 @@
 //! `ringress check`: validates a configuration exactly as `run` would (certificates
 //! load, keys match, each host is covered, every destination resolves, routes compile)
-//! and describes what would be served on which port with which certificate.
+//! and describes what would be served on which port with which certificate, which
+//! JWT issuers are trusted (their remote key sets fetched, as `run` would at start)
+//! and which authorization policies decide requests.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::config::{self, Config, Protocol, RouteAction};
+use crate::auth::{KeyRing, KeySet, fetch};
+use crate::config::{
+    self, AuthorizationPolicy, AuthzRule, ConditionValues, Config, IpBlock, JwksSource, Protocol,
+    RouteAction, ValueMatch, Values,
+};
 use crate::snapshot::Snapshot;
 use crate::tls;
 
@@ -13,7 +19,181 @@ use crate::tls;
 pub fn check(config_path: &Path, secrets_dir: Option<&Path>) -> anyhow::Result<String> {
     let config = config::load(config_path)?;
     let snapshot = Snapshot::build(&config, secrets_dir, &mut tls::Ticketers::new(), 1)?;
-    Ok(describe(&config, &snapshot))
+    let mut out = describe(&config, &snapshot);
+    let keys = fetch::refresh(&config, &KeyRing::default(), false);
+    describe_authentication(&config, &keys, &mut out);
+    describe_authorization(&config, &mut out);
+    Ok(out)
+}
+
+/// Every JWT issuer, where its keys come from and whether they loaded.
+fn describe_authentication(config: &Config, keys: &KeyRing, out: &mut String) {
+    let mut providers = config.jwt_providers().peekable();
+    if providers.peek().is_none() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "
+authentication (every listener)"
+    );
+    if let Some(policy) = &config.origin_policy {
+        let _ = writeln!(
+            out,
+            "  {}: a token of one origin is required{}",
+            policy.origin,
+            if policy.optional {
+                " (originIsOptional)"
+            } else {
+                ""
+            }
+        );
+    }
+    for provider in providers {
+        let _ = writeln!(
+            out,
+            "  issuer {}  ({} {} {})",
+            provider.issuer, provider.origin.kind, provider.origin.name, provider.path
+        );
+        let state = match &provider.keys {
+            JwksSource::Inline(text) => match KeySet::parse(text) {
+                Ok(set) => format!("inline jwks, kids {:?}", set.kids()),
+                Err(e) => format!("inline jwks unusable: {e}"),
+            },
+            source => {
+                let url = source.url().unwrap_or_default();
+                match keys.sources.get(url) {
+                    Some(state) => match (&state.keys, &state.last_error) {
+                        (Some(set), _) => format!(
+                            "{url}: fetched, kids {:?}{}",
+                            set.kids(),
+                            state
+                                .jwks_uri
+                                .as_deref()
+                                .filter(|u| *u != url)
+                                .map(|u| format!(" (jwks_uri {u})"))
+                                .unwrap_or_default()
+                        ),
+                        (None, Some(error)) => format!(
+                            "{url}: FETCH FAILED: {error} (its tokens are refused until a fetch succeeds)"
+                        ),
+                        (None, None) => format!("{url}: not fetched"),
+                    },
+                    None => format!("{url}: not fetched"),
+                }
+            }
+        };
+        let _ = writeln!(out, "    keys: {state}");
+    }
+}
+
+/// Every AuthorizationPolicy, in the order they decide: DENY, ALLOW, AUDIT.
+fn describe_authorization(config: &Config, out: &mut String) {
+    if config.authorization_policies.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "
+authorization (every listener; DENY first, then ALLOW must match if any, AUDIT records)"
+    );
+    let mut policies: Vec<&AuthorizationPolicy> = config.authorization_policies.iter().collect();
+    policies.sort_by_key(|p| match p.action {
+        config::AuthzAction::Deny => 0,
+        config::AuthzAction::Allow => 1,
+        config::AuthzAction::Audit => 2,
+    });
+    for policy in policies {
+        let _ = writeln!(
+            out,
+            "  {} {}/{}{}",
+            policy.action.name(),
+            policy.namespace,
+            policy.name,
+            if policy.rules.is_empty() {
+                "  (no rules: matches nothing)"
+            } else {
+                ""
+            }
+        );
+        for (i, rule) in policy.rules.iter().enumerate() {
+            let _ = writeln!(out, "    rule[{i}] {}", describe_rule(rule));
+        }
+    }
+}
+
+/// A rule on one line: `from … to … when …`, `any request` for an empty rule.
+fn describe_rule(rule: &AuthzRule) -> String {
+    let mut parts = Vec::new();
+    for source in &rule.from {
+        let mut fields = Vec::new();
+        push_values(&mut fields, "principals", &source.principals, show_match);
+        push_values(
+            &mut fields,
+            "requestPrincipals",
+            &source.request_principals,
+            show_match,
+        );
+        push_values(&mut fields, "namespaces", &source.namespaces, show_match);
+        push_values(&mut fields, "ipBlocks", &source.ip_blocks, show_block);
+        push_values(
+            &mut fields,
+            "remoteIpBlocks",
+            &source.remote_ip_blocks,
+            show_block,
+        );
+        parts.push(format!("from {}", fields.join(" ")));
+    }
+    for operation in &rule.to {
+        let mut fields = Vec::new();
+        push_values(&mut fields, "hosts", &operation.hosts, show_match);
+        push_values(&mut fields, "ports", &operation.ports, u16::to_string);
+        push_values(&mut fields, "methods", &operation.methods, show_match);
+        push_values(&mut fields, "paths", &operation.paths, show_match);
+        parts.push(format!("to {}", fields.join(" ")));
+    }
+    for condition in &rule.when {
+        let mut fields = Vec::new();
+        let key = condition.key.istio_name();
+        match &condition.values {
+            ConditionValues::Strings(v) => push_values(&mut fields, &key, v, show_match),
+            ConditionValues::Ips(v) => push_values(&mut fields, &key, v, show_block),
+            ConditionValues::Ports(v) => push_values(&mut fields, &key, v, u16::to_string),
+        }
+        parts.push(format!("when {}", fields.join(" ")));
+    }
+    if parts.is_empty() {
+        return "any request".to_owned();
+    }
+    parts.join("; ")
+}
+
+fn push_values<T>(
+    out: &mut Vec<String>,
+    name: &str,
+    values: &Values<T>,
+    show: impl Fn(&T) -> String,
+) {
+    let list = |v: &[T]| v.iter().map(&show).collect::<Vec<_>>().join(", ");
+    if !values.values.is_empty() {
+        out.push(format!("{name}=[{}]", list(&values.values)));
+    }
+    if !values.not_values.is_empty() {
+        out.push(format!("{name}!=[{}]", list(&values.not_values)));
+    }
+}
+
+fn show_match(m: &ValueMatch) -> String {
+    match m {
+        ValueMatch::Exact(e) => e.clone(),
+        ValueMatch::Prefix(p) => format!("{p}*"),
+        ValueMatch::Suffix(s) => format!("*{s}"),
+        ValueMatch::Any => "*".to_owned(),
+    }
+}
+
+fn show_block(b: &IpBlock) -> String {
+    format!("{}/{}", b.addr, b.prefix)
 }
 
 /// What a snapshot serves, for people: listeners, certificates, routes, clusters.
@@ -21,12 +201,13 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: OK ({} Gateway, {} VirtualService, {} ServiceEntry, {} DestinationRule)",
+        "{}: OK ({} Gateway, {} VirtualService, {} ServiceEntry, {} DestinationRule{})",
         config.source.display(),
         config.gateways.len(),
         config.virtual_services.len(),
         config.service_entries.len(),
-        config.destination_rules.len()
+        config.destination_rules.len(),
+        security_counts(config)
     );
     for listener in &snapshot.listeners {
         let protocol = match listener.protocol {
@@ -75,6 +256,24 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
                 cluster.lb.istio_name(),
                 endpoints.join(", ")
             );
+        }
+    }
+    out
+}
+
+/// `, 1 RequestAuthentication, 2 AuthorizationPolicy` for the kinds present.
+fn security_counts(config: &Config) -> String {
+    let mut out = String::new();
+    for (n, kind) in [
+        (
+            config.request_authentications.len(),
+            "RequestAuthentication",
+        ),
+        (config.authorization_policies.len(), "AuthorizationPolicy"),
+        (usize::from(config.origin_policy.is_some()), "Policy"),
+    ] {
+        if n > 0 {
+            let _ = write!(out, ", {n} {kind}");
         }
     }
     out
