@@ -280,7 +280,7 @@ fn check_prints_issuers_with_their_key_state_and_the_policies_in_order() {
             "  action: DENY\n  rules:\n  - from:\n    - source:\n        ipBlocks: [\"10.0.0.0/8\"]\n",
         ),
     ];
-    let config = dir.write("gateway.yaml", &docs(&documents));
+    let config = dir.write("gateway.yaml", docs(&documents));
     let (code, stdout, stderr) = check(&config);
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(
