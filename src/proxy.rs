@@ -256,7 +256,7 @@ struct Refusal {
     www_authenticate: Option<String>,
     /// The outcome's label, the access log's details unless `details` says more.
     reason: &'static str,
-    /// Envoy's details naming the RBAC policy that refused.
+    /// Envoy's details: the JWT's reason, or the RBAC policy that refused.
     details: Option<String>,
 }
 
@@ -607,10 +607,10 @@ impl Connection {
                     stats.count_authn(denial.reason);
                     return Err(Refusal {
                         status: denial.status,
+                        details: denial.details(),
                         body: denial.body,
                         www_authenticate: denial.www_authenticate,
                         reason: denial.reason,
-                        details: None,
                     });
                 }
             }

@@ -134,6 +134,19 @@ fn a_jwt_required_by_deny_and_allowed_by_its_principal_and_claims() {
         log.contains("rbac_access_denied_matched_policy[none]"),
         "{log}"
     );
+    // The principal of the verified token, where Istio's authn filter records it.
+    assert!(
+        log.contains("200 via_upstream testing@secure.istio.io/testing@secure.istio.io /headers"),
+        "{log}"
+    );
+    assert!(log.contains("200 via_upstream - /ip"), "{log}");
+    // A refused token: Envoy's jwt_authn details.
+    assert!(
+        log.contains(
+            "401 jwt_authn_access_denied{Jwt_signature_is_an_invalid_Base64url_encoded} - /headers"
+        ),
+        "{log}"
+    );
     assert_eq!(
         counter(&gw, "ringress_authz_requests_total", "denied_by_policy"),
         2

@@ -233,6 +233,16 @@ pub(crate) struct Denial {
     pub(crate) reason: &'static str,
 }
 
+impl Denial {
+    /// The access log's `%RESPONSE_CODE_DETAILS%` for a JWT refusal, as Envoy's
+    /// `jwt_authn` words it: `jwt_authn_access_denied{Jwt_is_expired}` (the reason,
+    /// spaces as `_`). `None` for the v1alpha1 origin refusal, whose label is its details.
+    pub(crate) fn details(&self) -> Option<String> {
+        (self.reason != "origin_authn_failed")
+            .then(|| format!("jwt_authn_access_denied{{{}}}", self.body.replace(' ', "_")))
+    }
+}
+
 /// Longest path quoted in `WWW-Authenticate`'s realm (as Envoy's jwt_authn).
 const MAX_REALM_PATH: usize = 256;
 
