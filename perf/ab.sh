@@ -3,7 +3,7 @@
 #
 #   perf/ab.sh --ringress A,B [--workloads keepalive,close,1m] [--rounds N] [--duration S]
 #              [--conns C] [--proxy-cpu C] [--load-cpu C] [--out DIR]
-#              [--args-a "ARGS"] [--args-b "ARGS"]
+#              [--args-a "ARGS"] [--args-b "ARGS"] [--jwt-b]
 #
 # This machine's speed drifts by up to ±30 % within minutes, more than most changes
 # move CPU time, so two builds measured one after the other (perf/compare.sh) can
@@ -22,7 +22,10 @@
 # --args-a / --args-b are extra `ringress run` arguments for A and B (default for
 # both `--access-log off`, as perf/compare.sh runs every gateway without an access
 # log); the same binary twice with `--args-b "--access-log FILE"` measures the cost of
-# the access log.
+# the access log. --jwt-b gives B the jwt workload's policy (perf/ringress-jwt.yaml: a
+# RequestAuthentication and a DENY policy for requests without a verified token) and
+# B's wrk the sample RS256 token: the same binary twice then measures what a required
+# token costs (rounds with any refused answer stop the script).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -39,6 +42,7 @@ LOAD_CPU=1
 OUT_DIR=""
 ARGS_A="--access-log off"
 ARGS_B="--access-log off"
+JWT_B=0
 ALL_WORKLOADS="keepalive close 1m"
 
 usage() {
@@ -56,6 +60,7 @@ Options:
   --out DIR          results.tsv, summary.md, logs (default: new dir under \${TMPDIR:-/tmp})
   --args-a "ARGS"    extra \`ringress run\` arguments of A (default "$ARGS_A")
   --args-b "ARGS"    extra \`ringress run\` arguments of B (default "$ARGS_B")
+  --jwt-b            B requires a JWT (perf/ringress-jwt.yaml) and B's wrk sends one
 EOF
 }
 
@@ -71,6 +76,7 @@ while [ "$#" -gt 0 ]; do
     --out) OUT_DIR="$(opt_value "$@")"; shift 2 ;;
     --args-a) ARGS_A="$(opt_value "$@")"; shift 2 ;;
     --args-b) ARGS_B="$(opt_value "$@")"; shift 2 ;;
+    --jwt-b) JWT_B=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -109,14 +115,21 @@ LABELS=(A B)
     for i in 0 1; do
         printf 'ringress %s: %s (sha256 %s)\n' "${LABELS[$i]}" "${BINS[$i]}" "$(sha256sum "${BINS[$i]}" | cut -c1-16)"
     done
-    printf 'command: perf/ab.sh --ringress %s,%s --workloads %s --rounds %s --duration %s%s --args-a "%s" --args-b "%s"\n' \
-        "${BINS[0]}" "${BINS[1]}" "$WORKLOADS" "$ROUNDS" "$DURATION" "${CONNS:+ --conns $CONNS}" "$ARGS_A" "$ARGS_B"
+    printf 'command: perf/ab.sh --ringress %s,%s --workloads %s --rounds %s --duration %s%s --args-a "%s" --args-b "%s"%s\n' \
+        "${BINS[0]}" "${BINS[1]}" "$WORKLOADS" "$ROUNDS" "$DURATION" "${CONNS:+ --conns $CONNS}" "$ARGS_A" "$ARGS_B" \
+        "$([ "$JWT_B" -eq 0 ] || printf ' --jwt-b')"
 } | tee "$OUT_DIR/machine.txt" >&2
 read -ra EXTRA_A <<<"$ARGS_A"
 read -ra EXTRA_B <<<"$ARGS_B"
 
 gen_certs
 start_upstream
+# The request header each side's wrk sends (B's token with --jwt-b).
+AUTH=("" "")
+if [ "$JWT_B" -eq 1 ]; then
+    prepare_jwt
+    AUTH[1]="$JWT_HEADER"
+fi
 
 # Both gateways, started once and kept for every round.
 PIDS=() PORTS=()
@@ -125,11 +138,16 @@ for i in 0 1; do
     mkdir -p "$dir"
     port="$(free_port)"
     write_ringress_config "$dir" "$port"
+    [ -z "${AUTH[$i]}" ] || add_jwt_policy "$dir/ringress.yaml"
     if [ "$i" -eq 0 ]; then extra=("${EXTRA_A[@]}"); else extra=("${EXTRA_B[@]}"); fi
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "${BINS[$i]}" run \
         --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch "${extra[@]}"
     GW_PID="$SPAWNED"
-    wait_ready "ringress ${LABELS[$i]}" "$dir" "$port" || die "$GW_FAIL"
+    wait_ready "ringress ${LABELS[$i]}" "$dir" "$port" "${AUTH[$i]}" || die "$GW_FAIL"
+    if [ -n "${AUTH[$i]}" ]; then
+        why="$(check_jwt_policy "$port")" || die "ringress ${LABELS[$i]}: $why"
+        log "ringress ${LABELS[$i]}: without a token 403, a tampered token 401, the token 200"
+    fi
     PIDS+=("$SPAWNED") PORTS+=("$port")
     log "ringress ${LABELS[$i]} (pid $SPAWNED) on 127.0.0.1:$port, CPU $PROXY_CPU"
 done
@@ -139,7 +157,7 @@ printf 'workload\tround\tbuild\trequests\tuser_us\tsys_us\ttotal_us\n' >"$RESULT
 
 # one_round WORKLOAD ROUND: both wrk at once; one results line per build.
 one_round() {
-    local wl="$1" round="$2" conns path extra=() i out pids=() before=() after=() line n u0 s0 u1 s1
+    local wl="$1" round="$2" conns path extra=() i out pids=() before=() after=() line n u0 s0 u1 s1 auth
     case "$wl" in
     keepalive) conns=32 path=/ ;;
     close) conns=8 path=/ extra=(-H 'Connection: close') ;;
@@ -151,9 +169,11 @@ one_round() {
     done
     for i in 0 1; do
         out="$OUT_DIR/wrk-$wl-r$round-${LABELS[$i]}.txt"
+        auth=()
+        [ -z "${AUTH[$i]}" ] || auth=(-H "${AUTH[$i]}")
         spawn "$out" env WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 \
             -s "$repo_root/perf/wrk-report.lua" -c "$conns" -d "${DURATION}s" --timeout 5s \
-            "${extra[@]}" "$(gw_url "${PORTS[$i]}" "$path")"
+            "${extra[@]}" "${auth[@]}" "$(gw_url "${PORTS[$i]}" "$path")"
         pids+=("$SPAWNED")
     done
     for i in 0 1; do
@@ -168,6 +188,9 @@ one_round() {
         [ -n "$line" ] || die "wrk printed no summary for ${LABELS[$i]}: $(tail -n 2 "$out" | tr '\n' ' ')"
         n="$(sed -E 's/.* requests=([0-9]+).*/\1/' <<<"$line")"
         [ "$n" -gt 0 ] || die "no request completed through ${LABELS[$i]} in $wl round $round"
+        # A refused request (401/403) costs less than a verified one: not a measurement.
+        [ "$(sed -E 's/.* status_err=([0-9]+).*/\1/' <<<"$line")" -eq 0 ] ||
+            die "${LABELS[$i]} answered status 400 or more in $wl round $round: $line"
         # 1m: CPU per MiB, i.e. per response.
         read -r u0 s0 <<<"${before[$i]}"
         read -r u1 s1 <<<"${after[$i]}"

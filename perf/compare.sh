@@ -3,7 +3,7 @@
 # reverse proxies, on this machine, with the same certificate, upstream and clients.
 #
 #   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
-#                   [--workloads keepalive,close,full,1m,h2m10,h2m1,idle,h2idle,latency] [--idle-conns N]
+#                   [--workloads keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency] [--idle-conns N]
 #                   [--latency-rate N] [--proxy-cpu C] [--load-cpu C]
 #                   [--ringress PATH] [--out DIR]
 #
@@ -23,7 +23,11 @@
 # keeps it), the full workload's new connections (h2load) never do. The latency
 # workload offers every gateway the same fixed rate (70 % of nginx's keep-alive peak)
 # and reports p50/p99 latency measured from each request's scheduled send time
-# (perf/wrk-rate.lua). Rounds are interleaved (each round
+# (perf/wrk-rate.lua). The jwt workload (ringress only: nginx OSS and HAProxy cannot
+# verify JWTs) is keepalive again against a ringress whose config requires an RS256
+# token (perf/ringress-jwt.yaml), with wrk sending Istio's sample token: its CPU per
+# request beside the keepalive row is the cost of verification (cached per shard).
+# Rounds are interleaved (each round
 # runs every gateway once, in a rotated order) and the table shows medians. See
 # perf/README.md for the method.
 #
@@ -43,7 +47,7 @@ source "$repo_root/perf/lib.sh"
 ROUNDS=5
 DURATION=10
 ONLY="nginx,haproxy,ringress"
-WORKLOADS="keepalive,close,full,1m,h2m10,h2m1,idle,h2idle,latency"
+WORKLOADS="keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency"
 IDLE_CONNS=3000
 # Offered load of the latency workload in requests/s; empty: measured (see below).
 LATENCY_RATE=""
@@ -80,7 +84,7 @@ WARMUP_SECS=1
 TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 ALL_GATEWAYS="nginx haproxy ringress"
-ALL_WORKLOADS="keepalive close full 1m h2m10 h2m1 idle h2idle latency"
+ALL_WORKLOADS="keepalive jwt close full 1m h2m10 h2m1 idle h2idle latency"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -90,8 +94,12 @@ Options:
   --rounds N        rounds; each runs every gateway once (default $ROUNDS)
   --duration S      seconds of wrk load per workload (default $DURATION)
   --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
-  --workloads LIST  keepalive,close,full,1m,h2m10,h2m1,idle,h2idle,latency (default all)
+  --workloads LIST  keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency (default all)
                       keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
+                      jwt        ringress only (nginx OSS and HAProxy cannot verify JWTs):
+                                 keepalive with a RequestAuthentication (RS256, inline JWKS)
+                                 and a DENY policy for requests without a verified token;
+                                 wrk sends Authorization: Bearer <$JWT_TOKEN_FILE>
                       close      $CLOSE_CONNS connections, Connection: close: a new TCP connection and a
                                  resumed TLS 1.3 handshake (session ticket, X25519) per request
                       full       batches of $FULL_CONNS new connections (h2load), one request each: a
@@ -340,14 +348,17 @@ prepare_ringress() {
     fi
 }
 
+# start_ringress DIR PORT [jwt]: with jwt, the config also requires the token
+# (add_jwt_policy).
 start_ringress() {
-    local dir="$1" port="$2"
+    local dir="$1" port="$2" policy="${3:-}"
     if [ -n "$RINGRESS_UNAVAILABLE" ]; then
         GW_FAIL="$RINGRESS_UNAVAILABLE"
         return 1
     fi
     admin="$(free_port)"
     write_ringress_config "$dir" "$port"
+    [ "$policy" != jwt ] || add_jwt_policy "$dir/ringress.yaml"
     # No access log, as nginx and HAProxy run here (perf/ab.sh measures its cost).
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
         --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin" --access-log off
@@ -447,10 +458,14 @@ run_h2_load() {
 
 # run_wrk ROUND NAME PORT WORKLOAD
 run_wrk() {
-    local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() after=() why
+    local round="$1" name="$2" port="$3" wl="$4" conns path want extra=() after=() why auth=""
     local script=wrk-report.lua
     case "$wl" in
     keepalive) conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
+    jwt)
+        conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) auth="$JWT_HEADER"
+        extra=(-H "$JWT_HEADER")
+        ;;
     close) conns=$CLOSE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) extra=(-H 'Connection: close') ;;
     full) conns=$FULL_CONNS path=/ want=$((${#SMALL_BODY} + 1)) ;;
     1m) conns=$BIG_CONNS path=/1m want=$BIG_BYTES ;;
@@ -460,7 +475,7 @@ run_wrk() {
         after=(-- "$LATENCY_RATE" "$LATENCY_SKIP_MS")
         ;;
     esac
-    if ! why="$(fetch_check "$port" "$path" "$want")"; then
+    if ! why="$(fetch_check "$port" "$path" "$want" "$auth")"; then
         record "$round" "$name" "$wl" failed - - - - - - - "$why"
         log "  $wl: failed: $why"
         return 0
@@ -505,6 +520,14 @@ run_wrk() {
     if [ "$requests" -eq 0 ]; then
         record "$round" "$name" "$wl" failed - - "$errors" 0 - - - "no request completed"
         log "  $wl: failed: no request completed ($errors errors)"
+        return 0
+    fi
+    if [ "$wl" = jwt ] && [ "$(field "$line" status_err)" -gt 0 ]; then
+        # Refusals are cheap: a run with any would not measure verification.
+        why="$(field "$line" status_err) of $requests answers had a status of 400 or more (401/403: the token was refused); not measured"
+        record "$round" "$name" "$wl" failed - - "$errors" "$requests" - - - "$why"
+        log "  $wl: failed: $why"
+        JWT_REFUSED=$((JWT_REFUSED + 1))
         return 0
     fi
     local cost user_cost sys_cost rate other note=""
@@ -709,6 +732,36 @@ tls_check() {
     fi
 }
 
+# start_jwt_gateway ROUND DIR: replaces this round's ringress with one whose config
+# requires the token (start_ringress ... jwt), on a port of its own, and sets JWT_PORT.
+# Before any load it checks that the policy is in force: no token 403, a tampered one
+# 401, the token 200; then warms it up with the token. On failure the jwt row is
+# recorded as failed and it returns 1.
+JWT_PORT=""
+JWT_REFUSED=0
+start_jwt_gateway() {
+    local round="$1" dir="$2/jwt" port
+    stop_pid "$GW_PID"
+    mkdir -p "$dir"
+    port="$(free_port)"
+    GW_PID="" GW_FAIL=""
+    log "  jwt: ringress requiring the token (RequestAuthentication + DENY notRequestPrincipals) on 127.0.0.1:$port"
+    if start_ringress "$dir" "$port" jwt; then
+        wait_ready ringress "$dir" "$port" "$JWT_HEADER" || true
+    fi
+    [ -n "$GW_FAIL" ] || GW_FAIL="$(check_jwt_policy "$port")" || true
+    if [ -n "$GW_FAIL" ]; then
+        record "$round" ringress jwt failed - - - - - - - "$GW_FAIL"
+        log "  jwt: failed: $GW_FAIL"
+        JWT_REFUSED=$((JWT_REFUSED + 1))
+        return 1
+    fi
+    log "  jwt: without a token 403, a tampered token 401, the token 200"
+    JWT_PORT="$port"
+    run_load /dev/null wrk-report.lua -c "$KEEPALIVE_CONNS" -d "${WARMUP_SECS}s" -H "$JWT_HEADER" \
+        "$(gw_url "$port" /)"
+}
+
 # run_gateway ROUND NAME
 declare -A FAILED_AT_START=()
 run_gateway() {
@@ -727,6 +780,7 @@ run_gateway() {
         log "  $name failed: $GW_FAIL"
         FAILED_AT_START[$name]="$GW_FAIL"
         for wl in $WORKLOAD_LIST; do
+            [ "$wl" != jwt ] || [ "$name" = ringress ] || continue
             record "$round" "$name" "$wl" failed - - - - - - - "$GW_FAIL"
         done
         [ -z "$GW_PID" ] || stop_pid "$GW_PID"
@@ -741,19 +795,27 @@ run_gateway() {
     [[ " $WORKLOAD_LIST " == *" idle "* ]] && order+=(idle)
     [[ " $WORKLOAD_LIST " == *" h2idle "* ]] && order+=(h2idle)
     for wl in $WORKLOAD_LIST; do
-        [ "$wl" = idle ] || [ "$wl" = h2idle ] || order+=("$wl")
+        [ "$wl" = idle ] || [ "$wl" = h2idle ] || [ "$wl" = jwt ] || order+=("$wl")
     done
+    # jwt last: it runs on a gateway of its own, started with the policy.
+    [[ " $WORKLOAD_LIST " == *" jwt "* ]] && [ "$name" = ringress ] && order+=(jwt)
     for wl in "${order[@]}"; do
         if [ "$wl" = idle ] || [ "$wl" = h2idle ]; then
             run_idle "$round" "$name" "$port" "$wl"
+        elif [ "$wl" = jwt ]; then
+            start_jwt_gateway "$round" "$dir" && run_wrk "$round" "$name" "$JWT_PORT" jwt || true
         elif ! run_wrk "$round" "$name" "$port" "$wl"; then
             break
         fi
     done
-    stop_pid "$GW_PID"
+    [ -z "$GW_PID" ] || stop_pid "$GW_PID"
     mkdir -p "$OUT_DIR/logs"
     for f in "$dir"/*.log; do
         [ -e "$f" ] && cp "$f" "$OUT_DIR/logs/r$round-$name-$(basename "$f")"
+    done
+    # Only ringress has them (the jwt workload's gateway).
+    for f in "$dir"/jwt/*.log; do
+        [ ! -e "$f" ] || cp "$f" "$OUT_DIR/logs/r$round-$name-jwt-$(basename "$f")"
     done
 }
 
@@ -795,6 +857,10 @@ measure_latency_rate() {
 
 gen_certs
 has_gateway ringress && prepare_ringress
+if [[ " $WORKLOAD_LIST " == *" jwt "* ]]; then
+    [ "$GATEWAYS" = ringress ] || log "jwt: run by ringress only (nginx OSS and HAProxy cannot verify JWTs)"
+    has_gateway ringress && prepare_jwt
+fi
 start_upstream
 if [[ " $WORKLOAD_LIST " == *" latency "* ]]; then
     [ -n "$LATENCY_RATE" ] || measure_latency_rate
@@ -815,3 +881,5 @@ log "results: $OUT_DIR"
 python3 "$repo_root/perf/summarize.py" "$RESULTS" --gateways "${GATEWAYS// /,}" \
     --workloads "${WORKLOAD_LIST// /,}" ${LATENCY_RATE_WHY:+--latency-why "$LATENCY_RATE_WHY"} |
     tee "$OUT_DIR/summary.md"
+# A jwt run that was refused measured nothing worth a row: the benchmark fails.
+[ "$JWT_REFUSED" -eq 0 ] || die "jwt: $JWT_REFUSED run(s) were refused or found the policy not in force (see above); their rows are not measured"

@@ -3,7 +3,8 @@
 # that does not move with the machine's load, unlike the CPU times of perf/compare.sh.
 #
 #   perf/instructions.sh [--ringress BIN[,BIN2]] [--requests N] [--conns C] [--handshakes M]
-#                        [--workloads keepalive,serial,full] [--repeat R] [--args "ARGS"] [--out DIR]
+#                        [--workloads keepalive,serial,full] [--repeat R] [--args "ARGS"] [--jwt]
+#                        [--out DIR]
 #
 # ringress runs under callgrind (one shard, no admin endpoint, no file watching) on CPU
 # 0, with the HTTPS server, certificate and upstream nginx of perf/compare.sh. h2load,
@@ -14,6 +15,9 @@
 #   full       M connections at once, one request each with Connection: close, every
 #              one a full TLS 1.3 handshake (h2load's clients share no session): Ir per
 #              connection
+# With --jwt, ringress's config also requires a JWT (perf/ringress-jwt.yaml, as
+# perf/compare.sh's jwt workload) and h2load sends the sample RS256 token with every
+# request: against a run without it, what a required token costs.
 # Each figure comes from two runs, one with N and one with 3N requests (M and 3M
 # connections): (Ir(3N) - Ir(N)) / 2N, so start-up, warm-up and the dump cancel out.
 #
@@ -42,6 +46,8 @@ LOAD_CPU=1
 OUT_DIR=""
 # Extra `ringress run` arguments (no access log, as perf/compare.sh runs every gateway).
 RUN_ARGS="--access-log off"
+# 1: every request carries the sample token, which the config requires (--jwt).
+JWT=0
 
 # Bound on one h2load run under valgrind.
 LOAD_TIMEOUT_SECS=600
@@ -69,6 +75,8 @@ Options:
   --args "ARGS"          extra \`ringress run\` arguments for every binary (default
                          "$RUN_ARGS"; a build older than the flag needs others, e.g.
                          --args "--log-level info")
+  --jwt                  the config requires a JWT (perf/ringress-jwt.yaml); h2load sends
+                         the sample RS256 token with every request
   --out DIR              results.tsv, summary.md, logs and callgrind files
                          (default: new dir under \${TMPDIR:-/tmp})
 EOF
@@ -86,6 +94,7 @@ while [ "$#" -gt 0 ]; do
     --load-cpu) LOAD_CPU="$(opt_value "$@")"; shift 2 ;;
     --out) OUT_DIR="$(opt_value "$@")"; shift 2 ;;
     --args) RUN_ARGS="$(opt_value "$@")"; shift 2 ;;
+    --jwt) JWT=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument '$1'" ;;
     esac
@@ -164,12 +173,19 @@ fi
     for i in "${!BINS[@]}"; do
         printf 'ringress %s: %s (sha256 %s)\n' "${LABELS[$i]}" "${BINS[$i]}" "$(sha256sum "${BINS[$i]}" | cut -c1-16)"
     done
-    printf 'command: perf/instructions.sh --ringress %s --requests %s --conns %s --handshakes %s --workloads %s --repeat %s --args "%s"\n' \
-        "$(IFS=,; printf '%s' "${BINS[*]}")" "$REQUESTS" "$KEEPALIVE_CONNS" "$HANDSHAKES" "${WORKLOAD_LIST// /,}" "$REPEAT" "$RUN_ARGS"
+    printf 'command: perf/instructions.sh --ringress %s --requests %s --conns %s --handshakes %s --workloads %s --repeat %s --args "%s"%s\n' \
+        "$(IFS=,; printf '%s' "${BINS[*]}")" "$REQUESTS" "$KEEPALIVE_CONNS" "$HANDSHAKES" "${WORKLOAD_LIST// /,}" "$REPEAT" "$RUN_ARGS" \
+        "$([ "$JWT" -eq 0 ] || printf ' --jwt')"
 } | tee "$OUT_DIR/machine.txt" >&2
 
 gen_certs
 start_upstream
+# The header h2load and the readiness check send (the token with --jwt).
+AUTH_HEADER=""
+if [ "$JWT" -eq 1 ]; then
+    prepare_jwt
+    AUTH_HEADER="$JWT_HEADER"
+fi
 
 # ---------------------------------------------------------------------------------
 # One run under callgrind
@@ -187,18 +203,25 @@ s.close()' "$1" 2>/dev/null || true
 # NUDGES, and TLS (protocol, suite and group h2load negotiated), or dies with the reason.
 IR="" NUDGES=0 TLS=
 count_ir() {
-    local bin="$1" dir="$2" port line cc i want
+    local bin="$1" dir="$2" port line cc i want why auth=()
     shift 2
     mkdir -p "$dir"
     port="$(free_port)"
     write_ringress_config "$dir" "$port"
+    if [ -n "$AUTH_HEADER" ]; then
+        add_jwt_policy "$dir/ringress.yaml"
+        auth=(-H "$AUTH_HEADER")
+    fi
     GW_PID="" GW_FAIL=""
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$VALGRIND" --tool=callgrind \
         --callgrind-out-file="$dir/cg.out" --dump-instr=no \
         "$bin" run --config "$dir/ringress.yaml" --shards 1 --admin off --no-watch "${EXTRA_ARGS[@]}"
     GW_PID="$SPAWNED"
-    wait_ready ringress "$dir" "$port" || die "$GW_FAIL (log: $dir/ringress.log)"
-    spawn "$dir/h2load.txt" timeout "$LOAD_TIMEOUT_SECS" taskset -c "$LOAD_CPU" "$H2LOAD" --h1 "$@" \
+    wait_ready ringress "$dir" "$port" "$AUTH_HEADER" || die "$GW_FAIL (log: $dir/ringress.log)"
+    if [ -n "$AUTH_HEADER" ]; then
+        why="$(check_jwt_policy "$port")" || die "$why (log: $dir/ringress.log)"
+    fi
+    spawn "$dir/h2load.txt" timeout "$LOAD_TIMEOUT_SECS" taskset -c "$LOAD_CPU" "$H2LOAD" --h1 "$@" "${auth[@]}" \
         --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
     wait "$SPAWNED" || true
     forget_pid "$SPAWNED"

@@ -1,7 +1,8 @@
-# Shared by perf/compare.sh and perf/instructions.sh (sourced, not run): logging and
-# option checks, tool installation, background processes that are stopped on exit, the
-# benchmark's certificate (bench.example.com), its upstream nginx, the ringress config
-# and the wait for a gateway's first answer.
+# Shared by perf/compare.sh, perf/ab.sh and perf/instructions.sh (sourced, not run):
+# logging and option checks, tool installation, background processes that are stopped
+# on exit, the benchmark's certificate (bench.example.com), its upstream nginx, the
+# ringress config (and the JWT policy of the jwt workloads) and the wait for a
+# gateway's first answer.
 #
 # The sourcing script sets repo_root (the checkout) and, before using the functions
 # that need them: WORK and OUT_DIR (directories), LOAD_CPU (the upstream's CPU), nofile
@@ -397,10 +398,12 @@ gw_url() {
     printf 'https://%s:%s%s' "$SERVER_NAME" "$1" "$2"
 }
 
-# fetch_check PORT PATH EXPECTED_BYTES: one verified HTTPS request; prints why on failure.
+# fetch_check PORT PATH EXPECTED_BYTES [HEADER]: one verified HTTPS request (with the
+# request header HEADER, "Name: value", when given); prints why on failure.
 fetch_check() {
-    local port="$1" path="$2" want="$3" out got
-    out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 \
+    local port="$1" path="$2" want="$3" header=() out got
+    [ -z "${4:-}" ] || header=(-H "$4")
+    out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 "${header[@]}" \
         --resolve "$SERVER_NAME:$port:127.0.0.1" --cacert "$CA" "$(gw_url "$port" "$path")" 2>&1)" || {
         printf 'curl %s: %s' "$path" "$(printf '%s' "$out" | tail -n1)"
         return 1
@@ -412,9 +415,20 @@ fetch_check() {
     fi
 }
 
-# wait_ready NAME DIR PORT: bounded wait for the gateway's first good answer.
+# fetch_status PORT PATH [HEADER]: the status code of one verified HTTPS request, or
+# "000" when none came.
+fetch_status() {
+    local port="$1" path="$2" header=()
+    [ -z "${3:-}" ] || header=(-H "$3")
+    curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "${header[@]}" \
+        --resolve "$SERVER_NAME:$port:127.0.0.1" --cacert "$CA" "$(gw_url "$port" "$path")" 2>/dev/null ||
+        true
+}
+
+# wait_ready NAME DIR PORT [HEADER]: bounded wait for the gateway's first good answer
+# (to a request with HEADER, when given: a gateway that wants a token).
 wait_ready() {
-    local name="$1" dir="$2" port="$3" i why="" st
+    local name="$1" dir="$2" port="$3" header="${4:-}" i why="" st
     for i in $(seq 1 $((READY_TIMEOUT_SECS * 10))); do
         if ! alive "$GW_PID"; then
             st=0
@@ -423,11 +437,61 @@ wait_ready() {
             GW_FAIL="$name exited with status $st before serving: ${why:-it printed nothing}"
             return 1
         fi
-        if why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)))"; then
+        if why="$(fetch_check "$port" / $((${#SMALL_BODY} + 1)) "$header")"; then
             return 0
         fi
         sleep 0.1
     done
     GW_FAIL="$name did not answer $(gw_url "$port" /) within ${READY_TIMEOUT_SECS} s ($why)"
     return 1
+}
+
+# ---------------------------------------------------------------------------------
+# The jwt workloads: every request carries a token the gateway must verify
+
+# Istio's sample token (issuer testing@secure.istio.io, RS256) and its key set.
+JWT_TOKEN_FILE="src/auth/testdata/demo.jwt"
+JWT_JWKS_FILE="src/auth/testdata/jwks.json"
+
+# prepare_jwt: the token and key set (JWT_TOKEN, JWT_HEADER, JWT_JWKS); stops the
+# benchmark when the token has expired or expires within a day.
+JWT_TOKEN="" JWT_HEADER="" JWT_JWKS=""
+prepare_jwt() {
+    local exp now
+    JWT_TOKEN="$(tr -d ' \n' <"$repo_root/$JWT_TOKEN_FILE")"
+    JWT_JWKS="$(tr -d '\n' <"$repo_root/$JWT_JWKS_FILE")"
+    JWT_HEADER="Authorization: Bearer $JWT_TOKEN"
+    exp="$(python3 -c '
+import base64, json, sys
+payload = sys.argv[1].split(".")[1]
+print(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("exp", 0))' "$JWT_TOKEN")" ||
+        die "$JWT_TOKEN_FILE is not a readable JWT"
+    now="$(date +%s)"
+    [ "$exp" -gt $((now + 86400)) ] ||
+        die "$JWT_TOKEN_FILE expires at $(date -u -d "@$exp" '+%Y-%m-%d %H:%M UTC'): the jwt workload needs a token valid for the whole run"
+    log "jwt: token $JWT_TOKEN_FILE (RS256, issuer testing@secure.istio.io, exp $(date -u -d "@$exp" +%Y-%m-%d)), ${#JWT_TOKEN} bytes"
+}
+
+# add_jwt_policy FILE: appends perf/ringress-jwt.yaml, with the key set of prepare_jwt,
+# to the ringress config FILE: then every request needs the token.
+add_jwt_policy() {
+    local manifests
+    manifests="$(<"$repo_root/perf/ringress-jwt.yaml")"
+    printf -- '---\n%s\n' "${manifests//@JWKS@/"$JWT_JWKS"}" >>"$1"
+}
+
+# check_jwt_policy PORT: that the gateway on PORT enforces the policy: no token 403, a
+# token with one signature character changed 401 (the token itself is checked by
+# wait_ready). Prints why on failure.
+check_jwt_policy() {
+    local port="$1" sig="${JWT_TOKEN##*.}" c status tampered
+    c="${sig:20:1}"
+    [ "$c" = A ] && c=B || c=A
+    status="$(fetch_status "$port" /)"
+    tampered="$(fetch_status "$port" / "Authorization: Bearer ${JWT_TOKEN%.*}.${sig:0:20}$c${sig:21}")"
+    if [ "$status" != 403 ] || [ "$tampered" != 401 ]; then
+        printf 'the policy is not in force (without a token: %s, expected 403; a tampered token: %s, expected 401)' \
+            "$status" "$tampered"
+        return 1
+    fi
 }

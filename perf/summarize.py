@@ -2,7 +2,7 @@
 """Turn perf/compare.sh's results.tsv into the Markdown table of medians.
 
     python3 perf/summarize.py RESULTS.tsv [--gateways nginx,haproxy,ringress]
-                                          [--workloads keepalive,close,full,1m,idle,latency]
+                                          [--workloads keepalive,jwt,close,full,1m,idle,latency]
                                           [--latency-why TEXT]
 
 One row per workload and gateway: the median cost (gateway CPU µs per request, per MiB
@@ -13,7 +13,9 @@ client-side errors, and the median share of the gateway's CPU that other process
 used during the runs ("other load", the noise figure). For the CPU workloads the
 "user / kernel" column splits the CPU cost into its user and kernel medians
 (user_cost, sys_cost; absent in older results.tsv files), with the user part's ratio
-to HAProxy's and nginx's. Under the table: the TLS parameters each gateway negotiated
+to HAProxy's and nginx's. The jwt workload is ringress's only (nginx OSS and HAProxy
+cannot verify JWTs; their rows say so), and under the table its median is set against
+ringress's keepalive median (the issue's target: at most 1.15). Under the table: the TLS parameters each gateway negotiated
 and whether it resumed a session, from tls.tsv next to results.tsv when present, with
 a warning when they differ. A gateway whose runs all failed
 shows "failed", and the reasons are listed under the table. Lower cost is better; higher rate is better.
@@ -34,6 +36,7 @@ import sys
 
 COST_UNIT = {
     "keepalive": "µs/req",
+    "jwt": "µs/req",
     "close": "µs/req",
     "full": "µs/req",
     "1m": "µs/MiB",
@@ -45,6 +48,7 @@ COST_UNIT = {
 }
 RATE_UNIT = {
     "keepalive": "req/s",
+    "jwt": "req/s",
     "close": "req/s",
     "full": "req/s",
     "1m": "MiB/s",
@@ -56,7 +60,9 @@ RATE_UNIT = {
 }
 # Workloads whose rows split the gateway's CPU per request into user and kernel time
 # (for latency: the CPU per request at the fixed rate, not the p99 of the main column).
-CPU_SPLIT = ("keepalive", "close", "full", "1m", "h2m10", "h2m1", "latency")
+CPU_SPLIT = ("keepalive", "jwt", "close", "full", "1m", "h2m10", "h2m1", "latency")
+# Workloads only ringress runs, and why the others do not.
+RINGRESS_ONLY = {"jwt": "n/a: no JWT verification"}
 
 # Above this median share of "other load" on the gateway's core, latency rows get a
 # warning under the table (a stalled gateway goes straight into its tail).
@@ -64,6 +70,7 @@ NOISY_OTHER_PCT = 10
 
 WORKLOAD_TITLE = {
     "keepalive": "keep-alive, small response",
+    "jwt": "keep-alive, small response, RS256 JWT required",
     "close": "new connection per request, resumed TLS",
     "full": "new connection per request, full TLS handshake",
     "1m": "1 MiB response",
@@ -196,6 +203,8 @@ def main() -> int:
             title = WORKLOAD_TITLE.get(wl, wl)
             if not isinstance(s, dict):
                 label = "not run" if s == "not run" else "failed"
+                if wl in RINGRESS_ONLY and gw != "ringress":
+                    label = RINGRESS_ONLY[wl]
                 out.write(f"| {title} | {gw} | {label} | | | | | | | | | | | | |\n")
                 continue
             cost = f"{fmt(s['cost'])} {COST_UNIT.get(wl, '')}"
@@ -219,6 +228,8 @@ def main() -> int:
                 f"| {s['runs']} | {s['errors']} | {s['other']} |\n"
             )
     write_split_note(out, stats, workloads, gateways)
+    if "jwt" in workloads:
+        write_jwt_note(out, stats)
     write_tls_notes(out, os.path.join(os.path.dirname(os.path.abspath(args.results)), "tls.tsv"), gateways)
     if "latency" in workloads:
         write_latency_notes(out, rows, gateways, args.latency_why)
@@ -246,6 +257,26 @@ def write_split_note(out, stats, workloads, gateways) -> None:
         "parsing, proxying); the kernel part (system calls, TCP and loopback delivery into the peer's "
         "socket, copies, wake-ups) is close to a floor shared by all three on loopback. "
         "`user ÷` compares the user parts.\n"
+    )
+
+
+# The issue's target for the jwt workload: at most this much more CPU per request than
+# keepalive.
+JWT_TARGET = 1.15
+
+
+def write_jwt_note(out, stats) -> None:
+    """Under the table: ringress's jwt median against its keepalive median of the same run."""
+    jwt, plain = stats.get(("jwt", "ringress")), stats.get(("keepalive", "ringress"))
+    if not isinstance(jwt, dict) or not isinstance(plain, dict):
+        return
+    parts = [f"{fmt(jwt['cost'])} ÷ {fmt(plain['cost'])} µs/req = {jwt['cost'] / plain['cost']:.3f}"]
+    if None not in (jwt["user"], plain["user"], jwt["sys"], plain["sys"]):
+        parts.append(f"user {ratio(jwt['user'], plain['user'])}, kernel {ratio(jwt['sys'], plain['sys'])}")
+    verdict = "within" if jwt["cost"] <= JWT_TARGET * plain["cost"] else "ABOVE"
+    out.write(
+        f"\njwt ÷ keepalive (ringress, medians): {'; '.join(parts)}; {verdict} the target of "
+        f"≤ {JWT_TARGET:.2f}. nginx OSS and HAProxy cannot verify JWTs, so the jwt row is ringress's only.\n"
     )
 
 

@@ -42,6 +42,10 @@
 
 pub mod access_log;
 pub(crate) mod auth;
+/// `bench/auth.rs`'s way in to authentication and authorization, which are otherwise
+/// crate-private.
+#[doc(hidden)]
+pub use auth::bench as auth_bench;
 pub(crate) mod buffers;
 pub mod config;
 pub mod control;
