@@ -532,6 +532,20 @@ fn a_jwks_outage_fails_its_tokens_closed_and_serves_the_rest() {
             .is_some_and(|e| e.contains("GET https://localhost")),
         "{dump}"
     );
+    // The same in the metrics: no keys, the fetch failing, never a success.
+    let metrics = curl(&[&format!("http://127.0.0.1:{admin}/stats/prometheus")]).text();
+    for line in [
+        "ringress_jwks_keys{source=\"https://localhost:",
+        "ringress_jwks_fetch_failing{source=\"https://localhost:",
+        "ringress_jwks_last_success_timestamp_seconds{source=\"https://localhost:",
+    ] {
+        let sample = metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .expect(&metrics);
+        let want = if line.contains("failing") { " 1" } else { " 0" };
+        assert!(sample.ends_with(want), "{sample}");
+    }
 }
 
 #[test]

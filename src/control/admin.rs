@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `GET /` | this list of routes (plain text) |
 //! | `GET /certs` | JSON: every listener and TLS server with its hosts, TLS mode, certificate source, the chain (subject, SANs, serial, expiry, days left) and for MUTUAL servers the client CA; the config generation |
-//! | `GET /stats/prometheus` | Prometheus text format 0.0.4: responses, per-route responses, handshakes, connections, upstream connect failures, reloads, generation, certificate expiry |
+//! | `GET /stats/prometheus` | Prometheus text format 0.0.4: responses, per-route responses, handshakes, connections, upstream connect failures, reloads, generation, certificate expiry, authentication and authorization outcomes, JWT key set state |
 //! | `GET /ready` | `200 ready` while serving, `503 draining` once a stop began |
 //! | `GET /config_dump` | JSON: the validated configuration being served (never key contents), with the endpoints each destination resolved to, and `reloads`: counts, the last attempt and the last failure with its error |
 //! | `POST /reload` | reloads like SIGHUP and waits for the outcome: `200 {"generation": N}` or `500 {"error": "..."}` |

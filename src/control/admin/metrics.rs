@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::time::UNIX_EPOCH;
 
-use crate::auth;
+use crate::auth::{self, SourceKeys};
 use crate::control::status::Status;
 use crate::shard::ShardStats;
 use crate::tls::{CertInfo, HandshakeFailure};
@@ -249,6 +249,42 @@ pub(super) fn render(status: &Status, now: i64) -> String {
         "Generation of the configuration being served (1 at start, +1 per successful reload).",
     );
     out.sample("ringress_config_generation", &[], snapshot.generation);
+
+    // Remote JWT key sets, as the control thread last fetched them.
+    let ring = status.keys();
+    let secs = |t: Option<std::time::SystemTime>| {
+        t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs())
+    };
+    for (name, kind, help, value) in [
+        (
+            "ringress_jwks_keys",
+            "gauge",
+            "Keys of each remote JWT key set in use (0: none ever loaded, its tokens are refused), by source URL.",
+            (&|s: &SourceKeys| s.keys.as_ref().map_or(0, |k| k.keys.len() as u64))
+                as &dyn Fn(&SourceKeys) -> u64,
+        ),
+        (
+            "ringress_jwks_fetch_failing",
+            "gauge",
+            "1 when the last fetch of a remote JWT key set failed (the keys fetched before stay in use), by source URL.",
+            &|s: &SourceKeys| u64::from(s.last_error.is_some()),
+        ),
+        (
+            "ringress_jwks_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful fetch of a remote JWT key set (0: never), by source URL.",
+            &|s: &SourceKeys| secs(s.last_success),
+        ),
+    ] {
+        if ring.sources.is_empty() {
+            break;
+        }
+        out.family(name, kind, help);
+        for (url, state) in &ring.sources {
+            out.sample(name, &[("source", url)], value(state));
+        }
+    }
 
     out.family(
         "ringress_start_time_seconds",
