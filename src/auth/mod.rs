@@ -9,7 +9,7 @@
 //! - [`cache`]: the shard's tokens that verified, so a client's token is checked
 //!   once, not on every request.
 //! - [`authz`]: `AuthorizationPolicy`, decided after authentication.
-//! - [`bench`]: the two checks as `bench/auth.rs` reaches them from outside the crate.
+//! - [`bench`](mod@bench): the two checks as `bench/auth.rs` reaches them from outside the crate.
 //! - `jws_vectors` (tests only): the published JWS vectors of RFC 7515, 7520 and 8037
 //!   checked with [`keys`] and [`jwt`].
 //! - this file: where tokens are found in a request, which provider checks them,
