@@ -621,7 +621,7 @@ impl Connection {
         let Some(authz) = &snapshot.authz else {
             return Ok(());
         };
-        let local = self.local_addr();
+        let local = self.local_addr_in(snapshot);
         let (client_cert, sni) = self.client.identity_and_server_name();
         let req = AuthzRequest {
             head,
@@ -721,7 +721,11 @@ impl Connection {
     /// The address the client connected to: the listener's, or the socket's own when
     /// the listener is bound to every address.
     fn local_addr(&self) -> Option<SocketAddr> {
-        let snapshot = self.ctx.snapshot();
+        self.local_addr_in(&self.ctx.snapshot())
+    }
+
+    /// [`Connection::local_addr`] with the listeners of `snapshot`.
+    fn local_addr_in(&self, snapshot: &Snapshot) -> Option<SocketAddr> {
         let listener = snapshot.listeners.iter().find(|l| l.port() == self.port)?;
         match listener.addr.ip().is_unspecified() {
             true => self.client.local_addr(),

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::Value;
 
-use super::Verified;
+use super::{Verified, jwt};
 use crate::config::{
     AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
     ConditionKey, ConditionValues, Config, ValueMatch, Values,
@@ -238,7 +238,8 @@ fn strings_admit(key: &ConditionKey, values: &Values<ValueMatch>, req: &AuthzReq
                 .is_some_and(|azp| m.matches(azp))
         }),
         ConditionKey::Claim(path) => {
-            let claim = token.and_then(|t| claim_at(&t.claims, path));
+            let claim =
+                token.and_then(|t| jwt::claim_at(&t.claims, path.iter().map(String::as_str)));
             values.admit(|m| claim.is_some_and(|c| claim_matches(m, c)))
         }
         ConditionKey::Sni => values.admit(|m| req.sni.is_some_and(|s| m.matches(s))),
@@ -248,16 +249,6 @@ fn strings_admit(key: &ConditionKey, values: &Values<ValueMatch>, req: &AuthzReq
         | ConditionKey::DestinationIp
         | ConditionKey::DestinationPort => false,
     }
-}
-
-/// A claim reached through nested objects.
-fn claim_at<'v>(claims: &'v serde_json::Map<String, Value>, path: &[String]) -> Option<&'v Value> {
-    let (first, rest) = path.split_first()?;
-    let mut value = claims.get(first)?;
-    for part in rest {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
 }
 
 /// A claim matches as a string, or as a list one of whose strings matches (Istio's
@@ -297,7 +288,10 @@ fn header_value(head: &RequestHead, name: &str) -> Option<String> {
 
 /// The host matches as sent, or without its port (`example.com:8443`).
 fn host_matches(m: &ValueMatch, host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
+    let host = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => std::borrow::Cow::Owned(host.to_ascii_lowercase()),
+        false => std::borrow::Cow::Borrowed(host),
+    };
     if m.matches(&host) {
         return true;
     }

@@ -324,19 +324,27 @@ pub(super) fn verify_signature(
 /// strings as they are, numbers and booleans in JSON form, lists of those joined
 /// with `,`. `None` for a missing claim or another type.
 pub(crate) fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
-    let value = claims.get(name).or_else(|| {
-        let mut parts = name.split('.');
-        let mut v = claims.get(parts.next()?)?;
-        for part in parts {
-            v = v.as_object()?.get(part)?;
-        }
-        Some(v)
-    })?;
+    let value = claims
+        .get(name)
+        .or_else(|| claim_at(claims, name.split('.')))?;
     if let Value::Array(list) = value {
         let texts: Option<Vec<String>> = list.iter().map(scalar_text).collect();
         return texts.map(|t| t.join(","));
     }
     scalar_text(value)
+}
+
+/// A claim reached through nested objects, one name per level (`outputClaimToHeaders`'
+/// `a.b`, AuthorizationPolicy's `request.auth.claims[a][b]`).
+pub(crate) fn claim_at<'v, 'p>(
+    claims: &'v Map<String, Value>,
+    mut path: impl Iterator<Item = &'p str>,
+) -> Option<&'v Value> {
+    let mut value = claims.get(path.next()?)?;
+    for part in path {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
 }
 
 fn scalar_text(value: &Value) -> Option<String> {

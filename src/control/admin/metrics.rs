@@ -276,10 +276,10 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             "Unix time of the last successful fetch of a remote JWT key set (0: never), by source URL.",
             &|s: &SourceKeys| secs(s.last_success),
         ),
-    ] {
-        if ring.sources.is_empty() {
-            break;
-        }
+    ]
+    .into_iter()
+    .filter(|_| !ring.sources.is_empty())
+    {
         out.family(name, kind, help);
         for (url, state) in &ring.sources {
             out.sample(name, &[("source", url)], value(state));
