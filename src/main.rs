@@ -60,6 +60,17 @@ enum Command {
         /// POST /reload): an address, or `off`.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: String,
+        /// An address answering only `GET /healthz/ready` (200 while serving, 503 once
+        /// draining), for load balancers and Kubernetes probes, e.g. 0.0.0.0:15021 as
+        /// Istio's gateway pods (default: off).
+        #[arg(long)]
+        health: Option<std::net::SocketAddr>,
+        /// A Unix socket for zero-downtime binary upgrades: at start, ringress takes
+        /// the listening sockets of the ringress offering them there (then that one
+        /// drains), and it offers its own there for the next; SIGUSR2 starts the
+        /// binary again to do so.
+        #[arg(long)]
+        upgrade_socket: Option<PathBuf>,
         /// Seconds SIGTERM/SIGINT give in-flight requests before exiting.
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
@@ -151,6 +162,8 @@ fn main() -> ExitCode {
             keepalive_timeout,
             idle_timeout,
             admin,
+            health,
+            upgrade_socket,
             drain_timeout,
             jwks_refresh_interval,
             no_watch,
@@ -191,6 +204,8 @@ fn main() -> ExitCode {
                 max_connections: max_connections.map(|n| n as usize),
                 access_log,
                 access_log_format,
+                health,
+                upgrade_socket,
                 ..RunOptions::new(config)
             })
         })(),

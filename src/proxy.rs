@@ -84,6 +84,11 @@ impl Default for ConnectionLimits {
 /// `--http2-max-concurrent-streams` (nginx's default is 128, HAProxy's 100).
 pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
+/// How long a draining shard waits for the next request of an idle keep-alive
+/// connection before closing it (never past the drain timeout): enough for a request
+/// the client sent as the drain began to arrive and get its answer.
+pub(crate) const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Client connections per shard without `--max-connections`, if the descriptor limit
 /// allows (see `control::raise_fd_limit`).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
@@ -428,12 +433,23 @@ impl Connection {
         self.client.release_buffers();
         // Pinned here and lent to `or_stop`: moving it in would store it twice in
         // this future, which every idle connection keeps.
-        let read = std::pin::pin!(uring::timeout(wait, self.client.read(&mut self.inbuf)));
-        // Between requests a draining shard closes the connection at once.
-        let ready = match self.ctx.draining.or_stop(read).await {
-            None | Some(Err(_)) | Some(Ok(Ok(0))) => Ok(false),
-            Some(Ok(Ok(_))) => Ok(true),
-            Some(Ok(Err(e))) => Err(ProxyError::Client(e)),
+        let mut read = std::pin::pin!(uring::timeout(wait, self.client.read(&mut self.inbuf)));
+        // Between requests a draining shard gives the client DRAIN_IDLE_GRACE for a
+        // request already on its way (answered with `Connection: close`), then
+        // closes: closing at once would race a keep-alive client's next request,
+        // which then fails with no answer (a binary upgrade under load would fail
+        // requests).
+        let read = match self.ctx.draining.or_stop(read.as_mut()).await {
+            Some(read) => read,
+            None => match uring::timeout(DRAIN_IDLE_GRACE, read).await {
+                Ok(read) => read,
+                Err(_) => return Ok(false),
+            },
+        };
+        let ready = match read {
+            Err(_) | Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => Err(ProxyError::Client(e)),
         };
         if self.served > 0 {
             self.head_deadline = uring::now() + self.ctx.settings.timeouts.header;

@@ -8,7 +8,6 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -400,41 +399,6 @@ fn reloads_open_and_close_listeners() {
 
 /// How many SIGHUP reloads the load test makes.
 const LOAD_RELOADS: usize = 20;
-
-/// A `wrk` run: its output. `extra` goes before the URL.
-fn wrk(url: &str, seconds: u64, extra: &[&str]) -> std::process::Output {
-    let mut command = Command::new("wrk");
-    command
-        .args(["-t1", "-c8", "--timeout", "5s", "-d"])
-        .arg(format!("{seconds}s"))
-        .args(extra)
-        .arg(url);
-    run_with_timeout(command, b"", Duration::from_secs(seconds + 15))
-}
-
-/// Panics unless `wrk` output shows served requests and no failure of any kind; the
-/// number of requests.
-#[track_caller]
-fn assert_wrk_clean(output: &std::process::Output, what: &str) -> u64 {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{what}: wrk failed:\n{text}");
-    assert!(
-        !text.contains("Non-2xx or 3xx responses"),
-        "{what}:\n{text}"
-    );
-    assert!(!text.contains("Socket errors"), "{what}:\n{text}");
-    let requests = text
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(requests > 0, "{what}: no requests served:\n{text}");
-    requests
-}
 
 #[test]
 fn twenty_reloads_under_load_fail_no_request() {

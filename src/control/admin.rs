@@ -31,7 +31,8 @@ mod metrics;
 mod tests;
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
@@ -42,6 +43,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use super::ControlEvent;
 use super::status::Status;
+use super::upgrade::{Holder, Inherited, OpenListeners};
 use crate::http::{BodyKind, CONTINUE_100, HttpError, parse_request, reason_phrase};
 
 /// Largest request head the endpoint reads; a larger one gets 431.
@@ -73,6 +75,25 @@ GET  /config_dump        the configuration being served, as JSON
 POST /reload             reload the configuration and certificates now
 ";
 
+/// Which routes an endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routes {
+    /// Every admin route (`--admin`).
+    Admin,
+    /// Only `GET /healthz/ready` (`--health`): the readiness check of Istio's gateway
+    /// pods (port 15021), safe to expose to a load balancer or the kubelet.
+    Health,
+}
+
+impl Routes {
+    fn name(self) -> &'static str {
+        match self {
+            Routes::Admin => "admin endpoint",
+            Routes::Health => "health endpoint",
+        }
+    }
+}
+
 /// The running admin endpoint. Dropping it stops accepting (connections being served
 /// finish on their own threads).
 pub(crate) struct Admin {
@@ -80,50 +101,77 @@ pub(crate) struct Admin {
     pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Where the listening socket is offered to a binary upgrade, to withdraw it.
+    offered: Option<(Arc<OpenListeners>, Holder)>,
 }
 
 impl Drop for Admin {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocking accept with a connection of our own.
-        let wake = match self.addr.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => {
-                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.addr.port())
-            }
-            ip if ip.is_unspecified() => {
-                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), self.addr.port())
-            }
-            _ => self.addr,
-        };
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
+        if let Some((listeners, holder)) = self.offered.take() {
+            listeners.remove(holder, self.addr);
+        }
+        // The accept loop looks at `stop` at least every ACCEPT_POLL.
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-/// Starts the admin endpoint on `addr`; returns once it is listening.
-pub(crate) fn spawn(
+/// How often the accept loop looks whether it should stop.
+const ACCEPT_POLL: Duration = Duration::from_millis(200);
+
+/// Binds the endpoint's listening socket at `addr`, or serves `inherited` (from the
+/// process before a binary upgrade) when it has one for `addr`.
+pub(crate) fn listen(
     addr: SocketAddr,
+    routes: Routes,
+    inherited: Option<&mut Inherited>,
+) -> anyhow::Result<TcpListener> {
+    if let Some(fd) = inherited.and_then(|i| i.take(addr).pop()) {
+        return Ok(TcpListener::from(fd));
+    }
+    TcpListener::bind(addr).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} for the {}: {e}{}",
+            routes.name(),
+            super::bind_hint(&e, addr)
+        )
+    })
+}
+
+/// Starts the endpoint on `listener`; returns at once. With `offered`, the listening
+/// socket is offered to binary upgrades as `holder`.
+pub(crate) fn spawn(
+    listener: TcpListener,
+    routes: Routes,
     status: Arc<Status>,
     events: Sender<ControlEvent>,
+    offered: Option<(Arc<OpenListeners>, Holder)>,
 ) -> anyhow::Result<Admin> {
-    let listener = TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} for the admin endpoint"))?;
+    let name = routes.name();
     let addr = listener
         .local_addr()
-        .context("cannot read the admin endpoint's bound address")?;
+        .with_context(|| format!("cannot read the {name}'s bound address"))?;
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("cannot set up the {name}'s socket"))?;
+    if let Some((listeners, holder)) = &offered {
+        listeners.add(*holder, addr, listener.as_fd());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = stop.clone();
         std::thread::Builder::new()
-            .name("ringress-admin".into())
-            .spawn(move || accept_loop(&listener, &stop, &status, &events))
-            .context("cannot start the admin endpoint thread")?
+            .name(format!(
+                "ringress-{}",
+                name.split(' ').next().unwrap_or("admin")
+            ))
+            .spawn(move || accept_loop(&listener, routes, &stop, &status, &events))
+            .with_context(|| format!("cannot start the {name} thread"))?
     };
-    tracing::info!(%addr, "admin endpoint listening");
-    if !addr.ip().is_loopback() {
+    tracing::info!(%addr, "{name} listening");
+    if routes == Routes::Admin && !addr.ip().is_loopback() {
         tracing::warn!(
             %addr,
             "the admin endpoint is not on a loopback address: anyone who can reach it can read the configuration and reload it"
@@ -133,22 +181,37 @@ pub(crate) fn spawn(
         addr,
         stop,
         thread: Some(thread),
+        offered,
     })
 }
 
+/// Accepts until told to stop. The socket is non-blocking and waited on with
+/// `poll(2)`: after a binary upgrade another process accepts from the same socket,
+/// so a connection that woke this thread may be gone by the time it accepts.
 fn accept_loop(
     listener: &TcpListener,
+    routes: Routes,
     stop: &AtomicBool,
     status: &Arc<Status>,
     events: &Sender<ControlEvent>,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Relaxed) {
-            return;
+    let timeout = rustix::event::Timespec::try_from(ACCEPT_POLL).unwrap_or_default();
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [rustix::event::PollFd::new(
+            listener,
+            rustix::event::PollFlags::IN,
+        )];
+        if let Err(e) = rustix::event::poll(&mut fds, Some(&timeout)) {
+            if e != rustix::io::Errno::INTR {
+                tracing::warn!("admin endpoint: poll failed: {e}");
+                std::thread::sleep(ACCEPT_POLL);
+            }
+            continue;
         }
-        let mut stream = match stream {
-            Ok(stream) => stream,
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 tracing::warn!("admin endpoint: accept failed: {e}");
                 // Out of file descriptors and the like: do not spin.
@@ -156,6 +219,8 @@ fn accept_loop(
                 continue;
             }
         };
+        // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux; make sure.
+        let _ = stream.set_nonblocking(false);
         let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
         if active.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::Relaxed);
@@ -169,7 +234,7 @@ fn accept_loop(
             .name("ringress-admin-conn".into())
             .spawn(move || {
                 let _slot = slot;
-                serve_connection(stream, &status, &events);
+                serve_connection(stream, routes, &status, &events);
             });
         if let Err(e) = spawned {
             tracing::warn!("admin endpoint: cannot start a connection thread: {e}");
@@ -257,12 +322,20 @@ impl Response {
 }
 
 /// Reads one request, answers it and closes.
-fn serve_connection(mut stream: TcpStream, status: &Status, events: &Sender<ControlEvent>) {
+fn serve_connection(
+    mut stream: TcpStream,
+    routes: Routes,
+    status: &Status,
+    events: &Sender<ControlEvent>,
+) {
     let peer = stream.peer_addr().ok();
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let response = match read_request(&mut stream, deadline) {
         Ok((method, path)) => {
-            let response = route(&method, &path, status, events);
+            let response = match routes {
+                Routes::Admin => route(&method, &path, status, events),
+                Routes::Health => health_route(&method, &path, status),
+            };
             tracing::debug!(?peer, %method, %path, status = response.status, "admin request");
             response
         }
@@ -413,6 +486,37 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// The answer of the health endpoint to `method path`.
+fn health_route(method: &str, path: &str, status: &Status) -> Response {
+    if path != HEALTH_PATH {
+        return Response::text(
+            404,
+            &format!("the health endpoint answers GET {HEALTH_PATH} only\n"),
+        );
+    }
+    if method != "GET" {
+        return Response {
+            allow: Some("GET"),
+            ..Response::text(405, &format!("{HEALTH_PATH} takes GET only\n"))
+        };
+    }
+    ready(status)
+}
+
+/// The readiness answer of `/ready` and `/healthz/ready`.
+fn ready(status: &Status) -> Response {
+    if status.is_ready() {
+        return Response::text(200, "ready\n");
+    }
+    match status.failure() {
+        Some(reason) => Response::text(503, &format!("failed: {reason}\n")),
+        None => Response::text(503, "draining\n"),
+    }
+}
+
+/// The health endpoint's one route (Istio's gateway readiness path).
+pub(crate) const HEALTH_PATH: &str = "/healthz/ready";
+
 /// The answer to `method path`.
 fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent>) -> Response {
     let (allow, want) = match path {
@@ -435,11 +539,7 @@ fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             ..Response::text(200, &metrics::render(status, now_unix()))
         },
-        "/ready" if status.is_ready() => Response::text(200, "ready\n"),
-        "/ready" => match status.failure() {
-            Some(reason) => Response::text(503, &format!("failed: {reason}\n")),
-            None => Response::text(503, "draining\n"),
-        },
+        "/ready" => ready(status),
         "/config_dump" => {
             let (snapshot, config) = status.serving();
             let mut dump = json::config_dump(&config, &snapshot);

@@ -3,17 +3,20 @@
 
 pub(crate) mod admin;
 mod check;
+mod notify;
 pub(crate) mod status;
+pub(crate) mod upgrade;
 pub(crate) mod watch;
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use crossbeam_channel::{Receiver, Sender};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 pub use check::check;
@@ -27,6 +30,7 @@ use crate::snapshot::Snapshot;
 use crate::tls;
 use crate::uring;
 use status::{ReloadRecord, Status};
+use upgrade::{Inherited, OpenListeners};
 
 /// How many shard threads to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,6 +91,11 @@ pub struct RunOptions {
     pub access_log_format: access_log::Format,
     /// How often remote JWT key sets are fetched again (`--jwks-refresh-interval`).
     pub jwks_refresh: Duration,
+    /// `--health`: the address of the endpoint answering only `GET /healthz/ready`.
+    pub health: Option<SocketAddr>,
+    /// `--upgrade-socket`: where the listening sockets are taken from at start (when
+    /// a ringress offers them there) and offered to the next binary.
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 /// The admin endpoint's default address (Envoy's, which Istio users know).
@@ -108,6 +117,8 @@ pub(crate) enum ControlEvent {
     ShardDown(ShardDown),
     /// Time to fetch the remote JWT key sets again.
     RefreshKeys,
+    /// SIGUSR2: start this binary again to take the listeners over.
+    Upgrade,
 }
 
 impl RunOptions {
@@ -126,6 +137,8 @@ impl RunOptions {
             access_log: access_log::Target::Stdout,
             access_log_format: access_log::Format::default(),
             jwks_refresh: auth::fetch::DEFAULT_REFRESH,
+            health: None,
+            upgrade_socket: None,
         }
     }
 }
@@ -146,15 +159,19 @@ pub(crate) struct Gateway {
     /// missing or mismatched certificate): its files are watched too, so fixing the
     /// one the error named reloads.
     failed: Option<Arc<config::Config>>,
+    /// Every listening socket of this process, for a binary upgrade.
+    pub(crate) listeners: Arc<OpenListeners>,
 }
 
 /// Builds the first snapshot of `config` (loaded from `opts.config`) and starts every
-/// shard; returns once all listeners are bound. A shard that later ends without a
-/// drain is reported on `events`.
+/// shard; returns once all listeners are bound (or adopted from `inherited`, the
+/// sockets of the process before a binary upgrade). A shard that later ends without
+/// a drain is reported on `events`.
 fn start(
     opts: &RunOptions,
     config: config::Config,
     events: &Sender<ControlEvent>,
+    mut inherited: Option<&mut Inherited>,
 ) -> anyhow::Result<Gateway> {
     uring::check_available().context("ringress needs io_uring")?;
     let config = Arc::new(config);
@@ -165,21 +182,38 @@ fn start(
         &mut ticketers,
         1,
     )?);
-    probe_listeners(snapshot.listeners.iter().map(|l| l.addr))?;
+    let count = opts.shards.resolve();
+    // Each shard adopts every `count`-th inherited socket of an address, in the old
+    // process's order; a shard without one binds its own into the reuseport group.
+    let mut adopted: Vec<Vec<(SocketAddr, OwnedFd)>> = (0..count).map(|_| Vec::new()).collect();
+    let mut fresh = Vec::new();
+    for listener in &snapshot.listeners {
+        let fds = inherited
+            .as_deref_mut()
+            .map(|i| i.take(listener.addr))
+            .unwrap_or_default();
+        if fds.is_empty() {
+            fresh.push(listener.addr);
+        }
+        for (i, fd) in fds.into_iter().enumerate() {
+            adopted[i % count].push((listener.addr, fd));
+        }
+    }
+    probe_listeners(fresh.into_iter())?;
     // Before any shard serves, so the first request already has the keys.
     let keys = Arc::new(auth::fetch::refresh(&config, &KeyRing::default(), false));
-    let count = opts.shards.resolve();
     let mut settings = opts.settings;
     settings.limits.max_connections = max_connections(opts.max_connections, count);
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let access_log = access_log::Writer::start(&opts.access_log, opts.access_log_format.clone())
         .context("cannot open the access log")?;
     let mut shards = Vec::with_capacity(count);
+    let listeners = Arc::new(OpenListeners::default());
     let events = events.clone();
     let on_down: shard::OnDown = Arc::new(move |down| {
         let _ = events.send(ControlEvent::ShardDown(down));
     });
-    for id in 0..count {
+    for (id, adopted) in adopted.into_iter().enumerate() {
         let cpu = (!cores.is_empty()).then(|| cores[id % cores.len()]);
         let handle = shard::spawn(
             ShardOptions {
@@ -191,6 +225,8 @@ fn start(
                 on_down: on_down.clone(),
                 keys: keys.clone(),
                 access_log: access_log.as_ref().map(access_log::Writer::handle),
+                listeners: listeners.clone(),
+                adopted,
             },
             snapshot.clone(),
         )?;
@@ -212,6 +248,7 @@ fn start(
         keys,
         access_log,
         failed: None,
+        listeners,
     })
 }
 
@@ -304,6 +341,9 @@ impl Gateway {
     /// timeout, and waits for every shard to end.
     pub(crate) fn drain(self) {
         self.status.set_draining();
+        // Closed with the shards' own: a stop refuses new clients at once (after a
+        // binary upgrade the new process holds the sockets).
+        self.listeners.clear();
         for shard in &self.shards {
             shard.drain(self.opts.drain_timeout);
         }
@@ -409,6 +449,7 @@ fn log_serving(snapshot: &Snapshot) {
 /// Runs the gateway until SIGTERM or SIGINT. SIGHUP, `POST /reload` on the admin
 /// endpoint and changes to watched files reload the configuration.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    upgrade::remember_command_line();
     let (events, inbox) = crossbeam_channel::unbounded();
     // Registered before the shards start, so an early SIGHUP cannot kill the process.
     forward_signals(events.clone())?;
@@ -427,12 +468,59 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut gateway = start(&opts, config, &events)?;
-    spawn_key_refresh(opts.jwks_refresh, events.clone())?;
-    let _admin = match opts.admin {
-        Some(addr) => Some(admin::spawn(addr, gateway.status.clone(), events.clone())?),
+    // A binary upgrade: the listening sockets of the ringress serving now, taken
+    // once this one's configuration loaded (dropped unused if the rest of the start
+    // fails: the old process then serves on).
+    let mut inherited = match &opts.upgrade_socket {
+        Some(path) => upgrade::take_over(path)?,
         None => None,
     };
+    if let Some(inherited) = &inherited {
+        tracing::info!(
+            from_pid = inherited.from_pid,
+            sockets = inherited.len(),
+            "binary upgrade: took over the listening sockets"
+        );
+    }
+    let mut gateway = start(&opts, config, &events, inherited.as_mut())?;
+    spawn_key_refresh(opts.jwks_refresh, events.clone())?;
+    let mut endpoints = Vec::new();
+    for (addr, routes, holder) in [
+        (opts.admin, admin::Routes::Admin, upgrade::Holder::Admin),
+        (opts.health, admin::Routes::Health, upgrade::Holder::Health),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = admin::listen(addr, routes, inherited.as_mut())?;
+        endpoints.push(admin::spawn(
+            listener,
+            routes,
+            gateway.status.clone(),
+            events.clone(),
+            Some((gateway.listeners.clone(), holder)),
+        )?);
+    }
+    let offer = match &opts.upgrade_socket {
+        Some(path) => Some(upgrade::offer(
+            path,
+            gateway.listeners.clone(),
+            events.clone(),
+        )?),
+        None => None,
+    };
+    match inherited {
+        Some(inherited) => {
+            let from = inherited.from_pid;
+            notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()));
+            match inherited.serving() {
+                Ok(()) => tracing::info!(
+                    from_pid = from,
+                    "binary upgrade: serving; the old process drains"
+                ),
+                Err(e) => tracing::error!(from_pid = from, "binary upgrade: {e:#}"),
+            }
+        }
+        None => notify::notify("READY=1"),
+    }
     if let Some(watcher) = &watcher {
         watcher.set_paths(gateway.watched_paths());
         tracing::info!(
@@ -441,7 +529,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         );
     }
     let ended = serve_events(&mut gateway, &inbox, watcher.as_ref());
+    // After a binary upgrade the new process is the service: systemd hears nothing.
+    if !offer.as_ref().is_some_and(upgrade::Offer::handed_over) {
+        notify::notify("STOPPING=1");
+    }
     gateway.drain();
+    drop(endpoints);
     match ended {
         Ended::Stopped => {
             tracing::info!("stopped");
@@ -482,10 +575,11 @@ fn spawn_key_refresh(interval: Duration, events: Sender<ControlEvent>) -> anyhow
     Ok(())
 }
 
-/// Turns SIGHUP into a reload and SIGTERM/SIGINT into a stop.
+/// Turns SIGHUP into a reload, SIGTERM/SIGINT into a stop and SIGUSR2 into a binary
+/// upgrade.
 fn forward_signals(events: Sender<ControlEvent>) -> anyhow::Result<()> {
-    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .context("cannot install the SIGHUP/SIGTERM handlers")?;
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR2])
+        .context("cannot install the SIGHUP/SIGTERM/SIGUSR2 handlers")?;
     std::thread::Builder::new()
         .name("ringress-signals".into())
         .spawn(move || {
@@ -498,6 +592,7 @@ fn forward_signals(events: Sender<ControlEvent>) -> anyhow::Result<()> {
                     SIGTERM => ControlEvent::Stop {
                         cause: "SIGTERM".into(),
                     },
+                    SIGUSR2 => ControlEvent::Upgrade,
                     _ => ControlEvent::Stop {
                         cause: "SIGINT".into(),
                     },
@@ -524,6 +619,7 @@ fn serve_events(
         let mut stop = None;
         let mut down = None;
         let mut refresh = false;
+        let mut upgrade = false;
         for event in std::iter::once(event).chain(inbox.try_iter()) {
             match event {
                 ControlEvent::Reload { cause, reply } => {
@@ -533,6 +629,7 @@ fn serve_events(
                 ControlEvent::Stop { cause } => stop = Some(cause),
                 ControlEvent::ShardDown(shard) => down = Some(shard),
                 ControlEvent::RefreshKeys => refresh = true,
+                ControlEvent::Upgrade => upgrade = true,
             }
         }
         if let Some(shard) = down {
@@ -554,6 +651,9 @@ fn serve_events(
                 let _ = reply.send(Err("ringress is stopping".into()));
             }
             return Ended::Stopped;
+        }
+        if upgrade {
+            start_successor(gateway.opts.upgrade_socket.is_some());
         }
         if causes.is_empty() {
             // Only the refresh timer: a reload fetches what it needs itself.
@@ -583,6 +683,21 @@ fn serve_events(
         }
     }
     Ended::Stopped
+}
+
+/// SIGUSR2: starts the successor process of a binary upgrade (it needs the upgrade
+/// socket to take the listeners over).
+fn start_successor(have_socket: bool) {
+    if !have_socket {
+        tracing::error!(
+            "SIGUSR2 starts a binary upgrade, which needs --upgrade-socket PATH; still serving"
+        );
+        return;
+    }
+    match upgrade::spawn_successor() {
+        Ok(pid) => tracing::info!(pid, "binary upgrade: started the new process"),
+        Err(e) => tracing::error!("binary upgrade: {e:#}; still serving"),
+    }
 }
 
 #[cfg(test)]

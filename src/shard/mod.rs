@@ -27,6 +27,7 @@ pub(crate) mod stop;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,6 +43,7 @@ pub(crate) use stop::StopSignal;
 
 use crate::access_log::{LogHandle, Record, ShardLog};
 use crate::auth::{KeyRing, TokenCache};
+use crate::control::upgrade::{Holder, OpenListeners};
 use crate::proxy::Settings;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Balancer, ClusterId, Pool};
@@ -63,6 +65,11 @@ pub(crate) struct ShardOptions {
     pub(crate) keys: Arc<KeyRing>,
     /// The access log writer, when the log is on.
     pub(crate) access_log: Option<LogHandle>,
+    /// Where the shard records its listening sockets for a binary upgrade.
+    pub(crate) listeners: Arc<OpenListeners>,
+    /// Listening sockets taken over from the process before (a binary upgrade),
+    /// served instead of binding new ones for their addresses.
+    pub(crate) adopted: Vec<(SocketAddr, OwnedFd)>,
 }
 
 /// A shard thread that ended without a drain, and why.
@@ -206,6 +213,8 @@ pub(crate) struct ShardContext {
     pub(crate) tls_log: LogLimit,
     /// This shard's side of the access log.
     pub(crate) access_log: ShardLog,
+    /// Where this shard's listening sockets are offered to a binary upgrade.
+    offered: Arc<OpenListeners>,
 }
 
 /// Load-balancer state for the clusters of one snapshot generation.
@@ -215,22 +224,14 @@ struct Balancers {
 }
 
 impl ShardContext {
-    fn new(
-        id: usize,
-        shards: usize,
-        settings: Settings,
-        snapshot: Arc<Snapshot>,
-        keys: Arc<KeyRing>,
-        stats: Arc<ShardStats>,
-        access_log: Option<LogHandle>,
-    ) -> ShardContext {
+    fn new(opts: &ShardOptions, snapshot: Arc<Snapshot>, stats: Arc<ShardStats>) -> ShardContext {
         let balancers = Balancers::for_snapshot(&snapshot);
         ShardContext {
-            id,
-            shards,
-            settings,
+            id: opts.id,
+            shards: opts.shards,
+            settings: opts.settings,
             snapshot: RefCell::new(snapshot),
-            keys: RefCell::new(keys),
+            keys: RefCell::new(opts.keys.clone()),
             tokens: RefCell::new(TokenCache::default()),
             pool: RefCell::new(Pool::default()),
             balancers: RefCell::new(balancers),
@@ -241,7 +242,8 @@ impl ShardContext {
             refusals_log: LogLimit::new(1),
             accept_log: LogLimit::new(1),
             tls_log: LogLimit::new(10),
-            access_log: ShardLog::new(access_log),
+            access_log: ShardLog::new(opts.access_log.clone()),
+            offered: opts.listeners.clone(),
         }
     }
 
@@ -267,6 +269,7 @@ impl ShardContext {
             let keep = wanted.iter().any(|(a, _)| a == addr);
             if !keep {
                 tracing::info!(shard = self.id, %addr, "listener closed");
+                self.offered.remove(Holder::Shard(self.id), *addr);
                 stop.stop();
             }
             keep
@@ -297,10 +300,18 @@ impl ShardContext {
         }
     }
 
-    /// Starts the accept loop of a bound listener.
+    /// Starts the accept loop of a bound listener (several for one address share its
+    /// stop signal: an upgrade from a process with more shards hands over more
+    /// sockets of the reuseport group than this one has shards).
     fn serve_listener(self: &Rc<Self>, listener: Listener, addr: SocketAddr, port: u16) {
-        let stop = Rc::new(StopSignal::default());
-        self.listeners.borrow_mut().insert(addr, stop.clone());
+        self.offered
+            .add(Holder::Shard(self.id), addr, listener.as_fd());
+        let stop = self
+            .listeners
+            .borrow_mut()
+            .entry(addr)
+            .or_insert_with(|| Rc::new(StopSignal::default()))
+            .clone();
         // A listener lost to a panic would leave its port refusing connections while
         // the process looks healthy: the shard goes down instead (see the module doc).
         uring::spawn_critical(accept_loop(listener, port, stop, self.clone()));
@@ -409,15 +420,7 @@ fn shard_main(
         );
     });
     runtime.block_on(async move {
-        let ctx = Rc::new(ShardContext::new(
-            opts.id,
-            opts.shards,
-            opts.settings,
-            snapshot.clone(),
-            opts.keys.clone(),
-            stats,
-            opts.access_log.clone(),
-        ));
+        let ctx = Rc::new(ShardContext::new(&opts, snapshot.clone(), stats));
         let (wake, waiter) = match uring::notify_pair() {
             Ok(pair) => pair,
             Err(e) => {
@@ -426,13 +429,33 @@ fn shard_main(
             }
         };
         let mut listeners = Vec::new();
+        let mut adopted = opts.adopted;
         for spec in &snapshot.listeners {
-            match Listener::bind(spec.addr, ctx.listen_options()) {
-                Ok(listener) => listeners.push((spec.addr, spec.port(), listener)),
-                Err(e) => {
-                    let hint = crate::control::bind_hint(&e, spec.addr);
-                    let _ = ready.send(Err(format!("cannot listen on {}: {e}{hint}", spec.addr)));
-                    return;
+            let inherited: Vec<OwnedFd> = adopted
+                .extract_if(.., |(addr, _)| *addr == spec.addr)
+                .map(|(_, fd)| fd)
+                .collect();
+            if inherited.is_empty() {
+                match Listener::bind(spec.addr, ctx.listen_options()) {
+                    Ok(listener) => listeners.push((spec.addr, spec.port(), listener)),
+                    Err(e) => {
+                        let hint = crate::control::bind_hint(&e, spec.addr);
+                        let _ =
+                            ready.send(Err(format!("cannot listen on {}: {e}{hint}", spec.addr)));
+                        return;
+                    }
+                }
+            }
+            for fd in inherited {
+                match Listener::adopt(fd, spec.addr, ctx.listen_options()) {
+                    Ok(listener) => listeners.push((spec.addr, spec.port(), listener)),
+                    Err(e) => {
+                        let _ = ready.send(Err(format!(
+                            "cannot serve the listener of {} taken over from the old process: {e}",
+                            spec.addr
+                        )));
+                        return;
+                    }
                 }
             }
         }
@@ -535,13 +558,7 @@ fn test_fault(shard: usize) {
 async fn accept_loop(listener: Listener, port: u16, stop: Rc<StopSignal>, ctx: Rc<ShardContext>) {
     while let Some(accepted) = stop.or_stop(listener.accept()).await {
         match accepted {
-            Ok((stream, peer)) => match ctx.admit(peer.ip()) {
-                Ok(admitted) => uring::spawn(crate::proxy::serve(stream, peer, port, admitted)),
-                Err(_) => {
-                    // Counted and logged by `admit`; the client sees a reset.
-                    let _ = stream.reset_on_close();
-                }
-            },
+            Ok((stream, peer)) => ctx.serve_accepted(stream, peer, port),
             Err(e) => {
                 // EMFILE and friends: note it and keep accepting; the ring re-arms.
                 ShardStats::add(&ctx.stats.accept_failures);
@@ -549,6 +566,24 @@ async fn accept_loop(listener: Listener, port: u16, stop: Rc<StopSignal>, ctx: R
                     tracing::warn!(shard = ctx.id, port, error = %e, also_failed = left_out, "accept failed");
                 }
                 uring::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // Stopped (a drain, or a reload without this address): the connections the ring
+    // accepted before the cancel are served, not dropped.
+    for (stream, peer) in listener.stop_accepting().await {
+        ctx.serve_accepted(stream, peer, port);
+    }
+}
+
+impl ShardContext {
+    /// Serves an accepted connection, or resets it when admission refuses it.
+    fn serve_accepted(self: &Rc<Self>, stream: uring::TcpStream, peer: SocketAddr, port: u16) {
+        match self.admit(peer.ip()) {
+            Ok(admitted) => uring::spawn(crate::proxy::serve(stream, peer, port, admitted)),
+            Err(_) => {
+                // Counted and logged by `admit`; the client sees a reset.
+                let _ = stream.reset_on_close();
             }
         }
     }

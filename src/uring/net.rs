@@ -8,7 +8,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
@@ -191,6 +191,37 @@ impl Listener {
     /// and a new connection then needs no `setsockopt` of its own.
     pub(crate) fn bind(addr: SocketAddr, opts: ListenOptions) -> io::Result<Listener> {
         let fd = bound_socket(addr, opts.reuseport)?;
+        Listener::listen(fd, &opts)
+    }
+
+    /// Serves a listening socket another process handed over (a binary upgrade):
+    /// checks that it is a listening TCP socket bound to `addr`, then sets this
+    /// process's options on it as [`Listener::bind`] does. Connections already in
+    /// its accept queue are served here; none is lost.
+    pub(crate) fn adopt(
+        fd: OwnedFd,
+        addr: SocketAddr,
+        opts: ListenOptions,
+    ) -> io::Result<Listener> {
+        if get_int_opt(&fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the inherited socket is not listening",
+            ));
+        }
+        let bound = sock_name(&fd, libc::getsockname)?;
+        if bound != addr {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the inherited socket is bound to {bound}, not {addr}"),
+            ));
+        }
+        Listener::listen(fd, &opts)
+    }
+
+    /// Sets the options of every listener on a bound socket and listens (again, for
+    /// an adopted one: `listen(2)` on a listening socket only updates its backlog).
+    fn listen(fd: OwnedFd, opts: &ListenOptions) -> io::Result<Listener> {
         set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
         // Accepted sockets inherit it too.
         if let Some(limit) = opts.user_timeout {
@@ -235,6 +266,35 @@ impl Listener {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Stops accepting without dropping a connection: cancels the multishot accept
+    /// and returns the connections the kernel accepted for it before the cancel took
+    /// effect (dropping the listener instead would close them: their clients would
+    /// see a reset). Connections still in the socket's queue stay there, for another
+    /// process holding the same socket (a binary upgrade) or, when the last holder
+    /// closes it, to be reset by the kernel.
+    pub(crate) async fn stop_accepting(&self) -> Vec<(TcpStream, SocketAddr)> {
+        let mut accepted = Vec::new();
+        let Some(mut op) = self.accept.borrow_mut().take() else {
+            return accepted;
+        };
+        op.cancel();
+        while !op.is_finished() {
+            let cqe = poll_fn(|cx| op.poll_next(cx)).await;
+            // The last completion is the cancel's (ECANCELED) or an error; skip those.
+            if let Ok(raw) = cqe.result()
+                && let Ok(raw) = RawFd::try_from(raw)
+            {
+                // SAFETY: the kernel created this fd for this accept completion; we are
+                // its only owner from here on.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                if let Ok(peer) = sock_name(&fd, libc::getpeername) {
+                    accepted.push((TcpStream::from_fd(Rc::new(fd)), peer));
+                }
+            }
+        }
+        accepted
     }
 
     /// The next completion of the multishot accept, arming it first if needed.
@@ -314,6 +374,12 @@ impl Listener {
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -688,7 +754,6 @@ fn set_int_opt(
     Ok(())
 }
 
-#[cfg(test)]
 fn get_int_opt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;

@@ -140,6 +140,14 @@ impl MultiOp {
         self.finished
     }
 
+    /// Asks the kernel to end the operation; its last completion (ECANCELED, or
+    /// whatever ended it first) still arrives through [`MultiOp::poll_next`].
+    pub(crate) fn cancel(&self) {
+        if !self.finished {
+            self.rt.driver.borrow_mut().cancel(self.user_data);
+        }
+    }
+
     /// The next completion.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Cqe> {
         if self.finished {

@@ -114,6 +114,12 @@ spec:
     )
 }
 
+/// An endpoint with `routes` on a free loopback port.
+fn spawn_endpoint(routes: Routes, status: &Arc<Status>, events: Sender<ControlEvent>) -> Admin {
+    let listener = listen("127.0.0.1:0".parse().unwrap(), routes, None).unwrap();
+    spawn(listener, routes, status.clone(), events, None).unwrap()
+}
+
 /// A running admin endpoint over a real snapshot, and the other end of its events.
 struct Fixture {
     admin: Admin,
@@ -139,7 +145,7 @@ fn fixture() -> Fixture {
         Arc::default(),
     ));
     let (events, inbox) = crossbeam_channel::unbounded();
-    let admin = spawn("127.0.0.1:0".parse().unwrap(), status.clone(), events).unwrap();
+    let admin = spawn_endpoint(Routes::Admin, &status, events);
     Fixture {
         admin,
         status,
@@ -640,6 +646,21 @@ fn reload_without_a_control_thread_is_503() {
     let (status, _, body) = post(admin.addr, "/reload");
     assert_eq!(status, 503);
     assert!(serde_json::from_str::<Value>(&body).unwrap()["error"].is_string());
+}
+
+#[test]
+fn the_health_endpoint_answers_readiness_only() {
+    let f = fixture();
+    let (events, _inbox) = crossbeam_channel::unbounded();
+    let health = spawn_endpoint(Routes::Health, &f.status, events);
+    let (status, _, body) = get(health.addr, HEALTH_PATH);
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    assert_eq!(get(health.addr, "/certs").0, 404);
+    assert_eq!(get(health.addr, "/ready").0, 404);
+    assert_eq!(post(health.addr, HEALTH_PATH).0, 405);
+    f.status.set_draining();
+    let (status, _, body) = get(health.addr, HEALTH_PATH);
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
 }
 
 #[test]
