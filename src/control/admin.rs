@@ -24,6 +24,12 @@
 //!
 //! The endpoint can reload the configuration and shows where certificates live, so it
 //! should stay on loopback; another address is allowed but logged as a warning.
+//!
+//! The same server, with [`Routes::Health`], is the health endpoint (`--health`): it
+//! answers only `GET /healthz/ready` (Istio's gateway readiness path) as `/ready`
+//! does, so it can face load balancers and the kubelet. Both wait on their socket
+//! with `poll(2)` and accept without blocking: after a binary upgrade the new process
+//! accepts from the same socket until this one exits.
 
 mod json;
 mod metrics;
