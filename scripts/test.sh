@@ -17,7 +17,12 @@
 # 4. cargo test --locked
 # 5. the TLS integration tests once more with TLS 1.3 records left to rustls
 #    (RINGRESS_TEST_TLS_RECORD_LAYER=rustls, i.e. `--tls-record-layer rustls`)
-# 6. a short smoke run of every fuzz target (scripts/fuzz.sh --time 10; it installs
+# 6. the deployment files, offline (scripts/check-deploy.sh; it installs
+#    kubernetes-validate, dockerfile-parse, systemd-analyze and libseccomp when
+#    missing): the Kubernetes manifests against Kubernetes' schemas and each other, the
+#    ConfigMap's Istio manifests in `ringress check`, the Containerfile, and the systemd
+#    unit (systemd-analyze verify and security, ringress under its system call filter)
+# 7. a short smoke run of every fuzz target (scripts/fuzz.sh --time 10; it installs
 #    cargo-fuzz when missing)
 #
 # Runs from any working directory; exits non-zero on the first failure.
@@ -129,6 +134,9 @@ cargo test --locked
 banner "TLS tests on rustls' record layer (--tls-record-layer rustls)"
 RINGRESS_TEST_TLS_RECORD_LAYER=rustls \
     cargo test --locked --test proxy --test mutual --test hostile --test walkthrough
+
+banner "deployment files (scripts/check-deploy.sh)"
+scripts/check-deploy.sh
 
 banner "fuzz smoke (scripts/fuzz.sh --time 10)"
 scripts/fuzz.sh --time 10
