@@ -133,7 +133,7 @@ cargo test --locked
 
 banner "TLS tests on rustls' record layer (--tls-record-layer rustls)"
 RINGRESS_TEST_TLS_RECORD_LAYER=rustls \
-    cargo test --locked --test proxy --test mutual --test hostile --test walkthrough
+    cargo test --locked --test proxy --test mutual --test hostile --test walkthrough --test tickets
 
 banner "deployment files (scripts/check-deploy.sh)"
 scripts/check-deploy.sh

@@ -1,5 +1,6 @@
-//! The `ringress` command line: `run`, `check` and `demo`. Everything else lives in the
-//! library; this file only parses arguments, sets up logging and reports errors.
+//! The `ringress` command line: `run`, `check`, `demo` and `generate-ticket-key`.
+//! Everything else lives in the library; this file only parses arguments, sets up
+//! logging and reports errors.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,6 +118,11 @@ enum Command {
         /// command operators such as "%REQ(:METHOD)% %RESPONSE_CODE% %DURATION%".
         #[arg(long, default_value = "text")]
         access_log_format: access_log::Format,
+        /// A file of session-ticket keys shared by every replica (one base64 key of 48
+        /// bytes per line; the first seals new tickets, all open them); re-read at
+        /// every reload. Without it, each process has random keys of its own.
+        #[arg(long)]
+        session_ticket_keys: Option<PathBuf>,
     },
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
@@ -124,7 +130,13 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         secrets_dir: Option<PathBuf>,
+        /// The session-ticket key file `run` would read.
+        #[arg(long)]
+        session_ticket_keys: Option<PathBuf>,
     },
+    /// Print a new line for a --session-ticket-keys file (the base64 of 48 random
+    /// bytes, as `openssl rand -base64 48` makes).
+    GenerateTicketKey,
     /// Generate certificates, start a built-in httpbin and serve the walkthrough.
     Demo {
         /// Where to write certificates and the config (default: a new temporary directory).
@@ -175,6 +187,7 @@ fn main() -> ExitCode {
             http2_max_concurrent_streams,
             access_log,
             access_log_format,
+            session_ticket_keys,
         } => (|| {
             let settings = Settings {
                 timeouts: Timeouts {
@@ -206,15 +219,25 @@ fn main() -> ExitCode {
                 access_log_format,
                 health,
                 upgrade_socket,
+                session_ticket_keys,
                 ..RunOptions::new(config)
             })
         })(),
         Command::Check {
             config,
             secrets_dir,
-        } => control::check(&config, secrets_dir.as_deref()).map(|description| {
+            session_ticket_keys,
+        } => control::check(
+            &config,
+            secrets_dir.as_deref(),
+            session_ticket_keys.as_deref(),
+        )
+        .map(|description| {
             print!("{description}");
         }),
+        Command::GenerateTicketKey => ringress::tls::generate_key_line()
+            .map(|line| println!("{line}"))
+            .map_err(anyhow::Error::from),
         Command::Demo {
             dir,
             http_port,

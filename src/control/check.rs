@@ -1,8 +1,9 @@
 //! `ringress check`: validates a configuration exactly as `run` would (certificates
 //! load, keys match, each host is covered, every destination resolves, routes compile)
 //! and describes what would be served on which port with which certificate, which
-//! JWT issuers are trusted (their remote key sets fetched, as `run` would at start)
-//! and which authorization policies decide requests.
+//! JWT issuers are trusted (their remote key sets fetched, as `run` would at start),
+//! which authorization policies decide requests, and where session-ticket keys come
+//! from (a `--session-ticket-keys` file: its name and number of keys, never a secret).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,11 +16,27 @@ use crate::config::{
 use crate::snapshot::Snapshot;
 use crate::tls;
 
-/// Loads and compiles the configuration; returns the description `check` prints.
-pub fn check(config_path: &Path, secrets_dir: Option<&Path>) -> anyhow::Result<String> {
+/// Loads and compiles the configuration (and reads the session-ticket key file, when
+/// there is one); returns the description `check` prints.
+pub fn check(
+    config_path: &Path,
+    secrets_dir: Option<&Path>,
+    session_ticket_keys: Option<&Path>,
+) -> anyhow::Result<String> {
     let config = config::load(config_path)?;
-    let snapshot = Snapshot::build(&config, secrets_dir, &mut tls::Ticketers::new(), 1)?;
+    let mut ticketers = tls::Ticketers::load(session_ticket_keys)?;
+    let snapshot = Snapshot::build(&config, secrets_dir, &mut ticketers, 1)?;
     let mut out = describe(&config, &snapshot);
+    if let Some(keys) = ticketers.file_keys() {
+        let _ = writeln!(
+            out,
+            "\nsession tickets\n  keys from {}: {} key{}, new tickets sealed with the first (name {}…)",
+            keys.path().display(),
+            keys.len(),
+            if keys.len() == 1 { "" } else { "s" },
+            keys.sealing_key_id()
+        );
+    }
     let keys = fetch::refresh(&config, &KeyRing::default(), false);
     describe_authentication(&config, &keys, &mut out);
     describe_authorization(&config, &mut out);

@@ -96,6 +96,9 @@ pub struct RunOptions {
     /// `--upgrade-socket`: where the listening sockets are taken from at start (when
     /// a ringress offers them there) and offered to the next binary.
     pub upgrade_socket: Option<PathBuf>,
+    /// `--session-ticket-keys`: the file of session-ticket keys every replica shares;
+    /// `None` for random keys of this process alone.
+    pub session_ticket_keys: Option<PathBuf>,
 }
 
 /// The admin endpoint's default address (Envoy's, which Istio users know).
@@ -139,6 +142,7 @@ impl RunOptions {
             jwks_refresh: auth::fetch::DEFAULT_REFRESH,
             health: None,
             upgrade_socket: None,
+            session_ticket_keys: None,
         }
     }
 }
@@ -149,7 +153,8 @@ pub(crate) struct Gateway {
     pub(crate) status: Arc<Status>,
     opts: RunOptions,
     /// Session-ticket keys by trust setting, kept across reloads so sessions resume
-    /// on any shard and after a reload that did not change a server's trust.
+    /// on any shard and after a reload that did not change a server's trust (nor the
+    /// `--session-ticket-keys` file).
     ticketers: tls::Ticketers,
     /// The JWT key sets the shards verify with, as last fetched.
     keys: Arc<KeyRing>,
@@ -175,7 +180,7 @@ fn start(
 ) -> anyhow::Result<Gateway> {
     uring::check_available().context("ringress needs io_uring")?;
     let config = Arc::new(config);
-    let mut ticketers = tls::Ticketers::new();
+    let mut ticketers = tls::Ticketers::load(opts.session_ticket_keys.as_deref())?;
     let snapshot = Arc::new(Snapshot::build(
         &config,
         opts.secrets_dir.as_deref(),
@@ -258,6 +263,7 @@ impl Gateway {
     /// nothing changes: the old snapshot keeps serving. Returns the new generation.
     pub(crate) fn reload(&mut self) -> anyhow::Result<u64> {
         let config = Arc::new(config::load(&self.opts.config)?);
+        self.ticketers.reread_key_file()?;
         let generation = self.publish(&config);
         self.failed = generation.is_err().then_some(config);
         generation
@@ -326,9 +332,10 @@ impl Gateway {
     pub(crate) fn watched_paths(&self) -> Vec<PathBuf> {
         let (_, config) = self.status.serving();
         let secrets = self.opts.secrets_dir.as_deref();
-        let mut paths = watch::watched_paths(&config, &self.opts.config, secrets);
+        let keys = self.opts.session_ticket_keys.as_deref();
+        let mut paths = watch::watched_paths(&config, &self.opts.config, secrets, keys);
         if let Some(failed) = &self.failed {
-            for path in watch::watched_paths(failed, &self.opts.config, secrets) {
+            for path in watch::watched_paths(failed, &self.opts.config, secrets, keys) {
                 if !paths.contains(&path) {
                     paths.push(path);
                 }
@@ -458,7 +465,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // a reload.
     let config = config::load(&opts.config)?;
     let watcher = if opts.watch {
-        let paths = watch::watched_paths(&config, &opts.config, opts.secrets_dir.as_deref());
+        let paths = watch::watched_paths(
+            &config,
+            &opts.config,
+            opts.secrets_dir.as_deref(),
+            opts.session_ticket_keys.as_deref(),
+        );
         let events = events.clone();
         let watcher = watch::Watcher::spawn(paths, move |cause| {
             let _ = events.send(ControlEvent::Reload { cause, reply: None });

@@ -1,6 +1,6 @@
 //! The certificate and configuration watcher of the control thread: it notices when the
-//! configuration file, a certificate, key or CA bundle it names, or a credential
-//! directory under `--secrets-dir` changes, and tells the control thread, which then
+//! configuration file, a certificate, key or CA bundle it names, a credential
+//! directory under `--secrets-dir` or the `--session-ticket-keys` file changes, and tells the control thread, which then
 //! reloads exactly as on SIGHUP. It sits beside the request path, never on it: the
 //! shards only ever see the snapshot the reload builds.
 //!
@@ -102,17 +102,19 @@ fn watch_mask() -> WatchMask {
         | WatchMask::ONLYDIR
 }
 
-/// What to watch for one configuration: the configuration file; every
-/// `serverCertificate`, `privateKey` and `caCertificates` file; and for each
-/// `credentialName` (with a secrets directory) the directories `DIR/NAME` and
-/// `DIR/NAME-cacert`, which may not exist yet. Each path appears once, in the order
-/// the configuration names it.
+/// What to watch for one configuration: the configuration file; the
+/// `--session-ticket-keys` file (`ticket_keys`); every `serverCertificate`,
+/// `privateKey` and `caCertificates` file; and for each `credentialName` (with a
+/// secrets directory) the directories `DIR/NAME` and `DIR/NAME-cacert`, which may not
+/// exist yet. Each path appears once, in the order the configuration names it.
 pub(crate) fn watched_paths(
     config: &Config,
     config_path: &Path,
     secrets_dir: Option<&Path>,
+    ticket_keys: Option<&Path>,
 ) -> Vec<PathBuf> {
     let mut paths = vec![config_path.to_path_buf()];
+    paths.extend(ticket_keys.map(Path::to_path_buf));
     let servers = config.gateways.iter().flat_map(|g| &g.servers);
     for tls in servers.filter_map(|s| s.tls.as_ref()) {
         match (&tls.credential, secrets_dir) {
@@ -1149,9 +1151,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            watched_paths(&files, Path::new("/etc/ringress/gateway.yaml"), None),
+            watched_paths(
+                &files,
+                Path::new("/etc/ringress/gateway.yaml"),
+                None,
+                Some(Path::new("/etc/ringress/ticket-keys"))
+            ),
             [
                 "/etc/ringress/gateway.yaml",
+                "/etc/ringress/ticket-keys",
                 "/etc/ringress/certs/tls.crt",
                 "/etc/ringress/certs/tls.key",
                 "/etc/ringress/certs/ca-chain.cert.pem",
@@ -1167,7 +1175,8 @@ mod tests {
             watched_paths(
                 &named,
                 Path::new("gw.yaml"),
-                Some(Path::new("/run/secrets"))
+                Some(Path::new("/run/secrets")),
+                None
             ),
             [
                 "gw.yaml",
@@ -1179,7 +1188,7 @@ mod tests {
             .map(PathBuf::from)
         );
         assert_eq!(
-            watched_paths(&named, Path::new("gw.yaml"), None),
+            watched_paths(&named, Path::new("gw.yaml"), None, None),
             [PathBuf::from("gw.yaml")]
         );
     }

@@ -124,6 +124,9 @@ pub enum TlsError {
     #[error("creating the session ticket key: {0}")]
     Ticketer(#[source] rustls::Error),
 
+    #[error(transparent)]
+    TicketKeys(#[from] super::ticket_keys::TicketKeyError),
+
     #[error(
         "host '{host}' is served by two servers on one port (server {first} and server {second})"
     )]

@@ -19,9 +19,12 @@
 //!
 //! Everything slow (files, PEM, key checks, verifier construction) happens on the
 //! control thread, once per load or reload; shards never read files. A shard keeps the
-//! `SniSelector` of the snapshot a connection started with. One session ticketer
-//! ([`new_ticketer`]) is made at start and shared by every `ServerConfig` of every
-//! snapshot, so a client resumes its session on any shard and across reloads.
+//! `SniSelector` of the snapshot a connection started with. Session ticketers are
+//! made per client-trust setting and shared by every `ServerConfig` of that trust in
+//! every snapshot, so a client resumes its session on any shard and across reloads,
+//! never on a server with other client-certificate settings: random keys by rustls
+//! ([`new_ticketer`]), or keys derived from the `--session-ticket-keys` file, which
+//! every replica given the same file shares.
 //!
 //! Files: [`credential`] (PEM and `--secrets-dir` loading), [`server_config`](mod@server_config)
 //! (versions, cipher suites, client-certificate verification), [`sni`] (server choice,
@@ -31,7 +34,9 @@
 //! (TLS 1.3 record protection of established connections), [`cert_info`]
 //! (descriptions for `check` and `/certs`),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
-//! [`failure`] (why a handshake failed, for counters and logs), [`error`].
+//! [`failure`] (why a handshake failed, for counters and logs), [`tickets`] (the
+//! ticketer of each client-trust setting, kept across reloads), [`ticket_keys`] (the
+//! `--session-ticket-keys` file and the ticketer over its keys), [`error`].
 
 pub(crate) mod cert_info;
 pub(crate) mod client_hello;
@@ -45,6 +50,7 @@ pub(crate) mod records;
 pub mod server_config;
 pub(crate) mod session;
 pub(crate) mod sni;
+pub(crate) mod ticket_keys;
 pub(crate) mod tickets;
 
 pub(crate) use cert_info::{CertInfo, describe};
@@ -57,6 +63,7 @@ pub(crate) use records::{RecordError, Records};
 pub use server_config::{new_ticketer, reject_config, server_config};
 pub(crate) use session::{MAX_RECORD_PLAINTEXT, ServerSession, Step, TlsFailure};
 pub use sni::{SniSelector, check_covers};
+pub use ticket_keys::{LineProblem, TicketKeyError, generate_key_line};
 pub(crate) use tickets::Ticketers;
 
 #[cfg(test)]

@@ -8,13 +8,21 @@
 //! Servers with the same trust share one ticketer — so a client resumes on any shard
 //! and across reloads — and a server whose trust changed gets new keys, which makes
 //! every older ticket fail to decrypt and fall back to a full handshake.
+//!
+//! The keys are random (rustls' own `Ticketer`, rotated every 6 hours, one process's
+//! alone) unless `--session-ticket-keys` names a file: then each trust setting's
+//! ticketer derives its keys from the file's ([`FileTicketer`]), so every replica
+//! given the same file opens the others' tickets. The file is read again at every
+//! reload; while it holds the same keys the ticketers stay the same.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::server::ProducesTickets;
 
 use super::credential::{CertifiedMaterial, load_certificates, load_crls};
+use super::ticket_keys::{FileTicketer, TicketKeyError, TicketKeys};
 use super::{TlsError, new_ticketer};
 use crate::config::{ServerTls, TlsMode};
 
@@ -25,13 +33,56 @@ type TrustFingerprint = [u8; 32];
 /// takes the ones it needs and drops those no server uses any more.
 #[derive(Default)]
 pub(crate) struct Ticketers {
+    /// `--session-ticket-keys`, when set.
+    key_file: Option<PathBuf>,
+    /// The file's keys the ticketers in use derive from; `None`: random keys.
+    keys: Option<Arc<TicketKeys>>,
     in_use: HashMap<TrustFingerprint, Arc<dyn ProducesTickets>>,
+    /// Keys read for the next build because they differ from `keys`: the build derives
+    /// every ticketer afresh from them, and they replace `keys` if it succeeds.
+    staged: Option<Arc<TicketKeys>>,
     building: HashMap<TrustFingerprint, Arc<dyn ProducesTickets>>,
 }
 
 impl Ticketers {
+    /// Ticketers with random keys.
     pub(crate) fn new() -> Ticketers {
         Ticketers::default()
+    }
+
+    /// Ticketers with keys from `key_file` (read now), or random ones without a file.
+    pub(crate) fn load(key_file: Option<&Path>) -> Result<Ticketers, TicketKeyError> {
+        let Some(path) = key_file else {
+            return Ok(Ticketers::new());
+        };
+        let keys = TicketKeys::load(path)?;
+        tracing::info!(
+            file = %path.display(),
+            keys = keys.len(),
+            sealing = %keys.sealing_key_id(),
+            "session ticket keys read"
+        );
+        Ok(Ticketers {
+            key_file: Some(path.to_path_buf()),
+            keys: Some(Arc::new(keys)),
+            ..Ticketers::default()
+        })
+    }
+
+    /// Reads the key file again before a reload's build; a file that fails to read
+    /// fails the reload (the keys in use keep serving). Without a file, nothing.
+    pub(crate) fn reread_key_file(&mut self) -> Result<(), TicketKeyError> {
+        let Some(path) = &self.key_file else {
+            return Ok(());
+        };
+        let keys = TicketKeys::load(path)?;
+        self.staged = (self.keys.as_deref() != Some(&keys)).then(|| Arc::new(keys));
+        Ok(())
+    }
+
+    /// The key file's keys in use, when there is a file.
+    pub(crate) fn file_keys(&self) -> Option<&TicketKeys> {
+        self.keys.as_deref()
     }
 
     /// The ticketer for a server with these TLS settings (created on first use).
@@ -44,20 +95,35 @@ impl Ticketers {
         if let Some(ticketer) = self.building.get(&key) {
             return Ok(ticketer.clone());
         }
-        let ticketer = match self.in_use.get(&key) {
-            Some(ticketer) => ticketer.clone(),
-            None => new_ticketer()?,
+        // New keys from the file make every ticketer anew; otherwise one in use stays.
+        let ticketer = match (&self.staged, self.in_use.get(&key)) {
+            (None, Some(ticketer)) => ticketer.clone(),
+            (staged, _) => match staged.as_ref().or(self.keys.as_ref()) {
+                Some(keys) => Arc::new(FileTicketer::new(keys, &key)?),
+                None => new_ticketer()?,
+            },
         };
         self.building.insert(key, ticketer.clone());
         Ok(ticketer)
     }
 
-    /// Ends a snapshot build: the ticketers it asked for become the ones in use when
-    /// it `succeeded`; otherwise the build's requests are forgotten.
+    /// Ends a snapshot build: the ticketers it asked for (and the keys it read) become
+    /// the ones in use when it `succeeded`; otherwise the build's requests are
+    /// forgotten.
     pub(crate) fn finish_build(&mut self, succeeded: bool) {
         let built = std::mem::take(&mut self.building);
+        let staged = self.staged.take();
         if succeeded {
             self.in_use = built;
+            if let Some(keys) = staged {
+                tracing::info!(
+                    file = %keys.path().display(),
+                    keys = keys.len(),
+                    sealing = %keys.sealing_key_id(),
+                    "session ticket keys changed"
+                );
+                self.keys = Some(keys);
+            }
         }
     }
 
@@ -121,6 +187,77 @@ mod tests {
             cipher_suites: Vec::new(),
             subject_alt_names: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ticketers_from_a_key_file_change_only_with_the_file() {
+        let dir = std::env::temp_dir().join(format!("ringress-keyfile-{}", std::process::id()));
+        let pki = pki::generate(&dir, &["a.example.com"]).expect("pki");
+        let material = crate::tls::load_credential(
+            &Credential::Files {
+                cert: pki.cert("a.example.com"),
+                key: pki.key("a.example.com"),
+            },
+            None,
+        )
+        .expect("material");
+        let simple = settings(TlsMode::Simple, None);
+        let mutual = settings(TlsMode::Mutual, Some(pki.root_cert.clone()));
+        let file = dir.join("ticket-keys");
+        let first = crate::tls::generate_key_line().unwrap();
+        std::fs::write(&file, format!("{first}\n")).unwrap();
+
+        let mut ticketers = Ticketers::load(Some(&file)).expect("keys");
+        let s = ticketers.for_server(&simple, &material).expect("simple");
+        let m = ticketers.for_server(&mutual, &material).expect("mutual");
+        ticketers.finish_build(true);
+        let ticket = s.encrypt(b"session").expect("sealed");
+        assert_eq!(m.decrypt(&ticket), None, "SIMPLE and MUTUAL never share");
+
+        // Another process reading the same file opens the ticket.
+        let mut replica = Ticketers::load(Some(&file)).expect("keys");
+        let r = replica.for_server(&simple, &material).expect("simple");
+        assert_eq!(r.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
+
+        // The same keys (a comment added): the same ticketers.
+        std::fs::write(&file, format!("# unchanged\n{first}\n")).unwrap();
+        ticketers.reread_key_file().expect("reread");
+        let again = ticketers.for_server(&simple, &material).expect("simple");
+        assert!(Arc::ptr_eq(&again, &s));
+        ticketers.finish_build(true);
+
+        // A bad file fails; the keys in use stay.
+        std::fs::write(&file, "not a key\n").unwrap();
+        let error = ticketers.reread_key_file().unwrap_err().to_string();
+        assert!(error.contains("line 1"), "{error}");
+        let still = ticketers.for_server(&simple, &material).expect("simple");
+        assert!(Arc::ptr_eq(&still, &s));
+        ticketers.finish_build(true);
+
+        // A new first key: new ticketers, which still open the old key's tickets.
+        let second = crate::tls::generate_key_line().unwrap();
+        std::fs::write(&file, format!("{second}\n{first}\n")).unwrap();
+        ticketers.reread_key_file().expect("reread");
+        let rotated = ticketers.for_server(&simple, &material).expect("simple");
+        assert!(!Arc::ptr_eq(&rotated, &s));
+        assert!(rotated.decrypt(&ticket).is_some());
+        // A build that fails forgets the new keys...
+        ticketers.finish_build(false);
+        assert!(Arc::ptr_eq(
+            &ticketers.for_server(&simple, &material).expect("simple"),
+            &s
+        ));
+        ticketers.finish_build(true);
+        // ...and one that succeeds keeps them.
+        std::fs::write(&file, format!("{second}\n")).unwrap();
+        ticketers.reread_key_file().expect("reread");
+        let dropped = ticketers.for_server(&simple, &material).expect("simple");
+        ticketers.finish_build(true);
+        assert_eq!(dropped.decrypt(&ticket), None, "the old key is gone");
+        assert_eq!(ticketers.file_keys().map(|k| k.len()), Some(1));
+        let kept = ticketers.for_server(&simple, &material).expect("simple");
+        assert!(Arc::ptr_eq(&kept, &dropped));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

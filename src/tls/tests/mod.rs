@@ -1223,6 +1223,62 @@ fn session_resumes_on_another_shard_tls12() {
     resumption_across_shards(TlsVersion::V1_2);
 }
 
+/// Two processes given the same `--session-ticket-keys` file (each its own
+/// `Ticketers`): a session from one resumes on the other; a process reading another
+/// file's keys makes a full handshake.
+fn resumption_across_replicas(version: TlsVersion) {
+    let pki = Pki::new("root", &["httpbin.example.com"]);
+    let server_tls = versions(Some(version), Some(version));
+    let dir = TempDir::new();
+    let shared = dir.write("keys", generate_key_line().unwrap() + "\n");
+    let other = dir.write("other-keys", generate_key_line().unwrap() + "\n");
+    let replica = |keys: &Path| {
+        let mut ticketers = Ticketers::load(Some(keys)).unwrap();
+        let ticketer = ticketers.for_server(&server_tls, &pki.material()).unwrap();
+        ticketers.finish_build(true);
+        single(
+            vec![exact("httpbin.example.com")],
+            server_config(&server_tls, &pki.material(), &ticketer).unwrap(),
+        )
+    };
+    let (a, b, elsewhere) = (replica(&shared), replica(&shared), replica(&other));
+    let client_config = Arc::new(client_config(&[&pki.root.cert]));
+    let connect = || {
+        ClientConnection::new(
+            Arc::clone(&client_config),
+            ServerName::try_from("httpbin.example.com").unwrap(),
+        )
+        .unwrap()
+    };
+
+    let mut client = connect();
+    let mut first = Shard { selector: &a }.handshake(&mut client).unwrap();
+    exchange(&mut client, &mut first.server);
+    assert_eq!(first.server.handshake_kind(), Some(HandshakeKind::Full));
+
+    let mut client = connect();
+    let second = Shard { selector: &b }.handshake(&mut client).unwrap();
+    assert_eq!(second.server.handshake_kind(), Some(HandshakeKind::Resumed));
+
+    let mut client = connect();
+    let third = Shard {
+        selector: &elsewhere,
+    }
+    .handshake(&mut client)
+    .unwrap();
+    assert_eq!(third.server.handshake_kind(), Some(HandshakeKind::Full));
+}
+
+#[test]
+fn session_resumes_on_another_replica_with_the_same_key_file_tls13() {
+    resumption_across_replicas(TlsVersion::V1_3);
+}
+
+#[test]
+fn session_resumes_on_another_replica_with_the_same_key_file_tls12() {
+    resumption_across_replicas(TlsVersion::V1_2);
+}
+
 fn mutual(ca: &Path) -> ServerTls {
     ServerTls {
         ca_certificates: Some(ca.to_owned()),
