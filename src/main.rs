@@ -31,99 +31,103 @@ struct Cli {
     command: Command,
 }
 
+/// `ringress run`'s flags.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The Istio manifests to serve (several YAML documents).
+    #[arg(long)]
+    config: PathBuf,
+    /// Shard threads, one per core: a number or `auto`.
+    #[arg(long, default_value = "auto")]
+    shards: ShardCount,
+    /// Where `credentialName` resolves: DIR/NAME/tls.crt and tls.key.
+    #[arg(long)]
+    secrets_dir: Option<PathBuf>,
+    /// Steer each new connection to the shard on the CPU that received it.
+    #[arg(long)]
+    steer_by_cpu: bool,
+    /// Seconds a client has for the TLS handshake and each request head.
+    #[arg(long, default_value_t = 30.0)]
+    header_timeout: f64,
+    /// Seconds an idle keep-alive client connection stays open.
+    #[arg(long, default_value_t = 60.0)]
+    keepalive_timeout: f64,
+    /// Seconds of silence allowed mid-body, and for a response head when the route
+    /// sets no `timeout`.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout: f64,
+    /// The admin endpoint (/certs, /stats/prometheus, /ready, /config_dump,
+    /// POST /reload): an address, or `off`.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: String,
+    /// An address answering only `GET /healthz/ready` (200 while serving, 503 once
+    /// draining), for load balancers and Kubernetes probes, e.g. 0.0.0.0:15021 as
+    /// Istio's gateway pods (default: off).
+    #[arg(long)]
+    health: Option<std::net::SocketAddr>,
+    /// A Unix socket for zero-downtime binary upgrades: at start, ringress takes
+    /// the listening sockets of the ringress offering them there (then that one
+    /// drains), and it offers its own there for the next; SIGUSR2 starts the
+    /// binary again to do so.
+    #[arg(long)]
+    upgrade_socket: Option<PathBuf>,
+    /// Seconds SIGTERM/SIGINT give in-flight requests before exiting.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// Seconds between fetches of the remote JWT key sets (`jwksUri`) of
+    /// RequestAuthentication and Policy rules; they are also fetched at start and
+    /// when a reload adds a source.
+    #[arg(long, default_value_t = 1200.0)]
+    jwks_refresh_interval: f64,
+    /// Do not watch certificate files, credentials and the config for changes
+    /// (reload only on SIGHUP or POST /reload).
+    #[arg(long)]
+    no_watch: bool,
+    /// Who protects established TLS 1.3 connections: `ringress` (its own record
+    /// layer, lighter) or `rustls` (rustls' record layer throughout).
+    #[arg(long, default_value = "ringress")]
+    tls_record_layer: RecordLayer,
+    /// How request paths are normalised before routing (Istio's
+    /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
+    #[arg(long, default_value = "BASE")]
+    path_normalization: PathNormalization,
+    /// Proxies in front of the gateway that append the client's address to
+    /// `x-forwarded-for` (Istio's `numTrustedProxies`): AuthorizationPolicy's
+    /// `remoteIpBlocks` and `remote.ip` read the address that many entries from the
+    /// header's right end; 0 reads the connection's peer.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=32))]
+    trusted_proxies: u8,
+    /// Client connections one shard serves at once; more are reset at accept
+    /// (default: what the open-file limit allows, at most 16384).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+    /// Client connections one address may have open on one shard; more are reset
+    /// at accept (default: no cap).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_client: Option<u32>,
+    /// Streams an HTTP/2 client may have open at once on one connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    #[arg(long, default_value_t = DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
+    http2_max_concurrent_streams: u32,
+    /// Where the access log goes: `-` (stdout, as Istio's gateway), a file, or `off`.
+    #[arg(long, default_value = "-")]
+    access_log: access_log::Target,
+    /// `text` (Istio's default line), `json` (Istio's JSON), or a line of Envoy
+    /// command operators such as "%REQ(:METHOD)% %RESPONSE_CODE% %DURATION%".
+    #[arg(long, default_value = "text")]
+    access_log_format: access_log::Format,
+    /// A file of session-ticket keys shared by every replica (one base64 key of 48
+    /// bytes per line; the first seals new tickets, all open them); re-read at
+    /// every reload. Without it, each process has random keys of its own.
+    #[arg(long)]
+    session_ticket_keys: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Gateways of a configuration file.
-    Run {
-        /// The Istio manifests to serve (several YAML documents).
-        #[arg(long)]
-        config: PathBuf,
-        /// Shard threads, one per core: a number or `auto`.
-        #[arg(long, default_value = "auto")]
-        shards: ShardCount,
-        /// Where `credentialName` resolves: DIR/NAME/tls.crt and tls.key.
-        #[arg(long)]
-        secrets_dir: Option<PathBuf>,
-        /// Steer each new connection to the shard on the CPU that received it.
-        #[arg(long)]
-        steer_by_cpu: bool,
-        /// Seconds a client has for the TLS handshake and each request head.
-        #[arg(long, default_value_t = 30.0)]
-        header_timeout: f64,
-        /// Seconds an idle keep-alive client connection stays open.
-        #[arg(long, default_value_t = 60.0)]
-        keepalive_timeout: f64,
-        /// Seconds of silence allowed mid-body, and for a response head when the route
-        /// sets no `timeout`.
-        #[arg(long, default_value_t = 60.0)]
-        idle_timeout: f64,
-        /// The admin endpoint (/certs, /stats/prometheus, /ready, /config_dump,
-        /// POST /reload): an address, or `off`.
-        #[arg(long, default_value = "127.0.0.1:15000")]
-        admin: String,
-        /// An address answering only `GET /healthz/ready` (200 while serving, 503 once
-        /// draining), for load balancers and Kubernetes probes, e.g. 0.0.0.0:15021 as
-        /// Istio's gateway pods (default: off).
-        #[arg(long)]
-        health: Option<std::net::SocketAddr>,
-        /// A Unix socket for zero-downtime binary upgrades: at start, ringress takes
-        /// the listening sockets of the ringress offering them there (then that one
-        /// drains), and it offers its own there for the next; SIGUSR2 starts the
-        /// binary again to do so.
-        #[arg(long)]
-        upgrade_socket: Option<PathBuf>,
-        /// Seconds SIGTERM/SIGINT give in-flight requests before exiting.
-        #[arg(long, default_value_t = 10.0)]
-        drain_timeout: f64,
-        /// Seconds between fetches of the remote JWT key sets (`jwksUri`) of
-        /// RequestAuthentication and Policy rules; they are also fetched at start and
-        /// when a reload adds a source.
-        #[arg(long, default_value_t = 1200.0)]
-        jwks_refresh_interval: f64,
-        /// Do not watch certificate files, credentials and the config for changes
-        /// (reload only on SIGHUP or POST /reload).
-        #[arg(long)]
-        no_watch: bool,
-        /// Who protects established TLS 1.3 connections: `ringress` (its own record
-        /// layer, lighter) or `rustls` (rustls' record layer throughout).
-        #[arg(long, default_value = "ringress")]
-        tls_record_layer: RecordLayer,
-        /// How request paths are normalised before routing (Istio's
-        /// `pathNormalization`): NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
-        #[arg(long, default_value = "BASE")]
-        path_normalization: PathNormalization,
-        /// Proxies in front of the gateway that append the client's address to
-        /// `x-forwarded-for` (Istio's `numTrustedProxies`): AuthorizationPolicy's
-        /// `remoteIpBlocks` and `remote.ip` read the address that many entries from the
-        /// header's right end; 0 reads the connection's peer.
-        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=32))]
-        trusted_proxies: u8,
-        /// Client connections one shard serves at once; more are reset at accept
-        /// (default: what the open-file limit allows, at most 16384).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections: Option<u32>,
-        /// Client connections one address may have open on one shard; more are reset
-        /// at accept (default: no cap).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections_per_client: Option<u32>,
-        /// Streams an HTTP/2 client may have open at once on one connection
-        /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
-        #[arg(long, default_value_t = DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
-              value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
-        http2_max_concurrent_streams: u32,
-        /// Where the access log goes: `-` (stdout, as Istio's gateway), a file, or `off`.
-        #[arg(long, default_value = "-")]
-        access_log: access_log::Target,
-        /// `text` (Istio's default line), `json` (Istio's JSON), or a line of Envoy
-        /// command operators such as "%REQ(:METHOD)% %RESPONSE_CODE% %DURATION%".
-        #[arg(long, default_value = "text")]
-        access_log_format: access_log::Format,
-        /// A file of session-ticket keys shared by every replica (one base64 key of 48
-        /// bytes per line; the first seals new tickets, all open them); re-read at
-        /// every reload. Without it, each process has random keys of its own.
-        #[arg(long)]
-        session_ticket_keys: Option<PathBuf>,
-    },
+    Run(Box<RunArgs>),
     /// Validate a configuration fully and print what it would serve; exit 1 on error.
     Check {
         #[arg(long)]
@@ -165,30 +169,31 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Run {
-            config,
-            shards,
-            secrets_dir,
-            steer_by_cpu,
-            header_timeout,
-            keepalive_timeout,
-            idle_timeout,
-            admin,
-            health,
-            upgrade_socket,
-            drain_timeout,
-            jwks_refresh_interval,
-            no_watch,
-            tls_record_layer,
-            path_normalization,
-            trusted_proxies,
-            max_connections,
-            max_connections_per_client,
-            http2_max_concurrent_streams,
-            access_log,
-            access_log_format,
-            session_ticket_keys,
-        } => (|| {
+        Command::Run(args) => (|| {
+            let RunArgs {
+                config,
+                shards,
+                secrets_dir,
+                steer_by_cpu,
+                header_timeout,
+                keepalive_timeout,
+                idle_timeout,
+                admin,
+                health,
+                upgrade_socket,
+                drain_timeout,
+                jwks_refresh_interval,
+                no_watch,
+                tls_record_layer,
+                path_normalization,
+                trusted_proxies,
+                max_connections,
+                max_connections_per_client,
+                http2_max_concurrent_streams,
+                access_log,
+                access_log_format,
+                session_ticket_keys,
+            } = *args;
             let settings = Settings {
                 timeouts: Timeouts {
                     header: seconds(header_timeout, "--header-timeout")?,
