@@ -23,6 +23,10 @@
 # 6. ringress under that unit's system call filter and MemoryDenyWriteExecute
 #    (applied with libseccomp): `ringress demo` answers over TLS, and a binary upgrade
 #    (SIGUSR2, --upgrade-socket) completes under it.
+# 7. deploy/kubernetes/seccomp/: the installer DaemonSet validated like the rest, the
+#    profile it installs is the one the Deployment names, `ringress demo` answers under
+#    that profile (applied with libseccomp), and under it without the io_uring calls
+#    ringress exits at start saying seccomp refused io_uring.
 #
 # The ringress binary: $RINGRESS_BIN, else the newest target/{debug,release}/ringress
 # (under $CARGO_TARGET_DIR if set), else `cargo build --locked` makes one.
@@ -163,6 +167,21 @@ banner "Kubernetes manifests agree with each other (scripts/check_deploy.py mani
 python3 scripts/check_deploy.py manifests "$manifests_dir" ||
     die "$manifests_dir: the manifests do not fit together"
 
+installer_dir="$manifests_dir/seccomp"
+mapfile -t installer < <(python3 -c '
+import sys, yaml
+print("\n".join(yaml.safe_load(open(sys.argv[1]))["resources"]))' "$installer_dir/kustomization.yaml")
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+    banner "seccomp profile installer against the $version schemas (kubernetes-validate --strict)"
+    for manifest in "${installer[@]}"; do
+        python3 -m kubernetes_validate -k "$version" --strict "$installer_dir/$manifest" ||
+            die "$installer_dir/$manifest does not validate against Kubernetes $version"
+    done
+done
+banner "the pods' seccomp profile is the one the installer writes (scripts/check_deploy.py seccomp-installer)"
+python3 scripts/check_deploy.py seccomp-installer "$manifests_dir" ||
+    die "$installer_dir: the profile and its installer do not fit the Deployment"
+
 banner "the ConfigMap's Istio manifests (ringress check)"
 credentials="$(python3 scripts/check_deploy.py istio-config "$manifests_dir" "$work/istio.yaml")"
 if [ -n "$credentials" ]; then
@@ -288,5 +307,50 @@ fi
 new_pid="$(pgrep -f -- "--config $work/demo/upgrade.yaml" | head -n 1 || true)"
 [ -n "$new_pid" ] && pids+=("$new_pid")
 echo "  ok    SIGUSR2: the new process ($new_pid) serves, the old one ($old_pid) drained and exited"
+
+banner "Kubernetes: ringress under the pods' seccomp profile ($installer_dir/ringress.json, libseccomp)"
+profile="$installer_dir/ringress.json"
+http_port="$(free_port)"
+https_port="$(free_port)"
+python3 scripts/check_deploy.py seccomp-exec "$profile" -- \
+    "$ringress_bin" demo --dir "$work/demo-k8s" --http-port "$http_port" --https-port "$https_port" \
+    --shards 2 --admin off >"$work/demo-k8s.log" 2>&1 &
+pids+=($!)
+if ! await_status 418 --resolve "httpbin.example.com:$https_port:127.0.0.1" \
+    --cacert "$work/demo-k8s/ca-chain.pem" "https://httpbin.example.com:$https_port/status/418"; then
+    cat "$work/demo-k8s.log" >&2
+    die "ringress demo does not serve under $profile"
+fi
+echo "  ok    ringress demo answers 418 over TLS (2 shards, io_uring) under the profile"
+
+# The same profile without the io_uring calls, as a runtime's default is: ringress must
+# refuse to start and say why, which is what a node without the profile would show.
+python3 -c '
+import json, sys
+profile = json.load(open(sys.argv[1]))
+for rule in profile["syscalls"]:
+    rule["names"] = [n for n in rule["names"] if not n.startswith("io_uring")]
+json.dump(profile, sys.stdout)' "$profile" >"$work/no-io-uring.json"
+set +e
+python3 scripts/check_deploy.py seccomp-exec "$work/no-io-uring.json" -- \
+    "$ringress_bin" demo --dir "$work/demo-denied" --http-port "$(free_port)" --https-port "$(free_port)" \
+    --shards 1 --admin off >"$work/denied.log" 2>&1 &
+denied_pid=$!
+pids+=("$denied_pid")
+for _ in $(seq 100); do
+    kill -0 "$denied_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 "$denied_pid" 2>/dev/null; then
+    die "without io_uring in its seccomp profile ringress did not exit within 10 s"
+fi
+wait "$denied_pid"
+denied_rc=$?
+set -e
+[ "$denied_rc" -ne 0 ] && grep -q 'io_uring_setup was denied (EPERM).*seccomp' "$work/denied.log" || {
+    cat "$work/denied.log" >&2
+    die "without io_uring in its seccomp profile ringress did not refuse to start naming seccomp (exit $denied_rc)"
+}
+echo "  ok    without the io_uring calls ringress exits $denied_rc: $(grep -o 'ringress needs io_uring[^(]*' "$work/denied.log" | head -n 1)"
 
 banner "deployment files check out"

@@ -9,6 +9,15 @@
     check_deploy.py seccomp-exec FILTER-FILE -- CMD...
                                                     runs CMD under the syscall allow
                                                     list of a systemd unit (below)
+    check_deploy.py seccomp-exec PROFILE.json -- CMD...
+                                                    the same under an OCI seccomp
+                                                    profile (a container's)
+    check_deploy.py seccomp-profile FILTER-FILE     prints that allow list as an OCI
+                                                    seccomp profile
+    check_deploy.py seccomp-installer deploy/kubernetes
+                                                    the Localhost profile the
+                                                    Deployment names is the one the
+                                                    installer DaemonSet writes
 
 Each check prints what it verified, one line each, and exits 1 with every problem
 found (not just the first).
@@ -16,6 +25,7 @@ found (not just the first).
 
 import ctypes
 import errno
+import json
 import os
 import re
 import sys
@@ -354,21 +364,42 @@ class ScmpArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
 
 
+OCI_ARCHITECTURES = ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+
+
+def read_allow_list(path: Path) -> tuple[list[str], int, bool]:
+    """The calls a filter allows, the errno the others get, and whether writable
+    executable memory is refused: from a systemd allow list (one call a line, as
+    `systemd-analyze syscall-filter` expands SystemCallFilter=; EPERM and
+    MemoryDenyWriteExecute=, as the unit sets them) or from an OCI profile (.json:
+    defaultAction SCMP_ACT_ERRNO, rules that allow without argument conditions)."""
+    if path.suffix != ".json":
+        return [n.strip() for n in path.read_text().split() if n.strip()], errno.EPERM, True
+    profile = json.loads(path.read_text())
+    if profile.get("defaultAction") != "SCMP_ACT_ERRNO":
+        sys.exit(f"{path}: defaultAction {profile.get('defaultAction')!r}, not SCMP_ACT_ERRNO")
+    names = []
+    for rule in profile.get("syscalls", []):
+        if rule.get("action") != "SCMP_ACT_ALLOW" or rule.get("args"):
+            sys.exit(f"{path}: only unconditional SCMP_ACT_ALLOW rules are supported here")
+        names += rule["names"]
+    return names, profile.get("defaultErrnoRet", errno.EPERM), False
+
+
 def seccomp_exec(filter_file: Path, command: list[str]) -> None:
-    """Runs `command` allowed only the system calls listed in `filter_file` (one a
-    line, as `systemd-analyze syscall-filter` expands a unit's SystemCallFilter=),
-    others failing with EPERM, and refuses writable executable memory as
-    MemoryDenyWriteExecute= does. Not the whole unit, but the part of its sandbox a
-    program can trip over at run time."""
+    """Runs `command` allowed only the system calls `filter_file` lists (see
+    read_allow_list), the others failing with its errno, and for a systemd allow list
+    refuses writable executable memory as MemoryDenyWriteExecute= does. Not the whole
+    sandbox, but the part of it a program can trip over at run time."""
+    names, denied_errno, deny_write_execute = read_allow_list(filter_file)
     lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ScmpArgCmp)]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
-    context = lib.seccomp_init(0x00050000 | errno.EPERM)  # SCMP_ACT_ERRNO(EPERM)
-    names = [n.strip() for n in filter_file.read_text().split() if n.strip()]
-    guarded = {"mmap": 2, "mmap2": 2, "mprotect": 2, "pkey_mprotect": 2}
+    context = lib.seccomp_init(0x00050000 | denied_errno)  # SCMP_ACT_ERRNO(errno)
+    guarded = {"mmap": 2, "mmap2": 2, "mprotect": 2, "pkey_mprotect": 2} if deny_write_execute else {}
     for name in names:
         number = lib.seccomp_syscall_resolve_name(name.encode())
         if number < 0:
@@ -389,6 +420,53 @@ def seccomp_exec(filter_file: Path, command: list[str]) -> None:
     os.execv(command[0], command)
 
 
+def seccomp_profile(filter_file: Path) -> None:
+    """Prints a systemd allow list as an OCI seccomp profile, the format a kubelet's
+    Localhost profile, containerd, CRI-O and Docker read."""
+    names, _, _ = read_allow_list(filter_file)
+    profile = {
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": errno.EPERM,
+        "architectures": OCI_ARCHITECTURES,
+        "syscalls": [{"names": sorted(set(names)), "action": "SCMP_ACT_ALLOW"}],
+    }
+    print(json.dumps(profile, indent=2))
+
+
+def seccomp_installer(directory: Path) -> None:
+    """The Deployment's Localhost seccomp profile is a file the installer DaemonSet
+    (directory/seccomp/) writes into the kubelet's seccomp directory."""
+    _, objects = load_manifests(directory)
+    spec = objects["Deployment/ringress"]["spec"]["template"]["spec"]
+    profiles = [spec.get("securityContext", {}).get("seccompProfile", {})]
+    profiles += [c.get("securityContext", {}).get("seccompProfile", {}) for c in spec["containers"]]
+    wanted = {p.get("localhostProfile") for p in profiles if p.get("type") == "Localhost"}
+    check(len(wanted) == 1 and len(profiles) == sum(p.get("type") == "Localhost" for p in profiles),
+          f"the pod and its container name one Localhost profile ({', '.join(sorted(map(str, wanted)))})")
+    installer_dir = directory / "seccomp"
+    kustomization, installer = load_manifests(installer_dir)
+    generated = kustomization.get("configMapGenerator", [])
+    files = {f.split("=")[-1] for g in generated for f in g.get("files", [])}
+    name = next(iter(wanted), None)
+    check(name in files and (installer_dir / str(name)).is_file(),
+          f"deploy/kubernetes/seccomp/{name} exists and the installer's ConfigMap carries it")
+    daemonsets = [o for o in installer.values() if o["kind"] == "DaemonSet"]
+    if not check(len(daemonsets) == 1, "one installer DaemonSet"):
+        finish()
+    pod = daemonsets[0]["spec"]["template"]["spec"]
+    host_paths = [v["hostPath"]["path"] for v in pod.get("volumes", []) if "hostPath" in v]
+    check(host_paths == ["/var/lib/kubelet/seccomp"], "it writes into the kubelet's seccomp directory, and nowhere else on the host")
+    config_volumes = [v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v]
+    check(config_volumes == [g["name"] for g in generated], "it mounts the generated ConfigMap")
+    scripts = " ".join(" ".join(c.get("command", []) + c.get("args", [])) for c in pod.get("initContainers", []))
+    check(str(name) in scripts, f"its init container installs {name}")
+    profile = json.loads((installer_dir / str(name)).read_text()) if (installer_dir / str(name)).is_file() else {}
+    allowed = {n for r in profile.get("syscalls", []) if r.get("action") == "SCMP_ACT_ALLOW" for n in r["names"]}
+    check({"io_uring_setup", "io_uring_enter", "io_uring_register"} <= allowed, f"{name} allows io_uring_setup, io_uring_enter, io_uring_register")
+    check(profile.get("defaultAction") == "SCMP_ACT_ERRNO", f"{name} refuses every other call (SCMP_ACT_ERRNO)")
+    finish()
+
+
 def main() -> None:
     match sys.argv[1:]:
         case ["manifests", directory]:
@@ -399,6 +477,10 @@ def main() -> None:
             containerfile(Path(path))
         case ["seccomp-exec", filter_file, "--", *command] if command:
             seccomp_exec(Path(filter_file), command)
+        case ["seccomp-profile", filter_file]:
+            seccomp_profile(Path(filter_file))
+        case ["seccomp-installer", directory]:
+            seccomp_installer(Path(directory))
         case _:
             sys.exit(__doc__)
 
