@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two ringress builds measured at the same time: CPU per request of A and B side by side.
 #
-#   perf/ab.sh --ringress A,B [--workloads keepalive,close,1m] [--rounds N] [--duration S]
+#   perf/ab.sh --ringress A,B [--workloads keepalive,close,1m,h2m10,h2m1] [--rounds N] [--duration S]
 #              [--conns C] [--proxy-cpu C] [--load-cpu C] [--out DIR]
 #              [--args-a "ARGS"] [--args-b "ARGS"] [--jwt-b]
 #
@@ -16,6 +16,9 @@
 #   close      C connections each (default 8), Connection: close: a resumed TLS
 #              handshake, one request and the close per connection
 #   1m         C connections each (default 8), 1 MiB responses: CPU per MiB
+#   h2m10      HTTP/2 (ALPN h2, h2load instead of wrk): C connections each (default
+#              16) with 10 requests in flight on each, a small response
+#   h2m1       the same with one request in flight per connection
 # The two share the CPU, so each gets about half of it: absolute figures are higher
 # than perf/compare.sh's (less batching per loop turn); compare B with A, not with
 # those tables. The median of the rounds' B ÷ A is the figure to quote.
@@ -43,7 +46,7 @@ OUT_DIR=""
 ARGS_A="--access-log off"
 ARGS_B="--access-log off"
 JWT_B=0
-ALL_WORKLOADS="keepalive close 1m"
+ALL_WORKLOADS="keepalive close 1m h2m10 h2m1"
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -51,7 +54,7 @@ usage() {
 
 Options:
   --ringress A,B     the two ringress binaries (required)
-  --workloads LIST   keepalive,close,1m (default $WORKLOADS)
+  --workloads LIST   keepalive,close,1m,h2m10,h2m1 (default $WORKLOADS)
   --rounds N         rounds per workload (default $ROUNDS)
   --duration S       seconds of load per round (default $DURATION)
   --conns C          connections per gateway (default: per workload, above)
@@ -97,6 +100,11 @@ set_cleanup_traps
 ensure_tools wrk openssl curl python3 taskset
 NGINX="$(find_bin nginx)"
 WRK="$(find_bin wrk)"
+H2LOAD=""
+if [[ " $WORKLOAD_LIST " == *" h2m"* ]]; then
+    ensure_tools h2load
+    H2LOAD="$(find_bin h2load)"
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-ab-work.XXXXXX")"
 chmod 755 "$WORK"
@@ -158,10 +166,13 @@ printf 'workload\tround\tbuild\trequests\tuser_us\tsys_us\ttotal_us\n' >"$RESULT
 # one_round WORKLOAD ROUND: both wrk at once; one results line per build.
 one_round() {
     local wl="$1" round="$2" conns path extra=() i out pids=() before=() after=() line n u0 s0 u1 s1 auth
+    local streams=""
     case "$wl" in
     keepalive) conns=32 path=/ ;;
     close) conns=8 path=/ extra=(-H 'Connection: close') ;;
     1m) conns=8 path=/1m ;;
+    h2m10) conns=16 streams=10 ;;
+    h2m1) conns=16 streams=1 ;;
     esac
     conns="${CONNS:-$conns}"
     for i in 0 1; do
@@ -171,14 +182,20 @@ one_round() {
         out="$OUT_DIR/wrk-$wl-r$round-${LABELS[$i]}.txt"
         auth=()
         [ -z "${AUTH[$i]}" ] || auth=(-H "${AUTH[$i]}")
-        spawn "$out" env WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 \
-            -s "$repo_root/perf/wrk-report.lua" -c "$conns" -d "${DURATION}s" --timeout 5s \
-            "${extra[@]}" "${auth[@]}" "$(gw_url "${PORTS[$i]}" "$path")"
+        if [ -n "$streams" ]; then
+            [ -z "${AUTH[$i]}" ] || die "--jwt-b is for the HTTP/1.1 workloads (h2load sends no token here)"
+            spawn_h2load "$out" "${PORTS[$i]}" "$streams" "$conns"
+        else
+            spawn "$out" env WRK_CONNECT_ADDR=127.0.0.1 taskset -c "$LOAD_CPU" "$WRK" -t1 \
+                -s "$repo_root/perf/wrk-report.lua" -c "$conns" -d "${DURATION}s" --timeout 5s \
+                "${extra[@]}" "${auth[@]}" "$(gw_url "${PORTS[$i]}" "$path")"
+        fi
         pids+=("$SPAWNED")
     done
     for i in 0 1; do
         wait "${pids[$i]}" || true
         forget_pid "${pids[$i]}"
+        [ -z "$streams" ] || h2load_summary "$OUT_DIR/wrk-$wl-r$round-${LABELS[$i]}.txt" $((DURATION * 1000000))
     done
     for i in 0 1; do
         after[i]="$(cpu_ticks "${PIDS[$i]}")"

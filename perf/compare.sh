@@ -433,27 +433,14 @@ run_full_load() {
 # H2_CONNS connections over ALPN h2 with STREAMS requests in flight on each, for
 # --duration seconds; the summary line has wrk-report.lua's format (no latency).
 run_h2_load() {
-    local out="$1" port="$2" streams="$3" t0 t1 line ok bad
+    local out="$1" port="$2" streams="$3" t0 t1
     t0="$(date +%s%N)"
-    spawn "$out.h2load" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" "$H2LOAD" \
-        -c "$H2_CONNS" -m "$streams" -D "$DURATION" --warm-up-time=1 \
-        --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
+    spawn_h2load "$out.h2load" "$port" "$streams" "$H2_CONNS"
     wait "$SPAWNED" || true
     forget_pid "$SPAWNED"
     t1="$(date +%s%N)"
     cat "$out.h2load" >"$out"
-    # requests: N total, N started, N done, N succeeded, 0 failed, 0 errored, 0 timeout
-    line="$(grep -m1 '^requests:' "$out" || true)"
-    [ -n "$line" ] || return 0
-    if ! grep -q '^Application protocol: h2' "$out"; then
-        printf 'h2load did not negotiate h2\n' >>"$out"
-        return 0
-    fi
-    read -r ok bad < <(awk -F'[:,] *' '{
-        for (i = 2; i <= NF; i++) { split($i, w, " "); v[w[2]] = w[1] }
-        print v["succeeded"] + 0, v["failed"] + v["errored"] + v["timeout"] }' <<<"$line")
-    printf 'RINGRESS_PERF requests=%s duration_us=%s bytes=0 connect_err=0 read_err=0 write_err=0 status_err=%s timeout_err=0 p50_us=0 p99_us=0\n' \
-        "$ok" $(((t1 - t0) / 1000)) "$bad" >>"$out"
+    h2load_summary "$out" $(((t1 - t0) / 1000))
 }
 
 # run_wrk ROUND NAME PORT WORKLOAD

@@ -384,6 +384,36 @@ ringress_binary() {
     printf '%s' "$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 }
 
+# spawn_h2load OUTFILE PORT STREAMS CONNS: h2load on the load CPU (H2LOAD, LOAD_CPU),
+# CONNS connections over ALPN h2 to the gateway on PORT with STREAMS requests in
+# flight on each, for DURATION seconds after a second of warm-up; its pid in SPAWNED.
+spawn_h2load() {
+    local out="$1" port="$2" streams="$3" conns="$4"
+    spawn "$out" timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" "$H2LOAD" \
+        -c "$conns" -m "$streams" -D "$DURATION" --warm-up-time=1 \
+        --connect-to="127.0.0.1:$port" "$(gw_url "$port" /)"
+}
+
+# h2load_summary FILE DURATION_US: appends to FILE, h2load's output, the summary line
+# of wrk-report.lua's format (requests that succeeded; failed, errored and timed-out
+# ones as status_err; no latency). Appends none when h2load printed no totals, and
+# says so when it did not negotiate h2.
+h2load_summary() {
+    local out="$1" duration_us="$2" line ok bad
+    # requests: N total, N started, N done, N succeeded, 0 failed, 0 errored, 0 timeout
+    line="$(grep -m1 '^requests:' "$out" || true)"
+    [ -n "$line" ] || return 0
+    if ! grep -q '^Application protocol: h2' "$out"; then
+        printf 'h2load did not negotiate h2\n' >>"$out"
+        return 0
+    fi
+    read -r ok bad < <(awk -F'[:,] *' '{
+        for (i = 2; i <= NF; i++) { split($i, w, " "); v[w[2]] = w[1] }
+        print v["succeeded"] + 0, v["failed"] + v["errored"] + v["timeout"] }' <<<"$line")
+    printf 'RINGRESS_PERF requests=%s duration_us=%s bytes=0 connect_err=0 read_err=0 write_err=0 status_err=%s timeout_err=0 p50_us=0 p99_us=0\n' \
+        "$ok" "$duration_us" "$bad" >>"$out"
+}
+
 # write_ringress_config DIR PORT: DIR/ringress.yaml, perf/ringress.yaml with the gateway
 # on 127.0.0.1:PORT, the certificate of gen_certs and the upstream of start_upstream.
 write_ringress_config() {

@@ -46,8 +46,10 @@ struct State {
     inbound_closed: bool,
     /// Bytes `h2` has read in all.
     read_total: usize,
-    /// The first three bytes received: the length of the peer's first frame.
-    first: Vec<u8>,
+    /// The first three bytes received (`first_len` of them): the length of the
+    /// peer's first frame.
+    first: [u8; 3],
+    first_len: usize,
     /// A client connection's control-frame budget, and whether it ran out (what
     /// the client sends after that is dropped).
     guard: Option<FloodGuard>,
@@ -89,10 +91,10 @@ impl Pipe {
             state.flooded = true;
             data = &data[..before];
         }
-        if state.first.len() < 3 {
-            let want = (3 - state.first.len()).min(data.len());
-            state.first.extend_from_slice(&data[..want]);
-        }
+        let have = state.first_len;
+        let want = (3 - have).min(data.len());
+        state.first[have..have + want].copy_from_slice(&data[..want]);
+        state.first_len += want;
         buffers::ensure(&mut state.inbound);
         state.inbound.extend_from_slice(data);
     }
@@ -101,13 +103,9 @@ impl Pipe {
     /// which must come first).
     pub(crate) fn first_frame_read(&self) -> bool {
         let state = self.0.borrow();
-        match state.first[..] {
-            [a, b, c] => {
-                let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
-                state.read_total >= 9 + length
-            }
-            _ => false,
-        }
+        let [a, b, c] = state.first;
+        let length = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+        state.first_len == 3 && state.read_total >= 9 + length
     }
 
     /// Tells `h2` the client sends no more.
@@ -292,6 +290,9 @@ pub(crate) async fn pump(
                 if send.is_none() {
                     buffers::give(&mut plain);
                     buffers::give(&mut outbound);
+                    if let Some(tls) = &mut session {
+                        tls.release_buffers();
+                    }
                 }
                 return Poll::Pending;
             }

@@ -36,18 +36,63 @@ use crate::uring;
 /// is refused alike over both protocols.
 const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
 
+/// What an HTTP/2 connection's task keeps of the HTTP/1.1 [`Connection`] it
+/// started as (the rest, dropped, would otherwise sit in every idle connection's
+/// task).
+struct Opened {
+    client: Downstream,
+    peer: std::net::SocketAddr,
+    port: u16,
+    ctx: Rc<crate::shard::ShardContext>,
+    head_deadline: std::time::Instant,
+    facts: Rc<ConnectionFacts>,
+    pipe: Pipe,
+}
+
 /// Serves `conn`, whose first bytes (in `conn.inbuf`) start HTTP/2, until the client
 /// or ringress ends it.
-pub(super) async fn serve(mut conn: Connection) {
+pub(super) fn serve(conn: Connection) -> impl Future<Output = ()> {
     let local = conn.local_addr();
-    let facts = Rc::new(conn.client.h2_facts(local));
+    let Connection {
+        mut client,
+        peer,
+        port,
+        ctx,
+        mut inbuf,
+        mut upbuf,
+        mut out,
+        head_deadline,
+        ..
+    } = conn;
+    let facts = Rc::new(client.h2_facts(local));
     let pipe = Pipe::guarded();
-    pipe.push_inbound(&conn.inbuf);
+    pipe.push_inbound(&inbuf);
     // The connection's HTTP/1.1 buffers are not used again.
-    crate::buffers::give(&mut conn.inbuf);
-    crate::buffers::give(&mut conn.out);
-    crate::buffers::give(&mut conn.upbuf);
-    let ctx = conn.ctx.clone();
+    crate::buffers::give(&mut inbuf);
+    crate::buffers::give(&mut out);
+    crate::buffers::give(&mut upbuf);
+    run(Opened {
+        client,
+        peer,
+        port,
+        ctx,
+        head_deadline,
+        facts,
+        pipe,
+    })
+}
+
+/// [`serve`]'s connection, from the `h2` handshake to its end.
+async fn run(opened: Opened) {
+    let Opened {
+        mut client,
+        peer,
+        port,
+        ctx,
+        head_deadline,
+        facts,
+        pipe,
+    } = opened;
     let idle = ctx.settings.timeouts.idle;
     let keepalive = ctx.settings.timeouts.keepalive;
     let handshake = h2::server::Builder::new()
@@ -55,11 +100,13 @@ pub(super) async fn serve(mut conn: Connection) {
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_send_buffer_size(pipe::OUT_LIMIT)
         .handshake::<_, Bytes>(pipe.clone());
-    let mut handshake = pin!(handshake);
+    // Boxed and dropped once done: the handshake holds `h2`'s codec until it hands
+    // it to the connection, and an idle connection's task should not keep both.
+    let mut handshake = Some(Box::pin(handshake));
     // The preface and SETTINGS are part of the head a client owes within
     // `--header-timeout` of its connection.
     let mut handshake_deadline = pin!(uring::sleep(
-        conn.head_deadline.saturating_duration_since(uring::now())
+        head_deadline.saturating_duration_since(uring::now())
     ));
     let mut connection = None;
     let mut stop = pin!(ctx.draining.or_stop(std::future::pending::<()>()));
@@ -69,15 +116,19 @@ pub(super) async fn serve(mut conn: Connection) {
     // moves `idle_since`.
     let mut idle_since = Some(uring::now());
     let mut quiet: Pin<Box<dyn Future<Output = ()>>> = Box::pin(uring::sleep(keepalive));
-    let (peer, port) = (conn.peer, conn.port);
     let mut failed = false;
-    let driven = conn
-        .client
+    let driven = client
         .pump_h2(&pipe, |cx| {
             let h2 = match &mut connection {
                 Some(h2) => h2,
-                None => match handshake.as_mut().poll(cx) {
-                    Poll::Ready(Ok(h2)) => connection.insert(h2),
+                None => match handshake
+                    .as_mut()
+                    .map_or(Poll::Pending, |h| h.as_mut().poll(cx))
+                {
+                    Poll::Ready(Ok(h2)) => {
+                        handshake = None;
+                        connection.insert(h2)
+                    }
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "HTTP/2 handshake failed");
                         failed = true;
@@ -169,5 +220,5 @@ pub(super) async fn serve(mut conn: Connection) {
             Ending::Abort
         }
     };
-    conn.client.close(ending).await;
+    client.close(ending).await;
 }
