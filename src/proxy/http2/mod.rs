@@ -51,32 +51,23 @@ struct Opened {
 
 /// Serves `conn`, whose first bytes (in `conn.inbuf`) start HTTP/2, until the client
 /// or ringress ends it.
-pub(super) fn serve(conn: Connection) -> impl Future<Output = ()> {
+pub(super) fn serve(mut conn: Connection) -> impl Future<Output = ()> {
     let local = conn.local_addr();
-    let Connection {
-        mut client,
-        peer,
-        port,
-        ctx,
-        mut inbuf,
-        mut upbuf,
-        mut out,
-        head_deadline,
-        ..
-    } = conn;
-    let facts = Rc::new(client.h2_facts(local));
+    let facts = Rc::new(conn.client.h2_facts(local));
     let pipe = Pipe::guarded();
-    pipe.push_inbound(&inbuf);
+    pipe.push_inbound(&conn.inbuf);
     // The connection's HTTP/1.1 buffers are not used again.
-    crate::buffers::give(&mut inbuf);
-    crate::buffers::give(&mut out);
-    crate::buffers::give(&mut upbuf);
+    crate::buffers::give(&mut conn.inbuf);
+    crate::buffers::give(&mut conn.out);
+    crate::buffers::give(&mut conn.upbuf);
+    // Moved out field by field: the rest of `conn` is dropped here, not carried in
+    // the task.
     run(Opened {
-        client,
-        peer,
-        port,
-        ctx,
-        head_deadline,
+        client: conn.client,
+        peer: conn.peer,
+        port: conn.port,
+        ctx: conn.ctx,
+        head_deadline: conn.head_deadline,
         facts,
         pipe,
     })
