@@ -75,7 +75,7 @@ fn a_jwt_required_by_deny_and_allowed_by_its_principal_and_claims() {
         "allow-sample",
         "  action: ALLOW\n  rules:\n  - from:\n    - source:\n        requestPrincipals: [\"testing@secure.istio.io/testing@secure.istio.io\"]\n    when:\n    - key: request.auth.claims[foo]\n      values: [\"bar\"]\n  - to:\n    - operation:\n        methods: [\"GET\"]\n        paths: [\"/ip\"]\n",
     );
-    let (port, gw, _upstream) = http_gateway(
+    let (port, mut gw, _upstream) = http_gateway(
         &dir,
         &[request_authentication(), deny_without_token, allow_sample],
         &[
@@ -122,31 +122,20 @@ fn a_jwt_required_by_deny_and_allowed_by_its_principal_and_claims() {
         assert_eq!(r.status, 403, "{client:?} {r:?}");
     }
     // Envoy's details name the refusing rule, or `none` when no ALLOW rule matched;
-    // the counters say the same by reason.
-    let log = gw.log_text();
-    assert!(
-        log.contains(
-            "rbac_access_denied_matched_policy[ns[istio-system]-policy[require-jwt]-rule[0]]"
-        ),
-        "{log}"
-    );
-    assert!(
-        log.contains("rbac_access_denied_matched_policy[none]"),
-        "{log}"
-    );
-    // The principal of the verified token, where Istio's authn filter records it.
-    assert!(
-        log.contains("200 via_upstream testing@secure.istio.io/testing@secure.istio.io /headers"),
-        "{log}"
-    );
-    assert!(log.contains("200 via_upstream - /ip"), "{log}");
-    // A refused token: Envoy's jwt_authn details.
-    assert!(
-        log.contains(
-            "401 jwt_authn_access_denied{Jwt_signature_is_an_invalid_Base64url_encoded} - /headers"
-        ),
-        "{log}"
-    );
+    // the counters say the same by reason. Access-log lines are written in batches per
+    // shard: each client's is awaited.
+    let clients = PLAIN_CLIENTS.len();
+    for line in [
+        "rbac_access_denied_matched_policy[ns[istio-system]-policy[require-jwt]-rule[0]] - /headers",
+        "rbac_access_denied_matched_policy[none] - /get",
+        // The principal of the verified token, where Istio's authn filter records it.
+        "200 via_upstream testing@secure.istio.io/testing@secure.istio.io /headers",
+        "200 via_upstream - /ip",
+        // A refused token: Envoy's jwt_authn details.
+        "401 jwt_authn_access_denied{Jwt_signature_is_an_invalid_Base64url_encoded} - /headers",
+    ] {
+        gw.wait_log_count(line, clients);
+    }
     assert_eq!(
         counter(&gw, "ringress_authz_requests_total", "denied_by_policy"),
         2
