@@ -32,6 +32,7 @@ fn request_heads(c: &mut Criterion) {
         client_cert: None,
         remove: &[],
         add: &[],
+        upgrade: None,
     };
     let mut group = c.benchmark_group("request_head");
     for (name, input) in [("curl", CURL_REQUEST), ("wrk_browser", WRK_REQUEST)] {

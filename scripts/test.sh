@@ -9,7 +9,9 @@
 #    tests/tools/h2_peer.py and of the RFC 9113 suite tests/tools/h2_conformance.py,
 #    the HTTP/2 upstream of tests/tools/h2_upstream.py), grpcio
 #    and grpcio-health-checking (the gRPC service and client of
-#    tests/tools/grpc_service.py) with pip. A machine that already has them installs
+#    tests/tools/grpc_service.py), websockets (the WebSocket server and client of
+#    tests/tools/ws_peer.py) and kosoku (the Autobahn fuzzing cases it runs) with
+#    pip. A machine that already has them installs
 #    nothing and touches no package list.
 # 2. cargo fmt --check (ringress and the fuzz crate)
 # 3. cargo clippy --all-targets --locked -- -D warnings, also with the fuzzing feature,
@@ -51,7 +53,7 @@ as_root() {
     fi
 }
 
-banner "test tools (curl, openssl, h2load, nghttp, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng, h2, grpcio)"
+banner "test tools (curl, openssl, h2load, nghttp, wrk, slowhttptest, testssl, python3, CA bundle, tlslite-ng, h2, grpcio, websockets, kosoku)"
 # command the tests run -> Debian package that provides it
 declare -A tool_pkg=(
     [curl]=curl
@@ -94,8 +96,10 @@ declare -A py_pkg=(
     [h2]=h2
     [grpc]=grpcio
     [grpc_health]=grpcio-health-checking
+    [websockets]='websockets>=14'
+    [kosoku]=kosoku==0.1.0
 )
-for module in tlslite h2 grpc grpc_health; do
+for module in tlslite h2 grpc grpc_health websockets kosoku; do
     if python3 -c "import $module" >/dev/null 2>&1; then
         printf '  %-8s %s\n' "$module" "$(python3 -c "import $module, os; print(os.path.dirname($module.__file__))")"
         continue

@@ -2,7 +2,7 @@
 //! memory: `h2` reads and writes a [`Pipe`] through tokio's `AsyncRead` and
 //! `AsyncWrite` traits, and the connection's [`pump`] moves them to and from the
 //! socket, a client's TLS records included. Both sides use it: client connections
-//! (`proxy/http2/`, through `Downstream::pump_h2`) and multiplexed upstream
+//! (`proxy/http2/`, through `Downstream::pump`) and multiplexed upstream
 //! connections (`upstream/http2/`). No tokio runtime is involved: the
 //! traits are only the interface, the shard's executor polls.
 //!
@@ -132,6 +132,28 @@ impl Pipe {
     pub(crate) fn has_outbound(&self) -> bool {
         !self.0.borrow().outbound.is_empty()
     }
+
+    /// For a tunnel: moves the peer's plaintext waiting here to the end of `out`.
+    /// `Some(0)` when none waits, `None` once the peer sent no more and all is taken.
+    pub(crate) fn take_inbound(&self, out: &mut Vec<u8>) -> Option<usize> {
+        let mut state = self.0.borrow_mut();
+        let from = state.read_at;
+        let n = state.inbound.len() - from;
+        if n == 0 {
+            return (!state.inbound_closed).then_some(0);
+        }
+        out.extend_from_slice(&state.inbound[from..]);
+        state.read_total += n;
+        buffers::give(&mut state.inbound);
+        state.read_at = 0;
+        Some(n)
+    }
+
+    /// Peer bytes received and not read yet.
+    fn inbound_waiting(&self) -> usize {
+        let state = self.0.borrow();
+        state.inbound.len() - state.read_at
+    }
 }
 
 impl AsyncRead for Pipe {
@@ -192,6 +214,19 @@ impl AsyncWrite for Pipe {
     }
 }
 
+/// When [`pump`] is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PumpUntil {
+    /// When the peer's end has reached the driven side, or the drive is done (HTTP/2:
+    /// a connection without its client has nothing left to do).
+    EitherEnds,
+    /// When the drive is done, whatever the peer did: it learns of the peer's end from
+    /// the pipe ([`Pipe::take_inbound`]) and finishes what it has in hand (a tunnel
+    /// passes the peer's last bytes on). The peer's bytes are received only while
+    /// fewer than [`OUT_LIMIT`] wait in the pipe unread.
+    Driven,
+}
+
 /// Why [`pump`] stopped early.
 pub(crate) enum PumpError {
     Io(io::Error),
@@ -199,12 +234,14 @@ pub(crate) enum PumpError {
 }
 
 /// Moves bytes between `tcp` (through `session`, a client's TLS session, when there
-/// is one) and the HTTP/2 connection on `pipe` while `drive` polls that connection,
-/// until `drive` is done and what it wrote is sent, or the peer is gone.
+/// is one) and the HTTP/2 connection or tunnel on `pipe` while `drive` polls it,
+/// until `drive` is done and what it wrote is sent, or (with
+/// [`PumpUntil::EitherEnds`]) the peer is gone.
 pub(crate) async fn pump(
     tcp: &TcpStream,
     mut session: Option<&mut ServerSession>,
     pipe: &Pipe,
+    until: PumpUntil,
     mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
 ) -> Result<(), PumpError> {
     type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -220,7 +257,8 @@ pub(crate) async fn pump(
             if !driven && drive(cx).is_ready() {
                 driven = true;
             }
-            if !client_done {
+            let room = until == PumpUntil::EitherEnds || pipe.inbound_waiting() < OUT_LIMIT;
+            if !client_done && (room || recv.is_some()) {
                 let receive = recv.get_or_insert_with(|| Box::pin(tcp.recv()));
                 if let Poll::Ready(received) = receive.as_mut().poll(cx) {
                     recv = None;
@@ -278,7 +316,8 @@ pub(crate) async fn pump(
                 }
                 sent.map_err(PumpError::Io)?;
             }
-            if (driven || client_done) && send.is_none() && !pipe.has_outbound() {
+            let peer_ended = client_done && until == PumpUntil::EitherEnds;
+            if (driven || peer_ended) && send.is_none() && !pipe.has_outbound() {
                 if !driven {
                     // The peer's end reaches `h2` too, so the streams still waiting
                     // on the connection learn it ended.

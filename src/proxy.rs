@@ -22,6 +22,7 @@ mod error;
 mod forward;
 mod http2;
 mod retry;
+mod tunnel;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -552,6 +553,15 @@ impl Connection {
         let (status, details) = match &route.action {
             Action::Forward(destinations) => {
                 let cluster = destinations.pick();
+                let protocol = snapshot.clusters.get(cluster).protocol;
+                let upgrade = forward::UpgradeAsked::of(&head, protocol);
+                if upgrade == forward::UpgradeAsked::Refused {
+                    // Envoy's answer to an upgrade no configuration allows.
+                    http::direct_response(403, b"", close, &mut self.out);
+                    route.stats.count(403);
+                    self.answered_locally(403, None, "upgrade_failed");
+                    return self.respond_locally(head.len(), close).await;
+                }
                 let forwarded = route::rewrite_path(route, selected.matched_uri, path)
                     .or_else(|| normalized.clone());
                 if let Some(record) = self.record.as_deref_mut()
@@ -560,8 +570,9 @@ impl Connection {
                     // The log's path is the one the request came with.
                     record.set(Field::OriginalPath, path.as_bytes());
                 }
+                let websocket = upgrade == forward::UpgradeAsked::WebSocket;
                 return self
-                    .forward(snapshot, route, cluster, head, forwarded)
+                    .forward(snapshot, route, cluster, head, forwarded, websocket)
                     .await;
             }
             Action::Redirect(redirect) => {

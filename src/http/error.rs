@@ -65,7 +65,7 @@ pub enum HttpError {
     /// A response status code outside 100..=999.
     #[error("invalid response status code {code}")]
     InvalidStatus { code: u16 },
-    /// A 101 Switching Protocols response, though ringress never forwards Upgrade.
+    /// A 101 Switching Protocols response to a request that did not ask to switch.
     #[error("upstream switched protocols without being asked to")]
     UnexpectedSwitchingProtocols,
     /// A chunk-size line with a byte that is not a hex digit where one is required.

@@ -53,7 +53,7 @@ pub(crate) use generated::{
 };
 pub use path::{PathError, PathNormalization, normalize as normalize_path};
 pub use request::{RequestHead, parse_request, parse_request_into};
-pub use response::{ResponseHead, parse_response, parse_response_into};
+pub use response::{ResponseHead, parse_response, parse_response_into, parse_upgrade_response};
 pub use rewrite::{
     ForwardContext, ResponseContext, write_client_response_head, write_upstream_request,
 };
@@ -187,6 +187,7 @@ DELETE /d HTTP/1.1\r\nHost: h\r\n\r\n";
                     client_cert: None,
                     remove: &[],
                     add: &[],
+                    upgrade: None,
                 };
                 let mut out = Vec::new();
                 write_upstream_request(&h, &ctx, &mut out);

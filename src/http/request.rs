@@ -13,7 +13,8 @@
 use super::body::BodyKind;
 use super::error::{HttpError, shown};
 use super::fields::{
-    Framing, Name, RawHead, Span, TeRule, head_window, header_slots, incomplete, trim_ows,
+    Framing, Name, RawHead, Span, TeRule, head_window, header_slots, incomplete, list_items,
+    trim_ows,
 };
 
 /// A parsed request head. Owns a copy of the head bytes (one buffer, reused by
@@ -300,6 +301,23 @@ impl RequestHead {
 
     pub(crate) fn raw(&self) -> &RawHead {
         &self.raw
+    }
+
+    /// The protocol an HTTP/1.1 request asks to switch to: the first `Upgrade` value,
+    /// when `Connection` lists `upgrade` (RFC 9110 §7.8). `None` for HTTP/1.0.
+    pub(crate) fn upgrade(&self) -> Option<&[u8]> {
+        let asked = self
+            .raw
+            .values_of(Name::Connection)
+            .flat_map(list_items)
+            .any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+        if self.version_minor == 0 || !asked {
+            return None;
+        }
+        self.raw
+            .values_of(Name::Upgrade)
+            .flat_map(list_items)
+            .find(|v| !v.is_empty())
     }
 
     /// The values of every `x-forwarded-for` header, in order.

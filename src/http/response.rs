@@ -33,6 +33,28 @@ pub fn parse_response_into(
     request_method: &str,
     head: &mut ResponseHead,
 ) -> Result<bool, HttpError> {
+    parse_into(buf, request_method, false, head)
+}
+
+/// Like [`parse_response`] for the answer to a request that asked to switch protocols
+/// (`Upgrade: websocket`): a `101 Switching Protocols` is then a final response, after
+/// which the connection carries the new protocol.
+pub fn parse_upgrade_response(
+    buf: &[u8],
+    request_method: &str,
+) -> Result<Option<ResponseHead>, HttpError> {
+    let mut head = ResponseHead::default();
+    Ok(parse_into(buf, request_method, true, &mut head)?.then_some(head))
+}
+
+/// Parses into `head`; a 101 is an error unless the request asked for it
+/// (`switching`).
+fn parse_into(
+    buf: &[u8],
+    request_method: &str,
+    switching: bool,
+    head: &mut ResponseHead,
+) -> Result<bool, HttpError> {
     let window = head_window(buf);
     let mut slots = header_slots();
     let mut resp = httparse::Response::new(&mut []);
@@ -51,7 +73,7 @@ pub fn parse_response_into(
     if status < 100 {
         return Err(HttpError::InvalidStatus { code: status });
     }
-    if status == 101 {
+    if status == 101 && !switching {
         return Err(HttpError::UnexpectedSwitchingProtocols);
     }
     head.raw.fill(window, len, resp.headers);
@@ -72,8 +94,11 @@ pub fn parse_response_into(
     } else {
         BodyKind::UntilClose
     };
-    head.keep_alive =
-        head.body != BodyKind::UntilClose && !framing.close && (version >= 1 || framing.keep_alive);
+    // After a 101 the connection is the new protocol's: never reused for HTTP.
+    head.keep_alive = status != 101
+        && head.body != BodyKind::UntilClose
+        && !framing.close
+        && (version >= 1 || framing.keep_alive);
     Ok(true)
 }
 
@@ -125,8 +150,15 @@ impl ResponseHead {
     }
 
     /// A 1xx response (100 Continue, 103 Early Hints): the real response follows.
+    /// Not a 101, which is final ([`parse_upgrade_response`]).
     pub(crate) fn is_informational(&self) -> bool {
-        (100..200).contains(&self.status)
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// A `101 Switching Protocols`: the connection carries the protocol the request
+    /// asked for from the end of this head on.
+    pub(crate) fn is_switching(&self) -> bool {
+        self.status == 101
     }
 
     /// Whether the body must be de-chunked for this client: an HTTP/1.0 client cannot
@@ -326,5 +358,28 @@ mod tests {
             parse_response(&big, "GET").unwrap_err(),
             HttpError::HeadTooLarge
         );
+    }
+
+    #[test]
+    fn a_101_is_final_only_for_an_upgrade() {
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x02hi";
+        assert!(matches!(
+            parse_response(head, "GET"),
+            Err(HttpError::UnexpectedSwitchingProtocols)
+        ));
+        let switched = parse_upgrade_response(head, "GET").unwrap().unwrap();
+        assert!(switched.is_switching() && !switched.is_informational());
+        assert!(!switched.keep_alive());
+        assert_eq!(switched.body(), BodyKind::None);
+        assert_eq!(&head[switched.len()..], b"\x81\x02hi");
+        // Other answers to an upgrade request are ordinary responses.
+        let refused = parse_upgrade_response(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+            "GET",
+        );
+        let refused = refused.unwrap().unwrap();
+        assert!(!refused.is_switching() && refused.keep_alive());
+        let interim = parse_upgrade_response(b"HTTP/1.1 100 Continue\r\n\r\n", "GET");
+        assert!(interim.unwrap().unwrap().is_informational());
     }
 }

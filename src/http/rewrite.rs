@@ -43,6 +43,10 @@ pub struct ForwardContext<'a> {
     pub remove: &'a [String],
     /// Headers end-user authentication adds (claims, the token's payload).
     pub add: &'a [(String, String)],
+    /// The protocol the request asks to switch to, when the proxy lets it
+    /// (`websocket`): sent on as `connection: upgrade` and `upgrade`, which are
+    /// otherwise hop-by-hop and dropped.
+    pub upgrade: Option<&'a [u8]>,
 }
 
 /// What the proxy knows about a response beyond its head, for the client rewrite.
@@ -356,6 +360,10 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
             header(out, name.as_bytes(), value.as_bytes());
         }
     }
+    if let Some(protocol) = ctx.upgrade.filter(|p| is_safe_value(p)) {
+        header(out, b"connection", b"upgrade");
+        header(out, b"upgrade", protocol);
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -365,7 +373,8 @@ pub fn write_upstream_request(head: &RequestHead, ctx: &ForwardContext<'_>, out:
 /// for an HTTP/1.0 client), `server: ringress`, `x-envoy-upstream-service-time`, the
 /// route's `set` and `add` headers, then `connection: close` when the proxy closes or
 /// the response forces it ([`ResponseHead::client_must_close`]), or
-/// `connection: keep-alive` for an HTTP/1.0 client that keeps its connection.
+/// `connection: keep-alive` for an HTTP/1.0 client that keeps its connection. A `101
+/// Switching Protocols` ends with `connection: upgrade` and the upstream's `upgrade`.
 pub fn write_client_response_head(
     head: &ResponseHead,
     ctx: &ResponseContext<'_>,
@@ -428,6 +437,15 @@ pub fn write_client_response_head(
         out.extend_from_slice(b"\r\n");
     }
     write_ops(out, ops);
+    if head.is_switching() {
+        // The connection now carries the protocol the upstream switched to.
+        header(out, b"connection", b"upgrade");
+        for value in raw.values_of(Name::Upgrade) {
+            header(out, b"upgrade", value);
+        }
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
     let length_known = dechunk && ctx.dechunked_length.is_some();
     if ctx.close || (head.client_must_close(ctx.client_minor) && !length_known) {
         header(out, b"connection", b"close");
@@ -523,6 +541,7 @@ mod tests {
             client_cert: None,
             remove: &[],
             add: &[],
+            upgrade: None,
         }
     }
 
@@ -751,5 +770,70 @@ mod tests {
             push_u64(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn websocket_handshake_both_ways() {
+        let ops = no_ops();
+        let req = b"GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let head = parse_request(req).unwrap().unwrap();
+        assert_eq!(head.upgrade(), Some(&b"websocket"[..]));
+        // Without the proxy's leave, Upgrade and Connection stay hop-by-hop.
+        let plain = upstream(req, &ctx(&ops));
+        assert!(!plain.to_ascii_lowercase().contains("upgrade"), "{plain}");
+        let asked = ForwardContext {
+            upgrade: head.upgrade(),
+            ..ctx(&ops)
+        };
+        let sent = upstream(req, &asked);
+        assert!(
+            sent.contains("sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+                || sent.contains("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+            "{sent}"
+        );
+        assert!(
+            sent.ends_with("connection: upgrade\r\nupgrade: websocket\r\n\r\n"),
+            "{sent}"
+        );
+        assert_eq!(sent.matches("onnection:").count(), 1, "{sent}");
+
+        let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        let head = crate::http::parse_upgrade_response(resp, "GET")
+            .unwrap()
+            .unwrap();
+        let rctx = ResponseContext {
+            upstream_service_time_ms: Some(3),
+            ops: &ops,
+            close: false,
+            client_minor: 1,
+            dechunked_length: None,
+        };
+        let mut out = Vec::new();
+        write_client_response_head(&head, &rctx, &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("connection: upgrade\r\nupgrade: websocket\r\n\r\n"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("keep-alive") && !out.contains("close"),
+            "{out}"
+        );
+        // An HTTP/1.0 request cannot upgrade (RFC 9110 §7.8).
+        let old = parse_request(
+            b"GET / HTTP/1.0\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        );
+        assert_eq!(old.unwrap().unwrap().upgrade(), None);
+        let no_connection =
+            parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+        assert_eq!(no_connection.unwrap().unwrap().upgrade(), None);
     }
 }

@@ -22,7 +22,7 @@ use crate::uring::{self, FilledBuf, TcpStream};
 
 use super::Next;
 use super::http2::{ConnectionFacts, H2Stream};
-use crate::pipe::{Pipe, PumpError, pump};
+use crate::pipe::{Pipe, PumpError, PumpUntil, pump};
 
 /// Plaintext encrypted per send at most: three full records, so the ciphertext
 /// buffer of a large response stays small enough for the pool to keep.
@@ -398,23 +398,24 @@ impl Downstream {
         }
     }
 
-    /// Moves bytes between the socket and the HTTP/2 connection on `pipe` (its
-    /// records opened and sealed for TLS) while `drive` polls that connection, until
-    /// `drive` is done and what it wrote is sent, or the client is gone.
-    pub(crate) async fn pump_h2(
+    /// Moves bytes between the socket and the HTTP/2 connection or tunnel on `pipe`
+    /// (its records opened and sealed for TLS) while `drive` polls it, until `drive`
+    /// is done and what it wrote is sent, or (as `until` says) the client is gone.
+    pub(crate) async fn pump(
         &mut self,
         pipe: &Pipe,
+        until: PumpUntil,
         drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
     ) -> io::Result<()> {
         match self {
-            Downstream::Plain(tcp) => match pump(tcp, None, pipe, drive).await {
+            Downstream::Plain(tcp) => match pump(tcp, None, pipe, until, drive).await {
                 Ok(()) => Ok(()),
                 Err(PumpError::Io(e)) => Err(e),
                 Err(PumpError::Tls(e)) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
             },
             Downstream::Tls(stream) => {
                 let TlsStream { tcp, tls } = &mut **stream;
-                match pump(tcp, Some(tls), pipe, drive).await {
+                match pump(tcp, Some(tls), pipe, until, drive).await {
                     Ok(()) => Ok(()),
                     Err(PumpError::Io(e)) => Err(e),
                     Err(PumpError::Tls(e)) => Err(Box::pin(stream.fail(e)).await),

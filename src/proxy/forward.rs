@@ -25,6 +25,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::retry::RetryPolicy;
+use super::tunnel;
 use super::{Connection, Downstream, Next, ProxyError};
 use crate::access_log;
 use crate::http::{
@@ -47,10 +48,43 @@ struct RequestFacts {
     client_minor: u8,
     /// The client waits for `100 Continue` before sending its body.
     expects_continue: bool,
+    /// The request asks to switch to WebSocket and the upstream is told so: a `101
+    /// Switching Protocols` then turns the connection into a tunnel.
+    upgrade: bool,
+}
+
+/// What the proxy does with a request's `Upgrade` (RFC 9110 §7.8), as Istio's
+/// gateways do: Envoy's connection manager there allows `websocket` only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UpgradeAsked {
+    /// No upgrade, or `h2c`: Envoy drops an h2c upgrade and serves the request as
+    /// HTTP/1.1, and so does ringress (`Upgrade` is hop-by-hop).
+    None,
+    /// `websocket`, to an HTTP/1.1 upstream: relayed.
+    WebSocket,
+    /// Anything else, or WebSocket to an HTTP/2 upstream: refused with Envoy's 403
+    /// (`upgrade_failed`).
+    Refused,
+}
+
+impl UpgradeAsked {
+    pub(super) fn of(head: &RequestHead, upstream: UpstreamProtocol) -> UpgradeAsked {
+        match head.upgrade() {
+            None => UpgradeAsked::None,
+            Some(p) if p.eq_ignore_ascii_case(b"h2c") => UpgradeAsked::None,
+            Some(p)
+                if p.eq_ignore_ascii_case(b"websocket") && upstream == UpstreamProtocol::Http1 =>
+            {
+                UpgradeAsked::WebSocket
+            }
+            Some(_) => UpgradeAsked::Refused,
+        }
+    }
 }
 
 impl Connection {
-    /// Sends the request to `cluster` and streams the response to the client.
+    /// Sends the request to `cluster` and streams the response to the client; with
+    /// `websocket` (see [`UpgradeAsked`]) the upstream is asked to switch protocols.
     pub(super) async fn forward(
         &mut self,
         snapshot: &Arc<Snapshot>,
@@ -58,18 +92,20 @@ impl Connection {
         cluster: ClusterId,
         head: RequestHead,
         path: Option<String>,
+        websocket: bool,
     ) -> Result<Next, ProxyError> {
         let facts = RequestFacts {
             keep_alive: head.keep_alive(),
             is_head: head.method().eq_ignore_ascii_case("HEAD"),
             client_minor: head.version_minor(),
             expects_continue: head.expects_continue(),
+            upgrade: websocket,
         };
         let mut request_body = BodyFramer::new(head.body());
         let now = uring::now();
         let policy = RetryPolicy::for_route(route, self.ctx.settings.timeouts.idle, now)
             .with_grpc_timeout(head.header_of(http::HeaderName::GrpcTimeout), now);
-        self.write_upstream_head(route, &head, path.as_deref());
+        self.write_upstream_head(route, &head, path.as_deref(), facts.upgrade);
         let head_len = head.len();
         drop(head);
         self.inbuf.drain(..head_len);
@@ -155,6 +191,13 @@ impl Connection {
             }
         };
 
+        if response.is_switching() {
+            let result = self
+                .switch_protocols(upstream, route, response, started)
+                .await;
+            self.ctx.finished(snapshot, cluster, endpoint);
+            return result;
+        }
         let idle = self.ctx.settings.timeouts.idle;
         let mut relayed = 0;
         if answered_early
@@ -182,8 +225,11 @@ impl Connection {
         self.count_received(relayed);
         // An early answer left the request body half sent and half read: neither
         // connection can carry another request.
-        let reusable =
-            response.keep_alive() && response.body() != BodyKind::UntilClose && !answered_early;
+        // An upgrade the upstream declined leaves its connection to no one else.
+        let reusable = response.keep_alive()
+            && response.body() != BodyKind::UntilClose
+            && !answered_early
+            && !facts.upgrade;
         let status = response.status();
         self.ctx.stats.responses.count(status);
         route.stats.count(status);
@@ -219,6 +265,76 @@ impl Connection {
         Ok(if close { Next::Close } else { Next::KeepAlive })
     }
 
+    /// The upstream switched protocols (WebSocket): the `101` goes to the client, then
+    /// the connection is a tunnel ([`tunnel::relay`]) until either side closes or it
+    /// stays idle for `--idle-timeout`; then it closes, the upstream connection too.
+    async fn switch_protocols(
+        &mut self,
+        upstream: UpstreamConn,
+        route: &Route,
+        response: ResponseHead,
+        started: Instant,
+    ) -> Result<Next, ProxyError> {
+        let addr = upstream.addr;
+        let Some(tcp) = upstream.stream.tcp() else {
+            // Only an HTTP/1.1 upstream is asked to switch (`UpgradeAsked`).
+            return Err(ProxyError::ResponseAborted {
+                addr,
+                reason: "101 from an HTTP/2 upstream".into(),
+            });
+        };
+        self.ctx.stats.responses.count(101);
+        route.stats.count(101);
+        let elapsed = uring::now().saturating_duration_since(started).as_millis();
+        let service_time = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.status = 101;
+            record.details = Some("via_upstream");
+            record.upstream_service_time_ms = Some(service_time);
+        }
+        let ctx = ResponseContext {
+            upstream_service_time_ms: Some(service_time),
+            ops: &route.headers.response,
+            close: false,
+            client_minor: 1,
+            dechunked_length: None,
+        };
+        self.out.clear();
+        http::write_client_response_head(&response, &ctx, &mut self.out);
+        // What the upstream sent after its 101 (a first WebSocket message) follows the
+        // head; what the client sent after its request goes to the upstream first.
+        let after = self.upbuf.get(response.len()..).unwrap_or_default();
+        self.client
+            .stage(after, &mut self.out)
+            .map_err(ProxyError::Client)?;
+        let mut relayed = tunnel::Relayed {
+            to_client: after.len() as u64,
+            ..Default::default()
+        };
+        self.upbuf.clear();
+        drop(response);
+        self.send_out(Next::KeepAlive).await?;
+        if !self.inbuf.is_empty() {
+            let early = std::mem::take(&mut self.inbuf);
+            relayed.to_upstream += early.len() as u64;
+            let (sent, early) = tcp.send_all(early).await;
+            self.inbuf = early;
+            self.inbuf.clear();
+            sent.map_err(|source| ProxyError::UpstreamIo { addr, source })?;
+        }
+        let idle = self.ctx.settings.timeouts.idle;
+        let (end, tunnelled) = tunnel::relay(&mut self.client, tcp, idle).await;
+        self.count_received((relayed.to_upstream + tunnelled.to_upstream) as usize);
+        self.count_sent((relayed.to_client + tunnelled.to_client) as usize);
+        tracing::debug!(peer = %self.peer, %addr, %end, "tunnel ended");
+        self.ending = match end {
+            tunnel::TunnelEnd::ClientClosed | tunnel::TunnelEnd::UpstreamClosed => Ending::Clean,
+            tunnel::TunnelEnd::Idle(_) => Ending::Clean,
+            tunnel::TunnelEnd::Upstream(_) | tunnel::TunnelEnd::Client(_) => Ending::Abort,
+        };
+        Ok(Next::Close)
+    }
+
     /// Counts `n` request body bytes taken from the client, for the access log.
     fn count_received(&mut self, n: usize) {
         if let Some(record) = self.record.as_deref_mut() {
@@ -233,8 +349,15 @@ impl Connection {
         }
     }
 
-    /// Writes the rewritten request head into `out`.
-    fn write_upstream_head(&mut self, route: &Route, head: &RequestHead, path: Option<&str>) {
+    /// Writes the rewritten request head into `out` (asking the upstream to switch
+    /// protocols when `upgrade`).
+    fn write_upstream_head(
+        &mut self,
+        route: &Route,
+        head: &RequestHead,
+        path: Option<&str>,
+        upgrade: bool,
+    ) {
         let request_id = match head.header("x-request-id") {
             Some(_) => None,
             None => Some(http::new_request_id()),
@@ -253,6 +376,7 @@ impl Connection {
             client_cert: self.client.client_identity(),
             remove: self.auth_edits.as_deref().map_or(&[], |e| &e.remove[..]),
             add: self.auth_edits.as_deref().map_or(&[], |e| &e.add[..]),
+            upgrade: head.upgrade().filter(|_| upgrade),
         };
         self.out.clear();
         http::write_upstream_request(head, &ctx, &mut self.out);
@@ -384,13 +508,18 @@ impl Connection {
     ) -> Result<ResponseHead, ProxyError> {
         let addr = upstream.addr;
         let method = response_method(facts);
+        let parse = if facts.upgrade {
+            http::parse_upgrade_response
+        } else {
+            http::parse_response
+        };
         let deadline = uring::now() + wait;
         // Once the client has seen an interim response, the request cannot be resent.
         let mut interim_sent = false;
         // `upbuf` may already hold what the upstream sent while the body streamed.
         loop {
             if !self.upbuf.is_empty() {
-                let parsed = http::parse_response(&self.upbuf, method)
+                let parsed = parse(&self.upbuf, method)
                     .map_err(|source| ProxyError::BadResponse { addr, source })?;
                 if let Some(response) = parsed {
                     let len = response.len();

@@ -1962,3 +1962,52 @@ pub fn replace_file(from: &Path, to: &Path) {
     std::fs::rename(&tmp, to)
         .unwrap_or_else(|e| panic!("renaming {} to {}: {e}", tmp.display(), to.display()));
 }
+
+/// A Python upstream from `tests/tools/`, killed when dropped.
+pub struct PyServer {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl PyServer {
+    /// Starts `tests/tools/SCRIPT ARGS... PORT_FILE EXTRA...` and waits for the port
+    /// it writes.
+    pub fn start(dir: &TempDir, script: &str, args: &[&str], extra: &[&str]) -> PyServer {
+        let port_file = dir.join(&format!("{script}.port"));
+        let child = Command::new("python3")
+            .arg(tool(script))
+            .args(args)
+            .arg(&port_file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        // Killed and waited for when dropped, the wait for its port included.
+        let mut server = PyServer {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                let port: u16 = port.trim().parse().expect("a port number");
+                server.addr.set_port(port);
+                return server;
+            }
+            assert!(Instant::now() < deadline, "{script} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The path of `tests/tools/SCRIPT`.
+pub fn tool(script: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools")).join(script)
+}

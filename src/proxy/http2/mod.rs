@@ -1,7 +1,7 @@
 //! HTTP/2 to clients: a connection whose client chose `h2` by ALPN, or sent the
 //! prior-knowledge preface on a plain port, is served by the `h2` crate, driven in
 //! the connection's own task over an in-memory [`Pipe`] (no tokio runtime): the pump
-//! (`Downstream::pump_h2`) moves bytes between the socket (and its TLS session) and
+//! (`Downstream::pump`) moves bytes between the socket (and its TLS session) and
 //! the pipe, and polls the `h2` connection, which hands over each new stream.
 //!
 //! Each stream is its own task: an HTTP/1.1 [`Connection`] for one request over an
@@ -109,7 +109,7 @@ async fn run(opened: Opened) {
     let mut quiet: Pin<Box<dyn Future<Output = ()>>> = Box::pin(uring::sleep(keepalive));
     let mut failed = false;
     let driven = client
-        .pump_h2(&pipe, |cx| {
+        .pump(&pipe, pipe::PumpUntil::EitherEnds, |cx| {
             let h2 = match &mut connection {
                 Some(h2) => h2,
                 None => match handshake

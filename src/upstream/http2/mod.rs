@@ -384,7 +384,7 @@ async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
     };
     conn.settle(ConnState::Open { send, local });
     let mut connection = pin!(connection);
-    let pumped = pipe::pump(&tcp, None, &pipe, |cx| {
+    let pumped = pipe::pump(&tcp, None, &pipe, pipe::PumpUntil::EitherEnds, |cx| {
         let polled = connection.as_mut().poll(cx);
         if !conn.settled.get() && pipe.first_frame_read() {
             conn.settled.set(true);
