@@ -12,6 +12,9 @@
 //!   no server on the port covers is not served there);
 //! - each resulting host pattern is a bucket holding the rules of every VirtualService
 //!   that reaches it, VirtualServices in config order, rules in order;
+//! - a `match[]` entry with a `port` or `gateways` is kept only in the tables of that
+//!   port and of host patterns served through those Gateways; a rule left without
+//!   entries there is not in the table;
 //! - lookup picks one bucket (the exact host, else the longest matching `*.suffix`,
 //!   else `*`; no fallback to a less specific bucket), then the first rule that matches;
 //! - an HTTP server with `tls.httpsRedirect` makes its hosts answer 301 to https.
@@ -235,6 +238,11 @@ struct Condition {
     method: Option<StringMatch>,
     scheme: Option<StringMatch>,
     headers: Box<[(String, StringMatch)]>,
+    without_headers: Box<[(String, StringMatch)]>,
+    query_params: Box<[(String, StringMatch)]>,
+    /// Where the entry applies, decided when a port's table is built.
+    port: Option<u16>,
+    gateways: Box<[String]>,
 }
 
 impl Condition {
@@ -257,8 +265,38 @@ impl Condition {
                 return None;
             }
         }
+        // Envoy's inverted header match: an absent header does not match, so the
+        // entry holds.
+        for (name, m) in &self.without_headers {
+            if req.headers.get(name).is_some_and(|v| matches_bytes(m, v)) {
+                return None;
+            }
+        }
+        for (name, m) in &self.query_params {
+            if !matches_bytes(m, query_param(req.path, name)?) {
+                return None;
+            }
+        }
         Some(matched_uri)
     }
+
+    /// Whether the entry applies on `port` to a request through one of `gateways`.
+    fn applies(&self, port: u16, gateways: &BTreeSet<&str>) -> bool {
+        self.port.is_none_or(|p| p == port)
+            && (self.gateways.is_empty()
+                || self.gateways.iter().any(|g| gateways.contains(g.as_str())))
+    }
+}
+
+/// The first value of the query parameter `name` in `path` (`/a?x=1&y` has `x` = `1`
+/// and `y` = ``), as sent: not percent-decoded, as Envoy compares them.
+fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a [u8]> {
+    let (_, query) = path.split_once('?')?;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value.as_bytes())
+    })
 }
 
 /// Istio's implicit `prefix: /` for a rule without a uri condition.
@@ -283,6 +321,24 @@ struct Rule {
 }
 
 impl Rule {
+    /// The rule as it stands on `port` for requests through `gateways`: only its
+    /// `match[]` entries that apply there, or `None` when it had some and none does.
+    fn applying(&self, port: u16, gateways: &BTreeSet<&str>) -> Option<Rule> {
+        if self.conditions.iter().all(|c| c.applies(port, gateways)) {
+            return Some(self.clone());
+        }
+        let conditions: Box<[Condition]> = self
+            .conditions
+            .iter()
+            .filter(|c| c.applies(port, gateways))
+            .cloned()
+            .collect();
+        (!conditions.is_empty()).then(|| Rule {
+            conditions,
+            route: self.route.clone(),
+        })
+    }
+
     fn matches(&self, req: &RouteRequest<'_>, path: &str) -> Option<MatchedUri> {
         if self.conditions.is_empty() {
             return Some(implicit_root(path));
@@ -379,7 +435,7 @@ impl RouteTable {
         for (index, vs) in config.virtual_services.iter().enumerate() {
             // Host patterns this VirtualService serves on the port, and whether a
             // redirecting server covers them.
-            let mut served: BTreeMap<HostPattern, Option<&str>> = BTreeMap::new();
+            let mut served: BTreeMap<HostPattern, (Option<&str>, BTreeSet<&str>)> = BTreeMap::new();
             for gateway in config
                 .gateways
                 .iter()
@@ -391,8 +447,9 @@ impl RouteTable {
                     for vs_host in &vs.hosts {
                         for server_host in &server.hosts {
                             if let Some(pattern) = intersect(vs_host, server_host) {
-                                let entry = served.entry(pattern).or_default();
-                                *entry = entry.or(redirect);
+                                let (redirects, through) = served.entry(pattern).or_default();
+                                *redirects = redirects.or(redirect);
+                                through.insert(gateway.name.as_str());
                             }
                         }
                     }
@@ -406,9 +463,11 @@ impl RouteTable {
                 Some(slot) => slot.insert(compile_rules(vs, clusters)?),
                 None => continue,
             };
-            for (pattern, redirect) in served {
+            for (pattern, (redirect, through)) in served {
                 let bucket = buckets.entry(pattern).or_default();
-                bucket.rules.extend(rules.iter().cloned());
+                bucket
+                    .rules
+                    .extend(rules.iter().filter_map(|r| r.applying(port, &through)));
                 if let Some(gateway) = redirect {
                     bucket
                         .https_redirect
@@ -631,6 +690,10 @@ fn compile_condition(m: &RouteMatch) -> Condition {
         method: m.method.clone(),
         scheme: m.scheme.clone(),
         headers: m.headers.clone().into_boxed_slice(),
+        without_headers: m.without_headers.clone().into_boxed_slice(),
+        query_params: m.query_params.clone().into_boxed_slice(),
+        port: m.port,
+        gateways: m.gateways.clone().into_boxed_slice(),
     }
 }
 
@@ -1544,5 +1607,98 @@ mod tests {
             "gateway.yaml document 1 (VirtualService broken): http[0].route[0]: \
              destination httpbin:8000 has no cluster"
         );
+    }
+
+    #[test]
+    fn query_params_and_without_headers_are_conditions_of_the_request() {
+        let by_query = RouteMatch {
+            query_params: vec![("v".into(), exact("2")), ("id".into(), regex("[0-9]+"))],
+            ..RouteMatch::default()
+        };
+        let not_canary = RouteMatch {
+            without_headers: vec![("x-canary".into(), exact("yes"))],
+            ..RouteMatch::default()
+        };
+        let config = config(
+            vec![gateway("gw", vec![server(80, &["*"])])],
+            vec![vs(
+                "a",
+                &["a.com"],
+                &["gw"],
+                vec![
+                    rule(vec![by_query], direct(201)),
+                    rule(vec![not_canary], direct(202)),
+                    rule(vec![], direct(203)),
+                ],
+            )],
+        );
+        let built = build(&config);
+        let status = |path: &str, headers: &TestHeaders| {
+            let req = RouteRequest {
+                headers,
+                ..request("a.com", path)
+            };
+            match built.find(80, &req).map(|r| &r.action) {
+                Some(Action::Direct { status, .. }) => *status,
+                other => panic!("{path}: {other:?}"),
+            }
+        };
+        let none = TestHeaders(vec![]);
+        let canary = TestHeaders(vec![("x-canary", b"yes")]);
+        let other = TestHeaders(vec![("x-canary", b"no")]);
+        // Both parameters, the first value of each, as sent.
+        assert_eq!(status("/?v=2&id=17", &canary), 201);
+        assert_eq!(status("/p?id=17&x&v=2#top", &canary), 201);
+        assert_eq!(status("/?v=2&id=17&v=3", &canary), 201);
+        assert_eq!(status("/?v=3&v=2&id=17", &canary), 203);
+        assert_eq!(status("/?v=2&id=1x", &canary), 203);
+        assert_eq!(status("/?v=2", &canary), 203);
+        assert_eq!(status("/?v%3D2&id=1", &canary), 203);
+        // withoutHeaders: an absent header, or another value, lets the match hold.
+        assert_eq!(status("/", &none), 202);
+        assert_eq!(status("/", &other), 202);
+        assert_eq!(status("/", &canary), 203);
+    }
+
+    #[test]
+    fn port_and_gateways_choose_where_a_match_applies() {
+        let on_8080 = RouteMatch {
+            port: Some(8080),
+            ..uri(prefix("/p"))
+        };
+        let through_internal = RouteMatch {
+            gateways: vec!["internal".into()],
+            ..uri(prefix("/g"))
+        };
+        let config = config(
+            vec![
+                gateway("public", vec![server(80, &["*"]), server(8080, &["*"])]),
+                gateway("internal", vec![server(9090, &["*"])]),
+            ],
+            vec![vs(
+                "a",
+                &["a.com"],
+                &["public", "internal"],
+                vec![
+                    rule(vec![on_8080], direct(201)),
+                    rule(vec![through_internal], direct(202)),
+                    rule(vec![], direct(203)),
+                ],
+            )],
+        );
+        let built = build(&config);
+        let status = |port: u16, path: &str| match built.find(port, &request("a.com", path)) {
+            Some(Route {
+                action: Action::Direct { status, .. },
+                ..
+            }) => *status,
+            other => panic!("{port} {path}: {other:?}"),
+        };
+        assert_eq!(status(8080, "/p"), 201);
+        assert_eq!(status(80, "/p"), 203);
+        assert_eq!(status(9090, "/p"), 203);
+        assert_eq!(status(9090, "/g"), 202);
+        assert_eq!(status(80, "/g"), 203);
+        assert_eq!(status(8080, "/g"), 203);
     }
 }

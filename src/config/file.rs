@@ -159,6 +159,12 @@ pub(crate) struct FileHttpMatch {
     pub(crate) authority: Option<FileStringMatch>,
     #[serde(default)]
     pub(crate) headers: Ordered<FileStringMatch>,
+    #[serde(rename = "withoutHeaders", default)]
+    pub(crate) without_headers: Ordered<FileStringMatch>,
+    #[serde(rename = "queryParams", default)]
+    pub(crate) query_params: Ordered<FileStringMatch>,
+    pub(crate) port: Option<i64>,
+    pub(crate) gateways: Option<Vec<String>>,
     #[serde(rename = "ignoreUriCase")]
     pub(crate) ignore_uri_case: Option<bool>,
 }
@@ -378,18 +384,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
                 "directResponseBody",
             ],
         ),
-        "FileHttpMatch" => (
-            &[],
-            &[
-                "port",
-                "sourceLabels",
-                "gateways",
-                "queryParams",
-                "withoutHeaders",
-                "sourceNamespace",
-                "statPrefix",
-            ],
-        ),
+        "FileHttpMatch" => (&[], &["sourceLabels", "sourceNamespace", "statPrefix"]),
         "FileRouteDestination" => (&[], &["headers"]),
         "FileRedirect" => (&[], &["derivePort"]),
         "FileResponseBody" => (&[], &["bytes"]),

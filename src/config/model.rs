@@ -216,6 +216,17 @@ pub struct RouteMatch {
     pub scheme: Option<StringMatch>,
     /// Header name (lower-case) and condition.
     pub headers: Vec<(String, StringMatch)>,
+    /// `withoutHeaders`: the match holds only if none of these does (an absent header
+    /// does not).
+    pub without_headers: Vec<(String, StringMatch)>,
+    /// `queryParams`: parameter name and condition (`exact` or `regex`) on its first
+    /// value in the query string, as sent.
+    pub query_params: Vec<(String, StringMatch)>,
+    /// `port`: the gateway port the request came in on.
+    pub port: Option<u16>,
+    /// `gateways`: the match holds only for requests through these Gateways (names of
+    /// the VirtualService's own `gateways`).
+    pub gateways: Vec<String>,
     /// `ignoreUriCase`
     pub ignore_uri_case: bool,
 }

@@ -1007,12 +1007,30 @@ fn match_errors() {
         "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].match[0].uri: a string match needs one of exact, prefix or regex"
     );
     let text = with_routes(&format!(
-        "  - match:\n    - queryParams:\n        a: {{exact: b}}\n{ROUTE}"
+        "  - match:\n    - sourceLabels:\n        app: b\n{ROUTE}"
     ));
     assert_eq!(
         error(&text),
-        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].match[0].queryParams: field `queryParams` is not implemented by ringress yet"
+        "/etc/ringress/gw.yaml:25:7: document 2 (VirtualService vs): spec.http[0].match[0].sourceLabels: field `sourceLabels` is not implemented by ringress yet"
     );
+    for (field, want) in [
+        (
+            "queryParams:\n        a: {prefix: b}",
+            "spec.http[0].match[0].queryParams.a.prefix: Istio matches query parameters by exact or regex only",
+        ),
+        (
+            "gateways: [other-gw]",
+            "spec.http[0].match[0].gateways[0]: Gateway \"other-gw\" is not in this VirtualService's gateways (gw): the match could never apply",
+        ),
+        ("port: 70000", "spec.http[0].match[0].port"),
+        (
+            "gateways: [mesh]",
+            "`mesh` (traffic between sidecars) is not served",
+        ),
+    ] {
+        let got = error(&with_routes(&format!("  - match:\n    - {field}\n{ROUTE}")));
+        assert!(got.contains(want), "{field}: {got}");
+    }
     let text = with_routes(&format!(
         "  - match:\n    - headers:\n        \"bad header\": {{exact: b}}\n{ROUTE}"
     ));
@@ -1674,4 +1692,20 @@ fn authorization_mistakes_name_the_field() {
     assert!(
         error(&wrong_api).contains("accepted: security.istio.io/v1, security.istio.io/v1beta1")
     );
+}
+
+#[test]
+fn query_params_without_headers_port_and_gateways_load() {
+    let text = with_routes(&format!(
+        "  - match:\n    - queryParams:\n        v: {{exact: \"2\"}}\n        id: {{regex: \"[0-9]+\"}}\n      withoutHeaders:\n        x-canary: {{exact: \"no\"}}\n      port: 8080\n      gateways: [istio-system/gw]\n{ROUTE}"
+    ));
+    let config = load_ok(&text);
+    let m = &config.virtual_services[0].http[0].matches[0];
+    assert_eq!(m.query_params.len(), 2);
+    assert_eq!(m.query_params[0].0, "v");
+    assert!(matches!(&m.query_params[0].1, StringMatch::Exact(v) if v == "2"));
+    assert!(matches!(&m.query_params[1].1, StringMatch::Regex(_)));
+    assert_eq!(m.without_headers[0].0, "x-canary");
+    assert_eq!(m.port, Some(8080));
+    assert_eq!(m.gateways, ["gw"]);
 }

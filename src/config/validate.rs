@@ -1014,12 +1014,29 @@ impl Check<'_, '_> {
                 "a VirtualService needs at least one http route",
             );
         }
-        let http = raw
-            .http
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, r)| self.http_route(r, &s.key("http").index(i)))
-            .collect();
+        let mut http = Vec::new();
+        for (i, raw_route) in raw.http.into_iter().enumerate() {
+            let at = s.key("http").index(i);
+            let Some(route) = self.http_route(raw_route, &at) else {
+                continue;
+            };
+            // A match's `gateways` narrow the VirtualService's own: a Gateway it is
+            // not bound to never brings it a request.
+            for (j, m) in route.matches.iter().enumerate() {
+                for (k, g) in m.gateways.iter().enumerate() {
+                    if !gateways.contains(g) {
+                        self.rule(
+                            &at.key("match").index(j).key("gateways").index(k),
+                            format!(
+                                "Gateway {g:?} is not in this VirtualService's gateways ({}): the match could never apply",
+                                gateways.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            http.push(route);
+        }
         VirtualService {
             origin,
             name,
@@ -1174,14 +1191,59 @@ impl Check<'_, '_> {
         let authority = one(self, raw.authority, "authority", false);
         let method = one(self, raw.method, "method", false);
         let scheme = one(self, raw.scheme, "scheme", false);
-        let mut headers = Vec::new();
-        for (name, m) in raw.headers.0 {
-            let hp = p.key("headers").key(&name);
-            let n = self.header_name(&name, &hp);
-            let m = self.string_match(m, &hp, false);
-            match n.zip(m) {
-                Some(pair) => headers.push(pair),
+        let headers = self.header_matches(raw.headers, &p.key("headers"));
+        let without_headers = self.header_matches(raw.without_headers, &p.key("withoutHeaders"));
+        ok &= headers.is_some() && without_headers.is_some();
+        let mut query_params = Vec::new();
+        for (name, m) in raw.query_params.0 {
+            let qp = p.key("queryParams").key(&name);
+            if m.prefix.is_some() {
+                ok = false;
+                self.rule(
+                    &qp.key("prefix"),
+                    "Istio matches query parameters by exact or regex only",
+                );
+                continue;
+            }
+            match self.string_match(m, &qp, false) {
+                Some(m) if !name.is_empty() => query_params.push((name, m)),
+                Some(_) => {
+                    ok = false;
+                    self.invalid(&qp, "\"\"".to_owned(), "expected a query parameter name");
+                }
                 None => ok = false,
+            }
+        }
+        let port = match raw.port {
+            None => None,
+            Some(n) => {
+                let port = u16::try_from(n).ok().filter(|&n| n > 0);
+                if port.is_none() {
+                    ok = false;
+                    self.invalid(
+                        &p.key("port"),
+                        n.to_string(),
+                        "expected a port from 1 to 65535",
+                    );
+                }
+                port
+            }
+        };
+        let mut gateways = Vec::new();
+        for (i, g) in raw.gateways.unwrap_or_default().iter().enumerate() {
+            let short = g.rsplit('/').next().unwrap_or(g).trim();
+            let gp = p.key("gateways").index(i);
+            if short == "mesh" {
+                ok = false;
+                self.rule(
+                    &gp,
+                    "`mesh` (traffic between sidecars) is not served: ringress serves gateway traffic only",
+                );
+            } else if short.is_empty() {
+                ok = false;
+                self.invalid(&gp, format!("{g:?}"), "expected a Gateway name");
+            } else {
+                gateways.push(short.to_owned());
             }
         }
         ok.then_some(RouteMatch {
@@ -1190,9 +1252,33 @@ impl Check<'_, '_> {
             authority,
             method,
             scheme,
-            headers,
+            headers: headers.unwrap_or_default(),
+            without_headers: without_headers.unwrap_or_default(),
+            query_params,
+            port,
+            gateways,
             ignore_uri_case: ignore_case,
         })
+    }
+
+    /// `headers` or `withoutHeaders` of a match: lower-case names and their conditions.
+    fn header_matches(
+        &mut self,
+        raw: Ordered<FileStringMatch>,
+        path: &Path,
+    ) -> Option<Vec<(String, StringMatch)>> {
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (name, m) in raw.0 {
+            let hp = path.key(&name);
+            let n = self.header_name(&name, &hp);
+            let m = self.string_match(m, &hp, false);
+            match n.zip(m) {
+                Some(pair) => out.push(pair),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn destinations(

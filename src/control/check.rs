@@ -354,6 +354,18 @@ fn describe_match(m: &config::RouteMatch) -> String {
     for (name, condition) in &m.headers {
         parts.push(format!("header {name} {condition}"));
     }
+    for (name, condition) in &m.without_headers {
+        parts.push(format!("without header {name} {condition}"));
+    }
+    for (name, condition) in &m.query_params {
+        parts.push(format!("query {name} {condition}"));
+    }
+    if let Some(port) = m.port {
+        parts.push(format!("port {port}"));
+    }
+    if !m.gateways.is_empty() {
+        parts.push(format!("through {}", m.gateways.join(", ")));
+    }
     if parts.is_empty() {
         "every request".to_owned()
     } else {

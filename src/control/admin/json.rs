@@ -468,13 +468,24 @@ fn route_match(m: &RouteMatch) -> Value {
             out.insert(field.into(), string_match(condition));
         }
     }
-    if !m.headers.is_empty() {
-        let headers: Map<String, Value> = m
-            .headers
-            .iter()
-            .map(|(name, condition)| (name.clone(), string_match(condition)))
-            .collect();
-        out.insert("headers".into(), Value::Object(headers));
+    for (field, conditions) in [
+        ("headers", &m.headers),
+        ("without_headers", &m.without_headers),
+        ("query_params", &m.query_params),
+    ] {
+        if !conditions.is_empty() {
+            let conditions: Map<String, Value> = conditions
+                .iter()
+                .map(|(name, condition)| (name.clone(), string_match(condition)))
+                .collect();
+            out.insert(field.into(), Value::Object(conditions));
+        }
+    }
+    if let Some(port) = m.port {
+        out.insert("port".into(), port.into());
+    }
+    if !m.gateways.is_empty() {
+        out.insert("gateways".into(), m.gateways.clone().into());
     }
     if m.ignore_uri_case {
         out.insert("ignore_uri_case".into(), true.into());
