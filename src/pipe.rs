@@ -58,6 +58,19 @@ struct State {
     outbound: Vec<u8>,
 }
 
+impl State {
+    /// Marks `n` waiting inbound bytes read; an idle connection's pipe then holds no
+    /// buffer.
+    fn consume(&mut self, n: usize) {
+        self.read_at += n;
+        self.read_total += n;
+        if self.read_at == self.inbound.len() {
+            buffers::give(&mut self.inbound);
+            self.read_at = 0;
+        }
+    }
+}
+
 /// One connection's pipe; clones share it (one for `h2`, one for the pump).
 #[derive(Clone, Default)]
 pub(crate) struct Pipe(Rc<RefCell<State>>);
@@ -143,10 +156,21 @@ impl Pipe {
             return (!state.inbound_closed).then_some(0);
         }
         out.extend_from_slice(&state.inbound[from..]);
-        state.read_total += n;
-        buffers::give(&mut state.inbound);
-        state.read_at = 0;
+        state.consume(n);
         Some(n)
+    }
+
+    /// Appends to the output what of `data` fits under [`OUT_LIMIT`]; how much.
+    pub(crate) fn write_outbound(&self, data: &[u8]) -> usize {
+        let mut state = self.0.borrow_mut();
+        let n = OUT_LIMIT
+            .saturating_sub(state.outbound.len())
+            .min(data.len());
+        if n > 0 {
+            buffers::ensure(&mut state.outbound);
+            state.outbound.extend_from_slice(&data[..n]);
+        }
+        n
     }
 
     /// Peer bytes received and not read yet.
@@ -168,13 +192,7 @@ impl AsyncRead for Pipe {
             let n = waiting.min(buf.remaining());
             let from = state.read_at;
             buf.put_slice(&state.inbound[from..from + n]);
-            state.read_at += n;
-            state.read_total += n;
-            if state.read_at == state.inbound.len() {
-                // All read: an idle connection's pipe holds no buffer.
-                buffers::give(&mut state.inbound);
-                state.read_at = 0;
-            }
+            state.consume(n);
             return Poll::Ready(Ok(()));
         }
         if state.inbound_closed {
@@ -192,16 +210,11 @@ impl AsyncWrite for Pipe {
         _: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut state = self.0.borrow_mut();
-        let room = OUT_LIMIT.saturating_sub(state.outbound.len());
-        if room == 0 {
+        match self.write_outbound(data) {
             // The pump polls again once it has sent what waits (see the module doc).
-            return Poll::Pending;
+            0 if !data.is_empty() => Poll::Pending,
+            n => Poll::Ready(Ok(n)),
         }
-        let n = room.min(data.len());
-        buffers::ensure(&mut state.outbound);
-        state.outbound.extend_from_slice(&data[..n]);
-        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -288,15 +288,11 @@ impl Condition {
     }
 }
 
-/// The first value of the query parameter `name` in `path` (`/a?x=1&y` has `x` = `1`
-/// and `y` = ``), as sent: not percent-decoded, as Envoy compares them.
+/// The first value of the query parameter `name` in `path`, as sent
+/// ([`crate::http::query_pairs`]).
 fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a [u8]> {
-    let (_, query) = path.split_once('?')?;
-    let query = query.split_once('#').map_or(query, |(q, _)| q);
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value.as_bytes())
-    })
+    crate::http::query_pairs(path)
+        .find_map(|(key, value)| (key == name).then_some(value.as_bytes()))
 }
 
 /// Istio's implicit `prefix: /` for a rule without a uri condition.

@@ -545,16 +545,11 @@ fn tokens<'r>(req: &AuthRequest<'r>, location: &TokenLocation) -> Vec<&'r str> {
             }
         }
         TokenLocation::Param(name) => {
-            if let Some((_, query)) = req.path.split_once('?') {
-                for pair in query.split('&') {
-                    if let Some((n, v)) = pair.split_once('=')
-                        && n == name
-                        && !v.is_empty()
-                    {
-                        out.push(v);
-                    }
-                }
-            }
+            out.extend(
+                crate::http::query_pairs(req.path)
+                    .filter(|&(n, v)| n == name && !v.is_empty())
+                    .map(|(_, v)| v),
+            );
         }
         TokenLocation::Cookie(name) => {
             for (n, value) in req.head.headers() {

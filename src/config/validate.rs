@@ -994,16 +994,8 @@ impl Check<'_, '_> {
             ),
             Some(list) => {
                 for (i, g) in list.iter().enumerate() {
-                    let short = g.rsplit('/').next().unwrap_or(g).trim();
-                    if short == "mesh" {
-                        self.rule(
-                            &s.key("gateways").index(i),
-                            "`mesh` (traffic between sidecars) is not served: ringress serves gateway traffic only; list Gateways instead",
-                        );
-                    } else if short.is_empty() {
-                        self.invalid(&s.key("gateways").index(i), format!("{g:?}"), "expected a Gateway name");
-                    } else {
-                        gateways.push(short.to_owned());
+                    if let Some(name) = self.gateway_name(g, &s.key("gateways").index(i)) {
+                        gateways.push(name);
                     }
                 }
             }
@@ -1231,19 +1223,9 @@ impl Check<'_, '_> {
         };
         let mut gateways = Vec::new();
         for (i, g) in raw.gateways.unwrap_or_default().iter().enumerate() {
-            let short = g.rsplit('/').next().unwrap_or(g).trim();
-            let gp = p.key("gateways").index(i);
-            if short == "mesh" {
-                ok = false;
-                self.rule(
-                    &gp,
-                    "`mesh` (traffic between sidecars) is not served: ringress serves gateway traffic only",
-                );
-            } else if short.is_empty() {
-                ok = false;
-                self.invalid(&gp, format!("{g:?}"), "expected a Gateway name");
-            } else {
-                gateways.push(short.to_owned());
+            match self.gateway_name(g, &p.key("gateways").index(i)) {
+                Some(name) => gateways.push(name),
+                None => ok = false,
             }
         }
         ok.then_some(RouteMatch {
@@ -1259,6 +1241,24 @@ impl Check<'_, '_> {
             gateways,
             ignore_uri_case: ignore_case,
         })
+    }
+
+    /// A VirtualService's Gateway reference (`name` or `namespace/name`) as its name;
+    /// `mesh` is refused, ringress serving gateway traffic only.
+    fn gateway_name(&mut self, raw: &str, path: &Path) -> Option<String> {
+        let short = raw.rsplit('/').next().unwrap_or(raw).trim();
+        if short == "mesh" {
+            self.rule(
+                path,
+                "`mesh` (traffic between sidecars) is not served: ringress serves gateway traffic only; list Gateways instead",
+            );
+            None
+        } else if short.is_empty() {
+            self.invalid(path, format!("{raw:?}"), "expected a Gateway name");
+            None
+        } else {
+            Some(short.to_owned())
+        }
     }
 
     /// `headers` or `withoutHeaders` of a match: lower-case names and their conditions.

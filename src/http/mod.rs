@@ -51,6 +51,7 @@ pub(crate) use generated::{
     CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
     redirect_response, text_response,
 };
+pub(crate) use path::query_pairs;
 pub use path::{PathError, PathNormalization, normalize as normalize_path};
 pub use request::{RequestHead, parse_request, parse_request_into};
 pub use response::{ResponseHead, parse_response, parse_response_into, parse_upgrade_response};

@@ -28,6 +28,18 @@
 
 use std::borrow::Cow;
 
+/// The `name=value` pairs of the query of `path_and_query` (after its first `?`, up to
+/// a `#`), in order and as sent: not percent-decoded, as Envoy compares them. A pair
+/// without `=` has the empty value.
+pub(crate) fn query_pairs(path_and_query: &str) -> impl Iterator<Item = (&str, &str)> {
+    let query = path_and_query.split_once('?').map(|(_, q)| q);
+    let query = query.map(|q| q.split_once('#').map_or(q, |(q, _)| q));
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
 /// Istio's `pathNormalization` choices (`--path-normalization`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PathNormalization {

@@ -230,13 +230,7 @@ impl Connection {
             && response.body() != BodyKind::UntilClose
             && !answered_early
             && !facts.upgrade;
-        let status = response.status();
-        self.ctx.stats.responses.count(status);
-        route.stats.count(status);
-        if let Some(record) = self.record.as_deref_mut() {
-            record.status = status;
-            record.details = Some("via_upstream");
-        }
+        self.note_upstream_status(route, response.status());
         let keep_alive = reusable
             .then(|| response.header("keep-alive").map(<[u8]>::to_vec))
             .flatten();
@@ -283,15 +277,8 @@ impl Connection {
                 reason: "101 from an HTTP/2 upstream".into(),
             });
         };
-        self.ctx.stats.responses.count(101);
-        route.stats.count(101);
-        let elapsed = uring::now().saturating_duration_since(started).as_millis();
-        let service_time = u64::try_from(elapsed).unwrap_or(u64::MAX);
-        if let Some(record) = self.record.as_deref_mut() {
-            record.status = 101;
-            record.details = Some("via_upstream");
-            record.upstream_service_time_ms = Some(service_time);
-        }
+        self.note_upstream_status(route, 101);
+        let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
             ops: &route.headers.response,
@@ -328,11 +315,32 @@ impl Connection {
         self.count_sent((relayed.to_client + tunnelled.to_client) as usize);
         tracing::debug!(peer = %self.peer, %addr, %end, "tunnel ended");
         self.ending = match end {
-            tunnel::TunnelEnd::ClientClosed | tunnel::TunnelEnd::UpstreamClosed => Ending::Clean,
-            tunnel::TunnelEnd::Idle(_) => Ending::Clean,
             tunnel::TunnelEnd::Upstream(_) | tunnel::TunnelEnd::Client(_) => Ending::Abort,
+            _ => Ending::Clean,
         };
         Ok(Next::Close)
+    }
+
+    /// Counts a status the upstream answered, for the shard and the route, and
+    /// records it for the access log.
+    fn note_upstream_status(&mut self, route: &Route, status: u16) {
+        self.ctx.stats.responses.count(status);
+        route.stats.count(status);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.status = status;
+            record.details = Some("via_upstream");
+        }
+    }
+
+    /// Milliseconds from `started` (the request gone) to now, the upstream's service
+    /// time, recorded for the access log.
+    fn note_service_time(&mut self, started: Instant) -> u64 {
+        let elapsed = uring::now().saturating_duration_since(started).as_millis();
+        let service_time = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        if let Some(record) = self.record.as_deref_mut() {
+            record.upstream_service_time_ms = Some(service_time);
+        }
+        service_time
     }
 
     /// Counts `n` request body bytes taken from the client, for the access log.
@@ -575,11 +583,7 @@ impl Connection {
         // An HTTP/1.0 client gets a chunked body's payload only: with its length when
         // it arrives whole within a bound, else ending at the close.
         let dechunk = head.dechunk_for(facts.client_minor);
-        let elapsed = uring::now().saturating_duration_since(started).as_millis();
-        let service_time = u64::try_from(elapsed).unwrap_or(u64::MAX);
-        if let Some(record) = self.record.as_deref_mut() {
-            record.upstream_service_time_ms = Some(service_time);
-        }
+        let service_time = self.note_service_time(started);
         let head_len = head.len();
         self.upbuf.drain(..head_len);
         let mut body = BodyFramer::new(body_kind);

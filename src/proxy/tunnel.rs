@@ -16,8 +16,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWrite;
-
 use super::Downstream;
 use crate::pipe::{Pipe, PumpUntil};
 use crate::uring::{self, TcpStream};
@@ -169,14 +167,12 @@ impl<'a> Directions<'a> {
                 }
             }
             if let Some((data, at)) = &mut self.to_client {
-                let mut writer = pipe.clone();
-                if let Poll::Ready(Ok(n)) = Pin::new(&mut writer).poll_write(cx, &data[*at..]) {
-                    *at += n;
-                    relayed.to_client += n as u64;
-                    moved = n > 0;
-                    if *at == data.len() {
-                        self.to_client = None;
-                    }
+                let n = pipe.write_outbound(&data[*at..]);
+                *at += n;
+                relayed.to_client += n as u64;
+                moved |= n > 0;
+                if *at == data.len() {
+                    self.to_client = None;
                 }
             }
             if self.upstream_done && self.to_client.is_none() {
