@@ -106,13 +106,7 @@ if [[ " $WORKLOAD_LIST " == *" h2m"* ]]; then
     H2LOAD="$(find_bin h2load)"
 fi
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-ab-work.XXXXXX")"
-chmod 755 "$WORK"
-if [ -z "$OUT_DIR" ]; then
-    OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ringress-ab-$(date +%Y%m%d-%H%M%S).XXXXXX")"
-fi
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+make_dirs ab
 for i in 0 1; do
     BINS[i]="$(ringress_binary "${BINS[$i]}" "$OUT_DIR/cargo-build.log")" || die "${BINS[$i]}"
 done

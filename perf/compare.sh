@@ -220,14 +220,7 @@ nofile="$(ulimit -n)"
 HAPROXY_MAXCONN=$(((nofile - 256) / 2))
 [ "$HAPROXY_MAXCONN" -le 20000 ] || HAPROXY_MAXCONN=20000
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-perf-work.XXXXXX")"
-# nginx workers run as nobody when started as root and must reach the upstream's files.
-chmod 755 "$WORK"
-if [ -z "$OUT_DIR" ]; then
-    OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ringress-perf-$(date +%Y%m%d-%H%M%S).XXXXXX")"
-fi
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+make_dirs perf
 RESULTS="$OUT_DIR/results.tsv"
 # Columns up to note are those of older results.tsv files (summarize.py reads both);
 # user_cost and sys_cost split cost into the gateway's user and kernel CPU time.

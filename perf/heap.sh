@@ -31,7 +31,6 @@ H2=()
 RINGRESS_BIN="target/release/ringress"
 OUT_DIR=""
 LOAD_CPU=1
-WORK=""
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -55,13 +54,7 @@ set_cleanup_traps
 ensure_tools openssl curl python3 taskset heaptrack
 NGINX="$(find_bin nginx)"
 HEAPTRACK="$(find_bin heaptrack)"
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-heap-work.XXXXXX")"
-chmod 755 "$WORK"
-if [ -z "$OUT_DIR" ]; then
-    OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ringress-heap-$(date +%Y%m%d-%H%M%S).XXXXXX")"
-fi
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+make_dirs heap
 RINGRESS_BIN="$(ringress_binary "$RINGRESS_BIN" "$OUT_DIR/cargo-build.log")" || die "$RINGRESS_BIN"
 
 gen_certs

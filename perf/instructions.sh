@@ -143,13 +143,7 @@ H2LOAD="$(find_bin h2load)"
 VALGRIND="$(find_bin valgrind)"
 CALLGRIND_CONTROL="$(find_bin callgrind_control)"
 
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-insn-work.XXXXXX")"
-chmod 755 "$WORK"
-if [ -z "$OUT_DIR" ]; then
-    OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ringress-insn-$(date +%Y%m%d-%H%M%S).XXXXXX")"
-fi
-mkdir -p "$OUT_DIR"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"
+make_dirs insn
 RESULTS="$OUT_DIR/results.tsv"
 printf 'workload\tbinary\trepeat\tn\tir_n\tir_3n\tper_unit\tnudges_n\tnudges_3n\ttls\n' >"$RESULTS"
 

@@ -1,4 +1,4 @@
-# Shared by perf/compare.sh, perf/ab.sh and perf/instructions.sh (sourced, not run):
+# Shared by perf/compare.sh, perf/ab.sh, perf/instructions.sh and perf/heap.sh (sourced, not run):
 # logging and option checks, tool installation, background processes that are stopped
 # on exit, the benchmark's certificate (bench.example.com), its upstream nginx, the
 # ringress config (and the JWT policy of the jwt workloads) and the wait for a
@@ -204,6 +204,21 @@ set_cleanup_traps() {
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+}
+
+# make_dirs NAME: WORK, a new scratch directory (removed on exit), and OUT_DIR, the
+# --out directory or a new one, both under ${TMPDIR:-/tmp} and named for NAME;
+# OUT_DIR made absolute.
+make_dirs() {
+    local name="$1"
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/ringress-$name-work.XXXXXX")"
+    # nginx workers run as nobody when started as root and must reach the upstream's files.
+    chmod 755 "$WORK"
+    if [ -z "$OUT_DIR" ]; then
+        OUT_DIR="$(mktemp -d "${TMPDIR:-/tmp}/ringress-$name-$(date +%Y%m%d-%H%M%S).XXXXXX")"
+    fi
+    mkdir -p "$OUT_DIR"
+    OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 }
 
 # spawn LOGFILE CMD... : starts CMD in the background, records its pid in SPAWNED.
