@@ -4,6 +4,9 @@
 //! upstream's view of the handshake), the Autobahn fuzzing cases run by `kosoku`
 //! straight at the echo server and through the gateway (every case that passes
 //! straight must pass through), an idle tunnel closed after `--idle-timeout`, and the
+//! upgrades ringress does not relay. WebSocket over HTTP/2 (RFC 8441's extended
+//! CONNECT, `ws_peer.py h2-client` on the `h2` and `websockets` packages) reaches the
+//! same HTTP/1.1 echo server, over TLS and over prior-knowledge h2c. Of the
 //! upgrades ringress does not relay: another protocol is refused with Envoy's 403
 //! (`upgrade_failed`), `h2c` is served as HTTP/1.1 without it, and an upstream that
 //! declines the upgrade answers as usual.
@@ -68,6 +71,98 @@ fn messages_go_both_ways_over_http_and_https() {
     }
     // One access-log line per tunnel, written when it ends, as Envoy logs a stream.
     gw.wait_log_count("\"GET /headers HTTP/1.1\" 101 - via_upstream", 2);
+}
+
+#[test]
+fn websocket_over_http2_reaches_an_http1_upstream() {
+    require_python_module("h2");
+    let dir = TempDir::new("ws-h2");
+    let echo = echo_server(&dir);
+    let (pki, http_port, https_port, mut gw) = start_http_and_https(&dir, echo.addr);
+    let ca = pki.root_cert.to_string_lossy().into_owned();
+    for (scheme, port, proto) in [("wss", https_port, "https"), ("ws", http_port, "http")] {
+        let url = format!("{scheme}://{HTTPBIN}:{port}/headers");
+        let args = [
+            "h2-client",
+            &url,
+            "--cafile",
+            &ca,
+            "--connect-to",
+            "127.0.0.1",
+        ];
+        let got = ws_peer(&args, Duration::from_secs(30));
+        // The upstream's 101 is the stream's 200 (RFC 8441 §5).
+        assert_eq!(got["status"], 200, "{url}: {got}");
+        assert_eq!(got["echoed"], 102, "{url}: {got}");
+        assert_eq!(got["close"], 1000, "{url}: {got}");
+        // The client's END_STREAM half-closed the upstream, whose close ended the
+        // stream cleanly.
+        assert_eq!(got["ended"], "end_stream", "{url}: {got}");
+        // What the upstream saw: an HTTP/1.1 upgrade, with a key ringress made (an
+        // HTTP/2 client sends none) and the gateway's forwarding headers.
+        let seen = &got["headers"];
+        assert_eq!(seen["upgrade"], "websocket", "{url}: {seen}");
+        assert_eq!(seen["connection"], "upgrade", "{url}: {seen}");
+        assert_eq!(seen["sec-websocket-version"], "13", "{url}: {seen}");
+        let key = seen["sec-websocket-key"].as_str().unwrap_or_default();
+        assert_eq!(key.len(), 24, "a base64 16-byte nonce: {url}: {seen}");
+        assert_eq!(seen["x-forwarded-proto"], proto, "{url}: {seen}");
+        // The accept key answers ringress's key, not the client's: not relayed; and
+        // no HTTP/1.1 connection headers in an HTTP/2 response.
+        let answer = &got["response_headers"];
+        assert_eq!(answer["server"], "ringress", "{url}: {answer}");
+        assert!(
+            answer.get("sec-websocket-accept").is_none(),
+            "{url}: {answer}"
+        );
+        assert!(answer.get("upgrade").is_none(), "{url}: {answer}");
+    }
+    // Each tunnel logged once, when it ended, with the upstream's 101.
+    gw.wait_log_count("\"GET /headers HTTP/2\" 101 - via_upstream", 2);
+
+    // Another protocol is refused as over HTTP/1.1: Envoy's 403.
+    let url = format!("wss://{HTTPBIN}:{https_port}/");
+    let args = [
+        "h2-client",
+        &url,
+        "--cafile",
+        &ca,
+        "--connect-to",
+        "127.0.0.1",
+        "--protocol",
+        "chat",
+    ];
+    let got = ws_peer(&args, Duration::from_secs(30));
+    assert_eq!(got["status"], 403, "{got}");
+    gw.assert_running();
+}
+
+#[test]
+fn an_http2_clients_end_stream_half_closes_the_upstream() {
+    require_python_module("h2");
+    let dir = TempDir::new("ws-h2-half");
+    let counting = PyServer::start(&dir, "ws_peer.py", &["serve-counting"], &[]);
+    let (pki, _, https_port, mut gw) = start_http_and_https(&dir, counting.addr);
+    let ca = pki.root_cert.to_string_lossy().into_owned();
+    let url = format!("wss://{HTTPBIN}:{https_port}/");
+    // More than the stream's initial window: the upstream's pace holds the client.
+    let count = (3 << 20).to_string();
+    let args = [
+        "h2-half-close",
+        &url,
+        &count,
+        "--cafile",
+        &ca,
+        "--connect-to",
+        "127.0.0.1",
+    ];
+    let got = ws_peer(&args, Duration::from_secs(30));
+    assert_eq!(got["status"], 200, "{got}");
+    // The upstream answered after it saw the FIN: the tunnel outlived the client's
+    // END_STREAM, and ended with the upstream's close.
+    assert_eq!(got["reply"], format!("received {count}"), "{got}");
+    assert_eq!(got["ended"], "end_stream", "{got}");
+    gw.assert_running();
 }
 
 #[test]

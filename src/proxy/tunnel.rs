@@ -9,6 +9,14 @@
 //! one operation in flight at a time, and the pipe holds at most
 //! [`OUT_LIMIT`](crate::pipe::OUT_LIMIT) bytes each way, so a side that does not read
 //! holds back the other instead of filling ringress's memory.
+//!
+//! A client on HTTP/2 (an extended CONNECT, RFC 8441) has its tunnel on its stream
+//! ([`relay_h2`]): the client's DATA go to the upstream, one at a time, and their
+//! flow-control window is given back only once sent, so a slow upstream slows the
+//! client; the upstream's bytes go out as DATA as the client's window allows. The
+//! client's `END_STREAM` half-closes the upstream connection (its FIN), and the
+//! tunnel goes on until the upstream closes too; the upstream's close ends the
+//! stream (`END_STREAM`, or `RST_STREAM` after a failure).
 
 use std::future::Future;
 use std::io;
@@ -16,8 +24,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+
 use super::Downstream;
-use crate::pipe::{Pipe, PumpUntil};
+use super::http2::H2Stream;
+use crate::pipe::{self, Pipe, PumpUntil};
 use crate::uring::{self, TcpStream};
 
 /// How a tunnel ended.
@@ -63,6 +77,9 @@ pub(super) async fn relay(
     upstream: &TcpStream,
     idle: Duration,
 ) -> (TunnelEnd, Relayed) {
+    if let Downstream::H2(stream) = client {
+        return relay_h2(stream, upstream, idle).await;
+    }
     let pipe = Pipe::default();
     let mut relayed = Relayed::default();
     let mut ended = None;
@@ -84,6 +101,128 @@ pub(super) async fn relay(
         (Ok(()), None) => TunnelEnd::ClientClosed,
     };
     (end, relayed)
+}
+
+/// [`relay`] for a client's HTTP/2 stream (see the module doc).
+async fn relay_h2(
+    stream: &mut H2Stream,
+    upstream: &TcpStream,
+    idle: Duration,
+) -> (TunnelEnd, Relayed) {
+    let moved = Moved::new();
+    let end = match stream.tunnel_halves() {
+        Some((body, send)) => h2_directions(body, send, upstream, idle, &moved).await,
+        None => {
+            // The client ended its side before the upstream's answer.
+            let _ = upstream.shutdown_write();
+            TunnelEnd::ClientClosed
+        }
+    };
+    let whole = matches!(end, TunnelEnd::ClientClosed | TunnelEnd::UpstreamClosed);
+    stream.end_tunnel(whole);
+    let relayed = Relayed {
+        to_upstream: moved.to_upstream.get(),
+        to_client: moved.to_client.get(),
+    };
+    (end, relayed)
+}
+
+/// What [`h2_directions`]' two directions moved, and when last.
+struct Moved {
+    to_upstream: Cell<u64>,
+    to_client: Cell<u64>,
+    last: Cell<Instant>,
+}
+
+impl Moved {
+    fn new() -> Moved {
+        Moved {
+            to_upstream: Cell::new(0),
+            to_client: Cell::new(0),
+            last: Cell::new(uring::now()),
+        }
+    }
+
+    fn add(&self, count: &Cell<u64>, n: usize) {
+        count.set(count.get() + n as u64);
+        self.last.set(uring::now());
+    }
+}
+
+/// The client's DATA to the upstream and the upstream's bytes to the client, each
+/// its own future, until the tunnel ends (see the module doc).
+async fn h2_directions(
+    mut body: RecvStream,
+    send: &mut SendStream<Bytes>,
+    upstream: &TcpStream,
+    idle: Duration,
+    moved: &Moved,
+) -> TunnelEnd {
+    let client_side = async {
+        loop {
+            match body.data().await {
+                Some(Ok(data)) => {
+                    let n = data.len();
+                    let (sent, _) = upstream.send_all(Vec::from(data)).await;
+                    if let Err(e) = sent {
+                        return TunnelEnd::Upstream(e);
+                    }
+                    // The window goes back once sent: the upstream's pace is the client's.
+                    let _ = body.flow_control().release_capacity(n);
+                    moved.add(&moved.to_upstream, n);
+                }
+                Some(Err(e)) => return TunnelEnd::Client(io::Error::other(e)),
+                None => {
+                    // END_STREAM: the upstream gets a FIN, and may still answer.
+                    return match upstream.shutdown_write() {
+                        Ok(()) => TunnelEnd::ClientClosed,
+                        Err(e) => TunnelEnd::Upstream(e),
+                    };
+                }
+            }
+        }
+    };
+    let upstream_side = async {
+        loop {
+            let data = match upstream.recv().await {
+                Ok(data) if data.is_empty() => return TunnelEnd::UpstreamClosed,
+                Ok(data) => Bytes::copy_from_slice(&data),
+                Err(e) => return TunnelEnd::Upstream(e),
+            };
+            let n = data.len();
+            if let Err(e) = pipe::send_within(send, data, false, idle, "client").await {
+                return TunnelEnd::Client(e);
+            }
+            moved.add(&moved.to_client, n);
+        }
+    };
+    let mut client_side = std::pin::pin!(client_side);
+    let mut upstream_side = std::pin::pin!(upstream_side);
+    let mut half_closed = false;
+    let mut timer: Boxed<'_, ()> = Box::pin(uring::sleep(idle));
+    std::future::poll_fn(|cx| {
+        if !half_closed && let Poll::Ready(end) = client_side.as_mut().poll(cx) {
+            match end {
+                TunnelEnd::ClientClosed => half_closed = true,
+                failed => return Poll::Ready(failed),
+            }
+        }
+        if let Poll::Ready(end) = upstream_side.as_mut().poll(cx) {
+            return Poll::Ready(match end {
+                TunnelEnd::UpstreamClosed if half_closed => TunnelEnd::ClientClosed,
+                end => end,
+            });
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            let quiet = uring::now().saturating_duration_since(moved.last.get());
+            if quiet >= idle {
+                return Poll::Ready(TunnelEnd::Idle(idle));
+            }
+            timer = Box::pin(uring::sleep(idle - quiet));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// The two directions' operations in flight, and the idle timer.

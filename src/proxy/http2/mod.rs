@@ -6,7 +6,10 @@
 //!
 //! Each stream is its own task: an HTTP/1.1 [`Connection`] for one request over an
 //! [`H2Stream`] ([`stream`]), so every route feature, retry, timeout, header rewrite,
-//! access-log line and metric of the HTTP/1.1 path is the HTTP/2 path's too.
+//! access-log line and metric of the HTTP/1.1 path is the HTTP/2 path's too. An
+//! extended CONNECT (RFC 8441, announced with `SETTINGS_ENABLE_CONNECT_PROTOCOL`)
+//! becomes an HTTP/1.1 `Upgrade` request the same way, so WebSocket over HTTP/2
+//! reaches an HTTP/1.1 WebSocket upstream (see `stream` and `super::tunnel`).
 //!
 //! Limits: at most `--http2-max-concurrent-streams` streams at once (100 by default), header lists as large
 //! as an HTTP/1.1 head may be, a bounded send buffer per stream and per connection
@@ -90,6 +93,8 @@ async fn run(opened: Opened) {
         .max_concurrent_streams(ctx.settings.limits.http2_max_concurrent_streams)
         .max_header_list_size(MAX_HEADER_LIST_SIZE)
         .max_send_buffer_size(pipe::OUT_LIMIT)
+        // WebSocket over HTTP/2 (RFC 8441): SETTINGS_ENABLE_CONNECT_PROTOCOL.
+        .enable_connect_protocol()
         .handshake::<_, Bytes>(pipe.clone());
     // Boxed and dropped once done: the handshake holds `h2`'s codec until it hands
     // it to the connection, and an idle connection's task should not keep both.

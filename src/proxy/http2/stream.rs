@@ -13,6 +13,12 @@
 //! chunked body's trailer section (`grpc-status`) a trailing HEADERS frame. An
 //! informational response (`100 Continue`) is not relayed. A response cut short
 //! ends in `RST_STREAM`, never in `END_STREAM`.
+//!
+//! An extended CONNECT (`:method CONNECT` with `:protocol`, RFC 8441) becomes a
+//! `GET` with `upgrade: PROTOCOL` and `connection: upgrade` ([`upgrade_head`], as
+//! Envoy translates it), with a `sec-websocket-key` of ringress's when the client
+//! sent none. The upstream's `101` goes to the client as `200`, and the stream then
+//! carries the tunnel's bytes as DATA each way (`super::super::tunnel`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -79,6 +85,18 @@ pub(crate) struct H2Stream {
     /// The response went out whole already (a gRPC trailers-only answer): what the
     /// connection code still writes is dropped.
     discard: bool,
+    /// The request is an extended CONNECT (RFC 8441, WebSocket over HTTP/2), made an
+    /// HTTP/1.1 `Upgrade` request: its DATA are the tunnel's bytes.
+    tunnel: Option<Tunnel>,
+}
+
+/// What an extended CONNECT stream remembers of its translation.
+#[derive(Debug, Clone, Copy)]
+struct Tunnel {
+    /// ringress made the `sec-websocket-key` the upstream is sent (an HTTP/2 client
+    /// sends none): the upstream's `sec-websocket-accept` answers ringress, not the
+    /// client, and is not relayed.
+    own_key: bool,
 }
 
 impl H2Stream {
@@ -97,8 +115,21 @@ impl H2Stream {
             .headers
             .get(::http::header::CONTENT_TYPE)
             .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
-        let chunked = has_body && !parts.headers.contains_key(::http::header::CONTENT_LENGTH);
-        let head = request_head(&parts, chunked);
+        let protocol = match parts.method == ::http::Method::CONNECT {
+            true => parts.extensions.get::<h2::ext::Protocol>(),
+            false => None,
+        };
+        // An extended CONNECT's DATA are the tunnel's, not a request body.
+        let chunked = has_body
+            && protocol.is_none()
+            && !parts.headers.contains_key(::http::header::CONTENT_LENGTH);
+        let (head, tunnel) = match protocol {
+            Some(protocol) => match upgrade_head(&parts, protocol.as_str()) {
+                Ok((head, tunnel)) => (Ok(head), Some(tunnel)),
+                Err(e) => (Err(e), None),
+            },
+            None => (request_head(&parts, chunked), None),
+        };
         let stream = H2Stream {
             facts,
             body: has_body.then_some(body),
@@ -115,6 +146,7 @@ impl H2Stream {
             grpc,
             local_error: None,
             discard: false,
+            tunnel,
         };
         (stream, head)
     }
@@ -123,6 +155,23 @@ impl H2Stream {
     /// `H2Exchange::relay_rest`); the stream reads no more of it.
     pub(crate) fn take_body(&mut self) -> Option<RecvStream> {
         self.body.take()
+    }
+
+    /// The two halves of a stream whose extended CONNECT the upstream accepted (its
+    /// `101` went out as a `200`): the client's DATA, and the sender of DATA to it.
+    /// `None` when either half is gone (the client already ended its side).
+    pub(crate) fn tunnel_halves(&mut self) -> Option<(RecvStream, &mut SendStream<Bytes>)> {
+        if self.tunnel.is_none() || self.finished {
+            return None;
+        }
+        let send = self.send.as_mut()?;
+        Some((self.body.take()?, send))
+    }
+
+    /// Ends a tunnel's stream as the upstream's close says: `END_STREAM` when it
+    /// closed cleanly, `RST_STREAM` otherwise.
+    pub(crate) fn end_tunnel(&mut self, whole: bool) {
+        self.finish(whole);
     }
 
     /// Answers the request with a bodiless `status` itself (a request the
@@ -216,7 +265,11 @@ impl H2Stream {
     /// Parses the response head in `pending` and sends it; `false` while incomplete.
     fn send_head(&mut self) -> io::Result<bool> {
         let method = if self.head_request { "HEAD" } else { "GET" };
-        let head = match http::parse_response(&self.pending, method) {
+        let parsed = match self.tunnel {
+            Some(_) => http::parse_upgrade_response(&self.pending, method),
+            None => http::parse_response(&self.pending, method),
+        };
+        let head = match parsed {
             Ok(Some(head)) => head,
             Ok(None) if self.pending.len() > MAX_RESPONSE_HEAD => {
                 return Err(invalid("response head too large"));
@@ -234,12 +287,28 @@ impl H2Stream {
             self.send_grpc_error(head.status());
             return Ok(true);
         }
-        let mut response = ::http::Response::builder().status(head.status());
+        // An extended CONNECT the upstream accepted: its `101` is the stream's `200`
+        // (RFC 8441 §5), and the tunnel's bytes follow as DATA until either side ends.
+        let switched = self.tunnel.filter(|_| head.status() == 101);
+        let status = if switched.is_some() {
+            200
+        } else {
+            head.status()
+        };
+        let mut response = ::http::Response::builder().status(status);
         for (name, value) in head.end_to_end_headers() {
+            if switched.is_some_and(|t| t.own_key)
+                && name.eq_ignore_ascii_case("sec-websocket-accept")
+            {
+                continue;
+            }
             response = response.header(name, value);
         }
         let response = response.body(()).map_err(invalid)?;
-        let body = head.body();
+        let body = match switched {
+            Some(_) => BodyKind::UntilClose,
+            None => head.body(),
+        };
         let end = matches!(body, BodyKind::None | BodyKind::Length(0));
         let send = self
             .respond
@@ -368,11 +437,66 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
+/// The HTTP/1.1 head of an extended CONNECT for `protocol` (RFC 8441), as Envoy
+/// translates it: a `GET` with `upgrade: PROTOCOL` and `connection: upgrade`; for
+/// `websocket`, with a `sec-websocket-key` when the client sent none (an HTTP/2
+/// client never does; an HTTP/1.1 upstream requires one, RFC 6455 §4.1).
+fn upgrade_head(
+    parts: &::http::request::Parts,
+    protocol: &str,
+) -> Result<(Vec<u8>, Tunnel), &'static str> {
+    let needs_key = protocol.eq_ignore_ascii_case("websocket")
+        && !parts
+            .headers
+            .contains_key(::http::header::SEC_WEBSOCKET_KEY);
+    let key = match needs_key {
+        true => Some(websocket_key().ok_or("no random bytes for a WebSocket key")?),
+        false => None,
+    };
+    if protocol.is_empty() || !protocol.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("invalid :protocol");
+    }
+    let upgrade = Upgrade {
+        protocol,
+        key: key.as_deref(),
+    };
+    let head = build_head(parts, false, Some(&upgrade))?;
+    Ok((head, Tunnel { own_key: needs_key }))
+}
+
+/// What an extended CONNECT adds to its HTTP/1.1 head.
+struct Upgrade<'a> {
+    protocol: &'a str,
+    key: Option<&'a str>,
+}
+
+/// A fresh `sec-websocket-key`: 16 random bytes, base64.
+fn websocket_key() -> Option<String> {
+    use base64::Engine as _;
+    let mut nonce = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut nonce).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(nonce))
+}
+
 /// The HTTP/1.1 head of an HTTP/2 request (see the module doc).
 fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>, &'static str> {
     if parts.method == ::http::Method::CONNECT {
+        // Only an extended CONNECT (`:protocol`, see `upgrade_head`) is served.
         return Err("CONNECT is not supported");
     }
+    build_head(parts, chunked, None)
+}
+
+/// [`request_head`]'s head, or with `upgrade` [`upgrade_head`]'s.
+fn build_head(
+    parts: &::http::request::Parts,
+    chunked: bool,
+    upgrade: Option<&Upgrade<'_>>,
+) -> Result<Vec<u8>, &'static str> {
+    let method = match upgrade {
+        Some(_) => "GET",
+        None => parts.method.as_str(),
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -380,7 +504,7 @@ fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>
         .filter(|p| !p.is_empty())
         .ok_or("the request has no :path")?;
     let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.extend_from_slice(method.as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
@@ -396,8 +520,9 @@ fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>
             // :authority wins over host (RFC 9113 §8.3.1).
             "host" if authority.is_some() => {}
             "cookie" => cookies.push(value.as_bytes()),
-            // Framing is ringress's to write.
+            // Framing is ringress's to write; a tunnel's bytes have none.
             "transfer-encoding" => {}
+            "content-length" if upgrade.is_some() => {}
             _ => http::push_header(&mut head, name.as_str().as_bytes(), value.as_bytes()),
         }
     }
@@ -408,7 +533,16 @@ fn request_head(parts: &::http::request::Parts, chunked: bool) -> Result<Vec<u8>
     if chunked {
         http::push_header(&mut head, b"transfer-encoding", b"chunked");
     }
-    http::push_header(&mut head, b"connection", b"close");
+    match upgrade {
+        Some(upgrade) => {
+            http::push_header(&mut head, b"upgrade", upgrade.protocol.as_bytes());
+            if let Some(key) = upgrade.key {
+                http::push_header(&mut head, b"sec-websocket-key", key.as_bytes());
+            }
+            http::push_header(&mut head, b"connection", b"upgrade");
+        }
+        None => http::push_header(&mut head, b"connection", b"close"),
+    }
     head.extend_from_slice(b"\r\n");
     Ok(head)
 }
