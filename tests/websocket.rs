@@ -6,7 +6,8 @@
 //! straight must pass through), an idle tunnel closed after `--idle-timeout`, and the
 //! upgrades ringress does not relay. WebSocket over HTTP/2 (RFC 8441's extended
 //! CONNECT, `ws_peer.py h2-client` on the `h2` and `websockets` packages) reaches the
-//! same HTTP/1.1 echo server, over TLS and over prior-knowledge h2c. Of the
+//! same HTTP/1.1 echo server, over TLS and over prior-knowledge h2c, and the
+//! Autobahn cases run over it too (through `ws_peer.py h2-bridge`). Of the
 //! upgrades ringress does not relay: another protocol is refused with Envoy's 403
 //! (`upgrade_failed`), `h2c` is served as HTTP/1.1 without it, and an upstream that
 //! declines the upgrade answers as usual.
@@ -253,21 +254,29 @@ fn autobahn_cases_that_pass_straight_pass_through_the_gateway() {
         );
         serde_json::from_value(report).expect("a case map")
     };
+    // And over HTTP/2: the runner speaks HTTP/1.1 to a bridge that opens an extended
+    // CONNECT to the gateway (h2c) for each of its connections.
+    require_python_module("h2");
+    let bridge_dir = TempDir::new("ws-autobahn-bridge");
+    let gateway = format!("ws://127.0.0.1:{port}/");
+    let bridge = PyServer::start(&bridge_dir, "ws_peer.py", &["h2-bridge"], &[&gateway]);
     let straight = run(format!("ws://{}", echo.addr), "straight");
     let through = run(format!("ws://127.0.0.1:{port}"), "through");
+    let over_h2 = run(format!("ws://{}", bridge.addr), "over-h2");
     assert!(straight.len() > 250, "{straight:?}");
     let passed = straight.iter().filter(|(_, r)| *r == "OK").count();
     assert!(
         passed > 250,
         "only {passed} cases pass against the echo server itself"
     );
-    let worse: Vec<_> = straight
-        .iter()
-        .filter(|(case, r)| *r == "OK" && through.get(*case).map(String::as_str) != Some("OK"))
-        .map(|(case, _)| (case, through.get(case)))
-        .collect();
-    assert!(
-        worse.is_empty(),
-        "cases that fail only through the gateway: {worse:?}"
-    );
+    for (how, results) in [("through the gateway", &through), ("over HTTP/2", &over_h2)] {
+        let worse: Vec<_> = straight
+            .iter()
+            .filter(|(case, r)| {
+                *r == "OK" && results.get(*case).map(String::as_str) != Some("OK")
+            })
+            .map(|(case, _)| (case, results.get(case)))
+            .collect();
+        assert!(worse.is_empty(), "cases that fail only {how}: {worse:?}");
+    }
 }

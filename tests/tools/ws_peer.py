@@ -36,6 +36,15 @@
         END_STREAM at once, then reads until the server ends the stream. Prints
         {"status": S, "reply": "...", "ended": ...}.
 
+    ws_peer.py h2-bridge PORT_FILE URL [--cafile F] [--connect-to ADDR]
+        Lets an HTTP/1.1 WebSocket client (the Autobahn runner) speak to URL over
+        HTTP/2: on 127.0.0.1 (a free port, written to PORT_FILE) it answers each
+        HTTP/1.1 upgrade with its own 101 once URL's server (an HTTP/2 connection per
+        client connection, TLS with ALPN h2 for wss://) accepted an extended CONNECT
+        for the same path, then relays the bytes as they are: the client's as DATA
+        (within the stream's window), the stream's DATA to the client; the client's
+        FIN is END_STREAM, the stream's end closes the client connection.
+
     ws_peer.py idle URL SECONDS [--connect-to ADDR]
         Connects (as `client` does), sends one message, reads its echo, then waits up to SECONDS for the
         connection to be closed by the other side, and prints one JSON line:
@@ -65,6 +74,7 @@ import socket
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
 import h2.settings
 import websockets
 from websockets.frames import Opcode
@@ -347,6 +357,134 @@ def h2_half_close(args):
                       "ended": tunnel.ended}))
 
 
+async def h2_bridge(args):
+    import base64
+    import hashlib
+
+    target = urllib.parse.urlsplit(args.url)
+    context = None
+    if target.scheme == "wss":
+        context = ssl.create_default_context(cafile=args.cafile)
+        context.set_alpn_protocols(["h2"])
+
+    async def bridge(reader, writer):
+        up_writer = None
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+            lines = head.split(b"\r\n")
+            path = lines[0].split(b" ")[1].decode()
+            key = b""
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"sec-websocket-key":
+                    key = value.strip()
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(
+                args.connect_to or target.hostname, target.port, ssl=context,
+                server_hostname=target.hostname if context else None), TIMEOUT)
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            window = asyncio.Event()
+            opened = asyncio.get_running_loop().create_future()
+            ended = asyncio.Event()
+            sid = None
+            settings = h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
+
+            def flush():
+                out = conn.data_to_send()
+                if out:
+                    up_writer.write(out)
+
+            def start():
+                nonlocal sid
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, [
+                    (":method", "CONNECT"), (":protocol", "websocket"),
+                    (":scheme", "https" if context else "http"), (":path", path),
+                    (":authority", target.hostname), ("sec-websocket-version", "13"),
+                ])
+
+            async def from_gateway():
+                while True:
+                    chunk = await up_reader.read(65536)
+                    if not chunk:
+                        break
+                    for event in conn.receive_data(chunk):
+                        if isinstance(event, h2.events.RemoteSettingsChanged) and sid is None:
+                            if conn.remote_settings.get(settings) == 1:
+                                start()
+                        elif isinstance(event, h2.events.ResponseReceived):
+                            status = dict(event.headers)[b":status"]
+                            if not opened.done():
+                                opened.set_result(status)
+                        elif isinstance(event, h2.events.DataReceived):
+                            writer.write(event.data)
+                            conn.acknowledge_received_data(
+                                event.flow_controlled_length, event.stream_id)
+                        elif isinstance(event, h2.events.WindowUpdated):
+                            window.set()
+                        elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                            ended.set()
+                    flush()
+                    await writer.drain()
+                    if ended.is_set():
+                        break
+                ended.set()
+                if not opened.done():
+                    opened.set_result(b"none")
+
+            gateway = asyncio.create_task(from_gateway())
+            flush()
+            status = await asyncio.wait_for(opened, TIMEOUT)
+            if status != b"200":
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                return
+            accept = base64.b64encode(hashlib.sha1(
+                key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n"
+                         b"connection: upgrade\r\nsec-websocket-accept: " + accept
+                         + b"\r\n\r\n")
+            while not ended.is_set():
+                reading = asyncio.create_task(reader.read(65536))
+                done, _ = await asyncio.wait({reading, gateway}, timeout=TIMEOUT * 3,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if reading not in done:
+                    reading.cancel()
+                    break
+                data = reading.result()
+                if not data:
+                    conn.end_stream(sid)
+                    flush()
+                    await asyncio.wait_for(ended.wait(), TIMEOUT)
+                    break
+                view = memoryview(data)
+                while len(view) and not ended.is_set():
+                    room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                    if room == 0:
+                        window.clear()
+                        await asyncio.wait_for(window.wait(), TIMEOUT)
+                        continue
+                    conn.send_data(sid, bytes(view[:room]))
+                    view = view[room:]
+                    flush()
+                await up_writer.drain()
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                h2.exceptions.ProtocolError):
+            pass
+        finally:
+            writer.close()
+            if up_writer is not None:
+                up_writer.close()
+
+    server = await asyncio.start_server(bridge, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tmp = args.port_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.rename(tmp, args.port_file)
+    async with server:
+        await server.serve_forever()
+
+
 async def idle(args):
     async with asyncio.timeout(TIMEOUT):
         ws = await websockets.connect(args.url, max_size=None, **connect_options(args))
@@ -404,6 +542,11 @@ def main():
     p.add_argument("count", type=int)
     p.add_argument("--cafile")
     p.add_argument("--connect-to")
+    p = sub.add_parser("h2-bridge")
+    p.add_argument("port_file")
+    p.add_argument("url")
+    p.add_argument("--cafile")
+    p.add_argument("--connect-to")
     p = sub.add_parser("idle")
     p.add_argument("url")
     p.add_argument("seconds", type=float)
@@ -419,6 +562,8 @@ def main():
         asyncio.run(client(args))
     elif args.mode == "h2-client":
         h2_client(args)
+    elif args.mode == "h2-bridge":
+        asyncio.run(h2_bridge(args))
     elif args.mode == "serve-counting":
         serve_counting(args.port_file)
     elif args.mode == "h2-half-close":
