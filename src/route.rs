@@ -34,7 +34,7 @@ use thiserror::Error;
 
 use crate::config::{
     Config, HeaderOperations, HostPattern, HttpRoute, Origin, Protocol, Redirect, Retries, Rewrite,
-    RouteAction, RouteMatch, StringMatch, VirtualService,
+    RouteAction, RouteMatch, RoutePolicies, StringMatch, VirtualService,
 };
 use crate::upstream::cluster::{ClusterId, Clusters};
 
@@ -82,6 +82,8 @@ pub struct Route {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<Retries>,
     pub(crate) headers: HeaderOperations,
+    /// `corsPolicy` and `fault` (see `proxy/policies.rs`).
+    pub(crate) policies: RoutePolicies,
     /// Responses to requests this route matched, by status class (all shards).
     pub(crate) stats: StatusCounters,
 }
@@ -599,6 +601,7 @@ fn https_redirect_route(gateway: &str) -> Route {
         timeout: None,
         retries: None,
         headers: HeaderOperations::default(),
+        policies: RoutePolicies::default(),
         stats: StatusCounters::default(),
     }
 }
@@ -660,6 +663,7 @@ fn compile_rule(
             timeout: http.timeout,
             retries: http.retries.clone(),
             headers: http.headers.clone(),
+            policies: http.policies.clone(),
             stats: StatusCounters::default(),
         },
     })
@@ -859,6 +863,7 @@ mod tests {
             timeout: None,
             retries: None,
             headers: HeaderOperations::default(),
+            policies: Default::default(),
         }
     }
 

@@ -147,6 +147,9 @@ pub(crate) struct FileHttpRoute {
     pub(crate) timeout: Option<String>,
     pub(crate) retries: Option<FileRetries>,
     pub(crate) headers: Option<FileHeaders>,
+    #[serde(rename = "corsPolicy")]
+    pub(crate) cors_policy: Option<super::file_traffic::FileCorsPolicy>,
+    pub(crate) fault: Option<super::file_traffic::FileFault>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,13 +370,11 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileHttpRoute" => (
             &[],
             &[
-                "fault",
                 "mirror",
                 "mirrors",
                 "mirrorPercent",
                 "mirrorPercentage",
                 "mirror_percent",
-                "corsPolicy",
                 "delegate",
                 "websocketUpgrade",
                 "appendHeaders",
@@ -433,6 +434,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         other => {
             return super::file_auth::auth_field_policy(other)
                 .or_else(|| super::file_authz::authz_field_policy(other))
+                .or_else(|| super::file_traffic::traffic_field_policy(other))
                 .unwrap_or_default();
         }
     };

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod auth;
 mod authz;
+mod traffic;
 
 use super::duration::parse_duration;
 use super::error::{Issue, Problem};
@@ -1156,6 +1157,8 @@ impl Check<'_, '_> {
             }
             None => HeaderOperations::default(),
         };
+        let policies = self.route_policies(raw.cors_policy, raw.fault, p);
+        ok &= policies.is_some();
         let action = action?;
         ok.then_some(HttpRoute {
             name: raw.name,
@@ -1165,6 +1168,7 @@ impl Check<'_, '_> {
             timeout,
             retries,
             headers,
+            policies: policies.unwrap_or_default(),
         })
     }
 

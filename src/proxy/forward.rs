@@ -281,7 +281,7 @@ impl Connection {
         let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: &route.headers.response,
+            ops: self.cors_ops.as_deref().unwrap_or(&route.headers.response),
             close: false,
             client_minor: 1,
             dechunked_length: None,
@@ -598,7 +598,7 @@ impl Connection {
         let close = close || (dechunk && dechunked_length.is_none());
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: &route.headers.response,
+            ops: self.cors_ops.as_deref().unwrap_or(&route.headers.response),
             close,
             client_minor: facts.client_minor,
             dechunked_length,

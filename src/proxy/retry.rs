@@ -198,6 +198,7 @@ mod tests {
             timeout,
             retries,
             headers: HeaderOperations::default(),
+            policies: Default::default(),
             stats: Default::default(),
         }
     }

@@ -517,6 +517,7 @@ mod tests {
                     timeout: None,
                     retries: None,
                     headers: Default::default(),
+                    policies: Default::default(),
                 })
                 .collect(),
         }
