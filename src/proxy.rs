@@ -21,6 +21,7 @@ mod downstream;
 mod error;
 mod forward;
 mod http2;
+mod mirror;
 mod policies;
 mod retry;
 mod tunnel;

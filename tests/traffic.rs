@@ -155,6 +155,19 @@ impl Setup {
     }
 }
 
+/// `ringress check` accepts `yaml` and prints each of `described`.
+fn assert_check_describes(dir: &TempDir, yaml: &str, described: &[&str]) {
+    let config = dir.write("check.yaml", yaml);
+    let (code, stdout, stderr) = check(&config);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    for described in described {
+        assert!(
+            stdout.contains(described),
+            "{described:?} not in:\n{stdout}"
+        );
+    }
+}
+
 #[test]
 fn fault_aborts_and_delays_as_envoys_fault_filter() {
     let t = Setup::start("traffic-fault");
@@ -241,20 +254,16 @@ fn fault_aborts_and_delays_as_envoys_fault_filter() {
     assert_eq!(counter(&metrics, "ringress_fault_delays_injected_total"), 3);
 
     // check and /config_dump describe the faults.
-    let config = dir.write("check.yaml", yaml);
-    let (code, stdout, stderr) = check(&config);
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    for described in [
-        "fault: abort 503 for 100% of requests",
-        "fault: abort 418 for 0% of requests",
-        "fault: delay 10ms for 100% of requests, then abort 429 for 100% of requests",
-        "cors: origins [exact https://a.example; prefix https://dev.], methods GET,POST, headers x-one,X-Two, expose x-out, max age 86400s, credentials",
-    ] {
-        assert!(
-            stdout.contains(described),
-            "{described:?} not in:\n{stdout}"
-        );
-    }
+    assert_check_describes(
+        dir,
+        yaml,
+        &[
+            "fault: abort 503 for 100% of requests",
+            "fault: abort 418 for 0% of requests",
+            "fault: delay 10ms for 100% of requests, then abort 429 for 100% of requests",
+            "cors: origins [exact https://a.example; prefix https://dev.], methods GET,POST, headers x-one,X-Two, expose x-out, max age 86400s, credentials",
+        ],
+    );
     let dump: Value =
         serde_json::from_str(&curl_admin(gw.admin(), "/config_dump", &[]).text()).unwrap();
     let text = dump.to_string();
@@ -362,4 +371,139 @@ fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
         "{metrics}"
     );
     assert_eq!(counter(&metrics, "ringress_cors_origin_invalid_total"), 3);
+}
+
+/// Rules that mirror to `shadow` (a recording upstream) and to `dead` (a closed port).
+fn mirror_rules() -> String {
+    let rule = |prefix: &str, policy: &str| {
+        format!(
+            "  - match:\n    - uri:\n        prefix: {prefix}\n{policy}{}",
+            route_to("backend")
+        )
+    };
+    let to =
+        |service: &str| format!("host: {service}\n        port:\n          number: {SERVICE_PORT}");
+    [
+        rule("/zero", &format!("    mirror:\n      {}\n    mirrorPercentage:\n      value: 0\n", to("shadow").replace("\n  ", "\n"))),
+        rule("/dead", &format!("    mirrors:\n    - destination:\n        {}\n", to("dead"))),
+        rule("/half", &format!("    mirrors:\n    - destination:\n        {}\n      percentage:\n        value: 50\n", to("shadow"))),
+        rule("/", &format!("    mirror:\n      {}\n", to("shadow").replace("\n  ", "\n"))),
+    ]
+    .concat()
+}
+
+#[test]
+fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
+    require("curl");
+    let dir = TempDir::new("traffic-mirror");
+    let primary = Upstream::named("primary");
+    let shadow = Upstream::named("shadow");
+    let dead: std::net::SocketAddr = ([127, 0, 0, 1], closed_port()).into();
+    let port = free_port();
+    let yaml = gateway_config(
+        &[http_server(port, &[HOST])],
+        &[HOST],
+        &mirror_rules(),
+        &[
+            ("backend", &[primary.addr][..]),
+            ("shadow", &[shadow.addr][..]),
+            ("dead", &[dead][..]),
+        ],
+    );
+    let gw = Gateway::start(&dir, &yaml, &[]);
+    let mirrored = |prefix: &str| seen_under(&shadow, prefix);
+
+    // The client gets the primary's answer; the mirror a copy with the -shadow host.
+    let r = curl_http(HOST, port, "/items?x=1", &["-H", "x-test: copied"]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "primary /items?x=1 0"),
+        "{r:?}"
+    );
+    assert!(
+        wait_for(READ_TIMEOUT, || mirrored("/items") == 1),
+        "no mirrored copy"
+    );
+    let head = shadow.seen.heads()[0].to_ascii_lowercase();
+    assert!(head.starts_with("get /items?x=1 http/1.1\r\n"), "{head}");
+    // Before the port, as Envoy puts it.
+    assert!(
+        head.contains(&format!("host: {HOST}-shadow:{port}\r\n")),
+        "{head}"
+    );
+    assert!(head.contains("x-test: copied\r\n"), "{head}");
+    let primary_head = primary.seen.heads()[0].to_ascii_lowercase();
+    assert!(
+        primary_head.contains(&format!("host: {HOST}:{port}\r\n")),
+        "{primary_head}"
+    );
+
+    // A body that came with its head is copied whole.
+    let r = curl_http(HOST, port, "/post", &["--data-binary", "0123456789"]);
+    assert_eq!(r.text(), "primary /post 10");
+    assert!(wait_for(READ_TIMEOUT, || mirrored("/post") == 1));
+    assert_eq!(*shadow.seen.body_bytes.lock().unwrap().last().unwrap(), 10);
+
+    // A body longer than what is copied reaches the primary whole, is not mirrored.
+    let big = dir.write("big", vec![b'x'; 300_000]);
+    let big_arg = format!("@{}", big.display());
+    let r = curl_http(HOST, port, "/big", &["--data-binary", &big_arg]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "primary /big 300000"),
+        "{r:?}"
+    );
+
+    // mirrorPercentage 0 mirrors nothing; a dead mirror fails nothing.
+    for _ in 0..10 {
+        assert_eq!(
+            curl_http(HOST, port, "/zero", &[]).text(),
+            "primary /zero 0"
+        );
+        assert_eq!(
+            curl_http(HOST, port, "/dead", &[]).text(),
+            "primary /dead 0"
+        );
+    }
+    // 50 %: of 100 requests some are mirrored, some not (wide bounds: counts only).
+    for _ in 0..100 {
+        assert_eq!(curl_http(HOST, port, "/half", &[]).status, 200);
+    }
+    let metrics = || curl_admin(gw.admin(), "/stats/prometheus", &[]).text();
+    assert!(
+        wait_for(READ_TIMEOUT, || counter(
+            &metrics(),
+            "ringress_mirror_failed_total"
+        ) == 10),
+        "{}",
+        metrics()
+    );
+    let half = || mirrored("/half");
+    assert!(wait_for(READ_TIMEOUT, || half() >= 20));
+    assert!((20..=80).contains(&half()), "{} of 100 mirrored", half());
+    assert_eq!(mirrored("/zero"), 0);
+    assert_eq!(mirrored("/big"), 0);
+    let m = metrics();
+    assert_eq!(counter(&m, "ringress_mirror_skipped_total"), 1, "{m}");
+    assert!(wait_for(READ_TIMEOUT, || {
+        counter(&metrics(), "ringress_mirror_sent_total") == 2 + half() as u64
+    }));
+
+    assert_check_describes(
+        &dir,
+        &yaml,
+        &[
+            "mirror: dead:8000 (100% of requests)",
+            "mirror: shadow:8000 (50% of requests)",
+        ],
+    );
+    let dump: Value =
+        serde_json::from_str(&curl_admin(gw.admin(), "/config_dump", &[]).text()).unwrap();
+    let dump = dump.to_string();
+    assert!(
+        dump.contains(
+            r#""mirrors":[{"destination":{"host":"shadow","port":8000},"percentage":50.0}]"#
+        ),
+        "{dump}"
+    );
 }

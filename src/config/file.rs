@@ -150,6 +150,13 @@ pub(crate) struct FileHttpRoute {
     #[serde(rename = "corsPolicy")]
     pub(crate) cors_policy: Option<super::file_traffic::FileCorsPolicy>,
     pub(crate) fault: Option<super::file_traffic::FileFault>,
+    pub(crate) mirror: Option<FileDestination>,
+    #[serde(rename = "mirrorPercentage")]
+    pub(crate) mirror_percentage: Option<super::file_traffic::FilePercent>,
+    /// Deprecated: an integer percentage.
+    #[serde(rename = "mirrorPercent", alias = "mirror_percent")]
+    pub(crate) mirror_percent: Option<i64>,
+    pub(crate) mirrors: Option<Vec<super::file_traffic::FileMirrorPolicy>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -370,11 +377,6 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileHttpRoute" => (
             &[],
             &[
-                "mirror",
-                "mirrors",
-                "mirrorPercent",
-                "mirrorPercentage",
-                "mirror_percent",
                 "delegate",
                 "websocketUpgrade",
                 "appendHeaders",

@@ -1,5 +1,6 @@
 //! The raw types of a VirtualService rule's traffic policies, as written in the YAML
-//! file with Istio's field names: `corsPolicy` and `fault`. `validate/traffic.rs`
+//! file with Istio's field names: `corsPolicy`, `fault` and `mirrors[]` (`mirror` and
+//! `mirrorPercentage` are fields of the rule itself). `validate/traffic.rs`
 //! checks them into the [`model_traffic`](super::model_traffic) types.
 
 use serde::Deserialize;
@@ -58,6 +59,14 @@ pub(crate) struct FileFaultAbort {
     pub(crate) percentage: Option<FilePercent>,
 }
 
+/// `http[].mirrors[]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileMirrorPolicy {
+    pub(crate) destination: Option<super::file::FileDestination>,
+    pub(crate) percentage: Option<FilePercent>,
+}
+
 /// Istio's `Percent`: `value`, 0 to 100, with fractions.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +84,7 @@ pub(crate) fn traffic_field_policy(struct_name: &str) -> Option<FieldPolicy> {
         // Istio itself refuses `http2Error` ("not supported yet").
         "FileFaultAbort" => (&[], &["grpcStatus", "http2Error"]),
         "FilePercent" => (&[], &[]),
+        "FileMirrorPolicy" => (&[], &[]),
         _ => return None,
     };
     Some(FieldPolicy {

@@ -1,7 +1,8 @@
 //! The validated traffic policies of a VirtualService rule, as Istio translates them
-//! for Envoy: `corsPolicy` (Envoy's CORS filter, run by the proxy before forwarding)
-//! and `fault` (Envoy's fault filter, run before CORS). What each does to a request is
-//! in `proxy/policies.rs` and `http/cors.rs`.
+//! for Envoy: `corsPolicy` (Envoy's CORS filter, run by the proxy before forwarding),
+//! `fault` (Envoy's fault filter, run before CORS) and the mirrors (the router's
+//! request mirror policies). What each does to a request is in `proxy/policies.rs`,
+//! `http/cors.rs` and `proxy/mirror.rs`.
 
 use std::time::Duration;
 
@@ -12,6 +13,19 @@ use super::model::StringMatch;
 pub struct RoutePolicies {
     pub cors: Option<CorsPolicy>,
     pub fault: Option<Fault>,
+    /// `mirror` (with `mirrorPercentage`) or `mirrors[]`, those with a share above 0.
+    pub mirrors: Vec<Mirror>,
+}
+
+/// A destination a copy of each request (of its share) is sent to, its response
+/// discarded: Envoy's `request_mirror_policies`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// `destination.host`, lower-case.
+    pub host: String,
+    /// `destination.port.number`; `None` when the service has exactly one port.
+    pub port: Option<u16>,
+    pub share: Share,
 }
 
 /// `corsPolicy`, as Istio passes it to Envoy: the lists joined with `,` as written,
@@ -84,6 +98,11 @@ impl Share {
             per_million: (value * 10_000.0) as u32,
         }
     }
+
+    /// Every request.
+    pub const ALL: Share = Share {
+        per_million: 1_000_000,
+    };
 
     /// Whether this request is one of the share (Envoy draws a number below a
     /// million for each request and decision).

@@ -490,7 +490,10 @@ fn unimplemented_istio_fields() {
             "  - fault: {delay: {fixedDelay: 1s, exponentialDelay: 1s}}\n",
             "spec.http[0].fault.delay.exponentialDelay",
         ),
-        ("  - mirror: {host: x}\n", "spec.http[0].mirror"),
+        (
+            "  - websocketUpgrade: true\n",
+            "spec.http[0].websocketUpgrade",
+        ),
     ];
     for (extra, path) in cases {
         let e = error(&with_routes(&format!("{extra}{ROUTE}")));
@@ -1722,6 +1725,14 @@ fn policy_error(policy: &str) -> String {
         .unwrap_or(e)
 }
 
+/// Each (rule fields, problem) case is refused with that problem (its start).
+fn assert_policy_errors(cases: &[(&str, &str)]) {
+    for (policy, want) in cases {
+        let got = policy_error(policy);
+        assert!(got.starts_with(want), "{policy}:\n got {got}\nwant {want}");
+    }
+}
+
 #[test]
 fn fault_and_cors_policies_load_as_istio_translates_them() {
     let config = load_ok(&with_routes(&format!(
@@ -1806,8 +1817,78 @@ fn fault_and_cors_policy_errors_name_their_field() {
             "spec.http[0].corsPolicy.allowOrigins[0].regex",
         ),
     ];
-    for (policy, want) in cases {
-        let got = policy_error(policy);
-        assert!(got.starts_with(want), "{policy}:\n got {got}\nwant {want}");
+    assert_policy_errors(&cases);
+}
+
+#[test]
+fn mirrors_load_with_istios_shares() {
+    let config = load_ok(&with_routes(&format!(
+        "  - mirror: {{host: Shadow, port: {{number: 8000}}}}\n{ROUTE}\
+         \x20 - mirror: {{host: shadow}}\n    mirrorPercentage: {{value: 12.5}}\n{ROUTE}\
+         \x20 - mirror: {{host: shadow}}\n    mirror_percent: 30\n{ROUTE}\
+         \x20 - mirror: {{host: shadow}}\n    mirrorPercentage: {{value: 0}}\n{ROUTE}\
+         \x20 - mirrors:\n    - destination: {{host: a}}\n    - destination: {{host: b}}\n      percentage: {{value: 0}}\n    - destination: {{host: c}}\n      percentage: {{value: 1}}\n{ROUTE}"
+    )));
+    let shares = |i: usize| -> Vec<(String, Option<u16>, u32)> {
+        config.virtual_services[0].http[i]
+            .policies
+            .mirrors
+            .iter()
+            .map(|m| (m.host.clone(), m.port, m.share.per_million))
+            .collect()
+    };
+    assert_eq!(
+        shares(0),
+        vec![("shadow".to_owned(), Some(8000), 1_000_000)]
+    );
+    assert_eq!(shares(1), vec![("shadow".to_owned(), None, 125_000)]);
+    assert_eq!(shares(2), vec![("shadow".to_owned(), None, 300_000)]);
+    // A share of 0 is no mirror at all.
+    assert_eq!(shares(3), vec![]);
+    assert_eq!(
+        shares(4),
+        vec![
+            ("a".to_owned(), None, 1_000_000),
+            ("c".to_owned(), None, 10_000)
+        ]
+    );
+}
+
+#[test]
+fn mirror_and_route_conflicts_are_errors() {
+    let cases = [
+        (
+            "mirror: {host: a}\n    mirrors: [{destination: {host: b}}]",
+            "spec.http[0]: HTTP route cannot contain both mirror and mirrors",
+        ),
+        (
+            "mirrors: [{percentage: {value: 5}}]",
+            "spec.http[0].mirrors[0].destination: required field is missing",
+        ),
+        (
+            "mirror: {host: a}\n    mirrorPercentage: {value: 150}",
+            "spec.http[0].mirrorPercentage.value: invalid value 150: percentage 150 is not in range 0..100",
+        ),
+        (
+            "mirror: {host: \"*.a\"}",
+            "spec.http[0].mirror.host: invalid value",
+        ),
+    ];
+    assert_policy_errors(&cases);
+    // Istio refuses a fault beside a redirect or a direct response.
+    for (action, name) in [
+        ("redirect: {uri: /x}", "redirect"),
+        ("directResponse: {status: 200}", "direct_response"),
+    ] {
+        let text = with_routes(&format!(
+            "  - fault: {{abort: {{httpStatus: 500}}}}\n    {action}\n"
+        ));
+        let e = error(&text);
+        assert!(
+            e.ends_with(&format!(
+                "spec.http[0].fault: HTTP route cannot contain both fault and {name}"
+            )),
+            "{e}"
+        );
     }
 }

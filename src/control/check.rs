@@ -374,7 +374,7 @@ fn describe_match(m: &config::RouteMatch) -> String {
     }
 }
 
-/// A rule's `fault` and `corsPolicy`, one line each, under the rule.
+/// A rule's `fault`, `corsPolicy` and mirrors, one line each, under the rule.
 fn describe_policies(policies: &config::RoutePolicies, out: &mut String) {
     if let Some(fault) = &policies.fault {
         let mut parts = Vec::new();
@@ -416,5 +416,14 @@ fn describe_policies(policies: &config::RoutePolicies, out: &mut String) {
             line.push_str(", unmatched preflights answered");
         }
         let _ = writeln!(out, "{line}");
+    }
+    for m in &policies.mirrors {
+        let port = m.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "      mirror: {}{port} ({}% of requests)",
+            m.host,
+            m.share.percent()
+        );
     }
 }

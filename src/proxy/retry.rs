@@ -199,6 +199,7 @@ mod tests {
             retries,
             headers: HeaderOperations::default(),
             policies: Default::default(),
+            mirrors: Default::default(),
             stats: Default::default(),
         }
     }

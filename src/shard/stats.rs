@@ -85,6 +85,12 @@ pub(crate) struct ShardStats {
     /// `cors.origin_valid`, `cors.origin_invalid`).
     pub(crate) cors_origin_valid: AtomicU64,
     pub(crate) cors_origin_invalid: AtomicU64,
+    /// Mirrored copies of requests: answered by the mirror (any status), failed
+    /// (no endpoint, connect, I/O, timeout), and not sent (a body not whole with the
+    /// head, too large, an upgrade, too many in flight).
+    pub(crate) mirror_sent: AtomicU64,
+    pub(crate) mirror_failed: AtomicU64,
+    pub(crate) mirror_skipped: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when
     /// the thread ends, drained or not.
     pub(crate) running: AtomicBool,

@@ -12,20 +12,102 @@ const CORS_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
 ];
 
+/// A rule's policy fields as read.
+pub(super) struct RawPolicies {
+    pub(super) cors: Option<FileCorsPolicy>,
+    pub(super) fault: Option<FileFault>,
+    pub(super) mirror: Option<FileDestination>,
+    pub(super) mirror_percentage: Option<FilePercent>,
+    pub(super) mirror_percent: Option<i64>,
+    pub(super) mirrors: Option<Vec<FileMirrorPolicy>>,
+}
+
 impl Check<'_, '_> {
-    /// `corsPolicy` and `fault` of the rule at `p`; `None` after reporting a problem.
+    /// The policies of the rule at `p`, whose action is `action` (`route`,
+    /// `redirect`, `directResponse`; `None` when that is in error); `None` after
+    /// reporting a problem.
     pub(super) fn route_policies(
         &mut self,
-        cors: Option<FileCorsPolicy>,
-        fault: Option<FileFault>,
+        raw: RawPolicies,
+        action: Option<&str>,
         p: &Path,
     ) -> Option<RoutePolicies> {
-        let cors = cors.map(|c| self.cors_policy(c, &p.key("corsPolicy")));
-        let fault = fault.map(|f| self.fault(f, &p.key("fault")));
-        Some(RoutePolicies {
+        let mut ok = true;
+        if raw.fault.is_some()
+            && let Some(other @ ("redirect" | "directResponse")) = action
+        {
+            let other = if other == "redirect" {
+                "redirect"
+            } else {
+                "direct_response"
+            };
+            self.rule(
+                &p.key("fault"),
+                format!("HTTP route cannot contain both fault and {other}"),
+            );
+            ok = false;
+        }
+        let cors = raw.cors.map(|c| self.cors_policy(c, &p.key("corsPolicy")));
+        let fault = raw.fault.map(|f| self.fault(f, &p.key("fault")));
+        let mirrors = self.mirrors(
+            raw.mirror,
+            raw.mirror_percentage,
+            raw.mirror_percent,
+            raw.mirrors,
+            p,
+        );
+        let policies = RoutePolicies {
             cors: present(cors)?,
             fault: present(fault)?,
-        })
+            mirrors: mirrors?,
+        };
+        ok.then_some(policies)
+    }
+
+    /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`), or
+    /// `mirrors[]`, with Istio's shares: 100 % when none is given, and a mirror of 0 %
+    /// left out.
+    fn mirrors(
+        &mut self,
+        mirror: Option<FileDestination>,
+        percentage: Option<FilePercent>,
+        percent: Option<i64>,
+        mirrors: Option<Vec<FileMirrorPolicy>>,
+        p: &Path,
+    ) -> Option<Vec<Mirror>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        if mirror.is_some() && mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
+            self.rule(p, "HTTP route cannot contain both mirror and mirrors");
+            ok = false;
+        }
+        if let Some(destination) = mirror {
+            let keys = ("mirrorPercentage", "mirrorPercent");
+            let share = self.share(percentage, percent, keys, p, Share::ALL);
+            match (self.destination(destination, &p.key("mirror")), share) {
+                (Some((host, port)), Some(share)) => out.push(Mirror { host, port, share }),
+                _ => ok = false,
+            }
+        }
+        for (i, policy) in mirrors.unwrap_or_default().into_iter().enumerate() {
+            let mp = p.key("mirrors").index(i);
+            let share = match policy.percentage {
+                Some(value) => self.percentage(value, &mp.key("percentage")),
+                None => Some(Share::ALL),
+            };
+            let Some(destination) = policy.destination else {
+                self.err(&mp.key("destination"), Problem::Missing);
+                ok = false;
+                continue;
+            };
+            match (self.destination(destination, &mp.key("destination")), share) {
+                (Some((host, port)), Some(share)) => out.push(Mirror { host, port, share }),
+                _ => ok = false,
+            }
+        }
+        // Istio sends no mirror policy for a share of 0.
+        out.retain(|m| m.share.per_million > 0);
+        ok.then_some(out)
     }
 
     fn cors_policy(&mut self, raw: FileCorsPolicy, p: &Path) -> Option<CorsPolicy> {
@@ -137,22 +219,9 @@ impl Check<'_, '_> {
     }
 
     fn fault_delay(&mut self, raw: FileFaultDelay, p: &Path) -> Option<FaultDelay> {
-        let share = match (raw.percentage, raw.percent) {
-            (Some(percentage), _) => self.percentage(percentage, &p.key("percentage")),
-            (None, Some(percent)) if (0..=100).contains(&percent) => Some(Share {
-                per_million: u32::try_from(percent * 10_000).unwrap_or(0),
-            }),
-            (None, Some(percent)) => {
-                self.invalid(
-                    &p.key("percent"),
-                    percent.to_string(),
-                    "percentage is 0 to 100",
-                );
-                None
-            }
-            // Istio's translation: no percentage, no delayed request.
-            (None, None) => Some(Share::NONE),
-        };
+        // Istio's translation: no percentage, no delayed request.
+        let keys = ("percentage", "percent");
+        let share = self.share(raw.percentage, raw.percent, keys, p, Share::NONE);
         let fixed = match raw.fixed_delay.as_deref() {
             None => {
                 self.err(&p.key("fixedDelay"), Problem::Missing);
@@ -201,6 +270,29 @@ impl Check<'_, '_> {
             status: status?,
             share: share?,
         })
+    }
+
+    /// The share a `Percent` (at `p.keys.0`) gives, or else the deprecated integer
+    /// percentage (at `p.keys.1`), or else `absent`.
+    fn share(
+        &mut self,
+        percentage: Option<FilePercent>,
+        percent: Option<i64>,
+        keys: (&str, &str),
+        p: &Path,
+        absent: Share,
+    ) -> Option<Share> {
+        match (percentage, percent) {
+            (Some(value), _) => self.percentage(value, &p.key(keys.0)),
+            (None, Some(n)) if (0..=100).contains(&n) => Some(Share {
+                per_million: u32::try_from(n * 10_000).unwrap_or(0),
+            }),
+            (None, Some(n)) => {
+                self.invalid(&p.key(keys.1), n.to_string(), "percentage is 0 to 100");
+                None
+            }
+            (None, None) => Some(absent),
+        }
     }
 
     /// Istio's `Percent`: `value` 0 to 100 (unset is 0).

@@ -454,8 +454,21 @@ fn http_route(index: usize, r: &HttpRoute) -> Value {
     Value::Object(out)
 }
 
-/// A rule's `fault` and `cors_policy`, when it has them.
+/// A rule's `fault`, `cors_policy` and `mirrors`, when it has them.
 fn route_policies(p: &crate::config::RoutePolicies, out: &mut Map<String, Value>) {
+    if !p.mirrors.is_empty() {
+        let mirrors: Vec<Value> = p
+            .mirrors
+            .iter()
+            .map(|m| {
+                json!({
+                    "destination": { "host": m.host, "port": m.port },
+                    "percentage": m.share.percent(),
+                })
+            })
+            .collect();
+        out.insert("mirrors".into(), mirrors.into());
+    }
     if let Some(fault) = &p.fault {
         out.insert(
             "fault".into(),
