@@ -72,6 +72,7 @@ fn rule(i: usize) -> HttpRoute {
         timeout: None,
         retries: None,
         headers: HeaderOperations::default(),
+        policies: Default::default(),
     }
 }
 

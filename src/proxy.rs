@@ -21,6 +21,8 @@ mod downstream;
 mod error;
 mod forward;
 mod http2;
+mod mirror;
+mod policies;
 mod retry;
 mod tunnel;
 
@@ -252,6 +254,7 @@ async fn start(
         head_deadline: accepted + ctx.settings.timeouts.header,
         record: None,
         auth_edits: None,
+        cors_ops: None,
     })
 }
 
@@ -302,6 +305,9 @@ struct Connection {
     /// The header changes end-user authentication asks of the request being
     /// forwarded (the token removed, claims added).
     auth_edits: Option<Box<HeaderEdits>>,
+    /// The response header operations of the request being forwarded when its CORS
+    /// policy adds headers (the route's own, then CORS's); `None`: the route's own.
+    cors_ops: Option<Box<crate::config::HeaderOps>>,
 }
 
 impl Connection {
@@ -329,6 +335,7 @@ impl Connection {
             head_deadline: uring::now() + ctx.settings.timeouts.header,
             record: None,
             auth_edits: None,
+            cors_ops: None,
         }
     }
 
@@ -549,6 +556,9 @@ impl Connection {
             record.set(Field::RouteName, name.as_bytes());
         }
         let route = selected.route;
+        if let Some(next) = self.apply_policies(route, &head, close).await? {
+            return Ok(next);
+        }
         self.out.clear();
         let (status, details) = match &route.action {
             Action::Forward(destinations) => {

@@ -34,7 +34,7 @@ use thiserror::Error;
 
 use crate::config::{
     Config, HeaderOperations, HostPattern, HttpRoute, Origin, Protocol, Redirect, Retries, Rewrite,
-    RouteAction, RouteMatch, StringMatch, VirtualService,
+    RouteAction, RouteMatch, RoutePolicies, Share, StringMatch, VirtualService,
 };
 use crate::upstream::cluster::{ClusterId, Clusters};
 
@@ -82,6 +82,10 @@ pub struct Route {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: Option<Retries>,
     pub(crate) headers: HeaderOperations,
+    /// `corsPolicy` and `fault` (see `proxy/policies.rs`).
+    pub(crate) policies: RoutePolicies,
+    /// The clusters requests are mirrored to, each with its share (`proxy/mirror.rs`).
+    pub(crate) mirrors: Box<[(ClusterId, Share)]>,
     /// Responses to requests this route matched, by status class (all shards).
     pub(crate) stats: StatusCounters,
 }
@@ -191,6 +195,14 @@ pub enum RouteError {
         destination: usize,
         host: String,
         /// `:8000`, or empty when the route names no port.
+        port: String,
+    },
+    #[error("{origin}: http[{rule}] mirror {mirror}: destination {host}{port} has no cluster")]
+    MissingMirrorCluster {
+        origin: Box<Origin>,
+        rule: usize,
+        mirror: usize,
+        host: String,
         port: String,
     },
     #[error("{origin}: http[{rule}].route is empty")]
@@ -599,6 +611,8 @@ fn https_redirect_route(gateway: &str) -> Route {
         timeout: None,
         retries: None,
         headers: HeaderOperations::default(),
+        policies: RoutePolicies::default(),
+        mirrors: Box::default(),
         stats: StatusCounters::default(),
     }
 }
@@ -648,6 +662,22 @@ fn compile_rule(
             body: body.clone(),
         },
     };
+    let mut mirrors = Vec::new();
+    if matches!(action, Action::Forward(_)) {
+        for (m, mirror) in http.policies.mirrors.iter().enumerate() {
+            let cluster = clusters.lookup(&mirror.host, mirror.port).ok_or_else(|| {
+                RouteError::MissingMirrorCluster {
+                    origin: Box::new(vs.origin.clone()),
+                    rule: index,
+                    mirror: m,
+                    host: mirror.host.clone(),
+                    port: mirror.port.map(|p| format!(":{p}")).unwrap_or_default(),
+                }
+            })?;
+            mirrors.push((cluster, mirror.share));
+        }
+    }
+    let mirrors = mirrors.into_boxed_slice();
     let conditions = http.matches.iter().map(compile_condition).collect();
     Ok(Rule {
         conditions,
@@ -660,6 +690,8 @@ fn compile_rule(
             timeout: http.timeout,
             retries: http.retries.clone(),
             headers: http.headers.clone(),
+            policies: http.policies.clone(),
+            mirrors,
             stats: StatusCounters::default(),
         },
     })
@@ -859,6 +891,7 @@ mod tests {
             timeout: None,
             retries: None,
             headers: HeaderOperations::default(),
+            policies: Default::default(),
         }
     }
 

@@ -147,6 +147,16 @@ pub(crate) struct FileHttpRoute {
     pub(crate) timeout: Option<String>,
     pub(crate) retries: Option<FileRetries>,
     pub(crate) headers: Option<FileHeaders>,
+    #[serde(rename = "corsPolicy")]
+    pub(crate) cors_policy: Option<super::file_traffic::FileCorsPolicy>,
+    pub(crate) fault: Option<super::file_traffic::FileFault>,
+    pub(crate) mirror: Option<FileDestination>,
+    #[serde(rename = "mirrorPercentage")]
+    pub(crate) mirror_percentage: Option<super::file_traffic::FilePercent>,
+    /// Deprecated: an integer percentage.
+    #[serde(rename = "mirrorPercent", alias = "mirror_percent")]
+    pub(crate) mirror_percent: Option<i64>,
+    pub(crate) mirrors: Option<Vec<super::file_traffic::FileMirrorPolicy>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -367,13 +377,6 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileHttpRoute" => (
             &[],
             &[
-                "fault",
-                "mirror",
-                "mirrors",
-                "mirrorPercent",
-                "mirrorPercentage",
-                "mirror_percent",
-                "corsPolicy",
                 "delegate",
                 "websocketUpgrade",
                 "appendHeaders",
@@ -433,6 +436,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         other => {
             return super::file_auth::auth_field_policy(other)
                 .or_else(|| super::file_authz::authz_field_policy(other))
+                .or_else(|| super::file_traffic::traffic_field_policy(other))
                 .unwrap_or_default();
         }
     };

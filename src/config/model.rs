@@ -243,6 +243,8 @@ pub struct HttpRoute {
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
     pub headers: HeaderOperations,
+    /// `corsPolicy`, `fault`.
+    pub policies: super::RoutePolicies,
 }
 
 #[derive(Debug, Clone)]

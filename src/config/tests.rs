@@ -467,14 +467,14 @@ fn several_problems_are_all_reported() {
     let text = format!(
         "{}---\n{}",
         gateway(&HTTP_SERVER.replace("    hosts:", "    foo: 1\n    bar: 2\n    hosts:")),
-        virtual_service(&format!("  - fault: {{}}\n{ROUTE}"))
+        virtual_service(&format!("  - delegate: {{}}\n{ROUTE}"))
     );
     assert_eq!(
         errors(&text),
         vec![
             "/etc/ringress/gw.yaml:11:5: document 1 (Gateway gw): spec.servers[0].foo: unknown field `foo`; accepted: port, bind, hosts, tls, name",
             "/etc/ringress/gw.yaml:12:5: document 1 (Gateway gw): spec.servers[0].bar: unknown field `bar`; accepted: port, bind, hosts, tls, name",
-            "/etc/ringress/gw.yaml:26:5: document 2 (VirtualService vs): spec.http[0].fault: field `fault` is not implemented by ringress yet",
+            "/etc/ringress/gw.yaml:26:5: document 2 (VirtualService vs): spec.http[0].delegate: field `delegate` is not implemented by ringress yet",
         ]
     );
 }
@@ -483,11 +483,17 @@ fn several_problems_are_all_reported() {
 fn unimplemented_istio_fields() {
     let cases: &[(&str, &str)] = &[
         (
-            "  - fault: {delay: {fixedDelay: 1s}}\n",
-            "spec.http[0].fault",
+            "  - fault: {abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}}\n",
+            "spec.http[0].fault.abort.grpcStatus",
         ),
-        ("  - mirror: {host: x}\n", "spec.http[0].mirror"),
-        ("  - corsPolicy: {}\n", "spec.http[0].corsPolicy"),
+        (
+            "  - fault: {delay: {fixedDelay: 1s, exponentialDelay: 1s}}\n",
+            "spec.http[0].fault.delay.exponentialDelay",
+        ),
+        (
+            "  - websocketUpgrade: true\n",
+            "spec.http[0].websocketUpgrade",
+        ),
     ];
     for (extra, path) in cases {
         let e = error(&with_routes(&format!("{extra}{ROUTE}")));
@@ -1708,4 +1714,181 @@ fn query_params_without_headers_port_and_gateways_load() {
     assert_eq!(m.without_headers[0].0, "x-canary");
     assert_eq!(m.port, Some(8080));
     assert_eq!(m.gateways, ["gw"]);
+}
+
+/// The problem reported for one rule with `policy` (an `http[]` rule's fields),
+/// without the location prefix.
+fn policy_error(policy: &str) -> String {
+    let e = error(&with_routes(&format!("  - {policy}\n{ROUTE}")));
+    e.split_once("(VirtualService vs): ")
+        .map(|(_, rest)| rest.to_owned())
+        .unwrap_or(e)
+}
+
+/// Each (rule fields, problem) case is refused with that problem (its start).
+fn assert_policy_errors(cases: &[(&str, &str)]) {
+    for (policy, want) in cases {
+        let got = policy_error(policy);
+        assert!(got.starts_with(want), "{policy}:\n got {got}\nwant {want}");
+    }
+}
+
+#[test]
+fn fault_and_cors_policies_load_as_istio_translates_them() {
+    let config = load_ok(&with_routes(&format!(
+        "  - fault:\n      delay: {{fixedDelay: 2s, percent: 30}}\n      abort: {{httpStatus: 503, percentage: {{value: 0.5}}}}\n    corsPolicy:\n      allowOrigin: [https://old.example]\n      allowMethods: [GET, POST]\n      allowHeaders: [X-A, x-b]\n      maxAge: 1m\n{ROUTE}  - fault: {{abort: {{httpStatus: 500}}}}\n    corsPolicy:\n      allowOrigins: [{{regex: \"https://.*[.]example\"}}]\n      allowOrigin: [ignored]\n      unmatchedPreflights: IGNORE\n{ROUTE}"
+    )));
+    let http = &config.virtual_services[0].http;
+    let fault = http[0].policies.fault.as_ref().unwrap();
+    let delay = fault.delay.unwrap();
+    assert_eq!(
+        (delay.fixed, delay.share.per_million),
+        (Duration::from_secs(2), 300_000)
+    );
+    let abort = fault.abort.unwrap();
+    assert_eq!((abort.status, abort.share.per_million), (503, 5_000));
+    let cors = http[0].policies.cors.as_ref().unwrap();
+    assert!(cors.allows("https://old.example") && !cors.allows("https://new.example"));
+    assert_eq!(cors.allow_methods, "GET,POST");
+    assert_eq!(cors.allow_headers, "X-A,x-b");
+    assert_eq!(cors.max_age, Some(60));
+    assert!(cors.forward_unmatched_preflights);
+    // An abort without a percentage aborts no request (Istio's translation).
+    let fault = http[1].policies.fault.as_ref().unwrap();
+    assert_eq!(fault.abort.unwrap().share.per_million, 0);
+    let cors = http[1].policies.cors.as_ref().unwrap();
+    assert!(cors.allows("https://a.example") && !cors.allows("ignored"));
+    assert!(!cors.forward_unmatched_preflights);
+}
+
+#[test]
+fn fault_and_cors_policy_errors_name_their_field() {
+    let cases = [
+        (
+            "fault: {}",
+            "spec.http[0].fault: HTTP fault injection must have an abort and/or a delay",
+        ),
+        (
+            "fault: {abort: {percentage: {value: 10}}}",
+            "spec.http[0].fault.abort.httpStatus: required field is missing",
+        ),
+        (
+            "fault: {abort: {httpStatus: 600}}",
+            "spec.http[0].fault.abort.httpStatus: invalid value 600: HTTP status 600 is not in range 200-599",
+        ),
+        (
+            "fault: {abort: {httpStatus: 503, percentage: {value: 101}}}",
+            "spec.http[0].fault.abort.percentage.value: invalid value 101: percentage 101 is not in range 0..100",
+        ),
+        (
+            "fault: {delay: {percent: 50}}",
+            "spec.http[0].fault.delay.fixedDelay: required field is missing",
+        ),
+        (
+            "fault: {delay: {fixedDelay: 100us}}",
+            "spec.http[0].fault.delay.fixedDelay: invalid value \"100us\": duration must be greater than 1ms",
+        ),
+        (
+            "fault: {delay: {fixedDelay: 1s, percent: -1}}",
+            "spec.http[0].fault.delay.percent: invalid value -1: percentage is 0 to 100",
+        ),
+        (
+            "corsPolicy: {allowMethods: [FETCH]}",
+            "spec.http[0].corsPolicy.allowMethods[0]: invalid value \"FETCH\": expected one of GET, HEAD, POST, PUT, PATCH, DELETE, CONNECT, OPTIONS, TRACE, *",
+        ),
+        (
+            "corsPolicy: {allowHeaders: [\"x a\"]}",
+            "spec.http[0].corsPolicy.allowHeaders[0]: invalid value \"x a\": expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~) or *",
+        ),
+        (
+            "corsPolicy: {maxAge: 1500ms}",
+            "spec.http[0].corsPolicy.maxAge: invalid value \"1500ms\": max_age duration is accurate only to seconds precision",
+        ),
+        (
+            "corsPolicy: {unmatchedPreflights: DROP}",
+            "spec.http[0].corsPolicy.unmatchedPreflights: invalid value \"DROP\": expected FORWARD or IGNORE",
+        ),
+        (
+            "corsPolicy: {allowOrigins: [{exact: \"\"}]}",
+            "spec.http[0].corsPolicy.allowOrigins[0]: invalid value \"\": an allowed origin cannot be empty",
+        ),
+        (
+            "corsPolicy: {allowOrigins: [{regex: \"(\"}]}",
+            "spec.http[0].corsPolicy.allowOrigins[0].regex",
+        ),
+    ];
+    assert_policy_errors(&cases);
+}
+
+#[test]
+fn mirrors_load_with_istios_shares() {
+    let config = load_ok(&with_routes(&format!(
+        "  - mirror: {{host: Shadow, port: {{number: 8000}}}}\n{ROUTE}\
+         \x20 - mirror: {{host: shadow}}\n    mirrorPercentage: {{value: 12.5}}\n{ROUTE}\
+         \x20 - mirror: {{host: shadow}}\n    mirror_percent: 30\n{ROUTE}\
+         \x20 - mirror: {{host: shadow}}\n    mirrorPercentage: {{value: 0}}\n{ROUTE}\
+         \x20 - mirrors:\n    - destination: {{host: a}}\n    - destination: {{host: b}}\n      percentage: {{value: 0}}\n    - destination: {{host: c}}\n      percentage: {{value: 1}}\n{ROUTE}"
+    )));
+    let shares = |i: usize| -> Vec<(String, Option<u16>, u32)> {
+        config.virtual_services[0].http[i]
+            .policies
+            .mirrors
+            .iter()
+            .map(|m| (m.host.clone(), m.port, m.share.per_million))
+            .collect()
+    };
+    assert_eq!(
+        shares(0),
+        vec![("shadow".to_owned(), Some(8000), 1_000_000)]
+    );
+    assert_eq!(shares(1), vec![("shadow".to_owned(), None, 125_000)]);
+    assert_eq!(shares(2), vec![("shadow".to_owned(), None, 300_000)]);
+    // A share of 0 is no mirror at all.
+    assert_eq!(shares(3), vec![]);
+    assert_eq!(
+        shares(4),
+        vec![
+            ("a".to_owned(), None, 1_000_000),
+            ("c".to_owned(), None, 10_000)
+        ]
+    );
+}
+
+#[test]
+fn mirror_and_route_conflicts_are_errors() {
+    let cases = [
+        (
+            "mirror: {host: a}\n    mirrors: [{destination: {host: b}}]",
+            "spec.http[0]: HTTP route cannot contain both mirror and mirrors",
+        ),
+        (
+            "mirrors: [{percentage: {value: 5}}]",
+            "spec.http[0].mirrors[0].destination: required field is missing",
+        ),
+        (
+            "mirror: {host: a}\n    mirrorPercentage: {value: 150}",
+            "spec.http[0].mirrorPercentage.value: invalid value 150: percentage 150 is not in range 0..100",
+        ),
+        (
+            "mirror: {host: \"*.a\"}",
+            "spec.http[0].mirror.host: invalid value",
+        ),
+    ];
+    assert_policy_errors(&cases);
+    // Istio refuses a fault beside a redirect or a direct response.
+    for (action, name) in [
+        ("redirect: {uri: /x}", "redirect"),
+        ("directResponse: {status: 200}", "direct_response"),
+    ] {
+        let text = with_routes(&format!(
+            "  - fault: {{abort: {{httpStatus: 500}}}}\n    {action}\n"
+        ));
+        let e = error(&text);
+        assert!(
+            e.ends_with(&format!(
+                "spec.http[0].fault: HTTP route cannot contain both fault and {name}"
+            )),
+            "{e}"
+        );
+    }
 }

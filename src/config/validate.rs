@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod auth;
 mod authz;
+mod traffic;
 
 use super::duration::parse_duration;
 use super::error::{Issue, Problem};
@@ -1156,6 +1157,16 @@ impl Check<'_, '_> {
             }
             None => HeaderOperations::default(),
         };
+        let raw_policies = traffic::RawPolicies {
+            cors: raw.cors_policy,
+            fault: raw.fault,
+            mirror: raw.mirror,
+            mirror_percentage: raw.mirror_percentage,
+            mirror_percent: raw.mirror_percent,
+            mirrors: raw.mirrors,
+        };
+        let policies = self.route_policies(raw_policies, only, p);
+        ok &= policies.is_some();
         let action = action?;
         ok.then_some(HttpRoute {
             name: raw.name,
@@ -1165,6 +1176,7 @@ impl Check<'_, '_> {
             timeout,
             retries,
             headers,
+            policies: policies.unwrap_or_default(),
         })
     }
 
@@ -1319,19 +1331,12 @@ impl Check<'_, '_> {
                 ok = false;
                 continue;
             };
-            let host = self.host_name(dest.host.as_deref(), &dp.key("destination").key("host"));
-            let port = match dest.port {
-                None => Ok(None),
-                Some(ps) => self
-                    .port(ps.number, &dp.key("destination").key("port").key("number"))
-                    .map(Some)
-                    .ok_or(()),
-            };
-            match (host, port, weight) {
-                (Some(host), Ok(port), Some(weight)) => out.push(WeightedDestination {
+            let subset = dest.subset.clone();
+            match (self.destination(dest, &dp.key("destination")), weight) {
+                (Some((host, port)), Some(weight)) => out.push(WeightedDestination {
                     host,
                     port,
-                    subset: dest.subset,
+                    subset,
                     weight,
                 }),
                 _ => ok = false,
@@ -1355,6 +1360,16 @@ impl Check<'_, '_> {
             }
         }
         Some(out)
+    }
+
+    /// A route's or a mirror's `destination`: its host and port.
+    fn destination(&mut self, raw: FileDestination, p: &Path) -> Option<(String, Option<u16>)> {
+        let host = self.host_name(raw.host.as_deref(), &p.key("host"));
+        let port = match raw.port {
+            None => Some(None),
+            Some(ps) => self.port(ps.number, &p.key("port").key("number")).map(Some),
+        };
+        Some((host?, port?))
     }
 
     fn redirect(&mut self, raw: FileRedirect, p: &Path) -> Option<Redirect> {

@@ -333,6 +333,7 @@ fn describe_routes(config: &Config, port: u16, out: &mut String) {
                 RouteAction::DirectResponse { status, .. } => format!("respond {status}"),
             };
             let _ = writeln!(out, "    http[{index}]: {condition} -> {action}");
+            describe_policies(&rule.policies, out);
         }
     }
 }
@@ -370,5 +371,59 @@ fn describe_match(m: &config::RouteMatch) -> String {
         "every request".to_owned()
     } else {
         parts.join(", ")
+    }
+}
+
+/// A rule's `fault`, `corsPolicy` and mirrors, one line each, under the rule.
+fn describe_policies(policies: &config::RoutePolicies, out: &mut String) {
+    if let Some(fault) = &policies.fault {
+        let mut parts = Vec::new();
+        if let Some(d) = &fault.delay {
+            parts.push(format!(
+                "delay {:?} for {}% of requests",
+                d.fixed,
+                d.share.percent()
+            ));
+        }
+        if let Some(a) = &fault.abort {
+            parts.push(format!(
+                "abort {} for {}% of requests",
+                a.status,
+                a.share.percent()
+            ));
+        }
+        let _ = writeln!(out, "      fault: {}", parts.join(", then "));
+    }
+    if let Some(cors) = &policies.cors {
+        let origins: Vec<String> = cors.allow_origins.iter().map(ToString::to_string).collect();
+        let mut line = format!("      cors: origins [{}]", origins.join("; "));
+        for (name, value) in [
+            ("methods", &cors.allow_methods),
+            ("headers", &cors.allow_headers),
+            ("expose", &cors.expose_headers),
+        ] {
+            if !value.is_empty() {
+                let _ = write!(line, ", {name} {value}");
+            }
+        }
+        if let Some(age) = cors.max_age {
+            let _ = write!(line, ", max age {age}s");
+        }
+        if cors.allow_credentials == Some(true) {
+            line.push_str(", credentials");
+        }
+        if !cors.forward_unmatched_preflights {
+            line.push_str(", unmatched preflights answered");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for m in &policies.mirrors {
+        let port = m.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "      mirror: {}{port} ({}% of requests)",
+            m.host,
+            m.share.percent()
+        );
     }
 }

@@ -121,6 +121,29 @@ pub(crate) fn direct_response(status: u16, body: &[u8], close: bool, out: &mut V
     out.extend_from_slice(body);
 }
 
+/// `status` with these headers and an empty body (CORS preflight answers). Bytes that
+/// cannot appear in a header value are dropped from the values.
+pub(crate) fn headers_response(
+    status: u16,
+    headers: &[(&str, &[u8])],
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    status_line(status, out);
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend(
+            value
+                .iter()
+                .copied()
+                .filter(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)),
+        );
+        out.extend_from_slice(b"\r\n");
+    }
+    end_head(0, close, out);
+}
+
 /// A refusal with a `text/plain` body (end-user authentication's answers), and
 /// `www-authenticate` when given.
 pub(crate) fn text_response(

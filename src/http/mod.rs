@@ -34,6 +34,7 @@
 //!    [`ResponseHead::dechunk_for`]).
 
 mod body;
+pub(crate) mod cors;
 mod error;
 mod fields;
 mod generated;
@@ -48,8 +49,8 @@ pub(crate) use body::{push_chunk, push_last_chunk, trailer_map};
 pub use error::HttpError;
 pub(crate) use fields::Name as HeaderName;
 pub(crate) use generated::{
-    CONTINUE_100, RequestId, direct_response, error_response, new_request_id, reason_phrase,
-    redirect_response, text_response,
+    CONTINUE_100, RequestId, direct_response, error_response, headers_response, new_request_id,
+    reason_phrase, redirect_response, text_response,
 };
 pub(crate) use path::query_pairs;
 pub use path::{PathError, PathNormalization, normalize as normalize_path};

@@ -19,11 +19,13 @@
 //! (`H2Exchange::relay_rest`) while the response streams back.
 
 use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use super::mirror;
 use super::retry::RetryPolicy;
 use super::tunnel;
 use super::{Connection, Downstream, Next, ProxyError};
@@ -32,10 +34,11 @@ use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
 use crate::route::Route;
-use crate::shard::ShardStats;
+use crate::shard::{ShardContext, ShardStats};
 use crate::snapshot::Snapshot;
 use crate::upstream::{
-    Cluster, ClusterId, Received, UpstreamConn, UpstreamProtocol, UpstreamStream, http2, pool,
+    Cluster, ClusterId, ConnectError, Received, UpstreamConn, UpstreamProtocol, UpstreamStream,
+    http2, pool,
 };
 use crate::uring;
 
@@ -117,8 +120,17 @@ impl Connection {
         self.inbuf.drain(..first);
         self.count_received(first);
 
-        // Only a request sent whole in the first send can be sent again.
+        // Only a request sent whole in the first send can be sent again (or mirrored).
         let resendable = request_body.is_done();
+        if !route.mirrors.is_empty() {
+            let limit = route
+                .timeout
+                .filter(|t| !t.is_zero())
+                .unwrap_or(self.ctx.settings.timeouts.idle);
+            let whole = resendable && !facts.upgrade;
+            let method = response_method(&facts);
+            mirror::send_copies(&self.ctx, snapshot, route, &self.out, whole, method, limit);
+        }
         let mut tries = 0;
         let mut redialled = false;
         let (mut upstream, endpoint, response, started, mut answered_early) = loop {
@@ -281,7 +293,7 @@ impl Connection {
         let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: &route.headers.response,
+            ops: self.cors_ops.as_deref().unwrap_or(&route.headers.response),
             close: false,
             client_minor: 1,
             dechunked_length: None,
@@ -401,24 +413,7 @@ impl Connection {
         facts: &RequestFacts,
         wait: Duration,
     ) -> Result<Tried, ProxyError> {
-        let limit = cluster.pool.shard_limit(self.ctx.shards);
-        let upstream = match cluster.protocol {
-            UpstreamProtocol::Http2 => {
-                // Boxed: the HTTP/1.1 path's future stays as small as it was.
-                Box::pin(http2::stream(&self.ctx.pool, cluster, addr, limit, wait)).await?
-            }
-            UpstreamProtocol::Http1 => {
-                let pooled = self.ctx.pool.borrow_mut().take(addr);
-                match pooled {
-                    Some(conn) => conn,
-                    None => {
-                        let slot =
-                            pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
-                        pool::connect(addr, slot, cluster.pool.connect_timeout).await?
-                    }
-                }
-            }
-        };
+        let upstream = checkout(&self.ctx, cluster, addr, wait).await?;
         upstream
             .stream
             .set_send_timeout(self.ctx.settings.timeouts.idle);
@@ -598,7 +593,7 @@ impl Connection {
         let close = close || (dechunk && dechunked_length.is_none());
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: &route.headers.response,
+            ops: self.cors_ops.as_deref().unwrap_or(&route.headers.response),
             close,
             client_minor: facts.client_minor,
             dechunked_length,
@@ -768,6 +763,34 @@ enum BodySent {
 
 /// The method response framing depends on: a response to HEAD has no body; any other
 /// method frames like GET.
+/// A connection to `addr` of `cluster` for one request: a stream on one of the
+/// shard's HTTP/2 connections, or an idle pooled HTTP/1.1 connection, or a new one
+/// within the cluster's connection cap (waiting at most `wait` for a place).
+pub(super) async fn checkout(
+    ctx: &ShardContext,
+    cluster: &Cluster,
+    addr: SocketAddr,
+    wait: Duration,
+) -> Result<UpstreamConn, ConnectError> {
+    let limit = cluster.pool.shard_limit(ctx.shards);
+    match cluster.protocol {
+        UpstreamProtocol::Http2 => {
+            // Boxed: the HTTP/1.1 path's future stays as small as it was.
+            Box::pin(http2::stream(&ctx.pool, cluster, addr, limit, wait)).await
+        }
+        UpstreamProtocol::Http1 => {
+            let pooled = ctx.pool.borrow_mut().take(addr);
+            match pooled {
+                Some(conn) => Ok(conn),
+                None => {
+                    let slot = pool::reserve(&ctx.pool, &cluster.name, limit, wait).await?;
+                    pool::connect(addr, slot, cluster.pool.connect_timeout).await
+                }
+            }
+        }
+    }
+}
+
 fn response_method(facts: &RequestFacts) -> &'static str {
     if facts.is_head { "HEAD" } else { "GET" }
 }

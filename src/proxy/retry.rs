@@ -198,6 +198,8 @@ mod tests {
             timeout,
             retries,
             headers: HeaderOperations::default(),
+            policies: Default::default(),
+            mirrors: Default::default(),
             stats: Default::default(),
         }
     }

@@ -77,6 +77,20 @@ pub(crate) struct ShardStats {
     pub(crate) authz: [AtomicU64; auth::authz::AUTHZ_OUTCOMES.len()],
     /// Connection tasks that panicked (each closed its connection only).
     pub(crate) connection_panics: AtomicU64,
+    /// Requests a route's `fault` delayed and aborted (Envoy's `fault.delays_injected`,
+    /// `fault.aborts_injected`).
+    pub(crate) fault_delays_injected: AtomicU64,
+    pub(crate) fault_aborts_injected: AtomicU64,
+    /// CORS requests whose origin a route's `corsPolicy` allowed or not (Envoy's
+    /// `cors.origin_valid`, `cors.origin_invalid`).
+    pub(crate) cors_origin_valid: AtomicU64,
+    pub(crate) cors_origin_invalid: AtomicU64,
+    /// Mirrored copies of requests: answered by the mirror (any status), failed
+    /// (no endpoint, connect, I/O, timeout), and not sent (a body not whole with the
+    /// head, too large, an upgrade, too many in flight).
+    pub(crate) mirror_sent: AtomicU64,
+    pub(crate) mirror_failed: AtomicU64,
+    pub(crate) mirror_skipped: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when
     /// the thread ends, drained or not.
     pub(crate) running: AtomicBool,

@@ -195,7 +195,7 @@ struct Reference<'c> {
 
 impl Clusters {
     /// Builds one cluster per distinct (destination host, port) referenced by any
-    /// VirtualService route, resolving DNS names now.
+    /// VirtualService route or mirror, resolving DNS names now.
     pub fn build(config: &Config) -> Result<Clusters, ClusterError> {
         let mut clusters = Clusters::default();
         for vs in &config.virtual_services {
@@ -209,6 +209,9 @@ impl Clusters {
                 };
                 for destination in destinations {
                     clusters.add(config, &destination.host, destination.port, reference)?;
+                }
+                for mirror in &http.policies.mirrors {
+                    clusters.add(config, &mirror.host, mirror.port, reference)?;
                 }
             }
         }
@@ -517,6 +520,7 @@ mod tests {
                     timeout: None,
                     retries: None,
                     headers: Default::default(),
+                    policies: Default::default(),
                 })
                 .collect(),
         }

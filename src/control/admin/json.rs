@@ -450,7 +450,54 @@ fn http_route(index: usize, r: &HttpRoute) -> Value {
         );
     }
     out.insert("headers".into(), header_operations(&r.headers));
+    route_policies(&r.policies, &mut out);
     Value::Object(out)
+}
+
+/// A rule's `fault`, `cors_policy` and `mirrors`, when it has them.
+fn route_policies(p: &crate::config::RoutePolicies, out: &mut Map<String, Value>) {
+    if !p.mirrors.is_empty() {
+        let mirrors: Vec<Value> = p
+            .mirrors
+            .iter()
+            .map(|m| {
+                json!({
+                    "destination": { "host": m.host, "port": m.port },
+                    "percentage": m.share.percent(),
+                })
+            })
+            .collect();
+        out.insert("mirrors".into(), mirrors.into());
+    }
+    if let Some(fault) = &p.fault {
+        out.insert(
+            "fault".into(),
+            json!({
+                "delay": fault.delay.map(|d| json!({
+                    "fixed_delay": format!("{}s", d.fixed.as_secs_f64()),
+                    "percentage": d.share.percent(),
+                })),
+                "abort": fault.abort.map(|a| json!({
+                    "http_status": a.status,
+                    "percentage": a.share.percent(),
+                })),
+            }),
+        );
+    }
+    if let Some(cors) = &p.cors {
+        out.insert(
+            "cors_policy".into(),
+            json!({
+                "allow_origins": cors.allow_origins.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "allow_methods": cors.allow_methods,
+                "allow_headers": cors.allow_headers,
+                "expose_headers": cors.expose_headers,
+                "max_age": cors.max_age,
+                "allow_credentials": cors.allow_credentials,
+                "unmatched_preflights": if cors.forward_unmatched_preflights { "FORWARD" } else { "IGNORE" },
+            }),
+        );
+    }
 }
 
 fn route_match(m: &RouteMatch) -> Value {

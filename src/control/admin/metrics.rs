@@ -194,6 +194,48 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             |s: &ShardStats| ShardStats::get(&s.accept_failures),
         ),
         (
+            "ringress_fault_delays_injected_total",
+            "counter",
+            "Requests a route's fault delayed, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.fault_delays_injected),
+        ),
+        (
+            "ringress_fault_aborts_injected_total",
+            "counter",
+            "Requests a route's fault aborted, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.fault_aborts_injected),
+        ),
+        (
+            "ringress_cors_origin_valid_total",
+            "counter",
+            "CORS requests whose Origin a route's corsPolicy allows, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.cors_origin_valid),
+        ),
+        (
+            "ringress_cors_origin_invalid_total",
+            "counter",
+            "CORS requests whose Origin a route's corsPolicy does not allow, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.cors_origin_invalid),
+        ),
+        (
+            "ringress_mirror_sent_total",
+            "counter",
+            "Mirrored copies of requests the mirror answered, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.mirror_sent),
+        ),
+        (
+            "ringress_mirror_failed_total",
+            "counter",
+            "Mirrored copies of requests that failed (no endpoint, connect, I/O, timeout), by shard.",
+            |s: &ShardStats| ShardStats::get(&s.mirror_failed),
+        ),
+        (
+            "ringress_mirror_skipped_total",
+            "counter",
+            "Requests of a mirror's share not mirrored (body not whole with the head, too large, an upgrade, too many in flight), by shard.",
+            |s: &ShardStats| ShardStats::get(&s.mirror_skipped),
+        ),
+        (
             "ringress_connection_panics_total",
             "counter",
             "Connection tasks that panicked, by shard (each closed only its own connection).",
