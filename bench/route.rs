@@ -90,6 +90,8 @@ fn config() -> Config {
             hosts: vec![h.clone()],
             gateways: vec!["gw".to_owned()],
             http: (0..RULES).map(rule).collect(),
+            tls: vec![],
+            tcp: vec![],
         })
         .collect();
     Config {

@@ -23,9 +23,11 @@
 //! - [`shard`]: one pinned thread per core: listeners, accept loop, mailbox.
 //! - [`uring`]: the io_uring runtime, the only module with `unsafe`.
 //! - [`tls`]: certificate loading, SNI resolution, rustls server configs, tickets.
-//! - [`proxy`]: one client connection's life; read this first.
+//! - [`proxy`]: one client connection's life; read this first (TLS passthrough and TCP
+//!   connections are relayed whole by `proxy/passthrough.rs`).
 //! - [`http`]: HTTP/1.1 head parsing, body framing, header rewriting, error responses.
-//! - [`route`]: compiled route tables: (port, host, path, headers) → action.
+//! - [`route`]: compiled route tables: (port, host, path, headers) → action, and (port,
+//!   SNI) → clusters for `tls:`/`tcp:` routes.
 //! - [`upstream`]: clusters, load balancing, per-shard keep-alive pools.
 //! - [`access_log`]: the line each request leaves, written off the shards.
 //! - [`demo`]: `ringress demo`: generated PKI and a built-in httpbin-like upstream.

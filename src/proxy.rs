@@ -10,6 +10,8 @@
 //!       until the client or a response says close, or the keep-alive timeout.
 //!   └─▶ the client chose h2 (ALPN) or sent the h2c preface: `http2::serve` takes the
 //!       connection; each stream runs the loop above for one request (`Downstream::H2`).
+//! accept on a TLS passthrough or TCP port ─▶ `passthrough::serve`: SNI (or the port)
+//!   picks a `tls:`/`tcp:` route, bytes relayed untouched to one upstream connection.
 //! ```
 //!
 //! A connection takes the shard's newest snapshot at every request, so routes change
@@ -22,6 +24,7 @@ mod error;
 mod forward;
 mod http2;
 mod mirror;
+mod passthrough;
 mod policies;
 mod retry;
 mod tunnel;
@@ -35,6 +38,7 @@ use std::time::{Duration, Instant};
 pub(crate) use downstream::{Downstream, Ending, HandshakeError};
 pub(crate) use error::{ProxyError, Side};
 pub(crate) use http2::FloodGuard;
+pub(crate) use passthrough::L4_OUTCOMES;
 
 use crate::access_log::{Field, Record};
 use crate::auth::{self, AuthRequest, AuthzRequest, HeaderEdits};
@@ -179,7 +183,9 @@ fn serve_h2(conn: Connection) -> std::pin::Pin<Box<impl Future<Output = ()>>> {
     Box::pin(http2::serve(conn))
 }
 
-/// Finds the connection's listener and completes the TLS handshake's first steps.
+/// Finds the connection's listener and completes the TLS handshake's first steps. A
+/// TLS passthrough or TCP listener's connection is relayed here, whole
+/// (`passthrough::serve`), and comes back as `None`.
 async fn start(
     stream: TcpStream,
     peer: SocketAddr,
@@ -189,6 +195,11 @@ async fn start(
     let accepted = uring::now();
     let snapshot = ctx.snapshot();
     let listener = snapshot.listeners.iter().find(|l| l.port() == port)?;
+    if listener.protocol.is_l4() {
+        // Boxed: an HTTP connection's handshake future stays as small as it was.
+        Box::pin(passthrough::serve(stream, peer, port, ctx.clone())).await;
+        return None;
+    }
     // TCP_NODELAY came with the socket from its listener (`Listener::bind`). A client
     // that stops reading fails its send after the idle timeout.
     stream.set_send_timeout(ctx.settings.timeouts.idle);

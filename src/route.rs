@@ -24,6 +24,8 @@
 //! conditions use the `regex` crate's per-regex cache pool; a shard that wants its own
 //! caches can clone its table (a cloned `Regex` gets a fresh pool).
 
+pub(crate) mod l4;
+
 use crate::fast_hash::FastMap;
 use crate::shard::StatusCounters;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +37,7 @@ use thiserror::Error;
 use crate::config::{
     Config, HeaderOperations, HostPattern, HttpRoute, Origin, Protocol, Redirect, Retries, Rewrite,
     RouteAction, RouteMatch, RoutePolicies, Share, StringMatch, VirtualService,
+    WeightedDestination,
 };
 use crate::upstream::cluster::{ClusterId, Clusters};
 
@@ -156,7 +159,6 @@ impl WeightedClusters {
     }
 
     /// Each cluster that can be picked, with its weight.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ClusterId, u32)> + '_ {
         let mut previous = 0;
         self.choices.iter().map(move |&(c, upto)| {
@@ -188,9 +190,13 @@ pub(crate) struct Selected<'t> {
 /// Why a configuration's routes cannot be compiled.
 #[derive(Debug, Error)]
 pub enum RouteError {
-    #[error("{origin}: http[{rule}].route[{destination}]: destination {host}{port} has no cluster")]
+    #[error(
+        "{origin}: {section}[{rule}].route[{destination}]: destination {host}{port} has no cluster"
+    )]
     MissingCluster {
         origin: Box<Origin>,
+        /// `http`, `tls` or `tcp`.
+        section: &'static str,
         rule: usize,
         destination: usize,
         host: String,
@@ -205,8 +211,12 @@ pub enum RouteError {
         host: String,
         port: String,
     },
-    #[error("{origin}: http[{rule}].route is empty")]
-    NoDestination { origin: Box<Origin>, rule: usize },
+    #[error("{origin}: {section}[{rule}].route is empty")]
+    NoDestination {
+        origin: Box<Origin>,
+        section: &'static str,
+        rule: usize,
+    },
 }
 
 /// A uri condition, with `ignoreUriCase` folded in at compile time.
@@ -387,7 +397,7 @@ fn path_without_query(path: &str) -> &str {
 }
 
 /// Host names from the configuration: see [`crate::fast_hash`].
-type HostMap<V> = FastMap<Box<str>, V>;
+pub(crate) type HostMap<V> = FastMap<Box<str>, V>;
 
 /// Everything one listener port serves: the routes of all Gateway servers on it.
 #[derive(Debug, Clone, Default)]
@@ -490,15 +500,11 @@ impl RouteTable {
             ..RouteTable::default()
         };
         for (pattern, bucket) in buckets {
-            match pattern {
-                HostPattern::Exact(host) => {
-                    table.exact.insert(host.into_boxed_str(), bucket);
-                }
-                HostPattern::Suffix(suffix) => {
-                    table.suffix.insert(suffix.into_boxed_str(), bucket);
-                }
-                HostPattern::Any => table.any = Some(bucket),
-            }
+            insert_host(
+                (&mut table.exact, &mut table.suffix, &mut table.any),
+                pattern,
+                bucket,
+            );
         }
         Ok(table)
     }
@@ -522,19 +528,7 @@ impl RouteTable {
 
     /// The bucket for a host: exact, else the longest `*.suffix`, else `*`.
     fn bucket(&self, host: &str) -> Option<&Bucket> {
-        if let Some(bucket) = self.exact.get(host) {
-            return Some(bucket);
-        }
-        if !self.suffix.is_empty() {
-            // Leftmost dot first: the longest suffix. A suffix needs at least one
-            // character before it, so the dot at 0 is skipped.
-            for (dot, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
-                if let Some(bucket) = host.get(dot..).and_then(|s| self.suffix.get(s)) {
-                    return Some(bucket);
-                }
-            }
-        }
-        self.any.as_ref()
+        lookup_host(&self.exact, &self.suffix, self.any.as_ref(), host)
     }
 
     /// Every route of the table (rules of every host pattern, then https redirects), in
@@ -579,9 +573,50 @@ impl RouteTable {
     }
 }
 
+/// The value for `host` among values by host pattern (`exact` by name, `suffix` by
+/// suffix with its leading dot, `any` for `*`): the exact name, else the longest
+/// matching suffix, else `any`; no fallback from a more specific match that exists.
+pub(crate) fn lookup_host<'t, V>(
+    exact: &'t HostMap<V>,
+    suffix: &'t HostMap<V>,
+    any: Option<&'t V>,
+    host: &str,
+) -> Option<&'t V> {
+    if let Some(value) = exact.get(host) {
+        return Some(value);
+    }
+    if !suffix.is_empty() {
+        // Leftmost dot first: the longest suffix. A suffix needs at least one
+        // character before it, so the dot at 0 is skipped.
+        for (dot, _) in host.match_indices('.').filter(|(i, _)| *i > 0) {
+            if let Some(value) = host.get(dot..).and_then(|s| suffix.get(s)) {
+                return Some(value);
+            }
+        }
+    }
+    any
+}
+
+/// Puts `value` under `pattern` in the maps [`lookup_host`] reads.
+pub(crate) fn insert_host<V>(
+    (exact, suffix, any): (&mut HostMap<V>, &mut HostMap<V>, &mut Option<V>),
+    pattern: HostPattern,
+    value: V,
+) {
+    match pattern {
+        HostPattern::Exact(host) => {
+            exact.insert(host.into_boxed_str(), value);
+        }
+        HostPattern::Suffix(s) => {
+            suffix.insert(s.into_boxed_str(), value);
+        }
+        HostPattern::Any => *any = Some(value),
+    }
+}
+
 /// The hosts both a VirtualService host and a Gateway server host cover, as one
 /// pattern (the more specific of the two), or `None` when they share none.
-fn intersect(vs: &HostPattern, server: &HostPattern) -> Option<HostPattern> {
+pub(crate) fn intersect(vs: &HostPattern, server: &HostPattern) -> Option<HostPattern> {
     use HostPattern::{Any, Exact, Suffix};
     match (vs, server) {
         (Any, other) | (other, Any) => Some(other.clone()),
@@ -632,30 +667,13 @@ fn compile_rule(
     clusters: &Clusters,
 ) -> Result<Rule, RouteError> {
     let action = match &http.action {
-        RouteAction::Route(destinations) => {
-            let mut weighted = Vec::with_capacity(destinations.len());
-            for (d, destination) in destinations.iter().enumerate() {
-                let cluster = clusters
-                    .lookup(&destination.host, destination.port)
-                    .ok_or_else(|| RouteError::MissingCluster {
-                        origin: Box::new(vs.origin.clone()),
-                        rule: index,
-                        destination: d,
-                        host: destination.host.clone(),
-                        port: destination
-                            .port
-                            .map(|p| format!(":{p}"))
-                            .unwrap_or_default(),
-                    })?;
-                weighted.push((cluster, destination.weight));
-            }
-            Action::Forward(WeightedClusters::new(&weighted).ok_or_else(|| {
-                RouteError::NoDestination {
-                    origin: Box::new(vs.origin.clone()),
-                    rule: index,
-                }
-            })?)
-        }
+        RouteAction::Route(destinations) => Action::Forward(weighted_clusters(
+            vs,
+            "http",
+            index,
+            destinations,
+            clusters,
+        )?),
         RouteAction::Redirect(redirect) => Action::Redirect(redirect.clone()),
         RouteAction::DirectResponse { status, body } => Action::Direct {
             status: *status,
@@ -694,6 +712,38 @@ fn compile_rule(
             mirrors,
             stats: StatusCounters::default(),
         },
+    })
+}
+
+/// The clusters of a rule's weighted destinations (`section[rule]` of `vs`).
+pub(crate) fn weighted_clusters(
+    vs: &VirtualService,
+    section: &'static str,
+    rule: usize,
+    destinations: &[WeightedDestination],
+    clusters: &Clusters,
+) -> Result<WeightedClusters, RouteError> {
+    let mut weighted = Vec::with_capacity(destinations.len());
+    for (d, destination) in destinations.iter().enumerate() {
+        let cluster = clusters
+            .lookup(&destination.host, destination.port)
+            .ok_or_else(|| RouteError::MissingCluster {
+                origin: Box::new(vs.origin.clone()),
+                section,
+                rule,
+                destination: d,
+                host: destination.host.clone(),
+                port: destination
+                    .port
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default(),
+            })?;
+        weighted.push((cluster, destination.weight));
+    }
+    WeightedClusters::new(&weighted).ok_or_else(|| RouteError::NoDestination {
+        origin: Box::new(vs.origin.clone()),
+        section,
+        rule,
     })
 }
 
@@ -865,6 +915,8 @@ mod tests {
             hosts: hosts.iter().map(|h| host(h)).collect(),
             gateways: gateways.iter().map(|g| (*g).to_owned()).collect(),
             http,
+            tls: vec![],
+            tcp: vec![],
         }
     }
 

@@ -19,6 +19,7 @@ use crate::config::{
     Config, Credential, HostPattern, Origin, Protocol, RouteAction, ServerTls, TlsMode,
 };
 use crate::route::RouteTable;
+use crate::route::l4::L4Table;
 use crate::tls::{self, CertInfo, CertifiedMaterial, SniSelector, Ticketers};
 use crate::upstream::{ClusterError, Clusters};
 
@@ -114,6 +115,8 @@ pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     pub(crate) listeners: Vec<ListenerSpec>,
     pub(crate) routes: BTreeMap<u16, RouteTable>,
+    /// The `tls[]`/`tcp[]` routes of each TLS passthrough or TCP port.
+    pub(crate) l4_routes: BTreeMap<u16, L4Table>,
     pub(crate) clusters: Clusters,
     /// End-user authentication (`RequestAuthentication`, v1alpha1 `Policy`), when
     /// the configuration declares any.
@@ -146,11 +149,13 @@ impl Snapshot {
         reject_subsets(config)?;
         let clusters = Clusters::build(config)?;
         let routes = RouteTable::build_all(config, &clusters)?;
+        let l4_routes = L4Table::build_all(config, &clusters)?;
         let listeners = build_listeners(config, secrets_dir, ticketers)?;
         Ok(Snapshot {
             generation,
             listeners,
             routes,
+            l4_routes,
             clusters,
             authn: Authn::new(config, generation),
             authz: Authz::new(config),

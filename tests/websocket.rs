@@ -272,9 +272,7 @@ fn autobahn_cases_that_pass_straight_pass_through_the_gateway() {
     for (how, results) in [("through the gateway", &through), ("over HTTP/2", &over_h2)] {
         let worse: Vec<_> = straight
             .iter()
-            .filter(|(case, r)| {
-                *r == "OK" && results.get(*case).map(String::as_str) != Some("OK")
-            })
+            .filter(|(case, r)| *r == "OK" && results.get(*case).map(String::as_str) != Some("OK"))
             .map(|(case, _)| (case, results.get(case)))
             .collect();
         assert!(worse.is_empty(), "cases that fail only {how}: {worse:?}");

@@ -131,6 +131,10 @@ pub(crate) struct FileVirtualServiceSpec {
     pub(crate) gateways: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) http: Vec<FileHttpRoute>,
+    #[serde(default)]
+    pub(crate) tls: Vec<super::file_l4::FileL4Route>,
+    #[serde(default)]
+    pub(crate) tcp: Vec<super::file_l4::FileL4Route>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,7 +377,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
                 "verifyCertificateHash",
             ],
         ),
-        "FileVirtualServiceSpec" => (&["exportTo"], &["tcp", "tls"]),
+        "FileVirtualServiceSpec" => (&["exportTo"], &[]),
         "FileHttpRoute" => (
             &[],
             &[

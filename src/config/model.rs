@@ -93,6 +93,29 @@ pub struct Gateway {
 pub enum Protocol {
     Http,
     Https,
+    /// `TLS` (or `HTTPS`) with `tls.mode: PASSTHROUGH`: the ClientHello's SNI picks a
+    /// `tls[]` route, the bytes go to the upstream untouched.
+    TlsPassthrough,
+    /// `TCP`: the first `tcp[]` route that applies takes the connection.
+    Tcp,
+}
+
+impl Protocol {
+    /// Whether connections on the port are relayed as bytes (`tls[]`/`tcp[]` routes),
+    /// not served as HTTP.
+    pub fn is_l4(self) -> bool {
+        matches!(self, Protocol::TlsPassthrough | Protocol::Tcp)
+    }
+
+    /// The `port.protocol` Istio's manifests write (`HTTPS` with PASSTHROUGH is `TLS`).
+    pub fn istio_name(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP",
+            Protocol::Https => "HTTPS",
+            Protocol::TlsPassthrough => "TLS",
+            Protocol::Tcp => "TCP",
+        }
+    }
 }
 
 /// One entry of a Gateway's `servers[]`.
@@ -173,6 +196,10 @@ pub struct VirtualService {
     /// Gateway names as written (`name` or `namespace/name`), namespace removed.
     pub gateways: Vec<String>,
     pub http: Vec<HttpRoute>,
+    /// `tls[]`: routes of TLS passthrough servers, by SNI.
+    pub tls: Vec<super::L4Route>,
+    /// `tcp[]`: routes of TCP servers.
+    pub tcp: Vec<super::L4Route>,
 }
 
 /// A string condition of a `match` (`exact`, `prefix`, `regex`).

@@ -505,13 +505,6 @@ fn unimplemented_istio_fields() {
             "{e}"
         );
     }
-    let text = with_routes(RULE).replace("  http:\n", "  tcp:\n  - route: []\n  http:\n");
-    assert_eq!(
-        error(&text),
-        "/etc/ringress/gw.yaml:23:3: document 2 (VirtualService vs): spec.tcp: field `tcp` is not implemented by ringress yet"
-    );
-    let text = with_routes(RULE).replace("  http:\n", "  tls:\n  - route: []\n  http:\n");
-    assert!(error(&text).ends_with("spec.tls: field `tls` is not implemented by ringress yet"));
 }
 
 #[test]
@@ -711,15 +704,15 @@ fn port_and_protocol_checks() {
     );
     assert_eq!(
         error(&gateway(
-            "  - port: {number: 443, protocol: TLS}\n    hosts: [a]\n"
+            "  - port: {number: 443, protocol: MONGO}\n    hosts: [a]\n"
         )),
-        "/etc/ringress/gw.yaml:7:25: document 1 (Gateway gw): spec.servers[0].port.protocol: protocol TLS is not implemented by ringress yet; accepted: HTTP, HTTPS"
+        "/etc/ringress/gw.yaml:7:25: document 1 (Gateway gw): spec.servers[0].port.protocol: protocol MONGO is not implemented by ringress yet; accepted: HTTP, HTTPS, TLS, TCP"
     );
     assert_eq!(
         error(&gateway(
             "  - port: {number: 443, protocol: QUIC}\n    hosts: [a]\n"
         )),
-        "/etc/ringress/gw.yaml:7:25: document 1 (Gateway gw): spec.servers[0].port.protocol: invalid value \"QUIC\": accepted protocols: HTTP, HTTPS"
+        "/etc/ringress/gw.yaml:7:25: document 1 (Gateway gw): spec.servers[0].port.protocol: invalid value \"QUIC\": accepted protocols: HTTP, HTTPS, TLS, TCP"
     );
     let config = load_ok(&gateway(
         "  - port: {number: 8080, protocol: HTTP}\n    hosts: [a]\n    bind: 127.0.0.1\n",
@@ -788,20 +781,28 @@ fn tls_modes() {
             expected
         );
     }
-    for mode in ["PASSTHROUGH", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL"] {
-        assert_eq!(
-            error(&gateway(&https_server(&format!("      mode: {mode}\n")))),
-            format!(
-                "/etc/ringress/gw.yaml:14:7: document 1 (Gateway gw): spec.servers[0].tls.mode: tls mode {mode} is not implemented by ringress yet; accepted: SIMPLE, MUTUAL, OPTIONAL_MUTUAL"
-            )
-        );
-    }
+    // HTTPS with PASSTHROUGH is served as Istio serves it: like TLS.
+    let config = load_ok(&gateway(&https_server("      mode: PASSTHROUGH\n")));
+    let server = &config.gateways[0].servers[0];
+    assert_eq!(server.protocol, Protocol::TlsPassthrough);
+    assert!(server.tls.is_none());
+    // The modes of a mesh say why they cannot be served.
+    let e = error(&gateway(&https_server("      mode: AUTO_PASSTHROUGH\n")));
+    assert!(
+        e.starts_with("/etc/ringress/gw.yaml:14:7: document 1 (Gateway gw): spec.servers[0].tls.mode: tls mode AUTO_PASSTHROUGH routes by an SNI that encodes a mesh service's cluster name"),
+        "{e}"
+    );
+    let e = error(&gateway(&https_server("      mode: ISTIO_MUTUAL\n")));
+    assert!(
+        e.ends_with("tls mode ISTIO_MUTUAL uses certificates issued to workloads by the mesh's CA (istiod); ringress has no mesh: use SIMPLE or MUTUAL with your own certificates"),
+        "{e}"
+    );
     assert_eq!(
         errors(&gateway(&https_server(
             "      mode: STRICT\n      credentialName: a\n"
         ))),
         vec![
-            "/etc/ringress/gw.yaml:14:7: document 1 (Gateway gw): spec.servers[0].tls.mode: invalid value \"STRICT\": accepted tls modes: SIMPLE, MUTUAL, OPTIONAL_MUTUAL"
+            "/etc/ringress/gw.yaml:14:7: document 1 (Gateway gw): spec.servers[0].tls.mode: invalid value \"STRICT\": accepted tls modes: SIMPLE, MUTUAL, OPTIONAL_MUTUAL, PASSTHROUGH"
         ]
     );
     assert_eq!(
@@ -1292,7 +1293,7 @@ fn service_entry_port_protocols() {
         error(&service_entry(
             "  hosts: [svc]\n  ports: [{number: 1, name: a, protocol: GRPC-WEB}]\n  resolution: DNS\n"
         ))
-        .ends_with("upstream protocol GRPC-WEB is not implemented by ringress yet; accepted: HTTP, HTTP2, GRPC")
+        .ends_with("upstream protocol GRPC-WEB is not implemented by ringress yet; accepted: HTTP, HTTP2, GRPC, TCP, TLS")
     );
 }
 
@@ -1325,9 +1326,9 @@ fn service_entry_errors() {
     );
     assert_eq!(
         error(&service_entry(
-            "  hosts: [httpbin]\n  ports: [{number: 8000, name: tls, protocol: TLS}]\n  resolution: DNS\n"
+            "  hosts: [httpbin]\n  ports: [{number: 8000, name: https, protocol: HTTPS}]\n  resolution: DNS\n"
         )),
-        "/etc/ringress/gw.yaml:7:37: document 1 (ServiceEntry se): spec.ports[0].protocol: upstream protocol TLS is not implemented by ringress yet; accepted: HTTP, HTTP2, GRPC"
+        "/etc/ringress/gw.yaml:7:39: document 1 (ServiceEntry se): spec.ports[0].protocol: upstream protocol HTTPS is not implemented by ringress yet; accepted: HTTP, HTTP2, GRPC, TCP, TLS"
     );
     assert_eq!(
         error(&service_entry(&format!(
@@ -1891,4 +1892,161 @@ fn mirror_and_route_conflicts_are_errors() {
             "{e}"
         );
     }
+}
+// ---------------------------------------------------------------------------------------
+// TLS passthrough and TCP
+
+const PASSTHROUGH_SERVER: &str = "  - port:\n      number: 443\n      name: tls\n      protocol: TLS\n    hosts:\n    - \"*.example.com\"\n    tls:\n      mode: PASSTHROUGH\n";
+
+const TCP_SERVER: &str =
+    "  - port:\n      number: 5432\n      name: db\n      protocol: TCP\n    hosts:\n    - \"*\"\n";
+
+/// A Gateway with [`PASSTHROUGH_SERVER`] and [`TCP_SERVER`], and a VirtualService on it
+/// for `*.example.com` whose `spec` goes on with `routes` (`tls:` or `tcp:`, from
+/// line 31).
+fn l4(routes: &str) -> String {
+    format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: vs\nspec:\n  hosts:\n  - \"*.example.com\"\n  gateways:\n  - gw\n{routes}",
+        gateway(&format!("{PASSTHROUGH_SERVER}{TCP_SERVER}"))
+    )
+}
+
+const TLS_ROUTE_TO_A: &str =
+    "    route:\n    - destination:\n        host: a\n        port: {number: 443}\n";
+
+#[test]
+fn passthrough_and_tcp_servers_and_their_routes_load() {
+    let config = load_ok(&l4(&format!(
+        "  tls:\n  - match:\n    - sniHosts: [a.example.com, \"*.b.example.com\"]\n      port: 443\n      gateways: [gw]\n{TLS_ROUTE_TO_A}  tcp:\n  - match:\n    - port: 5432\n    route:\n    - destination: {{host: db}}\n      weight: 60\n    - destination: {{host: db2}}\n      weight: 40\n"
+    )));
+    let servers = &config.gateways[0].servers;
+    assert_eq!(servers[0].protocol, Protocol::TlsPassthrough);
+    assert_eq!(servers[1].protocol, Protocol::Tcp);
+    let vs = &config.virtual_services[0];
+    assert!(vs.http.is_empty());
+    let m = &vs.tls[0].matches[0];
+    assert_eq!(
+        m.sni_hosts,
+        [
+            HostPattern::Exact("a.example.com".into()),
+            HostPattern::Suffix(".b.example.com".into())
+        ]
+    );
+    assert_eq!(
+        (m.port, m.gateways.as_slice()),
+        (Some(443), &["gw".to_owned()][..])
+    );
+    assert_eq!(vs.tls[0].route[0].port, Some(443));
+    assert_eq!(vs.tcp[0].matches[0].port, Some(5432));
+    let weights: Vec<u32> = vs.tcp[0].route.iter().map(|d| d.weight).collect();
+    assert_eq!(weights, [60, 40]);
+}
+
+#[test]
+fn tls_and_tcp_route_errors_name_their_fields() {
+    // Istio requires a match with sniHosts on every tls route.
+    assert_eq!(
+        error(&l4(
+            "  tls:\n  - route:\n    - destination:\n        host: a\n"
+        )),
+        "/etc/ringress/gw.yaml:32:5: document 2 (VirtualService vs): spec.tls[0].match: a tls route needs at least one match with sniHosts (Istio requires it)"
+    );
+    assert_eq!(
+        error(&l4(&format!(
+            "  tls:\n  - match:\n    - port: 443\n{TLS_ROUTE_TO_A}"
+        ))),
+        "/etc/ringress/gw.yaml:33:7: document 2 (VirtualService vs): spec.tls[0].match[0].sniHosts: a tls match needs at least one SNI host (Istio requires it)"
+    );
+    // An SNI host outside the VirtualService's hosts.
+    assert_eq!(
+        error(&l4(&format!(
+            "  tls:\n  - match:\n    - sniHosts: [other.org]\n{TLS_ROUTE_TO_A}"
+        ))),
+        "/etc/ringress/gw.yaml:33:18: document 2 (VirtualService vs): spec.tls[0].match[0].sniHosts[0]: SNI host other.org is not covered by this VirtualService's hosts (*.example.com), as Istio requires"
+    );
+    // A match's Gateway must be one of the VirtualService's.
+    assert_eq!(
+        error(&l4(
+            "  tcp:\n  - match:\n    - gateways: [other]\n    route:\n    - destination: {host: db}\n"
+        )),
+        "/etc/ringress/gw.yaml:33:18: document 2 (VirtualService vs): spec.tcp[0].match[0].gateways[0]: Gateway \"other\" is not in this VirtualService's gateways (gw): the match could never apply"
+    );
+    // The route is required; weights add up to 100 as for http.
+    assert_eq!(
+        error(&l4("  tcp:\n  - match:\n    - port: 5432\n")),
+        "/etc/ringress/gw.yaml:32:5: document 2 (VirtualService vs): spec.tcp[0].route: required field is missing"
+    );
+    assert!(
+        error(&l4("  tcp:\n  - route:\n    - destination: {host: a}\n      weight: 50\n    - destination: {host: b}\n      weight: 20\n"))
+            .ends_with("spec.tcp[0].route: destination weights add up to 70 (50 + 20); they must add up to 100")
+    );
+    // RouteDestination has no headers (that is HTTPRouteDestination).
+    assert!(
+        error(&l4(
+            "  tcp:\n  - route:\n    - destination: {host: a}\n      headers: {}\n"
+        ))
+        .contains("spec.tcp[0].route[0].headers: unknown field `headers`")
+    );
+    // Mesh-only selectors say why.
+    for (section, field) in [
+        ("tls", "sourceLabels"),
+        ("tls", "destinationSubnets"),
+        ("tcp", "sourceNamespace"),
+        ("tcp", "sourceSubnet"),
+    ] {
+        let sni = if section == "tls" {
+            "      sniHosts: [a.example.com]\n"
+        } else {
+            ""
+        };
+        let e = error(&l4(&format!(
+            "  {section}:\n  - match:\n    - {field}: {{}}\n{sni}{TLS_ROUTE_TO_A}"
+        )));
+        assert!(
+            e.contains(&format!("spec.{section}[0].match[0].{field}: `{field}` selects by where a connection comes from or goes to inside a mesh")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn passthrough_and_tcp_server_tls_blocks() {
+    let tls_server = |tls: &str| {
+        gateway(&format!(
+            "  - port: {{number: 443, name: tls, protocol: TLS}}\n    hosts: [a.example.com]\n{tls}"
+        ))
+    };
+    assert_eq!(
+        error(&tls_server("")),
+        "/etc/ringress/gw.yaml:7:5: document 1 (Gateway gw): spec.servers[0].tls: a TLS server needs tls with mode PASSTHROUGH (the upstream terminates TLS)"
+    );
+    assert_eq!(
+        error(&tls_server(
+            "    tls:\n      mode: SIMPLE\n      credentialName: c\n"
+        )),
+        "/etc/ringress/gw.yaml:10:7: document 1 (Gateway gw): spec.servers[0].tls.mode: tls mode SIMPLE on a TLS server (TLS terminated, then tcp routes) is not implemented by ringress yet; accepted: PASSTHROUGH; to terminate TLS, use protocol HTTPS"
+    );
+    assert!(
+        error(&tls_server("    tls:\n      mode: AUTO_PASSTHROUGH\n"))
+            .contains("AUTO_PASSTHROUGH routes by an SNI")
+    );
+    assert_eq!(
+        error(&tls_server(
+            "    tls:\n      mode: PASSTHROUGH\n      credentialName: c\n"
+        )),
+        "/etc/ringress/gw.yaml:11:7: document 1 (Gateway gw): spec.servers[0].tls.credentialName: `credentialName` has no effect with mode PASSTHROUGH: the upstream terminates TLS with its own certificate"
+    );
+    assert_eq!(
+        error(&gateway(
+            "  - port: {number: 5432, name: db, protocol: TCP}\n    hosts: [\"*\"]\n    tls:\n      mode: PASSTHROUGH\n"
+        )),
+        "/etc/ringress/gw.yaml:9:5: document 1 (Gateway gw): spec.servers[0].tls: a TCP server takes no tls block; for TLS routed by SNI use protocol TLS with tls.mode PASSTHROUGH"
+    );
+    // A port is either passthrough or terminated, not both.
+    let both = format!(
+        "{PASSTHROUGH_SERVER}  - port:\n      number: 443\n      name: https\n      protocol: HTTPS\n    hosts:\n    - a.example.org\n    tls:\n      mode: SIMPLE\n      credentialName: c\n"
+    );
+    assert!(
+        error(&gateway(&both)).contains("port 443 is already served as TLS by document 1 (Gateway gw) spec.servers[0]; servers sharing a port must use the same protocol")
+    );
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod auth;
 mod authz;
+mod l4;
 mod traffic;
 
 use super::duration::parse_duration;
@@ -84,16 +85,17 @@ const RETRY_ON: &[&str] = &[
 
 /// Gateway server protocols Istio knows that ringress does not serve yet.
 const OTHER_SERVER_PROTOCOLS: &[&str] = &[
-    "HTTP2", "GRPC", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP",
+    "HTTP2", "GRPC", "GRPC-WEB", "MONGO", "MYSQL", "REDIS", "UDP",
 ];
+
+/// Gateway server protocols ringress serves, as messages list them.
+const SERVER_PROTOCOLS: &str = "HTTP, HTTPS, TLS, TCP";
 
 /// ServiceEntry port protocols ringress proxies to.
-const UPSTREAM_PROTOCOLS: &[&str] = &["HTTP", "HTTP2", "GRPC"];
+const UPSTREAM_PROTOCOLS: &[&str] = &["HTTP", "HTTP2", "GRPC", "TCP", "TLS"];
 
 /// ServiceEntry port protocols Istio knows that ringress does not proxy to yet.
-const OTHER_UPSTREAM_PROTOCOLS: &[&str] = &[
-    "HTTPS", "GRPC-WEB", "TCP", "TLS", "MONGO", "MYSQL", "REDIS", "UDP",
-];
+const OTHER_UPSTREAM_PROTOCOLS: &[&str] = &["HTTPS", "GRPC-WEB", "MONGO", "MYSQL", "REDIS", "UDP"];
 
 /// What a document is, for messages and for the checks across documents.
 struct DocInfo<'a> {
@@ -643,7 +645,20 @@ impl Check<'_, '_> {
             .collect();
         let (number, protocol) = (number?, protocol?);
         let tls_path = p.key("tls");
+        // HTTPS with PASSTHROUGH is served as Istio serves it: like TLS.
+        let passthrough = raw
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode.as_deref() == Some("PASSTHROUGH"));
+        let protocol = match protocol {
+            Protocol::Https if passthrough => Protocol::TlsPassthrough,
+            other => other,
+        };
         let (tls, https_redirect) = match (protocol, raw.tls) {
+            (Protocol::TlsPassthrough | Protocol::Tcp, tls) => {
+                self.l4_server_tls(protocol, tls.as_ref(), &tls_path)?;
+                (None, false)
+            }
             (Protocol::Https, None) => {
                 self.rule(
                     &tls_path,
@@ -666,9 +681,8 @@ impl Check<'_, '_> {
                 (None, tls.https_redirect.unwrap_or(false))
             }
         };
-        let port_name = port.name.unwrap_or_else(|| match protocol {
-            Protocol::Http => format!("http-{number}"),
-            Protocol::Https => format!("https-{number}"),
+        let port_name = port.name.unwrap_or_else(|| {
+            format!("{}-{number}", protocol_name(protocol).to_ascii_lowercase())
         });
         Some(Server {
             port: number,
@@ -690,18 +704,24 @@ impl Check<'_, '_> {
         match upper.as_str() {
             "HTTP" => Some(Protocol::Http),
             "HTTPS" => Some(Protocol::Https),
+            "TLS" => Some(Protocol::TlsPassthrough),
+            "TCP" => Some(Protocol::Tcp),
             other if OTHER_SERVER_PROTOCOLS.contains(&other) => {
                 self.err(
                     path,
                     Problem::ValueNotImplemented {
                         what: format!("protocol {raw}"),
-                        accepted: "HTTP, HTTPS".to_owned(),
+                        accepted: SERVER_PROTOCOLS.to_owned(),
                     },
                 );
                 None
             }
             _ => {
-                self.invalid(path, format!("{raw:?}"), "accepted protocols: HTTP, HTTPS");
+                self.invalid(
+                    path,
+                    format!("{raw:?}"),
+                    format!("accepted protocols: {SERVER_PROTOCOLS}"),
+                );
                 None
             }
         }
@@ -733,27 +753,13 @@ impl Check<'_, '_> {
 
     /// An HTTP server's tls block may only ask for the redirect to HTTPS.
     fn http_server_tls(&mut self, tls: &FileServerTls, p: &Path) {
-        let set: [(&str, bool); 10] = [
-            ("mode", tls.mode.is_some()),
-            ("serverCertificate", tls.server_certificate.is_some()),
-            ("privateKey", tls.private_key.is_some()),
-            ("caCertificates", tls.ca_certificates.is_some()),
-            ("caCrl", tls.ca_crl.is_some()),
-            ("credentialName", tls.credential_name.is_some()),
-            ("subjectAltNames", !tls.subject_alt_names.is_empty()),
-            ("minProtocolVersion", tls.min_protocol_version.is_some()),
-            ("maxProtocolVersion", tls.max_protocol_version.is_some()),
-            ("cipherSuites", !tls.cipher_suites.is_empty()),
-        ];
-        for (field, present) in set {
-            if present {
-                self.rule(
-                    &p.key(field),
-                    format!(
-                        "`{field}` applies to HTTPS servers only; the tls block of an HTTP server may only set httpsRedirect"
-                    ),
-                );
-            }
+        for field in l4::tls_fields_set(tls) {
+            self.rule(
+                &p.key(field),
+                format!(
+                    "`{field}` applies to HTTPS servers only; the tls block of an HTTP server may only set httpsRedirect"
+                ),
+            );
         }
     }
 
@@ -766,21 +772,15 @@ impl Check<'_, '_> {
             Some("SIMPLE") => Some(TlsMode::Simple),
             Some("MUTUAL") => Some(TlsMode::Mutual),
             Some("OPTIONAL_MUTUAL") => Some(TlsMode::OptionalMutual),
-            Some(m @ ("PASSTHROUGH" | "AUTO_PASSTHROUGH" | "ISTIO_MUTUAL")) => {
-                self.err(
-                    &p.key("mode"),
-                    Problem::ValueNotImplemented {
-                        what: format!("tls mode {m}"),
-                        accepted: "SIMPLE, MUTUAL, OPTIONAL_MUTUAL".to_owned(),
-                    },
-                );
+            Some(m @ ("AUTO_PASSTHROUGH" | "ISTIO_MUTUAL")) => {
+                self.rule(&p.key("mode"), l4::mesh_tls_mode_reason(m));
                 None
             }
             Some(other) => {
                 self.invalid(
                     &p.key("mode"),
                     format!("{other:?}"),
-                    "accepted tls modes: SIMPLE, MUTUAL, OPTIONAL_MUTUAL",
+                    "accepted tls modes: SIMPLE, MUTUAL, OPTIONAL_MUTUAL, PASSTHROUGH",
                 );
                 None
             }
@@ -977,7 +977,7 @@ impl Check<'_, '_> {
         if raw.hosts.is_empty() {
             self.rule(&s.key("hosts"), "a VirtualService needs at least one host");
         }
-        let hosts = raw
+        let hosts: Vec<HostPattern> = raw
             .hosts
             .iter()
             .enumerate()
@@ -1001,12 +1001,14 @@ impl Check<'_, '_> {
                 }
             }
         }
-        if raw.http.is_empty() {
+        if raw.http.is_empty() && raw.tls.is_empty() && raw.tcp.is_empty() {
             self.rule(
                 &s.key("http"),
-                "a VirtualService needs at least one http route",
+                "a VirtualService needs at least one http, tls or tcp route",
             );
         }
+        let tls = self.l4_routes("tls", raw.tls, Some(&hosts), &gateways);
+        let tcp = self.l4_routes("tcp", raw.tcp, None, &gateways);
         let mut http = Vec::new();
         for (i, raw_route) in raw.http.into_iter().enumerate() {
             let at = s.key("http").index(i);
@@ -1017,15 +1019,8 @@ impl Check<'_, '_> {
             // not bound to never brings it a request.
             for (j, m) in route.matches.iter().enumerate() {
                 for (k, g) in m.gateways.iter().enumerate() {
-                    if !gateways.contains(g) {
-                        self.rule(
-                            &at.key("match").index(j).key("gateways").index(k),
-                            format!(
-                                "Gateway {g:?} is not in this VirtualService's gateways ({}): the match could never apply",
-                                gateways.join(", ")
-                            ),
-                        );
-                    }
+                    let path = at.key("match").index(j).key("gateways").index(k);
+                    self.bound_gateway(g, &gateways, &path);
                 }
             }
             http.push(route);
@@ -1037,6 +1032,59 @@ impl Check<'_, '_> {
             hosts,
             gateways,
             http,
+            tls,
+            tcp,
+        }
+    }
+
+    /// Whether a match's Gateway `g` is one of the VirtualService's `gateways`
+    /// (reported when not: a Gateway it is not bound to never brings it traffic).
+    fn bound_gateway(&mut self, g: &str, gateways: &[String], path: &Path) -> bool {
+        let bound = gateways.iter().any(|b| b == g);
+        if !bound {
+            self.rule(
+                path,
+                format!(
+                    "Gateway {g:?} is not in this VirtualService's gateways ({}): the match could never apply",
+                    gateways.join(", ")
+                ),
+            );
+        }
+        bound
+    }
+
+    /// A match's `gateways`, each bound to the VirtualService; `None` after reporting.
+    fn match_gateways(
+        &mut self,
+        raw: Option<Vec<String>>,
+        gateways: &[String],
+        p: &Path,
+    ) -> Option<Vec<String>> {
+        let mut ok = true;
+        let mut out = Vec::new();
+        for (i, g) in raw.unwrap_or_default().iter().enumerate() {
+            match self.gateway_name(g, &p.index(i)) {
+                Some(name) => {
+                    ok &= self.bound_gateway(&name, gateways, &p.index(i));
+                    out.push(name);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A match's `port` (the gateway port); `Err` after reporting.
+    fn match_port(&mut self, raw: Option<i64>, path: &Path) -> Result<Option<u16>, ()> {
+        let Some(n) = raw else {
+            return Ok(None);
+        };
+        match u16::try_from(n).ok().filter(|&n| n > 0) {
+            Some(port) => Ok(Some(port)),
+            None => {
+                self.invalid(path, n.to_string(), "expected a port from 1 to 65535");
+                Err(())
+            }
         }
     }
 
@@ -1218,21 +1266,9 @@ impl Check<'_, '_> {
                 None => ok = false,
             }
         }
-        let port = match raw.port {
-            None => None,
-            Some(n) => {
-                let port = u16::try_from(n).ok().filter(|&n| n > 0);
-                if port.is_none() {
-                    ok = false;
-                    self.invalid(
-                        &p.key("port"),
-                        n.to_string(),
-                        "expected a port from 1 to 65535",
-                    );
-                }
-                port
-            }
-        };
+        let port = self.match_port(raw.port, &p.key("port"));
+        ok &= port.is_ok();
+        let port = port.unwrap_or_default();
         let mut gateways = Vec::new();
         for (i, g) in raw.gateways.unwrap_or_default().iter().enumerate() {
             match self.gateway_name(g, &p.key("gateways").index(i)) {
@@ -2101,10 +2137,7 @@ fn cross_checks(report: &mut Report<'_>, infos: &[DocInfo<'_>], objects: &Object
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Http => "HTTP",
-        Protocol::Https => "HTTPS",
-    }
+    p.istio_name()
 }
 
 /// Two documents of the same kind and namespace may not share a name.

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use crate::auth::{KeyRing, KeySet, fetch};
 use crate::config::{
-    self, AuthorizationPolicy, AuthzRule, ConditionValues, Config, IpBlock, JwksSource, Protocol,
-    RouteAction, ValueMatch, Values,
+    self, AuthorizationPolicy, AuthzRule, ConditionValues, Config, HostPattern, IpBlock,
+    JwksSource, Protocol, RouteAction, ValueMatch, Values,
 };
 use crate::snapshot::Snapshot;
 use crate::tls;
@@ -228,8 +228,8 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
     );
     for listener in &snapshot.listeners {
         let protocol = match listener.protocol {
-            Protocol::Http => "HTTP",
-            Protocol::Https => "HTTPS",
+            Protocol::TlsPassthrough => "TLS passthrough",
+            other => other.istio_name(),
         };
         let _ = writeln!(out, "\nlistener {} {protocol}", listener.addr);
         for cert in &listener.certificates {
@@ -259,7 +259,11 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
                 }
             }
         }
-        describe_routes(config, listener.port(), &mut out);
+        if listener.protocol.is_l4() {
+            describe_l4_routes(snapshot, listener.port(), &mut out);
+        } else {
+            describe_routes(config, listener.port(), &mut out);
+        }
     }
     if !snapshot.clusters.is_empty() {
         let _ = writeln!(out, "\nclusters");
@@ -335,6 +339,42 @@ fn describe_routes(config: &Config, port: u16, out: &mut String) {
             let _ = writeln!(out, "    http[{index}]: {condition} -> {action}");
             describe_policies(&rule.policies, out);
         }
+    }
+}
+
+/// The `tls[]`/`tcp[]` routes a passthrough or TCP port serves, as compiled: which
+/// SNI (or every connection) goes where.
+fn describe_l4_routes(snapshot: &Snapshot, port: u16, out: &mut String) {
+    let entries = snapshot
+        .l4_routes
+        .get(&port)
+        .map(|t| t.entries())
+        .unwrap_or_default();
+    if entries.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no tls or tcp route applies: every connection is closed"
+        );
+    }
+    for (pattern, target) in entries {
+        let condition = match (target.section, pattern) {
+            ("tcp", _) => "every connection".to_owned(),
+            (_, HostPattern::Any) => "any SNI (or none)".to_owned(),
+            (_, pattern) => format!("SNI {pattern}"),
+        };
+        let destinations: Vec<String> = target
+            .clusters
+            .iter()
+            .map(|(id, weight)| format!("{} ({weight}%)", snapshot.clusters.get(id).name))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {condition} -> VirtualService {} {}[{}] -> {}",
+            target.virtual_service,
+            target.section,
+            target.rule,
+            destinations.join(", ")
+        );
     }
 }
 

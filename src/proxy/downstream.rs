@@ -17,7 +17,10 @@ use std::time::Duration;
 use crate::buffers;
 use crate::config::ServerTls;
 use crate::snapshot::ListenerSpec;
-use crate::tls::{self, ClientHelloError, HelloScan, ServerSession, SniSelector, Step, TlsFailure};
+use crate::tls::{
+    self, ClientHelloError, ClientHelloInfo, HelloScan, ServerSession, SniSelector, Step,
+    TlsFailure,
+};
 use crate::uring::{self, FilledBuf, TcpStream};
 
 use super::Next;
@@ -84,6 +87,29 @@ pub(crate) struct TlsStream {
     tls: ServerSession,
 }
 
+/// Receives a connection's first bytes until they hold its whole ClientHello: what
+/// the hello says, and every byte received (the hello and whatever followed it in the
+/// same reads). Unbounded in time: the caller puts it under the header timeout.
+pub(crate) async fn receive_client_hello(
+    tcp: &TcpStream,
+) -> Result<(ClientHelloInfo, Vec<u8>), HandshakeError> {
+    let mut incoming = Vec::new();
+    loop {
+        match tls::read_client_hello(&incoming)? {
+            HelloScan::Complete(hello) => return Ok((hello, incoming)),
+            HelloScan::Incomplete => {}
+        }
+        let data = tcp.recv().await?;
+        match (data.is_empty(), incoming.is_empty()) {
+            (true, true) => return Err(HandshakeError::Silent),
+            (true, false) => return Err(HandshakeError::Closed),
+            _ => {}
+        }
+        buffers::ensure(&mut incoming);
+        incoming.extend_from_slice(&data);
+    }
+}
+
 impl Downstream {
     /// Reads the ClientHello, chooses the server by SNI and answers the hello with
     /// that server's configuration. The handshake itself completes as the first
@@ -96,25 +122,14 @@ impl Downstream {
         selector: &SniSelector,
         own_records: bool,
     ) -> Result<Downstream, HandshakeError> {
-        let mut incoming = Vec::new();
-        let hello = loop {
-            match tls::read_client_hello(&incoming) {
-                Ok(HelloScan::Complete(hello)) => break hello,
-                Ok(HelloScan::Incomplete) => {}
-                Err(error) => {
-                    let alert = tls::client_hello::fatal_alert_record(error.alert());
-                    let _ = tcp.send_all(alert.to_vec()).await;
-                    return Err(error.into());
-                }
+        let (hello, incoming) = match receive_client_hello(&tcp).await {
+            Ok(received) => received,
+            Err(HandshakeError::ClientHello(error)) => {
+                let alert = tls::client_hello::fatal_alert_record(error.alert());
+                let _ = tcp.send_all(alert.to_vec()).await;
+                return Err(error.into());
             }
-            let data = tcp.recv().await?;
-            match (data.is_empty(), incoming.is_empty()) {
-                (true, true) => return Err(HandshakeError::Silent),
-                (true, false) => return Err(HandshakeError::Closed),
-                _ => {}
-            }
-            buffers::ensure(&mut incoming);
-            incoming.extend_from_slice(&data);
+            Err(e) => return Err(e),
         };
         let name = hello.server_name;
         let (server, config) = match selector.select(name.as_deref()) {

@@ -91,6 +91,13 @@ pub(crate) struct ShardStats {
     pub(crate) mirror_sent: AtomicU64,
     pub(crate) mirror_failed: AtomicU64,
     pub(crate) mirror_skipped: AtomicU64,
+    /// TLS passthrough and TCP connections by how they ended, indexed like
+    /// [`crate::proxy::L4_OUTCOMES`].
+    pub(crate) l4: [AtomicU64; crate::proxy::L4_OUTCOMES.len()],
+    /// Bytes relayed on TLS passthrough and TCP connections, client to upstream and
+    /// upstream to client.
+    pub(crate) l4_bytes_received: AtomicU64,
+    pub(crate) l4_bytes_sent: AtomicU64,
     /// The shard thread is serving: set once its listeners are bound, cleared when
     /// the thread ends, drained or not.
     pub(crate) running: AtomicBool,

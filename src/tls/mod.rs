@@ -54,7 +54,7 @@ pub(crate) mod ticket_keys;
 pub(crate) mod tickets;
 
 pub(crate) use cert_info::{CertInfo, describe};
-pub(crate) use client_hello::{ClientHelloError, HelloScan, read_client_hello};
+pub(crate) use client_hello::{ClientHelloError, ClientHelloInfo, HelloScan, read_client_hello};
 pub(crate) use client_identity::forwarded_client_cert;
 pub use credential::{CertifiedMaterial, load_credential};
 pub use error::TlsError;

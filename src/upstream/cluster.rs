@@ -113,84 +113,98 @@ pub struct Clusters {
 }
 
 /// Why a destination of a VirtualService route has no cluster. Every variant names
-/// the VirtualService document, the `http[]` rule and the destination.
+/// the VirtualService document, the rule (`http[0]`, `tls[1]`, `tcp[0]`) and the
+/// destination.
 #[derive(Debug, Error)]
 pub enum ClusterError {
     #[error(
-        "{origin}: http[{rule}] destination {destination}: cannot resolve `{name}` with DNS: {source}"
+        "{origin}: {rule} destination {destination}: cannot resolve `{name}` with DNS: {source}"
     )]
     Resolve {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         destination: String,
         name: String,
         #[source]
         source: io::Error,
     },
-    #[error("{origin}: http[{rule}] destination {destination}: `{name}` resolved to no addresses")]
+    #[error("{origin}: {rule} destination {destination}: `{name}` resolved to no addresses")]
     NoAddresses {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         destination: String,
         name: String,
     },
     #[error(
-        "{origin}: http[{rule}] destination {host}:{port}: port {port} is not declared by {service_entry}, which declares ports {declared}"
+        "{origin}: {rule} destination {host}:{port}: port {port} is not declared by {service_entry}, which declares ports {declared}"
     )]
     UndeclaredPort {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         host: String,
         port: u16,
         service_entry: Box<Origin>,
         declared: String,
     },
     #[error(
-        "{origin}: http[{rule}] destination {host} names no destination.port.number, but {service_entry} declares several ports ({declared}); name one"
+        "{origin}: {rule} destination {host} names no destination.port.number, but {service_entry} declares several ports ({declared}); name one"
     )]
     PortRequired {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         host: String,
         service_entry: Box<Origin>,
         declared: String,
     },
     #[error(
-        "{origin}: http[{rule}] destination {destination}: {service_entry} endpoints[{endpoint}].address `{address}` is not an IP address, as resolution STATIC requires"
+        "{origin}: {rule} destination {destination}: {service_entry} endpoints[{endpoint}].address `{address}` is not an IP address, as resolution STATIC requires"
     )]
     StaticAddress {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         destination: String,
         service_entry: Box<Origin>,
         endpoint: usize,
         address: String,
     },
     #[error(
-        "{origin}: http[{rule}] destination {destination}: {service_entry} has resolution STATIC but no endpoints"
+        "{origin}: {rule} destination {destination}: {service_entry} has resolution STATIC but no endpoints"
     )]
     NoEndpoints {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         destination: String,
         service_entry: Box<Origin>,
     },
     #[error(
-        "{origin}: http[{rule}] destination {destination}: more than {} clusters",
+        "{origin}: {rule} destination {destination}: more than {} clusters",
         u32::MAX
     )]
     TooMany {
         origin: Box<Origin>,
-        rule: usize,
+        rule: RuleRef,
         destination: String,
     },
+}
+
+/// A rule of a VirtualService, as messages name it: `http[0]`, `tls[1]`, `tcp[0]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleRef {
+    pub section: &'static str,
+    pub index: usize,
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.section, self.index)
+    }
 }
 
 /// The route that asked for a cluster, for error messages.
 #[derive(Clone, Copy)]
 struct Reference<'c> {
     origin: &'c Origin,
-    rule: usize,
+    rule: RuleRef,
 }
 
 impl Clusters {
@@ -199,17 +213,37 @@ impl Clusters {
     pub fn build(config: &Config) -> Result<Clusters, ClusterError> {
         let mut clusters = Clusters::default();
         for vs in &config.virtual_services {
-            for (rule, http) in vs.http.iter().enumerate() {
-                let RouteAction::Route(destinations) = &http.action else {
+            let http = vs.http.iter().map(|http| match &http.action {
+                RouteAction::Route(destinations) => destinations.as_slice(),
+                _ => &[],
+            });
+            let sections = [
+                ("http", http.collect::<Vec<_>>()),
+                ("tls", vs.tls.iter().map(|r| r.route.as_slice()).collect()),
+                ("tcp", vs.tcp.iter().map(|r| r.route.as_slice()).collect()),
+            ];
+            for (section, rules) in sections {
+                for (index, destinations) in rules.into_iter().enumerate() {
+                    let reference = Reference {
+                        origin: &vs.origin,
+                        rule: RuleRef { section, index },
+                    };
+                    for destination in destinations {
+                        clusters.add(config, &destination.host, destination.port, reference)?;
+                    }
+                }
+            }
+            for (index, http) in vs.http.iter().enumerate() {
+                if !matches!(http.action, RouteAction::Route(_)) {
                     continue;
-                };
+                }
                 let reference = Reference {
                     origin: &vs.origin,
-                    rule,
+                    rule: RuleRef {
+                        section: "http",
+                        index,
+                    },
                 };
-                for destination in destinations {
-                    clusters.add(config, &destination.host, destination.port, reference)?;
-                }
                 for mirror in &http.policies.mirrors {
                     clusters.add(config, &mirror.host, mirror.port, reference)?;
                 }
@@ -523,6 +557,8 @@ mod tests {
                     policies: Default::default(),
                 })
                 .collect(),
+            tls: vec![],
+            tcp: vec![],
         }
     }
 

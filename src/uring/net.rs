@@ -77,6 +77,23 @@ unsafe impl IoBuf for String {
     }
 }
 
+// SAFETY: a ring buffer's bytes are in the buffer ring's block, which the driver
+// allocates once and never moves or frees while a `RecvBuf` holds an `Rc` of the ring;
+// the `RecvBuf` owns its buffer id (the kernel fills it again only after the drop
+// recycles it). An owned one's bytes are in its Vec's heap block, as for Vec.
+unsafe impl IoBuf for RecvBuf {
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Default for RecvBuf {
+    /// No bytes (what a send that timed out hands back).
+    fn default() -> Self {
+        RecvBuf::from_vec(Vec::new())
+    }
+}
+
 /// A vector of which only the first `len` bytes are sent: the bytes after them stay
 /// as they are (initialized, ready for reuse) instead of being truncated away.
 #[derive(Debug, Default)]

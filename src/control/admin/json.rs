@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use crate::auth::{KeyRing, KeySet};
 use crate::config::{
     Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps, HttpRoute,
-    JwksSource, Protocol, Resolution, RouteAction, RouteMatch, Server, ServerTls, ServiceEntry,
-    StringMatch, TlsVersion, VirtualService,
+    JwksSource, L4Route, Protocol, Resolution, RouteAction, RouteMatch, Server, ServerTls,
+    ServiceEntry, StringMatch, TlsVersion, VirtualService, WeightedDestination,
 };
 use crate::control::status::{ReloadRecord, Status};
 use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
@@ -236,10 +236,7 @@ pub(super) fn rfc3339(unix: i64) -> String {
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Http => "HTTP",
-        Protocol::Https => "HTTPS",
-    }
+    protocol.istio_name()
 }
 
 /// `GET /config_dump`: the configuration as ringress understood it.
@@ -386,7 +383,38 @@ fn virtual_service(vs: &VirtualService) -> Value {
         "hosts": vs.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "gateways": vs.gateways,
         "http": vs.http.iter().enumerate().map(|(i, r)| http_route(i, r)).collect::<Vec<_>>(),
+        "tls": vs.tls.iter().enumerate().map(|(i, r)| l4_route(i, r)).collect::<Vec<_>>(),
+        "tcp": vs.tcp.iter().enumerate().map(|(i, r)| l4_route(i, r)).collect::<Vec<_>>(),
     })
+}
+
+/// A `tls[]` or `tcp[]` rule (a `tcp[]` match has no `sni_hosts`).
+fn l4_route(index: usize, r: &L4Route) -> Value {
+    let matches: Vec<Value> = r
+        .matches
+        .iter()
+        .map(|m| {
+            json!({
+                "sni_hosts": m.sni_hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "port": m.port,
+                "gateways": m.gateways,
+            })
+        })
+        .collect();
+    json!({ "index": index, "match": matches, "route": route_destinations(&r.route) })
+}
+
+/// A rule's weighted destinations.
+fn route_destinations(destinations: &[WeightedDestination]) -> Vec<Value> {
+    destinations
+        .iter()
+        .map(|d| {
+            json!({
+                "destination": { "host": d.host, "port": d.port, "subset": d.subset },
+                "weight": d.weight,
+            })
+        })
+        .collect()
 }
 
 fn http_route(index: usize, r: &HttpRoute) -> Value {
@@ -399,16 +427,7 @@ fn http_route(index: usize, r: &HttpRoute) -> Value {
     );
     match &r.action {
         RouteAction::Route(destinations) => {
-            let routes: Vec<Value> = destinations
-                .iter()
-                .map(|d| {
-                    json!({
-                        "destination": { "host": d.host, "port": d.port, "subset": d.subset },
-                        "weight": d.weight,
-                    })
-                })
-                .collect();
-            out.insert("route".into(), routes.into());
+            out.insert("route".into(), route_destinations(destinations).into());
         }
         RouteAction::Redirect(r) => {
             out.insert(

@@ -137,6 +137,12 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             (|s: &ShardStats| &s.authn[..]) as fn(&ShardStats) -> &[AtomicU64],
         ),
         (
+            "ringress_l4_connections_total",
+            "TLS passthrough and TCP connections by shard and outcome (relayed; no_route: Envoy's NR; no_healthy_upstream: UH; upstream_overflow: UO; upstream_connect_failed: UF; bad_client_hello, hello_timeout, client_closed: before a ClientHello was read).",
+            &crate::proxy::L4_OUTCOMES[..],
+            |s: &ShardStats| &s.l4[..],
+        ),
+        (
             "ringress_authz_requests_total",
             "Requests by shard and AuthorizationPolicy outcome (denied_by_policy: a DENY rule matched; denied_no_allow_match: no ALLOW rule did; audited: AUDIT rules that matched).",
             &auth::authz::AUTHZ_OUTCOMES[..],
@@ -180,6 +186,18 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             "counter",
             "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections), by shard.",
             |s: &ShardStats| ShardStats::get(&s.upstream_overflows),
+        ),
+        (
+            "ringress_l4_received_bytes_total",
+            "counter",
+            "Bytes relayed from clients to upstreams on TLS passthrough and TCP connections, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.l4_bytes_received),
+        ),
+        (
+            "ringress_l4_sent_bytes_total",
+            "counter",
+            "Bytes relayed from upstreams to clients on TLS passthrough and TCP connections, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.l4_bytes_sent),
         ),
         (
             "ringress_access_log_dropped_total",
