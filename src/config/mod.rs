@@ -25,8 +25,10 @@ pub(crate) mod error;
 pub(crate) mod file;
 mod file_auth;
 mod file_authz;
+mod file_traffic;
 pub(crate) mod model;
 pub(crate) mod model_authz;
+pub(crate) mod model_traffic;
 mod validate;
 mod yaml;
 
@@ -35,6 +37,7 @@ use std::path::Path;
 pub(crate) use error::{ConfigError, Issue, Problem};
 pub use model::*;
 pub use model_authz::*;
+pub use model_traffic::*;
 #[cfg(test)]
 use validate::API_VERSIONS;
 

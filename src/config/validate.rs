@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod auth;
 mod authz;
+mod traffic;
 
 use super::duration::parse_duration;
 use super::error::{Issue, Problem};
@@ -21,6 +22,7 @@ use super::file_auth::*;
 use super::file_authz::FileAuthorizationPolicySpec;
 use super::model::*;
 use super::model_authz::AuthorizationPolicy;
+use super::model_traffic::*;
 use super::yaml::{Ctx, Document, Node, NodeDe, Path, Value};
 
 /// The apiVersions ringress reads; Istio serves the same schema under all three.
@@ -1801,15 +1803,32 @@ impl Check<'_, '_> {
             }
             h => self.host_name(h, &s.key("host")),
         };
-        let (load_balancer, pool) = match raw.traffic_policy {
-            Some(policy) => (policy.load_balancer, policy.connection_pool),
-            None => (None, None),
+        let path = s.key("trafficPolicy");
+        let (traffic_policy, port_level_settings) = match raw.traffic_policy {
+            Some(mut policy) => {
+                let ports = policy.port_level_settings.take();
+                let traffic_policy = self.traffic_policy(policy, &path);
+                let port_level_settings = match ports {
+                    Some(ports) => self.port_level_settings(ports, &path.key("portLevelSettings")),
+                    None => Some(Vec::new()),
+                };
+                (traffic_policy, port_level_settings)
+            }
+            None => (Some(TrafficPolicy::default()), Some(Vec::new())),
         };
-        let connection_pool =
-            self.connection_pool(pool, &s.key("trafficPolicy").key("connectionPool"));
-        let simple = load_balancer.and_then(|l| l.simple);
-        let lp = s.key("trafficPolicy").key("loadBalancer").key("simple");
-        let load_balancer = match simple.as_deref() {
+        Some(DestinationRule {
+            origin,
+            name,
+            host: host?,
+            traffic_policy: traffic_policy?,
+            port_level_settings: port_level_settings?,
+        })
+    }
+
+    /// `loadBalancer`: `simple` (ROUND_ROBIN without it).
+    fn load_balancer(&mut self, raw: FileLoadBalancer, path: &Path) -> Option<LoadBalancer> {
+        let lp = path.key("simple");
+        match raw.simple.as_deref() {
             None | Some("ROUND_ROBIN" | "UNSPECIFIED") => Some(LoadBalancer::RoundRobin),
             Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
             Some("RANDOM") => Some(LoadBalancer::Random),
@@ -1831,14 +1850,7 @@ impl Check<'_, '_> {
                 );
                 None
             }
-        };
-        Some(DestinationRule {
-            origin,
-            name,
-            host: host?,
-            load_balancer: load_balancer?,
-            connection_pool: connection_pool?,
-        })
+        }
     }
 
     /// `trafficPolicy.connectionPool`: `tcp.maxConnections` (at least 1),

@@ -34,6 +34,7 @@ use crate::http::{
 use crate::route::Route;
 use crate::shard::ShardStats;
 use crate::snapshot::Snapshot;
+use crate::upstream::ConnectError;
 use crate::upstream::{
     Cluster, ClusterId, Received, UpstreamConn, UpstreamProtocol, UpstreamStream, http2, pool,
 };
@@ -186,6 +187,10 @@ impl Connection {
                         tracing::debug!(%addr, error = %e, tries, "retrying");
                         continue;
                     }
+                    let mut e = e;
+                    if let ProxyError::Connect(ConnectError::Tls { retried, .. }) = &mut e {
+                        *retried = tries > 1;
+                    }
                     return Err(e);
                 }
             }
@@ -270,13 +275,15 @@ impl Connection {
         started: Instant,
     ) -> Result<Next, ProxyError> {
         let addr = upstream.addr;
-        let Some(tcp) = upstream.stream.tcp() else {
+        if !upstream.stream.is_connection() {
             // Only an HTTP/1.1 upstream is asked to switch (`UpgradeAsked`).
             return Err(ProxyError::ResponseAborted {
                 addr,
                 reason: "101 from an HTTP/2 upstream".into(),
             });
-        };
+        }
+        // Plain text or TLS: the tunnel relays plaintext either way.
+        let transport = &upstream.stream;
         self.note_upstream_status(route, 101);
         let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
@@ -304,13 +311,13 @@ impl Connection {
         if !self.inbuf.is_empty() {
             let early = std::mem::take(&mut self.inbuf);
             relayed.to_upstream += early.len() as u64;
-            let (sent, early) = tcp.send_all(early).await;
+            let (sent, early) = transport.send_all(early).await;
             self.inbuf = early;
             self.inbuf.clear();
             sent.map_err(|source| ProxyError::UpstreamIo { addr, source })?;
         }
         let idle = self.ctx.settings.timeouts.idle;
-        let (end, tunnelled) = tunnel::relay(&mut self.client, tcp, idle).await;
+        let (end, tunnelled) = tunnel::relay(&mut self.client, transport, idle).await;
         self.count_received((relayed.to_upstream + tunnelled.to_upstream) as usize);
         self.count_sent((relayed.to_client + tunnelled.to_client) as usize);
         tracing::debug!(peer = %self.peer, %addr, %end, "tunnel ended");
@@ -408,13 +415,14 @@ impl Connection {
                 Box::pin(http2::stream(&self.ctx.pool, cluster, addr, limit, wait)).await?
             }
             UpstreamProtocol::Http1 => {
-                let pooled = self.ctx.pool.borrow_mut().take(addr);
+                let tls = cluster.tls.as_deref();
+                let pooled = self.ctx.pool.borrow_mut().take(addr, tls);
                 match pooled {
                     Some(conn) => conn,
                     None => {
                         let slot =
                             pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
-                        pool::connect(addr, slot, cluster.pool.connect_timeout).await?
+                        pool::connect(addr, slot, cluster.pool.connect_timeout, tls).await?
                     }
                 }
             }

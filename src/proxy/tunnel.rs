@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use super::Downstream;
 use crate::pipe::{Pipe, PumpUntil};
-use crate::uring::{self, TcpStream};
+use crate::upstream::{Received, UpstreamStream};
+use crate::uring;
 
 /// How a tunnel ended.
 #[derive(Debug)]
@@ -60,7 +61,7 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// both stay silent for `idle`.
 pub(super) async fn relay(
     client: &mut Downstream,
-    upstream: &TcpStream,
+    upstream: &UpstreamStream,
     idle: Duration,
 ) -> (TunnelEnd, Relayed) {
     let pipe = Pipe::default();
@@ -93,8 +94,8 @@ struct Directions<'a> {
     spare: Vec<u8>,
     client_done: bool,
     /// The upstream receive in flight, and received bytes not yet all in the pipe.
-    from_upstream: Option<Boxed<'a, io::Result<uring::RecvBuf>>>,
-    to_client: Option<(uring::RecvBuf, usize)>,
+    from_upstream: Option<Boxed<'a, io::Result<Received>>>,
+    to_client: Option<(Received, usize)>,
     upstream_done: bool,
     idle: Duration,
     last_moved: Instant,
@@ -120,7 +121,7 @@ impl<'a> Directions<'a> {
         &mut self,
         cx: &mut Context<'_>,
         pipe: &Pipe,
-        upstream: &'a TcpStream,
+        upstream: &'a UpstreamStream,
         relayed: &mut Relayed,
     ) -> Poll<TunnelEnd> {
         loop {

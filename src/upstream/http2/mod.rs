@@ -27,6 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,7 @@ use super::pool::{self, ConnectError, Pool, Slot};
 use super::{Cluster, UpstreamConn, UpstreamStream};
 use crate::fast_hash::FastMap;
 use crate::pipe::{self, Pipe};
+use crate::tls::client_config::UpstreamTls;
 use crate::uring;
 
 /// Streams a connection is assumed to take before the upstream's SETTINGS say how
@@ -55,6 +57,8 @@ const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
 /// One upstream HTTP/2 connection, as requests and the pool see it.
 pub(crate) struct H2Conn {
     addr: SocketAddr,
+    /// Its TLS (`pool::tls_id`): connections to one address are kept apart by it.
+    tls_id: usize,
     /// Streams it takes until the upstream's SETTINGS say.
     assumed_max: usize,
     /// The upstream's SETTINGS arrived: `h2` knows its limit.
@@ -89,6 +93,8 @@ enum ConnState {
 enum Failure {
     Io(io::ErrorKind, String),
     TimedOut(Duration),
+    /// The TLS handshake failed: Envoy's transport failure reason.
+    Tls(String),
 }
 
 impl H2Conn {
@@ -123,6 +129,7 @@ impl H2Conn {
         let failure = match e {
             ConnectError::TimedOut { after, .. } => Failure::TimedOut(*after),
             ConnectError::Failed { source, .. } => Failure::Io(source.kind(), source.to_string()),
+            ConnectError::Tls { reason, .. } => Failure::Tls(reason.clone()),
             other => Failure::Io(io::ErrorKind::Other, other.to_string()),
         };
         self.settle(ConnState::Failed(failure));
@@ -139,6 +146,11 @@ impl H2Conn {
 pub(crate) struct Lease(Rc<H2Conn>);
 
 impl Lease {
+    /// Whether its connection speaks TLS (the requests' `:scheme` is then `https`).
+    pub(super) fn over_tls(&self) -> bool {
+        self.0.tls_id != 0
+    }
+
     fn new(conn: Rc<H2Conn>) -> Lease {
         conn.active.set(conn.active.get() + 1);
         conn.served.set(conn.served.get() + 1);
@@ -166,15 +178,16 @@ impl Drop for Lease {
 /// One shard's HTTP/2 upstream connections, by endpoint.
 #[derive(Default)]
 pub(crate) struct H2Connections {
-    by_addr: FastMap<SocketAddr, Vec<Rc<H2Conn>>>,
+    by_addr: FastMap<(SocketAddr, usize), Vec<Rc<H2Conn>>>,
     /// The last `SETTINGS_MAX_CONCURRENT_STREAMS` each endpoint announced.
     known_max: FastMap<SocketAddr, usize>,
 }
 
 impl H2Connections {
-    /// A stream on a connection to `addr` with room, if there is one.
-    fn lease(&mut self, addr: SocketAddr) -> Option<Lease> {
-        let conns = self.by_addr.get(&addr)?;
+    /// A stream on a connection to `addr` speaking TLS `tls_id` with room, if there
+    /// is one.
+    fn lease(&mut self, addr: SocketAddr, tls_id: usize) -> Option<Lease> {
+        let conns = self.by_addr.get(&(addr, tls_id))?;
         let mut found = None;
         for conn in conns {
             // What the endpoint announced, for the connections opened next.
@@ -197,7 +210,10 @@ impl H2Connections {
     }
 
     fn insert(&mut self, conn: Rc<H2Conn>) {
-        self.by_addr.entry(conn.addr).or_default().push(conn);
+        self.by_addr
+            .entry((conn.addr, conn.tls_id))
+            .or_default()
+            .push(conn);
     }
 
     /// Forgets failed and closed connections, and closes those idle longer than
@@ -220,7 +236,8 @@ impl H2Connections {
             !conns.is_empty()
         });
         let by_addr = &self.by_addr;
-        self.known_max.retain(|addr, _| by_addr.contains_key(addr));
+        self.known_max
+            .retain(|addr, _| by_addr.keys().any(|(a, _)| a == addr));
     }
 }
 
@@ -263,6 +280,14 @@ pub(crate) async fn stream(
             Err(NotOpen::Failed(Failure::TimedOut(after))) => {
                 return Err(ConnectError::TimedOut { addr, after });
             }
+            Err(NotOpen::Failed(Failure::Tls(reason))) => {
+                let retried = false;
+                return Err(ConnectError::Tls {
+                    addr,
+                    reason,
+                    retried,
+                });
+            }
             Err(NotOpen::Failed(Failure::Io(kind, message))) => {
                 let source = io::Error::new(kind, message);
                 return Err(ConnectError::Failed { addr, source });
@@ -278,6 +303,7 @@ pub(crate) async fn stream(
         reused: false,
         local,
         slot: None,
+        tls_id: 0,
     })
 }
 
@@ -291,13 +317,15 @@ async fn lease_open(
     wait: Duration,
 ) -> Result<(Lease, (SendRequest<Bytes>, Option<SocketAddr>)), NotOpen> {
     let deadline = uring::now() + wait;
-    let leased = pool.borrow_mut().h2.lease(addr);
+    let tls_id = pool::tls_id(cluster.tls.as_deref());
+    let leased = pool.borrow_mut().h2.lease(addr, tls_id);
     let lease = match leased {
         Some(lease) => lease,
         None => {
             let assumed_max = pool.borrow().h2.assumed_max(addr);
             let conn = Rc::new(H2Conn {
                 addr,
+                tls_id,
                 assumed_max,
                 settled: Cell::new(false),
                 active: Cell::new(0),
@@ -317,7 +345,12 @@ async fn lease_open(
                 }
             };
             opening.0 = None;
-            uring::spawn(run(conn, slot, cluster.pool.connect_timeout));
+            uring::spawn(run(
+                conn,
+                slot,
+                cluster.pool.connect_timeout,
+                cluster.tls.clone(),
+            ));
             lease
         }
     };
@@ -345,8 +378,14 @@ async fn lease_open(
 
 /// A connection's task: connects, opens HTTP/2, and runs the connection until it
 /// ends (closed by the pool, by the upstream, or failed), holding its cluster `slot`.
-async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
+async fn run(
+    conn: Rc<H2Conn>,
+    slot: Slot,
+    connect_timeout: Duration,
+    tls: Option<Arc<UpstreamTls>>,
+) {
     let addr = conn.addr;
+    let started = uring::now();
     let tcp = match pool::connect_tcp(addr, connect_timeout).await {
         Ok(tcp) => tcp,
         Err(e) => {
@@ -355,8 +394,28 @@ async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
             return;
         }
     };
+    // The TLS handshake takes what the connect left of the connect timeout.
+    let mut session = None;
+    let mut early = Vec::new();
+    if let Some(tls) = &tls {
+        let left = connect_timeout.saturating_sub(uring::now().saturating_duration_since(started));
+        match pool::tls_handshake(&tcp, tls, addr, left, connect_timeout).await {
+            Ok((tls_session, plain)) => {
+                session = Some(tls_session);
+                early = plain;
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "HTTP/2 upstream TLS handshake failed");
+                conn.fail(&e);
+                return;
+            }
+        }
+    }
     let local = tcp.local_addr().ok();
     let pipe = Pipe::default();
+    if !early.is_empty() {
+        pipe.push_inbound(&early);
+    }
     let handshake = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -384,7 +443,8 @@ async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
     };
     conn.settle(ConnState::Open { send, local });
     let mut connection = pin!(connection);
-    let pumped = pipe::pump(&tcp, None, &pipe, pipe::PumpUntil::EitherEnds, |cx| {
+    let session = session.as_mut().map(|s| s as &mut dyn pipe::PumpTls);
+    let pumped = pipe::pump(&tcp, session, &pipe, pipe::PumpUntil::EitherEnds, |cx| {
         let polled = connection.as_mut().poll(cx);
         if !conn.settled.get() && pipe.first_frame_read() {
             conn.settled.set(true);
@@ -436,6 +496,7 @@ mod tests {
             lb: LoadBalancer::RoundRobin,
             pool: PoolPolicy::default(),
             protocol: UpstreamProtocol::Http2,
+            tls: None,
         };
         let pool = RefCell::new(Pool::default());
         let wait = Duration::from_secs(5);

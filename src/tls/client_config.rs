@@ -1,0 +1,373 @@
+//! rustls client configurations for TLS to upstreams (a DestinationRule's
+//! `trafficPolicy.tls`), built on the control thread when a snapshot is built, one per
+//! cluster (so the cluster's connections on every shard share its session cache and
+//! resume their sessions). A file that cannot be loaded fails the build, naming it.
+//!
+//! What is verified, in Envoy's terms:
+//! - the chain against `caCertificates` (or the credential's `ca.crt`), or the
+//!   system's roots when neither is given (Istio with `VERIFY_CERTIFICATE_AT_CLIENT`,
+//!   its default since 1.20), with `caCrl` when given;
+//! - the name: one of `subjectAltNames` when given (any DNS, URI, email or IP name of
+//!   the leaf, compared exactly), else the SNI name;
+//! - nothing at all with `insecureSkipVerify` (the handshake's signatures still are).
+//!
+//! The SNI name is `sni`, else the destination host (Envoy's `auto_sni` would send
+//! each request's authority instead; ringress pools connections per endpoint, and a
+//! gateway's public host names are rarely the upstream's). ALPN offers `h2` to a
+//! cluster that speaks HTTP/2, `http/1.1` otherwise.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+use super::credential::{load_certificates, load_crls, load_named_ca, provider};
+use super::server_config::leaf_has_san;
+use super::{CertInfo, TlsError, describe, load_credential};
+use crate::config::{ClientCredential, ClientTls, ClientTlsMode, Credential};
+
+/// A cluster's TLS to its endpoints, ready for connections.
+pub(crate) struct UpstreamTls {
+    pub(crate) settings: ClientTls,
+    pub(crate) config: Arc<ClientConfig>,
+    /// The SNI name (and, without `subjectAltNames`, the name verified).
+    pub(crate) server_name: ServerName<'static>,
+    /// Where the CA comes from: a file, a credential, or the system's roots.
+    pub(crate) ca_source: String,
+    /// MUTUAL: where the client certificate comes from, and its leaf.
+    pub(crate) client_certificate: Option<(String, Option<CertInfo>)>,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("settings", &self.settings)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.settings == other.settings && self.server_name == other.server_name
+    }
+}
+
+impl Eq for UpstreamTls {}
+
+/// The TLS of a cluster for `host` under `settings` (`None` for DISABLE); `h2`
+/// when the cluster speaks HTTP/2.
+pub(crate) fn upstream_tls(
+    settings: &ClientTls,
+    host: &str,
+    h2: bool,
+    secrets_dir: Option<&std::path::Path>,
+) -> Result<Option<UpstreamTls>, TlsError> {
+    if settings.mode == ClientTlsMode::Disable {
+        return Ok(None);
+    }
+    let mutual = settings.mode == ClientTlsMode::Mutual;
+    let name = settings.sni.as_deref().unwrap_or(host);
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| TlsError::Rustls {
+        source_name: format!("sni {name:?}"),
+        source: rustls::Error::General(e.to_string()),
+    })?;
+    // The CA and, for MUTUAL, the client certificate and key.
+    let (ca, ca_source, client) = match &settings.credential {
+        ClientCredential::Files { cert_and_key, ca } => {
+            let cas = match ca {
+                Some(path) => Some((load_certificates(path)?, path.display().to_string())),
+                None => None,
+            };
+            let client = match cert_and_key {
+                Some((cert, key)) if mutual => Some(load_credential(
+                    &Credential::Files {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                    None,
+                )?),
+                _ => None,
+            };
+            (cas.clone().map(|c| c.0), cas.map(|c| c.1), client)
+        }
+        ClientCredential::Named(name) => {
+            let Some(dir) = secrets_dir else {
+                return Err(TlsError::NoSecretsDir { name: name.clone() });
+            };
+            if mutual {
+                let material = load_credential(&Credential::Named(name.clone()), Some(dir))?;
+                let source = material.source.clone();
+                let ca = material.ca.clone();
+                (ca.clone(), ca.map(|_| source), Some(material))
+            } else {
+                let ca = load_named_ca(name, dir)?;
+                let source = format!("credential '{name}' ({})", dir.join(name).display());
+                (ca.clone(), ca.map(|_| source), None)
+            }
+        }
+    };
+    let provider = Arc::new(provider());
+    let verifier: Arc<dyn ServerCertVerifier> = if settings.insecure_skip_verify {
+        Arc::new(SkipVerify(provider.clone()))
+    } else {
+        let (roots, what) = match ca {
+            Some(cas) => {
+                let what = ca_source.clone().unwrap_or_default();
+                (roots(cas, &what)?, what)
+            }
+            None => (system_roots()?, "the system's roots".to_owned()),
+        };
+        let mut builder =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if let Some(path) = &settings.ca_crl {
+            builder = builder.with_crls(load_crls(path)?);
+        }
+        let inner = builder.build().map_err(|e| TlsError::ClientCa {
+            what,
+            detail: e.to_string(),
+        })?;
+        if settings.subject_alt_names.is_empty() {
+            inner
+        } else {
+            Arc::new(SanVerifier {
+                inner,
+                allowed: settings.subject_alt_names.clone(),
+            })
+        }
+    };
+    let source_name = format!("the upstream {host}");
+    let rustls_error = |source| TlsError::Rustls {
+        source_name: source_name.clone(),
+        source,
+    };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(rustls_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let client_certificate = client.as_ref().map(|m| {
+        let leaf = m.leaf().and_then(|c| describe(c).ok());
+        (m.source.clone(), leaf)
+    });
+    let mut config = match client {
+        Some(material) => builder
+            .with_client_auth_cert(material.chain, material.key)
+            .map_err(rustls_error)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    Ok(Some(UpstreamTls {
+        settings: settings.clone(),
+        config: Arc::new(config),
+        server_name,
+        ca_source: if settings.insecure_skip_verify {
+            "none (insecureSkipVerify)".to_owned()
+        } else {
+            ca_source.unwrap_or_else(|| "the system's roots".to_owned())
+        },
+        client_certificate,
+    }))
+}
+
+impl UpstreamTls {
+    /// The SNI name sent.
+    pub(crate) fn sni(&self) -> String {
+        match &self.server_name {
+            ServerName::DnsName(name) => name.as_ref().to_owned(),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// What `ringress check` prints of it, one line each: mode, SNI, trust, and the
+    /// client certificate.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        let sans = if self.settings.subject_alt_names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; subjectAltNames {}",
+                self.settings.subject_alt_names.join(", ")
+            )
+        };
+        let mut lines = vec![format!(
+            "tls {}; sni {}; CA {}{sans}",
+            self.settings.mode.istio_name(),
+            self.sni(),
+            self.ca_source
+        )];
+        if let Some((source, leaf)) = &self.client_certificate {
+            let leaf = leaf.as_ref().map(|leaf| {
+                let expiry = if leaf.days_until_expiry < 0 {
+                    format!("EXPIRED {} days ago", -leaf.days_until_expiry)
+                } else {
+                    format!("expires in {} days", leaf.days_until_expiry)
+                };
+                format!(": subject {}; {expiry}", leaf.subject)
+            });
+            lines.push(format!(
+                "client certificate {source}{}",
+                leaf.unwrap_or_default()
+            ));
+        }
+        lines
+    }
+}
+
+fn roots(cas: Vec<CertificateDer<'static>>, what: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (i, ca) in cas.into_iter().enumerate() {
+        roots.add(ca).map_err(|e| TlsError::ClientCa {
+            what: what.to_owned(),
+            detail: format!("certificate {}: {e}", i + 1),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The system's CA store (or `SSL_CERT_FILE`/`SSL_CERT_DIR`'s), as curl reads it.
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let native = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (_, _) = roots.add_parsable_certificates(native.certs);
+    if roots.is_empty() {
+        let why = native
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Err(TlsError::ClientCa {
+            what: "the system's roots (no caCertificates given)".to_owned(),
+            detail: format!(
+                "no trusted CA certificates found (install ca-certificates, or set SSL_CERT_FILE){why}"
+            ),
+        });
+    }
+    Ok(roots)
+}
+
+/// The chain verified as usual; the name is one of `subjectAltNames` instead of the
+/// SNI name (a chain that verifies but names another host passes if it carries one).
+#[derive(Debug)]
+struct SanVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    allowed: Vec<String>,
+}
+
+impl ServerCertVerifier for SanVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verified {
+            // webpki checks the name last: the chain and revocation passed.
+            Ok(_)
+            | Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => {
+                if leaf_has_san(end_entity, &self.allowed) {
+                    Ok(ServerCertVerified::assertion())
+                } else {
+                    Err(rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `insecureSkipVerify`: any certificate is accepted; the handshake's signatures are
+/// still checked against it.
+#[derive(Debug)]
+struct SkipVerify(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,467 @@
+//! TLS to upstreams (DestinationRule `trafficPolicy.tls`) against the real `ringress`
+//! binary: a Python `ssl` HTTP/1.1 upstream (`tests/tools/tls_upstream.py`) with
+//! certificates from the test PKI, reached through a plain-HTTP gateway. SIMPLE with
+//! `caCertificates`, `sni` and `subjectAltNames` (a certificate for another name is a
+//! 503 with Envoy's TLS reason), MUTUAL with files and with `credentialName`, an
+//! upstream that requires a client certificate refusing one without, a self-signed
+//! upstream with and without `insecureSkipVerify`, keep-alive reuse of one TLS
+//! connection, `portLevelSettings` choosing TLS per port, and HTTP/2 over TLS to a
+//! Python `h2` upstream.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use common::*;
+use ringress::demo::pki::{self, LeafSpec};
+
+/// The upstream's name in its certificate (the service is called `backend`).
+const UPSTREAM_NAME: &str = "backend.internal";
+
+/// The upstream PKI: root → intermediate → `backend.internal` and `other.internal`.
+fn upstream_pki(dir: &TempDir) -> pki::Pki {
+    pki::generate(
+        &dir.join("upstream-pki"),
+        &[UPSTREAM_NAME, "other.internal"],
+    )
+    .expect("generating the upstream PKI")
+}
+
+/// `tls_upstream.py` serving `cert`/`key`, requiring a client certificate from
+/// `client_ca` when given.
+fn tls_upstream(dir: &TempDir, cert: &str, key: &str, client_ca: Option<&str>) -> PyServer {
+    let mut extra = Vec::new();
+    if let Some(ca) = client_ca {
+        extra.push(ca);
+    }
+    PyServer::start(dir, "tls_upstream.py", &[cert, key], &extra)
+}
+
+/// A DestinationRule for `backend` with `policy` under `trafficPolicy` (indented by
+/// four spaces).
+fn backend_rule(policy: &str) -> String {
+    format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: backend
+spec:
+  host: backend
+  trafficPolicy:
+{policy}"
+    )
+}
+
+/// A plain-HTTP gateway on `port` routing every request for [`HTTPBIN`] to `backend`
+/// at `upstream`, with the DestinationRule `policy`.
+fn config(port: u16, upstream: SocketAddr, policy: &str) -> String {
+    http_config(port, HTTPBIN, upstream) + &backend_rule(policy)
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+fn echo(out: &Curl) -> serde_json::Value {
+    serde_json::from_slice(&out.body).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+fn get(port: u16, path: &str) -> Curl {
+    curl(&[
+        "-H",
+        &format!("Host: {HTTPBIN}"),
+        &format!("http://127.0.0.1:{port}{path}"),
+    ])
+}
+
+fn simple(ca: &std::path::Path, extra: &str) -> String {
+    format!(
+        "    tls:\n      mode: SIMPLE\n      caCertificates: {}\n{extra}",
+        path(ca)
+    )
+}
+
+#[test]
+fn simple_tls_verifies_the_upstream_and_keeps_the_connection() {
+    require("curl");
+    let dir = TempDir::new("utls-simple");
+    let pki = upstream_pki(&dir);
+    let upstream = tls_upstream(
+        &dir,
+        &path(&pki.cert(UPSTREAM_NAME)),
+        &path(&pki.key(UPSTREAM_NAME)),
+        None,
+    );
+    let port = free_port();
+    let yaml = config(
+        port,
+        upstream.addr,
+        &simple(&pki.root_cert, &format!("      sni: {UPSTREAM_NAME}\n")),
+    );
+    let gw = Gateway::start(&dir, &yaml, &[]);
+    let out = get(port, "/first");
+    assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
+    let body = echo(&out);
+    assert_eq!(body["sni"], UPSTREAM_NAME, "{body}");
+    assert_eq!(body["alpn"], "http/1.1", "{body}");
+    assert_eq!(body["path"], "/first", "{body}");
+
+    // Several requests on one client connection (one shard): one TLS connection.
+    let mut stream = connect(port);
+    let mut connections = Vec::new();
+    for i in 0..4 {
+        let (status, text) = request_on(&mut stream, HTTPBIN, &format!("/again/{i}"));
+        assert_eq!(status, 200, "{text}");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        connections.push(body["connection"].clone());
+    }
+    assert!(
+        connections.windows(2).all(|w| w[0] == w[1]),
+        "every request on the same upstream TLS connection: {connections:?}"
+    );
+
+    // `check` shows the cluster's TLS.
+    let (code, stdout, stderr) = check(&dir.join("gateway.yaml"));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "tls SIMPLE; sni {UPSTREAM_NAME}; CA {}",
+            path(&pki.root_cert)
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
+    require("curl");
+    let dir = TempDir::new("utls-san");
+    let pki = upstream_pki(&dir);
+    let upstream = tls_upstream(
+        &dir,
+        &path(&pki.cert(UPSTREAM_NAME)),
+        &path(&pki.key(UPSTREAM_NAME)),
+        None,
+    );
+    // The SNI (the destination host `backend`) is not the certificate's name.
+    let port = free_port();
+    let gw = Gateway::start(
+        &dir,
+        &config(port, upstream.addr, &simple(&pki.root_cert, "")),
+        &[],
+    );
+    let out = get(port, "/");
+    assert_eq!(out.status, 503, "{out:?}");
+    assert_eq!(
+        out.text(),
+        "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure, transport failure reason: TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end"
+    );
+    let log = gw.log_text();
+    assert!(
+        log.contains("TLS handshake with") && log.contains("CERTIFICATE_VERIFY_FAILED"),
+        "{log}"
+    );
+    drop(gw);
+
+    // subjectAltNames replace the name check: the certificate must carry one of them.
+    for (sans, want) in [(UPSTREAM_NAME, 200), ("other.internal", 503)] {
+        let port = free_port();
+        let extra = format!("      subjectAltNames:\n      - {sans}\n");
+        let gw = Gateway::start(
+            &dir,
+            &config(port, upstream.addr, &simple(&pki.root_cert, &extra)),
+            &[],
+        );
+        let out = get(port, "/");
+        assert_eq!(
+            out.status,
+            want,
+            "subjectAltNames [{sans}]: {out:?}\n{}",
+            gw.log_text()
+        );
+    }
+
+    // A CA that did not sign it.
+    let other = pki::generate(&dir.join("other-pki"), &[UPSTREAM_NAME]).expect("PKI");
+    let port = free_port();
+    let extra = format!("      sni: {UPSTREAM_NAME}\n");
+    let _gw = Gateway::start(
+        &dir,
+        &config(port, upstream.addr, &simple(&other.root_cert, &extra)),
+        &[],
+    );
+    let out = get(port, "/");
+    assert_eq!(out.status, 503, "{out:?}");
+    assert!(out.text().contains("CERTIFICATE_VERIFY_FAILED"), "{out:?}");
+}
+
+#[test]
+fn mutual_tls_presents_the_client_certificate() {
+    require("curl");
+    let dir = TempDir::new("utls-mutual");
+    let pki = upstream_pki(&dir);
+    let upstream = tls_upstream(
+        &dir,
+        &path(&pki.cert(UPSTREAM_NAME)),
+        &path(&pki.key(UPSTREAM_NAME)),
+        Some(&path(&pki.root_cert)),
+    );
+    let client = pki
+        .issue(&LeafSpec::client("gateway-client", "gateway.internal"))
+        .expect("client certificate");
+    let port = free_port();
+    let mutual = format!(
+        "    tls:\n      mode: MUTUAL\n      caCertificates: {}\n      clientCertificate: {}\n      privateKey: {}\n      sni: {UPSTREAM_NAME}\n",
+        path(&pki.root_cert),
+        path(&client.cert),
+        path(&client.key)
+    );
+    let gw = Gateway::start(&dir, &config(port, upstream.addr, &mutual), &[]);
+    let out = get(port, "/");
+    assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
+    assert_eq!(echo(&out)["client"], "gateway.internal");
+    let (code, stdout, stderr) = check(&dir.join("gateway.yaml"));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.lines().any(|l| l.contains(&format!(
+            "client certificate {}: subject",
+            path(&client.cert)
+        )) && l.contains("CN=gateway.internal")
+            && l.contains("expires in")),
+        "{stdout}"
+    );
+    drop(gw);
+
+    // Without a client certificate the upstream refuses (after the handshake, in
+    // TLS 1.3): never a 200.
+    let port = free_port();
+    let extra = format!("      sni: {UPSTREAM_NAME}\n");
+    let gw = Gateway::start(
+        &dir,
+        &config(port, upstream.addr, &simple(&pki.root_cert, &extra)),
+        &[],
+    );
+    let out = get(port, "/");
+    assert!(
+        matches!(out.status, 502 | 503),
+        "{out:?}\n{}",
+        gw.log_text()
+    );
+}
+
+#[test]
+fn credential_name_reads_the_client_certificate_from_the_secrets_dir() {
+    require("curl");
+    let dir = TempDir::new("utls-credential");
+    let pki = upstream_pki(&dir);
+    let upstream = tls_upstream(
+        &dir,
+        &path(&pki.cert(UPSTREAM_NAME)),
+        &path(&pki.key(UPSTREAM_NAME)),
+        Some(&path(&pki.root_cert)),
+    );
+    let secret = dir.join("secrets/backend-client");
+    std::fs::create_dir_all(&secret).expect("secret dir");
+    for (from, to) in [
+        (pki.client_cert(), "tls.crt"),
+        (pki.client_key(), "tls.key"),
+        (pki.root_cert.clone(), "ca.crt"),
+    ] {
+        std::fs::copy(&from, secret.join(to)).expect("copying the secret");
+    }
+    let port = free_port();
+    let policy = format!(
+        "    tls:\n      mode: MUTUAL\n      credentialName: backend-client\n      sni: {UPSTREAM_NAME}\n"
+    );
+    let secrets = path(&dir.join("secrets"));
+    let gw = Gateway::start(
+        &dir,
+        &config(port, upstream.addr, &policy),
+        &["--secrets-dir", &secrets],
+    );
+    let out = get(port, "/");
+    assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
+    assert_eq!(echo(&out)["client"], pki::CLIENT_NAME);
+}
+
+#[test]
+fn insecure_skip_verify_accepts_a_self_signed_upstream() {
+    require("curl");
+    require("openssl");
+    let dir = TempDir::new("utls-insecure");
+    let (cert, key) = (dir.join("self.crt"), dir.join("self.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=self-signed.internal", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{made:?}");
+    let upstream = tls_upstream(&dir, &path(&cert), &path(&key), None);
+    for (policy, want) in [
+        ("    tls:\n      mode: SIMPLE\n", 503),
+        (
+            "    tls:\n      mode: SIMPLE\n      insecureSkipVerify: true\n",
+            200,
+        ),
+    ] {
+        let port = free_port();
+        let gw = Gateway::start(&dir, &config(port, upstream.addr, policy), &[]);
+        let out = get(port, "/");
+        assert_eq!(out.status, want, "{policy}: {out:?}\n{}", gw.log_text());
+    }
+}
+
+#[test]
+fn port_level_settings_choose_tls_per_port() {
+    require("curl");
+    let dir = TempDir::new("utls-ports");
+    let pki = upstream_pki(&dir);
+    let tls = tls_upstream(
+        &dir,
+        &path(&pki.cert(UPSTREAM_NAME)),
+        &path(&pki.key(UPSTREAM_NAME)),
+        None,
+    );
+    let plain = httpbin();
+    let port = free_port();
+    let yaml = docs(&[
+        gateway_doc("gw", &[http_server(port, &[HTTPBIN])]),
+        virtual_service(
+            "vs",
+            &[HTTPBIN],
+            &["gw"],
+            "  - match:\n    - uri:\n        prefix: /tls\n    route:\n    - destination:\n        host: backend\n        port:\n          number: 8443\n  - route:\n    - destination:\n        host: backend\n        port:\n          number: 8080\n",
+        ),
+        format!(
+            "{}  hosts:\n  - backend\n  ports:\n  - number: 8443\n    name: https\n    protocol: HTTP\n  - number: 8080\n    name: http\n    protocol: HTTP\n  resolution: STATIC\n  endpoints:\n  - address: 127.0.0.1\n    ports:\n      https: {}\n      http: {}\n",
+            ringress::demo::document_head("ServiceEntry", "backend"),
+            tls.addr.port(),
+            plain.addr().port()
+        ),
+    ]) + &backend_rule(&format!(
+        "{}    portLevelSettings:\n    - port:\n        number: 8080\n      tls:\n        mode: DISABLE\n",
+        simple(&pki.root_cert, &format!("      sni: {UPSTREAM_NAME}\n"))
+    ));
+    let gw = Gateway::start(&dir, &yaml, &[]);
+    let out = get(port, "/tls");
+    assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
+    assert_eq!(echo(&out)["sni"], UPSTREAM_NAME);
+    let out = get(port, "/get");
+    assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
+    assert!(
+        out.text().contains("\"url\""),
+        "httpbin answered in plain text: {out:?}"
+    );
+}
+
+#[test]
+fn http2_over_tls_to_an_h2_upstream() {
+    require("curl");
+    require_python_module("h2");
+    let dir = TempDir::new("utls-h2");
+    let pki = upstream_pki(&dir);
+    let cert = path(&pki.cert(UPSTREAM_NAME));
+    let key = path(&pki.key(UPSTREAM_NAME));
+    let upstream = PyServer::start(&dir, "h2_upstream.py", &[], &["--tls", &cert, &key]);
+    let port = free_port();
+    let yaml = http_config(port, HTTPBIN, upstream.addr)
+        .replace(
+            "    name: http\n    protocol: HTTP\n",
+            "    name: http2\n    protocol: HTTP2\n",
+        )
+        .replace("      http: ", "      http2: ")
+        + &backend_rule(&simple(
+            &pki.root_cert,
+            &format!("      sni: {UPSTREAM_NAME}\n"),
+        ));
+    let gw = Gateway::start(&dir, &yaml, &[]);
+    for path in ["/one", "/two"] {
+        let out = get(port, path);
+        assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
+        let body = echo(&out);
+        assert_eq!(body["path"], path, "{body}");
+        assert_eq!(body["scheme"], "https", "{body}");
+    }
+}
+
+#[test]
+fn a_websocket_tunnel_runs_over_tls_to_the_upstream() {
+    require_python_module("websockets");
+    let dir = TempDir::new("utls-ws");
+    let pki = upstream_pki(&dir);
+    let cert = path(&pki.cert(UPSTREAM_NAME));
+    let key = path(&pki.key(UPSTREAM_NAME));
+    let echo = PyServer::start(&dir, "ws_peer.py", &["serve"], &["--tls", &cert, &key]);
+    let port = free_port();
+    let policy = simple(&pki.root_cert, &format!("      sni: {UPSTREAM_NAME}\n"));
+    let gw = Gateway::start(&dir, &config(port, echo.addr, &policy), &[]);
+    let url = format!("ws://{HTTPBIN}:{port}/headers");
+    let mut command = Command::new("python3");
+    command
+        .arg(tool("ws_peer.py"))
+        .args(["client", &url, "--connect-to", "127.0.0.1"]);
+    let out = run_with_timeout(command, b"", std::time::Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log_text()
+    );
+    let got: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    assert_eq!(got["echoed"], 102, "{got}");
+    assert_eq!(got["close"], 1000, "{got}");
+}
+
+#[test]
+fn sighup_reloads_the_upstream_ca_and_a_bad_one_keeps_the_old() {
+    require("curl");
+    let dir = TempDir::new("utls-reload");
+    let pki = upstream_pki(&dir);
+    let upstream = tls_upstream(
+        &dir,
+        &path(&pki.cert(UPSTREAM_NAME)),
+        &path(&pki.key(UPSTREAM_NAME)),
+        None,
+    );
+    let ca = dir.join("upstream-ca.pem");
+    std::fs::copy(&pki.root_cert, &ca).expect("CA copy");
+    let port = free_port();
+    let extra = format!("      sni: {UPSTREAM_NAME}\n");
+    let mut gw = Gateway::start(
+        &dir,
+        &config(port, upstream.addr, &simple(&ca, &extra)),
+        &["--no-watch"],
+    );
+    assert_eq!(get(port, "/").status, 200, "{}", gw.log_text());
+
+    // A CA file that is not PEM: the reload fails, naming it; the old CA serves.
+    std::fs::write(&ca, "not a certificate\n").expect("writing");
+    assert!(!gw.sighup_and_wait(), "the reload must fail");
+    let log = gw.log_text();
+    assert!(
+        log.contains("upstream-ca.pem") && log.contains("spec.trafficPolicy.tls"),
+        "{log}"
+    );
+    assert_eq!(get(port, "/").status, 200, "{}", gw.log_text());
+
+    // Another CA: the reload succeeds, and new connections are verified with it.
+    let other = pki::generate(&dir.join("other-pki"), &[UPSTREAM_NAME]).expect("PKI");
+    std::fs::copy(&other.root_cert, &ca).expect("CA copy");
+    assert!(gw.sighup_and_wait(), "{}", gw.log_text());
+    let out = get(port, "/");
+    assert_eq!(out.status, 503, "{out:?}");
+}
