@@ -28,6 +28,15 @@ fn upstream_pki(dir: &TempDir) -> pki::Pki {
     .expect("generating the upstream PKI")
 }
 
+/// `tls_upstream.py` serving [`UPSTREAM_NAME`]'s certificate of `pki`, requiring a
+/// client certificate from `pki`'s root when `mutual`.
+fn backend_upstream(dir: &TempDir, pki: &pki::Pki, mutual: bool) -> PyServer {
+    let root = path(&pki.root_cert);
+    let cert = path(&pki.cert(UPSTREAM_NAME));
+    let key = path(&pki.key(UPSTREAM_NAME));
+    tls_upstream(dir, &cert, &key, mutual.then_some(root.as_str()))
+}
+
 /// `tls_upstream.py` serving `cert`/`key`, requiring a client certificate from
 /// `client_ca` when given.
 fn tls_upstream(dir: &TempDir, cert: &str, key: &str, client_ca: Option<&str>) -> PyServer {
@@ -36,22 +45,6 @@ fn tls_upstream(dir: &TempDir, cert: &str, key: &str, client_ca: Option<&str>) -
         extra.push(ca);
     }
     PyServer::start(dir, "tls_upstream.py", &[cert, key], &extra)
-}
-
-/// A DestinationRule for `backend` with `policy` under `trafficPolicy` (indented by
-/// four spaces).
-fn backend_rule(policy: &str) -> String {
-    format!(
-        "---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: backend
-spec:
-  host: backend
-  trafficPolicy:
-{policy}"
-    )
 }
 
 /// A plain-HTTP gateway on `port` routing every request for [`HTTPBIN`] to `backend`
@@ -88,12 +81,7 @@ fn simple_tls_verifies_the_upstream_and_keeps_the_connection() {
     require("curl");
     let dir = TempDir::new("utls-simple");
     let pki = upstream_pki(&dir);
-    let upstream = tls_upstream(
-        &dir,
-        &path(&pki.cert(UPSTREAM_NAME)),
-        &path(&pki.key(UPSTREAM_NAME)),
-        None,
-    );
+    let upstream = backend_upstream(&dir, &pki, false);
     let port = free_port();
     let yaml = config(
         port,
@@ -139,12 +127,7 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
     require("curl");
     let dir = TempDir::new("utls-san");
     let pki = upstream_pki(&dir);
-    let upstream = tls_upstream(
-        &dir,
-        &path(&pki.cert(UPSTREAM_NAME)),
-        &path(&pki.key(UPSTREAM_NAME)),
-        None,
-    );
+    let upstream = backend_upstream(&dir, &pki, false);
     // The SNI (the destination host `backend`) is not the certificate's name.
     let port = free_port();
     let gw = Gateway::start(
@@ -202,12 +185,7 @@ fn mutual_tls_presents_the_client_certificate() {
     require("curl");
     let dir = TempDir::new("utls-mutual");
     let pki = upstream_pki(&dir);
-    let upstream = tls_upstream(
-        &dir,
-        &path(&pki.cert(UPSTREAM_NAME)),
-        &path(&pki.key(UPSTREAM_NAME)),
-        Some(&path(&pki.root_cert)),
-    );
+    let upstream = backend_upstream(&dir, &pki, true);
     let client = pki
         .issue(&LeafSpec::client("gateway-client", "gateway.internal"))
         .expect("client certificate");
@@ -256,12 +234,7 @@ fn credential_name_reads_the_client_certificate_from_the_secrets_dir() {
     require("curl");
     let dir = TempDir::new("utls-credential");
     let pki = upstream_pki(&dir);
-    let upstream = tls_upstream(
-        &dir,
-        &path(&pki.cert(UPSTREAM_NAME)),
-        &path(&pki.key(UPSTREAM_NAME)),
-        Some(&path(&pki.root_cert)),
-    );
+    let upstream = backend_upstream(&dir, &pki, true);
     let secret = dir.join("secrets/backend-client");
     std::fs::create_dir_all(&secret).expect("secret dir");
     for (from, to) in [
@@ -329,12 +302,7 @@ fn port_level_settings_choose_tls_per_port() {
     require("curl");
     let dir = TempDir::new("utls-ports");
     let pki = upstream_pki(&dir);
-    let tls = tls_upstream(
-        &dir,
-        &path(&pki.cert(UPSTREAM_NAME)),
-        &path(&pki.key(UPSTREAM_NAME)),
-        None,
-    );
+    let tls = backend_upstream(&dir, &pki, false);
     let plain = httpbin();
     let port = free_port();
     let yaml = docs(&[
@@ -431,12 +399,7 @@ fn sighup_reloads_the_upstream_ca_and_a_bad_one_keeps_the_old() {
     require("curl");
     let dir = TempDir::new("utls-reload");
     let pki = upstream_pki(&dir);
-    let upstream = tls_upstream(
-        &dir,
-        &path(&pki.cert(UPSTREAM_NAME)),
-        &path(&pki.key(UPSTREAM_NAME)),
-        None,
-    );
+    let upstream = backend_upstream(&dir, &pki, false);
     let ca = dir.join("upstream-ca.pem");
     std::fs::copy(&pki.root_cert, &ca).expect("CA copy");
     let port = free_port();

@@ -574,6 +574,19 @@ impl Check<'_, '_> {
         })
     }
 
+    /// Whether a `credentialName` can name a directory in `--secrets-dir`.
+    fn secret_name(&mut self, name: &str, path: &Path) -> bool {
+        let ok = !(name.contains('/') || name == "." || name == "..");
+        if !ok {
+            self.invalid(
+                path,
+                format!("{name:?}"),
+                "a credentialName names a directory in --secrets-dir and cannot contain '/'",
+            );
+        }
+        ok
+    }
+
     fn header_name(&mut self, raw: &str, path: &Path) -> Option<String> {
         if !raw.is_empty() && raw.bytes().all(is_token_byte) {
             Some(raw.to_ascii_lowercase())
@@ -814,14 +827,7 @@ impl Check<'_, '_> {
                     ok = false;
                 }
             }
-            if name.contains('/') || name == "." || name == ".." {
-                self.invalid(
-                    &p.key("credentialName"),
-                    format!("{name:?}"),
-                    "a credentialName names a directory in --secrets-dir and cannot contain '/'",
-                );
-                ok = false;
-            }
+            ok &= self.secret_name(name, &p.key("credentialName"));
             ok.then(|| Credential::Named(name.to_owned()))
         } else {
             let cert = tls.server_certificate.as_deref();

@@ -27,8 +27,8 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use super::credential::{load_certificates, load_crls, load_named_ca, provider};
-use super::server_config::leaf_has_san;
+use super::credential::{load_certificates, load_crls, load_named_ca, native_roots, provider};
+use super::server_config::{leaf_has_san, root_store};
 use super::{CertInfo, TlsError, describe, load_credential};
 use crate::config::{ClientCredential, ClientTls, ClientTlsMode, Credential};
 
@@ -114,13 +114,13 @@ pub(crate) fn upstream_tls(
         }
     };
     let provider = Arc::new(provider());
-    let verifier: Arc<dyn ServerCertVerifier> = if settings.insecure_skip_verify {
-        Arc::new(SkipVerify(provider.clone()))
+    let chain = if settings.insecure_skip_verify {
+        None
     } else {
         let (roots, what) = match ca {
             Some(cas) => {
                 let what = ca_source.clone().unwrap_or_default();
-                (roots(cas, &what)?, what)
+                (root_store(cas, &what)?, what)
             }
             None => (system_roots()?, "the system's roots".to_owned()),
         };
@@ -129,19 +129,16 @@ pub(crate) fn upstream_tls(
         if let Some(path) = &settings.ca_crl {
             builder = builder.with_crls(load_crls(path)?);
         }
-        let inner = builder.build().map_err(|e| TlsError::ClientCa {
+        Some(builder.build().map_err(|e| TlsError::ClientCa {
             what,
             detail: e.to_string(),
-        })?;
-        if settings.subject_alt_names.is_empty() {
-            inner
-        } else {
-            Arc::new(SanVerifier {
-                inner,
-                allowed: settings.subject_alt_names.clone(),
-            })
-        }
+        })?)
     };
+    let verifier = Arc::new(UpstreamVerifier {
+        chain,
+        allowed: settings.subject_alt_names.clone(),
+        provider: provider.clone(),
+    });
     let source_name = format!("the upstream {host}");
     let rustls_error = |source| TlsError::Rustls {
         source_name: source_name.clone(),
@@ -225,47 +222,28 @@ impl UpstreamTls {
     }
 }
 
-fn roots(cas: Vec<CertificateDer<'static>>, what: &str) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for (i, ca) in cas.into_iter().enumerate() {
-        roots.add(ca).map_err(|e| TlsError::ClientCa {
-            what: what.to_owned(),
-            detail: format!("certificate {}: {e}", i + 1),
-        })?;
-    }
-    Ok(roots)
-}
-
-/// The system's CA store (or `SSL_CERT_FILE`/`SSL_CERT_DIR`'s), as curl reads it.
+/// The system's CA store, as a root store.
 fn system_roots() -> Result<RootCertStore, TlsError> {
-    let native = rustls_native_certs::load_native_certs();
+    let certs = native_roots().map_err(|detail| TlsError::ClientCa {
+        what: "the system's roots (no caCertificates given)".to_owned(),
+        detail,
+    })?;
     let mut roots = RootCertStore::empty();
-    let (_, _) = roots.add_parsable_certificates(native.certs);
-    if roots.is_empty() {
-        let why = native
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        return Err(TlsError::ClientCa {
-            what: "the system's roots (no caCertificates given)".to_owned(),
-            detail: format!(
-                "no trusted CA certificates found (install ca-certificates, or set SSL_CERT_FILE){why}"
-            ),
-        });
-    }
+    let (_, _) = roots.add_parsable_certificates(certs);
     Ok(roots)
 }
 
-/// The chain verified as usual; the name is one of `subjectAltNames` instead of the
-/// SNI name (a chain that verifies but names another host passes if it carries one).
+/// What an upstream's certificate must be: its chain verified by `chain` (`None`:
+/// `insecureSkipVerify`, nothing verified), and its name one of `allowed` instead of
+/// the SNI name when there are any. The handshake's signatures are always checked.
 #[derive(Debug)]
-struct SanVerifier {
-    inner: Arc<WebPkiServerVerifier>,
+struct UpstreamVerifier {
+    chain: Option<Arc<WebPkiServerVerifier>>,
     allowed: Vec<String>,
+    provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for SanVerifier {
+impl ServerCertVerifier for UpstreamVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -274,13 +252,14 @@ impl ServerCertVerifier for SanVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verified = self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let verified =
+            chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        if self.allowed.is_empty() {
+            return verified;
+        }
         match verified {
             // webpki checks the name last: the chain and revocation passed.
             Ok(_)
@@ -305,7 +284,8 @@ impl ServerCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -314,60 +294,13 @@ impl ServerCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `insecureSkipVerify`: any certificate is accepted; the handshake's signatures are
-/// still checked against it.
-#[derive(Debug)]
-struct SkipVerify(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for SkipVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

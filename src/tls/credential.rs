@@ -211,6 +211,23 @@ fn load_pair(
     })
 }
 
+/// The system's CA certificates (or `SSL_CERT_FILE`'s, `SSL_CERT_DIR`'s, as curl and
+/// openssl read them); an error saying how to get some when there are none.
+pub(crate) fn native_roots() -> Result<Vec<CertificateDer<'static>>, String> {
+    let native = rustls_native_certs::load_native_certs();
+    if native.certs.is_empty() {
+        let why = native
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no trusted CA certificates found (install ca-certificates, or set SSL_CERT_FILE){why}"
+        ));
+    }
+    Ok(native.certs)
+}
+
 /// The crypto provider every ringress TLS object uses.
 pub(crate) fn provider() -> CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()

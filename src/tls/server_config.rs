@@ -342,13 +342,7 @@ fn client_verifier(
             });
         }
     };
-    let mut roots = RootCertStore::empty();
-    for (i, ca) in cas.into_iter().enumerate() {
-        roots.add(ca).map_err(|e| TlsError::ClientCa {
-            what: what.clone(),
-            detail: format!("certificate {}: {e}", i + 1),
-        })?;
-    }
+    let roots = root_store(cas, &what)?;
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     if let Some(path) = &tls.ca_crl {
         builder = builder.with_crls(load_crls(path)?);
@@ -376,6 +370,21 @@ fn client_verifier(
 struct SanRestricted {
     inner: Arc<dyn ClientCertVerifier>,
     allowed: Vec<String>,
+}
+
+/// The CA certificates from `what` as a root store (a client CA, or an upstream's).
+pub(crate) fn root_store(
+    cas: Vec<CertificateDer<'static>>,
+    what: &str,
+) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (i, ca) in cas.into_iter().enumerate() {
+        roots.add(ca).map_err(|e| TlsError::ClientCa {
+            what: what.to_owned(),
+            detail: format!("certificate {}: {e}", i + 1),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Whether one of `end_entity`'s subject alternative names (DNS, URI, email or IP,

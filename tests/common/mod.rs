@@ -1210,6 +1210,22 @@ pub fn route_all(service: &str, port: u16) -> String {
     )
 }
 
+/// A DestinationRule for the service `backend` (after a `---`), with `policy` under
+/// its `trafficPolicy` (lines indented by four spaces).
+pub fn backend_rule(policy: &str) -> String {
+    format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: backend
+spec:
+  host: backend
+  trafficPolicy:
+{policy}"
+    )
+}
+
 /// A STATIC ServiceEntry `service` on `port` whose endpoints are `addrs`.
 pub fn service_entry(service: &str, port: u16, addrs: &[SocketAddr]) -> String {
     let mut y = document_head("ServiceEntry", service);

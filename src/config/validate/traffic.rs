@@ -118,14 +118,7 @@ impl Check<'_, '_> {
                         ok = false;
                     }
                 }
-                if name.contains('/') || name == "." || name == ".." {
-                    self.invalid(
-                        &p.key("credentialName"),
-                        format!("{name:?}"),
-                        "a credentialName names a directory in --secrets-dir and cannot contain '/'",
-                    );
-                    ok = false;
-                }
+                ok &= self.secret_name(name, &p.key("credentialName"));
                 ClientCredential::Named(name.to_owned())
             }
             None => {
