@@ -2,7 +2,7 @@
 //! binary: a Python `ssl` HTTP/1.1 upstream (`tests/tools/tls_upstream.py`) with
 //! certificates from the test PKI, reached through a plain-HTTP gateway. SIMPLE with
 //! `caCertificates`, `sni` and `subjectAltNames` (a certificate for another name is a
-//! 503 with Envoy's TLS reason), MUTUAL with files and with `credentialName`, an
+//! 503 with Envoy's TLS reason), each request's host as the SNI without `sni`, MUTUAL with files and with `credentialName`, an
 //! upstream that requires a client certificate refusing one without, a self-signed
 //! upstream with and without `insecureSkipVerify`, keep-alive reuse of one TLS
 //! connection, `portLevelSettings` choosing TLS per port, and HTTP/2 over TLS to a
@@ -128,7 +128,7 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
     let dir = TempDir::new("utls-san");
     let pki = upstream_pki(&dir);
     let upstream = backend_upstream(&dir, &pki, false);
-    // The SNI (the destination host `backend`) is not the certificate's name.
+    // Without `sni`, the SNI is the request's host, which is not the certificate's.
     let port = free_port();
     let gw = Gateway::start(
         &dir,
@@ -427,4 +427,27 @@ fn sighup_reloads_the_upstream_ca_and_a_bad_one_keeps_the_old() {
     assert!(gw.sighup_and_wait(), "{}", gw.log_text());
     let out = get(port, "/");
     assert_eq!(out.status, 503, "{out:?}");
+}
+
+#[test]
+fn without_sni_each_request_s_host_is_the_server_name() {
+    require("curl");
+    let dir = TempDir::new("utls-auto-sni");
+    let pki = upstream_pki(&dir);
+    let upstream = backend_upstream(&dir, &pki, false);
+    let port = free_port();
+    let hosts = [HTTPBIN, UPSTREAM_NAME];
+    let yaml = backend_config(&[http_server(port, &hosts)], &hosts, &[upstream.addr])
+        + &backend_rule(&simple(&pki.root_cert, ""));
+    let gw = Gateway::start(&dir, &yaml, &[]);
+    // One client connection: the connection verified for backend.internal is never
+    // used for another host, whose name the upstream's certificate does not carry.
+    let mut stream = connect(port);
+    let (status, text) = request_on(&mut stream, &format!("{UPSTREAM_NAME}:{port}"), "/");
+    assert_eq!(status, 200, "{text}\n{}", gw.log_text());
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(body["sni"], UPSTREAM_NAME, "{body}");
+    let (status, text) = request_on(&mut stream, HTTPBIN, "/");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("CERTIFICATE_VERIFY_FAILED"), "{text}");
 }

@@ -24,6 +24,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+
 use super::retry::RetryPolicy;
 use super::tunnel;
 use super::{Connection, Downstream, Next, ProxyError};
@@ -52,6 +54,9 @@ struct RequestFacts {
     /// The request asks to switch to WebSocket and the upstream is told so: a `101
     /// Switching Protocols` then turns the connection into a tunnel.
     upgrade: bool,
+    /// The server name of a TLS connection for it (see
+    /// `UpstreamTls::server_name_for`); `None` for a cluster without TLS.
+    server_name: Option<ServerName<'static>>,
 }
 
 /// What the proxy does with a request's `Upgrade` (RFC 9110 §7.8), as Istio's
@@ -95,12 +100,27 @@ impl Connection {
         path: Option<String>,
         websocket: bool,
     ) -> Result<Next, ProxyError> {
+        let spec = snapshot.clusters.get(cluster);
+        let server_name = spec.tls.as_deref().map(|tls| {
+            let authority = route
+                .rewrite
+                .as_ref()
+                .and_then(|r| r.authority.as_deref())
+                .or_else(|| {
+                    head.header_of(http::HeaderName::Host)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                })
+                .or(head.target_authority())
+                .unwrap_or_default();
+            tls.server_name_for(authority, &spec.host)
+        });
         let facts = RequestFacts {
             keep_alive: head.keep_alive(),
             is_head: head.method().eq_ignore_ascii_case("HEAD"),
             client_minor: head.version_minor(),
             expects_continue: head.expects_continue(),
             upgrade: websocket,
+            server_name,
         };
         let mut request_body = BodyFramer::new(head.body());
         let now = uring::now();
@@ -411,17 +431,28 @@ impl Connection {
         let limit = cluster.pool.shard_limit(self.ctx.shards);
         let upstream = match cluster.protocol {
             UpstreamProtocol::Http2 => {
+                let name = facts.server_name.clone();
                 // Boxed: the HTTP/1.1 path's future stays as small as it was.
-                Box::pin(http2::stream(&self.ctx.pool, cluster, addr, limit, wait)).await?
+                Box::pin(http2::stream(
+                    &self.ctx.pool,
+                    cluster,
+                    addr,
+                    name,
+                    limit,
+                    wait,
+                ))
+                .await?
             }
             UpstreamProtocol::Http1 => {
                 let tls = cluster.tls.as_deref();
-                let pooled = self.ctx.pool.borrow_mut().take(addr, tls);
+                let name = facts.server_name.as_ref();
+                let pooled = self.ctx.pool.borrow_mut().take(addr, tls, name);
                 match pooled {
                     Some(conn) => conn,
                     None => {
                         let slot =
                             pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
+                        let tls = tls.zip(facts.server_name.clone());
                         pool::connect(addr, slot, cluster.pool.connect_timeout, tls).await?
                     }
                 }

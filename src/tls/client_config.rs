@@ -11,10 +11,10 @@
 //!   the leaf, compared exactly), else the SNI name;
 //! - nothing at all with `insecureSkipVerify` (the handshake's signatures still are).
 //!
-//! The SNI name is `sni`, else the destination host (Envoy's `auto_sni` would send
-//! each request's authority instead; ringress pools connections per endpoint, and a
-//! gateway's public host names are rarely the upstream's). ALPN offers `h2` to a
-//! cluster that speaks HTTP/2, `http/1.1` otherwise.
+//! The SNI name is `sni`, else each request's authority (its `Host` after the route's
+//! `rewrite.authority`, without the port), as Envoy's `auto_sni` sends it under
+//! Istio; pooled connections are kept apart by it. ALPN offers `h2` to a cluster
+//! that speaks HTTP/2, `http/1.1` otherwise.
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,8 +36,9 @@ use crate::config::{ClientCredential, ClientTls, ClientTlsMode, Credential};
 pub(crate) struct UpstreamTls {
     pub(crate) settings: ClientTls,
     pub(crate) config: Arc<ClientConfig>,
-    /// The SNI name (and, without `subjectAltNames`, the name verified).
-    pub(crate) server_name: ServerName<'static>,
+    /// `sni`: the SNI name (and, without `subjectAltNames`, the name verified) of
+    /// every connection; `None`: each request's authority ([`UpstreamTls::server_name_for`]).
+    pub(crate) server_name: Option<ServerName<'static>>,
     /// Where the CA comes from: a file, a credential, or the system's roots.
     pub(crate) ca_source: String,
     /// MUTUAL: where the client certificate comes from, and its leaf.
@@ -61,8 +62,8 @@ impl PartialEq for UpstreamTls {
 
 impl Eq for UpstreamTls {}
 
-/// The TLS of a cluster for `host` under `settings` (`None` for DISABLE); `h2`
-/// when the cluster speaks HTTP/2.
+/// The TLS of a cluster for `host` (named in messages) under `settings` (`None` for
+/// DISABLE); `h2` when the cluster speaks HTTP/2.
 pub(crate) fn upstream_tls(
     settings: &ClientTls,
     host: &str,
@@ -73,11 +74,17 @@ pub(crate) fn upstream_tls(
         return Ok(None);
     }
     let mutual = settings.mode == ClientTlsMode::Mutual;
-    let name = settings.sni.as_deref().unwrap_or(host);
-    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| TlsError::Rustls {
-        source_name: format!("sni {name:?}"),
-        source: rustls::Error::General(e.to_string()),
-    })?;
+    let server_name = match settings.sni.as_deref() {
+        Some(name) => {
+            Some(
+                ServerName::try_from(name.to_owned()).map_err(|e| TlsError::Rustls {
+                    source_name: format!("sni {name:?}"),
+                    source: rustls::Error::General(e.to_string()),
+                })?,
+            )
+        }
+        None => None,
+    };
     // The CA and, for MUTUAL, the client certificate and key.
     let (ca, ca_source, client) = match &settings.credential {
         ClientCredential::Files { cert_and_key, ca } => {
@@ -178,12 +185,27 @@ pub(crate) fn upstream_tls(
 }
 
 impl UpstreamTls {
-    /// The SNI name sent.
+    /// The SNI name of a connection for a request to `authority` (its `Host`, after
+    /// the route's rewrite): `sni`, else the authority without its port (Envoy's
+    /// `auto_sni`, which Istio turns on), else, when that is no DNS name or IP
+    /// address, the destination host `host`.
+    pub(crate) fn server_name_for(&self, authority: &str, host: &str) -> ServerName<'static> {
+        if let Some(name) = &self.server_name {
+            return name.clone();
+        }
+        ServerName::try_from(authority_host(authority).to_ascii_lowercase())
+            .or_else(|_| ServerName::try_from(host.to_owned()))
+            // The destination host is a validated host name: never reached.
+            .unwrap_or_else(|_| ServerName::from(std::net::IpAddr::from([0, 0, 0, 0])))
+    }
+
+    /// The SNI name sent, as `check` and `/config_dump` say it.
     pub(crate) fn sni(&self) -> String {
         match &self.server_name {
-            ServerName::DnsName(name) => name.as_ref().to_owned(),
-            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
-            other => format!("{other:?}"),
+            Some(ServerName::DnsName(name)) => name.as_ref().to_owned(),
+            Some(ServerName::IpAddress(ip)) => std::net::IpAddr::from(*ip).to_string(),
+            Some(other) => format!("{other:?}"),
+            None => "each request's authority".to_owned(),
         }
     }
 
@@ -220,6 +242,15 @@ impl UpstreamTls {
         }
         lines
     }
+}
+
+/// The host of an authority: without its `:port`, an IPv6 address without brackets.
+fn authority_host(authority: &str) -> &str {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The system's CA store, as a root store.
@@ -302,5 +333,24 @@ impl ServerCertVerifier for UpstreamVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_authority_s_host_is_the_server_name() {
+        for (authority, host) in [
+            ("httpbin.example.com", "httpbin.example.com"),
+            ("httpbin.example.com:8443", "httpbin.example.com"),
+            ("[::1]:8443", "::1"),
+            ("[::1]", "::1"),
+            ("127.0.0.1:80", "127.0.0.1"),
+            ("odd:", "odd:"),
+        ] {
+            assert_eq!(authority_host(authority), host, "{authority}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
+use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, ClientConnection};
 
 use super::client_config::UpstreamTls;
@@ -30,9 +31,12 @@ pub(crate) struct ClientSession {
 }
 
 impl ClientSession {
-    /// A session to the cluster's server name with the cluster's config.
-    pub(crate) fn new(tls: &UpstreamTls) -> Result<ClientSession, rustls::Error> {
-        let mut conn = ClientConnection::new(tls.config.clone(), tls.server_name.clone())?;
+    /// A session to `server_name` with the cluster's config.
+    pub(crate) fn new(
+        tls: &UpstreamTls,
+        server_name: ServerName<'static>,
+    ) -> Result<ClientSession, rustls::Error> {
+        let mut conn = ClientConnection::new(tls.config.clone(), server_name)?;
         // Plaintext is encrypted and taken out at once: rustls need not bound it.
         conn.set_buffer_limit(None);
         Ok(ClientSession {

@@ -33,6 +33,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+
 use super::UpstreamStream;
 use super::http2::H2Connections;
 use crate::config::ConnectionPool;
@@ -199,8 +201,10 @@ pub(crate) struct UpstreamConn {
     /// The cluster slot it holds while open (an HTTP/2 stream's connection holds
     /// it instead).
     pub(super) slot: Option<Slot>,
-    /// Which TLS it speaks ([`tls_id`]): pooled connections are kept apart by it.
+    /// Which TLS it speaks ([`tls_id`]) and to which server name: pooled
+    /// connections are kept apart by both.
     pub(super) tls_id: usize,
+    pub(super) server_name: Option<ServerName<'static>>,
 }
 
 /// Tells connections to the same address apart by their TLS: 0 for plain text, else
@@ -225,18 +229,24 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// An idle connection to `addr` speaking `tls` that may carry a request: not
-    /// expired, nothing received from the upstream since its last response (a close,
-    /// an error or bytes nobody asked for mean the upstream is done with it; a TLS
-    /// session ticket is not such bytes).
+    /// An idle connection to `addr` speaking `tls` to `server_name` that may carry a
+    /// request: not expired, nothing received from the upstream since its last
+    /// response (a close, an error or bytes nobody asked for mean the upstream is done
+    /// with it; a TLS session ticket is not such bytes).
     pub(crate) fn take(
         &mut self,
         addr: SocketAddr,
         tls: Option<&UpstreamTls>,
+        server_name: Option<&ServerName<'static>>,
     ) -> Option<UpstreamConn> {
         let idle = self.idle.get_mut(&(addr, tls_id(tls)))?;
         let now = uring::now();
-        while let Some(Idle { mut conn, until }) = idle.pop() {
+        // Newest first; those for other server names stay.
+        while let Some(at) = idle
+            .iter()
+            .rposition(|i| i.conn.server_name.as_ref() == server_name)
+        {
+            let Idle { mut conn, until } = idle.remove(at);
             if now < until && conn.stream.try_recv().is_none() {
                 conn.reused = true;
                 return Some(conn);
@@ -348,23 +358,25 @@ pub(crate) async fn reserve(
 }
 
 /// Opens a new connection to an upstream endpoint within `timeout` (the TLS
-/// handshake included when the cluster has `tls`), holding `slot`.
+/// handshake with `server_name` included when the cluster has `tls`), holding `slot`.
 pub(crate) async fn connect(
     addr: SocketAddr,
     slot: Slot,
     timeout: Duration,
-    tls: Option<&UpstreamTls>,
+    tls: Option<(&UpstreamTls, ServerName<'static>)>,
 ) -> Result<UpstreamConn, ConnectError> {
     let started = uring::now();
     let tcp = connect_tcp(addr, timeout).await?;
     let local = tcp.local_addr().ok();
-    let tls_id = tls_id(tls);
-    let stream = match tls {
-        None => UpstreamStream::Tcp(tcp),
-        Some(tls) => {
+    let tls_id = tls_id(tls.as_ref().map(|(tls, _)| *tls));
+    let (stream, server_name) = match tls {
+        None => (UpstreamStream::Tcp(tcp), None),
+        Some((tls, name)) => {
             let left = timeout.saturating_sub(uring::now().saturating_duration_since(started));
-            let (session, plain) = tls_handshake(&tcp, tls, addr, left, timeout).await?;
-            UpstreamStream::Tls(Box::new(TlsUpstream::new(tcp, session, plain)))
+            let (session, plain) =
+                tls_handshake(&tcp, tls, name.clone(), addr, left, timeout).await?;
+            let stream = UpstreamStream::Tls(Box::new(TlsUpstream::new(tcp, session, plain)));
+            (stream, Some(name))
         }
     };
     Ok(UpstreamConn {
@@ -374,19 +386,21 @@ pub(crate) async fn connect(
         local,
         slot: Some(slot),
         tls_id,
+        server_name,
     })
 }
 
-/// The TLS handshake of a new connection to `addr` within `left` (of the cluster's
-/// connect `timeout`), and the plaintext that came with it.
+/// The TLS handshake with `server_name` of a new connection to `addr` within `left`
+/// (of the cluster's connect `timeout`), and the plaintext that came with it.
 pub(super) async fn tls_handshake(
     tcp: &TcpStream,
     tls: &UpstreamTls,
+    server_name: ServerName<'static>,
     addr: SocketAddr,
     left: Duration,
     timeout: Duration,
 ) -> Result<(ClientSession, Vec<u8>), ConnectError> {
-    let mut session = ClientSession::new(tls).map_err(|e| ConnectError::Tls {
+    let mut session = ClientSession::new(tls, server_name).map_err(|e| ConnectError::Tls {
         addr,
         reason: client_session::envoy_reason(&e),
         retried: false,

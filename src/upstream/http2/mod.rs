@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use rustls::pki_types::ServerName;
 
 pub(crate) use exchange::H2Exchange;
 
@@ -57,8 +58,10 @@ const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
 /// One upstream HTTP/2 connection, as requests and the pool see it.
 pub(crate) struct H2Conn {
     addr: SocketAddr,
-    /// Its TLS (`pool::tls_id`): connections to one address are kept apart by it.
+    /// Its TLS (`pool::tls_id`) and server name: connections to one address are kept
+    /// apart by both.
     tls_id: usize,
+    server_name: Option<ServerName<'static>>,
     /// Streams it takes until the upstream's SETTINGS say.
     assumed_max: usize,
     /// The upstream's SETTINGS arrived: `h2` knows its limit.
@@ -184,9 +187,14 @@ pub(crate) struct H2Connections {
 }
 
 impl H2Connections {
-    /// A stream on a connection to `addr` speaking TLS `tls_id` with room, if there
-    /// is one.
-    fn lease(&mut self, addr: SocketAddr, tls_id: usize) -> Option<Lease> {
+    /// A stream on a connection to `addr` speaking TLS `tls_id` to `server_name`
+    /// with room, if there is one.
+    fn lease(
+        &mut self,
+        addr: SocketAddr,
+        tls_id: usize,
+        server_name: Option<&ServerName<'static>>,
+    ) -> Option<Lease> {
         let conns = self.by_addr.get(&(addr, tls_id))?;
         let mut found = None;
         for conn in conns {
@@ -194,7 +202,7 @@ impl H2Connections {
             if let Some(max) = conn.announced_max() {
                 self.known_max.insert(addr, max);
             }
-            if found.is_none() && conn.usable() {
+            if found.is_none() && conn.server_name.as_ref() == server_name && conn.usable() {
                 found = Some(conn);
             }
         }
@@ -262,19 +270,21 @@ enum NotOpen {
     Abandoned,
 }
 
-/// A stream to `addr` of `cluster` (HTTP/2): on a connection with room, or on a
-/// new one (this shard's `limit` of the cluster's connections), within `wait`.
+/// A stream to `addr` of `cluster` (HTTP/2; over TLS to `server_name` when the
+/// cluster has TLS): on a connection with room, or on a new one (this shard's `limit`
+/// of the cluster's connections), within `wait`.
 pub(crate) async fn stream(
     pool: &RefCell<Pool>,
     cluster: &Cluster,
     addr: SocketAddr,
+    server_name: Option<ServerName<'static>>,
     limit: u32,
     wait: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
     let deadline = uring::now() + wait;
     let (lease, (send, local)) = loop {
         let left = deadline.saturating_duration_since(uring::now());
-        match lease_open(pool, cluster, addr, limit, left).await {
+        match lease_open(pool, cluster, addr, server_name.as_ref(), limit, left).await {
             Ok(leased) => break leased,
             Err(NotOpen::Abandoned) => continue,
             Err(NotOpen::Failed(Failure::TimedOut(after))) => {
@@ -304,6 +314,7 @@ pub(crate) async fn stream(
         local,
         slot: None,
         tls_id: 0,
+        server_name: None,
     })
 }
 
@@ -313,12 +324,13 @@ async fn lease_open(
     pool: &RefCell<Pool>,
     cluster: &Cluster,
     addr: SocketAddr,
+    server_name: Option<&ServerName<'static>>,
     limit: u32,
     wait: Duration,
 ) -> Result<(Lease, (SendRequest<Bytes>, Option<SocketAddr>)), NotOpen> {
     let deadline = uring::now() + wait;
     let tls_id = pool::tls_id(cluster.tls.as_deref());
-    let leased = pool.borrow_mut().h2.lease(addr, tls_id);
+    let leased = pool.borrow_mut().h2.lease(addr, tls_id, server_name);
     let lease = match leased {
         Some(lease) => lease,
         None => {
@@ -326,6 +338,7 @@ async fn lease_open(
             let conn = Rc::new(H2Conn {
                 addr,
                 tls_id,
+                server_name: server_name.cloned(),
                 assumed_max,
                 settled: Cell::new(false),
                 active: Cell::new(0),
@@ -345,12 +358,8 @@ async fn lease_open(
                 }
             };
             opening.0 = None;
-            uring::spawn(run(
-                conn,
-                slot,
-                cluster.pool.connect_timeout,
-                cluster.tls.clone(),
-            ));
+            let tls = cluster.tls.clone().zip(server_name.cloned());
+            uring::spawn(run(conn, slot, cluster.pool.connect_timeout, tls));
             lease
         }
     };
@@ -382,7 +391,7 @@ async fn run(
     conn: Rc<H2Conn>,
     slot: Slot,
     connect_timeout: Duration,
-    tls: Option<Arc<UpstreamTls>>,
+    tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
 ) {
     let addr = conn.addr;
     let started = uring::now();
@@ -397,9 +406,9 @@ async fn run(
     // The TLS handshake takes what the connect left of the connect timeout.
     let mut session = None;
     let mut early = Vec::new();
-    if let Some(tls) = &tls {
+    if let Some((tls, name)) = tls {
         let left = connect_timeout.saturating_sub(uring::now().saturating_duration_since(started));
-        match pool::tls_handshake(&tcp, tls, addr, left, connect_timeout).await {
+        match pool::tls_handshake(&tcp, &tls, name, addr, left, connect_timeout).await {
             Ok((tls_session, plain)) => {
                 session = Some(tls_session);
                 early = plain;
@@ -504,9 +513,9 @@ mod tests {
             // The cluster's one slot is taken: the first request waits for it, with
             // its connection registered, and the second waits on that connection.
             let held = pool::reserve(&pool, &cluster.name, 1, wait).await.unwrap();
-            let mut first = Box::pin(stream(&pool, &cluster, addr, 1, wait));
+            let mut first = Box::pin(stream(&pool, &cluster, addr, None, 1, wait));
             poll_once(first.as_mut()).await;
-            let mut second = pin!(stream(&pool, &cluster, addr, 1, wait));
+            let mut second = pin!(stream(&pool, &cluster, addr, None, 1, wait));
             poll_once(second.as_mut()).await;
             // The first goes away before connecting; the slot comes free.
             drop(first);
