@@ -61,6 +61,14 @@ fn echo(out: &Curl) -> serde_json::Value {
     serde_json::from_slice(&out.body).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
+/// A gateway in `dir` routing to `upstream` with the DestinationRule `policy`, and
+/// its answer to `GET /`.
+fn answer(dir: &TempDir, upstream: SocketAddr, policy: &str) -> (Curl, Gateway) {
+    let port = free_port();
+    let gw = Gateway::start(dir, &config(port, upstream, policy), &[]);
+    (get(port, "/"), gw)
+}
+
 fn get(port: u16, path: &str) -> Curl {
     curl(&[
         "-H",
@@ -109,6 +117,17 @@ fn simple_tls_verifies_the_upstream_and_keeps_the_connection() {
         connections.windows(2).all(|w| w[0] == w[1]),
         "every request on the same upstream TLS connection: {connections:?}"
     );
+    // The upstream closes that connection; the next one resumes the TLS session.
+    let (status, text) = request_on(&mut stream, HTTPBIN, "/close");
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = request_on(&mut stream, HTTPBIN, "/after");
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_ne!(
+        body["connection"], connections[0],
+        "a new connection: {body}"
+    );
+    assert_eq!(body["resumed"], true, "the session was resumed: {body}");
 
     // `check` shows the cluster's TLS.
     let (code, stdout, stderr) = check(&dir.join("gateway.yaml"));
@@ -129,13 +148,7 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
     let pki = upstream_pki(&dir);
     let upstream = backend_upstream(&dir, &pki, false);
     // Without `sni`, the SNI is the request's host, which is not the certificate's.
-    let port = free_port();
-    let gw = Gateway::start(
-        &dir,
-        &config(port, upstream.addr, &simple(&pki.root_cert, "")),
-        &[],
-    );
-    let out = get(port, "/");
+    let (out, gw) = answer(&dir, upstream.addr, &simple(&pki.root_cert, ""));
     assert_eq!(out.status, 503, "{out:?}");
     assert_eq!(
         out.text(),
@@ -150,14 +163,8 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
 
     // subjectAltNames replace the name check: the certificate must carry one of them.
     for (sans, want) in [(UPSTREAM_NAME, 200), ("other.internal", 503)] {
-        let port = free_port();
         let extra = format!("      subjectAltNames:\n      - {sans}\n");
-        let gw = Gateway::start(
-            &dir,
-            &config(port, upstream.addr, &simple(&pki.root_cert, &extra)),
-            &[],
-        );
-        let out = get(port, "/");
+        let (out, gw) = answer(&dir, upstream.addr, &simple(&pki.root_cert, &extra));
         assert_eq!(
             out.status,
             want,
@@ -168,14 +175,8 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
 
     // A CA that did not sign it.
     let other = pki::generate(&dir.join("other-pki"), &[UPSTREAM_NAME]).expect("PKI");
-    let port = free_port();
     let extra = format!("      sni: {UPSTREAM_NAME}\n");
-    let _gw = Gateway::start(
-        &dir,
-        &config(port, upstream.addr, &simple(&other.root_cert, &extra)),
-        &[],
-    );
-    let out = get(port, "/");
+    let (out, _gw) = answer(&dir, upstream.addr, &simple(&other.root_cert, &extra));
     assert_eq!(out.status, 503, "{out:?}");
     assert!(out.text().contains("CERTIFICATE_VERIFY_FAILED"), "{out:?}");
 }
@@ -189,15 +190,13 @@ fn mutual_tls_presents_the_client_certificate() {
     let client = pki
         .issue(&LeafSpec::client("gateway-client", "gateway.internal"))
         .expect("client certificate");
-    let port = free_port();
     let mutual = format!(
         "    tls:\n      mode: MUTUAL\n      caCertificates: {}\n      clientCertificate: {}\n      privateKey: {}\n      sni: {UPSTREAM_NAME}\n",
         path(&pki.root_cert),
         path(&client.cert),
         path(&client.key)
     );
-    let gw = Gateway::start(&dir, &config(port, upstream.addr, &mutual), &[]);
-    let out = get(port, "/");
+    let (out, gw) = answer(&dir, upstream.addr, &mutual);
     assert_eq!(out.status, 200, "{out:?}\n{}", gw.log_text());
     assert_eq!(echo(&out)["client"], "gateway.internal");
     let (code, stdout, stderr) = check(&dir.join("gateway.yaml"));
@@ -214,14 +213,8 @@ fn mutual_tls_presents_the_client_certificate() {
 
     // Without a client certificate the upstream refuses (after the handshake, in
     // TLS 1.3): never a 200.
-    let port = free_port();
     let extra = format!("      sni: {UPSTREAM_NAME}\n");
-    let gw = Gateway::start(
-        &dir,
-        &config(port, upstream.addr, &simple(&pki.root_cert, &extra)),
-        &[],
-    );
-    let out = get(port, "/");
+    let (out, gw) = answer(&dir, upstream.addr, &simple(&pki.root_cert, &extra));
     assert!(
         matches!(out.status, 502 | 503),
         "{out:?}\n{}",
@@ -290,9 +283,7 @@ fn insecure_skip_verify_accepts_a_self_signed_upstream() {
             200,
         ),
     ] {
-        let port = free_port();
-        let gw = Gateway::start(&dir, &config(port, upstream.addr, policy), &[]);
-        let out = get(port, "/");
+        let (out, gw) = answer(&dir, upstream.addr, policy);
         assert_eq!(out.status, want, "{policy}: {out:?}\n{}", gw.log_text());
     }
 }
@@ -450,4 +441,26 @@ fn without_sni_each_request_s_host_is_the_server_name() {
     let (status, text) = request_on(&mut stream, HTTPBIN, "/");
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("CERTIFICATE_VERIFY_FAILED"), "{text}");
+}
+
+#[test]
+fn ca_crl_refuses_a_revoked_upstream_certificate() {
+    require("curl");
+    let dir = TempDir::new("utls-crl");
+    let pki = upstream_pki(&dir);
+    let upstream = backend_upstream(&dir, &pki, false);
+    for (revoked, want) in [("other.internal", 200), (UPSTREAM_NAME, 503)] {
+        let crl = chain_crl(&dir, &pki, &[&pki.cert(revoked)]);
+        let extra = format!("      sni: {UPSTREAM_NAME}\n      caCrl: {}\n", path(&crl));
+        let (out, gw) = answer(&dir, upstream.addr, &simple(&pki.root_cert, &extra));
+        assert_eq!(
+            out.status,
+            want,
+            "{revoked} revoked: {out:?}\n{}",
+            gw.log_text()
+        );
+        if want == 503 {
+            assert!(out.text().contains("CERTIFICATE_VERIFY_FAILED"), "{out:?}");
+        }
+    }
 }

@@ -7,9 +7,11 @@ Listens on 127.0.0.1 (a free port, written to PORT_FILE once listening) with the
 certificate chain CERT and its key KEY; with CLIENT_CA, requires a client
 certificate issued by it. Answers every request (keep-alive) with a JSON echo: the
 method, path, the SNI name the client sent, the ALPN protocol, the client
-certificate's subject common name, the connection's number (TLS connections
-accepted so far, handshakes that failed not counted) and the request's number on
-its connection. Prints nothing else; runs until killed.
+certificate's subject common name, whether the TLS session was resumed, the
+connection's number (TLS connections accepted so far, handshakes that failed not
+counted) and the request's number on its connection. A request for /close is
+answered with `connection: close`, and the connection closed. Prints nothing else;
+runs until killed.
 """
 
 import json
@@ -81,17 +83,22 @@ def serve(conn):
                     "sni": SNI.get(id(conn)),
                     "alpn": conn.selected_alpn_protocol(),
                     "client": client,
+                    "resumed": conn.session_reused,
                     "connection": number,
                     "request": requests,
                 }
             ).encode()
+            close = path == "/close"
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                + (b"connection: close\r\n" if close else b"")
                 + b"content-length: "
                 + str(len(body)).encode()
                 + b"\r\n\r\n"
                 + body
             )
+            if close:
+                break
     except (ssl.SSLError, OSError):
         pass
     finally:
