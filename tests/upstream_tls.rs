@@ -464,3 +464,33 @@ fn ca_crl_refuses_a_revoked_upstream_certificate() {
         }
     }
 }
+
+#[test]
+fn an_upstream_that_does_not_speak_tls_or_stays_silent_is_a_bounded_503() {
+    require("curl");
+    let dir = TempDir::new("utls-hostile");
+    let pki = upstream_pki(&dir);
+    // A plain-text HTTP server answers the ClientHello with an HTTP error.
+    let plain = httpbin();
+    let (out, gw) = answer(&dir, plain.addr(), &simple(&pki.root_cert, ""));
+    assert_eq!(out.status, 503, "{out:?}\n{}", gw.log_text());
+    assert!(out.text().contains("WRONG_VERSION_NUMBER"), "{out:?}");
+    assert_eq!(out.header("content-type"), Some("text/plain"), "{out:?}");
+    drop(gw);
+
+    // A listener nobody accepts on: the kernel completes the TCP handshake, the TLS
+    // one never comes; the connect timeout bounds it (each of Istio's 3 tries), well
+    // within curl's own limit.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binding");
+    let policy = format!(
+        "    connectionPool:\n      tcp:\n        connectTimeout: 300ms\n{}",
+        simple(&pki.root_cert, "")
+    );
+    let (out, gw) = answer(&dir, silent.local_addr().expect("address"), &policy);
+    assert_eq!(out.status, 503, "{out:?}\n{}", gw.log_text());
+    assert!(
+        gw.log_text().contains("connection_timeout") || gw.log_text().contains("timed out"),
+        "{}",
+        gw.log_text()
+    );
+}

@@ -163,12 +163,14 @@ pub(crate) enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// Envoy's transport failure reason for it (`TLS_error:|...:TLS_error_end`,
-    /// or the socket's error).
+    /// Envoy's transport failure reason for it (`TLS_error:|...:TLS_error_end`), or
+    /// what happened to the socket.
     pub(crate) fn reason(&self) -> String {
         match self {
             HandshakeError::Io(e) => e.to_string(),
-            HandshakeError::Closed => envoy_tls_error(268435756, "SSL_HANDSHAKE_FAILURE"),
+            HandshakeError::Closed => {
+                "the upstream closed the connection during the TLS handshake".to_owned()
+            }
             HandshakeError::Tls(e) => envoy_reason(e),
             HandshakeError::TimedOut => "the TLS handshake timed out".to_owned(),
         }
