@@ -148,7 +148,7 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
     let pki = upstream_pki(&dir);
     let upstream = backend_upstream(&dir, &pki, false);
     // Without `sni`, the SNI is the request's host, which is not the certificate's.
-    let (out, gw) = answer(&dir, upstream.addr, &simple(&pki.root_cert, ""));
+    let (out, mut gw) = answer(&dir, upstream.addr, &simple(&pki.root_cert, ""));
     assert_eq!(out.status, 503, "{out:?}");
     assert_eq!(
         out.text(),
@@ -159,6 +159,16 @@ fn a_certificate_for_another_name_is_a_503_with_envoys_reason() {
         log.contains("TLS handshake with") && log.contains("CERTIFICATE_VERIFY_FAILED"),
         "{log}"
     );
+    // Counted: 3 tries (Istio's 2 retries of a connect failure), on one shard or two.
+    let metrics = curl(&[&format!("http://127.0.0.1:{}/stats/prometheus", gw.admin())]).text();
+    let failures: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringress_upstream_tls_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(failures, 3.0, "{metrics}");
+    // The access log's flags: an upstream connect failure, retries exhausted.
+    gw.wait_log_count("\"GET / HTTP/1.1\" 503 UF,URX", 1);
     drop(gw);
 
     // subjectAltNames replace the name check: the certificate must carry one of them.

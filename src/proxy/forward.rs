@@ -193,8 +193,11 @@ impl Connection {
                         ProxyError::Connect(c) if c.is_overflow() => {
                             ShardStats::add(&self.ctx.stats.upstream_overflows);
                         }
-                        ProxyError::Connect(_) => {
+                        ProxyError::Connect(c) => {
                             ShardStats::add(&self.ctx.stats.upstream_connect_failures);
+                            if matches!(c, ConnectError::Tls { .. }) {
+                                ShardStats::add(&self.ctx.stats.upstream_tls_failures);
+                            }
                         }
                         _ => {}
                     }
