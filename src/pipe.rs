@@ -246,13 +246,52 @@ pub(crate) enum PumpError {
     Tls(TlsFailure),
 }
 
-/// Moves bytes between `tcp` (through `session`, a client's TLS session, when there
-/// is one) and the HTTP/2 connection or tunnel on `pipe` while `drive` polls it,
+/// A TLS session the pump moves records through: a client's ([`ServerSession`]) or an
+/// upstream's (`tls::client_session::ClientSession`).
+pub(crate) trait PumpTls {
+    /// Opens the received ciphertext `data`, appending its plaintext to `plain`;
+    /// whether the peer's end (close_notify) came.
+    fn open(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<bool, TlsFailure>;
+    /// Seals `data` into records to send.
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()>;
+    /// The records to send, if any, and their length; the buffer comes back to
+    /// [`PumpTls::finish_send`].
+    fn start_send(&mut self) -> io::Result<Option<(Vec<u8>, usize)>>;
+    fn finish_send(&mut self, buf: Vec<u8>);
+    /// Gives back buffers while the connection waits.
+    fn release_buffers(&mut self);
+}
+
+impl PumpTls for ServerSession {
+    fn open(&mut self, data: &[u8], plain: &mut Vec<u8>) -> Result<bool, TlsFailure> {
+        self.received(data);
+        let step = self.process_received(plain)?;
+        Ok(step == Step::Closed || self.peer_closed())
+    }
+
+    fn encrypt(&mut self, data: &[u8]) -> io::Result<()> {
+        ServerSession::encrypt(self, data)
+    }
+
+    fn start_send(&mut self) -> io::Result<Option<(Vec<u8>, usize)>> {
+        ServerSession::start_send(self)
+    }
+
+    fn finish_send(&mut self, buf: Vec<u8>) {
+        ServerSession::finish_send(self, buf);
+    }
+
+    fn release_buffers(&mut self) {
+        ServerSession::release_buffers(self);
+    }
+}
+
+/// Moves bytes between `tcp` (through `session`, a TLS session, when there is one) and the HTTP/2 connection or tunnel on `pipe` while `drive` polls it,
 /// until `drive` is done and what it wrote is sent, or (with
 /// [`PumpUntil::EitherEnds`]) the peer is gone.
 pub(crate) async fn pump(
     tcp: &TcpStream,
-    mut session: Option<&mut ServerSession>,
+    mut session: Option<&mut dyn PumpTls>,
     pipe: &Pipe,
     until: PumpUntil,
     mut drive: impl FnMut(&mut Context<'_>) -> Poll<()>,
@@ -281,11 +320,9 @@ pub(crate) async fn pump(
                         _ if data.is_empty() => client_done = true,
                         None => pipe.push_inbound(&data),
                         Some(tls) => {
-                            tls.received(&data);
                             plain.clear();
-                            let step = tls.process_received(&mut plain).map_err(PumpError::Tls)?;
+                            client_done = tls.open(&data, &mut plain).map_err(PumpError::Tls)?;
                             pipe.push_inbound(&plain);
-                            client_done = step == Step::Closed || tls.peer_closed();
                         }
                     }
                     if client_done {

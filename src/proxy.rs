@@ -832,7 +832,10 @@ impl Connection {
             self.ctx.stats.responses.count(status);
             self.client.note_local_error(status);
             self.out.clear();
-            http::error_response(status, true, &mut self.out);
+            match error.local_reply_body() {
+                Some(body) => http::direct_response(status, body.as_bytes(), true, &mut self.out),
+                None => http::error_response(status, true, &mut self.out),
+            }
             let _ = self.send_generated(Next::Close).await;
         }
     }

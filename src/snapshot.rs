@@ -147,7 +147,7 @@ impl Snapshot {
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
         reject_subsets(config)?;
-        let clusters = Clusters::build(config)?;
+        let clusters = Clusters::build_with_secrets(config, secrets_dir)?;
         let routes = RouteTable::build_all(config, &clusters)?;
         let l4_routes = L4Table::build_all(config, &clusters)?;
         let listeners = build_listeners(config, secrets_dir, ticketers)?;

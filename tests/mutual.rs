@@ -7,13 +7,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
-use rcgen::{
-    CertificateParams, CertificateRevocationListParams, DnType, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, RevokedCertParams, SerialNumber,
-};
 
 /// A client certificate and its key, as curl presents them.
 type Identity = (PathBuf, PathBuf);
@@ -201,53 +197,6 @@ fn credential_name_ca_from_the_secret_or_a_separate_cacert_secret() {
     );
 }
 
-/// An issuer for the CA `name` of the test PKI (its distinguished name as
-/// `pki::generate` writes it), signing with the key in `key_file`.
-fn ca_issuer(name: &str, key_file: &Path) -> Issuer<'static, KeyPair> {
-    let key_pem = std::fs::read_to_string(key_file).expect("reading a CA key");
-    let key = KeyPair::from_pem(&key_pem).expect("parsing a CA key");
-    let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "ringress demo");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    Issuer::new(params, key)
-}
-
-/// A PEM CRL signed by `issuer` revoking the certificates with `serials`.
-fn crl_pem(issuer: &Issuer<'static, KeyPair>, serials: &[Vec<u8>]) -> String {
-    let params = CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2024, 1, 1),
-        next_update: rcgen::date_time_ymd(2099, 1, 1),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: serials
-            .iter()
-            .map(|serial| RevokedCertParams {
-                serial_number: SerialNumber::from_slice(serial),
-                revocation_time: rcgen::date_time_ymd(2024, 1, 2),
-                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    };
-    params
-        .signed_by(issuer)
-        .expect("signing a CRL")
-        .pem()
-        .expect("CRL PEM")
-}
-
-/// The serial number bytes of the first certificate in `cert`.
-fn serial_bytes(cert: &Path) -> Vec<u8> {
-    let der = load_certs(cert).into_iter().next().expect("a certificate");
-    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).expect("parsing");
-    parsed.tbs_certificate.raw_serial().to_vec()
-}
-
 #[test]
 fn ca_crl_revokes_a_client_certificate() {
     require("curl");
@@ -265,16 +214,7 @@ fn ca_crl_revokes_a_client_certificate() {
         openssl_serial(&pki.client_cert()).trim_start_matches('0'),
         hex.trim_start_matches('0')
     );
-    let root = ca_issuer("ringress demo root CA", &pki.root_key);
-    let intermediate = ca_issuer("ringress demo intermediate CA", &pki.intermediate_key);
-    let crl = dir.write(
-        "revoked.crl.pem",
-        format!(
-            "{}{}",
-            crl_pem(&root, &[]),
-            crl_pem(&intermediate, &[revoked])
-        ),
-    );
+    let crl = chain_crl(dir, pki, &[&pki.client_cert()]);
     let crl_line = format!("      caCrl: {}\n", yaml_path(&crl));
     let _gw = start_one(
         &s,

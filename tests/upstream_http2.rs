@@ -28,20 +28,8 @@ fn with_port(yaml: &str, name: &str, protocol: Option<&str>) -> String {
 
 /// A DestinationRule for the test service `backend` with `http` connection-pool
 /// settings.
-fn backend_rule(http: &str) -> String {
-    format!(
-        "---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: backend
-spec:
-  host: backend
-  trafficPolicy:
-    connectionPool:
-      http:
-{http}"
-    )
+fn pool_rule(http: &str) -> String {
+    backend_rule(&format!("    connectionPool:\n      http:\n{http}"))
 }
 
 /// A gateway on a free plain port for [`HTTPBIN`] routing every request to
@@ -240,7 +228,7 @@ fn h2_upgrade_policy_upgrade_speaks_http2_to_an_http_port() {
     assert_eq!(out.status, 502, "{out:?}");
     drop(gw);
     // ...and is once the DestinationRule upgrades the port.
-    config.push_str(&backend_rule("        h2UpgradePolicy: UPGRADE\n"));
+    config.push_str(&pool_rule("        h2UpgradePolicy: UPGRADE\n"));
     let _gw = Gateway::start(&dir, &config, &[]);
     let out = curl_http(HTTPBIN, port, "/anything", &[]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");

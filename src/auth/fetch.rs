@@ -129,22 +129,10 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<String, String> {
 /// An HTTPS client with the system's (or `SSL_CERT_FILE`'s) trust and `timeout` for
 /// the whole exchange.
 fn agent(timeout: Duration) -> Result<ureq::Agent, String> {
-    let native = rustls_native_certs::load_native_certs();
-    let roots: Vec<ureq::tls::Certificate<'static>> = native
-        .certs
+    let roots: Vec<ureq::tls::Certificate<'static>> = crate::tls::credential::native_roots()?
         .iter()
         .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
         .collect();
-    if roots.is_empty() {
-        let why = native
-            .errors
-            .first()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default();
-        return Err(format!(
-            "no trusted CA certificates found (install ca-certificates, or set SSL_CERT_FILE){why}"
-        ));
-    }
     let crypto = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)

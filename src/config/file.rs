@@ -324,6 +324,9 @@ pub(crate) struct FileTrafficPolicy {
     pub(crate) load_balancer: Option<FileLoadBalancer>,
     #[serde(rename = "connectionPool")]
     pub(crate) connection_pool: Option<FileConnectionPool>,
+    pub(crate) tls: Option<super::file_destination::FileClientTls>,
+    #[serde(rename = "portLevelSettings")]
+    pub(crate) port_level_settings: Option<Vec<super::file_destination::FilePortTrafficPolicy>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,16 +406,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         ),
         "FileWorkloadEntry" => (&["labels"], &["network", "locality", "serviceAccount"]),
         "FileDestinationRuleSpec" => (&["exportTo"], &["subsets", "workloadSelector"]),
-        "FileTrafficPolicy" => (
-            &[],
-            &[
-                "outlierDetection",
-                "tls",
-                "portLevelSettings",
-                "tunnel",
-                "proxyProtocol",
-            ],
-        ),
+        "FileTrafficPolicy" => (&[], &["outlierDetection", "tunnel", "proxyProtocol"]),
         "FileTcpSettings" => (
             &[],
             &["tcpKeepalive", "maxConnectionDuration", "idleTimeout"],
@@ -441,6 +435,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
             return super::file_auth::auth_field_policy(other)
                 .or_else(|| super::file_authz::authz_field_policy(other))
                 .or_else(|| super::file_traffic::traffic_field_policy(other))
+                .or_else(|| super::file_destination::destination_field_policy(other))
                 .unwrap_or_default();
         }
     };

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::model_destination::{PortTrafficPolicy, TrafficPolicy};
+
 /// Everything one configuration file (several YAML documents) declares.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -413,10 +415,21 @@ pub struct DestinationRule {
     pub name: String,
     /// The service host the rule applies to.
     pub host: String,
-    /// `trafficPolicy.loadBalancer.simple`
-    pub load_balancer: LoadBalancer,
-    /// `trafficPolicy.connectionPool`
-    pub connection_pool: ConnectionPool,
+    /// `trafficPolicy` (without its `portLevelSettings`).
+    pub traffic_policy: TrafficPolicy,
+    /// `trafficPolicy.portLevelSettings`, one per port.
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+}
+
+impl DestinationRule {
+    /// The policy of the cluster on service port `port`: the port's settings over the
+    /// top-level ones.
+    pub fn policy_for_port(&self, port: u16) -> TrafficPolicy {
+        match self.port_level_settings.iter().find(|p| p.port == port) {
+            Some(settings) => self.traffic_policy.with_port_settings(&settings.policy),
+            None => self.traffic_policy.clone(),
+        }
+    }
 }
 
 /// A DestinationRule's `trafficPolicy.connectionPool`, what ringress implements of it;

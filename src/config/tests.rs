@@ -518,7 +518,10 @@ fn destination_rule_connection_pool() {
         "      tcp:\n        maxConnections: 100\n        connectTimeout: 2s\n      http:\n        idleTimeout: 30s\n",
     ));
     assert_eq!(
-        config.destination_rules[0].connection_pool,
+        config.destination_rules[0]
+            .traffic_policy
+            .connection_pool
+            .unwrap_or_default(),
         ConnectionPool {
             max_connections: Some(100),
             connect_timeout: Some(std::time::Duration::from_secs(2)),
@@ -535,7 +538,11 @@ fn destination_rule_connection_pool() {
             "      http:\n        h2UpgradePolicy: {policy}\n"
         )));
         assert_eq!(
-            config.destination_rules[0].connection_pool.h2_upgrade,
+            config.destination_rules[0]
+                .traffic_policy
+                .connection_pool
+                .unwrap_or_default()
+                .h2_upgrade,
             upgrade
         );
     }
@@ -574,15 +581,13 @@ fn destination_rule_unimplemented_fields() {
         error(&dr("  subsets:\n  - name: v1\n    labels: {version: v1}\n")),
         "/etc/ringress/gw.yaml:7:3: document 1 (DestinationRule dr): spec.subsets: field `subsets` is not implemented by ringress yet"
     );
-    for field in ["outlierDetection", "tls", "portLevelSettings"] {
-        let e = error(&dr(&format!("  trafficPolicy:\n    {field}: {{}}\n")));
-        assert!(
-            e.ends_with(&format!(
-                "spec.trafficPolicy.{field}: field `{field}` is not implemented by ringress yet"
-            )),
-            "{e}"
-        );
-    }
+    let e = error(&dr("  trafficPolicy:\n    outlierDetection: {}\n"));
+    assert!(
+        e.ends_with(
+            "spec.trafficPolicy.outlierDetection: field `outlierDetection` is not implemented by ringress yet"
+        ),
+        "{e}"
+    );
     assert_eq!(
         error(&dr(
             "  trafficPolicy:\n    loadBalancer:\n      simple: PASSTHROUGH\n"
@@ -604,12 +609,17 @@ fn destination_rule_unimplemented_fields() {
         let config = load_ok(&dr(&format!(
             "  exportTo: [\".\"]\n  trafficPolicy:\n    loadBalancer:\n      simple: {name}\n"
         )));
-        assert_eq!(config.destination_rules[0].load_balancer, lb);
+        assert_eq!(
+            config.destination_rules[0].traffic_policy.load_balancer,
+            Some(lb)
+        );
         assert_eq!(config.destination_rules[0].host, "httpbin");
     }
     assert_eq!(
-        load_ok(&dr("")).destination_rules[0].load_balancer,
-        LoadBalancer::RoundRobin
+        load_ok(&dr("")).destination_rules[0]
+            .traffic_policy
+            .load_balancer,
+        None
     );
     assert_eq!(
         error(&dr("").replace("host: httpbin", "host: \"*.example.com\"")),
@@ -2049,4 +2059,112 @@ fn passthrough_and_tcp_server_tls_blocks() {
     assert!(
         error(&gateway(&both)).contains("port 443 is already served as TLS by document 1 (Gateway gw) spec.servers[0]; servers sharing a port must use the same protocol")
     );
+}
+#[test]
+fn destination_rule_tls_and_port_level_settings() {
+    let dr = |body: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\nspec:\n  host: httpbin\n  trafficPolicy:\n{body}"
+        )
+    };
+    let config = load_ok(&dr(
+        "    tls:\n      mode: SIMPLE\n      caCertificates: ca.pem\n      sni: Backend.Internal\n      subjectAltNames: [backend.internal]\n    portLevelSettings:\n    - port:\n        number: 8080\n      tls:\n        mode: DISABLE\n    - port:\n        number: 9443\n      loadBalancer:\n        simple: RANDOM\n",
+    ));
+    let rule = &config.destination_rules[0];
+    let tls = rule.traffic_policy.tls.as_ref().expect("tls");
+    assert_eq!(tls.mode, ClientTlsMode::Simple);
+    assert_eq!(tls.sni.as_deref(), Some("backend.internal"));
+    assert_eq!(tls.subject_alt_names, ["backend.internal"]);
+    assert_eq!(
+        tls.credential,
+        ClientCredential::Files {
+            cert_and_key: None,
+            ca: Some(PathBuf::from("/etc/ringress/ca.pem")),
+        }
+    );
+    // A port's field replaces the top-level one whole; the others stay.
+    let plain = rule.policy_for_port(8080);
+    assert_eq!(plain.tls.map(|t| t.mode), Some(ClientTlsMode::Disable));
+    let random = rule.policy_for_port(9443);
+    assert_eq!(random.load_balancer, Some(LoadBalancer::Random));
+    assert_eq!(random.tls.as_ref(), Some(tls));
+    assert_eq!(rule.policy_for_port(1), rule.traffic_policy);
+
+    let mutual = load_ok(&dr(
+        "    tls:\n      mode: MUTUAL\n      clientCertificate: /c.pem\n      privateKey: /k.pem\n      insecureSkipVerify: true\n",
+    ));
+    let tls = mutual.destination_rules[0]
+        .traffic_policy
+        .tls
+        .clone()
+        .expect("tls");
+    assert!(tls.insecure_skip_verify);
+    assert_eq!(
+        tls.credential,
+        ClientCredential::Files {
+            cert_and_key: Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem"))),
+            ca: None,
+        }
+    );
+    let named = load_ok(&dr(
+        "    tls:\n      mode: MUTUAL\n      credentialName: client\n",
+    ));
+    assert_eq!(
+        named.destination_rules[0]
+            .traffic_policy
+            .tls
+            .as_ref()
+            .map(|t| &t.credential),
+        Some(&ClientCredential::Named("client".into()))
+    );
+
+    for (body, want) in [
+        (
+            "    tls:\n      mode: ISTIO_MUTUAL\n",
+            "spec.trafficPolicy.tls.mode: tls mode ISTIO_MUTUAL (it needs a mesh's workload certificates) is not implemented by ringress yet; accepted: DISABLE, SIMPLE, MUTUAL",
+        ),
+        (
+            "    tls:\n      mode: STRICT\n",
+            "spec.trafficPolicy.tls.mode: invalid value \"STRICT\": accepted tls modes: DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL",
+        ),
+        (
+            "    tls:\n      mode: MUTUAL\n      clientCertificate: /c.pem\n",
+            "spec.trafficPolicy.tls.privateKey: tls mode MUTUAL needs privateKey, or credentialName",
+        ),
+        (
+            "    tls:\n      mode: SIMPLE\n      credentialName: c\n      caCertificates: /ca.pem\n",
+            "spec.trafficPolicy.tls.caCertificates: credentialName and caCertificates are both set; the credential holds the client certificate, its key and the CA (Istio: cannot specify client certificates or CA certificate or CA Crl if credentialName is set)",
+        ),
+        (
+            "    tls:\n      mode: SIMPLE\n      sni: \"not a name\"\n",
+            "spec.trafficPolicy.tls.sni: invalid value \"not a name\": expected a DNS name or an IP address",
+        ),
+        (
+            "    tls:\n      mode: SIMPLE\n      subjectAltNames: [\"\"]\n",
+            "spec.trafficPolicy.tls.subjectAltNames[0]: invalid value \"\": expected a name the upstream's certificate carries",
+        ),
+        (
+            "    portLevelSettings:\n    - tls:\n        mode: SIMPLE\n",
+            "spec.trafficPolicy.portLevelSettings[0].port: required field is missing",
+        ),
+        (
+            "    portLevelSettings:\n    - port:\n        number: 80\n      tls:\n        mode: ISTIO_MUTUAL\n",
+            "spec.trafficPolicy.portLevelSettings[0].tls.mode: tls mode ISTIO_MUTUAL (it needs a mesh's workload certificates) is not implemented by ringress yet; accepted: DISABLE, SIMPLE, MUTUAL",
+        ),
+        (
+            "    portLevelSettings:\n    - port:\n        number: 80\n    - port:\n        number: 80\n",
+            "spec.trafficPolicy.portLevelSettings[1].port.number: port 80 already has portLevelSettings",
+        ),
+        (
+            "    portLevelSettings:\n    - port:\n        number: 80\n      outlierDetection: {}\n",
+            "spec.trafficPolicy.portLevelSettings[0].outlierDetection: field `outlierDetection` is not implemented by ringress yet",
+        ),
+        (
+            "    portLevelSettings:\n    - port:\n        number: 80\n      connectionPool:\n        tcp:\n          maxConnections: 0\n",
+            "spec.trafficPolicy.portLevelSettings[0].connectionPool.tcp.maxConnections: invalid value 0: expected a number of connections from 1 to 4294967295",
+        ),
+    ] {
+        let e = error(&dr(body));
+        assert!(e.ends_with(want), "{body}\n{e}");
+    }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod auth;
 mod authz;
+mod destination;
 mod l4;
 mod traffic;
 
@@ -23,6 +24,7 @@ use super::file_auth::*;
 use super::file_authz::FileAuthorizationPolicySpec;
 use super::model::*;
 use super::model_authz::AuthorizationPolicy;
+use super::model_destination::*;
 use super::yaml::{Ctx, Document, Node, NodeDe, Path, Value};
 
 /// The apiVersions ringress reads; Istio serves the same schema under all three.
@@ -575,6 +577,19 @@ impl Check<'_, '_> {
         })
     }
 
+    /// Whether a `credentialName` can name a directory in `--secrets-dir`.
+    fn secret_name(&mut self, name: &str, path: &Path) -> bool {
+        let ok = !(name.contains('/') || name == "." || name == "..");
+        if !ok {
+            self.invalid(
+                path,
+                format!("{name:?}"),
+                "a credentialName names a directory in --secrets-dir and cannot contain '/'",
+            );
+        }
+        ok
+    }
+
     fn header_name(&mut self, raw: &str, path: &Path) -> Option<String> {
         if !raw.is_empty() && raw.bytes().all(is_token_byte) {
             Some(raw.to_ascii_lowercase())
@@ -813,14 +828,7 @@ impl Check<'_, '_> {
                     ok = false;
                 }
             }
-            if name.contains('/') || name == "." || name == ".." {
-                self.invalid(
-                    &p.key("credentialName"),
-                    format!("{name:?}"),
-                    "a credentialName names a directory in --secrets-dir and cannot contain '/'",
-                );
-                ok = false;
-            }
+            ok &= self.secret_name(name, &p.key("credentialName"));
             ok.then(|| Credential::Named(name.to_owned()))
         } else {
             let cert = tls.server_certificate.as_deref();
@@ -1852,15 +1860,32 @@ impl Check<'_, '_> {
             }
             h => self.host_name(h, &s.key("host")),
         };
-        let (load_balancer, pool) = match raw.traffic_policy {
-            Some(policy) => (policy.load_balancer, policy.connection_pool),
-            None => (None, None),
+        let path = s.key("trafficPolicy");
+        let (traffic_policy, port_level_settings) = match raw.traffic_policy {
+            Some(mut policy) => {
+                let ports = policy.port_level_settings.take();
+                let traffic_policy = self.traffic_policy(policy, &path);
+                let port_level_settings = match ports {
+                    Some(ports) => self.port_level_settings(ports, &path.key("portLevelSettings")),
+                    None => Some(Vec::new()),
+                };
+                (traffic_policy, port_level_settings)
+            }
+            None => (Some(TrafficPolicy::default()), Some(Vec::new())),
         };
-        let connection_pool =
-            self.connection_pool(pool, &s.key("trafficPolicy").key("connectionPool"));
-        let simple = load_balancer.and_then(|l| l.simple);
-        let lp = s.key("trafficPolicy").key("loadBalancer").key("simple");
-        let load_balancer = match simple.as_deref() {
+        Some(DestinationRule {
+            origin,
+            name,
+            host: host?,
+            traffic_policy: traffic_policy?,
+            port_level_settings: port_level_settings?,
+        })
+    }
+
+    /// `loadBalancer`: `simple` (ROUND_ROBIN without it).
+    fn load_balancer(&mut self, raw: FileLoadBalancer, path: &Path) -> Option<LoadBalancer> {
+        let lp = path.key("simple");
+        match raw.simple.as_deref() {
             None | Some("ROUND_ROBIN" | "UNSPECIFIED") => Some(LoadBalancer::RoundRobin),
             Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
             Some("RANDOM") => Some(LoadBalancer::Random),
@@ -1882,14 +1907,7 @@ impl Check<'_, '_> {
                 );
                 None
             }
-        };
-        Some(DestinationRule {
-            origin,
-            name,
-            host: host?,
-            load_balancer: load_balancer?,
-            connection_pool: connection_pool?,
-        })
+        }
     }
 
     /// `trafficPolicy.connectionPool`: `tcp.maxConnections` (at least 1),

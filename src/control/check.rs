@@ -277,6 +277,9 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
                 cluster.lb.istio_name(),
                 endpoints.join(", ")
             );
+            for line in cluster.tls.iter().flat_map(|tls| tls.describe()) {
+                let _ = writeln!(out, "    {line}");
+            }
         }
     }
     out

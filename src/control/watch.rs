@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
-use crate::config::{Config, Credential};
+use crate::config::{ClientCredential, Config, Credential};
 
 /// Quiet time after the last filesystem event before the watched paths are compared
 /// again: long enough to let a burst of writes (or kubelet's several renames) finish.
@@ -104,9 +104,9 @@ fn watch_mask() -> WatchMask {
 
 /// What to watch for one configuration: the configuration file; the
 /// `--session-ticket-keys` file (`ticket_keys`); every `serverCertificate`,
-/// `privateKey` and `caCertificates` file; and for each `credentialName` (with a
-/// secrets directory) the directories `DIR/NAME` and `DIR/NAME-cacert`, which may not
-/// exist yet. Each path appears once, in the order the configuration names it.
+/// `privateKey` and `caCertificates` file, and a DestinationRule `tls`'s files; and
+/// for each `credentialName` (with a secrets directory) the directories `DIR/NAME` and
+/// `DIR/NAME-cacert`, which may not exist yet. Each path appears once, in the order the configuration names it.
 pub(crate) fn watched_paths(
     config: &Config,
     config_path: &Path,
@@ -132,9 +132,36 @@ pub(crate) fn watched_paths(
             paths.push(ca.clone());
         }
     }
+    upstream_tls_paths(config, secrets_dir, &mut paths);
     let mut seen = BTreeSet::new();
     paths.retain(|p| seen.insert(p.clone()));
     paths
+}
+
+/// The files and credential directories of every DestinationRule `tls` (top level
+/// and per port): client certificate, key, CA and CRL files, `DIR/NAME` and
+/// `DIR/NAME-cacert`.
+fn upstream_tls_paths(config: &Config, secrets_dir: Option<&Path>, paths: &mut Vec<PathBuf>) {
+    let policies = config.destination_rules.iter().flat_map(|dr| {
+        std::iter::once(&dr.traffic_policy).chain(dr.port_level_settings.iter().map(|p| &p.policy))
+    });
+    for tls in policies.filter_map(|p| p.tls.as_ref()) {
+        match (&tls.credential, secrets_dir) {
+            (ClientCredential::Files { cert_and_key, ca }, _) => {
+                if let Some((cert, key)) = cert_and_key {
+                    paths.push(cert.clone());
+                    paths.push(key.clone());
+                }
+                paths.extend(ca.iter().cloned());
+            }
+            (ClientCredential::Named(name), Some(dir)) => {
+                paths.push(dir.join(name));
+                paths.push(dir.join(format!("{name}-cacert")));
+            }
+            (ClientCredential::Named(_), None) => {}
+        }
+        paths.extend(tls.ca_crl.iter().cloned());
+    }
 }
 
 /// Reports changes to a set of paths on its own thread; see the module doc.

@@ -25,7 +25,7 @@ use crate::uring::{self, FilledBuf, TcpStream};
 
 use super::Next;
 use super::http2::{ConnectionFacts, H2Stream};
-use crate::pipe::{Pipe, PumpError, PumpUntil, pump};
+use crate::pipe::{Pipe, PumpError, PumpTls, PumpUntil, pump};
 
 /// Plaintext encrypted per send at most: three full records, so the ciphertext
 /// buffer of a large response stays small enough for the pool to keep.
@@ -430,7 +430,7 @@ impl Downstream {
             },
             Downstream::Tls(stream) => {
                 let TlsStream { tcp, tls } = &mut **stream;
-                match pump(tcp, Some(tls), pipe, until, drive).await {
+                match pump(tcp, Some(tls as &mut dyn PumpTls), pipe, until, drive).await {
                     Ok(()) => Ok(()),
                     Err(PumpError::Io(e)) => Err(e),
                     Err(PumpError::Tls(e)) => Err(Box::pin(stream.fail(e)).await),

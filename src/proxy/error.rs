@@ -86,7 +86,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => ("DPE", "http1.codec_error"),
             ProxyError::ClientTimeout(_) => ("SI", "stream_idle_timeout"),
             ProxyError::NoEndpoint(_) => ("UH", "no_healthy_upstream"),
-            ProxyError::Connect(ConnectError::Failed { .. }) => (
+            ProxyError::Connect(ConnectError::Failed { .. } | ConnectError::Tls { .. }) => (
                 "UF",
                 "upstream_reset_before_response_started{remote_connection_failure}",
             ),
@@ -114,6 +114,15 @@ impl ProxyError {
             ProxyError::ResponseAborted { .. } => {
                 ("UR", "upstream_reset_after_response_started{remote_reset}")
             }
+        }
+    }
+
+    /// The body of the answer when it is not the status line's reason (Envoy's
+    /// local reply for a failed upstream TLS handshake).
+    pub(crate) fn local_reply_body(&self) -> Option<String> {
+        match self {
+            ProxyError::Connect(e) => e.local_reply_body(),
+            _ => None,
         }
     }
 

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+
 use super::mirror;
 use super::retry::RetryPolicy;
 use super::tunnel;
@@ -54,6 +56,9 @@ struct RequestFacts {
     /// The request asks to switch to WebSocket and the upstream is told so: a `101
     /// Switching Protocols` then turns the connection into a tunnel.
     upgrade: bool,
+    /// The server name of a TLS connection for it (see
+    /// `UpstreamTls::server_name_for`); `None` for a cluster without TLS.
+    server_name: Option<ServerName<'static>>,
 }
 
 /// What the proxy does with a request's `Upgrade` (RFC 9110 §7.8), as Istio's
@@ -97,12 +102,27 @@ impl Connection {
         path: Option<String>,
         websocket: bool,
     ) -> Result<Next, ProxyError> {
+        let spec = snapshot.clusters.get(cluster);
+        let server_name = spec.tls.as_deref().map(|tls| {
+            let authority = route
+                .rewrite
+                .as_ref()
+                .and_then(|r| r.authority.as_deref())
+                .or_else(|| {
+                    head.header_of(http::HeaderName::Host)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                })
+                .or(head.target_authority())
+                .unwrap_or_default();
+            tls.server_name_for(authority, &spec.host)
+        });
         let facts = RequestFacts {
             keep_alive: head.keep_alive(),
             is_head: head.method().eq_ignore_ascii_case("HEAD"),
             client_minor: head.version_minor(),
             expects_continue: head.expects_continue(),
             upgrade: websocket,
+            server_name,
         };
         let mut request_body = BodyFramer::new(head.body());
         let now = uring::now();
@@ -184,8 +204,11 @@ impl Connection {
                         ProxyError::Connect(c) if c.is_overflow() => {
                             ShardStats::add(&self.ctx.stats.upstream_overflows);
                         }
-                        ProxyError::Connect(_) => {
+                        ProxyError::Connect(c) => {
                             ShardStats::add(&self.ctx.stats.upstream_connect_failures);
+                            if matches!(c, ConnectError::Tls { .. }) {
+                                ShardStats::add(&self.ctx.stats.upstream_tls_failures);
+                            }
                         }
                         _ => {}
                     }
@@ -197,6 +220,10 @@ impl Connection {
                     if resendable && policy.retry_error(&e, tries) {
                         tracing::debug!(%addr, error = %e, tries, "retrying");
                         continue;
+                    }
+                    let mut e = e;
+                    if let ProxyError::Connect(ConnectError::Tls { retried, .. }) = &mut e {
+                        *retried = tries > 1;
                     }
                     return Err(e);
                 }
@@ -282,13 +309,15 @@ impl Connection {
         started: Instant,
     ) -> Result<Next, ProxyError> {
         let addr = upstream.addr;
-        let Some(tcp) = upstream.stream.tcp() else {
+        if !upstream.stream.is_connection() {
             // Only an HTTP/1.1 upstream is asked to switch (`UpgradeAsked`).
             return Err(ProxyError::ResponseAborted {
                 addr,
                 reason: "101 from an HTTP/2 upstream".into(),
             });
-        };
+        }
+        // Plain text or TLS: the tunnel relays plaintext either way.
+        let transport = &upstream.stream;
         self.note_upstream_status(route, 101);
         let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
@@ -316,13 +345,13 @@ impl Connection {
         if !self.inbuf.is_empty() {
             let early = std::mem::take(&mut self.inbuf);
             relayed.to_upstream += early.len() as u64;
-            let (sent, early) = tcp.send_all(early).await;
+            let (sent, early) = transport.send_all(early).await;
             self.inbuf = early;
             self.inbuf.clear();
             sent.map_err(|source| ProxyError::UpstreamIo { addr, source })?;
         }
         let idle = self.ctx.settings.timeouts.idle;
-        let (end, tunnelled) = tunnel::relay(&mut self.client, tcp, idle).await;
+        let (end, tunnelled) = tunnel::relay(&mut self.client, transport, idle).await;
         self.count_received((relayed.to_upstream + tunnelled.to_upstream) as usize);
         self.count_sent((relayed.to_client + tunnelled.to_client) as usize);
         tracing::debug!(peer = %self.peer, %addr, %end, "tunnel ended");
@@ -413,7 +442,8 @@ impl Connection {
         facts: &RequestFacts,
         wait: Duration,
     ) -> Result<Tried, ProxyError> {
-        let upstream = checkout(&self.ctx, cluster, addr, wait).await?;
+        let name = facts.server_name.as_ref();
+        let upstream = checkout(&self.ctx, cluster, addr, name, wait).await?;
         upstream
             .stream
             .set_send_timeout(self.ctx.settings.timeouts.idle);
@@ -765,26 +795,31 @@ enum BodySent {
 /// method frames like GET.
 /// A connection to `addr` of `cluster` for one request: a stream on one of the
 /// shard's HTTP/2 connections, or an idle pooled HTTP/1.1 connection, or a new one
-/// within the cluster's connection cap (waiting at most `wait` for a place).
+/// within the cluster's connection cap (waiting at most `wait` for a place); for a
+/// cluster with TLS, one whose session was made for `server_name`.
 pub(super) async fn checkout(
     ctx: &ShardContext,
     cluster: &Cluster,
     addr: SocketAddr,
+    server_name: Option<&ServerName<'static>>,
     wait: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
     let limit = cluster.pool.shard_limit(ctx.shards);
     match cluster.protocol {
         UpstreamProtocol::Http2 => {
+            let name = server_name.cloned();
             // Boxed: the HTTP/1.1 path's future stays as small as it was.
-            Box::pin(http2::stream(&ctx.pool, cluster, addr, limit, wait)).await
+            Box::pin(http2::stream(&ctx.pool, cluster, addr, name, limit, wait)).await
         }
         UpstreamProtocol::Http1 => {
-            let pooled = ctx.pool.borrow_mut().take(addr);
+            let tls = cluster.tls.as_deref();
+            let pooled = ctx.pool.borrow_mut().take(addr, tls, server_name);
             match pooled {
                 Some(conn) => Ok(conn),
                 None => {
                     let slot = pool::reserve(&ctx.pool, &cluster.name, limit, wait).await?;
-                    pool::connect(addr, slot, cluster.pool.connect_timeout).await
+                    let tls = tls.zip(server_name.cloned());
+                    pool::connect(addr, slot, cluster.pool.connect_timeout, tls).await
                 }
             }
         }

@@ -155,7 +155,13 @@ async fn send_and_drain(
     method: &str,
 ) -> Result<(), MirrorError> {
     let io = |source| MirrorError::Io { addr, source };
-    let upstream = checkout(ctx, spec, addr, ctx.settings.timeouts.idle).await?;
+    // A mirror with TLS names its own destination (or its `sni`): the copy's
+    // `-shadow` host is no name a certificate has.
+    let name = spec
+        .tls
+        .as_deref()
+        .map(|tls| tls.server_name_for("", &spec.host));
+    let upstream = checkout(ctx, spec, addr, name.as_ref(), ctx.settings.timeouts.idle).await?;
     upstream.stream.set_send_timeout(ctx.settings.timeouts.idle);
     let (sent, _) = upstream.stream.send_all(request).await;
     sent.map_err(io)?;

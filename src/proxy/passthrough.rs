@@ -37,7 +37,7 @@ use super::downstream::{HandshakeError, receive_client_hello};
 use crate::access_log::{Field, Record};
 use crate::config::Protocol;
 use crate::shard::{ShardContext, ShardStats};
-use crate::upstream::pool;
+use crate::upstream::{UpstreamStream, pool};
 use crate::uring::{self, TcpStream};
 
 /// The outcomes `ringress_l4_connections_total` counts, by label.
@@ -196,7 +196,8 @@ async fn connect_and_relay(
     let limit = cluster.pool.shard_limit(ctx.shards);
     // As Envoy's tcp_proxy, a full cluster refuses at once (no queue of connections).
     let connected = match pool::reserve(&ctx.pool, &cluster.name, limit, Duration::ZERO).await {
-        Ok(slot) => pool::connect(addr, slot, cluster.pool.connect_timeout)
+        // Never TLS of ringress's: the cluster of an L4 route has none (`Clusters::build`).
+        Ok(slot) => pool::connect(addr, slot, cluster.pool.connect_timeout, None)
             .await
             .map_err(|e| {
                 ShardStats::add(&ctx.stats.upstream_connect_failures);
@@ -220,12 +221,12 @@ async fn connect_and_relay(
         record.upstream_local = upstream.local;
     }
     let counts = Counts::default();
-    let end = match upstream.stream.tcp() {
-        Some(up) => {
+    let end = match &upstream.stream {
+        UpstreamStream::Tcp(up) => {
             up.set_send_timeout(ctx.settings.timeouts.idle);
             relay(client, up, first, ctx.settings.timeouts.idle, &counts).await
         }
-        None => RelayEnd::Upstream(io::Error::other("not a TCP connection")),
+        _ => RelayEnd::Upstream(io::Error::other("not a TCP connection")),
     };
     ctx.finished(snapshot, cluster_id, endpoint);
     let details = match &end {

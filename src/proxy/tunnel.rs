@@ -32,7 +32,8 @@ use h2::{RecvStream, SendStream};
 use super::Downstream;
 use super::http2::H2Stream;
 use crate::pipe::{self, Pipe, PumpUntil};
-use crate::uring::{self, TcpStream};
+use crate::upstream::{Received, UpstreamStream};
+use crate::uring;
 
 /// How a tunnel ended.
 #[derive(Debug)]
@@ -74,7 +75,7 @@ type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 /// both stay silent for `idle`.
 pub(super) async fn relay(
     client: &mut Downstream,
-    upstream: &TcpStream,
+    upstream: &UpstreamStream,
     idle: Duration,
 ) -> (TunnelEnd, Relayed) {
     if let Downstream::H2(stream) = client {
@@ -106,7 +107,7 @@ pub(super) async fn relay(
 /// [`relay`] for a client's HTTP/2 stream (see the module doc).
 async fn relay_h2(
     stream: &mut H2Stream,
-    upstream: &TcpStream,
+    upstream: &UpstreamStream,
     idle: Duration,
 ) -> (TunnelEnd, Relayed) {
     let moved = Moved::new();
@@ -114,7 +115,7 @@ async fn relay_h2(
         Some((body, send)) => h2_directions(body, send, upstream, idle, &moved).await,
         None => {
             // The client ended its side before the upstream's answer.
-            let _ = upstream.shutdown_write();
+            let _ = upstream.shutdown_write().await;
             TunnelEnd::ClientClosed
         }
     };
@@ -154,7 +155,7 @@ impl Moved {
 async fn h2_directions(
     mut body: RecvStream,
     send: &mut SendStream<Bytes>,
-    upstream: &TcpStream,
+    upstream: &UpstreamStream,
     idle: Duration,
     moved: &Moved,
 ) -> TunnelEnd {
@@ -174,7 +175,7 @@ async fn h2_directions(
                 Some(Err(e)) => return TunnelEnd::Client(io::Error::other(e)),
                 None => {
                     // END_STREAM: the upstream gets a FIN, and may still answer.
-                    return match upstream.shutdown_write() {
+                    return match upstream.shutdown_write().await {
                         Ok(()) => TunnelEnd::ClientClosed,
                         Err(e) => TunnelEnd::Upstream(e),
                     };
@@ -232,8 +233,8 @@ struct Directions<'a> {
     spare: Vec<u8>,
     client_done: bool,
     /// The upstream receive in flight, and received bytes not yet all in the pipe.
-    from_upstream: Option<Boxed<'a, io::Result<uring::RecvBuf>>>,
-    to_client: Option<(uring::RecvBuf, usize)>,
+    from_upstream: Option<Boxed<'a, io::Result<Received>>>,
+    to_client: Option<(Received, usize)>,
     upstream_done: bool,
     idle: Duration,
     last_moved: Instant,
@@ -259,7 +260,7 @@ impl<'a> Directions<'a> {
         &mut self,
         cx: &mut Context<'_>,
         pipe: &Pipe,
-        upstream: &'a TcpStream,
+        upstream: &'a UpstreamStream,
         relayed: &mut Relayed,
     ) -> Poll<TunnelEnd> {
         loop {

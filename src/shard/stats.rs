@@ -59,6 +59,9 @@ pub(crate) struct ShardStats {
     pub(crate) handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     /// Upstream connects that failed or timed out.
     pub(crate) upstream_connect_failures: AtomicU64,
+    /// Of those, TLS handshakes with an upstream that failed (a DestinationRule
+    /// `tls`: verification, an alert, a peer that does not speak TLS).
+    pub(crate) upstream_tls_failures: AtomicU64,
     /// Requests refused because their cluster had all its connections open
     /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
     pub(crate) upstream_overflows: AtomicU64,

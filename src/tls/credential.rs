@@ -139,6 +139,23 @@ fn load_named(name: &str, secrets_dir: &Path) -> Result<CertifiedMaterial, TlsEr
     })
 }
 
+/// The CA of a named credential that needs no certificate of its own (an upstream's
+/// SIMPLE TLS): `ca.crt` or `cacert` in `DIR/NAME/`, else in `DIR/NAME-cacert/`;
+/// `None` when there is none.
+pub(crate) fn load_named_ca(
+    name: &str,
+    secrets_dir: &Path,
+) -> Result<Option<Vec<CertificateDer<'static>>>, TlsError> {
+    let dir = secrets_dir.join(name);
+    let cacert_dir = secrets_dir.join(format!("{name}-cacert"));
+    for (_, _, ca_name) in LAYOUTS {
+        if dir.join(ca_name).exists() {
+            return find_ca(&dir, ca_name, &cacert_dir);
+        }
+    }
+    find_ca(&dir, "ca.crt", &cacert_dir)
+}
+
 /// The CA of a named credential: `ca.crt` / `cacert` next to the certificate, else in
 /// the `NAME-cacert` directory under either name.
 fn find_ca(
@@ -192,6 +209,23 @@ fn load_pair(
         source,
         ca,
     })
+}
+
+/// The system's CA certificates (or `SSL_CERT_FILE`'s, `SSL_CERT_DIR`'s, as curl and
+/// openssl read them); an error saying how to get some when there are none.
+pub(crate) fn native_roots() -> Result<Vec<CertificateDer<'static>>, String> {
+    let native = rustls_native_certs::load_native_certs();
+    if native.certs.is_empty() {
+        let why = native
+            .errors
+            .first()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        return Err(format!(
+            "no trusted CA certificates found (install ca-certificates, or set SSL_CERT_FILE){why}"
+        ));
+    }
+    Ok(native.certs)
 }
 
 /// The crypto provider every ringress TLS object uses.

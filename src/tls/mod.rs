@@ -33,16 +33,20 @@
 //! without I/O: the handshake on rustls, the hand-off, records in and out), [`records`]
 //! (TLS 1.3 record protection of established connections), [`cert_info`]
 //! (descriptions for `check` and `/certs`),
+//! [`client_config`] (rustls client configurations for TLS to upstreams),
+//! [`client_session`] (an upstream connection's TLS over its socket),
 //! [`client_identity`] (the `x-forwarded-client-cert` value of a verified client),
 //! [`failure`] (why a handshake failed, for counters and logs), [`tickets`] (the
 //! ticketer of each client-trust setting, kept across reloads), [`ticket_keys`] (the
 //! `--session-ticket-keys` file and the ticketer over its keys), [`error`].
 
 pub(crate) mod cert_info;
+pub(crate) mod client_config;
 pub(crate) mod client_hello;
 pub(crate) mod client_identity;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod client_sealer;
+pub(crate) mod client_session;
 pub(crate) mod credential;
 pub(crate) mod error;
 pub(crate) mod failure;

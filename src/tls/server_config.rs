@@ -342,13 +342,7 @@ fn client_verifier(
             });
         }
     };
-    let mut roots = RootCertStore::empty();
-    for (i, ca) in cas.into_iter().enumerate() {
-        roots.add(ca).map_err(|e| TlsError::ClientCa {
-            what: what.clone(),
-            detail: format!("certificate {}: {e}", i + 1),
-        })?;
-    }
+    let roots = root_store(cas, &what)?;
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     if let Some(path) = &tls.ca_crl {
         builder = builder.with_crls(load_crls(path)?);
@@ -378,25 +372,40 @@ struct SanRestricted {
     allowed: Vec<String>,
 }
 
-impl SanRestricted {
-    fn leaf_allowed(&self, end_entity: &CertificateDer<'_>) -> bool {
-        let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity) else {
-            return false;
-        };
-        let Ok(Some(ext)) = cert.subject_alternative_name() else {
-            return false;
-        };
-        ext.value.general_names.iter().any(|name| {
-            let value = match name {
-                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                    (*s).to_owned()
-                }
-                GeneralName::IPAddress(bytes) => super::cert_info::ip_string(bytes),
-                _ => return false,
-            };
-            self.allowed.contains(&value)
-        })
+/// The CA certificates from `what` as a root store (a client CA, or an upstream's).
+pub(crate) fn root_store(
+    cas: Vec<CertificateDer<'static>>,
+    what: &str,
+) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for (i, ca) in cas.into_iter().enumerate() {
+        roots.add(ca).map_err(|e| TlsError::ClientCa {
+            what: what.to_owned(),
+            detail: format!("certificate {}: {e}", i + 1),
+        })?;
     }
+    Ok(roots)
+}
+
+/// Whether one of `end_entity`'s subject alternative names (DNS, URI, email or IP,
+/// compared exactly) is in `allowed` (`subjectAltNames`, of a server or an upstream).
+pub(crate) fn leaf_has_san(end_entity: &CertificateDer<'_>, allowed: &[String]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity) else {
+        return false;
+    };
+    let Ok(Some(ext)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    ext.value.general_names.iter().any(|name| {
+        let value = match name {
+            GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                (*s).to_owned()
+            }
+            GeneralName::IPAddress(bytes) => super::cert_info::ip_string(bytes),
+            _ => return false,
+        };
+        allowed.contains(&value)
+    })
 }
 
 impl ClientCertVerifier for SanRestricted {
@@ -421,7 +430,7 @@ impl ClientCertVerifier for SanRestricted {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
-        if self.leaf_allowed(end_entity) {
+        if leaf_has_san(end_entity, &self.allowed) {
             Ok(verified)
         } else {
             Err(rustls::Error::InvalidCertificate(

@@ -102,6 +102,7 @@ mod tests {
             lb,
             pool: Default::default(),
             protocol: Default::default(),
+            tls: None,
         }
     }
 

@@ -21,10 +21,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 
 use thiserror::Error;
 
 use super::PoolPolicy;
+use crate::tls::TlsError;
+use crate::tls::client_config::{UpstreamTls, upstream_tls};
 
 #[cfg(test)]
 use crate::config::ConnectionPool;
@@ -61,6 +65,9 @@ pub struct Cluster {
     pub(crate) pool: PoolPolicy,
     /// The protocol requests go to the endpoints in.
     pub(crate) protocol: UpstreamProtocol,
+    /// TLS to the endpoints (the DestinationRule's `tls` for this port, unless
+    /// DISABLE), loaded when the snapshot was built.
+    pub(crate) tls: Option<Arc<UpstreamTls>>,
 }
 
 /// What a cluster's connections speak.
@@ -110,6 +117,8 @@ struct HostClusters {
 pub struct Clusters {
     clusters: Vec<Cluster>,
     by_host: HashMap<String, HostClusters>,
+    /// Where upstream TLS `credentialName`s are read from while building.
+    secrets_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a destination of a VirtualService route has no cluster. Every variant names
@@ -177,6 +186,24 @@ pub enum ClusterError {
         service_entry: Box<Origin>,
     },
     #[error(
+        "{origin}: {rule} destination {destination}: its DestinationRule's tls (TLS from ringress to the upstream) is not implemented for tls and tcp routes, whose bytes are relayed as they are; set tls.mode DISABLE for this port"
+    )]
+    TlsOnL4Route {
+        origin: Box<Origin>,
+        rule: RuleRef,
+        destination: String,
+    },
+    #[error("{origin}: {field} (cluster {cluster}): {source}")]
+    Tls {
+        /// The DestinationRule.
+        origin: Box<Origin>,
+        /// `spec.trafficPolicy.tls` or `...portLevelSettings[i].tls`.
+        field: String,
+        cluster: String,
+        #[source]
+        source: Box<TlsError>,
+    },
+    #[error(
         "{origin}: {rule} destination {destination}: more than {} clusters",
         u32::MAX
     )]
@@ -209,9 +236,21 @@ struct Reference<'c> {
 
 impl Clusters {
     /// Builds one cluster per distinct (destination host, port) referenced by any
-    /// VirtualService route or mirror, resolving DNS names now.
+    /// VirtualService route or mirror, resolving DNS names now; a `credentialName` of
+    /// a DestinationRule's `tls` needs `secrets_dir`.
     pub fn build(config: &Config) -> Result<Clusters, ClusterError> {
-        let mut clusters = Clusters::default();
+        Clusters::build_with_secrets(config, None)
+    }
+
+    /// [`Clusters::build`], with `--secrets-dir` for the upstream TLS credentials.
+    pub(crate) fn build_with_secrets(
+        config: &Config,
+        secrets_dir: Option<&Path>,
+    ) -> Result<Clusters, ClusterError> {
+        let mut clusters = Clusters {
+            secrets_dir: secrets_dir.map(Path::to_path_buf),
+            ..Clusters::default()
+        };
         for vs in &config.virtual_services {
             let http = vs.http.iter().map(|http| match &http.action {
                 RouteAction::Route(destinations) => destinations.as_slice(),
@@ -229,7 +268,15 @@ impl Clusters {
                         rule: RuleRef { section, index },
                     };
                     for destination in destinations {
-                        clusters.add(config, &destination.host, destination.port, reference)?;
+                        let id =
+                            clusters.add(config, &destination.host, destination.port, reference)?;
+                        if section != "http" && clusters.get(id).tls.is_some() {
+                            return Err(ClusterError::TlsOnL4Route {
+                                origin: Box::new(vs.origin.clone()),
+                                rule: reference.rule,
+                                destination: destination.host.clone(),
+                            });
+                        }
                     }
                 }
             }
@@ -330,15 +377,34 @@ impl Clusters {
                     destination: destination.clone(),
                 })?;
                 let rule = destination_rule(&config.destination_rules, host);
+                let policy = rule.map(|r| r.policy_for_port(number)).unwrap_or_default();
+                let pool = policy.connection_pool.as_ref();
+                let protocol = UpstreamProtocol::of(service_port, pool);
+                let istio_name = format!("outbound|{number}||{host}");
+                let tls = match (rule, &policy.tls) {
+                    (Some(rule), Some(settings)) => {
+                        let h2 = protocol == UpstreamProtocol::Http2;
+                        upstream_tls(settings, host, h2, self.secrets_dir.as_deref())
+                            .map_err(|source| ClusterError::Tls {
+                                origin: Box::new(rule.origin.clone()),
+                                field: tls_field(rule, number),
+                                cluster: istio_name.clone(),
+                                source: Box::new(source),
+                            })?
+                            .map(Arc::new)
+                    }
+                    _ => None,
+                };
                 self.clusters.push(Cluster {
                     name: destination,
-                    istio_name: format!("outbound|{number}||{host}"),
+                    istio_name,
                     host: host.to_owned(),
                     port: number,
                     endpoints,
-                    lb: rule.map(|r| r.load_balancer).unwrap_or_default(),
-                    pool: PoolPolicy::from_rule(rule.map(|r| &r.connection_pool)),
-                    protocol: UpstreamProtocol::of(service_port, rule.map(|r| &r.connection_pool)),
+                    lb: policy.load_balancer.unwrap_or_default(),
+                    pool: PoolPolicy::from_rule(pool),
+                    protocol,
+                    tls,
                 });
                 let id = ClusterId(id);
                 self.by_host
@@ -353,6 +419,18 @@ impl Clusters {
             self.by_host.entry(host.to_owned()).or_default().implied = Some(id);
         }
         Ok(id)
+    }
+}
+
+/// Where the `tls` that applies to port `port` of `rule` is written.
+fn tls_field(rule: &DestinationRule, port: u16) -> String {
+    let at = rule
+        .port_level_settings
+        .iter()
+        .position(|p| p.port == port && p.policy.tls.is_some());
+    match at {
+        Some(i) => format!("spec.trafficPolicy.portLevelSettings[{i}].tls"),
+        None => "spec.trafficPolicy.tls".to_owned(),
     }
 }
 
@@ -518,7 +596,7 @@ fn destination_rule<'r>(rules: &'r [DestinationRule], host: &str) -> Option<&'r 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HttpRoute, VirtualService, WeightedDestination};
+    use crate::config::{HttpRoute, TrafficPolicy, VirtualService, WeightedDestination};
     use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
@@ -784,11 +862,15 @@ mod tests {
             origin: origin("DestinationRule", host),
             name: host.to_owned(),
             host: host.to_owned(),
-            load_balancer: lb,
-            connection_pool: ConnectionPool {
-                max_connections: Some(7),
-                ..ConnectionPool::default()
+            traffic_policy: TrafficPolicy {
+                load_balancer: Some(lb),
+                connection_pool: Some(ConnectionPool {
+                    max_connections: Some(7),
+                    ..ConnectionPool::default()
+                }),
+                tls: None,
             },
+            port_level_settings: Vec::new(),
         };
         let config = Config {
             virtual_services: vec![vs(
@@ -818,7 +900,7 @@ mod tests {
         );
         let rules = [rule("*.example.com", LoadBalancer::Random)];
         assert_eq!(
-            destination_rule(&rules, "a.example.com").map(|r| r.load_balancer),
+            destination_rule(&rules, "a.example.com").and_then(|r| r.traffic_policy.load_balancer),
             Some(LoadBalancer::Random)
         );
         assert!(destination_rule(&rules, "example.com").is_none());

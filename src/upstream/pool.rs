@@ -33,10 +33,14 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
+
 use super::UpstreamStream;
 use super::http2::H2Connections;
 use crate::config::ConnectionPool;
 use crate::fast_hash::FastMap;
+use crate::tls::client_config::UpstreamTls;
+use crate::tls::client_session::{self, ClientSession, HandshakeError, TlsUpstream};
 use crate::uring::{self, TcpStream};
 
 /// How long an idle upstream connection is kept without a DestinationRule
@@ -98,6 +102,14 @@ pub(crate) enum ConnectError {
     Failed { addr: SocketAddr, source: io::Error },
     #[error("connect to {addr} timed out after {after:?}")]
     TimedOut { addr: SocketAddr, after: Duration },
+    /// The TLS handshake failed (`reason`: Envoy's transport failure reason);
+    /// `retried` when it was the last of several tries.
+    #[error("TLS handshake with {addr} failed: {reason}")]
+    Tls {
+        addr: SocketAddr,
+        reason: String,
+        retried: bool,
+    },
     #[error(
         "cluster {cluster} has all its {limit} connections of this shard open (connectionPool.tcp.maxConnections) and {waiting} requests waiting"
     )]
@@ -113,6 +125,25 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
+    /// What Envoy answers the client when the TLS handshake failed: its local reply
+    /// body, with the transport failure reason.
+    pub(crate) fn local_reply_body(&self) -> Option<String> {
+        let ConnectError::Tls {
+            reason, retried, ..
+        } = self
+        else {
+            return None;
+        };
+        let retried = if *retried {
+            "retried and the latest "
+        } else {
+            ""
+        };
+        Some(format!(
+            "upstream connect error or disconnect/reset before headers. {retried}reset reason: remote connection failure, transport failure reason: {reason}"
+        ))
+    }
+
     /// The cluster was full: no connect was tried (not a connect failure, and not
     /// retried as one).
     pub(crate) fn is_overflow(&self) -> bool {
@@ -170,6 +201,17 @@ pub(crate) struct UpstreamConn {
     /// The cluster slot it holds while open (an HTTP/2 stream's connection holds
     /// it instead).
     pub(super) slot: Option<Slot>,
+    /// Which TLS it speaks ([`tls_id`]) and to which server name: pooled
+    /// connections are kept apart by both.
+    pub(super) tls_id: usize,
+    pub(super) server_name: Option<ServerName<'static>>,
+}
+
+/// Tells connections to the same address apart by their TLS: 0 for plain text, else
+/// the address of the cluster's rustls config (which each of its sessions holds, so
+/// no other config can take that address while one of them is pooled).
+pub(crate) fn tls_id(tls: Option<&UpstreamTls>) -> usize {
+    tls.map_or(0, |tls| std::sync::Arc::as_ptr(&tls.config) as usize)
 }
 
 struct Idle {
@@ -180,20 +222,31 @@ struct Idle {
 /// One shard's upstream connections: the idle ones, and the slots of every cluster.
 #[derive(Default)]
 pub(crate) struct Pool {
-    idle: FastMap<SocketAddr, Vec<Idle>>,
+    idle: FastMap<(SocketAddr, usize), Vec<Idle>>,
     clusters: FastMap<String, Rc<Slots>>,
     /// The multiplexed HTTP/2 connections.
     pub(super) h2: H2Connections,
 }
 
 impl Pool {
-    /// An idle connection to `addr` that may carry a request: not expired, nothing
-    /// received from the upstream since its last response (a close, an error or bytes
-    /// nobody asked for mean the upstream is done with it).
-    pub(crate) fn take(&mut self, addr: SocketAddr) -> Option<UpstreamConn> {
-        let idle = self.idle.get_mut(&addr)?;
+    /// An idle connection to `addr` speaking `tls` to `server_name` that may carry a
+    /// request: not expired, nothing received from the upstream since its last
+    /// response (a close, an error or bytes nobody asked for mean the upstream is done
+    /// with it; a TLS session ticket is not such bytes).
+    pub(crate) fn take(
+        &mut self,
+        addr: SocketAddr,
+        tls: Option<&UpstreamTls>,
+        server_name: Option<&ServerName<'static>>,
+    ) -> Option<UpstreamConn> {
+        let idle = self.idle.get_mut(&(addr, tls_id(tls)))?;
         let now = uring::now();
-        while let Some(Idle { mut conn, until }) = idle.pop() {
+        // Newest first; those for other server names stay.
+        while let Some(at) = idle
+            .iter()
+            .rposition(|i| i.conn.server_name.as_ref() == server_name)
+        {
+            let Idle { mut conn, until } = idle.remove(at);
             if now < until && conn.stream.try_recv().is_none() {
                 conn.reused = true;
                 return Some(conn);
@@ -206,10 +259,10 @@ impl Pool {
     /// `keep_for` at most.
     pub(crate) fn put(&mut self, conn: UpstreamConn, keep_for: Duration) {
         // An HTTP/2 stream is done; its connection stays with its other streams.
-        if keep_for.is_zero() || conn.stream.tcp().is_none() {
+        if keep_for.is_zero() || !conn.stream.is_connection() {
             return;
         }
-        let idle = self.idle.entry(conn.addr).or_default();
+        let idle = self.idle.entry((conn.addr, conn.tls_id)).or_default();
         if idle.len() >= MAX_IDLE_PER_ENDPOINT {
             idle.remove(0);
         }
@@ -304,21 +357,67 @@ pub(crate) async fn reserve(
     }
 }
 
-/// Opens a new connection to an upstream endpoint within `timeout`, holding `slot`.
+/// Opens a new connection to an upstream endpoint within `timeout` (the TLS
+/// handshake with `server_name` included when the cluster has `tls`), holding `slot`.
 pub(crate) async fn connect(
     addr: SocketAddr,
     slot: Slot,
     timeout: Duration,
+    tls: Option<(&UpstreamTls, ServerName<'static>)>,
 ) -> Result<UpstreamConn, ConnectError> {
-    let stream = connect_tcp(addr, timeout).await?;
-    let local = stream.local_addr().ok();
+    let started = uring::now();
+    let tcp = connect_tcp(addr, timeout).await?;
+    let local = tcp.local_addr().ok();
+    let tls_id = tls_id(tls.as_ref().map(|(tls, _)| *tls));
+    let (stream, server_name) = match tls {
+        None => (UpstreamStream::Tcp(tcp), None),
+        Some((tls, name)) => {
+            let left = timeout.saturating_sub(uring::now().saturating_duration_since(started));
+            let (session, plain) =
+                tls_handshake(&tcp, tls, name.clone(), addr, left, timeout).await?;
+            let stream = UpstreamStream::Tls(Box::new(TlsUpstream::new(tcp, session, plain)));
+            (stream, Some(name))
+        }
+    };
     Ok(UpstreamConn {
-        stream: UpstreamStream::Tcp(stream),
+        stream,
         addr,
         reused: false,
         local,
         slot: Some(slot),
+        tls_id,
+        server_name,
     })
+}
+
+/// The TLS handshake with `server_name` of a new connection to `addr` within `left`
+/// (of the cluster's connect `timeout`), and the plaintext that came with it.
+pub(super) async fn tls_handshake(
+    tcp: &TcpStream,
+    tls: &UpstreamTls,
+    server_name: ServerName<'static>,
+    addr: SocketAddr,
+    left: Duration,
+    timeout: Duration,
+) -> Result<(ClientSession, Vec<u8>), ConnectError> {
+    let mut session = ClientSession::new(tls, server_name).map_err(|e| ConnectError::Tls {
+        addr,
+        reason: client_session::envoy_reason(&e),
+        retried: false,
+    })?;
+    let mut plain = Vec::new();
+    match client_session::handshake(tcp, &mut session, &mut plain, left).await {
+        Ok(()) => Ok((session, plain)),
+        Err(HandshakeError::TimedOut) => Err(ConnectError::TimedOut {
+            addr,
+            after: timeout,
+        }),
+        Err(e) => Err(ConnectError::Tls {
+            addr,
+            reason: e.reason(),
+            retried: false,
+        }),
+    }
 }
 
 /// A TCP connection to `addr` (`TCP_NODELAY` on) within `timeout`.

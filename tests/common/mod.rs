@@ -1210,6 +1210,91 @@ pub fn route_all(service: &str, port: u16) -> String {
     )
 }
 
+/// An issuer for the CA `name` of the test PKI (its distinguished name as
+/// `pki::generate` writes it), signing with the key in `key_file`.
+pub fn ca_issuer(name: &str, key_file: &Path) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    let key_pem = std::fs::read_to_string(key_file).expect("reading a CA key");
+    let key = rcgen::KeyPair::from_pem(&key_pem).expect("parsing a CA key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "ringress demo");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    rcgen::Issuer::new(params, key)
+}
+
+/// A PEM CRL signed by `issuer` revoking the certificates with `serials`.
+pub fn crl_pem(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, serials: &[Vec<u8>]) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2024, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: serials
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(serial),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 2),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params
+        .signed_by(issuer)
+        .expect("signing a CRL")
+        .pem()
+        .expect("CRL PEM")
+}
+
+/// The serial number bytes of the first certificate in `cert`.
+pub fn serial_bytes(cert: &Path) -> Vec<u8> {
+    let der = load_certs(cert).into_iter().next().expect("a certificate");
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).expect("parsing");
+    parsed.tbs_certificate.raw_serial().to_vec()
+}
+
+/// A PEM file in `dir` with a CRL for each CA of `pki`'s chain (Envoy and webpki want
+/// one per CA): the root's revokes nothing, the intermediate's the leaf certificates
+/// of the files `revoked`.
+pub fn chain_crl(dir: &TempDir, pki: &pki::Pki, revoked: &[&Path]) -> PathBuf {
+    let root = ca_issuer("ringress demo root CA", &pki.root_key);
+    let intermediate = ca_issuer("ringress demo intermediate CA", &pki.intermediate_key);
+    let serials: Vec<Vec<u8>> = revoked.iter().map(|cert| serial_bytes(cert)).collect();
+    dir.write(
+        "revoked.crl.pem",
+        format!(
+            "{}{}",
+            crl_pem(&root, &[]),
+            crl_pem(&intermediate, &serials)
+        ),
+    )
+}
+
+/// A DestinationRule for the service `backend` (after a `---`), with `policy` under
+/// its `trafficPolicy` (lines indented by four spaces).
+pub fn backend_rule(policy: &str) -> String {
+    format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: backend
+spec:
+  host: backend
+  trafficPolicy:
+{policy}"
+    )
+}
+
 /// A STATIC ServiceEntry `service` on `port` whose endpoints are `addrs`.
 pub fn service_entry(service: &str, port: u16, addrs: &[SocketAddr]) -> String {
     let mut y = document_head("ServiceEntry", service);

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """An HTTP/2 (h2c, prior knowledge) upstream for ringress's tests, on Python's `h2`.
 
-Usage: h2_upstream.py PORT_FILE [MAX_CONCURRENT_STREAMS]
+Usage: h2_upstream.py PORT_FILE [MAX_CONCURRENT_STREAMS] [--tls CERT KEY]
 
-Listens on 127.0.0.1 (a free port, written to PORT_FILE once listening), refuses
+Listens on 127.0.0.1 (a free port, written to PORT_FILE once listening; with --tls,
+over TLS with ALPN h2, CERT being the chain and KEY its key), refuses
 (REFUSED_STREAM) streams over MAX_CONCURRENT_STREAMS (default 100) and answers
 every request with a JSON echo: method, path, authority, scheme, headers, the body
 (as text), the request trailers, the connection's number and how many streams it
@@ -18,6 +19,7 @@ Prints nothing else; runs until killed.
 
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -66,6 +68,12 @@ class Conn:
             self.sock.sendall(data)
 
     def serve(self):
+        if isinstance(self.sock, ssl.SSLSocket):
+            try:
+                self.sock.do_handshake()
+            except (ssl.SSLError, OSError):
+                self.sock.close()
+                return
         with self.lock:
             self.h2.initiate_connection()
             self.flush()
@@ -188,8 +196,16 @@ class Conn:
 
 
 def main():
-    port_file = sys.argv[1]
-    max_streams = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+    args = sys.argv[1:]
+    ctx = None
+    if "--tls" in args:
+        at = args.index("--tls")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args[at + 1], args[at + 2])
+        ctx.set_alpn_protocols(["h2"])
+        del args[at : at + 3]
+    port_file = args[0]
+    max_streams = int(args[1]) if len(args) > 1 else 100
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -201,6 +217,8 @@ def main():
     os.rename(port_file + ".tmp", port_file)
     while True:
         sock, _ = listener.accept()
+        if ctx is not None:
+            sock = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with LOCK:
             CONNECTIONS[0] += 1
             number = CONNECTIONS[0]

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """WebSocket peers for tests/websocket.rs, on the `websockets` package.
 
-    ws_peer.py serve PORT_FILE
-        An echo server on 127.0.0.1 (a free port, written to PORT_FILE): every message
+    ws_peer.py serve PORT_FILE [--tls CERT KEY]
+        An echo server on 127.0.0.1 (a free port, written to PORT_FILE; over TLS with
+        the chain CERT and its key KEY when given): every message
         comes back as it was sent; permessage-deflate offered like any server. A
         connection to /headers is first sent one text message, the JSON object of the
         handshake's request headers (lower-case names, repeated ones joined with ", ").
@@ -85,7 +86,7 @@ PASSED = {"OK", "NON-STRICT", "INFORMATIONAL"}
 CLOSED_OK = {"OK", "INFORMATIONAL"}
 
 
-async def serve(port_file):
+async def serve(port_file, tls):
     async def echo(ws):
         if ws.request.path == "/headers":
             headers = {}
@@ -99,7 +100,11 @@ async def serve(port_file):
         except websockets.ConnectionClosed:
             pass
 
-    async with websockets.serve(echo, "127.0.0.1", 0, max_size=None) as server:
+    ctx = None
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(tls[0], tls[1])
+    async with websockets.serve(echo, "127.0.0.1", 0, max_size=None, ssl=ctx) as server:
         port = server.sockets[0].getsockname()[1]
         tmp = port_file + ".tmp"
         with open(tmp, "w") as f:
@@ -524,6 +529,7 @@ def main():
     sub = parser.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("serve")
     p.add_argument("port_file")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     p = sub.add_parser("client")
     p.add_argument("url")
     p.add_argument("--cafile")
@@ -557,7 +563,7 @@ def main():
     p.add_argument("-x", "--exclude", action="append", default=[])
     args = parser.parse_args()
     if args.mode == "serve":
-        asyncio.run(serve(args.port_file))
+        asyncio.run(serve(args.port_file, args.tls))
     elif args.mode == "client":
         asyncio.run(client(args))
     elif args.mode == "h2-client":

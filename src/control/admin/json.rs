@@ -10,14 +10,16 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::{KeyRing, KeySet};
 use crate::config::{
-    Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps, HttpRoute,
-    JwksSource, L4Route, Protocol, Resolution, RouteAction, RouteMatch, Server, ServerTls,
-    ServiceEntry, StringMatch, TlsVersion, VirtualService, WeightedDestination,
+    ClientCredential, Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps,
+    HttpRoute, JwksSource, L4Route, Protocol, Resolution, RouteAction, RouteMatch, Server,
+    ServerTls, ServiceEntry, StringMatch, TlsVersion, TrafficPolicy, VirtualService,
+    WeightedDestination,
 };
 use crate::control::status::{ReloadRecord, Status};
 use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
 use crate::tls::CertInfo;
 use crate::tls::cert_info::San;
+use crate::upstream::Cluster;
 
 const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
 
@@ -248,6 +250,60 @@ pub(super) fn config_dump(config: &Config, snapshot: &Snapshot) -> Value {
         "virtual_services": config.virtual_services.iter().map(virtual_service).collect::<Vec<_>>(),
         "service_entries": config.service_entries.iter().map(|se| service_entry(se, snapshot)).collect::<Vec<_>>(),
         "destination_rules": config.destination_rules.iter().map(destination_rule).collect::<Vec<_>>(),
+        "clusters": snapshot.clusters.iter().map(|(_, c)| cluster(c)).collect::<Vec<_>>(),
+    })
+}
+
+/// A cluster as the snapshot holds it: endpoints, protocol, and its upstream TLS.
+fn cluster(c: &Cluster) -> Value {
+    let now = crate::tls::cert_info::now_unix();
+    let tls = c.tls.as_deref().map(|tls| {
+        json!({
+            "mode": tls.settings.mode.istio_name(),
+            "sni": tls.sni(),
+            "ca": tls.ca_source,
+            "subject_alt_names": tls.settings.subject_alt_names,
+            "insecure_skip_verify": tls.settings.insecure_skip_verify,
+            "client_certificate": tls.client_certificate.as_ref().map(|(source, leaf)| json!({
+                "source": source,
+                "certificate": leaf.as_ref().map(|leaf| cert_info(leaf, now)),
+            })),
+        })
+    });
+    json!({
+        "name": c.istio_name,
+        "load_balancer": c.lb.istio_name(),
+        "protocol": c.protocol.name(),
+        "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "tls": tls,
+    })
+}
+
+/// A `trafficPolicy` (or a port's): the fields it sets.
+fn traffic_policy(p: &TrafficPolicy) -> Value {
+    json!({
+        "load_balancer": p.load_balancer.map(|lb| json!({ "simple": lb.istio_name() })),
+        "connection_pool": p.connection_pool.map(|pool| json!({
+            "max_connections": pool.max_connections,
+            "connect_timeout_ms": pool.connect_timeout.map(|d| d.as_millis() as u64),
+            "idle_timeout_ms": pool.idle_timeout.map(|d| d.as_millis() as u64),
+            "h2_upgrade": pool.h2_upgrade,
+        })),
+        "tls": p.tls.as_ref().map(|tls| json!({
+            "mode": tls.mode.istio_name(),
+            "credential": match &tls.credential {
+                ClientCredential::Files { cert_and_key, ca } => json!({
+                    "client_certificate": cert_and_key.as_ref().map(|(c, _)| c.display().to_string()),
+                    "private_key": cert_and_key.as_ref().map(|(_, k)| k.display().to_string()),
+                    "ca_certificates": ca.as_ref().map(|c| c.display().to_string()),
+                }),
+                ClientCredential::Named(name) => json!({ "credential_name": name }),
+            },
+            "ca_crl": tls.ca_crl.as_ref().map(|c| c.display().to_string()),
+            "sni": tls.sni,
+            "subject_alt_names": tls.subject_alt_names,
+            "insecure_skip_verify": tls.insecure_skip_verify,
+        })),
     })
 }
 
@@ -621,7 +677,11 @@ fn destination_rule(dr: &DestinationRule) -> Value {
         "name": dr.name,
         "origin": dr.origin.to_string(),
         "host": dr.host,
-        "traffic_policy": { "load_balancer": { "simple": dr.load_balancer.istio_name() } },
+        "traffic_policy": traffic_policy(&dr.traffic_policy),
+        "port_level_settings": dr.port_level_settings.iter().map(|p| json!({
+            "port": { "number": p.port },
+            "policy": traffic_policy(&p.policy),
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -182,6 +182,12 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             |s: &ShardStats| ShardStats::get(&s.upstream_connect_failures),
         ),
         (
+            "ringress_upstream_tls_failures_total",
+            "counter",
+            "Upstream TLS handshakes that failed (DestinationRule tls), among the connect failures, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.upstream_tls_failures),
+        ),
+        (
             "ringress_upstream_overflows_total",
             "counter",
             "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections), by shard.",

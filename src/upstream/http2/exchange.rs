@@ -5,7 +5,7 @@
 //! access log are the same code for both.
 //!
 //! The request head becomes the stream's HEADERS (`:method`, `:path`, `:authority`
-//! from `host`, `:scheme http`; hop-by-hop fields dropped, `te: trailers` kept for
+//! from `host`, `:scheme http` (`https` over TLS); hop-by-hop fields dropped, `te: trailers` kept for
 //! gRPC), its body DATA as the upstream's flow-control window allows, and a chunked
 //! body's trailers a trailing HEADERS frame. The response HEADERS become an HTTP/1.1
 //! head, its DATA the body, chunked when the response has no `content-length` so
@@ -65,6 +65,8 @@ struct State {
     done: bool,
     /// The upstream sent GOAWAY: its connection takes no new stream.
     goaway: bool,
+    /// The connection speaks TLS: `:scheme` is `https`.
+    https: bool,
 }
 
 impl H2Exchange {
@@ -83,6 +85,7 @@ impl H2Exchange {
                 head_request: false,
                 done: false,
                 goaway: false,
+                https: lease.over_tls(),
             }),
             send_timeout: Cell::new(Duration::from_secs(60)),
             lease,
@@ -200,8 +203,9 @@ impl State {
             .and_then(|h| std::str::from_utf8(h).ok())
             .or(head.target_authority())
             .unwrap_or_default();
+        let scheme = if self.https { "https" } else { "http" };
         let uri = ::http::Uri::builder()
-            .scheme("http")
+            .scheme(scheme)
             .authority(authority)
             .path_and_query(head.path())
             .build()

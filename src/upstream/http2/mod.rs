@@ -27,11 +27,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use rustls::pki_types::ServerName;
 
 pub(crate) use exchange::H2Exchange;
 
@@ -39,6 +41,7 @@ use super::pool::{self, ConnectError, Pool, Slot};
 use super::{Cluster, UpstreamConn, UpstreamStream};
 use crate::fast_hash::FastMap;
 use crate::pipe::{self, Pipe};
+use crate::tls::client_config::UpstreamTls;
 use crate::uring;
 
 /// Streams a connection is assumed to take before the upstream's SETTINGS say how
@@ -55,6 +58,10 @@ const MAX_HEADER_LIST_SIZE: u32 = crate::http::limits::MAX_HEAD_BYTES as u32;
 /// One upstream HTTP/2 connection, as requests and the pool see it.
 pub(crate) struct H2Conn {
     addr: SocketAddr,
+    /// Its TLS (`pool::tls_id`) and server name: connections to one address are kept
+    /// apart by both.
+    tls_id: usize,
+    server_name: Option<ServerName<'static>>,
     /// Streams it takes until the upstream's SETTINGS say.
     assumed_max: usize,
     /// The upstream's SETTINGS arrived: `h2` knows its limit.
@@ -89,6 +96,8 @@ enum ConnState {
 enum Failure {
     Io(io::ErrorKind, String),
     TimedOut(Duration),
+    /// The TLS handshake failed: Envoy's transport failure reason.
+    Tls(String),
 }
 
 impl H2Conn {
@@ -123,6 +132,7 @@ impl H2Conn {
         let failure = match e {
             ConnectError::TimedOut { after, .. } => Failure::TimedOut(*after),
             ConnectError::Failed { source, .. } => Failure::Io(source.kind(), source.to_string()),
+            ConnectError::Tls { reason, .. } => Failure::Tls(reason.clone()),
             other => Failure::Io(io::ErrorKind::Other, other.to_string()),
         };
         self.settle(ConnState::Failed(failure));
@@ -139,6 +149,11 @@ impl H2Conn {
 pub(crate) struct Lease(Rc<H2Conn>);
 
 impl Lease {
+    /// Whether its connection speaks TLS (the requests' `:scheme` is then `https`).
+    pub(super) fn over_tls(&self) -> bool {
+        self.0.tls_id != 0
+    }
+
     fn new(conn: Rc<H2Conn>) -> Lease {
         conn.active.set(conn.active.get() + 1);
         conn.served.set(conn.served.get() + 1);
@@ -166,22 +181,28 @@ impl Drop for Lease {
 /// One shard's HTTP/2 upstream connections, by endpoint.
 #[derive(Default)]
 pub(crate) struct H2Connections {
-    by_addr: FastMap<SocketAddr, Vec<Rc<H2Conn>>>,
+    by_addr: FastMap<(SocketAddr, usize), Vec<Rc<H2Conn>>>,
     /// The last `SETTINGS_MAX_CONCURRENT_STREAMS` each endpoint announced.
     known_max: FastMap<SocketAddr, usize>,
 }
 
 impl H2Connections {
-    /// A stream on a connection to `addr` with room, if there is one.
-    fn lease(&mut self, addr: SocketAddr) -> Option<Lease> {
-        let conns = self.by_addr.get(&addr)?;
+    /// A stream on a connection to `addr` speaking TLS `tls_id` to `server_name`
+    /// with room, if there is one.
+    fn lease(
+        &mut self,
+        addr: SocketAddr,
+        tls_id: usize,
+        server_name: Option<&ServerName<'static>>,
+    ) -> Option<Lease> {
+        let conns = self.by_addr.get(&(addr, tls_id))?;
         let mut found = None;
         for conn in conns {
             // What the endpoint announced, for the connections opened next.
             if let Some(max) = conn.announced_max() {
                 self.known_max.insert(addr, max);
             }
-            if found.is_none() && conn.usable() {
+            if found.is_none() && conn.server_name.as_ref() == server_name && conn.usable() {
                 found = Some(conn);
             }
         }
@@ -197,7 +218,10 @@ impl H2Connections {
     }
 
     fn insert(&mut self, conn: Rc<H2Conn>) {
-        self.by_addr.entry(conn.addr).or_default().push(conn);
+        self.by_addr
+            .entry((conn.addr, conn.tls_id))
+            .or_default()
+            .push(conn);
     }
 
     /// Forgets failed and closed connections, and closes those idle longer than
@@ -220,7 +244,8 @@ impl H2Connections {
             !conns.is_empty()
         });
         let by_addr = &self.by_addr;
-        self.known_max.retain(|addr, _| by_addr.contains_key(addr));
+        self.known_max
+            .retain(|addr, _| by_addr.keys().any(|(a, _)| a == addr));
     }
 }
 
@@ -245,23 +270,33 @@ enum NotOpen {
     Abandoned,
 }
 
-/// A stream to `addr` of `cluster` (HTTP/2): on a connection with room, or on a
-/// new one (this shard's `limit` of the cluster's connections), within `wait`.
+/// A stream to `addr` of `cluster` (HTTP/2; over TLS to `server_name` when the
+/// cluster has TLS): on a connection with room, or on a new one (this shard's `limit`
+/// of the cluster's connections), within `wait`.
 pub(crate) async fn stream(
     pool: &RefCell<Pool>,
     cluster: &Cluster,
     addr: SocketAddr,
+    server_name: Option<ServerName<'static>>,
     limit: u32,
     wait: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
     let deadline = uring::now() + wait;
     let (lease, (send, local)) = loop {
         let left = deadline.saturating_duration_since(uring::now());
-        match lease_open(pool, cluster, addr, limit, left).await {
+        match lease_open(pool, cluster, addr, server_name.as_ref(), limit, left).await {
             Ok(leased) => break leased,
             Err(NotOpen::Abandoned) => continue,
             Err(NotOpen::Failed(Failure::TimedOut(after))) => {
                 return Err(ConnectError::TimedOut { addr, after });
+            }
+            Err(NotOpen::Failed(Failure::Tls(reason))) => {
+                let retried = false;
+                return Err(ConnectError::Tls {
+                    addr,
+                    reason,
+                    retried,
+                });
             }
             Err(NotOpen::Failed(Failure::Io(kind, message))) => {
                 let source = io::Error::new(kind, message);
@@ -278,6 +313,8 @@ pub(crate) async fn stream(
         reused: false,
         local,
         slot: None,
+        tls_id: 0,
+        server_name: None,
     })
 }
 
@@ -287,17 +324,21 @@ async fn lease_open(
     pool: &RefCell<Pool>,
     cluster: &Cluster,
     addr: SocketAddr,
+    server_name: Option<&ServerName<'static>>,
     limit: u32,
     wait: Duration,
 ) -> Result<(Lease, (SendRequest<Bytes>, Option<SocketAddr>)), NotOpen> {
     let deadline = uring::now() + wait;
-    let leased = pool.borrow_mut().h2.lease(addr);
+    let tls_id = pool::tls_id(cluster.tls.as_deref());
+    let leased = pool.borrow_mut().h2.lease(addr, tls_id, server_name);
     let lease = match leased {
         Some(lease) => lease,
         None => {
             let assumed_max = pool.borrow().h2.assumed_max(addr);
             let conn = Rc::new(H2Conn {
                 addr,
+                tls_id,
+                server_name: server_name.cloned(),
                 assumed_max,
                 settled: Cell::new(false),
                 active: Cell::new(0),
@@ -317,7 +358,8 @@ async fn lease_open(
                 }
             };
             opening.0 = None;
-            uring::spawn(run(conn, slot, cluster.pool.connect_timeout));
+            let tls = cluster.tls.clone().zip(server_name.cloned());
+            uring::spawn(run(conn, slot, cluster.pool.connect_timeout, tls));
             lease
         }
     };
@@ -345,8 +387,14 @@ async fn lease_open(
 
 /// A connection's task: connects, opens HTTP/2, and runs the connection until it
 /// ends (closed by the pool, by the upstream, or failed), holding its cluster `slot`.
-async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
+async fn run(
+    conn: Rc<H2Conn>,
+    slot: Slot,
+    connect_timeout: Duration,
+    tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
+) {
     let addr = conn.addr;
+    let started = uring::now();
     let tcp = match pool::connect_tcp(addr, connect_timeout).await {
         Ok(tcp) => tcp,
         Err(e) => {
@@ -355,8 +403,28 @@ async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
             return;
         }
     };
+    // The TLS handshake takes what the connect left of the connect timeout.
+    let mut session = None;
+    let mut early = Vec::new();
+    if let Some((tls, name)) = tls {
+        let left = connect_timeout.saturating_sub(uring::now().saturating_duration_since(started));
+        match pool::tls_handshake(&tcp, &tls, name, addr, left, connect_timeout).await {
+            Ok((tls_session, plain)) => {
+                session = Some(tls_session);
+                early = plain;
+            }
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "HTTP/2 upstream TLS handshake failed");
+                conn.fail(&e);
+                return;
+            }
+        }
+    }
     let local = tcp.local_addr().ok();
     let pipe = Pipe::default();
+    if !early.is_empty() {
+        pipe.push_inbound(&early);
+    }
     let handshake = h2::client::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
@@ -384,7 +452,8 @@ async fn run(conn: Rc<H2Conn>, slot: Slot, connect_timeout: Duration) {
     };
     conn.settle(ConnState::Open { send, local });
     let mut connection = pin!(connection);
-    let pumped = pipe::pump(&tcp, None, &pipe, pipe::PumpUntil::EitherEnds, |cx| {
+    let session = session.as_mut().map(|s| s as &mut dyn pipe::PumpTls);
+    let pumped = pipe::pump(&tcp, session, &pipe, pipe::PumpUntil::EitherEnds, |cx| {
         let polled = connection.as_mut().poll(cx);
         if !conn.settled.get() && pipe.first_frame_read() {
             conn.settled.set(true);
@@ -436,6 +505,7 @@ mod tests {
             lb: LoadBalancer::RoundRobin,
             pool: PoolPolicy::default(),
             protocol: UpstreamProtocol::Http2,
+            tls: None,
         };
         let pool = RefCell::new(Pool::default());
         let wait = Duration::from_secs(5);
@@ -443,9 +513,9 @@ mod tests {
             // The cluster's one slot is taken: the first request waits for it, with
             // its connection registered, and the second waits on that connection.
             let held = pool::reserve(&pool, &cluster.name, 1, wait).await.unwrap();
-            let mut first = Box::pin(stream(&pool, &cluster, addr, 1, wait));
+            let mut first = Box::pin(stream(&pool, &cluster, addr, None, 1, wait));
             poll_once(first.as_mut()).await;
-            let mut second = pin!(stream(&pool, &cluster, addr, 1, wait));
+            let mut second = pin!(stream(&pool, &cluster, addr, None, 1, wait));
             poll_once(second.as_mut()).await;
             // The first goes away before connecting; the slot comes free.
             drop(first);
