@@ -521,6 +521,7 @@ impl Connection {
         }
         let scheme = self.client.scheme();
         self.auth_edits = None;
+        self.cors_ops = None;
         if (snapshot.authn.is_some() || snapshot.authz.is_some())
             && let Err(refusal) = self.authorize(snapshot, &head, path, scheme)
         {
@@ -822,6 +823,10 @@ impl Connection {
             self.client.note_local_error(status);
             self.out.clear();
             http::error_response(status, true, &mut self.out);
+            if let Some(ops) = self.cors_ops.as_deref() {
+                // As Envoy's CORS filter does to the router's own answers.
+                http::cors::add_to_local_reply(ops, &mut self.out);
+            }
             let _ = self.send_generated(Next::Close).await;
         }
     }

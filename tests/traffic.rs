@@ -60,6 +60,11 @@ fn rules() -> String {
             "/both",
             "    fault:\n      delay:\n        fixedDelay: 10ms\n        percent: 100\n      abort:\n        httpStatus: 429\n        percentage:\n          value: 100\n",
         ),
+        format!(
+            "  - name: gone\n    match:\n    - uri:\n        prefix: /gone\n{}{}",
+            cors(""),
+            route_to("dead")
+        ),
         rule("/cors", &cors("")),
         rule("/ignore", &cors("      unmatchedPreflights: IGNORE\n")),
     ]
@@ -130,6 +135,7 @@ impl Setup {
         require("curl");
         let dir = TempDir::new(tag);
         let upstream = Upstream::named("backend");
+        let dead: std::net::SocketAddr = ([127, 0, 0, 1], closed_port()).into();
         let port = free_port();
         let log = dir.join("access.log");
         let log_arg = log.to_string_lossy().into_owned();
@@ -137,7 +143,7 @@ impl Setup {
             &[http_server(port, &[HOST])],
             &[HOST],
             &rules(),
-            &[("backend", &[upstream.addr][..])],
+            &[("backend", &[upstream.addr][..]), ("dead", &[dead][..])],
         );
         let gw = Gateway::start(
             &dir,
@@ -355,6 +361,15 @@ fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
     assert_eq!(r.header("access-control-expose-headers"), Some("x-out"));
     assert_eq!(r.header("access-control-allow-methods"), None);
 
+    // The gateway's own answer to a forwarded request gets them too (as Envoy's
+    // router's answers pass its CORS filter).
+    let r = curl_http(HOST, port, "/gone", &["-H", "Origin: https://a.example"]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+
     // From another origin, or with no origin: forwarded, no CORS headers.
     for extra in [&["-H", "Origin: https://evil.example"][..], &[][..]] {
         let r = curl_http(HOST, port, "/cors/get", extra);
@@ -367,7 +382,7 @@ fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
     let metrics = curl_admin(gw.admin(), "/stats/prometheus", &[]).text();
     assert_eq!(
         counter(&metrics, "ringress_cors_origin_valid_total"),
-        2,
+        3,
         "{metrics}"
     );
     assert_eq!(counter(&metrics, "ringress_cors_origin_invalid_total"), 3);

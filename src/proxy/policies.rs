@@ -31,7 +31,8 @@ use super::{Connection, Downstream, Next, ProxyError};
 pub(crate) const FAULT_ABORT_BODY: &[u8] = b"fault filter abort";
 
 impl Connection {
-    /// Applies `route`'s fault and CORS policies to the request `head`: `Some` when
+    /// Applies `route`'s fault and CORS policies to the request `head` (`cors_ops` was
+    /// reset when the request began): `Some` when
     /// the request was answered here (an abort, a preflight), `None` to go on to the
     /// route's action. `close` says whether a local answer ends the connection.
     pub(super) async fn apply_policies(
@@ -40,7 +41,6 @@ impl Connection {
         head: &RequestHead,
         close: bool,
     ) -> Result<Option<Next>, ProxyError> {
-        self.cors_ops = None;
         if let Some(fault) = &route.policies.fault
             && let Some(next) = self.apply_fault(fault, route, head, close).await?
         {
