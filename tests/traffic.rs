@@ -274,7 +274,7 @@ fn fault_aborts_and_delays_as_envoys_fault_filter() {
         serde_json::from_str(&curl_admin(gw.admin(), "/config_dump", &[]).text()).unwrap();
     let text = dump.to_string();
     for described in [
-        r#""abort":{"http_status":500,"percentage":50.0}"#,
+        r#""abort":{"grpc_status":null,"http_status":500,"percentage":50.0}"#,
         r#""delay":{"fixed_delay":"0.1s","percentage":100.0}"#,
         r#""unmatched_preflights":"IGNORE""#,
         r#""max_age":86400"#,
@@ -521,4 +521,71 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
         ),
         "{dump}"
     );
+}
+
+/// `grpc_service.py call TARGET CALLS...`: one JSON result a call.
+fn grpc_calls(target: &str, calls: &[&str]) -> Vec<Value> {
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(tool("grpc_service.py"))
+        .arg("call")
+        .arg(target)
+        .args(calls);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        results.len(),
+        calls.len(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results
+}
+
+#[test]
+fn fault_aborts_answer_grpc_clients_as_envoy_does() {
+    require("curl");
+    require_python_module("grpc");
+    let dir = TempDir::new("traffic-grpc-abort");
+    let upstream = Upstream::named("backend");
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let rule = |port: u16, abort: &str| {
+        format!(
+            "  - match:\n    - port: {port}\n    fault:\n      abort:\n        {abort}\n        percentage:\n          value: 100\n{}",
+            route_to("backend")
+        )
+    };
+    let yaml = gateway_config(
+        &[
+            http_server(grpc_port, &["*"]),
+            http_server(http_port, &["*"]),
+        ],
+        &["*"],
+        &[
+            rule(grpc_port, "grpcStatus: UNAVAILABLE"),
+            rule(http_port, "httpStatus: 403"),
+        ]
+        .concat(),
+        &[("backend", &[upstream.addr][..])],
+    );
+    let _gw = Gateway::start(&dir, &yaml, &[]);
+    let grpc = grpc_calls(&format!("127.0.0.1:{grpc_port}"), &["unary:hello"]);
+    assert_eq!(grpc[0]["code"], "UNAVAILABLE", "{}", grpc[0]);
+    assert_eq!(grpc[0]["details"], "fault filter abort", "{}", grpc[0]);
+    // httpStatus mapped as Envoy maps a local reply's status (403: PERMISSION_DENIED).
+    let http = grpc_calls(&format!("127.0.0.1:{http_port}"), &["unary:hello"]);
+    assert_eq!(http[0]["code"], "PERMISSION_DENIED", "{}", http[0]);
+    assert_eq!(http[0]["details"], "fault filter abort", "{}", http[0]);
+    // A client that does not speak gRPC gets 200 and the body.
+    let r = curl_http(HOST, grpc_port, "/", &[]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "fault filter abort"),
+        "{r:?}"
+    );
+    assert_eq!(upstream.seen.requests(), 0);
 }

@@ -12,7 +12,10 @@
 //!   is sent).
 //! - **Abort**: drawn per request from `abort.percentage`, after any delay: answered
 //!   `httpStatus` with body `fault filter abort`, flag `FI`, details
-//!   `fault_filter_abort`; the upstream never sees the request.
+//!   `fault_filter_abort`; the upstream never sees the request. A gRPC client (over
+//!   HTTP/2) gets Envoy's trailers-only answer: `grpc-status` the abort's
+//!   `grpcStatus` or the one mapped from `httpStatus`, `grpc-message: fault filter
+//!   abort`; any other client of a `grpcStatus` abort gets `200` with that body.
 //! - **CORS** (routes that forward; Envoy's CORS filter skips redirects and direct
 //!   responses): see `http/cors.rs`. A preflight the gateway answers is logged with
 //!   details `cors_response`; an allowed origin's response gets its headers through
@@ -28,7 +31,7 @@ use crate::uring;
 use super::{Connection, Downstream, Next, ProxyError};
 
 /// The body of Envoy's fault-filter abort.
-pub(crate) const FAULT_ABORT_BODY: &[u8] = b"fault filter abort";
+pub(crate) const FAULT_ABORT: &str = "fault filter abort";
 
 impl Connection {
     /// Applies `route`'s fault and CORS policies to the request `head` (`cors_ops` was
@@ -109,10 +112,19 @@ impl Connection {
         };
         ShardStats::add(&self.ctx.stats.fault_aborts_injected);
         self.out.clear();
-        http::text_response(abort.status, FAULT_ABORT_BODY, None, close, &mut self.out);
+        http::text_response(
+            abort.status,
+            FAULT_ABORT.as_bytes(),
+            None,
+            close,
+            &mut self.out,
+        );
         route.stats.count(abort.status);
         let flag = if delayed { "DI,FI" } else { "FI" };
         self.answered_locally(abort.status, Some(flag), "fault_filter_abort");
+        // A gRPC client gets a trailers-only answer, `grpc-message` the body's text.
+        self.client
+            .note_local_reply(abort.status, abort.grpc_status, FAULT_ABORT);
         Ok(Some(self.respond_locally(head.len(), close).await?))
     }
 
