@@ -589,3 +589,46 @@ fn fault_aborts_answer_grpc_clients_as_envoy_does() {
     );
     assert_eq!(upstream.seen.requests(), 0);
 }
+
+/// A delay far longer than the test waits: a client that gives up ends it, over
+/// HTTP/1.1 (its close) and HTTP/2 (its connection's end), and its log line (`DC`)
+/// is written then, the upstream never asked.
+#[test]
+fn a_client_that_leaves_during_a_delay_ends_it() {
+    require("curl");
+    let dir = TempDir::new("traffic-delay-gone");
+    let upstream = Upstream::named("backend");
+    let pki = pki(&dir);
+    let (port, https_port) = (free_port(), free_port());
+    let log = dir.join("access.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let rule = format!(
+        "  - fault:\n      delay:\n        fixedDelay: 300s\n        percentage:\n          value: 100\n{}",
+        route_to("backend")
+    );
+    let yaml = gateway_config(
+        &[
+            http_server(port, &[HOST]),
+            simple_https(&pki, https_port, "https", HTTPBIN),
+        ],
+        &[HOST, HTTPBIN],
+        &rule,
+        &[("backend", &[upstream.addr][..])],
+    );
+    let _gw = Gateway::start(
+        &dir,
+        &yaml,
+        &["--access-log", &log_arg, "--access-log-format", "json"],
+    );
+    let r = curl_http(HOST, port, "/h1", &["--max-time", "1"]);
+    assert_eq!(r.code, 28, "curl did not time out: {r:?}");
+    let r = curl_https(&pki, https_port, "/h2", &["--http2", "--max-time", "1"]);
+    assert_eq!(r.code, 28, "curl did not time out: {r:?}");
+    let lines = logged(&log, 2);
+    for path in ["/h1", "/h2"] {
+        let line = line_for(&lines, path);
+        assert_eq!(line["response_flags"], "DC", "{line}");
+    }
+    assert_eq!(line_for(&lines, "/h2")["protocol"], "HTTP/2");
+    assert_eq!(upstream.seen.requests(), 0);
+}

@@ -5,11 +5,10 @@
 //!
 //! - **Delay**: drawn per request from `delay.percentage`; the request then waits
 //!   `fixedDelay` on a shard timer before going on, flag `DI`. It holds nothing but
-//!   its connection while it waits: no upstream connection, no cap. An HTTP/1.1
-//!   client that closes meanwhile ends the wait and the request (`DC`); bytes it sends
-//!   meanwhile (its body) are kept for forwarding, and the rest of the wait is a plain
-//!   timer. An HTTP/2 stream waits the whole delay (its end is seen when the response
-//!   is sent).
+//!   its connection while it waits: no upstream connection, no cap. A client that
+//!   goes away meanwhile (an HTTP/1.1 close, an HTTP/2 reset or connection end) ends
+//!   the wait and the request (`DC`); bytes an HTTP/1.1 client sends meanwhile (its
+//!   body) are kept for forwarding, and the rest of the wait is a plain timer.
 //! - **Abort**: drawn per request from `abort.percentage`, after any delay: answered
 //!   `httpStatus` with body `fault filter abort`, flag `FI`, details
 //!   `fault_filter_abort`; the upstream never sees the request. A gRPC client (over
@@ -128,19 +127,24 @@ impl Connection {
         Ok(Some(self.respond_locally(head.len(), close).await?))
     }
 
-    /// Waits `fixed` on the shard's timer. An HTTP/1.1 client is read meanwhile, so a
-    /// close ends the wait (and the request); what it sends is kept in `inbuf`, and
-    /// after its first bytes the rest of the wait is a plain timer (nothing more is
-    /// buffered).
+    /// Waits `fixed` on the shard's timer; a client that goes away meanwhile ends the
+    /// wait and the request. An HTTP/1.1 client is read meanwhile: what it sends is
+    /// kept in `inbuf`, and after its first bytes the rest of the wait is a plain timer
+    /// (nothing more is buffered). An HTTP/2 stream is watched for the client's reset
+    /// or the connection's end.
     async fn fault_delay(&mut self, fixed: std::time::Duration) -> Result<(), ProxyError> {
         let until = uring::now() + fixed;
-        if !matches!(self.client, Downstream::H2(_)) {
-            match uring::timeout(fixed, self.client.read(&mut self.inbuf)).await {
-                Err(_) => return Ok(()),
-                Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
-                Ok(Err(e)) => return Err(ProxyError::Client(e)),
-                Ok(Ok(_)) => {}
-            }
+        if let Downstream::H2(stream) = &mut self.client {
+            return match uring::timeout(fixed, stream.reset_by_client()).await {
+                Err(_) => Ok(()),
+                Ok(()) => Err(ProxyError::ClientClosed),
+            };
+        }
+        match uring::timeout(fixed, self.client.read(&mut self.inbuf)).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(0)) => return Err(ProxyError::ClientClosed),
+            Ok(Err(e)) => return Err(ProxyError::Client(e)),
+            Ok(Ok(_)) => {}
         }
         let left = until.saturating_duration_since(uring::now());
         if !left.is_zero() {

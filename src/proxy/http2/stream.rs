@@ -266,6 +266,12 @@ impl H2Stream {
         self.local_error = Some(status);
     }
 
+    /// Completes when the client resets the stream or its connection ends (before the
+    /// response began); pending until then.
+    pub(crate) async fn reset_by_client(&mut self) {
+        let _ = std::future::poll_fn(|cx| self.respond.poll_reset(cx)).await;
+    }
+
     /// [`H2Stream::note_local_error`] for an answer whose `grpc-status` (`grpc`, else
     /// the one mapped from `status`) and `grpc-message` are its own.
     pub(crate) fn note_local_reply(
