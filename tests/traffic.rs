@@ -459,6 +459,18 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
     assert!(wait_for(READ_TIMEOUT, || mirrored("/post") == 1));
     assert_eq!(*shadow.seen.body_bytes.lock().unwrap().last().unwrap(), 10);
 
+    // A body that follows its head (after 100 Continue) is copied once whole.
+    let later = dir.write("later", vec![b'y'; 20_000]);
+    let later_arg = format!("@{}", later.display());
+    let expect = ["--data-binary", &later_arg, "-H", "Expect: 100-continue"];
+    let r = curl_http(HOST, port, "/later", &expect);
+    assert_eq!(r.text(), "primary /later 20000", "{r:?}");
+    assert!(wait_for(READ_TIMEOUT, || mirrored("/later") == 1));
+    assert_eq!(
+        *shadow.seen.body_bytes.lock().unwrap().last().unwrap(),
+        20_000
+    );
+
     // A body longer than what is copied reaches the primary whole, is not mirrored.
     let big = dir.write("big", vec![b'x'; 300_000]);
     let big_arg = format!("@{}", big.display());
@@ -501,7 +513,7 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
     let m = metrics();
     assert_eq!(counter(&m, "ringress_mirror_skipped_total"), 1, "{m}");
     assert!(wait_for(READ_TIMEOUT, || {
-        counter(&metrics(), "ringress_mirror_sent_total") == 2 + half() as u64
+        counter(&metrics(), "ringress_mirror_sent_total") == 3 + half() as u64
     }));
 
     assert_check_describes(

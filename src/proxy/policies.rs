@@ -18,23 +18,34 @@
 //! - **CORS** (routes that forward; Envoy's CORS filter skips redirects and direct
 //!   responses): see `http/cors.rs`. A preflight the gateway answers is logged with
 //!   details `cors_response`; an allowed origin's response gets its headers through
-//!   [`Connection::cors_ops`].
+//!   [`Applied::cors_ops`].
 
-use crate::config::Fault;
+use crate::config::{Fault, HeaderOps};
 use crate::http::cors::{self, Cors, CorsRequest};
 use crate::http::{self, RequestHead};
 use crate::route::{Action, Route};
 use crate::shard::ShardStats;
 use crate::uring;
 
+use super::mirror::Pending;
 use super::{Connection, Downstream, Next, ProxyError};
 
 /// The body of Envoy's fault-filter abort.
 pub(crate) const FAULT_ABORT: &str = "fault filter abort";
 
+/// What a rule's policies keep for the request being answered, in
+/// `Connection::applied` (reset when a request begins).
+#[derive(Default)]
+pub(super) struct Applied {
+    /// The response header operations when the CORS policy adds headers (the route's
+    /// own, then CORS's); `None`: the route's own.
+    pub(super) cors_ops: Option<HeaderOps>,
+    /// Mirrored copies waiting for the rest of the request's body.
+    pub(super) mirroring: Option<Pending>,
+}
+
 impl Connection {
-    /// Applies `route`'s fault and CORS policies to the request `head` (`cors_ops` was
-    /// reset when the request began): `Some` when
+    /// Applies `route`'s fault and CORS policies to the request `head`: `Some` when
     /// the request was answered here (an abort, a preflight), `None` to go on to the
     /// route's action. `close` says whether a local answer ends the connection.
     pub(super) async fn apply_policies(
@@ -70,7 +81,7 @@ impl Connection {
             Cors::Allowed { origin } => {
                 ShardStats::add(&stats.cors_origin_valid);
                 let ops = cors::response_ops(policy, origin, &route.headers.response);
-                self.cors_ops = Some(Box::new(ops));
+                self.applied.get_or_insert_default().cors_ops = Some(ops);
                 Ok(None)
             }
             Cors::Preflight { allowed } => {
