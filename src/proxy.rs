@@ -265,7 +265,7 @@ async fn start(
         head_deadline: accepted + ctx.settings.timeouts.header,
         record: None,
         auth_edits: None,
-        cors_ops: None,
+        applied: None,
     })
 }
 
@@ -316,9 +316,9 @@ struct Connection {
     /// The header changes end-user authentication asks of the request being
     /// forwarded (the token removed, claims added).
     auth_edits: Option<Box<HeaderEdits>>,
-    /// The response header operations of the request being forwarded when its CORS
-    /// policy adds headers (the route's own, then CORS's); `None`: the route's own.
-    cors_ops: Option<Box<crate::config::HeaderOps>>,
+    /// What the matched rule's policies keep for the request being answered (CORS
+    /// response headers, mirrored copies waiting for the body); `None` for most.
+    applied: Option<Box<policies::Applied>>,
 }
 
 impl Connection {
@@ -346,7 +346,7 @@ impl Connection {
             head_deadline: uring::now() + ctx.settings.timeouts.header,
             record: None,
             auth_edits: None,
-            cors_ops: None,
+            applied: None,
         }
     }
 
@@ -532,6 +532,7 @@ impl Connection {
         }
         let scheme = self.client.scheme();
         self.auth_edits = None;
+        self.applied = None;
         if (snapshot.authn.is_some() || snapshot.authz.is_some())
             && let Err(refusal) = self.authorize(snapshot, &head, path, scheme)
         {
@@ -835,6 +836,10 @@ impl Connection {
             match error.local_reply_body() {
                 Some(body) => http::direct_response(status, body.as_bytes(), true, &mut self.out),
                 None => http::error_response(status, true, &mut self.out),
+            }
+            if let Some(ops) = self.applied.as_deref().and_then(|a| a.cors_ops.as_ref()) {
+                // As Envoy's CORS filter does to the router's own answers.
+                http::cors::add_to_local_reply(ops, &mut self.out);
             }
             let _ = self.send_generated(Next::Close).await;
         }

@@ -60,6 +60,11 @@ fn rules() -> String {
             "/both",
             "    fault:\n      delay:\n        fixedDelay: 10ms\n        percent: 100\n      abort:\n        httpStatus: 429\n        percentage:\n          value: 100\n",
         ),
+        format!(
+            "  - name: gone\n    match:\n    - uri:\n        prefix: /gone\n{}{}",
+            cors(""),
+            route_to("dead")
+        ),
         rule("/cors", &cors("")),
         rule("/ignore", &cors("      unmatchedPreflights: IGNORE\n")),
     ]
@@ -130,6 +135,7 @@ impl Setup {
         require("curl");
         let dir = TempDir::new(tag);
         let upstream = Upstream::named("backend");
+        let dead: std::net::SocketAddr = ([127, 0, 0, 1], closed_port()).into();
         let port = free_port();
         let log = dir.join("access.log");
         let log_arg = log.to_string_lossy().into_owned();
@@ -137,7 +143,7 @@ impl Setup {
             &[http_server(port, &[HOST])],
             &[HOST],
             &rules(),
-            &[("backend", &[upstream.addr][..])],
+            &[("backend", &[upstream.addr][..]), ("dead", &[dead][..])],
         );
         let gw = Gateway::start(
             &dir,
@@ -268,7 +274,7 @@ fn fault_aborts_and_delays_as_envoys_fault_filter() {
         serde_json::from_str(&curl_admin(gw.admin(), "/config_dump", &[]).text()).unwrap();
     let text = dump.to_string();
     for described in [
-        r#""abort":{"http_status":500,"percentage":50.0}"#,
+        r#""abort":{"grpc_status":null,"http_status":500,"percentage":50.0}"#,
         r#""delay":{"fixed_delay":"0.1s","percentage":100.0}"#,
         r#""unmatched_preflights":"IGNORE""#,
         r#""max_age":86400"#,
@@ -355,6 +361,15 @@ fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
     assert_eq!(r.header("access-control-expose-headers"), Some("x-out"));
     assert_eq!(r.header("access-control-allow-methods"), None);
 
+    // The gateway's own answer to a forwarded request gets them too (as Envoy's
+    // router's answers pass its CORS filter).
+    let r = curl_http(HOST, port, "/gone", &["-H", "Origin: https://a.example"]);
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+
     // From another origin, or with no origin: forwarded, no CORS headers.
     for extra in [&["-H", "Origin: https://evil.example"][..], &[][..]] {
         let r = curl_http(HOST, port, "/cors/get", extra);
@@ -367,7 +382,7 @@ fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
     let metrics = curl_admin(gw.admin(), "/stats/prometheus", &[]).text();
     assert_eq!(
         counter(&metrics, "ringress_cors_origin_valid_total"),
-        2,
+        3,
         "{metrics}"
     );
     assert_eq!(counter(&metrics, "ringress_cors_origin_invalid_total"), 3);
@@ -444,6 +459,18 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
     assert!(wait_for(READ_TIMEOUT, || mirrored("/post") == 1));
     assert_eq!(*shadow.seen.body_bytes.lock().unwrap().last().unwrap(), 10);
 
+    // A body that follows its head (after 100 Continue) is copied once whole.
+    let later = dir.write("later", vec![b'y'; 20_000]);
+    let later_arg = format!("@{}", later.display());
+    let expect = ["--data-binary", &later_arg, "-H", "Expect: 100-continue"];
+    let r = curl_http(HOST, port, "/later", &expect);
+    assert_eq!(r.text(), "primary /later 20000", "{r:?}");
+    assert!(wait_for(READ_TIMEOUT, || mirrored("/later") == 1));
+    assert_eq!(
+        *shadow.seen.body_bytes.lock().unwrap().last().unwrap(),
+        20_000
+    );
+
     // A body longer than what is copied reaches the primary whole, is not mirrored.
     let big = dir.write("big", vec![b'x'; 300_000]);
     let big_arg = format!("@{}", big.display());
@@ -486,7 +513,7 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
     let m = metrics();
     assert_eq!(counter(&m, "ringress_mirror_skipped_total"), 1, "{m}");
     assert!(wait_for(READ_TIMEOUT, || {
-        counter(&metrics(), "ringress_mirror_sent_total") == 2 + half() as u64
+        counter(&metrics(), "ringress_mirror_sent_total") == 3 + half() as u64
     }));
 
     assert_check_describes(
@@ -506,4 +533,114 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
         ),
         "{dump}"
     );
+}
+
+/// `grpc_service.py call TARGET CALLS...`: one JSON result a call.
+fn grpc_calls(target: &str, calls: &[&str]) -> Vec<Value> {
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(tool("grpc_service.py"))
+        .arg("call")
+        .arg(target)
+        .args(calls);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        results.len(),
+        calls.len(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results
+}
+
+#[test]
+fn fault_aborts_answer_grpc_clients_as_envoy_does() {
+    require("curl");
+    require_python_module("grpc");
+    let dir = TempDir::new("traffic-grpc-abort");
+    let upstream = Upstream::named("backend");
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let rule = |port: u16, abort: &str| {
+        format!(
+            "  - match:\n    - port: {port}\n    fault:\n      abort:\n        {abort}\n        percentage:\n          value: 100\n{}",
+            route_to("backend")
+        )
+    };
+    let yaml = gateway_config(
+        &[
+            http_server(grpc_port, &["*"]),
+            http_server(http_port, &["*"]),
+        ],
+        &["*"],
+        &[
+            rule(grpc_port, "grpcStatus: UNAVAILABLE"),
+            rule(http_port, "httpStatus: 403"),
+        ]
+        .concat(),
+        &[("backend", &[upstream.addr][..])],
+    );
+    let _gw = Gateway::start(&dir, &yaml, &[]);
+    let grpc = grpc_calls(&format!("127.0.0.1:{grpc_port}"), &["unary:hello"]);
+    assert_eq!(grpc[0]["code"], "UNAVAILABLE", "{}", grpc[0]);
+    assert_eq!(grpc[0]["details"], "fault filter abort", "{}", grpc[0]);
+    // httpStatus mapped as Envoy maps a local reply's status (403: PERMISSION_DENIED).
+    let http = grpc_calls(&format!("127.0.0.1:{http_port}"), &["unary:hello"]);
+    assert_eq!(http[0]["code"], "PERMISSION_DENIED", "{}", http[0]);
+    assert_eq!(http[0]["details"], "fault filter abort", "{}", http[0]);
+    // A client that does not speak gRPC gets 200 and the body.
+    let r = curl_http(HOST, grpc_port, "/", &[]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "fault filter abort"),
+        "{r:?}"
+    );
+    assert_eq!(upstream.seen.requests(), 0);
+}
+
+/// A delay far longer than the test waits: a client that gives up ends it, over
+/// HTTP/1.1 (its close) and HTTP/2 (its connection's end), and its log line (`DC`)
+/// is written then, the upstream never asked.
+#[test]
+fn a_client_that_leaves_during_a_delay_ends_it() {
+    require("curl");
+    let dir = TempDir::new("traffic-delay-gone");
+    let upstream = Upstream::named("backend");
+    let pki = pki(&dir);
+    let (port, https_port) = (free_port(), free_port());
+    let log = dir.join("access.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let rule = format!(
+        "  - fault:\n      delay:\n        fixedDelay: 300s\n        percentage:\n          value: 100\n{}",
+        route_to("backend")
+    );
+    let yaml = gateway_config(
+        &[
+            http_server(port, &[HOST]),
+            simple_https(&pki, https_port, "https", HTTPBIN),
+        ],
+        &[HOST, HTTPBIN],
+        &rule,
+        &[("backend", &[upstream.addr][..])],
+    );
+    let _gw = Gateway::start(
+        &dir,
+        &yaml,
+        &["--access-log", &log_arg, "--access-log-format", "json"],
+    );
+    let r = curl_http(HOST, port, "/h1", &["--max-time", "1"]);
+    assert_eq!(r.code, 28, "curl did not time out: {r:?}");
+    let r = curl_https(&pki, https_port, "/h2", &["--http2", "--max-time", "1"]);
+    assert_eq!(r.code, 28, "curl did not time out: {r:?}");
+    let lines = logged(&log, 2);
+    for path in ["/h1", "/h2"] {
+        let line = line_for(&lines, path);
+        assert_eq!(line["response_flags"], "DC", "{line}");
+    }
+    assert_eq!(line_for(&lines, "/h2")["protocol"], "HTTP/2");
+    assert_eq!(upstream.seen.requests(), 0);
 }

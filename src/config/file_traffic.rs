@@ -56,6 +56,9 @@ pub(crate) struct FileFaultDelay {
 pub(crate) struct FileFaultAbort {
     #[serde(rename = "httpStatus")]
     pub(crate) http_status: Option<i64>,
+    /// A gRPC status name (`UNAVAILABLE`).
+    #[serde(rename = "grpcStatus")]
+    pub(crate) grpc_status: Option<String>,
     pub(crate) percentage: Option<FilePercent>,
 }
 
@@ -82,7 +85,7 @@ pub(crate) fn traffic_field_policy(struct_name: &str) -> Option<FieldPolicy> {
         // Istio drops an exponential delay with a warning ("not yet supported").
         "FileFaultDelay" => (&[], &["exponentialDelay"]),
         // Istio itself refuses `http2Error` ("not supported yet").
-        "FileFaultAbort" => (&[], &["grpcStatus", "http2Error"]),
+        "FileFaultAbort" => (&[], &["http2Error"]),
         "FilePercent" => (&[], &[]),
         "FileMirrorPolicy" => (&[], &[]),
         _ => return None,

@@ -75,8 +75,11 @@ pub struct FaultDelay {
 /// `fault.abort`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultAbort {
-    /// `httpStatus`
+    /// `httpStatus`; 200 for a `grpcStatus` abort (Envoy's answer to a client that
+    /// does not speak gRPC).
     pub status: u16,
+    /// `grpcStatus`, as its code: a gRPC client gets it in `grpc-status`.
+    pub grpc_status: Option<u32>,
     pub share: Share,
 }
 

@@ -483,8 +483,8 @@ fn several_problems_are_all_reported() {
 fn unimplemented_istio_fields() {
     let cases: &[(&str, &str)] = &[
         (
-            "  - fault: {abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}}\n",
-            "spec.http[0].fault.abort.grpcStatus",
+            "  - fault: {abort: {httpStatus: 503, http2Error: 1}}\n",
+            "spec.http[0].fault.abort.http2Error",
         ),
         (
             "  - fault: {delay: {fixedDelay: 1s, exponentialDelay: 1s}}\n",
@@ -1747,7 +1747,7 @@ fn assert_policy_errors(cases: &[(&str, &str)]) {
 #[test]
 fn fault_and_cors_policies_load_as_istio_translates_them() {
     let config = load_ok(&with_routes(&format!(
-        "  - fault:\n      delay: {{fixedDelay: 2s, percent: 30}}\n      abort: {{httpStatus: 503, percentage: {{value: 0.5}}}}\n    corsPolicy:\n      allowOrigin: [https://old.example]\n      allowMethods: [GET, POST]\n      allowHeaders: [X-A, x-b]\n      maxAge: 1m\n{ROUTE}  - fault: {{abort: {{httpStatus: 500}}}}\n    corsPolicy:\n      allowOrigins: [{{regex: \"https://.*[.]example\"}}]\n      allowOrigin: [ignored]\n      unmatchedPreflights: IGNORE\n{ROUTE}"
+        "  - fault:\n      delay: {{fixedDelay: 2s, percent: 30}}\n      abort: {{httpStatus: 503, percentage: {{value: 0.5}}}}\n    corsPolicy:\n      allowOrigin: [https://old.example]\n      allowMethods: [GET, POST]\n      allowHeaders: [X-A, x-b]\n      maxAge: 1m\n{ROUTE}  - fault: {{abort: {{grpcStatus: RESOURCE_EXHAUSTED}}}}\n    corsPolicy:\n      allowOrigins: [{{regex: \"https://.*[.]example\"}}]\n      allowOrigin: [ignored]\n      unmatchedPreflights: IGNORE\n{ROUTE}"
     )));
     let http = &config.virtual_services[0].http;
     let fault = http[0].policies.fault.as_ref().unwrap();
@@ -1758,6 +1758,7 @@ fn fault_and_cors_policies_load_as_istio_translates_them() {
     );
     let abort = fault.abort.unwrap();
     assert_eq!((abort.status, abort.share.per_million), (503, 5_000));
+    assert_eq!(abort.grpc_status, None);
     let cors = http[0].policies.cors.as_ref().unwrap();
     assert!(cors.allows("https://old.example") && !cors.allows("https://new.example"));
     assert_eq!(cors.allow_methods, "GET,POST");
@@ -1766,7 +1767,9 @@ fn fault_and_cors_policies_load_as_istio_translates_them() {
     assert!(cors.forward_unmatched_preflights);
     // An abort without a percentage aborts no request (Istio's translation).
     let fault = http[1].policies.fault.as_ref().unwrap();
-    assert_eq!(fault.abort.unwrap().share.per_million, 0);
+    let abort = fault.abort.unwrap();
+    assert_eq!((abort.status, abort.grpc_status), (200, Some(8)));
+    assert_eq!(abort.share.per_million, 0);
     let cors = http[1].policies.cors.as_ref().unwrap();
     assert!(cors.allows("https://a.example") && !cors.allows("ignored"));
     assert!(!cors.forward_unmatched_preflights);
@@ -1782,6 +1785,14 @@ fn fault_and_cors_policy_errors_name_their_field() {
         (
             "fault: {abort: {percentage: {value: 10}}}",
             "spec.http[0].fault.abort.httpStatus: required field is missing",
+        ),
+        (
+            "fault: {abort: {httpStatus: 503, grpcStatus: UNAVAILABLE}}",
+            "spec.http[0].fault.abort: httpStatus and grpcStatus are exclusive; use one",
+        ),
+        (
+            "fault: {abort: {grpcStatus: UNAVAIL}}",
+            "spec.http[0].fault.abort.grpcStatus: invalid value \"UNAVAIL\": not a gRPC status; expected one of OK, CANCELLED,",
         ),
         (
             "fault: {abort: {httpStatus: 600}}",

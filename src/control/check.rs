@@ -429,9 +429,12 @@ fn describe_policies(policies: &config::RoutePolicies, out: &mut String) {
             ));
         }
         if let Some(a) = &fault.abort {
+            let answer = match a.grpc_status {
+                Some(code) => format!("grpc-status {code}"),
+                None => a.status.to_string(),
+            };
             parts.push(format!(
-                "abort {} for {}% of requests",
-                a.status,
+                "abort {answer} for {}% of requests",
                 a.share.percent()
             ));
         }

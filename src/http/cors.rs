@@ -113,6 +113,23 @@ pub(crate) fn response_ops(policy: &CorsPolicy, origin: &str, base: &HeaderOps) 
     ops
 }
 
+/// Adds the CORS headers of `ops` (those [`response_ops`] set) to the generated
+/// response in `out`, after its other headers: the gateway's own answer to a request
+/// it forwarded (an upstream failure) gets them as the upstream's response would.
+pub(crate) fn add_to_local_reply(ops: &HeaderOps, out: &mut Vec<u8>) {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let mut lines = Vec::new();
+    for (name, value) in &ops.set {
+        if name.starts_with("access-control-") {
+            super::rewrite::header(&mut lines, name.as_bytes(), value.as_bytes());
+        }
+    }
+    let at = end + 2;
+    out.splice(at..at, lines);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +265,25 @@ mod tests {
              access-control-allow-headers: x-asked\r\n\
              content-length: 0\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn local_replies_get_the_cors_headers() {
+        let ops = response_ops(&policy(), "https://a.example", &HeaderOps::default());
+        let mut out = Vec::new();
+        super::super::error_response(503, true, &mut out);
+        add_to_local_reply(&ops, &mut out);
+        let text = text(&out);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.ends_with(
+                "access-control-allow-origin: https://a.example\r\n\
+                 access-control-allow-credentials: true\r\n\
+                 access-control-expose-headers: x-out"
+            ),
+            "{head}"
+        );
+        assert_eq!(body, "503 Service Unavailable\n");
     }
 
     #[test]

@@ -385,6 +385,19 @@ impl Downstream {
         }
     }
 
+    /// Like [`Downstream::note_local_error`], for an answer with its own `grpc-status`
+    /// (`grpc`, else mapped from `status`) and `grpc-message`, whatever its status.
+    pub(crate) fn note_local_reply(
+        &mut self,
+        status: u16,
+        grpc: Option<u32>,
+        message: &'static str,
+    ) {
+        if let Downstream::H2(stream) = self {
+            stream.note_local_reply(status, grpc, message);
+        }
+    }
+
     /// Whether the client speaks HTTP/2: it chose `h2` by ALPN, or on plain TCP its
     /// first bytes (`first`, at least four) are the HTTP/2 preface (prior knowledge).
     pub(crate) fn speaks_h2(&self, first: &[u8]) -> bool {

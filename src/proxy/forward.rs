@@ -147,9 +147,20 @@ impl Connection {
                 .timeout
                 .filter(|t| !t.is_zero())
                 .unwrap_or(self.ctx.settings.timeouts.idle);
-            let whole = resendable && !facts.upgrade;
             let method = response_method(&facts);
-            mirror::send_copies(&self.ctx, snapshot, route, &self.out, whole, method, limit);
+            let waiting = mirror::start(
+                &self.ctx,
+                snapshot,
+                route,
+                &self.out,
+                resendable,
+                facts.upgrade,
+                method,
+                limit,
+            );
+            if waiting.is_some() {
+                self.applied.get_or_insert_default().mirroring = waiting;
+            }
         }
         let mut tries = 0;
         let mut redialled = false;
@@ -230,6 +241,9 @@ impl Connection {
             }
         };
 
+        if let Some(copies) = self.applied.as_deref_mut().and_then(|a| a.mirroring.take()) {
+            copies.finish(request_body.is_done() && !answered_early);
+        }
         if response.is_switching() {
             let result = self
                 .switch_protocols(upstream, route, response, started)
@@ -322,7 +336,11 @@ impl Connection {
         let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: self.cors_ops.as_deref().unwrap_or(&route.headers.response),
+            ops: self
+                .applied
+                .as_deref()
+                .and_then(|a| a.cors_ops.as_ref())
+                .unwrap_or(&route.headers.response),
             close: false,
             client_minor: 1,
             dechunked_length: None,
@@ -510,6 +528,12 @@ impl Connection {
                 .map_err(ProxyError::BadRequest)?;
             self.inbuf.drain(..n);
             self.count_received(n);
+            if let Some(applied) = self.applied.as_deref_mut()
+                && let Some(copies) = &mut applied.mirroring
+                && !copies.extend(&chunk)
+            {
+                applied.mirroring = None;
+            }
             let send = upstream.stream.send_all(chunk);
             match unless_answered(send, &upstream.stream, &mut self.upbuf, method).await {
                 Raced::Done((sent, back)) => {
@@ -623,7 +647,11 @@ impl Connection {
         let close = close || (dechunk && dechunked_length.is_none());
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: self.cors_ops.as_deref().unwrap_or(&route.headers.response),
+            ops: self
+                .applied
+                .as_deref()
+                .and_then(|a| a.cors_ops.as_ref())
+                .unwrap_or(&route.headers.response),
             close,
             client_minor: facts.client_minor,
             dechunked_length,

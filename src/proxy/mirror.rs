@@ -7,11 +7,12 @@
 //!   `x-forwarded-*`, `x-request-id` included) with Envoy's shadow host: `-shadow`
 //!   appended to the host, before its port (`shop.example.com:8080` →
 //!   `shop.example.com-shadow:8080`), and the body.
-//! - Only a request whose body went out whole with its head is mirrored (no body, or
-//!   a small one that arrived with the head; at most [`MAX_MIRRORED_REQUEST`] bytes):
-//!   the primary's body is streamed, never buffered, so a longer one cannot be copied
-//!   without holding it. Such a request, an upgrade, or one over the shard's
-//!   [`MAX_MIRRORS_IN_FLIGHT`], is not mirrored and counted as skipped.
+//! - The copy is sent once the request is whole, as Envoy's shadowing does: at once
+//!   when the body came with the head, else once the rest of the body went to the
+//!   primary (a copy of it kept meanwhile, [`Pending`]). A request over
+//!   [`MAX_MIRRORED_REQUEST`] bytes, one whose body did not go out whole (the primary
+//!   answered first), an upgrade, or a copy over the shard's [`MAX_MIRRORS_IN_FLIGHT`]
+//!   is not mirrored and counted as skipped.
 //! - The task holds the copy, a connection from the shard's pool for the mirror's
 //!   cluster (its connection cap applies), and one receive at a time: the response is
 //!   read to its end and discarded. The whole exchange is bounded by the route's
@@ -88,43 +89,131 @@ impl Drop for InFlight {
     }
 }
 
-/// Sends a copy of `request` (the upstream head and, when `whole`, the whole body) to
-/// each of `route`'s mirrors whose share is drawn. `method` is what the response is
+/// The copies of a request whose body is still on its way: the bytes forwarded so
+/// far, kept while they stay within [`MAX_MIRRORED_REQUEST`]. Dropped unsent, its
+/// copies count as skipped.
+pub(super) struct Pending {
+    ctx: Rc<ShardContext>,
+    snapshot: Arc<Snapshot>,
+    clusters: Vec<ClusterId>,
+    request: Vec<u8>,
+    method: &'static str,
+    limit: Duration,
+}
+
+impl Pending {
+    /// Adds body bytes as forwarded; `false` (and the copy is given up) past the
+    /// limit.
+    pub(super) fn extend(&mut self, bytes: &[u8]) -> bool {
+        if self.request.len() + bytes.len() > MAX_MIRRORED_REQUEST {
+            return false;
+        }
+        self.request.extend_from_slice(bytes);
+        true
+    }
+
+    /// The body went out whole (`complete`): the copies are sent; else skipped.
+    pub(super) fn finish(mut self, complete: bool) {
+        if complete {
+            let clusters = std::mem::take(&mut self.clusters);
+            let request = std::mem::take(&mut self.request);
+            for cluster in clusters {
+                send(
+                    &self.ctx,
+                    &self.snapshot,
+                    cluster,
+                    &request,
+                    self.method,
+                    self.limit,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for _ in &self.clusters {
+            ShardStats::add(&self.ctx.stats.mirror_skipped);
+        }
+    }
+}
+
+/// Draws `route`'s mirrors for a request whose upstream head and first body bytes are
+/// `request`: when `whole` (the body went out with them) the copies are sent now;
+/// else they wait for the rest of the body (`Some`), unless the request is an
+/// `upgrade` or already over the limit (skipped). `method` is what the response is
 /// read for (`HEAD` or another), `limit` bounds each exchange.
-pub(super) fn send_copies(
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what a copy needs of the request, the route and the shard"
+)]
+pub(super) fn start(
     ctx: &Rc<ShardContext>,
     snapshot: &Arc<Snapshot>,
     route: &Route,
     request: &[u8],
     whole: bool,
+    upgrade: bool,
+    method: &'static str,
+    limit: Duration,
+) -> Option<Pending> {
+    let drawn: Vec<ClusterId> = route
+        .mirrors
+        .iter()
+        .filter(|(_, share)| share.draw())
+        .map(|&(cluster, _)| cluster)
+        .collect();
+    if drawn.is_empty() {
+        return None;
+    }
+    if whole {
+        for cluster in drawn {
+            send(ctx, snapshot, cluster, request, method, limit);
+        }
+        return None;
+    }
+    let mut pending = Pending {
+        ctx: ctx.clone(),
+        snapshot: snapshot.clone(),
+        clusters: drawn,
+        request: Vec::new(),
+        method,
+        limit,
+    };
+    (!upgrade && pending.extend(request)).then_some(pending)
+}
+
+/// Sends one copy of `request` (a whole request as written for the primary) to
+/// `cluster`, unless it is too large or the shard has too many in flight (skipped).
+fn send(
+    ctx: &Rc<ShardContext>,
+    snapshot: &Arc<Snapshot>,
+    cluster: ClusterId,
+    request: &[u8],
     method: &'static str,
     limit: Duration,
 ) {
-    for &(cluster, share) in &route.mirrors {
-        if !share.draw() {
-            continue;
-        }
-        let copy = (whole && request.len() <= MAX_MIRRORED_REQUEST)
-            .then(|| shadow_request(request))
-            .flatten();
-        let (Some(copy), Some(in_flight)) = (copy, InFlight::enter()) else {
-            ShardStats::add(&ctx.stats.mirror_skipped);
-            continue;
-        };
-        let ctx = ctx.clone();
-        let snapshot = snapshot.clone();
-        uring::spawn(async move {
-            let _in_flight = in_flight;
-            match exchange(&ctx, &snapshot, cluster, copy, method, limit).await {
-                Ok(()) => ShardStats::add(&ctx.stats.mirror_sent),
-                Err(error) => {
-                    ShardStats::add(&ctx.stats.mirror_failed);
-                    let cluster = &snapshot.clusters.get(cluster).name;
-                    tracing::debug!(%cluster, %error, "mirrored request failed");
-                }
+    let copy = (request.len() <= MAX_MIRRORED_REQUEST)
+        .then(|| shadow_request(request))
+        .flatten();
+    let (Some(copy), Some(in_flight)) = (copy, InFlight::enter()) else {
+        ShardStats::add(&ctx.stats.mirror_skipped);
+        return;
+    };
+    let ctx = ctx.clone();
+    let snapshot = snapshot.clone();
+    uring::spawn(async move {
+        let _in_flight = in_flight;
+        match exchange(&ctx, &snapshot, cluster, copy, method, limit).await {
+            Ok(()) => ShardStats::add(&ctx.stats.mirror_sent),
+            Err(error) => {
+                ShardStats::add(&ctx.stats.mirror_failed);
+                let cluster = &snapshot.clusters.get(cluster).name;
+                tracing::debug!(%cluster, %error, "mirrored request failed");
             }
-        });
-    }
+        }
+    });
 }
 
 /// One mirrored exchange within `limit`: an endpoint of `cluster`, the copy sent,

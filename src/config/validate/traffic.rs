@@ -7,6 +7,27 @@ use super::*;
 use crate::config::file_traffic::*;
 use crate::config::model_traffic::*;
 
+/// gRPC's status names, at their codes (Istio's `grpcStatus` values).
+const GRPC_STATUSES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
 /// The methods Istio accepts in `allowMethods`.
 const CORS_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
@@ -251,7 +272,37 @@ impl Check<'_, '_> {
             // Istio's translation: no percentage, no aborted request.
             None => Some(Share::NONE),
         };
-        let status = match raw.http_status {
+        let (status, grpc_status) = match (raw.http_status, raw.grpc_status) {
+            (Some(_), Some(_)) => {
+                self.rule(p, "httpStatus and grpcStatus are exclusive; use one");
+                return None;
+            }
+            (None, Some(name)) => match GRPC_STATUSES.iter().position(|s| *s == name) {
+                Some(code) => (Some(200), u32::try_from(code).ok()),
+                None => {
+                    self.invalid(
+                        &p.key("grpcStatus"),
+                        format!("{name:?}"),
+                        format!(
+                            "not a gRPC status; expected one of {}",
+                            GRPC_STATUSES.join(", ")
+                        ),
+                    );
+                    (None, None)
+                }
+            },
+            (status, None) => (self.http_status(status, p), None),
+        };
+        Some(FaultAbort {
+            status: status?,
+            grpc_status,
+            share: share?,
+        })
+    }
+
+    /// An abort's `httpStatus`, 200 to 599.
+    fn http_status(&mut self, status: Option<i64>, p: &Path) -> Option<u16> {
+        match status {
             None => {
                 self.err(&p.key("httpStatus"), Problem::Missing);
                 None
@@ -265,11 +316,7 @@ impl Check<'_, '_> {
                 );
                 None
             }
-        };
-        Some(FaultAbort {
-            status: status?,
-            share: share?,
-        })
+        }
     }
 
     /// The share a `Percent` (at `p.keys.0`) gives, or else the deprecated integer

@@ -554,6 +554,7 @@ fn route_policies(p: &crate::config::RoutePolicies, out: &mut Map<String, Value>
                 })),
                 "abort": fault.abort.map(|a| json!({
                     "http_status": a.status,
+                    "grpc_status": a.grpc_status,
                     "percentage": a.share.percent(),
                 })),
             }),

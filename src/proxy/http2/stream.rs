@@ -82,6 +82,9 @@ pub(crate) struct H2Stream {
     /// The connection code is about to send an error it made itself, with this
     /// status ([`H2Stream::note_local_error`]).
     local_error: Option<u16>,
+    /// The `grpc-status` and `grpc-message` of that error when they are not the ones
+    /// mapped from its status (a fault's abort).
+    local_grpc: Option<(u32, &'static str)>,
     /// The response went out whole already (a gRPC trailers-only answer): what the
     /// connection code still writes is dropped.
     discard: bool,
@@ -145,6 +148,7 @@ impl H2Stream {
             idle,
             grpc,
             local_error: None,
+            local_grpc: None,
             discard: false,
             tunnel,
         };
@@ -331,16 +335,37 @@ impl H2Stream {
         self.local_error = Some(status);
     }
 
+    /// Completes when the client resets the stream or its connection ends (before the
+    /// response began); pending until then.
+    pub(crate) async fn reset_by_client(&mut self) {
+        let _ = std::future::poll_fn(|cx| self.respond.poll_reset(cx)).await;
+    }
+
+    /// [`H2Stream::note_local_error`] for an answer whose `grpc-status` (`grpc`, else
+    /// the one mapped from `status`) and `grpc-message` are its own.
+    pub(crate) fn note_local_reply(
+        &mut self,
+        status: u16,
+        grpc: Option<u32>,
+        message: &'static str,
+    ) {
+        self.local_error = Some(status);
+        self.local_grpc = Some((grpc.unwrap_or_else(|| grpc_status(status)), message));
+    }
+
     /// Answers a gRPC request with a gateway-made error as Envoy does: a
     /// trailers-only response (`:status 200`, `content-type: application/grpc`,
     /// `grpc-status` mapped from the HTTP status, `grpc-message` its reason), the
     /// HTTP body dropped.
     fn send_grpc_error(&mut self, status: u16) {
+        let (code, message) = self
+            .local_grpc
+            .unwrap_or_else(|| (grpc_status(status), http::reason_phrase(status)));
         let response = ::http::Response::builder()
             .status(200)
             .header("content-type", "application/grpc")
-            .header("grpc-status", grpc_status(status).to_string())
-            .header("grpc-message", http::reason_phrase(status))
+            .header("grpc-status", code.to_string())
+            .header("grpc-message", message)
             .body(());
         if let Ok(response) = response {
             let _ = self.respond.send_response(response, true);
