@@ -219,6 +219,30 @@ fn mutual_tls_presents_the_client_certificate() {
             && l.contains("expires in")),
         "{stdout}"
     );
+    // /certs lists it as Envoy lists an upstream TLS context; its expiry is a metric.
+    let certs: serde_json::Value =
+        serde_json::from_slice(&curl(&[&format!("http://127.0.0.1:{}/certs", gw.admin())]).body)
+            .expect("JSON");
+    let entry = certs["certificates"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|c| c["cluster"] == "outbound|8000||backend")
+        })
+        .unwrap_or_else(|| panic!("no upstream entry: {certs}"));
+    let subject = entry["cert_chain"][0]["subject"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(subject.contains("CN=gateway.internal"), "{entry}");
+    let metrics = curl(&[&format!("http://127.0.0.1:{}/stats/prometheus", gw.admin())]).text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ringress_certificate_expiry_seconds{")
+                && l.contains("role=\"upstream_client\"")
+                && l.contains("hosts=\"backend\"")),
+        "{metrics}"
+    );
     drop(gw);
 
     // Without a client certificate the upstream refuses (after the handshake, in

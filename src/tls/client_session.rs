@@ -16,6 +16,7 @@ use rustls::{AlertDescription, ClientConnection};
 
 use super::client_config::UpstreamTls;
 use super::session::TlsFailure;
+use crate::buffers;
 use crate::pipe::PumpTls;
 use crate::uring::{self, RecvBuf, TcpStream};
 
@@ -317,7 +318,9 @@ impl TlsUpstream {
 
     /// Encrypts and sends `buf` whole, and gives it back.
     pub(crate) async fn send_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let mut records = Vec::new();
+        // The records go out of the shard's buffer pool and back to it: a pooled
+        // connection holds none.
+        let mut records = buffers::take();
         let encrypted = {
             let mut state = self.state.borrow_mut();
             let encrypted = state.session.encrypt(&buf);
@@ -325,9 +328,11 @@ impl TlsUpstream {
             encrypted
         };
         if let Err(e) = encrypted {
+            buffers::give(&mut records);
             return (Err(e), buf);
         }
-        let (sent, _) = self.tcp.send_all(records).await;
+        let (sent, mut records) = self.tcp.send_all(records).await;
+        buffers::give(&mut records);
         (sent, buf)
     }
 }

@@ -24,7 +24,8 @@ use crate::upstream::Cluster;
 const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
 
 /// `GET /certs`: `certificates`, in the shape of Envoy's admin `/certs` (one entry per
-/// TLS server: `ca_cert` and `cert_chain` of `CertificateDetails`), which Istio's
+/// TLS server: `ca_cert` and `cert_chain` of `CertificateDetails`; then one per
+/// cluster presenting a client certificate to its upstream), which Istio's
 /// troubleshooting steps and tooling read; beside it, ringress's own view per
 /// listener and TLS server: hosts, mode, source, the whole chain and the client CA.
 /// Typed (not a `json!` map) so the fields keep this order in the answer.
@@ -42,7 +43,12 @@ pub(super) struct Certs<'a> {
 struct EnvoyCertificate<'a> {
     ca_cert: Vec<CertificateDetails<'a>>,
     cert_chain: Vec<CertificateDetails<'a>>,
-    listener: String,
+    /// A TLS server's listener, or (upstream TLS with a client certificate) the
+    /// cluster whose connections present `cert_chain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    listener: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a str>,
     hosts: Vec<String>,
 }
 
@@ -118,10 +124,12 @@ pub(super) fn certs(snapshot: &Snapshot, now: i64) -> Certs<'_> {
                         .iter()
                         .map(|c| certificate_details(c, &served.path, now))
                         .collect(),
-                    listener: listener.addr.to_string(),
+                    listener: Some(listener.addr.to_string()),
+                    cluster: None,
                     hosts: served.hosts.iter().map(ToString::to_string).collect(),
                 })
         })
+        .chain(upstream_client_certs(snapshot, now))
         .collect();
     Certs {
         certificates,
@@ -159,6 +167,27 @@ fn served_certificate(cert: &ServedCertificate, now: i64) -> ServerCerts<'_> {
             certificates: ca.certificates.iter().map(|c| cert_info(c, now)).collect(),
         }),
     }
+}
+
+/// The client certificates presented to upstreams, one entry per cluster that has one
+/// (Envoy lists its upstream TLS contexts in `/certs` too).
+fn upstream_client_certs(
+    snapshot: &Snapshot,
+    now: i64,
+) -> impl Iterator<Item = EnvoyCertificate<'_>> {
+    snapshot.clusters.iter().filter_map(move |(_, cluster)| {
+        let (source, leaf) = cluster.tls.as_deref()?.client_certificate.as_ref()?;
+        Some(EnvoyCertificate {
+            ca_cert: Vec::new(),
+            cert_chain: leaf
+                .iter()
+                .map(|c| certificate_details(c, source, now))
+                .collect(),
+            listener: None,
+            cluster: Some(&cluster.istio_name),
+            hosts: vec![cluster.host.clone()],
+        })
+    })
 }
 
 pub(super) fn cert_info(info: &CertInfo, now: i64) -> Cert<'_> {

@@ -366,7 +366,7 @@ pub(super) fn render(status: &Status, now: i64) -> String {
     out.family(
         "ringress_certificate_expiry_seconds",
         "gauge",
-        "Seconds until a served certificate (role leaf or intermediate) or client CA (role client_ca) expires, negative once expired.",
+        "Seconds until a served certificate (role leaf or intermediate), a client CA (role client_ca) or the client certificate presented to an upstream (role upstream_client; port and hosts its cluster's) expires, negative once expired.",
     );
     let mut seen = BTreeSet::new();
     for listener in &snapshot.listeners {
@@ -401,6 +401,31 @@ pub(super) fn render(status: &Status, now: i64) -> String {
                     );
                 }
             }
+        }
+    }
+    // The client certificates ringress presents to upstreams (DestinationRule tls).
+    for (_, cluster) in snapshot.clusters.iter() {
+        let client = cluster
+            .tls
+            .as_deref()
+            .and_then(|t| t.client_certificate.as_ref());
+        let Some((source, Some(info))) = client else {
+            continue;
+        };
+        let port = cluster.port.to_string();
+        let labels = [
+            ("port", port.as_str()),
+            ("hosts", cluster.host.as_str()),
+            ("source", source.as_str()),
+            ("serial", info.serial.as_str()),
+            ("role", "upstream_client"),
+        ];
+        if seen.insert(labels.map(|(_, v)| v.to_owned())) {
+            out.sample_signed(
+                "ringress_certificate_expiry_seconds",
+                &labels,
+                seconds_until(info, now),
+            );
         }
     }
     out.0
