@@ -6,7 +6,8 @@
 //! is not TLS, one that sends half a hello and one that sends nothing, each closed
 //! with nothing sent; a `tcp:` route to an echo server with megabytes both ways and a
 //! half-close passed on; weights between two upstreams that speak first; an upstream
-//! that refuses; and what `check`, the access log and `/stats/prometheus` say.
+//! that refuses; a silent relay closed after `--idle-timeout`; and what `check`, the
+//! access log and `/stats/prometheus` say.
 
 mod common;
 
@@ -453,4 +454,31 @@ fn check_prints_the_routes_and_mesh_modes_are_refused_with_the_reason() {
         err.contains("spec.servers[0].tls.mode") && err.contains("mesh"),
         "{err}"
     );
+}
+
+#[test]
+fn a_silent_relay_is_closed_after_the_idle_timeout() {
+    require_tools();
+    let (echo, _echo_dir) = l4_upstream("idle-echo", &["echo"]);
+    let dir = TempDir::new("pass-idle");
+    let port = free_port();
+    let tcp = format!("  tcp:\n  - route:\n{}", destination("echo", 100));
+    let yaml = docs(&[
+        gateway_doc("gw", &[tcp_server(port)]),
+        l4_virtual_service("tcp", &["*"], &tcp),
+        l4_service_entry("echo", "TCP", echo.addr),
+    ]);
+    let mut gateway = Gateway::start(&dir, &yaml, &["--idle-timeout", "1"]);
+    let mut stream = connect(port);
+    stream.write_all(b"ping").expect("writing");
+    // The echo comes back, then neither side sends: the gateway closes (well before
+    // the read timeout of the harness).
+    let (bytes, closed) = read_to_close(&mut stream);
+    assert!(closed, "still open after {:?}", READ_TIMEOUT);
+    assert_eq!(bytes, b"ping");
+    let logged = wait_for(Duration::from_secs(5), || {
+        gateway.log_text().contains(" idle_timeout ")
+    });
+    assert!(logged, "access log:\n{}", gateway.log_text());
+    gateway.assert_running();
 }
