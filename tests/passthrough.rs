@@ -6,8 +6,9 @@
 //! is not TLS, one that sends half a hello and one that sends nothing, each closed
 //! with nothing sent; a `tcp:` route to an echo server with megabytes both ways and a
 //! half-close passed on; weights between two upstreams that speak first; an upstream
-//! that refuses; a silent relay closed after `--idle-timeout`; and what `check`, the
-//! access log and `/stats/prometheus` say.
+//! that refuses; a silent relay closed after `--idle-timeout`; a relay that outlives
+//! a reload moving its route; and what `check`, the access log and
+//! `/stats/prometheus` say.
 
 mod common;
 
@@ -480,5 +481,43 @@ fn a_silent_relay_is_closed_after_the_idle_timeout() {
         gateway.log_text().contains(" idle_timeout ")
     });
     assert!(logged, "access log:\n{}", gateway.log_text());
+    gateway.assert_running();
+}
+
+#[test]
+fn a_relay_outlives_a_reload_that_moves_its_route() {
+    require_tools();
+    let (old, _old_dir) = l4_upstream("reload-old", &["banner", "old"]);
+    let (new, _new_dir) = l4_upstream("reload-new", &["banner", "new"]);
+    let dir = TempDir::new("pass-reload");
+    let port = free_port();
+    let config = |to: SocketAddr| {
+        let tcp = format!("  tcp:\n  - route:\n{}", destination("banner", 100));
+        docs(&[
+            gateway_doc("gw", &[tcp_server(port)]),
+            l4_virtual_service("tcp", &["*"], &tcp),
+            l4_service_entry("banner", "TCP", to),
+        ])
+    };
+    let mut gateway = Gateway::start(&dir, &config(old.addr), &["--no-watch"]);
+    let mut before = connect(port);
+    let mut line = [0u8; 4];
+    before
+        .read_exact(&mut line)
+        .expect("the old upstream's banner");
+    assert_eq!(&line, b"old\n");
+    // The route moves to another upstream; the open relay stays with its own.
+    dir.write("gateway.yaml", config(new.addr));
+    assert!(gateway.sighup_and_wait(), "{}", gateway.log_text());
+    let mut after = connect(port);
+    after
+        .read_exact(&mut line)
+        .expect("the new upstream's banner");
+    assert_eq!(&line, b"new\n");
+    before.write_all(b"still here").expect("writing");
+    before.shutdown(Shutdown::Write).expect("half-closing");
+    let (bytes, closed) = read_to_close(&mut before);
+    assert!(closed);
+    assert_eq!(String::from_utf8_lossy(&bytes), "still hereEOF 10\n");
     gateway.assert_running();
 }

@@ -30,6 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use super::downstream::{HandshakeError, receive_client_hello};
 use crate::access_log::{Field, Record};
 use crate::config::Protocol;
 use crate::shard::{ShardContext, ShardStats};
+use crate::snapshot::Snapshot;
 use crate::upstream::pool;
 use crate::uring::{self, TcpStream};
 
@@ -120,7 +122,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, port: u16, ctx: R
         "relayed" | "bad_client_hello" => {
             connect_and_relay(
                 &ctx,
-                &snapshot,
+                snapshot,
                 port,
                 &client,
                 sni.as_deref(),
@@ -159,7 +161,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, port: u16, ctx: R
 /// the outcome label of why no upstream took the connection.
 async fn connect_and_relay(
     ctx: &ShardContext,
-    snapshot: &crate::snapshot::Snapshot,
+    snapshot: Arc<Snapshot>,
     port: u16,
     client: &TcpStream,
     sni: Option<&str>,
@@ -186,7 +188,7 @@ async fn connect_and_relay(
         );
         record.set(Field::RouteName, name.as_bytes());
     }
-    let Some((endpoint, addr)) = ctx.pick_endpoint(snapshot, cluster_id) else {
+    let Some((endpoint, addr)) = ctx.pick_endpoint(&snapshot, cluster_id) else {
         flag(record, "UH", "no_healthy_upstream");
         return Err("no_healthy_upstream");
     };
@@ -210,7 +212,7 @@ async fn connect_and_relay(
     let upstream = match connected {
         Ok(upstream) => upstream,
         Err((f, outcome, error)) => {
-            ctx.finished(snapshot, cluster_id, endpoint);
+            ctx.finished(&snapshot, cluster_id, endpoint);
             tracing::debug!(port, %addr, %error, "no upstream connection");
             flag(record, f, outcome);
             return Err(outcome);
@@ -219,6 +221,9 @@ async fn connect_and_relay(
     if let Some(record) = record.as_deref_mut() {
         record.upstream_local = upstream.local;
     }
+    // A relay may last for hours: it keeps no snapshot (a reload frees the old one).
+    let generation = snapshot.generation;
+    drop(snapshot);
     let counts = Counts::default();
     let end = match upstream.stream.tcp() {
         Some(up) => {
@@ -227,7 +232,10 @@ async fn connect_and_relay(
         }
         None => RelayEnd::Upstream(io::Error::other("not a TCP connection")),
     };
-    ctx.finished(snapshot, cluster_id, endpoint);
+    let now = ctx.snapshot();
+    if now.generation == generation {
+        ctx.finished(&now, cluster_id, endpoint);
+    }
     let details = match &end {
         RelayEnd::Closed => None,
         RelayEnd::Idle => Some("idle_timeout"),
