@@ -221,6 +221,21 @@ fn sni_picks_the_upstream_and_its_own_tls_reaches_the_client() {
         ) >= 5
     );
     assert!(metric(&gateway, "ringress_l4_received_bytes_total", "") > 0);
+    // /config_dump describes the tls routes as the file has them.
+    let dump = curl_admin(gateway.admin(), "/config_dump", &[]).text();
+    let dump: serde_json::Value =
+        serde_json::from_str(&dump).unwrap_or_else(|e| panic!("{e}: {dump}"));
+    let vs = &dump["virtual_services"][0];
+    assert_eq!(vs["tls"][0]["match"][0]["sni_hosts"][0], HTTPBIN, "{vs}");
+    assert_eq!(vs["tls"][1]["match"][0]["port"], site.port, "{vs}");
+    assert_eq!(
+        vs["tls"][1]["route"][0]["destination"]["host"], "bookinfo-tls",
+        "{vs}"
+    );
+    assert_eq!(
+        dump["gateways"][0]["servers"][0]["port"]["protocol"], "TLS",
+        "{dump}"
+    );
     gateway.assert_running();
 }
 
