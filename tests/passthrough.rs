@@ -271,7 +271,12 @@ fn unknown_sni_plain_text_and_silent_clients_are_closed() {
             &gateway,
             "ringress_l4_connections_total",
             "outcome=\"no_route\"",
-        ) >= 3
+        ) >= 2
+            && metric(
+                &gateway,
+                "ringress_l4_connections_total",
+                "outcome=\"bad_client_hello\"",
+            ) >= 1
             && metric(
                 &gateway,
                 "ringress_l4_connections_total",
