@@ -3,7 +3,8 @@
 # reverse proxies, on this machine, with the same certificate, upstream and clients.
 #
 #   perf/compare.sh [--rounds N] [--duration S] [--only nginx,haproxy,ringress]
-#                   [--workloads keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency] [--idle-conns N]
+#                   [--workloads keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency,passthrough,tcp]
+#                   [--idle-conns N]
 #                   [--latency-rate N] [--proxy-cpu C] [--load-cpu C]
 #                   [--ringress PATH] [--out DIR]
 #
@@ -27,6 +28,13 @@
 # verify JWTs) is keepalive again against a ringress whose config requires an RS256
 # token (perf/ringress-jwt.yaml), with wrk sending Istio's sample token: its CPU per
 # request beside the keepalive row is the cost of verification (cached per shard).
+# The passthrough and tcp workloads measure each gateway as an L4 relay on ports of
+# their own: passthrough is wrk's keep-alive HTTPS load on a port where the gateway
+# reads the ClientHello's SNI and relays the bytes to the upstream nginx's TLS port
+# (nginx: stream with ssl_preread; HAProxy: mode tcp with req_ssl_sni; ringress: a
+# TLS PASSTHROUGH server and a tls route); tcp is wrk's keep-alive plain HTTP load
+# relayed to the upstream's HTTP port (nginx stream, HAProxy mode tcp, a ringress TCP
+# server and a tcp route). The cost is the gateway's CPU per request relayed.
 # Rounds are interleaved (each round
 # runs every gateway once, in a rotated order) and the table shows medians. See
 # perf/README.md for the method.
@@ -47,7 +55,7 @@ source "$repo_root/perf/lib.sh"
 ROUNDS=5
 DURATION=10
 ONLY="nginx,haproxy,ringress"
-WORKLOADS="keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency"
+WORKLOADS="keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency,passthrough,tcp"
 IDLE_CONNS=3000
 # Offered load of the latency workload in requests/s; empty: measured (see below).
 LATENCY_RATE=""
@@ -84,7 +92,10 @@ WARMUP_SECS=1
 TLS13_SUITES="TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 ALL_GATEWAYS="nginx haproxy ringress"
-ALL_WORKLOADS="keepalive jwt close full 1m h2m10 h2m1 idle h2idle latency"
+ALL_WORKLOADS="keepalive jwt close full 1m h2m10 h2m1 idle h2idle latency passthrough tcp"
+# The gateway's ports for the passthrough and tcp workloads (run_gateway sets them).
+PASS_PORT=""
+TCP_PORT=""
 
 usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -94,7 +105,8 @@ Options:
   --rounds N        rounds; each runs every gateway once (default $ROUNDS)
   --duration S      seconds of wrk load per workload (default $DURATION)
   --only LIST       gateways, comma-separated: nginx,haproxy,ringress (default all)
-  --workloads LIST  keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency (default all)
+  --workloads LIST  keepalive,jwt,close,full,1m,h2m10,h2m1,idle,h2idle,latency,passthrough,tcp
+                    (default all)
                       keepalive  $KEEPALIVE_CONNS keep-alive connections, "hello\\n" response
                       jwt        ringress only (nginx OSS and HAProxy cannot verify JWTs):
                                  keepalive with a RequestAuthentication (RS256, inline JWKS)
@@ -255,9 +267,54 @@ fi
 
 RINGRESS_UNAVAILABLE=""
 
+# nginx's stream module, for the passthrough and tcp workloads: built in (--with-stream),
+# or loaded from the modules path (--with-stream=dynamic, Debian's libnginx-mod-stream).
+# Sets NGINX_STREAM_LOAD (a load_module line, or empty) and NGINX_STREAM_MISSING (why
+# nginx cannot run them, or empty).
+NGINX_STREAM_LOAD="" NGINX_STREAM_MISSING=""
+find_nginx_stream() {
+    local flags dir
+    flags="$("$NGINX" -V 2>&1 | tr ' ' '\n')"
+    if grep -qx -- '--with-stream' <<<"$flags"; then
+        return 0
+    fi
+    dir="$(sed -n 's/^--modules-path=//p' <<<"$flags")"
+    if grep -qx -- '--with-stream=dynamic' <<<"$flags" && [ -f "$dir/ngx_stream_module.so" ]; then
+        NGINX_STREAM_LOAD="load_module $dir/ngx_stream_module.so;"
+        return 0
+    fi
+    NGINX_STREAM_MISSING="nginx's stream module is not installed (nginx -V: no --with-stream, or --with-stream=dynamic without $dir/ngx_stream_module.so; Debian: libnginx-mod-stream)"
+}
+
+# nginx_stream_block: the passthrough and tcp workloads' stream block, only when the
+# module is there (the other workloads run anyway).
+nginx_stream_block() {
+    [ -z "$NGINX_STREAM_MISSING" ] || return 0
+    cat <<EOF
+stream {
+    # The passthrough workload: the SNI read (ssl_preread), the bytes relayed.
+    map \$ssl_preread_server_name \$l4_tls_upstream {
+        $SERVER_NAME 127.0.0.1:$UPSTREAM_TLS_PORT;
+        default 127.0.0.1:1;
+    }
+    server {
+        listen 127.0.0.1:$PASS_PORT;
+        ssl_preread on;
+        proxy_pass \$l4_tls_upstream;
+    }
+    # The tcp workload.
+    server {
+        listen 127.0.0.1:$TCP_PORT;
+        proxy_pass 127.0.0.1:$UPSTREAM_PORT;
+    }
+}
+EOF
+}
+
 start_nginx() {
     local dir="$1" port="$2" admin
     {
+        printf '%s\n' "$NGINX_STREAM_LOAD"
         nginx_common "$dir"
         cat <<EOF
 http {
@@ -290,6 +347,7 @@ $(nginx_temp_paths "$dir")
         }
     }
 }
+$(nginx_stream_block)
 EOF
     } >"$dir/nginx.conf"
     "$NGINX" -t -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" >"$dir/check.log" 2>&1 || {
@@ -323,6 +381,28 @@ frontend bench
 backend bench_upstream
     http-reuse always
     server upstream 127.0.0.1:$UPSTREAM_PORT
+
+# The passthrough workload: the SNI read from the ClientHello, the bytes relayed.
+frontend pass
+    mode tcp
+    bind 127.0.0.1:$PASS_PORT
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req_ssl_hello_type 1 }
+    use_backend tls_upstream if { req_ssl_sni -i $SERVER_NAME }
+
+backend tls_upstream
+    mode tcp
+    server upstream 127.0.0.1:$UPSTREAM_TLS_PORT
+
+# The tcp workload.
+frontend tcp
+    mode tcp
+    bind 127.0.0.1:$TCP_PORT
+    default_backend tcp_upstream
+
+backend tcp_upstream
+    mode tcp
+    server upstream 127.0.0.1:$UPSTREAM_PORT
 EOF
     "$HAPROXY" -c -f "$dir/haproxy.cfg" >"$dir/check.log" 2>&1 || {
         GW_FAIL="haproxy -c rejected the generated config: $(tail -n 3 "$dir/check.log" | tr '\n' ' ')"
@@ -352,10 +432,61 @@ start_ringress() {
     admin="$(free_port)"
     write_ringress_config "$dir" "$port"
     [ "$policy" != jwt ] || add_jwt_policy "$dir/ringress.yaml"
+    add_l4_servers "$dir/ringress.yaml"
     # No access log, as nginx and HAProxy run here (perf/ab.sh measures its cost).
     spawn "$dir/ringress.log" taskset -c "$PROXY_CPU" "$RINGRESS_BIN" run \
         --config "$dir/ringress.yaml" --shards 1 --admin "127.0.0.1:$admin" --access-log off
     GW_PID="$SPAWNED"
+}
+
+# add_l4_servers CONFIG: the passthrough and tcp workloads' servers and routes,
+# appended to a ringress configuration.
+add_l4_servers() {
+    cat >>"$1" <<EOF
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bench-l4
+spec:
+  servers:
+  - port: {number: $PASS_PORT, name: tls-bench, protocol: TLS}
+    bind: 127.0.0.1
+    hosts: [$SERVER_NAME]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: $TCP_PORT, name: tcp-bench, protocol: TCP}
+    bind: 127.0.0.1
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bench-l4
+spec:
+  hosts: [$SERVER_NAME]
+  gateways: [bench-l4]
+  tls:
+  - match:
+    - sniHosts: [$SERVER_NAME]
+    route:
+    - destination: {host: upstream-l4.bench.internal, port: {number: $UPSTREAM_TLS_PORT}}
+  tcp:
+  - route:
+    - destination: {host: upstream-l4.bench.internal, port: {number: $UPSTREAM_PORT}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: bench-l4-upstream
+spec:
+  hosts: [upstream-l4.bench.internal]
+  ports:
+  - {number: $UPSTREAM_TLS_PORT, name: tls, protocol: TLS}
+  - {number: $UPSTREAM_PORT, name: tcp, protocol: TCP}
+  resolution: STATIC
+  endpoints:
+  - address: 127.0.0.1
+EOF
 }
 
 # ---------------------------------------------------------------------------------
@@ -454,8 +585,24 @@ run_wrk() {
         conns=$LATENCY_CONNS path=/lat want=$((${#SMALL_BODY} + 1)) script=wrk-rate.lua
         after=(-- "$LATENCY_RATE" "$LATENCY_SKIP_MS")
         ;;
+    passthrough) conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) port=$PASS_PORT ;;
+    tcp) conns=$KEEPALIVE_CONNS path=/ want=$((${#SMALL_BODY} + 1)) port=$TCP_PORT ;;
     esac
-    if ! why="$(fetch_check "$port" "$path" "$want" "$auth")"; then
+    if [[ "$wl" == passthrough || "$wl" == tcp ]] && [ "$name" = nginx ] && [ -n "$NGINX_STREAM_MISSING" ]; then
+        record "$round" "$name" "$wl" failed - - - - - - - "$NGINX_STREAM_MISSING"
+        log "  $wl: failed: $NGINX_STREAM_MISSING"
+        return 0
+    fi
+    local url
+    url="$(gw_url "$port" "$path")"
+    [ "$wl" != tcp ] || url="http://$SERVER_NAME:$port$path"
+    if [ "$wl" = tcp ]; then
+        why="$(plain_check "$url" "$port" "$want")" || {
+            record "$round" "$name" "$wl" failed - - - - - - - "$why"
+            log "  $wl: failed: $why"
+            return 0
+        }
+    elif ! why="$(fetch_check "$port" "$path" "$want" "$auth")"; then
         record "$round" "$name" "$wl" failed - - - - - - - "$why"
         log "  $wl: failed: $why"
         return 0
@@ -473,7 +620,7 @@ run_wrk() {
         run_h2_load "$out" "$port" 1
     else
         run_load "$out" "$script" -c "$conns" -d "${DURATION}s" --timeout 5s "${extra[@]}" \
-            "$(gw_url "$port" "$path")" "${after[@]}"
+            "$url" "${after[@]}"
     fi
     read -r u1 s1 < <(cpu_ticks "${pids[@]}")
     t0=$((u0 + s0))
@@ -542,6 +689,21 @@ run_wrk() {
     [ "$wl" != 1m ] || unit=MiB
     [[ "$wl" != full && "$wl" != h2m* ]] || lat=""
     log "  $(printf '%-9s' "$wl") CPU $cost µs/$unit (user $user_cost, kernel $sys_cost)  $rate $unit/s  $requests requests  $errors errors$lat  other load on CPU $PROXY_CPU ${other}%"
+}
+
+# plain_check URL PORT EXPECTED_BYTES: one plain-HTTP request through the gateway's
+# tcp port; prints why on failure.
+plain_check() {
+    local out
+    out="$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 \
+        --resolve "$SERVER_NAME:$2:127.0.0.1" "$1" 2>&1)" || {
+        printf 'curl %s: %s' "$1" "$(printf '%s' "$out" | tail -n1)"
+        return 1
+    }
+    if [ "$out" != "200 $3" ]; then
+        printf 'GET %s answered %s (status, bytes), expected 200 %s' "$1" "$out" "$3"
+        return 1
+    fi
 }
 
 # latency_fields LINE: reads perf/wrk-rate.lua's extra figures into LAT_*; returns 1
@@ -749,6 +911,8 @@ run_gateway() {
     dir="$WORK/r$round-$name"
     mkdir -p "$dir"
     port="$(free_port)"
+    PASS_PORT="$(free_port)"
+    TCP_PORT="$(free_port)"
     GW_PID="" GW_FAIL=""
     log "round $round/$ROUNDS: $name on 127.0.0.1:$port, CPU $PROXY_CPU"
     if [ -n "${FAILED_AT_START[$name]:-}" ]; then
@@ -837,6 +1001,7 @@ measure_latency_rate() {
 
 gen_certs
 has_gateway ringress && prepare_ringress
+has_gateway nginx && find_nginx_stream
 if [[ " $WORKLOAD_LIST " == *" jwt "* ]]; then
     [ "$GATEWAYS" = ringress ] || log "jwt: run by ringress only (nginx OSS and HAProxy cannot verify JWTs)"
     has_gateway ringress && prepare_jwt

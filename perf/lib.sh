@@ -321,8 +321,12 @@ EOF
 }
 
 # start_upstream: the plain-HTTP upstream nginx on LOAD_CPU ("hello\n" on /, 1 MiB on
-# /1m); sets UPSTREAM_PORT and UPSTREAM_PID. Needs NGINX, nofile, WORK and OUT_DIR.
+# /1m), also over TLS on UPSTREAM_TLS_PORT; sets UPSTREAM_PORT and UPSTREAM_PID. Needs
+# NGINX, nofile, WORK, OUT_DIR and gen_certs' CERT and KEY.
 UPSTREAM_PORT=""
+# The same responses over TLS (the certificate of gen_certs, TLS 1.3 with
+# AES-128-GCM first): what compare.sh's passthrough workload reaches.
+UPSTREAM_TLS_PORT=""
 UPSTREAM_PID=""
 start_upstream() {
     local dir="$WORK/upstream"
@@ -331,6 +335,7 @@ start_upstream() {
     head -c "$BIG_BYTES" /dev/urandom >"$dir/www/1m"
     chmod 644 "$dir/www/1m"
     UPSTREAM_PORT="$(free_port)"
+    UPSTREAM_TLS_PORT="$(free_port)"
     {
         nginx_common "$dir"
         cat <<EOF
@@ -343,6 +348,12 @@ $(nginx_temp_paths "$dir")
     keepalive_timeout 300s;
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
+        listen 127.0.0.1:$UPSTREAM_TLS_PORT ssl;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
         location = /1m {
             root $dir/www;
             default_type application/octet-stream;

@@ -2,7 +2,7 @@
 """Turn perf/compare.sh's results.tsv into the Markdown table of medians.
 
     python3 perf/summarize.py RESULTS.tsv [--gateways nginx,haproxy,ringress]
-                                          [--workloads keepalive,jwt,close,full,1m,idle,latency]
+                                          [--workloads keepalive,jwt,close,full,1m,idle,latency,passthrough,tcp]
                                           [--latency-why TEXT]
 
 One row per workload and gateway: the median cost (gateway CPU µs per request, per MiB
@@ -45,6 +45,8 @@ COST_UNIT = {
     "idle": "KiB/conn",
     "h2idle": "KiB/conn",
     "latency": "µs p99",
+    "passthrough": "µs/req",
+    "tcp": "µs/req",
 }
 RATE_UNIT = {
     "keepalive": "req/s",
@@ -57,10 +59,23 @@ RATE_UNIT = {
     "idle": "",
     "h2idle": "",
     "latency": "req/s",
+    "passthrough": "req/s",
+    "tcp": "req/s",
 }
 # Workloads whose rows split the gateway's CPU per request into user and kernel time
 # (for latency: the CPU per request at the fixed rate, not the p99 of the main column).
-CPU_SPLIT = ("keepalive", "jwt", "close", "full", "1m", "h2m10", "h2m1", "latency")
+CPU_SPLIT = (
+    "keepalive",
+    "jwt",
+    "close",
+    "full",
+    "1m",
+    "h2m10",
+    "h2m1",
+    "latency",
+    "passthrough",
+    "tcp",
+)
 # Workloads only ringress runs, and why the others do not.
 RINGRESS_ONLY = {"jwt": "n/a: no JWT verification"}
 
@@ -79,6 +94,8 @@ WORKLOAD_TITLE = {
     "idle": "idle TLS connections (RSS)",
     "h2idle": "idle HTTP/2 TLS connections (RSS)",
     "latency": "latency at a fixed rate",
+    "passthrough": "TLS passthrough by SNI, keep-alive HTTPS to a TLS upstream",
+    "tcp": "TCP relay, keep-alive plain HTTP",
 }
 
 

@@ -6,7 +6,9 @@
 //! is not TLS, one that sends half a hello and one that sends nothing, each closed
 //! with nothing sent; a `tcp:` route to an echo server with megabytes both ways and a
 //! half-close passed on; weights between two upstreams that speak first; an upstream
-//! that refuses; and what `check`, the access log and `/stats/prometheus` say.
+//! that refuses; a silent relay closed after `--idle-timeout`; a relay that outlives
+//! a reload moving its route; and what `check`, the access log and
+//! `/stats/prometheus` say.
 
 mod common;
 
@@ -219,6 +221,21 @@ fn sni_picks_the_upstream_and_its_own_tls_reaches_the_client() {
         ) >= 5
     );
     assert!(metric(&gateway, "ringress_l4_received_bytes_total", "") > 0);
+    // /config_dump describes the tls routes as the file has them.
+    let dump = curl_admin(gateway.admin(), "/config_dump", &[]).text();
+    let dump: serde_json::Value =
+        serde_json::from_str(&dump).unwrap_or_else(|e| panic!("{e}: {dump}"));
+    let vs = &dump["virtual_services"][0];
+    assert_eq!(vs["tls"][0]["match"][0]["sni_hosts"][0], HTTPBIN, "{vs}");
+    assert_eq!(vs["tls"][1]["match"][0]["port"], site.port, "{vs}");
+    assert_eq!(
+        vs["tls"][1]["route"][0]["destination"]["host"], "bookinfo-tls",
+        "{vs}"
+    );
+    assert_eq!(
+        dump["gateways"][0]["servers"][0]["port"]["protocol"], "TLS",
+        "{dump}"
+    );
     gateway.assert_running();
 }
 
@@ -254,7 +271,12 @@ fn unknown_sni_plain_text_and_silent_clients_are_closed() {
             &gateway,
             "ringress_l4_connections_total",
             "outcome=\"no_route\"",
-        ) >= 3
+        ) >= 2
+            && metric(
+                &gateway,
+                "ringress_l4_connections_total",
+                "outcome=\"bad_client_hello\"",
+            ) >= 1
             && metric(
                 &gateway,
                 "ringress_l4_connections_total",
@@ -453,4 +475,69 @@ fn check_prints_the_routes_and_mesh_modes_are_refused_with_the_reason() {
         err.contains("spec.servers[0].tls.mode") && err.contains("mesh"),
         "{err}"
     );
+}
+
+#[test]
+fn a_silent_relay_is_closed_after_the_idle_timeout() {
+    require_tools();
+    let (echo, _echo_dir) = l4_upstream("idle-echo", &["echo"]);
+    let dir = TempDir::new("pass-idle");
+    let port = free_port();
+    let tcp = format!("  tcp:\n  - route:\n{}", destination("echo", 100));
+    let yaml = docs(&[
+        gateway_doc("gw", &[tcp_server(port)]),
+        l4_virtual_service("tcp", &["*"], &tcp),
+        l4_service_entry("echo", "TCP", echo.addr),
+    ]);
+    let mut gateway = Gateway::start(&dir, &yaml, &["--idle-timeout", "1"]);
+    let mut stream = connect(port);
+    stream.write_all(b"ping").expect("writing");
+    // The echo comes back, then neither side sends: the gateway closes (well before
+    // the read timeout of the harness).
+    let (bytes, closed) = read_to_close(&mut stream);
+    assert!(closed, "still open after {:?}", READ_TIMEOUT);
+    assert_eq!(bytes, b"ping");
+    let logged = wait_for(Duration::from_secs(5), || {
+        gateway.log_text().contains(" idle_timeout ")
+    });
+    assert!(logged, "access log:\n{}", gateway.log_text());
+    gateway.assert_running();
+}
+
+#[test]
+fn a_relay_outlives_a_reload_that_moves_its_route() {
+    require_tools();
+    let (old, _old_dir) = l4_upstream("reload-old", &["banner", "old"]);
+    let (new, _new_dir) = l4_upstream("reload-new", &["banner", "new"]);
+    let dir = TempDir::new("pass-reload");
+    let port = free_port();
+    let config = |to: SocketAddr| {
+        let tcp = format!("  tcp:\n  - route:\n{}", destination("banner", 100));
+        docs(&[
+            gateway_doc("gw", &[tcp_server(port)]),
+            l4_virtual_service("tcp", &["*"], &tcp),
+            l4_service_entry("banner", "TCP", to),
+        ])
+    };
+    let mut gateway = Gateway::start(&dir, &config(old.addr), &["--no-watch"]);
+    let mut before = connect(port);
+    let mut line = [0u8; 4];
+    before
+        .read_exact(&mut line)
+        .expect("the old upstream's banner");
+    assert_eq!(&line, b"old\n");
+    // The route moves to another upstream; the open relay stays with its own.
+    dir.write("gateway.yaml", config(new.addr));
+    assert!(gateway.sighup_and_wait(), "{}", gateway.log_text());
+    let mut after = connect(port);
+    after
+        .read_exact(&mut line)
+        .expect("the new upstream's banner");
+    assert_eq!(&line, b"new\n");
+    before.write_all(b"still here").expect("writing");
+    before.shutdown(Shutdown::Write).expect("half-closing");
+    let (bytes, closed) = read_to_close(&mut before);
+    assert!(closed);
+    assert_eq!(String::from_utf8_lossy(&bytes), "still hereEOF 10\n");
+    gateway.assert_running();
 }

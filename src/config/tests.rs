@@ -275,6 +275,23 @@ fn example_https_only() {
 }
 
 #[test]
+fn example_passthrough() {
+    let config = load_path(&example("passthrough.yaml"));
+    let protocols: Vec<Protocol> = config.gateways[0]
+        .servers
+        .iter()
+        .map(|s| s.protocol)
+        .collect();
+    assert_eq!(protocols, [Protocol::TlsPassthrough, Protocol::Tcp]);
+    let (nginx, postgres) = (&config.virtual_services[0], &config.virtual_services[1]);
+    assert_eq!(
+        nginx.tls[0].matches[0].sni_hosts,
+        [HostPattern::Exact("nginx.example.com".into())]
+    );
+    assert_eq!(postgres.tcp[0].route[0].host, "postgres");
+}
+
+#[test]
 fn example_mutual() {
     let config = load_path(&example("mutual.yaml"));
     let tls = config.gateways[0].servers[0].tls.as_ref().unwrap();

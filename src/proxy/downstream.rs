@@ -87,16 +87,17 @@ pub(crate) struct TlsStream {
     tls: ServerSession,
 }
 
-/// Receives a connection's first bytes until they hold its whole ClientHello: what
-/// the hello says, and every byte received (the hello and whatever followed it in the
-/// same reads). Unbounded in time: the caller puts it under the header timeout.
+/// Receives a connection's first bytes into `incoming` until they hold its whole
+/// ClientHello, and what the hello says; `incoming` keeps every byte received (the
+/// hello and whatever followed it in the same reads), also when the hello is refused.
+/// Unbounded in time: the caller puts it under the header timeout.
 pub(crate) async fn receive_client_hello(
     tcp: &TcpStream,
-) -> Result<(ClientHelloInfo, Vec<u8>), HandshakeError> {
-    let mut incoming = Vec::new();
+    incoming: &mut Vec<u8>,
+) -> Result<ClientHelloInfo, HandshakeError> {
     loop {
-        match tls::read_client_hello(&incoming)? {
-            HelloScan::Complete(hello) => return Ok((hello, incoming)),
+        match tls::read_client_hello(incoming)? {
+            HelloScan::Complete(hello) => return Ok(hello),
             HelloScan::Incomplete => {}
         }
         let data = tcp.recv().await?;
@@ -105,7 +106,7 @@ pub(crate) async fn receive_client_hello(
             (true, false) => return Err(HandshakeError::Closed),
             _ => {}
         }
-        buffers::ensure(&mut incoming);
+        buffers::ensure(incoming);
         incoming.extend_from_slice(&data);
     }
 }
@@ -122,8 +123,9 @@ impl Downstream {
         selector: &SniSelector,
         own_records: bool,
     ) -> Result<Downstream, HandshakeError> {
-        let (hello, incoming) = match receive_client_hello(&tcp).await {
-            Ok(received) => received,
+        let mut incoming = Vec::new();
+        let hello = match receive_client_hello(&tcp, &mut incoming).await {
+            Ok(hello) => hello,
             Err(HandshakeError::ClientHello(error)) => {
                 let alert = tls::client_hello::fatal_alert_record(error.alert());
                 let _ = tcp.send_all(alert.to_vec()).await;

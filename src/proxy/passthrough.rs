@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! accept ─▶ TLS passthrough? receive the ClientHello (under --header-timeout), its SNI
-//!   │                        └─ no hello, not TLS, a bad hello ─▶ no SNI
+//!   │                        └─ not TLS, a hello that does not parse ─▶ close
 //!   └─▶ route: the port's L4Table (SNI, or the TCP port's one route) ─ none ─▶ close (NR)
 //!         ─▶ a cluster by weight ─▶ an endpoint by its balancer ─ none ─▶ close (UH)
 //!         ─▶ a cluster slot (maxConnections) ─ full ─▶ close (UO)
@@ -14,8 +14,8 @@
 //! ```
 //!
 //! As Envoy's tcp_proxy: a TCP port connects at once (server-first protocols work), a
-//! connection is never pooled or reused, and a hello that is not TLS, is malformed or
-//! names no server is routed as having no SNI (only a `*` route takes it). Each
+//! connection is never pooled or reused, a hello without SNI is routed by a `*` route
+//! only, and bytes that are not a ClientHello close the connection. Each
 //! direction has one receive and one send in flight at most; the receive buffer from
 //! the shard's buffer ring is sent as it is (no copy in user space), and the multishot
 //! receive stops after a few unread chunks, so a side that does not read holds the
@@ -30,6 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ use super::downstream::{HandshakeError, receive_client_hello};
 use crate::access_log::{Field, Record};
 use crate::config::Protocol;
 use crate::shard::{ShardContext, ShardStats};
+use crate::snapshot::Snapshot;
+use crate::tls::ClientHelloError;
 use crate::upstream::{UpstreamStream, pool};
 use crate::uring::{self, TcpStream};
 
@@ -102,25 +105,38 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, port: u16, ctx: R
     let mut sni = None;
     let mut outcome = "relayed";
     if passthrough {
-        match uring::timeout(timeouts.header, receive_client_hello(&client)).await {
-            Ok(Ok((hello, bytes))) => {
-                first = bytes;
-                sni = hello.server_name;
+        let hello = receive_client_hello(&client, &mut first);
+        match uring::timeout(timeouts.header, hello).await {
+            Ok(Ok(hello)) => sni = hello.server_name,
+            // A name rustls would refuse (an underscore...) still picks the route: Envoy's
+            // tls_inspector (BoringSSL) takes any name without a NUL byte.
+            Ok(Err(HandshakeError::ClientHello(ClientHelloError::InvalidServerName(name))))
+                if !name.contains('\0') =>
+            {
+                sni = Some(name.to_ascii_lowercase());
             }
-            // Not TLS, or a hello ringress cannot read: routed as having no SNI.
-            Ok(Err(HandshakeError::ClientHello(_))) => outcome = "bad_client_hello",
+            // Not TLS, or a hello that does not parse: closed, as tls_inspector does.
+            Ok(Err(HandshakeError::ClientHello(error))) => {
+                tracing::debug!(port, %peer, %error, "not a ClientHello");
+                outcome = "bad_client_hello";
+            }
             Ok(Err(_)) => outcome = "client_closed",
             Err(_) => outcome = "hello_timeout",
         }
     }
-    if let (Some(record), Some(name)) = (record.as_deref_mut(), &sni) {
-        record.set(Field::ServerName, name.as_bytes());
+    if let Some(record) = record.as_deref_mut() {
+        if let Some(name) = &sni {
+            record.set(Field::ServerName, name.as_bytes());
+        }
+        if outcome != "relayed" {
+            record.details = Some(outcome);
+        }
     }
     let relayed = match outcome {
-        "relayed" | "bad_client_hello" => {
+        "relayed" => {
             connect_and_relay(
                 &ctx,
-                &snapshot,
+                snapshot,
                 port,
                 &client,
                 sni.as_deref(),
@@ -159,7 +175,7 @@ pub(crate) async fn serve(client: TcpStream, peer: SocketAddr, port: u16, ctx: R
 /// the outcome label of why no upstream took the connection.
 async fn connect_and_relay(
     ctx: &ShardContext,
-    snapshot: &crate::snapshot::Snapshot,
+    snapshot: Arc<Snapshot>,
     port: u16,
     client: &TcpStream,
     sni: Option<&str>,
@@ -186,7 +202,7 @@ async fn connect_and_relay(
         );
         record.set(Field::RouteName, name.as_bytes());
     }
-    let Some((endpoint, addr)) = ctx.pick_endpoint(snapshot, cluster_id) else {
+    let Some((endpoint, addr)) = ctx.pick_endpoint(&snapshot, cluster_id) else {
         flag(record, "UH", "no_healthy_upstream");
         return Err("no_healthy_upstream");
     };
@@ -211,7 +227,7 @@ async fn connect_and_relay(
     let upstream = match connected {
         Ok(upstream) => upstream,
         Err((f, outcome, error)) => {
-            ctx.finished(snapshot, cluster_id, endpoint);
+            ctx.finished(&snapshot, cluster_id, endpoint);
             tracing::debug!(port, %addr, %error, "no upstream connection");
             flag(record, f, outcome);
             return Err(outcome);
@@ -220,6 +236,9 @@ async fn connect_and_relay(
     if let Some(record) = record.as_deref_mut() {
         record.upstream_local = upstream.local;
     }
+    // A relay may last for hours: it keeps no snapshot (a reload frees the old one).
+    let generation = snapshot.generation;
+    drop(snapshot);
     let counts = Counts::default();
     let end = match &upstream.stream {
         UpstreamStream::Tcp(up) => {
@@ -228,7 +247,10 @@ async fn connect_and_relay(
         }
         _ => RelayEnd::Upstream(io::Error::other("not a TCP connection")),
     };
-    ctx.finished(snapshot, cluster_id, endpoint);
+    let now = ctx.snapshot();
+    if now.generation == generation {
+        ctx.finished(&now, cluster_id, endpoint);
+    }
     let details = match &end {
         RelayEnd::Closed => None,
         RelayEnd::Idle => Some("idle_timeout"),

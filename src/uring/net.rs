@@ -870,3 +870,46 @@ fn raw_to_socket_addr(storage: &libc::sockaddr_storage) -> io::Result<SocketAddr
         ))),
     }
 }
+
+/// A pipe for the splice measurement (`tests.rs`): its read and write ends.
+#[cfg(test)]
+pub(crate) fn pipe() -> io::Result<(Rc<OwnedFd>, Rc<OwnedFd>)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `pipe2` writes two descriptors into the local array of two; each is
+    // owned by exactly one `OwnedFd` below.
+    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((Rc::new(r), Rc::new(w)))
+}
+
+/// `IORING_OP_SPLICE` of up to `len` bytes from `from` to `to` (one of them a pipe),
+/// for the splice measurement (`tests.rs`): the bytes moved; 0 at the end of `from`.
+#[cfg(test)]
+pub(crate) async fn splice(from: &Rc<OwnedFd>, to: &Rc<OwnedFd>, len: u32) -> io::Result<usize> {
+    let rt = current();
+    let entry = opcode::Splice::new(
+        types::Fd(from.as_raw_fd()),
+        -1,
+        types::Fd(to.as_raw_fd()),
+        -1,
+        len,
+    )
+    .build();
+    // SAFETY: no pointer; the op holds an Rc of both descriptors until it completes,
+    // so neither is closed (or reused) while the kernel moves bytes between them.
+    let op = unsafe { Op::submit(rt, OpKind::Plain, (Rc::clone(from), Rc::clone(to)), entry) };
+    let (cqe, _) = op.await;
+    cqe.result().map(|n| n as usize)
+}
+
+#[cfg(test)]
+impl TcpStream {
+    /// The socket, for [`splice`].
+    pub(crate) fn fd(&self) -> &Rc<OwnedFd> {
+        &self.fd
+    }
+}

@@ -736,3 +736,173 @@ fn accepted_sockets_inherit_the_listeners_user_timeout() {
     assert_eq!(accepted, 7500);
     assert_eq!(connected, 0);
 }
+
+/// This process's CPU time (user, system): every thread, io_uring's io-wq workers
+/// included, also those that ended (`/proc/self/stat` fields 14 and 15, in the
+/// kernel's USER_HZ of 100).
+fn process_cpu() -> (Duration, Duration) {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let tick = |t: u64| Duration::from_millis(t * 10);
+    (tick(fields[0]), tick(fields[1]))
+}
+
+/// Relays `from` → `to` until `from` ends, then half-closes `to`: by receiving into
+/// the buffer ring and sending that buffer (`splice` false, what
+/// `proxy/passthrough.rs` does), or socket → pipe → socket with `IORING_OP_SPLICE`.
+/// The bytes moved.
+async fn relay_one_way(splice: bool, from: Rc<TcpStream>, to: Rc<TcpStream>) -> usize {
+    const CHUNK: u32 = 64 * 1024;
+    let mut moved = 0usize;
+    if splice {
+        let (pipe_r, pipe_w) = super::net::pipe().unwrap();
+        loop {
+            let n = super::net::splice(from.fd(), &pipe_w, CHUNK).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            let mut left = n;
+            while left > 0 {
+                left -= super::net::splice(&pipe_r, to.fd(), left as u32)
+                    .await
+                    .unwrap();
+            }
+            moved += n;
+        }
+    } else {
+        loop {
+            let buf = from.recv().await.unwrap();
+            if buf.is_empty() {
+                break;
+            }
+            moved += buf.len();
+            let (sent, _) = to.send_all(buf).await;
+            sent.unwrap();
+        }
+    }
+    let _ = to.shutdown_write();
+    moved
+}
+
+/// Starts `python3 -c script` with stdout piped, and reads the first line it prints.
+fn python(
+    script: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("a first line");
+    (child, out, line.trim().to_owned())
+}
+
+/// The measurement behind ARCHITECTURE.md's choice of relay for TLS passthrough and
+/// TCP: CPU time of this process (the relay: the endpoints are Python processes) for
+/// 1 GiB from one loopback connection to another (bulk), and for 20,000 round trips of
+/// a 200-byte message through the relay to an echo server and back (request/response),
+/// with [`relay_one_way`]'s two ways. Run it with
+/// `cargo test --release --lib uring::tests::relay_cpu_recv_send_against_splice -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check: run it by name with --ignored --nocapture"]
+fn relay_cpu_recv_send_against_splice() {
+    const BULK: usize = 1 << 30;
+    const TRIPS: usize = 20_000;
+    let report = |what: &str,
+                  units: f64,
+                  unit: &str,
+                  elapsed: Duration,
+                  (user, system): (Duration, Duration)| {
+        let total = user + system;
+        println!(
+            "{what}: {elapsed:?}; relay CPU {total:?} (user {user:?}, system {system:?}) = {:.2} µs/{unit}",
+            total.as_secs_f64() * 1e6 / units
+        );
+    };
+    for splice in [false, true] {
+        let mode = if splice { "splice" } else { "recv/send" };
+        // Bulk: a sender and a counting receiver.
+        let (mut receiver, mut out, port) = python(
+            "import socket\nl=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(1)\nprint(l.getsockname()[1], flush=True)\nc,_=l.accept(); n=0\nwhile True:\n  b=c.recv(1<<20)\n  if not b: break\n  n+=len(b)\nprint(n, flush=True)",
+        );
+        let to: SocketAddr = ([127, 0, 0, 1], port.parse().expect("a port")).into();
+        let rt = Runtime::new(RingOptions::default()).expect("io_uring runtime");
+        let (elapsed, cpu) = rt.block_on(async move {
+            let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut sender = std::process::Command::new("python3")
+                .args(["-c", &format!("import socket\ns=socket.create_connection(('127.0.0.1',{port}))\nb=b'x'*65536\nfor _ in range({}): s.sendall(b)\ns.close()", BULK >> 16)])
+                .spawn()
+                .expect("python3");
+            let (inbound, _) = listener.accept().await.unwrap();
+            let outbound = TcpStream::connect(to).await.unwrap();
+            let (u0, s0) = process_cpu();
+            let t0 = std::time::Instant::now();
+            let moved = relay_one_way(splice, Rc::new(inbound), Rc::new(outbound)).await;
+            let result = (t0.elapsed(), { let (u1, s1) = process_cpu(); (u1 - u0, s1 - s0) });
+            let _ = sender.wait();
+            assert_eq!(moved, BULK);
+            result
+        });
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("the receiver's count");
+        let _ = receiver.wait();
+        assert_eq!(line.trim(), BULK.to_string());
+        report(&format!("{mode} bulk 1 GiB"), 1024.0, "MiB", elapsed, cpu);
+
+        // Request/response: a client doing round trips, an echo server.
+        let (mut echo, _, port) = python(
+            "import socket\nl=socket.socket(); l.bind(('127.0.0.1',0)); l.listen(1)\nprint(l.getsockname()[1], flush=True)\nc,_=l.accept()\nc.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  c.sendall(b)\nc.close()",
+        );
+        let to: SocketAddr = ([127, 0, 0, 1], port.parse().expect("a port")).into();
+        let rt = Runtime::new(RingOptions::default()).expect("io_uring runtime");
+        let (elapsed, cpu) = rt.block_on(async move {
+            let listener = Listener::bind(LOOPBACK, no_reuseport()).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut client = std::process::Command::new("python3")
+                .args(["-c", &format!("import socket\ns=socket.create_connection(('127.0.0.1',{port}))\ns.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\nm=b'y'*200\nfor _ in range({TRIPS}):\n  s.sendall(m); got=0\n  while got<200: got+=len(s.recv(200-got))\ns.close()")])
+                .spawn()
+                .expect("python3");
+            let (inbound, _) = listener.accept().await.unwrap();
+            let outbound = TcpStream::connect(to).await.unwrap();
+            let _ = outbound.set_nodelay(true);
+            let (inbound, outbound) = (Rc::new(inbound), Rc::new(outbound));
+            let back_done = Rc::new(Cell::new(0usize));
+            let (u0, s0) = process_cpu();
+            let t0 = std::time::Instant::now();
+            let done = back_done.clone();
+            spawn(relay_back(splice, outbound.clone(), inbound.clone(), done));
+            let there = relay_one_way(splice, inbound, outbound).await;
+            wait_until(|| back_done.get() > 0).await;
+            let result = (t0.elapsed(), { let (u1, s1) = process_cpu(); (u1 - u0, s1 - s0) });
+            let _ = client.wait();
+            assert_eq!((there, back_done.get()), (200 * TRIPS, 200 * TRIPS));
+            result
+        });
+        let _ = echo.wait();
+        report(
+            &format!("{mode} {TRIPS} round trips of 200 bytes"),
+            TRIPS as f64,
+            "round trip",
+            elapsed,
+            cpu,
+        );
+    }
+}
+
+/// [`relay_one_way`] as a task of its own; `done` gets the bytes moved.
+async fn relay_back(splice: bool, from: Rc<TcpStream>, to: Rc<TcpStream>, done: Rc<Cell<usize>>) {
+    done.set(relay_one_way(splice, from, to).await);
+}
