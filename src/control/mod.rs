@@ -676,14 +676,16 @@ fn serve_events(
         }
         let cause = causes.join(", ");
         let outcome = gateway.reload().map_err(|e| format!("{e:#}"));
+        // Before the outcome is told: what the reload named is watched from its state
+        // as the reload left it.
+        if let Some(watcher) = watcher {
+            watcher.set_paths(gateway.watched_paths());
+        }
         match &outcome {
             Ok(generation) => tracing::info!(generation, %cause, "configuration reloaded"),
             Err(error) => {
                 tracing::error!(%cause, "reload failed, still serving the previous configuration: {error}")
             }
-        }
-        if let Some(watcher) = watcher {
-            watcher.set_paths(gateway.watched_paths());
         }
         gateway.status.record_reload(ReloadRecord {
             at: SystemTime::now(),

@@ -175,7 +175,9 @@ pub(crate) struct Watcher {
 }
 
 enum Command {
-    SetPaths(Vec<PathBuf>),
+    /// The new set, with each path's state when the caller looked (see
+    /// [`Watcher::set_paths`]).
+    SetPaths(Vec<PathBuf>, BTreeMap<PathBuf, PathState>),
     Stop,
     /// Behave as if inotify had just failed (no watches left).
     #[cfg(test)]
@@ -216,9 +218,16 @@ impl Watcher {
     /// Replaces the watched set (after a reload the configuration may name other
     /// files). Paths in both sets keep the state last reported, so a change that
     /// happened during the reload is still reported.
+    ///
+    /// A path new to the set starts from its state now, in the caller's thread (right
+    /// after the reload that named it, before anyone is told how it went): a file
+    /// that a failed reload could not read and that appears a moment later is a
+    /// change, even when the watcher thread takes the new set after it appeared.
     pub(crate) fn set_paths(&self, paths: Vec<PathBuf>) {
+        let paths = normalize(paths);
+        let states = fingerprints(&paths);
         // A send fails only when the thread has stopped; there is nothing to update.
-        let _ = self.commands.send(Command::SetPaths(paths));
+        let _ = self.commands.send(Command::SetPaths(paths, states));
     }
 
     /// How changes are noticed, for the start-up log: `inotify` or
@@ -348,7 +357,7 @@ impl WatchState {
             let events = self.source.events();
             crossbeam_channel::select! {
                 recv(commands) -> command => match command {
-                    Ok(Command::SetPaths(paths)) => self.set_paths(paths),
+                    Ok(Command::SetPaths(paths, states)) => self.set_paths(paths, states),
                     Ok(Command::Stop) | Err(_) => return,
                     #[cfg(test)]
                     Ok(Command::FailInotify) => self.fall_back(&io::Error::other("test")),
@@ -409,14 +418,16 @@ impl WatchState {
         }
     }
 
-    fn set_paths(&mut self, paths: Vec<PathBuf>) {
-        self.paths = normalize(paths);
-        // Paths still watched keep their last reported state; new ones start from now.
+    fn set_paths(&mut self, paths: Vec<PathBuf>, mut states: BTreeMap<PathBuf, PathState>) {
+        self.paths = paths;
+        // Paths still watched keep their last reported state; new ones start from the
+        // state the caller saw.
         let mut reported = std::mem::take(&mut self.reported);
         reported.retain(|p, _| self.paths.contains(p));
         for path in &self.paths {
             if !reported.contains_key(path) {
-                reported.insert(path.clone(), PathState::of(path));
+                let state = states.remove(path).unwrap_or_else(|| PathState::of(path));
+                reported.insert(path.clone(), state);
             }
         }
         self.reported = reported;
@@ -1116,6 +1127,26 @@ mod tests {
             assert!(expect_report(&reports).ends_with("new.crt"), "{backend:?}");
             write(&elsewhere, "two");
             assert!(expect_report(&reports).ends_with("new.key"), "{backend:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_appears_before_the_thread_takes_the_new_set_is_reported() {
+        for backend in BACKENDS {
+            let dir = TempDir::new();
+            let cert = dir.path("new/tls.crt");
+            let (watcher, reports) = start(vec![dir.path("gateway.yaml")], backend);
+            // The caller looked (a failed reload: no file yet), then the file came,
+            // then the watcher thread takes the set.
+            let paths = normalize(vec![cert.clone()]);
+            let states = fingerprints(&paths);
+            std::fs::create_dir(dir.path("new")).unwrap();
+            write(&cert, "one");
+            watcher
+                .commands
+                .send(Command::SetPaths(paths, states))
+                .unwrap();
+            assert!(expect_report(&reports).contains("tls.crt"), "{backend:?}");
         }
     }
 
