@@ -622,7 +622,11 @@ fn compile_rule(
             let mut weighted = Vec::with_capacity(destinations.len());
             for (d, destination) in destinations.iter().enumerate() {
                 let cluster = clusters
-                    .lookup(&destination.host, destination.port)
+                    .lookup(
+                        &destination.host,
+                        destination.subset.as_deref(),
+                        destination.port,
+                    )
                     .ok_or_else(|| RouteError::MissingCluster {
                         origin: Box::new(vs.origin.clone()),
                         rule: index,
@@ -905,6 +909,7 @@ mod tests {
                     address: format!("127.0.0.{}", i + 1),
                     ports: Default::default(),
                     weight: None,
+                    labels: Default::default(),
                 }],
             })
             .collect()
@@ -1511,8 +1516,8 @@ mod tests {
             panic!("not a forward");
         };
         assert_eq!(weighted.single(), None);
-        let v1 = built.clusters.lookup("v1", Some(8000)).unwrap();
-        let v2 = built.clusters.lookup("v2", Some(8000)).unwrap();
+        let v1 = built.clusters.lookup("v1", None, Some(8000)).unwrap();
+        let v2 = built.clusters.lookup("v2", None, Some(8000)).unwrap();
         assert_eq!(
             weighted.iter().collect::<Vec<_>>(),
             vec![(v1, 80), (v2, 20)]

@@ -290,6 +290,9 @@ pub(crate) struct FileWorkloadEntry {
     #[serde(default)]
     pub(crate) ports: Ordered<i64>,
     pub(crate) weight: Option<i64>,
+    /// Matched by DestinationRule `subsets[].labels`.
+    #[serde(default)]
+    pub(crate) labels: Ordered<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -301,6 +304,8 @@ pub(crate) struct FileDestinationRuleSpec {
     pub(crate) host: Option<String>,
     #[serde(rename = "trafficPolicy")]
     pub(crate) traffic_policy: Option<FileTrafficPolicy>,
+    #[serde(default)]
+    pub(crate) subsets: Vec<super::file_lb::FileSubset>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -341,6 +346,8 @@ pub(crate) struct FileHttpSettings {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileLoadBalancer {
     pub(crate) simple: Option<String>,
+    #[serde(rename = "consistentHash")]
+    pub(crate) consistent_hash: Option<super::file_lb::FileConsistentHash>,
 }
 
 /// What each raw struct does with mapping keys that are not its fields. The names are
@@ -394,8 +401,8 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
             &["addresses", "location", "exportTo"],
             &["workloadSelector", "subjectAltNames"],
         ),
-        "FileWorkloadEntry" => (&["labels"], &["network", "locality", "serviceAccount"]),
-        "FileDestinationRuleSpec" => (&["exportTo"], &["subsets", "workloadSelector"]),
+        "FileWorkloadEntry" => (&[], &["network", "locality", "serviceAccount"]),
+        "FileDestinationRuleSpec" => (&["exportTo"], &["workloadSelector"]),
         "FileTrafficPolicy" => (
             &[],
             &[
@@ -421,18 +428,11 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
                 "maxConcurrentStreams",
             ],
         ),
-        "FileLoadBalancer" => (
-            &[],
-            &[
-                "consistentHash",
-                "localityLbSetting",
-                "warmupDurationSecs",
-                "warmup",
-            ],
-        ),
+        "FileLoadBalancer" => (&[], &["localityLbSetting", "warmupDurationSecs", "warmup"]),
         other => {
             return super::file_auth::auth_field_policy(other)
                 .or_else(|| super::file_authz::authz_field_policy(other))
+                .or_else(|| super::file_lb::lb_field_policy(other))
                 .unwrap_or_default();
         }
     };

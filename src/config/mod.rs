@@ -13,8 +13,8 @@
 //! Decisions worth knowing as a user:
 //! - Fields Istio has but ringress does not implement are errors ("is not implemented by
 //!   ringress yet"), never ignored; `metadata.labels`/`annotations`, Gateway `selector`
-//!   and `servers[].name`, `exportTo`, ServiceEntry `addresses`/`location` and endpoint
-//!   `labels` are accepted and have no effect.
+//!   and `servers[].name`, `exportTo` and ServiceEntry `addresses`/`location` are
+//!   accepted and have no effect.
 //! - ServiceEntry `resolution: DNS_ROUND_ROBIN` is read as `DNS`; `NONE` is an error.
 //! - With `credentialName`, `serverCertificate`/`privateKey`/`caCertificates` may only
 //!   hold the placeholder `"use sds"` older Istio releases required.
@@ -25,8 +25,10 @@ pub(crate) mod error;
 pub(crate) mod file;
 mod file_auth;
 mod file_authz;
+mod file_lb;
 pub(crate) mod model;
 pub(crate) mod model_authz;
+pub(crate) mod model_lb;
 mod validate;
 mod yaml;
 
@@ -35,6 +37,7 @@ use std::path::Path;
 pub(crate) use error::{ConfigError, Issue, Problem};
 pub use model::*;
 pub use model_authz::*;
+pub use model_lb::*;
 #[cfg(test)]
 use validate::API_VERSIONS;
 
@@ -66,3 +69,5 @@ pub(crate) fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError>
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lb;

@@ -357,6 +357,8 @@ pub struct Endpoint {
     /// `ports`: service port name → endpoint port.
     pub ports: BTreeMap<String, u16>,
     pub weight: Option<u32>,
+    /// `labels`, which DestinationRule subsets select by.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -388,6 +390,10 @@ pub struct DestinationRule {
     pub load_balancer: LoadBalancer,
     /// `trafficPolicy.connectionPool`
     pub connection_pool: ConnectionPool,
+    /// `trafficPolicy.loadBalancer.consistentHash` (then `load_balancer` is unused).
+    pub consistent_hash: Option<super::ConsistentHash>,
+    /// `subsets[]`, in order; names are unique.
+    pub subsets: Vec<super::Subset>,
 }
 
 /// A DestinationRule's `trafficPolicy.connectionPool`, what ringress implements of it;

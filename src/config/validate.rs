@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 mod auth;
 mod authz;
+mod lb;
 
 use super::duration::parse_duration;
 use super::error::{Issue, Problem};
@@ -1770,11 +1771,13 @@ impl Check<'_, '_> {
                 }
             },
         };
+        let labels = self.labels(raw.labels, &p.key("labels"));
         let address = address?;
         ok.then_some(Endpoint {
             address,
             ports: endpoint_ports,
             weight,
+            labels: labels?,
         })
     }
 
@@ -1801,43 +1804,18 @@ impl Check<'_, '_> {
             }
             h => self.host_name(h, &s.key("host")),
         };
-        let (load_balancer, pool) = match raw.traffic_policy {
-            Some(policy) => (policy.load_balancer, policy.connection_pool),
-            None => (None, None),
-        };
-        let connection_pool =
-            self.connection_pool(pool, &s.key("trafficPolicy").key("connectionPool"));
-        let simple = load_balancer.and_then(|l| l.simple);
-        let lp = s.key("trafficPolicy").key("loadBalancer").key("simple");
-        let load_balancer = match simple.as_deref() {
-            None | Some("ROUND_ROBIN" | "UNSPECIFIED") => Some(LoadBalancer::RoundRobin),
-            Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
-            Some("RANDOM") => Some(LoadBalancer::Random),
-            Some("PASSTHROUGH") => {
-                self.err(
-                    &lp,
-                    Problem::ValueNotImplemented {
-                        what: "load balancer PASSTHROUGH".to_owned(),
-                        accepted: "ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM".to_owned(),
-                    },
-                );
-                None
-            }
-            Some(other) => {
-                self.invalid(
-                    &lp,
-                    format!("{other:?}"),
-                    "accepted: ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM",
-                );
-                None
-            }
-        };
+        let policy = self.traffic_policy(raw.traffic_policy, &s.key("trafficPolicy"));
+        let subsets = self.subsets(raw.subsets, &s.key("subsets"));
+        let policy = policy?;
+        let balancing = policy.load_balancer.unwrap_or_default();
         Some(DestinationRule {
             origin,
             name,
             host: host?,
-            load_balancer: load_balancer?,
-            connection_pool: connection_pool?,
+            load_balancer: balancing.simple,
+            connection_pool: policy.connection_pool.unwrap_or_default(),
+            consistent_hash: balancing.consistent_hash,
+            subsets: subsets?,
         })
     }
 

@@ -266,12 +266,17 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
         for (_, cluster) in snapshot.clusters.iter() {
             let endpoints: Vec<String> =
                 cluster.endpoints.iter().map(ToString::to_string).collect();
+            let endpoints = match endpoints.is_empty() {
+                true => "no endpoints (503 no healthy upstream)".to_owned(),
+                false => endpoints.join(", "),
+            };
             let _ = writeln!(
                 out,
-                "  {}  {}  {}",
+                "  {} ({})  {}  {}",
                 cluster.name,
-                cluster.lb.istio_name(),
-                endpoints.join(", ")
+                cluster.istio_name,
+                crate::upstream::cluster::balancing_name(cluster),
+                endpoints
             );
         }
     }

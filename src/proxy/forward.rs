@@ -51,6 +51,8 @@ struct RequestFacts {
     /// The request asks to switch to WebSocket and the upstream is told so: a `101
     /// Switching Protocols` then turns the connection into a tunnel.
     upgrade: bool,
+    /// A consistent-hash cookie generated for this request, set on its response.
+    set_cookie: Option<String>,
 }
 
 /// What the proxy does with a request's `Upgrade` (RFC 9110 §7.8), as Istio's
@@ -94,12 +96,21 @@ impl Connection {
         path: Option<String>,
         websocket: bool,
     ) -> Result<Next, ProxyError> {
-        let facts = RequestFacts {
+        let mut facts = RequestFacts {
             keep_alive: head.keep_alive(),
             is_head: head.method().eq_ignore_ascii_case("HEAD"),
             client_minor: head.version_minor(),
             expects_continue: head.expects_continue(),
             upgrade: websocket,
+            set_cookie: None,
+        };
+        let hash = match snapshot.clusters.get(cluster).hash.as_deref() {
+            Some(table) => {
+                let (hash, set_cookie) = table.request_hash(&head, self.peer);
+                facts.set_cookie = set_cookie;
+                hash
+            }
+            None => None,
         };
         let mut request_body = BodyFramer::new(head.body());
         let now = uring::now();
@@ -130,7 +141,7 @@ impl Connection {
                 );
                 record.retries_exhausted = tries > 0;
             }
-            let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {
+            let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster, hash) else {
                 return Err(ProxyError::NoEndpoint(spec.name.clone()));
             };
             if let Some(record) = self.record.as_deref_mut() {
@@ -285,6 +296,7 @@ impl Connection {
             close: false,
             client_minor: 1,
             dechunked_length: None,
+            set_cookie: None,
         };
         self.out.clear();
         http::write_client_response_head(&response, &ctx, &mut self.out);
@@ -602,6 +614,7 @@ impl Connection {
             close,
             client_minor: facts.client_minor,
             dechunked_length,
+            set_cookie: facts.set_cookie.as_deref(),
         };
         self.out.clear();
         http::write_client_response_head(&head, &ctx, &mut self.out);

@@ -338,12 +338,14 @@ impl ShardContext {
         }
     }
 
-    /// Chooses an endpoint of `cluster` by its load-balancing policy and counts a
-    /// request started on it. `None` when the cluster has no endpoints.
+    /// Chooses an endpoint of `cluster` by its load-balancing policy (`hash`: the
+    /// request's, for a consistent-hash cluster) and counts a request started on it.
+    /// `None` when the cluster has no endpoints.
     pub(crate) fn pick_endpoint(
         &self,
         snapshot: &Snapshot,
         cluster: ClusterId,
+        hash: Option<u64>,
     ) -> Option<(usize, SocketAddr)> {
         let spec = snapshot.clusters.get(cluster);
         if spec.endpoints.is_empty() {
@@ -351,7 +353,7 @@ impl ShardContext {
         }
         let mut balancers = self.balancers.borrow_mut();
         let balancer = balancers.get(snapshot, cluster)?;
-        let endpoint = balancer.pick(spec);
+        let endpoint = balancer.pick(spec, hash);
         balancer.started(endpoint);
         spec.endpoints.get(endpoint).map(|addr| (endpoint, *addr))
     }

@@ -8,7 +8,9 @@
 //!   do not all begin with the first endpoint;
 //! - `LEAST_REQUEST`: power of two choices: two distinct random endpoints, the one
 //!   with fewer requests in flight on this shard wins (as Envoy does);
-//! - `RANDOM`: a uniformly random endpoint.
+//! - `RANDOM`: a uniformly random endpoint;
+//! - `consistentHash`: the request's hash looked up in the cluster's table
+//!   (`super::hash`), the same on every shard.
 
 use crate::config::LoadBalancer;
 use crate::upstream::cluster::Cluster;
@@ -36,12 +38,15 @@ impl Balancer {
 
     /// The index in `cluster.endpoints` of the endpoint the next request goes to.
     /// `cluster` must be the one this balancer was made for; a cluster without
-    /// endpoints (which [`Clusters`](crate::upstream::cluster::Clusters) never builds)
-    /// gives 0.
-    pub(crate) fn pick(&mut self, cluster: &Cluster) -> usize {
+    /// endpoints (a subset no endpoint matches) gives 0. A cluster with a consistent
+    /// hash looks `hash` up in its table (a random point for a request without one).
+    pub(crate) fn pick(&mut self, cluster: &Cluster, hash: Option<u64>) -> usize {
         let n = cluster.endpoints.len();
         if n <= 1 {
             return 0;
+        }
+        if let Some(table) = &cluster.hash {
+            return table.pick(hash.unwrap_or_else(|| self.rng.u64(..)));
         }
         match cluster.lb {
             LoadBalancer::RoundRobin => {
@@ -99,9 +104,11 @@ mod tests {
             endpoints: (0..endpoints)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
                 .collect(),
+            subset: None,
             lb,
             pool: Default::default(),
             protocol: Default::default(),
+            hash: None,
         }
     }
 
@@ -109,8 +116,8 @@ mod tests {
     fn round_robin_cycles_through_every_endpoint() {
         let c = cluster(3, LoadBalancer::RoundRobin);
         let mut b = Balancer::new(&c);
-        let first = b.pick(&c);
-        let picks: Vec<usize> = (0..9).map(|_| b.pick(&c)).collect();
+        let first = b.pick(&c, None);
+        let picks: Vec<usize> = (0..9).map(|_| b.pick(&c, None)).collect();
         for (i, pick) in picks.iter().enumerate() {
             assert_eq!(*pick, (first + 1 + i) % 3);
         }
@@ -120,10 +127,10 @@ mod tests {
     fn round_robin_ignores_requests_in_flight() {
         let c = cluster(2, LoadBalancer::RoundRobin);
         let mut b = Balancer::new(&c);
-        let first = b.pick(&c);
+        let first = b.pick(&c, None);
         b.started(1 - first);
         b.started(1 - first);
-        assert_eq!(b.pick(&c), 1 - first);
+        assert_eq!(b.pick(&c, None), 1 - first);
     }
 
     #[test]
@@ -132,12 +139,12 @@ mod tests {
         let mut b = Balancer::new(&c);
         b.started(0);
         for _ in 0..100 {
-            assert_eq!(b.pick(&c), 1);
+            assert_eq!(b.pick(&c, None), 1);
         }
         b.finished(0);
         b.started(1);
         for _ in 0..100 {
-            assert_eq!(b.pick(&c), 0);
+            assert_eq!(b.pick(&c, None), 0);
         }
         // With three endpoints the idle one is in the pair two times in three.
         let c = cluster(3, LoadBalancer::LeastRequest);
@@ -146,7 +153,7 @@ mod tests {
             b.started(0);
             b.started(2);
         }
-        let idle = (0..3000).filter(|_| b.pick(&c) == 1).count();
+        let idle = (0..3000).filter(|_| b.pick(&c, None) == 1).count();
         assert!(
             (1700..=2300).contains(&idle),
             "idle endpoint picked {idle} of 3000"
@@ -172,7 +179,7 @@ mod tests {
         let mut b = Balancer::new(&c);
         let mut seen = [0u32; 4];
         for _ in 0..4000 {
-            seen[b.pick(&c)] += 1;
+            seen[b.pick(&c, None)] += 1;
         }
         assert!(seen.iter().all(|&n| n > 700), "{seen:?}");
     }
@@ -187,7 +194,7 @@ mod tests {
             for n in [0, 1] {
                 let c = cluster(n, lb);
                 let mut b = Balancer::new(&c);
-                assert_eq!(b.pick(&c), 0);
+                assert_eq!(b.pick(&c, None), 0);
             }
         }
     }

@@ -17,20 +17,27 @@
 //! DNS names keep only their IPv4 addresses when they have any (as Istio's gateway does
 //! by default), so `localhost` does not become an IPv6 endpoint that a v4-only upstream
 //! refuses. A DestinationRule for the host sets the load balancer (default ROUND_ROBIN).
+//!
+//! A destination with a `subset` has a cluster of its own, Istio's
+//! `outbound|PORT|SUBSET|HOST`: the endpoints whose `labels` include the subset's
+//! (none may match: the cluster then answers 503 "no healthy upstream", as Envoy's
+//! empty cluster does), under the rule's `trafficPolicy` with each block the subset
+//! sets replacing the rule's (Istio's `MergeTrafficPolicy`). A subset no
+//! DestinationRule of the host defines is a load error.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use thiserror::Error;
 
 use super::PoolPolicy;
+use super::hash::EndpointHash;
 
-#[cfg(test)]
-use crate::config::ConnectionPool;
 use crate::config::{
-    Config, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution, RouteAction, ServiceEntry,
-    ServicePort,
+    Balancing, Config, ConnectionPool, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution,
+    RouteAction, ServiceEntry, ServicePort, Subset,
 };
 
 /// The port a destination goes to when its route names none and no ServiceEntry
@@ -53,7 +60,9 @@ pub struct Cluster {
     pub(crate) host: String,
     /// The service port.
     pub(crate) port: u16,
-    /// Where connections go; never empty.
+    /// The route's `destination.subset`.
+    pub(crate) subset: Option<String>,
+    /// Where connections go; empty only for a subset no endpoint's labels match.
     pub(crate) endpoints: Vec<SocketAddr>,
     /// The DestinationRule's load balancer; ROUND_ROBIN without one.
     pub(crate) lb: LoadBalancer,
@@ -61,6 +70,9 @@ pub struct Cluster {
     pub(crate) pool: PoolPolicy,
     /// The protocol requests go to the endpoints in.
     pub(crate) protocol: UpstreamProtocol,
+    /// `loadBalancer.consistentHash`: the key and the table built over `endpoints`
+    /// (then `lb` is unused).
+    pub(crate) hash: Option<Arc<EndpointHash>>,
 }
 
 /// What a cluster's connections speak.
@@ -79,7 +91,7 @@ impl UpstreamProtocol {
     /// The protocol of a cluster on `port` (`None` for a host no ServiceEntry
     /// declares) under `pool`'s `h2UpgradePolicy`, as Istio decides it: an HTTP
     /// port is upgraded by UPGRADE; an HTTP2 or GRPC port always speaks HTTP/2.
-    fn of(port: Option<&ServicePort>, pool: Option<&crate::config::ConnectionPool>) -> Self {
+    fn of(port: Option<&ServicePort>, pool: Option<&ConnectionPool>) -> Self {
         let h2_port = port.is_some_and(ServicePort::speaks_http2);
         let upgrade = pool.and_then(|p| p.h2_upgrade) == Some(true);
         if h2_port || upgrade {
@@ -109,7 +121,8 @@ struct HostClusters {
 #[derive(Debug, Clone, Default)]
 pub struct Clusters {
     clusters: Vec<Cluster>,
-    by_host: HashMap<String, HostClusters>,
+    /// By destination host and subset.
+    by_host: HashMap<(String, Option<String>), HostClusters>,
 }
 
 /// Why a destination of a VirtualService route has no cluster. Every variant names
@@ -184,6 +197,15 @@ pub enum ClusterError {
         rule: usize,
         destination: String,
     },
+    #[error("{origin}: http[{rule}] destination {host} subset {subset}: {defined}")]
+    UnknownSubset {
+        origin: Box<Origin>,
+        rule: usize,
+        host: String,
+        subset: String,
+        /// Which DestinationRule defines which subsets, or that none applies.
+        defined: String,
+    },
 }
 
 /// The route that asked for a cluster, for error messages.
@@ -208,7 +230,14 @@ impl Clusters {
                     rule,
                 };
                 for destination in destinations {
-                    clusters.add(config, &destination.host, destination.port, reference)?;
+                    let subset = destination.subset.as_deref();
+                    clusters.add(
+                        config,
+                        &destination.host,
+                        subset,
+                        destination.port,
+                        reference,
+                    )?;
                 }
             }
         }
@@ -241,9 +270,16 @@ impl Clusters {
     }
 
     /// The cluster for a destination as a route names it: `port` is the service port,
-    /// `None` for a route that names none.
-    pub(crate) fn lookup(&self, host: &str, port: Option<u16>) -> Option<ClusterId> {
-        let entry = self.by_host.get(host)?;
+    /// `None` for a route that names none; `subset` the route's `destination.subset`.
+    pub(crate) fn lookup(
+        &self,
+        host: &str,
+        subset: Option<&str>,
+        port: Option<u16>,
+    ) -> Option<ClusterId> {
+        let entry = self
+            .by_host
+            .get(&(host.to_owned(), subset.map(str::to_owned)))?;
         match port {
             Some(port) => entry
                 .by_port
@@ -261,6 +297,7 @@ impl Clusters {
         &mut self,
         config: &Config,
         host: &str,
+        subset: Option<&str>,
         port: Option<u16>,
         reference: Reference<'_>,
     ) -> Result<ClusterId, ClusterError> {
@@ -276,15 +313,26 @@ impl Clusters {
             .map(|sp| sp.number)
             .or(port)
             .unwrap_or(DEFAULT_PORT);
+        let key = (host.to_owned(), subset.map(str::to_owned));
 
-        let id = match self.lookup(host, Some(number)) {
+        let id = match self.lookup(host, subset, Some(number)) {
             Some(id) => id,
             None => {
-                let destination = format!("{host}:{number}");
+                let rule = destination_rule(&config.destination_rules, host);
+                let subset = match subset {
+                    Some(name) => Some(find_subset(rule, host, name, reference)?),
+                    None => None,
+                };
+                let destination = match subset {
+                    Some(s) => format!("{host}:{number} subset {}", s.name),
+                    None => format!("{host}:{number}"),
+                };
                 let endpoints = match (service_entry, service_port) {
                     (Some(se), Some(sp)) => {
-                        service_entry_endpoints(se, sp, host, &destination, reference)?
+                        service_entry_endpoints(se, sp, host, subset, &destination, reference)?
                     }
+                    // A host no ServiceEntry declares has no labels.
+                    _ if subset.is_some_and(|s| !s.labels.is_empty()) => Vec::new(),
                     _ => resolve(host, number, &destination, reference)?,
                 };
                 let id = u32::try_from(self.clusters.len()).map_err(|_| ClusterError::TooMany {
@@ -292,20 +340,28 @@ impl Clusters {
                     rule: reference.rule,
                     destination: destination.clone(),
                 })?;
-                let rule = destination_rule(&config.destination_rules, host);
+                let (balancing, pool) = merged_policy(rule, subset);
+                let hash = balancing
+                    .consistent_hash
+                    .map(|h| Arc::new(EndpointHash::build(h.key, h.table, &endpoints)));
                 self.clusters.push(Cluster {
                     name: destination,
-                    istio_name: format!("outbound|{number}||{host}"),
+                    istio_name: format!(
+                        "outbound|{number}|{}|{host}",
+                        subset.map_or("", |s| s.name.as_str())
+                    ),
                     host: host.to_owned(),
                     port: number,
+                    subset: subset.map(|s| s.name.clone()),
                     endpoints,
-                    lb: rule.map(|r| r.load_balancer).unwrap_or_default(),
-                    pool: PoolPolicy::from_rule(rule.map(|r| &r.connection_pool)),
-                    protocol: UpstreamProtocol::of(service_port, rule.map(|r| &r.connection_pool)),
+                    lb: balancing.simple,
+                    pool: PoolPolicy::from_rule(pool.as_ref()),
+                    protocol: UpstreamProtocol::of(service_port, pool.as_ref()),
+                    hash,
                 });
                 let id = ClusterId(id);
                 self.by_host
-                    .entry(host.to_owned())
+                    .entry(key.clone())
                     .or_default()
                     .by_port
                     .push((number, id));
@@ -313,10 +369,79 @@ impl Clusters {
             }
         };
         if port.is_none() {
-            self.by_host.entry(host.to_owned()).or_default().implied = Some(id);
+            self.by_host.entry(key).or_default().implied = Some(id);
         }
         Ok(id)
     }
+}
+
+/// How `check` and `/config_dump` name a cluster's balancing: `ROUND_ROBIN`, or
+/// `consistentHash httpHeaderName x-user RING_HASH 1024`.
+pub(crate) fn balancing_name(cluster: &Cluster) -> String {
+    match &cluster.hash {
+        Some(h) => format!(
+            "consistentHash {} {}",
+            h.key.describe(),
+            h.algorithm.describe()
+        ),
+        None => cluster.lb.istio_name().to_owned(),
+    }
+}
+
+/// The subset `name` of the host's DestinationRule.
+fn find_subset<'r>(
+    rule: Option<&'r DestinationRule>,
+    host: &str,
+    name: &str,
+    reference: Reference<'_>,
+) -> Result<&'r Subset, ClusterError> {
+    let defined = match rule {
+        None => format!("no DestinationRule for {host} defines subsets"),
+        Some(rule) => match rule.subsets.iter().find(|s| s.name == name) {
+            Some(subset) => return Ok(subset),
+            None if rule.subsets.is_empty() => {
+                format!("{} defines no subsets", rule.origin)
+            }
+            None => format!(
+                "{} defines only subsets {}",
+                rule.origin,
+                rule.subsets
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    Err(ClusterError::UnknownSubset {
+        origin: Box::new(reference.origin.clone()),
+        rule: reference.rule,
+        host: host.to_owned(),
+        subset: name.to_owned(),
+        defined,
+    })
+}
+
+/// The load balancing and connection pool of the host's rule, each replaced by the
+/// subset's when the subset sets it (Istio's `MergeTrafficPolicy`).
+fn merged_policy(
+    rule: Option<&DestinationRule>,
+    subset: Option<&Subset>,
+) -> (Balancing, Option<ConnectionPool>) {
+    let own = subset.map(|s| &s.traffic_policy);
+    let balancing = own
+        .and_then(|p| p.load_balancer.clone())
+        .or_else(|| {
+            rule.map(|r| Balancing {
+                simple: r.load_balancer,
+                consistent_hash: r.consistent_hash.clone(),
+            })
+        })
+        .unwrap_or_default();
+    let pool = own
+        .and_then(|p| p.connection_pool)
+        .or_else(|| rule.map(|r| r.connection_pool));
+    (balancing, pool)
 }
 
 /// The ServiceEntry port a destination names (or implies, when the entry has one).
@@ -365,13 +490,16 @@ fn endpoint_port(endpoint: Option<&Endpoint>, sp: &ServicePort) -> u16 {
         .unwrap_or(sp.number)
 }
 
+/// The addresses of the entry's endpoints (those `subset` selects) on `sp`.
 fn service_entry_endpoints(
     se: &ServiceEntry,
     sp: &ServicePort,
     host: &str,
+    subset: Option<&Subset>,
     destination: &str,
     reference: Reference<'_>,
 ) -> Result<Vec<SocketAddr>, ClusterError> {
+    let selected = |e: &Endpoint| subset.is_none_or(|s| s.selects(&e.labels));
     let mut endpoints = Vec::new();
     match se.resolution {
         Resolution::Static => {
@@ -384,6 +512,9 @@ fn service_entry_endpoints(
                 });
             }
             for (index, endpoint) in se.endpoints.iter().enumerate() {
+                if !selected(endpoint) {
+                    continue;
+                }
                 let ip: IpAddr =
                     endpoint
                         .address
@@ -404,9 +535,12 @@ fn service_entry_endpoints(
         }
         Resolution::Dns => {
             if se.endpoints.is_empty() {
+                if subset.is_some_and(|s| !s.labels.is_empty()) {
+                    return Ok(Vec::new());
+                }
                 return resolve(host, endpoint_port(None, sp), destination, reference);
             }
-            for endpoint in &se.endpoints {
+            for endpoint in se.endpoints.iter().filter(|e| selected(e)) {
                 let port = endpoint_port(Some(endpoint), sp);
                 for addr in resolve(&endpoint.address, port, destination, reference)? {
                     push_unique(&mut endpoints, addr);
@@ -539,6 +673,7 @@ mod tests {
                 .map(|(n, p)| ((*n).to_owned(), *p))
                 .collect::<BTreeMap<_, _>>(),
             weight: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -582,21 +717,21 @@ mod tests {
         };
         let clusters = Clusters::build(&config).unwrap();
         assert_eq!(clusters.len(), 2);
-        let http = clusters.get(clusters.lookup("httpbin", Some(8000)).unwrap());
+        let http = clusters.get(clusters.lookup("httpbin", None, Some(8000)).unwrap());
         assert_eq!(http.name, "httpbin:8000");
         assert_eq!(
             http.endpoints,
             vec![v4(10, 0, 0, 1, 18000), v4(10, 0, 0, 2, 8080)]
         );
         assert_eq!(http.lb, LoadBalancer::RoundRobin);
-        let admin = clusters.get(clusters.lookup("httpbin", Some(9000)).unwrap());
+        let admin = clusters.get(clusters.lookup("httpbin", None, Some(9000)).unwrap());
         assert_eq!(admin.name, "httpbin:9000");
         assert_eq!(
             admin.endpoints,
             vec![v4(10, 0, 0, 1, 9000), v4(10, 0, 0, 2, 9000)]
         );
-        assert_eq!(clusters.lookup("httpbin", Some(7000)), None);
-        assert_eq!(clusters.lookup("other", Some(8000)), None);
+        assert_eq!(clusters.lookup("httpbin", None, Some(7000)), None);
+        assert_eq!(clusters.lookup("other", None, Some(8000)), None);
     }
 
     #[test]
@@ -613,8 +748,8 @@ mod tests {
         };
         let clusters = Clusters::build(&config).unwrap();
         assert_eq!(clusters.len(), 1);
-        let id = clusters.lookup("httpbin", None).unwrap();
-        assert_eq!(clusters.lookup("httpbin", Some(8000)), Some(id));
+        let id = clusters.lookup("httpbin", None, None).unwrap();
+        assert_eq!(clusters.lookup("httpbin", None, Some(8000)), Some(id));
         assert_eq!(clusters.get(id).endpoints, vec![v4(127, 0, 0, 1, 8000)]);
         assert_eq!(clusters.iter().count(), 1);
     }
@@ -692,10 +827,10 @@ mod tests {
             ..Config::default()
         };
         let clusters = Clusters::build(&config).unwrap();
-        let local = clusters.get(clusters.lookup("localhost", Some(8000)).unwrap());
+        let local = clusters.get(clusters.lookup("localhost", None, Some(8000)).unwrap());
         assert_eq!(local.name, "localhost:8000");
         assert_eq!(local.endpoints, vec![v4(127, 0, 0, 1, 8000)]);
-        let upstream = clusters.get(clusters.lookup("upstream", None).unwrap());
+        let upstream = clusters.get(clusters.lookup("upstream", None, None).unwrap());
         assert_eq!(
             upstream.endpoints,
             vec![v4(127, 0, 0, 1, 8081), v4(127, 0, 0, 2, 9)]
@@ -715,7 +850,7 @@ mod tests {
             ..Config::default()
         };
         let clusters = Clusters::build(&config).unwrap();
-        let local = clusters.get(clusters.lookup("localhost", None).unwrap());
+        let local = clusters.get(clusters.lookup("localhost", None, None).unwrap());
         assert_eq!(local.endpoints, vec![v4(127, 0, 0, 1, 8000)]);
     }
 
@@ -749,6 +884,8 @@ mod tests {
                 max_connections: Some(7),
                 ..ConnectionPool::default()
             },
+            consistent_hash: None,
+            subsets: vec![],
         };
         let config = Config {
             virtual_services: vec![vs(
@@ -766,10 +903,18 @@ mod tests {
             ..Config::default()
         };
         let clusters = Clusters::build(&config).unwrap();
-        let lb = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).lb;
+        let lb = |host| {
+            clusters
+                .get(clusters.lookup(host, None, Some(1)).unwrap())
+                .lb
+        };
         assert_eq!(lb("127.0.0.1"), LoadBalancer::LeastRequest);
         assert_eq!(lb("127.0.0.2"), LoadBalancer::Random);
-        let policy = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).pool;
+        let policy = |host| {
+            clusters
+                .get(clusters.lookup(host, None, Some(1)).unwrap())
+                .pool
+        };
         assert_eq!(policy("127.0.0.1").max_connections, 7);
         assert_eq!(
             policy("localhost").max_connections,
@@ -782,5 +927,132 @@ mod tests {
             Some(LoadBalancer::Random)
         );
         assert!(destination_rule(&rules, "example.com").is_none());
+    }
+
+    #[test]
+    fn subsets_select_endpoints_by_label_and_merge_policies() {
+        use crate::config::{ConsistentHash, HashKey, HashTable, Subset, TrafficPolicy};
+        let labelled = |address: &str, version: &str| Endpoint {
+            labels: [("version".to_owned(), version.to_owned())].into(),
+            ..endpoint(address, &[])
+        };
+        let subset = |name: &str, version: &str, policy: TrafficPolicy| Subset {
+            name: name.to_owned(),
+            labels: [("version".to_owned(), version.to_owned())].into(),
+            traffic_policy: policy,
+        };
+        let hash = ConsistentHash {
+            key: HashKey::SourceIp,
+            table: HashTable::RingHash {
+                minimum_ring_size: 16,
+            },
+        };
+        let rule = DestinationRule {
+            origin: origin("DestinationRule", "httpbin"),
+            name: "httpbin".to_owned(),
+            host: "httpbin".to_owned(),
+            load_balancer: LoadBalancer::Random,
+            connection_pool: ConnectionPool {
+                max_connections: Some(9),
+                ..ConnectionPool::default()
+            },
+            consistent_hash: None,
+            subsets: vec![
+                subset("v1", "v1", TrafficPolicy::default()),
+                subset(
+                    "v2",
+                    "v2",
+                    TrafficPolicy {
+                        load_balancer: Some(crate::config::Balancing {
+                            simple: LoadBalancer::RoundRobin,
+                            consistent_hash: Some(hash.clone()),
+                        }),
+                        connection_pool: None,
+                    },
+                ),
+                subset("v3", "v3", TrafficPolicy::default()),
+            ],
+        };
+        let mut routes = vs(
+            "httpbin",
+            &[
+                ("httpbin", None),
+                ("httpbin", None),
+                ("httpbin", None),
+                ("httpbin", None),
+            ],
+        );
+        for (http, subset) in routes
+            .http
+            .iter_mut()
+            .zip([None, Some("v1"), Some("v2"), Some("v3")])
+        {
+            if let RouteAction::Route(d) = &mut http.action {
+                d[0].subset = subset.map(str::to_owned);
+            }
+        }
+        let config = Config {
+            virtual_services: vec![routes.clone()],
+            service_entries: vec![service_entry(
+                "httpbin",
+                Resolution::Static,
+                vec![port(8000, "http", None)],
+                vec![
+                    labelled("10.0.0.1", "v1"),
+                    labelled("10.0.0.2", "v2"),
+                    labelled("10.0.0.3", "v1"),
+                ],
+            )],
+            destination_rules: vec![rule.clone()],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        assert_eq!(clusters.len(), 4);
+        let get = |subset| clusters.get(clusters.lookup("httpbin", subset, None).unwrap());
+        assert_eq!(get(None).endpoints.len(), 3);
+        let v1 = get(Some("v1"));
+        assert_eq!(v1.istio_name, "outbound|8000|v1|httpbin");
+        assert_eq!(v1.name, "httpbin:8000 subset v1");
+        assert_eq!(
+            v1.endpoints,
+            vec![v4(10, 0, 0, 1, 8000), v4(10, 0, 0, 3, 8000)]
+        );
+        assert_eq!(v1.lb, LoadBalancer::Random, "the rule's loadBalancer");
+        assert_eq!(v1.pool.max_connections, 9);
+        assert!(v1.hash.is_none());
+        let v2 = get(Some("v2"));
+        assert_eq!(v2.endpoints, vec![v4(10, 0, 0, 2, 8000)]);
+        assert_eq!(v2.lb, LoadBalancer::RoundRobin, "the subset's loadBalancer");
+        assert_eq!(
+            v2.hash.as_ref().map(|h| h.key.clone()),
+            Some(HashKey::SourceIp)
+        );
+        assert_eq!(v2.pool.max_connections, 9, "the rule's connectionPool");
+        assert!(
+            get(Some("v3")).endpoints.is_empty(),
+            "no endpoint is labelled v3"
+        );
+
+        let mut unknown = routes.clone();
+        if let RouteAction::Route(d) = &mut unknown.http[3].action {
+            d[0].subset = Some("v9".to_owned());
+        }
+        let config = Config {
+            virtual_services: vec![unknown],
+            destination_rules: vec![rule],
+            ..config
+        };
+        assert_eq!(
+            Clusters::build(&config).unwrap_err().to_string(),
+            "gateway.yaml document 2 (VirtualService httpbin): http[3] destination httpbin subset v9: \
+             gateway.yaml document 2 (DestinationRule httpbin) defines only subsets v1, v2, v3"
+        );
+        let config = Config {
+            destination_rules: vec![],
+            ..config
+        };
+        assert!(Clusters::build(&config).unwrap_err().to_string().ends_with(
+            "http[1] destination httpbin subset v1: no DestinationRule for httpbin defines subsets"
+        ));
     }
 }

@@ -521,7 +521,9 @@ fn service_entry(se: &ServiceEntry, snapshot: &Snapshot) -> Value {
         .map(|(_, c)| {
             json!({
                 "cluster": c.name,
-                "load_balancer": c.lb.istio_name(),
+                "istio_name": c.istio_name,
+                "subset": c.subset,
+                "load_balancer": crate::upstream::cluster::balancing_name(c),
                 "protocol": c.protocol.name(),
                 "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
@@ -545,18 +547,58 @@ fn service_entry(se: &ServiceEntry, snapshot: &Snapshot) -> Value {
             "address": e.address,
             "ports": e.ports,
             "weight": e.weight,
+            "labels": e.labels,
         })).collect::<Vec<_>>(),
         "resolved": resolved,
     })
 }
 
 fn destination_rule(dr: &DestinationRule) -> Value {
+    let top = crate::config::TrafficPolicy {
+        load_balancer: Some(crate::config::Balancing {
+            simple: dr.load_balancer,
+            consistent_hash: dr.consistent_hash.clone(),
+        }),
+        connection_pool: Some(dr.connection_pool),
+    };
     json!({
         "name": dr.name,
         "origin": dr.origin.to_string(),
         "host": dr.host,
-        "traffic_policy": { "load_balancer": { "simple": dr.load_balancer.istio_name() } },
+        "traffic_policy": traffic_policy(&top),
+        "subsets": dr.subsets.iter().map(|s| json!({
+            "name": s.name,
+            "labels": s.labels,
+            "traffic_policy": traffic_policy(&s.traffic_policy),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// A `trafficPolicy`'s blocks; a block it does not set is left out.
+fn traffic_policy(policy: &crate::config::TrafficPolicy) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(lb) = &policy.load_balancer {
+        let value = match &lb.consistent_hash {
+            Some(h) => json!({ "consistent_hash": {
+                "key": h.key.describe(),
+                "table": h.table.describe(),
+            } }),
+            None => json!({ "simple": lb.simple.istio_name() }),
+        };
+        out.insert("load_balancer".into(), value);
+    }
+    if let Some(pool) = &policy.connection_pool {
+        out.insert(
+            "connection_pool".into(),
+            json!({
+                "max_connections": pool.max_connections,
+                "connect_timeout_ms": pool.connect_timeout.map(|d| d.as_millis() as u64),
+                "idle_timeout_ms": pool.idle_timeout.map(|d| d.as_millis() as u64),
+                "h2_upgrade": pool.h2_upgrade,
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]

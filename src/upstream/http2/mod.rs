@@ -432,10 +432,12 @@ mod tests {
             istio_name: "outbound|80||h2".to_owned(),
             host: "h2".to_owned(),
             port: 80,
+            subset: None,
             endpoints: vec![addr],
             lb: LoadBalancer::RoundRobin,
             pool: PoolPolicy::default(),
             protocol: UpstreamProtocol::Http2,
+            hash: None,
         };
         let pool = RefCell::new(Pool::default());
         let wait = Duration::from_secs(5);

@@ -1,0 +1,116 @@
+//! The validated DestinationRule load-balancing settings beyond `loadBalancer.simple`:
+//! `subsets[]` (endpoint labels and the subset's own `trafficPolicy`) and
+//! `loadBalancer.consistentHash`. The cluster that uses them is built in
+//! [`crate::upstream::cluster`]; the endpoint a hash picks, in
+//! [`crate::upstream::balance`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::{ConnectionPool, LoadBalancer};
+
+/// Envoy's default `ring_hash_lb_config.minimum_ring_size`.
+pub const DEFAULT_MINIMUM_RING_SIZE: u64 = 1024;
+/// Envoy's largest ring (`maximum_ring_size`'s default): a larger `minimumRingSize`
+/// is an error.
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+/// Envoy's default Maglev `table_size` (a prime).
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
+/// Envoy's largest Maglev table (`table_size` is at most 5000011).
+pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+
+/// A `trafficPolicy` block by block, `None` where it says nothing: a subset's block
+/// replaces the DestinationRule's whole, as Istio's `MergeTrafficPolicy` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficPolicy {
+    pub load_balancer: Option<Balancing>,
+    pub connection_pool: Option<ConnectionPool>,
+}
+
+/// A `loadBalancer` block: `simple`, or `consistentHash` (one of the two, as Istio's
+/// `oneof` says).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Balancing {
+    /// ROUND_ROBIN when the block says nothing or says `consistentHash`.
+    pub simple: LoadBalancer,
+    pub consistent_hash: Option<ConsistentHash>,
+}
+
+/// One of a DestinationRule's `subsets[]`: the endpoints whose labels include all of
+/// `labels`, under the rule's policy merged with the subset's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subset {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub traffic_policy: TrafficPolicy,
+}
+
+impl Subset {
+    /// Whether an endpoint with `labels` belongs to the subset.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// `loadBalancer.consistentHash`: what a request is hashed on, and the table the
+/// hash is looked up in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistentHash {
+    pub key: HashKey,
+    pub table: HashTable,
+}
+
+/// What a request's hash is computed from. A request without it (no such header,
+/// cookie or parameter) goes to a random endpoint, as Envoy does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `httpHeaderName` (lower-case): the header's first value.
+    Header(String),
+    /// `httpCookie`: the cookie's value; a request without the cookie gets one
+    /// generated (and set on its response with `Max-Age` = `ttl`, a session cookie
+    /// for 0s), as Envoy does.
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Duration,
+    },
+    /// `useSourceIp`: the client's address.
+    SourceIp,
+    /// `httpQueryParameterName`: the parameter's first value, as sent.
+    QueryParameter(String),
+}
+
+impl HashKey {
+    /// How `check` and `/config_dump` name it.
+    pub fn describe(&self) -> String {
+        match self {
+            HashKey::Header(h) => format!("httpHeaderName {h}"),
+            HashKey::Cookie { name, path, ttl } => format!(
+                "httpCookie {name} (path {}, ttl {}s)",
+                path.as_deref().unwrap_or("none"),
+                ttl.as_secs()
+            ),
+            HashKey::SourceIp => "useSourceIp".to_owned(),
+            HashKey::QueryParameter(q) => format!("httpQueryParameterName {q}"),
+        }
+    }
+}
+
+/// The hash algorithm: Envoy's ring hash (Istio's default) or Maglev.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashTable {
+    /// `ringHash.minimumRingSize` (or the deprecated `minimumRingSize`).
+    RingHash { minimum_ring_size: u64 },
+    /// `maglev.tableSize`, a prime.
+    Maglev { table_size: u64 },
+}
+
+impl HashTable {
+    /// How `check` and `/config_dump` name it: `RING_HASH 1024`, `MAGLEV 65537`.
+    pub fn describe(&self) -> String {
+        match self {
+            HashTable::RingHash { minimum_ring_size } => format!("RING_HASH {minimum_ring_size}"),
+            HashTable::Maglev { table_size } => format!("MAGLEV {table_size}"),
+        }
+    }
+}

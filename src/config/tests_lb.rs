@@ -1,0 +1,211 @@
+//! Tests of DestinationRule `subsets[]`, `loadBalancer.consistentHash` and ServiceEntry
+//! endpoint `labels`: what loads into the model and the exact message of each mistake.
+
+use std::time::Duration;
+
+use super::tests::{error, load_ok};
+use super::*;
+
+fn dr(body: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\nspec:\n  host: httpbin\n{body}"
+    )
+}
+
+#[test]
+fn subsets_with_labels_and_their_own_policy() {
+    let config = load_ok(&dr(
+        "  trafficPolicy:\n    loadBalancer:\n      simple: RANDOM\n  subsets:\n  - name: v1\n    labels: {version: v1, app.kubernetes.io/name: httpbin}\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      loadBalancer:\n        consistentHash:\n          httpHeaderName: X-User\n      connectionPool:\n        tcp: {maxConnections: 3}\n",
+    ));
+    let rule = &config.destination_rules[0];
+    assert_eq!(rule.load_balancer, LoadBalancer::Random);
+    assert_eq!(rule.subsets.len(), 2);
+    let v1 = &rule.subsets[0];
+    assert_eq!(v1.name, "v1");
+    assert_eq!(v1.labels.get("version").map(String::as_str), Some("v1"));
+    assert_eq!(v1.traffic_policy, TrafficPolicy::default());
+    let v2 = &rule.subsets[1];
+    let lb = v2.traffic_policy.load_balancer.as_ref().unwrap();
+    assert_eq!(lb.simple, LoadBalancer::RoundRobin);
+    assert_eq!(
+        lb.consistent_hash,
+        Some(ConsistentHash {
+            key: HashKey::Header("x-user".into()),
+            table: HashTable::RingHash {
+                minimum_ring_size: DEFAULT_MINIMUM_RING_SIZE
+            },
+        })
+    );
+    assert_eq!(
+        v2.traffic_policy.connection_pool.unwrap().max_connections,
+        Some(3)
+    );
+    let selects = |labels: &[(&str, &str)]| {
+        v1.selects(
+            &labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    };
+    assert!(selects(&[
+        ("version", "v1"),
+        ("app.kubernetes.io/name", "httpbin"),
+        ("zone", "a")
+    ]));
+    assert!(!selects(&[("version", "v1")]));
+}
+
+#[test]
+fn subset_mistakes() {
+    let e = |body: &str| error(&dr(body));
+    assert_eq!(
+        e("  subsets:\n  - labels: {version: v1}\n"),
+        "/etc/ringress/gw.yaml:8:5: document 1 (DestinationRule dr): spec.subsets[0].name: required field is missing"
+    );
+    assert_eq!(
+        e("  subsets:\n  - name: V1\n"),
+        "/etc/ringress/gw.yaml:8:5: document 1 (DestinationRule dr): spec.subsets[0].name: invalid value \"V1\": a subset name is a DNS-1123 label: lower-case letters, digits and '-', at most 63"
+    );
+    assert_eq!(
+        e("  subsets:\n  - name: v1\n  - name: v1\n"),
+        "/etc/ringress/gw.yaml:9:5: document 1 (DestinationRule dr): spec.subsets[1].name: subset v1 is defined twice"
+    );
+    assert_eq!(
+        e("  subsets:\n  - name: v1\n    labels: {version: \"-v1\"}\n"),
+        "/etc/ringress/gw.yaml:9:14: document 1 (DestinationRule dr): spec.subsets[0].labels.version: invalid value \"-v1\": a label value is at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    );
+    assert_eq!(
+        e(
+            "  subsets:\n  - name: v1\n    trafficPolicy:\n      loadBalancer:\n        simple: FASTEST\n"
+        ),
+        "/etc/ringress/gw.yaml:11:9: document 1 (DestinationRule dr): spec.subsets[0].trafficPolicy.loadBalancer.simple: invalid value \"FASTEST\": accepted: ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM"
+    );
+    assert!(
+        e("  subsets:\n  - name: v1\n    trafficPolicy:\n      outlierDetection: {}\n")
+            .ends_with("spec.subsets[0].trafficPolicy.outlierDetection: field `outlierDetection` is not implemented by ringress yet")
+    );
+}
+
+#[test]
+fn consistent_hash_keys_and_tables() {
+    let hash = |body: &str| {
+        let config = load_ok(&dr(&format!(
+            "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n{body}"
+        )));
+        config.destination_rules[0].consistent_hash.clone().unwrap()
+    };
+    assert_eq!(
+        hash("        useSourceIp: true\n        maglev: {tableSize: 7}\n"),
+        ConsistentHash {
+            key: HashKey::SourceIp,
+            table: HashTable::Maglev { table_size: 7 },
+        }
+    );
+    assert_eq!(
+        hash("        httpQueryParameterName: user\n        ringHash: {minimumRingSize: 64}\n"),
+        ConsistentHash {
+            key: HashKey::QueryParameter("user".into()),
+            table: HashTable::RingHash {
+                minimum_ring_size: 64
+            },
+        }
+    );
+    assert_eq!(
+        hash(
+            "        httpCookie: {name: sticky, path: /, ttl: 60s}\n        minimumRingSize: 10\n"
+        ),
+        ConsistentHash {
+            key: HashKey::Cookie {
+                name: "sticky".into(),
+                path: Some("/".into()),
+                ttl: Duration::from_secs(60),
+            },
+            table: HashTable::RingHash {
+                minimum_ring_size: 10
+            },
+        }
+    );
+    assert_eq!(
+        hash("        httpHeaderName: x-user\n        maglev: {}\n").table,
+        HashTable::Maglev {
+            table_size: DEFAULT_MAGLEV_TABLE_SIZE
+        }
+    );
+}
+
+#[test]
+fn consistent_hash_mistakes() {
+    let e = |body: &str| error(&dr(&format!("  trafficPolicy:\n    loadBalancer:\n{body}")));
+    let prefix = "document 1 (DestinationRule dr): spec.trafficPolicy.loadBalancer";
+    let cases = [
+        (
+            "      simple: RANDOM\n      consistentHash: {useSourceIp: true}\n",
+            ".consistentHash: loadBalancer takes one of simple and consistentHash, not both",
+        ),
+        (
+            "      consistentHash: {useSourceIp: false}\n",
+            ".consistentHash: consistentHash needs one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+        ),
+        (
+            "      consistentHash: {httpHeaderName: a, useSourceIp: true}\n",
+            ".consistentHash.useSourceIp: consistentHash takes one hash key; httpHeaderName is set already",
+        ),
+        (
+            "      consistentHash: {httpCookie: {name: a}}\n",
+            ".consistentHash.httpCookie.ttl: ttl required for httpCookie",
+        ),
+        (
+            "      consistentHash: {httpCookie: {ttl: 0s}}\n",
+            ".consistentHash.httpCookie.name: name required for httpCookie",
+        ),
+        (
+            "      consistentHash: {httpHeaderName: \"a b\"}\n",
+            ".consistentHash.httpHeaderName: invalid value \"a b\": expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+        ),
+        (
+            "      consistentHash: {useSourceIp: true, maglev: {tableSize: 100}}\n",
+            ".consistentHash.maglev.tableSize: invalid value 100: tableSize must be a prime number up to 5000011",
+        ),
+        (
+            "      consistentHash: {useSourceIp: true, maglev: {}, ringHash: {}}\n",
+            ".consistentHash.maglev: consistentHash takes one of ringHash and maglev",
+        ),
+        (
+            "      consistentHash: {useSourceIp: true, minimumRingSize: 5, ringHash: {}}\n",
+            ".consistentHash.minimumRingSize: only one of minimumRingSize and ringHash or maglev can be set",
+        ),
+        (
+            "      consistentHash: {useSourceIp: true, ringHash: {minimumRingSize: 99999999}}\n",
+            ".consistentHash.ringHash.minimumRingSize: invalid value 99999999: expected a ring size from 1 to 8388608",
+        ),
+        (
+            "      consistentHash: {httpCookie: {name: a, ttl: 1s, attributes: []}}\n",
+            ".consistentHash.httpCookie.attributes: field `attributes` is not implemented by ringress yet",
+        ),
+    ];
+    for (body, expected) in cases {
+        let message = e(body);
+        assert!(
+            message.contains(&format!("{prefix}{expected}")),
+            "{body}: {message}"
+        );
+    }
+}
+
+#[test]
+fn endpoint_labels_are_read_and_checked() {
+    let se = |labels: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: se\nspec:\n  hosts: [httpbin]\n  ports:\n  - {{number: 80, name: http}}\n  resolution: STATIC\n  endpoints:\n  - address: 10.0.0.1\n    labels: {labels}\n"
+        )
+    };
+    let config = load_ok(&se("{version: v1, track: \"\"}"));
+    let labels = &config.service_entries[0].endpoints[0].labels;
+    assert_eq!(labels.get("version").map(String::as_str), Some("v1"));
+    assert_eq!(labels.get("track").map(String::as_str), Some(""));
+    assert_eq!(
+        error(&se("{\"/x\": v1}")),
+        "/etc/ringress/gw.yaml:12:14: document 1 (ServiceEntry se): spec.endpoints[0].labels./x: invalid value \"/x\": expected a label name"
+    );
+}

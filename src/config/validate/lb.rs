@@ -1,0 +1,340 @@
+//! Checks of a DestinationRule's `trafficPolicy` (the one function that turns a raw
+//! policy into the model, for the rule and for each subset), its `loadBalancer`
+//! (`simple`, or `consistentHash` with its key and table), `subsets[]` and the
+//! `labels` of subsets and ServiceEntry endpoints.
+
+use super::*;
+use crate::config::file_lb::*;
+use crate::config::model_lb::*;
+
+/// What `loadBalancer.simple` accepts, for messages.
+const SIMPLE_ACCEPTED: &str = "ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM";
+/// Kubernetes' longest label value and label name (without its prefix).
+const MAX_LABEL_LEN: usize = 63;
+
+impl Check<'_, '_> {
+    /// A `trafficPolicy` at `path` (the rule's or a subset's), block by block.
+    pub(super) fn traffic_policy(
+        &mut self,
+        raw: Option<FileTrafficPolicy>,
+        path: &Path,
+    ) -> Option<TrafficPolicy> {
+        let Some(raw) = raw else {
+            return Some(TrafficPolicy::default());
+        };
+        let load_balancer = match raw.load_balancer {
+            Some(lb) => Some(self.load_balancer(lb, &path.key("loadBalancer"))?),
+            None => None,
+        };
+        let connection_pool = match raw.connection_pool {
+            Some(pool) => Some(self.connection_pool(Some(pool), &path.key("connectionPool"))?),
+            None => None,
+        };
+        Some(TrafficPolicy {
+            load_balancer,
+            connection_pool,
+        })
+    }
+
+    /// `loadBalancer`: `simple` or `consistentHash`, not both.
+    fn load_balancer(&mut self, raw: FileLoadBalancer, path: &Path) -> Option<Balancing> {
+        let sp = path.key("simple");
+        let simple = match raw.simple.as_deref() {
+            None | Some("ROUND_ROBIN" | "UNSPECIFIED") => Some(LoadBalancer::RoundRobin),
+            Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
+            Some("RANDOM") => Some(LoadBalancer::Random),
+            Some("PASSTHROUGH") => {
+                self.err(
+                    &sp,
+                    Problem::ValueNotImplemented {
+                        what: "load balancer PASSTHROUGH".to_owned(),
+                        accepted: SIMPLE_ACCEPTED.to_owned(),
+                    },
+                );
+                None
+            }
+            Some(other) => {
+                self.invalid(
+                    &sp,
+                    format!("{other:?}"),
+                    format!("accepted: {SIMPLE_ACCEPTED}"),
+                );
+                None
+            }
+        };
+        let consistent_hash = match raw.consistent_hash {
+            Some(_) if raw.simple.is_some() => {
+                self.rule(
+                    &path.key("consistentHash"),
+                    "loadBalancer takes one of simple and consistentHash, not both",
+                );
+                return None;
+            }
+            Some(hash) => Some(self.consistent_hash(hash, &path.key("consistentHash"))?),
+            None => None,
+        };
+        Some(Balancing {
+            simple: simple?,
+            consistent_hash,
+        })
+    }
+
+    /// `consistentHash`: exactly one key; `ringHash` or `maglev` (or the deprecated
+    /// `minimumRingSize`), else a ring of Envoy's default size.
+    fn consistent_hash(&mut self, raw: FileConsistentHash, p: &Path) -> Option<ConsistentHash> {
+        let mut keys = Vec::new();
+        if let Some(h) = &raw.http_header_name {
+            let name = self.header_name(h, &p.key("httpHeaderName"));
+            keys.push(("httpHeaderName", name.map(HashKey::Header)));
+        }
+        if let Some(cookie) = raw.http_cookie {
+            keys.push(("httpCookie", self.hash_cookie(cookie, &p.key("httpCookie"))));
+        }
+        // `false` is proto3's default: as if absent.
+        if raw.use_source_ip == Some(true) {
+            keys.push(("useSourceIp", Some(HashKey::SourceIp)));
+        }
+        if let Some(q) = raw.http_query_parameter_name {
+            let qp = p.key("httpQueryParameterName");
+            let key = if q.is_empty() {
+                self.invalid(&qp, "\"\"", "expected a query parameter name");
+                None
+            } else {
+                Some(HashKey::QueryParameter(q))
+            };
+            keys.push(("httpQueryParameterName", key));
+        }
+        let key = match keys.as_slice() {
+            [] => {
+                self.rule(
+                    p,
+                    "consistentHash needs one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName",
+                );
+                None
+            }
+            [(_, key)] => key.clone(),
+            [(first, _), (second, _), ..] => {
+                self.rule(
+                    &p.key(second),
+                    format!("consistentHash takes one hash key; {first} is set already"),
+                );
+                None
+            }
+        };
+        let table = match (raw.ring_hash, raw.maglev, raw.minimum_ring_size) {
+            (Some(_), Some(_), _) => {
+                self.rule(
+                    &p.key("maglev"),
+                    "consistentHash takes one of ringHash and maglev",
+                );
+                None
+            }
+            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+                self.rule(
+                    &p.key("minimumRingSize"),
+                    "only one of minimumRingSize and ringHash or maglev can be set",
+                );
+                None
+            }
+            (Some(ring), None, None) => self
+                .ring_size(
+                    ring.minimum_ring_size,
+                    &p.key("ringHash").key("minimumRingSize"),
+                )
+                .map(|minimum_ring_size| HashTable::RingHash { minimum_ring_size }),
+            (None, None, size) => self
+                .ring_size(size, &p.key("minimumRingSize"))
+                .map(|minimum_ring_size| HashTable::RingHash { minimum_ring_size }),
+            (None, Some(maglev), None) => self
+                .maglev_size(maglev.table_size, &p.key("maglev").key("tableSize"))
+                .map(|table_size| HashTable::Maglev { table_size }),
+        };
+        Some(ConsistentHash {
+            key: key?,
+            table: table?,
+        })
+    }
+
+    /// `httpCookie`: `name` and `ttl` are required (as Istio's validation says).
+    fn hash_cookie(&mut self, raw: FileHttpCookie, p: &Path) -> Option<HashKey> {
+        let name = match raw.name {
+            Some(n) if !n.is_empty() && n.bytes().all(is_token_byte) => Some(n),
+            Some(n) => {
+                self.invalid(&p.key("name"), format!("{n:?}"), "expected a cookie name");
+                None
+            }
+            None => {
+                self.rule(&p.key("name"), "name required for httpCookie");
+                None
+            }
+        };
+        let path = match raw.path {
+            Some(path) if path.is_empty() => None,
+            Some(path) if path.bytes().all(|b| b.is_ascii_graphic() && b != b';') => Some(path),
+            Some(path) => {
+                self.invalid(
+                    &p.key("path"),
+                    format!("{path:?}"),
+                    "expected a cookie path",
+                );
+                return None;
+            }
+            None => None,
+        };
+        let ttl = match raw.ttl {
+            Some(t) => self.duration(&t, &p.key("ttl")),
+            None => {
+                self.rule(&p.key("ttl"), "ttl required for httpCookie");
+                None
+            }
+        };
+        Some(HashKey::Cookie {
+            name: name?,
+            path,
+            ttl: ttl?,
+        })
+    }
+
+    fn ring_size(&mut self, raw: Option<i64>, path: &Path) -> Option<u64> {
+        match raw {
+            None | Some(0) => Some(DEFAULT_MINIMUM_RING_SIZE),
+            Some(n) => match u64::try_from(n) {
+                Ok(n) if n <= MAX_RING_SIZE => Some(n),
+                _ => {
+                    self.invalid(
+                        path,
+                        n.to_string(),
+                        format!("expected a ring size from 1 to {MAX_RING_SIZE}"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn maglev_size(&mut self, raw: Option<i64>, path: &Path) -> Option<u64> {
+        match raw {
+            None | Some(0) => Some(DEFAULT_MAGLEV_TABLE_SIZE),
+            Some(n) => match u64::try_from(n) {
+                Ok(n) if n <= MAX_MAGLEV_TABLE_SIZE && is_prime(n) => Some(n),
+                _ => {
+                    self.invalid(
+                        path,
+                        n.to_string(),
+                        format!("tableSize must be a prime number up to {MAX_MAGLEV_TABLE_SIZE}"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// `subsets[]`: each named (a DNS-1123 label, unique), with labels and its own
+    /// `trafficPolicy`.
+    pub(super) fn subsets(&mut self, raw: Vec<FileSubset>, path: &Path) -> Option<Vec<Subset>> {
+        let mut ok = true;
+        let mut subsets: Vec<Subset> = Vec::with_capacity(raw.len());
+        for (i, subset) in raw.into_iter().enumerate() {
+            let sp = path.index(i);
+            let name = match subset.name {
+                None => {
+                    self.err(&sp.key("name"), Problem::Missing);
+                    None
+                }
+                Some(n) if !is_dns_label(&n) => {
+                    self.invalid(
+                        &sp.key("name"),
+                        format!("{n:?}"),
+                        "a subset name is a DNS-1123 label: lower-case letters, digits and '-', at most 63",
+                    );
+                    None
+                }
+                Some(n) if subsets.iter().any(|s| s.name == n) => {
+                    self.rule(&sp.key("name"), format!("subset {n} is defined twice"));
+                    None
+                }
+                Some(n) => Some(n),
+            };
+            let labels = self.labels(subset.labels, &sp.key("labels"));
+            let traffic_policy =
+                self.traffic_policy(subset.traffic_policy, &sp.key("trafficPolicy"));
+            match (name, labels, traffic_policy) {
+                (Some(name), Some(labels), Some(traffic_policy)) => subsets.push(Subset {
+                    name,
+                    labels,
+                    traffic_policy,
+                }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(subsets)
+    }
+
+    /// Kubernetes labels (a subset's or an endpoint's): `[prefix/]name`, the name and
+    /// the value at most 63 alphanumerics, `-`, `_`, `.`, starting and ending
+    /// alphanumeric (a value may be empty).
+    pub(super) fn labels(
+        &mut self,
+        raw: Ordered<String>,
+        path: &Path,
+    ) -> Option<BTreeMap<String, String>> {
+        let mut ok = true;
+        let mut labels = BTreeMap::new();
+        for (key, value) in raw.0 {
+            let kp = path.key(&key);
+            let name = key.rsplit_once('/').map_or(key.as_str(), |(prefix, name)| {
+                if prefix.is_empty() || !valid_host_name(prefix) {
+                    ""
+                } else {
+                    name
+                }
+            });
+            if !is_label_value(name) || name.is_empty() {
+                self.invalid(&kp, format!("{key:?}"), "expected a label name");
+                ok = false;
+            } else if !is_label_value(&value) {
+                self.invalid(
+                    &kp,
+                    format!("{value:?}"),
+                    "a label value is at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+                );
+                ok = false;
+            } else {
+                labels.insert(key, value);
+            }
+        }
+        ok.then_some(labels)
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut d = 2;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            return false;
+        }
+        d += 1;
+    }
+    true
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_LABEL_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_label_value(s: &str) -> bool {
+    let edge = |b: Option<&u8>| b.is_none_or(u8::is_ascii_alphanumeric);
+    s.len() <= MAX_LABEL_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && edge(s.as_bytes().first())
+        && edge(s.as_bytes().last())
+}

@@ -1,0 +1,208 @@
+//! DestinationRule load balancing against the real `ringress` binary, real upstreams
+//! (`tests/tools/lb_upstream.py`, each answering with its name) and curl: `subsets`
+//! chosen by `destination.subset` and matched against ServiceEntry endpoint `labels`,
+//! and `loadBalancer.consistentHash` by header and by a cookie the gateway generates
+//! and sets when it is absent. Every request is a new curl, so a new connection, which
+//! the kernel spreads over the gateway's two shards: one key reaching one endpoint
+//! shows it does on every shard.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+
+const HOST: &str = "shop.example.com";
+
+/// A named upstream and the directory of its port file.
+struct Upstream {
+    server: PyServer,
+    _dir: TempDir,
+}
+
+/// Upstreams named `names`, each on its own port.
+fn upstreams(names: &[&str]) -> Vec<Upstream> {
+    names
+        .iter()
+        .map(|name| {
+            let dir = TempDir::new(&format!("lb-{name}"));
+            let server = PyServer::start(&dir, "lb_upstream.py", &[name], &[]);
+            Upstream { server, _dir: dir }
+        })
+        .collect()
+}
+
+/// A Gateway on `port`, a VirtualService with `http` rules, a STATIC ServiceEntry
+/// `shop` whose endpoints are the upstreams (labelled `version: <name>`), and a
+/// DestinationRule for `shop` with `rule` as its spec's body.
+fn config(port: u16, http: &str, upstreams: &[(&str, &Upstream)], rule: &str) -> String {
+    let endpoints: String = upstreams
+        .iter()
+        .map(|(name, server)| {
+            format!(
+                "  - address: 127.0.0.1\n    ports: {{http: {}}}\n    labels: {{version: {name}}}\n",
+                server.server.addr.port()
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\nspec:\n  servers:\n  - port:\n      number: {port}\n      name: http\n      protocol: HTTP\n    bind: 127.0.0.1\n    hosts: [\"*\"]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: shop\nspec:\n  hosts: [{HOST}]\n  gateways: [gw]\n  http:\n{http}---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: shop\nspec:\n  hosts: [shop]\n  ports:\n  - {{number: 80, name: http, protocol: HTTP}}\n  resolution: STATIC\n  endpoints:\n{endpoints}---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: shop\nspec:\n  host: shop\n{rule}"
+    )
+}
+
+/// The upstream that answered, or the status when none did.
+fn answered(port: u16, path: &str, extra: &[&str]) -> Result<String, u16> {
+    let r = curl_http(HOST, port, path, extra);
+    match r.header("x-upstream") {
+        Some(name) if r.status == 200 => Ok(name.to_owned()),
+        _ => {
+            eprintln!(
+                "no upstream answered: {} {} {}",
+                r.status,
+                r.stderr,
+                r.text()
+            );
+            Err(r.status)
+        }
+    }
+}
+
+#[test]
+fn subsets_route_by_endpoint_labels() {
+    require("curl");
+    let dir = TempDir::new("subsets");
+    let servers = upstreams(&["v1", "v2"]);
+    let port = free_port();
+    let http = "  - match:\n    - headers:\n        x-canary: {exact: \"yes\"}\n    route:\n    - destination: {host: shop, subset: v2}\n\
+                \x20 - match:\n    - uri: {prefix: /nobody}\n    route:\n    - destination: {host: shop, subset: v3}\n\
+                \x20 - route:\n    - destination: {host: shop, subset: v1}\n";
+    let rule = "  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      loadBalancer: {simple: LEAST_REQUEST}\n  - name: v3\n    labels: {version: v3}\n";
+    let yaml = config(
+        port,
+        http,
+        &[("v1", &servers[0]), ("v2", &servers[1])],
+        rule,
+    );
+    let _gw = Gateway::start(&dir, &yaml, &[]);
+    for _ in 0..6 {
+        assert_eq!(answered(port, "/", &[]), Ok("v1".to_owned()));
+        assert_eq!(
+            answered(port, "/", &["-H", "x-canary: yes"]),
+            Ok("v2".to_owned())
+        );
+    }
+    // A subset no endpoint's labels match: Envoy's empty cluster, 503 (flag UH).
+    let none = curl_http(HOST, port, "/nobody", &[]);
+    assert_eq!(none.status, 503, "{}", none.text());
+
+    // `check` shows the subset clusters, Istio's names included.
+    let (code, out, err) = check(&dir.join("gateway.yaml"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("outbound|80|v1|shop"), "{out}");
+    assert!(
+        out.contains("(outbound|80|v2|shop)  LEAST_REQUEST"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_subset_no_destination_rule_defines_is_a_load_error() {
+    require("curl");
+    let dir = TempDir::new("subset-unknown");
+    let servers = upstreams(&["v1"]);
+    let http = "  - route:\n    - destination: {host: shop, subset: canary}\n";
+    let rule = "  subsets:\n  - name: v1\n    labels: {version: v1}\n";
+    let yaml = config(free_port(), http, &[("v1", &servers[0])], rule);
+    let path = dir.write("gateway.yaml", &yaml);
+    let (code, _, err) = check(&path);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("http[0] destination shop subset canary: ")
+            && err.contains("(DestinationRule shop) defines only subsets v1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn consistent_hash_by_header_keeps_each_key_on_one_endpoint() {
+    require("curl");
+    let dir = TempDir::new("hash-header");
+    let servers = upstreams(&["a", "b", "c"]);
+    let port = free_port();
+    let http = "  - route:\n    - destination: {host: shop}\n";
+    let rule = "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n";
+    let named: Vec<(&str, &Upstream)> = ["a", "b", "c"].into_iter().zip(&servers).collect();
+    let _gw = Gateway::start(&dir, &config(port, http, &named, rule), &[]);
+    let mut used = BTreeSet::new();
+    for user in 0..20 {
+        let header = format!("x-user: user-{user}");
+        let first = answered(port, "/", &["-H", &header]).expect("an upstream answers");
+        for _ in 0..3 {
+            assert_eq!(
+                answered(port, "/", &["-H", &header]).as_ref(),
+                Ok(&first),
+                "{header}"
+            );
+        }
+        used.insert(first);
+    }
+    assert!(used.len() >= 2, "20 keys all hashed to {used:?}");
+    // Without the header each request goes to a random endpoint.
+    let random: BTreeSet<String> = (0..30)
+        .map(|_| answered(port, "/", &[]).expect("an upstream answers"))
+        .collect();
+    assert!(
+        random.len() >= 2,
+        "30 requests without a key all went to {random:?}"
+    );
+}
+
+#[test]
+fn consistent_hash_by_cookie_sets_the_cookie_and_sticks_to_it() {
+    require("curl");
+    let dir = TempDir::new("hash-cookie");
+    let servers = upstreams(&["a", "b", "c"]);
+    let port = free_port();
+    let http = "  - route:\n    - destination: {host: shop}\n";
+    let rule = "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie: {name: sticky, path: /, ttl: 60s}\n        maglev: {tableSize: 1009}\n";
+    let named: Vec<(&str, &Upstream)> = ["a", "b", "c"].into_iter().zip(&servers).collect();
+    let _gw = Gateway::start(&dir, &config(port, http, &named, rule), &[]);
+
+    let first = curl_http(HOST, port, "/", &[]);
+    assert_eq!(first.status, 200);
+    let set = first
+        .header("set-cookie")
+        .expect("a generated cookie")
+        .to_owned();
+    let value = set
+        .strip_prefix("sticky=\"")
+        .and_then(|rest| rest.strip_suffix("\"; Max-Age=60; Path=/; HttpOnly"))
+        .unwrap_or_else(|| panic!("Set-Cookie: {set}"));
+    assert!(
+        value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{set}"
+    );
+    let owner = first.header("x-upstream").unwrap().to_owned();
+    // The cookie, quoted as set or not, leads back to the endpoint that set it.
+    for cookie in [
+        format!("sticky=\"{value}\""),
+        format!("other=1; sticky={value}"),
+    ] {
+        for _ in 0..3 {
+            let r = curl_http(HOST, port, "/", &["-H", &format!("Cookie: {cookie}")]);
+            assert_eq!(r.header("x-upstream"), Some(owner.as_str()), "{cookie}");
+            assert_eq!(
+                r.header("set-cookie"),
+                None,
+                "a request with the cookie gets none"
+            );
+        }
+    }
+    let used: BTreeSet<String> = (0..20)
+        .map(|i| answered(port, "/", &["-H", &format!("Cookie: sticky=s{i}")]).expect("answered"))
+        .collect();
+    assert!(used.len() >= 2, "20 cookies all hashed to {used:?}");
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A named HTTP/1.1 keep-alive upstream for ringress's load-balancing tests.
+
+Usage: lb_upstream.py NAME PORT_FILE
+
+Listens on 127.0.0.1 (a free port, written to PORT_FILE once listening) and answers
+every request with its NAME: in the body and in an `x-upstream` header, with
+`x-connection` (the number of the connection, from 1) and `x-request` (the number
+of the request on that connection, from 1). Paths:
+  /status/N      status N
+  /slow/MS       the response waits MS milliseconds first
+  /connections   the body is the number of connections accepted so far
+Anything else is 200. Prints nothing; runs until killed.
+"""
+
+import socket
+import sys
+import threading
+import time
+
+CONNECTIONS = [0]
+LOCK = threading.Lock()
+
+
+def read_head(conn, buf):
+    while b"\r\n\r\n" not in buf:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None, b""
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head.decode("latin-1"), rest
+
+
+def serve(conn, name, number):
+    buf = b""
+    requests = 0
+    try:
+        while True:
+            head, buf = read_head(conn, buf)
+            if head is None:
+                return
+            lines = head.split("\r\n")
+            path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+            length = 0
+            close = False
+            for line in lines[1:]:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key == "content-length":
+                    length = int(value.strip())
+                if key == "connection" and value.strip().lower() == "close":
+                    close = True
+            while len(buf) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            buf = buf[length:]
+            requests += 1
+            status = 200
+            body = name + "\n"
+            parts = path.split("?")[0].split("/")
+            if len(parts) == 3 and parts[1] == "status":
+                status = int(parts[2])
+            elif len(parts) == 3 and parts[1] == "slow":
+                time.sleep(int(parts[2]) / 1000)
+            elif path == "/connections":
+                with LOCK:
+                    body = "%d\n" % CONNECTIONS[0]
+            data = body.encode()
+            response = (
+                "HTTP/1.1 %d X\r\nx-upstream: %s\r\nx-connection: %d\r\nx-request: %d\r\n"
+                "content-length: %d\r\n%s\r\n"
+                % (status, name, number, requests, len(data), "connection: close\r\n" if close else "")
+            ).encode() + data
+            conn.sendall(response)
+            if close:
+                return
+    except OSError:
+        return
+    finally:
+        conn.close()
+
+
+def main():
+    name, port_file = sys.argv[1], sys.argv[2]
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(256)
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(listener.getsockname()[1]))
+    import os
+
+    os.rename(port_file + ".tmp", port_file)
+    while True:
+        conn, _ = listener.accept()
+        with LOCK:
+            CONNECTIONS[0] += 1
+            number = CONNECTIONS[0]
+        threading.Thread(target=serve, args=(conn, name, number), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
