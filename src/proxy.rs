@@ -811,7 +811,10 @@ impl Connection {
             self.ctx.stats.responses.count(status);
             self.client.note_local_error(status);
             self.out.clear();
-            http::error_response(status, true, &mut self.out);
+            match error.envoy_body() {
+                Some(body) => http::direct_response(status, body.as_bytes(), true, &mut self.out),
+                None => http::error_response(status, true, &mut self.out),
+            }
             let _ = self.send_generated(Next::Close).await;
         }
     }

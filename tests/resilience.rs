@@ -1,8 +1,9 @@
 //! DestinationRule load balancing against the real `ringress` binary, real upstreams
 //! (`tests/tools/lb_upstream.py`, each answering with its name) and curl: `subsets`
 //! chosen by `destination.subset` and matched against ServiceEntry endpoint `labels`,
-//! and `loadBalancer.consistentHash` by header and by a cookie the gateway generates
-//! and sets when it is absent. Every request is a new curl, so a new connection, which
+//! `loadBalancer.consistentHash` by header and by a cookie the gateway generates and
+//! sets when it is absent, and the `connectionPool.http` limits
+//! (`maxRequestsPerConnection`, `http1MaxPendingRequests`, `maxRetries`). Every request is a new curl, so a new connection, which
 //! the kernel spreads over the gateway's two shards: one key reaching one endpoint
 //! shows it does on every shard.
 
@@ -96,7 +97,10 @@ fn subsets_route_by_endpoint_labels() {
     }
     // A subset no endpoint's labels match: Envoy's empty cluster, 503 (flag UH).
     let none = curl_http(HOST, port, "/nobody", &[]);
-    assert_eq!(none.status, 503, "{}", none.text());
+    assert_eq!(
+        (none.status, none.text().as_str()),
+        (503, "no healthy upstream")
+    );
 
     // `check` shows the subset clusters, Istio's names included.
     let (code, out, err) = check(&dir.join("gateway.yaml"));
@@ -205,4 +209,139 @@ fn consistent_hash_by_cookie_sets_the_cookie_and_sticks_to_it() {
         .map(|i| answered(port, "/", &["-H", &format!("Cookie: sticky=s{i}")]).expect("answered"))
         .collect();
     assert!(used.len() >= 2, "20 cookies all hashed to {used:?}");
+}
+
+/// `curl` fetching `paths` one after the other on one keep-alive connection: each
+/// response's status and `x-upstream`, `x-connection`, `x-request` headers.
+fn sequential(port: u16, paths: &[&str]) -> Vec<(u16, String, String, String)> {
+    require("curl");
+    let resolve = resolve(HOST, port);
+    let mut command = std::process::Command::new("curl");
+    command.args(["-sS", "--max-time", "15", "-D", "-", "--resolve", &resolve]);
+    for path in paths {
+        command.args(["-o", "/dev/null", &format!("http://{HOST}:{port}{path}")]);
+    }
+    let output = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let dump = String::from_utf8_lossy(&output.stdout).into_owned();
+    dump.split("\r\n\r\n")
+        .filter(|head| head.starts_with("HTTP/"))
+        .map(|head| {
+            let headers = head_headers(head);
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let value = |name| header_value(&headers, name).unwrap_or("").to_owned();
+            (
+                status,
+                value("x-upstream"),
+                value("x-connection"),
+                value("x-request"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn max_requests_per_connection_closes_upstream_connections() {
+    let dir = TempDir::new("max-requests");
+    let servers = upstreams(&["a"]);
+    let port = free_port();
+    let http = "  - route:\n    - destination: {host: shop}\n";
+    let limited =
+        "  trafficPolicy:\n    connectionPool:\n      http: {maxRequestsPerConnection: 2}\n";
+    let _gw = Gateway::start(
+        &dir,
+        &config(port, http, &[("a", &servers[0])], limited),
+        &[],
+    );
+    let paths = ["/1", "/2", "/3", "/4", "/5", "/6"];
+    let responses = sequential(port, &paths);
+    assert_eq!(responses.len(), 6, "{responses:?}");
+    let connections: BTreeSet<&str> = responses.iter().map(|r| r.2.as_str()).collect();
+    for (status, name, _, request) in &responses {
+        assert_eq!((*status, name.as_str()), (200, "a"));
+        assert!(request == "1" || request == "2", "{responses:?}");
+    }
+    assert_eq!(
+        connections.len(),
+        3,
+        "six requests, two per connection: {responses:?}"
+    );
+
+    // Without the limit, one upstream connection carries them all.
+    let dir = TempDir::new("max-requests-unset");
+    let servers = upstreams(&["b"]);
+    let port = free_port();
+    let _gw = Gateway::start(&dir, &config(port, http, &[("b", &servers[0])], ""), &[]);
+    let responses = sequential(port, &paths);
+    let requests: Vec<&str> = responses.iter().map(|r| r.3.as_str()).collect();
+    assert_eq!(requests, ["1", "2", "3", "4", "5", "6"], "{responses:?}");
+}
+
+#[test]
+fn pending_requests_over_http1_max_pending_requests_overflow() {
+    let dir = TempDir::new("max-pending");
+    let servers = upstreams(&["slow"]);
+    let port = free_port();
+    let http = "  - route:\n    - destination: {host: shop}\n";
+    // Two shards: one connection and one waiting request each.
+    let rule = "  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 2}\n      http: {http1MaxPendingRequests: 2}\n";
+    let _gw = Gateway::start(
+        &dir,
+        &config(port, http, &[("slow", &servers[0])], rule),
+        &[],
+    );
+    // Three requests at once on one HTTP/2 connection (so one shard): the first takes
+    // the shard's connection and is slow to answer, the second waits for it, the third
+    // finds the wait full.
+    let log = concurrent(port, "/slow/1500", 3);
+    let count = |status: &str| log.matches(&format!(") :status: {status}")).count();
+    assert_eq!((count("200"), count("503")), (2, 1), "{log}");
+    assert!(
+        log.contains(
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        ),
+        "{log}"
+    );
+}
+
+/// `nghttp` sending `path` `n` times at once on one HTTP/2 connection (so to one
+/// shard): its verbose log.
+fn concurrent(port: u16, path: &str, n: usize) -> String {
+    require("nghttp");
+    let mut command = std::process::Command::new("nghttp");
+    command.args([
+        "-v",
+        "-m",
+        &n.to_string(),
+        "-H",
+        &format!(":authority: {HOST}"),
+        &format!("http://127.0.0.1:{port}{path}"),
+    ]);
+    let output = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn retries_over_max_retries_are_not_made() {
+    let dir = TempDir::new("max-retries");
+    let servers = upstreams(&["failing"]);
+    let port = free_port();
+    let http =
+        "  - route:\n    - destination: {host: shop}\n    retries: {attempts: 3, retryOn: 5xx}\n";
+    let rule = "  trafficPolicy:\n    connectionPool:\n      http: {maxRetries: 1}\n";
+    let _gw = Gateway::start(
+        &dir,
+        &config(port, http, &[("failing", &servers[0])], rule),
+        &[],
+    );
+    // Two requests at once, each answered 503 after a while: one retries (three
+    // times, one retry in flight at a time), the other finds the budget taken and
+    // answers its first 503.
+    let log = concurrent(port, "/slow/300/503", 2);
+    assert_eq!(log.matches(") :status: 503").count(), 2, "{log}");
+    let answered = curl_http(HOST, port, "/requests", &[]).text();
+    assert_eq!(answered.trim(), "5", "1 + 1 + 3 retries: {log}");
 }

@@ -338,6 +338,12 @@ pub(crate) struct FileTcpSettings {
 pub(crate) struct FileHttpSettings {
     #[serde(rename = "idleTimeout")]
     pub(crate) idle_timeout: Option<String>,
+    #[serde(rename = "http1MaxPendingRequests")]
+    pub(crate) http1_max_pending_requests: Option<i64>,
+    #[serde(rename = "maxRequestsPerConnection")]
+    pub(crate) max_requests_per_connection: Option<i64>,
+    #[serde(rename = "maxRetries")]
+    pub(crate) max_retries: Option<i64>,
     #[serde(rename = "h2UpgradePolicy")]
     pub(crate) h2_upgrade_policy: Option<String>,
 }
@@ -420,10 +426,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileHttpSettings" => (
             &[],
             &[
-                "http1MaxPendingRequests",
                 "http2MaxRequests",
-                "maxRequestsPerConnection",
-                "maxRetries",
                 "useClientProtocol",
                 "maxConcurrentStreams",
             ],

@@ -409,6 +409,9 @@ pub struct ConnectionPool {
     /// `http.h2UpgradePolicy`: `Some(true)` for UPGRADE (HTTP/2 to an HTTP port),
     /// `Some(false)` for DO_NOT_UPGRADE, `None` for DEFAULT (the port's protocol).
     pub h2_upgrade: Option<bool>,
+    /// `http.http1MaxPendingRequests`, `http.maxRequestsPerConnection` and
+    /// `http.maxRetries` (see [`super::RequestLimits`]).
+    pub requests: super::RequestLimits,
 }
 
 impl Config {

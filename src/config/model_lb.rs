@@ -19,6 +19,21 @@ pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
 /// Envoy's largest Maglev table (`table_size` is at most 5000011).
 pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
 
+/// The request limits of a `connectionPool.http` block, `None` where it sets none
+/// (0 is Istio's "unset" for each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestLimits {
+    /// `http1MaxPendingRequests`: requests waiting for a connection of the cluster
+    /// at most (Envoy's `max_pending_requests`).
+    pub max_pending: Option<u32>,
+    /// `maxRequestsPerConnection`: an upstream connection is closed after this many
+    /// requests (1: no keep-alive).
+    pub max_requests_per_connection: Option<u32>,
+    /// `maxRetries`: retries of the cluster's requests in flight at once at most
+    /// (Envoy's `max_retries`).
+    pub max_retries: Option<u32>,
+}
+
 /// A `trafficPolicy` block by block, `None` where it says nothing: a subset's block
 /// replaces the DestinationRule's whole, as Istio's `MergeTrafficPolicy` does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

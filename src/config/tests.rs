@@ -525,6 +525,7 @@ fn destination_rule_connection_pool() {
             connect_timeout: Some(std::time::Duration::from_secs(2)),
             idle_timeout: Some(std::time::Duration::from_secs(30)),
             h2_upgrade: None,
+            requests: Default::default(),
         }
     );
     for (policy, upgrade) in [
@@ -553,7 +554,7 @@ fn destination_rule_connection_pool() {
         error(&dr("      http:\n        idleTimeout: 0s\n"))
             .ends_with("spec.trafficPolicy.connectionPool.http.idleTimeout: invalid value \"0s\": expected a duration above 0s"),
     );
-    for (section, field) in [("http", "http1MaxPendingRequests"), ("tcp", "tcpKeepalive")] {
+    for (section, field) in [("http", "http2MaxRequests"), ("tcp", "tcpKeepalive")] {
         let e = error(&dr(&format!("      {section}:\n        {field}: 1\n")));
         assert!(
             e.ends_with(&format!(

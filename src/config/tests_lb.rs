@@ -209,3 +209,38 @@ fn endpoint_labels_are_read_and_checked() {
         "/etc/ringress/gw.yaml:12:14: document 1 (ServiceEntry se): spec.endpoints[0].labels./x: invalid value \"/x\": expected a label name"
     );
 }
+
+#[test]
+fn connection_pool_request_limits() {
+    let pool = |http: &str| {
+        let config = load_ok(&dr(&format!(
+            "  trafficPolicy:\n    connectionPool:\n      http: {http}\n"
+        )));
+        config.destination_rules[0].connection_pool.requests
+    };
+    assert_eq!(
+        pool("{http1MaxPendingRequests: 5, maxRequestsPerConnection: 1, maxRetries: 2}"),
+        RequestLimits {
+            max_pending: Some(5),
+            max_requests_per_connection: Some(1),
+            max_retries: Some(2),
+        }
+    );
+    // 0 is Istio's unset.
+    assert_eq!(
+        pool("{http1MaxPendingRequests: 0, maxRequestsPerConnection: 0, maxRetries: 0}"),
+        RequestLimits::default()
+    );
+    assert_eq!(
+        error(&dr(
+            "  trafficPolicy:\n    connectionPool:\n      http: {maxRetries: -1}\n"
+        )),
+        "/etc/ringress/gw.yaml:9:14: document 1 (DestinationRule dr): spec.trafficPolicy.connectionPool.http.maxRetries: invalid value -1: expected a number from 0 (unset) to 4294967295"
+    );
+    assert!(
+        error(&dr(
+            "  trafficPolicy:\n    connectionPool:\n      http: {http2MaxRequests: 3}\n"
+        ))
+        .ends_with("field `http2MaxRequests` is not implemented by ringress yet")
+    );
+}

@@ -1852,6 +1852,7 @@ impl Check<'_, '_> {
             }
         }
         if let Some(http) = raw.http {
+            pool.requests = self.request_limits(&http, &path.key("http"))?;
             if let Some(raw) = http.idle_timeout {
                 pool.idle_timeout =
                     self.positive_duration(&raw, &path.key("http").key("idleTimeout"));

@@ -278,6 +278,7 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
                 crate::upstream::cluster::balancing_name(cluster),
                 endpoints
             );
+            let _ = writeln!(out, "    limits: {}", cluster.pool.describe());
         }
     }
     out

@@ -117,6 +117,19 @@ impl ProxyError {
         }
     }
 
+    /// Envoy's own body for the failures whose text clients match on: an empty
+    /// cluster (`no healthy upstream`) and an overflow of its connection or
+    /// pending-request limits; `None` for the rest (a body naming the status).
+    pub(crate) fn envoy_body(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::NoEndpoint(_) => Some("no healthy upstream"),
+            ProxyError::Connect(e) if e.is_overflow() => Some(
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            ),
+            _ => None,
+        }
+    }
+
     /// The status to answer with, or `None` when the only thing left to do is to
     /// close the client connection (the client is gone, or a response has begun and
     /// must not be presented as complete).

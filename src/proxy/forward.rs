@@ -32,7 +32,7 @@ use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
 use crate::route::Route;
-use crate::shard::ShardStats;
+use crate::shard::{RetryTicket, ShardStats};
 use crate::snapshot::Snapshot;
 use crate::upstream::{
     Cluster, ClusterId, Received, UpstreamConn, UpstreamProtocol, UpstreamStream, http2, pool,
@@ -132,6 +132,9 @@ impl Connection {
         let resendable = request_body.is_done();
         let mut tries = 0;
         let mut redialled = false;
+        // The retry under way, counted against the cluster's `maxRetries` until its
+        // try has an answer.
+        let mut _retry: Option<RetryTicket> = None;
         let (mut upstream, endpoint, response, started, mut answered_early) = loop {
             let spec = snapshot.clusters.get(cluster);
             if let Some(record) = self.record.as_deref_mut() {
@@ -156,6 +159,7 @@ impl Connection {
             let result = self
                 .try_upstream(spec, addr, &mut request_body, &facts, wait)
                 .await;
+            _retry = None;
             match result {
                 Ok(Tried {
                     upstream,
@@ -163,7 +167,11 @@ impl Connection {
                     started,
                     body,
                 }) => {
-                    if resendable && policy.retry_status(response.status(), tries) {
+                    if resendable
+                        && policy.retry_status(response.status(), tries)
+                        && let Some(ticket) = self.ctx.begin_retry(snapshot, cluster)
+                    {
+                        _retry = Some(ticket);
                         // The upstream connection is dropped with the unread body.
                         self.ctx.finished(snapshot, cluster, endpoint);
                         tracing::debug!(%addr, status = response.status(), tries, "retrying");
@@ -193,7 +201,11 @@ impl Connection {
                         tries -= 1;
                         continue;
                     }
-                    if resendable && policy.retry_error(&e, tries) {
+                    if resendable
+                        && policy.retry_error(&e, tries)
+                        && let Some(ticket) = self.ctx.begin_retry(snapshot, cluster)
+                    {
+                        _retry = Some(ticket);
                         tracing::debug!(%addr, error = %e, tries, "retrying");
                         continue;
                     }
@@ -262,8 +274,8 @@ impl Connection {
             reusable: complete,
             close,
         } = result?;
-        if complete && reusable {
-            let spec = snapshot.clusters.get(cluster);
+        let spec = snapshot.clusters.get(cluster);
+        if complete && reusable && spec.pool.reusable_after(upstream.served) {
             let keep_for = pool::keep_for(spec.pool.idle_timeout, keep_alive.as_deref());
             self.ctx.pool.borrow_mut().put(upstream, keep_for);
         }
@@ -413,11 +425,11 @@ impl Connection {
         facts: &RequestFacts,
         wait: Duration,
     ) -> Result<Tried, ProxyError> {
-        let limit = cluster.pool.shard_limit(self.ctx.shards);
+        let limits = cluster.pool.shard_limits(self.ctx.shards);
         let upstream = match cluster.protocol {
             UpstreamProtocol::Http2 => {
                 // Boxed: the HTTP/1.1 path's future stays as small as it was.
-                Box::pin(http2::stream(&self.ctx.pool, cluster, addr, limit, wait)).await?
+                Box::pin(http2::stream(&self.ctx.pool, cluster, addr, limits, wait)).await?
             }
             UpstreamProtocol::Http1 => {
                 let pooled = self.ctx.pool.borrow_mut().take(addr);
@@ -425,7 +437,7 @@ impl Connection {
                     Some(conn) => conn,
                     None => {
                         let slot =
-                            pool::reserve(&self.ctx.pool, &cluster.name, limit, wait).await?;
+                            pool::reserve(&self.ctx.pool, &cluster.name, limits, wait).await?;
                         pool::connect(addr, slot, cluster.pool.connect_timeout).await?
                     }
                 }

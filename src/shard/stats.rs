@@ -62,6 +62,9 @@ pub(crate) struct ShardStats {
     /// Requests refused because their cluster had all its connections open
     /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
     pub(crate) upstream_overflows: AtomicU64,
+    /// Retries not made because their cluster had `connectionPool.http.maxRetries`
+    /// retries in flight (Envoy's `upstream_rq_retry_overflow`).
+    pub(crate) retry_overflows: AtomicU64,
     /// Connections reset at accept: the shard had `--max-connections` open, or the
     /// client address `--max-connections-per-client`.
     pub(crate) refused_shard_full: AtomicU64,

@@ -23,6 +23,9 @@ pub(crate) struct Balancer {
     /// Requests in flight per endpoint, counted by [`Balancer::started`] and
     /// [`Balancer::finished`].
     active: Vec<u32>,
+    /// Retries of the cluster's requests in flight on this shard (its share of
+    /// `connectionPool.http.maxRetries` is the limit).
+    pub(crate) retrying: u32,
 }
 
 impl Balancer {
@@ -33,6 +36,7 @@ impl Balancer {
             rng,
             cursor,
             active: vec![0; cluster.endpoints.len()],
+            retrying: 0,
         }
     }
 

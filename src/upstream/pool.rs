@@ -15,8 +15,11 @@
 //! ([`Slots`]): a shard opens at most its share of the cluster's `maxConnections`
 //! ([`PoolPolicy::max_connections`], [`DEFAULT_MAX_CONNECTIONS`] without a
 //! DestinationRule). A request that finds its cluster full closes an idle connection
-//! of the cluster to another endpoint if there is one, else waits for a slot (at most
-//! [`MAX_PENDING`] requests wait per cluster) until its try's deadline.
+//! of the cluster to another endpoint if there is one, else waits until a connection
+//! closes or comes back idle (whose slot it then takes) or its try's deadline: at most the shard's share of `http.http1MaxPendingRequests`
+//! ([`MAX_PENDING`] without it) wait per cluster, and one more is refused at once
+//! (503 `UO`, Envoy's pending-request overflow). A connection that has carried
+//! `http.maxRequestsPerConnection` requests is closed instead of pooled.
 //!
 //! The pool also holds the shard's multiplexed HTTP/2 connections (`super::http2`),
 //! which take their cluster's slots like any other connection and are swept with the
@@ -52,9 +55,10 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per endpoint per shard; more are closed when returned.
 pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 128;
-/// Requests that may wait for a slot of one full cluster on one shard; more are
-/// answered 503 at once.
-pub(crate) const MAX_PENDING: usize = 1024;
+/// Requests that may wait for a slot of one full cluster without
+/// `connectionPool.http.http1MaxPendingRequests` (Envoy's default); more are answered
+/// 503 at once.
+pub(crate) const MAX_PENDING: u32 = 1024;
 /// How much sooner than an upstream's `Keep-Alive: timeout=` ringress closes.
 const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
 
@@ -65,6 +69,20 @@ pub(crate) struct PoolPolicy {
     pub(crate) max_connections: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// Requests waiting for a connection at most, over all shards.
+    pub(crate) max_pending: u32,
+    /// Requests one upstream connection carries before it is closed.
+    pub(crate) max_requests_per_connection: Option<u32>,
+    /// Retries in flight at once at most, over all shards (unlimited without
+    /// `maxRetries`, as Istio configures Envoy).
+    pub(crate) max_retries: u32,
+}
+
+/// One shard's share of a cluster's limits: what [`reserve`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotLimits {
+    pub(crate) connections: u32,
+    pub(crate) pending: u32,
 }
 
 impl PoolPolicy {
@@ -75,14 +93,52 @@ impl PoolPolicy {
             max_connections: pool.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             connect_timeout: pool.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: pool.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            max_pending: pool.requests.max_pending.unwrap_or(MAX_PENDING),
+            max_requests_per_connection: pool.requests.max_requests_per_connection,
+            max_retries: pool.requests.max_retries.unwrap_or(u32::MAX),
         }
     }
 
-    /// This shard's share of `max_connections` when `shards` share it (at least 1).
-    pub(crate) fn shard_limit(&self, shards: usize) -> u32 {
-        let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
-        self.max_connections.div_ceil(shards).max(1)
+    /// This shard's share of the connection and pending-request limits when `shards`
+    /// share them.
+    pub(crate) fn shard_limits(&self, shards: usize) -> SlotLimits {
+        SlotLimits {
+            connections: share(self.max_connections, shards),
+            pending: share(self.max_pending, shards),
+        }
     }
+
+    /// This shard's share of `max_retries`.
+    pub(crate) fn shard_retries(&self, shards: usize) -> u32 {
+        share(self.max_retries, shards)
+    }
+
+    /// The limits as `check` shows them, with Istio's field names.
+    pub(crate) fn describe(&self) -> String {
+        let per_connection = self
+            .max_requests_per_connection
+            .map_or("unlimited".to_owned(), |n| n.to_string());
+        let retries = match self.max_retries {
+            u32::MAX => "unlimited".to_owned(),
+            n => n.to_string(),
+        };
+        format!(
+            "maxConnections {}, http1MaxPendingRequests {}, maxRequestsPerConnection {per_connection}, maxRetries {retries}, connectTimeout {:?}, idleTimeout {:?}",
+            self.max_connections, self.max_pending, self.connect_timeout, self.idle_timeout
+        )
+    }
+
+    /// Whether a connection that has carried `served` requests may carry another.
+    pub(crate) fn reusable_after(&self, served: u32) -> bool {
+        self.max_requests_per_connection
+            .is_none_or(|max| served < max)
+    }
+}
+
+/// One shard's share of a limit `total` over all `shards` (at least 1).
+fn share(total: u32, shards: usize) -> u32 {
+    let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
+    total.div_ceil(shards).max(1)
 }
 
 impl Default for PoolPolicy {
@@ -99,7 +155,7 @@ pub(crate) enum ConnectError {
     #[error("connect to {addr} timed out after {after:?}")]
     TimedOut { addr: SocketAddr, after: Duration },
     #[error(
-        "cluster {cluster} has all its {limit} connections of this shard open (connectionPool.tcp.maxConnections) and {waiting} requests waiting"
+        "cluster {cluster} has all its {limit} connections of this shard open (connectionPool.tcp.maxConnections) and {waiting} requests waiting for one (http1MaxPendingRequests)"
     )]
     Overflow {
         cluster: String,
@@ -127,7 +183,25 @@ impl ConnectError {
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     open: Cell<u32>,
+    /// Requests waiting for a slot now.
+    pending: Cell<u32>,
     waiters: RefCell<VecDeque<Waker>>,
+}
+
+/// One request counted as waiting for a slot of a cluster, until dropped.
+struct Pending(Rc<Slots>);
+
+impl Pending {
+    fn new(slots: &Rc<Slots>) -> Pending {
+        slots.pending.set(slots.pending.get() + 1);
+        Pending(slots.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.set(self.0.pending.get().saturating_sub(1));
+    }
 }
 
 impl Slots {
@@ -140,6 +214,12 @@ impl Slots {
     /// out left its waker behind, so waking only the first could wake nobody).
     fn release(&self) {
         self.open.set(self.open.get().saturating_sub(1));
+        self.wake_waiters();
+    }
+
+    /// Every waiter looks again: a slot came free, or an idle connection of the
+    /// cluster that a waiter may close for its own.
+    fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for waiter in waiters {
             waiter.wake();
@@ -165,6 +245,8 @@ pub(crate) struct UpstreamConn {
     /// Whether it served a request before: a reused connection the upstream closed
     /// meanwhile fails without the request having been seen, so it may be retried.
     pub(crate) reused: bool,
+    /// Requests it has carried, the one in progress included (HTTP/1.1).
+    pub(crate) served: u32,
     /// The local end (for the access log).
     pub(crate) local: Option<SocketAddr>,
     /// The cluster slot it holds while open (an HTTP/2 stream's connection holds
@@ -196,6 +278,7 @@ impl Pool {
         while let Some(Idle { mut conn, until }) = idle.pop() {
             if now < until && conn.stream.try_recv().is_none() {
                 conn.reused = true;
+                conn.served = conn.served.saturating_add(1);
                 return Some(conn);
             }
         }
@@ -208,6 +291,10 @@ impl Pool {
         // An HTTP/2 stream is done; its connection stays with its other streams.
         if keep_for.is_zero() || conn.stream.tcp().is_none() {
             return;
+        }
+        // A request waiting for a slot of the full cluster may take this one's.
+        if let Some(slot) = &conn.slot {
+            slot.0.wake_waiters();
         }
         let idle = self.idle.entry(conn.addr).or_default();
         if idle.len() >= MAX_IDLE_PER_ENDPOINT {
@@ -268,23 +355,30 @@ impl Pool {
 pub(crate) async fn reserve(
     pool: &RefCell<Pool>,
     cluster: &str,
-    limit: u32,
+    limits: SlotLimits,
     wait: Duration,
 ) -> Result<Slot, ConnectError> {
     let slots = pool.borrow_mut().slots(cluster);
     let deadline = uring::now() + wait;
+    let limit = limits.connections;
+    // Counted while this request waits (a waiter's waker may stay queued after it
+    // was woken, so the queue's length is not the number waiting).
+    let mut pending: Option<Pending> = None;
     loop {
         if slots.open() < limit || pool.borrow_mut().close_idle_of(&slots) {
             slots.open.set(slots.open() + 1);
             return Ok(Slot(slots));
         }
-        let waiting = slots.waiters.borrow().len();
-        if waiting >= MAX_PENDING {
-            return Err(ConnectError::Overflow {
-                cluster: cluster.to_owned(),
-                limit,
-                waiting,
-            });
+        if pending.is_none() {
+            let waiting = slots.pending.get();
+            if waiting >= limits.pending {
+                return Err(ConnectError::Overflow {
+                    cluster: cluster.to_owned(),
+                    limit,
+                    waiting: waiting as usize,
+                });
+            }
+            pending = Some(Pending::new(&slots));
         }
         let left = deadline.saturating_duration_since(uring::now());
         let mut queued = false;
@@ -316,6 +410,7 @@ pub(crate) async fn connect(
         stream: UpstreamStream::Tcp(stream),
         addr,
         reused: false,
+        served: 1,
         local,
         slot: Some(slot),
     })
@@ -390,10 +485,29 @@ mod tests {
             max_connections: max,
             ..PoolPolicy::default()
         };
-        assert_eq!(policy(10).shard_limit(2), 5);
-        assert_eq!(policy(11).shard_limit(2), 6);
-        assert_eq!(policy(1).shard_limit(4), 1);
-        assert_eq!(policy(1024).shard_limit(0), 1024);
+        let connections = |max, shards| policy(max).shard_limits(shards).connections;
+        assert_eq!(connections(10, 2), 5);
+        assert_eq!(connections(11, 2), 6);
+        assert_eq!(connections(1, 4), 1);
+        assert_eq!(connections(1024, 0), 1024);
+        let limited = PoolPolicy::from_rule(Some(&ConnectionPool {
+            requests: crate::config::RequestLimits {
+                max_pending: Some(3),
+                max_requests_per_connection: Some(2),
+                max_retries: Some(5),
+            },
+            ..ConnectionPool::default()
+        }));
+        assert_eq!(limited.shard_limits(2).pending, 2);
+        assert_eq!(limited.shard_retries(2), 3);
+        assert!(limited.reusable_after(1));
+        assert!(!limited.reusable_after(2));
+        assert!(PoolPolicy::default().reusable_after(u32::MAX));
+        assert_eq!(
+            PoolPolicy::default().shard_limits(2).pending,
+            MAX_PENDING / 2
+        );
+        assert_eq!(PoolPolicy::default().shard_retries(3), u32::MAX.div_ceil(3));
         assert_eq!(
             PoolPolicy::default().max_connections,
             DEFAULT_MAX_CONNECTIONS

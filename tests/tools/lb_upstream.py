@@ -9,7 +9,9 @@ every request with its NAME: in the body and in an `x-upstream` header, with
 of the request on that connection, from 1). Paths:
   /status/N      status N
   /slow/MS       the response waits MS milliseconds first
+  /slow/MS/N     the same, with status N
   /connections   the body is the number of connections accepted so far
+  /requests      the body is the number of requests answered before this one
 Anything else is 200. Prints nothing; runs until killed.
 """
 
@@ -19,6 +21,7 @@ import threading
 import time
 
 CONNECTIONS = [0]
+REQUESTS = [0]
 LOCK = threading.Lock()
 
 
@@ -58,16 +61,23 @@ def serve(conn, name, number):
                 buf += chunk
             buf = buf[length:]
             requests += 1
+            with LOCK:
+                answered = REQUESTS[0]
+                REQUESTS[0] += 1
             status = 200
             body = name + "\n"
             parts = path.split("?")[0].split("/")
             if len(parts) == 3 and parts[1] == "status":
                 status = int(parts[2])
-            elif len(parts) == 3 and parts[1] == "slow":
+            elif len(parts) in (3, 4) and parts[1] == "slow":
                 time.sleep(int(parts[2]) / 1000)
+                if len(parts) == 4:
+                    status = int(parts[3])
             elif path == "/connections":
                 with LOCK:
                     body = "%d\n" % CONNECTIONS[0]
+            elif path == "/requests":
+                body = "%d\n" % answered
             data = body.encode()
             response = (
                 "HTTP/1.1 %d X\r\nx-upstream: %s\r\nx-connection: %d\r\nx-request: %d\r\n"

@@ -229,6 +229,37 @@ impl Check<'_, '_> {
         }
     }
 
+    /// `connectionPool.http`'s request limits: 0 (Istio's unset) or more.
+    pub(super) fn request_limits(
+        &mut self,
+        http: &FileHttpSettings,
+        path: &Path,
+    ) -> Option<RequestLimits> {
+        let mut ok = true;
+        let mut limit = |raw: Option<i64>, field: &str| match raw.map(u32::try_from) {
+            None | Some(Ok(0)) => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                self.invalid(
+                    &path.key(field),
+                    raw.unwrap_or_default().to_string(),
+                    "expected a number from 0 (unset) to 4294967295",
+                );
+                ok = false;
+                None
+            }
+        };
+        let limits = RequestLimits {
+            max_pending: limit(http.http1_max_pending_requests, "http1MaxPendingRequests"),
+            max_requests_per_connection: limit(
+                http.max_requests_per_connection,
+                "maxRequestsPerConnection",
+            ),
+            max_retries: limit(http.max_retries, "maxRetries"),
+        };
+        ok.then_some(limits)
+    }
+
     /// `subsets[]`: each named (a DNS-1123 label, unique), with labels and its own
     /// `trafficPolicy`.
     pub(super) fn subsets(&mut self, raw: Vec<FileSubset>, path: &Path) -> Option<Vec<Subset>> {

@@ -595,6 +595,9 @@ fn traffic_policy(policy: &crate::config::TrafficPolicy) -> Value {
                 "connect_timeout_ms": pool.connect_timeout.map(|d| d.as_millis() as u64),
                 "idle_timeout_ms": pool.idle_timeout.map(|d| d.as_millis() as u64),
                 "h2_upgrade": pool.h2_upgrade,
+                "http1_max_pending_requests": pool.requests.max_pending,
+                "max_requests_per_connection": pool.requests.max_requests_per_connection,
+                "max_retries": pool.requests.max_retries,
             }),
         );
     }

@@ -178,8 +178,14 @@ pub(super) fn render(status: &Status, now: i64) -> String {
         (
             "ringress_upstream_overflows_total",
             "counter",
-            "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections), by shard.",
+            "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections) and http1MaxPendingRequests waiting, by shard.",
             |s: &ShardStats| ShardStats::get(&s.upstream_overflows),
+        ),
+        (
+            "ringress_upstream_retry_overflows_total",
+            "counter",
+            "Retries not made because their cluster had connectionPool.http.maxRetries retries in flight, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.retry_overflows),
         ),
         (
             "ringress_access_log_dropped_total",
