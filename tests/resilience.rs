@@ -3,7 +3,9 @@
 //! chosen by `destination.subset` and matched against ServiceEntry endpoint `labels`,
 //! `loadBalancer.consistentHash` by header and by a cookie the gateway generates and
 //! sets when it is absent, and the `connectionPool.http` limits
-//! (`maxRequestsPerConnection`, `http1MaxPendingRequests`, `maxRetries`). Every request is a new curl, so a new connection, which
+//! (`maxRequestsPerConnection`, `http1MaxPendingRequests`, `maxRetries`), and
+//! `outlierDetection` ejecting an endpoint that answers 5xx, as `/clusters` and the
+//! metrics show, until its ejection time is up. Every request is a new curl, so a new connection, which
 //! the kernel spreads over the gateway's two shards: one key reaching one endpoint
 //! shows it does on every shard.
 
@@ -23,14 +25,14 @@ struct Upstream {
 
 /// Upstreams named `names`, each on its own port.
 fn upstreams(names: &[&str]) -> Vec<Upstream> {
-    names
-        .iter()
-        .map(|name| {
-            let dir = TempDir::new(&format!("lb-{name}"));
-            let server = PyServer::start(&dir, "lb_upstream.py", &[name], &[]);
-            Upstream { server, _dir: dir }
-        })
-        .collect()
+    names.iter().map(|name| upstream(name, 200)).collect()
+}
+
+/// An upstream named `name` answering `status` to everything but its special paths.
+fn upstream(name: &str, status: u16) -> Upstream {
+    let dir = TempDir::new(&format!("lb-{name}"));
+    let server = PyServer::start(&dir, "lb_upstream.py", &[name], &[&status.to_string()]);
+    Upstream { server, _dir: dir }
 }
 
 /// A Gateway on `port`, a VirtualService with `http` rules, a STATIC ServiceEntry
@@ -344,4 +346,87 @@ fn retries_over_max_retries_are_not_made() {
     assert_eq!(log.matches(") :status: 503").count(), 2, "{log}");
     let answered = curl_http(HOST, port, "/requests", &[]).text();
     assert_eq!(answered.trim(), "5", "1 + 1 + 3 retries: {log}");
+}
+
+/// `GET http://127.0.0.1:ADMIN{path}`: the admin endpoint's answer (the endpoint
+/// may open a moment after the listeners: its first connect is retried for a while).
+fn admin(gateway: &Gateway, path: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = curl_admin(gateway.admin(), path, &[]);
+        if r.status == 200 {
+            return r.text();
+        }
+        assert!(
+            r.status == 0 && std::time::Instant::now() < deadline,
+            "{path}: {} {}",
+            r.stderr,
+            r.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn outlier_detection_ejects_a_failing_endpoint_until_its_time_is_up() {
+    require("curl");
+    let dir = TempDir::new("outlier");
+    let good = upstream("good", 200);
+    let bad = upstream("bad", 500);
+    let port = free_port();
+    let http = "  - route:\n    - destination: {host: shop}\n";
+    let rule = "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection:\n      consecutive5xxErrors: 3\n      interval: 1s\n      baseEjectionTime: 4s\n      maxEjectionPercent: 50\n";
+    let gw = Gateway::start(
+        &dir,
+        &config(port, http, &[("good", &good), ("bad", &bad)], rule),
+        &[],
+    );
+    let bad_addr = format!("127.0.0.1:{}", bad.server.addr.port());
+    let flags = |gw: &Gateway| {
+        admin(gw, "/clusters")
+            .lines()
+            .find(|l| l.starts_with(&format!("outbound|80||shop::{bad_addr}::health_flags::")))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert!(flags(&gw).ends_with("::healthy"), "{}", flags(&gw));
+    // Round robin sends every other request to `bad`, over both shards: its third 500
+    // in a row (counted across shards) ejects it.
+    let mut statuses = Vec::new();
+    while statuses.iter().filter(|s| **s == 500).count() < 3 {
+        assert!(statuses.len() < 20, "{statuses:?}");
+        statuses.push(curl_http(HOST, port, "/", &[]).status);
+    }
+    assert!(
+        flags(&gw).ends_with("::health_flags::/failed_outlier_check"),
+        "{}",
+        flags(&gw)
+    );
+    // While it is out, every request reaches `good`.
+    for _ in 0..8 {
+        assert_eq!(answered(port, "/", &[]), Ok("good".to_owned()));
+    }
+    let metrics = admin(&gw, "/stats/prometheus");
+    for sample in [
+        "envoy_cluster_outlier_detection_ejections_enforced_total{cluster_name=\"outbound|80||shop\"} 1",
+        "envoy_cluster_outlier_detection_ejections_active{cluster_name=\"outbound|80||shop\"} 1",
+        "envoy_cluster_membership_healthy{cluster_name=\"outbound|80||shop\"} 1",
+        "envoy_cluster_membership_total{cluster_name=\"outbound|80||shop\"} 2",
+    ] {
+        assert!(metrics.contains(sample), "{sample} in\n{metrics}");
+    }
+    // After baseEjectionTime (and the next interval tick) it is back: a request
+    // reaches it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if curl_http(HOST, port, "/", &[]).status == 500 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint never came back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(flags(&gw).ends_with("::healthy"), "{}", flags(&gw));
 }

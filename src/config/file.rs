@@ -315,6 +315,8 @@ pub(crate) struct FileTrafficPolicy {
     pub(crate) load_balancer: Option<FileLoadBalancer>,
     #[serde(rename = "connectionPool")]
     pub(crate) connection_pool: Option<FileConnectionPool>,
+    #[serde(rename = "outlierDetection")]
+    pub(crate) outlier_detection: Option<super::file_lb::FileOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,13 +413,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
         "FileDestinationRuleSpec" => (&["exportTo"], &["workloadSelector"]),
         "FileTrafficPolicy" => (
             &[],
-            &[
-                "outlierDetection",
-                "tls",
-                "portLevelSettings",
-                "tunnel",
-                "proxyProtocol",
-            ],
+            &["tls", "portLevelSettings", "tunnel", "proxyProtocol"],
         ),
         "FileTcpSettings" => (
             &[],

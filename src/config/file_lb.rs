@@ -60,6 +60,23 @@ pub(crate) struct FileMaglev {
     pub(crate) table_size: Option<i64>,
 }
 
+/// `trafficPolicy.outlierDetection`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileOutlierDetection {
+    #[serde(rename = "consecutive5xxErrors")]
+    pub(crate) consecutive_5xx_errors: Option<i64>,
+    #[serde(rename = "consecutiveGatewayErrors")]
+    pub(crate) consecutive_gateway_errors: Option<i64>,
+    pub(crate) interval: Option<String>,
+    #[serde(rename = "baseEjectionTime")]
+    pub(crate) base_ejection_time: Option<String>,
+    #[serde(rename = "maxEjectionPercent")]
+    pub(crate) max_ejection_percent: Option<i64>,
+    #[serde(rename = "minHealthPercent")]
+    pub(crate) min_health_percent: Option<i64>,
+}
+
 /// The field policy of this file's structs (see [`super::file::field_policy`]).
 pub(crate) fn lb_field_policy(struct_name: &str) -> Option<FieldPolicy> {
     let (ignored, not_implemented): (&[&str], &[&str]) = match struct_name {
@@ -67,6 +84,14 @@ pub(crate) fn lb_field_policy(struct_name: &str) -> Option<FieldPolicy> {
         "FileConsistentHash" => (&[], &[]),
         "FileHttpCookie" => (&[], &["attributes"]),
         "FileRingHash" | "FileMaglev" => (&[], &[]),
+        "FileOutlierDetection" => (
+            &[],
+            &[
+                "consecutiveErrors",
+                "splitExternalLocalOriginErrors",
+                "consecutiveLocalOriginFailures",
+            ],
+        ),
         _ => return None,
     };
     Some(FieldPolicy {

@@ -394,6 +394,8 @@ pub struct DestinationRule {
     pub consistent_hash: Option<super::ConsistentHash>,
     /// `subsets[]`, in order; names are unique.
     pub subsets: Vec<super::Subset>,
+    /// `trafficPolicy.outlierDetection`.
+    pub outlier_detection: Option<super::OutlierDetection>,
 }
 
 /// A DestinationRule's `trafficPolicy.connectionPool`, what ringress implements of it;

@@ -40,7 +40,40 @@ pub struct RequestLimits {
 pub struct TrafficPolicy {
     pub load_balancer: Option<Balancing>,
     pub connection_pool: Option<ConnectionPool>,
+    pub outlier_detection: Option<OutlierDetection>,
 }
+
+/// `trafficPolicy.outlierDetection`, Istio's defaults filled in (Envoy's where
+/// Istio leaves it to Envoy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// `consecutive5xxErrors`: 5 when absent (Envoy's default), `None` for 0
+    /// (disabled).
+    pub consecutive_5xx: Option<u32>,
+    /// `consecutiveGatewayErrors` (502, 503, 504, connect failures): `None` when
+    /// absent or 0.
+    pub consecutive_gateway: Option<u32>,
+    /// `interval`: how often ejected endpoints are looked at (default 10s).
+    pub interval: Duration,
+    /// `baseEjectionTime` (default 30s): an ejection lasts this times the number of
+    /// times the endpoint was ejected (at most 300s or this, whichever is more).
+    pub base_ejection_time: Duration,
+    /// `maxEjectionPercent` (default 10): no ejection while this share of the
+    /// endpoints is ejected.
+    pub max_ejection_percent: u32,
+    /// `minHealthPercent` (default 0): below this share of available endpoints, the
+    /// balancer uses them all (Envoy's panic threshold).
+    pub min_health_percent: u32,
+}
+
+/// Istio's and Envoy's outlier detection defaults.
+pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
+pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
+/// Envoy's `max_ejection_time` default: the longest an ejection lasts (unless the
+/// base ejection time is longer).
+pub const MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 
 /// A `loadBalancer` block: `simple`, or `consistentHash` (one of the two, as Istio's
 /// `oneof` says).

@@ -572,7 +572,7 @@ fn destination_rule_unimplemented_fields() {
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\nspec:\n  host: httpbin\n{body}"
         )
     };
-    for field in ["outlierDetection", "tls", "portLevelSettings"] {
+    for field in ["tls", "portLevelSettings"] {
         let e = error(&dr(&format!("  trafficPolicy:\n    {field}: {{}}\n")));
         assert!(
             e.ends_with(&format!(

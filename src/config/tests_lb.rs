@@ -82,8 +82,8 @@ fn subset_mistakes() {
         "/etc/ringress/gw.yaml:11:9: document 1 (DestinationRule dr): spec.subsets[0].trafficPolicy.loadBalancer.simple: invalid value \"FASTEST\": accepted: ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM"
     );
     assert!(
-        e("  subsets:\n  - name: v1\n    trafficPolicy:\n      outlierDetection: {}\n")
-            .ends_with("spec.subsets[0].trafficPolicy.outlierDetection: field `outlierDetection` is not implemented by ringress yet")
+        e("  subsets:\n  - name: v1\n    trafficPolicy:\n      tunnel: {}\n")
+            .ends_with("spec.subsets[0].trafficPolicy.tunnel: field `tunnel` is not implemented by ringress yet")
     );
 }
 
@@ -242,5 +242,86 @@ fn connection_pool_request_limits() {
             "  trafficPolicy:\n    connectionPool:\n      http: {http2MaxRequests: 3}\n"
         ))
         .ends_with("field `http2MaxRequests` is not implemented by ringress yet")
+    );
+}
+
+#[test]
+fn outlier_detection_with_istios_defaults() {
+    let od = |body: &str| {
+        let config = load_ok(&dr(&format!(
+            "  trafficPolicy:\n    outlierDetection: {body}\n"
+        )));
+        config.destination_rules[0].outlier_detection.unwrap()
+    };
+    assert_eq!(
+        od("{}"),
+        OutlierDetection {
+            consecutive_5xx: Some(DEFAULT_CONSECUTIVE_5XX),
+            consecutive_gateway: None,
+            interval: DEFAULT_OUTLIER_INTERVAL,
+            base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+            min_health_percent: 0,
+        }
+    );
+    assert_eq!(
+        od(
+            "{consecutive5xxErrors: 0, consecutiveGatewayErrors: 3, interval: 2s, baseEjectionTime: 1m, maxEjectionPercent: 100, minHealthPercent: 50}"
+        ),
+        OutlierDetection {
+            consecutive_5xx: None,
+            consecutive_gateway: Some(3),
+            interval: Duration::from_secs(2),
+            base_ejection_time: Duration::from_secs(60),
+            max_ejection_percent: 100,
+            min_health_percent: 50,
+        }
+    );
+    let e = |body: &str| {
+        error(&dr(&format!(
+            "  trafficPolicy:\n    outlierDetection: {body}\n"
+        )))
+    };
+    let prefix = "spec.trafficPolicy.outlierDetection.";
+    for (body, expected) in [
+        (
+            "{maxEjectionPercent: 101}",
+            "maxEjectionPercent: invalid value 101: expected a percentage from 0 to 100",
+        ),
+        (
+            "{minHealthPercent: -1}",
+            "minHealthPercent: invalid value -1: expected a percentage from 0 to 100",
+        ),
+        (
+            "{consecutive5xxErrors: -2}",
+            "consecutive5xxErrors: invalid value -2: expected a number of errors from 0 (disabled) to 4294967295",
+        ),
+        (
+            "{interval: 0s}",
+            "interval: invalid value \"0s\": expected a duration of at least 1ms",
+        ),
+        (
+            "{splitExternalLocalOriginErrors: true}",
+            "splitExternalLocalOriginErrors: field `splitExternalLocalOriginErrors` is not implemented by ringress yet",
+        ),
+    ] {
+        let message = e(body);
+        assert!(
+            message.ends_with(&format!("{prefix}{expected}")),
+            "{body}: {message}"
+        );
+    }
+    // A subset's outlierDetection is its own.
+    let config = load_ok(&dr(
+        "  subsets:\n  - name: v1\n    trafficPolicy:\n      outlierDetection: {consecutive5xxErrors: 1}\n",
+    ));
+    let subset = &config.destination_rules[0].subsets[0];
+    assert_eq!(
+        subset
+            .traffic_policy
+            .outlier_detection
+            .unwrap()
+            .consecutive_5xx,
+        Some(1)
     );
 }

@@ -1816,6 +1816,7 @@ impl Check<'_, '_> {
             connection_pool: policy.connection_pool.unwrap_or_default(),
             consistent_hash: balancing.consistent_hash,
             subsets: subsets?,
+            outlier_detection: policy.outlier_detection,
         })
     }
 

@@ -279,6 +279,19 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
                 endpoints
             );
             let _ = writeln!(out, "    limits: {}", cluster.pool.describe());
+            if let Some(od) = cluster.health.outlier() {
+                let count = |n: Option<u32>| n.map_or("off".to_owned(), |n| n.to_string());
+                let _ = writeln!(
+                    out,
+                    "    outlierDetection: consecutive5xxErrors {}, consecutiveGatewayErrors {}, interval {:?}, baseEjectionTime {:?}, maxEjectionPercent {}, minHealthPercent {}",
+                    count(od.consecutive_5xx),
+                    count(od.consecutive_gateway),
+                    od.interval,
+                    od.base_ejection_time,
+                    od.max_ejection_percent,
+                    od.min_health_percent
+                );
+            }
         }
     }
     out

@@ -34,6 +34,7 @@ use crate::http::{
 use crate::route::Route;
 use crate::shard::{RetryTicket, ShardStats};
 use crate::snapshot::Snapshot;
+use crate::upstream::health::Outcome;
 use crate::upstream::{
     Cluster, ClusterId, Received, UpstreamConn, UpstreamProtocol, UpstreamStream, http2, pool,
 };
@@ -160,6 +161,14 @@ impl Connection {
                 .try_upstream(spec, addr, &mut request_body, &facts, wait)
                 .await;
             _retry = None;
+            // Every answer (or failure to get one) counts toward outlier detection.
+            let outcome = match &result {
+                Ok(tried) => Some(Outcome::Status(tried.response.status())),
+                Err(e) => e.outlier_outcome(),
+            };
+            if let Some(outcome) = outcome {
+                spec.health.report(endpoint, outcome, uring::now());
+            }
             match result {
                 Ok(Tried {
                     upstream,

@@ -353,7 +353,7 @@ impl ShardContext {
         }
         let mut balancers = self.balancers.borrow_mut();
         let balancer = balancers.get(snapshot, cluster)?;
-        let endpoint = balancer.pick(spec, hash);
+        let endpoint = balancer.pick(spec, hash, uring::now())?;
         balancer.started(endpoint);
         spec.endpoints.get(endpoint).map(|addr| (endpoint, *addr))
     }

@@ -34,10 +34,11 @@ use thiserror::Error;
 
 use super::PoolPolicy;
 use super::hash::EndpointHash;
+use super::health::EndpointHealth;
 
 use crate::config::{
-    Balancing, Config, ConnectionPool, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution,
-    RouteAction, ServiceEntry, ServicePort, Subset,
+    Balancing, Config, ConnectionPool, DestinationRule, Endpoint, LoadBalancer, Origin,
+    OutlierDetection, Resolution, RouteAction, ServiceEntry, ServicePort, Subset,
 };
 
 /// The port a destination goes to when its route names none and no ServiceEntry
@@ -73,6 +74,8 @@ pub struct Cluster {
     /// `loadBalancer.consistentHash`: the key and the table built over `endpoints`
     /// (then `lb` is unused).
     pub(crate) hash: Option<Arc<EndpointHash>>,
+    /// Which endpoints are ejected (`outlierDetection`), shared by every shard.
+    pub(crate) health: Arc<EndpointHealth>,
 }
 
 /// What a cluster's connections speak.
@@ -340,7 +343,8 @@ impl Clusters {
                     rule: reference.rule,
                     destination: destination.clone(),
                 })?;
-                let (balancing, pool) = merged_policy(rule, subset);
+                let (balancing, pool, outlier) = merged_policy(rule, subset);
+                let health = Arc::new(EndpointHealth::new(endpoints.len(), outlier));
                 let hash = balancing
                     .consistent_hash
                     .map(|h| Arc::new(EndpointHash::build(h.key, h.table, &endpoints)));
@@ -358,6 +362,7 @@ impl Clusters {
                     pool: PoolPolicy::from_rule(pool.as_ref()),
                     protocol: UpstreamProtocol::of(service_port, pool.as_ref()),
                     hash,
+                    health,
                 });
                 let id = ClusterId(id);
                 self.by_host
@@ -422,12 +427,13 @@ fn find_subset<'r>(
     })
 }
 
-/// The load balancing and connection pool of the host's rule, each replaced by the
-/// subset's when the subset sets it (Istio's `MergeTrafficPolicy`).
+/// The load balancing, connection pool and outlier detection of the host's rule,
+/// each replaced by the subset's when the subset sets it (Istio's
+/// `MergeTrafficPolicy`).
 fn merged_policy(
     rule: Option<&DestinationRule>,
     subset: Option<&Subset>,
-) -> (Balancing, Option<ConnectionPool>) {
+) -> (Balancing, Option<ConnectionPool>, Option<OutlierDetection>) {
     let own = subset.map(|s| &s.traffic_policy);
     let balancing = own
         .and_then(|p| p.load_balancer.clone())
@@ -441,7 +447,10 @@ fn merged_policy(
     let pool = own
         .and_then(|p| p.connection_pool)
         .or_else(|| rule.map(|r| r.connection_pool));
-    (balancing, pool)
+    let outlier = own
+        .and_then(|p| p.outlier_detection)
+        .or_else(|| rule.and_then(|r| r.outlier_detection));
+    (balancing, pool, outlier)
 }
 
 /// The ServiceEntry port a destination names (or implies, when the entry has one).
@@ -886,6 +895,7 @@ mod tests {
             },
             consistent_hash: None,
             subsets: vec![],
+            outlier_detection: None,
         };
         let config = Config {
             virtual_services: vec![vs(
@@ -957,6 +967,7 @@ mod tests {
                 ..ConnectionPool::default()
             },
             consistent_hash: None,
+            outlier_detection: None,
             subsets: vec![
                 subset("v1", "v1", TrafficPolicy::default()),
                 subset(
@@ -968,6 +979,7 @@ mod tests {
                             consistent_hash: Some(hash.clone()),
                         }),
                         connection_pool: None,
+                        outlier_detection: None,
                     },
                 ),
                 subset("v3", "v3", TrafficPolicy::default()),

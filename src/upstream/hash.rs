@@ -53,7 +53,7 @@ enum Table {
 }
 
 impl EndpointHash {
-    /// The table for `endpoints` (may be empty: then [`EndpointHash::pick`] gives 0).
+    /// The table for `endpoints` (may be empty: then [`EndpointHash::pick_where`] gives 0).
     pub(crate) fn build(key: HashKey, algorithm: HashTable, endpoints: &[SocketAddr]) -> Self {
         let table = match algorithm {
             HashTable::RingHash { minimum_ring_size } => {
@@ -68,7 +68,33 @@ impl EndpointHash {
         }
     }
 
+    /// The endpoint index for a request hash, the first from there that `usable`
+    /// accepts: on the ring, the next point of another endpoint (as if the ring had
+    /// been built without the unusable ones); in a Maglev table, the next slot. 0 when
+    /// none is.
+    pub(crate) fn pick_where(&self, hash: u64, usable: impl Fn(usize) -> bool) -> usize {
+        let (start, len) = match &self.table {
+            Table::Ring(ring) => (ring.partition_point(|(h, _)| *h < hash), ring.len()),
+            Table::Maglev(table) => match table.len() {
+                0 => (0, 0),
+                n => ((hash % n as u64) as usize, n),
+            },
+        };
+        for step in 0..len {
+            let at = (start + step) % len;
+            let index = match &self.table {
+                Table::Ring(ring) => ring[at].1 as usize,
+                Table::Maglev(table) => table[at] as usize,
+            };
+            if usable(index) {
+                return index;
+            }
+        }
+        0
+    }
+
     /// The endpoint index for a request hash.
+    #[cfg(test)]
     pub(crate) fn pick(&self, hash: u64) -> usize {
         match &self.table {
             Table::Ring(ring) => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A named HTTP/1.1 keep-alive upstream for ringress's load-balancing tests.
 
-Usage: lb_upstream.py NAME PORT_FILE
+Usage: lb_upstream.py NAME PORT_FILE [STATUS]
 
 Listens on 127.0.0.1 (a free port, written to PORT_FILE once listening) and answers
 every request with its NAME: in the body and in an `x-upstream` header, with
@@ -12,7 +12,7 @@ of the request on that connection, from 1). Paths:
   /slow/MS/N     the same, with status N
   /connections   the body is the number of connections accepted so far
   /requests      the body is the number of requests answered before this one
-Anything else is 200. Prints nothing; runs until killed.
+Anything else is STATUS (default 200). Prints nothing; runs until killed.
 """
 
 import socket
@@ -35,7 +35,7 @@ def read_head(conn, buf):
     return head.decode("latin-1"), rest
 
 
-def serve(conn, name, number):
+def serve(conn, name, number, default_status):
     buf = b""
     requests = 0
     try:
@@ -64,7 +64,7 @@ def serve(conn, name, number):
             with LOCK:
                 answered = REQUESTS[0]
                 REQUESTS[0] += 1
-            status = 200
+            status = default_status
             body = name + "\n"
             parts = path.split("?")[0].split("/")
             if len(parts) == 3 and parts[1] == "status":
@@ -95,6 +95,7 @@ def serve(conn, name, number):
 
 def main():
     name, port_file = sys.argv[1], sys.argv[2]
+    default_status = int(sys.argv[3]) if len(sys.argv) > 3 else 200
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -109,7 +110,7 @@ def main():
         with LOCK:
             CONNECTIONS[0] += 1
             number = CONNECTIONS[0]
-        threading.Thread(target=serve, args=(conn, name, number), daemon=True).start()
+        threading.Thread(target=serve, args=(conn, name, number, default_status), daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -30,9 +30,89 @@ impl Check<'_, '_> {
             Some(pool) => Some(self.connection_pool(Some(pool), &path.key("connectionPool"))?),
             None => None,
         };
+        let outlier_detection = match raw.outlier_detection {
+            Some(od) => Some(self.outlier_detection(od, &path.key("outlierDetection"))?),
+            None => None,
+        };
         Some(TrafficPolicy {
             load_balancer,
             connection_pool,
+            outlier_detection,
+        })
+    }
+
+    /// `outlierDetection`, with Istio's defaults.
+    fn outlier_detection(
+        &mut self,
+        raw: FileOutlierDetection,
+        p: &Path,
+    ) -> Option<OutlierDetection> {
+        let mut count = |raw: Option<i64>, field: &str| match raw.map(u32::try_from) {
+            None => Ok(None),
+            Some(Ok(n)) => Ok(Some(n)),
+            Some(Err(_)) => {
+                self.invalid(
+                    &p.key(field),
+                    raw.unwrap_or_default().to_string(),
+                    "expected a number of errors from 0 (disabled) to 4294967295",
+                );
+                Err(())
+            }
+        };
+        let consecutive_5xx = count(raw.consecutive_5xx_errors, "consecutive5xxErrors");
+        let consecutive_gateway = count(raw.consecutive_gateway_errors, "consecutiveGatewayErrors");
+        let mut duration = |raw: Option<String>, field: &str, default: Duration| match raw {
+            None => Some(default),
+            Some(t) => match self.duration(&t, &p.key(field)) {
+                Some(d) if d >= Duration::from_millis(1) => Some(d),
+                Some(_) => {
+                    self.invalid(
+                        &p.key(field),
+                        format!("{t:?}"),
+                        "expected a duration of at least 1ms",
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let interval = duration(raw.interval, "interval", DEFAULT_OUTLIER_INTERVAL);
+        let base_ejection_time = duration(
+            raw.base_ejection_time,
+            "baseEjectionTime",
+            DEFAULT_BASE_EJECTION_TIME,
+        );
+        let mut percent = |raw: Option<i64>, field: &str, default: u32| match raw {
+            None => Some(default),
+            Some(n @ 0..=100) => Some(n as u32),
+            Some(n) => {
+                self.invalid(
+                    &p.key(field),
+                    n.to_string(),
+                    "expected a percentage from 0 to 100",
+                );
+                None
+            }
+        };
+        let max_ejection_percent = percent(
+            raw.max_ejection_percent,
+            "maxEjectionPercent",
+            DEFAULT_MAX_EJECTION_PERCENT,
+        );
+        let min_health_percent = percent(raw.min_health_percent, "minHealthPercent", 0);
+        let (Ok(consecutive_5xx), Ok(consecutive_gateway)) = (consecutive_5xx, consecutive_gateway)
+        else {
+            return None;
+        };
+        Some(OutlierDetection {
+            consecutive_5xx: consecutive_5xx
+                .or(Some(DEFAULT_CONSECUTIVE_5XX))
+                .filter(|n| *n > 0),
+            consecutive_gateway: consecutive_gateway.filter(|n| *n > 0),
+            interval: interval?,
+            base_ejection_time: base_ejection_time?,
+            max_ejection_percent: max_ejection_percent?,
+            min_health_percent: min_health_percent?,
         })
     }
 

@@ -560,6 +560,7 @@ fn destination_rule(dr: &DestinationRule) -> Value {
             consistent_hash: dr.consistent_hash.clone(),
         }),
         connection_pool: Some(dr.connection_pool),
+        outlier_detection: dr.outlier_detection,
     };
     json!({
         "name": dr.name,
@@ -598,6 +599,19 @@ fn traffic_policy(policy: &crate::config::TrafficPolicy) -> Value {
                 "http1_max_pending_requests": pool.requests.max_pending,
                 "max_requests_per_connection": pool.requests.max_requests_per_connection,
                 "max_retries": pool.requests.max_retries,
+            }),
+        );
+    }
+    if let Some(od) = &policy.outlier_detection {
+        out.insert(
+            "outlier_detection".into(),
+            json!({
+                "consecutive_5xx_errors": od.consecutive_5xx,
+                "consecutive_gateway_errors": od.consecutive_gateway,
+                "interval_ms": od.interval.as_millis() as u64,
+                "base_ejection_time_ms": od.base_ejection_time.as_millis() as u64,
+                "max_ejection_percent": od.max_ejection_percent,
+                "min_health_percent": od.min_health_percent,
             }),
         );
     }

@@ -451,6 +451,7 @@ mod tests {
             pool: PoolPolicy::default(),
             protocol: UpstreamProtocol::Http2,
             hash: None,
+            health: std::sync::Arc::new(crate::upstream::health::EndpointHealth::new(1, None)),
         };
         let pool = RefCell::new(Pool::default());
         let wait = Duration::from_secs(5);
