@@ -132,16 +132,48 @@ fn a_subset_no_destination_rule_defines_is_a_load_error() {
     );
 }
 
+/// Upstreams named `names` (answering 200), and a gateway on `port` with the `http`
+/// rules and the DestinationRule spec body `rule`.
+struct Running {
+    port: u16,
+    _gateway: Gateway,
+    _upstreams: Vec<Upstream>,
+    _dir: TempDir,
+}
+
+/// The one route most tests need.
+const ROUTE: &str = "  - route:\n    - destination: {host: shop}\n";
+
+impl Running {
+    fn start(tag: &str, names: &[&str], http: &str, rule: &str) -> Running {
+        require("curl");
+        let dir = TempDir::new(tag);
+        let upstreams = upstreams(names);
+        let port = free_port();
+        let named: Vec<(&str, &Upstream)> = names.iter().copied().zip(&upstreams).collect();
+        let gateway = Gateway::start(&dir, &config(port, http, &named, rule), &[]);
+        Running {
+            port,
+            _gateway: gateway,
+            _upstreams: upstreams,
+            _dir: dir,
+        }
+    }
+
+    /// Upstreams `a`, `b`, `c` under `load_balancer` as `trafficPolicy.loadBalancer`.
+    fn hashed(tag: &str, load_balancer: &str) -> Running {
+        let rule = format!("  trafficPolicy:\n    loadBalancer:\n{load_balancer}");
+        Running::start(tag, &["a", "b", "c"], ROUTE, &rule)
+    }
+}
+
 #[test]
 fn consistent_hash_by_header_keeps_each_key_on_one_endpoint() {
-    require("curl");
-    let dir = TempDir::new("hash-header");
-    let servers = upstreams(&["a", "b", "c"]);
-    let port = free_port();
-    let http = "  - route:\n    - destination: {host: shop}\n";
-    let rule = "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n";
-    let named: Vec<(&str, &Upstream)> = ["a", "b", "c"].into_iter().zip(&servers).collect();
-    let _gw = Gateway::start(&dir, &config(port, http, &named, rule), &[]);
+    let hashed = Running::hashed(
+        "hash-header",
+        "      consistentHash:\n        httpHeaderName: x-user\n",
+    );
+    let port = hashed.port;
     let mut used = BTreeSet::new();
     for user in 0..20 {
         let header = format!("x-user: user-{user}");
@@ -168,14 +200,11 @@ fn consistent_hash_by_header_keeps_each_key_on_one_endpoint() {
 
 #[test]
 fn consistent_hash_by_cookie_sets_the_cookie_and_sticks_to_it() {
-    require("curl");
-    let dir = TempDir::new("hash-cookie");
-    let servers = upstreams(&["a", "b", "c"]);
-    let port = free_port();
-    let http = "  - route:\n    - destination: {host: shop}\n";
-    let rule = "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpCookie: {name: sticky, path: /, ttl: 60s}\n        maglev: {tableSize: 1009}\n";
-    let named: Vec<(&str, &Upstream)> = ["a", "b", "c"].into_iter().zip(&servers).collect();
-    let _gw = Gateway::start(&dir, &config(port, http, &named, rule), &[]);
+    let hashed = Running::hashed(
+        "hash-cookie",
+        "      consistentHash:\n        httpCookie: {name: sticky, path: /, ttl: 60s}\n        maglev: {tableSize: 1009}\n",
+    );
+    let port = hashed.port;
 
     let first = curl_http(HOST, port, "/", &[]);
     assert_eq!(first.status, 200);
@@ -247,17 +276,10 @@ fn sequential(port: u16, paths: &[&str]) -> Vec<(u16, String, String, String)> {
 
 #[test]
 fn max_requests_per_connection_closes_upstream_connections() {
-    let dir = TempDir::new("max-requests");
-    let servers = upstreams(&["a"]);
-    let port = free_port();
-    let http = "  - route:\n    - destination: {host: shop}\n";
     let limited =
         "  trafficPolicy:\n    connectionPool:\n      http: {maxRequestsPerConnection: 2}\n";
-    let _gw = Gateway::start(
-        &dir,
-        &config(port, http, &[("a", &servers[0])], limited),
-        &[],
-    );
+    let limited = Running::start("max-requests", &["a"], ROUTE, limited);
+    let port = limited.port;
     let paths = ["/1", "/2", "/3", "/4", "/5", "/6"];
     let responses = sequential(port, &paths);
     assert_eq!(responses.len(), 6, "{responses:?}");
@@ -273,10 +295,8 @@ fn max_requests_per_connection_closes_upstream_connections() {
     );
 
     // Without the limit, one upstream connection carries them all.
-    let dir = TempDir::new("max-requests-unset");
-    let servers = upstreams(&["b"]);
-    let port = free_port();
-    let _gw = Gateway::start(&dir, &config(port, http, &[("b", &servers[0])], ""), &[]);
+    let unset = Running::start("max-requests-unset", &["b"], ROUTE, "");
+    let port = unset.port;
     let responses = sequential(port, &paths);
     let requests: Vec<&str> = responses.iter().map(|r| r.3.as_str()).collect();
     assert_eq!(requests, ["1", "2", "3", "4", "5", "6"], "{responses:?}");
@@ -284,17 +304,10 @@ fn max_requests_per_connection_closes_upstream_connections() {
 
 #[test]
 fn pending_requests_over_http1_max_pending_requests_overflow() {
-    let dir = TempDir::new("max-pending");
-    let servers = upstreams(&["slow"]);
-    let port = free_port();
-    let http = "  - route:\n    - destination: {host: shop}\n";
     // Two shards: one connection and one waiting request each.
     let rule = "  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 2}\n      http: {http1MaxPendingRequests: 2}\n";
-    let _gw = Gateway::start(
-        &dir,
-        &config(port, http, &[("slow", &servers[0])], rule),
-        &[],
-    );
+    let slow = Running::start("max-pending", &["slow"], ROUTE, rule);
+    let port = slow.port;
     // Three requests at once on one HTTP/2 connection (so one shard): the first takes
     // the shard's connection and is slow to answer, the second waits for it, the third
     // finds the wait full.
@@ -328,17 +341,11 @@ fn concurrent(port: u16, path: &str, n: usize) -> String {
 
 #[test]
 fn retries_over_max_retries_are_not_made() {
-    let dir = TempDir::new("max-retries");
-    let servers = upstreams(&["failing"]);
-    let port = free_port();
     let http =
         "  - route:\n    - destination: {host: shop}\n    retries: {attempts: 3, retryOn: 5xx}\n";
     let rule = "  trafficPolicy:\n    connectionPool:\n      http: {maxRetries: 1}\n";
-    let _gw = Gateway::start(
-        &dir,
-        &config(port, http, &[("failing", &servers[0])], rule),
-        &[],
-    );
+    let failing = Running::start("max-retries", &["failing"], http, rule);
+    let port = failing.port;
     // Two requests at once, each answered 503 after a while: one retries (three
     // times, one retry in flight at a time), the other finds the budget taken and
     // answers its first 503.

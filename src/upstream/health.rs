@@ -37,6 +37,16 @@ pub(crate) enum Outcome {
     Failed,
 }
 
+/// An ejection's base time and its longest, in ms (Envoy's `max_ejection_time`: 300s,
+/// or the base time when that is longer).
+fn ejection_bounds(od: &OutlierDetection) -> (u64, u64) {
+    let base = (od.base_ejection_time.as_millis() as u64).max(1);
+    (
+        base,
+        MAX_EJECTION_TIME.max(od.base_ejection_time).as_millis() as u64,
+    )
+}
+
 /// One endpoint's state.
 #[derive(Debug, Default)]
 struct Endpoint {
@@ -166,8 +176,7 @@ impl EndpointHealth {
             (now_ms - returned.min(now_ms)) / interval
         };
         let decayed = u64::from(multiplier).saturating_sub(served);
-        let base = (od.base_ejection_time.as_millis() as u64).max(1);
-        let cap = MAX_EJECTION_TIME.max(od.base_ejection_time).as_millis() as u64;
+        let (base, cap) = ejection_bounds(od);
         let next = (decayed + 1).min(cap.div_ceil(base)).max(1);
         e.multiplier.store(next as u32, Relaxed);
         e.consecutive_5xx.store(0, Relaxed);
@@ -180,8 +189,7 @@ impl EndpointHealth {
         let Some(od) = &self.outlier else {
             return 0;
         };
-        let base = od.base_ejection_time.as_millis() as u64;
-        let cap = MAX_EJECTION_TIME.max(od.base_ejection_time).as_millis() as u64;
+        let (base, cap) = ejection_bounds(od);
         let lasts = (base * u64::from(e.multiplier.load(Relaxed).max(1))).min(cap);
         let interval = (od.interval.as_millis() as u64).max(1);
         (ejected_at + lasts).div_ceil(interval) * interval

@@ -15,7 +15,8 @@ of the request on that connection, from 1). Paths:
 Anything else is STATUS (default 200). Prints nothing; runs until killed.
 """
 
-import socket
+import os
+import socketserver
 import sys
 import threading
 import time
@@ -96,21 +97,22 @@ def serve(conn, name, number, default_status):
 def main():
     name, port_file = sys.argv[1], sys.argv[2]
     default_status = int(sys.argv[3]) if len(sys.argv) > 3 else 200
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    with open(port_file + ".tmp", "w") as f:
-        f.write(str(listener.getsockname()[1]))
-    import os
 
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            with LOCK:
+                CONNECTIONS[0] += 1
+                number = CONNECTIONS[0]
+            serve(self.request, name, number, default_status)
+
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    socketserver.ThreadingTCPServer.daemon_threads = True
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    # Written whole, then renamed: the test never reads half a port number.
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(server.server_address[1]))
     os.rename(port_file + ".tmp", port_file)
-    while True:
-        conn, _ = listener.accept()
-        with LOCK:
-            CONNECTIONS[0] += 1
-            number = CONNECTIONS[0]
-        threading.Thread(target=serve, args=(conn, name, number, default_status), daemon=True).start()
+    server.serve_forever()
 
 
 if __name__ == "__main__":
