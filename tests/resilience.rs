@@ -5,7 +5,8 @@
 //! sets when it is absent, and the `connectionPool.http` limits
 //! (`maxRequestsPerConnection`, `http1MaxPendingRequests`, `maxRetries`), and
 //! `outlierDetection` ejecting an endpoint that answers 5xx, as `/clusters` and the
-//! metrics show, until its ejection time is up. Every request is a new curl, so a new connection, which
+//! metrics show, until its ejection time is up; and the `ringress.io/health-check-*`
+//! annotations taking an endpoint that fails its probe out of every balancer. Every request is a new curl, so a new connection, which
 //! the kernel spreads over the gateway's two shards: one key reaching one endpoint
 //! shows it does on every shard.
 
@@ -132,12 +133,12 @@ fn a_subset_no_destination_rule_defines_is_a_load_error() {
     );
 }
 
-/// Upstreams named `names` (answering 200), and a gateway on `port` with the `http`
-/// rules and the DestinationRule spec body `rule`.
+/// Upstreams, and a gateway on `port` with the `http` rules and the DestinationRule
+/// spec body `rule`.
 struct Running {
     port: u16,
-    _gateway: Gateway,
-    _upstreams: Vec<Upstream>,
+    gateway: Gateway,
+    upstreams: Vec<Upstream>,
     _dir: TempDir,
 }
 
@@ -145,17 +146,40 @@ struct Running {
 const ROUTE: &str = "  - route:\n    - destination: {host: shop}\n";
 
 impl Running {
+    /// Upstreams named `names`, answering 200.
     fn start(tag: &str, names: &[&str], http: &str, rule: &str) -> Running {
+        let answering: Vec<(&str, u16)> = names.iter().map(|n| (*n, 200)).collect();
+        Running::with(tag, &answering, http, rule, "")
+    }
+
+    /// Upstreams of (name, status), the DestinationRule with `annotations` (lines of
+    /// `metadata.annotations`).
+    fn with(
+        tag: &str,
+        answering: &[(&str, u16)],
+        http: &str,
+        rule: &str,
+        annotations: &str,
+    ) -> Running {
         require("curl");
         let dir = TempDir::new(tag);
-        let upstreams = upstreams(names);
+        let upstreams: Vec<Upstream> = answering.iter().map(|(n, s)| upstream(n, *s)).collect();
         let port = free_port();
-        let named: Vec<(&str, &Upstream)> = names.iter().copied().zip(&upstreams).collect();
-        let gateway = Gateway::start(&dir, &config(port, http, &named, rule), &[]);
+        let named: Vec<(&str, &Upstream)> =
+            answering.iter().map(|(n, _)| *n).zip(&upstreams).collect();
+        let mut yaml = config(port, http, &named, rule);
+        if !annotations.is_empty() {
+            let metadata = "kind: DestinationRule\nmetadata:\n  name: shop\n";
+            yaml = yaml.replace(
+                metadata,
+                &format!("{metadata}  annotations:\n{annotations}"),
+            );
+        }
+        let gateway = Gateway::start(&dir, &yaml, &[]);
         Running {
             port,
-            _gateway: gateway,
-            _upstreams: upstreams,
+            gateway,
+            upstreams,
             _dir: dir,
         }
     }
@@ -376,18 +400,9 @@ fn admin(gateway: &Gateway, path: &str) -> String {
 
 #[test]
 fn outlier_detection_ejects_a_failing_endpoint_until_its_time_is_up() {
-    require("curl");
-    let dir = TempDir::new("outlier");
-    let good = upstream("good", 200);
-    let bad = upstream("bad", 500);
-    let port = free_port();
-    let http = "  - route:\n    - destination: {host: shop}\n";
     let rule = "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection:\n      consecutive5xxErrors: 3\n      interval: 1s\n      baseEjectionTime: 4s\n      maxEjectionPercent: 50\n";
-    let gw = Gateway::start(
-        &dir,
-        &config(port, http, &[("good", &good), ("bad", &bad)], rule),
-        &[],
-    );
+    let running = Running::with("outlier", &[("good", 200), ("bad", 500)], ROUTE, rule, "");
+    let (port, gw, bad) = (running.port, &running.gateway, &running.upstreams[1]);
     let bad_addr = format!("127.0.0.1:{}", bad.server.addr.port());
     let flags = |gw: &Gateway| {
         admin(gw, "/clusters")
@@ -396,7 +411,7 @@ fn outlier_detection_ejects_a_failing_endpoint_until_its_time_is_up() {
             .map(str::to_owned)
             .unwrap_or_default()
     };
-    assert!(flags(&gw).ends_with("::healthy"), "{}", flags(&gw));
+    assert!(flags(gw).ends_with("::healthy"), "{}", flags(gw));
     // Round robin sends every other request to `bad`, over both shards: its third 500
     // in a row (counted across shards) ejects it.
     let mut statuses = Vec::new();
@@ -405,15 +420,15 @@ fn outlier_detection_ejects_a_failing_endpoint_until_its_time_is_up() {
         statuses.push(curl_http(HOST, port, "/", &[]).status);
     }
     assert!(
-        flags(&gw).ends_with("::health_flags::/failed_outlier_check"),
+        flags(gw).ends_with("::health_flags::/failed_outlier_check"),
         "{}",
-        flags(&gw)
+        flags(gw)
     );
     // While it is out, every request reaches `good`.
     for _ in 0..8 {
         assert_eq!(answered(port, "/", &[]), Ok("good".to_owned()));
     }
-    let metrics = admin(&gw, "/stats/prometheus");
+    let metrics = admin(gw, "/stats/prometheus");
     for sample in [
         "envoy_cluster_outlier_detection_ejections_enforced_total{cluster_name=\"outbound|80||shop\"} 1",
         "envoy_cluster_outlier_detection_ejections_active{cluster_name=\"outbound|80||shop\"} 1",
@@ -435,5 +450,67 @@ fn outlier_detection_ejects_a_failing_endpoint_until_its_time_is_up() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    assert!(flags(&gw).ends_with("::healthy"), "{}", flags(&gw));
+    assert!(flags(gw).ends_with("::healthy"), "{}", flags(gw));
+}
+
+#[test]
+fn active_health_checks_take_a_failing_endpoint_out() {
+    // `sick` answers every request, its health path included, with 503.
+    let annotations = "    ringress.io/health-check-path: /healthz\n    ringress.io/health-check-interval: 200ms\n    ringress.io/health-check-timeout: 500ms\n    ringress.io/health-check-unhealthy-threshold: \"2\"\n";
+    let running = Running::with(
+        "health-check",
+        &[("good", 200), ("sick", 503)],
+        ROUTE,
+        "",
+        annotations,
+    );
+    let (port, gw) = (running.port, &running.gateway);
+    let (good, sick) = (&running.upstreams[0], &running.upstreams[1]);
+    let dir_config = gw.config.clone();
+    let sick_flags = format!(
+        "outbound|80||shop::127.0.0.1:{}::health_flags::/failed_active_hc",
+        sick.server.addr.port()
+    );
+    let good_flags = format!(
+        "outbound|80||shop::127.0.0.1:{}::health_flags::healthy",
+        good.server.addr.port()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let clusters = admin(gw, "/clusters");
+        if clusters.lines().any(|l| l == sick_flags) {
+            assert!(clusters.lines().any(|l| l == good_flags), "{clusters}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failing endpoint was never taken out:\n{clusters}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Every request now reaches the endpoint that passes.
+    for _ in 0..10 {
+        assert_eq!(answered(port, "/", &[]), Ok("good".to_owned()));
+    }
+    let metrics = admin(gw, "/stats/prometheus");
+    assert!(
+        metrics.contains("envoy_cluster_membership_healthy{cluster_name=\"outbound|80||shop\"} 1"),
+        "{metrics}"
+    );
+    let failures = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "envoy_cluster_health_check_failure{cluster_name=\"outbound|80||shop\"} ",
+            )
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(failures >= 2, "{metrics}");
+    let (code, out, err) = check(&dir_config);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("health check: GET /healthz every 200ms, timeout 500ms, out after 2 failures"),
+        "{out}"
+    );
 }

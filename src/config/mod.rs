@@ -12,9 +12,9 @@
 //!
 //! Decisions worth knowing as a user:
 //! - Fields Istio has but ringress does not implement are errors ("is not implemented by
-//!   ringress yet"), never ignored; `metadata.labels`/`annotations`, Gateway `selector`
-//!   and `servers[].name`, `exportTo` and ServiceEntry `addresses`/`location` are
-//!   accepted and have no effect.
+//!   ringress yet"), never ignored; `metadata.labels`/`annotations` (but a DestinationRule's
+//!   `ringress.io/health-check-*`), Gateway `selector` and `servers[].name`, `exportTo`
+//!   and ServiceEntry `addresses`/`location` are accepted and have no effect.
 //! - ServiceEntry `resolution: DNS_ROUND_ROBIN` is read as `DNS`; `NONE` is an error.
 //! - With `credentialName`, `serverCertificate`/`privateKey`/`caCertificates` may only
 //!   hold the placeholder `"use sds"` older Istio releases required.

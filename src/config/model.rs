@@ -396,6 +396,8 @@ pub struct DestinationRule {
     pub subsets: Vec<super::Subset>,
     /// `trafficPolicy.outlierDetection`.
     pub outlier_detection: Option<super::OutlierDetection>,
+    /// The `ringress.io/health-check-*` annotations.
+    pub health_check: Option<super::HealthCheck>,
 }
 
 /// A DestinationRule's `trafficPolicy.connectionPool`, what ringress implements of it;

@@ -66,6 +66,28 @@ pub struct OutlierDetection {
     pub min_health_percent: u32,
 }
 
+/// Active health checking, ringress's own (Istio has none): the DestinationRule's
+/// `ringress.io/health-check-*` annotations. Every endpoint of the host's clusters
+/// gets `GET path` over HTTP/1.1 every `interval`; a 200 within `timeout` passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `ringress.io/health-check-path` (required to turn checks on).
+    pub path: String,
+    /// `ringress.io/health-check-interval` (default 5s).
+    pub interval: Duration,
+    /// `ringress.io/health-check-timeout` (default 1s).
+    pub timeout: Duration,
+    /// `ringress.io/health-check-unhealthy-threshold`: failures in a row that take an
+    /// endpoint out (default 2).
+    pub unhealthy_threshold: u32,
+    /// `ringress.io/health-check-healthy-threshold`: passes in a row that bring it
+    /// back (default 1).
+    pub healthy_threshold: u32,
+}
+
+/// The annotation prefix of [`HealthCheck`].
+pub const HEALTH_CHECK_ANNOTATION: &str = "ringress.io/health-check-";
+
 /// Istio's and Envoy's outlier detection defaults.
 pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
 pub const DEFAULT_OUTLIER_INTERVAL: Duration = Duration::from_secs(10);

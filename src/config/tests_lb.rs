@@ -325,3 +325,56 @@ fn outlier_detection_with_istios_defaults() {
         Some(1)
     );
 }
+
+#[test]
+fn health_check_annotations() {
+    let annotated = |annotations: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\n  annotations:\n{annotations}spec:\n  host: httpbin\n"
+        )
+    };
+    let config = load_ok(&annotated(
+        "    ringress.io/health-check-path: /healthz\n    ringress.io/health-check-interval: 2s\n    ringress.io/health-check-healthy-threshold: \"3\"\n    other.io/x: y\n",
+    ));
+    assert_eq!(
+        config.destination_rules[0].health_check,
+        Some(HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 2,
+            healthy_threshold: 3,
+        })
+    );
+    let config = load_ok(&annotated("    other.io/x: y\n"));
+    assert_eq!(config.destination_rules[0].health_check, None);
+    let prefix = "metadata.annotations";
+    for (annotations, expected) in [
+        (
+            "    ringress.io/health-check-interval: 2s\n",
+            ": ringress.io/health-check-path is required to turn health checks on",
+        ),
+        (
+            "    ringress.io/health-check-path: healthz\n",
+            ".ringress.io/health-check-path: invalid value \"healthz\": expected a path starting with /",
+        ),
+        (
+            "    ringress.io/health-check-path: /h\n    ringress.io/health-check-timeout: 0s\n",
+            ".ringress.io/health-check-timeout: invalid value \"0s\": expected a duration above 0s",
+        ),
+        (
+            "    ringress.io/health-check-path: /h\n    ringress.io/health-check-unhealthy-threshold: \"0\"\n",
+            ".ringress.io/health-check-unhealthy-threshold: invalid value \"0\": expected a count from 1",
+        ),
+        (
+            "    ringress.io/health-check-port: \"8080\"\n",
+            ".ringress.io/health-check-port: invalid value \"ringress.io/health-check-port\": the ringress.io/health-check-* annotations are path, interval, timeout, unhealthy-threshold, healthy-threshold",
+        ),
+    ] {
+        let message = error(&annotated(annotations));
+        assert!(
+            message.contains(&format!("{prefix}{expected}")),
+            "{annotations}: {message}"
+        );
+    }
+}

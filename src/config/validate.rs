@@ -1817,6 +1817,7 @@ impl Check<'_, '_> {
             consistent_hash: balancing.consistent_hash,
             subsets: subsets?,
             outlier_detection: policy.outlier_detection,
+            health_check: self.health_check()?,
         })
     }
 

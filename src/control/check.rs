@@ -279,6 +279,13 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
                 endpoints
             );
             let _ = writeln!(out, "    limits: {}", cluster.pool.describe());
+            if let Some(hc) = cluster.health.health_check() {
+                let _ = writeln!(
+                    out,
+                    "    health check: GET {} every {:?}, timeout {:?}, out after {} failures, back after {} passes",
+                    hc.path, hc.interval, hc.timeout, hc.unhealthy_threshold, hc.healthy_threshold
+                );
+            }
             if let Some(od) = cluster.health.outlier() {
                 let count = |n: Option<u32>| n.map_or("off".to_owned(), |n| n.to_string());
                 let _ = writeln!(

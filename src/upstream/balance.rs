@@ -179,7 +179,7 @@ mod tests {
             protocol: Default::default(),
             hash: None,
             health: std::sync::Arc::new(crate::upstream::health::EndpointHealth::new(
-                endpoints, None,
+                endpoints, None, None,
             )),
         }
     }
@@ -297,7 +297,7 @@ mod tests {
             LoadBalancer::Random,
         ] {
             let mut c = cluster(3, lb);
-            c.health = Arc::new(EndpointHealth::new(3, Some(od(0))));
+            c.health = Arc::new(EndpointHealth::new(3, Some(od(0)), None));
             c.health.report(1, Outcome::Status(500), now);
             let mut b = Balancer::new(&c);
             for _ in 0..60 {
@@ -317,7 +317,7 @@ mod tests {
             table,
             &c.endpoints,
         )));
-        c.health = Arc::new(EndpointHealth::new(3, Some(od(0))));
+        c.health = Arc::new(EndpointHealth::new(3, Some(od(0)), None));
         let mut b = Balancer::new(&c);
         let home = b.pick(&c, Some(42), now).unwrap();
         c.health.report(home, Outcome::Status(500), now);
@@ -326,7 +326,7 @@ mod tests {
         assert_eq!(b.pick(&c, Some(42), now), Some(moved));
         // Under minHealthPercent, every endpoint is used again (Envoy's panic mode).
         let mut c = cluster(2, LoadBalancer::RoundRobin);
-        c.health = Arc::new(EndpointHealth::new(2, Some(od(60))));
+        c.health = Arc::new(EndpointHealth::new(2, Some(od(60)), None));
         c.health.report(0, Outcome::Status(500), now);
         let mut b = Balancer::new(&c);
         let picks: std::collections::BTreeSet<_> =

@@ -209,6 +209,15 @@ pub enum ClusterError {
         /// Which DestinationRule defines which subsets, or that none applies.
         defined: String,
     },
+    #[error(
+        "{origin}: http[{rule}] destination {destination} speaks HTTP/2, but the health checks of {rule_origin} (ringress.io/health-check-*) probe with HTTP/1.1 only"
+    )]
+    HealthCheckHttp2 {
+        origin: Box<Origin>,
+        rule: usize,
+        destination: String,
+        rule_origin: Box<Origin>,
+    },
 }
 
 /// The route that asked for a cluster, for error messages.
@@ -344,7 +353,18 @@ impl Clusters {
                     destination: destination.clone(),
                 })?;
                 let (balancing, pool, outlier) = merged_policy(rule, subset);
-                let health = Arc::new(EndpointHealth::new(endpoints.len(), outlier));
+                let health_check = rule.and_then(|r| r.health_check.clone());
+                let protocol = UpstreamProtocol::of(service_port, pool.as_ref());
+                if let (Some(r), Some(_), UpstreamProtocol::Http2) = (rule, &health_check, protocol)
+                {
+                    return Err(ClusterError::HealthCheckHttp2 {
+                        origin: Box::new(reference.origin.clone()),
+                        rule: reference.rule,
+                        destination,
+                        rule_origin: Box::new(r.origin.clone()),
+                    });
+                }
+                let health = Arc::new(EndpointHealth::new(endpoints.len(), outlier, health_check));
                 let hash = balancing
                     .consistent_hash
                     .map(|h| Arc::new(EndpointHash::build(h.key, h.table, &endpoints)));
@@ -360,7 +380,7 @@ impl Clusters {
                     endpoints,
                     lb: balancing.simple,
                     pool: PoolPolicy::from_rule(pool.as_ref()),
-                    protocol: UpstreamProtocol::of(service_port, pool.as_ref()),
+                    protocol,
                     hash,
                     health,
                 });
@@ -896,6 +916,7 @@ mod tests {
             consistent_hash: None,
             subsets: vec![],
             outlier_detection: None,
+            health_check: None,
         };
         let config = Config {
             virtual_services: vec![vs(
@@ -968,6 +989,7 @@ mod tests {
             },
             consistent_hash: None,
             outlier_detection: None,
+            health_check: None,
             subsets: vec![
                 subset("v1", "v1", TrafficPolicy::default()),
                 subset(

@@ -1,6 +1,8 @@
 //! Endpoint health shared by every shard: DestinationRule `outlierDetection` (passive,
-//! from the answers requests get) with Envoy's semantics, and the per-endpoint request
-//! counts `/clusters` shows.
+//! from the answers requests get) with Envoy's semantics, active health checks'
+//! results (`ringress.io/health-check-*`, probed by `control::health_check`), and the
+//! per-endpoint request counts `/clusters` shows. An endpoint is available when it is
+//! neither ejected nor failing its health check.
 //!
 //! One [`EndpointHealth`] per cluster, built with the snapshot and shared by every
 //! shard through it; each shard reports every try's outcome into the same relaxed
@@ -25,7 +27,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-use crate::config::{MAX_EJECTION_TIME, OutlierDetection};
+use crate::config::{HealthCheck, MAX_EJECTION_TIME, OutlierDetection};
 
 /// What one try to an endpoint ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,12 +63,26 @@ struct Endpoint {
     returned_at: AtomicU64,
     requests: AtomicU64,
     errors: AtomicU64,
+    /// Active health checking: failing now (1) or not (0), and the failures or
+    /// passes in a row.
+    hc_failed: AtomicU32,
+    hc_failures: AtomicU32,
+    hc_passes: AtomicU32,
+    /// When its next probe is due (ms since the epoch).
+    hc_due: AtomicU64,
 }
 
 /// A cluster's endpoints' health, shared by the shards.
 #[derive(Debug)]
 pub(crate) struct EndpointHealth {
     outlier: Option<OutlierDetection>,
+    health_check: Option<HealthCheck>,
+    /// Endpoints failing their health check now.
+    hc_down: AtomicU32,
+    /// Probes made, passed and failed.
+    pub(crate) hc_attempts: AtomicU64,
+    pub(crate) hc_successes: AtomicU64,
+    pub(crate) hc_failures: AtomicU64,
     epoch: Instant,
     endpoints: Box<[Endpoint]>,
     /// Endpoints ejected now.
@@ -79,16 +95,27 @@ pub(crate) struct EndpointHealth {
 impl PartialEq for EndpointHealth {
     /// Tables compare by configuration (a cluster's equality is its configuration's).
     fn eq(&self, other: &Self) -> bool {
-        self.outlier == other.outlier && self.endpoints.len() == other.endpoints.len()
+        self.outlier == other.outlier
+            && self.health_check == other.health_check
+            && self.endpoints.len() == other.endpoints.len()
     }
 }
 
 impl Eq for EndpointHealth {}
 
 impl EndpointHealth {
-    pub(crate) fn new(endpoints: usize, outlier: Option<OutlierDetection>) -> EndpointHealth {
+    pub(crate) fn new(
+        endpoints: usize,
+        outlier: Option<OutlierDetection>,
+        health_check: Option<HealthCheck>,
+    ) -> EndpointHealth {
         EndpointHealth {
             outlier,
+            health_check,
+            hc_down: AtomicU32::new(0),
+            hc_attempts: AtomicU64::new(0),
+            hc_successes: AtomicU64::new(0),
+            hc_failures: AtomicU64::new(0),
             epoch: Instant::now(),
             endpoints: (0..endpoints).map(|_| Endpoint::default()).collect(),
             ejected: AtomicU32::new(0),
@@ -108,7 +135,60 @@ impl EndpointHealth {
     /// Whether any endpoint may be unavailable: the balancers' fast path skips all
     /// checks when not.
     pub(crate) fn all_available(&self) -> bool {
-        self.ejected.load(Relaxed) == 0
+        self.ejected.load(Relaxed) == 0 && self.hc_down.load(Relaxed) == 0
+    }
+
+    pub(crate) fn health_check(&self) -> Option<&HealthCheck> {
+        self.health_check.as_ref()
+    }
+
+    /// Whether `endpoint`'s next probe is due at `now`; if so, the one after is
+    /// scheduled an interval on.
+    pub(crate) fn probe_due(&self, endpoint: usize, now: Instant) -> bool {
+        let (Some(hc), Some(e)) = (&self.health_check, self.endpoints.get(endpoint)) else {
+            return false;
+        };
+        let now_ms = self.ms(now);
+        let due = e.hc_due.load(Relaxed);
+        if now_ms < due {
+            return false;
+        }
+        e.hc_due
+            .store(now_ms + hc.interval.as_millis() as u64, Relaxed);
+        true
+    }
+
+    /// Records a probe of `endpoint`: after `unhealthy_threshold` failures in a row it
+    /// is taken out, after `healthy_threshold` passes in a row it is back.
+    pub(crate) fn probed(&self, endpoint: usize, passed: bool) {
+        let (Some(hc), Some(e)) = (&self.health_check, self.endpoints.get(endpoint)) else {
+            return;
+        };
+        self.hc_attempts.fetch_add(1, Relaxed);
+        let (run, other, threshold, set) = if passed {
+            self.hc_successes.fetch_add(1, Relaxed);
+            (&e.hc_passes, &e.hc_failures, hc.healthy_threshold, 0)
+        } else {
+            self.hc_failures.fetch_add(1, Relaxed);
+            (&e.hc_failures, &e.hc_passes, hc.unhealthy_threshold, 1)
+        };
+        other.store(0, Relaxed);
+        if run.fetch_add(1, Relaxed).saturating_add(1) >= threshold
+            && e.hc_failed.swap(set, Relaxed) != set
+        {
+            if set == 1 {
+                self.hc_down.fetch_add(1, Relaxed);
+            } else {
+                self.hc_down.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    /// Whether `endpoint` fails its health check now.
+    pub(crate) fn failed_active_hc(&self, endpoint: usize) -> bool {
+        self.endpoints
+            .get(endpoint)
+            .is_some_and(|e| e.hc_failed.load(Relaxed) == 1)
     }
 
     /// Records a try's outcome on `endpoint`, ejecting it when a count is reached.
@@ -201,6 +281,9 @@ impl EndpointHealth {
         let Some(e) = self.endpoints.get(endpoint) else {
             return true;
         };
+        if e.hc_failed.load(Relaxed) == 1 {
+            return false;
+        }
         let at = e.ejected_at.load(Relaxed);
         if at == 0 {
             return true;
@@ -228,10 +311,17 @@ impl EndpointHealth {
         })
     }
 
-    /// Endpoints not ejected at `now`.
+    /// Endpoints neither ejected nor failing their health check at `now`.
     pub(crate) fn healthy(&self, now: Instant) -> usize {
         (0..self.endpoints.len())
-            .filter(|&i| !self.is_ejected(i, now))
+            .filter(|&i| !self.is_ejected(i, now) && !self.failed_active_hc(i))
+            .count()
+    }
+
+    /// Endpoints ejected by outlier detection at `now`.
+    pub(crate) fn ejected(&self, now: Instant) -> usize {
+        (0..self.endpoints.len())
+            .filter(|&i| self.is_ejected(i, now))
             .count()
     }
 
@@ -276,7 +366,7 @@ mod tests {
 
     #[test]
     fn consecutive_5xx_eject_and_the_endpoint_returns_after_the_base_time() {
-        let h = EndpointHealth::new(2, Some(od(3, 100)));
+        let h = EndpointHealth::new(2, Some(od(3, 100)), None);
         let t0 = h.epoch;
         h.report(1, Outcome::Status(500), t0);
         h.report(1, Outcome::Status(200), t0);
@@ -304,7 +394,7 @@ mod tests {
 
     #[test]
     fn max_ejection_percent_and_gateway_errors() {
-        let h = EndpointHealth::new(3, Some(od(1, 40)));
+        let h = EndpointHealth::new(3, Some(od(1, 40)), None);
         let t0 = h.epoch;
         h.report(0, Outcome::Status(500), t0);
         h.report(1, Outcome::Status(500), t0);
@@ -320,6 +410,7 @@ mod tests {
                 consecutive_gateway: Some(2),
                 ..od(1, 100)
             }),
+            None,
         );
         gateway.report(0, Outcome::Status(500), t0);
         gateway.report(0, Outcome::Status(500), t0);
@@ -330,8 +421,36 @@ mod tests {
     }
 
     #[test]
+    fn health_checks_take_endpoints_out_and_back() {
+        let hc = HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+        };
+        let h = EndpointHealth::new(2, None, Some(hc));
+        let t0 = h.epoch;
+        assert!(h.probe_due(0, t0));
+        assert!(!h.probe_due(0, t0 + Duration::from_secs(4)));
+        assert!(h.probe_due(0, t0 + Duration::from_secs(5)));
+        h.probed(0, false);
+        assert!(h.available(0, t0), "one failure is not enough");
+        h.probed(0, false);
+        assert!(!h.available(0, t0) && h.failed_active_hc(0));
+        assert!(!h.all_available());
+        assert_eq!(h.healthy(t0), 1);
+        h.probed(0, true);
+        assert!(!h.available(0, t0));
+        h.probed(0, true);
+        assert!(h.available(0, t0) && h.all_available());
+        assert_eq!(h.hc_attempts.load(Relaxed), 4);
+        assert_eq!(h.hc_failures.load(Relaxed), 2);
+    }
+
+    #[test]
     fn panic_threshold_and_no_outlier_detection() {
-        let h = EndpointHealth::new(4, None);
+        let h = EndpointHealth::new(4, None, None);
         h.report(0, Outcome::Status(500), h.epoch);
         assert!(h.all_available());
         assert!(!h.panics(0), "minHealthPercent 0 never panics");
@@ -341,6 +460,7 @@ mod tests {
                 min_health_percent: 50,
                 ..od(1, 100)
             }),
+            None,
         );
         assert!(!h.panics(2));
         assert!(h.panics(1));

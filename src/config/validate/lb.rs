@@ -340,6 +340,89 @@ impl Check<'_, '_> {
         ok.then_some(limits)
     }
 
+    /// The document's `ringress.io/health-check-*` annotations; `Some(None)` when it
+    /// has none, `None` after reporting a bad one.
+    pub(super) fn health_check(&mut self) -> Option<Option<HealthCheck>> {
+        let path = root().key("metadata").key("annotations");
+        let Some(node) = self
+            .doc
+            .root
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+        else {
+            return Some(None);
+        };
+        // Only ringress's own are read: other annotations stay whatever they are.
+        let Value::Map(entries) = &node.value else {
+            return Some(None);
+        };
+        let mut annotations = Vec::new();
+        for (key, value) in entries {
+            if key.name.starts_with(HEALTH_CHECK_ANNOTATION) {
+                let value: String = self.read(value, path.key(&key.name))?;
+                annotations.push((key.name.clone(), value));
+            }
+        }
+        let mut check = HealthCheck {
+            path: String::new(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        };
+        let mut ok = true;
+        let mut any = false;
+        for (key, value) in annotations {
+            let Some(field) = key.strip_prefix(HEALTH_CHECK_ANNOTATION) else {
+                continue;
+            };
+            any = true;
+            let ap = path.key(&key);
+            let threshold = |v: &str| v.parse::<u32>().ok().filter(|n| *n >= 1);
+            match field {
+                "path" if value.starts_with('/') && value.bytes().all(|b| b.is_ascii_graphic()) => {
+                    check.path = value
+                }
+                "interval" | "timeout" => match self.positive_duration(&value, &ap) {
+                    Some(d) if field == "interval" => check.interval = d,
+                    Some(d) => check.timeout = d,
+                    None => ok = false,
+                },
+                "unhealthy-threshold" | "healthy-threshold" => match threshold(&value) {
+                    Some(n) if field == "healthy-threshold" => check.healthy_threshold = n,
+                    Some(n) => check.unhealthy_threshold = n,
+                    None => {
+                        self.invalid(&ap, format!("{value:?}"), "expected a count from 1");
+                        ok = false;
+                    }
+                },
+                "path" => {
+                    self.invalid(&ap, format!("{value:?}"), "expected a path starting with /");
+                    ok = false;
+                }
+                _ => {
+                    self.invalid(
+                        &ap,
+                        format!("{key:?}"),
+                        format!("the {HEALTH_CHECK_ANNOTATION}* annotations are path, interval, timeout, unhealthy-threshold, healthy-threshold"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if !any {
+            return Some(None);
+        }
+        if ok && check.path.is_empty() {
+            self.rule(
+                &path,
+                format!("{HEALTH_CHECK_ANNOTATION}path is required to turn health checks on"),
+            );
+            return None;
+        }
+        ok.then_some(Some(check))
+    }
+
     /// `subsets[]`: each named (a DNS-1123 label, unique), with labels and its own
     /// `trafficPolicy`.
     pub(super) fn subsets(&mut self, raw: Vec<FileSubset>, path: &Path) -> Option<Vec<Subset>> {

@@ -1,7 +1,8 @@
 //! `GET /clusters`: Envoy's admin text format of the clusters being served, one
 //! `CLUSTER::…` line per fact: the cluster's limits, then for each endpoint its
-//! request counts and `health_flags` (`healthy`, or `/failed_outlier_check` while
-//! outlier detection has it ejected), as `istioctl proxy-config endpoint` and scripts
+//! request counts and `health_flags` (`healthy`, or `/failed_active_hc` while it
+//! fails its health check and `/failed_outlier_check` while outlier detection has it
+//! ejected), as `istioctl proxy-config endpoint` and scripts
 //! written for Envoy read them.
 
 use std::fmt::Write as _;
@@ -31,10 +32,16 @@ pub(super) fn render(snapshot: &Snapshot, now: Instant) -> String {
             let _ = writeln!(out, "{host}::rq_success::{}", total - errors.min(total));
             let _ = writeln!(out, "{host}::rq_total::{total}");
             let _ = writeln!(out, "{host}::hostname::");
-            let flags = match c.health.is_ejected(i, now) {
-                true => "/failed_outlier_check",
-                false => "healthy",
-            };
+            let mut flags = String::new();
+            if c.health.failed_active_hc(i) {
+                flags.push_str("/failed_active_hc");
+            }
+            if c.health.is_ejected(i, now) {
+                flags.push_str("/failed_outlier_check");
+            }
+            if flags.is_empty() {
+                flags.push_str("healthy");
+            }
             let _ = writeln!(out, "{host}::health_flags::{flags}");
             let _ = writeln!(out, "{host}::weight::1");
             let _ = writeln!(out, "{host}::priority::0");

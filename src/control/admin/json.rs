@@ -567,6 +567,13 @@ fn destination_rule(dr: &DestinationRule) -> Value {
         "origin": dr.origin.to_string(),
         "host": dr.host,
         "traffic_policy": traffic_policy(&top),
+        "health_check": dr.health_check.as_ref().map(|hc| json!({
+            "path": hc.path,
+            "interval_ms": hc.interval.as_millis() as u64,
+            "timeout_ms": hc.timeout.as_millis() as u64,
+            "unhealthy_threshold": hc.unhealthy_threshold,
+            "healthy_threshold": hc.healthy_threshold,
+        })),
         "subsets": dr.subsets.iter().map(|s| json!({
             "name": s.name,
             "labels": s.labels,

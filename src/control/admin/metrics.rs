@@ -359,7 +359,7 @@ fn seconds_until(info: &CertInfo, now: i64) -> i64 {
 fn clusters(out: &mut Out, snapshot: &crate::snapshot::Snapshot) {
     let now = std::time::Instant::now();
     type Value = fn(&crate::upstream::Cluster, std::time::Instant) -> u64;
-    let families: [(&str, &str, &str, Value); 5] = [
+    let families: [(&str, &str, &str, Value); 8] = [
         (
             "envoy_cluster_membership_total",
             "gauge",
@@ -369,14 +369,14 @@ fn clusters(out: &mut Out, snapshot: &crate::snapshot::Snapshot) {
         (
             "envoy_cluster_membership_healthy",
             "gauge",
-            "Endpoints of the cluster not ejected by outlier detection.",
+            "Endpoints of the cluster neither ejected by outlier detection nor failing their health check.",
             |c, now| c.health.healthy(now) as u64,
         ),
         (
             "envoy_cluster_outlier_detection_ejections_active",
             "gauge",
             "Endpoints ejected now.",
-            |c, now| (c.endpoints.len() - c.health.healthy(now)) as u64,
+            |c, now| c.health.ejected(now) as u64,
         ),
         (
             "envoy_cluster_outlier_detection_ejections_enforced_total",
@@ -389,6 +389,24 @@ fn clusters(out: &mut Out, snapshot: &crate::snapshot::Snapshot) {
             "counter",
             "Ejections not made because maxEjectionPercent of the endpoints were ejected.",
             |c, _| c.health.ejections_overflow.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_health_check_attempt",
+            "counter",
+            "Active health-check probes made (ringress.io/health-check-path).",
+            |c, _| c.health.hc_attempts.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_health_check_success",
+            "counter",
+            "Health-check probes answered 200 in time.",
+            |c, _| c.health.hc_successes.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_health_check_failure",
+            "counter",
+            "Health-check probes that failed.",
+            |c, _| c.health.hc_failures.load(Relaxed),
         ),
     ];
     for (name, kind, help, value) in families {

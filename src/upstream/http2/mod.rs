@@ -451,7 +451,9 @@ mod tests {
             pool: PoolPolicy::default(),
             protocol: UpstreamProtocol::Http2,
             hash: None,
-            health: std::sync::Arc::new(crate::upstream::health::EndpointHealth::new(1, None)),
+            health: std::sync::Arc::new(crate::upstream::health::EndpointHealth::new(
+                1, None, None,
+            )),
         };
         let pool = RefCell::new(Pool::default());
         let wait = Duration::from_secs(5);
