@@ -338,6 +338,8 @@ fn pending_requests_over_http1_max_pending_requests_overflow() {
     let log = concurrent(port, "/slow/1500", 3);
     let count = |status: &str| log.matches(&format!(") :status: {status}")).count();
     assert_eq!((count("200"), count("503")), (2, 1), "{log}");
+    // The one that waited got the first one's connection once it came back.
+    assert!(log.contains(") x-request: 2"), "{log}");
     assert!(
         log.contains(
             "upstream connect error or disconnect/reset before headers. reset reason: overflow"

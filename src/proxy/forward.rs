@@ -445,9 +445,17 @@ impl Connection {
                 match pooled {
                     Some(conn) => conn,
                     None => {
-                        let slot =
-                            pool::reserve(&self.ctx.pool, &cluster.name, limits, wait).await?;
-                        pool::connect(addr, slot, cluster.pool.connect_timeout).await?
+                        // A connection to `addr` that comes back while this waits for
+                        // a slot is taken as it is.
+                        let take = |pool: &mut pool::Pool| pool.take(addr);
+                        let reserved =
+                            pool::reserve_or(&self.ctx.pool, &cluster.name, limits, wait, take);
+                        match reserved.await? {
+                            Ok(slot) => {
+                                pool::connect(addr, slot, cluster.pool.connect_timeout).await?
+                            }
+                            Err(idle) => idle,
+                        }
                     }
                 }
             }

@@ -16,7 +16,8 @@
 //! ([`PoolPolicy::max_connections`], [`DEFAULT_MAX_CONNECTIONS`] without a
 //! DestinationRule). A request that finds its cluster full closes an idle connection
 //! of the cluster to another endpoint if there is one, else waits until a connection
-//! closes or comes back idle (whose slot it then takes) or its try's deadline: at most the shard's share of `http.http1MaxPendingRequests`
+//! closes or comes back idle (one to its own endpoint it takes as it is; another's
+//! slot it takes by closing it) or its try's deadline: at most the shard's share of `http.http1MaxPendingRequests`
 //! ([`MAX_PENDING`] without it) wait per cluster, and one more is refused at once
 //! (503 `UO`, Envoy's pending-request overflow). A connection that has carried
 //! `http.maxRequestsPerConnection` requests is closed instead of pooled.
@@ -358,6 +359,23 @@ pub(crate) async fn reserve(
     limits: SlotLimits,
     wait: Duration,
 ) -> Result<Slot, ConnectError> {
+    let nothing = |_: &mut Pool| None::<std::convert::Infallible>;
+    match reserve_or(pool, cluster, limits, wait, nothing).await? {
+        Ok(slot) => Ok(slot),
+        Err(never) => match never {},
+    }
+}
+
+/// [`reserve`], or what `take` finds in the pool while the request waits (for an
+/// HTTP/1.1 request, a connection to its endpoint that came back idle: taken as it
+/// is rather than closed for a new one).
+pub(crate) async fn reserve_or<T>(
+    pool: &RefCell<Pool>,
+    cluster: &str,
+    limits: SlotLimits,
+    wait: Duration,
+    mut take: impl FnMut(&mut Pool) -> Option<T>,
+) -> Result<Result<Slot, T>, ConnectError> {
     let slots = pool.borrow_mut().slots(cluster);
     let deadline = uring::now() + wait;
     let limit = limits.connections;
@@ -365,9 +383,14 @@ pub(crate) async fn reserve(
     // was woken, so the queue's length is not the number waiting).
     let mut pending: Option<Pending> = None;
     loop {
+        if pending.is_some()
+            && let Some(found) = take(&mut pool.borrow_mut())
+        {
+            return Ok(Err(found));
+        }
         if slots.open() < limit || pool.borrow_mut().close_idle_of(&slots) {
             slots.open.set(slots.open() + 1);
-            return Ok(Slot(slots));
+            return Ok(Ok(Slot(slots)));
         }
         if pending.is_none() {
             let waiting = slots.pending.get();
