@@ -3,7 +3,8 @@
 //! chosen by `destination.subset` and matched against ServiceEntry endpoint `labels`,
 //! `loadBalancer.consistentHash` by header and by a cookie the gateway generates and
 //! sets when it is absent, and the `connectionPool.http` limits
-//! (`maxRequestsPerConnection`, `http1MaxPendingRequests`, `maxRetries`), and
+//! (`maxRequestsPerConnection`, `http1MaxPendingRequests`, `http2MaxRequests`,
+//! `maxRetries`), and
 //! `outlierDetection` ejecting an endpoint that answers 5xx, as `/clusters` and the
 //! metrics show, until its ejection time is up; and the `ringress.io/health-check-*`
 //! annotations taking an endpoint that fails its probe out of every balancer. Every request is a new curl, so a new connection, which
@@ -515,4 +516,24 @@ fn active_health_checks_take_a_failing_endpoint_out() {
         out.contains("health check: GET /healthz every 200ms, timeout 500ms, out after 2 failures"),
         "{out}"
     );
+}
+
+#[test]
+fn requests_over_http2_max_requests_overflow() {
+    // Two shards: one request in flight each.
+    let rule = "  trafficPolicy:\n    connectionPool:\n      http: {http2MaxRequests: 2}\n";
+    let slow = Running::start("max-requests-in-flight", &["slow"], ROUTE, rule);
+    // Two at once on one HTTP/2 connection (one shard): the second finds the first in
+    // flight, though connections are free.
+    let log = concurrent(slow.port, "/slow/1000", 2);
+    let count = |status: &str| log.matches(&format!(") :status: {status}")).count();
+    assert_eq!((count("200"), count("503")), (1, 1), "{log}");
+    assert!(
+        log.contains(
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        ),
+        "{log}"
+    );
+    // Once it is done, the next goes through.
+    assert_eq!(answered(slow.port, "/", &[]), Ok("slow".to_owned()));
 }

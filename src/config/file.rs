@@ -346,6 +346,8 @@ pub(crate) struct FileHttpSettings {
     pub(crate) max_requests_per_connection: Option<i64>,
     #[serde(rename = "maxRetries")]
     pub(crate) max_retries: Option<i64>,
+    #[serde(rename = "http2MaxRequests")]
+    pub(crate) http2_max_requests: Option<i64>,
     #[serde(rename = "h2UpgradePolicy")]
     pub(crate) h2_upgrade_policy: Option<String>,
 }
@@ -419,14 +421,7 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
             &[],
             &["tcpKeepalive", "maxConnectionDuration", "idleTimeout"],
         ),
-        "FileHttpSettings" => (
-            &[],
-            &[
-                "http2MaxRequests",
-                "useClientProtocol",
-                "maxConcurrentStreams",
-            ],
-        ),
+        "FileHttpSettings" => (&[], &["useClientProtocol", "maxConcurrentStreams"]),
         "FileLoadBalancer" => (&[], &["localityLbSetting", "warmupDurationSecs", "warmup"]),
         other => {
             return super::file_auth::auth_field_policy(other)

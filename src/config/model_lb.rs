@@ -32,6 +32,9 @@ pub struct RequestLimits {
     /// `maxRetries`: retries of the cluster's requests in flight at once at most
     /// (Envoy's `max_retries`).
     pub max_retries: Option<u32>,
+    /// `http2MaxRequests`: requests to the cluster in flight at once at most, over
+    /// any protocol (Envoy's `max_requests`).
+    pub max_requests: Option<u32>,
 }
 
 /// A `trafficPolicy` block by block, `None` where it says nothing: a subset's block

@@ -554,7 +554,7 @@ fn destination_rule_connection_pool() {
         error(&dr("      http:\n        idleTimeout: 0s\n"))
             .ends_with("spec.trafficPolicy.connectionPool.http.idleTimeout: invalid value \"0s\": expected a duration above 0s"),
     );
-    for (section, field) in [("http", "http2MaxRequests"), ("tcp", "tcpKeepalive")] {
+    for (section, field) in [("http", "useClientProtocol"), ("tcp", "tcpKeepalive")] {
         let e = error(&dr(&format!("      {section}:\n        {field}: 1\n")));
         assert!(
             e.ends_with(&format!(

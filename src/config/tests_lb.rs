@@ -219,11 +219,14 @@ fn connection_pool_request_limits() {
         config.destination_rules[0].connection_pool.requests
     };
     assert_eq!(
-        pool("{http1MaxPendingRequests: 5, maxRequestsPerConnection: 1, maxRetries: 2}"),
+        pool(
+            "{http1MaxPendingRequests: 5, maxRequestsPerConnection: 1, maxRetries: 2, http2MaxRequests: 7}"
+        ),
         RequestLimits {
             max_pending: Some(5),
             max_requests_per_connection: Some(1),
             max_retries: Some(2),
+            max_requests: Some(7),
         }
     );
     // 0 is Istio's unset.
@@ -239,9 +242,9 @@ fn connection_pool_request_limits() {
     );
     assert!(
         error(&dr(
-            "  trafficPolicy:\n    connectionPool:\n      http: {http2MaxRequests: 3}\n"
+            "  trafficPolicy:\n    connectionPool:\n      http: {useClientProtocol: true}\n"
         ))
-        .ends_with("field `http2MaxRequests` is not implemented by ringress yet")
+        .ends_with("field `useClientProtocol` is not implemented by ringress yet")
     );
 }
 

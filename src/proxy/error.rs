@@ -94,9 +94,11 @@ impl ProxyError {
                 "UF",
                 "upstream_reset_before_response_started{connection_timeout}",
             ),
-            ProxyError::Connect(ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }) => {
-                ("UO", "upstream_reset_before_response_started{overflow}")
-            }
+            ProxyError::Connect(
+                ConnectError::Overflow { .. }
+                | ConnectError::NoSlot { .. }
+                | ConnectError::TooManyRequests { .. },
+            ) => ("UO", "upstream_reset_before_response_started{overflow}"),
             ProxyError::UpstreamClosed { .. } => (
                 "UC",
                 "upstream_reset_before_response_started{connection_termination}",

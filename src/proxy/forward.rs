@@ -36,7 +36,8 @@ use crate::shard::{RetryTicket, ShardStats};
 use crate::snapshot::Snapshot;
 use crate::upstream::health::Outcome;
 use crate::upstream::{
-    Cluster, ClusterId, Received, UpstreamConn, UpstreamProtocol, UpstreamStream, http2, pool,
+    Cluster, ClusterId, ConnectError, Received, UpstreamConn, UpstreamProtocol, UpstreamStream,
+    http2, pool,
 };
 use crate::uring;
 
@@ -144,6 +145,13 @@ impl Connection {
                     spec.istio_name.as_bytes(),
                 );
                 record.retries_exhausted = tries > 0;
+            }
+            if let Some(limit) = self.ctx.requests_full(snapshot, cluster) {
+                ShardStats::add(&self.ctx.stats.upstream_overflows);
+                return Err(ProxyError::Connect(ConnectError::TooManyRequests {
+                    cluster: spec.name.clone(),
+                    limit,
+                }));
             }
             let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster, hash) else {
                 return Err(ProxyError::NoEndpoint(spec.name.clone()));

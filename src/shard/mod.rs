@@ -338,6 +338,18 @@ impl ShardContext {
         }
     }
 
+    /// Whether `cluster` has this shard's share of its `http2MaxRequests` in flight.
+    pub(crate) fn requests_full(&self, snapshot: &Snapshot, cluster: ClusterId) -> Option<u32> {
+        let limit = snapshot
+            .clusters
+            .get(cluster)
+            .pool
+            .shard_requests(self.shards);
+        let mut balancers = self.balancers.borrow_mut();
+        let balancer = balancers.get(snapshot, cluster)?;
+        (balancer.in_flight >= limit).then_some(limit)
+    }
+
     /// Chooses an endpoint of `cluster` by its load-balancing policy (`hash`: the
     /// request's, for a consistent-hash cluster) and counts a request started on it.
     /// `None` when the cluster has no endpoints.

@@ -59,8 +59,8 @@ pub(crate) struct ShardStats {
     pub(crate) handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     /// Upstream connects that failed or timed out.
     pub(crate) upstream_connect_failures: AtomicU64,
-    /// Requests refused because their cluster had all its connections open
-    /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
+    /// Requests refused because their cluster was full (`maxConnections` open and
+    /// `http1MaxPendingRequests` waiting, or `http2MaxRequests` in flight), Envoy's "UO".
     pub(crate) upstream_overflows: AtomicU64,
     /// Retries not made because their cluster had `connectionPool.http.maxRetries`
     /// retries in flight (Envoy's `upstream_rq_retry_overflow`).

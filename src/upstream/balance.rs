@@ -28,6 +28,9 @@ pub(crate) struct Balancer {
     /// Retries of the cluster's requests in flight on this shard (its share of
     /// `connectionPool.http.maxRetries` is the limit).
     pub(crate) retrying: u32,
+    /// Requests of the cluster in flight on this shard (all endpoints): its share of
+    /// `connectionPool.http.http2MaxRequests` is the limit.
+    pub(crate) in_flight: u32,
 }
 
 impl Balancer {
@@ -39,6 +42,7 @@ impl Balancer {
             cursor,
             active: vec![0; cluster.endpoints.len()],
             retrying: 0,
+            in_flight: 0,
         }
     }
 
@@ -143,13 +147,17 @@ impl Balancer {
     pub(crate) fn started(&mut self, endpoint: usize) {
         if let Some(active) = self.active.get_mut(endpoint) {
             *active = active.saturating_add(1);
+            self.in_flight = self.in_flight.saturating_add(1);
         }
     }
 
     /// A request to `endpoint` has finished, successfully or not.
     pub(crate) fn finished(&mut self, endpoint: usize) {
-        if let Some(active) = self.active.get_mut(endpoint) {
-            *active = active.saturating_sub(1);
+        if let Some(active) = self.active.get_mut(endpoint)
+            && *active > 0
+        {
+            *active -= 1;
+            self.in_flight = self.in_flight.saturating_sub(1);
         }
     }
 

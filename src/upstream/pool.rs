@@ -77,6 +77,9 @@ pub(crate) struct PoolPolicy {
     /// Retries in flight at once at most, over all shards (unlimited without
     /// `maxRetries`, as Istio configures Envoy).
     pub(crate) max_retries: u32,
+    /// Requests in flight at once at most, over all shards (`http2MaxRequests`;
+    /// unlimited without, as Istio configures Envoy).
+    pub(crate) max_requests: u32,
 }
 
 /// One shard's share of a cluster's limits: what [`reserve`] allows.
@@ -97,6 +100,7 @@ impl PoolPolicy {
             max_pending: pool.requests.max_pending.unwrap_or(MAX_PENDING),
             max_requests_per_connection: pool.requests.max_requests_per_connection,
             max_retries: pool.requests.max_retries.unwrap_or(u32::MAX),
+            max_requests: pool.requests.max_requests.unwrap_or(u32::MAX),
         }
     }
 
@@ -114,17 +118,23 @@ impl PoolPolicy {
         share(self.max_retries, shards)
     }
 
+    /// This shard's share of `max_requests`.
+    pub(crate) fn shard_requests(&self, shards: usize) -> u32 {
+        share(self.max_requests, shards)
+    }
+
     /// The limits as `check` shows them, with Istio's field names.
     pub(crate) fn describe(&self) -> String {
         let per_connection = self
             .max_requests_per_connection
             .map_or("unlimited".to_owned(), |n| n.to_string());
-        let retries = match self.max_retries {
+        let unlimited = |n: u32| match n {
             u32::MAX => "unlimited".to_owned(),
             n => n.to_string(),
         };
+        let (retries, requests) = (unlimited(self.max_retries), unlimited(self.max_requests));
         format!(
-            "maxConnections {}, http1MaxPendingRequests {}, maxRequestsPerConnection {per_connection}, maxRetries {retries}, connectTimeout {:?}, idleTimeout {:?}",
+            "maxConnections {}, http1MaxPendingRequests {}, http2MaxRequests {requests}, maxRequestsPerConnection {per_connection}, maxRetries {retries}, connectTimeout {:?}, idleTimeout {:?}",
             self.max_connections, self.max_pending, self.connect_timeout, self.idle_timeout
         )
     }
@@ -167,6 +177,10 @@ pub(crate) enum ConnectError {
         "no connection of cluster {cluster} came free within {after:?} (connectionPool.tcp.maxConnections)"
     )]
     NoSlot { cluster: String, after: Duration },
+    #[error(
+        "cluster {cluster} has all its {limit} requests of this shard in flight (connectionPool.http.http2MaxRequests)"
+    )]
+    TooManyRequests { cluster: String, limit: u32 },
 }
 
 impl ConnectError {
@@ -175,7 +189,9 @@ impl ConnectError {
     pub(crate) fn is_overflow(&self) -> bool {
         matches!(
             self,
-            ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }
+            ConnectError::Overflow { .. }
+                | ConnectError::NoSlot { .. }
+                | ConnectError::TooManyRequests { .. }
         )
     }
 }
@@ -518,11 +534,13 @@ mod tests {
                 max_pending: Some(3),
                 max_requests_per_connection: Some(2),
                 max_retries: Some(5),
+                max_requests: Some(4),
             },
             ..ConnectionPool::default()
         }));
         assert_eq!(limited.shard_limits(2).pending, 2);
         assert_eq!(limited.shard_retries(2), 3);
+        assert_eq!(limited.shard_requests(3), 2);
         assert!(limited.reusable_after(1));
         assert!(!limited.reusable_after(2));
         assert!(PoolPolicy::default().reusable_after(u32::MAX));

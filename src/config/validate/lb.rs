@@ -336,6 +336,7 @@ impl Check<'_, '_> {
                 "maxRequestsPerConnection",
             ),
             max_retries: limit(http.max_retries, "maxRetries"),
+            max_requests: limit(http.http2_max_requests, "http2MaxRequests"),
         };
         ok.then_some(limits)
     }

@@ -19,6 +19,7 @@ pub(super) fn render(snapshot: &Snapshot, now: Instant) -> String {
         let limits = [
             ("max_connections", c.pool.max_connections),
             ("max_pending_requests", c.pool.max_pending),
+            ("max_requests", c.pool.max_requests),
             ("max_retries", c.pool.max_retries),
         ];
         for (limit, value) in limits {

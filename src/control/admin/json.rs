@@ -606,6 +606,7 @@ fn traffic_policy(policy: &crate::config::TrafficPolicy) -> Value {
                 "http1_max_pending_requests": pool.requests.max_pending,
                 "max_requests_per_connection": pool.requests.max_requests_per_connection,
                 "max_retries": pool.requests.max_retries,
+                "http2_max_requests": pool.requests.max_requests,
             }),
         );
     }

@@ -179,7 +179,7 @@ pub(super) fn render(status: &Status, now: i64) -> String {
         (
             "ringress_upstream_overflows_total",
             "counter",
-            "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections) and http1MaxPendingRequests waiting, by shard.",
+            "Requests answered 503 because their cluster was full: maxConnections open and http1MaxPendingRequests waiting, or http2MaxRequests in flight, by shard.",
             |s: &ShardStats| ShardStats::get(&s.upstream_overflows),
         ),
         (
