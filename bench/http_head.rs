@@ -79,6 +79,7 @@ fn response_heads(c: &mut Criterion) {
         close: false,
         client_minor: 1,
         dechunked_length: None,
+        set_cookie: None,
     };
     let mut group = c.benchmark_group("response_head");
     group.throughput(Throughput::Bytes(RESPONSE.len() as u64));

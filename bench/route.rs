@@ -126,6 +126,7 @@ fn config() -> Config {
                 address: "127.0.0.1".to_owned(),
                 ports: Default::default(),
                 weight: None,
+                labels: Default::default(),
             }],
         }],
         destination_rules: vec![],

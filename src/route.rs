@@ -683,15 +683,16 @@ fn compile_rule(
     let mut mirrors = Vec::new();
     if matches!(action, Action::Forward(_)) {
         for (m, mirror) in http.policies.mirrors.iter().enumerate() {
-            let cluster = clusters.lookup(&mirror.host, mirror.port).ok_or_else(|| {
-                RouteError::MissingMirrorCluster {
+            let subset = mirror.subset.as_deref();
+            let cluster = clusters
+                .lookup(&mirror.host, subset, mirror.port)
+                .ok_or_else(|| RouteError::MissingMirrorCluster {
                     origin: Box::new(vs.origin.clone()),
                     rule: index,
                     mirror: m,
                     host: mirror.host.clone(),
                     port: mirror.port.map(|p| format!(":{p}")).unwrap_or_default(),
-                }
-            })?;
+                })?;
             mirrors.push((cluster, mirror.share));
         }
     }
@@ -725,8 +726,9 @@ pub(crate) fn weighted_clusters(
 ) -> Result<WeightedClusters, RouteError> {
     let mut weighted = Vec::with_capacity(destinations.len());
     for (d, destination) in destinations.iter().enumerate() {
+        let subset = destination.subset.as_deref();
         let cluster = clusters
-            .lookup(&destination.host, destination.port)
+            .lookup(&destination.host, subset, destination.port)
             .ok_or_else(|| RouteError::MissingCluster {
                 origin: Box::new(vs.origin.clone()),
                 section,
@@ -990,6 +992,7 @@ mod tests {
                     address: format!("127.0.0.{}", i + 1),
                     ports: Default::default(),
                     weight: None,
+                    labels: Default::default(),
                 }],
             })
             .collect()
@@ -1596,8 +1599,8 @@ mod tests {
             panic!("not a forward");
         };
         assert_eq!(weighted.single(), None);
-        let v1 = built.clusters.lookup("v1", Some(8000)).unwrap();
-        let v2 = built.clusters.lookup("v2", Some(8000)).unwrap();
+        let v1 = built.clusters.lookup("v1", None, Some(8000)).unwrap();
+        let v2 = built.clusters.lookup("v2", None, Some(8000)).unwrap();
         assert_eq!(
             weighted.iter().collect::<Vec<_>>(),
             vec![(v1, 80), (v2, 20)]

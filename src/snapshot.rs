@@ -15,9 +15,7 @@ use rustls::ServerConfig;
 use rustls::pki_types::CertificateDer;
 
 use crate::auth::{Authn, Authz};
-use crate::config::{
-    Config, Credential, HostPattern, Origin, Protocol, RouteAction, ServerTls, TlsMode,
-};
+use crate::config::{Config, Credential, HostPattern, Origin, Protocol, ServerTls, TlsMode};
 use crate::route::RouteTable;
 use crate::route::l4::L4Table;
 use crate::tls::{self, CertInfo, CertifiedMaterial, SniSelector, Ticketers};
@@ -48,15 +46,6 @@ pub(crate) enum SnapshotError {
         port: u16,
         first: IpAddr,
         second: IpAddr,
-    },
-    #[error(
-        "{origin}: spec.http[{rule}].route destination {host} subset {subset:?}: subsets are not implemented by ringress yet (DestinationRule subsets are not supported)"
-    )]
-    SubsetNotImplemented {
-        origin: Box<Origin>,
-        rule: usize,
-        host: String,
-        subset: String,
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -146,7 +135,6 @@ impl Snapshot {
         ticketers: &mut Ticketers,
         generation: u64,
     ) -> Result<Snapshot, SnapshotError> {
-        reject_subsets(config)?;
         let clusters = Clusters::build_with_secrets(config, secrets_dir)?;
         let routes = RouteTable::build_all(config, &clusters)?;
         let l4_routes = L4Table::build_all(config, &clusters)?;
@@ -166,27 +154,6 @@ impl Snapshot {
     pub(crate) fn routes(&self, port: u16) -> Option<&RouteTable> {
         self.routes.get(&port)
     }
-}
-
-/// A `destination.subset` would need DestinationRule subsets, which ringress does not
-/// implement: refuse it rather than route to every endpoint.
-fn reject_subsets(config: &Config) -> Result<(), SnapshotError> {
-    for vs in &config.virtual_services {
-        for (rule, http) in vs.http.iter().enumerate() {
-            let RouteAction::Route(destinations) = &http.action else {
-                continue;
-            };
-            if let Some(d) = destinations.iter().find(|d| d.subset.is_some()) {
-                return Err(SnapshotError::SubsetNotImplemented {
-                    origin: Box::new(vs.origin.clone()),
-                    rule,
-                    host: d.host.clone(),
-                    subset: d.subset.clone().unwrap_or_default(),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One TLS server of a port as the SNI selector takes it: its hosts and config.

@@ -551,24 +551,7 @@ fn tokens<'r>(req: &AuthRequest<'r>, location: &TokenLocation) -> Vec<&'r str> {
                     .map(|(_, v)| v),
             );
         }
-        TokenLocation::Cookie(name) => {
-            for (n, value) in req.head.headers() {
-                if !n.eq_ignore_ascii_case("cookie") {
-                    continue;
-                }
-                let Ok(value) = std::str::from_utf8(value) else {
-                    continue;
-                };
-                for pair in value.split(';') {
-                    if let Some((n, v)) = pair.trim().split_once('=')
-                        && n == name
-                        && !v.is_empty()
-                    {
-                        out.push(v);
-                    }
-                }
-            }
-        }
+        TokenLocation::Cookie(name) => out.extend(req.head.cookies(name)),
     }
     out
 }

@@ -304,6 +304,9 @@ pub(crate) struct FileWorkloadEntry {
     #[serde(default)]
     pub(crate) ports: Ordered<i64>,
     pub(crate) weight: Option<i64>,
+    /// Matched by DestinationRule `subsets[].labels`.
+    #[serde(default)]
+    pub(crate) labels: Ordered<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -315,6 +318,8 @@ pub(crate) struct FileDestinationRuleSpec {
     pub(crate) host: Option<String>,
     #[serde(rename = "trafficPolicy")]
     pub(crate) traffic_policy: Option<FileTrafficPolicy>,
+    #[serde(default)]
+    pub(crate) subsets: Vec<super::file_lb::FileSubset>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -327,6 +332,8 @@ pub(crate) struct FileTrafficPolicy {
     pub(crate) tls: Option<super::file_destination::FileClientTls>,
     #[serde(rename = "portLevelSettings")]
     pub(crate) port_level_settings: Option<Vec<super::file_destination::FilePortTrafficPolicy>>,
+    #[serde(rename = "outlierDetection")]
+    pub(crate) outlier_detection: Option<super::file_lb::FileOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -350,6 +357,14 @@ pub(crate) struct FileTcpSettings {
 pub(crate) struct FileHttpSettings {
     #[serde(rename = "idleTimeout")]
     pub(crate) idle_timeout: Option<String>,
+    #[serde(rename = "http1MaxPendingRequests")]
+    pub(crate) http1_max_pending_requests: Option<i64>,
+    #[serde(rename = "maxRequestsPerConnection")]
+    pub(crate) max_requests_per_connection: Option<i64>,
+    #[serde(rename = "maxRetries")]
+    pub(crate) max_retries: Option<i64>,
+    #[serde(rename = "http2MaxRequests")]
+    pub(crate) http2_max_requests: Option<i64>,
     #[serde(rename = "h2UpgradePolicy")]
     pub(crate) h2_upgrade_policy: Option<String>,
 }
@@ -358,6 +373,8 @@ pub(crate) struct FileHttpSettings {
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileLoadBalancer {
     pub(crate) simple: Option<String>,
+    #[serde(rename = "consistentHash")]
+    pub(crate) consistent_hash: Option<super::file_lb::FileConsistentHash>,
 }
 
 /// What each raw struct does with mapping keys that are not its fields. The names are
@@ -404,38 +421,20 @@ pub(crate) fn field_policy(struct_name: &str) -> FieldPolicy {
             &["addresses", "location", "exportTo"],
             &["workloadSelector", "subjectAltNames"],
         ),
-        "FileWorkloadEntry" => (&["labels"], &["network", "locality", "serviceAccount"]),
-        "FileDestinationRuleSpec" => (&["exportTo"], &["subsets", "workloadSelector"]),
-        "FileTrafficPolicy" => (&[], &["outlierDetection", "tunnel", "proxyProtocol"]),
+        "FileWorkloadEntry" => (&[], &["network", "locality", "serviceAccount"]),
+        "FileDestinationRuleSpec" => (&["exportTo"], &["workloadSelector"]),
+        "FileTrafficPolicy" => (&[], &["tunnel", "proxyProtocol"]),
         "FileTcpSettings" => (
             &[],
             &["tcpKeepalive", "maxConnectionDuration", "idleTimeout"],
         ),
-        "FileHttpSettings" => (
-            &[],
-            &[
-                "http1MaxPendingRequests",
-                "http2MaxRequests",
-                "maxRequestsPerConnection",
-                "maxRetries",
-                "useClientProtocol",
-                "maxConcurrentStreams",
-            ],
-        ),
-        "FileLoadBalancer" => (
-            &[],
-            &[
-                "consistentHash",
-                "localityLbSetting",
-                "warmupDurationSecs",
-                "warmup",
-            ],
-        ),
+        "FileHttpSettings" => (&[], &["useClientProtocol", "maxConcurrentStreams"]),
+        "FileLoadBalancer" => (&[], &["localityLbSetting", "warmupDurationSecs", "warmup"]),
         other => {
             return super::file_auth::auth_field_policy(other)
                 .or_else(|| super::file_authz::authz_field_policy(other))
                 .or_else(|| super::file_traffic::traffic_field_policy(other))
-                .or_else(|| super::file_destination::destination_field_policy(other))
+                .or_else(|| super::file_lb::lb_field_policy(other))
                 .unwrap_or_default();
         }
     };

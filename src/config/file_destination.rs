@@ -7,7 +7,6 @@
 use serde::Deserialize;
 
 use super::file::{FileConnectionPool, FileLoadBalancer, FileTrafficPolicy};
-use super::yaml::FieldPolicy;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +41,8 @@ pub(crate) struct FilePortTrafficPolicy {
     #[serde(rename = "connectionPool")]
     pub(crate) connection_pool: Option<FileConnectionPool>,
     pub(crate) tls: Option<FileClientTls>,
+    #[serde(rename = "outlierDetection")]
+    pub(crate) outlier_detection: Option<super::file_lb::FileOutlierDetection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,20 +58,9 @@ impl FilePortTrafficPolicy {
             load_balancer: self.load_balancer,
             connection_pool: self.connection_pool,
             tls: self.tls,
+            outlier_detection: self.outlier_detection,
             port_level_settings: None,
         };
         (self.port, policy)
     }
-}
-
-/// [`super::file::field_policy`] for the structs of this file.
-pub(crate) fn destination_field_policy(struct_name: &str) -> Option<FieldPolicy> {
-    let (ignored, not_implemented): (&[&str], &[&str]) = match struct_name {
-        "FilePortTrafficPolicy" => (&[], &["outlierDetection"]),
-        _ => return None,
-    };
-    Some(FieldPolicy {
-        ignored,
-        not_implemented,
-    })
 }

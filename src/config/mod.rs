@@ -12,9 +12,9 @@
 //!
 //! Decisions worth knowing as a user:
 //! - Fields Istio has but ringress does not implement are errors ("is not implemented by
-//!   ringress yet"), never ignored; `metadata.labels`/`annotations`, Gateway `selector`
-//!   and `servers[].name`, `exportTo`, ServiceEntry `addresses`/`location` and endpoint
-//!   `labels` are accepted and have no effect.
+//!   ringress yet"), never ignored; `metadata.labels`/`annotations` (but a DestinationRule's
+//!   `ringress.io/health-check-*`), Gateway `selector` and `servers[].name`, `exportTo`
+//!   and ServiceEntry `addresses`/`location` are accepted and have no effect.
 //! - ServiceEntry `resolution: DNS_ROUND_ROBIN` is read as `DNS`; `NONE` is an error.
 //! - With `credentialName`, `serverCertificate`/`privateKey`/`caCertificates` may only
 //!   hold the placeholder `"use sds"` older Istio releases required.
@@ -27,11 +27,13 @@ mod file_auth;
 mod file_authz;
 mod file_destination;
 mod file_l4;
+mod file_lb;
 mod file_traffic;
 pub(crate) mod model;
 pub(crate) mod model_authz;
 pub(crate) mod model_destination;
 pub(crate) mod model_l4;
+pub(crate) mod model_lb;
 pub(crate) mod model_traffic;
 mod validate;
 mod yaml;
@@ -43,6 +45,7 @@ pub use model::*;
 pub use model_authz::*;
 pub use model_destination::*;
 pub use model_l4::*;
+pub use model_lb::*;
 pub use model_traffic::*;
 #[cfg(test)]
 use validate::API_VERSIONS;
@@ -75,3 +78,5 @@ pub(crate) fn load_str(text: &str, source: &Path) -> Result<Config, ConfigError>
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_lb;

@@ -388,6 +388,8 @@ pub struct Endpoint {
     /// `ports`: service port name → endpoint port.
     pub ports: BTreeMap<String, u16>,
     pub weight: Option<u32>,
+    /// `labels`, which DestinationRule subsets select by.
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -419,16 +421,32 @@ pub struct DestinationRule {
     pub traffic_policy: TrafficPolicy,
     /// `trafficPolicy.portLevelSettings`, one per port.
     pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// `subsets[]`, in order; names are unique.
+    pub subsets: Vec<super::Subset>,
+    /// The `ringress.io/health-check-*` annotations.
+    pub health_check: Option<super::HealthCheck>,
 }
 
 impl DestinationRule {
-    /// The policy of the cluster on service port `port`: the port's settings over the
-    /// top-level ones.
-    pub fn policy_for_port(&self, port: u16) -> TrafficPolicy {
-        match self.port_level_settings.iter().find(|p| p.port == port) {
-            Some(settings) => self.traffic_policy.with_port_settings(&settings.policy),
-            None => self.traffic_policy.clone(),
+    /// The policy of the cluster on service port `port` (of `subset`), in Istio's
+    /// order (`MergeTrafficPolicy`, then the port's settings): the rule's, each field
+    /// the subset sets replacing the rule's, then each field the subset's port-level
+    /// settings set, then the rule's port-level settings.
+    pub fn policy_for(&self, port: u16, subset: Option<&super::Subset>) -> TrafficPolicy {
+        let at_port = |settings: &[PortTrafficPolicy]| {
+            settings
+                .iter()
+                .find(|p| p.port == port)
+                .map(|p| p.policy.clone())
+                .unwrap_or_default()
+        };
+        let mut policy = self.traffic_policy.clone();
+        if let Some(subset) = subset {
+            policy = policy
+                .overridden_by(&subset.traffic_policy)
+                .overridden_by(&at_port(&subset.port_level_settings));
         }
+        policy.overridden_by(&at_port(&self.port_level_settings))
     }
 }
 
@@ -445,6 +463,9 @@ pub struct ConnectionPool {
     /// `http.h2UpgradePolicy`: `Some(true)` for UPGRADE (HTTP/2 to an HTTP port),
     /// `Some(false)` for DO_NOT_UPGRADE, `None` for DEFAULT (the port's protocol).
     pub h2_upgrade: Option<bool>,
+    /// `http.http1MaxPendingRequests`, `http.maxRequestsPerConnection` and
+    /// `http.maxRetries` (see [`super::RequestLimits`]).
+    pub requests: super::RequestLimits,
 }
 
 impl Config {

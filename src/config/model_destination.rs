@@ -1,32 +1,41 @@
 //! A DestinationRule's `trafficPolicy` as the upstream module uses it: the top-level
 //! policy and each `portLevelSettings[]` entry are the same [`TrafficPolicy`], and a
-//! cluster on a port gets [`TrafficPolicy::with_port_settings`] of the two, as Istio's
+//! cluster on a port gets [`TrafficPolicy::overridden_by`] of the two, as Istio's
 //! `MergeTrafficPolicy` does (a field the port sets replaces the whole top-level field;
 //! nothing is merged inside a field). Also the upstream TLS settings
 //! (`trafficPolicy.tls`, Istio's `ClientTLSSettings`).
 
 use std::path::PathBuf;
 
-use super::model::{ConnectionPool, LoadBalancer};
+use super::model::ConnectionPool;
+use super::model_lb::{Balancing, OutlierDetection};
 
-/// One `trafficPolicy` (or `portLevelSettings[]` entry): `None` where it says nothing.
+/// One `trafficPolicy` (a DestinationRule's, a subset's, or a `portLevelSettings[]`
+/// entry): `None` where it says nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrafficPolicy {
-    /// `loadBalancer.simple`
-    pub load_balancer: Option<LoadBalancer>,
+    /// `loadBalancer` (`simple` or `consistentHash`)
+    pub load_balancer: Option<Balancing>,
     /// `connectionPool`
     pub connection_pool: Option<ConnectionPool>,
+    /// `outlierDetection`
+    pub outlier_detection: Option<OutlierDetection>,
     /// `tls`
     pub tls: Option<ClientTls>,
 }
 
 impl TrafficPolicy {
-    /// This policy with the fields `port` sets replacing its own, whole.
-    pub fn with_port_settings(&self, port: &TrafficPolicy) -> TrafficPolicy {
+    /// This policy with the fields `over` sets (a port's, a subset's) replacing its
+    /// own, whole.
+    pub fn overridden_by(&self, over: &TrafficPolicy) -> TrafficPolicy {
         TrafficPolicy {
-            load_balancer: port.load_balancer.or(self.load_balancer),
-            connection_pool: port.connection_pool.or(self.connection_pool),
-            tls: port.tls.clone().or_else(|| self.tls.clone()),
+            load_balancer: over
+                .load_balancer
+                .clone()
+                .or_else(|| self.load_balancer.clone()),
+            connection_pool: over.connection_pool.or(self.connection_pool),
+            outlier_detection: over.outlier_detection.or(self.outlier_detection),
+            tls: over.tls.clone().or_else(|| self.tls.clone()),
         }
     }
 }

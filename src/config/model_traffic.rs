@@ -25,6 +25,8 @@ pub struct Mirror {
     pub host: String,
     /// `destination.port.number`; `None` when the service has exactly one port.
     pub port: Option<u16>,
+    /// `destination.subset`: a subset of the host's DestinationRule.
+    pub subset: Option<String>,
     pub share: Share,
 }
 

@@ -9,7 +9,7 @@ use super::*;
 
 const FILE: &str = "/etc/ringress/gw.yaml";
 
-fn load_ok(text: &str) -> Config {
+pub(super) fn load_ok(text: &str) -> Config {
     match load_str(text, Path::new(FILE)) {
         Ok(c) => c,
         Err(e) => panic!("expected the configuration to load, got:\n{e}"),
@@ -24,7 +24,7 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
-fn error(text: &str) -> String {
+pub(super) fn error(text: &str) -> String {
     let all = errors(text);
     assert_eq!(all.len(), 1, "expected exactly one issue, got {all:#?}");
     all.into_iter().next().unwrap_or_default()
@@ -544,6 +544,7 @@ fn destination_rule_connection_pool() {
             connect_timeout: Some(std::time::Duration::from_secs(2)),
             idle_timeout: Some(std::time::Duration::from_secs(30)),
             h2_upgrade: None,
+            requests: Default::default(),
         }
     );
     for (policy, upgrade) in [
@@ -576,7 +577,7 @@ fn destination_rule_connection_pool() {
         error(&dr("      http:\n        idleTimeout: 0s\n"))
             .ends_with("spec.trafficPolicy.connectionPool.http.idleTimeout: invalid value \"0s\": expected a duration above 0s"),
     );
-    for (section, field) in [("http", "http1MaxPendingRequests"), ("tcp", "tcpKeepalive")] {
+    for (section, field) in [("http", "useClientProtocol"), ("tcp", "tcpKeepalive")] {
         let e = error(&dr(&format!("      {section}:\n        {field}: 1\n")));
         assert!(
             e.ends_with(&format!(
@@ -594,15 +595,9 @@ fn destination_rule_unimplemented_fields() {
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: dr\nspec:\n  host: httpbin\n{body}"
         )
     };
-    assert_eq!(
-        error(&dr("  subsets:\n  - name: v1\n    labels: {version: v1}\n")),
-        "/etc/ringress/gw.yaml:7:3: document 1 (DestinationRule dr): spec.subsets: field `subsets` is not implemented by ringress yet"
-    );
-    let e = error(&dr("  trafficPolicy:\n    outlierDetection: {}\n"));
+    let e = error(&dr("  trafficPolicy:\n    tunnel: {}\n"));
     assert!(
-        e.ends_with(
-            "spec.trafficPolicy.outlierDetection: field `outlierDetection` is not implemented by ringress yet"
-        ),
+        e.ends_with("spec.trafficPolicy.tunnel: field `tunnel` is not implemented by ringress yet"),
         "{e}"
     );
     assert_eq!(
@@ -628,7 +623,7 @@ fn destination_rule_unimplemented_fields() {
         )));
         assert_eq!(
             config.destination_rules[0].traffic_policy.load_balancer,
-            Some(lb)
+            Some(lb.into())
         );
         assert_eq!(config.destination_rules[0].host, "httpbin");
     }
@@ -2111,12 +2106,12 @@ fn destination_rule_tls_and_port_level_settings() {
         }
     );
     // A port's field replaces the top-level one whole; the others stay.
-    let plain = rule.policy_for_port(8080);
+    let plain = rule.policy_for(8080, None);
     assert_eq!(plain.tls.map(|t| t.mode), Some(ClientTlsMode::Disable));
-    let random = rule.policy_for_port(9443);
-    assert_eq!(random.load_balancer, Some(LoadBalancer::Random));
+    let random = rule.policy_for(9443, None);
+    assert_eq!(random.load_balancer, Some(LoadBalancer::Random.into()));
     assert_eq!(random.tls.as_ref(), Some(tls));
-    assert_eq!(rule.policy_for_port(1), rule.traffic_policy);
+    assert_eq!(rule.policy_for(1, None), rule.traffic_policy);
 
     let mutual = load_ok(&dr(
         "    tls:\n      mode: MUTUAL\n      clientCertificate: /c.pem\n      privateKey: /k.pem\n      insecureSkipVerify: true\n",
@@ -2182,10 +2177,6 @@ fn destination_rule_tls_and_port_level_settings() {
         (
             "    portLevelSettings:\n    - port:\n        number: 80\n    - port:\n        number: 80\n",
             "spec.trafficPolicy.portLevelSettings[1].port.number: port 80 already has portLevelSettings",
-        ),
-        (
-            "    portLevelSettings:\n    - port:\n        number: 80\n      outlierDetection: {}\n",
-            "spec.trafficPolicy.portLevelSettings[0].outlierDetection: field `outlierDetection` is not implemented by ringress yet",
         ),
         (
             "    portLevelSettings:\n    - port:\n        number: 80\n      connectionPool:\n        tcp:\n          maxConnections: 0\n",

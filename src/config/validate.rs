@@ -15,6 +15,7 @@ mod auth;
 mod authz;
 mod destination;
 mod l4;
+mod lb;
 mod traffic;
 
 use super::duration::parse_duration;
@@ -1829,11 +1830,13 @@ impl Check<'_, '_> {
                 }
             },
         };
+        let labels = self.labels(raw.labels, &p.key("labels"));
         let address = address?;
         ok.then_some(Endpoint {
             address,
             ports: endpoint_ports,
             weight,
+            labels: labels?,
         })
     }
 
@@ -1860,54 +1863,18 @@ impl Check<'_, '_> {
             }
             h => self.host_name(h, &s.key("host")),
         };
-        let path = s.key("trafficPolicy");
-        let (traffic_policy, port_level_settings) = match raw.traffic_policy {
-            Some(mut policy) => {
-                let ports = policy.port_level_settings.take();
-                let traffic_policy = self.traffic_policy(policy, &path);
-                let port_level_settings = match ports {
-                    Some(ports) => self.port_level_settings(ports, &path.key("portLevelSettings")),
-                    None => Some(Vec::new()),
-                };
-                (traffic_policy, port_level_settings)
-            }
-            None => (Some(TrafficPolicy::default()), Some(Vec::new())),
-        };
+        let (traffic_policy, port_level_settings) =
+            self.traffic_policy_and_ports(raw.traffic_policy, &s.key("trafficPolicy"));
+        let subsets = self.subsets(raw.subsets, &s.key("subsets"));
         Some(DestinationRule {
             origin,
             name,
             host: host?,
             traffic_policy: traffic_policy?,
             port_level_settings: port_level_settings?,
+            subsets: subsets?,
+            health_check: self.health_check()?,
         })
-    }
-
-    /// `loadBalancer`: `simple` (ROUND_ROBIN without it).
-    fn load_balancer(&mut self, raw: FileLoadBalancer, path: &Path) -> Option<LoadBalancer> {
-        let lp = path.key("simple");
-        match raw.simple.as_deref() {
-            None | Some("ROUND_ROBIN" | "UNSPECIFIED") => Some(LoadBalancer::RoundRobin),
-            Some("LEAST_REQUEST" | "LEAST_CONN") => Some(LoadBalancer::LeastRequest),
-            Some("RANDOM") => Some(LoadBalancer::Random),
-            Some("PASSTHROUGH") => {
-                self.err(
-                    &lp,
-                    Problem::ValueNotImplemented {
-                        what: "load balancer PASSTHROUGH".to_owned(),
-                        accepted: "ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM".to_owned(),
-                    },
-                );
-                None
-            }
-            Some(other) => {
-                self.invalid(
-                    &lp,
-                    format!("{other:?}"),
-                    "accepted: ROUND_ROBIN, LEAST_REQUEST, LEAST_CONN, RANDOM",
-                );
-                None
-            }
-        }
     }
 
     /// `trafficPolicy.connectionPool`: `tcp.maxConnections` (at least 1),
@@ -1943,6 +1910,7 @@ impl Check<'_, '_> {
             }
         }
         if let Some(http) = raw.http {
+            pool.requests = self.request_limits(&http, &path.key("http"))?;
             if let Some(raw) = http.idle_timeout {
                 pool.idle_timeout =
                     self.positive_duration(&raw, &path.key("http").key("idleTimeout"));

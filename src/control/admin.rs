@@ -13,6 +13,7 @@
 //! | `GET /certs` | JSON: every listener and TLS server with its hosts, TLS mode, certificate source, the chain (subject, SANs, serial, expiry, days left) and for MUTUAL servers the client CA; the config generation |
 //! | `GET /stats/prometheus` | Prometheus text format 0.0.4: responses, per-route responses, handshakes, connections, upstream connect failures, reloads, generation, certificate expiry, authentication and authorization outcomes, JWT key set state |
 //! | `GET /ready` | `200 ready` while serving, `503 draining` once a stop began |
+//! | `GET /clusters` | Envoy's text format: each cluster's limits, and each endpoint's request counts and `health_flags` (`healthy`, `/failed_outlier_check`) |
 //! | `GET /config_dump` | JSON: the validated configuration being served (never key contents), with the endpoints each destination resolved to, and `reloads`: counts, the last attempt and the last failure with its error |
 //! | `POST /reload` | reloads like SIGHUP and waits for the outcome: `200 {"generation": N}` or `500 {"error": "..."}` |
 //!
@@ -31,6 +32,7 @@
 //! with `poll(2)` and accept without blocking: after a binary upgrade the new process
 //! accepts from the same socket until this one exits.
 
+mod clusters;
 mod json;
 mod metrics;
 #[cfg(test)]
@@ -77,6 +79,7 @@ const INDEX: &str = "ringress admin endpoint
 GET  /certs              certificates served per listener and host, with expiry
 GET  /stats/prometheus   counters and gauges in the Prometheus text format
 GET  /ready              200 while serving, 503 while draining
+GET  /clusters           clusters, endpoints and their health, in Envoy's text format
 GET  /config_dump        the configuration being served, as JSON
 POST /reload             reload the configuration and certificates now
 ";
@@ -526,7 +529,9 @@ pub(crate) const HEALTH_PATH: &str = "/healthz/ready";
 /// The answer to `method path`.
 fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent>) -> Response {
     let (allow, want) = match path {
-        "/" | "/certs" | "/stats/prometheus" | "/ready" | "/config_dump" => ("GET", "GET"),
+        "/" | "/certs" | "/stats/prometheus" | "/ready" | "/config_dump" | "/clusters" => {
+            ("GET", "GET")
+        }
         "/reload" => ("POST", "POST"),
         _ => return Response::text(404, "no such admin route; GET / lists them\n"),
     };
@@ -546,6 +551,10 @@ fn route(method: &str, path: &str, status: &Status, events: &Sender<ControlEvent
             ..Response::text(200, &metrics::render(status, now_unix()))
         },
         "/ready" => ready(status),
+        "/clusters" => {
+            let (snapshot, _) = status.serving();
+            Response::text(200, &clusters::render(&snapshot, std::time::Instant::now()))
+        }
         "/config_dump" => {
             let (snapshot, config) = status.serving();
             let mut dump = json::config_dump(&config, &snapshot);

@@ -270,15 +270,41 @@ fn describe(config: &Config, snapshot: &Snapshot) -> String {
         for (_, cluster) in snapshot.clusters.iter() {
             let endpoints: Vec<String> =
                 cluster.endpoints.iter().map(ToString::to_string).collect();
+            let endpoints = match endpoints.is_empty() {
+                true => "no endpoints (503 no healthy upstream)".to_owned(),
+                false => endpoints.join(", "),
+            };
             let _ = writeln!(
                 out,
-                "  {}  {}  {}",
+                "  {} ({})  {}  {}",
                 cluster.name,
-                cluster.lb.istio_name(),
-                endpoints.join(", ")
+                cluster.istio_name,
+                crate::upstream::cluster::balancing_name(cluster),
+                endpoints
             );
             for line in cluster.tls.iter().flat_map(|tls| tls.describe()) {
                 let _ = writeln!(out, "    {line}");
+            }
+            let _ = writeln!(out, "    limits: {}", cluster.pool.describe());
+            if let Some(hc) = cluster.health.health_check() {
+                let _ = writeln!(
+                    out,
+                    "    health check: GET {} every {:?}, timeout {:?}, out after {} failures, back after {} passes",
+                    hc.path, hc.interval, hc.timeout, hc.unhealthy_threshold, hc.healthy_threshold
+                );
+            }
+            if let Some(od) = cluster.health.outlier() {
+                let count = |n: Option<u32>| n.map_or("off".to_owned(), |n| n.to_string());
+                let _ = writeln!(
+                    out,
+                    "    outlierDetection: consecutive5xxErrors {}, consecutiveGatewayErrors {}, interval {:?}, baseEjectionTime {:?}, maxEjectionPercent {}, minHealthPercent {}",
+                    count(od.consecutive_5xx),
+                    count(od.consecutive_gateway),
+                    od.interval,
+                    od.base_ejection_time,
+                    od.max_ejection_percent,
+                    od.min_health_percent
+                );
             }
         }
     }

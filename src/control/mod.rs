@@ -3,6 +3,7 @@
 
 pub(crate) mod admin;
 mod check;
+mod health_check;
 mod notify;
 pub(crate) mod status;
 pub(crate) mod upgrade;
@@ -496,6 +497,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     let mut gateway = start(&opts, config, &events, inherited.as_mut())?;
     spawn_key_refresh(opts.jwks_refresh, events.clone())?;
+    health_check::spawn(gateway.status.clone())?;
     let mut endpoints = Vec::new();
     for (addr, routes, holder) in [
         (opts.admin, admin::Routes::Admin, upgrade::Holder::Admin),

@@ -270,6 +270,21 @@ impl RequestHead {
         self.raw.iter()
     }
 
+    /// The non-empty values of the cookie `name` in every `Cookie` header, in order
+    /// and as sent (quotes kept).
+    pub(crate) fn cookies<'h>(&'h self, name: &str) -> impl Iterator<Item = &'h str> {
+        self.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+            .filter_map(|(_, value)| std::str::from_utf8(value).ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(move |pair| {
+                pair.trim()
+                    .split_once('=')
+                    .filter(|(n, v)| *n == name && !v.is_empty())
+                    .map(|(_, v)| v)
+            })
+    }
+
     /// The host the request is for (absolute-form authority, else Host), lower-cased,
     /// without port; IPv6 literals keep their brackets. `None` for an HTTP/1.0 request
     /// without Host or an empty Host.

@@ -68,6 +68,8 @@ pub struct ResponseContext<'a> {
     /// `content-length`, so the client knows where the body ends (and the connection
     /// may stay open); without it the body ends at the close.
     pub dechunked_length: Option<u64>,
+    /// A `Set-Cookie` value the proxy adds (a generated consistent-hash cookie).
+    pub set_cookie: Option<&'a str>,
 }
 
 /// Names a route's header operations may not touch.
@@ -436,6 +438,9 @@ pub fn write_client_response_head(
         push_u64(out, len);
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(cookie) = ctx.set_cookie {
+        header(out, b"set-cookie", cookie.as_bytes());
+    }
     write_ops(out, ops);
     if head.is_switching() {
         // The connection now carries the protocol the upstream switched to.
@@ -688,6 +693,7 @@ mod tests {
             close: false,
             client_minor: 1,
             dechunked_length: None,
+            set_cookie: None,
         };
         let got = client(
             b"HTTP/1.1 418 I'm a teapot\r\nServer: gunicorn\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: h\r\nx-envoy-upstream-service-time: 999\r\nContent-Length: 13\r\ncontent-length: 13\r\nX-More-Info: http://tools.ietf.org/html/rfc2324\r\n\r\n",
@@ -718,6 +724,7 @@ mod tests {
             close: true,
             client_minor: 1,
             dechunked_length: None,
+            set_cookie: None,
         };
         let resp = b"HTTP/1.1 200\r\nTransfer-Encoding: chunked\r\nCache-Control: max-age=60\r\nX-Powered-By: x\r\n\r\n";
         assert_eq!(
@@ -807,6 +814,7 @@ mod tests {
             close: false,
             client_minor: 1,
             dechunked_length: None,
+            set_cookie: None,
         };
         let mut out = Vec::new();
         write_client_response_head(&head, &rctx, &mut out);

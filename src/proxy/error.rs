@@ -94,9 +94,11 @@ impl ProxyError {
                 "UF",
                 "upstream_reset_before_response_started{connection_timeout}",
             ),
-            ProxyError::Connect(ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }) => {
-                ("UO", "upstream_reset_before_response_started{overflow}")
-            }
+            ProxyError::Connect(
+                ConnectError::Overflow { .. }
+                | ConnectError::NoSlot { .. }
+                | ConnectError::TooManyRequests { .. },
+            ) => ("UO", "upstream_reset_before_response_started{overflow}"),
             ProxyError::UpstreamClosed { .. } => (
                 "UC",
                 "upstream_reset_before_response_started{connection_termination}",
@@ -117,10 +119,17 @@ impl ProxyError {
         }
     }
 
-    /// The body of the answer when it is not the status line's reason (Envoy's
-    /// local reply for a failed upstream TLS handshake).
+    /// The body of the answer when it is not the status line's reason: Envoy's own
+    /// text, which clients match on, for an empty cluster (`no healthy upstream`),
+    /// an overflow of its connection or request limits, and a failed upstream TLS
+    /// handshake.
     pub(crate) fn local_reply_body(&self) -> Option<String> {
         match self {
+            ProxyError::NoEndpoint(_) => Some("no healthy upstream".to_owned()),
+            ProxyError::Connect(e) if e.is_overflow() => Some(
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+                    .to_owned(),
+            ),
             ProxyError::Connect(e) => e.local_reply_body(),
             _ => None,
         }

@@ -36,8 +36,9 @@ use crate::http::{
     self, BodyFramer, BodyKind, ForwardContext, RequestHead, ResponseContext, ResponseHead,
 };
 use crate::route::Route;
-use crate::shard::{ShardContext, ShardStats};
+use crate::shard::{RetryTicket, ShardContext, ShardStats};
 use crate::snapshot::Snapshot;
+use crate::upstream::health::Outcome;
 use crate::upstream::{
     Cluster, ClusterId, ConnectError, Received, UpstreamConn, UpstreamProtocol, UpstreamStream,
     http2, pool,
@@ -59,6 +60,8 @@ struct RequestFacts {
     /// The server name of a TLS connection for it (see
     /// `UpstreamTls::server_name_for`); `None` for a cluster without TLS.
     server_name: Option<ServerName<'static>>,
+    /// A consistent-hash cookie generated for this request, set on its response.
+    set_cookie: Option<String>,
 }
 
 /// What the proxy does with a request's `Upgrade` (RFC 9110 §7.8), as Istio's
@@ -116,13 +119,22 @@ impl Connection {
                 .unwrap_or_default();
             tls.server_name_for(authority, &spec.host)
         });
-        let facts = RequestFacts {
+        let mut facts = RequestFacts {
             keep_alive: head.keep_alive(),
             is_head: head.method().eq_ignore_ascii_case("HEAD"),
             client_minor: head.version_minor(),
             expects_continue: head.expects_continue(),
             upgrade: websocket,
             server_name,
+            set_cookie: None,
+        };
+        let hash = match spec.hash.as_deref() {
+            Some(table) => {
+                let (hash, set_cookie) = table.request_hash(&head, self.peer);
+                facts.set_cookie = set_cookie;
+                hash
+            }
+            None => None,
         };
         let mut request_body = BodyFramer::new(head.body());
         let now = uring::now();
@@ -164,6 +176,9 @@ impl Connection {
         }
         let mut tries = 0;
         let mut redialled = false;
+        // The retry under way, counted against the cluster's `maxRetries` until its
+        // try has an answer.
+        let mut _retry: Option<RetryTicket> = None;
         let (mut upstream, endpoint, response, started, mut answered_early) = loop {
             let spec = snapshot.clusters.get(cluster);
             if let Some(record) = self.record.as_deref_mut() {
@@ -173,7 +188,14 @@ impl Connection {
                 );
                 record.retries_exhausted = tries > 0;
             }
-            let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster) else {
+            if let Some(limit) = self.ctx.requests_full(snapshot, cluster) {
+                ShardStats::add(&self.ctx.stats.upstream_overflows);
+                return Err(ProxyError::Connect(ConnectError::TooManyRequests {
+                    cluster: spec.name.clone(),
+                    limit,
+                }));
+            }
+            let Some((endpoint, addr)) = self.ctx.pick_endpoint(snapshot, cluster, hash) else {
                 return Err(ProxyError::NoEndpoint(spec.name.clone()));
             };
             if let Some(record) = self.record.as_deref_mut() {
@@ -188,6 +210,15 @@ impl Connection {
             let result = self
                 .try_upstream(spec, addr, &mut request_body, &facts, wait)
                 .await;
+            _retry = None;
+            // Every answer (or failure to get one) counts toward outlier detection.
+            let outcome = match &result {
+                Ok(tried) => Some(Outcome::Status(tried.response.status())),
+                Err(e) => e.outlier_outcome(),
+            };
+            if let Some(outcome) = outcome {
+                spec.health.report(endpoint, outcome, uring::now());
+            }
             match result {
                 Ok(Tried {
                     upstream,
@@ -195,7 +226,11 @@ impl Connection {
                     started,
                     body,
                 }) => {
-                    if resendable && policy.retry_status(response.status(), tries) {
+                    if resendable
+                        && policy.retry_status(response.status(), tries)
+                        && let Some(ticket) = self.ctx.begin_retry(snapshot, cluster)
+                    {
+                        _retry = Some(ticket);
                         // The upstream connection is dropped with the unread body.
                         self.ctx.finished(snapshot, cluster, endpoint);
                         tracing::debug!(%addr, status = response.status(), tries, "retrying");
@@ -228,7 +263,11 @@ impl Connection {
                         tries -= 1;
                         continue;
                     }
-                    if resendable && policy.retry_error(&e, tries) {
+                    if resendable
+                        && policy.retry_error(&e, tries)
+                        && let Some(ticket) = self.ctx.begin_retry(snapshot, cluster)
+                    {
+                        _retry = Some(ticket);
                         tracing::debug!(%addr, error = %e, tries, "retrying");
                         continue;
                     }
@@ -304,8 +343,8 @@ impl Connection {
             reusable: complete,
             close,
         } = result?;
-        if complete && reusable {
-            let spec = snapshot.clusters.get(cluster);
+        let spec = snapshot.clusters.get(cluster);
+        if complete && reusable && spec.pool.reusable_after(upstream.served) {
             let keep_for = pool::keep_for(spec.pool.idle_timeout, keep_alive.as_deref());
             self.ctx.pool.borrow_mut().put(upstream, keep_for);
         }
@@ -344,6 +383,7 @@ impl Connection {
             close: false,
             client_minor: 1,
             dechunked_length: None,
+            set_cookie: None,
         };
         self.out.clear();
         http::write_client_response_head(&response, &ctx, &mut self.out);
@@ -655,6 +695,7 @@ impl Connection {
             close,
             client_minor: facts.client_minor,
             dechunked_length,
+            set_cookie: facts.set_cookie.as_deref(),
         };
         self.out.clear();
         http::write_client_response_head(&head, &ctx, &mut self.out);
@@ -832,12 +873,12 @@ pub(super) async fn checkout(
     server_name: Option<&ServerName<'static>>,
     wait: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
-    let limit = cluster.pool.shard_limit(ctx.shards);
+    let limits = cluster.pool.shard_limits(ctx.shards);
     match cluster.protocol {
         UpstreamProtocol::Http2 => {
             let name = server_name.cloned();
             // Boxed: the HTTP/1.1 path's future stays as small as it was.
-            Box::pin(http2::stream(&ctx.pool, cluster, addr, name, limit, wait)).await
+            Box::pin(http2::stream(&ctx.pool, cluster, addr, name, limits, wait)).await
         }
         UpstreamProtocol::Http1 => {
             let tls = cluster.tls.as_deref();
@@ -845,9 +886,17 @@ pub(super) async fn checkout(
             match pooled {
                 Some(conn) => Ok(conn),
                 None => {
-                    let slot = pool::reserve(&ctx.pool, &cluster.name, limit, wait).await?;
-                    let tls = tls.zip(server_name.cloned());
-                    pool::connect(addr, slot, cluster.pool.connect_timeout, tls).await
+                    // A connection to `addr` (for the same server name) that comes
+                    // back while this waits for a slot is taken as it is.
+                    let take = |pool: &mut pool::Pool| pool.take(addr, tls, server_name);
+                    let reserved = pool::reserve_or(&ctx.pool, &cluster.name, limits, wait, take);
+                    match reserved.await? {
+                        Ok(slot) => {
+                            let tls = tls.zip(server_name.cloned());
+                            pool::connect(addr, slot, cluster.pool.connect_timeout, tls).await
+                        }
+                        Err(idle) => Ok(idle),
+                    }
                 }
             }
         }

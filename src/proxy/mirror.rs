@@ -228,7 +228,9 @@ async fn exchange(
     limit: Duration,
 ) -> Result<(), MirrorError> {
     let spec = snapshot.clusters.get(cluster);
-    let Some((endpoint, addr)) = ctx.pick_endpoint(snapshot, cluster) else {
+    // A mirror's cluster balances by its own policy; a hash of the request's key is
+    // the primary cluster's.
+    let Some((endpoint, addr)) = ctx.pick_endpoint(snapshot, cluster, None) else {
         return Err(MirrorError::NoEndpoint(spec.name.clone()));
     };
     let exchanged = uring::timeout(limit, send_and_drain(ctx, spec, addr, request, method)).await;

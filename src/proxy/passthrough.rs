@@ -202,16 +202,25 @@ async fn connect_and_relay(
         );
         record.set(Field::RouteName, name.as_bytes());
     }
-    let Some((endpoint, addr)) = ctx.pick_endpoint(&snapshot, cluster_id) else {
+    // consistentHash's useSourceIp (the only key a byte stream has), as Envoy's TCP
+    // proxy hashes.
+    let hash = match cluster.hash.as_deref() {
+        Some(table) => client
+            .peer_addr()
+            .ok()
+            .and_then(|p| table.connection_hash(p)),
+        None => None,
+    };
+    let Some((endpoint, addr)) = ctx.pick_endpoint(&snapshot, cluster_id, hash) else {
         flag(record, "UH", "no_healthy_upstream");
         return Err("no_healthy_upstream");
     };
     if let Some(record) = record.as_deref_mut() {
         record.upstream_host = Some(addr);
     }
-    let limit = cluster.pool.shard_limit(ctx.shards);
+    let limits = cluster.pool.shard_limits(ctx.shards);
     // As Envoy's tcp_proxy, a full cluster refuses at once (no queue of connections).
-    let connected = match pool::reserve(&ctx.pool, &cluster.name, limit, Duration::ZERO).await {
+    let connected = match pool::reserve(&ctx.pool, &cluster.name, limits, Duration::ZERO).await {
         // Never TLS of ringress's: the cluster of an L4 route has none (`Clusters::build`).
         Ok(slot) => pool::connect(addr, slot, cluster.pool.connect_timeout, None)
             .await

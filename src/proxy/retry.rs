@@ -161,6 +161,24 @@ impl ProxyError {
     pub(super) fn is_stale_connection(&self) -> bool {
         matches!(self, ProxyError::UpstreamClosed { reused: true, .. })
     }
+
+    /// What a try that failed so tells outlier detection: a failure of the endpoint
+    /// (connect failure or timeout, reset, close, bad response, no answer in time),
+    /// or nothing (the cluster was full, a pooled connection had gone stale, the
+    /// client went away).
+    pub(super) fn outlier_outcome(&self) -> Option<crate::upstream::health::Outcome> {
+        match self {
+            ProxyError::Connect(c) if c.is_overflow() => None,
+            _ if self.is_stale_connection() => None,
+            ProxyError::Connect(_)
+            | ProxyError::UpstreamClosed { .. }
+            | ProxyError::UpstreamIo { .. }
+            | ProxyError::BadResponse { .. }
+            | ProxyError::UpstreamTimeout { .. }
+            | ProxyError::UpstreamStalled { .. } => Some(crate::upstream::health::Outcome::Failed),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -338,12 +338,26 @@ impl ShardContext {
         }
     }
 
-    /// Chooses an endpoint of `cluster` by its load-balancing policy and counts a
-    /// request started on it. `None` when the cluster has no endpoints.
+    /// Whether `cluster` has this shard's share of its `http2MaxRequests` in flight.
+    pub(crate) fn requests_full(&self, snapshot: &Snapshot, cluster: ClusterId) -> Option<u32> {
+        let limit = snapshot
+            .clusters
+            .get(cluster)
+            .pool
+            .shard_requests(self.shards);
+        let mut balancers = self.balancers.borrow_mut();
+        let balancer = balancers.get(snapshot, cluster)?;
+        (balancer.in_flight >= limit).then_some(limit)
+    }
+
+    /// Chooses an endpoint of `cluster` by its load-balancing policy (`hash`: the
+    /// request's, for a consistent-hash cluster) and counts a request started on it.
+    /// `None` when the cluster has no endpoints.
     pub(crate) fn pick_endpoint(
         &self,
         snapshot: &Snapshot,
         cluster: ClusterId,
+        hash: Option<u64>,
     ) -> Option<(usize, SocketAddr)> {
         let spec = snapshot.clusters.get(cluster);
         if spec.endpoints.is_empty() {
@@ -351,15 +365,64 @@ impl ShardContext {
         }
         let mut balancers = self.balancers.borrow_mut();
         let balancer = balancers.get(snapshot, cluster)?;
-        let endpoint = balancer.pick(spec);
+        let endpoint = balancer.pick(spec, hash, uring::now())?;
         balancer.started(endpoint);
         spec.endpoints.get(endpoint).map(|addr| (endpoint, *addr))
+    }
+
+    /// A retry of a request to `cluster`, if the cluster has fewer than this shard's
+    /// share of its `maxRetries` in flight (Envoy's retry circuit breaker); it
+    /// counts until the ticket is dropped. `None` (counted as a retry overflow):
+    /// the request is not retried.
+    pub(crate) fn begin_retry(
+        self: &Rc<Self>,
+        snapshot: &Snapshot,
+        cluster: ClusterId,
+    ) -> Option<RetryTicket> {
+        let limit = snapshot
+            .clusters
+            .get(cluster)
+            .pool
+            .shard_retries(self.shards);
+        let mut balancers = self.balancers.borrow_mut();
+        // A request still on an older snapshot is not counted (its cluster's state
+        // is gone).
+        if let Some(balancer) = balancers.get(snapshot, cluster) {
+            if balancer.retrying >= limit {
+                ShardStats::add(&self.stats.retry_overflows);
+                return None;
+            }
+            balancer.retrying += 1;
+        }
+        Some(RetryTicket {
+            ctx: self.clone(),
+            generation: snapshot.generation,
+            cluster,
+        })
     }
 
     /// Counts a request on an endpoint as finished (for LEAST_REQUEST).
     pub(crate) fn finished(&self, snapshot: &Snapshot, cluster: ClusterId, endpoint: usize) {
         if let Some(balancer) = self.balancers.borrow_mut().get(snapshot, cluster) {
             balancer.finished(endpoint);
+        }
+    }
+}
+
+/// A retry in flight, counted against its cluster's `maxRetries` until dropped.
+pub(crate) struct RetryTicket {
+    ctx: Rc<ShardContext>,
+    generation: u64,
+    cluster: ClusterId,
+}
+
+impl Drop for RetryTicket {
+    fn drop(&mut self) {
+        let mut balancers = self.ctx.balancers.borrow_mut();
+        if balancers.generation == self.generation
+            && let Some(balancer) = balancers.by_cluster.get_mut(self.cluster.0 as usize)
+        {
+            balancer.retrying = balancer.retrying.saturating_sub(1);
         }
     }
 }

@@ -62,9 +62,12 @@ pub(crate) struct ShardStats {
     /// Of those, TLS handshakes with an upstream that failed (a DestinationRule
     /// `tls`: verification, an alert, a peer that does not speak TLS).
     pub(crate) upstream_tls_failures: AtomicU64,
-    /// Requests refused because their cluster had all its connections open
-    /// (`connectionPool.tcp.maxConnections`), Envoy's "UO".
+    /// Requests refused because their cluster was full (`maxConnections` open and
+    /// `http1MaxPendingRequests` waiting, or `http2MaxRequests` in flight), Envoy's "UO".
     pub(crate) upstream_overflows: AtomicU64,
+    /// Retries not made because their cluster had `connectionPool.http.maxRetries`
+    /// retries in flight (Envoy's `upstream_rq_retry_overflow`).
+    pub(crate) retry_overflows: AtomicU64,
     /// Connections reset at accept: the shard had `--max-connections` open, or the
     /// client address `--max-connections-per-client`.
     pub(crate) refused_shard_full: AtomicU64,

@@ -8,7 +8,11 @@
 //!   do not all begin with the first endpoint;
 //! - `LEAST_REQUEST`: power of two choices: two distinct random endpoints, the one
 //!   with fewer requests in flight on this shard wins (as Envoy does);
-//! - `RANDOM`: a uniformly random endpoint.
+//! - `RANDOM`: a uniformly random endpoint;
+//! - `consistentHash`: the request's hash looked up in the cluster's table
+//!   (`super::hash`), the same on every shard.
+
+use std::time::Instant;
 
 use crate::config::LoadBalancer;
 use crate::upstream::cluster::Cluster;
@@ -21,6 +25,12 @@ pub(crate) struct Balancer {
     /// Requests in flight per endpoint, counted by [`Balancer::started`] and
     /// [`Balancer::finished`].
     active: Vec<u32>,
+    /// Retries of the cluster's requests in flight on this shard (its share of
+    /// `connectionPool.http.maxRetries` is the limit).
+    pub(crate) retrying: u32,
+    /// Requests of the cluster in flight on this shard (all endpoints): its share of
+    /// `connectionPool.http.http2MaxRequests` is the limit.
+    pub(crate) in_flight: u32,
 }
 
 impl Balancer {
@@ -31,18 +41,86 @@ impl Balancer {
             rng,
             cursor,
             active: vec![0; cluster.endpoints.len()],
+            retrying: 0,
+            in_flight: 0,
         }
     }
 
-    /// The index in `cluster.endpoints` of the endpoint the next request goes to.
-    /// `cluster` must be the one this balancer was made for; a cluster without
-    /// endpoints (which [`Clusters`](crate::upstream::cluster::Clusters) never builds)
-    /// gives 0.
-    pub(crate) fn pick(&mut self, cluster: &Cluster) -> usize {
+    /// The index in `cluster.endpoints` of the endpoint the next request goes to,
+    /// among those its health table (`super::health`) makes available at `now` (all
+    /// of them when fewer than `minHealthPercent` are). `cluster` must be the one this
+    /// balancer was made for. `None`: no endpoint (a subset no endpoint matches, or
+    /// every one ejected). A cluster with a consistent hash looks `hash` up in its
+    /// table (a random point for a request without one).
+    pub(crate) fn pick(
+        &mut self,
+        cluster: &Cluster,
+        hash: Option<u64>,
+        now: Instant,
+    ) -> Option<usize> {
         let n = cluster.endpoints.len();
-        if n <= 1 {
-            return 0;
+        let health = &cluster.health;
+        let mut check = !health.all_available();
+        if check {
+            let available = (0..n).filter(|&i| health.available(i, now)).count();
+            if health.panics(available) {
+                check = false;
+            } else if available == 0 {
+                return None;
+            }
         }
+        let usable = |i: usize| !check || health.available(i, now);
+        match n {
+            0 => return None,
+            1 => return Some(0),
+            _ => {}
+        }
+        if let Some(table) = &cluster.hash {
+            return Some(table.pick_where(hash.unwrap_or_else(|| self.rng.u64(..)), usable));
+        }
+        if check {
+            return self.pick_available(cluster, n, &usable);
+        }
+        Some(self.pick_any(cluster, n))
+    }
+
+    /// [`Balancer::pick`] when some endpoints are unavailable: the policy over the
+    /// others.
+    fn pick_available(
+        &mut self,
+        cluster: &Cluster,
+        n: usize,
+        usable: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        match cluster.lb {
+            LoadBalancer::RoundRobin => (0..n).find_map(|_| {
+                let pick = self.cursor % n;
+                self.cursor = (pick + 1) % n;
+                usable(pick).then_some(pick)
+            }),
+            LoadBalancer::Random | LoadBalancer::LeastRequest => {
+                let available: Vec<usize> = (0..n).filter(|&i| usable(i)).collect();
+                let first = *available.get(self.rng.usize(..available.len().max(1)))?;
+                if cluster.lb == LoadBalancer::Random || available.len() < 2 {
+                    return Some(first);
+                }
+                let second = loop {
+                    let other = available[self.rng.usize(..available.len())];
+                    if other != first {
+                        break other;
+                    }
+                };
+                Some(if self.active_on(second) < self.active_on(first) {
+                    second
+                } else {
+                    first
+                })
+            }
+        }
+    }
+
+    /// [`Balancer::pick`] when every endpoint is available.
+    fn pick_any(&mut self, cluster: &Cluster, n: usize) -> usize {
         match cluster.lb {
             LoadBalancer::RoundRobin => {
                 let pick = self.cursor % n;
@@ -69,13 +147,17 @@ impl Balancer {
     pub(crate) fn started(&mut self, endpoint: usize) {
         if let Some(active) = self.active.get_mut(endpoint) {
             *active = active.saturating_add(1);
+            self.in_flight = self.in_flight.saturating_add(1);
         }
     }
 
     /// A request to `endpoint` has finished, successfully or not.
     pub(crate) fn finished(&mut self, endpoint: usize) {
-        if let Some(active) = self.active.get_mut(endpoint) {
-            *active = active.saturating_sub(1);
+        if let Some(active) = self.active.get_mut(endpoint)
+            && *active > 0
+        {
+            *active -= 1;
+            self.in_flight = self.in_flight.saturating_sub(1);
         }
     }
 
@@ -99,10 +181,15 @@ mod tests {
             endpoints: (0..endpoints)
                 .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)))
                 .collect(),
+            subset: None,
             lb,
             pool: Default::default(),
             protocol: Default::default(),
             tls: None,
+            hash: None,
+            health: std::sync::Arc::new(crate::upstream::health::EndpointHealth::new(
+                endpoints, None, None,
+            )),
         }
     }
 
@@ -110,8 +197,10 @@ mod tests {
     fn round_robin_cycles_through_every_endpoint() {
         let c = cluster(3, LoadBalancer::RoundRobin);
         let mut b = Balancer::new(&c);
-        let first = b.pick(&c);
-        let picks: Vec<usize> = (0..9).map(|_| b.pick(&c)).collect();
+        let first = b.pick(&c, None, Instant::now()).unwrap_or(0);
+        let picks: Vec<usize> = (0..9)
+            .map(|_| b.pick(&c, None, Instant::now()).unwrap_or(0))
+            .collect();
         for (i, pick) in picks.iter().enumerate() {
             assert_eq!(*pick, (first + 1 + i) % 3);
         }
@@ -121,10 +210,10 @@ mod tests {
     fn round_robin_ignores_requests_in_flight() {
         let c = cluster(2, LoadBalancer::RoundRobin);
         let mut b = Balancer::new(&c);
-        let first = b.pick(&c);
+        let first = b.pick(&c, None, Instant::now()).unwrap_or(0);
         b.started(1 - first);
         b.started(1 - first);
-        assert_eq!(b.pick(&c), 1 - first);
+        assert_eq!(b.pick(&c, None, Instant::now()).unwrap_or(0), 1 - first);
     }
 
     #[test]
@@ -133,12 +222,12 @@ mod tests {
         let mut b = Balancer::new(&c);
         b.started(0);
         for _ in 0..100 {
-            assert_eq!(b.pick(&c), 1);
+            assert_eq!(b.pick(&c, None, Instant::now()).unwrap_or(0), 1);
         }
         b.finished(0);
         b.started(1);
         for _ in 0..100 {
-            assert_eq!(b.pick(&c), 0);
+            assert_eq!(b.pick(&c, None, Instant::now()).unwrap_or(0), 0);
         }
         // With three endpoints the idle one is in the pair two times in three.
         let c = cluster(3, LoadBalancer::LeastRequest);
@@ -147,7 +236,9 @@ mod tests {
             b.started(0);
             b.started(2);
         }
-        let idle = (0..3000).filter(|_| b.pick(&c) == 1).count();
+        let idle = (0..3000)
+            .filter(|_| b.pick(&c, None, Instant::now()).unwrap_or(0) == 1)
+            .count();
         assert!(
             (1700..=2300).contains(&idle),
             "idle endpoint picked {idle} of 3000"
@@ -173,7 +264,7 @@ mod tests {
         let mut b = Balancer::new(&c);
         let mut seen = [0u32; 4];
         for _ in 0..4000 {
-            seen[b.pick(&c)] += 1;
+            seen[b.pick(&c, None, Instant::now()).unwrap_or(0)] += 1;
         }
         assert!(seen.iter().all(|&n| n > 700), "{seen:?}");
     }
@@ -188,8 +279,67 @@ mod tests {
             for n in [0, 1] {
                 let c = cluster(n, lb);
                 let mut b = Balancer::new(&c);
-                assert_eq!(b.pick(&c), 0);
+                assert_eq!(b.pick(&c, None, Instant::now()).unwrap_or(0), 0);
             }
         }
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_by_every_policy() {
+        use crate::config::{HashKey, HashTable, OutlierDetection};
+        use crate::upstream::hash::EndpointHash;
+        use crate::upstream::health::{EndpointHealth, Outcome};
+        use std::sync::Arc;
+        use std::time::Duration;
+        let od = |min_health_percent| OutlierDetection {
+            consecutive_5xx: Some(1),
+            consecutive_gateway: None,
+            interval: Duration::from_secs(1),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 100,
+            min_health_percent,
+        };
+        let now = Instant::now();
+        for lb in [
+            LoadBalancer::RoundRobin,
+            LoadBalancer::LeastRequest,
+            LoadBalancer::Random,
+        ] {
+            let mut c = cluster(3, lb);
+            c.health = Arc::new(EndpointHealth::new(3, Some(od(0)), None));
+            c.health.report(1, Outcome::Status(500), now);
+            let mut b = Balancer::new(&c);
+            for _ in 0..60 {
+                assert_ne!(b.pick(&c, None, now), Some(1), "{lb:?}");
+            }
+            c.health.report(0, Outcome::Status(500), now);
+            c.health.report(2, Outcome::Status(500), now);
+            assert_eq!(b.pick(&c, None, now), None, "all ejected: no endpoint");
+        }
+        // A hash key whose endpoint is ejected goes to the next one on the ring.
+        let mut c = cluster(3, LoadBalancer::RoundRobin);
+        let table = HashTable::RingHash {
+            minimum_ring_size: 64,
+        };
+        c.hash = Some(Arc::new(EndpointHash::build(
+            HashKey::SourceIp,
+            table,
+            &c.endpoints,
+        )));
+        c.health = Arc::new(EndpointHealth::new(3, Some(od(0)), None));
+        let mut b = Balancer::new(&c);
+        let home = b.pick(&c, Some(42), now).unwrap();
+        c.health.report(home, Outcome::Status(500), now);
+        let moved = b.pick(&c, Some(42), now).unwrap();
+        assert_ne!(moved, home);
+        assert_eq!(b.pick(&c, Some(42), now), Some(moved));
+        // Under minHealthPercent, every endpoint is used again (Envoy's panic mode).
+        let mut c = cluster(2, LoadBalancer::RoundRobin);
+        c.health = Arc::new(EndpointHealth::new(2, Some(od(60)), None));
+        c.health.report(0, Outcome::Status(500), now);
+        let mut b = Balancer::new(&c);
+        let picks: std::collections::BTreeSet<_> =
+            (0..4).filter_map(|_| b.pick(&c, None, now)).collect();
+        assert_eq!(picks.len(), 2);
     }
 }

@@ -17,6 +17,13 @@
 //! DNS names keep only their IPv4 addresses when they have any (as Istio's gateway does
 //! by default), so `localhost` does not become an IPv6 endpoint that a v4-only upstream
 //! refuses. A DestinationRule for the host sets the load balancer (default ROUND_ROBIN).
+//!
+//! A destination with a `subset` has a cluster of its own, Istio's
+//! `outbound|PORT|SUBSET|HOST`: the endpoints whose `labels` include the subset's
+//! (none may match: the cluster then answers 503 "no healthy upstream", as Envoy's
+//! empty cluster does), under the rule's `trafficPolicy` with each block the subset
+//! sets replacing the rule's (Istio's `MergeTrafficPolicy`). A subset no
+//! DestinationRule of the host defines is a load error.
 
 use std::collections::HashMap;
 use std::io;
@@ -27,14 +34,14 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use super::PoolPolicy;
+use super::hash::EndpointHash;
+use super::health::EndpointHealth;
 use crate::tls::TlsError;
 use crate::tls::client_config::{UpstreamTls, upstream_tls};
 
-#[cfg(test)]
-use crate::config::ConnectionPool;
 use crate::config::{
-    Config, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution, RouteAction, ServiceEntry,
-    ServicePort,
+    Config, ConnectionPool, DestinationRule, Endpoint, LoadBalancer, Origin, Resolution,
+    RouteAction, ServiceEntry, ServicePort, Subset,
 };
 
 /// The port a destination goes to when its route names none and no ServiceEntry
@@ -57,7 +64,9 @@ pub struct Cluster {
     pub(crate) host: String,
     /// The service port.
     pub(crate) port: u16,
-    /// Where connections go; never empty.
+    /// The route's `destination.subset`.
+    pub(crate) subset: Option<String>,
+    /// Where connections go; empty only for a subset no endpoint's labels match.
     pub(crate) endpoints: Vec<SocketAddr>,
     /// The DestinationRule's load balancer; ROUND_ROBIN without one.
     pub(crate) lb: LoadBalancer,
@@ -68,6 +77,11 @@ pub struct Cluster {
     /// TLS to the endpoints (the DestinationRule's `tls` for this port, unless
     /// DISABLE), loaded when the snapshot was built.
     pub(crate) tls: Option<Arc<UpstreamTls>>,
+    /// `loadBalancer.consistentHash`: the key and the table built over `endpoints`
+    /// (then `lb` is unused).
+    pub(crate) hash: Option<Arc<EndpointHash>>,
+    /// Which endpoints are ejected (`outlierDetection`), shared by every shard.
+    pub(crate) health: Arc<EndpointHealth>,
 }
 
 /// What a cluster's connections speak.
@@ -86,7 +100,7 @@ impl UpstreamProtocol {
     /// The protocol of a cluster on `port` (`None` for a host no ServiceEntry
     /// declares) under `pool`'s `h2UpgradePolicy`, as Istio decides it: an HTTP
     /// port is upgraded by UPGRADE; an HTTP2 or GRPC port always speaks HTTP/2.
-    fn of(port: Option<&ServicePort>, pool: Option<&crate::config::ConnectionPool>) -> Self {
+    fn of(port: Option<&ServicePort>, pool: Option<&ConnectionPool>) -> Self {
         let h2_port = port.is_some_and(ServicePort::speaks_http2);
         let upgrade = pool.and_then(|p| p.h2_upgrade) == Some(true);
         if h2_port || upgrade {
@@ -116,7 +130,8 @@ struct HostClusters {
 #[derive(Debug, Clone, Default)]
 pub struct Clusters {
     clusters: Vec<Cluster>,
-    by_host: HashMap<String, HostClusters>,
+    /// By destination host and subset.
+    by_host: HashMap<(String, Option<String>), HostClusters>,
     /// Where upstream TLS `credentialName`s are read from while building.
     secrets_dir: Option<std::path::PathBuf>,
 }
@@ -212,6 +227,24 @@ pub enum ClusterError {
         rule: RuleRef,
         destination: String,
     },
+    #[error("{origin}: {rule} destination {host} subset {subset}: {defined}")]
+    UnknownSubset {
+        origin: Box<Origin>,
+        rule: RuleRef,
+        host: String,
+        subset: String,
+        /// Which DestinationRule defines which subsets, or that none applies.
+        defined: String,
+    },
+    #[error(
+        "{origin}: {rule} destination {destination} speaks HTTP/2, but the health checks of {rule_origin} (ringress.io/health-check-*) probe with HTTP/1.1 only"
+    )]
+    HealthCheckHttp2 {
+        origin: Box<Origin>,
+        rule: RuleRef,
+        destination: String,
+        rule_origin: Box<Origin>,
+    },
 }
 
 /// A rule of a VirtualService, as messages name it: `http[0]`, `tls[1]`, `tcp[0]`.
@@ -268,8 +301,9 @@ impl Clusters {
                         rule: RuleRef { section, index },
                     };
                     for destination in destinations {
-                        let id =
-                            clusters.add(config, &destination.host, destination.port, reference)?;
+                        let subset = destination.subset.as_deref();
+                        let (host, port) = (&destination.host, destination.port);
+                        let id = clusters.add(config, host, subset, port, reference)?;
                         if section != "http" && clusters.get(id).tls.is_some() {
                             return Err(ClusterError::TlsOnL4Route {
                                 origin: Box::new(vs.origin.clone()),
@@ -292,7 +326,8 @@ impl Clusters {
                     },
                 };
                 for mirror in &http.policies.mirrors {
-                    clusters.add(config, &mirror.host, mirror.port, reference)?;
+                    let subset = mirror.subset.as_deref();
+                    clusters.add(config, &mirror.host, subset, mirror.port, reference)?;
                 }
             }
         }
@@ -325,9 +360,16 @@ impl Clusters {
     }
 
     /// The cluster for a destination as a route names it: `port` is the service port,
-    /// `None` for a route that names none.
-    pub(crate) fn lookup(&self, host: &str, port: Option<u16>) -> Option<ClusterId> {
-        let entry = self.by_host.get(host)?;
+    /// `None` for a route that names none; `subset` the route's `destination.subset`.
+    pub(crate) fn lookup(
+        &self,
+        host: &str,
+        subset: Option<&str>,
+        port: Option<u16>,
+    ) -> Option<ClusterId> {
+        let entry = self
+            .by_host
+            .get(&(host.to_owned(), subset.map(str::to_owned)))?;
         match port {
             Some(port) => entry
                 .by_port
@@ -345,6 +387,7 @@ impl Clusters {
         &mut self,
         config: &Config,
         host: &str,
+        subset: Option<&str>,
         port: Option<u16>,
         reference: Reference<'_>,
     ) -> Result<ClusterId, ClusterError> {
@@ -360,15 +403,26 @@ impl Clusters {
             .map(|sp| sp.number)
             .or(port)
             .unwrap_or(DEFAULT_PORT);
+        let key = (host.to_owned(), subset.map(str::to_owned));
 
-        let id = match self.lookup(host, Some(number)) {
+        let id = match self.lookup(host, subset, Some(number)) {
             Some(id) => id,
             None => {
-                let destination = format!("{host}:{number}");
+                let rule = destination_rule(&config.destination_rules, host);
+                let subset = match subset {
+                    Some(name) => Some(find_subset(rule, host, name, reference)?),
+                    None => None,
+                };
+                let destination = match subset {
+                    Some(s) => format!("{host}:{number} subset {}", s.name),
+                    None => format!("{host}:{number}"),
+                };
                 let endpoints = match (service_entry, service_port) {
                     (Some(se), Some(sp)) => {
-                        service_entry_endpoints(se, sp, host, &destination, reference)?
+                        service_entry_endpoints(se, sp, host, subset, &destination, reference)?
                     }
+                    // A host no ServiceEntry declares has no labels.
+                    _ if subset.is_some_and(|s| !s.labels.is_empty()) => Vec::new(),
                     _ => resolve(host, number, &destination, reference)?,
                 };
                 let id = u32::try_from(self.clusters.len()).map_err(|_| ClusterError::TooMany {
@@ -376,11 +430,25 @@ impl Clusters {
                     rule: reference.rule,
                     destination: destination.clone(),
                 })?;
-                let rule = destination_rule(&config.destination_rules, host);
-                let policy = rule.map(|r| r.policy_for_port(number)).unwrap_or_default();
+                let policy = rule
+                    .map(|r| r.policy_for(number, subset))
+                    .unwrap_or_default();
                 let pool = policy.connection_pool.as_ref();
                 let protocol = UpstreamProtocol::of(service_port, pool);
-                let istio_name = format!("outbound|{number}||{host}");
+                let istio_name = format!(
+                    "outbound|{number}|{}|{host}",
+                    subset.map_or("", |s| s.name.as_str())
+                );
+                let health_check = rule.and_then(|r| r.health_check.clone());
+                if let (Some(r), Some(_), UpstreamProtocol::Http2) = (rule, &health_check, protocol)
+                {
+                    return Err(ClusterError::HealthCheckHttp2 {
+                        origin: Box::new(reference.origin.clone()),
+                        rule: reference.rule,
+                        destination,
+                        rule_origin: Box::new(r.origin.clone()),
+                    });
+                }
                 let tls = match (rule, &policy.tls) {
                     (Some(rule), Some(settings)) => {
                         let h2 = protocol == UpstreamProtocol::Http2;
@@ -395,20 +463,29 @@ impl Clusters {
                     }
                     _ => None,
                 };
+                let balancing = policy.load_balancer.clone().unwrap_or_default();
+                let outlier = policy.outlier_detection;
+                let health = Arc::new(EndpointHealth::new(endpoints.len(), outlier, health_check));
+                let hash = balancing
+                    .consistent_hash
+                    .map(|h| Arc::new(EndpointHash::build(h.key, h.table, &endpoints)));
                 self.clusters.push(Cluster {
                     name: destination,
                     istio_name,
                     host: host.to_owned(),
                     port: number,
+                    subset: subset.map(|s| s.name.clone()),
                     endpoints,
-                    lb: policy.load_balancer.unwrap_or_default(),
+                    lb: balancing.simple,
                     pool: PoolPolicy::from_rule(pool),
                     protocol,
                     tls,
+                    hash,
+                    health,
                 });
                 let id = ClusterId(id);
                 self.by_host
-                    .entry(host.to_owned())
+                    .entry(key.clone())
                     .or_default()
                     .by_port
                     .push((number, id));
@@ -416,7 +493,7 @@ impl Clusters {
             }
         };
         if port.is_none() {
-            self.by_host.entry(host.to_owned()).or_default().implied = Some(id);
+            self.by_host.entry(key).or_default().implied = Some(id);
         }
         Ok(id)
     }
@@ -432,6 +509,53 @@ fn tls_field(rule: &DestinationRule, port: u16) -> String {
         Some(i) => format!("spec.trafficPolicy.portLevelSettings[{i}].tls"),
         None => "spec.trafficPolicy.tls".to_owned(),
     }
+}
+
+/// How `check` and `/config_dump` name a cluster's balancing: `ROUND_ROBIN`, or
+/// `consistentHash httpHeaderName x-user RING_HASH 1024`.
+pub(crate) fn balancing_name(cluster: &Cluster) -> String {
+    match &cluster.hash {
+        Some(h) => format!(
+            "consistentHash {} {}",
+            h.key.describe(),
+            h.algorithm.describe()
+        ),
+        None => cluster.lb.istio_name().to_owned(),
+    }
+}
+
+/// The subset `name` of the host's DestinationRule.
+fn find_subset<'r>(
+    rule: Option<&'r DestinationRule>,
+    host: &str,
+    name: &str,
+    reference: Reference<'_>,
+) -> Result<&'r Subset, ClusterError> {
+    let defined = match rule {
+        None => format!("no DestinationRule for {host} defines subsets"),
+        Some(rule) => match rule.subsets.iter().find(|s| s.name == name) {
+            Some(subset) => return Ok(subset),
+            None if rule.subsets.is_empty() => {
+                format!("{} defines no subsets", rule.origin)
+            }
+            None => format!(
+                "{} defines only subsets {}",
+                rule.origin,
+                rule.subsets
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    Err(ClusterError::UnknownSubset {
+        origin: Box::new(reference.origin.clone()),
+        rule: reference.rule,
+        host: host.to_owned(),
+        subset: name.to_owned(),
+        defined,
+    })
 }
 
 /// The ServiceEntry port a destination names (or implies, when the entry has one).
@@ -480,13 +604,16 @@ fn endpoint_port(endpoint: Option<&Endpoint>, sp: &ServicePort) -> u16 {
         .unwrap_or(sp.number)
 }
 
+/// The addresses of the entry's endpoints (those `subset` selects) on `sp`.
 fn service_entry_endpoints(
     se: &ServiceEntry,
     sp: &ServicePort,
     host: &str,
+    subset: Option<&Subset>,
     destination: &str,
     reference: Reference<'_>,
 ) -> Result<Vec<SocketAddr>, ClusterError> {
+    let selected = |e: &Endpoint| subset.is_none_or(|s| s.selects(&e.labels));
     let mut endpoints = Vec::new();
     match se.resolution {
         Resolution::Static => {
@@ -499,6 +626,9 @@ fn service_entry_endpoints(
                 });
             }
             for (index, endpoint) in se.endpoints.iter().enumerate() {
+                if !selected(endpoint) {
+                    continue;
+                }
                 let ip: IpAddr =
                     endpoint
                         .address
@@ -519,9 +649,12 @@ fn service_entry_endpoints(
         }
         Resolution::Dns => {
             if se.endpoints.is_empty() {
+                if subset.is_some_and(|s| !s.labels.is_empty()) {
+                    return Ok(Vec::new());
+                }
                 return resolve(host, endpoint_port(None, sp), destination, reference);
             }
-            for endpoint in &se.endpoints {
+            for endpoint in se.endpoints.iter().filter(|e| selected(e)) {
                 let port = endpoint_port(Some(endpoint), sp);
                 for addr in resolve(&endpoint.address, port, destination, reference)? {
                     push_unique(&mut endpoints, addr);
@@ -657,6 +790,7 @@ mod tests {
                 .map(|(n, p)| ((*n).to_owned(), *p))
                 .collect::<BTreeMap<_, _>>(),
             weight: None,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -700,21 +834,21 @@ mod tests {
         };
         let clusters = Clusters::build(&config).unwrap();
         assert_eq!(clusters.len(), 2);
-        let http = clusters.get(clusters.lookup("httpbin", Some(8000)).unwrap());
+        let http = clusters.get(clusters.lookup("httpbin", None, Some(8000)).unwrap());
         assert_eq!(http.name, "httpbin:8000");
         assert_eq!(
             http.endpoints,
             vec![v4(10, 0, 0, 1, 18000), v4(10, 0, 0, 2, 8080)]
         );
         assert_eq!(http.lb, LoadBalancer::RoundRobin);
-        let admin = clusters.get(clusters.lookup("httpbin", Some(9000)).unwrap());
+        let admin = clusters.get(clusters.lookup("httpbin", None, Some(9000)).unwrap());
         assert_eq!(admin.name, "httpbin:9000");
         assert_eq!(
             admin.endpoints,
             vec![v4(10, 0, 0, 1, 9000), v4(10, 0, 0, 2, 9000)]
         );
-        assert_eq!(clusters.lookup("httpbin", Some(7000)), None);
-        assert_eq!(clusters.lookup("other", Some(8000)), None);
+        assert_eq!(clusters.lookup("httpbin", None, Some(7000)), None);
+        assert_eq!(clusters.lookup("other", None, Some(8000)), None);
     }
 
     #[test]
@@ -731,8 +865,8 @@ mod tests {
         };
         let clusters = Clusters::build(&config).unwrap();
         assert_eq!(clusters.len(), 1);
-        let id = clusters.lookup("httpbin", None).unwrap();
-        assert_eq!(clusters.lookup("httpbin", Some(8000)), Some(id));
+        let id = clusters.lookup("httpbin", None, None).unwrap();
+        assert_eq!(clusters.lookup("httpbin", None, Some(8000)), Some(id));
         assert_eq!(clusters.get(id).endpoints, vec![v4(127, 0, 0, 1, 8000)]);
         assert_eq!(clusters.iter().count(), 1);
     }
@@ -810,10 +944,10 @@ mod tests {
             ..Config::default()
         };
         let clusters = Clusters::build(&config).unwrap();
-        let local = clusters.get(clusters.lookup("localhost", Some(8000)).unwrap());
+        let local = clusters.get(clusters.lookup("localhost", None, Some(8000)).unwrap());
         assert_eq!(local.name, "localhost:8000");
         assert_eq!(local.endpoints, vec![v4(127, 0, 0, 1, 8000)]);
-        let upstream = clusters.get(clusters.lookup("upstream", None).unwrap());
+        let upstream = clusters.get(clusters.lookup("upstream", None, None).unwrap());
         assert_eq!(
             upstream.endpoints,
             vec![v4(127, 0, 0, 1, 8081), v4(127, 0, 0, 2, 9)]
@@ -833,7 +967,7 @@ mod tests {
             ..Config::default()
         };
         let clusters = Clusters::build(&config).unwrap();
-        let local = clusters.get(clusters.lookup("localhost", None).unwrap());
+        let local = clusters.get(clusters.lookup("localhost", None, None).unwrap());
         assert_eq!(local.endpoints, vec![v4(127, 0, 0, 1, 8000)]);
     }
 
@@ -863,14 +997,17 @@ mod tests {
             name: host.to_owned(),
             host: host.to_owned(),
             traffic_policy: TrafficPolicy {
-                load_balancer: Some(lb),
+                load_balancer: Some(crate::config::Balancing::from(lb)),
                 connection_pool: Some(ConnectionPool {
                     max_connections: Some(7),
                     ..ConnectionPool::default()
                 }),
+                outlier_detection: None,
                 tls: None,
             },
             port_level_settings: Vec::new(),
+            subsets: vec![],
+            health_check: None,
         };
         let config = Config {
             virtual_services: vec![vs(
@@ -888,10 +1025,18 @@ mod tests {
             ..Config::default()
         };
         let clusters = Clusters::build(&config).unwrap();
-        let lb = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).lb;
+        let lb = |host| {
+            clusters
+                .get(clusters.lookup(host, None, Some(1)).unwrap())
+                .lb
+        };
         assert_eq!(lb("127.0.0.1"), LoadBalancer::LeastRequest);
         assert_eq!(lb("127.0.0.2"), LoadBalancer::Random);
-        let policy = |host| clusters.get(clusters.lookup(host, Some(1)).unwrap()).pool;
+        let policy = |host| {
+            clusters
+                .get(clusters.lookup(host, None, Some(1)).unwrap())
+                .pool
+        };
         assert_eq!(policy("127.0.0.1").max_connections, 7);
         assert_eq!(
             policy("localhost").max_connections,
@@ -900,9 +1045,142 @@ mod tests {
         );
         let rules = [rule("*.example.com", LoadBalancer::Random)];
         assert_eq!(
-            destination_rule(&rules, "a.example.com").and_then(|r| r.traffic_policy.load_balancer),
-            Some(LoadBalancer::Random)
+            destination_rule(&rules, "a.example.com")
+                .and_then(|r| r.traffic_policy.load_balancer.clone()),
+            Some(LoadBalancer::Random.into())
         );
         assert!(destination_rule(&rules, "example.com").is_none());
+    }
+
+    #[test]
+    fn subsets_select_endpoints_by_label_and_merge_policies() {
+        use crate::config::{ConsistentHash, HashKey, HashTable, Subset, TrafficPolicy};
+        let labelled = |address: &str, version: &str| Endpoint {
+            labels: [("version".to_owned(), version.to_owned())].into(),
+            ..endpoint(address, &[])
+        };
+        let subset = |name: &str, version: &str, policy: TrafficPolicy| Subset {
+            name: name.to_owned(),
+            labels: [("version".to_owned(), version.to_owned())].into(),
+            traffic_policy: policy,
+            port_level_settings: Vec::new(),
+        };
+        let hash = ConsistentHash {
+            key: HashKey::SourceIp,
+            table: HashTable::RingHash {
+                minimum_ring_size: 16,
+            },
+        };
+        let rule = DestinationRule {
+            origin: origin("DestinationRule", "httpbin"),
+            name: "httpbin".to_owned(),
+            host: "httpbin".to_owned(),
+            traffic_policy: TrafficPolicy {
+                load_balancer: Some(LoadBalancer::Random.into()),
+                connection_pool: Some(ConnectionPool {
+                    max_connections: Some(9),
+                    ..ConnectionPool::default()
+                }),
+                ..TrafficPolicy::default()
+            },
+            port_level_settings: Vec::new(),
+            health_check: None,
+            subsets: vec![
+                subset("v1", "v1", TrafficPolicy::default()),
+                subset(
+                    "v2",
+                    "v2",
+                    TrafficPolicy {
+                        load_balancer: Some(crate::config::Balancing {
+                            simple: LoadBalancer::RoundRobin,
+                            consistent_hash: Some(hash.clone()),
+                        }),
+                        ..TrafficPolicy::default()
+                    },
+                ),
+                subset("v3", "v3", TrafficPolicy::default()),
+            ],
+        };
+        let mut routes = vs(
+            "httpbin",
+            &[
+                ("httpbin", None),
+                ("httpbin", None),
+                ("httpbin", None),
+                ("httpbin", None),
+            ],
+        );
+        for (http, subset) in routes
+            .http
+            .iter_mut()
+            .zip([None, Some("v1"), Some("v2"), Some("v3")])
+        {
+            if let RouteAction::Route(d) = &mut http.action {
+                d[0].subset = subset.map(str::to_owned);
+            }
+        }
+        let config = Config {
+            virtual_services: vec![routes.clone()],
+            service_entries: vec![service_entry(
+                "httpbin",
+                Resolution::Static,
+                vec![port(8000, "http", None)],
+                vec![
+                    labelled("10.0.0.1", "v1"),
+                    labelled("10.0.0.2", "v2"),
+                    labelled("10.0.0.3", "v1"),
+                ],
+            )],
+            destination_rules: vec![rule.clone()],
+            ..Config::default()
+        };
+        let clusters = Clusters::build(&config).unwrap();
+        assert_eq!(clusters.len(), 4);
+        let get = |subset| clusters.get(clusters.lookup("httpbin", subset, None).unwrap());
+        assert_eq!(get(None).endpoints.len(), 3);
+        let v1 = get(Some("v1"));
+        assert_eq!(v1.istio_name, "outbound|8000|v1|httpbin");
+        assert_eq!(v1.name, "httpbin:8000 subset v1");
+        assert_eq!(
+            v1.endpoints,
+            vec![v4(10, 0, 0, 1, 8000), v4(10, 0, 0, 3, 8000)]
+        );
+        assert_eq!(v1.lb, LoadBalancer::Random, "the rule's loadBalancer");
+        assert_eq!(v1.pool.max_connections, 9);
+        assert!(v1.hash.is_none());
+        let v2 = get(Some("v2"));
+        assert_eq!(v2.endpoints, vec![v4(10, 0, 0, 2, 8000)]);
+        assert_eq!(v2.lb, LoadBalancer::RoundRobin, "the subset's loadBalancer");
+        assert_eq!(
+            v2.hash.as_ref().map(|h| h.key.clone()),
+            Some(HashKey::SourceIp)
+        );
+        assert_eq!(v2.pool.max_connections, 9, "the rule's connectionPool");
+        assert!(
+            get(Some("v3")).endpoints.is_empty(),
+            "no endpoint is labelled v3"
+        );
+
+        let mut unknown = routes.clone();
+        if let RouteAction::Route(d) = &mut unknown.http[3].action {
+            d[0].subset = Some("v9".to_owned());
+        }
+        let config = Config {
+            virtual_services: vec![unknown],
+            destination_rules: vec![rule],
+            ..config
+        };
+        assert_eq!(
+            Clusters::build(&config).unwrap_err().to_string(),
+            "gateway.yaml document 2 (VirtualService httpbin): http[3] destination httpbin subset v9: \
+             gateway.yaml document 2 (DestinationRule httpbin) defines only subsets v1, v2, v3"
+        );
+        let config = Config {
+            destination_rules: vec![],
+            ..config
+        };
+        assert!(Clusters::build(&config).unwrap_err().to_string().ends_with(
+            "http[1] destination httpbin subset v1: no DestinationRule for httpbin defines subsets"
+        ));
     }
 }

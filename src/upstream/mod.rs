@@ -7,6 +7,8 @@
 
 pub(crate) mod balance;
 pub(crate) mod cluster;
+pub(crate) mod hash;
+pub(crate) mod health;
 pub(crate) mod http2;
 pub(crate) mod pool;
 mod stream;

@@ -15,8 +15,12 @@
 //! ([`Slots`]): a shard opens at most its share of the cluster's `maxConnections`
 //! ([`PoolPolicy::max_connections`], [`DEFAULT_MAX_CONNECTIONS`] without a
 //! DestinationRule). A request that finds its cluster full closes an idle connection
-//! of the cluster to another endpoint if there is one, else waits for a slot (at most
-//! [`MAX_PENDING`] requests wait per cluster) until its try's deadline.
+//! of the cluster to another endpoint if there is one, else waits until a connection
+//! closes or comes back idle (one to its own endpoint it takes as it is; another's
+//! slot it takes by closing it) or its try's deadline: at most the shard's share of `http.http1MaxPendingRequests`
+//! ([`MAX_PENDING`] without it) wait per cluster, and one more is refused at once
+//! (503 `UO`, Envoy's pending-request overflow). A connection that has carried
+//! `http.maxRequestsPerConnection` requests is closed instead of pooled.
 //!
 //! The pool also holds the shard's multiplexed HTTP/2 connections (`super::http2`),
 //! which take their cluster's slots like any other connection and are swept with the
@@ -56,9 +60,10 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per endpoint per shard; more are closed when returned.
 pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 128;
-/// Requests that may wait for a slot of one full cluster on one shard; more are
-/// answered 503 at once.
-pub(crate) const MAX_PENDING: usize = 1024;
+/// Requests that may wait for a slot of one full cluster without
+/// `connectionPool.http.http1MaxPendingRequests` (Envoy's default); more are answered
+/// 503 at once.
+pub(crate) const MAX_PENDING: u32 = 1024;
 /// How much sooner than an upstream's `Keep-Alive: timeout=` ringress closes.
 const KEEP_ALIVE_MARGIN: Duration = Duration::from_secs(1);
 
@@ -69,6 +74,23 @@ pub(crate) struct PoolPolicy {
     pub(crate) max_connections: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    /// Requests waiting for a connection at most, over all shards.
+    pub(crate) max_pending: u32,
+    /// Requests one upstream connection carries before it is closed.
+    pub(crate) max_requests_per_connection: Option<u32>,
+    /// Retries in flight at once at most, over all shards (unlimited without
+    /// `maxRetries`, as Istio configures Envoy).
+    pub(crate) max_retries: u32,
+    /// Requests in flight at once at most, over all shards (`http2MaxRequests`;
+    /// unlimited without, as Istio configures Envoy).
+    pub(crate) max_requests: u32,
+}
+
+/// One shard's share of a cluster's limits: what [`reserve`] allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotLimits {
+    pub(crate) connections: u32,
+    pub(crate) pending: u32,
 }
 
 impl PoolPolicy {
@@ -79,14 +101,59 @@ impl PoolPolicy {
             max_connections: pool.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
             connect_timeout: pool.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout: pool.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            max_pending: pool.requests.max_pending.unwrap_or(MAX_PENDING),
+            max_requests_per_connection: pool.requests.max_requests_per_connection,
+            max_retries: pool.requests.max_retries.unwrap_or(u32::MAX),
+            max_requests: pool.requests.max_requests.unwrap_or(u32::MAX),
         }
     }
 
-    /// This shard's share of `max_connections` when `shards` share it (at least 1).
-    pub(crate) fn shard_limit(&self, shards: usize) -> u32 {
-        let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
-        self.max_connections.div_ceil(shards).max(1)
+    /// This shard's share of the connection and pending-request limits when `shards`
+    /// share them.
+    pub(crate) fn shard_limits(&self, shards: usize) -> SlotLimits {
+        SlotLimits {
+            connections: share(self.max_connections, shards),
+            pending: share(self.max_pending, shards),
+        }
     }
+
+    /// This shard's share of `max_retries`.
+    pub(crate) fn shard_retries(&self, shards: usize) -> u32 {
+        share(self.max_retries, shards)
+    }
+
+    /// This shard's share of `max_requests`.
+    pub(crate) fn shard_requests(&self, shards: usize) -> u32 {
+        share(self.max_requests, shards)
+    }
+
+    /// The limits as `check` shows them, with Istio's field names.
+    pub(crate) fn describe(&self) -> String {
+        let per_connection = self
+            .max_requests_per_connection
+            .map_or("unlimited".to_owned(), |n| n.to_string());
+        let unlimited = |n: u32| match n {
+            u32::MAX => "unlimited".to_owned(),
+            n => n.to_string(),
+        };
+        let (retries, requests) = (unlimited(self.max_retries), unlimited(self.max_requests));
+        format!(
+            "maxConnections {}, http1MaxPendingRequests {}, http2MaxRequests {requests}, maxRequestsPerConnection {per_connection}, maxRetries {retries}, connectTimeout {:?}, idleTimeout {:?}",
+            self.max_connections, self.max_pending, self.connect_timeout, self.idle_timeout
+        )
+    }
+
+    /// Whether a connection that has carried `served` requests may carry another.
+    pub(crate) fn reusable_after(&self, served: u32) -> bool {
+        self.max_requests_per_connection
+            .is_none_or(|max| served < max)
+    }
+}
+
+/// One shard's share of a limit `total` over all `shards` (at least 1).
+fn share(total: u32, shards: usize) -> u32 {
+    let shards = u32::try_from(shards.max(1)).unwrap_or(u32::MAX);
+    total.div_ceil(shards).max(1)
 }
 
 impl Default for PoolPolicy {
@@ -111,7 +178,7 @@ pub(crate) enum ConnectError {
         retried: bool,
     },
     #[error(
-        "cluster {cluster} has all its {limit} connections of this shard open (connectionPool.tcp.maxConnections) and {waiting} requests waiting"
+        "cluster {cluster} has all its {limit} connections of this shard open (connectionPool.tcp.maxConnections) and {waiting} requests waiting for one (http1MaxPendingRequests)"
     )]
     Overflow {
         cluster: String,
@@ -122,6 +189,10 @@ pub(crate) enum ConnectError {
         "no connection of cluster {cluster} came free within {after:?} (connectionPool.tcp.maxConnections)"
     )]
     NoSlot { cluster: String, after: Duration },
+    #[error(
+        "cluster {cluster} has all its {limit} requests of this shard in flight (connectionPool.http.http2MaxRequests)"
+    )]
+    TooManyRequests { cluster: String, limit: u32 },
 }
 
 impl ConnectError {
@@ -149,7 +220,9 @@ impl ConnectError {
     pub(crate) fn is_overflow(&self) -> bool {
         matches!(
             self,
-            ConnectError::Overflow { .. } | ConnectError::NoSlot { .. }
+            ConnectError::Overflow { .. }
+                | ConnectError::NoSlot { .. }
+                | ConnectError::TooManyRequests { .. }
         )
     }
 }
@@ -158,7 +231,25 @@ impl ConnectError {
 #[derive(Debug, Default)]
 pub(crate) struct Slots {
     open: Cell<u32>,
+    /// Requests waiting for a slot now.
+    pending: Cell<u32>,
     waiters: RefCell<VecDeque<Waker>>,
+}
+
+/// One request counted as waiting for a slot of a cluster, until dropped.
+struct Pending(Rc<Slots>);
+
+impl Pending {
+    fn new(slots: &Rc<Slots>) -> Pending {
+        slots.pending.set(slots.pending.get() + 1);
+        Pending(slots.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.pending.set(self.0.pending.get().saturating_sub(1));
+    }
 }
 
 impl Slots {
@@ -171,6 +262,12 @@ impl Slots {
     /// out left its waker behind, so waking only the first could wake nobody).
     fn release(&self) {
         self.open.set(self.open.get().saturating_sub(1));
+        self.wake_waiters();
+    }
+
+    /// Every waiter looks again: a slot came free, or an idle connection of the
+    /// cluster that a waiter may close for its own.
+    fn wake_waiters(&self) {
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
         for waiter in waiters {
             waiter.wake();
@@ -196,6 +293,8 @@ pub(crate) struct UpstreamConn {
     /// Whether it served a request before: a reused connection the upstream closed
     /// meanwhile fails without the request having been seen, so it may be retried.
     pub(crate) reused: bool,
+    /// Requests it has carried, the one in progress included (HTTP/1.1).
+    pub(crate) served: u32,
     /// The local end (for the access log).
     pub(crate) local: Option<SocketAddr>,
     /// The cluster slot it holds while open (an HTTP/2 stream's connection holds
@@ -249,6 +348,7 @@ impl Pool {
             let Idle { mut conn, until } = idle.remove(at);
             if now < until && conn.stream.try_recv().is_none() {
                 conn.reused = true;
+                conn.served = conn.served.saturating_add(1);
                 return Some(conn);
             }
         }
@@ -261,6 +361,10 @@ impl Pool {
         // An HTTP/2 stream is done; its connection stays with its other streams.
         if keep_for.is_zero() || !conn.stream.is_connection() {
             return;
+        }
+        // A request waiting for a slot of the full cluster may take this one's.
+        if let Some(slot) = &conn.slot {
+            slot.0.wake_waiters();
         }
         let idle = self.idle.entry((conn.addr, conn.tls_id)).or_default();
         if idle.len() >= MAX_IDLE_PER_ENDPOINT {
@@ -321,23 +425,52 @@ impl Pool {
 pub(crate) async fn reserve(
     pool: &RefCell<Pool>,
     cluster: &str,
-    limit: u32,
+    limits: SlotLimits,
     wait: Duration,
 ) -> Result<Slot, ConnectError> {
+    let nothing = |_: &mut Pool| None::<std::convert::Infallible>;
+    match reserve_or(pool, cluster, limits, wait, nothing).await? {
+        Ok(slot) => Ok(slot),
+        Err(never) => match never {},
+    }
+}
+
+/// [`reserve`], or what `take` finds in the pool while the request waits (for an
+/// HTTP/1.1 request, a connection to its endpoint that came back idle: taken as it
+/// is rather than closed for a new one).
+pub(crate) async fn reserve_or<T>(
+    pool: &RefCell<Pool>,
+    cluster: &str,
+    limits: SlotLimits,
+    wait: Duration,
+    mut take: impl FnMut(&mut Pool) -> Option<T>,
+) -> Result<Result<Slot, T>, ConnectError> {
     let slots = pool.borrow_mut().slots(cluster);
     let deadline = uring::now() + wait;
+    let limit = limits.connections;
+    // Counted while this request waits (a waiter's waker may stay queued after it
+    // was woken, so the queue's length is not the number waiting).
+    let mut pending: Option<Pending> = None;
     loop {
+        if pending.is_some()
+            && let Some(found) = take(&mut pool.borrow_mut())
+        {
+            return Ok(Err(found));
+        }
         if slots.open() < limit || pool.borrow_mut().close_idle_of(&slots) {
             slots.open.set(slots.open() + 1);
-            return Ok(Slot(slots));
+            return Ok(Ok(Slot(slots)));
         }
-        let waiting = slots.waiters.borrow().len();
-        if waiting >= MAX_PENDING {
-            return Err(ConnectError::Overflow {
-                cluster: cluster.to_owned(),
-                limit,
-                waiting,
-            });
+        if pending.is_none() {
+            let waiting = slots.pending.get();
+            if waiting >= limits.pending {
+                return Err(ConnectError::Overflow {
+                    cluster: cluster.to_owned(),
+                    limit,
+                    waiting: waiting as usize,
+                });
+            }
+            pending = Some(Pending::new(&slots));
         }
         let left = deadline.saturating_duration_since(uring::now());
         let mut queued = false;
@@ -383,6 +516,7 @@ pub(crate) async fn connect(
         stream,
         addr,
         reused: false,
+        served: 1,
         local,
         slot: Some(slot),
         tls_id,
@@ -489,10 +623,31 @@ mod tests {
             max_connections: max,
             ..PoolPolicy::default()
         };
-        assert_eq!(policy(10).shard_limit(2), 5);
-        assert_eq!(policy(11).shard_limit(2), 6);
-        assert_eq!(policy(1).shard_limit(4), 1);
-        assert_eq!(policy(1024).shard_limit(0), 1024);
+        let connections = |max, shards| policy(max).shard_limits(shards).connections;
+        assert_eq!(connections(10, 2), 5);
+        assert_eq!(connections(11, 2), 6);
+        assert_eq!(connections(1, 4), 1);
+        assert_eq!(connections(1024, 0), 1024);
+        let limited = PoolPolicy::from_rule(Some(&ConnectionPool {
+            requests: crate::config::RequestLimits {
+                max_pending: Some(3),
+                max_requests_per_connection: Some(2),
+                max_retries: Some(5),
+                max_requests: Some(4),
+            },
+            ..ConnectionPool::default()
+        }));
+        assert_eq!(limited.shard_limits(2).pending, 2);
+        assert_eq!(limited.shard_retries(2), 3);
+        assert_eq!(limited.shard_requests(3), 2);
+        assert!(limited.reusable_after(1));
+        assert!(!limited.reusable_after(2));
+        assert!(PoolPolicy::default().reusable_after(u32::MAX));
+        assert_eq!(
+            PoolPolicy::default().shard_limits(2).pending,
+            MAX_PENDING / 2
+        );
+        assert_eq!(PoolPolicy::default().shard_retries(3), u32::MAX.div_ceil(3));
         assert_eq!(
             PoolPolicy::default().max_connections,
             DEFAULT_MAX_CONNECTIONS

@@ -717,7 +717,6 @@ impl TcpStream {
     }
 
     /// The peer's address.
-    #[cfg(test)]
     pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
         sock_name(&self.fd, libc::getpeername)
     }

@@ -23,12 +23,35 @@ impl Check<'_, '_> {
         let connection_pool = raw
             .connection_pool
             .map(|pool| self.connection_pool(Some(pool), &path.key("connectionPool")));
+        let outlier_detection = raw
+            .outlier_detection
+            .map(|od| self.outlier_detection(od, &path.key("outlierDetection")));
         let tls = raw.tls.map(|tls| self.client_tls(tls, &path.key("tls")));
         Some(TrafficPolicy {
             load_balancer: valid_if_set(load_balancer)?,
             connection_pool: valid_if_set(connection_pool)?,
+            outlier_detection: valid_if_set(outlier_detection)?,
             tls: valid_if_set(tls)?,
         })
+    }
+
+    /// A DestinationRule's or a subset's `trafficPolicy` at `path` (absent: says
+    /// nothing), and its `portLevelSettings`.
+    pub(super) fn traffic_policy_and_ports(
+        &mut self,
+        raw: Option<FileTrafficPolicy>,
+        path: &Path,
+    ) -> (Option<TrafficPolicy>, Option<Vec<PortTrafficPolicy>>) {
+        let Some(mut policy) = raw else {
+            return (Some(TrafficPolicy::default()), Some(Vec::new()));
+        };
+        let ports = policy.port_level_settings.take();
+        let traffic_policy = self.traffic_policy(policy, path);
+        let port_level_settings = match ports {
+            Some(ports) => self.port_level_settings(ports, &path.key("portLevelSettings")),
+            None => Some(Vec::new()),
+        };
+        (traffic_policy, port_level_settings)
     }
 
     /// `trafficPolicy.portLevelSettings`: one entry per `port.number`.

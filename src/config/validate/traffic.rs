@@ -105,8 +105,14 @@ impl Check<'_, '_> {
         if let Some(destination) = mirror {
             let keys = ("mirrorPercentage", "mirrorPercent");
             let share = self.share(percentage, percent, keys, p, Share::ALL);
+            let subset = destination.subset.clone();
             match (self.destination(destination, &p.key("mirror")), share) {
-                (Some((host, port)), Some(share)) => out.push(Mirror { host, port, share }),
+                (Some((host, port)), Some(share)) => out.push(Mirror {
+                    host,
+                    port,
+                    subset,
+                    share,
+                }),
                 _ => ok = false,
             }
         }
@@ -121,8 +127,14 @@ impl Check<'_, '_> {
                 ok = false;
                 continue;
             };
+            let subset = destination.subset.clone();
             match (self.destination(destination, &mp.key("destination")), share) {
-                (Some((host, port)), Some(share)) => out.push(Mirror { host, port, share }),
+                (Some((host, port)), Some(share)) => out.push(Mirror {
+                    host,
+                    port,
+                    subset,
+                    share,
+                }),
                 _ => ok = false,
             }
         }

@@ -12,8 +12,7 @@ use crate::auth::{KeyRing, KeySet};
 use crate::config::{
     ClientCredential, Config, Credential, DestinationRule, Gateway, HeaderOperations, HeaderOps,
     HttpRoute, JwksSource, L4Route, Protocol, Resolution, RouteAction, RouteMatch, Server,
-    ServerTls, ServiceEntry, StringMatch, TlsVersion, TrafficPolicy, VirtualService,
-    WeightedDestination,
+    ServerTls, ServiceEntry, StringMatch, TlsVersion, VirtualService, WeightedDestination,
 };
 use crate::control::status::{ReloadRecord, Status};
 use crate::snapshot::{ListenerSpec, ServedCertificate, Snapshot};
@@ -305,34 +304,6 @@ fn cluster(c: &Cluster) -> Value {
         "protocol": c.protocol.name(),
         "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "tls": tls,
-    })
-}
-
-/// A `trafficPolicy` (or a port's): the fields it sets.
-fn traffic_policy(p: &TrafficPolicy) -> Value {
-    json!({
-        "load_balancer": p.load_balancer.map(|lb| json!({ "simple": lb.istio_name() })),
-        "connection_pool": p.connection_pool.map(|pool| json!({
-            "max_connections": pool.max_connections,
-            "connect_timeout_ms": pool.connect_timeout.map(|d| d.as_millis() as u64),
-            "idle_timeout_ms": pool.idle_timeout.map(|d| d.as_millis() as u64),
-            "h2_upgrade": pool.h2_upgrade,
-        })),
-        "tls": p.tls.as_ref().map(|tls| json!({
-            "mode": tls.mode.istio_name(),
-            "credential": match &tls.credential {
-                ClientCredential::Files { cert_and_key, ca } => json!({
-                    "client_certificate": cert_and_key.as_ref().map(|(c, _)| c.display().to_string()),
-                    "private_key": cert_and_key.as_ref().map(|(_, k)| k.display().to_string()),
-                    "ca_certificates": ca.as_ref().map(|c| c.display().to_string()),
-                }),
-                ClientCredential::Named(name) => json!({ "credential_name": name }),
-            },
-            "ca_crl": tls.ca_crl.as_ref().map(|c| c.display().to_string()),
-            "sni": tls.sni,
-            "subject_alt_names": tls.subject_alt_names,
-            "insecure_skip_verify": tls.insecure_skip_verify,
-        })),
     })
 }
 
@@ -673,7 +644,9 @@ fn service_entry(se: &ServiceEntry, snapshot: &Snapshot) -> Value {
         .map(|(_, c)| {
             json!({
                 "cluster": c.name,
-                "load_balancer": c.lb.istio_name(),
+                "istio_name": c.istio_name,
+                "subset": c.subset,
+                "load_balancer": crate::upstream::cluster::balancing_name(c),
                 "protocol": c.protocol.name(),
                 "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
@@ -697,22 +670,108 @@ fn service_entry(se: &ServiceEntry, snapshot: &Snapshot) -> Value {
             "address": e.address,
             "ports": e.ports,
             "weight": e.weight,
+            "labels": e.labels,
         })).collect::<Vec<_>>(),
         "resolved": resolved,
     })
 }
 
 fn destination_rule(dr: &DestinationRule) -> Value {
+    let port_level = |settings: &[crate::config::PortTrafficPolicy]| {
+        settings
+            .iter()
+            .map(|p| {
+                json!({
+                    "port": { "number": p.port },
+                    "policy": traffic_policy(&p.policy),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
     json!({
         "name": dr.name,
         "origin": dr.origin.to_string(),
         "host": dr.host,
         "traffic_policy": traffic_policy(&dr.traffic_policy),
-        "port_level_settings": dr.port_level_settings.iter().map(|p| json!({
-            "port": { "number": p.port },
-            "policy": traffic_policy(&p.policy),
+        "port_level_settings": port_level(&dr.port_level_settings),
+        "health_check": dr.health_check.as_ref().map(|hc| json!({
+            "path": hc.path,
+            "interval_ms": hc.interval.as_millis() as u64,
+            "timeout_ms": hc.timeout.as_millis() as u64,
+            "unhealthy_threshold": hc.unhealthy_threshold,
+            "healthy_threshold": hc.healthy_threshold,
+        })),
+        "subsets": dr.subsets.iter().map(|s| json!({
+            "name": s.name,
+            "labels": s.labels,
+            "traffic_policy": traffic_policy(&s.traffic_policy),
+            "port_level_settings": port_level(&s.port_level_settings),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A `trafficPolicy`'s blocks; a block it does not set is left out.
+fn traffic_policy(policy: &crate::config::TrafficPolicy) -> Value {
+    let mut out = serde_json::Map::new();
+    if let Some(lb) = &policy.load_balancer {
+        let value = match &lb.consistent_hash {
+            Some(h) => json!({ "consistent_hash": {
+                "key": h.key.describe(),
+                "table": h.table.describe(),
+            } }),
+            None => json!({ "simple": lb.simple.istio_name() }),
+        };
+        out.insert("load_balancer".into(), value);
+    }
+    if let Some(pool) = &policy.connection_pool {
+        out.insert(
+            "connection_pool".into(),
+            json!({
+                "max_connections": pool.max_connections,
+                "connect_timeout_ms": pool.connect_timeout.map(|d| d.as_millis() as u64),
+                "idle_timeout_ms": pool.idle_timeout.map(|d| d.as_millis() as u64),
+                "h2_upgrade": pool.h2_upgrade,
+                "http1_max_pending_requests": pool.requests.max_pending,
+                "max_requests_per_connection": pool.requests.max_requests_per_connection,
+                "max_retries": pool.requests.max_retries,
+                "http2_max_requests": pool.requests.max_requests,
+            }),
+        );
+    }
+    if let Some(tls) = &policy.tls {
+        out.insert(
+            "tls".into(),
+            json!({
+                "mode": tls.mode.istio_name(),
+                "credential": match &tls.credential {
+                    ClientCredential::Files { cert_and_key, ca } => json!({
+                        "client_certificate": cert_and_key.as_ref().map(|(c, _)| c.display().to_string()),
+                        "private_key": cert_and_key.as_ref().map(|(_, k)| k.display().to_string()),
+                        "ca_certificates": ca.as_ref().map(|c| c.display().to_string()),
+                    }),
+                    ClientCredential::Named(name) => json!({ "credential_name": name }),
+                },
+                "ca_crl": tls.ca_crl.as_ref().map(|c| c.display().to_string()),
+                "sni": tls.sni,
+                "subject_alt_names": tls.subject_alt_names,
+                "insecure_skip_verify": tls.insecure_skip_verify,
+            }),
+        );
+    }
+    if let Some(od) = &policy.outlier_detection {
+        out.insert(
+            "outlier_detection".into(),
+            json!({
+                "consecutive_5xx_errors": od.consecutive_5xx,
+                "consecutive_gateway_errors": od.consecutive_gateway,
+                "interval_ms": od.interval.as_millis() as u64,
+                "base_ejection_time_ms": od.base_ejection_time.as_millis() as u64,
+                "max_ejection_percent": od.max_ejection_percent,
+                "min_health_percent": od.min_health_percent,
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]

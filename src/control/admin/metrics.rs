@@ -1,12 +1,13 @@
 //! `GET /stats/prometheus`: the shards' counters, the routes' counters, reload
 //! outcomes and certificate expiry in the Prometheus text exposition format 0.0.4.
-//! Every family has `# HELP` and `# TYPE` lines and a `ringress_` name; label values
+//! Every family has `# HELP` and `# TYPE` lines and a `ringress_` name (per-cluster
+//! health and outlier detection keep Envoy's `envoy_cluster_` names); label values
 //! are escaped as the format requires (`\\`, `\"`, `\n`). Reads relaxed atomics that
 //! the shards write: the numbers are each exact, though not one instant's photograph.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::UNIX_EPOCH;
 
 use crate::auth::{self, SourceKeys};
@@ -190,7 +191,7 @@ pub(super) fn render(status: &Status, now: i64) -> String {
         (
             "ringress_upstream_overflows_total",
             "counter",
-            "Requests answered 503 because their cluster had all its connections open (connectionPool.tcp.maxConnections), by shard.",
+            "Requests answered 503 because their cluster was full: maxConnections open and http1MaxPendingRequests waiting, or http2MaxRequests in flight, by shard.",
             |s: &ShardStats| ShardStats::get(&s.upstream_overflows),
         ),
         (
@@ -204,6 +205,12 @@ pub(super) fn render(status: &Status, now: i64) -> String {
             "counter",
             "Bytes relayed from upstreams to clients on TLS passthrough and TCP connections, by shard.",
             |s: &ShardStats| ShardStats::get(&s.l4_bytes_sent),
+        ),
+        (
+            "ringress_upstream_retry_overflows_total",
+            "counter",
+            "Retries not made because their cluster had connectionPool.http.maxRetries retries in flight, by shard.",
+            |s: &ShardStats| ShardStats::get(&s.retry_overflows),
         ),
         (
             "ringress_access_log_dropped_total",
@@ -308,6 +315,8 @@ pub(super) fn render(status: &Status, now: i64) -> String {
         &[],
         last_failure,
     );
+
+    clusters(&mut out, &snapshot);
 
     out.family(
         "ringress_config_generation",
@@ -436,6 +445,73 @@ fn seconds_until(info: &CertInfo, now: i64) -> i64 {
 }
 
 /// The text being written.
+/// Envoy's per-cluster health gauges and outlier-detection counters, by Istio's
+/// cluster name (they restart at each reload, with the tables).
+fn clusters(out: &mut Out, snapshot: &crate::snapshot::Snapshot) {
+    let now = std::time::Instant::now();
+    type Value = fn(&crate::upstream::Cluster, std::time::Instant) -> u64;
+    let families: [(&str, &str, &str, Value); 8] = [
+        (
+            "envoy_cluster_membership_total",
+            "gauge",
+            "Endpoints of the cluster.",
+            |c, _| c.endpoints.len() as u64,
+        ),
+        (
+            "envoy_cluster_membership_healthy",
+            "gauge",
+            "Endpoints of the cluster neither ejected by outlier detection nor failing their health check.",
+            |c, now| c.health.healthy(now) as u64,
+        ),
+        (
+            "envoy_cluster_outlier_detection_ejections_active",
+            "gauge",
+            "Endpoints ejected now.",
+            |c, now| c.health.ejected(now) as u64,
+        ),
+        (
+            "envoy_cluster_outlier_detection_ejections_enforced_total",
+            "counter",
+            "Ejections made by outlier detection.",
+            |c, _| c.health.ejections_enforced.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_outlier_detection_ejections_overflow",
+            "counter",
+            "Ejections not made because maxEjectionPercent of the endpoints were ejected.",
+            |c, _| c.health.ejections_overflow.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_health_check_attempt",
+            "counter",
+            "Active health-check probes made (ringress.io/health-check-path).",
+            |c, _| c.health.hc_attempts.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_health_check_success",
+            "counter",
+            "Health-check probes answered 200 in time.",
+            |c, _| c.health.hc_successes.load(Relaxed),
+        ),
+        (
+            "envoy_cluster_health_check_failure",
+            "counter",
+            "Health-check probes that failed.",
+            |c, _| c.health.hc_failures.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        for (_, cluster) in snapshot.clusters.iter() {
+            out.sample(
+                name,
+                &[("cluster_name", cluster.istio_name.as_str())],
+                value(cluster, now),
+            );
+        }
+    }
+}
+
 #[derive(Default)]
 struct Out(String);
 

@@ -337,7 +337,10 @@ fn parse_exposition(text: &str) -> Vec<Sample> {
         assert!(!line.starts_with('#'), "unexpected comment {line}");
         let name_end = line.find(['{', ' ']).unwrap();
         let name = &line[..name_end];
-        assert!(name.starts_with("ringress_"), "{line}");
+        assert!(
+            name.starts_with("ringress_") || name.starts_with("envoy_cluster_"),
+            "{line}"
+        );
         assert!(
             name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
             "{line}"

@@ -37,7 +37,7 @@ use rustls::pki_types::ServerName;
 
 pub(crate) use exchange::H2Exchange;
 
-use super::pool::{self, ConnectError, Pool, Slot};
+use super::pool::{self, ConnectError, Pool, Slot, SlotLimits};
 use super::{Cluster, UpstreamConn, UpstreamStream};
 use crate::fast_hash::FastMap;
 use crate::pipe::{self, Pipe};
@@ -70,6 +70,9 @@ pub(crate) struct H2Conn {
     active: Cell<usize>,
     /// Streams it has carried.
     served: Cell<u64>,
+    /// `maxRequestsPerConnection`: streams it carries at most; then it takes no new
+    /// one and closes when the last ends.
+    max_served: Option<u64>,
     state: RefCell<ConnState>,
     /// Since when no stream was leased (meaningful while `active` is 0).
     idle_since: Cell<Instant>,
@@ -118,7 +121,12 @@ impl H2Conn {
             }
             ConnState::Failed(_) | ConnState::Abandoned | ConnState::Closed => return false,
         };
-        self.active.get() < max
+        self.active.get() < max && !self.used_up()
+    }
+
+    /// It has carried its `maxRequestsPerConnection` streams.
+    fn used_up(&self) -> bool {
+        self.max_served.is_some_and(|max| self.served.get() >= max)
     }
 
     fn settle(&self, state: ConnState) {
@@ -174,6 +182,9 @@ impl Drop for Lease {
         self.0.active.set(active);
         if active == 0 {
             self.0.idle_since.set(uring::now());
+            if self.0.used_up() {
+                self.retire();
+            }
         }
     }
 }
@@ -278,13 +289,13 @@ pub(crate) async fn stream(
     cluster: &Cluster,
     addr: SocketAddr,
     server_name: Option<ServerName<'static>>,
-    limit: u32,
+    limits: SlotLimits,
     wait: Duration,
 ) -> Result<UpstreamConn, ConnectError> {
     let deadline = uring::now() + wait;
     let (lease, (send, local)) = loop {
         let left = deadline.saturating_duration_since(uring::now());
-        match lease_open(pool, cluster, addr, server_name.as_ref(), limit, left).await {
+        match lease_open(pool, cluster, addr, server_name.as_ref(), limits, left).await {
             Ok(leased) => break leased,
             Err(NotOpen::Abandoned) => continue,
             Err(NotOpen::Failed(Failure::TimedOut(after))) => {
@@ -311,6 +322,7 @@ pub(crate) async fn stream(
         // A stream is never stale: one the upstream did not process is refused
         // (REFUSED_STREAM, GOAWAY), and retried as `refused-stream`.
         reused: false,
+        served: 1,
         local,
         slot: None,
         tls_id: 0,
@@ -325,7 +337,7 @@ async fn lease_open(
     cluster: &Cluster,
     addr: SocketAddr,
     server_name: Option<&ServerName<'static>>,
-    limit: u32,
+    limits: SlotLimits,
     wait: Duration,
 ) -> Result<(Lease, (SendRequest<Bytes>, Option<SocketAddr>)), NotOpen> {
     let deadline = uring::now() + wait;
@@ -343,6 +355,7 @@ async fn lease_open(
                 settled: Cell::new(false),
                 active: Cell::new(0),
                 served: Cell::new(0),
+                max_served: cluster.pool.max_requests_per_connection.map(u64::from),
                 state: RefCell::new(ConnState::Connecting(Vec::new())),
                 idle_since: Cell::new(uring::now()),
                 keep_for: cluster.pool.idle_timeout,
@@ -350,7 +363,7 @@ async fn lease_open(
             pool.borrow_mut().h2.insert(conn.clone());
             let lease = Lease::new(conn.clone());
             let mut opening = Opening(Some(conn.clone()));
-            let slot = match pool::reserve(pool, &cluster.name, limit, wait).await {
+            let slot = match pool::reserve(pool, &cluster.name, limits, wait).await {
                 Ok(slot) => slot,
                 Err(e) => {
                     // Those waiting for it try for a slot themselves.
@@ -501,21 +514,32 @@ mod tests {
             istio_name: "outbound|80||h2".to_owned(),
             host: "h2".to_owned(),
             port: 80,
+            subset: None,
             endpoints: vec![addr],
             lb: LoadBalancer::RoundRobin,
             pool: PoolPolicy::default(),
             protocol: UpstreamProtocol::Http2,
             tls: None,
+            hash: None,
+            health: std::sync::Arc::new(crate::upstream::health::EndpointHealth::new(
+                1, None, None,
+            )),
         };
         let pool = RefCell::new(Pool::default());
         let wait = Duration::from_secs(5);
+        let one = SlotLimits {
+            connections: 1,
+            pending: 1024,
+        };
         runtime.block_on(async {
             // The cluster's one slot is taken: the first request waits for it, with
             // its connection registered, and the second waits on that connection.
-            let held = pool::reserve(&pool, &cluster.name, 1, wait).await.unwrap();
-            let mut first = Box::pin(stream(&pool, &cluster, addr, None, 1, wait));
+            let held = pool::reserve(&pool, &cluster.name, one, wait)
+                .await
+                .unwrap();
+            let mut first = Box::pin(stream(&pool, &cluster, addr, None, one, wait));
             poll_once(first.as_mut()).await;
-            let mut second = pin!(stream(&pool, &cluster, addr, None, 1, wait));
+            let mut second = pin!(stream(&pool, &cluster, addr, None, one, wait));
             poll_once(second.as_mut()).await;
             // The first goes away before connecting; the slot comes free.
             drop(first);
