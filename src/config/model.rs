@@ -429,9 +429,9 @@ pub struct DestinationRule {
 
 impl DestinationRule {
     /// The policy of the cluster on service port `port` (of `subset`), in Istio's
-    /// order (`MergeTrafficPolicy`, then the port's settings): the rule's, each field
-    /// the subset sets replacing the rule's, then each field the subset's port-level
-    /// settings set, then the rule's port-level settings.
+    /// order (`MergeTrafficPolicy`): the rule's, each field its port-level settings
+    /// set replacing it, then each field the subset sets, then each field the
+    /// subset's port-level settings set.
     pub fn policy_for(&self, port: u16, subset: Option<&super::Subset>) -> TrafficPolicy {
         let at_port = |settings: &[PortTrafficPolicy]| {
             settings
@@ -440,13 +440,15 @@ impl DestinationRule {
                 .map(|p| p.policy.clone())
                 .unwrap_or_default()
         };
-        let mut policy = self.traffic_policy.clone();
-        if let Some(subset) = subset {
-            policy = policy
+        let policy = self
+            .traffic_policy
+            .overridden_by(&at_port(&self.port_level_settings));
+        match subset {
+            Some(subset) => policy
                 .overridden_by(&subset.traffic_policy)
-                .overridden_by(&at_port(&subset.port_level_settings));
+                .overridden_by(&at_port(&subset.port_level_settings)),
+            None => policy,
         }
-        policy.overridden_by(&at_port(&self.port_level_settings))
     }
 }
 

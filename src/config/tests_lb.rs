@@ -396,3 +396,29 @@ fn health_check_annotations() {
         );
     }
 }
+
+#[test]
+fn a_subset_and_port_level_settings_merge_in_istios_order() {
+    let config = load_ok(&dr(
+        "  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n    connectionPool:\n      tcp: {maxConnections: 1}\n    outlierDetection: {consecutive5xxErrors: 7}\n    portLevelSettings:\n    - port: {number: 8080}\n      connectionPool:\n        tcp: {maxConnections: 2}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      loadBalancer: {simple: LEAST_REQUEST}\n      connectionPool:\n        tcp: {maxConnections: 3}\n      portLevelSettings:\n      - port: {number: 9090}\n        outlierDetection: {consecutive5xxErrors: 9}\n",
+    ));
+    let rule = &config.destination_rules[0];
+    let max = |p: &TrafficPolicy| p.connection_pool.and_then(|c| c.max_connections);
+    let consecutive = |p: &TrafficPolicy| p.outlier_detection.and_then(|o| o.consecutive_5xx);
+    let simple = |p: &TrafficPolicy| p.load_balancer.clone().map(|b| b.simple);
+    let v1 = Some(&rule.subsets[0]);
+    // The subset's fields replace the rule's.
+    let policy = rule.policy_for(80, v1);
+    assert_eq!(simple(&policy), Some(LoadBalancer::LeastRequest));
+    assert_eq!((max(&policy), consecutive(&policy)), (Some(3), Some(7)));
+    // The subset's port-level settings replace those.
+    let policy = rule.policy_for(9090, v1);
+    assert_eq!((max(&policy), consecutive(&policy)), (Some(3), Some(9)));
+    // The rule's port-level settings come before the subset's fields, which win.
+    let policy = rule.policy_for(8080, v1);
+    assert_eq!(max(&policy), Some(3));
+    assert_eq!(simple(&policy), Some(LoadBalancer::LeastRequest));
+    // Without the subset: the rule's, then its port's.
+    assert_eq!(max(&rule.policy_for(80, None)), Some(1));
+    assert_eq!(max(&rule.policy_for(8080, None)), Some(2));
+}
