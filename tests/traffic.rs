@@ -535,29 +535,6 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
     );
 }
 
-/// `grpc_service.py call TARGET CALLS...`: one JSON result a call.
-fn grpc_calls(target: &str, calls: &[&str]) -> Vec<Value> {
-    let mut command = std::process::Command::new("python3");
-    command
-        .arg(tool("grpc_service.py"))
-        .arg("call")
-        .arg(target)
-        .args(calls);
-    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    assert_eq!(
-        results.len(),
-        calls.len(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    results
-}
-
 #[test]
 fn fault_aborts_answer_grpc_clients_as_envoy_does() {
     require("curl");
@@ -585,11 +562,11 @@ fn fault_aborts_answer_grpc_clients_as_envoy_does() {
         &[("backend", &[upstream.addr][..])],
     );
     let _gw = Gateway::start(&dir, &yaml, &[]);
-    let grpc = grpc_calls(&format!("127.0.0.1:{grpc_port}"), &["unary:hello"]);
+    let grpc = grpc_calls(&format!("127.0.0.1:{grpc_port}"), None, &["unary:hello"]);
     assert_eq!(grpc[0]["code"], "UNAVAILABLE", "{}", grpc[0]);
     assert_eq!(grpc[0]["details"], "fault filter abort", "{}", grpc[0]);
     // httpStatus mapped as Envoy maps a local reply's status (403: PERMISSION_DENIED).
-    let http = grpc_calls(&format!("127.0.0.1:{http_port}"), &["unary:hello"]);
+    let http = grpc_calls(&format!("127.0.0.1:{http_port}"), None, &["unary:hello"]);
     assert_eq!(http[0]["code"], "PERMISSION_DENIED", "{}", http[0]);
     assert_eq!(http[0]["details"], "fault filter abort", "{}", http[0]);
     // A client that does not speak gRPC gets 200 and the body.

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 /// `yaml` with its ServiceEntry port turned into `protocol`, or (`None`) left
@@ -233,37 +231,6 @@ fn h2_upgrade_policy_upgrade_speaks_http2_to_an_http_port() {
     let out = curl_http(HTTPBIN, port, "/anything", &[]);
     assert_eq!((out.code, out.status), (0, 200), "{out:?}");
     assert_eq!(echo(&out)["scheme"], "http");
-}
-
-/// The grpcio client of `tests/tools/grpc_service.py`: one JSON result per call.
-fn grpc_calls(
-    target: &str,
-    tls: Option<(&pki::Pki, &str)>,
-    calls: &[&str],
-) -> Vec<serde_json::Value> {
-    let mut command = Command::new("python3");
-    command.arg(tool("grpc_service.py")).arg("call").arg(target);
-    if let Some((pki, name)) = tls {
-        command
-            .arg("--ca")
-            .arg(&pki.root_cert)
-            .arg("--name")
-            .arg(name);
-    }
-    command.args(calls);
-    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let results: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    assert_eq!(
-        results.len(),
-        calls.len(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    results
 }
 
 #[test]

@@ -2096,3 +2096,34 @@ impl Drop for PyServer {
 pub fn tool(script: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools")).join(script)
 }
+
+/// The grpcio client of `tests/tools/grpc_service.py`: one JSON result per call.
+pub fn grpc_calls(
+    target: &str,
+    tls: Option<(&pki::Pki, &str)>,
+    calls: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut command = std::process::Command::new("python3");
+    command.arg(tool("grpc_service.py")).arg("call").arg(target);
+    if let Some((pki, name)) = tls {
+        command
+            .arg("--ca")
+            .arg(&pki.root_cert)
+            .arg("--name")
+            .arg(name);
+    }
+    command.args(calls);
+    let out = run_with_timeout(command, b"", CLIENT_TIMEOUT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        results.len(),
+        calls.len(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    results
+}

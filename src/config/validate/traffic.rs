@@ -85,6 +85,23 @@ impl Check<'_, '_> {
         ok.then_some(policies)
     }
 
+    /// One mirror's destination (at `p`) with its share, both checked.
+    fn mirror(
+        &mut self,
+        destination: FileDestination,
+        share: Option<Share>,
+        p: &Path,
+    ) -> Option<Mirror> {
+        let subset = destination.subset.clone();
+        let (host, port) = self.destination(destination, p)?;
+        Some(Mirror {
+            host,
+            port,
+            subset,
+            share: share?,
+        })
+    }
+
     /// `mirror` with `mirrorPercentage` (or the deprecated `mirrorPercent`), or
     /// `mirrors[]`, with Istio's shares: 100 % when none is given, and a mirror of 0 %
     /// left out.
@@ -105,15 +122,9 @@ impl Check<'_, '_> {
         if let Some(destination) = mirror {
             let keys = ("mirrorPercentage", "mirrorPercent");
             let share = self.share(percentage, percent, keys, p, Share::ALL);
-            let subset = destination.subset.clone();
-            match (self.destination(destination, &p.key("mirror")), share) {
-                (Some((host, port)), Some(share)) => out.push(Mirror {
-                    host,
-                    port,
-                    subset,
-                    share,
-                }),
-                _ => ok = false,
+            match self.mirror(destination, share, &p.key("mirror")) {
+                Some(mirror) => out.push(mirror),
+                None => ok = false,
             }
         }
         for (i, policy) in mirrors.unwrap_or_default().into_iter().enumerate() {
@@ -127,15 +138,9 @@ impl Check<'_, '_> {
                 ok = false;
                 continue;
             };
-            let subset = destination.subset.clone();
-            match (self.destination(destination, &mp.key("destination")), share) {
-                (Some((host, port)), Some(share)) => out.push(Mirror {
-                    host,
-                    port,
-                    subset,
-                    share,
-                }),
-                _ => ok = false,
+            match self.mirror(destination, share, &mp.key("destination")) {
+                Some(mirror) => out.push(mirror),
+                None => ok = false,
             }
         }
         // Istio sends no mirror policy for a share of 0.
