@@ -868,13 +868,7 @@ impl Gateway {
                     gateway.log_text()
                 ));
             }
-            waiting.retain(|&port| {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], port)),
-                    Duration::from_millis(200),
-                )
-                .is_err()
-            });
+            waiting.retain(|&port| !accepts(port));
             if !waiting.is_empty() {
                 thread::sleep(Duration::from_millis(20));
             }
@@ -939,6 +933,18 @@ impl Drop for Gateway {
     }
 }
 
+/// Whether something listening on `127.0.0.1:port` accepts a connection. A connection
+/// to itself does not count: connecting to a port of the ephemeral range that nobody
+/// listens on can pick that very port as its own and "connect" (TCP's simultaneous
+/// open), which would make a gateway that has not bound yet look ready.
+pub fn accepts(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+        Ok(stream) => stream.local_addr().ok() != Some(addr),
+        Err(_) => false,
+    }
+}
+
 /// How long a stopped gateway's listeners may keep accepting.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -947,8 +953,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn wait_refused(port: u16, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if !accepts(port) {
             return true;
         }
         if Instant::now() > deadline {
@@ -1930,9 +1935,7 @@ impl Gateway {
     pub fn wait_admin_ready(&mut self) {
         let port = self.admin();
         let ready = wait_for(START_TIMEOUT, || {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-                && curl_admin(port, "/ready", &[]).status == 200
+            accepts(port) && curl_admin(port, "/ready", &[]).status == 200
         });
         if !ready {
             self.assert_running();
