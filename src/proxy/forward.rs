@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use super::mirror;
+use super::policies;
 use super::retry::RetryPolicy;
 use super::tunnel;
 use super::{Connection, Downstream, Next, ProxyError};
@@ -375,11 +376,7 @@ impl Connection {
         let service_time = self.note_service_time(started);
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: self
-                .applied
-                .as_deref()
-                .and_then(|a| a.cors_ops.as_ref())
-                .unwrap_or(&route.headers.response),
+            ops: policies::response_ops(self.applied.as_deref(), route),
             close: false,
             client_minor: 1,
             dechunked_length: None,
@@ -687,11 +684,7 @@ impl Connection {
         let close = close || (dechunk && dechunked_length.is_none());
         let ctx = ResponseContext {
             upstream_service_time_ms: Some(service_time),
-            ops: self
-                .applied
-                .as_deref()
-                .and_then(|a| a.cors_ops.as_ref())
-                .unwrap_or(&route.headers.response),
+            ops: policies::response_ops(self.applied.as_deref(), route),
             close,
             client_minor: facts.client_minor,
             dechunked_length,

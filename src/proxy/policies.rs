@@ -44,6 +44,14 @@ pub(super) struct Applied {
     pub(super) mirroring: Option<Pending>,
 }
 
+/// The response header operations of a request on `route`: CORS's when its policy
+/// adds headers (the route's own and CORS's), else the route's own.
+pub(super) fn response_ops<'a>(applied: Option<&'a Applied>, route: &'a Route) -> &'a HeaderOps {
+    applied
+        .and_then(|a| a.cors_ops.as_ref())
+        .unwrap_or(&route.headers.response)
+}
+
 impl Connection {
     /// Applies `route`'s fault and CORS policies to the request `head`: `Some` when
     /// the request was answered here (an abort, a preflight), `None` to go on to the
