@@ -2150,3 +2150,12 @@ fn duplicate_names(report: &mut Report<'_>, infos: &[DocInfo<'_>]) {
         }
     }
 }
+
+/// A field that may be absent (`None`) or set and checked (`Some(None)` when it was
+/// invalid): `None` when it was invalid, else whether it is set.
+fn valid_if_set<T>(field: Option<Option<T>>) -> Option<Option<T>> {
+    match field {
+        None => Some(None),
+        Some(checked) => checked.map(Some),
+    }
+}

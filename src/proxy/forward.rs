@@ -108,15 +108,13 @@ impl Connection {
     ) -> Result<Next, ProxyError> {
         let spec = snapshot.clusters.get(cluster);
         let server_name = spec.tls.as_deref().map(|tls| {
+            // The host the upstream is sent: `rewrite.authority`, else the request's
+            // (absolute-form authority, else Host), as `write_upstream_request` picks it.
             let authority = route
                 .rewrite
                 .as_ref()
                 .and_then(|r| r.authority.as_deref())
-                .or_else(|| {
-                    head.header_of(http::HeaderName::Host)
-                        .and_then(|h| std::str::from_utf8(h).ok())
-                })
-                .or(head.target_authority())
+                .or(head.host())
                 .unwrap_or_default();
             tls.server_name_for(authority, &spec.host)
         });
@@ -286,7 +284,7 @@ impl Connection {
         }
         if response.is_switching() {
             let result = self
-                .switch_protocols(upstream, route, response, started)
+                .switch_protocols(upstream, route, response, started, &facts)
                 .await;
             self.ctx.finished(snapshot, cluster, endpoint);
             return result;
@@ -361,6 +359,7 @@ impl Connection {
         route: &Route,
         response: ResponseHead,
         started: Instant,
+        facts: &RequestFacts,
     ) -> Result<Next, ProxyError> {
         let addr = upstream.addr;
         if !upstream.stream.is_connection() {
@@ -380,7 +379,7 @@ impl Connection {
             close: false,
             client_minor: 1,
             dechunked_length: None,
-            set_cookie: None,
+            set_cookie: facts.set_cookie.as_deref(),
         };
         self.out.clear();
         http::write_client_response_head(&response, &ctx, &mut self.out);

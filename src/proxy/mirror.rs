@@ -167,6 +167,11 @@ pub(super) fn start(
     if drawn.is_empty() {
         return None;
     }
+    if upgrade {
+        // An upgrade is never mirrored: each drawn copy counts as skipped.
+        ShardStats::add_n(&ctx.stats.mirror_skipped, drawn.len() as u64);
+        return None;
+    }
     if whole {
         for cluster in drawn {
             send(ctx, snapshot, cluster, request, method, limit);
@@ -181,7 +186,7 @@ pub(super) fn start(
         method,
         limit,
     };
-    (!upgrade && pending.extend(request)).then_some(pending)
+    pending.extend(request).then_some(pending)
 }
 
 /// Sends one copy of `request` (a whole request as written for the primary) to
@@ -258,20 +263,21 @@ async fn send_and_drain(
     sent.map_err(io)?;
     let mut buf = Vec::new();
     let head = loop {
-        let received = upstream.stream.recv().await.map_err(io)?;
-        if received.is_empty() {
-            return Err(MirrorError::Closed(addr));
-        }
-        buf.extend_from_slice(&received);
-        drop(received);
+        // What is buffered first: a final head may have come with an interim one.
         match http::parse_response(&buf, method) {
             Ok(Some(head)) if head.is_informational() => {
                 buf.drain(..head.len());
+                continue;
             }
             Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(source) => return Err(MirrorError::BadResponse { addr, source }),
         }
+        let received = upstream.stream.recv().await.map_err(io)?;
+        if received.is_empty() {
+            return Err(MirrorError::Closed(addr));
+        }
+        buf.extend_from_slice(&received);
     };
     let bad = |source| MirrorError::BadResponse { addr, source };
     let mut body = BodyFramer::new(head.body());

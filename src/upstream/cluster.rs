@@ -237,12 +237,14 @@ pub enum ClusterError {
         defined: String,
     },
     #[error(
-        "{origin}: {rule} destination {destination} speaks HTTP/2, but the health checks of {rule_origin} (ringress.io/health-check-*) probe with HTTP/1.1 only"
+        "{origin}: {rule} destination {destination} speaks {speaks}, but the health checks of {rule_origin} (ringress.io/health-check-*) probe with plain-text HTTP/1.1 only"
     )]
-    HealthCheckHttp2 {
+    HealthCheckUnsupported {
         origin: Box<Origin>,
         rule: RuleRef,
         destination: String,
+        /// `HTTP/2` or `TLS` (a DestinationRule `tls`).
+        speaks: &'static str,
         rule_origin: Box<Origin>,
     },
 }
@@ -440,15 +442,6 @@ impl Clusters {
                     subset.map_or("", |s| s.name.as_str())
                 );
                 let health_check = rule.and_then(|r| r.health_check.clone());
-                if let (Some(r), Some(_), UpstreamProtocol::Http2) = (rule, &health_check, protocol)
-                {
-                    return Err(ClusterError::HealthCheckHttp2 {
-                        origin: Box::new(reference.origin.clone()),
-                        rule: reference.rule,
-                        destination,
-                        rule_origin: Box::new(r.origin.clone()),
-                    });
-                }
                 let tls = match (rule, &policy.tls) {
                     (Some(rule), Some(settings)) => {
                         let h2 = protocol == UpstreamProtocol::Http2;
@@ -463,6 +456,22 @@ impl Clusters {
                     }
                     _ => None,
                 };
+                if let (Some(r), Some(_)) = (rule, &health_check) {
+                    let speaks = match (protocol, &tls) {
+                        (UpstreamProtocol::Http2, _) => Some("HTTP/2"),
+                        (_, Some(_)) => Some("TLS"),
+                        _ => None,
+                    };
+                    if let Some(speaks) = speaks {
+                        return Err(ClusterError::HealthCheckUnsupported {
+                            origin: Box::new(reference.origin.clone()),
+                            rule: reference.rule,
+                            destination,
+                            speaks,
+                            rule_origin: Box::new(r.origin.clone()),
+                        });
+                    }
+                }
                 let balancing = policy.load_balancer.clone().unwrap_or_default();
                 let outlier = policy.outlier_detection;
                 let health = Arc::new(EndpointHealth::new(endpoints.len(), outlier, health_check));

@@ -78,8 +78,8 @@ impl Check<'_, '_> {
             p,
         );
         let policies = RoutePolicies {
-            cors: present(cors)?,
-            fault: present(fault)?,
+            cors: valid_if_set(cors)?,
+            fault: valid_if_set(fault)?,
             mirrors: mirrors?,
         };
         ok.then_some(policies)
@@ -251,8 +251,8 @@ impl Check<'_, '_> {
         let delay = raw.delay.map(|d| self.fault_delay(d, &p.key("delay")));
         let abort = raw.abort.map(|a| self.fault_abort(a, &p.key("abort")));
         Some(Fault {
-            delay: present(delay)?,
-            abort: present(abort)?,
+            delay: valid_if_set(delay)?,
+            abort: valid_if_set(abort)?,
         })
     }
 
@@ -372,14 +372,5 @@ impl Check<'_, '_> {
             );
             None
         }
-    }
-}
-
-/// An optional field's checked value: `Some(None)` when the field is absent, `None`
-/// when it was present and failed its check.
-fn present<T>(checked: Option<Option<T>>) -> Option<Option<T>> {
-    match checked {
-        None => Some(None),
-        Some(value) => value.map(Some),
     }
 }

@@ -300,7 +300,8 @@ fn cluster(c: &Cluster) -> Value {
     });
     json!({
         "name": c.istio_name,
-        "load_balancer": c.lb.istio_name(),
+        "load_balancer": crate::upstream::cluster::balancing_name(c),
+        "subset": c.subset,
         "protocol": c.protocol.name(),
         "endpoints": c.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "tls": tls,
