@@ -537,3 +537,24 @@ fn requests_over_http2_max_requests_overflow() {
     // Once it is done, the next goes through.
     assert_eq!(answered(slow.port, "/", &[]), Ok("slow".to_owned()));
 }
+
+#[test]
+fn health_checks_of_a_cluster_reached_over_tls_are_a_load_error() {
+    let dir = TempDir::new("health-check-tls");
+    let servers = upstreams(&["v1"]);
+    let ca = pki(&dir).root_cert.display().to_string();
+    let rule =
+        format!("  trafficPolicy:\n    tls:\n      mode: SIMPLE\n      caCertificates: {ca}\n");
+    let yaml = config(free_port(), ROUTE, &[("v1", &servers[0])], &rule).replace(
+        "kind: DestinationRule\nmetadata:\n  name: shop\n",
+        "kind: DestinationRule\nmetadata:\n  name: shop\n  annotations:\n    ringress.io/health-check-path: /healthz\n",
+    );
+    let path = dir.write("gateway.yaml", &yaml);
+    let (code, _, err) = check(&path);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("http[0] destination shop:80 speaks TLS, but the health checks of")
+            && err.contains("probe with plain-text HTTP/1.1 only"),
+        "{err}"
+    );
+}

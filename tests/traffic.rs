@@ -515,6 +515,13 @@ fn mirrors_get_a_shadow_copy_and_never_touch_the_request() {
     assert!(wait_for(READ_TIMEOUT, || {
         counter(&metrics(), "ringress_mirror_sent_total") == 3 + half() as u64
     }));
+    // An upgrade request is not mirrored (it has no body: the check is not the body's).
+    let upgrade = ["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"];
+    let r = curl_http(HOST, port, "/upgrade", &upgrade);
+    assert_eq!(r.text(), "primary /upgrade 0", "{r:?}");
+    let m = metrics();
+    assert_eq!(counter(&m, "ringress_mirror_skipped_total"), 2, "{m}");
+    assert_eq!(mirrored("/upgrade"), 0);
 
     assert_check_describes(
         &dir,

@@ -61,8 +61,9 @@ impl Balancer {
         let n = cluster.endpoints.len();
         let health = &cluster.health;
         let mut check = !health.all_available();
+        let mut available = n;
         if check {
-            let available = (0..n).filter(|&i| health.available(i, now)).count();
+            available = (0..n).filter(|&i| health.available(i, now)).count();
             if health.panics(available) {
                 check = false;
             } else if available == 0 {
@@ -79,17 +80,18 @@ impl Balancer {
             return Some(table.pick_where(hash.unwrap_or_else(|| self.rng.u64(..)), usable));
         }
         if check {
-            return self.pick_available(cluster, n, &usable);
+            return self.pick_available(cluster, n, available, &usable);
         }
         Some(self.pick_any(cluster, n))
     }
 
     /// [`Balancer::pick`] when some endpoints are unavailable: the policy over the
-    /// others.
+    /// `available` others (at least one).
     fn pick_available(
         &mut self,
         cluster: &Cluster,
         n: usize,
+        available: usize,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         match cluster.lb {
@@ -99,17 +101,19 @@ impl Balancer {
                 usable(pick).then_some(pick)
             }),
             LoadBalancer::Random | LoadBalancer::LeastRequest => {
-                let available: Vec<usize> = (0..n).filter(|&i| usable(i)).collect();
-                let first = *available.get(self.rng.usize(..available.len().max(1)))?;
-                if cluster.lb == LoadBalancer::Random || available.len() < 2 {
+                // The k-th usable endpoint: no list of them is made per request.
+                let nth = |k: usize| (0..n).filter(|&i| usable(i)).nth(k);
+                let first_at = self.rng.usize(..available.max(1));
+                let first = nth(first_at)?;
+                if cluster.lb == LoadBalancer::Random || available < 2 {
                     return Some(first);
                 }
-                let second = loop {
-                    let other = available[self.rng.usize(..available.len())];
-                    if other != first {
-                        break other;
-                    }
-                };
+                // Another one, drawn among the rest (skipping the first's place).
+                let mut second_at = self.rng.usize(..available - 1);
+                if second_at >= first_at {
+                    second_at += 1;
+                }
+                let second = nth(second_at)?;
                 Some(if self.active_on(second) < self.active_on(first) {
                     second
                 } else {

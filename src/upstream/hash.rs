@@ -15,6 +15,7 @@
 //! shards (unlike std's keyed SipHash), and spread well enough for the ring. A key
 //! that only the network chooses can move a request to another endpoint, nothing more.
 
+use std::fmt::Write as _;
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
 
@@ -200,10 +201,16 @@ fn ring(endpoints: &[SocketAddr], minimum_ring_size: u64) -> Box<[(u64, u32)]> {
         .min(MAX_RING_SIZE / n)
         .max(1);
     let mut ring = Vec::with_capacity((per_endpoint * n) as usize);
+    // One key buffer for every point: `ADDR_I`, the address written once per endpoint.
+    let mut key = String::new();
     for (index, addr) in endpoints.iter().enumerate() {
-        let addr = addr.to_string();
+        key.clear();
+        let _ = write!(key, "{addr}_");
+        let prefix = key.len();
         for i in 0..per_endpoint {
-            ring.push((hash64(format!("{addr}_{i}").as_bytes()), index as u32));
+            key.truncate(prefix);
+            let _ = write!(key, "{i}");
+            ring.push((hash64(key.as_bytes()), index as u32));
         }
     }
     ring.sort_unstable();
